@@ -1,0 +1,76 @@
+package parley
+
+import "time"
+
+// ConversationKind is direct (exactly two users) or group.
+type ConversationKind string
+
+// Conversation kinds.
+const (
+	KindDirect ConversationKind = "direct"
+	KindGroup  ConversationKind = "group"
+)
+
+// MemberRole is a member's role in a group. In a direct conversation both
+// members are MemberRoleMember.
+type MemberRole string
+
+// Member roles, from most to least powerful.
+const (
+	MemberRoleOwner  MemberRole = "owner"
+	MemberRoleAdmin  MemberRole = "admin"
+	MemberRoleMember MemberRole = "member"
+)
+
+// Valid reports whether r is a known member role.
+func (r MemberRole) Valid() bool {
+	switch r {
+	case MemberRoleOwner, MemberRoleAdmin, MemberRoleMember:
+		return true
+	}
+	return false
+}
+
+// MaxGroupMembers bounds the size of a group.
+const MaxGroupMembers = 1000
+
+// Conversation is a direct or group chat. LastSeq is the seq of the newest
+// message ever committed in it (0 when empty); seqs run 1..LastSeq with no
+// gap, though expired messages are gone and deleted ones are tombstones.
+type Conversation struct {
+	ID        string           `json:"id"`
+	Kind      ConversationKind `json:"kind"`
+	Title     string           `json:"title"`
+	LastSeq   int64            `json:"last_seq"`
+	CreatedAt time.Time        `json:"created_at"`
+	Members   []Member         `json:"members"`
+}
+
+// Member is a user's membership of a conversation. ReadSeq is the highest
+// seq the user has read; it never moves backwards.
+type Member struct {
+	UserID   string     `json:"user_id"`
+	Role     MemberRole `json:"role"`
+	ReadSeq  int64      `json:"read_seq"`
+	JoinedAt time.Time  `json:"joined_at"`
+}
+
+// MemberOf returns the member entry for userID, or nil.
+func (c *Conversation) MemberOf(userID string) *Member {
+	for i := range c.Members {
+		if c.Members[i].UserID == userID {
+			return &c.Members[i]
+		}
+	}
+	return nil
+}
+
+// ConversationView is a conversation as one member sees it: with the
+// member's read state, the number of unread messages from others, and the
+// newest message still visible.
+type ConversationView struct {
+	Conversation
+	ReadSeq     int64    `json:"read_seq"`
+	UnreadCount int64    `json:"unread_count"`
+	LastMessage *Message `json:"last_message"`
+}

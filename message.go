@@ -1,0 +1,68 @@
+package parley
+
+import "time"
+
+// MessageType says how a client renders a message body.
+type MessageType string
+
+// Message types. System messages are written only by the server.
+const (
+	MessageText   MessageType = "text"
+	MessageImage  MessageType = "image"
+	MessageVideo  MessageType = "video"
+	MessageFile   MessageType = "file"
+	MessageSystem MessageType = "system"
+)
+
+// Valid reports whether t is a known message type.
+func (t MessageType) Valid() bool {
+	switch t {
+	case MessageText, MessageImage, MessageVideo, MessageFile, MessageSystem:
+		return true
+	}
+	return false
+}
+
+// Limits on message fields.
+const (
+	ClientMsgIDMaxLen   = 64       // bytes
+	DefaultMaxBodySize  = 64 << 10 // bytes
+	MaxHistoryLimit     = 200
+	DefaultHistoryLimit = 50
+	MaxTTL              = 365 * 24 * time.Hour
+)
+
+// Message is one message in a conversation, identified by (ConversationID,
+// Seq) and globally by ID. Body is opaque to the server (a later end-to-end
+// encryption layer puts ciphertext here). A deleted message is a tombstone:
+// Deleted is set and Body is empty, so clients can tell deleted from missing.
+type Message struct {
+	ID             string      `json:"id"`
+	ConversationID string      `json:"conversation_id"`
+	Seq            int64       `json:"seq"`
+	SenderID       string      `json:"sender_id"`
+	SenderDeviceID string      `json:"sender_device_id"`
+	ClientMsgID    string      `json:"client_msg_id"`
+	Type           MessageType `json:"type"`
+	Body           string      `json:"body"`
+	CreatedAt      time.Time   `json:"created_at"`
+	ExpiresAt      time.Time   `json:"expires_at,omitzero"`
+	EditedAt       time.Time   `json:"edited_at,omitzero"`
+	Deleted        bool        `json:"deleted,omitempty"`
+}
+
+// Expired reports whether m has a TTL that has run out at now.
+func (m *Message) Expired(now time.Time) bool {
+	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
+}
+
+// HistoryQuery selects a page of a conversation's history. At most one of
+// Before and After is set (0 means unset). With Before, the page is the
+// Limit messages just before that seq; with After, the Limit messages just
+// after it; with neither, the newest Limit messages. Pages are always in
+// ascending seq order.
+type HistoryQuery struct {
+	Before int64
+	After  int64
+	Limit  int
+}

@@ -1,0 +1,124 @@
+package parley
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the system of record. Every engine (store/sqlite, later
+// store/postgres) passes the contract suite in store/storetest. All methods
+// are safe for concurrent use. Errors that a client may see are *Error with
+// the codes documented per method; anything else is internal.
+//
+// The Store checks consistency (a sender must be a member when the message
+// commits, a direct pair is unique), not permissions: who may do what is
+// decided once, in the core (package service).
+type Store interface {
+	// Ping checks that the store answers; /readyz calls it.
+	Ping(ctx context.Context) error
+	// Close waits for queued writes to finish and releases the store.
+	Close() error
+
+	// CreateUser inserts u (ID and Handle set, Handle normalized).
+	// CodeConflict if the handle is taken.
+	CreateUser(ctx context.Context, u *User) error
+	// User returns a user by id; CodeNotFound if none.
+	User(ctx context.Context, id string) (*User, error)
+	// UserByHandle returns a user by normalized handle; CodeNotFound if none.
+	UserByHandle(ctx context.Context, handle string) (*User, error)
+	// SetUserRole sets the system role; CodeNotFound if no such user.
+	SetUserRole(ctx context.Context, userID string, role SystemRole) error
+	// SetUserState sets the state; CodeNotFound if no such user.
+	SetUserState(ctx context.Context, userID string, state UserState) error
+
+	// CreateSession inserts a new device and the first refresh token of its
+	// session in one transaction.
+	CreateSession(ctx context.Context, d *Device, t *RefreshToken) error
+	// RotateRefreshToken uses up the token whose hash is oldHash and stores
+	// next (whose Hash and expiry the caller sets; the store fills the user,
+	// device and session from the old token) in one transaction, and touches
+	// the device's LastSeenAt. It returns the device. Errors: CodeUnauthorized
+	// if the token is unknown, expired, or belongs to a device that is gone.
+	// If the token was already used, the whole family is revoked (the device
+	// and all its tokens are deleted) and the error is CodeUnauthorized with
+	// ErrRefreshReuse in its chain.
+	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken, now time.Time) (*Device, error)
+	// Device returns a device by id; CodeNotFound if none.
+	Device(ctx context.Context, id string) (*Device, error)
+	// Devices lists a user's devices, oldest first.
+	Devices(ctx context.Context, userID string) ([]Device, error)
+	// DeleteDevice deletes a device of userID with its refresh tokens and
+	// delivery cursors; CodeNotFound if userID has no such device.
+	DeleteDevice(ctx context.Context, userID, deviceID string) error
+	// DeleteDevices deletes every device of userID and returns how many.
+	DeleteDevices(ctx context.Context, userID string) (int, error)
+
+	// CreateConversation inserts c with its Members (IDs, kind, title,
+	// roles and CreatedAt set by the caller). For a direct conversation whose
+	// pair of users already has one, it returns that one and created=false
+	// instead. CodeNotFound if a member user does not exist.
+	CreateConversation(ctx context.Context, c *Conversation) (conv *Conversation, created bool, err error)
+	// Conversation returns a conversation with its members;
+	// CodeConversationNotFound if none.
+	Conversation(ctx context.Context, id string) (*Conversation, error)
+	// ConversationView returns the conversation as userID sees it;
+	// CodeConversationNotFound if none or userID is not a member.
+	ConversationView(ctx context.Context, id, userID string, now time.Time) (*ConversationView, error)
+	// ConversationViews lists every conversation userID is a member of, the
+	// most recently active first.
+	ConversationViews(ctx context.Context, userID string, now time.Time) ([]ConversationView, error)
+	// AddMember adds m to a conversation; CodeConflict if already a member,
+	// CodeNotFound if the user does not exist, CodeConversationNotFound if
+	// the conversation does not.
+	AddMember(ctx context.Context, conversationID string, m Member) error
+	// RemoveMember removes a member; CodeNotFound if not a member.
+	RemoveMember(ctx context.Context, conversationID, userID string) error
+	// SetMemberRoles sets the roles of the given members in one
+	// transaction (ownership transfer changes two at once); CodeNotFound if
+	// one is not a member, and then nothing changes.
+	SetMemberRoles(ctx context.Context, conversationID string, roles map[string]MemberRole) error
+	// DeleteConversation deletes a conversation, its members and messages;
+	// CodeConversationNotFound if none.
+	DeleteConversation(ctx context.Context, id string) error
+	// MarkRead raises userID's read_seq to min(seq, last_seq) if that is
+	// higher and returns the resulting read_seq; it never lowers it.
+	// CodeConversationNotFound if userID is not a member.
+	MarkRead(ctx context.Context, conversationID, userID string, seq int64) (int64, error)
+
+	// AppendMessage commits m, assigning m.Seq = last_seq+1 of its
+	// conversation at commit, and returns only once the commit is durable.
+	// The caller sets every other field. If SenderID already sent a message
+	// with m.ClientMsgID, nothing is written and that original message is
+	// returned with created=false (CodeConflict if it belongs to another
+	// conversation). CodeConversationNotFound if the conversation is gone or
+	// the sender is no longer a member at commit time. Concurrent calls share
+	// transactions (group commit).
+	AppendMessage(ctx context.Context, m *Message) (msg *Message, created bool, err error)
+	// Message returns one message unless it has expired at now;
+	// CodeNotFound if there is none.
+	Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*Message, error)
+	// Messages returns a page of history (see HistoryQuery), skipping
+	// messages expired at now. q.Limit must be 1..MaxHistoryLimit.
+	Messages(ctx context.Context, conversationID string, q HistoryQuery, now time.Time) ([]Message, error)
+	// UpdateMessage stores m's Body, EditedAt and Deleted (a deleted message
+	// keeps its row as a tombstone with an empty body); CodeNotFound if the
+	// message does not exist.
+	UpdateMessage(ctx context.Context, m *Message) error
+	// PurgeExpired deletes up to limit messages expired at now and refresh
+	// tokens expired at now, and returns how many messages it deleted.
+	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
+}
+
+// ErrRefreshReuse is in the chain of the error RotateRefreshToken returns
+// when an already-used refresh token is presented (a sign of theft).
+var ErrRefreshReuse = &Error{Code: CodeUnauthorized, Message: "refresh token was already used; the session has been revoked"}
+
+// Sealer encrypts message bodies at rest. Store engines seal a body before
+// writing it and open it after reading; additionalData binds the ciphertext
+// to its row (the message id) so it cannot be moved to another. KeyID names
+// the key used, so keys can rotate: Open must accept every key id Seal ever
+// returned. Safe for concurrent use.
+type Sealer interface {
+	Seal(plaintext, additionalData []byte) (keyID uint32, ciphertext []byte, err error)
+	Open(keyID uint32, ciphertext, additionalData []byte) ([]byte, error)
+}

@@ -1,0 +1,93 @@
+package parley
+
+import (
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// SystemRole is a user's server-wide role.
+type SystemRole string
+
+// System roles.
+const (
+	SystemRoleUser  SystemRole = "user"
+	SystemRoleAdmin SystemRole = "admin"
+)
+
+// UserState says whether a user may log in and use the service.
+type UserState string
+
+// User states.
+const (
+	UserActive    UserState = "active"
+	UserSuspended UserState = "suspended"
+)
+
+// User is an account. PasswordHash is an encoded argon2id hash and never
+// leaves the server.
+type User struct {
+	ID           string     `json:"id"`
+	Handle       string     `json:"handle"`
+	DisplayName  string     `json:"display_name"`
+	Role         SystemRole `json:"role,omitempty"`
+	State        UserState  `json:"state,omitempty"`
+	CreatedAt    time.Time  `json:"created_at,omitzero"`
+	PasswordHash string     `json:"-"`
+}
+
+// Limits on account fields.
+const (
+	HandleMinLen      = 3
+	HandleMaxLen      = 32
+	PasswordMinLen    = 10  // bytes
+	PasswordMaxLen    = 256 // bytes; argon2 hashes any length, this bounds the work
+	DisplayNameMaxLen = 64  // characters
+	DeviceNameMaxLen  = 64  // characters
+	TitleMaxLen       = 128 // characters
+)
+
+// NormalizeHandle lowercases a handle and checks the rules: 3 to 32
+// characters from a-z, 0-9, '_' and '.', starting with a letter or digit.
+// Handles are compared case-insensitively, so the result is the stored form.
+func NormalizeHandle(h string) (string, error) {
+	h = strings.ToLower(h)
+	if len(h) < HandleMinLen || len(h) > HandleMaxLen {
+		return "", Errorf(CodeInvalidRequest, "handle must be %d to %d characters", HandleMinLen, HandleMaxLen)
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '_' || c == '.'))
+		if !ok {
+			return "", Errorf(CodeInvalidRequest, "handle may contain only a-z, 0-9, '_' and '.', and must start with a letter or digit")
+		}
+	}
+	return h, nil
+}
+
+// CheckPassword enforces the password length rules.
+func CheckPassword(p string) error {
+	if len(p) < PasswordMinLen || len(p) > PasswordMaxLen {
+		return Errorf(CodeInvalidRequest, "password must be %d to %d bytes", PasswordMinLen, PasswordMaxLen)
+	}
+	return nil
+}
+
+// CleanText trims s and checks it is valid UTF-8 without control characters
+// and at most max characters long. field names the input in the error.
+func CleanText(field, s string, max int) (string, error) {
+	s = strings.TrimSpace(s)
+	if !utf8.ValidString(s) {
+		return "", Errorf(CodeInvalidRequest, "%s must be valid UTF-8", field)
+	}
+	if utf8.RuneCountInString(s) > max {
+		return "", Errorf(CodeInvalidRequest, "%s must be at most %d characters", field, max)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "", Errorf(CodeInvalidRequest, "%s must not contain control characters", field)
+		}
+	}
+	return s, nil
+}
