@@ -91,3 +91,12 @@ func CleanText(field, s string, max int) (string, error) {
 	}
 	return s, nil
 }
+
+// Principal is an authenticated caller: the user, the device (session) the
+// access token was issued to, and the user's system role at issue time.
+type Principal struct {
+	UserID    string
+	DeviceID  string
+	SessionID string
+	Role      SystemRole
+}
