@@ -59,10 +59,16 @@ func (m *Message) Expired(now time.Time) bool {
 // HistoryQuery selects a page of a conversation's history. At most one of
 // Before and After is set (0 means unset). With Before, the page is the
 // Limit messages just before that seq; with After, the Limit messages just
-// after it; with neither, the newest Limit messages. Pages are always in
+// after it (see Forward); with neither, the newest Limit messages. Pages are always in
 // ascending seq order.
 type HistoryQuery struct {
 	Before int64
 	After  int64
-	Limit  int
+	// Forward pages forward from After even when After is 0, giving the
+	// oldest Limit messages; it is implied when After > 0.
+	Forward bool
+	Limit   int
 }
+
+// Forwards reports whether q pages forward (oldest first from After).
+func (q HistoryQuery) Forwards() bool { return q.After > 0 || q.Forward }

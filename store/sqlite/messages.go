@@ -1,0 +1,333 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// messageColumns are the columns scanMessageRow reads, in its order.
+const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
+	body, body_key, created_at, expires_at, edited_at, deleted`
+
+// notExpired is the condition for a message row visible at the time bound
+// to its parameter.
+const notExpired = `(expires_at IS NULL OR expires_at > ?)`
+
+// appendSavepoint says whether an append runs in its own savepoint. It
+// needs none: it fails with a client error only before it writes, and its
+// duplicate check is the INSERT's ON CONFLICT, which writes nothing. With
+// savepoints BenchmarkAppendMessage ran 10-15% slower (7.1k against 8.3k
+// msgs/s, medians of three interleaved runs).
+const appendSavepoint = false
+
+// messageRow is a message as stored: its body sealed.
+type messageRow struct {
+	conversationID, id, senderID, senderDeviceID, typ string
+	clientMsgID                                       sql.NullString
+	seq, bodyKey, created                             int64
+	expires, edited                                   sql.NullInt64
+	body                                              []byte
+	deleted                                           bool
+}
+
+func scanMessageRow(row scanner) (*messageRow, error) {
+	var r messageRow
+	err := row.Scan(&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// open decrypts r's body and returns the message. A tombstone has an empty
+// body and is not decrypted.
+func (s *Store) open(r *messageRow) (parley.Message, error) {
+	m := parley.Message{
+		ID:             r.id,
+		ConversationID: r.conversationID,
+		Seq:            r.seq,
+		SenderID:       r.senderID,
+		SenderDeviceID: r.senderDeviceID,
+		ClientMsgID:    r.clientMsgID.String,
+		Type:           parley.MessageType(r.typ),
+		CreatedAt:      fromMillis(r.created),
+		ExpiresAt:      fromNullMillis(r.expires),
+		EditedAt:       fromNullMillis(r.edited),
+		Deleted:        r.deleted,
+	}
+	if !r.deleted {
+		body, err := s.sealer.Open(uint32(r.bodyKey), r.body, []byte(r.id))
+		if err != nil {
+			return parley.Message{}, s.internal("open message body", err)
+		}
+		m.Body = string(body)
+	}
+	return m, nil
+}
+
+// seal encrypts the body of the message with the given id, unless it is a
+// tombstone, which keeps an empty body.
+func (s *Store) seal(id, body string, deleted bool) (keyID uint32, sealed []byte, err error) {
+	if deleted {
+		return 0, []byte{}, nil
+	}
+	keyID, sealed, err = s.sealer.Seal([]byte(body), []byte(id))
+	if err != nil {
+		return 0, nil, s.internal("seal message body", err)
+	}
+	return keyID, sealed, nil
+}
+
+// AppendMessage commits m with m.Seq = last_seq+1 of its conversation and
+// returns once the commit is durable (fsync'd). An empty ID is filled with
+// parley.NewID(), a zero CreatedAt with the current time; times are set to
+// their stored precision. The body is sealed in the caller's goroutine,
+// bound to the message id, before the write is queued. An empty ClientMsgID
+// takes no part in idempotency. Otherwise, if SenderID already sent
+// ClientMsgID, nothing is written and the original is returned with
+// created=false (CodeConflict if it is in another conversation), even if
+// the two arrive in the same batch. CodeConversationNotFound if the
+// conversation is gone or the sender is not a member at commit.
+func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
+	defer s.track("append_message", time.Now())
+	if m.ConversationID == "" || m.SenderID == "" {
+		return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a message needs a conversation and a sender")
+	}
+	if m.ID == "" {
+		m.ID = parley.NewID()
+	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = time.Now()
+	}
+	m.CreatedAt = normalTime(m.CreatedAt)
+	m.ExpiresAt = normalTime(m.ExpiresAt)
+	m.EditedAt = normalTime(m.EditedAt)
+	if m.Deleted {
+		m.Body = ""
+	}
+	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
+	if err != nil {
+		return nil, false, err
+	}
+	var clientMsgID any // NULL if empty
+	if m.ClientMsgID != "" {
+		clientMsgID = m.ClientMsgID
+	}
+	var (
+		original *messageRow
+		seq      int64
+	)
+	err = s.write(ctx, appendSavepoint, func(t *txn) error {
+		original, seq = nil, 0
+		var lastSeq int64
+		err := t.stmt(s.wst.memberLastSeq).QueryRowContext(bg, m.ConversationID, m.SenderID).Scan(&lastSeq)
+		if errors.Is(err, sql.ErrNoRows) {
+			if clientMsgID != nil {
+				// A retry of a message sent before the sender left.
+				if original, err = s.sentBefore(t, m.SenderID, clientMsgID); original != nil || err != nil {
+					return err
+				}
+			}
+			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		if err != nil {
+			return s.internal("append message", err)
+		}
+		res, err := t.stmt(s.wst.insertMessage).ExecContext(bg,
+			m.ConversationID, lastSeq+1, m.ID, m.SenderID, m.SenderDeviceID, clientMsgID, string(m.Type),
+			sealed, int64(keyID), millis(m.CreatedAt), nullMillis(m.ExpiresAt), nullMillis(m.EditedAt), m.Deleted)
+		if err != nil {
+			return s.internal("append message", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return s.internal("append message", err)
+		} else if n == 0 {
+			// A duplicate: nothing was written.
+			original, err = s.sentBefore(t, m.SenderID, clientMsgID)
+			if err == nil && original == nil {
+				err = fmt.Errorf("sqlite: append message: conflict without a message")
+			}
+			return err
+		}
+		seq = lastSeq + 1
+		_, err = t.stmt(s.wst.setLastSeq).ExecContext(bg, seq, millis(m.CreatedAt), m.ConversationID)
+		if err != nil {
+			return s.internal("append message", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if original != nil {
+		if original.conversationID != m.ConversationID {
+			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
+		}
+		msg, err := s.open(original)
+		if err != nil {
+			return nil, false, err
+		}
+		return &msg, false, nil
+	}
+	m.Seq = seq
+	return m, true, nil
+}
+
+// sentBefore returns the message senderID sent with clientMsgID, or nil.
+func (s *Store) sentBefore(t *txn, senderID string, clientMsgID any) (*messageRow, error) {
+	r, err := scanMessageRow(t.stmt(s.wst.messageByClientID).QueryRowContext(bg, senderID, clientMsgID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.internal("append message", err)
+	}
+	return r, nil
+}
+
+// Message returns one message unless it has expired at now; CodeNotFound if
+// there is none.
+func (s *Store) Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*parley.Message, error) {
+	defer s.track("message", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	r, err := scanMessageRow(s.rst.message.QueryRowContext(ctx, conversationID, seq, millis(now)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
+	}
+	if err != nil {
+		return nil, s.internal("read message", err)
+	}
+	m, err := s.open(r)
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Messages returns a page of history in ascending seq order (see
+// parley.HistoryQuery, Forward included), skipping messages expired at now.
+// An unknown conversation has no messages. CodeInvalidRequest unless
+// q.Limit is 1..parley.MaxHistoryLimit, Before and After are not negative
+// and the query does not page both ways.
+func (s *Store) Messages(ctx context.Context, conversationID string, q parley.HistoryQuery, now time.Time) ([]parley.Message, error) {
+	defer s.track("messages", time.Now())
+	if q.Limit < 1 || q.Limit > parley.MaxHistoryLimit {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
+	}
+	if q.Before < 0 || q.After < 0 || q.Before > 0 && q.Forwards() {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "set at most one of before and after, not negative")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	switch {
+	case q.Before > 0:
+		rows, err = s.rst.messagesBefore.QueryContext(ctx, conversationID, q.Before, millis(now), q.Limit)
+	case q.Forwards():
+		rows, err = s.rst.messagesAfter.QueryContext(ctx, conversationID, q.After, millis(now), q.Limit)
+	default:
+		rows, err = s.rst.messagesNewest.QueryContext(ctx, conversationID, millis(now), q.Limit)
+	}
+	if err != nil {
+		return nil, s.internal("read messages", err)
+	}
+	defer rows.Close()
+	var sealed []*messageRow
+	for rows.Next() {
+		r, err := scanMessageRow(rows)
+		if err != nil {
+			return nil, s.internal("read messages", err)
+		}
+		sealed = append(sealed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.internal("read messages", err)
+	}
+	rows.Close()
+	if !q.Forwards() {
+		slices.Reverse(sealed) // read newest first
+	}
+	msgs := make([]parley.Message, len(sealed))
+	for i, r := range sealed {
+		if msgs[i], err = s.open(r); err != nil {
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
+// UpdateMessage stores m's Body (sealed again), EditedAt and Deleted for the
+// message (m.ConversationID, m.Seq). A deleted message keeps its row as a
+// tombstone with an empty body. CodeNotFound if the message does not exist.
+func (s *Store) UpdateMessage(ctx context.Context, m *parley.Message) error {
+	defer s.track("update_message", time.Now())
+	m.EditedAt = normalTime(m.EditedAt)
+	if m.Deleted {
+		m.Body = ""
+	}
+	return s.write(ctx, false, func(t *txn) error {
+		var id string
+		err := t.queryRow(`SELECT id FROM messages WHERE conversation_id = ? AND seq = ?`, m.ConversationID, m.Seq).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return parley.Errorf(parley.CodeNotFound, "no such message")
+		}
+		if err != nil {
+			return s.internal("update message", err)
+		}
+		// Sealed here, bound to the stored id, whatever m.ID says; edits are
+		// rare enough to run on the writer.
+		keyID, sealed, err := s.seal(id, m.Body, m.Deleted)
+		if err != nil {
+			return err
+		}
+		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?
+			WHERE conversation_id = ? AND seq = ?`,
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, m.ConversationID, m.Seq)
+		if err != nil {
+			return s.internal("update message", err)
+		}
+		return nil
+	})
+}
+
+// PurgeExpired deletes up to limit messages expired at now, soonest expired
+// first, and every refresh token expired at now, and returns how many
+// messages it deleted. last_seq is untouched, so seqs are never reused.
+// CodeInvalidRequest if limit < 1.
+func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
+	defer s.track("purge_expired", time.Now())
+	if limit < 1 {
+		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
+	}
+	var n int64
+	err := s.write(ctx, true, func(t *txn) error {
+		res, err := t.exec(`DELETE FROM messages WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+			millis(now), limit)
+		if err != nil {
+			return s.internal("purge messages", err)
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return s.internal("purge messages", err)
+		}
+		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, millis(now)); err != nil {
+			return s.internal("purge refresh tokens", err)
+		}
+		return nil
+	})
+	return int(n), err
+}

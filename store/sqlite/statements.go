@@ -1,0 +1,90 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// writerStatements are the hot writes, prepared once on the writer
+// connection and bound to each batch's transaction with txn.stmt.
+type writerStatements struct {
+	memberLastSeq     *sql.Stmt
+	messageByClientID *sql.Stmt
+	setLastSeq        *sql.Stmt
+	insertMessage     *sql.Stmt
+	readState         *sql.Stmt
+	setReadSeq        *sql.Stmt
+}
+
+// readerStatements are the hot reads, prepared on the reader pool (each
+// connection prepares them once, on first use).
+type readerStatements struct {
+	message        *sql.Stmt
+	messagesNewest *sql.Stmt
+	messagesBefore *sql.Stmt
+	messagesAfter  *sql.Stmt
+}
+
+func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
+	return prepareAll(ctx, db, []stmtDef{
+		// The conversation's last_seq if the sender (?2) is a member of it
+		// (?1); no row otherwise. This and setLastSeq cost about 20% less
+		// than one UPDATE ... RETURNING last_seq with an EXISTS check.
+		{&w.memberLastSeq, `SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+			WHERE m.conversation_id = ?1 AND m.user_id = ?2`},
+		// The message the sender already sent with a client_msg_id.
+		{&w.messageByClientID, `SELECT ` + messageColumns + ` FROM messages WHERE sender_id = ? AND client_msg_id = ?`},
+		// updated_at orders the conversation lists.
+		{&w.setLastSeq, `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?) WHERE id = ?`},
+		// A duplicate (sender_id, client_msg_id) inserts nothing: the
+		// unique index finds it, so the append needs no lookup of its own.
+		{&w.insertMessage, `INSERT INTO messages (` + messageColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (sender_id, client_msg_id) DO NOTHING`},
+		{&w.readState, `SELECT m.read_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+			WHERE m.conversation_id = ? AND m.user_id = ?`},
+		{&w.setReadSeq, `UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`},
+	})
+}
+
+func (w *writerStatements) close() {
+	closeAll(w.memberLastSeq, w.messageByClientID, w.setLastSeq, w.insertMessage, w.readState, w.setReadSeq)
+}
+
+func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {
+	const from = `SELECT ` + messageColumns + ` FROM messages WHERE conversation_id = ? `
+	return prepareAll(ctx, db, []stmtDef{
+		{&r.message, from + `AND seq = ? AND ` + notExpired},
+		{&r.messagesNewest, from + `AND ` + notExpired + ` ORDER BY seq DESC LIMIT ?`},
+		{&r.messagesBefore, from + `AND seq < ? AND ` + notExpired + ` ORDER BY seq DESC LIMIT ?`},
+		{&r.messagesAfter, from + `AND seq > ? AND ` + notExpired + ` ORDER BY seq LIMIT ?`},
+	})
+}
+
+func (r *readerStatements) close() {
+	closeAll(r.message, r.messagesNewest, r.messagesBefore, r.messagesAfter)
+}
+
+type stmtDef struct {
+	stmt  **sql.Stmt
+	query string
+}
+
+func prepareAll(ctx context.Context, db *sql.DB, defs []stmtDef) error {
+	for _, d := range defs {
+		st, err := db.PrepareContext(ctx, d.query)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %q: %w", d.query, err)
+		}
+		*d.stmt = st
+	}
+	return nil
+}
+
+func closeAll(stmts ...*sql.Stmt) {
+	for _, st := range stmts {
+		if st != nil {
+			st.Close()
+		}
+	}
+}

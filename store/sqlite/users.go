@@ -1,0 +1,101 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+const userColumns = `id, handle, display_name, role, state, password_hash, created_at`
+
+// CreateUser inserts u. It sets an empty Role or State to
+// parley.SystemRoleUser or parley.UserActive, and CreatedAt to the
+// precision it is stored with (milliseconds, UTC). CodeConflict if the handle
+// (or the id) is taken.
+func (s *Store) CreateUser(ctx context.Context, u *parley.User) error {
+	defer s.track("create_user", time.Now())
+	if u.ID == "" || u.Handle == "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "a user needs an id and a handle")
+	}
+	if u.Role == "" {
+		u.Role = parley.SystemRoleUser
+	}
+	if u.State == "" {
+		u.State = parley.UserActive
+	}
+	u.CreatedAt = normalTime(u.CreatedAt)
+	return s.write(ctx, true, func(t *txn) error {
+		_, err := t.exec(`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			u.ID, u.Handle, u.DisplayName, string(u.Role), string(u.State), u.PasswordHash, millis(u.CreatedAt))
+		if isUniqueViolation(err) {
+			return parley.Errorf(parley.CodeConflict, "the handle %q is taken", u.Handle)
+		}
+		if err != nil {
+			return s.internal("create user", err)
+		}
+		return nil
+	})
+}
+
+// User returns the user with the given id; CodeNotFound if none.
+func (s *Store) User(ctx context.Context, id string) (*parley.User, error) {
+	defer s.track("user", time.Now())
+	return s.userWhere(ctx, "id", id)
+}
+
+// UserByHandle returns the user with the given normalized handle;
+// CodeNotFound if none.
+func (s *Store) UserByHandle(ctx context.Context, handle string) (*parley.User, error) {
+	defer s.track("user_by_handle", time.Now())
+	return s.userWhere(ctx, "handle", handle)
+}
+
+// userWhere reads the user whose column (a constant) equals value.
+func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.User, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	row := s.readDB.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE `+column+` = ?`, value)
+	var u parley.User
+	var created int64
+	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	if err != nil {
+		return nil, s.internal("read user", err)
+	}
+	u.CreatedAt = fromMillis(created)
+	return &u, nil
+}
+
+// SetUserRole sets a user's system role; CodeNotFound if no such user.
+func (s *Store) SetUserRole(ctx context.Context, userID string, role parley.SystemRole) error {
+	defer s.track("set_user_role", time.Now())
+	return s.setUserColumn(ctx, "role", userID, string(role))
+}
+
+// SetUserState sets a user's state; CodeNotFound if no such user.
+func (s *Store) SetUserState(ctx context.Context, userID string, state parley.UserState) error {
+	defer s.track("set_user_state", time.Now())
+	return s.setUserColumn(ctx, "state", userID, string(state))
+}
+
+// setUserColumn sets column (a constant) of a user to value.
+func (s *Store) setUserColumn(ctx context.Context, column, userID, value string) error {
+	return s.write(ctx, true, func(t *txn) error {
+		res, err := t.exec(`UPDATE users SET `+column+` = ? WHERE id = ?`, value, userID)
+		if err != nil {
+			return s.internal("update user", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return s.internal("update user", err)
+		} else if n == 0 {
+			return parley.Errorf(parley.CodeNotFound, "no such user")
+		}
+		return nil
+	})
+}

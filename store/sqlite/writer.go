@@ -1,0 +1,235 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/parleychat/parley"
+)
+
+// Group commit.
+//
+// Every write is a job: a function that runs inside the writer's
+// transaction. One goroutine, writeLoop, owns the writer connection. It
+// takes whatever jobs are queued (up to MaxBatch, never waiting for more:
+// a timer only lowers throughput), runs them in one transaction, commits
+// once (one fsync), and only then answers each job. With N callers waiting
+// the batches settle near N/2 by themselves.
+//
+// A job normally runs inside its own SAVEPOINT, so a job that fails is
+// rolled back alone and the rest of the batch commits. A job may run
+// without one (appends do, to save the statements) if it promises to fail
+// with a client error (*parley.Error) only before it has written anything.
+// A job that fails with an internal error outside a savepoint leaves the
+// transaction in an unknown state: the batch is rolled back, that job gets
+// its error and the others run again in a new transaction. A job function
+// must therefore be safe to run again: it sets its results, never appends
+// to them.
+
+// Job states. A caller may abandon only a queued job; once the writer has
+// claimed it, it runs to completion and the caller waits for it.
+const (
+	jobQueued int32 = iota
+	jobClaimed
+	jobAbandoned
+)
+
+// job is one write waiting for, or in, a group commit.
+type job struct {
+	fn        func(t *txn) error
+	savepoint bool
+	state     atomic.Int32
+	err       error         // the outcome; written by the writer before done is closed
+	done      chan struct{} // closed once the job's batch has committed or failed
+}
+
+// bg is the context of everything the writer runs: a job that has been
+// claimed runs to completion whatever happens to its caller.
+var bg = context.Background()
+
+// write queues fn as a job and waits until it has committed, or failed. If
+// ctx ends before the writer claims the job, write returns ctx.Err() and the
+// job never runs; once claimed, the job runs and write waits for it. A full
+// queue blocks the caller (until ctx ends). After Close, write returns
+// errClosed.
+func (s *Store) write(ctx context.Context, savepoint bool, fn func(t *txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	j := &job{fn: fn, savepoint: savepoint, done: make(chan struct{})}
+	s.mu.RLock()
+	if s.closed.Load() {
+		s.mu.RUnlock()
+		return errClosed
+	}
+	select {
+	case s.jobs <- j:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case <-j.done:
+		return j.err
+	case <-ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobAbandoned) {
+			return ctx.Err()
+		}
+		<-j.done
+		return j.err
+	}
+}
+
+// writeLoop is the writer goroutine. It runs until Close closes the queue,
+// commits what is left in it, and then closes writerDone.
+func (s *Store) writeLoop() {
+	defer close(s.writerDone)
+	batch := make([]*job, 0, s.maxBatch)
+	for j := range s.jobs {
+		batch = append(batch[:0], j)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case j, ok := <-s.jobs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		s.batches.Add(1)
+		s.batchJobs.Add(int64(len(batch)))
+		s.commitBatch(batch)
+		clear(batch)
+		s.ckpt.committed()
+	}
+}
+
+// commitBatch claims the jobs of batch that their callers have not
+// abandoned, runs them in one transaction and answers each.
+func (s *Store) commitBatch(batch []*job) {
+	live := batch[:0]
+	for _, j := range batch {
+		if j.state.CompareAndSwap(jobQueued, jobClaimed) {
+			live = append(live, j)
+		}
+	}
+	for len(live) > 0 {
+		bad, err := s.tryBatch(live)
+		if bad < 0 {
+			for _, j := range live {
+				if err != nil {
+					j.err = err
+				}
+				close(j.done)
+			}
+			return
+		}
+		// The transaction was rolled back: answer the job that broke it and
+		// run the others again.
+		s.log.Error("sqlite: write failed; retrying the rest of its batch", "err", err, "batch", len(live))
+		live[bad].err = err
+		close(live[bad].done)
+		live = append(live[:bad], live[bad+1:]...)
+	}
+}
+
+// tryBatch runs jobs in one transaction and commits it. It returns -1 and
+// nil if the commit succeeded (each job's own outcome is in its err), -1 and
+// an error if the transaction could not begin or commit (every job fails),
+// or the index of a job whose internal error left the transaction unusable,
+// with that error, after rolling the transaction back.
+func (s *Store) tryBatch(jobs []*job) (int, error) {
+	tx, err := s.writeDB.BeginTx(bg, nil)
+	if err != nil {
+		return -1, fmt.Errorf("sqlite: begin: %w", err)
+	}
+	t := &txn{tx: tx, stmts: make(map[*sql.Stmt]*sql.Stmt, 8)}
+	for i, j := range jobs {
+		j.err = nil
+		if err := t.run(j); err != nil {
+			if rerr := tx.Rollback(); rerr != nil {
+				s.log.Error("sqlite: rollback failed", "err", rerr)
+			}
+			return i, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return -1, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return -1, nil
+}
+
+// txn is the writer's transaction as jobs see it. Only the writer goroutine
+// uses it.
+type txn struct {
+	tx    *sql.Tx
+	stmts map[*sql.Stmt]*sql.Stmt // writer statements bound to tx
+}
+
+// run runs j in t, inside a savepoint if j asks for one. A client error
+// (*parley.Error), or any error inside a savepoint once that is rolled
+// back, becomes j's outcome and run returns nil. A non-nil result means the
+// transaction is unusable.
+func (t *txn) run(j *job) error {
+	if !j.savepoint {
+		err := j.fn(t)
+		if err != nil && !isClientError(err) {
+			return err
+		}
+		j.err = err
+		return nil
+	}
+	if _, err := t.exec("SAVEPOINT job"); err != nil {
+		return fmt.Errorf("sqlite: savepoint: %w", err)
+	}
+	if err := j.fn(t); err != nil {
+		if _, rerr := t.exec("ROLLBACK TO job"); rerr != nil {
+			return fmt.Errorf("sqlite: rollback to savepoint: %w (after %w)", rerr, err)
+		}
+		if _, rerr := t.exec("RELEASE job"); rerr != nil {
+			return fmt.Errorf("sqlite: release savepoint: %w (after %w)", rerr, err)
+		}
+		j.err = err
+		return nil
+	}
+	if _, err := t.exec("RELEASE job"); err != nil {
+		return fmt.Errorf("sqlite: release savepoint: %w", err)
+	}
+	return nil
+}
+
+// stmt returns the prepared writer statement st bound to the transaction.
+func (t *txn) stmt(st *sql.Stmt) *sql.Stmt {
+	if ts, ok := t.stmts[st]; ok {
+		return ts
+	}
+	ts := t.tx.StmtContext(bg, st)
+	t.stmts[st] = ts
+	return ts
+}
+
+func (t *txn) exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(bg, query, args...)
+}
+
+func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(bg, query, args...)
+}
+
+func (t *txn) queryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(bg, query, args...)
+}
+
+// isClientError reports whether err carries a code for the client, as
+// opposed to an internal failure.
+func isClientError(err error) bool {
+	var e *parley.Error
+	return errors.As(err, &e)
+}
