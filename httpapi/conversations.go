@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+type createConversationRequest struct {
+	Kind    parley.ConversationKind `json:"kind"`
+	Title   string                  `json:"title"`
+	Members []string                `json:"members"`
+}
+
+type conversationBody struct {
+	Conversation any `json:"conversation"`
+}
+
+func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req createConversationRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	c, created, err := h.svc.CreateConversation(r.Context(), p, service.CreateConversationRequest{
+		Kind: req.Kind, Title: req.Title, Members: req.Members,
+	})
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, conversationBody{Conversation: c})
+}
+
+func (h *Handler) conversations(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	cs, err := h.svc.Conversations(r.Context(), p)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if cs == nil {
+		cs = []parley.ConversationView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversations": cs})
+}
+
+func (h *Handler) conversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	c, err := h.svc.Conversation(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, conversationBody{Conversation: c})
+}
+
+func (h *Handler) deleteConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	if err := h.svc.DeleteConversation(r.Context(), p, r.PathValue("id")); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type memberRequest struct {
+	UserID string            `json:"user_id"`
+	Role   parley.MemberRole `json:"role"`
+}
+
+func (h *Handler) addMember(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req memberRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	c, err := h.svc.AddMember(r.Context(), p, r.PathValue("id"), req.UserID, req.Role)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, conversationBody{Conversation: c})
+}
+
+func (h *Handler) removeMember(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	if err := h.svc.RemoveMember(r.Context(), p, r.PathValue("id"), r.PathValue("user_id")); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type roleRequest struct {
+	Role parley.MemberRole `json:"role"`
+}
+
+func (h *Handler) setMemberRole(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req roleRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	c, err := h.svc.SetMemberRole(r.Context(), p, r.PathValue("id"), r.PathValue("user_id"), req.Role)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, conversationBody{Conversation: c})
+}

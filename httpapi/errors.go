@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/parleychat/parley"
+)
+
+// statusOf is the one table from error codes to HTTP statuses.
+var statusOf = map[parley.Code]int{
+	parley.CodeInvalidRequest:       http.StatusBadRequest,
+	parley.CodeUnauthorized:         http.StatusUnauthorized,
+	parley.CodeTokenExpired:         http.StatusUnauthorized,
+	parley.CodeForbidden:            http.StatusForbidden,
+	parley.CodeSuspended:            http.StatusForbidden,
+	parley.CodeConversationNotFound: http.StatusNotFound,
+	parley.CodeNotFound:             http.StatusNotFound,
+	parley.CodeConflict:             http.StatusConflict,
+	parley.CodeRateLimited:          http.StatusTooManyRequests,
+	parley.CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
+	parley.CodeUnavailable:          http.StatusServiceUnavailable,
+	parley.CodeInternal:             http.StatusInternalServerError,
+}
+
+// StatusOf returns the HTTP status for an error code.
+func StatusOf(c parley.Code) int {
+	if s, ok := statusOf[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    parley.Code `json:"code"`
+	Message string      `json:"message"`
+}
+
+// writeError answers with the error's code and message. Internal errors
+// are logged with the request id and answered without detail.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := parley.ErrorCode(err)
+	if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
+		code = parley.CodeUnavailable
+		err = parley.Errorf(code, "request cancelled")
+	}
+	if code == parley.CodeInternal {
+		h.log.ErrorContext(r.Context(), "internal error", "err", err, "route", r.Pattern)
+	}
+	writeJSON(w, StatusOf(code), errorBody{Error: errorDetail{Code: code, Message: parley.ErrorMessage(err)}})
+}

@@ -1,0 +1,159 @@
+// Package httpapi is Parley's REST transport: it decodes requests, calls the
+// core (package service) with the caller's principal, and encodes answers.
+// It decides nothing about permissions; it does own request ids, logging,
+// body size limits, per-IP and per-user rate limits and the error-to-status
+// table.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/ratelimit"
+	"github.com/parleychat/parley/service"
+)
+
+// Config holds the REST settings. Zero values mean the defaults given.
+type Config struct {
+	// MaxRequestBytes bounds a request body in bytes. Default: the core's
+	// MaxBodyBytes plus 16 KiB for the JSON around it.
+	MaxRequestBytes int64
+	// LimitsOff turns off the per-IP and per-user rate limits (load tests).
+	// The per-handle login limit stays on.
+	LimitsOff bool
+	// IPRate and IPBurst limit requests per client IP (per second, burst).
+	// Default 50/s, burst 100.
+	IPRate  float64
+	IPBurst int
+	// UserRate and UserBurst limit authenticated requests per user.
+	// Default 20/s, burst 40.
+	UserRate  float64
+	UserBurst int
+	// AuthRate and AuthBurst limit registrations and logins per client IP,
+	// which cost an argon2id hash each. Default 1/s, burst 10.
+	AuthRate  float64
+	AuthBurst int
+	// LoginRate and LoginBurst limit login attempts per handle, whatever
+	// the IP. Default 10 per minute (0.1667/s), burst 10.
+	LoginRate  float64
+	LoginBurst int
+}
+
+func (c *Config) setDefaults(maxBody int) {
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = int64(maxBody) + 16<<10
+	}
+	def := func(r *float64, b *int, rate float64, burst int) {
+		if *r <= 0 {
+			*r = rate
+		}
+		if *b <= 0 {
+			*b = burst
+		}
+	}
+	def(&c.IPRate, &c.IPBurst, 50, 100)
+	def(&c.UserRate, &c.UserBurst, 20, 40)
+	def(&c.AuthRate, &c.AuthBurst, 1, 10)
+	def(&c.LoginRate, &c.LoginBurst, 10.0/60, 10)
+}
+
+// Handler serves the REST API, health endpoints, JWKS and metrics.
+type Handler struct {
+	svc     *service.Service
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	jwks    func() []byte
+	mux     *http.ServeMux
+
+	ipLimit, userLimit, authLimit, loginLimit *ratelimit.Keyed
+}
+
+// Options are the parts a Handler serves besides the API.
+type Options struct {
+	// JWKS returns the current JSON Web Key Set.
+	JWKS func() []byte
+	// Metrics serves /metrics; nil leaves the route out.
+	Metrics http.Handler
+}
+
+// New returns a Handler. log must not be nil; m may be nil.
+func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *metrics.Metrics) *Handler {
+	cfg.setDefaults(svc.Config().MaxBodyBytes)
+	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, mux: http.NewServeMux()}
+	h.loginLimit = ratelimit.New(cfg.LoginRate, cfg.LoginBurst)
+	if !cfg.LimitsOff {
+		h.ipLimit = ratelimit.New(cfg.IPRate, cfg.IPBurst)
+		h.userLimit = ratelimit.New(cfg.UserRate, cfg.UserBurst)
+		h.authLimit = ratelimit.New(cfg.AuthRate, cfg.AuthBurst)
+	}
+	h.routes(opts.Metrics)
+	return h
+}
+
+func (h *Handler) routes(metricsHandler http.Handler) {
+	m := h.mux
+	m.HandleFunc("GET /healthz", h.healthz)
+	m.HandleFunc("GET /readyz", h.readyz)
+	m.HandleFunc("GET /.well-known/jwks.json", h.jwksDoc)
+	if metricsHandler != nil {
+		m.Handle("GET /metrics", metricsHandler)
+	}
+
+	m.HandleFunc("POST /v1/accounts", h.register)
+	m.HandleFunc("POST /v1/sessions", h.login)
+	m.HandleFunc("POST /v1/sessions/refresh", h.refresh)
+	m.Handle("DELETE /v1/sessions/current", h.authed(h.logout))
+	m.Handle("DELETE /v1/sessions", h.authed(h.logoutAll))
+
+	m.Handle("GET /v1/me", h.authed(h.me))
+	m.Handle("GET /v1/users", h.authed(h.findUser))
+	m.Handle("GET /v1/users/{id}", h.authed(h.user))
+	m.Handle("GET /v1/devices", h.authed(h.devices))
+	m.Handle("DELETE /v1/devices/{id}", h.authed(h.removeDevice))
+
+	m.Handle("POST /v1/conversations", h.authed(h.createConversation))
+	m.Handle("GET /v1/conversations", h.authed(h.conversations))
+	m.Handle("GET /v1/conversations/{id}", h.authed(h.conversation))
+	m.Handle("DELETE /v1/conversations/{id}", h.authed(h.deleteConversation))
+	m.Handle("POST /v1/conversations/{id}/members", h.authed(h.addMember))
+	m.Handle("DELETE /v1/conversations/{id}/members/{user_id}", h.authed(h.removeMember))
+	m.Handle("PATCH /v1/conversations/{id}/members/{user_id}", h.authed(h.setMemberRole))
+	m.Handle("POST /v1/conversations/{id}/messages", h.authed(h.send))
+	m.Handle("GET /v1/conversations/{id}/messages", h.authed(h.history))
+	m.Handle("PATCH /v1/conversations/{id}/messages/{seq}", h.authed(h.editMessage))
+	m.Handle("DELETE /v1/conversations/{id}/messages/{seq}", h.authed(h.deleteMessage))
+	m.Handle("POST /v1/conversations/{id}/read", h.authed(h.markRead))
+
+	m.Handle("POST /v1/admin/users/{id}/suspend", h.authed(h.suspend))
+	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := h.svc.Ready(ctx); err != nil {
+		h.log.WarnContext(r.Context(), "not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: parley.CodeUnavailable, Message: "store unreachable"}})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (h *Handler) jwksDoc(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(h.jwks())
+}

@@ -1,0 +1,137 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/url"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+type sendRequest struct {
+	ClientMsgID string             `json:"client_msg_id"`
+	Type        parley.MessageType `json:"type"`
+	Body        string             `json:"body"`
+	TTLSeconds  int64              `json:"ttl_seconds"`
+}
+
+type messageBody struct {
+	Message *parley.Message `json:"message"`
+}
+
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req sendRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	m, created, err := h.svc.Send(r.Context(), p, service.SendRequest{
+		ConversationID: r.PathValue("id"), ClientMsgID: req.ClientMsgID,
+		Type: req.Type, Body: req.Body, TTLSeconds: req.TTLSeconds,
+	})
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, messageBody{Message: m})
+}
+
+func (h *Handler) history(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	q, err := parseHistoryQuery(r.URL.Query())
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	ms, err := h.svc.History(r.Context(), p, r.PathValue("id"), q)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if ms == nil {
+		ms = []parley.Message{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": ms})
+}
+
+// parseHistoryQuery reads before, after and limit. An explicit after=0
+// pages forward from the oldest message; no after and no before gives the
+// newest page.
+func parseHistoryQuery(v url.Values) (parley.HistoryQuery, error) {
+	var q parley.HistoryQuery
+	var err error
+	if q.Before, err = queryInt(v, "before"); err != nil {
+		return q, err
+	}
+	if q.After, err = queryInt(v, "after"); err != nil {
+		return q, err
+	}
+	q.Forward = v.Has("after")
+	limit, err := queryInt(v, "limit")
+	if err != nil {
+		return q, err
+	}
+	if limit > parley.MaxHistoryLimit || v.Has("limit") && limit == 0 {
+		return q, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
+	}
+	q.Limit = int(limit)
+	return q, nil
+}
+
+type editRequest struct {
+	Body string `json:"body"`
+}
+
+func (h *Handler) editMessage(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	seq, err := pathSeq(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	var req editRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	m, err := h.svc.EditMessage(r.Context(), p, r.PathValue("id"), seq, req.Body)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, messageBody{Message: m})
+}
+
+func (h *Handler) deleteMessage(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	seq, err := pathSeq(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	m, err := h.svc.DeleteMessage(r.Context(), p, r.PathValue("id"), seq)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, messageBody{Message: m})
+}
+
+type readRequest struct {
+	Seq int64 `json:"seq"`
+}
+
+func (h *Handler) markRead(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req readRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	readSeq, err := h.svc.MarkRead(r.Context(), p, r.PathValue("id"), req.Seq)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("id"), "read_seq": readSeq})
+}

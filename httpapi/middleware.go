@@ -1,0 +1,144 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// ServeHTTP runs every request through request ids, panic recovery,
+// logging, metrics and the per-IP limit, then the routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := r.Header.Get("X-Request-ID")
+	if !validRequestID(id) {
+		id = newRequestID()
+	}
+	r = r.WithContext(parley.WithRequestID(r.Context(), id))
+	sw := &statusWriter{ResponseWriter: w}
+	sw.Header().Set("X-Request-ID", id)
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			h.log.ErrorContext(r.Context(), "panic", "panic", p, "route", r.Pattern)
+			if sw.status == 0 {
+				h.writeError(sw, r, parley.Errorf(parley.CodeInternal, "internal error"))
+			}
+		}
+		d := time.Since(start)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		h.metrics.ObserveHTTP(route, r.Method, sw.status, d)
+		if route != "GET /metrics" && route != "GET /healthz" && route != "GET /readyz" {
+			h.log.InfoContext(r.Context(), "request", "method", r.Method, "route", route,
+				"status", sw.status, "duration_ms", float64(d.Microseconds())/1000, "remote", clientIP(r))
+		}
+	}()
+	if ok, retry := h.ipLimit.Allow(clientIP(r), start); !ok && !unlimited(r.URL.Path) {
+		h.rateLimited(sw, r, "ip", retry)
+		return
+	}
+	h.mux.ServeHTTP(sw, r)
+}
+
+// authed wraps a handler that needs a caller: it authenticates the bearer
+// token through the core and applies the per-user limit.
+func (h *Handler) authed(next func(http.ResponseWriter, *http.Request, *parley.Principal)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+			h.writeError(w, r, parley.Errorf(parley.CodeUnauthorized, "missing bearer token"))
+			return
+		}
+		p, err := h.svc.Authenticate(r.Context(), token)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+			h.writeError(w, r, err)
+			return
+		}
+		if ok, retry := h.userLimit.Allow(p.UserID, time.Now()); !ok {
+			h.rateLimited(w, r, "user", retry)
+			return
+		}
+		next(w, r, p)
+	})
+}
+
+func (h *Handler) rateLimited(w http.ResponseWriter, r *http.Request, limit string, retry time.Duration) {
+	h.metrics.RateLimited(limit)
+	secs := int((retry + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	h.writeError(w, r, parley.Errorf(parley.CodeRateLimited, "too many requests; retry after %d s", secs))
+}
+
+// clientIP is the peer address of the connection. Behind a proxy every
+// request would share the proxy's address; the cluster setup configures
+// trusted forwarding then.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// unlimited reports whether a path is exempt from the per-IP limit: probes
+// and scrapers must not be refused because clients share their address.
+func unlimited(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/metrics"
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (the WebSocket
+// upgrade needs to hijack it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

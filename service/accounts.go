@@ -1,0 +1,283 @@
+package service
+
+import (
+	"context"
+
+	"github.com/parleychat/parley"
+)
+
+// Session is what a login or a refresh hands the client.
+type Session struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    int64  `json:"expires_in"` // seconds
+	UserID       string `json:"user_id"`
+	DeviceID     string `json:"device_id"`
+}
+
+// Register creates an account with the system role user. Errors:
+// CodeInvalidRequest for a bad handle, password or display name;
+// CodeConflict if the handle is taken.
+func (s *Service) Register(ctx context.Context, handle, password, displayName string) (*parley.User, error) {
+	h, err := parley.NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	if err := parley.CheckPassword(password); err != nil {
+		return nil, err
+	}
+	name, err := parley.CleanText("display_name", displayName, parley.DisplayNameMaxLen)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = h
+	}
+	hash, err := s.passwords.Hash(password)
+	if err != nil {
+		return nil, err
+	}
+	u := &parley.User{
+		ID: parley.NewID(), Handle: h, DisplayName: name, PasswordHash: hash,
+		Role: parley.SystemRoleUser, State: parley.UserActive, CreatedAt: s.cfg.Now().UTC(),
+	}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// LoginRequest is the input of Login.
+type LoginRequest struct {
+	Handle     string
+	Password   string
+	Platform   parley.Platform
+	DeviceName string
+}
+
+// Login checks a handle and password and opens a session on a new device.
+// Unknown handle and wrong password get the same CodeUnauthorized answer in
+// the same time; a suspended account gets CodeSuspended.
+func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error) {
+	if !req.Platform.Valid() {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "device.platform must be one of ios, android, web, cli")
+	}
+	name, err := parley.CleanText("device.name", req.DeviceName, parley.DeviceNameMaxLen)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Password) > parley.PasswordMaxLen {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
+	}
+	bad := parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
+	h, err := parley.NormalizeHandle(req.Handle)
+	if err != nil {
+		s.passwords.DummyVerify(req.Password)
+		return nil, bad
+	}
+	u, err := s.store.UserByHandle(ctx, h)
+	if parley.ErrorCode(err) == parley.CodeNotFound {
+		s.passwords.DummyVerify(req.Password)
+		return nil, bad
+	}
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.passwords.Verify(req.Password, u.PasswordHash)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, bad
+	}
+	if u.State != parley.UserActive {
+		return nil, parley.Errorf(parley.CodeSuspended, "this account is suspended")
+	}
+	now := s.cfg.Now().UTC()
+	if name == "" {
+		name = string(req.Platform)
+	}
+	d := &parley.Device{
+		ID: parley.NewID(), UserID: u.ID, Platform: req.Platform, Name: name,
+		CreatedAt: now, LastSeenAt: now, SessionID: parley.NewID(),
+	}
+	refresh, hash := s.tokens.NewRefreshToken()
+	rt := &parley.RefreshToken{
+		Hash: hash, UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID,
+		CreatedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
+	}
+	if err := s.store.CreateSession(ctx, d, rt); err != nil {
+		return nil, err
+	}
+	return s.session(u, d, refresh)
+}
+
+// Refresh exchanges a refresh token for a new access token and a new
+// refresh token; the old one is used up. Presenting a used one revokes the
+// session (theft detection) and fails with CodeUnauthorized.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, error) {
+	if refreshToken == "" || len(refreshToken) > 128 {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "invalid refresh token")
+	}
+	now := s.cfg.Now().UTC()
+	next, hash := s.tokens.NewRefreshToken()
+	rt := &parley.RefreshToken{Hash: hash, CreatedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL)}
+	d, err := s.store.RotateRefreshToken(ctx, s.tokens.HashRefreshToken(refreshToken), rt, now)
+	if err != nil {
+		if parley.ErrorCode(err) == parley.CodeUnauthorized {
+			s.log.WarnContext(ctx, "refresh refused", "err", err)
+		}
+		return nil, err
+	}
+	u, err := s.store.User(ctx, d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.State != parley.UserActive {
+		return nil, parley.Errorf(parley.CodeSuspended, "this account is suspended")
+	}
+	return s.session(u, d, next)
+}
+
+func (s *Service) session(u *parley.User, d *parley.Device, refresh string) (*Session, error) {
+	p := parley.Principal{UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID, Role: u.Role}
+	tok, ttl, err := s.tokens.IssueAccess(p, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &Session{AccessToken: tok, RefreshToken: refresh, ExpiresIn: int64(ttl.Seconds()), UserID: u.ID, DeviceID: d.ID}, nil
+}
+
+// Authenticate verifies an access token and that its session is still
+// alive: the device exists with the same session and the user is active. A
+// logged-out device or a suspended user is refused at once, not only when
+// the token expires.
+func (s *Service) Authenticate(ctx context.Context, accessToken string) (*parley.Principal, error) {
+	p, err := s.tokens.VerifyAccess(accessToken, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.store.Device(ctx, p.DeviceID)
+	if parley.ErrorCode(err) == parley.CodeNotFound || (err == nil && (d.SessionID != p.SessionID || d.UserID != p.UserID)) {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "session has ended; log in again")
+	}
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.store.User(ctx, p.UserID)
+	if parley.ErrorCode(err) == parley.CodeNotFound {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "session has ended; log in again")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.State != parley.UserActive {
+		return nil, parley.Errorf(parley.CodeSuspended, "this account is suspended")
+	}
+	p.Role = u.Role // the role as of now, not as of issue
+	return &p, nil
+}
+
+// Logout ends the caller's session: its device and refresh tokens go.
+func (s *Service) Logout(ctx context.Context, p *parley.Principal) error {
+	return s.store.DeleteDevice(ctx, p.UserID, p.DeviceID)
+}
+
+// LogoutAll ends every session of the caller and returns how many.
+func (s *Service) LogoutAll(ctx context.Context, p *parley.Principal) (int, error) {
+	return s.store.DeleteDevices(ctx, p.UserID)
+}
+
+// Me returns the caller's account.
+func (s *Service) Me(ctx context.Context, p *parley.Principal) (*parley.User, error) {
+	return s.store.User(ctx, p.UserID)
+}
+
+// FindUser looks a user up by handle. Any authenticated user may, so
+// people can start conversations; only public fields are returned.
+func (s *Service) FindUser(ctx context.Context, p *parley.Principal, handle string) (*parley.User, error) {
+	h, err := parley.NormalizeHandle(handle)
+	if err != nil {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	u, err := s.store.UserByHandle(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return publicUser(u), nil
+}
+
+// User returns a user's public fields by id.
+func (s *Service) User(ctx context.Context, p *parley.Principal, id string) (*parley.User, error) {
+	if !parley.ValidID(id) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	u, err := s.store.User(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return publicUser(u), nil
+}
+
+func publicUser(u *parley.User) *parley.User {
+	return &parley.User{ID: u.ID, Handle: u.Handle, DisplayName: u.DisplayName}
+}
+
+// Devices lists the caller's devices.
+func (s *Service) Devices(ctx context.Context, p *parley.Principal) ([]parley.Device, error) {
+	return s.store.Devices(ctx, p.UserID)
+}
+
+// RemoveDevice ends the session of one of the caller's devices.
+func (s *Service) RemoveDevice(ctx context.Context, p *parley.Principal, deviceID string) error {
+	if !parley.ValidID(deviceID) {
+		return parley.Errorf(parley.CodeNotFound, "no such device")
+	}
+	return s.store.DeleteDevice(ctx, p.UserID, deviceID)
+}
+
+// SetUserState suspends or reinstates a user. Only admins may; an admin
+// cannot suspend themself. Suspending ends every session of the user.
+func (s *Service) SetUserState(ctx context.Context, p *parley.Principal, userID string, state parley.UserState) error {
+	if p.Role != parley.SystemRoleAdmin {
+		return parley.Errorf(parley.CodeForbidden, "only admins may suspend or reinstate users")
+	}
+	if !parley.ValidID(userID) {
+		return parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	if userID == p.UserID && state == parley.UserSuspended {
+		return parley.Errorf(parley.CodeInvalidRequest, "admins cannot suspend themselves")
+	}
+	if err := s.store.SetUserState(ctx, userID, state); err != nil {
+		return err
+	}
+	if state == parley.UserSuspended {
+		n, err := s.store.DeleteDevices(ctx, userID)
+		if err != nil {
+			return err
+		}
+		s.log.InfoContext(ctx, "user suspended", "user_id", userID, "by", p.UserID, "sessions_ended", n)
+	} else {
+		s.log.InfoContext(ctx, "user reinstated", "user_id", userID, "by", p.UserID)
+	}
+	return nil
+}
+
+// GrantAdmin gives the user with handle the admin system role. It is for
+// the operator's command line (`parleyd admin grant`), so it takes no
+// principal.
+func (s *Service) GrantAdmin(ctx context.Context, handle string) (*parley.User, error) {
+	h, err := parley.NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.store.UserByHandle(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.SetUserRole(ctx, u.ID, parley.SystemRoleAdmin); err != nil {
+		return nil, err
+	}
+	u.Role = parley.SystemRoleAdmin
+	return u, nil
+}

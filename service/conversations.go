@@ -1,0 +1,233 @@
+package service
+
+import (
+	"context"
+
+	"github.com/parleychat/parley"
+)
+
+// CreateConversationRequest is the input of CreateConversation. Members
+// lists the other users; the caller is always a member (the owner of a
+// group).
+type CreateConversationRequest struct {
+	Kind    parley.ConversationKind
+	Title   string
+	Members []string
+}
+
+// CreateConversation creates a direct conversation (exactly one other
+// member; if the pair already has one, that one is returned with
+// created=false) or a group (the caller is owner, the others members).
+func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, req CreateConversationRequest) (*parley.Conversation, bool, error) {
+	title, err := parley.CleanText("title", req.Title, parley.TitleMaxLen)
+	if err != nil {
+		return nil, false, err
+	}
+	seen := map[string]bool{p.UserID: true}
+	var others []string
+	for _, id := range req.Members {
+		if !parley.ValidID(id) {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "members must be user ids")
+		}
+		if !seen[id] {
+			seen[id] = true
+			others = append(others, id)
+		}
+	}
+	now := s.cfg.Now().UTC()
+	c := &parley.Conversation{ID: parley.NewID(), Kind: req.Kind, CreatedAt: now}
+	switch req.Kind {
+	case parley.KindDirect:
+		if len(others) != 1 {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has exactly one other member")
+		}
+		if title != "" {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has no title")
+		}
+		c.Members = []parley.Member{
+			{UserID: p.UserID, Role: parley.MemberRoleMember, JoinedAt: now},
+			{UserID: others[0], Role: parley.MemberRoleMember, JoinedAt: now},
+		}
+	case parley.KindGroup:
+		if title == "" {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a group needs a title")
+		}
+		if len(others)+1 > parley.MaxGroupMembers {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
+		}
+		c.Title = title
+		c.Members = append(c.Members, parley.Member{UserID: p.UserID, Role: parley.MemberRoleOwner, JoinedAt: now})
+		for _, id := range others {
+			c.Members = append(c.Members, parley.Member{UserID: id, Role: parley.MemberRoleMember, JoinedAt: now})
+		}
+	default:
+		return nil, false, parley.Errorf(parley.CodeInvalidRequest, "kind must be direct or group")
+	}
+	for _, id := range others {
+		u, err := s.store.User(ctx, id)
+		if parley.ErrorCode(err) == parley.CodeNotFound || (err == nil && u.State != parley.UserActive) {
+			return nil, false, parley.Errorf(parley.CodeNotFound, "no such user: %s", id)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	return s.store.CreateConversation(ctx, c)
+}
+
+// Conversations lists the caller's conversations, most recently active
+// first.
+func (s *Service) Conversations(ctx context.Context, p *parley.Principal) ([]parley.ConversationView, error) {
+	return s.store.ConversationViews(ctx, p.UserID, s.cfg.Now())
+}
+
+// Conversation returns one conversation as the caller sees it;
+// CodeConversationNotFound unless the caller is a member.
+func (s *Service) Conversation(ctx context.Context, p *parley.Principal, id string) (*parley.ConversationView, error) {
+	if !parley.ValidID(id) {
+		return nil, errNoConversation()
+	}
+	return s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
+}
+
+// member loads a conversation and the caller's membership of it. It is the
+// one gate every conversation operation passes: a non-member gets
+// CodeConversationNotFound, exactly what a missing conversation gets.
+func (s *Service) member(ctx context.Context, p *parley.Principal, conversationID string) (*parley.Conversation, *parley.Member, error) {
+	if !parley.ValidID(conversationID) {
+		return nil, nil, errNoConversation()
+	}
+	c, err := s.store.Conversation(ctx, conversationID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := c.MemberOf(p.UserID)
+	if m == nil {
+		return nil, nil, errNoConversation()
+	}
+	return c, m, nil
+}
+
+func errNoConversation() error {
+	return parley.Errorf(parley.CodeConversationNotFound, "conversation not found")
+}
+
+// AddMember adds a user to a group. Owners may add members and admins;
+// admins may add members.
+func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
+	c, me, err := s.member(ctx, p, conversationID)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind != parley.KindGroup {
+		return nil, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
+	}
+	if role == "" {
+		role = parley.MemberRoleMember
+	}
+	switch {
+	case role != parley.MemberRoleMember && role != parley.MemberRoleAdmin:
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be member or admin")
+	case me.Role == parley.MemberRoleMember:
+		return nil, parley.Errorf(parley.CodeForbidden, "only the owner and admins may add members")
+	case role == parley.MemberRoleAdmin && me.Role != parley.MemberRoleOwner:
+		return nil, parley.Errorf(parley.CodeForbidden, "only the owner may add admins")
+	case len(c.Members) >= parley.MaxGroupMembers:
+		return nil, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
+	}
+	if !parley.ValidID(userID) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	u, err := s.store.User(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if u.State != parley.UserActive {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	if err := s.store.AddMember(ctx, c.ID, parley.Member{UserID: userID, Role: role, JoinedAt: s.cfg.Now().UTC()}); err != nil {
+		return nil, err
+	}
+	return s.store.Conversation(ctx, c.ID)
+}
+
+// RemoveMember removes a member from a group. Anyone may remove themself
+// (leave), except the owner, who must transfer ownership first; the owner
+// may remove anyone else; admins may remove plain members.
+func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, conversationID, userID string) error {
+	c, me, err := s.member(ctx, p, conversationID)
+	if err != nil {
+		return err
+	}
+	if c.Kind != parley.KindGroup {
+		return parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
+	}
+	target := c.MemberOf(userID)
+	if target == nil {
+		return parley.Errorf(parley.CodeNotFound, "no such member")
+	}
+	switch {
+	case userID == p.UserID:
+		if me.Role == parley.MemberRoleOwner && len(c.Members) > 1 {
+			return parley.Errorf(parley.CodeConflict, "the owner must transfer ownership before leaving")
+		}
+		if me.Role == parley.MemberRoleOwner {
+			// The last member leaving: the group goes with them.
+			return s.store.DeleteConversation(ctx, c.ID)
+		}
+	case me.Role == parley.MemberRoleOwner:
+	case me.Role == parley.MemberRoleAdmin && target.Role == parley.MemberRoleMember:
+	default:
+		return parley.Errorf(parley.CodeForbidden, "you may not remove this member")
+	}
+	return s.store.RemoveMember(ctx, c.ID, userID)
+}
+
+// SetMemberRole changes a member's role; only the owner may. Making
+// someone owner transfers ownership: they become owner and the caller
+// becomes admin, in one transaction.
+func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
+	c, me, err := s.member(ctx, p, conversationID)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind != parley.KindGroup {
+		return nil, parley.Errorf(parley.CodeForbidden, "roles exist only in groups")
+	}
+	if !role.Valid() {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be owner, admin or member")
+	}
+	if me.Role != parley.MemberRoleOwner {
+		return nil, parley.Errorf(parley.CodeForbidden, "only the owner may change roles")
+	}
+	if c.MemberOf(userID) == nil {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such member")
+	}
+	if userID == p.UserID {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "the owner's role changes only by transferring ownership")
+	}
+	roles := map[string]parley.MemberRole{userID: role}
+	if role == parley.MemberRoleOwner {
+		roles[p.UserID] = parley.MemberRoleAdmin
+	}
+	if err := s.store.SetMemberRoles(ctx, c.ID, roles); err != nil {
+		return nil, err
+	}
+	return s.store.Conversation(ctx, c.ID)
+}
+
+// DeleteConversation deletes a group with its history; only the owner
+// may. Direct conversations cannot be deleted.
+func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, conversationID string) error {
+	c, me, err := s.member(ctx, p, conversationID)
+	if err != nil {
+		return err
+	}
+	if c.Kind != parley.KindGroup {
+		return parley.Errorf(parley.CodeForbidden, "a direct conversation cannot be deleted")
+	}
+	if me.Role != parley.MemberRoleOwner {
+		return parley.Errorf(parley.CodeForbidden, "only the owner may delete the group")
+	}
+	return s.store.DeleteConversation(ctx, c.ID)
+}

@@ -1,0 +1,188 @@
+package service
+
+import (
+	"context"
+	"time"
+	"unicode/utf8"
+
+	"github.com/parleychat/parley"
+)
+
+// SendRequest is the input of Send, shared by REST and WebSocket.
+type SendRequest struct {
+	ConversationID string
+	ClientMsgID    string
+	Type           parley.MessageType // default text
+	Body           string
+	TTLSeconds     int64 // 0 = never expires
+}
+
+// Send validates, authorizes and commits a message, and returns it once the
+// commit is durable. A retry with a ClientMsgID the caller already used
+// returns the original message with created=false and stores nothing. This is
+// the one path every transport uses to send.
+func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest) (*parley.Message, bool, error) {
+	if err := s.checkSend(&req); err != nil {
+		return nil, false, err
+	}
+	if !parley.ValidID(req.ConversationID) {
+		return nil, false, errNoConversation()
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	m := &parley.Message{
+		ID:             parley.NewID(),
+		ConversationID: req.ConversationID,
+		SenderID:       p.UserID,
+		SenderDeviceID: p.DeviceID,
+		ClientMsgID:    req.ClientMsgID,
+		Type:           req.Type,
+		Body:           req.Body,
+		CreatedAt:      now,
+	}
+	if req.TTLSeconds > 0 {
+		m.ExpiresAt = now.Add(time.Duration(req.TTLSeconds) * time.Second)
+	}
+	// Membership is checked by the store inside the commit, so a member
+	// removed a moment ago cannot slip a message in.
+	msg, created, err := s.store.AppendMessage(ctx, m)
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		s.metrics.MessageStored()
+	} else if msg.Expired(s.cfg.Now()) {
+		// The original expired since; say so rather than return a ghost.
+		return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id was used by a message that has expired")
+	}
+	return msg, created, nil
+}
+
+func (s *Service) checkSend(req *SendRequest) error {
+	if req.ClientMsgID == "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "client_msg_id is required")
+	}
+	if len(req.ClientMsgID) > parley.ClientMsgIDMaxLen {
+		return parley.Errorf(parley.CodeInvalidRequest, "client_msg_id must be at most %d bytes", parley.ClientMsgIDMaxLen)
+	}
+	for i := 0; i < len(req.ClientMsgID); i++ {
+		if c := req.ClientMsgID[i]; c < 0x21 || c > 0x7e {
+			return parley.Errorf(parley.CodeInvalidRequest, "client_msg_id must be printable ASCII without spaces")
+		}
+	}
+	if req.Type == "" {
+		req.Type = parley.MessageText
+	}
+	if req.Type == parley.MessageSystem {
+		return parley.Errorf(parley.CodeInvalidRequest, "type system is reserved for the server")
+	}
+	if !req.Type.Valid() {
+		return parley.Errorf(parley.CodeInvalidRequest, "type must be text, image, video or file")
+	}
+	if err := s.checkBody(req.Body); err != nil {
+		return err
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(parley.MaxTTL/time.Second) {
+		return parley.Errorf(parley.CodeInvalidRequest, "ttl_seconds must be between 0 (never expires) and %d", int64(parley.MaxTTL/time.Second))
+	}
+	return nil
+}
+
+func (s *Service) checkBody(body string) error {
+	if body == "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "body is required")
+	}
+	if len(body) > s.cfg.MaxBodyBytes {
+		return parley.Errorf(parley.CodePayloadTooLarge, "body must be at most %d bytes", s.cfg.MaxBodyBytes)
+	}
+	if !utf8.ValidString(body) {
+		return parley.Errorf(parley.CodeInvalidRequest, "body must be valid UTF-8")
+	}
+	return nil
+}
+
+// History returns a page of a conversation's history in ascending seq
+// order (see parley.HistoryQuery); q.Limit 0 means the default.
+func (s *Service) History(ctx context.Context, p *parley.Principal, conversationID string, q parley.HistoryQuery) ([]parley.Message, error) {
+	if q.Before != 0 && q.Forwards() {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "give before or after, not both")
+	}
+	if q.Before < 0 || q.After < 0 {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "before and after must be positive seqs")
+	}
+	if q.Limit == 0 {
+		q.Limit = parley.DefaultHistoryLimit
+	}
+	if q.Limit < 1 || q.Limit > parley.MaxHistoryLimit {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
+	}
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+		return nil, err
+	}
+	return s.store.Messages(ctx, conversationID, q, s.cfg.Now())
+}
+
+// ownMessage loads a message the caller sent, for editing or deleting it.
+func (s *Service) ownMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+		return nil, err
+	}
+	if seq < 1 {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
+	}
+	m, err := s.store.Message(ctx, conversationID, seq, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	if m.SenderID != p.UserID || m.Type == parley.MessageSystem {
+		return nil, parley.Errorf(parley.CodeForbidden, "you may only change your own messages")
+	}
+	if m.Deleted {
+		return nil, parley.Errorf(parley.CodeConflict, "the message was deleted")
+	}
+	return m, nil
+}
+
+// EditMessage replaces the body of one of the caller's messages.
+func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, body string) (*parley.Message, error) {
+	if err := s.checkBody(body); err != nil {
+		return nil, err
+	}
+	m, err := s.ownMessage(ctx, p, conversationID, seq)
+	if err != nil {
+		return nil, err
+	}
+	m.Body = body
+	m.EditedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
+	if err := s.store.UpdateMessage(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// DeleteMessage turns one of the caller's messages into a tombstone: it
+// keeps its seq, loses its body, and reads back with deleted=true.
+func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
+	m, err := s.ownMessage(ctx, p, conversationID, seq)
+	if err != nil {
+		return nil, err
+	}
+	m.Body = ""
+	m.Deleted = true
+	m.EditedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
+	if err := s.store.UpdateMessage(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// MarkRead raises the caller's read_seq in a conversation to seq (clamped
+// to last_seq; it never goes down) and returns the resulting read_seq.
+func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (int64, error) {
+	if seq < 0 {
+		return 0, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
+	}
+	if !parley.ValidID(conversationID) {
+		return 0, errNoConversation()
+	}
+	return s.store.MarkRead(ctx, conversationID, p.UserID, seq)
+}

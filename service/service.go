@@ -1,0 +1,128 @@
+// Package service is Parley's core: every use case (register, log in, create
+// a conversation, send a message, ...) is one method here, and every
+// permission check happens here, once. Transports (httpapi, and the WebSocket
+// gateway) decode input, call a method with the caller's Principal, and encode
+// the result; they never decide who may do what.
+package service
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/metrics"
+)
+
+// Tokens issues and verifies access tokens. auth.Keys does the work; cmd
+// wires it in.
+type Tokens interface {
+	// IssueAccess returns a signed access token for p and its lifetime.
+	IssueAccess(p parley.Principal, now time.Time) (token string, expiresIn time.Duration, err error)
+	// VerifyAccess checks a token's signature and expiry and returns its
+	// principal; errors carry CodeUnauthorized or CodeTokenExpired.
+	VerifyAccess(token string, now time.Time) (parley.Principal, error)
+	// NewRefreshToken returns a new opaque refresh token and the hash under
+	// which the store keeps it.
+	NewRefreshToken() (token, hash string)
+	// HashRefreshToken returns the stored hash of a presented token.
+	HashRefreshToken(token string) string
+}
+
+// Passwords hashes and checks passwords (argon2id in package auth).
+type Passwords interface {
+	Hash(password string) (string, error)
+	Verify(password, encoded string) (bool, error)
+	// DummyVerify costs what Verify costs, for unknown handles.
+	DummyVerify(password string)
+}
+
+// Config holds the core's settings. Zero values mean the defaults given.
+type Config struct {
+	// MaxBodyBytes is the largest message body in bytes. Default 65536.
+	MaxBodyBytes int
+	// RefreshTTL is how long a refresh token lives unused. Default 30 days.
+	RefreshTTL time.Duration
+	// PurgeInterval is how often expired messages are deleted. Default 30 s.
+	PurgeInterval time.Duration
+	// Now returns the current time; tests set it. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = parley.DefaultMaxBodySize
+	}
+	if c.RefreshTTL <= 0 {
+		c.RefreshTTL = 30 * 24 * time.Hour
+	}
+	if c.PurgeInterval <= 0 {
+		c.PurgeInterval = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Service implements the use cases on top of a Store. Safe for concurrent
+// use; it holds no per-user state, so any number of nodes may run it over
+// the same store.
+type Service struct {
+	store     parley.Store
+	tokens    Tokens
+	passwords Passwords
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+}
+
+// New returns a Service. log must not be nil; m may be nil.
+func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log *slog.Logger, m *metrics.Metrics) *Service {
+	cfg.setDefaults()
+	return &Service{store: store, tokens: tokens, passwords: passwords, cfg: cfg, log: log, metrics: m}
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (s *Service) Config() Config { return s.cfg }
+
+// Run deletes expired messages and refresh tokens every PurgeInterval until
+// ctx ends. It returns nil when ctx ends; a failing purge is logged and
+// retried at the next tick.
+func (s *Service) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.PurgeExpired(ctx)
+		}
+	}
+}
+
+// PurgeExpired deletes every message whose TTL has run out, in batches, and
+// returns how many it deleted.
+func (s *Service) PurgeExpired(ctx context.Context) int {
+	const batch = 1000
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.store.PurgeExpired(ctx, s.cfg.Now(), batch)
+		total += n
+		if err != nil {
+			s.log.ErrorContext(ctx, "purge expired", "err", err)
+			break
+		}
+		if n < batch {
+			break
+		}
+	}
+	s.metrics.Purged(total)
+	if total > 0 {
+		s.log.InfoContext(ctx, "purged expired messages", "count", total)
+	}
+	return total
+}
+
+// Ready reports whether the store answers.
+func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
