@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/parleychat/parley/auth"
+)
+
+// adminCommand runs `parleyd admin grant HANDLE` against the data directory.
+// It opens the same store the server uses; SQLite lets it do so while a
+// server runs.
+func adminCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "grant" {
+		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE")
+	}
+	fs := flag.NewFlagSet("parleyd admin grant", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, rest, err := loadConfig(fs, args[1:], getenv)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE")
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n, err := openNode(ctx, cfg, getenv, log, nil)
+	if err != nil {
+		return err
+	}
+	defer n.store.Close()
+	u, err := n.svc.GrantAdmin(ctx, rest[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s (%s) is now an admin\n", u.Handle, u.ID)
+	return nil
+}
+
+// keysCommand runs `parleyd keys rotate`: a new signing key becomes active;
+// the old one keeps verifying until its tokens expire. A running server
+// picks the change up within a minute.
+func keysCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rotate" {
+		return fmt.Errorf("usage: parleyd keys rotate [flags]")
+	}
+	fs := flag.NewFlagSet("parleyd keys rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, _, err := loadConfig(fs, args[1:], getenv)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	keys, err := auth.LoadKeys(filepath.Join(cfg.Data, "keys"), auth.KeyOptions{AccessTTL: cfg.AccessTTL, RotateEvery: cfg.KeyRotation}, now)
+	if err != nil {
+		return err
+	}
+	kid, err := keys.Rotate(now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new signing key %s is active\n", kid)
+	return nil
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of parleyd. Each has a flag, an environment
+// variable and a key in the optional JSON config file; precedence is flag,
+// then environment, then file, then the default. docs/operations.md
+// documents each one (a test checks that none is missing).
+type Config struct {
+	Listen          string        // address for HTTP and WebSocket; default 127.0.0.1:8080
+	Data            string        // data directory; default ./parley-data
+	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
+	AdminListen     string        // pprof listener; default off
+	LogLevel        string        // debug, info, warn, error; default info
+	MaxBodyBytes    int           // largest message body, bytes; default 65536
+	AccessTTL       time.Duration // access token lifetime; default 15m
+	RefreshTTL      time.Duration // refresh token lifetime when unused; default 720h
+	KeyRotation     time.Duration // signing key rotation period; default 720h, 0 = manual only
+	PurgeInterval   time.Duration // how often expired messages are deleted; default 30s
+	ShutdownTimeout time.Duration // bound on a graceful shutdown; default 15s
+	Limits          bool          // per-IP/per-user rate limits; default on
+	IPRate          float64       // requests per second per client IP; default 50
+	IPBurst         int           // default 100
+	UserRate        float64       // requests per second per user; default 20
+	UserBurst       int           // default 40
+	LoginRate       float64       // login attempts per second per handle; default 0.1667 (10/min)
+	LoginBurst      int           // default 10
+}
+
+// setting binds one Config field to its flag, env var and file key.
+type setting struct {
+	key   string // flag name and config-file key (with - replaced by _)
+	env   string
+	def   string
+	usage string
+	set   func(c *Config, v string) error
+}
+
+func settings() []setting {
+	str := func(f func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error { *f(c) = v; return nil }
+	}
+	dur := func(f func(*Config) *time.Duration) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("want a non-negative duration like 15m or 720h, got %q", v)
+			}
+			*f(c) = d
+			return nil
+		}
+	}
+	integer := func(f func(*Config) *int) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("want a non-negative integer, got %q", v)
+			}
+			*f(c) = n
+			return nil
+		}
+	}
+	float := func(f func(*Config) *float64) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("want a non-negative number, got %q", v)
+			}
+			*f(c) = n
+			return nil
+		}
+	}
+	return []setting{
+		{"listen", "PARLEY_LISTEN", "127.0.0.1:8080", "address to serve HTTP and WebSocket on", str(func(c *Config) *string { return &c.Listen })},
+		{"data", "PARLEY_DATA", "./parley-data", "data directory (database, keys)", str(func(c *Config) *string { return &c.Data })},
+		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
+		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
+		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},
+		{"log-level", "PARLEY_LOG_LEVEL", "info", "log level: debug, info, warn, error", str(func(c *Config) *string { return &c.LogLevel })},
+		{"max-body-bytes", "PARLEY_MAX_BODY_BYTES", "65536", "largest message body in bytes", integer(func(c *Config) *int { return &c.MaxBodyBytes })},
+		{"access-token-ttl", "PARLEY_ACCESS_TOKEN_TTL", "15m", "access token lifetime", dur(func(c *Config) *time.Duration { return &c.AccessTTL })},
+		{"refresh-token-ttl", "PARLEY_REFRESH_TOKEN_TTL", "720h", "refresh token lifetime when unused", dur(func(c *Config) *time.Duration { return &c.RefreshTTL })},
+		{"key-rotation", "PARLEY_KEY_ROTATION", "720h", "signing key rotation period; 0 = only by `parleyd keys rotate`", dur(func(c *Config) *time.Duration { return &c.KeyRotation })},
+		{"purge-interval", "PARLEY_PURGE_INTERVAL", "30s", "how often expired messages are deleted", dur(func(c *Config) *time.Duration { return &c.PurgeInterval })},
+		{"shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", "15s", "bound on a graceful shutdown", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"limits", "PARLEY_LIMITS", "on", "per-IP and per-user rate limits: on or off (off is for load tests; the login limit stays)", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.Limits = true
+			case "off", "false", "0":
+				c.Limits = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"ip-rate", "PARLEY_IP_RATE", "50", "requests per second per client IP", float(func(c *Config) *float64 { return &c.IPRate })},
+		{"ip-burst", "PARLEY_IP_BURST", "100", "burst of requests per client IP", integer(func(c *Config) *int { return &c.IPBurst })},
+		{"user-rate", "PARLEY_USER_RATE", "20", "requests per second per user", float(func(c *Config) *float64 { return &c.UserRate })},
+		{"user-burst", "PARLEY_USER_BURST", "40", "burst of requests per user", integer(func(c *Config) *int { return &c.UserBurst })},
+		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "login attempts per second per handle", float(func(c *Config) *float64 { return &c.LoginRate })},
+		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of login attempts per handle", integer(func(c *Config) *int { return &c.LoginBurst })},
+	}
+}
+
+// loadConfig builds the Config from defaults, the config file (--config or
+// PARLEY_CONFIG), the environment and the flags in args, in rising
+// precedence. It returns the remaining arguments.
+func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, []string, error) {
+	all := settings()
+	flagVals := map[string]string{}
+	for _, s := range all {
+		fs.Func(s.key, fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def), func(v string) error {
+			flagVals[s.key] = v
+			return nil
+		})
+	}
+	configPath := fs.String("config", getenv("PARLEY_CONFIG"), "optional JSON config file (env PARLEY_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	var c Config
+	apply := func(s setting, v, from string) error {
+		if err := s.set(&c, v); err != nil {
+			return fmt.Errorf("%s from %s: %w", s.key, from, err)
+		}
+		return nil
+	}
+	for _, s := range all {
+		if err := apply(s, s.def, "default"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if *configPath != "" {
+		file, err := readConfigFile(*configPath, all)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, s := range all {
+			if v, ok := file[fileKey(s.key)]; ok {
+				if err := apply(s, v, *configPath); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	}
+	for _, s := range all {
+		if v := getenv(s.env); v != "" {
+			if err := apply(s, v, s.env); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	for _, s := range all {
+		if v, ok := flagVals[s.key]; ok {
+			if err := apply(s, v, "--"+s.key); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, nil, fmt.Errorf("tls-cert and tls-key must be given together")
+	}
+	if c.MaxBodyBytes < 1 {
+		return nil, nil, fmt.Errorf("max-body-bytes must be at least 1")
+	}
+	if c.AccessTTL < time.Minute {
+		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1m")
+	}
+	return &c, fs.Args(), nil
+}
+
+func fileKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }
+
+// readConfigFile reads a flat JSON object of settings. Values may be JSON
+// strings, numbers or booleans; unknown keys are an error, so a typo does
+// not pass silently.
+func readConfigFile(path string, all []setting) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	known := map[string]bool{}
+	for _, s := range all {
+		known[fileKey(s.key)] = true
+	}
+	out := map[string]string{}
+	var unknown []string
+	for k, v := range raw {
+		if !known[k] {
+			unknown = append(unknown, k)
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'f', -1, 64)
+		case bool:
+			out[k] = map[bool]string{true: "on", false: "off"}[v]
+		default:
+			return nil, fmt.Errorf("config file %s: %s must be a string, number or boolean", path, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("config file %s: unknown settings %s", path, strings.Join(unknown, ", "))
+	}
+	return out, nil
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "parley.json")
+	os.WriteFile(file, []byte(`{"listen":"127.0.0.1:1","data":"/from-file","max_body_bytes":1000,"limits":false,"access_token_ttl":"5m"}`), 0o600)
+	env := map[string]string{"PARLEY_CONFIG": file, "PARLEY_DATA": "/from-env", "PARLEY_ACCESS_TOKEN_TTL": "7m"}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c, _, err := loadConfig(fs, []string{"--access-token-ttl", "9m"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:1" || c.Data != "/from-env" || c.AccessTTL != 9*time.Minute || c.MaxBodyBytes != 1000 || c.Limits {
+		t.Fatalf("config = %+v", c)
+	}
+	// Defaults.
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	c, _, err = loadConfig(fs, nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.Data != "./parley-data" || c.AccessTTL != 15*time.Minute || !c.Limits || c.MaxBodyBytes != 65536 {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"listne":"x"}`), 0o600)
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		"unknown file key": {env: map[string]string{"PARLEY_CONFIG": bad}, want: "unknown settings listne"},
+		"bad duration":     {args: []string{"--access-token-ttl", "soon"}, want: "access-token-ttl"},
+		"bad env":          {env: map[string]string{"PARLEY_LIMITS": "maybe"}, want: "PARLEY_LIMITS"},
+		"half tls":         {args: []string{"--tls-cert", "c.pem"}, want: "together"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			_, _, err := loadConfig(fs, tc.args, func(k string) string { return tc.env[k] })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestEverySettingDocumented keeps docs/operations.md true: each setting's
+// flag, env var and default appear there.
+func TestEverySettingDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings() {
+		for _, want := range []string{"`--" + s.key + "`", "`" + s.env + "`"} {
+			if !strings.Contains(string(doc), want) {
+				t.Errorf("docs/operations.md does not mention %s", want)
+			}
+		}
+	}
+}

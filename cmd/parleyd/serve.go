@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/httpapi"
+	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/seal"
+	"github.com/parleychat/parley/service"
+	"github.com/parleychat/parley/store/sqlite"
+)
+
+// node is one running parleyd: its parts and their lifetimes.
+type node struct {
+	cfg   *Config
+	log   *slog.Logger
+	store *sqlite.Store
+	keys  *auth.Keys
+	svc   *service.Service
+}
+
+// openNode opens the data directory, the keys and the store, and builds the
+// core. The caller closes n.store.
+func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger, m *metrics.Metrics) (*node, error) {
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	masterKeys, err := loadMasterKeys(cfg.Data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := seal.NewKeyring(masterKeys)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := auth.LoadKeys(filepath.Join(cfg.Data, "keys"), auth.KeyOptions{AccessTTL: cfg.AccessTTL, RotateEvery: cfg.KeyRotation}, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	svc := service.New(st, keys, auth.Argon2id{}, service.Config{
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		RefreshTTL:    cfg.RefreshTTL,
+		PurgeInterval: cfg.PurgeInterval,
+	}, log, m)
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
+}
+
+// loadMasterKeys takes the master keys from PARLEY_MASTER_KEY or, when it is
+// unset, from (or into) the key file in the data directory.
+func loadMasterKeys(dataDir string, getenv func(string) string) ([][]byte, error) {
+	if v := getenv("PARLEY_MASTER_KEY"); v != "" {
+		keys, err := seal.ParseMasterKeys(v)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_MASTER_KEY: %w", err)
+		}
+		return keys, nil
+	}
+	keys, err := seal.LoadOrCreateKeyFile(filepath.Join(dataDir, "master.key"))
+	if err != nil {
+		return nil, fmt.Errorf("master key file: %w", err)
+	}
+	return keys, nil
+}
+
+// serve runs the server until ctx ends, then shuts down within
+// cfg.ShutdownTimeout: stop accepting, finish in-flight requests, close the
+// store (which drains queued writes).
+func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut io.Writer) error {
+	log := newLogger(logOut, cfg.LogLevel)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	m := metrics.New(reg)
+
+	n, err := openNode(ctx, cfg, getenv, log, m)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(n.svc, httpapi.Config{
+		LimitsOff: !cfg.Limits,
+		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
+		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
+		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
+	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, log, m)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		n.store.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	log.Info("parleyd listening", "addr", ln.Addr().String(), "scheme", scheme, "data", cfg.Data, "limits", cfg.Limits)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		if cfg.TLSCert != "" {
+			err = srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			err = srv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error { return n.svc.Run(gctx) })
+	g.Go(func() error { return maintainKeys(gctx, n.keys, log) })
+	if cfg.AdminListen != "" {
+		admin := &http.Server{Addr: cfg.AdminListen, Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			log.Info("admin listener (pprof)", "addr", cfg.AdminListen)
+			if err := admin.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return admin.Close()
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err != nil {
+			log.Warn("shutdown did not finish in time; closing connections", "err", err)
+			srv.Close()
+		}
+		return nil
+	})
+	err = g.Wait()
+	if cerr := n.store.Close(); cerr != nil {
+		log.Error("closing store", "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	log.Info("stopped")
+	return err
+}
+
+// maintainKeys rotates the signing key when due, picks up a rotation done
+// by `parleyd keys rotate`, and drops retired keys once their tokens are
+// expired, every minute until ctx ends.
+func maintainKeys(ctx context.Context, keys *auth.Keys, log *slog.Logger) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if err := keys.Maintain(now); err != nil {
+				log.Error("signing key maintenance", "err", err)
+			}
+		}
+	}
+}
+
+func adminMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
