@@ -1,0 +1,38 @@
+package parley
+
+import "context"
+
+// Bus carries live events between the parts of Parley and between nodes:
+// messages, receipts, typing, presence and membership changes all travel on
+// it, even on a single node, so that a cluster needs no other path.
+//
+// The bus is news, not truth: the store is the system of record. An event
+// can be lost (a node dying between commit and publish, a subscriber
+// reconnecting), so nothing may depend on the bus being lossless; clients
+// heal gaps by fetching from the store. What the bus does promise: events
+// one publisher sends on one subject reach each subscriber in the order
+// they were published, and each at most once per subscription.
+//
+// Subjects are dot-separated tokens; in Subscribe, "*" matches one token
+// and a final ">" matches one or more. Implementations are safe for
+// concurrent use. bus/bustest holds the contract suite every engine passes.
+type Bus interface {
+	// Publish sends data on subject. It returns once the bus has accepted
+	// the event, not once subscribers have it. It fails with CodeUnavailable
+	// when the bus cannot be reached.
+	Publish(ctx context.Context, subject string, data []byte) error
+	// Subscribe calls handle for every event on subjects matching pattern
+	// until the subscription is closed. Calls for one subscription are
+	// sequential, in arrival order; handle must not block for long (it
+	// holds up that subscription's later events) and must not keep data
+	// after it returns.
+	Subscribe(pattern string, handle func(subject string, data []byte)) (Subscription, error)
+	// Close ends every subscription and releases the bus.
+	Close() error
+}
+
+// Subscription is one Subscribe; Close stops its deliveries (a call in
+// progress may finish) and is idempotent.
+type Subscription interface {
+	Close() error
+}
