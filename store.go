@@ -28,7 +28,9 @@ type Store interface {
 	UserByHandle(ctx context.Context, handle string) (*User, error)
 	// SetUserRole sets the system role; CodeNotFound if no such user.
 	SetUserRole(ctx context.Context, userID string, role SystemRole) error
-	// SetUserState sets the state; CodeNotFound if no such user.
+	// SetUserState sets the state; suspending also deletes every device of
+	// the user with its tokens, in the same transaction. CodeNotFound if no
+	// such user.
 	SetUserState(ctx context.Context, userID string, state UserState) error
 
 	// CreateSession inserts a new device and the first refresh token of its
@@ -67,19 +69,18 @@ type Store interface {
 	// ConversationViews lists every conversation userID is a member of, the
 	// most recently active first.
 	ConversationViews(ctx context.Context, userID string, now time.Time) ([]ConversationView, error)
-	// AddMember adds m to a conversation; CodeConflict if already a member,
-	// CodeNotFound if the user does not exist, CodeConversationNotFound if
-	// the conversation does not.
-	AddMember(ctx context.Context, conversationID string, m Member) error
-	// RemoveMember removes a member; CodeNotFound if not a member.
-	RemoveMember(ctx context.Context, conversationID, userID string) error
-	// SetMemberRoles sets the roles of the given members in one
-	// transaction (ownership transfer changes two at once); CodeNotFound if
-	// one is not a member, and then nothing changes.
-	SetMemberRoles(ctx context.Context, conversationID string, roles map[string]MemberRole) error
-	// DeleteConversation deletes a conversation, its members and messages;
-	// CodeConversationNotFound if none.
-	DeleteConversation(ctx context.Context, id string) error
+	// ChangeMembers loads a conversation with its members inside a write
+	// transaction, calls decide with it, and applies the change decide
+	// returns, atomically: no other write lands between the decision and the
+	// change, so permission checks made in decide (by the core) cannot race.
+	// If decide fails, nothing changes and its error is returned. decide may
+	// run more than once and must have no side effects. The result is the
+	// conversation after the change (nil after Delete). Added members' ReadSeq
+	// is clamped to 0..last_seq. Errors: CodeConversationNotFound if there is
+	// no conversation; CodeNotFound if an added user does not exist or a
+	// removed or re-roled one is not a member; CodeConflict if an added one
+	// is a member already; in all of these nothing changes.
+	ChangeMembers(ctx context.Context, conversationID string, decide func(c *Conversation) (MemberChange, error)) (*Conversation, error)
 	// MarkRead raises userID's read_seq to min(seq, last_seq) if that is
 	// higher and returns the resulting read_seq; it never lowers it.
 	// CodeConversationNotFound if userID is not a member.
@@ -90,8 +91,9 @@ type Store interface {
 	// The caller sets every other field. If SenderID already sent a message
 	// with m.ClientMsgID, nothing is written and that original message is
 	// returned with created=false (CodeConflict if it belongs to another
-	// conversation). CodeConversationNotFound if the conversation is gone or
-	// the sender is no longer a member at commit time. Concurrent calls share
+	// conversation the sender is a member of). CodeConversationNotFound if
+	// the conversation is gone or the sender is not a member at commit time,
+	// unless the original was sent in that very conversation. Concurrent calls share
 	// transactions (group commit).
 	AppendMessage(ctx context.Context, m *Message) (msg *Message, created bool, err error)
 	// Message returns one message unless it has expired at now;
@@ -100,14 +102,35 @@ type Store interface {
 	// Messages returns a page of history (see HistoryQuery), skipping
 	// messages expired at now. q.Limit must be 1..MaxHistoryLimit.
 	Messages(ctx context.Context, conversationID string, q HistoryQuery, now time.Time) ([]Message, error)
-	// UpdateMessage stores m's Body, EditedAt and Deleted (a deleted message
-	// keeps its row as a tombstone with an empty body); CodeNotFound if the
-	// message does not exist.
-	UpdateMessage(ctx context.Context, m *Message) error
-	// PurgeExpired deletes up to limit messages expired at now and refresh
-	// tokens expired at now, and returns how many messages it deleted.
+	// UpdateMessage loads a message that has not expired at now inside a
+	// write transaction, calls change with it, and stores its Body, EditedAt
+	// and Deleted as change left them, atomically (so an edit cannot race a
+	// delete and revive a tombstone). If change fails, nothing is written and
+	// its error is returned; change may run more than once. A deleted
+	// message keeps its row as a tombstone with an empty body. Returns the
+	// stored message; CodeNotFound if there is none.
+	UpdateMessage(ctx context.Context, conversationID string, seq int64, now time.Time, change func(m *Message) error) (*Message, error)
+	// PurgeExpired deletes the content of up to limit messages expired at
+	// now (and refresh tokens expired at now) and returns how many messages
+	// it purged. A purged message keeps a bodiless row for IdempotencyHorizon
+	// after it expired, so that a late retry of its client_msg_id is still
+	// recognized (and refused) instead of stored anew; after that the row
+	// goes too.
 	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
 }
+
+// MemberChange is what ChangeMembers applies, in this order: remove, set
+// roles, add; or, with Delete, delete the conversation with its history.
+type MemberChange struct {
+	Remove []string
+	Roles  map[string]MemberRole
+	Add    []Member
+	Delete bool
+}
+
+// IdempotencyHorizon is how long after expiry a purged message's
+// client_msg_id stays reserved.
+const IdempotencyHorizon = 30 * 24 * time.Hour
 
 // ErrRefreshReuse is in the chain of the error RotateRefreshToken returns
 // when an already-used refresh token is presented (a sign of theft).

@@ -85,9 +85,17 @@ type signingKey struct {
 	retiredAt time.Time // zero while not retired
 }
 
-// verifyLeeway is the clock skew tolerated when checking iat, and the margin
-// added to a retired key's life.
+// verifyLeeway is the clock skew tolerated when checking iat.
 const verifyLeeway = 5 * time.Second
+
+// retiredGrace is added to a retired key's life (AccessTTL after its
+// retirement): a process that has not yet reloaded the key directory (it
+// does so every MaintainInterval) may still sign with the retired key, and
+// those tokens must live out their full lifetime.
+const retiredGrace = MaintainInterval + verifyLeeway
+
+// MaintainInterval is how often a server should call Maintain.
+const MaintainInterval = time.Minute
 
 // LoadKeys opens the key directory dir, creating it and a first key when
 // there is none, and then does what Maintain does. The returned Keys sign
@@ -185,7 +193,7 @@ func (k *Keys) maintain(now time.Time, rotate bool) (activeKID string, err error
 
 	byKID := make(map[string]*signingKey, len(keys))
 	for _, key := range keys {
-		if key != active && !now.Before(key.retiredAt.Add(k.opts.AccessTTL+verifyLeeway)) {
+		if key != active && !now.Before(key.retiredAt.Add(k.opts.AccessTTL+retiredGrace)) {
 			if err := os.Remove(keyPath(k.dir, key.kid)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return "", fmt.Errorf("auth: drop key %s: %w", key.kid, err)
 			}

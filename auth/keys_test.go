@@ -167,15 +167,15 @@ func TestRotation(t *testing.T) {
 	_, err = k.Verify(before, t0.Add(16*time.Minute))
 	wantCode(t, err, parley.CodeTokenExpired)
 
-	// Right at retired_at+TTL the key is still kept (a few seconds of
-	// leeway); then Maintain drops it.
+	// Right at retired_at+TTL the key is still kept (retiredGrace covers
+	// servers that have not reloaded yet); then Maintain drops it.
 	if err := k.Maintain(rotatedAt.Add(ttl)); err != nil {
 		t.Fatal(err)
 	}
 	if kids := jwksKIDs(t, k); len(kids) != 2 {
 		t.Errorf("JWKS kids %v just at retired_at+TTL, want both", kids)
 	}
-	if err := k.Maintain(rotatedAt.Add(ttl + verifyLeeway)); err != nil {
+	if err := k.Maintain(rotatedAt.Add(ttl + retiredGrace)); err != nil {
 		t.Fatal(err)
 	}
 	if kids := jwksKIDs(t, k); !slices.Equal(kids, []string{newKID}) {
@@ -184,7 +184,7 @@ func TestRotation(t *testing.T) {
 	if files := keyFiles(t, dir); !slices.Equal(files, []string{newKID + ".pem"}) {
 		t.Errorf("files %v after drop", files)
 	}
-	_, err = k.Verify(before, rotatedAt.Add(ttl+verifyLeeway))
+	_, err = k.Verify(before, rotatedAt.Add(ttl+retiredGrace))
 	wantCode(t, err, parley.CodeUnauthorized)
 	if _, err := k.Verify(after, rotatedAt.Add(ttl-time.Second)); err != nil {
 		t.Errorf("post-rotation token: %v", err)

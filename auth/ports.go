@@ -30,26 +30,44 @@ func (k *Keys) NewRefreshToken() (token, hash string) { return NewRefreshToken()
 func (k *Keys) HashRefreshToken(token string) string { return HashRefreshToken(token) }
 
 // Argon2id hashes and verifies passwords with Params; it is the core's
-// password port (service.Passwords). The zero value uses
-// DefaultPasswordParams.
+// password port (service.Passwords). Each hash costs Params.MemoryKiB of
+// memory, so at most a fixed number run at once (see NewArgon2id); the
+// others wait their turn. Safe for concurrent use.
 type Argon2id struct {
-	Params PasswordParams
+	params PasswordParams
+	slots  chan struct{}
+}
+
+// NewArgon2id returns an Argon2id with params (the zero value means
+// DefaultPasswordParams) that runs at most maxConcurrent hashes at once
+// (at least 1), which bounds their memory to maxConcurrent*MemoryKiB.
+func NewArgon2id(params PasswordParams, maxConcurrent int) *Argon2id {
+	if params == (PasswordParams{}) {
+		params = DefaultPasswordParams
+	}
+	return &Argon2id{params: params, slots: make(chan struct{}, max(maxConcurrent, 1))}
+}
+
+func (a *Argon2id) acquire() func() {
+	a.slots <- struct{}{}
+	return func() { <-a.slots }
 }
 
 // Hash returns the PHC-encoded argon2id hash of password.
-func (a Argon2id) Hash(password string) (string, error) {
-	p := a.Params
-	if p == (PasswordParams{}) {
-		p = DefaultPasswordParams
-	}
-	return HashPassword(password, p)
+func (a *Argon2id) Hash(password string) (string, error) {
+	defer a.acquire()()
+	return HashPassword(password, a.params)
 }
 
 // Verify reports whether password matches encoded (whatever parameters
 // encoded was made with).
-func (a Argon2id) Verify(password, encoded string) (bool, error) {
+func (a *Argon2id) Verify(password, encoded string) (bool, error) {
+	defer a.acquire()()
 	return VerifyPassword(password, encoded)
 }
 
 // DummyVerify costs what Verify costs, for unknown handles.
-func (a Argon2id) DummyVerify(password string) { DummyVerify(password) }
+func (a *Argon2id) DummyVerify(password string) {
+	defer a.acquire()()
+	DummyVerify(password)
+}

@@ -55,10 +55,12 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	// Failed attempts per handle are limited, whatever the IP; a right
-	// password is not counted, so legitimate logins never lock a user out.
+	// Failed attempts per handle are limited, whatever the IP: a token is
+	// taken before the password is checked (so parallel guesses cannot slip
+	// past) and given back when the login succeeds.
 	handle, _ := parley.NormalizeHandle(req.Handle)
-	if blocked, retry := h.loginLimit.Blocked(handle, time.Now()); blocked && handle != "" {
+	ok, retry, cancel := h.loginLimit.Reserve(handle, time.Now())
+	if !ok {
 		h.rateLimited(w, r, "login", retry)
 		return
 	}
@@ -66,12 +68,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		Handle: req.Handle, Password: req.Password, Platform: req.Device.Platform, DeviceName: req.Device.Name,
 	})
 	if err != nil {
-		if handle != "" && parley.ErrorCode(err) == parley.CodeUnauthorized {
-			h.loginLimit.Take(handle, time.Now())
+		if parley.ErrorCode(err) != parley.CodeUnauthorized {
+			cancel() // not a guess: a bad request, a suspended account, a failure of ours
 		}
 		h.writeError(w, r, err)
 		return
 	}
+	cancel()
 	writeJSON(w, http.StatusOK, s)
 }
 

@@ -87,11 +87,13 @@ func queryInt(v url.Values, name string) (int64, error) {
 	return n, nil
 }
 
-// pathSeq parses the {seq} path segment.
-func pathSeq(r *http.Request) (int64, error) {
+// pathSeq parses the {seq} path segment. Garbage becomes 0, which the core
+// answers with not_found after its membership check, so a non-member gets
+// conversation_not_found whatever the seq.
+func pathSeq(r *http.Request) int64 {
 	n, err := strconv.ParseInt(r.PathValue("seq"), 10, 64)
 	if err != nil || n < 1 {
-		return 0, parley.Errorf(parley.CodeNotFound, "no such message")
+		return 0
 	}
-	return n, nil
+	return n
 }

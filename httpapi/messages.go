@@ -86,11 +86,7 @@ type editRequest struct {
 }
 
 func (h *Handler) editMessage(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
-	seq, err := pathSeq(r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
+	seq := pathSeq(r)
 	var req editRequest
 	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
 		h.writeError(w, r, err)
@@ -105,11 +101,7 @@ func (h *Handler) editMessage(w http.ResponseWriter, r *http.Request, p *parley.
 }
 
 func (h *Handler) deleteMessage(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
-	seq, err := pathSeq(r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
+	seq := pathSeq(r)
 	m, err := h.svc.DeleteMessage(r.Context(), p, r.PathValue("id"), seq)
 	if err != nil {
 		h.writeError(w, r, err)

@@ -44,7 +44,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"status", sw.status, "duration_ms", float64(d.Microseconds())/1000, "remote", clientIP(r))
 		}
 	}()
-	if ok, retry := h.ipLimit.Allow(clientIP(r), start); !ok && !unlimited(r.URL.Path) {
+	if unlimited(r.URL.Path) {
+		// Probes and scrapers neither spend nor are refused tokens.
+	} else if ok, retry := h.ipLimit.Allow(clientIP(r), start); !ok {
 		h.rateLimited(sw, r, "ip", retry)
 		return
 	}

@@ -60,6 +60,7 @@ func (m *Metrics) ObserveHTTP(route, method string, status int, d time.Duration)
 	if m == nil {
 		return
 	}
+	method = knownMethod(method)
 	m.httpRequests.WithLabelValues(route, method, statusText(status)).Inc()
 	m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
 }
@@ -94,6 +95,16 @@ func (m *Metrics) Purged(n int) {
 		return
 	}
 	m.purged.Add(float64(n))
+}
+
+// knownMethod keeps the method label bounded: clients choose the method,
+// and every new label value is a new time series.
+func knownMethod(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+		return m
+	}
+	return "other"
 }
 
 func statusText(code int) string {

@@ -45,8 +45,17 @@ func New(perSecond float64, burst int) *Keyed {
 // Allow takes one token from key's bucket at now. When the bucket is empty
 // it takes nothing and returns false with how long until a token is free.
 func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Duration) {
+	ok, retryAfter, _ = k.Reserve(key, now)
+	return ok, retryAfter
+}
+
+// Reserve is Allow with a way back: cancel returns the token, so a limit
+// can count only failures (reserve before an attempt, cancel when it
+// succeeds) without letting parallel attempts slip past it. cancel is nil
+// when ok is false.
+func (k *Keyed) Reserve(key string, now time.Time) (ok bool, retryAfter time.Duration, cancel func()) {
 	if k == nil || k.limit <= 0 {
-		return true, 0
+		return true, 0, func() {}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -62,46 +71,9 @@ func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Durat
 	r := b.lim.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return false, d
+		return false, d, nil
 	}
-	return true, 0
-}
-
-// Blocked reports, without taking a token, whether key's bucket is empty at
-// now, and if so how long until it has one. With Take it limits failures
-// only: check Blocked before an attempt, Take after a failed one.
-func (k *Keyed) Blocked(key string, now time.Time) (blocked bool, retryAfter time.Duration) {
-	if k == nil || k.limit <= 0 {
-		return false, 0
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	b := k.buckets[key]
-	if b == nil || b.lim.TokensAt(now) >= 1 {
-		return false, 0
-	}
-	missing := 1 - b.lim.TokensAt(now)
-	return true, time.Duration(missing / float64(k.limit) * float64(time.Second))
-}
-
-// Take takes one token from key's bucket at now, going into debt if it is
-// empty (a later Blocked then waits longer).
-func (k *Keyed) Take(key string, now time.Time) {
-	if k == nil || k.limit <= 0 {
-		return
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if now.After(k.nextSweep) {
-		k.sweep(now)
-	}
-	b := k.buckets[key]
-	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(k.limit, k.burst)}
-		k.buckets[key] = b
-	}
-	b.seen = now
-	b.lim.ReserveN(now, 1)
+	return true, 0, func() { r.CancelAt(now) }
 }
 
 // sweep drops idle buckets. k.mu must be held.

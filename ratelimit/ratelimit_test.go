@@ -43,19 +43,23 @@ func TestUnlimited(t *testing.T) {
 	}
 }
 
-func TestBlockedTake(t *testing.T) {
+func TestReserveCancel(t *testing.T) {
 	k := New(1, 2)
 	now := time.Unix(1000, 0)
-	if b, _ := k.Blocked("h", now); b {
-		t.Fatal("fresh key blocked")
+	for i := 0; i < 5; i++ { // successes give their token back
+		ok, _, cancel := k.Reserve("h", now)
+		if !ok {
+			t.Fatalf("attempt %d refused although every one was cancelled", i)
+		}
+		cancel()
 	}
-	k.Take("h", now)
-	k.Take("h", now)
-	b, retry := k.Blocked("h", now)
-	if !b || retry <= 0 || retry > time.Second {
-		t.Fatalf("after burst: blocked=%v retry=%v", b, retry)
+	k.Reserve("h", now)
+	k.Reserve("h", now)
+	ok, retry, cancel := k.Reserve("h", now)
+	if ok || cancel != nil || retry <= 0 || retry > time.Second {
+		t.Fatalf("after two kept reservations: ok=%v retry=%v", ok, retry)
 	}
-	if b, _ := k.Blocked("h", now.Add(time.Second)); b {
-		t.Fatal("still blocked after refill")
+	if ok, _, _ := k.Reserve("h", now.Add(time.Second)); !ok {
+		t.Fatal("still refused after refill")
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 // ParseMasterKeys parses a comma-separated list of master keys, each
 // MasterKeySize bytes in standard padded base64, as given in configuration
-// (e.g. PARLEY_SEAL_KEYS). The first key seals; the others, earlier keys
+// (PARLEY_MASTER_KEY). The first key seals; the others, earlier keys
 // kept through a rotation, only open. Spaces around a key are ignored.
 // Errors name the position of a bad key, never its content.
 func ParseMasterKeys(s string) ([][]byte, error) {

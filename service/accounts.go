@@ -248,18 +248,11 @@ func (s *Service) SetUserState(ctx context.Context, p *parley.Principal, userID 
 	if userID == p.UserID && state == parley.UserSuspended {
 		return parley.Errorf(parley.CodeInvalidRequest, "admins cannot suspend themselves")
 	}
+	// Suspension ends every session in the same transaction.
 	if err := s.store.SetUserState(ctx, userID, state); err != nil {
 		return err
 	}
-	if state == parley.UserSuspended {
-		n, err := s.store.DeleteDevices(ctx, userID)
-		if err != nil {
-			return err
-		}
-		s.log.InfoContext(ctx, "user suspended", "user_id", userID, "by", p.UserID, "sessions_ended", n)
-	} else {
-		s.log.InfoContext(ctx, "user reinstated", "user_id", userID, "by", p.UserID)
-	}
+	s.log.InfoContext(ctx, "user state changed", "user_id", userID, "state", state, "by", p.UserID)
 	return nil
 }
 

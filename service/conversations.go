@@ -113,27 +113,18 @@ func errNoConversation() error {
 }
 
 // AddMember adds a user to a group. Owners may add members and admins;
-// admins may add members.
+// admins may add members. The new member starts with everything before
+// their joining read (they can page back through it, but it is not
+// unread).
 func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
-	c, me, err := s.member(ctx, p, conversationID)
-	if err != nil {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
-	}
-	if c.Kind != parley.KindGroup {
-		return nil, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
 	}
 	if role == "" {
 		role = parley.MemberRoleMember
 	}
-	switch {
-	case role != parley.MemberRoleMember && role != parley.MemberRoleAdmin:
+	if role != parley.MemberRoleMember && role != parley.MemberRoleAdmin {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be member or admin")
-	case me.Role == parley.MemberRoleMember:
-		return nil, parley.Errorf(parley.CodeForbidden, "only the owner and admins may add members")
-	case role == parley.MemberRoleAdmin && me.Role != parley.MemberRoleOwner:
-		return nil, parley.Errorf(parley.CodeForbidden, "only the owner may add admins")
-	case len(c.Members) >= parley.MaxGroupMembers:
-		return nil, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
 	}
 	if !parley.ValidID(userID) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
@@ -145,89 +136,112 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 	if u.State != parley.UserActive {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
-	if err := s.store.AddMember(ctx, c.ID, parley.Member{UserID: userID, Role: role, JoinedAt: s.cfg.Now().UTC()}); err != nil {
-		return nil, err
-	}
-	return s.store.Conversation(ctx, c.ID)
+	joined := s.cfg.Now().UTC()
+	return s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		switch {
+		case c.Kind != parley.KindGroup:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
+		case me.Role == parley.MemberRoleMember:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner and admins may add members")
+		case role == parley.MemberRoleAdmin && me.Role != parley.MemberRoleOwner:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner may add admins")
+		case len(c.Members) >= parley.MaxGroupMembers:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
+		}
+		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq}}}, nil
+	})
+}
+
+// changeMembers runs decide, with the caller's membership, atomically with
+// the change it returns (see parley.Store.ChangeMembers): the permission
+// check and the change cannot be split by another write.
+func (s *Service) changeMembers(ctx context.Context, p *parley.Principal, conversationID string, decide func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error)) (*parley.Conversation, error) {
+	return s.store.ChangeMembers(ctx, conversationID, func(c *parley.Conversation) (parley.MemberChange, error) {
+		me := c.MemberOf(p.UserID)
+		if me == nil {
+			return parley.MemberChange{}, errNoConversation()
+		}
+		return decide(c, me)
+	})
 }
 
 // RemoveMember removes a member from a group. Anyone may remove themself
-// (leave), except the owner, who must transfer ownership first; the owner
+// (leave), except the owner while others remain, who must transfer
+// ownership first (the last member leaving deletes the group); the owner
 // may remove anyone else; admins may remove plain members.
 func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, conversationID, userID string) error {
-	c, me, err := s.member(ctx, p, conversationID)
-	if err != nil {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
-	if c.Kind != parley.KindGroup {
-		return parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
-	}
-	target := c.MemberOf(userID)
-	if target == nil {
-		return parley.Errorf(parley.CodeNotFound, "no such member")
-	}
-	switch {
-	case userID == p.UserID:
-		if me.Role == parley.MemberRoleOwner && len(c.Members) > 1 {
-			return parley.Errorf(parley.CodeConflict, "the owner must transfer ownership before leaving")
+	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		if c.Kind != parley.KindGroup {
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
 		}
-		if me.Role == parley.MemberRoleOwner {
-			// The last member leaving: the group goes with them.
-			return s.store.DeleteConversation(ctx, c.ID)
+		target := c.MemberOf(userID)
+		if target == nil {
+			return parley.MemberChange{}, parley.Errorf(parley.CodeNotFound, "no such member")
 		}
-	case me.Role == parley.MemberRoleOwner:
-	case me.Role == parley.MemberRoleAdmin && target.Role == parley.MemberRoleMember:
-	default:
-		return parley.Errorf(parley.CodeForbidden, "you may not remove this member")
-	}
-	return s.store.RemoveMember(ctx, c.ID, userID)
+		switch {
+		case userID == p.UserID:
+			if me.Role == parley.MemberRoleOwner && len(c.Members) > 1 {
+				return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the owner must transfer ownership before leaving")
+			}
+			if me.Role == parley.MemberRoleOwner {
+				return parley.MemberChange{Delete: true}, nil // the last member leaves
+			}
+		case me.Role == parley.MemberRoleOwner:
+		case me.Role == parley.MemberRoleAdmin && target.Role == parley.MemberRoleMember:
+		default:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "you may not remove this member")
+		}
+		return parley.MemberChange{Remove: []string{userID}}, nil
+	})
+	return err
 }
 
 // SetMemberRole changes a member's role; only the owner may. Making
 // someone owner transfers ownership: they become owner and the caller
 // becomes admin, in one transaction.
 func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
-	c, me, err := s.member(ctx, p, conversationID)
-	if err != nil {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
-	}
-	if c.Kind != parley.KindGroup {
-		return nil, parley.Errorf(parley.CodeForbidden, "roles exist only in groups")
 	}
 	if !role.Valid() {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be owner, admin or member")
 	}
-	if me.Role != parley.MemberRoleOwner {
-		return nil, parley.Errorf(parley.CodeForbidden, "only the owner may change roles")
-	}
-	if c.MemberOf(userID) == nil {
-		return nil, parley.Errorf(parley.CodeNotFound, "no such member")
-	}
-	if userID == p.UserID {
-		return nil, parley.Errorf(parley.CodeInvalidRequest, "the owner's role changes only by transferring ownership")
-	}
-	roles := map[string]parley.MemberRole{userID: role}
-	if role == parley.MemberRoleOwner {
-		roles[p.UserID] = parley.MemberRoleAdmin
-	}
-	if err := s.store.SetMemberRoles(ctx, c.ID, roles); err != nil {
-		return nil, err
-	}
-	return s.store.Conversation(ctx, c.ID)
+	return s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		switch {
+		case c.Kind != parley.KindGroup:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "roles exist only in groups")
+		case me.Role != parley.MemberRoleOwner:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner may change roles")
+		case c.MemberOf(userID) == nil:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeNotFound, "no such member")
+		case userID == p.UserID:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeInvalidRequest, "the owner's role changes only by transferring ownership")
+		}
+		roles := map[string]parley.MemberRole{userID: role}
+		if role == parley.MemberRoleOwner {
+			roles[p.UserID] = parley.MemberRoleAdmin
+		}
+		return parley.MemberChange{Roles: roles}, nil
+	})
 }
 
 // DeleteConversation deletes a group with its history; only the owner
 // may. Direct conversations cannot be deleted.
 func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, conversationID string) error {
-	c, me, err := s.member(ctx, p, conversationID)
-	if err != nil {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
-	if c.Kind != parley.KindGroup {
-		return parley.Errorf(parley.CodeForbidden, "a direct conversation cannot be deleted")
-	}
-	if me.Role != parley.MemberRoleOwner {
-		return parley.Errorf(parley.CodeForbidden, "only the owner may delete the group")
-	}
-	return s.store.DeleteConversation(ctx, c.ID)
+	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		if c.Kind != parley.KindGroup {
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "a direct conversation cannot be deleted")
+		}
+		if me.Role != parley.MemberRoleOwner {
+			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner may delete the group")
+		}
+		return parley.MemberChange{Delete: true}, nil
+	})
+	return err
 }

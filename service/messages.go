@@ -50,9 +50,6 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	}
 	if created {
 		s.metrics.MessageStored()
-	} else if msg.Expired(s.cfg.Now()) {
-		// The original expired since; say so rather than return a ghost.
-		return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id was used by a message that has expired")
 	}
 	return msg, created, nil
 }
@@ -121,58 +118,48 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 	return s.store.Messages(ctx, conversationID, q, s.cfg.Now())
 }
 
-// ownMessage loads a message the caller sent, for editing or deleting it.
-func (s *Service) ownMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
+// changeOwnMessage applies change to one of the caller's messages,
+// atomically with the checks (see parley.Store.UpdateMessage): a message
+// deleted a moment ago cannot be edited back to life.
+func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, change func(m *parley.Message)) (*parley.Message, error) {
 	if _, _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	if seq < 1 {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
 	}
-	m, err := s.store.Message(ctx, conversationID, seq, s.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	if m.SenderID != p.UserID || m.Type == parley.MessageSystem {
-		return nil, parley.Errorf(parley.CodeForbidden, "you may only change your own messages")
-	}
-	if m.Deleted {
-		return nil, parley.Errorf(parley.CodeConflict, "the message was deleted")
-	}
-	return m, nil
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	return s.store.UpdateMessage(ctx, conversationID, seq, now, func(m *parley.Message) error {
+		if m.SenderID != p.UserID || m.Type == parley.MessageSystem {
+			return parley.Errorf(parley.CodeForbidden, "you may only change your own messages")
+		}
+		if m.Deleted {
+			return parley.Errorf(parley.CodeConflict, "the message was deleted")
+		}
+		change(m)
+		m.EditedAt = now
+		return nil
+	})
 }
 
 // EditMessage replaces the body of one of the caller's messages.
 func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, body string) (*parley.Message, error) {
+	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+		return nil, err
+	}
 	if err := s.checkBody(body); err != nil {
 		return nil, err
 	}
-	m, err := s.ownMessage(ctx, p, conversationID, seq)
-	if err != nil {
-		return nil, err
-	}
-	m.Body = body
-	m.EditedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
-	if err := s.store.UpdateMessage(ctx, m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) { m.Body = body })
 }
 
 // DeleteMessage turns one of the caller's messages into a tombstone: it
 // keeps its seq, loses its body, and reads back with deleted=true.
 func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
-	m, err := s.ownMessage(ctx, p, conversationID, seq)
-	if err != nil {
-		return nil, err
-	}
-	m.Body = ""
-	m.Deleted = true
-	m.EditedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
-	if err := s.store.UpdateMessage(ctx, m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) {
+		m.Body = ""
+		m.Deleted = true
+	})
 }
 
 // MarkRead raises the caller's read_seq in a conversation to seq (clamped

@@ -19,11 +19,23 @@ func adminCommand(ctx context.Context, args []string, getenv func(string) string
 	if len(args) == 0 || args[0] != "grant" {
 		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE")
 	}
+	// Flags may come before or after the handle.
+	args = args[1:]
 	fs := flag.NewFlagSet("parleyd admin grant", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg, rest, err := loadConfig(fs, args[1:], getenv)
+	cfg, rest, err := loadConfig(fs, args, getenv)
 	if err != nil {
 		return err
+	}
+	if len(rest) > 1 {
+		handle := rest[0]
+		again := append(append([]string(nil), args[:len(args)-len(rest)]...), rest[1:]...)
+		fs = flag.NewFlagSet("parleyd admin grant", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		if cfg, rest, err = loadConfig(fs, again, getenv); err != nil {
+			return err
+		}
+		rest = append([]string{handle}, rest...)
 	}
 	if len(rest) != 1 {
 		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE")

@@ -260,15 +260,46 @@ func TestKillAfterAckLosesNothing(t *testing.T) {
 	})
 }
 
-// TestGracefulShutdown: SIGTERM lets an in-flight request finish, then the
-// process exits 0 having closed the store.
+// TestGracefulShutdown: SIGTERM lets an in-flight request finish (its body
+// is still arriving when the signal lands), then the process exits 0 having
+// closed the store, and the acked message is there after a restart.
 func TestGracefulShutdown(t *testing.T) {
 	data := t.TempDir()
 	p := startParleyd(t, data, nil)
 	_, tok := signup(t, p.base, "alice")
-	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	bobID, _ := signup(t, p.base, "bob")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", tok, map[string]any{"kind": "direct", "members": []string{bobID}})
+	msgs := p.base + "/v1/conversations/" + conv["conversation"].(map[string]any)["id"].(string) + "/messages"
+
+	body, w := io.Pipe()
+	req, _ := http.NewRequest("POST", msgs, body)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		res.Body.Close()
+		done <- result{code: res.StatusCode}
+	}()
+	if _, err := w.Write([]byte(`{"client_msg_id":"in-flight","body":`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the server is now reading this request
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	w.Write([]byte(`"sent during shutdown"}`))
+	w.Close()
+	if r := <-done; r.err != nil || r.code != 201 {
+		t.Fatalf("in-flight request during shutdown: %d %v", r.code, r.err)
 	}
 	select {
 	case <-p.exited:
@@ -283,7 +314,11 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	// The data survives; the same token works after a restart.
 	p2 := startParleyd(t, data, nil)
-	mustAPI(t, 200, "GET", p2.base+"/v1/me", tok, nil)
+	msgs2 := strings.Replace(msgs, p.base, p2.base, 1)
+	out := mustAPI(t, 200, "GET", msgs2, tok, nil)
+	if got := out["messages"].([]any); len(got) != 1 || got[0].(map[string]any)["client_msg_id"] != "in-flight" {
+		t.Fatalf("after restart: %v", out)
+	}
 }
 
 // TestAdminGrantCommand runs `parleyd admin grant` against the data
@@ -293,7 +328,7 @@ func TestAdminGrantCommand(t *testing.T) {
 	p := startParleyd(t, data, nil)
 	_, adminTok := signup(t, p.base, "root")
 	victimID, victimTok := signup(t, p.base, "victim")
-	out, err := exec.Command(parleydBin, "admin", "grant", "--data", data, "root").CombinedOutput()
+	out, err := exec.Command(parleydBin, "admin", "grant", "root", "--data", data).CombinedOutput() // as docs/operations.md writes it
 	if err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}

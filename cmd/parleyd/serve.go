@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,11 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	// The database holds password and token hashes: only we may read it,
+	// whatever the umask or an existing directory's mode.
+	if err := os.Chmod(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	masterKeys, err := loadMasterKeys(cfg.Data, getenv)
 	if err != nil {
 		return nil, err
@@ -57,7 +63,7 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	svc := service.New(st, keys, auth.Argon2id{}, service.Config{
+	svc := service.New(st, keys, auth.NewArgon2id(auth.DefaultPasswordParams, runtime.GOMAXPROCS(0)), service.Config{
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RefreshTTL:    cfg.RefreshTTL,
 		PurgeInterval: cfg.PurgeInterval,
@@ -162,10 +168,21 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		return nil
 	})
 	err = g.Wait()
-	if cerr := n.store.Close(); cerr != nil {
-		log.Error("closing store", "err", cerr)
+	// Closing commits the queued writes; it too is bounded.
+	closed := make(chan error, 1)
+	go func() { closed <- n.store.Close() }()
+	select {
+	case cerr := <-closed:
+		if cerr != nil {
+			log.Error("closing store", "err", cerr)
+			if err == nil {
+				err = cerr
+			}
+		}
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Error("store did not close within the shutdown timeout")
 		if err == nil {
-			err = cerr
+			err = errors.New("store did not close within the shutdown timeout")
 		}
 	}
 	log.Info("stopped")
@@ -176,7 +193,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 // by `parleyd keys rotate`, and drops retired keys once their tokens are
 // expired, every minute until ctx ends.
 func maintainKeys(ctx context.Context, keys *auth.Keys, log *slog.Logger) error {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(auth.MaintainInterval)
 	defer t.Stop()
 	for {
 		select {

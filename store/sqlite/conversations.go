@@ -216,106 +216,106 @@ func loadMembers(ctx context.Context, q querier, where string, args ...any) (map
 	return members, rows.Err()
 }
 
-// AddMember adds m to a conversation. An empty role becomes
-// MemberRoleMember, a zero JoinedAt the current time; ReadSeq is clamped to
-// 0..last_seq. CodeConflict if already a member, CodeNotFound if the user
-// does not exist, CodeConversationNotFound if the conversation does not.
-func (s *Store) AddMember(ctx context.Context, conversationID string, m parley.Member) error {
-	defer s.track("add_member", time.Now())
-	if m.Role == "" {
-		m.Role = parley.MemberRoleMember
-	}
-	if !m.Role.Valid() {
-		return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
-	}
-	if m.JoinedAt.IsZero() {
-		m.JoinedAt = time.Now()
-	}
-	return s.write(ctx, true, func(t *txn) error {
-		var lastSeq int64
-		err := t.queryRow(`SELECT last_seq FROM conversations WHERE id = ?`, conversationID).Scan(&lastSeq)
-		if errors.Is(err, sql.ErrNoRows) {
-			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-		}
+// ChangeMembers implements parley.Store: load, decide and apply in one
+// write job, inside its own savepoint, so a failing change leaves nothing.
+func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide func(c *parley.Conversation) (parley.MemberChange, error)) (*parley.Conversation, error) {
+	defer s.track("change_members", time.Now())
+	var result *parley.Conversation
+	err := s.write(ctx, true, func(t *txn) error {
+		result = nil
+		c, err := loadConversation(bg, t.tx, conversationID)
 		if err != nil {
-			return s.internal("add member", err)
-		}
-		m := m
-		m.ReadSeq = min(max(m.ReadSeq, 0), lastSeq)
-		return insertMember(t, conversationID, m)
-	})
-}
-
-// RemoveMember removes a member; CodeNotFound if not a member.
-func (s *Store) RemoveMember(ctx context.Context, conversationID, userID string) error {
-	defer s.track("remove_member", time.Now())
-	return s.write(ctx, true, func(t *txn) error {
-		res, err := t.exec(`DELETE FROM members WHERE conversation_id = ? AND user_id = ?`, conversationID, userID)
-		if err != nil {
-			return s.internal("remove member", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return s.internal("remove member", err)
-		} else if n == 0 {
-			return parley.Errorf(parley.CodeNotFound, "not a member")
-		}
-		return nil
-	})
-}
-
-// SetMemberRoles sets the roles of the given members in one transaction;
-// if one is not a member (CodeNotFound) or a role is unknown
-// (CodeInvalidRequest), nothing changes.
-func (s *Store) SetMemberRoles(ctx context.Context, conversationID string, roles map[string]parley.MemberRole) error {
-	defer s.track("set_member_roles", time.Now())
-	for _, r := range roles {
-		if !r.Valid() {
-			return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", r)
-		}
-	}
-	users := slices.Sorted(maps.Keys(roles))
-	return s.write(ctx, true, func(t *txn) error {
-		for _, userID := range users {
-			res, err := t.exec(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`,
-				string(roles[userID]), conversationID, userID)
-			if err != nil {
-				return s.internal("set member roles", err)
+			if isClientError(err) {
+				return err
 			}
-			if n, err := res.RowsAffected(); err != nil {
-				return s.internal("set member roles", err)
-			} else if n == 0 {
-				return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
+			return s.internal("change members", err)
+		}
+		change, err := decide(c)
+		if err != nil {
+			return err
+		}
+		if change.Delete {
+			return s.deleteConversation(t, conversationID)
+		}
+		for _, userID := range change.Remove {
+			if err := s.removeMember(t, c, userID); err != nil {
+				return err
 			}
 		}
+		for _, userID := range slices.Sorted(maps.Keys(change.Roles)) {
+			if err := s.setRole(t, c, userID, change.Roles[userID]); err != nil {
+				return err
+			}
+		}
+		for _, m := range change.Add {
+			if m.Role == "" {
+				m.Role = parley.MemberRoleMember
+			}
+			if !m.Role.Valid() {
+				return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
+			}
+			if m.JoinedAt.IsZero() {
+				m.JoinedAt = time.Now()
+			}
+			m.JoinedAt = normalTime(m.JoinedAt)
+			m.ReadSeq = min(max(m.ReadSeq, 0), c.LastSeq)
+			if err := insertMember(t, conversationID, m); err != nil {
+				return err
+			}
+			c.Members = append(c.Members, m)
+		}
+		result = c
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
 }
 
-// DeleteConversation deletes a conversation with its members, messages and
-// delivery cursors; CodeConversationNotFound if none. It runs in one write,
-// so a conversation with a very long history holds up other writes while it
-// is deleted.
-func (s *Store) DeleteConversation(ctx context.Context, id string) error {
-	defer s.track("delete_conversation", time.Now())
-	return s.write(ctx, true, func(t *txn) error {
-		var one int
-		err := t.queryRow(`SELECT 1 FROM conversations WHERE id = ?`, id).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-		}
-		if err != nil {
+func (s *Store) removeMember(t *txn, c *parley.Conversation, userID string) error {
+	i := slices.IndexFunc(c.Members, func(m parley.Member) bool { return m.UserID == userID })
+	if i < 0 {
+		return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
+	}
+	if _, err := t.exec(`DELETE FROM members WHERE conversation_id = ? AND user_id = ?`, c.ID, userID); err != nil {
+		return s.internal("remove member", err)
+	}
+	if _, err := t.exec(`DELETE FROM device_cursors WHERE conversation_id = ? AND device_id IN (SELECT id FROM devices WHERE user_id = ?)`, c.ID, userID); err != nil {
+		return s.internal("remove member", err)
+	}
+	c.Members = slices.Delete(c.Members, i, i+1)
+	return nil
+}
+
+func (s *Store) setRole(t *txn, c *parley.Conversation, userID string, role parley.MemberRole) error {
+	if !role.Valid() {
+		return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", role)
+	}
+	m := c.MemberOf(userID)
+	if m == nil {
+		return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
+	}
+	if _, err := t.exec(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`, string(role), c.ID, userID); err != nil {
+		return s.internal("set member role", err)
+	}
+	m.Role = role
+	return nil
+}
+
+// deleteConversation deletes a conversation with its members, messages and
+// delivery cursors. It runs in one write, so a conversation with a very
+// long history holds up other writes while it is deleted.
+func (s *Store) deleteConversation(t *txn, id string) error {
+	for _, table := range []string{"messages", "device_cursors", "members"} {
+		if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = ?`, id); err != nil {
 			return s.internal("delete conversation", err)
 		}
-		for _, table := range []string{"messages", "device_cursors", "members"} {
-			if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = ?`, id); err != nil {
-				return s.internal("delete conversation", err)
-			}
-		}
-		if _, err := t.exec(`DELETE FROM conversations WHERE id = ?`, id); err != nil {
-			return s.internal("delete conversation", err)
-		}
-		return nil
-	})
+	}
+	if _, err := t.exec(`DELETE FROM conversations WHERE id = ?`, id); err != nil {
+		return s.internal("delete conversation", err)
+	}
+	return nil
 }
 
 // MarkRead raises userID's read_seq to min(seq, last_seq) if that is higher

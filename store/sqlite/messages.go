@@ -17,7 +17,7 @@ const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, c
 
 // notExpired is the condition for a message row visible at the time bound
 // to its parameter.
-const notExpired = `(expires_at IS NULL OR expires_at > ?)`
+const notExpired = `(purged = 0 AND (expires_at IS NULL OR expires_at > ?))`
 
 // appendSavepoint says whether an append runs in its own savepoint. It
 // needs none: it fails with a client error only before it writes, and its
@@ -130,10 +130,13 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		err := t.stmt(s.wst.memberLastSeq).QueryRowContext(bg, m.ConversationID, m.SenderID).Scan(&lastSeq)
 		if errors.Is(err, sql.ErrNoRows) {
 			if clientMsgID != nil {
-				// A retry of a message sent before the sender left.
-				if original, err = s.sentBefore(t, m.SenderID, clientMsgID); original != nil || err != nil {
+				// A retry of a message sent here before the sender left gets
+				// the original; anything else is not for a non-member to know.
+				original, err = s.sentBefore(t, m.SenderID, clientMsgID)
+				if err != nil || original != nil && original.conversationID == m.ConversationID {
 					return err
 				}
+				original = nil
 			}
 			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 		}
@@ -169,6 +172,9 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if original != nil {
 		if original.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
+		}
+		if original.expires.Valid && original.expires.Int64 <= millis(m.CreatedAt) {
+			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used by a message that has expired", m.ClientMsgID)
 		}
 		msg, err := s.open(original)
 		if err != nil {
@@ -269,44 +275,54 @@ func (s *Store) Messages(ctx context.Context, conversationID string, q parley.Hi
 	return msgs, nil
 }
 
-// UpdateMessage stores m's Body (sealed again), EditedAt and Deleted for the
-// message (m.ConversationID, m.Seq). A deleted message keeps its row as a
-// tombstone with an empty body. CodeNotFound if the message does not exist.
-func (s *Store) UpdateMessage(ctx context.Context, m *parley.Message) error {
+// UpdateMessage implements parley.Store. The new body is sealed on the
+// writer, bound to the stored id; edits are rare enough for that.
+func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq int64, now time.Time, change func(m *parley.Message) error) (*parley.Message, error) {
 	defer s.track("update_message", time.Now())
-	m.EditedAt = normalTime(m.EditedAt)
-	if m.Deleted {
-		m.Body = ""
-	}
-	return s.write(ctx, false, func(t *txn) error {
-		var id string
-		err := t.queryRow(`SELECT id FROM messages WHERE conversation_id = ? AND seq = ?`, m.ConversationID, m.Seq).Scan(&id)
+	var result *parley.Message
+	err := s.write(ctx, true, func(t *txn) error {
+		result = nil
+		row := t.queryRow(`SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND seq = ?
+			AND purged = 0 AND (expires_at IS NULL OR expires_at > ?)`, conversationID, seq, millis(now))
+		r, err := scanMessageRow(row)
 		if errors.Is(err, sql.ErrNoRows) {
 			return parley.Errorf(parley.CodeNotFound, "no such message")
 		}
 		if err != nil {
 			return s.internal("update message", err)
 		}
-		// Sealed here, bound to the stored id, whatever m.ID says; edits are
-		// rare enough to run on the writer.
-		keyID, sealed, err := s.seal(id, m.Body, m.Deleted)
+		m, err := s.open(r)
+		if err != nil {
+			return err
+		}
+		if err := change(&m); err != nil {
+			return err
+		}
+		m.EditedAt = normalTime(m.EditedAt)
+		if m.Deleted {
+			m.Body = ""
+		}
+		keyID, sealed, err := s.seal(r.id, m.Body, m.Deleted)
 		if err != nil {
 			return err
 		}
 		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?
 			WHERE conversation_id = ? AND seq = ?`,
-			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, m.ConversationID, m.Seq)
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, conversationID, seq)
 		if err != nil {
 			return s.internal("update message", err)
 		}
+		result = &m
 		return nil
 	})
+	return result, err
 }
 
-// PurgeExpired deletes up to limit messages expired at now, soonest expired
-// first, and every refresh token expired at now, and returns how many
-// messages it deleted. last_seq is untouched, so seqs are never reused.
-// CodeInvalidRequest if limit < 1.
+// PurgeExpired implements parley.Store: it blanks up to limit messages
+// expired at now, soonest expired first, deletes the rows of messages
+// expired more than parley.IdempotencyHorizon ago and every refresh token
+// expired at now, and returns how many messages it blanked. last_seq is
+// untouched, so seqs are never reused. CodeInvalidRequest if limit < 1.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	defer s.track("purge_expired", time.Now())
 	if limit < 1 {
@@ -314,14 +330,20 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 	}
 	var n int64
 	err := s.write(ctx, true, func(t *txn) error {
-		res, err := t.exec(`DELETE FROM messages WHERE (conversation_id, seq) IN (
+		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
-				WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
 			millis(now), limit)
 		if err != nil {
 			return s.internal("purge messages", err)
 		}
 		if n, err = res.RowsAffected(); err != nil {
+			return s.internal("purge messages", err)
+		}
+		if _, err := t.exec(`DELETE FROM messages WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+			millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
 		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, millis(now)); err != nil {

@@ -89,11 +89,24 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 	}
 	next.CreatedAt = normalTime(next.CreatedAt)
 	next.ExpiresAt = normalTime(next.ExpiresAt)
+	// An unknown token is refused from a reader, without a write job:
+	// guessing tokens must not cost the writer anything.
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	var one int
+	err := s.readDB.QueryRowContext(ctx, `SELECT 1 FROM refresh_tokens WHERE hash = ?`, oldHash).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "unknown refresh token")
+	}
+	if err != nil {
+		return nil, s.internal("rotate refresh token", err)
+	}
 	var (
 		dev      *parley.Device
 		reuseErr error
 	)
-	err := s.write(ctx, true, func(tx *txn) error {
+	err = s.write(ctx, true, func(tx *txn) error {
 		dev, reuseErr = nil, nil
 		var (
 			userID, deviceID, sessionID string
@@ -221,36 +234,44 @@ func (s *Store) DeleteDevices(ctx context.Context, userID string) (int, error) {
 	defer s.track("delete_devices", time.Now())
 	var n int
 	err := s.write(ctx, true, func(tx *txn) error {
-		n = 0
-		rows, err := tx.query(`SELECT id FROM devices WHERE user_id = ?`, userID)
-		if err != nil {
-			return s.internal("delete devices", err)
-		}
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return s.internal("delete devices", err)
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return s.internal("delete devices", err)
-		}
-		for _, id := range ids {
-			deleted, err := deleteDevice(tx, id)
-			if err != nil {
-				return s.internal("delete devices", err)
-			}
-			if deleted {
-				n++
-			}
-		}
-		return nil
+		var err error
+		n, err = s.deleteDevices(tx, userID)
+		return err
 	})
 	return n, err
+}
+
+// deleteDevices deletes every device of userID with its tokens and cursors
+// in tx and returns how many.
+func (s *Store) deleteDevices(tx *txn, userID string) (int, error) {
+	rows, err := tx.query(`SELECT id FROM devices WHERE user_id = ?`, userID)
+	if err != nil {
+		return 0, s.internal("delete devices", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, s.internal("delete devices", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, s.internal("delete devices", err)
+	}
+	n := 0
+	for _, id := range ids {
+		deleted, err := deleteDevice(tx, id)
+		if err != nil {
+			return 0, s.internal("delete devices", err)
+		}
+		if deleted {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // deleteDevice deletes a device with its refresh tokens and delivery

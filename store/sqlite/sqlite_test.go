@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,7 +171,7 @@ func TestBodiesEncryptedAtRest(t *testing.T) {
 	}
 	edit := *m
 	edit.Body, edit.EditedAt = secret+"-edited", now
-	if err := s.UpdateMessage(ctx, &edit); err != nil {
+	if err := updateMessage(s, &edit); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Message(ctx, g.ID, m.Seq, now)
@@ -426,4 +427,42 @@ func TestWALRestarts(t *testing.T) {
 	if c, err := s.Conversation(ctx, g.ID); err != nil || c.LastSeq != 3000 {
 		t.Fatalf("Conversation = %+v, %v; want last_seq 3000", c, err)
 	}
+}
+
+func updateMessage(s *Store, m *parley.Message) error {
+	_, err := s.UpdateMessage(context.Background(), m.ConversationID, m.Seq, m.CreatedAt, func(stored *parley.Message) error {
+		stored.Body, stored.EditedAt, stored.Deleted = m.Body, m.EditedAt, m.Deleted
+		return nil
+	})
+	return err
+}
+
+// TestGroupCommit: concurrent appends share transactions (fewer commits
+// than messages), and every one of them is answered committed.
+func TestGroupCommit(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t))
+	now := time.Now()
+	a, _, g := seed(t, s, now)
+	startBatches, startJobs := s.batches.Load(), s.batchJobs.Load()
+	const senders, each = 64, 10
+	var wg sync.WaitGroup
+	for i := 0; i < senders; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				_, created, err := s.AppendMessage(context.Background(), &parley.Message{ConversationID: g.ID, SenderID: a.ID, SenderDeviceID: "d",
+					ClientMsgID: fmt.Sprintf("%d-%d", i, j), Type: parley.MessageText, Body: "x", CreatedAt: now})
+				if err != nil || !created {
+					t.Errorf("append: %v %v", created, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	batches, jobs := s.batches.Load()-startBatches, s.batchJobs.Load()-startJobs
+	if jobs != senders*each || batches >= jobs/2 {
+		t.Fatalf("%d appends in %d transactions: want at least 2 per transaction on average", jobs, batches)
+	}
+	t.Logf("%d appends in %d transactions (%.1f per commit)", jobs, batches, float64(jobs)/float64(batches))
 }

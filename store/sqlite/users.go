@@ -75,17 +75,25 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 // SetUserRole sets a user's system role; CodeNotFound if no such user.
 func (s *Store) SetUserRole(ctx context.Context, userID string, role parley.SystemRole) error {
 	defer s.track("set_user_role", time.Now())
-	return s.setUserColumn(ctx, "role", userID, string(role))
+	return s.setUserColumn(ctx, "role", userID, string(role), nil)
 }
 
-// SetUserState sets a user's state; CodeNotFound if no such user.
+// SetUserState sets a user's state; suspending also deletes the user's
+// devices in the same transaction. CodeNotFound if no such user.
 func (s *Store) SetUserState(ctx context.Context, userID string, state parley.UserState) error {
 	defer s.track("set_user_state", time.Now())
-	return s.setUserColumn(ctx, "state", userID, string(state))
+	return s.setUserColumn(ctx, "state", userID, string(state), func(t *txn) error {
+		if state != parley.UserSuspended {
+			return nil
+		}
+		_, err := s.deleteDevices(t, userID)
+		return err
+	})
 }
 
-// setUserColumn sets column (a constant) of a user to value.
-func (s *Store) setUserColumn(ctx context.Context, column, userID, value string) error {
+// setUserColumn sets column (a constant) of a user to value, then runs then
+// (if not nil) in the same transaction.
+func (s *Store) setUserColumn(ctx context.Context, column, userID, value string, then func(t *txn) error) error {
 	return s.write(ctx, true, func(t *txn) error {
 		res, err := t.exec(`UPDATE users SET `+column+` = ? WHERE id = ?`, value, userID)
 		if err != nil {
@@ -95,6 +103,9 @@ func (s *Store) setUserColumn(ctx context.Context, column, userID, value string)
 			return s.internal("update user", err)
 		} else if n == 0 {
 			return parley.Errorf(parley.CodeNotFound, "no such user")
+		}
+		if then != nil {
+			return then(t)
 		}
 		return nil
 	})

@@ -17,14 +17,14 @@ SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
 	(SELECT count(*) FROM messages u
 		WHERE u.conversation_id = me.conversation_id AND u.seq > me.read_seq
 		AND u.sender_id <> me.user_id AND u.deleted = 0
-		AND (u.expires_at IS NULL OR u.expires_at > ?1)),
+		AND u.purged = 0 AND (u.expires_at IS NULL OR u.expires_at > ?1)),
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
 	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted
 FROM members me
 JOIN conversations c ON c.id = me.conversation_id
 LEFT JOIN messages x ON x.conversation_id = me.conversation_id AND x.seq = (
 	SELECT l.seq FROM messages l
-	WHERE l.conversation_id = me.conversation_id AND (l.expires_at IS NULL OR l.expires_at > ?1)
+	WHERE l.conversation_id = me.conversation_id AND l.purged = 0 AND (l.expires_at IS NULL OR l.expires_at > ?1)
 	ORDER BY l.seq DESC LIMIT 1)
 WHERE me.user_id = ?2`
 

@@ -123,16 +123,16 @@ func testDirectUnique(t *testing.T, f *fixture) {
 func testAddMember(t *testing.T, f *fixture) {
 	a, b, c := f.user(), f.user(), f.user()
 	g := f.group(a, b)
-	if err := f.s.AddMember(f.ctx, g.ID, parley.Member{UserID: c.ID, Role: parley.MemberRoleAdmin, JoinedAt: f.now}); err != nil {
+	if err := addMember(f, g.ID, parley.Member{UserID: c.ID, Role: parley.MemberRoleAdmin, JoinedAt: f.now}); err != nil {
 		t.Fatalf("AddMember: %v", err)
 	}
 	checkMembers(t, f.conversation(g.ID), map[string]parley.MemberRole{
 		a.ID: parley.MemberRoleOwner, b.ID: parley.MemberRoleMember, c.ID: parley.MemberRoleAdmin})
-	wantCode(t, f.s.AddMember(f.ctx, g.ID, parley.Member{UserID: c.ID, Role: parley.MemberRoleMember, JoinedAt: f.now}),
+	wantCode(t, addMember(f, g.ID, parley.Member{UserID: c.ID, Role: parley.MemberRoleMember, JoinedAt: f.now}),
 		parley.CodeConflict, "AddMember(already a member)")
-	wantCode(t, f.s.AddMember(f.ctx, g.ID, parley.Member{UserID: parley.NewID(), Role: parley.MemberRoleMember, JoinedAt: f.now}),
+	wantCode(t, addMember(f, g.ID, parley.Member{UserID: parley.NewID(), Role: parley.MemberRoleMember, JoinedAt: f.now}),
 		parley.CodeNotFound, "AddMember(unknown user)")
-	wantCode(t, f.s.AddMember(f.ctx, parley.NewID(), parley.Member{UserID: c.ID, Role: parley.MemberRoleMember, JoinedAt: f.now}),
+	wantCode(t, addMember(f, parley.NewID(), parley.Member{UserID: c.ID, Role: parley.MemberRoleMember, JoinedAt: f.now}),
 		parley.CodeConversationNotFound, "AddMember(unknown conversation)")
 	// The new member can send.
 	f.send(g, c, "hello from c")
@@ -141,11 +141,11 @@ func testAddMember(t *testing.T, f *fixture) {
 func testRemoveMember(t *testing.T, f *fixture) {
 	a, b := f.user(), f.user()
 	g := f.group(a, b)
-	if err := f.s.RemoveMember(f.ctx, g.ID, b.ID); err != nil {
+	if err := removeMember(f, g.ID, b.ID); err != nil {
 		t.Fatalf("RemoveMember: %v", err)
 	}
 	checkMembers(t, f.conversation(g.ID), map[string]parley.MemberRole{a.ID: parley.MemberRoleOwner})
-	wantCode(t, f.s.RemoveMember(f.ctx, g.ID, b.ID), parley.CodeNotFound, "RemoveMember(again)")
+	wantCode(t, removeMember(f, g.ID, b.ID), parley.CodeNotFound, "RemoveMember(again)")
 	_, err := f.s.ConversationView(f.ctx, g.ID, b.ID, f.now)
 	wantCode(t, err, parley.CodeConversationNotFound, "ConversationView(removed member)")
 	if views, _ := f.s.ConversationViews(f.ctx, b.ID, f.now); len(views) != 0 {
@@ -158,14 +158,14 @@ func testSetMemberRoles(t *testing.T, f *fixture) {
 	g := f.group(a, b, c)
 	// Ownership transfer: two changes at once.
 	transfer := map[string]parley.MemberRole{a.ID: parley.MemberRoleAdmin, b.ID: parley.MemberRoleOwner}
-	if err := f.s.SetMemberRoles(f.ctx, g.ID, transfer); err != nil {
+	if err := setMemberRoles(f, g.ID, transfer); err != nil {
 		t.Fatalf("SetMemberRoles: %v", err)
 	}
 	want := map[string]parley.MemberRole{a.ID: parley.MemberRoleAdmin, b.ID: parley.MemberRoleOwner, c.ID: parley.MemberRoleMember}
 	checkMembers(t, f.conversation(g.ID), want)
 	// One bad user: nothing changes.
 	bad := map[string]parley.MemberRole{a.ID: parley.MemberRoleOwner, c.ID: parley.MemberRoleAdmin, parley.NewID(): parley.MemberRoleMember}
-	wantCode(t, f.s.SetMemberRoles(f.ctx, g.ID, bad), parley.CodeNotFound, "SetMemberRoles(a non-member)")
+	wantCode(t, setMemberRoles(f, g.ID, bad), parley.CodeNotFound, "SetMemberRoles(a non-member)")
 	checkMembers(t, f.conversation(g.ID), want)
 }
 
@@ -176,7 +176,7 @@ func testDeleteConversation(t *testing.T, f *fixture) {
 	f.send(g, a, "one")
 	f.send(g, b, "two")
 	keptMsg := f.send(kept, a, "kept")
-	if err := f.s.DeleteConversation(f.ctx, g.ID); err != nil {
+	if err := deleteConversation(f, g.ID); err != nil {
 		t.Fatalf("DeleteConversation: %v", err)
 	}
 	_, err := f.s.Conversation(f.ctx, g.ID)
@@ -190,7 +190,7 @@ func testDeleteConversation(t *testing.T, f *fixture) {
 	}
 	_, _, err = f.s.AppendMessage(f.ctx, f.message(g, a, "late"))
 	wantCode(t, err, parley.CodeConversationNotFound, "AppendMessage(deleted conversation)")
-	wantCode(t, f.s.DeleteConversation(f.ctx, g.ID), parley.CodeConversationNotFound, "DeleteConversation(again)")
+	wantCode(t, deleteConversation(f, g.ID), parley.CodeConversationNotFound, "DeleteConversation(again)")
 	views, err := f.s.ConversationViews(f.ctx, a.ID, f.now)
 	if err != nil || len(views) != 1 || views[0].ID != kept.ID {
 		t.Fatalf("ConversationViews after delete = %+v, %v; want only %s", views, err, kept.ID)
@@ -249,7 +249,7 @@ func testUnreadCount(t *testing.T, f *fixture) {
 	}
 	del := *fromA[1]
 	del.Deleted, del.Body, del.EditedAt = true, "", f.now
-	if err := f.s.UpdateMessage(f.ctx, &del); err != nil {
+	if err := updateMessage(f, &del); err != nil {
 		t.Fatalf("UpdateMessage(delete): %v", err)
 	}
 	if got := unread(c); got != 3 {
@@ -282,7 +282,7 @@ func testConversationView(t *testing.T, f *fixture) {
 	// A tombstone is still the last message, with an empty body.
 	del := *last
 	del.Deleted, del.Body, del.EditedAt = true, "", f.now.Add(time.Second)
-	if err := f.s.UpdateMessage(f.ctx, &del); err != nil {
+	if err := updateMessage(f, &del); err != nil {
 		t.Fatal(err)
 	}
 	v = f.view(g.ID, b)
@@ -332,4 +332,27 @@ func testConversationViewsOrder(t *testing.T, f *fixture) {
 	if views[1].UnreadCount != 1 || views[2].LastMessage != nil {
 		t.Fatalf("views %+v", views)
 	}
+}
+
+// The membership primitives, as ChangeMembers calls that always decide
+// the same.
+func addMember(f *fixture, conversationID string, m parley.Member) error {
+	return change(f, conversationID, parley.MemberChange{Add: []parley.Member{m}})
+}
+
+func removeMember(f *fixture, conversationID, userID string) error {
+	return change(f, conversationID, parley.MemberChange{Remove: []string{userID}})
+}
+
+func setMemberRoles(f *fixture, conversationID string, roles map[string]parley.MemberRole) error {
+	return change(f, conversationID, parley.MemberChange{Roles: roles})
+}
+
+func deleteConversation(f *fixture, conversationID string) error {
+	return change(f, conversationID, parley.MemberChange{Delete: true})
+}
+
+func change(f *fixture, conversationID string, mc parley.MemberChange) error {
+	_, err := f.s.ChangeMembers(f.ctx, conversationID, func(*parley.Conversation) (parley.MemberChange, error) { return mc, nil })
+	return err
 }

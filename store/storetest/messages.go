@@ -212,7 +212,7 @@ func testAppendNotMember(t *testing.T, f *fixture) {
 	wantCode(t, err, parley.CodeConversationNotFound, "AppendMessage(non-member)")
 	_, _, err = f.s.AppendMessage(f.ctx, f.message(&parley.Conversation{ID: parley.NewID()}, a, "nowhere"))
 	wantCode(t, err, parley.CodeConversationNotFound, "AppendMessage(unknown conversation)")
-	if err := f.s.RemoveMember(f.ctx, g.ID, b.ID); err != nil {
+	if err := removeMember(f, g.ID, b.ID); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = f.s.AppendMessage(f.ctx, f.message(g, b, "after removal"))
@@ -377,7 +377,7 @@ func testEditAndDelete(t *testing.T, f *fixture) {
 
 	edited := *orig
 	edited.Body, edited.EditedAt = "fixed", f.now.Add(time.Second)
-	if err := f.s.UpdateMessage(f.ctx, &edited); err != nil {
+	if err := updateMessage(f, &edited); err != nil {
 		t.Fatalf("UpdateMessage(edit): %v", err)
 	}
 	got, err := f.s.Message(f.ctx, g.ID, orig.Seq, f.now)
@@ -388,7 +388,7 @@ func testEditAndDelete(t *testing.T, f *fixture) {
 
 	deleted := edited
 	deleted.Deleted, deleted.Body, deleted.EditedAt = true, "", f.now.Add(2*time.Second)
-	if err := f.s.UpdateMessage(f.ctx, &deleted); err != nil {
+	if err := updateMessage(f, &deleted); err != nil {
 		t.Fatalf("UpdateMessage(delete): %v", err)
 	}
 	got, err = f.s.Message(f.ctx, g.ID, orig.Seq, f.now)
@@ -402,5 +402,15 @@ func testEditAndDelete(t *testing.T, f *fixture) {
 	}
 	missing := *orig
 	missing.Seq = 99
-	wantCode(t, f.s.UpdateMessage(f.ctx, &missing), parley.CodeNotFound, "UpdateMessage(unknown)")
+	wantCode(t, updateMessage(f, &missing), parley.CodeNotFound, "UpdateMessage(unknown)")
+}
+
+// updateMessage stores m's Body, EditedAt and Deleted over the message at
+// (m.ConversationID, m.Seq), as an UpdateMessage that always decides the same.
+func updateMessage(f *fixture, m *parley.Message) error {
+	_, err := f.s.UpdateMessage(f.ctx, m.ConversationID, m.Seq, f.now, func(stored *parley.Message) error {
+		stored.Body, stored.EditedAt, stored.Deleted = m.Body, m.EditedAt, m.Deleted
+		return nil
+	})
+	return err
 }

@@ -67,6 +67,11 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"UnreadCount", testUnreadCount},
 		{"ConversationView", testConversationView},
 		{"ConversationViewsOrder", testConversationViewsOrder},
+		{"ChangeMembersAtomic", testChangeMembersAtomic},
+		{"UpdateSeesTombstone", testUpdateSeesTombstone},
+		{"IdempotencyAfterPurge", testIdempotencyAfterPurge},
+		{"NonMemberReplayElsewhere", testNonMemberReplayElsewhere},
+		{"SuspendEndsSessions", testSuspendEndsSessions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,145 @@
+package storetest
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// testChangeMembersAtomic: decide sees the state it changes. Concurrent
+// ownership transfers, each deciding "only if I am the owner", leave
+// exactly one owner; a failing decide changes nothing.
+func testChangeMembersAtomic(t *testing.T, f *fixture) {
+	owner := f.user()
+	others := []*parley.User{f.user(), f.user(), f.user(), f.user()}
+	g := f.group(owner, others...)
+	var wg sync.WaitGroup
+	for _, u := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = f.s.ChangeMembers(f.ctx, g.ID, func(c *parley.Conversation) (parley.MemberChange, error) {
+				if c.MemberOf(owner.ID).Role != parley.MemberRoleOwner {
+					return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "no longer the owner")
+				}
+				return parley.MemberChange{Roles: map[string]parley.MemberRole{u.ID: parley.MemberRoleOwner, owner.ID: parley.MemberRoleAdmin}}, nil
+			})
+		}()
+	}
+	wg.Wait()
+	owners := 0
+	for _, m := range f.conversation(g.ID).Members {
+		if m.Role == parley.MemberRoleOwner {
+			owners++
+		}
+	}
+	if owners != 1 {
+		t.Fatalf("%d owners after concurrent transfers, want 1", owners)
+	}
+
+	before := f.conversation(g.ID)
+	_, err := f.s.ChangeMembers(f.ctx, g.ID, func(c *parley.Conversation) (parley.MemberChange, error) {
+		return parley.MemberChange{Remove: []string{others[0].ID}, Add: []parley.Member{{UserID: parley.NewID()}}}, nil
+	})
+	wantCode(t, err, parley.CodeNotFound, "ChangeMembers(add unknown user)")
+	if after := f.conversation(g.ID); len(after.Members) != len(before.Members) {
+		t.Fatalf("a failed change removed a member: %d members, want %d", len(after.Members), len(before.Members))
+	}
+	_, err = f.s.ChangeMembers(f.ctx, parley.NewID(), func(c *parley.Conversation) (parley.MemberChange, error) {
+		t.Fatal("decide called for a missing conversation")
+		return parley.MemberChange{}, nil
+	})
+	wantCode(t, err, parley.CodeConversationNotFound, "ChangeMembers(unknown conversation)")
+
+	// An added member's read_seq is clamped to last_seq.
+	f.send(g, owner, "one")
+	late := f.user()
+	c, err := f.s.ChangeMembers(f.ctx, g.ID, func(*parley.Conversation) (parley.MemberChange, error) {
+		return parley.MemberChange{Add: []parley.Member{{UserID: late.ID, ReadSeq: 99, JoinedAt: f.now}}}, nil
+	})
+	if err != nil || c.MemberOf(late.ID) == nil || c.MemberOf(late.ID).ReadSeq != 1 {
+		t.Fatalf("add with read_seq 99: %v, %+v", err, c)
+	}
+}
+
+// testUpdateSeesTombstone: the change function sees the stored state, so
+// an edit decided after a delete sees the tombstone.
+func testUpdateSeesTombstone(t *testing.T, f *fixture) {
+	a := f.user()
+	g := f.group(a)
+	m := f.send(g, a, "hello")
+	del := *m
+	del.Deleted, del.Body, del.EditedAt = true, "", f.now
+	if err := updateMessage(f, &del); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.UpdateMessage(f.ctx, g.ID, m.Seq, f.now, func(stored *parley.Message) error {
+		if !stored.Deleted {
+			t.Error("change saw a live message after the delete")
+		}
+		return parley.Errorf(parley.CodeConflict, "deleted")
+	})
+	wantCode(t, err, parley.CodeConflict, "UpdateMessage(after delete)")
+	got, err := f.s.Message(f.ctx, g.ID, m.Seq, f.now)
+	if err != nil || !got.Deleted || got.Body != "" {
+		t.Fatalf("tombstone after a refused edit: %+v, %v", got, err)
+	}
+	// An expired message cannot be updated.
+	e := f.message(g, a, "short")
+	e.ExpiresAt = f.now.Add(time.Minute)
+	e = f.append(e)
+	_, err = f.s.UpdateMessage(f.ctx, g.ID, e.Seq, e.ExpiresAt, func(*parley.Message) error { return nil })
+	wantCode(t, err, parley.CodeNotFound, "UpdateMessage(expired)")
+}
+
+// testIdempotencyAfterPurge: a client_msg_id stays taken after its message
+// expired and was purged; a retry is refused, nothing new is stored.
+func testIdempotencyAfterPurge(t *testing.T, f *fixture) {
+	a := f.user()
+	g := f.group(a)
+	m := f.message(g, a, "ephemeral")
+	m.ExpiresAt = f.now.Add(time.Minute)
+	orig := f.append(m)
+	f.now = f.now.Add(2 * time.Minute)
+	if n, err := f.s.PurgeExpired(f.ctx, f.now, 100); err != nil || n != 1 {
+		t.Fatalf("PurgeExpired = %d, %v", n, err)
+	}
+	retry := f.message(g, a, "ephemeral")
+	retry.ClientMsgID = orig.ClientMsgID
+	_, created, err := f.s.AppendMessage(f.ctx, retry)
+	wantCode(t, err, parley.CodeConflict, "retry after purge")
+	if created || f.conversation(g.ID).LastSeq != 1 {
+		t.Fatalf("retry after purge stored a message (last_seq %d)", f.conversation(g.ID).LastSeq)
+	}
+	// Once the horizon has passed, the row goes.
+	if _, err := f.s.PurgeExpired(f.ctx, f.now.Add(parley.IdempotencyHorizon), 100); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testNonMemberReplayElsewhere: a non-member replaying an id they used in
+// another conversation learns nothing: conversation_not_found.
+func testNonMemberReplayElsewhere(t *testing.T, f *fixture) {
+	a, b := f.user(), f.user()
+	mine := f.group(a)
+	theirs := f.group(b)
+	m := f.send(mine, a, "hi")
+	retry := f.message(theirs, a, "hi")
+	retry.ClientMsgID = m.ClientMsgID
+	_, _, err := f.s.AppendMessage(f.ctx, retry)
+	wantCode(t, err, parley.CodeConversationNotFound, "non-member replay in another conversation")
+}
+
+// testSuspendEndsSessions: suspension deletes the user's devices in the
+// same write.
+func testSuspendEndsSessions(t *testing.T, f *fixture) {
+	u := f.user()
+	d, _ := f.session(u)
+	if err := f.s.SetUserState(f.ctx, u.ID, parley.UserSuspended); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.Device(f.ctx, d.ID)
+	wantCode(t, err, parley.CodeNotFound, "Device after suspension")
+}
