@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if unlimited(r.URL.Path) {
 		// Probes and scrapers neither spend nor are refused tokens.
-	} else if ok, retry := h.ipLimit.Allow(clientIP(r), start); !ok {
+	} else if ok, retry := h.ipLimit.Allow(limitKey(clientIP(r)), start); !ok {
 		h.rateLimited(sw, r, "ip", retry)
 		return
 	}
@@ -94,6 +95,20 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// limitKey is the per-IP limit's key for ip: the address itself for IPv4,
+// its /64 for IPv6, where one client easily holds a whole /64.
+func limitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }
 
 // unlimited reports whether a path is exempt from the per-IP limit: probes
