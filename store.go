@@ -63,6 +63,10 @@ type Store interface {
 	// Conversation returns a conversation with its members;
 	// CodeConversationNotFound if none.
 	Conversation(ctx context.Context, id string) (*Conversation, error)
+	// Member returns userID's membership of a conversation;
+	// CodeConversationNotFound if there is no such conversation or userID is
+	// not a member (the two are not told apart).
+	Member(ctx context.Context, conversationID, userID string) (*Member, error)
 	// ConversationView returns the conversation as userID sees it;
 	// CodeConversationNotFound if none or userID is not a member.
 	ConversationView(ctx context.Context, id, userID string, now time.Time) (*ConversationView, error)

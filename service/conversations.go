@@ -90,22 +90,14 @@ func (s *Service) Conversation(ctx context.Context, p *parley.Principal, id stri
 	return s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
 }
 
-// member loads a conversation and the caller's membership of it. It is the
-// one gate every conversation operation passes: a non-member gets
+// member returns the caller's membership of a conversation. It is the one
+// gate every conversation operation passes first: a non-member gets
 // CodeConversationNotFound, exactly what a missing conversation gets.
-func (s *Service) member(ctx context.Context, p *parley.Principal, conversationID string) (*parley.Conversation, *parley.Member, error) {
+func (s *Service) member(ctx context.Context, p *parley.Principal, conversationID string) (*parley.Member, error) {
 	if !parley.ValidID(conversationID) {
-		return nil, nil, errNoConversation()
+		return nil, errNoConversation()
 	}
-	c, err := s.store.Conversation(ctx, conversationID)
-	if err != nil {
-		return nil, nil, err
-	}
-	m := c.MemberOf(p.UserID)
-	if m == nil {
-		return nil, nil, errNoConversation()
-	}
-	return c, m, nil
+	return s.store.Member(ctx, conversationID, p.UserID)
 }
 
 func errNoConversation() error {
@@ -117,7 +109,7 @@ func errNoConversation() error {
 // their joining read (they can page back through it, but it is not
 // unread).
 func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	if role == "" {
@@ -170,7 +162,7 @@ func (s *Service) changeMembers(ctx context.Context, p *parley.Principal, conver
 // ownership first (the last member leaving deletes the group); the owner
 // may remove anyone else; admins may remove plain members.
 func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, conversationID, userID string) error {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
 	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
@@ -203,7 +195,7 @@ func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, convers
 // someone owner transfers ownership: they become owner and the caller
 // becomes admin, in one transaction.
 func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conversationID, userID string, role parley.MemberRole) (*parley.Conversation, error) {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	if !role.Valid() {
@@ -231,7 +223,7 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 // DeleteConversation deletes a group with its history; only the owner
 // may. Direct conversations cannot be deleted.
 func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, conversationID string) error {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
 	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {

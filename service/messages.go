@@ -112,7 +112,7 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 	if q.Limit < 1 || q.Limit > parley.MaxHistoryLimit {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
 	}
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	return s.store.Messages(ctx, conversationID, q, s.cfg.Now())
@@ -122,7 +122,7 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 // atomically with the checks (see parley.Store.UpdateMessage): a message
 // deleted a moment ago cannot be edited back to life.
 func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, change func(m *parley.Message)) (*parley.Message, error) {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	if seq < 1 {
@@ -144,7 +144,7 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 
 // EditMessage replaces the body of one of the caller's messages.
 func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, body string) (*parley.Message, error) {
-	if _, _, err := s.member(ctx, p, conversationID); err != nil {
+	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
 	if err := s.checkBody(body); err != nil {

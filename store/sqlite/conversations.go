@@ -344,3 +344,23 @@ func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq
 	})
 	return readSeq, err
 }
+
+// Member implements parley.Store with one primary-key lookup.
+func (s *Store) Member(ctx context.Context, conversationID, userID string) (*parley.Member, error) {
+	defer s.track("member", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	m := parley.Member{UserID: userID}
+	var joined int64
+	err := s.readDB.QueryRowContext(ctx, `SELECT role, read_seq, joined_at FROM members WHERE conversation_id = ? AND user_id = ?`,
+		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &joined)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	if err != nil {
+		return nil, s.internal("read member", err)
+	}
+	m.JoinedAt = fromMillis(joined)
+	return &m, nil
+}

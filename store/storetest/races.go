@@ -143,3 +143,18 @@ func testSuspendEndsSessions(t *testing.T, f *fixture) {
 	_, err := f.s.Device(f.ctx, d.ID)
 	wantCode(t, err, parley.CodeNotFound, "Device after suspension")
 }
+
+// testMember: one membership by key; a non-member and a missing
+// conversation get the same answer.
+func testMember(t *testing.T, f *fixture) {
+	a, b, outsider := f.user(), f.user(), f.user()
+	g := f.group(a, b)
+	m, err := f.s.Member(f.ctx, g.ID, a.ID)
+	if err != nil || m.UserID != a.ID || m.Role != parley.MemberRoleOwner || !sameTime(m.JoinedAt, f.now) {
+		t.Fatalf("Member(owner) = %+v, %v", m, err)
+	}
+	_, err = f.s.Member(f.ctx, g.ID, outsider.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "Member(non-member)")
+	_, err = f.s.Member(f.ctx, parley.NewID(), a.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "Member(missing conversation)")
+}

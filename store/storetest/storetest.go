@@ -72,6 +72,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"IdempotencyAfterPurge", testIdempotencyAfterPurge},
 		{"NonMemberReplayElsewhere", testNonMemberReplayElsewhere},
 		{"SuspendEndsSessions", testSuspendEndsSessions},
+		{"Member", testMember},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
