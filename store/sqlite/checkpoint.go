@@ -24,10 +24,24 @@ import (
 // the WAL. journal_size_limit then trims the file.
 
 // defaultRestartPages is the WAL size, in pages, at which the writer waits
-// for a full checkpoint so that the WAL restarts: 4096 pages of 4 KiB, 16
-// MiB. Restarting at 1,024 or 16,384 pages, or kicking a checkpoint only
-// every fourth commit, made no measurable difference.
-const defaultRestartPages = 4096
+// for a full checkpoint so that the WAL restarts: 16,384 pages of 4 KiB, 64
+// MiB.
+const defaultRestartPages = 16384
+
+// kickEvery is how many commits the writer makes between two kicks of the
+// background checkpointer. Each checkpoint syncs the WAL and the database
+// file and copies every distinct page written since the last one; spacing
+// them out copies a hot page (a conversation's row, an index leaf) once
+// instead of once per batch, and takes two fsyncs per batch off a disk the
+// writer's commits are waiting on. Kicking every 16th commit with restarts
+// at 16,384 pages ran BenchmarkAppendMessage about 20% faster than every
+// commit with restarts at 4,096 (medians of three interleaved runs on a
+// shared 2-core machine, 9.8k against 8.2k msgs/s; p99 75 against 60 ms).
+// Every fourth commit alone, or 16,384 pages alone, made no clear difference.
+// The writer learns the WAL's size only from checkpoints, so the WAL can
+// outgrow restartPages by up to kickEvery batches (~300 pages each) before
+// it restarts.
+const kickEvery = 16
 
 // checkpointer runs checkpoints for a Store. kick and full are used by the
 // writer goroutine only.
@@ -42,6 +56,8 @@ type checkpointer struct {
 	walPages     atomic.Int64 // WAL size in pages at the last checkpoint
 	restartPages int64        // see defaultRestartPages; set before the first write
 	nextRestart  int64        // WAL size at which the writer waits; writer only
+	kickEvery    int          // see kickEvery; set before the first write
+	sinceKick    int          // commits since the last kick; writer only
 }
 
 func newCheckpointer(db *sql.DB, log *slog.Logger) *checkpointer {
@@ -53,6 +69,7 @@ func newCheckpointer(db *sql.DB, log *slog.Logger) *checkpointer {
 		done:         make(chan struct{}),
 		restartPages: defaultRestartPages,
 		nextRestart:  defaultRestartPages,
+		kickEvery:    kickEvery,
 	}
 }
 
@@ -94,12 +111,17 @@ func (c *checkpointer) committed() {
 		c.nextRestart = c.restartPages // the WAL has restarted
 	}
 	if pages < c.nextRestart {
+		if c.sinceKick++; c.sinceKick < c.kickEvery {
+			return
+		}
 		select {
 		case c.kick <- struct{}{}:
+			c.sinceKick = 0
 		default: // one is pending already
 		}
 		return
 	}
+	c.sinceKick = 0
 	reply := make(chan error, 1)
 	c.full <- reply
 	if err := <-reply; err != nil {

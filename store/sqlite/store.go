@@ -202,8 +202,9 @@ func dsn(path string, role connRole) string {
 		q.Set("_foreign_keys", "1")
 		q.Set("_txlock", "immediate")
 		q.Add("_pragma", "wal_autocheckpoint(0)")
-		// Truncate a WAL that grew past 64 MiB once it restarts.
-		q.Add("_pragma", "journal_size_limit(67108864)")
+		// Truncate a WAL that grew past 128 MiB once it restarts (it
+		// restarts near 64 MiB; see defaultRestartPages).
+		q.Add("_pragma", "journal_size_limit(134217728)")
 		// Up to 64 MiB of pages, so that the random index leaves that
 		// appends touch stay in memory.
 		q.Add("_pragma", "cache_size(-65536)")
