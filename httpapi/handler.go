@@ -68,6 +68,7 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	jwks    func() []byte
+	ready   map[string]func(context.Context) error
 	mux     *http.ServeMux
 
 	ipLimit, userLimit, authLimit, loginLimit *ratelimit.Keyed
@@ -79,12 +80,15 @@ type Options struct {
 	JWKS func() []byte
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
+	// ReadyChecks are checked by /readyz besides the store, by name (the
+	// event bus, ...).
+	ReadyChecks map[string]func(context.Context) error
 }
 
 // New returns a Handler. log must not be nil; m may be nil.
 func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *metrics.Metrics) *Handler {
 	cfg.setDefaults(svc.Config().MaxBodyBytes)
-	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, mux: http.NewServeMux()}
+	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, ready: opts.ReadyChecks, mux: http.NewServeMux()}
 	h.loginLimit = ratelimit.New(cfg.LoginRate, cfg.LoginBurst)
 	if !cfg.LimitsOff {
 		h.ipLimit = ratelimit.New(cfg.IPRate, cfg.IPBurst)
@@ -148,6 +152,13 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 		h.log.WarnContext(r.Context(), "not ready", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: parley.CodeUnavailable, Message: "store unreachable"}})
 		return
+	}
+	for name, check := range h.ready {
+		if err := check(ctx); err != nil {
+			h.log.WarnContext(r.Context(), "not ready", "check", name, "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: parley.CodeUnavailable, Message: name + " unreachable"}})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -111,6 +111,15 @@ func redact(urls string) string {
 	return strings.Join(parts, ",")
 }
 
+// Ready reports whether the connection is up; a reconnecting bus is not
+// ready (events published meanwhile are buffered, not delivered).
+func (b *Bus) Ready(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return &parley.Error{Code: parley.CodeUnavailable, Message: "the event bus is not connected"}
+	}
+	return nil
+}
+
 // Conn returns the underlying connection, for the JetStream users of this
 // package.
 func (b *Bus) Conn() *nats.Conn { return b.nc }

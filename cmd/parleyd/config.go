@@ -20,6 +20,8 @@ type Config struct {
 	Data            string        // data directory; default ./parley-data
 	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
 	AdminListen     string        // pprof listener; default off
+	NATSURL         string        // external NATS servers, comma-separated; default "" = embedded
+	NATSListen      string        // TCP address for the embedded NATS server; default "" = none
 	LogLevel        string        // debug, info, warn, error; default info
 	MaxBodyBytes    int           // largest message body, bytes; default 65536
 	AccessTTL       time.Duration // access token lifetime; default 15m
@@ -85,6 +87,8 @@ func settings() []setting {
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
 		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
 		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},
+		{"nats-url", "PARLEY_NATS_URL", "", "external NATS servers (nats://host:port, comma-separated); empty = run an embedded NATS server", str(func(c *Config) *string { return &c.NATSURL })},
+		{"nats-listen", "PARLEY_NATS_LISTEN", "", "host:port where the embedded NATS server also accepts TCP clients; empty = in-process only", str(func(c *Config) *string { return &c.NATSListen })},
 		{"log-level", "PARLEY_LOG_LEVEL", "info", "log level: debug, info, warn, error", str(func(c *Config) *string { return &c.LogLevel })},
 		{"max-body-bytes", "PARLEY_MAX_BODY_BYTES", "65536", "largest message body in bytes", integer(func(c *Config) *int { return &c.MaxBodyBytes })},
 		{"access-token-ttl", "PARLEY_ACCESS_TOKEN_TTL", "15m", "access token lifetime", dur(func(c *Config) *time.Duration { return &c.AccessTTL })},

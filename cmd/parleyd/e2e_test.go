@@ -19,11 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testenv"
 )
 
 // parleydBin is the real binary, built once for the e2e tests.
@@ -396,4 +399,32 @@ func writeSelfSigned(t testing.TB, dir string) (certPath, keyPath string) {
 	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 	return certPath, keyPath
+}
+
+// TestEventBus: by default parleyd runs an embedded NATS server with no TCP
+// port; --nats-listen opens one; --nats-url uses the machine's NATS; an
+// unreachable --nats-url fails the start with a clear error.
+func TestEventBus(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), nil)
+	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	if !strings.Contains(p.logText(), `"msg":"event bus: embedded NATS","tcp":""`) {
+		t.Errorf("embedded bus log line missing or with a TCP port:\n%s", p.logText())
+	}
+
+	p = startParleyd(t, t.TempDir(), nil, "--nats-listen", "127.0.0.1:0")
+	if !regexp.MustCompile(`"msg":"event bus: embedded NATS","tcp":"nats://127\.0\.0\.1:\d+"`).MatchString(p.logText()) {
+		t.Errorf("no TCP port with --nats-listen:\n%s", p.logText())
+	}
+
+	url := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
+	p = startParleyd(t, t.TempDir(), nil, "--nats-url", url)
+	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	if !strings.Contains(p.logText(), "event bus: external NATS") {
+		t.Errorf("external bus not used:\n%s", p.logText())
+	}
+
+	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", "nats://127.0.0.1:1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "natsbus: connect nats://127.0.0.1:1") {
+		t.Fatalf("unreachable NATS: err=%v\n%s", err, out)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/bus/natsbus"
 	"github.com/parleychat/parley/httpapi"
 	"github.com/parleychat/parley/metrics"
 	"github.com/parleychat/parley/seal"
@@ -71,6 +72,36 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
 }
 
+// openBus connects to the external NATS servers of cfg.NATSURL or, when
+// there are none, starts an embedded NATS server (JetStream stored in the
+// data directory) and connects to it in-process. stop closes the connection
+// and stops the embedded server.
+func openBus(cfg *Config, log *slog.Logger) (bus *natsbus.Bus, stop func(), err error) {
+	opts := natsbus.Options{Logger: log}
+	if cfg.NATSURL != "" {
+		if cfg.NATSListen != "" {
+			return nil, nil, errors.New("nats-listen applies to the embedded NATS server; it cannot be combined with nats-url")
+		}
+		bus, err := natsbus.Connect(cfg.NATSURL, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("event bus: external NATS", "servers", bus.Conn().ConnectedUrlRedacted())
+		return bus, func() { bus.Close() }, nil
+	}
+	embedded, err := natsbus.StartEmbedded(natsbus.EmbeddedOptions{StoreDir: filepath.Join(cfg.Data, "nats"), Listen: cfg.NATSListen})
+	if err != nil {
+		return nil, nil, err
+	}
+	bus, err = natsbus.ConnectEmbedded(embedded, opts)
+	if err != nil {
+		embedded.Shutdown()
+		return nil, nil, err
+	}
+	log.Info("event bus: embedded NATS", "tcp", embedded.ClientURL())
+	return bus, func() { bus.Close(); embedded.Shutdown() }, nil
+}
+
 // loadMasterKeys takes the master keys from PARLEY_MASTER_KEY or, when it is
 // unset, from (or into) the key file in the data directory.
 func loadMasterKeys(dataDir string, getenv func(string) string) ([][]byte, error) {
@@ -101,12 +132,19 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if err != nil {
 		return err
 	}
+	bus, stopBus, err := openBus(cfg, log)
+	if err != nil {
+		n.store.Close()
+		return err
+	}
+	defer stopBus()
 	api := httpapi.New(n.svc, httpapi.Config{
 		LimitsOff: !cfg.Limits,
 		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
-	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, log, m)
+	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
