@@ -123,12 +123,28 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	var (
 		original *messageRow
 		seq      int64
+		// The arguments of the hot statements, converted and boxed here
+		// rather than on the writer goroutine.
+		convID   any = m.ConversationID
+		senderID any = m.SenderID
+		msgID    any = m.ID
+		deviceID any = m.SenderDeviceID
+		typ      any = string(m.Type)
+		body     any = sealed
+		bodyKey  any = int64(keyID)
+		created  any = millis(m.CreatedAt)
+		expires      = nullMillis(m.ExpiresAt)
+		edited       = nullMillis(m.EditedAt)
+		deleted  any = m.Deleted
 	)
 	err = s.write(ctx, appendSavepoint, func(t *txn) error {
 		original, seq = nil, 0
-		var lastSeq int64
-		err := t.stmt(s.wst.memberLastSeq).QueryRowContext(bg, m.ConversationID, m.SenderID).Scan(&lastSeq)
-		if errors.Is(err, sql.ErrNoRows) {
+		h := &s.hot
+		lastSeq, found, err := h.lastSeq(convID, senderID)
+		if err != nil {
+			return s.internal("append message", err)
+		}
+		if !found {
 			if clientMsgID != nil {
 				// A retry of a message sent here before the sender left gets
 				// the original; anything else is not for a non-member to know.
@@ -140,18 +156,28 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 			}
 			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 		}
+		// The arguments as the driver takes them (database/sql would
+		// convert them to these).
+		a := &h.args
+		next := lastSeq + 1
+		a[0].Value = convID
+		a[1].Value = next
+		a[2].Value = msgID
+		a[3].Value = senderID
+		a[4].Value = deviceID
+		a[5].Value = clientMsgID
+		a[6].Value = typ
+		a[7].Value = body
+		a[8].Value = bodyKey
+		a[9].Value = created
+		a[10].Value = expires
+		a[11].Value = edited
+		a[12].Value = deleted
+		n, err := h.exec(h.insertMessage, 13)
 		if err != nil {
 			return s.internal("append message", err)
 		}
-		res, err := t.stmt(s.wst.insertMessage).ExecContext(bg,
-			m.ConversationID, lastSeq+1, m.ID, m.SenderID, m.SenderDeviceID, clientMsgID, string(m.Type),
-			sealed, int64(keyID), millis(m.CreatedAt), nullMillis(m.ExpiresAt), nullMillis(m.EditedAt), m.Deleted)
-		if err != nil {
-			return s.internal("append message", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return s.internal("append message", err)
-		} else if n == 0 {
+		if n == 0 {
 			// A duplicate: nothing was written.
 			original, err = s.sentBefore(t, m.SenderID, clientMsgID)
 			if err == nil && original == nil {
@@ -159,11 +185,13 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 			}
 			return err
 		}
-		seq = lastSeq + 1
-		_, err = t.stmt(s.wst.setLastSeq).ExecContext(bg, seq, millis(m.CreatedAt), m.ConversationID)
-		if err != nil {
+		a[0].Value = next
+		a[1].Value = created
+		a[2].Value = convID
+		if _, err := h.exec(h.setLastSeq, 3); err != nil {
 			return s.internal("append message", err)
 		}
+		seq = next
 		return nil
 	})
 	if err != nil {

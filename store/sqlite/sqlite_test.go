@@ -208,7 +208,7 @@ func TestBodiesEncryptedAtRest(t *testing.T) {
 	// The ciphertext is bound to its row: moved to another message it does
 	// not open.
 	s = openStore(t, path, sealer)
-	if _, err := s.writeDB.Exec(`UPDATE messages SET id = ? WHERE seq = 1`, parley.NewID()); err != nil {
+	if _, err := s.wconn.ExecContext(ctx, `UPDATE messages SET id = ? WHERE seq = 1`, parley.NewID()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Message(ctx, g.ID, 1, now); err == nil || parley.ErrorCode(err) != parley.CodeInternal {
@@ -271,15 +271,17 @@ func TestPragmas(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t))
 	for _, p := range []struct {
-		db    *sql.DB
+		db interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}
 		name  string
 		want  string
 		where string
 	}{
-		{s.writeDB, "journal_mode", "wal", "writer"},
-		{s.writeDB, "synchronous", "2", "writer"}, // FULL
-		{s.writeDB, "foreign_keys", "1", "writer"},
-		{s.writeDB, "wal_autocheckpoint", "0", "writer"},
+		{s.wconn, "journal_mode", "wal", "writer"},
+		{s.wconn, "synchronous", "2", "writer"}, // FULL
+		{s.wconn, "foreign_keys", "1", "writer"},
+		{s.wconn, "wal_autocheckpoint", "0", "writer"},
 		{s.ckpt.db, "synchronous", "2", "checkpointer"},
 		{s.readDB, "query_only", "1", "reader"},
 		{s.readDB, "journal_mode", "wal", "reader"},

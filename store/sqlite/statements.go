@@ -6,16 +6,29 @@ import (
 	"fmt"
 )
 
-// writerStatements are the hot writes, prepared once on the writer
-// connection and bound to each batch's transaction with txn.stmt.
+// writerStatements are the writer's prepared statements, prepared once on
+// the writer connection and bound to each batch's transaction with
+// txn.stmt. The append path's own three are hotStatements (hot.go).
 type writerStatements struct {
-	memberLastSeq     *sql.Stmt
 	messageByClientID *sql.Stmt
-	setLastSeq        *sql.Stmt
-	insertMessage     *sql.Stmt
 	readState         *sql.Stmt
 	setReadSeq        *sql.Stmt
 }
+
+// The append path's statements (hotStatements).
+const (
+	// The conversation's last_seq if the sender (?2) is a member of it
+	// (?1); no row otherwise. This and setLastSeq cost about 20% less
+	// than one UPDATE ... RETURNING last_seq with an EXISTS check.
+	memberLastSeqSQL = `SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+			WHERE m.conversation_id = ?1 AND m.user_id = ?2`
+	// updated_at orders the conversation lists.
+	setLastSeqSQL = `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?) WHERE id = ?`
+	// A duplicate (sender_id, client_msg_id) inserts nothing: the
+	// unique index finds it, so the append needs no lookup of its own.
+	insertMessageSQL = `INSERT INTO messages (` + messageColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (sender_id, client_msg_id) DO NOTHING`
+)
 
 // readerStatements are the hot reads, prepared on the reader pool (each
 // connection prepares them once, on first use).
@@ -28,19 +41,8 @@ type readerStatements struct {
 
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
 	return prepareAll(ctx, db, []stmtDef{
-		// The conversation's last_seq if the sender (?2) is a member of it
-		// (?1); no row otherwise. This and setLastSeq cost about 20% less
-		// than one UPDATE ... RETURNING last_seq with an EXISTS check.
-		{&w.memberLastSeq, `SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
-			WHERE m.conversation_id = ?1 AND m.user_id = ?2`},
 		// The message the sender already sent with a client_msg_id.
 		{&w.messageByClientID, `SELECT ` + messageColumns + ` FROM messages WHERE sender_id = ? AND client_msg_id = ?`},
-		// updated_at orders the conversation lists.
-		{&w.setLastSeq, `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?) WHERE id = ?`},
-		// A duplicate (sender_id, client_msg_id) inserts nothing: the
-		// unique index finds it, so the append needs no lookup of its own.
-		{&w.insertMessage, `INSERT INTO messages (` + messageColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (sender_id, client_msg_id) DO NOTHING`},
 		{&w.readState, `SELECT m.read_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
 			WHERE m.conversation_id = ? AND m.user_id = ?`},
 		{&w.setReadSeq, `UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`},
@@ -48,7 +50,7 @@ func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (w *writerStatements) close() {
-	closeAll(w.memberLastSeq, w.messageByClientID, w.setLastSeq, w.insertMessage, w.readState, w.setReadSeq)
+	closeAll(w.messageByClientID, w.readState, w.setReadSeq)
 }
 
 func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {

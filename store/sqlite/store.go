@@ -68,7 +68,12 @@ type Store struct {
 	log      *slog.Logger
 	maxBatch int
 
-	writeDB *sql.DB // one connection, owned by the writer goroutine
+	// writeDB has one connection, which wconn holds for the life of the
+	// Store and only the writer goroutine uses: after Open, anything run
+	// on writeDB itself would wait forever.
+	writeDB *sql.DB
+	wconn   *sql.Conn
+	hot     hotStatements
 	readDB  *sql.DB // read-only pool
 	wst     writerStatements
 	rst     readerStatements
@@ -158,6 +163,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
+	// The writer keeps its connection: the hot statements live on the
+	// driver connection under it (see hot.go).
+	s.wconn, err = s.writeDB.Conn(ctx)
+	if err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
+	}
+	if err := s.hot.prepare(ctx, s.wconn); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
 
 	ckdb, err := sql.Open("sqlite", dsn(path, roleCheckpointer))
 	if err != nil {
@@ -240,6 +256,10 @@ func (s *Store) closeDBs() error {
 	s.wst.close()
 	s.rst.close()
 	var errs []error
+	if s.wconn != nil {
+		s.hot.close(s.wconn)
+		errs = append(errs, s.wconn.Close())
+	}
 	if s.readDB != nil {
 		errs = append(errs, s.readDB.Close())
 	}

@@ -146,7 +146,7 @@ func (s *Store) commitBatch(batch []*job) {
 // or the index of a job whose internal error left the transaction unusable,
 // with that error, after rolling the transaction back.
 func (s *Store) tryBatch(jobs []*job) (int, error) {
-	tx, err := s.writeDB.BeginTx(bg, nil)
+	tx, err := s.wconn.BeginTx(bg, nil)
 	if err != nil {
 		return -1, fmt.Errorf("sqlite: begin: %w", err)
 	}
