@@ -1,0 +1,160 @@
+package wsgate
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func TestDecodeClientFrame(t *testing.T) {
+	conv := "01936f4e-8c2a-7b3d-9f10-2c4d5e6f7a8b"
+	ok := []struct {
+		in    string
+		check func(f ClientFrame) bool
+	}{
+		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","body":"hi"}`,
+			func(f ClientFrame) bool {
+				return f.Type == FrameSend && f.ID == "r1" && f.Body == "hi" && f.MessageType == ""
+			}},
+		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","message_type":"image","body":"x","ttl_seconds":60,"future_field":1}`,
+			func(f ClientFrame) bool { return f.MessageType == parley.MessageImage && f.TTLSeconds == 60 }},
+		{`{"type":"delivered","conversation_id":"` + conv + `","seq":0}`, func(f ClientFrame) bool { return *f.Seq == 0 }},
+		{`{"type":"read","conversation_id":"` + conv + `","seq":7}`, func(f ClientFrame) bool { return *f.Seq == 7 }},
+		{`{"type":"typing","conversation_id":"` + conv + `","state":"start"}`, func(f ClientFrame) bool { return f.State == "start" }},
+		{`{"type":"sync"}`, func(f ClientFrame) bool { return f.Position == "" && f.Limit == nil }},
+		{`{"type":"sync","position":"djE6MTI","limit":20}`, func(f ClientFrame) bool { return f.Position == "djE6MTI" && *f.Limit == 20 }},
+		{`{"type":"history","id":"h","conversation_id":"` + conv + `","after":0,"limit":5}`,
+			func(f ClientFrame) bool { q := f.HistoryQuery(); return q.Forwards() && q.After == 0 && q.Limit == 5 }},
+		{`{"type":"history","id":"h","conversation_id":"` + conv + `","before":9}`,
+			func(f ClientFrame) bool { q := f.HistoryQuery(); return !q.Forwards() && q.Before == 9 }},
+		{` {"type":"ping"} `, func(f ClientFrame) bool { return f.Type == FramePing }},
+	}
+	for _, tc := range ok {
+		f, err := DecodeClientFrame([]byte(tc.in), 0)
+		if err != nil || !tc.check(f) {
+			t.Errorf("%s: %+v, %v", tc.in, f, err)
+		}
+	}
+
+	bad := []struct {
+		in, wantMsg string
+		code        parley.Code
+		id          string
+	}{
+		{`not json`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`[]`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`null`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`{"type":"ping"} {"type":"ping"}`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`{"type":"ping"`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`{}`, "needs a type", parley.CodeInvalidRequest, ""},
+		{`{"type":"dance","id":"d1"}`, "unknown frame type", parley.CodeInvalidRequest, "d1"},
+		{`{"type":"send","id":"r2","conversation_id":"` + conv + `","seq":"x"}`, "field seq", parley.CodeInvalidRequest, "r2"},
+		{`{"type":"send","conversation_id":"` + conv + `"}`, "needs an id", parley.CodeInvalidRequest, ""},
+		{`{"type":"send","id":"r3"}`, "needs conversation_id", parley.CodeInvalidRequest, "r3"},
+		{`{"type":"read","conversation_id":"` + conv + `"}`, "needs a seq", parley.CodeInvalidRequest, ""},
+		{`{"type":"read","conversation_id":"` + conv + `","seq":-1}`, "needs a seq", parley.CodeInvalidRequest, ""},
+		{`{"type":"typing","conversation_id":"` + conv + `","state":"maybe"}`, "start or stop", parley.CodeInvalidRequest, ""},
+		{`{"type":"sync","limit":1000}`, "sync limit", parley.CodeInvalidRequest, ""},
+		{`{"type":"history","id":"h","conversation_id":"` + conv + `","before":3,"after":1}`, "not both", parley.CodeInvalidRequest, "h"},
+		{`{"type":"history","id":"h","conversation_id":"` + conv + `","limit":201}`, "limit must be", parley.CodeInvalidRequest, "h"},
+		{`{"type":"ping","id":"has space"}`, "printable ASCII", parley.CodeInvalidRequest, ""},
+		{`{"type":"ping","id":"` + strings.Repeat("x", 65) + `"}`, "printable ASCII", parley.CodeInvalidRequest, ""},
+	}
+	for _, tc := range bad {
+		f, err := DecodeClientFrame([]byte(tc.in), 0)
+		if parley.ErrorCode(err) != tc.code || !strings.Contains(parley.ErrorMessage(err), tc.wantMsg) || f.ID != tc.id {
+			t.Errorf("%s: id %q, %v; want id %q and %s containing %q", tc.in, f.ID, err, tc.id, tc.code, tc.wantMsg)
+		}
+	}
+	_, err := DecodeClientFrame(bytes.Repeat([]byte(" "), 101), 100)
+	if parley.ErrorCode(err) != parley.CodePayloadTooLarge {
+		t.Errorf("oversized frame: %v", err)
+	}
+}
+
+// TestServerFramesGolden pins the wire form of every server frame; run
+// with -update after an intended change and review the diff.
+func TestServerFramesGolden(t *testing.T) {
+	at := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	msg := &parley.Message{
+		ID: "01936f4e-9d3b-7c4e-8a21-3d5e6f708192", ConversationID: "01936f4e-8c2a-7b3d-9f10-2c4d5e6f7a8b", Seq: 42,
+		SenderID: "01936f4e-7b19-7a2c-8e0f-1b3c4d5e6f70", SenderDeviceID: "01936f4e-7c20-7d31-9a44-5e6f708192a3",
+		ClientMsgID: "c-17", Type: parley.MessageText, Body: "see you at 8", CreatedAt: at,
+	}
+	frames := map[string]any{
+		"ack":            AckFrame{Type: FrameAck, ID: "r1", Message: msg},
+		"error":          ErrorFrameFor("r2", parley.Errorf(parley.CodeConversationNotFound, "conversation not found")),
+		"error_internal": ErrorFrameFor("", os.ErrNotExist),
+		"message":        MessageFrame{Type: FrameMessage, Message: msg},
+		"receipt":        ReceiptFrame{Type: FrameReceipt, ConversationID: msg.ConversationID, UserID: msg.SenderID, Kind: "read", Seq: 42},
+		"pong":           PongFrame{Type: FramePong, ID: "p1"},
+		"history_result": HistoryResultFrame{Type: FrameHistoryResult, ID: "h1", ConversationID: msg.ConversationID, Messages: []parley.Message{*msg}},
+	}
+	for name, frame := range frames {
+		got, err := Encode(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, '\n')
+		path := filepath.Join("testdata", name+".golden")
+		if *update {
+			if err := os.WriteFile(path, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test ./wsgate -update to create it)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s frame:\n got %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+// FuzzDecodeClientFrame: any input decodes or fails with a client error
+// code, never panics, and what it accepts satisfies the frame rules.
+func FuzzDecodeClientFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"send","id":"r1","conversation_id":"c","client_msg_id":"c1","body":"hi"}`,
+		`{"type":"history","id":"h","conversation_id":"c","after":0,"limit":5}`,
+		`{"type":"read","conversation_id":"c","seq":3}`, `{"type":"typing","conversation_id":"c","state":"stop"}`,
+		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, err := DecodeClientFrame(data, 4096)
+		if err != nil {
+			if c := parley.ErrorCode(err); c != parley.CodeInvalidRequest && c != parley.CodePayloadTooLarge {
+				t.Fatalf("%q: code %s", data, c)
+			}
+			if !validRequestID(fr.ID) {
+				t.Fatalf("%q: echoes an invalid id %q", data, fr.ID)
+			}
+			return
+		}
+		switch fr.Type {
+		case FrameSend, FrameHistory:
+			if fr.ID == "" || fr.ConversationID == "" {
+				t.Fatalf("%q accepted without id or conversation", data)
+			}
+		case FrameDelivered, FrameRead:
+			if fr.Seq == nil || *fr.Seq < 0 {
+				t.Fatalf("%q accepted without a valid seq", data)
+			}
+		case FrameTyping, FrameSync, FramePing:
+		default:
+			t.Fatalf("%q accepted with type %q", data, fr.Type)
+		}
+	})
+}
