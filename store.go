@@ -34,7 +34,8 @@ type Store interface {
 	SetUserState(ctx context.Context, userID string, state UserState) error
 
 	// CreateSession inserts a new device and the first refresh token of its
-	// session in one transaction.
+	// session in one transaction. CodeNotFound if the user does not exist,
+	// CodeSuspended if the user is not active at commit time.
 	CreateSession(ctx context.Context, d *Device, t *RefreshToken) error
 	// RotateRefreshToken uses up the token whose hash is oldHash and stores
 	// next (whose Hash and expiry the caller sets; the store fills the user,
@@ -77,11 +78,14 @@ type Store interface {
 	// transaction, calls decide with it, and applies the change decide
 	// returns, atomically: no other write lands between the decision and the
 	// change, so permission checks made in decide (by the core) cannot race.
+	// decide runs on the store's writer: it must not call the Store (a write
+	// would deadlock) and should not block.
 	// If decide fails, nothing changes and its error is returned. decide may
 	// run more than once and must have no side effects. The result is the
 	// conversation after the change (nil after Delete). Added members' ReadSeq
 	// is clamped to 0..last_seq. Errors: CodeConversationNotFound if there is
-	// no conversation; CodeNotFound if an added user does not exist or a
+	// no conversation; CodeNotFound if an added user does not exist (or is
+	// not active) or a
 	// removed or re-roled one is not a member; CodeConflict if an added one
 	// is a member already; in all of these nothing changes.
 	ChangeMembers(ctx context.Context, conversationID string, decide func(c *Conversation) (MemberChange, error)) (*Conversation, error)
@@ -95,7 +99,7 @@ type Store interface {
 	// The caller sets every other field. If SenderID already sent a message
 	// with m.ClientMsgID, nothing is written and that original message is
 	// returned with created=false (CodeConflict if it belongs to another
-	// conversation the sender is a member of). CodeConversationNotFound if
+	// conversation, or has expired or been purged). CodeConversationNotFound if
 	// the conversation is gone or the sender is not a member at commit time,
 	// unless the original was sent in that very conversation. Concurrent calls share
 	// transactions (group commit).
@@ -110,7 +114,8 @@ type Store interface {
 	// write transaction, calls change with it, and stores its Body, EditedAt
 	// and Deleted as change left them, atomically (so an edit cannot race a
 	// delete and revive a tombstone). If change fails, nothing is written and
-	// its error is returned; change may run more than once. A deleted
+	// its error is returned; change may run more than once, runs on the
+	// store's writer and must not call the Store. A deleted
 	// message keeps its row as a tombstone with an empty body. Returns the
 	// stored message; CodeNotFound if there is none.
 	UpdateMessage(ctx context.Context, conversationID string, seq int64, now time.Time, change func(m *Message) error) (*Message, error)

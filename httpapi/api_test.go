@@ -349,6 +349,7 @@ func TestMessages(t *testing.T) {
 	e.fails(400, parley.CodeInvalidRequest, "POST", msgs, alice.token, `{"client_msg_id": 5, "body": "x"}`)
 	e.fails(400, parley.CodeInvalidRequest, "POST", msgs, alice.token, `{"client_msg_id": "s", "body": "x"} {}`)
 	e.fails(400, parley.CodeInvalidRequest, "POST", msgs, alice.token, `[]`)
+	e.fails(400, parley.CodeInvalidRequest, "POST", msgs, alice.token, `{"client_msg_id": "s", "body": "x"}}`)
 
 	for i := 3; i <= 10; i++ {
 		e.must(201, "POST", msgs, alice.token, map[string]any{"client_msg_id": fmt.Sprintf("a-%d", i), "body": fmt.Sprintf("m%d", i)})

@@ -30,10 +30,11 @@ func decodeJSON(r *http.Request, max int64, v any) error {
 
 // decodeBody is the decoder proper, separate so that it can be fuzzed.
 func decodeBody(body []byte, v any) error {
-	if trimmed := bytes.TrimSpace(body); len(trimmed) == 0 || trimmed[0] != '{' {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return parley.Errorf(parley.CodeInvalidRequest, "request body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	if err := dec.Decode(v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
@@ -41,7 +42,9 @@ func decodeBody(body []byte, v any) error {
 		}
 		return parley.Errorf(parley.CodeInvalidRequest, "request body is not valid JSON for this endpoint")
 	}
-	if dec.More() {
+	// Anything after the object (even a stray '}', which dec.More misses)
+	// makes the body invalid.
+	if dec.InputOffset() != int64(len(trimmed)) {
 		return parley.Errorf(parley.CodeInvalidRequest, "request body must hold exactly one JSON object")
 	}
 	return nil

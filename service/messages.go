@@ -121,7 +121,7 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 // changeOwnMessage applies change to one of the caller's messages,
 // atomically with the checks (see parley.Store.UpdateMessage): a message
 // deleted a moment ago cannot be edited back to life.
-func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, change func(m *parley.Message)) (*parley.Message, error) {
+func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, change func(m *parley.Message) error) (*parley.Message, error) {
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
@@ -136,7 +136,9 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 		if m.Deleted {
 			return parley.Errorf(parley.CodeConflict, "the message was deleted")
 		}
-		change(m)
+		if err := change(m); err != nil {
+			return err
+		}
 		m.EditedAt = now
 		return nil
 	})
@@ -144,21 +146,22 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 
 // EditMessage replaces the body of one of the caller's messages.
 func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, body string) (*parley.Message, error) {
-	if _, err := s.member(ctx, p, conversationID); err != nil {
-		return nil, err
-	}
-	if err := s.checkBody(body); err != nil {
-		return nil, err
-	}
-	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) { m.Body = body })
+	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) error {
+		if err := s.checkBody(body); err != nil {
+			return err
+		}
+		m.Body = body
+		return nil
+	})
 }
 
 // DeleteMessage turns one of the caller's messages into a tombstone: it
 // keeps its seq, loses its body, and reads back with deleted=true.
 func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
-	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) {
+	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) error {
 		m.Body = ""
 		m.Deleted = true
+		return nil
 	})
 }
 

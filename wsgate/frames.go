@@ -97,7 +97,7 @@ func DecodeClientFrame(data []byte, maxFrame int) (ClientFrame, error) {
 		}
 		return f, parley.Errorf(parley.CodeInvalidRequest, "a frame is one JSON object")
 	}
-	if dec.More() {
+	if dec.InputOffset() != int64(len(trimmed)) {
 		return ClientFrame{ID: validIDOrEmpty(f.ID)}, parley.Errorf(parley.CodeInvalidRequest, "a frame is one JSON object")
 	}
 	if !validRequestID(f.ID) {

@@ -54,6 +54,8 @@ func TestDecodeClientFrame(t *testing.T) {
 		{`null`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping"} {"type":"ping"}`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping"`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`{"type":"ping"}}`, "one JSON object", parley.CodeInvalidRequest, ""},
+		{`{"type":"ping"}]`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{}`, "needs a type", parley.CodeInvalidRequest, ""},
 		{`{"type":"dance","id":"d1"}`, "unknown frame type", parley.CodeInvalidRequest, "d1"},
 		{`{"type":"send","id":"r2","conversation_id":"` + conv + `","seq":"x"}`, "field seq", parley.CodeInvalidRequest, "r2"},

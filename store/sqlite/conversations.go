@@ -131,7 +131,7 @@ func prepareConversation(c *parley.Conversation) error {
 // user does not exist, CodeConflict if already a member.
 func insertMember(t *txn, conversationID string, m parley.Member) error {
 	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at)
-		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)`,
+		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
 		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), m.UserID)
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")

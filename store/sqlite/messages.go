@@ -34,6 +34,7 @@ type messageRow struct {
 	expires, edited                                   sql.NullInt64
 	body                                              []byte
 	deleted                                           bool
+	purged                                            bool // read only by sentBefore
 }
 
 func scanMessageRow(row scanner) (*messageRow, error) {
@@ -201,7 +202,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		if original.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
 		}
-		if original.expires.Valid && original.expires.Int64 <= millis(m.CreatedAt) {
+		if original.purged || original.expires.Valid && original.expires.Int64 <= millis(m.CreatedAt) {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used by a message that has expired", m.ClientMsgID)
 		}
 		msg, err := s.open(original)
@@ -216,14 +217,17 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 
 // sentBefore returns the message senderID sent with clientMsgID, or nil.
 func (s *Store) sentBefore(t *txn, senderID string, clientMsgID any) (*messageRow, error) {
-	r, err := scanMessageRow(t.stmt(s.wst.messageByClientID).QueryRowContext(bg, senderID, clientMsgID))
+	var r messageRow
+	err := t.stmt(s.wst.messageByClientID).QueryRowContext(bg, senderID, clientMsgID).Scan(
+		&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.purged)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, s.internal("append message", err)
 	}
-	return r, nil
+	return &r, nil
 }
 
 // Message returns one message unless it has expired at now; CodeNotFound if

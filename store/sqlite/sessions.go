@@ -38,13 +38,18 @@ func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.R
 	t.CreatedAt = normalTime(t.CreatedAt)
 	t.ExpiresAt = normalTime(t.ExpiresAt)
 	return s.write(ctx, true, func(tx *txn) error {
-		var one int
-		err := tx.queryRow(`SELECT 1 FROM users WHERE id = ?`, d.UserID).Scan(&one)
+		// Checked in the transaction, so a suspension committed while the
+		// caller was hashing the password cannot be outlived by a new device.
+		var state string
+		err := tx.queryRow(`SELECT state FROM users WHERE id = ?`, d.UserID).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
 			return parley.Errorf(parley.CodeNotFound, "no such user")
 		}
 		if err != nil {
 			return s.internal("create session", err)
+		}
+		if state != string(parley.UserActive) {
+			return parley.Errorf(parley.CodeSuspended, "this account is suspended")
 		}
 		_, err = tx.exec(`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			d.ID, d.UserID, string(d.Platform), d.Name, d.SessionID, millis(d.CreatedAt), millis(d.LastSeenAt))

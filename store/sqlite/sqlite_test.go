@@ -469,3 +469,26 @@ func TestGroupCommit(t *testing.T) {
 	}
 	t.Logf("%d appends in %d transactions (%.1f per commit)", jobs, batches, float64(jobs)/float64(batches))
 }
+
+// TestPanicInJob: a panicking closure fails its own write and nothing
+// else; the writer keeps serving.
+func TestPanicInJob(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t))
+	now := time.Now()
+	a, b, g := seed(t, s, now)
+	_, err := s.ChangeMembers(context.Background(), g.ID, func(*parley.Conversation) (parley.MemberChange, error) {
+		var c *parley.Conversation
+		_ = c.Members[0] // nil dereference
+		return parley.MemberChange{}, nil
+	})
+	if err == nil || parley.ErrorCode(err) != parley.CodeInternal {
+		t.Fatalf("panicking decide: %v, want an internal error", err)
+	}
+	if _, _, err := s.AppendMessage(context.Background(), &parley.Message{ConversationID: g.ID, SenderID: a.ID, SenderDeviceID: "d",
+		ClientMsgID: "after-panic", Type: parley.MessageText, Body: "x", CreatedAt: now}); err != nil {
+		t.Fatalf("append after a panicking job: %v", err)
+	}
+	if c, err := s.Conversation(context.Background(), g.ID); err != nil || c.MemberOf(b.ID) == nil {
+		t.Fatalf("conversation after a panicking job: %+v, %v", c, err)
+	}
+}

@@ -42,7 +42,7 @@ type readerStatements struct {
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
 	return prepareAll(ctx, db, []stmtDef{
 		// The message the sender already sent with a client_msg_id.
-		{&w.messageByClientID, `SELECT ` + messageColumns + ` FROM messages WHERE sender_id = ? AND client_msg_id = ?`},
+		{&w.messageByClientID, `SELECT ` + messageColumns + `, purged FROM messages WHERE sender_id = ? AND client_msg_id = ?`},
 		{&w.readState, `SELECT m.read_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
 			WHERE m.conversation_id = ? AND m.user_id = ?`},
 		{&w.setReadSeq, `UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`},

@@ -179,7 +179,7 @@ type txn struct {
 // transaction is unusable.
 func (t *txn) run(j *job) error {
 	if !j.savepoint {
-		err := j.fn(t)
+		err := j.call(t)
 		if err != nil && !isClientError(err) {
 			return err
 		}
@@ -189,7 +189,7 @@ func (t *txn) run(j *job) error {
 	if _, err := t.exec("SAVEPOINT job"); err != nil {
 		return fmt.Errorf("sqlite: savepoint: %w", err)
 	}
-	if err := j.fn(t); err != nil {
+	if err := j.call(t); err != nil {
 		if _, rerr := t.exec("ROLLBACK TO job"); rerr != nil {
 			return fmt.Errorf("sqlite: rollback to savepoint: %w (after %w)", rerr, err)
 		}
@@ -203,6 +203,18 @@ func (t *txn) run(j *job) error {
 		return fmt.Errorf("sqlite: release savepoint: %w", err)
 	}
 	return nil
+}
+
+// call runs the job's function, turning a panic (in a closure the core
+// passed in, say) into an internal error for this job alone: the writer
+// goroutine, and with it every other write, must survive it.
+func (j *job) call(t *txn) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("sqlite: write job panicked: %v", p)
+		}
+	}()
+	return j.fn(t)
 }
 
 // stmt returns the prepared writer statement st bound to the transaction.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -48,8 +49,8 @@ func testChangeMembersAtomic(t *testing.T, f *fixture) {
 		t.Fatalf("a failed change removed a member: %d members, want %d", len(after.Members), len(before.Members))
 	}
 	_, err = f.s.ChangeMembers(f.ctx, parley.NewID(), func(c *parley.Conversation) (parley.MemberChange, error) {
-		t.Fatal("decide called for a missing conversation")
-		return parley.MemberChange{}, nil
+		t.Error("decide called for a missing conversation") // not Fatal: this runs on the store's goroutine
+		return parley.MemberChange{}, parley.Errorf(parley.CodeInternal, "unexpected")
 	})
 	wantCode(t, err, parley.CodeConversationNotFound, "ChangeMembers(unknown conversation)")
 
@@ -113,9 +114,16 @@ func testIdempotencyAfterPurge(t *testing.T, f *fixture) {
 	if created || f.conversation(g.ID).LastSeq != 1 {
 		t.Fatalf("retry after purge stored a message (last_seq %d)", f.conversation(g.ID).LastSeq)
 	}
-	// Once the horizon has passed, the row goes.
-	if _, err := f.s.PurgeExpired(f.ctx, f.now.Add(parley.IdempotencyHorizon), 100); err != nil {
+	// Once the horizon has passed, the row goes, and the id is free again.
+	f.now = f.now.Add(parley.IdempotencyHorizon)
+	if _, err := f.s.PurgeExpired(f.ctx, f.now, 100); err != nil {
 		t.Fatal(err)
+	}
+	again := f.message(g, a, "new life")
+	again.ClientMsgID = orig.ClientMsgID
+	got, created, err := f.s.AppendMessage(f.ctx, again)
+	if err != nil || !created || got.Seq != 2 {
+		t.Fatalf("append after the horizon: created=%v seq=%v err=%v; want a new message at seq 2", created, got, err)
 	}
 }
 
@@ -157,4 +165,35 @@ func testMember(t *testing.T, f *fixture) {
 	wantCode(t, err, parley.CodeConversationNotFound, "Member(non-member)")
 	_, err = f.s.Member(f.ctx, parley.NewID(), a.ID)
 	wantCode(t, err, parley.CodeConversationNotFound, "Member(missing conversation)")
+}
+
+// testSessionForSuspendedUser: a session cannot be created for a user who
+// is suspended when it commits; nor can a suspended user be added.
+func testSessionForSuspendedUser(t *testing.T, f *fixture) {
+	owner, u := f.user(), f.user()
+	g := f.group(owner)
+	if err := f.s.SetUserState(f.ctx, u.ID, parley.UserSuspended); err != nil {
+		t.Fatal(err)
+	}
+	d := &parley.Device{ID: parley.NewID(), UserID: u.ID, Platform: parley.PlatformIOS, Name: "x", SessionID: parley.NewID(), CreatedAt: f.now, LastSeenAt: f.now}
+	tok := &parley.RefreshToken{Hash: fmt.Sprintf("hash-%d", f.next()), ExpiresAt: f.now.Add(time.Hour)}
+	wantCode(t, f.s.CreateSession(f.ctx, d, tok), parley.CodeSuspended, "CreateSession(suspended user)")
+	wantCode(t, addMember(f, g.ID, parley.Member{UserID: u.ID, JoinedAt: f.now}), parley.CodeNotFound, "add a suspended user")
+}
+
+// testReplayOfPurgedWithEarlierClock: a retry whose clock is behind the
+// purge's still gets a conflict, not the purged row.
+func testReplayOfPurgedWithEarlierClock(t *testing.T, f *fixture) {
+	a := f.user()
+	g := f.group(a)
+	m := f.message(g, a, "ephemeral")
+	m.ExpiresAt = f.now.Add(time.Minute)
+	orig := f.append(m)
+	if _, err := f.s.PurgeExpired(f.ctx, f.now.Add(2*time.Minute), 100); err != nil {
+		t.Fatal(err)
+	}
+	retry := f.message(g, a, "again")
+	retry.ClientMsgID, retry.CreatedAt = orig.ClientMsgID, f.now.Add(time.Second)
+	_, _, err := f.s.AppendMessage(f.ctx, retry)
+	wantCode(t, err, parley.CodeConflict, "retry of a purged message with an earlier clock")
 }

@@ -73,6 +73,8 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"NonMemberReplayElsewhere", testNonMemberReplayElsewhere},
 		{"SuspendEndsSessions", testSuspendEndsSessions},
 		{"Member", testMember},
+		{"SessionForSuspendedUser", testSessionForSuspendedUser},
+		{"ReplayOfPurgedWithEarlierClock", testReplayOfPurgedWithEarlierClock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
