@@ -47,12 +47,14 @@ type Conversation struct {
 }
 
 // Member is a user's membership of a conversation. ReadSeq is the highest
-// seq the user has read; it never moves backwards.
+// seq the user has read; DeliveredSeq the highest seq any of the user's
+// devices has received. Neither moves backwards.
 type Member struct {
-	UserID   string     `json:"user_id"`
-	Role     MemberRole `json:"role"`
-	ReadSeq  int64      `json:"read_seq"`
-	JoinedAt time.Time  `json:"joined_at"`
+	UserID       string     `json:"user_id"`
+	Role         MemberRole `json:"role"`
+	ReadSeq      int64      `json:"read_seq"`
+	DeliveredSeq int64      `json:"delivered_seq"`
+	JoinedAt     time.Time  `json:"joined_at"`
 }
 
 // MemberOf returns the member entry for userID, or nil.

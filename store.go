@@ -90,9 +90,18 @@ type Store interface {
 	// is a member already; in all of these nothing changes.
 	ChangeMembers(ctx context.Context, conversationID string, decide func(c *Conversation) (MemberChange, error)) (*Conversation, error)
 	// MarkRead raises userID's read_seq to min(seq, last_seq) if that is
-	// higher and returns the resulting read_seq; it never lowers it.
+	// higher; it never lowers it. It returns the resulting read_seq and
+	// whether this call raised it (a read receipt is due only then).
 	// CodeConversationNotFound if userID is not a member.
-	MarkRead(ctx context.Context, conversationID, userID string, seq int64) (int64, error)
+	MarkRead(ctx context.Context, conversationID, userID string, seq int64) (Watermark, error)
+	// MarkDelivered records that deviceID, a device of userID, has every
+	// message up to min(seq, last_seq): it raises the device's delivered_seq
+	// in the conversation and the member's delivered_seq (the highest over
+	// the user's devices), never lowering either, in one transaction, and
+	// returns both. user.Raised means the first of the user's devices just
+	// passed a seq: a delivered receipt is due. CodeConversationNotFound if
+	// userID is not a member; CodeNotFound if deviceID is not userID's.
+	MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user Watermark, err error)
 
 	// AppendMessage commits m, assigning m.Seq = last_seq+1 of its
 	// conversation at commit, and returns only once the commit is durable.
@@ -126,6 +135,13 @@ type Store interface {
 	// recognized (and refused) instead of stored anew; after that the row
 	// goes too.
 	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
+}
+
+// Watermark is a "everything up to Seq" marker after an attempt to raise
+// it: Seq is its value now, Raised whether the attempt moved it.
+type Watermark struct {
+	Seq    int64
+	Raised bool
 }
 
 // MemberChange is what ChangeMembers applies, in this order: remove, set

@@ -120,10 +120,10 @@ func (h *Handler) markRead(w http.ResponseWriter, r *http.Request, p *parley.Pri
 		h.writeError(w, r, err)
 		return
 	}
-	readSeq, err := h.svc.MarkRead(r.Context(), p, r.PathValue("id"), req.Seq)
+	read, err := h.svc.MarkRead(r.Context(), p, r.PathValue("id"), req.Seq)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("id"), "read_seq": readSeq})
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("id"), "read_seq": read.Seq})
 }

@@ -166,13 +166,27 @@ func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conver
 }
 
 // MarkRead raises the caller's read_seq in a conversation to seq (clamped
-// to last_seq; it never goes down) and returns the resulting read_seq.
-func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (int64, error) {
-	if seq < 0 {
-		return 0, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
-	}
+// to last_seq; it never goes down) and returns the resulting read_seq and
+// whether it rose.
+func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (parley.Watermark, error) {
 	if !parley.ValidID(conversationID) {
-		return 0, errNoConversation()
+		return parley.Watermark{}, errNoConversation()
+	}
+	if seq < 0 {
+		return parley.Watermark{}, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
 	}
 	return s.store.MarkRead(ctx, conversationID, p.UserID, seq)
+}
+
+// MarkDelivered records that the caller's device has every message of a
+// conversation up to seq (clamped to last_seq; watermarks never go down)
+// and returns the device's and the user's delivered watermarks.
+func (s *Service) MarkDelivered(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (device, user parley.Watermark, err error) {
+	if !parley.ValidID(conversationID) {
+		return device, user, errNoConversation()
+	}
+	if seq < 0 {
+		return device, user, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
+	}
+	return s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
 }

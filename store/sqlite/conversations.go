@@ -196,7 +196,7 @@ func loadConversation(ctx context.Context, q querier, id string) (*parley.Conver
 // loadMembers reads the members of the conversations that where (a
 // constant filter on members, as table m) selects, by conversation id.
 func loadMembers(ctx context.Context, q querier, where string, args ...any) (map[string][]parley.Member, error) {
-	rows, err := q.QueryContext(ctx, `SELECT conversation_id, user_id, role, read_seq, joined_at FROM members `+where+
+	rows, err := q.QueryContext(ctx, `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `+where+
 		` ORDER BY conversation_id, joined_at, user_id`, args...)
 	if err != nil {
 		return nil, err
@@ -207,7 +207,7 @@ func loadMembers(ctx context.Context, q querier, where string, args ...any) (map
 		var conversationID string
 		var m parley.Member
 		var joined int64
-		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &joined); err != nil {
+		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
 			return nil, err
 		}
 		m.JoinedAt = fromMillis(joined)
@@ -318,31 +318,80 @@ func (s *Store) deleteConversation(t *txn, id string) error {
 	return nil
 }
 
-// MarkRead raises userID's read_seq to min(seq, last_seq) if that is higher
-// and returns the resulting read_seq; it never lowers it and writes nothing
-// when it would not rise. CodeConversationNotFound if userID is not a
-// member.
-func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq int64) (int64, error) {
+// MarkRead implements parley.Store; it writes nothing when read_seq would
+// not rise.
+func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq int64) (parley.Watermark, error) {
 	defer s.track("mark_read", time.Now())
-	var readSeq int64
+	var w parley.Watermark
 	err := s.write(ctx, false, func(t *txn) error {
+		w = parley.Watermark{}
 		var lastSeq int64
-		err := t.stmt(s.wst.readState).QueryRowContext(bg, conversationID, userID).Scan(&readSeq, &lastSeq)
+		err := t.stmt(s.wst.readState).QueryRowContext(bg, conversationID, userID).Scan(&w.Seq, &lastSeq)
 		if errors.Is(err, sql.ErrNoRows) {
 			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 		}
 		if err != nil {
 			return s.internal("mark read", err)
 		}
-		if target := min(seq, lastSeq); target > readSeq {
+		if target := min(seq, lastSeq); target > w.Seq {
 			if _, err := t.stmt(s.wst.setReadSeq).ExecContext(bg, target, conversationID, userID); err != nil {
 				return s.internal("mark read", err)
 			}
-			readSeq = target
+			w = parley.Watermark{Seq: target, Raised: true}
 		}
 		return nil
 	})
-	return readSeq, err
+	return w, err
+}
+
+// MarkDelivered implements parley.Store. It writes nothing when neither
+// watermark would rise.
+func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user parley.Watermark, err error) {
+	defer s.track("mark_delivered", time.Now())
+	err = s.write(ctx, false, func(t *txn) error {
+		device, user = parley.Watermark{}, parley.Watermark{}
+		var lastSeq int64
+		err := t.queryRow(`SELECT m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+			WHERE m.conversation_id = ? AND m.user_id = ?`, conversationID, userID).Scan(&user.Seq, &lastSeq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		if err != nil {
+			return s.internal("mark delivered", err)
+		}
+		var owner string
+		var cursor sql.NullInt64
+		err = t.queryRow(`SELECT d.user_id, dc.delivered_seq FROM devices d
+			LEFT JOIN device_cursors dc ON dc.device_id = d.id AND dc.conversation_id = ?
+			WHERE d.id = ?`, conversationID, deviceID).Scan(&owner, &cursor)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && owner != userID {
+			return parley.Errorf(parley.CodeNotFound, "no such device")
+		}
+		if err != nil {
+			return s.internal("mark delivered", err)
+		}
+		device.Seq = cursor.Int64
+		target := min(seq, lastSeq)
+		// Both checks are done; from here on the job only writes, so it
+		// needs no savepoint (see writer.go).
+		if target > device.Seq {
+			if _, err := t.exec(`INSERT INTO device_cursors (device_id, conversation_id, delivered_seq) VALUES (?, ?, ?)
+				ON CONFLICT (device_id, conversation_id) DO UPDATE SET delivered_seq = excluded.delivered_seq`,
+				deviceID, conversationID, target); err != nil {
+				return s.internal("mark delivered", err)
+			}
+			device = parley.Watermark{Seq: target, Raised: true}
+		}
+		if target > user.Seq {
+			if _, err := t.exec(`UPDATE members SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?`,
+				target, conversationID, userID); err != nil {
+				return s.internal("mark delivered", err)
+			}
+			user = parley.Watermark{Seq: target, Raised: true}
+		}
+		return nil
+	})
+	return device, user, err
 }
 
 // Member implements parley.Store with one primary-key lookup.
@@ -353,8 +402,8 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 	}
 	m := parley.Member{UserID: userID}
 	var joined int64
-	err := s.readDB.QueryRowContext(ctx, `SELECT role, read_seq, joined_at FROM members WHERE conversation_id = ? AND user_id = ?`,
-		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &joined)
+	err := s.readDB.QueryRowContext(ctx, `SELECT role, read_seq, delivered_seq, joined_at FROM members WHERE conversation_id = ? AND user_id = ?`,
+		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}

@@ -210,16 +210,18 @@ func testMarkRead(t *testing.T, f *fixture) {
 	}
 	for _, step := range []struct {
 		seq, want int64
+		raised    bool
 	}{
-		{3, 3},
-		{2, 3},   // never lowers
-		{0, 3},   // never lowers
-		{100, 5}, // clamped to last_seq
-		{4, 5},
+		{3, 3, true},
+		{2, 3, false},  // never lowers
+		{0, 3, false},  // never lowers
+		{100, 5, true}, // clamped to last_seq
+		{4, 5, false},
+		{5, 5, false},
 	} {
 		got, err := f.s.MarkRead(f.ctx, g.ID, b.ID, step.seq)
-		if err != nil || got != step.want {
-			t.Fatalf("MarkRead(%d) = %d, %v; want %d", step.seq, got, err, step.want)
+		if err != nil || got.Seq != step.want || got.Raised != step.raised {
+			t.Fatalf("MarkRead(%d) = %+v, %v; want %d raised=%v", step.seq, got, err, step.want, step.raised)
 		}
 	}
 	if v := f.view(g.ID, b); v.ReadSeq != 5 || v.UnreadCount != 0 {

@@ -197,3 +197,41 @@ func testReplayOfPurgedWithEarlierClock(t *testing.T, f *fixture) {
 	_, _, err := f.s.AppendMessage(f.ctx, retry)
 	wantCode(t, err, parley.CodeConflict, "retry of a purged message with an earlier clock")
 }
+
+// testMarkDelivered: per-device and per-user delivered watermarks rise
+// only, clamp to last_seq, and say when the first device passed a seq.
+func testMarkDelivered(t *testing.T, f *fixture) {
+	a, b, outsider := f.user(), f.user(), f.user()
+	g := f.group(a, b)
+	for range 5 {
+		f.send(g, a, "hi")
+	}
+	phone, _ := f.session(b)
+	laptop, _ := f.session(b)
+	step := func(d *parley.Device, seq, wantDevice, wantUser int64, deviceRaised, userRaised bool) {
+		t.Helper()
+		dev, usr, err := f.s.MarkDelivered(f.ctx, g.ID, b.ID, d.ID, seq)
+		if err != nil || dev != (parley.Watermark{Seq: wantDevice, Raised: deviceRaised}) || usr != (parley.Watermark{Seq: wantUser, Raised: userRaised}) {
+			t.Fatalf("MarkDelivered(%d) = %+v %+v %v; want device %d/%v user %d/%v", seq, dev, usr, err, wantDevice, deviceRaised, wantUser, userRaised)
+		}
+	}
+	step(phone, 3, 3, 3, true, true)
+	step(laptop, 2, 2, 3, true, false) // the laptop lags: no new user receipt
+	step(phone, 1, 3, 3, false, false) // never lowers
+	step(laptop, 4, 4, 4, true, true)  // the laptop is first past 3
+	step(phone, 99, 5, 5, true, true)  // clamped to last_seq
+	if m := f.conversation(g.ID).MemberOf(b.ID); m.DeliveredSeq != 5 {
+		t.Fatalf("member delivered_seq %d, want 5", m.DeliveredSeq)
+	}
+	_, _, err := f.s.MarkDelivered(f.ctx, g.ID, outsider.ID, phone.ID, 1)
+	wantCode(t, err, parley.CodeConversationNotFound, "MarkDelivered(non-member)")
+	other, _ := f.session(a)
+	_, _, err = f.s.MarkDelivered(f.ctx, g.ID, b.ID, other.ID, 1)
+	wantCode(t, err, parley.CodeNotFound, "MarkDelivered(someone else's device)")
+	// A deleted device takes its cursors with it.
+	if err := f.s.DeleteDevice(f.ctx, b.ID, phone.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.s.MarkDelivered(f.ctx, g.ID, b.ID, phone.ID, 1)
+	wantCode(t, err, parley.CodeNotFound, "MarkDelivered(deleted device)")
+}

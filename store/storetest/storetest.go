@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Member", testMember},
 		{"SessionForSuspendedUser", testSessionForSuspendedUser},
 		{"ReplayOfPurgedWithEarlierClock", testReplayOfPurgedWithEarlierClock},
+		{"MarkDelivered", testMarkDelivered},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
