@@ -51,11 +51,6 @@ type Message struct {
 	Deleted        bool        `json:"deleted,omitempty"`
 }
 
-// Expired reports whether m has a TTL that has run out at now.
-func (m *Message) Expired(now time.Time) bool {
-	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
-}
-
 // HistoryQuery selects a page of a conversation's history. At most one of
 // Before and After is set (0 means unset). With Before, the page is the
 // Limit messages just before that seq; with After, the Limit messages just

@@ -23,8 +23,8 @@ var statusOf = map[parley.Code]int{
 	parley.CodeInternal:             http.StatusInternalServerError,
 }
 
-// StatusOf returns the HTTP status for an error code.
-func StatusOf(c parley.Code) int {
+// statusFor returns the HTTP status for an error code.
+func statusFor(c parley.Code) int {
 	if s, ok := statusOf[c]; ok {
 		return s
 	}
@@ -51,5 +51,5 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if code == parley.CodeInternal {
 		h.log.ErrorContext(r.Context(), "internal error", "err", err, "route", r.Pattern)
 	}
-	writeJSON(w, StatusOf(code), errorBody{Error: errorDetail{Code: code, Message: parley.ErrorMessage(err)}})
+	writeJSON(w, statusFor(code), errorBody{Error: errorDetail{Code: code, Message: parley.ErrorMessage(err)}})
 }
