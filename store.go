@@ -103,6 +103,34 @@ type Store interface {
 	// userID is not a member; CodeNotFound if deviceID is not userID's.
 	MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user Watermark, err error)
 
+	// Sync returns the conversations of userID that changed after q.Since,
+	// a page at a time (see SyncQuery), with their messages changed in the
+	// stamp range (q.Since, page.Until]. Every write a member of a
+	// conversation could see raises a store-wide change stamp: a new, edited
+	// or deleted message; a membership, role or title change; any member's
+	// read or delivered watermark rising. A conversation changed if its own
+	// stamp or any of its members' stamps is above q.Since; a conversation
+	// userID left or was removed from (or that was deleted) is reported with
+	// Removed. With q.Since 0 every current membership is returned and no
+	// removals. Pages are ordered by (stamp, conversation id), a stamp above
+	// Until counting as Until, and continue after (q.AfterStamp, q.AfterID).
+	// A conversation that changes while a client pages moves to the end of
+	// the pass (so it may come twice) and is in the next pass too, with its
+	// changes above Until: nothing is skipped. (It cannot simply be left to
+	// the next pass: its stamp no longer tells that it also changed in this
+	// range, and those changes would be lost.) A q.Since at or above the
+	// store's current stamp gives an empty page; its Until is below q.Since
+	// if the store went back (restored from a backup). q.Conversations must
+	// be 1..MaxSyncConversations and q.Messages 0..MaxHistoryLimit.
+	Sync(ctx context.Context, userID string, q SyncQuery, now time.Time) (*SyncPage, error)
+	// ConversationIDs lists the ids of every conversation userID is a
+	// member of, in no particular order.
+	ConversationIDs(ctx context.Context, userID string) ([]string, error)
+	// LastSeqs returns the last_seq of every conversation userID is a
+	// member of, keyed by conversation id, read in one snapshot. The
+	// WebSocket gateway starts live delivery from these.
+	LastSeqs(ctx context.Context, userID string) (map[string]int64, error)
+
 	// AppendMessage commits m, assigning m.Seq = last_seq+1 of its
 	// conversation at commit, and returns only once the commit is durable.
 	// The caller sets every other field. If SenderID already sent a message
@@ -135,6 +163,67 @@ type Store interface {
 	// recognized (and refused) instead of stored anew; after that the row
 	// goes too.
 	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
+	// PurgeHistory purges (as PurgeExpired does: the body goes, a bodiless
+	// row keeps the client_msg_id for IdempotencyHorizon) up to limit
+	// messages created before the given time, and returns how many. It is
+	// the server-wide retention; purged messages are never returned again.
+	PurgeHistory(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// MaxSyncConversations bounds the conversations in one sync page.
+const MaxSyncConversations = 500
+
+// SyncQuery asks Store.Sync for one page of changes.
+type SyncQuery struct {
+	// Since is the position the client holds: changes with a stamp above it
+	// are returned. 0 means the client holds nothing (full state).
+	Since int64
+	// Until bounds the range from above; 0 means the store's current stamp,
+	// which the page reports in SyncPage.Until. Later pages of one sync pass
+	// the first page's Until back. An Until above the store's current stamp
+	// is lowered to it.
+	Until int64
+	// AfterStamp and AfterID continue a paged sync after the last
+	// conversation of the previous page (SyncPage.NextStamp, NextID).
+	AfterStamp int64
+	AfterID    string
+	// Conversations is the page size; Messages the most messages returned
+	// per conversation.
+	Conversations int
+	Messages      int
+}
+
+// SyncPage is one page of Store.Sync.
+type SyncPage struct {
+	// Until is the upper bound of the range; once HasMore is false it is
+	// the client's next Since.
+	Until         int64
+	Conversations []SyncConversation
+	// HasMore says another page follows; continue with NextStamp, NextID.
+	HasMore   bool
+	NextStamp int64
+	NextID    string
+}
+
+// SyncConversation is one changed conversation in a SyncPage.
+type SyncConversation struct {
+	// View is the conversation as the user sees it now (read_seq, unread
+	// count, last_seq, members with their watermarks). With Removed only
+	// View.ID is set.
+	View ConversationView
+	// Removed says the user is no longer a member, or it was deleted.
+	Removed bool
+	// Messages are the newest (by seq) up to SyncQuery.Messages messages of
+	// the conversation created, edited or deleted in the range, in
+	// ascending seq order, skipping expired and purged ones; with Since 0,
+	// the newest messages. MoreMessages says there were more; the client
+	// pages older ones with history.
+	Messages     []Message
+	MoreMessages bool
+	// Key is the conversation's place in the pass: a caller that returns
+	// only the page's first k conversations continues after
+	// (Conversations[k-1].Key, Conversations[k-1].View.ID).
+	Key int64
 }
 
 // Watermark is a "everything up to Seq" marker after an attempt to raise

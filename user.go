@@ -99,4 +99,7 @@ type Principal struct {
 	DeviceID  string
 	SessionID string
 	Role      SystemRole
+	// ExpiresAt is when the access token presented expires (zero if the
+	// principal did not come from a token).
+	ExpiresAt time.Time
 }

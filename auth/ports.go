@@ -20,7 +20,7 @@ func (k *Keys) VerifyAccess(token string, now time.Time) (parley.Principal, erro
 	if err != nil {
 		return parley.Principal{}, err
 	}
-	return parley.Principal{UserID: c.UserID, DeviceID: c.DeviceID, SessionID: c.SessionID, Role: parley.SystemRole(c.Role)}, nil
+	return parley.Principal{UserID: c.UserID, DeviceID: c.DeviceID, SessionID: c.SessionID, Role: parley.SystemRole(c.Role), ExpiresAt: c.ExpiresAt}, nil
 }
 
 // NewRefreshToken is the package function NewRefreshToken, as a method.

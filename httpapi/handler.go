@@ -83,6 +83,8 @@ type Options struct {
 	// ReadyChecks are checked by /readyz besides the store, by name (the
 	// event bus, ...).
 	ReadyChecks map[string]func(context.Context) error
+	// WebSocket serves GET /v1/ws (package wsgate); nil leaves it out.
+	WebSocket http.Handler
 }
 
 // New returns a Handler. log must not be nil; m may be nil.
@@ -96,6 +98,9 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 		h.authLimit = ratelimit.New(cfg.AuthRate, cfg.AuthBurst)
 	}
 	h.routes(opts.Metrics)
+	if opts.WebSocket != nil {
+		h.mux.Handle("GET /v1/ws", opts.WebSocket)
+	}
 	return h
 }
 
@@ -129,6 +134,7 @@ func (h *Handler) routes(metricsHandler http.Handler) {
 	m.Handle("PATCH /v1/conversations/{id}/members/{user_id}", h.authed(h.setMemberRole))
 	m.Handle("POST /v1/conversations/{id}/messages", h.authed(h.send))
 	m.Handle("GET /v1/conversations/{id}/messages", h.authed(h.history))
+	m.Handle("GET /v1/conversations/{id}/messages/{seq}", h.authed(h.message))
 	m.Handle("PATCH /v1/conversations/{id}/messages/{seq}", h.authed(h.editMessage))
 	m.Handle("DELETE /v1/conversations/{id}/messages/{seq}", h.authed(h.deleteMessage))
 	m.Handle("POST /v1/conversations/{id}/read", h.authed(h.markRead))

@@ -19,6 +19,14 @@ type messageBody struct {
 	Message *parley.Message `json:"message"`
 }
 
+// messageView is a message as GET answers it: with how far it has reached
+// the other members (delivered_count, read_count, member_count; see
+// service.Receipts).
+type messageView struct {
+	*parley.Message
+	service.Receipts
+}
+
 func (h *Handler) send(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
 	var req sendRequest
 	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
@@ -51,10 +59,27 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request, p *parley.Prin
 		h.writeError(w, r, err)
 		return
 	}
-	if ms == nil {
-		ms = []parley.Message{}
+	receipts, err := h.svc.Receipts(r.Context(), p, r.PathValue("id"), ms)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": ms})
+	views := make([]messageView, len(ms))
+	for i := range ms {
+		views[i] = messageView{Message: &ms[i], Receipts: receipts[i]}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": views})
+}
+
+// message answers GET /v1/conversations/{id}/messages/{seq}: one message
+// with its receipts.
+func (h *Handler) message(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	m, receipts, err := h.svc.Message(r.Context(), p, r.PathValue("id"), pathSeq(r))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"message": messageView{Message: m, Receipts: receipts}})
 }
 
 // parseHistoryQuery reads before, after and limit. An explicit after=0

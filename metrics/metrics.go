@@ -18,6 +18,7 @@ type Metrics struct {
 	messagesStored prometheus.Counter
 	rateLimited    *prometheus.CounterVec
 	purged         prometheus.Counter
+	purgedHistory  prometheus.Counter
 }
 
 // New creates the collectors and registers them on reg.
@@ -49,8 +50,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_messages_purged_total",
 			Help: "Expired messages deleted by the background purge.",
 		}),
+		purgedHistory: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_messages_retention_purged_total",
+			Help: "Messages older than the retention deleted by the background purge.",
+		}),
 	}
-	reg.MustRegister(m.httpRequests, m.httpDuration, m.storeDuration, m.messagesStored, m.rateLimited, m.purged)
+	reg.MustRegister(m.httpRequests, m.httpDuration, m.storeDuration, m.messagesStored, m.rateLimited, m.purged, m.purgedHistory)
 	return m
 }
 
@@ -95,6 +100,15 @@ func (m *Metrics) Purged(n int) {
 		return
 	}
 	m.purged.Add(float64(n))
+}
+
+// PurgedHistory counts n messages deleted for being older than the
+// retention.
+func (m *Metrics) PurgedHistory(n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.purgedHistory.Add(float64(n))
 }
 
 // knownMethod keeps the method label bounded: clients choose the method,

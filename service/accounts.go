@@ -180,12 +180,27 @@ func (s *Service) Authenticate(ctx context.Context, accessToken string) (*parley
 
 // Logout ends the caller's session: its device and refresh tokens go.
 func (s *Service) Logout(ctx context.Context, p *parley.Principal) error {
-	return s.store.DeleteDevice(ctx, p.UserID, p.DeviceID)
+	err := s.store.DeleteDevice(ctx, p.UserID, p.DeviceID)
+	if err == nil {
+		s.revoked(ctx, p.UserID, p.DeviceID)
+	}
+	return err
+}
+
+// revoked tells every node that sessions ended, so live connections of
+// them close now (the gateway also rechecks devices periodically, in case
+// this news is lost).
+func (s *Service) revoked(ctx context.Context, userID, deviceID string) {
+	s.publish(ctx, UserSubject(userID), &Event{Kind: EventRevoked, UserID: userID, DeviceID: deviceID})
 }
 
 // LogoutAll ends every session of the caller and returns how many.
 func (s *Service) LogoutAll(ctx context.Context, p *parley.Principal) (int, error) {
-	return s.store.DeleteDevices(ctx, p.UserID)
+	n, err := s.store.DeleteDevices(ctx, p.UserID)
+	if err == nil {
+		s.revoked(ctx, p.UserID, "")
+	}
+	return n, err
 }
 
 // Me returns the caller's account.
@@ -233,7 +248,11 @@ func (s *Service) RemoveDevice(ctx context.Context, p *parley.Principal, deviceI
 	if !parley.ValidID(deviceID) {
 		return parley.Errorf(parley.CodeNotFound, "no such device")
 	}
-	return s.store.DeleteDevice(ctx, p.UserID, deviceID)
+	err := s.store.DeleteDevice(ctx, p.UserID, deviceID)
+	if err == nil {
+		s.revoked(ctx, p.UserID, deviceID)
+	}
+	return err
 }
 
 // SetUserState suspends or reinstates a user. Only admins may; an admin
@@ -251,6 +270,9 @@ func (s *Service) SetUserState(ctx context.Context, p *parley.Principal, userID 
 	// Suspension ends every session in the same transaction.
 	if err := s.store.SetUserState(ctx, userID, state); err != nil {
 		return err
+	}
+	if state == parley.UserSuspended {
+		s.revoked(ctx, userID, "")
 	}
 	s.log.InfoContext(ctx, "user state changed", "user_id", userID, "state", state, "by", p.UserID)
 	return nil

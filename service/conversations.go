@@ -72,7 +72,19 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 			return nil, false, err
 		}
 	}
-	return s.store.CreateConversation(ctx, c)
+	conv, created, err := s.store.CreateConversation(ctx, c)
+	if err == nil && created {
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
+	}
+	return conv, created, err
+}
+
+func memberIDs(c *parley.Conversation) []string {
+	ids := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		ids[i] = m.UserID
+	}
+	return ids
 }
 
 // Conversations lists the caller's conversations, most recently active
@@ -129,7 +141,7 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
 	joined := s.cfg.Now().UTC()
-	return s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+	c, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		switch {
 		case c.Kind != parley.KindGroup:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
@@ -142,6 +154,10 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		}
 		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq}}}, nil
 	})
+	if err == nil {
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: c.ID, Action: ActionMemberAdded, Conversation: c, UserID: p.UserID, Users: []string{userID}})
+	}
+	return c, err
 }
 
 // changeMembers runs decide, with the caller's membership, atomically with
@@ -165,7 +181,9 @@ func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, convers
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
-	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+	var before *parley.Conversation // as decide last saw it
+	after, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		before = c
 		if c.Kind != parley.KindGroup {
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "members of a direct conversation cannot change")
 		}
@@ -188,6 +206,13 @@ func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, convers
 		}
 		return parley.MemberChange{Remove: []string{userID}}, nil
 	})
+	switch {
+	case err != nil:
+	case after == nil: // the last member left: the group is gone
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionDeleted, UserID: p.UserID, Users: memberIDs(before)})
+	default:
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionMemberRemoved, Conversation: after, UserID: p.UserID, Users: []string{userID}})
+	}
 	return err
 }
 
@@ -201,7 +226,8 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 	if !role.Valid() {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be owner, admin or member")
 	}
-	return s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+	var changed []string
+	after, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		switch {
 		case c.Kind != parley.KindGroup:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "roles exist only in groups")
@@ -213,11 +239,17 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 			return parley.MemberChange{}, parley.Errorf(parley.CodeInvalidRequest, "the owner's role changes only by transferring ownership")
 		}
 		roles := map[string]parley.MemberRole{userID: role}
+		changed = []string{userID}
 		if role == parley.MemberRoleOwner {
 			roles[p.UserID] = parley.MemberRoleAdmin
+			changed = append(changed, p.UserID)
 		}
 		return parley.MemberChange{Roles: roles}, nil
 	})
+	if err == nil {
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionRoleChanged, Conversation: after, UserID: p.UserID, Users: changed})
+	}
+	return after, err
 }
 
 // DeleteConversation deletes a group with its history; only the owner
@@ -226,7 +258,9 @@ func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, c
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
+	var before *parley.Conversation
 	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
+		before = c
 		if c.Kind != parley.KindGroup {
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "a direct conversation cannot be deleted")
 		}
@@ -235,5 +269,8 @@ func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, c
 		}
 		return parley.MemberChange{Delete: true}, nil
 	})
+	if err == nil {
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionDeleted, UserID: p.UserID, Users: memberIDs(before)})
+	}
 	return err
 }

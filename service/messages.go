@@ -50,6 +50,7 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	}
 	if created {
 		s.metrics.MessageStored()
+		s.publishConversation(ctx, &Event{Kind: EventMessage, ConversationID: msg.ConversationID, Message: msg})
 	}
 	return msg, created, nil
 }
@@ -129,7 +130,7 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-	return s.store.UpdateMessage(ctx, conversationID, seq, now, func(m *parley.Message) error {
+	msg, err := s.store.UpdateMessage(ctx, conversationID, seq, now, func(m *parley.Message) error {
 		if m.SenderID != p.UserID || m.Type == parley.MessageSystem {
 			return parley.Errorf(parley.CodeForbidden, "you may only change your own messages")
 		}
@@ -142,6 +143,10 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 		m.EditedAt = now
 		return nil
 	})
+	if err == nil {
+		s.publishConversation(ctx, &Event{Kind: EventMessageChanged, ConversationID: conversationID, Message: msg})
+	}
+	return msg, err
 }
 
 // EditMessage replaces the body of one of the caller's messages.
@@ -175,7 +180,11 @@ func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversatio
 	if seq < 0 {
 		return parley.Watermark{}, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
 	}
-	return s.store.MarkRead(ctx, conversationID, p.UserID, seq)
+	w, err := s.store.MarkRead(ctx, conversationID, p.UserID, seq)
+	if err == nil && w.Raised {
+		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "read", Seq: w.Seq})
+	}
+	return w, err
 }
 
 // MarkDelivered records that the caller's device has every message of a
@@ -188,5 +197,9 @@ func (s *Service) MarkDelivered(ctx context.Context, p *parley.Principal, conver
 	if seq < 0 {
 		return device, user, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
 	}
-	return s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
+	device, user, err = s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
+	if err == nil && user.Raised {
+		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "delivered", Seq: user.Seq})
+	}
+	return device, user, err
 }

@@ -45,6 +45,10 @@ type Config struct {
 	RefreshTTL time.Duration
 	// PurgeInterval is how often expired messages are deleted. Default 30 s.
 	PurgeInterval time.Duration
+	// Retention is how long messages are kept: every PurgeInterval, those
+	// created longer ago are purged (see parley.Store.PurgeHistory). Default
+	// 0: kept forever.
+	Retention time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -74,6 +78,7 @@ type Service struct {
 	cfg       Config
 	log       *slog.Logger
 	metrics   *metrics.Metrics
+	bus       parley.Bus // nil: no live events (see UseBus)
 }
 
 // New returns a Service. log must not be nil; m may be nil.
@@ -85,9 +90,10 @@ func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log
 // Config returns the effective configuration (defaults filled in).
 func (s *Service) Config() Config { return s.cfg }
 
-// Run deletes expired messages and refresh tokens every PurgeInterval until
-// ctx ends. It returns nil when ctx ends; a failing purge is logged and
-// retried at the next tick.
+// Run deletes expired messages and refresh tokens, and messages past the
+// Retention if one is set, every PurgeInterval until ctx ends. It returns
+// nil when ctx ends; a failing purge is logged and retried at the next
+// tick.
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.PurgeInterval)
 	defer t.Stop()
@@ -97,6 +103,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.PurgeExpired(ctx)
+			s.PurgeHistory(ctx)
 		}
 	}
 }
@@ -120,6 +127,34 @@ func (s *Service) PurgeExpired(ctx context.Context) int {
 	s.metrics.Purged(total)
 	if total > 0 {
 		s.log.InfoContext(ctx, "purged expired messages", "count", total)
+	}
+	return total
+}
+
+// PurgeHistory purges every message created more than Retention ago, in
+// batches, and returns how many it purged; with no Retention (0) it does
+// nothing.
+func (s *Service) PurgeHistory(ctx context.Context) int {
+	if s.cfg.Retention <= 0 {
+		return 0
+	}
+	const batch = 1000
+	before := s.cfg.Now().Add(-s.cfg.Retention)
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.store.PurgeHistory(ctx, before, batch)
+		total += n
+		if err != nil {
+			s.log.ErrorContext(ctx, "purge history", "err", err)
+			break
+		}
+		if n < batch {
+			break
+		}
+	}
+	s.metrics.PurgedHistory(total)
+	if total > 0 {
+		s.log.InfoContext(ctx, "purged messages past the retention", "count", total, "retention", s.cfg.Retention)
 	}
 	return total
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/parleychat/parley"
 )
@@ -22,6 +23,7 @@ const (
 	FrameSync      = "sync"
 	FrameHistory   = "history"
 	FramePing      = "ping"
+	FrameAuth      = "auth"
 )
 
 // Server frame types.
@@ -35,6 +37,8 @@ const (
 	FrameHistoryResult = "history_result"
 	FrameConversation  = "conversation"
 	FramePong          = "pong"
+	FrameReady         = "ready"
+	FrameAuthenticated = "authenticated"
 )
 
 // Limits on client frames.
@@ -67,6 +71,8 @@ type ClientFrame struct {
 	Before   *int64 `json:"before,omitempty"`   // history
 	After    *int64 `json:"after,omitempty"`    // history
 	Limit    *int   `json:"limit,omitempty"`    // sync, history
+
+	AccessToken string `json:"access_token,omitempty"` // auth
 }
 
 // DecodeClientFrame parses and checks the shape of one client frame of at
@@ -157,6 +163,13 @@ func (f *ClientFrame) check() error {
 			return parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
 		}
 	case FramePing:
+	case FrameAuth:
+		if err := needID(); err != nil {
+			return err
+		}
+		if f.AccessToken == "" {
+			return parley.Errorf(parley.CodeInvalidRequest, "an auth frame needs access_token")
+		}
 	case "":
 		return parley.Errorf(parley.CodeInvalidRequest, "a frame needs a type")
 	default:
@@ -255,6 +268,99 @@ type HistoryResultFrame struct {
 	ID             string           `json:"id"`
 	ConversationID string           `json:"conversation_id"`
 	Messages       []parley.Message `json:"messages"`
+	// Truncated says the page holds fewer messages than asked because it
+	// reached the reply size budget (ReplyBudget): ask again from the
+	// last seq received, in the same direction.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// ReplyBudget bounds the message bodies in one history_result or
+// sync_result, in bytes (at least one message is always included), so a
+// reply never outgrows a connection's write queue.
+const ReplyBudget = 256 << 10
+
+// messageCost estimates a message's share of a frame.
+func messageCost(m *parley.Message) int { return len(m.Body) + 400 }
+
+// TypingFrame tells a conversation's other live members that someone
+// started or stopped typing. A start expires after ExpiresIn seconds unless
+// refreshed.
+type TypingFrame struct {
+	Type           string `json:"type"` // "typing"
+	ConversationID string `json:"conversation_id"`
+	UserID         string `json:"user_id"`
+	State          string `json:"state"` // "start" or "stop"
+	ExpiresIn      int    `json:"expires_in,omitempty"`
+}
+
+// PresenceFrame tells users who share a conversation with UserID that it
+// came online or went offline.
+type PresenceFrame struct {
+	Type     string     `json:"type"` // "presence"
+	UserID   string     `json:"user_id"`
+	State    string     `json:"state"` // "online" or "offline"
+	LastSeen *time.Time `json:"last_seen,omitempty"`
+}
+
+// SyncConversation is one changed conversation in a sync_result.
+type SyncConversation struct {
+	// Conversation is a *parley.Conversation, or a ConversationRef with
+	// only the id when Removed.
+	Conversation any              `json:"conversation"`
+	Removed      bool             `json:"removed,omitempty"`
+	ReadSeq      int64            `json:"read_seq"`
+	UnreadCount  int64            `json:"unread_count"`
+	Messages     []parley.Message `json:"messages"`
+	MoreMessages bool             `json:"more_messages,omitempty"`
+}
+
+// ConversationRef names a conversation the user no longer sees.
+type ConversationRef struct {
+	ID string `json:"id"`
+}
+
+// SyncResultFrame answers a sync request.
+type SyncResultFrame struct {
+	Type          string             `json:"type"` // "sync_result"
+	ID            string             `json:"id,omitempty"`
+	Position      string             `json:"position"`
+	Conversations []SyncConversation `json:"conversations"`
+	HasMore       bool               `json:"has_more"`
+	// FullState: this pass lists every conversation of the user; at its
+	// end, drop the ones you hold that it did not list.
+	FullState bool `json:"full_state,omitempty"`
+}
+
+// ConversationFrame tells members (and a removed member) that a
+// conversation was created or its membership or roles changed, or that it
+// was deleted (Conversation then holds only the id).
+type ConversationFrame struct {
+	Type   string `json:"type"`   // "conversation"
+	Action string `json:"action"` // created, member_added, member_removed, role_changed, deleted
+	// Conversation is the *parley.Conversation after the change, or a
+	// ConversationRef (only the id) after deleted.
+	Conversation any      `json:"conversation"`
+	UserIDs      []string `json:"user_ids,omitempty"` // whom the change is about
+	ByUserID     string   `json:"by_user_id,omitempty"`
+}
+
+// ReadyFrame is the first frame of every connection: live delivery is
+// set up, and a sync sent now misses nothing.
+type ReadyFrame struct {
+	Type          string    `json:"type"` // "ready"
+	UserID        string    `json:"user_id"`
+	DeviceID      string    `json:"device_id"`
+	PingInterval  int       `json:"ping_interval"` // seconds between server pings
+	TokenExpires  time.Time `json:"token_expires_at"`
+	MaxFrameBytes int       `json:"max_frame_bytes"`
+}
+
+// AuthenticatedFrame answers an auth frame: the connection now lives until
+// the new token expires.
+type AuthenticatedFrame struct {
+	Type         string    `json:"type"` // "authenticated"
+	ID           string    `json:"id"`
+	TokenExpires time.Time `json:"token_expires_at"`
 }
 
 // Encode marshals a server frame. The frames above always marshal; an

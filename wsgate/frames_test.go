@@ -36,6 +36,7 @@ func TestDecodeClientFrame(t *testing.T) {
 		{`{"type":"history","id":"h","conversation_id":"` + conv + `","before":9}`,
 			func(f ClientFrame) bool { q := f.HistoryQuery(); return !q.Forwards() && q.Before == 9 }},
 		{` {"type":"ping"} `, func(f ClientFrame) bool { return f.Type == FramePing }},
+		{`{"type":"auth","id":"a","access_token":"eyJ.x.y"}`, func(f ClientFrame) bool { return f.AccessToken == "eyJ.x.y" }},
 	}
 	for _, tc := range ok {
 		f, err := DecodeClientFrame([]byte(tc.in), 0)
@@ -67,6 +68,8 @@ func TestDecodeClientFrame(t *testing.T) {
 		{`{"type":"sync","limit":1000}`, "sync limit", parley.CodeInvalidRequest, ""},
 		{`{"type":"history","id":"h","conversation_id":"` + conv + `","before":3,"after":1}`, "not both", parley.CodeInvalidRequest, "h"},
 		{`{"type":"history","id":"h","conversation_id":"` + conv + `","limit":201}`, "limit must be", parley.CodeInvalidRequest, "h"},
+		{`{"type":"auth","id":"a"}`, "needs access_token", parley.CodeInvalidRequest, "a"},
+		{`{"type":"auth","access_token":"t"}`, "needs an id", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping","id":"has space"}`, "printable ASCII", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping","id":"` + strings.Repeat("x", 65) + `"}`, "printable ASCII", parley.CodeInvalidRequest, ""},
 	}
@@ -99,6 +102,21 @@ func TestServerFramesGolden(t *testing.T) {
 		"receipt":        ReceiptFrame{Type: FrameReceipt, ConversationID: msg.ConversationID, UserID: msg.SenderID, Kind: "read", Seq: 42},
 		"pong":           PongFrame{Type: FramePong, ID: "p1"},
 		"history_result": HistoryResultFrame{Type: FrameHistoryResult, ID: "h1", ConversationID: msg.ConversationID, Messages: []parley.Message{*msg}},
+		"ready":          ReadyFrame{Type: FrameReady, UserID: msg.SenderID, DeviceID: msg.SenderDeviceID, PingInterval: 25, TokenExpires: at.Add(15 * time.Minute), MaxFrameBytes: DefaultMaxFrame},
+		"typing":         TypingFrame{Type: FrameTyping, ConversationID: msg.ConversationID, UserID: msg.SenderID, State: "start", ExpiresIn: TypingExpiresIn},
+		"presence":       PresenceFrame{Type: FramePresence, UserID: msg.SenderID, State: "offline", LastSeen: &at},
+		"conversation": ConversationFrame{Type: FrameConversation, Action: "member_added", ByUserID: msg.SenderID, UserIDs: []string{"01936f4e-7e55-7f00-8b12-6f708192a3b4"},
+			Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindGroup, Title: "climbing", LastSeq: 42, CreatedAt: at, Members: []parley.Member{
+				{UserID: msg.SenderID, Role: parley.MemberRoleOwner, ReadSeq: 42, DeliveredSeq: 42, JoinedAt: at},
+				{UserID: "01936f4e-7e55-7f00-8b12-6f708192a3b4", Role: parley.MemberRoleMember, ReadSeq: 42, JoinedAt: at},
+			}}},
+		"sync_result": SyncResultFrame{Type: FrameSyncResult, ID: "s1", Position: "djE6MTA0", Conversations: []SyncConversation{
+			{Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindDirect, LastSeq: 42, CreatedAt: at, Members: []parley.Member{
+				{UserID: msg.SenderID, Role: parley.MemberRoleMember, ReadSeq: 42, DeliveredSeq: 42, JoinedAt: at}}},
+				ReadSeq: 41, UnreadCount: 1, Messages: []parley.Message{*msg}},
+			{Conversation: ConversationRef{ID: "01936f4e-8c2a-7b3d-9f10-000000000001"}, Removed: true, Messages: []parley.Message{}},
+		}},
+		"authenticated": AuthenticatedFrame{Type: FrameAuthenticated, ID: "a1", TokenExpires: at.Add(15 * time.Minute)},
 	}
 	for name, frame := range frames {
 		got, err := Encode(frame)
@@ -130,7 +148,7 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"send","id":"r1","conversation_id":"c","client_msg_id":"c1","body":"hi"}`,
 		`{"type":"history","id":"h","conversation_id":"c","after":0,"limit":5}`,
 		`{"type":"read","conversation_id":"c","seq":3}`, `{"type":"typing","conversation_id":"c","state":"stop"}`,
-		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
+		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{"type":"auth","id":"a","access_token":"t"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -154,9 +172,36 @@ func FuzzDecodeClientFrame(f *testing.F) {
 			if fr.Seq == nil || *fr.Seq < 0 {
 				t.Fatalf("%q accepted without a valid seq", data)
 			}
+		case FrameAuth:
+			if fr.ID == "" || fr.AccessToken == "" {
+				t.Fatalf("%q accepted without id or token", data)
+			}
 		case FrameTyping, FrameSync, FramePing:
 		default:
 			t.Fatalf("%q accepted with type %q", data, fr.Type)
 		}
 	})
+}
+
+func TestTrimToBudget(t *testing.T) {
+	big := strings.Repeat("x", 60<<10)
+	var msgs []parley.Message
+	for i := range 10 {
+		msgs = append(msgs, parley.Message{Seq: int64(i + 1), Body: big})
+	}
+	fwd, cut := trimToBudget(msgs, true)
+	if !cut || fwd[0].Seq != 1 || len(fwd) != 4 {
+		t.Fatalf("forward: %d messages from %d, cut %v", len(fwd), fwd[0].Seq, cut)
+	}
+	back, cut := trimToBudget(msgs, false)
+	if !cut || back[len(back)-1].Seq != 10 || len(back) != 4 {
+		t.Fatalf("backward: %d messages to %d, cut %v", len(back), back[len(back)-1].Seq, cut)
+	}
+	huge := []parley.Message{{Seq: 1, Body: strings.Repeat("x", ReplyBudget*2)}}
+	if one, cut := trimToBudget(huge, true); len(one) != 1 || cut {
+		t.Fatalf("a single message over the budget must still go: %d %v", len(one), cut)
+	}
+	if all, cut := trimToBudget(msgs[:2], false); len(all) != 2 || cut {
+		t.Fatalf("small page cut: %d %v", len(all), cut)
+	}
 }

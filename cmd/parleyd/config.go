@@ -28,6 +28,7 @@ type Config struct {
 	RefreshTTL      time.Duration // refresh token lifetime when unused; default 720h
 	KeyRotation     time.Duration // signing key rotation period; default 720h, 0 = manual only
 	PurgeInterval   time.Duration // how often expired messages are deleted; default 30s
+	Retention       time.Duration // messages older than this are purged; default 0 = keep forever
 	ShutdownTimeout time.Duration // bound on a graceful shutdown; default 15s
 	Limits          bool          // per-IP/per-user rate limits; default on
 	IPRate          float64       // requests per second per client IP; default 50
@@ -36,6 +37,11 @@ type Config struct {
 	UserBurst       int           // default 40
 	LoginRate       float64       // login attempts per second per handle; default 0.1667 (10/min)
 	LoginBurst      int           // default 10
+	AllowedOrigins  string        // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
+	PingInterval    time.Duration // WebSocket server ping period; default 25s
+	IdleTimeout     time.Duration // WebSocket closed after this long without a frame; default 60s
+	MaxFrameBytes   int           // largest WebSocket client frame; default 131072
+	PresenceGrace   time.Duration // online after the last session closed; default 5s
 }
 
 // setting binds one Config field to its flag, env var and file key.
@@ -95,6 +101,7 @@ func settings() []setting {
 		{"refresh-token-ttl", "PARLEY_REFRESH_TOKEN_TTL", "720h", "refresh token lifetime when unused", dur(func(c *Config) *time.Duration { return &c.RefreshTTL })},
 		{"key-rotation", "PARLEY_KEY_ROTATION", "720h", "signing key rotation period; 0 = only by `parleyd keys rotate`", dur(func(c *Config) *time.Duration { return &c.KeyRotation })},
 		{"purge-interval", "PARLEY_PURGE_INTERVAL", "30s", "how often expired messages are deleted", dur(func(c *Config) *time.Duration { return &c.PurgeInterval })},
+		{"retention", "PARLEY_RETENTION", "0", "server-wide history retention: messages older than this are purged in the background (e.g. 8760h); 0 = keep forever", dur(func(c *Config) *time.Duration { return &c.Retention })},
 		{"shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", "15s", "bound on a graceful shutdown", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 		{"limits", "PARLEY_LIMITS", "on", "per-IP and per-user rate limits: on or off (off is for load tests; the login limit stays)", func(c *Config, v string) error {
 			switch strings.ToLower(v) {
@@ -113,6 +120,11 @@ func settings() []setting {
 		{"user-burst", "PARLEY_USER_BURST", "40", "burst of requests per user", integer(func(c *Config) *int { return &c.UserBurst })},
 		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "login attempts per second per handle", float(func(c *Config) *float64 { return &c.LoginRate })},
 		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of login attempts per handle", integer(func(c *Config) *int { return &c.LoginBurst })},
+		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
+		{"ping-interval", "PARLEY_PING_INTERVAL", "25s", "how often the server pings each WebSocket", dur(func(c *Config) *time.Duration { return &c.PingInterval })},
+		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
+		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},
+		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	}
 }
 
@@ -177,8 +189,8 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 	if c.MaxBodyBytes < 1 {
 		return nil, nil, fmt.Errorf("max-body-bytes must be at least 1")
 	}
-	if c.AccessTTL < time.Minute {
-		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1m")
+	if c.AccessTTL < time.Second {
+		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1s")
 	}
 	return &c, fs.Args(), nil
 }

@@ -372,6 +372,7 @@ func TestTLSAndMetrics(t *testing.T) {
 		"parley_messages_stored_total 0",
 		"process_resident_memory_bytes",
 		"process_cpu_seconds_total",
+		"parley_ws_connections 0",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

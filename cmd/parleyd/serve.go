@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
 	"github.com/parleychat/parley/store/sqlite"
+	"github.com/parleychat/parley/wsgate"
 )
 
 // node is one running parleyd: its parts and their lifetimes.
@@ -68,6 +70,7 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RefreshTTL:    cfg.RefreshTTL,
 		PurgeInterval: cfg.PurgeInterval,
+		Retention:     cfg.Retention,
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
 }
@@ -138,16 +141,33 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		return err
 	}
 	defer stopBus()
+	n.svc.UseBus(bus)
+	var gw *wsgate.Gateway
+	wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
+	gw, err = wsgate.New(n.svc, bus, wsgate.Config{
+		MaxFrame:       cfg.MaxFrameBytes,
+		PingInterval:   cfg.PingInterval,
+		IdleTimeout:    cfg.IdleTimeout,
+		AllowedOrigins: splitList(cfg.AllowedOrigins),
+		PresenceGrace:  cfg.PresenceGrace,
+		LimitsOff:      !cfg.Limits,
+		Metrics:        wsMetrics,
+	}, log)
+	if err != nil {
+		n.store.Close()
+		return fmt.Errorf("websocket gateway: %w", err)
+	}
 	api := httpapi.New(n.svc, httpapi.Config{
 		LimitsOff: !cfg.Limits,
 		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}}, log, m)
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: gw}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		gw.Shutdown(context.Background())
 		n.store.Close()
 		return err
 	}
@@ -203,6 +223,9 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			log.Warn("shutdown did not finish in time; closing connections", "err", err)
 			srv.Close()
 		}
+		// REST has drained (in-flight sends answered); now every socket
+		// gets 1001 and clients reconnect elsewhere.
+		gw.Shutdown(sctx)
 		return nil
 	})
 	err = g.Wait()
@@ -253,4 +276,15 @@ func adminMux() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// splitList splits a comma-separated setting, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

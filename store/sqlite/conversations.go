@@ -62,8 +62,8 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 			}
 		}
 		created := millis(c.CreatedAt)
-		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at)
-			VALUES (?, ?, ?, ?, 0, ?, ?)`, c.ID, string(c.Kind), c.Title, key, created, created)
+		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
+			VALUES (?, ?, ?, ?, 0, ?, ?, ?)`, c.ID, string(c.Kind), c.Title, key, created, created, t.changeStamp())
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "the conversation exists already")
 		}
@@ -127,12 +127,13 @@ func prepareConversation(c *parley.Conversation) error {
 	return nil
 }
 
-// insertMember adds m to a conversation that exists. CodeNotFound if the
-// user does not exist, CodeConflict if already a member.
+// insertMember adds m to a conversation that exists, stamped, and deletes
+// the user's tombstone of an earlier membership. CodeNotFound if the user
+// does not exist, CodeConflict if already a member.
 func insertMember(t *txn, conversationID string, m parley.Member) error {
-	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at)
-		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
-		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), m.UserID)
+	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
+		SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), t.changeStamp(), m.UserID)
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")
 	}
@@ -143,6 +144,9 @@ func insertMember(t *txn, conversationID string, m parley.Member) error {
 		return fmt.Errorf("sqlite: insert member: %w", err)
 	} else if n == 0 {
 		return parley.Errorf(parley.CodeNotFound, "no such user: %s", m.UserID)
+	}
+	if _, err := t.exec(`DELETE FROM membership_tombstones WHERE user_id = ? AND conversation_id = ?`, m.UserID, conversationID); err != nil {
+		return fmt.Errorf("sqlite: insert member: %w", err)
 	}
 	return nil
 }
@@ -234,6 +238,11 @@ func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide
 		if err != nil {
 			return err
 		}
+		if len(change.Remove) > 0 || len(change.Roles) > 0 || len(change.Add) > 0 || change.Delete {
+			if _, err := t.exec(`UPDATE conversations SET stamp = ? WHERE id = ?`, t.changeStamp(), conversationID); err != nil {
+				return s.internal("change members", err)
+			}
+		}
 		if change.Delete {
 			return s.deleteConversation(t, conversationID)
 		}
@@ -281,6 +290,10 @@ func (s *Store) removeMember(t *txn, c *parley.Conversation, userID string) erro
 	if _, err := t.exec(`DELETE FROM members WHERE conversation_id = ? AND user_id = ?`, c.ID, userID); err != nil {
 		return s.internal("remove member", err)
 	}
+	if _, err := t.exec(`INSERT INTO membership_tombstones (user_id, conversation_id, stamp) VALUES (?, ?, ?)
+		ON CONFLICT (user_id, conversation_id) DO UPDATE SET stamp = excluded.stamp`, userID, c.ID, t.changeStamp()); err != nil {
+		return s.internal("remove member", err)
+	}
 	if _, err := t.exec(`DELETE FROM device_cursors WHERE conversation_id = ? AND device_id IN (SELECT id FROM devices WHERE user_id = ?)`, c.ID, userID); err != nil {
 		return s.internal("remove member", err)
 	}
@@ -296,7 +309,8 @@ func (s *Store) setRole(t *txn, c *parley.Conversation, userID string, role parl
 	if m == nil {
 		return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
 	}
-	if _, err := t.exec(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`, string(role), c.ID, userID); err != nil {
+	if _, err := t.exec(`UPDATE members SET role = ?, stamp = ? WHERE conversation_id = ? AND user_id = ?`,
+		string(role), t.changeStamp(), c.ID, userID); err != nil {
 		return s.internal("set member role", err)
 	}
 	m.Role = role
@@ -304,9 +318,15 @@ func (s *Store) setRole(t *txn, c *parley.Conversation, userID string, role parl
 }
 
 // deleteConversation deletes a conversation with its members, messages and
-// delivery cursors. It runs in one write, so a conversation with a very
-// long history holds up other writes while it is deleted.
+// delivery cursors, leaving a tombstone for each member. It runs in one
+// write, so a conversation with a very long history holds up other writes
+// while it is deleted.
 func (s *Store) deleteConversation(t *txn, id string) error {
+	if _, err := t.exec(`INSERT INTO membership_tombstones (user_id, conversation_id, stamp)
+		SELECT user_id, conversation_id, ? FROM members WHERE conversation_id = ?
+		ON CONFLICT (user_id, conversation_id) DO UPDATE SET stamp = excluded.stamp`, t.changeStamp(), id); err != nil {
+		return s.internal("delete conversation", err)
+	}
 	for _, table := range []string{"messages", "device_cursors", "members"} {
 		if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = ?`, id); err != nil {
 			return s.internal("delete conversation", err)
@@ -334,7 +354,7 @@ func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq
 			return s.internal("mark read", err)
 		}
 		if target := min(seq, lastSeq); target > w.Seq {
-			if _, err := t.stmt(s.wst.setReadSeq).ExecContext(bg, target, conversationID, userID); err != nil {
+			if _, err := t.stmt(s.wst.setReadSeq).ExecContext(bg, target, t.changeStamp(), conversationID, userID); err != nil {
 				return s.internal("mark read", err)
 			}
 			w = parley.Watermark{Seq: target, Raised: true}
@@ -383,8 +403,8 @@ func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, devic
 			device = parley.Watermark{Seq: target, Raised: true}
 		}
 		if target > user.Seq {
-			if _, err := t.exec(`UPDATE members SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?`,
-				target, conversationID, userID); err != nil {
+			if _, err := t.exec(`UPDATE members SET delivered_seq = ?, stamp = ? WHERE conversation_id = ? AND user_id = ?`,
+				target, t.changeStamp(), conversationID, userID); err != nil {
 				return s.internal("mark delivered", err)
 			}
 			user = parley.Watermark{Seq: target, Raised: true}

@@ -174,7 +174,8 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		a[10].Value = expires
 		a[11].Value = edited
 		a[12].Value = deleted
-		n, err := h.exec(h.insertMessage, 13)
+		a[13].Value = t.changeStampArg()
+		n, err := h.exec(h.insertMessage, 14)
 		if err != nil {
 			return s.internal("append message", err)
 		}
@@ -188,8 +189,9 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		}
 		a[0].Value = next
 		a[1].Value = created
-		a[2].Value = convID
-		if _, err := h.exec(h.setLastSeq, 3); err != nil {
+		a[2].Value = t.changeStampArg()
+		a[3].Value = convID
+		if _, err := h.exec(h.setLastSeq, 4); err != nil {
 			return s.internal("append message", err)
 		}
 		seq = next
@@ -338,10 +340,14 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		if err != nil {
 			return err
 		}
-		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?
+		stamp := t.changeStamp()
+		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?, stamp = ?, changed = 1
 			WHERE conversation_id = ? AND seq = ?`,
-			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, conversationID, seq)
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, stamp, conversationID, seq)
 		if err != nil {
+			return s.internal("update message", err)
+		}
+		if _, err := t.exec(`UPDATE conversations SET stamp = ? WHERE id = ?`, stamp, conversationID); err != nil {
 			return s.internal("update message", err)
 		}
 		result = &m
@@ -380,6 +386,37 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		}
 		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, millis(now)); err != nil {
 			return s.internal("purge refresh tokens", err)
+		}
+		return nil
+	})
+	return int(n), err
+}
+
+// PurgeHistory implements parley.Store: it blanks up to limit messages
+// created before the given time, oldest first, as PurgeExpired blanks
+// expired ones. A purged message's expires_at is lowered to before, so
+// that PurgeExpired deletes its row parley.IdempotencyHorizon after that,
+// as it does an expired message's. Every read skips purged messages.
+// CodeInvalidRequest if limit < 1.
+func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (int, error) {
+	defer s.track("purge_history", time.Now())
+	if limit < 1 {
+		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
+	}
+	var n int64
+	err := s.write(ctx, true, func(t *txn) error {
+		cutoff := millis(before)
+		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1,
+				expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
+			WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages INDEXED BY messages_created
+				WHERE purged = 0 AND created_at < ?1 ORDER BY created_at LIMIT ?2)`,
+			cutoff, limit)
+		if err != nil {
+			return s.internal("purge history", err)
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return s.internal("purge history", err)
 		}
 		return nil
 	})

@@ -13,6 +13,7 @@ type writerStatements struct {
 	messageByClientID *sql.Stmt
 	readState         *sql.Stmt
 	setReadSeq        *sql.Stmt
+	setSyncStamp      *sql.Stmt
 }
 
 // The append path's statements (hotStatements).
@@ -22,11 +23,11 @@ const (
 	// than one UPDATE ... RETURNING last_seq with an EXISTS check.
 	memberLastSeqSQL = `SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
 			WHERE m.conversation_id = ?1 AND m.user_id = ?2`
-	// updated_at orders the conversation lists.
-	setLastSeqSQL = `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?) WHERE id = ?`
+	// updated_at orders the conversation lists; stamp is the change stamp.
+	setLastSeqSQL = `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?), stamp = ? WHERE id = ?`
 	// A duplicate (sender_id, client_msg_id) inserts nothing: the
 	// unique index finds it, so the append needs no lookup of its own.
-	insertMessageSQL = `INSERT INTO messages (` + messageColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	insertMessageSQL = `INSERT INTO messages (` + messageColumns + `, stamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (sender_id, client_msg_id) DO NOTHING`
 )
 
@@ -45,12 +46,13 @@ func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.messageByClientID, `SELECT ` + messageColumns + `, purged FROM messages WHERE sender_id = ? AND client_msg_id = ?`},
 		{&w.readState, `SELECT m.read_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
 			WHERE m.conversation_id = ? AND m.user_id = ?`},
-		{&w.setReadSeq, `UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?`},
+		{&w.setReadSeq, `UPDATE members SET read_seq = ?, stamp = ? WHERE conversation_id = ? AND user_id = ?`},
+		{&w.setSyncStamp, `UPDATE sync_stamp SET stamp = ?`},
 	})
 }
 
 func (w *writerStatements) close() {
-	closeAll(w.messageByClientID, w.readState, w.setReadSeq)
+	closeAll(w.messageByClientID, w.readState, w.setReadSeq, w.setSyncStamp)
 }
 
 func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {

@@ -86,6 +86,10 @@ type Store struct {
 	jobs       chan *job
 	writerDone chan struct{}
 
+	// stamp is the last committed change stamp (see txn.changeStamp): the
+	// default upper bound of Sync. Only the writer stores it, after commit.
+	stamp atomic.Int64
+
 	// Counters of the writer, read by the benchmark.
 	batches   atomic.Int64 // transactions committed or attempted
 	batchJobs atomic.Int64 // jobs in them
@@ -154,6 +158,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.readDB.SetMaxIdleConns(readers)
 	s.readDB.SetConnMaxLifetime(0)
 	s.readDB.SetConnMaxIdleTime(0)
+
+	var stamp int64
+	if err := s.writeDB.QueryRowContext(ctx, `SELECT stamp FROM sync_stamp`).Scan(&stamp); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("sqlite: read change stamp: %w", err)
+	}
+	s.stamp.Store(stamp)
 
 	if err := s.wst.prepare(ctx, s.writeDB); err != nil {
 		s.closeDBs()

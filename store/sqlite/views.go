@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -64,14 +65,33 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 		return nil, s.internal("read conversations", err)
 	}
 	defer tx.Rollback()
+	var only []string
+	if onlyID != "" {
+		only = []string{onlyID}
+	}
+	return s.readViews(ctx, tx, userID, now, only)
+}
 
+// readViews reads, in q, the views of userID: of every conversation the
+// user is a member of, most recently active first, if ids is nil; otherwise
+// of those of ids the user is a member of, in no particular order.
+func (s *Store) readViews(ctx context.Context, q querier, userID string, now time.Time, ids []string) ([]parley.ConversationView, error) {
 	query, args := viewQuery+` ORDER BY c.updated_at DESC, c.id DESC`, []any{millis(now), userID}
 	membersWhere, membersArgs := `WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)`, []any{userID}
-	if onlyID != "" {
-		query, args = viewQuery+` AND me.conversation_id = ?3`, append(args, onlyID)
-		membersWhere, membersArgs = `WHERE conversation_id = ?`, []any{onlyID}
+	if ids != nil {
+		if len(ids) == 0 {
+			return []parley.ConversationView{}, nil
+		}
+		// Unnumbered parameters after ?1 and ?2 are ?3, ?4, ...
+		list := placeholders(len(ids))
+		query = viewQuery + ` AND me.conversation_id IN (` + list + `)`
+		membersWhere, membersArgs = `WHERE conversation_id IN (`+list+`)`, make([]any, 0, len(ids))
+		for _, id := range ids {
+			args = append(args, id)
+			membersArgs = append(membersArgs, id)
+		}
 	}
-	rows, err := tx.QueryContext(ctx, query, args...)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, s.internal("read conversations", err)
 	}
@@ -94,7 +114,7 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 		return views, nil
 	}
 
-	members, err := loadMembers(ctx, tx, membersWhere, membersArgs...)
+	members, err := loadMembers(ctx, q, membersWhere, membersArgs...)
 	if err != nil {
 		return nil, s.internal("read members", err)
 	}
@@ -110,6 +130,14 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 		}
 	}
 	return views, nil
+}
+
+// placeholders returns n comma-separated unnumbered parameters.
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?, ", n-1) + "?"
 }
 
 // scanView reads a row of viewQuery: the view without its members and the

@@ -145,23 +145,41 @@ func (s *Store) commitBatch(batch []*job) {
 // an error if the transaction could not begin or commit (every job fails),
 // or the index of a job whose internal error left the transaction unusable,
 // with that error, after rolling the transaction back.
+//
+// The transaction's change stamp (see txn.changeStamp) is the last
+// committed one plus one. If a job used it, it is recorded in sync_stamp
+// in the same transaction, and published to readers (Store.stamp) only
+// once the commit has returned: a reader that loads the stamp W and then
+// begins its snapshot sees every row stamped W or lower, all of it.
 func (s *Store) tryBatch(jobs []*job) (int, error) {
 	tx, err := s.wconn.BeginTx(bg, nil)
 	if err != nil {
 		return -1, fmt.Errorf("sqlite: begin: %w", err)
 	}
-	t := &txn{tx: tx, stmts: make(map[*sql.Stmt]*sql.Stmt, 8)}
+	t := &txn{tx: tx, stmts: make(map[*sql.Stmt]*sql.Stmt, 8), stamp: s.stamp.Load() + 1}
+	rollback := func() {
+		if rerr := tx.Rollback(); rerr != nil {
+			s.log.Error("sqlite: rollback failed", "err", rerr)
+		}
+	}
 	for i, j := range jobs {
 		j.err = nil
 		if err := t.run(j); err != nil {
-			if rerr := tx.Rollback(); rerr != nil {
-				s.log.Error("sqlite: rollback failed", "err", rerr)
-			}
+			rollback()
 			return i, err
+		}
+	}
+	if t.stamped {
+		if _, err := t.stmt(s.wst.setSyncStamp).ExecContext(bg, t.stamp); err != nil {
+			rollback()
+			return -1, fmt.Errorf("sqlite: record change stamp: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return -1, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	if t.stamped {
+		s.stamp.Store(t.stamp)
 	}
 	return -1, nil
 }
@@ -171,6 +189,28 @@ func (s *Store) tryBatch(jobs []*job) (int, error) {
 type txn struct {
 	tx    *sql.Tx
 	stmts map[*sql.Stmt]*sql.Stmt // writer statements bound to tx
+
+	stamp    int64 // the change stamp of this transaction
+	stampArg any   // stamp, boxed once for the hot statements
+	stamped  bool  // a job has used stamp
+}
+
+// changeStamp returns the change stamp that every row this transaction
+// changes gets (see parley.Store.Sync): one per transaction, so the jobs
+// of a group commit share it. Calling it marks the stamp used. A job that
+// fails in its savepoint may leave it marked; that only leaves a gap.
+func (t *txn) changeStamp() int64 {
+	t.stamped = true
+	return t.stamp
+}
+
+// changeStampArg is changeStamp as a statement argument, boxed once per
+// transaction.
+func (t *txn) changeStampArg() any {
+	if t.stampArg == nil {
+		t.stampArg = t.changeStamp()
+	}
+	return t.stampArg
 }
 
 // run runs j in t, inside a savepoint if j asks for one. A client error

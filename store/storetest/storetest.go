@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		fn   func(t *testing.T, f *fixture)
 	}{
 		{"Ping", testPing},
+		{"LastSeqs", testLastSeqs},
 		{"Users", testUsers},
 		{"UserConflict", testUserConflict},
 		{"UserRoleAndState", testUserRoleAndState},
@@ -76,6 +77,15 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"SessionForSuspendedUser", testSessionForSuspendedUser},
 		{"ReplayOfPurgedWithEarlierClock", testReplayOfPurgedWithEarlierClock},
 		{"MarkDelivered", testMarkDelivered},
+		{"SyncFullState", testSyncFullState},
+		{"SyncIncremental", testSyncIncremental},
+		{"SyncRemoval", testSyncRemoval},
+		{"SyncPaging", testSyncPaging},
+		{"SyncHidesExpiredAndPurged", testSyncHidesExpiredAndPurged},
+		{"SyncQueryBounds", testSyncQueryBounds},
+		{"SyncSeesCommitted", testSyncSeesCommitted},
+		{"ConversationIDs", testConversationIDs},
+		{"PurgeHistory", testPurgeHistory},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,191 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// Live events. After a change commits, the core publishes what happened on
+// the bus; every node's WebSocket gateway (wsgate) decides which of its
+// local sessions get it. The bus is news, not truth: an event may be lost
+// (a crash between commit and publish) and clients heal by sync, so a
+// failed publish is logged, never returned to the caller whose change did
+// commit.
+//
+// Subjects hash ids into a fixed number of buckets so that a node can
+// subscribe to the buckets it needs instead of one subject per
+// conversation (docs/design/realtime.md): events about a conversation go
+// to ConversationSubject, events about a user (presence, revoked sessions)
+// to UserSubject. One publisher (the commit path of one call) publishes in
+// order on one subject.
+
+// Event kinds.
+const (
+	// EventMessage: a new message (Message set). Published once per
+	// message, never for a replayed client_msg_id.
+	EventMessage = "message"
+	// EventMessageChanged: a message was edited or deleted (Message set,
+	// as stored now).
+	EventMessageChanged = "message_changed"
+	// EventReceipt: a member's delivered or read watermark rose
+	// (UserID, Receipt, Seq; DeviceID for delivered).
+	EventReceipt = "receipt"
+	// EventTyping: a member started or stopped typing (UserID, State).
+	EventTyping = "typing"
+	// EventConversation: a conversation was created or its membership,
+	// roles or existence changed (Action, Conversation as it is now, nil
+	// after a delete; Users names the users the change is about).
+	EventConversation = "conversation"
+	// EventPresence: a user came online or went offline (UserID, State,
+	// LastSeen; Conversations lists the user's conversations, the audience).
+	EventPresence = "presence"
+	// EventRevoked: sessions ended (UserID; DeviceID, or every device of
+	// the user when empty); live connections of them close at once.
+	EventRevoked = "revoked"
+)
+
+// Conversation event actions.
+const (
+	ActionCreated       = "created"
+	ActionMemberAdded   = "member_added"
+	ActionMemberRemoved = "member_removed"
+	ActionRoleChanged   = "role_changed"
+	ActionDeleted       = "deleted"
+)
+
+// Event is the bus payload (JSON). Fields are set per Kind.
+type Event struct {
+	Kind           string `json:"kind"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	UserID         string `json:"user_id,omitempty"`
+	DeviceID       string `json:"device_id,omitempty"`
+
+	Message *parley.Message `json:"message,omitempty"`
+
+	Receipt string `json:"receipt,omitempty"` // delivered or read
+	Seq     int64  `json:"seq,omitempty"`
+
+	State    string    `json:"state,omitempty"` // typing: start/stop; presence: online/offline
+	LastSeen time.Time `json:"last_seen,omitzero"`
+
+	Action       string               `json:"action,omitempty"`
+	Conversation *parley.Conversation `json:"conversation,omitempty"`
+	Users        []string             `json:"users,omitempty"`
+
+	Conversations []string `json:"conversations,omitempty"`
+}
+
+// Subject buckets. Fixed for a deployment: every node must agree.
+const subjectBuckets = 64
+
+// Subject prefixes; a node that wants everything subscribes to
+// ConversationSubjects and UserSubjects.
+const (
+	ConversationSubjects = "parley.conv.>"
+	UserSubjects         = "parley.user.>"
+)
+
+// ConversationSubject is the subject of events about a conversation.
+func ConversationSubject(conversationID string) string {
+	return "parley.conv." + bucket(conversationID)
+}
+
+// UserSubject is the subject of events about a user.
+func UserSubject(userID string) string {
+	return "parley.user." + bucket(userID)
+}
+
+func bucket(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return strconv.Itoa(int(h.Sum32() % subjectBuckets))
+}
+
+// UseBus makes the service publish live events on b. Call it before
+// serving; without a bus nothing is published.
+func (s *Service) UseBus(b parley.Bus) { s.bus = b }
+
+// publish sends e on subject. Failures are logged and counted: the change
+// is committed; clients heal by sync.
+func (s *Service) publish(ctx context.Context, subject string, e *Event) {
+	if s.bus == nil {
+		return
+	}
+	data, err := json.Marshal(e)
+	if err == nil {
+		// A caller's cancelled request must not stop the news of a commit.
+		err = s.bus.Publish(context.WithoutCancel(ctx), subject, data)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "publish event", "kind", e.Kind, "err", err)
+	}
+}
+
+func (s *Service) publishConversation(ctx context.Context, e *Event) {
+	s.publish(ctx, ConversationSubject(e.ConversationID), e)
+}
+
+// Typing publishes that the caller started or stopped typing in a
+// conversation it is a member of. Typing is never stored.
+func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationID, state string) error {
+	if state != "start" && state != "stop" {
+		return parley.Errorf(parley.CodeInvalidRequest, "state must be start or stop")
+	}
+	if _, err := s.member(ctx, p, conversationID); err != nil {
+		return err
+	}
+	s.publishConversation(ctx, &Event{Kind: EventTyping, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, State: state})
+	return nil
+}
+
+// Presence publishes that userID came online or went offline. The
+// gateway calls it on a user's first live session and after the grace
+// period that follows the last one; the audience is everyone who shares a
+// conversation with the user.
+func (s *Service) Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error {
+	ids, err := s.store.ConversationIDs(ctx, userID)
+	if err != nil {
+		return err
+	}
+	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids}
+	if online {
+		e.State = "online"
+	} else {
+		e.LastSeen = lastSeen.UTC().Truncate(time.Second)
+	}
+	s.publish(ctx, UserSubject(userID), e)
+	return nil
+}
+
+// LastSeqs returns the last_seq of every conversation the caller is a
+// member of; the gateway starts live delivery from these.
+func (s *Service) LastSeqs(ctx context.Context, p *parley.Principal) (map[string]int64, error) {
+	return s.store.LastSeqs(ctx, p.UserID)
+}
+
+// Now is the service's clock.
+func (s *Service) Now() time.Time { return s.cfg.Now() }
+
+// LiveMessages returns up to limit messages of a conversation after seq,
+// oldest first, skipping expired ones. It takes no principal: the gateway
+// calls it to fill a gap in live delivery, for conversations whose local
+// members it already delivers to.
+func (s *Service) LiveMessages(ctx context.Context, conversationID string, after int64, limit int) ([]parley.Message, error) {
+	return s.store.Messages(ctx, conversationID, parley.HistoryQuery{After: after, Forward: true, Limit: limit}, s.cfg.Now())
+}
+
+// CheckSession reports whether p's session is still alive (its device
+// exists with the same session and the user is active); the gateway asks
+// periodically so that a lost "revoked" event cannot keep a socket open.
+func (s *Service) CheckSession(ctx context.Context, p *parley.Principal) error {
+	d, err := s.store.Device(ctx, p.DeviceID)
+	if parley.ErrorCode(err) == parley.CodeNotFound || (err == nil && (d.SessionID != p.SessionID || d.UserID != p.UserID)) {
+		return parley.Errorf(parley.CodeUnauthorized, "session has ended; log in again")
+	}
+	return err
+}

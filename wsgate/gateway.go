@@ -1,0 +1,409 @@
+package wsgate
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/service"
+)
+
+// Core is what the gateway needs from the core (package service); every
+// decision about who may do what is made there.
+type Core interface {
+	Authenticate(ctx context.Context, accessToken string) (*parley.Principal, error)
+	CheckSession(ctx context.Context, p *parley.Principal) error
+	Send(ctx context.Context, p *parley.Principal, req service.SendRequest) (*parley.Message, bool, error)
+	History(ctx context.Context, p *parley.Principal, conversationID string, q parley.HistoryQuery) ([]parley.Message, error)
+	MarkRead(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (parley.Watermark, error)
+	MarkDelivered(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (device, user parley.Watermark, err error)
+	Typing(ctx context.Context, p *parley.Principal, conversationID, state string) error
+	Sync(ctx context.Context, p *parley.Principal, position string, messages int) (*service.SyncResult, error)
+	LastSeqs(ctx context.Context, p *parley.Principal) (map[string]int64, error)
+	LiveMessages(ctx context.Context, conversationID string, after int64, limit int) ([]parley.Message, error)
+	Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error
+	Now() time.Time
+}
+
+var _ Core = (*service.Service)(nil)
+
+// Close codes the server sends (besides nbio's own 1009 for an oversized
+// frame and 1002 for a protocol error). docs/protocol.md lists them.
+const (
+	CloseGoingAway     = 1001 // server shutting down: reconnect (elsewhere)
+	CloseProtocolError = 1002 // e.g. data sent before the handshake finished
+	CloseInternalError = 1011 // the server could not set the session up: reconnect later
+	CloseTokenExpired  = 4001 // the access token expired and was not renewed
+	CloseRevoked       = 4003 // the session was logged out, removed or suspended
+)
+
+// Config holds the gateway's settings. Zero values mean the defaults.
+type Config struct {
+	// MaxFrame is the largest client frame in bytes; larger ones close the
+	// connection with 1009. Default 128 KiB.
+	MaxFrame int
+	// PingInterval is how often the server pings. Default 25 s.
+	PingInterval time.Duration
+	// IdleTimeout closes a connection that sent nothing (not even a pong)
+	// for that long. Default 60 s; it must exceed PingInterval.
+	IdleTimeout time.Duration
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
+	// may connect; "*" allows any. Empty: only the server's own host. A
+	// request without an Origin header (apps, CLIs) is always accepted.
+	AllowedOrigins []string
+	// PresenceGrace is how long a user stays online after the last session
+	// closed, so a reconnect does not flap. Default 5 s.
+	PresenceGrace time.Duration
+	// TokenGrace is how long after its access token expired a connection
+	// may live without an auth frame. Default 0: it is closed (4001) at the
+	// first heartbeat after expiry.
+	TokenGrace time.Duration
+	// MaxWriteBuffer is how many bytes may wait for a slow client before
+	// the connection is dropped. Default 2 MiB.
+	MaxWriteBuffer int
+	// QueueDepth bounds the requests waiting per connection. Default 32.
+	QueueDepth int
+	// GapWait is how long a message that arrived ahead of its predecessor
+	// is held before the gap is filled from the store. Default 50 ms.
+	GapWait time.Duration
+	// LimitsOff turns the per-connection rate limits off (load tests).
+	LimitsOff bool
+	// SendRate/SendBurst limit send frames per connection (default 20/s,
+	// burst 40); TypingRate/TypingBurst typing frames (default 2/s, burst
+	// 5); RequestRate/RequestBurst every other request (default 20/s,
+	// burst 60).
+	SendRate, TypingRate, RequestRate    float64
+	SendBurst, TypingBurst, RequestBurst int
+	// Pollers is the number of nbio poller goroutines. Default 2.
+	Pollers int
+	// Metrics records the gateway's collectors; nil records nothing.
+	Metrics *metrics.WS
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defRate := func(r *float64, b *int, rate float64, burst int) {
+		if *r <= 0 {
+			*r = rate
+		}
+		defInt(b, burst)
+	}
+	defInt(&c.MaxFrame, DefaultMaxFrame)
+	def(&c.PingInterval, 25*time.Second)
+	def(&c.IdleTimeout, 60*time.Second)
+	if c.IdleTimeout <= c.PingInterval {
+		c.IdleTimeout = 2*c.PingInterval + time.Second
+	}
+	def(&c.PresenceGrace, 5*time.Second)
+	defInt(&c.MaxWriteBuffer, 2<<20)
+	defInt(&c.QueueDepth, 32)
+	def(&c.GapWait, 50*time.Millisecond)
+	defRate(&c.SendRate, &c.SendBurst, 20, 40)
+	defRate(&c.TypingRate, &c.TypingBurst, 2, 5)
+	defRate(&c.RequestRate, &c.RequestBurst, 20, 60)
+	defInt(&c.Pollers, 2)
+}
+
+// Gateway serves /v1/ws: it authenticates, upgrades the connection onto
+// nbio's pollers (docs/adr/0001), and runs the node's hub, which routes
+// bus events to local sessions.
+type Gateway struct {
+	core   Core
+	bus    parley.Bus
+	cfg    Config
+	log    *slog.Logger
+	engine *nbhttp.Engine
+	hub    *hub
+
+	subs     []parley.Subscription
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closing  atomic.Bool
+	sessions atomic.Int64
+	draining atomic.Int64 // sessions running a request
+}
+
+// New starts a gateway: the nbio engine, the bus subscriptions and the
+// heartbeat. Call Shutdown to stop it.
+func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, error) {
+	cfg.setDefaults()
+	g := &Gateway{core: core, bus: bus, cfg: cfg, log: log, stop: make(chan struct{})}
+	g.hub = newHub(g)
+	g.engine = nbhttp.NewEngine(nbhttp.Config{
+		Name:                         "parley-ws",
+		NPoller:                      cfg.Pollers,
+		ReleaseWebsocketPayload:      true,
+		MaxWriteBufferSize:           cfg.MaxWriteBuffer,
+		MaxWebsocketFramePayloadSize: 4 * DefaultMaxFrame, // larger outbound frames are fragmented (replies are kept under ReplyBudget)
+		KeepaliveTime:                cfg.IdleTimeout,
+	})
+	if err := g.engine.Start(); err != nil {
+		return nil, err
+	}
+	for _, pattern := range []string{service.ConversationSubjects, service.UserSubjects} {
+		sub, err := bus.Subscribe(pattern, g.hub.onEvent)
+		if err != nil {
+			g.Shutdown(context.Background())
+			return nil, err
+		}
+		g.subs = append(g.subs, sub)
+	}
+	g.wg.Add(3)
+	go g.heartbeat()
+	go g.recheck()
+	go g.hub.presenceLoop()
+	return g, nil
+}
+
+// Sessions is the number of live WebSocket sessions.
+func (g *Gateway) Sessions() int64 { return g.sessions.Load() }
+
+// ServeHTTP upgrades GET /v1/ws.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.closing.Load() {
+		writeHTTPError(w, parley.Errorf(parley.CodeUnavailable, "the server is shutting down"), http.StatusServiceUnavailable)
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		writeHTTPError(w, parley.Errorf(parley.CodeInvalidRequest, "this endpoint speaks WebSocket only (Upgrade: websocket)"), http.StatusBadRequest)
+		return
+	}
+	if !g.originAllowed(r) {
+		writeHTTPError(w, parley.Errorf(parley.CodeForbidden, "origin %s may not open a WebSocket here", r.Header.Get("Origin")), http.StatusForbidden)
+		return
+	}
+	token := bearer(r)
+	if token == "" {
+		writeHTTPError(w, parley.Errorf(parley.CodeUnauthorized, "an access token is required (Authorization: Bearer, or access_token=)"), http.StatusUnauthorized)
+		return
+	}
+	p, err := g.core.Authenticate(r.Context(), token)
+	if err != nil {
+		status := http.StatusUnauthorized
+		switch parley.ErrorCode(err) {
+		case parley.CodeSuspended:
+			status = http.StatusForbidden
+		case parley.CodeInternal, parley.CodeUnavailable:
+			status = http.StatusServiceUnavailable
+		}
+		writeHTTPError(w, err, status)
+		return
+	}
+	s := newSession(g, p)
+	u := websocket.NewUpgrader()
+	u.Engine = g.engine
+	u.KeepaliveTime = g.cfg.IdleTimeout
+	u.MessageLengthLimit = g.cfg.MaxFrame
+	u.CheckOrigin = func(*http.Request) bool { return true } // checked above
+	u.OnMessage(s.onMessage)
+	u.OnClose(func(*websocket.Conn, error) { s.onClose() })
+	hw := &hijackWatch{ResponseWriter: w}
+	conn, err := u.UpgradeAndTransferConnToPoller(hw, r, nil)
+	if err != nil {
+		g.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
+		return
+	}
+	s.setConn(conn)
+	// nbio armed the idle deadline on the hijacked socket, not on the
+	// poller's copy: arm it here, so a client that never sends is closed.
+	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
+	if hw.pipelined {
+		// RFC 6455: a client must not send before the 101; what it sent
+		// is lost with net/http's buffer, so the stream is unusable.
+		g.cfg.Metrics.Closed("protocol")
+		_ = conn.WriteClose(CloseProtocolError, "data sent before the handshake completed")
+		_ = conn.Close()
+		return
+	}
+	g.sessions.Add(1)
+	g.hub.begin(s)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	seqs, err := g.core.LastSeqs(ctx, p)
+	cancel()
+	if err != nil {
+		g.log.Error("websocket attach: read conversations", "user_id", p.UserID, "err", err)
+		g.hub.finish(s, nil)
+		s.closeWith(CloseInternalError, "temporarily unavailable; reconnect")
+		return
+	}
+	if seqs == nil {
+		seqs = map[string]int64{}
+	}
+	g.hub.finish(s, seqs)
+}
+
+// originAllowed applies the cross-site WebSocket hijacking policy.
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" {
+		return false
+	}
+	if len(g.cfg.AllowedOrigins) == 0 {
+		return strings.EqualFold(o.Host, r.Host)
+	}
+	for _, a := range g.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimRight(a, "/"), o.Scheme+"://"+o.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+func writeHTTPError(w http.ResponseWriter, err error, status int) {
+	w.Header().Set("Content-Type", "application/json")
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]ErrorBody{"error": {Code: parley.ErrorCode(err), Message: parley.ErrorMessage(err)}})
+}
+
+// hijackWatch notes whether the client pipelined bytes after its
+// handshake; nbio takes the raw connection and those bytes would be lost.
+type hijackWatch struct {
+	http.ResponseWriter
+	pipelined bool
+}
+
+func (h *hijackWatch) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("wsgate: connection cannot be hijacked")
+	}
+	c, rw, err := hj.Hijack()
+	if err == nil && rw != nil && rw.Reader.Buffered() > 0 {
+		h.pipelined = true
+	}
+	return c, rw, err
+}
+
+// heartbeat pings every session each PingInterval and closes those whose
+// token expired without renewal. It never waits on the store.
+func (g *Gateway) heartbeat() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		now := g.core.Now()
+		for _, s := range g.hub.allSessions() {
+			if now.After(s.expiresAt().Add(g.cfg.TokenGrace)) {
+				g.cfg.Metrics.Closed("token_expired")
+				s.closeWith(CloseTokenExpired, "access token expired; reconnect with a new one")
+				continue
+			}
+			if c := s.c(); c != nil {
+				_ = c.WriteMessage(websocket.PingMessage, nil)
+			}
+		}
+	}
+}
+
+// recheck verifies, each PingInterval, that every session still exists in
+// the store (a lost "revoked" event must not keep a socket open). It runs
+// apart from the pings, so a slow store cannot starve the heartbeat.
+func (g *Gateway) recheck() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		for _, s := range g.hub.allSessions() {
+			select {
+			case <-g.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := g.core.CheckSession(ctx, &s.p)
+			cancel()
+			if parley.ErrorCode(err) == parley.CodeUnauthorized {
+				g.cfg.Metrics.Closed("revoked")
+				s.closeWith(CloseRevoked, "session ended")
+			}
+		}
+	}
+}
+
+// Shutdown refuses new connections, sends close 1001 to every session so
+// clients reconnect (elsewhere), and stops the engine. Call it after the
+// REST server has drained, so in-flight sends have been answered.
+func (g *Gateway) Shutdown(ctx context.Context) {
+	if !g.closing.CompareAndSwap(false, true) {
+		return
+	}
+	for _, sub := range g.subs {
+		_ = sub.Close()
+	}
+	close(g.stop)
+	// Requests already running (a send waiting for its commit) finish and
+	// are answered; queued ones are dropped (clients resend unacked sends).
+	for g.draining.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, s := range g.hub.allSessions() {
+		g.cfg.Metrics.Closed("shutdown")
+		s.closeWith(CloseGoingAway, "server shutting down")
+	}
+	// Let the close frames leave before the pollers stop.
+	done := make(chan struct{})
+	go func() {
+		for g.sessions.Load() > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+	}
+	g.hub.stopPresence()
+	g.wg.Wait()
+	_ = g.engine.Shutdown(ctx)
+}

@@ -1,0 +1,661 @@
+package wsgate
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+// hub is the node's index of live sessions: user -> sessions and
+// conversation -> local members, with each conversation's live delivery
+// state. Bus events arrive on one goroutine per subscription; the hub
+// decides which local sessions get each and writes the frame, encoded
+// once, to each of them.
+//
+// Order: new messages of a conversation go out in seq order on every
+// connection. delivered is the last seq sent to this node's sessions; a
+// message that arrives ahead of a missing predecessor is held for GapWait,
+// then the gap is read from the store (a seq the store no longer returns
+// expired or was purged and is skipped). Everything is under one mutex;
+// nbio writes never block (they queue), so holding it while writing is
+// cheap.
+type hub struct {
+	g     *Gateway
+	mu    sync.Mutex
+	users map[string]*userEntry
+	convs map[string]*convEntry
+	// leaving holds the grace timers of users whose last session closed.
+	leaving map[string]*time.Timer
+
+	presenceMu   sync.Mutex
+	presenceQ    []presenceNews
+	presenceWake chan struct{}
+	presenceStop chan struct{}
+}
+
+type userEntry struct {
+	id       string
+	sessions []*session
+	convs    []*convEntry
+	// attaching counts sessions between begin and finish; membership
+	// events about the user are recorded in pending meanwhile.
+	attaching int
+	pending   []*service.Event
+}
+
+type convEntry struct {
+	id        string
+	delivered int64
+	users     []*userEntry
+	held      map[int64]heldMessage // nil while nothing is held
+	filling   bool
+}
+
+type heldMessage struct {
+	msg   *parley.Message
+	frame []byte
+}
+
+type presenceNews struct {
+	userID   string
+	online   bool
+	lastSeen time.Time
+}
+
+// maxHeld bounds the messages held per conversation while a gap is open;
+// past it the gap is filled at once.
+const maxHeld = 256
+
+func newHub(g *Gateway) *hub {
+	return &hub{g: g, users: map[string]*userEntry{}, convs: map[string]*convEntry{}, leaving: map[string]*time.Timer{},
+		presenceWake: make(chan struct{}, 1), presenceStop: make(chan struct{})}
+}
+
+// A session joins in two steps so that no membership change is lost
+// between the snapshot of the user's conversations and live delivery:
+// begin registers the user's interest (membership events about the user
+// are recorded from then on), the caller reads the snapshot (last_seq of
+// each conversation) without holding the hub, and finish links the
+// snapshot, replays the recorded membership events on top of it, and only
+// then adds the session and sends "ready". A message of a conversation not
+// yet linked is not sent live, but a sync sent after "ready" returns it;
+// clients drop duplicates by (conversation, seq).
+
+// begin registers a session's user as attaching.
+func (h *hub) begin(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.users[s.p.UserID]
+	if u == nil {
+		u = &userEntry{id: s.p.UserID}
+		h.users[u.id] = u
+	}
+	u.attaching++
+	s.user = u
+}
+
+// finish completes an attach with the snapshot seqs (nil after a failed
+// read: the session is dropped).
+func (h *hub) finish(s *session, seqs map[string]int64) {
+	h.mu.Lock()
+	u := s.user
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	for id, seq := range seqs {
+		h.link(u, id, seq)
+	}
+	for _, e := range u.pending {
+		h.applyMembership(u, e)
+	}
+	u.attaching--
+	if u.attaching == 0 {
+		u.pending = nil
+	}
+	if closed || seqs == nil {
+		s.user = nil
+		h.dropIfIdle(u)
+		h.mu.Unlock()
+		h.g.sessions.Add(-1)
+		return
+	}
+	first := len(u.sessions) == 0
+	u.sessions = append(u.sessions, s)
+	announce := false
+	if t, ok := h.leaving[u.id]; ok {
+		t.Stop() // back within the grace period: never seen offline
+		delete(h.leaving, u.id)
+	} else if first {
+		announce = true
+	}
+	online := h.onlineContacts(u)
+	s.writeFrame(ReadyFrame{Type: FrameReady, UserID: s.p.UserID, DeviceID: s.p.DeviceID, PingInterval: int(h.g.cfg.PingInterval / time.Second),
+		TokenExpires: s.expiresAt().UTC(), MaxFrameBytes: h.g.cfg.MaxFrame})
+	for _, id := range online {
+		s.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+	}
+	h.mu.Unlock()
+	if announce {
+		h.queuePresence(presenceNews{userID: u.id, online: true})
+	}
+	s.ready()
+}
+
+// applyMembership applies a recorded membership event to u. Caller holds
+// h.mu.
+func (h *hub) applyMembership(u *userEntry, e *service.Event) {
+	switch e.Action {
+	case service.ActionCreated, service.ActionMemberAdded:
+		h.link(u, e.Conversation.ID, e.Conversation.LastSeq)
+	case service.ActionMemberRemoved, service.ActionDeleted:
+		if c := h.convs[e.ConversationID]; c != nil {
+			h.unlink(u, c)
+		}
+	}
+}
+
+// dropIfIdle forgets a user with no session and no attach in progress,
+// unlinking it from its conversations. Caller holds h.mu.
+func (h *hub) dropIfIdle(u *userEntry) bool {
+	if len(u.sessions) > 0 || u.attaching > 0 {
+		return false
+	}
+	for len(u.convs) > 0 {
+		h.unlink(u, u.convs[len(u.convs)-1])
+	}
+	delete(h.users, u.id)
+	return true
+}
+
+// onlineContacts lists users with a live session here who share a
+// conversation with u. Caller holds h.mu.
+func (h *hub) onlineContacts(u *userEntry) []string {
+	seen := map[string]bool{u.id: true}
+	var ids []string
+	for _, c := range u.convs {
+		for _, o := range c.users {
+			if !seen[o.id] && len(o.sessions) > 0 {
+				seen[o.id] = true
+				ids = append(ids, o.id)
+			}
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// link makes u a local member of conversation id, creating its entry with
+// delivered = lastSeq if it is new here. Caller holds h.mu.
+func (h *hub) link(u *userEntry, id string, lastSeq int64) {
+	c := h.convs[id]
+	if c == nil {
+		c = &convEntry{id: id, delivered: lastSeq}
+		h.convs[id] = c
+	}
+	for _, o := range c.users {
+		if o == u {
+			return
+		}
+	}
+	c.users = append(c.users, u)
+	u.convs = append(u.convs, c)
+}
+
+// unlink removes u from conversation c, dropping c when no local member
+// is left. Caller holds h.mu.
+func (h *hub) unlink(u *userEntry, c *convEntry) {
+	c.users = removePtr(c.users, u)
+	u.convs = removePtr(u.convs, c)
+	if len(c.users) == 0 {
+		delete(h.convs, c.id)
+	}
+}
+
+func removePtr[T any](s []*T, x *T) []*T {
+	for i, v := range s {
+		if v == x {
+			last := len(s) - 1
+			s[i] = s[last]
+			s[last] = nil
+			return s[:last]
+		}
+	}
+	return s
+}
+
+// detach unregisters a closed session; the user's last one starts the
+// presence grace period.
+func (h *hub) detach(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := s.user
+	if u == nil || !slices.Contains(u.sessions, s) {
+		return // never finished attaching (finish cleans up)
+	}
+	s.user = nil
+	h.g.sessions.Add(-1)
+	u.sessions = removePtr(u.sessions, s)
+	if len(u.sessions) > 0 {
+		return
+	}
+	h.dropIfIdle(u)
+	id := u.id
+	var t *time.Timer
+	t = time.AfterFunc(h.g.cfg.PresenceGrace, func() {
+		h.mu.Lock()
+		mine := h.leaving[id] == t
+		if mine {
+			delete(h.leaving, id)
+		}
+		back := h.users[id] != nil && len(h.users[id].sessions) > 0
+		if mine && !back {
+			h.queuePresence(presenceNews{userID: id, lastSeen: h.g.core.Now()})
+		}
+		h.mu.Unlock()
+	})
+	h.leaving[id] = t
+}
+
+// allSessions snapshots every live session.
+func (h *hub) allSessions() []*session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*session
+	for _, u := range h.users {
+		out = append(out, u.sessions...)
+	}
+	return out
+}
+
+// sendTo writes data to every session of the conversation's local members
+// except those of user skip (if set). Caller holds h.mu.
+func (c *convEntry) sendTo(data []byte, skip string) {
+	for _, u := range c.users {
+		if u.id == skip {
+			continue
+		}
+		for _, s := range u.sessions {
+			s.write(data)
+		}
+	}
+}
+
+// onEvent handles one bus event (on the subscription's goroutine).
+func (h *hub) onEvent(_ string, data []byte) {
+	var e service.Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		h.g.log.Warn("undecodable bus event", "err", err)
+		return
+	}
+	switch e.Kind {
+	case service.EventMessage:
+		h.onMessage(&e)
+	case service.EventMessageChanged:
+		h.onMessageChanged(&e)
+	case service.EventReceipt:
+		h.broadcast(e.ConversationID, "", ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq})
+	case service.EventTyping:
+		frame := TypingFrame{Type: FrameTyping, ConversationID: e.ConversationID, UserID: e.UserID, State: e.State}
+		if e.State == "start" {
+			frame.ExpiresIn = TypingExpiresIn
+		}
+		h.broadcast(e.ConversationID, e.UserID, frame)
+	case service.EventConversation:
+		h.onConversation(&e)
+	case service.EventPresence:
+		h.onPresence(&e)
+	case service.EventRevoked:
+		h.onRevoked(&e)
+	}
+}
+
+// TypingExpiresIn is how many seconds a typing start lasts unless
+// refreshed.
+const TypingExpiresIn = 6
+
+func (h *hub) broadcast(conversationID, skipUser string, frame any) {
+	data, err := Encode(frame)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.convs[conversationID]; c != nil {
+		c.sendTo(data, skipUser)
+	}
+}
+
+func (h *hub) onMessage(e *service.Event) {
+	m := e.Message
+	if m == nil {
+		return
+	}
+	data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.convs[m.ConversationID]
+	if c == nil || m.Seq <= c.delivered {
+		return
+	}
+	if _, ok := c.held[m.Seq]; ok {
+		return // held already, possibly in a newer (edited) version
+	}
+	if m.Seq == c.delivered+1 && len(c.held) == 0 {
+		h.deliver(c, m, data)
+		return
+	}
+	h.hold(c, m, data)
+}
+
+// hold keeps a message that arrived ahead of its predecessor and arranges
+// for the gap to be filled. Caller holds h.mu.
+func (h *hub) hold(c *convEntry, m *parley.Message, data []byte) {
+	if c.held == nil {
+		c.held = map[int64]heldMessage{}
+	}
+	c.held[m.Seq] = heldMessage{msg: m, frame: data}
+	h.release(c)
+	if len(c.held) > 0 && !c.filling {
+		c.filling = true
+		wait := h.g.cfg.GapWait
+		if len(c.held) >= maxHeld {
+			wait = 0
+		}
+		time.AfterFunc(wait, func() { h.fill(c) })
+	}
+}
+
+// deliver sends a message in order, unless it expired meanwhile. Caller
+// holds h.mu.
+func (h *hub) deliver(c *convEntry, m *parley.Message, data []byte) {
+	c.delivered = m.Seq
+	if !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(h.g.core.Now()) {
+		return
+	}
+	c.sendTo(data, "")
+}
+
+// release sends held messages that are next in order. Caller holds h.mu.
+func (h *hub) release(c *convEntry) {
+	for {
+		hm, ok := c.held[c.delivered+1]
+		if !ok {
+			break
+		}
+		delete(c.held, hm.msg.Seq)
+		h.deliver(c, hm.msg, hm.frame)
+	}
+	for seq := range c.held {
+		if seq <= c.delivered {
+			delete(c.held, seq)
+		}
+	}
+	if len(c.held) == 0 {
+		c.held = nil
+	}
+}
+
+// fill reads a conversation's gap from the store and delivers it with
+// what was held behind it.
+func (h *hub) fill(c *convEntry) {
+	h.mu.Lock()
+	if h.convs[c.id] != c || len(c.held) == 0 {
+		c.filling = false
+		h.mu.Unlock()
+		return
+	}
+	from := c.delivered
+	var upto int64
+	for seq := range c.held {
+		upto = max(upto, seq)
+	}
+	h.mu.Unlock()
+	h.g.cfg.Metrics.GapFilled()
+
+	var got []parley.Message
+	var err error
+	for after := from; after < upto; {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var page []parley.Message
+		page, err = h.g.core.LiveMessages(ctx, c.id, after, parley.MaxHistoryLimit)
+		cancel()
+		if err != nil {
+			break
+		}
+		got = append(got, page...)
+		if len(page) < parley.MaxHistoryLimit {
+			break
+		}
+		after = page[len(page)-1].Seq
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.filling = false
+	if h.convs[c.id] != c {
+		return
+	}
+	if err != nil {
+		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id, "err", err)
+		// Try again later; the held messages wait.
+		c.filling = true
+		time.AfterFunc(time.Second, func() { h.fill(c) })
+		return
+	}
+	for i := range got {
+		m := &got[i]
+		if m.Seq <= c.delivered || m.Seq > upto {
+			continue
+		}
+		if hm, ok := c.held[m.Seq]; ok {
+			delete(c.held, m.Seq)
+			h.deliver(c, hm.msg, hm.frame)
+			continue
+		}
+		data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
+		if err != nil {
+			continue
+		}
+		h.deliver(c, m, data)
+	}
+	// Every seq up to upto that the store did not return expired or was
+	// purged: it will never come.
+	if c.delivered < upto {
+		c.delivered = upto
+	}
+	h.release(c)
+	if len(c.held) > 0 {
+		c.filling = true
+		time.AfterFunc(h.g.cfg.GapWait, func() { h.fill(c) })
+	}
+}
+
+// onMessageChanged forwards an edit or delete to sessions that already
+// have the message; one not yet delivered here goes out with its current
+// content when its turn comes (a held copy is replaced).
+func (h *hub) onMessageChanged(e *service.Event) {
+	m := e.Message
+	if m == nil {
+		return
+	}
+	data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.convs[m.ConversationID]
+	if c == nil {
+		return
+	}
+	if m.Seq <= c.delivered {
+		c.sendTo(data, "")
+		return
+	}
+	// The edit overtook the message itself: hold the edited version in
+	// its place; it goes out in order (or a gap fill reads it).
+	h.hold(c, m, data)
+}
+
+func (h *hub) onConversation(e *service.Event) {
+	conv := e.Conversation
+	var shown any = conv
+	if conv == nil { // deleted
+		conv = &parley.Conversation{ID: e.ConversationID}
+		e.Conversation = conv
+		shown = ConversationRef{ID: e.ConversationID}
+	}
+	data, err := Encode(ConversationFrame{Type: FrameConversation, Action: e.Action, Conversation: shown, UserIDs: e.Users, ByUserID: e.UserID})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range e.Users {
+		if u := h.users[id]; u != nil && u.attaching > 0 {
+			u.pending = append(u.pending, e)
+		}
+	}
+	switch e.Action {
+	case service.ActionCreated, service.ActionMemberAdded:
+		for _, id := range e.Users {
+			if u := h.users[id]; u != nil {
+				h.link(u, conv.ID, conv.LastSeq)
+			}
+		}
+		if c := h.convs[conv.ID]; c != nil {
+			c.sendTo(data, "")
+		}
+	case service.ActionMemberRemoved:
+		c := h.convs[conv.ID]
+		if c == nil {
+			return
+		}
+		c.sendTo(data, "")
+		for _, id := range e.Users {
+			if u := h.users[id]; u != nil {
+				h.unlink(u, c)
+			}
+		}
+	case service.ActionDeleted:
+		c := h.convs[conv.ID]
+		if c == nil {
+			return
+		}
+		c.sendTo(data, "")
+		for len(c.users) > 0 {
+			h.unlink(c.users[len(c.users)-1], c)
+		}
+	default: // role_changed and whatever comes later
+		if c := h.convs[conv.ID]; c != nil {
+			c.sendTo(data, "")
+		}
+	}
+}
+
+// onPresence tells local users who share a conversation with the user.
+func (h *hub) onPresence(e *service.Event) {
+	frame := PresenceFrame{Type: FramePresence, UserID: e.UserID, State: e.State}
+	if !e.LastSeen.IsZero() {
+		t := e.LastSeen
+		frame.LastSeen = &t
+	}
+	data, err := Encode(frame)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*userEntry]bool{}
+	for _, id := range e.Conversations {
+		c := h.convs[id]
+		if c == nil {
+			continue
+		}
+		for _, u := range c.users {
+			if u.id == e.UserID || seen[u] {
+				continue
+			}
+			seen[u] = true
+			for _, s := range u.sessions {
+				s.write(data)
+			}
+		}
+	}
+}
+
+// onRevoked closes the live sessions of ended devices.
+func (h *hub) onRevoked(e *service.Event) {
+	h.mu.Lock()
+	var doomed []*session
+	if u := h.users[e.UserID]; u != nil {
+		for _, s := range u.sessions {
+			if e.DeviceID == "" || s.p.DeviceID == e.DeviceID {
+				doomed = append(doomed, s)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range doomed {
+		h.g.cfg.Metrics.Closed("revoked")
+		s.closeWith(CloseRevoked, "session ended")
+	}
+}
+
+// queuePresence hands presence news to the one goroutine that publishes
+// it, so a user's online and offline reach the bus in the order decided.
+func (h *hub) queuePresence(n presenceNews) {
+	h.presenceMu.Lock()
+	h.presenceQ = append(h.presenceQ, n)
+	h.presenceMu.Unlock()
+	select {
+	case h.presenceWake <- struct{}{}:
+	default:
+	}
+}
+
+func (h *hub) presenceLoop() {
+	defer h.g.wg.Done()
+	for {
+		select {
+		case <-h.presenceStop:
+			return
+		case <-h.presenceWake:
+		}
+		for {
+			h.presenceMu.Lock()
+			q := h.presenceQ
+			h.presenceQ = nil
+			h.presenceMu.Unlock()
+			if len(q) == 0 {
+				break
+			}
+			for _, n := range q {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := h.g.core.Presence(ctx, n.userID, n.online, n.lastSeen); err != nil {
+					h.g.log.Warn("publish presence", "user_id", n.userID, "err", err)
+				}
+				cancel()
+			}
+		}
+	}
+}
+
+func (h *hub) stopPresence() {
+	h.mu.Lock()
+	for id, t := range h.leaving {
+		t.Stop()
+		delete(h.leaving, id)
+	}
+	h.mu.Unlock()
+	close(h.presenceStop)
+}

@@ -1,0 +1,343 @@
+package wsgate
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+// fakeCore serves the hub's store reads from memory. Methods the hub does
+// not call come from the nil embedded interface and would panic.
+type fakeCore struct {
+	Core
+	mu       sync.Mutex
+	messages map[string][]parley.Message // by conversation, seq order
+	reads    int
+	now      time.Time
+}
+
+func (f *fakeCore) LiveMessages(_ context.Context, conv string, after int64, limit int) ([]parley.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	var out []parley.Message
+	for _, m := range f.messages[conv] {
+		if m.Seq > after && len(out) < limit {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeCore) Presence(context.Context, string, bool, time.Time) error { return nil }
+func (f *fakeCore) Now() time.Time                                          { return f.now }
+
+// recorder is a wsConn that keeps what was written.
+type recorder struct {
+	mu     sync.Mutex
+	frames [][]byte
+	closed int
+}
+
+func (r *recorder) WriteMessage(_ websocket.MessageType, data []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.frames = append(r.frames, append([]byte(nil), data...))
+	return nil
+}
+func (r *recorder) WriteClose(code int, _ string) error { r.closed = code; return nil }
+func (r *recorder) Close() error                        { return nil }
+
+// seqs returns the seqs of the message frames received so far.
+func (r *recorder) seqs(t *testing.T) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int64
+	for _, f := range r.frames {
+		var m struct {
+			Type    string
+			Message parley.Message
+		}
+		if err := json.Unmarshal(f, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Type == FrameMessage {
+			out = append(out, m.Message.Seq)
+		}
+	}
+	return out
+}
+
+const testConv = "01936f4e-8c2a-7b3d-9f10-2c4d5e6f7a8b"
+
+func newTestHub(t testing.TB, core *fakeCore) *hub {
+	t.Helper()
+	if core.now.IsZero() {
+		core.now = time.Now()
+	}
+	g := &Gateway{core: core, log: slog.New(slog.NewTextHandler(io.Discard, nil)), stop: make(chan struct{})}
+	g.cfg.GapWait = 20 * time.Millisecond
+	g.cfg.setDefaults()
+	g.hub = newHub(g)
+	return g.hub
+}
+
+// connectFake attaches a session of userID with a recorder.
+func connectFake(h *hub, userID string, seqs map[string]int64) *recorder {
+	r := &recorder{}
+	s := newSession(h.g, &parley.Principal{UserID: userID, DeviceID: userID + "-dev", ExpiresAt: time.Now().Add(time.Hour)})
+	s.setConn(r)
+	h.g.sessions.Add(1)
+	h.begin(s)
+	if seqs == nil {
+		seqs = map[string]int64{}
+	}
+	h.finish(s, seqs)
+	return r
+}
+
+func messageEvent(t testing.TB, m parley.Message) []byte {
+	t.Helper()
+	data, err := json.Marshal(service.Event{Kind: service.EventMessage, ConversationID: m.ConversationID, Message: &m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func storeMessages(n int) []parley.Message {
+	ms := make([]parley.Message, n)
+	for i := range ms {
+		ms[i] = parley.Message{ConversationID: testConv, Seq: int64(i + 1), Body: "m"}
+	}
+	return ms
+}
+
+func waitSeqs(t *testing.T, r *recorder, n int) []int64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := r.seqs(t)
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func seqRange(from, to int64) []int64 {
+	var s []int64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// TestHubReorders: events published out of order reach the session in seq
+// order, without a store read when the gap closes by itself.
+func TestHubReorders(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(3)}}
+	h := newTestHub(t, core)
+	r := connectFake(h, "u1", map[string]int64{testConv: 0})
+	for _, seq := range []int{3, 2, 1} {
+		h.onEvent("", messageEvent(t, core.messages[testConv][seq-1]))
+	}
+	if got := r.seqs(t); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("got %v, want 1 2 3", got)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if core.reads != 0 {
+		t.Fatalf("%d store reads for a gap that closed by itself", core.reads)
+	}
+}
+
+// TestHubFillsLostEvents: an event lost on the bus is read from the store
+// after GapWait, and held successors follow it in order.
+func TestHubFillsLostEvents(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(5)}}
+	h := newTestHub(t, core)
+	r := connectFake(h, "u1", map[string]int64{testConv: 0})
+	for _, seq := range []int{1, 3, 5} { // 2 and 4 are lost
+		h.onEvent("", messageEvent(t, core.messages[testConv][seq-1]))
+	}
+	if got := waitSeqs(t, r, 5); !slices.Equal(got, seqRange(1, 5)) {
+		t.Fatalf("got %v, want 1..5", got)
+	}
+}
+
+// TestHubSkipsVanishedSeqs: a seq the store no longer returns (expired or
+// purged) is skipped, not waited for; a message that expired while held
+// is not delivered.
+func TestHubSkipsVanishedSeqs(t *testing.T) {
+	now := time.Now()
+	ms := storeMessages(4)
+	ms[3].ExpiresAt = now.Add(-time.Second)                                                             // 4 expired while in flight
+	core := &fakeCore{now: now, messages: map[string][]parley.Message{testConv: {ms[0], ms[2], ms[3]}}} // 2 is gone
+	h := newTestHub(t, core)
+	r := connectFake(h, "u1", map[string]int64{testConv: 0})
+	h.onEvent("", messageEvent(t, ms[0]))
+	h.onEvent("", messageEvent(t, ms[3]))
+	h.onEvent("", messageEvent(t, ms[2]))
+	time.Sleep(100 * time.Millisecond)
+	if got := r.seqs(t); !slices.Equal(got, []int64{1, 3}) {
+		t.Fatalf("got %v, want 1 3", got)
+	}
+	// The next message goes straight out.
+	m5 := parley.Message{ConversationID: testConv, Seq: 5}
+	h.onEvent("", messageEvent(t, m5))
+	if got := r.seqs(t); !slices.Equal(got, []int64{1, 3, 5}) {
+		t.Fatalf("got %v, want 1 3 5", got)
+	}
+}
+
+// TestHubShuffledLossyStream: 500 messages shuffled with 10% lost and
+// duplicates; two sessions each see 1..500 exactly once, in order.
+func TestHubShuffledLossyStream(t *testing.T) {
+	const n = 500
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(n)}}
+	h := newTestHub(t, core)
+	r1 := connectFake(h, "u1", map[string]int64{testConv: 0})
+	r2 := connectFake(h, "u2", map[string]int64{testConv: 0})
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Shuffle within windows of 20, as a bus with several publishers
+	// would reorder.
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	for w := 0; w < n; w += 20 {
+		win := idx[w:min(w+20, n)]
+		rng.Shuffle(len(win), func(a, b int) { win[a], win[b] = win[b], win[a] })
+	}
+	for _, i := range idx {
+		if rng.IntN(10) == 0 {
+			continue // lost
+		}
+		ev := messageEvent(t, core.messages[testConv][i])
+		h.onEvent("", ev)
+		if rng.IntN(20) == 0 {
+			h.onEvent("", ev) // duplicate
+		}
+	}
+	for name, r := range map[string]*recorder{"u1": r1, "u2": r2} {
+		if got := waitSeqs(t, r, n); !slices.Equal(got, seqRange(1, n)) {
+			t.Fatalf("%s got %d messages, first %v", name, len(got), got[:min(len(got), 20)])
+		}
+	}
+}
+
+// TestHubMembership: a removed member gets the conversation frame and
+// nothing after it; an added member gets what follows the add.
+func TestHubMembership(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(4)}}
+	h := newTestHub(t, core)
+	alice := connectFake(h, "alice", map[string]int64{testConv: 0})
+	bob := connectFake(h, "bob", map[string]int64{testConv: 0})
+	carol := connectFake(h, "carol", nil)
+	conv := &parley.Conversation{ID: testConv, Kind: parley.KindGroup, LastSeq: 1}
+	event := func(e service.Event) {
+		data, _ := json.Marshal(e)
+		h.onEvent("", data)
+	}
+	h.onEvent("", messageEvent(t, core.messages[testConv][0]))
+	event(service.Event{Kind: service.EventConversation, ConversationID: testConv, Action: service.ActionMemberRemoved, Conversation: conv, Users: []string{"bob"}})
+	event(service.Event{Kind: service.EventConversation, ConversationID: testConv, Action: service.ActionMemberAdded, Conversation: conv, Users: []string{"carol"}})
+	h.onEvent("", messageEvent(t, core.messages[testConv][1]))
+	if got := alice.seqs(t); !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("alice %v", got)
+	}
+	if got := bob.seqs(t); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("bob (removed after 1) got %v", got)
+	}
+	if got := carol.seqs(t); !slices.Equal(got, []int64{2}) {
+		t.Fatalf("carol (added after 1) got %v", got)
+	}
+	var types []string
+	for _, f := range bob.frames {
+		var x struct{ Type string }
+		_ = json.Unmarshal(f, &x)
+		types = append(types, x.Type)
+	}
+	if !slices.Contains(types, FrameConversation) {
+		t.Fatalf("bob got no conversation frame: %v", types)
+	}
+}
+
+// TestHubMembershipDuringAttach: a membership change that lands between
+// a session's snapshot and its going live is not lost: a removal is not
+// undone by a stale snapshot, an add is not missed by an early one.
+func TestHubMembershipDuringAttach(t *testing.T) {
+	const other = "01936f4e-8c2a-7b3d-9f10-000000000002"
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(2), other: {{ConversationID: other, Seq: 1}}}}
+	h := newTestHub(t, core)
+	event := func(e service.Event) {
+		data, _ := json.Marshal(e)
+		h.onEvent("", data)
+	}
+	r := &recorder{}
+	s := newSession(h.g, &parley.Principal{UserID: "bob", DeviceID: "bob-dev", ExpiresAt: time.Now().Add(time.Hour)})
+	s.setConn(r)
+	h.g.sessions.Add(1)
+	h.begin(s)
+	// While bob's snapshot is read: he leaves testConv and joins other.
+	event(service.Event{Kind: service.EventConversation, ConversationID: testConv, Action: service.ActionMemberRemoved, Conversation: &parley.Conversation{ID: testConv}, Users: []string{"bob"}})
+	event(service.Event{Kind: service.EventConversation, ConversationID: other, Action: service.ActionMemberAdded, Conversation: &parley.Conversation{ID: other}, Users: []string{"bob"}})
+	h.finish(s, map[string]int64{testConv: 0}) // read before both changes
+	h.onEvent("", messageEvent(t, core.messages[testConv][0]))
+	h.onEvent("", messageEvent(t, core.messages[other][0]))
+	var convs []string
+	for _, f := range r.frames {
+		var m struct {
+			Type    string
+			Message parley.Message
+		}
+		_ = json.Unmarshal(f, &m)
+		if m.Type == FrameMessage {
+			convs = append(convs, m.Message.ConversationID)
+		}
+	}
+	if !slices.Equal(convs, []string{other}) {
+		t.Fatalf("bob got messages of %v, want only %s", convs, other)
+	}
+}
+
+// TestHubEditOvertakesMessage: an edit whose event arrives before the
+// message's own event is not lost: the edited version goes out, once.
+func TestHubEditOvertakesMessage(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(1)}}
+	core.messages[testConv][0].Body = "edited"
+	h := newTestHub(t, core)
+	r := connectFake(h, "u1", map[string]int64{testConv: 0})
+	edited := core.messages[testConv][0]
+	edited.EditedAt = time.Now()
+	data, _ := json.Marshal(service.Event{Kind: service.EventMessageChanged, ConversationID: testConv, Message: &edited})
+	h.onEvent("", data)
+	original := parley.Message{ConversationID: testConv, Seq: 1, Body: "original"}
+	h.onEvent("", messageEvent(t, original))
+	time.Sleep(100 * time.Millisecond)
+	var bodies []string
+	for _, f := range r.frames {
+		var m struct {
+			Type    string
+			Message parley.Message
+		}
+		_ = json.Unmarshal(f, &m)
+		if m.Type == FrameMessage {
+			bodies = append(bodies, m.Message.Body)
+		}
+	}
+	if !slices.Equal(bodies, []string{"edited"}) {
+		t.Fatalf("got %v, want the edited version once", bodies)
+	}
+}

@@ -1,0 +1,315 @@
+package wsgate
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio/nbhttp/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+// session is one authenticated connection of one device. It holds no
+// goroutine while idle: nbio's pool calls onMessage, requests that reach
+// the store wait on a small FIFO drained by a goroutine that exists only
+// while there is work, so a device's own requests keep their order and the
+// pool never waits for a commit.
+type session struct {
+	g *Gateway
+	// conn holds the wsConn. nbio may read (and call onMessage) before
+	// the upgrade call returns, so it is set by whichever comes first.
+	conn atomic.Value
+	p    parley.Principal
+	user *userEntry // set by the hub on attach
+	exp  atomic.Int64
+
+	mu       sync.Mutex
+	queue    []ClientFrame
+	draining bool
+	attached bool // the hub set live delivery up; requests may run
+	closed   bool
+
+	sendLim, typingLim, reqLim *rate.Limiter // made on first use
+}
+
+// wsConn is the part of nbio's *websocket.Conn a session uses (tests
+// substitute a recorder). Its methods are safe for concurrent use.
+type wsConn interface {
+	WriteMessage(mt websocket.MessageType, data []byte) error
+	WriteClose(code int, reason string) error
+	Close() error
+}
+
+func newSession(g *Gateway, p *parley.Principal) *session {
+	s := &session{g: g, p: *p}
+	s.exp.Store(p.ExpiresAt.UnixNano())
+	return s
+}
+
+func (s *session) setConn(c wsConn) { s.conn.CompareAndSwap(nil, c) }
+
+// c returns the connection; nil only before the upgrade completed.
+func (s *session) c() wsConn {
+	c, _ := s.conn.Load().(wsConn)
+	return c
+}
+
+func (s *session) expiresAt() time.Time { return time.Unix(0, s.exp.Load()) }
+
+// write sends one encoded frame; nbio queues what the socket cannot take
+// at once and drops the connection past MaxWriteBuffer (a slow consumer).
+func (s *session) write(data []byte) {
+	if c := s.c(); c != nil {
+		_ = c.WriteMessage(websocket.TextMessage, data)
+	}
+}
+
+func (s *session) writeFrame(frame any) {
+	data, err := Encode(frame)
+	if err != nil {
+		s.g.log.Error("encode frame", "err", err)
+		return
+	}
+	s.write(data)
+}
+
+func (s *session) writeError(id string, err error) {
+	if parley.ErrorCode(err) == parley.CodeInternal {
+		s.g.log.Error("websocket request", "user_id", s.p.UserID, "err", err)
+	}
+	s.writeFrame(ErrorFrameFor(id, err))
+}
+
+// closeWith sends a close frame and closes the connection.
+func (s *session) closeWith(code int, reason string) {
+	if c := s.c(); c != nil {
+		_ = c.WriteClose(code, reason)
+		_ = c.Close()
+	}
+}
+
+// onMessage runs on nbio's pool, in order per connection.
+func (s *session) onMessage(c *websocket.Conn, mt websocket.MessageType, data []byte) {
+	s.setConn(c)
+	if mt != websocket.TextMessage {
+		s.g.cfg.Metrics.Frame("")
+		s.writeError("", parley.Errorf(parley.CodeInvalidRequest, "frames are JSON text frames"))
+		return
+	}
+	f, err := DecodeClientFrame(data, s.g.cfg.MaxFrame)
+	s.g.cfg.Metrics.Frame(f.Type)
+	if err != nil {
+		s.writeError(f.ID, err)
+		return
+	}
+	if f.Type == FramePing {
+		s.writeFrame(PongFrame{Type: FramePong, ID: f.ID})
+		return
+	}
+	if !s.allow(&f) {
+		s.writeError(f.ID, parley.Errorf(parley.CodeRateLimited, "too many %s frames; slow down", f.Type))
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.queue) >= s.g.cfg.QueueDepth {
+		s.mu.Unlock()
+		s.writeError(f.ID, parley.Errorf(parley.CodeRateLimited, "too many requests waiting; wait for replies"))
+		return
+	}
+	if s.g.closing.Load() {
+		s.mu.Unlock()
+		s.writeError(f.ID, parley.Errorf(parley.CodeUnavailable, "the server is shutting down; reconnect"))
+		return
+	}
+	s.queue = append(s.queue, f)
+	start := s.attached && !s.draining
+	if start {
+		s.draining = true
+	}
+	s.mu.Unlock()
+	if start {
+		go s.drain()
+	}
+}
+
+// allow applies the per-connection rate limits.
+func (s *session) allow(f *ClientFrame) bool {
+	if s.g.cfg.LimitsOff {
+		return true
+	}
+	c := &s.g.cfg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lim **rate.Limiter
+	var r float64
+	var b int
+	switch f.Type {
+	case FrameSend:
+		lim, r, b = &s.sendLim, c.SendRate, c.SendBurst
+	case FrameTyping:
+		lim, r, b = &s.typingLim, c.TypingRate, c.TypingBurst
+	default:
+		lim, r, b = &s.reqLim, c.RequestRate, c.RequestBurst
+	}
+	if *lim == nil {
+		*lim = rate.NewLimiter(rate.Limit(r), b)
+	}
+	return (*lim).Allow()
+}
+
+// ready lets queued requests run once live delivery is set up.
+func (s *session) ready() {
+	s.mu.Lock()
+	s.attached = true
+	start := len(s.queue) > 0 && !s.draining && !s.closed
+	if start {
+		s.draining = true
+	}
+	s.mu.Unlock()
+	if start {
+		go s.drain()
+	}
+}
+
+func (s *session) drain() {
+	s.g.draining.Add(1)
+	defer s.g.draining.Add(-1)
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 || s.closed {
+			s.queue = nil
+			s.draining = false
+			s.mu.Unlock()
+			return
+		}
+		f := s.queue[0]
+		s.queue[0] = ClientFrame{}
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		s.handle(&f)
+	}
+}
+
+// requestTimeout bounds one request's work in the core.
+const requestTimeout = 30 * time.Second
+
+func (s *session) handle(f *ClientFrame) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	c := s.g.core
+	var err error
+	switch f.Type {
+	case FrameSend:
+		var m *parley.Message
+		m, _, err = c.Send(ctx, &s.p, service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds})
+		if err == nil {
+			s.writeFrame(AckFrame{Type: FrameAck, ID: f.ID, Message: m})
+		}
+	case FrameDelivered:
+		_, _, err = c.MarkDelivered(ctx, &s.p, f.ConversationID, *f.Seq)
+	case FrameRead:
+		_, err = c.MarkRead(ctx, &s.p, f.ConversationID, *f.Seq)
+	case FrameTyping:
+		err = c.Typing(ctx, &s.p, f.ConversationID, f.State)
+	case FrameSync:
+		limit := 0
+		if f.Limit != nil {
+			limit = *f.Limit
+		}
+		var res *service.SyncResult
+		if res, err = c.Sync(ctx, &s.p, f.Position, limit); err == nil {
+			s.writeFrame(syncFrame(f.ID, res))
+		}
+	case FrameHistory:
+		var msgs []parley.Message
+		q := f.HistoryQuery()
+		if msgs, err = c.History(ctx, &s.p, f.ConversationID, q); err == nil {
+			msgs, cut := trimToBudget(msgs, q.Forwards())
+			s.writeFrame(HistoryResultFrame{Type: FrameHistoryResult, ID: f.ID, ConversationID: f.ConversationID, Messages: msgs, Truncated: cut})
+		}
+	case FrameAuth:
+		err = s.renew(ctx, f)
+	}
+	if err != nil {
+		s.writeError(f.ID, err)
+	}
+}
+
+// renew extends the connection's life with a fresh access token of the
+// same session.
+func (s *session) renew(ctx context.Context, f *ClientFrame) error {
+	p, err := s.g.core.Authenticate(ctx, f.AccessToken)
+	if err != nil {
+		return err
+	}
+	if p.UserID != s.p.UserID || p.DeviceID != s.p.DeviceID || p.SessionID != s.p.SessionID {
+		return parley.Errorf(parley.CodeUnauthorized, "the token belongs to another session")
+	}
+	if p.ExpiresAt.After(s.expiresAt()) {
+		s.exp.Store(p.ExpiresAt.UnixNano())
+	}
+	s.writeFrame(AuthenticatedFrame{Type: FrameAuthenticated, ID: f.ID, TokenExpires: s.expiresAt().UTC()})
+	return nil
+}
+
+// trimToBudget cuts an ascending page to ReplyBudget: paging forward it
+// keeps the oldest messages, otherwise the newest, so the client can go on
+// from the edge it received. It reports whether it cut.
+func trimToBudget(msgs []parley.Message, forward bool) ([]parley.Message, bool) {
+	total := 0
+	for i := range msgs {
+		j := i
+		if !forward {
+			j = len(msgs) - 1 - i
+		}
+		total += messageCost(&msgs[j])
+		if total > ReplyBudget && i > 0 {
+			if forward {
+				return msgs[:j], true
+			}
+			return msgs[j+1:], true
+		}
+	}
+	return msgs, false
+}
+
+func syncFrame(id string, res *service.SyncResult) SyncResultFrame {
+	out := SyncResultFrame{Type: FrameSyncResult, ID: id, Position: res.Position, HasMore: res.HasMore, FullState: res.FullState, Conversations: make([]SyncConversation, len(res.Conversations))}
+	for i := range res.Conversations {
+		sc := &res.Conversations[i]
+		c := SyncConversation{Removed: sc.Removed, Messages: sc.Messages, MoreMessages: sc.MoreMessages}
+		if sc.Removed {
+			c.Conversation = ConversationRef{ID: sc.View.ID}
+		} else {
+			conv := sc.View.Conversation
+			c.Conversation = &conv
+			c.ReadSeq, c.UnreadCount = sc.View.ReadSeq, sc.View.UnreadCount
+		}
+		if c.Messages == nil {
+			c.Messages = []parley.Message{}
+		}
+		out.Conversations[i] = c
+	}
+	return out
+}
+
+func (s *session) onClose() {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.queue = nil
+	s.mu.Unlock()
+	if !already {
+		// Never inside an nbio callback that a hub write may have
+		// triggered while holding the hub's lock.
+		go s.g.hub.detach(s)
+	}
+}
