@@ -67,3 +67,22 @@ type HistoryQuery struct {
 
 // Forwards reports whether q pages forward (oldest first from After).
 func (q HistoryQuery) Forwards() bool { return q.After > 0 || q.Forward }
+
+// JSONLen is the length of s as a JSON string's content, escapes included
+// (without HTML escaping): a control character takes up to 6 bytes, a quote
+// or backslash 2, U+2028 and U+2029 6. Reply budgets count with it, so a
+// body of escapes cannot make a reply several times its estimate.
+func JSONLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		case c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9):
+			n += 3
+		}
+	}
+	return n
+}

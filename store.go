@@ -191,6 +191,13 @@ type SyncQuery struct {
 	// per conversation.
 	Conversations int
 	Messages      int
+	// Budget, if positive, bounds the page's estimated size in bytes
+	// (about 300 per conversation, 160 per member, 400 per message plus its
+	// stored body): messages beyond it are left out (MoreMessages, oldest
+	// first) and the page ends early (HasMore) once it is spent, always
+	// keeping at least one conversation with one message. Messages past
+	// the budget are never read or decrypted.
+	Budget int
 }
 
 // SyncPage is one page of Store.Sync.

@@ -141,6 +141,7 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
 	joined := s.cfg.Now().UTC()
+	defer s.exclusive(conversationID)()
 	c, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		switch {
 		case c.Kind != parley.KindGroup:
@@ -182,6 +183,7 @@ func (s *Service) RemoveMember(ctx context.Context, p *parley.Principal, convers
 		return err
 	}
 	var before *parley.Conversation // as decide last saw it
+	defer s.exclusive(conversationID)()
 	after, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		before = c
 		if c.Kind != parley.KindGroup {
@@ -227,6 +229,7 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "role must be owner, admin or member")
 	}
 	var changed []string
+	defer s.exclusive(conversationID)()
 	after, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		switch {
 		case c.Kind != parley.KindGroup:
@@ -259,6 +262,7 @@ func (s *Service) DeleteConversation(ctx context.Context, p *parley.Principal, c
 		return err
 	}
 	var before *parley.Conversation
+	defer s.exclusive(conversationID)()
 	_, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
 		before = c
 		if c.Kind != parley.KindGroup {

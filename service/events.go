@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -106,6 +107,37 @@ func bucket(id string) string {
 	return strconv.Itoa(int(h.Sum32() % subjectBuckets))
 }
 
+// publishOrder keeps a conversation's events published on this node in
+// the order their changes committed where it matters: a membership change
+// (exclusive) is never overtaken by a message, receipt or typing event
+// (shared) committed after it, nor published before one committed before
+// it. Without it a message committed just after a member's removal could
+// reach that member, and a stale "added" could re-attach them. Shared
+// holders (sends) still run concurrently and share group commits. Striped
+// by conversation; one node only: a cluster orders by change stamps.
+type publishOrder [256]sync.RWMutex
+
+func (o *publishOrder) stripe(conversationID string) *sync.RWMutex {
+	h := fnv.New32a()
+	h.Write([]byte(conversationID))
+	return &o[h.Sum32()%uint32(len(o))]
+}
+
+// shared holds the conversation's publish order for a change that may run
+// alongside others; call the returned func after publishing.
+func (s *Service) shared(conversationID string) func() {
+	m := s.order.stripe(conversationID)
+	m.RLock()
+	return m.RUnlock
+}
+
+// exclusive holds it for a membership change.
+func (s *Service) exclusive(conversationID string) func() {
+	m := s.order.stripe(conversationID)
+	m.Lock()
+	return m.Unlock
+}
+
 // UseBus makes the service publish live events on b. Call it before
 // serving; without a bus nothing is published.
 func (s *Service) UseBus(b parley.Bus) { s.bus = b }
@@ -136,6 +168,7 @@ func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationI
 	if state != "start" && state != "stop" {
 		return parley.Errorf(parley.CodeInvalidRequest, "state must be start or stop")
 	}
+	defer s.shared(conversationID)()
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	}
 	// Membership is checked by the store inside the commit, so a member
 	// removed a moment ago cannot slip a message in.
+	defer s.shared(req.ConversationID)()
 	msg, created, err := s.store.AppendMessage(ctx, m)
 	if err != nil {
 		return nil, false, err
@@ -130,6 +131,7 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	defer s.shared(conversationID)()
 	msg, err := s.store.UpdateMessage(ctx, conversationID, seq, now, func(m *parley.Message) error {
 		if m.SenderID != p.UserID || m.Type == parley.MessageSystem {
 			return parley.Errorf(parley.CodeForbidden, "you may only change your own messages")
@@ -140,7 +142,13 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 		if err := change(m); err != nil {
 			return err
 		}
-		m.EditedAt = now
+		// Versions must order by edited_at (clients keep the latest):
+		// never stamp an edit at or before the one it replaces.
+		edited := now
+		if !edited.After(m.EditedAt) {
+			edited = m.EditedAt.Add(time.Millisecond)
+		}
+		m.EditedAt = edited
 		return nil
 	})
 	if err == nil {
@@ -180,6 +188,7 @@ func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversatio
 	if seq < 0 {
 		return parley.Watermark{}, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
 	}
+	defer s.shared(conversationID)()
 	w, err := s.store.MarkRead(ctx, conversationID, p.UserID, seq)
 	if err == nil && w.Raised {
 		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "read", Seq: w.Seq})
@@ -197,6 +206,7 @@ func (s *Service) MarkDelivered(ctx context.Context, p *parley.Principal, conver
 	if seq < 0 {
 		return device, user, parley.Errorf(parley.CodeInvalidRequest, "seq must not be negative")
 	}
+	defer s.shared(conversationID)()
 	device, user, err = s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
 	if err == nil && user.Raised {
 		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "delivered", Seq: user.Seq})

@@ -79,6 +79,7 @@ type Service struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
 	bus       parley.Bus // nil: no live events (see UseBus)
+	order     publishOrder
 }
 
 // New returns a Service. log must not be nil; m may be nil.

@@ -112,7 +112,7 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if messages < 1 || messages > MaxSyncMessages {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", MaxSyncMessages)
 	}
-	q := parley.SyncQuery{Since: pos.Since, Until: pos.Until, AfterStamp: pos.AfterStamp, AfterID: pos.AfterID, Conversations: SyncConversations, Messages: messages}
+	q := parley.SyncQuery{Since: pos.Since, Until: pos.Until, AfterStamp: pos.AfterStamp, AfterID: pos.AfterID, Conversations: SyncConversations, Messages: messages, Budget: SyncBudget}
 	page, err := s.store.Sync(ctx, p.UserID, q, s.cfg.Now())
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if pos.Since > page.Until {
 		// The client is ahead of the store: it was restored from an
 		// older backup. Start over with the full state.
-		q = parley.SyncQuery{Conversations: SyncConversations, Messages: messages}
+		q = parley.SyncQuery{Conversations: SyncConversations, Messages: messages, Budget: SyncBudget}
 		if page, err = s.store.Sync(ctx, p.UserID, q, s.cfg.Now()); err != nil {
 			return nil, err
 		}
@@ -153,7 +153,7 @@ const (
 func syncCost(c *parley.SyncConversation) int {
 	n := conversationCost + memberCost*len(c.View.Members)
 	for i := range c.Messages {
-		n += messageCost + len(c.Messages[i].Body)
+		n += messageCost + parley.JSONLen(c.Messages[i].Body)
 	}
 	return n
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/parleychat/parley"
@@ -49,7 +50,7 @@ func FuzzDecodePosition(f *testing.F) {
 }
 
 func TestFitBudget(t *testing.T) {
-	body := string(make([]byte, 10<<10))
+	body := strings.Repeat("x", 10<<10)
 	conv := func(id string, key int64, msgs int) parley.SyncConversation {
 		c := parley.SyncConversation{Key: key}
 		c.View.ID = id

@@ -279,8 +279,9 @@ type HistoryResultFrame struct {
 // reply never outgrows a connection's write queue.
 const ReplyBudget = 256 << 10
 
-// messageCost estimates a message's share of a frame.
-func messageCost(m *parley.Message) int { return len(m.Body) + 400 }
+// messageCost estimates a message's share of a frame: its JSON-escaped
+// body and the fields around it.
+func messageCost(m *parley.Message) int { return parley.JSONLen(m.Body) + 400 }
 
 // TypingFrame tells a conversation's other live members that someone
 // started or stopped typing. A start expires after ExpiresIn seconds unless
@@ -363,9 +364,18 @@ type AuthenticatedFrame struct {
 	TokenExpires time.Time `json:"token_expires_at"`
 }
 
-// Encode marshals a server frame. The frames above always marshal; an
-// error means a programming mistake.
-func Encode(frame any) ([]byte, error) { return json.Marshal(frame) }
+// Encode marshals a server frame, without HTML escaping (<, > and & stay
+// one byte; frames are not embedded in HTML). The frames above always
+// marshal; an error means a programming mistake.
+func Encode(frame any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(frame); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
 
 // ErrorFrameFor builds the error frame answering request id with err's
 // code and message (internal details never reach the client).

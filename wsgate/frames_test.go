@@ -205,3 +205,19 @@ func TestTrimToBudget(t *testing.T) {
 		t.Fatalf("small page cut: %d %v", len(all), cut)
 	}
 }
+
+// TestBudgetCountsEscapes: bodies that JSON escapes (control characters)
+// cannot make a reply several times the budget.
+func TestBudgetCountsEscapes(t *testing.T) {
+	for _, body := range []string{strings.Repeat("<", 1300), strings.Repeat("\x01", 1300), strings.Repeat("\u2028", 500)} {
+		var msgs []parley.Message
+		for i := range 200 {
+			msgs = append(msgs, parley.Message{ID: parley.NewID(), ConversationID: "c", Seq: int64(i + 1), Body: body, CreatedAt: time.Now()})
+		}
+		kept, cut := trimToBudget(msgs, true)
+		data, _ := Encode(HistoryResultFrame{Type: FrameHistoryResult, ID: "h", Messages: kept, Truncated: cut})
+		if len(data) > ReplyBudget*5/4 {
+			t.Errorf("body %q...: a reply within the budget encodes to %d bytes (budget %d)", body[:3], len(data), ReplyBudget)
+		}
+	}
+}

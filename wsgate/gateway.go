@@ -51,6 +51,11 @@ const (
 	CloseRevoked       = 4003 // the session was logged out, removed or suspended
 )
 
+// sendQueueFrames bounds the frames waiting for a slow client when nbio
+// runs a connection in blocking mode (in-process TLS: see ADR 0001); on
+// the poller MaxWriteBuffer bounds the bytes instead.
+const sendQueueFrames = 64
+
 // Config holds the gateway's settings. Zero values mean the defaults.
 type Config struct {
 	// MaxFrame is the largest client frame in bytes; larger ones close the
@@ -218,6 +223,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.KeepaliveTime = g.cfg.IdleTimeout
 	u.MessageLengthLimit = g.cfg.MaxFrame
 	u.CheckOrigin = func(*http.Request) bool { return true } // checked above
+	u.BlockingModSendQueueMaxSize = sendQueueFrames
 	u.OnMessage(s.onMessage)
 	u.OnClose(func(*websocket.Conn, error) { s.onClose() })
 	hw := &hijackWatch{ResponseWriter: w}

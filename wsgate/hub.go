@@ -55,6 +55,7 @@ type convEntry struct {
 	users     []*userEntry
 	held      map[int64]heldMessage // nil while nothing is held
 	filling   bool
+	failures  int // consecutive failed gap fills
 }
 
 type heldMessage struct {
@@ -69,8 +70,13 @@ type presenceNews struct {
 }
 
 // maxHeld bounds the messages held per conversation while a gap is open;
-// past it the gap is filled at once.
+// past it the gap is filled at once, and if the store cannot be read the
+// gap is given up (see fill).
 const maxHeld = 256
+
+// maxFillFailures is how many failed store reads a gap gets before it is
+// given up.
+const maxFillFailures = 5
 
 func newHub(g *Gateway) *hub {
 	return &hub{g: g, users: map[string]*userEntry{}, convs: map[string]*convEntry{}, leaving: map[string]*time.Timer{},
@@ -127,13 +133,14 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 	}
 	first := len(u.sessions) == 0
 	u.sessions = append(u.sessions, s)
-	announce := false
+	// Back within the grace period: no offline was published, so stop
+	// the timer; announce online all the same, for sessions of contacts
+	// that attached meanwhile and did not list this user as online.
 	if t, ok := h.leaving[u.id]; ok {
-		t.Stop() // back within the grace period: never seen offline
+		t.Stop()
 		delete(h.leaving, u.id)
-	} else if first {
-		announce = true
 	}
+	announce := first
 	online := h.onlineContacts(u)
 	s.writeFrame(ReadyFrame{Type: FrameReady, UserID: s.p.UserID, DeviceID: s.p.DeviceID, PingInterval: int(h.g.cfg.PingInterval / time.Second),
 		TokenExpires: s.expiresAt().UTC(), MaxFrameBytes: h.g.cfg.MaxFrame})
@@ -246,6 +253,7 @@ func (h *hub) detach(s *session) {
 	}
 	h.dropIfIdle(u)
 	id := u.id
+	lastSeen := h.g.core.Now() // when the last connection closed
 	var t *time.Timer
 	t = time.AfterFunc(h.g.cfg.PresenceGrace, func() {
 		h.mu.Lock()
@@ -255,7 +263,7 @@ func (h *hub) detach(s *session) {
 		}
 		back := h.users[id] != nil && len(h.users[id].sessions) > 0
 		if mine && !back {
-			h.queuePresence(presenceNews{userID: id, lastSeen: h.g.core.Now()})
+			h.queuePresence(presenceNews{userID: id, lastSeen: lastSeen})
 		}
 		h.mu.Unlock()
 	})
@@ -445,12 +453,20 @@ func (h *hub) fill(c *convEntry) {
 		return
 	}
 	if err != nil {
-		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id, "err", err)
-		// Try again later; the held messages wait.
-		c.filling = true
-		time.AfterFunc(time.Second, func() { h.fill(c) })
-		return
+		c.failures++
+		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id, "err", err, "attempt", c.failures)
+		if c.failures < maxFillFailures && len(c.held) < maxHeld {
+			// Try again soon; the held messages wait.
+			c.filling = true
+			time.AfterFunc(time.Second, func() { h.fill(c) })
+			return
+		}
+		// Give up on the gap rather than stall the conversation: send
+		// what is held, in order; clients see the hole in the seqs and
+		// fill it with history or sync.
+		got = nil
 	}
+	c.failures = 0
 	for i := range got {
 		m := &got[i]
 		if m.Seq <= c.delivered || m.Seq > upto {

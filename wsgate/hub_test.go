@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,5 +340,45 @@ func TestHubEditOvertakesMessage(t *testing.T) {
 	}
 	if !slices.Equal(bodies, []string{"edited"}) {
 		t.Fatalf("got %v, want the edited version once", bodies)
+	}
+}
+
+// TestHubPresenceAfterQuickReconnect: a user back within the grace period
+// is still announced online, for contacts that attached meanwhile.
+func TestHubPresenceAfterQuickReconnect(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{}}
+	h := newTestHub(t, core)
+	seqs := map[string]int64{testConv: 0}
+	// alice online, then her only connection drops.
+	r := &recorder{}
+	s := newSession(h.g, &parley.Principal{UserID: "alice", DeviceID: "a", ExpiresAt: time.Now().Add(time.Hour)})
+	s.setConn(r)
+	h.g.sessions.Add(1)
+	h.begin(s)
+	h.finish(s, seqs)
+	h.presenceMu.Lock()
+	h.presenceQ = nil
+	h.presenceMu.Unlock()
+	h.detach(s)
+	// bob connects within the grace period: alice is not listed.
+	bob := connectFake(h, "bob", seqs)
+	// alice is back within the grace period: nothing is announced.
+	_ = connectFake(h, "alice", seqs)
+	h.presenceMu.Lock()
+	queued := 0
+	for _, n := range h.presenceQ {
+		if n.userID == "alice" {
+			queued++
+		}
+	}
+	h.presenceMu.Unlock()
+	sawAlice := false
+	for _, f := range bob.frames {
+		if strings.Contains(string(f), `"presence"`) && strings.Contains(string(f), `"alice"`) {
+			sawAlice = true
+		}
+	}
+	if !sawAlice && queued == 0 {
+		t.Errorf("alice is online, but bob got no presence for her and none is queued: bob shows her offline until her next transition")
 	}
 }

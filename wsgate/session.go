@@ -2,6 +2,7 @@ package wsgate
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,8 +64,16 @@ func (s *session) expiresAt() time.Time { return time.Unix(0, s.exp.Load()) }
 // write sends one encoded frame; nbio queues what the socket cannot take
 // at once and drops the connection past MaxWriteBuffer (a slow consumer).
 func (s *session) write(data []byte) {
-	if c := s.c(); c != nil {
-		_ = c.WriteMessage(websocket.TextMessage, data)
+	c := s.c()
+	if c == nil {
+		return
+	}
+	if err := c.WriteMessage(websocket.TextMessage, data); errors.Is(err, websocket.ErrMessageSendQuqueIsFull) {
+		// In-process TLS runs nbio in blocking mode, where the write
+		// queue is bounded in frames (sendQueueFrames), not by
+		// MaxWriteBuffer: the same slow-consumer rule, applied here.
+		s.g.cfg.Metrics.Closed("slow_consumer")
+		_ = c.Close()
 	}
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -585,7 +587,15 @@ func TestPresenceRules(t *testing.T) {
 	bc.Expect("presence") // online again (she was offline)
 	ac.Close()
 	ac = connect(t, base, a)
-	bc.Quiet(700*time.Millisecond, "presence")
+	for deadline := time.Now().Add(700 * time.Millisecond); ; {
+		f, err := bc.Next(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if f.Type == "presence" && strings.Contains(string(f.Raw), `"offline"`) {
+			t.Fatalf("a reconnect within the grace period flapped: %s", f.Raw)
+		}
+	}
 
 	// Logging out closes that device's socket at once.
 	mustAPI(t, 204, "DELETE", base+"/v1/sessions/current", a.token, nil)
@@ -835,5 +845,58 @@ func TestLargeRepliesFitBudget(t *testing.T) {
 	}
 	if got != 40 {
 		t.Fatalf("paged %d messages, want 40", got)
+	}
+}
+
+// TestTLSSlowConsumerDropped: with in-process TLS (nbio's blocking mode)
+// a client that never reads is dropped too, by the frame bound.
+func TestTLSSlowConsumerDropped(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeSelfSigned(t, dir)
+	p := startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, "--tls-cert", cert, "--tls-key", key)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	tok, ids := map[string]string{}, map[string]string{}
+	for _, h := range []string{"alice", "bob"} {
+		if code, _ := api(t, client, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": h, "password": "correct horse battery"}); code != 201 {
+			t.Fatalf("register: %d", code)
+		}
+		_, s := api(t, client, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": h, "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
+		tok[h], ids[h] = s["access_token"].(string), s["user_id"].(string)
+	}
+	_, c := api(t, client, "POST", p.base+"/v1/conversations", tok["alice"], map[string]any{"kind": "direct", "members": []string{ids["bob"]}})
+	conv := c["conversation"].(map[string]any)["id"].(string)
+
+	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	d := ws.Dialer{TLSConfig: &tls.Config{InsecureSkipVerify: true}, NetDial: nd.DialContext, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok["bob"]}})}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stuck, _, _, err := d.Dial(ctx, "wss"+strings.TrimPrefix(p.base, "https")+"/v1/ws")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer stuck.Close()
+	body := strings.Repeat("x", 60000)
+	for i := range 150 { // 9 MB for bob
+		if code, _ := api(t, client, "POST", p.base+"/v1/conversations/"+conv+"/messages", tok["alice"], map[string]any{"client_msg_id": fmt.Sprint(i), "body": body}); code != 201 {
+			t.Fatalf("send %d: %d", i, code)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := client.Get(p.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if strings.Contains(string(m), "parley_ws_connections 0\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("over TLS, a client that read nothing of 9 MB is still connected:\n%s", grepLines(string(m), "parley_ws"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -149,7 +149,13 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 		return nil, s.internal("sync", err)
 	}
 	page.Conversations = make([]parley.SyncConversation, 0, len(list))
-	for _, c := range list {
+	left := q.Budget // bytes of the budget left; unused when q.Budget <= 0
+	for i, c := range list {
+		if q.Budget > 0 && left <= 0 && i > 0 {
+			last := list[i-1]
+			page.HasMore, page.NextStamp, page.NextID = true, last.key, last.id
+			break
+		}
 		sc := parley.SyncConversation{View: parley.ConversationView{Conversation: parley.Conversation{ID: c.id}}, Removed: c.removed, Key: c.key}
 		if !c.removed {
 			v := byID[c.id]
@@ -158,7 +164,12 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 				return nil, s.internal("sync", fmt.Errorf("no view of listed conversation %s", c.id))
 			}
 			sc.View = *v
-			if sc.Messages, sc.MoreMessages, err = s.syncMessages(ctx, &st, c.id, q.Since, until, now, q.Messages); err != nil {
+			left -= syncConversationCost + syncMemberCost*len(v.Members)
+			var budget *int
+			if q.Budget > 0 {
+				budget = &left
+			}
+			if sc.Messages, sc.MoreMessages, err = s.syncMessages(ctx, &st, c.id, q.Since, until, now, q.Messages, budget); err != nil {
 				return nil, err
 			}
 		}
@@ -191,15 +202,26 @@ func (st *syncStatements) close() { closeAll(st.newest, st.changed) }
 // can be in the range, and syncChanged finds them. Either read stops as
 // soon as it has limit+1, so the cost follows what changed, not the length
 // of the history.
-func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversationID string, since, until int64, now time.Time, limit int) ([]parley.Message, bool, error) {
+//
+// With budget set, rows are also counted against *budget (see
+// parley.SyncQuery.Budget); once it is spent, reading stops (after at
+// least one row) and the result says there were more.
+func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversationID string, since, until int64, now time.Time, limit int, budget *int) ([]parley.Message, bool, error) {
 	var sealed []*messageRow
+	spent := false // the budget ran out: more rows may exist
+	charge := func(r *messageRow) {
+		if budget != nil {
+			*budget -= syncMessageCost + len(r.body)
+			spent = *budget <= 0
+		}
+	}
 	boundary := int64(-1) // the seq of the first row stamped at or below since
 	rows, err := st.newest.QueryContext(ctx, conversationID)
 	if err != nil {
 		return nil, false, s.internal("sync messages", err)
 	}
 	nowMillis := millis(now)
-	for len(sealed) <= limit && rows.Next() {
+	for len(sealed) <= limit && !spent && rows.Next() {
 		var r messageRow
 		var stamp int64
 		if err := rows.Scan(&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
@@ -215,6 +237,7 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 			continue
 		}
 		sealed = append(sealed, &r)
+		charge(&r)
 	}
 	if err := rows.Err(); err != nil {
 		rows.Close()
@@ -222,26 +245,27 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 	}
 	rows.Close()
 
-	if boundary >= 0 && len(sealed) <= limit {
+	if boundary >= 0 && len(sealed) <= limit && !spent {
 		rows, err := st.changed.QueryContext(ctx, conversationID, since, until, boundary+1, nowMillis, limit+1-len(sealed))
 		if err != nil {
 			return nil, false, s.internal("sync messages", err)
 		}
 		defer rows.Close()
-		for rows.Next() {
+		for !spent && rows.Next() {
 			r, err := scanMessageRow(rows)
 			if err != nil {
 				return nil, false, s.internal("sync messages", err)
 			}
 			sealed = append(sealed, r)
+			charge(r)
 		}
 		if err := rows.Err(); err != nil {
 			return nil, false, s.internal("sync messages", err)
 		}
 	}
 
-	more := len(sealed) > limit
-	if more {
+	more := len(sealed) > limit || spent
+	if len(sealed) > limit {
 		sealed = sealed[:limit]
 	}
 	slices.Reverse(sealed) // read newest first
@@ -278,3 +302,10 @@ func (s *Store) ConversationIDs(ctx context.Context, userID string) ([]string, e
 	}
 	return ids, nil
 }
+
+// Size estimates for SyncQuery.Budget (JSON of the view and messages).
+const (
+	syncConversationCost = 300
+	syncMemberCost       = 160
+	syncMessageCost      = 400
+)

@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"SyncIncremental", testSyncIncremental},
 		{"SyncRemoval", testSyncRemoval},
 		{"SyncPaging", testSyncPaging},
+		{"SyncBudget", testSyncBudget},
 		{"SyncHidesExpiredAndPurged", testSyncHidesExpiredAndPurged},
 		{"SyncQueryBounds", testSyncQueryBounds},
 		{"SyncSeesCommitted", testSyncSeesCommitted},
