@@ -403,7 +403,8 @@ func writeSelfSigned(t testing.TB, dir string) (certPath, keyPath string) {
 }
 
 // TestEventBus: by default parleyd runs an embedded NATS server with no TCP
-// port; --nats-listen opens one; --nats-url uses the machine's NATS; an
+// port; --nats-listen opens one; --nats-url uses the machine's NATS (and a
+// message sent over REST reaches a WebSocket client through it); an
 // unreachable --nats-url fails the start with a clear error.
 func TestEventBus(t *testing.T) {
 	p := startParleyd(t, t.TempDir(), nil)
@@ -422,6 +423,16 @@ func TestEventBus(t *testing.T) {
 	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
 	if !strings.Contains(p.logText(), "event bus: external NATS") {
 		t.Errorf("external bus not used:\n%s", p.logText())
+	}
+	// Live delivery goes through the external bus too.
+	signup(t, p.base, "alice")
+	signup(t, p.base, "bob")
+	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	bc := connect(t, p.base, b)
+	mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+conv+"/messages", a.token, map[string]any{"client_msg_id": "x", "body": "over external NATS"})
+	if m := expectMessage(t, bc); m.Body != "over external NATS" {
+		t.Fatalf("bob got %+v", m)
 	}
 
 	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", "nats://127.0.0.1:1").CombinedOutput()
