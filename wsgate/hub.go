@@ -29,7 +29,7 @@ type hub struct {
 	g     *Gateway
 	mu    sync.Mutex
 	users map[string]*userEntry
-	convs map[string]*convEntry
+	convs map[convKey]*convEntry
 	// leaving holds the grace timers of users whose last session closed.
 	leaving map[string]*time.Timer
 
@@ -49,13 +49,74 @@ type userEntry struct {
 	pending   []*service.Event
 }
 
+// convEntry is one conversation with local members. It is kept small
+// (64 bytes, and a 16-byte key in hub.convs): a node holds one per
+// conversation of every connected user.
 type convEntry struct {
-	id        string
+	id        convKey
 	delivered int64
 	users     []*userEntry
 	held      map[int64]heldMessage // nil while nothing is held
+	failures  int32                 // consecutive failed gap fills
 	filling   bool
-	failures  int // consecutive failed gap fills
+}
+
+// convKey is a conversation id (a UUID) in its 16 bytes.
+type convKey [16]byte
+
+// keyOf parses a conversation id; ok is false for anything but the
+// canonical UUID form the store issues (such ids match no entry).
+func keyOf(id string) (k convKey, ok bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
+		return k, false
+	}
+	j := 0
+	for i := 0; i < 36; i += 2 {
+		if id[i] == '-' {
+			i--
+			continue
+		}
+		hi, ok1 := unhex(id[i])
+		lo, ok2 := unhex(id[i+1])
+		if !ok1 || !ok2 {
+			return convKey{}, false
+		}
+		k[j] = hi<<4 | lo
+		j++
+	}
+	return k, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// String is the canonical form of the id.
+func (k convKey) String() string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, 0, 36)
+	for i, x := range k {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, digits[x>>4], digits[x&15])
+	}
+	return string(b)
+}
+
+// conv returns the entry of a conversation id, or nil. Caller holds h.mu.
+func (h *hub) conv(id string) *convEntry {
+	k, ok := keyOf(id)
+	if !ok {
+		return nil
+	}
+	return h.convs[k]
 }
 
 type heldMessage struct {
@@ -79,7 +140,7 @@ const maxHeld = 256
 const maxFillFailures = 5
 
 func newHub(g *Gateway) *hub {
-	return &hub{g: g, users: map[string]*userEntry{}, convs: map[string]*convEntry{}, leaving: map[string]*time.Timer{},
+	return &hub{g: g, users: map[string]*userEntry{}, convs: map[convKey]*convEntry{}, leaving: map[string]*time.Timer{},
 		presenceWake: make(chan struct{}, 1), presenceStop: make(chan struct{})}
 }
 
@@ -161,7 +222,7 @@ func (h *hub) applyMembership(u *userEntry, e *service.Event) {
 	case service.ActionCreated, service.ActionMemberAdded:
 		h.link(u, e.Conversation.ID, e.Conversation.LastSeq)
 	case service.ActionMemberRemoved, service.ActionDeleted:
-		if c := h.convs[e.ConversationID]; c != nil {
+		if c := h.conv(e.ConversationID); c != nil {
 			h.unlink(u, c)
 		}
 	}
@@ -200,10 +261,14 @@ func (h *hub) onlineContacts(u *userEntry) []string {
 // link makes u a local member of conversation id, creating its entry with
 // delivered = lastSeq if it is new here. Caller holds h.mu.
 func (h *hub) link(u *userEntry, id string, lastSeq int64) {
-	c := h.convs[id]
+	k, ok := keyOf(id)
+	if !ok {
+		return
+	}
+	c := h.convs[k]
 	if c == nil {
-		c = &convEntry{id: id, delivered: lastSeq}
-		h.convs[id] = c
+		c = &convEntry{id: k, delivered: lastSeq}
+		h.convs[k] = c
 	}
 	for _, o := range c.users {
 		if o == u {
@@ -334,7 +399,7 @@ func (h *hub) broadcast(conversationID, skipUser string, frame any) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c := h.convs[conversationID]; c != nil {
+	if c := h.conv(conversationID); c != nil {
 		c.sendTo(data, skipUser)
 	}
 }
@@ -350,7 +415,7 @@ func (h *hub) onMessage(e *service.Event) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := h.convs[m.ConversationID]
+	c := h.conv(m.ConversationID)
 	if c == nil || m.Seq <= c.delivered {
 		return
 	}
@@ -434,7 +499,7 @@ func (h *hub) fill(c *convEntry) {
 	for after := from; after < upto; {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var page []parley.Message
-		page, err = h.g.core.LiveMessages(ctx, c.id, after, parley.MaxHistoryLimit)
+		page, err = h.g.core.LiveMessages(ctx, c.id.String(), after, parley.MaxHistoryLimit)
 		cancel()
 		if err != nil {
 			break
@@ -454,7 +519,7 @@ func (h *hub) fill(c *convEntry) {
 	}
 	if err != nil {
 		c.failures++
-		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id, "err", err, "attempt", c.failures)
+		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id.String(), "err", err, "attempt", c.failures)
 		if c.failures < maxFillFailures && len(c.held) < maxHeld {
 			// Try again soon; the held messages wait.
 			c.filling = true
@@ -509,7 +574,7 @@ func (h *hub) onMessageChanged(e *service.Event) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := h.convs[m.ConversationID]
+	c := h.conv(m.ConversationID)
 	if c == nil {
 		return
 	}
@@ -548,11 +613,11 @@ func (h *hub) onConversation(e *service.Event) {
 				h.link(u, conv.ID, conv.LastSeq)
 			}
 		}
-		if c := h.convs[conv.ID]; c != nil {
+		if c := h.conv(conv.ID); c != nil {
 			c.sendTo(data, "")
 		}
 	case service.ActionMemberRemoved:
-		c := h.convs[conv.ID]
+		c := h.conv(conv.ID)
 		if c == nil {
 			return
 		}
@@ -563,7 +628,7 @@ func (h *hub) onConversation(e *service.Event) {
 			}
 		}
 	case service.ActionDeleted:
-		c := h.convs[conv.ID]
+		c := h.conv(conv.ID)
 		if c == nil {
 			return
 		}
@@ -572,7 +637,7 @@ func (h *hub) onConversation(e *service.Event) {
 			h.unlink(c.users[len(c.users)-1], c)
 		}
 	default: // role_changed and whatever comes later
-		if c := h.convs[conv.ID]; c != nil {
+		if c := h.conv(conv.ID); c != nil {
 			c.sendTo(data, "")
 		}
 	}
@@ -593,7 +658,7 @@ func (h *hub) onPresence(e *service.Event) {
 	defer h.mu.Unlock()
 	seen := map[*userEntry]bool{}
 	for _, id := range e.Conversations {
-		c := h.convs[id]
+		c := h.conv(id)
 		if c == nil {
 			continue
 		}

@@ -382,3 +382,16 @@ func TestHubPresenceAfterQuickReconnect(t *testing.T) {
 		t.Errorf("alice is online, but bob got no presence for her and none is queued: bob shows her offline until her next transition")
 	}
 }
+
+func TestConvKey(t *testing.T) {
+	id := parley.NewID()
+	k, ok := keyOf(id)
+	if !ok || k.String() != id {
+		t.Fatalf("keyOf(%s) = %s, %v", id, k, ok)
+	}
+	for _, bad := range []string{"", "x", strings.ToUpper(id), id[:35] + "g", strings.Replace(id, "-", "0", 1), id + "0"} {
+		if _, ok := keyOf(bad); ok {
+			t.Errorf("keyOf(%q) accepted", bad)
+		}
+	}
+}
