@@ -68,6 +68,16 @@ type HistoryQuery struct {
 // Forwards reports whether q pages forward (oldest first from After).
 func (q HistoryQuery) Forwards() bool { return q.After > 0 || q.Forward }
 
+// Estimated JSON sizes for reply budgets (sync pages, history replies):
+// a conversation object without members, one member in it, and a message
+// object without its body. Store, core and transport cut replies with
+// the same figures.
+const (
+	EstimatedConversationBytes = 300
+	EstimatedMemberBytes       = 160
+	EstimatedMessageBytes      = 400
+)
+
 // JSONLen is the length of s as a JSON string's content, escapes included
 // (without HTML escaping): a control character takes up to 6 bytes, a quote
 // or backslash 2, U+2028 and U+2029 6. Reply budgets count with it, so a

@@ -1,20 +1,14 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
-	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
-	"github.com/parleychat/parley/store/sqlite"
 )
 
 // Concurrent edits: the stored version can carry an older edited_at than
@@ -22,18 +16,10 @@ import (
 // ("keep the later edited_at") keep a body the server no longer has.
 func TestEditedAtMonotonic(t *testing.T) {
 	ctx := context.Background()
-	kr, _ := seal.NewKeyring([][]byte{bytes.Repeat([]byte{3}, 32)})
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"), sqlite.Options{Sealer: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	now := time.Now().UTC()
-	svc := service.New(st, nil, nil, service.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	u := &parley.User{ID: parley.NewID(), Handle: "u", Role: parley.SystemRoleUser, State: parley.UserActive, CreatedAt: now}
-	if err := st.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(st, service.Config{})
+	u := createUser(t, st, "u")
 	c, _, _ := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: now, Members: []parley.Member{{UserID: u.ID, Role: parley.MemberRoleOwner}}})
 	p := &parley.Principal{UserID: u.ID, DeviceID: "d"}
 	bad := 0

@@ -1,21 +1,15 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
-	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
-	"github.com/parleychat/parley/store/sqlite"
 )
 
 // recBus records events in publish order.
@@ -43,24 +37,12 @@ func (b *recBus) Close() error { return nil }
 // message events of messages committed after the removal.
 func TestRemovalNeverOvertakenByLaterMessage(t *testing.T) {
 	ctx := context.Background()
-	kr, _ := seal.NewKeyring([][]byte{bytes.Repeat([]byte{3}, 32)})
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"), sqlite.Options{Sealer: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, nil, nil, service.Config{}, log, nil)
+	svc := newService(st, service.Config{})
 	bus := &recBus{}
 	svc.UseBus(bus)
-	mk := func(h string) *parley.User {
-		u := &parley.User{ID: parley.NewID(), Handle: h, Role: parley.SystemRoleUser, State: parley.UserActive, CreatedAt: now}
-		if err := st.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	mk := func(h string) *parley.User { return createUser(t, st, h) }
 	const senders = 8
 	owner := mk("owner")
 	var others []*parley.User

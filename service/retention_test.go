@@ -1,38 +1,21 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
-	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
-	"github.com/parleychat/parley/store/sqlite"
 )
 
 // TestRetention: with a Retention, the purge takes every message older
 // than it, in batches, and nothing newer; without one, nothing.
 func TestRetention(t *testing.T) {
 	ctx := context.Background()
-	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{3}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"), sqlite.Options{Sealer: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	start := time.Now().UTC().Truncate(time.Millisecond)
-	u := &parley.User{ID: parley.NewID(), Handle: "keeper", Role: parley.SystemRoleUser, State: parley.UserActive, CreatedAt: start}
-	if err := st.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := createUser(t, st, "keeper")
 	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: start,
 		Members: []parley.Member{{UserID: u.ID, Role: parley.MemberRoleOwner}}})
 	if err != nil {
@@ -50,18 +33,17 @@ func TestRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	now := func() time.Time { return start }
 
-	forever := service.New(st, nil, nil, service.Config{Now: now}, log, nil)
+	forever := newService(st, service.Config{Now: now})
 	if n := forever.PurgeHistory(ctx); n != 0 {
 		t.Fatalf("PurgeHistory without a retention purged %d", n)
 	}
-	week := service.New(st, nil, nil, service.Config{Now: now, Retention: 7 * 24 * time.Hour}, log, nil)
+	week := newService(st, service.Config{Now: now, Retention: 7 * 24 * time.Hour})
 	if n := week.PurgeHistory(ctx); n != 0 {
 		t.Fatalf("PurgeHistory with a week's retention purged %d of day-old messages", n)
 	}
-	hour := service.New(st, nil, nil, service.Config{Now: now, Retention: time.Hour}, log, nil)
+	hour := newService(st, service.Config{Now: now, Retention: time.Hour})
 	if n := hour.PurgeHistory(ctx); n != old {
 		t.Fatalf("PurgeHistory with an hour's retention purged %d, want %d", n, old)
 	}
@@ -84,7 +66,7 @@ func TestRetention(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	ticking := service.New(st, nil, nil, service.Config{Now: now, Retention: time.Hour, PurgeInterval: 5 * time.Millisecond}, log, nil)
+	ticking := newService(st, service.Config{Now: now, Retention: time.Hour, PurgeInterval: 5 * time.Millisecond})
 	go ticking.Run(runCtx)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(history()) != recent {

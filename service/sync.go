@@ -143,17 +143,10 @@ func (p syncPosition) String() string {
 	return fmt.Sprintf("since=%d until=%d after=%d/%s", p.Since, p.Until, p.AfterStamp, p.AfterID)
 }
 
-// Estimated wire sizes, for the budget.
-const (
-	conversationCost = 300
-	memberCost       = 160
-	messageCost      = 400 // plus the body
-)
-
 func syncCost(c *parley.SyncConversation) int {
-	n := conversationCost + memberCost*len(c.View.Members)
+	n := parley.EstimatedConversationBytes + parley.EstimatedMemberBytes*len(c.View.Members)
 	for i := range c.Messages {
-		n += messageCost + parley.JSONLen(c.Messages[i].Body)
+		n += parley.EstimatedMessageBytes + parley.JSONLen(c.Messages[i].Body)
 	}
 	return n
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
 )
 
 // Client frame types.
@@ -47,8 +48,9 @@ const (
 	DefaultMaxFrame = 128 << 10
 	// MaxRequestID bounds a request id, in bytes.
 	MaxRequestID = 64
-	// MaxSyncLimit bounds the messages per conversation in a sync_result.
-	MaxSyncLimit = 100
+	// MaxSyncLimit bounds the messages per conversation in a sync_result
+	// (the core's bound; the decoder rejects more early).
+	MaxSyncLimit = service.MaxSyncMessages
 )
 
 // ClientFrame is a decoded client frame. Only the fields of its Type are
@@ -281,7 +283,9 @@ const ReplyBudget = 256 << 10
 
 // messageCost estimates a message's share of a frame: its JSON-escaped
 // body and the fields around it.
-func messageCost(m *parley.Message) int { return parley.JSONLen(m.Body) + 400 }
+func messageCost(m *parley.Message) int {
+	return parley.EstimatedMessageBytes + parley.JSONLen(m.Body)
+}
 
 // TypingFrame tells a conversation's other live members that someone
 // started or stopped typing. A start expires after ExpiresIn seconds unless

@@ -404,13 +404,19 @@ func (h *hub) broadcast(conversationID, skipUser string, frame any) {
 	}
 }
 
-func (h *hub) onMessage(e *service.Event) {
-	m := e.Message
-	if m == nil {
-		return
+// messageFrame encodes the message frame of a message event, once for
+// every local session; ok is false for an event without a message.
+func messageFrame(e *service.Event) (m *parley.Message, data []byte, ok bool) {
+	if e.Message == nil {
+		return nil, nil, false
 	}
-	data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
-	if err != nil {
+	data, err := Encode(MessageFrame{Type: FrameMessage, Message: e.Message})
+	return e.Message, data, err == nil
+}
+
+func (h *hub) onMessage(e *service.Event) {
+	m, data, ok := messageFrame(e)
+	if !ok {
 		return
 	}
 	h.mu.Lock()
@@ -561,15 +567,11 @@ func (h *hub) fill(c *convEntry) {
 }
 
 // onMessageChanged forwards an edit or delete to sessions that already
-// have the message; one not yet delivered here goes out with its current
-// content when its turn comes (a held copy is replaced).
+// have the message; one not yet delivered here is held in its edited
+// version and goes out, once, when its turn comes.
 func (h *hub) onMessageChanged(e *service.Event) {
-	m := e.Message
-	if m == nil {
-		return
-	}
-	data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
-	if err != nil {
+	m, data, ok := messageFrame(e)
+	if !ok {
 		return
 	}
 	h.mu.Lock()

@@ -164,7 +164,7 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 				return nil, s.internal("sync", fmt.Errorf("no view of listed conversation %s", c.id))
 			}
 			sc.View = *v
-			left -= syncConversationCost + syncMemberCost*len(v.Members)
+			left -= parley.EstimatedConversationBytes + parley.EstimatedMemberBytes*len(v.Members)
 			var budget *int
 			if q.Budget > 0 {
 				budget = &left
@@ -211,7 +211,7 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 	spent := false // the budget ran out: more rows may exist
 	charge := func(r *messageRow) {
 		if budget != nil {
-			*budget -= syncMessageCost + len(r.body)
+			*budget -= parley.EstimatedMessageBytes + len(r.body)
 			spent = *budget <= 0
 		}
 	}
@@ -302,10 +302,3 @@ func (s *Store) ConversationIDs(ctx context.Context, userID string) ([]string, e
 	}
 	return ids, nil
 }
-
-// Size estimates for SyncQuery.Budget (JSON of the view and messages).
-const (
-	syncConversationCost = 300
-	syncMemberCost       = 160
-	syncMessageCost      = 400
-)
