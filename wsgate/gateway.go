@@ -142,6 +142,8 @@ type Gateway struct {
 	log    *slog.Logger
 	engine *nbhttp.Engine
 	hub    *hub
+	// started anchors clock().
+	started time.Time
 
 	subs     []parley.Subscription
 	stop     chan struct{}
@@ -155,7 +157,7 @@ type Gateway struct {
 // heartbeat. Call Shutdown to stop it.
 func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, error) {
 	cfg.setDefaults()
-	g := &Gateway{core: core, bus: bus, cfg: cfg, log: log, stop: make(chan struct{})}
+	g := &Gateway{core: core, bus: bus, cfg: cfg, log: log, stop: make(chan struct{}), started: time.Now()}
 	g.hub = newHub(g)
 	g.engine = nbhttp.NewEngine(nbhttp.Config{
 		Name:                         "parley-ws",
@@ -220,12 +222,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := newSession(g, p)
 	u := websocket.NewUpgrader()
 	u.Engine = g.engine
-	u.KeepaliveTime = g.cfg.IdleTimeout
+	// No read deadline from nbio (a timer per connection, ~190 bytes):
+	// the heartbeat closes idle connections from s.lastRead instead.
+	u.KeepaliveTime = 0
 	u.MessageLengthLimit = g.cfg.MaxFrame
 	u.CheckOrigin = func(*http.Request) bool { return true } // checked above
 	u.BlockingModSendQueueMaxSize = sendQueueFrames
 	u.OnMessage(s.onMessage)
 	u.OnClose(func(*websocket.Conn, error) { s.onClose() })
+	u.SetPingHandler(func(c *websocket.Conn, data string) {
+		s.touch()
+		if err := c.WriteMessage(websocket.PongMessage, []byte(data)); err != nil {
+			_ = c.Close()
+		}
+	})
+	u.SetPongHandler(func(*websocket.Conn, string) { s.touch() })
 	hw := &hijackWatch{ResponseWriter: w}
 	conn, err := u.UpgradeAndTransferConnToPoller(hw, r, nil)
 	if err != nil {
@@ -233,9 +244,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setConn(conn)
-	// nbio armed the idle deadline on the hijacked socket, not on the
-	// poller's copy: arm it here, so a client that never sends is closed.
-	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
 	if hw.pipelined {
 		// RFC 6455: a client must not send before the 101; what it sent
 		// is lost with net/http's buffer, so the stream is unusable.
@@ -322,29 +330,57 @@ func (h *hijackWatch) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // heartbeat pings every session each PingInterval and closes those whose
 // token expired without renewal. It never waits on the store.
+//
+// Each step (an eighth of the idle timeout, at most the ping interval) it
+// closes connections idle for longer than IdleTimeout and those whose
+// token expired; every PingInterval it also pings.
 func (g *Gateway) heartbeat() {
 	defer g.wg.Done()
-	t := time.NewTicker(g.cfg.PingInterval)
+	step := min(g.cfg.PingInterval, max(g.cfg.IdleTimeout/8, clockTick))
+	t := time.NewTicker(step)
 	defer t.Stop()
+	idle := uint32(g.cfg.IdleTimeout / clockTick)
+	nextPing := time.Now().Add(g.cfg.PingInterval)
 	for {
+		var tick time.Time
 		select {
 		case <-g.stop:
 			return
-		case <-t.C:
+		case tick = <-t.C:
 		}
-		now := g.core.Now()
+		ping := !tick.Before(nextPing.Add(-step / 2))
+		if ping {
+			nextPing = tick.Add(g.cfg.PingInterval)
+		}
+		now, clock := g.core.Now(), g.clock()
 		for _, s := range g.hub.allSessions() {
-			if now.After(s.expiresAt().Add(g.cfg.TokenGrace)) {
+			switch {
+			case int32(clock-s.lastRead.Load()) > int32(idle): // a frame read meanwhile is negative
+				// Nothing, not even a pong, for IdleTimeout: the peer is
+				// gone or stuck. No close frame (it would not be read).
+				g.cfg.Metrics.Closed("idle")
+				if c := s.c(); c != nil {
+					_ = c.Close()
+				}
+			case now.After(s.expiresAt().Add(g.cfg.TokenGrace)):
 				g.cfg.Metrics.Closed("token_expired")
 				s.closeWith(CloseTokenExpired, "access token expired; reconnect with a new one")
-				continue
-			}
-			if c := s.c(); c != nil {
-				_ = c.WriteMessage(websocket.PingMessage, nil)
+			case ping:
+				if c := s.c(); c != nil {
+					_ = c.WriteMessage(websocket.PingMessage, nil)
+				}
 			}
 		}
 	}
 }
+
+// clockTick is the resolution of the gateway's idle clock.
+const clockTick = 100 * time.Millisecond
+
+// clock is the gateway's coarse monotonic clock, in clockTicks since it
+// started; it wraps after 13 years, and differences stay right across
+// the wrap.
+func (g *Gateway) clock() uint32 { return uint32(time.Since(g.started) / clockTick) }
 
 // recheck verifies, each PingInterval, that every session still exists in
 // the store (a lost "revoked" event must not keep a socket open). It runs

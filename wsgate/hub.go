@@ -50,15 +50,116 @@ type userEntry struct {
 }
 
 // convEntry is one conversation with local members. It is kept small
-// (64 bytes, and a 16-byte key in hub.convs): a node holds one per
-// conversation of every connected user.
+// (48 bytes, and a 16-byte key in hub.convs): a node holds one per
+// conversation of every connected user, most of them direct
+// conversations, so two members are kept inline and whatever is rare
+// (more members, an open gap) lives in x.
 type convEntry struct {
 	id        convKey
 	delivered int64
-	users     []*userEntry
-	held      map[int64]heldMessage // nil while nothing is held
-	failures  int32                 // consecutive failed gap fills
-	filling   bool
+	m         [2]*userEntry // the first two local members; m[0] is set first
+	x         *convExtra    // nil unless more than two members or a gap
+}
+
+// convExtra is the rarely needed part of a convEntry.
+type convExtra struct {
+	more     []*userEntry          // local members past the first two
+	held     map[int64]heldMessage // nil while nothing is held
+	failures int32                 // consecutive failed gap fills
+	filling  bool
+}
+
+// all ranges over the conversation's local members.
+func (c *convEntry) all(yield func(*userEntry) bool) {
+	for _, u := range c.m {
+		if u == nil || !yield(u) {
+			return
+		}
+	}
+	if c.x != nil {
+		for _, u := range c.x.more {
+			if !yield(u) {
+				return
+			}
+		}
+	}
+}
+
+// empty reports whether no local member is left.
+func (c *convEntry) empty() bool { return c.m[0] == nil }
+
+// add makes u a member unless it is one.
+func (c *convEntry) add(u *userEntry) bool {
+	for o := range c.all {
+		if o == u {
+			return false
+		}
+	}
+	switch {
+	case c.m[0] == nil:
+		c.m[0] = u
+	case c.m[1] == nil:
+		c.m[1] = u
+	default:
+		c.ext().more = append(c.ext().more, u)
+	}
+	return true
+}
+
+// remove drops u, moving the last member into its place.
+func (c *convEntry) remove(u *userEntry) {
+	var last *userEntry
+	switch {
+	case c.x != nil && len(c.x.more) > 0:
+		n := len(c.x.more) - 1
+		last = c.x.more[n]
+		c.x.more[n] = nil
+		c.x.more = c.x.more[:n]
+	case c.m[1] != nil:
+		last, c.m[1] = c.m[1], nil
+	default:
+		last, c.m[0] = c.m[0], nil
+	}
+	if last != u {
+		for i, o := range c.m {
+			if o == u {
+				c.m[i] = last
+				break
+			}
+		}
+		if c.x != nil {
+			for i, o := range c.x.more {
+				if o == u {
+					c.x.more[i] = last
+					break
+				}
+			}
+		}
+	}
+	c.tidy()
+}
+
+// ext returns the extra part, making it.
+func (c *convEntry) ext() *convExtra {
+	if c.x == nil {
+		c.x = &convExtra{}
+	}
+	return c.x
+}
+
+// tidy drops the extra part when it holds nothing.
+func (c *convEntry) tidy() {
+	if x := c.x; x != nil && len(x.more) == 0 && len(x.held) == 0 && !x.filling && x.failures == 0 {
+		c.x = nil
+	}
+}
+
+// holding is the number of messages held behind a gap.
+func (c *convEntry) holding() int {
+	if c.x == nil {
+		return 0
+	}
+	return len(c.x.held)
 }
 
 // convKey is a conversation id (a UUID) in its 16 bytes.
@@ -175,6 +276,9 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
+	if u.convs == nil {
+		u.convs = make([]*convEntry, 0, len(seqs))
+	}
 	for id, seq := range seqs {
 		h.link(u, id, seq)
 	}
@@ -247,7 +351,7 @@ func (h *hub) onlineContacts(u *userEntry) []string {
 	seen := map[string]bool{u.id: true}
 	var ids []string
 	for _, c := range u.convs {
-		for _, o := range c.users {
+		for o := range c.all {
 			if !seen[o.id] && len(o.sessions) > 0 {
 				seen[o.id] = true
 				ids = append(ids, o.id)
@@ -270,21 +374,17 @@ func (h *hub) link(u *userEntry, id string, lastSeq int64) {
 		c = &convEntry{id: k, delivered: lastSeq}
 		h.convs[k] = c
 	}
-	for _, o := range c.users {
-		if o == u {
-			return
-		}
+	if c.add(u) {
+		u.convs = append(u.convs, c)
 	}
-	c.users = append(c.users, u)
-	u.convs = append(u.convs, c)
 }
 
 // unlink removes u from conversation c, dropping c when no local member
 // is left. Caller holds h.mu.
 func (h *hub) unlink(u *userEntry, c *convEntry) {
-	c.users = removePtr(c.users, u)
+	c.remove(u)
 	u.convs = removePtr(u.convs, c)
-	if len(c.users) == 0 {
+	if c.empty() {
 		delete(h.convs, c.id)
 	}
 }
@@ -349,7 +449,7 @@ func (h *hub) allSessions() []*session {
 // sendTo writes data to every session of the conversation's local members
 // except those of user skip (if set). Caller holds h.mu.
 func (c *convEntry) sendTo(data []byte, skip string) {
-	for _, u := range c.users {
+	for u := range c.all {
 		if u.id == skip {
 			continue
 		}
@@ -425,10 +525,12 @@ func (h *hub) onMessage(e *service.Event) {
 	if c == nil || m.Seq <= c.delivered {
 		return
 	}
-	if _, ok := c.held[m.Seq]; ok {
-		return // held already, possibly in a newer (edited) version
+	if c.x != nil {
+		if _, ok := c.x.held[m.Seq]; ok {
+			return // held already, possibly in a newer (edited) version
+		}
 	}
-	if m.Seq == c.delivered+1 && len(c.held) == 0 {
+	if m.Seq == c.delivered+1 && c.holding() == 0 {
 		h.deliver(c, m, data)
 		return
 	}
@@ -438,15 +540,16 @@ func (h *hub) onMessage(e *service.Event) {
 // hold keeps a message that arrived ahead of its predecessor and arranges
 // for the gap to be filled. Caller holds h.mu.
 func (h *hub) hold(c *convEntry, m *parley.Message, data []byte) {
-	if c.held == nil {
-		c.held = map[int64]heldMessage{}
+	x := c.ext()
+	if x.held == nil {
+		x.held = map[int64]heldMessage{}
 	}
-	c.held[m.Seq] = heldMessage{msg: m, frame: data}
+	x.held[m.Seq] = heldMessage{msg: m, frame: data}
 	h.release(c)
-	if len(c.held) > 0 && !c.filling {
-		c.filling = true
+	if x.held != nil && !x.filling {
+		x.filling = true
 		wait := h.g.cfg.GapWait
-		if len(c.held) >= maxHeld {
+		if len(x.held) >= maxHeld {
 			wait = 0
 		}
 		time.AfterFunc(wait, func() { h.fill(c) })
@@ -465,36 +568,45 @@ func (h *hub) deliver(c *convEntry, m *parley.Message, data []byte) {
 
 // release sends held messages that are next in order. Caller holds h.mu.
 func (h *hub) release(c *convEntry) {
+	x := c.x
+	if x == nil {
+		return
+	}
 	for {
-		hm, ok := c.held[c.delivered+1]
+		hm, ok := x.held[c.delivered+1]
 		if !ok {
 			break
 		}
-		delete(c.held, hm.msg.Seq)
+		delete(x.held, hm.msg.Seq)
 		h.deliver(c, hm.msg, hm.frame)
 	}
-	for seq := range c.held {
+	for seq := range x.held {
 		if seq <= c.delivered {
-			delete(c.held, seq)
+			delete(x.held, seq)
 		}
 	}
-	if len(c.held) == 0 {
-		c.held = nil
+	if len(x.held) == 0 {
+		x.held = nil
 	}
+	c.tidy()
 }
 
 // fill reads a conversation's gap from the store and delivers it with
 // what was held behind it.
+//
+// While a fill is pending c.x.filling is set, so c.x stays.
 func (h *hub) fill(c *convEntry) {
 	h.mu.Lock()
-	if h.convs[c.id] != c || len(c.held) == 0 {
-		c.filling = false
+	x := c.x
+	if h.convs[c.id] != c || len(x.held) == 0 {
+		x.filling = false
+		c.tidy()
 		h.mu.Unlock()
 		return
 	}
 	from := c.delivered
 	var upto int64
-	for seq := range c.held {
+	for seq := range x.held {
 		upto = max(upto, seq)
 	}
 	h.mu.Unlock()
@@ -519,16 +631,16 @@ func (h *hub) fill(c *convEntry) {
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c.filling = false
+	x.filling = false
 	if h.convs[c.id] != c {
 		return
 	}
 	if err != nil {
-		c.failures++
-		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id.String(), "err", err, "attempt", c.failures)
-		if c.failures < maxFillFailures && len(c.held) < maxHeld {
+		x.failures++
+		h.g.log.Warn("fill live delivery gap", "conversation_id", c.id.String(), "err", err, "attempt", x.failures)
+		if x.failures < maxFillFailures && len(x.held) < maxHeld {
 			// Try again soon; the held messages wait.
-			c.filling = true
+			x.filling = true
 			time.AfterFunc(time.Second, func() { h.fill(c) })
 			return
 		}
@@ -537,14 +649,14 @@ func (h *hub) fill(c *convEntry) {
 		// fill it with history or sync.
 		got = nil
 	}
-	c.failures = 0
+	x.failures = 0
 	for i := range got {
 		m := &got[i]
 		if m.Seq <= c.delivered || m.Seq > upto {
 			continue
 		}
-		if hm, ok := c.held[m.Seq]; ok {
-			delete(c.held, m.Seq)
+		if hm, ok := x.held[m.Seq]; ok {
+			delete(x.held, m.Seq)
 			h.deliver(c, hm.msg, hm.frame)
 			continue
 		}
@@ -559,9 +671,9 @@ func (h *hub) fill(c *convEntry) {
 	if c.delivered < upto {
 		c.delivered = upto
 	}
-	h.release(c)
-	if len(c.held) > 0 {
-		c.filling = true
+	h.release(c) // drops c.x only if nothing is held
+	if len(x.held) > 0 {
+		x.filling = true
 		time.AfterFunc(h.g.cfg.GapWait, func() { h.fill(c) })
 	}
 }
@@ -635,8 +747,8 @@ func (h *hub) onConversation(e *service.Event) {
 			return
 		}
 		c.sendTo(data, "")
-		for len(c.users) > 0 {
-			h.unlink(c.users[len(c.users)-1], c)
+		for !c.empty() {
+			h.unlink(c.m[0], c)
 		}
 	default: // role_changed and whatever comes later
 		if c := h.conv(conv.ID); c != nil {
@@ -664,7 +776,7 @@ func (h *hub) onPresence(e *service.Event) {
 		if c == nil {
 			continue
 		}
-		for _, u := range c.users {
+		for u := range c.all {
 			if u.id == e.UserID || seen[u] {
 				continue
 			}

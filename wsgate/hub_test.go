@@ -395,3 +395,51 @@ func TestConvKey(t *testing.T) {
 		}
 	}
 }
+
+// TestConvEntryMembers: the inline-two-then-overflow member set keeps
+// every member exactly once through adds and removals in any order, and
+// drops its extra part when the group shrinks back to two.
+func TestConvEntryMembers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 200 {
+		var c convEntry
+		users := make([]*userEntry, 1+rng.IntN(6))
+		for i := range users {
+			users[i] = &userEntry{id: string(rune('a' + i))}
+		}
+		want := map[*userEntry]bool{}
+		for step := range 40 {
+			u := users[rng.IntN(len(users))]
+			if want[u] {
+				c.remove(u)
+				delete(want, u)
+			} else {
+				if !c.add(u) {
+					t.Fatalf("round %d step %d: add of a new member refused", round, step)
+				}
+				want[u] = true
+			}
+			if want[u] && c.add(u) {
+				t.Fatalf("round %d step %d: add of a member accepted", round, step)
+			}
+			got := map[*userEntry]bool{}
+			for o := range c.all {
+				if got[o] {
+					t.Fatalf("round %d step %d: %s listed twice", round, step, o.id)
+				}
+				got[o] = true
+			}
+			if len(got) != len(want) || c.empty() != (len(want) == 0) {
+				t.Fatalf("round %d step %d: %d members listed, want %d", round, step, len(got), len(want))
+			}
+			for o := range want {
+				if !got[o] {
+					t.Fatalf("round %d step %d: %s missing", round, step, o.id)
+				}
+			}
+			if len(want) <= 2 && c.x != nil {
+				t.Fatalf("round %d step %d: extra part kept with %d members", round, step, len(want))
+			}
+		}
+	}
+}

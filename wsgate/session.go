@@ -33,6 +33,11 @@ type session struct {
 	draining bool
 	attached bool // the hub set live delivery up; requests may run
 	closed   bool
+	// lastRead is the gateway clock when the last frame (pongs
+	// included) arrived; the heartbeat closes the connection when it is
+	// older than IdleTimeout. 4 bytes beside the flags keep the session
+	// in its 192-byte size class.
+	lastRead atomic.Uint32
 
 	sendLim, typingLim, reqLim *rate.Limiter // made on first use
 }
@@ -48,8 +53,12 @@ type wsConn interface {
 func newSession(g *Gateway, p *parley.Principal) *session {
 	s := &session{g: g, p: *p}
 	s.exp.Store(p.ExpiresAt.UnixNano())
+	s.touch() // the idle timeout counts from the handshake
 	return s
 }
+
+// touch records that a frame arrived.
+func (s *session) touch() { s.lastRead.Store(s.g.clock()) }
 
 func (s *session) setConn(c wsConn) { s.conn.CompareAndSwap(nil, c) }
 
@@ -104,6 +113,7 @@ func (s *session) closeWith(code int, reason string) {
 // onMessage runs on nbio's pool, in order per connection.
 func (s *session) onMessage(c *websocket.Conn, mt websocket.MessageType, data []byte) {
 	s.setConn(c)
+	s.touch()
 	if mt != websocket.TextMessage {
 		s.g.cfg.Metrics.Frame("")
 		s.writeError("", parley.Errorf(parley.CodeInvalidRequest, "frames are JSON text frames"))
