@@ -1,0 +1,997 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// realtime is the WebSocket side of a Client. One goroutine (run) owns
+// all of its state; the app talks to it through post, which never blocks.
+type realtime struct {
+	c      *Client
+	events chan Event
+
+	qmu  sync.Mutex
+	q    []func()
+	wake chan struct{}
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+
+	firstMu    sync.Mutex
+	firstReady chan struct{} // closed at the first ready, or when stopped
+	stopErr    error
+
+	stats Stats
+
+	// Owned by run.
+	conn      *Conn
+	position  string
+	convs     map[string]*convState
+	outbox    []*Pending
+	inflight  map[string]*Pending
+	handlers  map[string]func(*InFrame)
+	reqN      int
+	synced    bool // the sync pass of this connection (and its backfill) is done
+	backfills int  // history requests of the backfill in flight
+	dirty     map[string]bool
+	flushAt   time.Time
+	pingEvery time.Duration
+	renewAt   time.Time
+	renewing  bool
+	fullSeen  map[string]bool // conversations listed by a full-state pass
+	connected bool
+	announced bool // EventSynced went out for this connection
+	started   bool // run was started (guarded by Client.mu)
+}
+
+type frameOrErr struct {
+	f   *InFrame
+	err error
+}
+
+// convState is what the client tracks per conversation.
+type convState struct {
+	known    bool  // heldUpto is set
+	heldUpto int64 // every seq up to here was handed to the app or is gone
+	ahead    map[int64]*parley.Message
+	filling  bool
+	reported int64 // highest delivered seq reported
+}
+
+// Stats counts what the connection loop did.
+type Stats struct {
+	Connects        atomic.Int64 // connections that reached ready
+	Duplicates      atomic.Int64 // message copies dropped (seen before)
+	Backfills       atomic.Int64 // history requests to fill gaps
+	Resent          atomic.Int64 // sends written again after a reconnect or retry
+	DeliveredFrames atomic.Int64
+}
+
+// Stats returns the connection loop's counters (nil before Connect).
+func (c *Client) Stats() *Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rt == nil {
+		return nil
+	}
+	return &c.rt.stats
+}
+
+// Connect starts the WebSocket side: it connects, syncs, sends the outbox,
+// and reconnects after every drop until Close. It returns when the first
+// connection is ready, or with the error that stopped the client (the
+// session ended, the account is suspended), or when ctx ends (the client
+// keeps trying in the background).
+func (c *Client) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	if c.rt == nil {
+		c.rt = newRealtime(c)
+	}
+	r := c.rt
+	if !r.started {
+		r.started = true
+		go r.run()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.firstReady:
+		r.firstMu.Lock()
+		defer r.firstMu.Unlock()
+		return r.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Events delivers events when Config.OnEvent is not set. It is closed
+// after the client stops.
+func (c *Client) Events() <-chan Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rt == nil {
+		c.rt = newRealtime(c) // not running yet: Connect starts it
+	}
+	return c.rt.events
+}
+
+// Close stops the connection loop (close code 1000). Unacknowledged
+// messages stay in State().Outbox.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	r := c.rt
+	started := r != nil && r.started
+	c.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.shutdown(errors.New("closed"))
+	if started {
+		<-r.done
+	}
+	return nil
+}
+
+func newRealtime(c *Client) *realtime {
+	r := &realtime{c: c, events: make(chan Event, c.cfg.EventBuffer), wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}), firstReady: make(chan struct{}),
+		convs: map[string]*convState{}, inflight: map[string]*Pending{}, handlers: map[string]func(*InFrame){},
+		dirty: map[string]bool{}}
+	if st := c.cfg.State; st != nil {
+		r.position = st.Position
+		for id, seq := range st.Held {
+			r.convs[id] = &convState{known: true, heldUpto: seq, reported: seq}
+		}
+		for _, e := range st.Outbox {
+			r.outbox = append(r.outbox, &Pending{ClientMsgID: e.ClientMsgID, ConversationID: e.ConversationID, Type: e.Type,
+				Body: e.Body, TTL: time.Duration(e.TTLSeconds) * time.Second, Queued: e.Queued, done: make(chan struct{})})
+		}
+	}
+	return r
+}
+
+// post runs fn on the connection goroutine.
+func (r *realtime) post(fn func()) {
+	r.qmu.Lock()
+	r.q = append(r.q, fn)
+	r.qmu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *realtime) drainPosted() {
+	r.qmu.Lock()
+	q := r.q
+	r.q = nil
+	r.qmu.Unlock()
+	for _, fn := range q {
+		fn()
+	}
+}
+
+func (r *realtime) shutdown(err error) {
+	r.stopOnce.Do(func() {
+		r.firstMu.Lock()
+		if r.stopErr == nil {
+			r.stopErr = err
+		}
+		r.firstMu.Unlock()
+		close(r.stop)
+	})
+}
+
+func (r *realtime) stopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// emit hands an event to the app. With a channel it blocks until the app
+// takes it or the client stops.
+func (r *realtime) emit(e Event) {
+	if r.c.cfg.OnEvent != nil {
+		r.c.cfg.OnEvent(e)
+		return
+	}
+	select {
+	case r.events <- e:
+	case <-r.stop:
+	}
+}
+
+// Send queues a message and waits for its acknowledgement (the message as
+// stored, with its seq). If ctx ends first, the message stays queued and
+// is still sent; Enqueue does not wait at all.
+func (c *Client) Send(ctx context.Context, conversationID, body string, opts ...SendOption) (*parley.Message, error) {
+	return c.Enqueue(conversationID, body, opts...).Wait(ctx)
+}
+
+// Enqueue puts a message in the outbox and returns at once. The outbox
+// sends it when connected and resends it with the same client_msg_id
+// after every reconnect until the server acknowledges or refuses it.
+// Call Connect to get it going.
+func (c *Client) Enqueue(conversationID, body string, opts ...SendOption) *Pending {
+	o := sendOptions(opts)
+	p := &Pending{ClientMsgID: o.ClientMsgID, ConversationID: conversationID, Type: o.Type, Body: body, TTL: o.TTL,
+		Queued: time.Now(), done: make(chan struct{})}
+	c.mu.Lock()
+	if c.rt == nil {
+		c.rt = newRealtime(c)
+	}
+	r := c.rt
+	c.mu.Unlock()
+	r.post(func() {
+		r.outbox = append(r.outbox, p)
+		r.pump()
+	})
+	return p
+}
+
+// Typing sends a typing indicator ("start" or "stop") if connected.
+func (c *Client) Typing(conversationID, state string) {
+	c.mu.Lock()
+	r := c.rt
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.post(func() {
+		if r.conn != nil {
+			r.write(OutFrame{Type: frameTyping, ConversationID: conversationID, State: state})
+		}
+	})
+}
+
+// MarkRead raises the user's read watermark in a conversation (over REST,
+// so the answer says it worked); the user's other devices get a read
+// receipt and clear their unread state.
+func (c *Client) MarkRead(ctx context.Context, conversationID string, seq int64) error {
+	return c.MarkReadREST(ctx, conversationID, seq)
+}
+
+// State returns what to save to resume later (see Config.State).
+func (c *Client) State(ctx context.Context) (State, error) {
+	c.mu.Lock()
+	r := c.rt
+	c.mu.Unlock()
+	if r == nil {
+		if c.cfg.State != nil {
+			return *c.cfg.State, nil
+		}
+		return State{Held: map[string]int64{}}, nil
+	}
+	out := make(chan State, 1)
+	r.post(func() { out <- r.snapshot() })
+	select {
+	case st := <-out:
+		return st, nil
+	case <-r.done:
+		return r.snapshot(), nil // run has ended: nothing else touches the state
+	case <-ctx.Done():
+		return State{}, ctx.Err()
+	}
+}
+
+func (r *realtime) snapshot() State {
+	st := State{Position: r.position, Held: map[string]int64{}}
+	for id, cs := range r.convs {
+		if cs.known {
+			st.Held[id] = cs.heldUpto
+		}
+	}
+	for _, p := range r.outbox {
+		st.Outbox = append(st.Outbox, OutboxEntry{ClientMsgID: p.ClientMsgID, ConversationID: p.ConversationID, Type: p.Type,
+			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Queued: p.Queued})
+	}
+	return st
+}
+
+// run is the connection loop.
+func (r *realtime) run() {
+	defer close(r.done)
+	defer func() {
+		r.firstMu.Lock()
+		select {
+		case <-r.firstReady:
+		default:
+			close(r.firstReady)
+		}
+		err := r.stopErr
+		r.firstMu.Unlock()
+		r.emit(Event{Kind: EventStopped, Err: err})
+		if r.c.cfg.OnEvent == nil {
+			close(r.events)
+		}
+	}()
+	attempt := 0
+	for !r.stopped() {
+		began := time.Now()
+		err := r.session()
+		if r.stopped() {
+			return
+		}
+		var delay time.Duration
+		switch code := closeCodeOf(err); {
+		case isFatal(err):
+			r.shutdown(err)
+			return
+		case code == 4001 || parley.ErrorCode(err) == parley.CodeTokenExpired:
+			delay = 0 // refresh and reconnect at once
+		default:
+			if r.connected && time.Since(began) > time.Minute {
+				attempt = 0
+			}
+			delay = r.backoff(attempt)
+			attempt++
+			var he *Error
+			if errors.As(err, &he) && he.RetryAfter > delay {
+				delay = he.RetryAfter
+			}
+		}
+		r.connected = false
+		r.c.log.Info("parley: disconnected", "err", err, "retry_in", delay)
+		r.emit(Event{Kind: EventDisconnected, Err: err})
+		select {
+		case <-time.After(delay):
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// backoff is exponential with full jitter.
+func (r *realtime) backoff(attempt int) time.Duration {
+	ceil := r.c.cfg.BackoffMin << min(attempt, 20)
+	if ceil > r.c.cfg.BackoffMax || ceil <= 0 {
+		ceil = r.c.cfg.BackoffMax
+	}
+	return time.Duration(rand.Int64N(int64(ceil) + 1))
+}
+
+// isFatal: errors after which reconnecting cannot help.
+func isFatal(err error) bool {
+	if closeCodeOf(err) == 4003 {
+		return true
+	}
+	code := parley.ErrorCode(err)
+	return code == parley.CodeUnauthorized || code == parley.CodeSuspended
+}
+
+// session is one connection's life: dial, ready, sync, live. It returns
+// why it ended.
+func (r *realtime) session() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	token, err := r.c.accessToken(ctx)
+	if err == nil {
+		r.conn, err = Dial(ctx, r.c.cfg.Server, token, nil)
+	}
+	if IsCode(err, parley.CodeTokenExpired) {
+		err = r.c.Refresh(ctx) // then reconnect at once
+		if err == nil {
+			err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
+		}
+	} else if IsCode(err, parley.CodeUnauthorized) && r.c.Tokens().RefreshToken != "" {
+		// The access token may be from before a key rotation: a refresh
+		// tells whether the session still exists.
+		if rerr := r.c.Refresh(ctx); rerr == nil {
+			err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
+		} else {
+			err = rerr
+		}
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	conn := r.conn
+	frames := make(chan frameOrErr, 256)
+	readerDone := make(chan struct{})
+	defer func() {
+		_ = conn.Abort() // ends the reader's Read
+		for {
+			select {
+			case <-frames:
+				continue
+			case <-readerDone:
+			}
+			break
+		}
+		r.conn = nil
+		r.disconnected()
+	}()
+	go func() {
+		defer close(readerDone)
+		for {
+			f, _, err := conn.ReadFrame()
+			select {
+			case frames <- frameOrErr{f, err}:
+			case <-r.stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// ready comes first.
+	var ready *InFrame
+	select {
+	case fe := <-frames:
+		if fe.err != nil {
+			return fe.err
+		}
+		if fe.f.Type != frameReady {
+			return parley.Errorf(parley.CodeInternal, "expected ready, got %s", fe.f.Type)
+		}
+		ready = fe.f
+	case <-time.After(30 * time.Second):
+		return parley.Errorf(parley.CodeUnavailable, "no ready frame within 30s")
+	case <-r.stop:
+		_ = conn.Close()
+		return nil
+	}
+	r.onReady(ready)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case fe := <-frames:
+			if fe.err != nil {
+				return fe.err
+			}
+			r.handle(fe.f)
+		case <-r.wake:
+			r.drainPosted()
+		case now := <-tick.C:
+			if err := r.onTick(now); err != nil {
+				return err
+			}
+		case <-r.stop:
+			r.drainPosted()
+			_ = conn.Close()
+			return nil
+		}
+		if r.conn == nil { // a write failed
+			return parley.Errorf(parley.CodeUnavailable, "connection lost")
+		}
+	}
+}
+
+func (r *realtime) onReady(f *InFrame) {
+	r.connected = true
+	r.stats.Connects.Add(1)
+	r.pingEvery = time.Duration(max(f.PingInterval, 1)) * time.Second
+	r.scheduleRenewal(f.TokenExpiresAt)
+	first := false
+	r.firstMu.Lock()
+	select {
+	case <-r.firstReady:
+	default:
+		close(r.firstReady)
+		first = true
+	}
+	r.firstMu.Unlock()
+	r.c.log.Info("parley: connected")
+	r.emit(Event{Kind: EventConnected, Reconnect: !first})
+	r.synced, r.announced = false, false
+	r.fullSeen = nil
+	r.syncPage()
+}
+
+// scheduleRenewal plans the in-band token renewal at 80% of what is left.
+func (r *realtime) scheduleRenewal(expires time.Time) {
+	if expires.IsZero() {
+		r.renewAt = time.Time{}
+		return
+	}
+	left := time.Until(expires)
+	r.renewAt = time.Now().Add(left * 4 / 5)
+}
+
+// disconnected forgets what belonged to the connection: pending request
+// handlers, sends in flight (they go again on the next connection).
+func (r *realtime) disconnected() {
+	r.handlers = map[string]func(*InFrame){}
+	for id, p := range r.inflight {
+		p.inFlight = false
+		delete(r.inflight, id)
+	}
+	for _, cs := range r.convs {
+		cs.filling = false
+	}
+	r.backfills = 0
+	r.synced = false
+	r.renewing = false
+}
+
+func (r *realtime) nextID(prefix string) string {
+	r.reqN++
+	return prefix + strconv.Itoa(r.reqN)
+}
+
+// write sends a frame; a failure drops the connection (session ends).
+func (r *realtime) write(f OutFrame) bool {
+	if r.conn == nil {
+		return false
+	}
+	if err := r.conn.Write(f); err != nil {
+		r.c.log.Info("parley: write failed", "err", err)
+		_ = r.conn.Abort()
+		r.conn = nil
+		return false
+	}
+	return true
+}
+
+// request sends a frame with a fresh id and calls reply with the answer
+// (the reply frame or an error frame).
+func (r *realtime) request(prefix string, f OutFrame, reply func(*InFrame)) {
+	f.ID = r.nextID(prefix)
+	r.handlers[f.ID] = reply
+	r.write(f)
+}
+
+func (r *realtime) handle(f *InFrame) {
+	switch f.Type {
+	case frameAck, frameSyncResult, frameHistoryResult, frameAuthenticated, frameError, framePong:
+		if f.ID != "" {
+			if p := r.inflight[f.ID]; p != nil {
+				r.onSendReply(f.ID, p, f)
+				return
+			}
+			if h := r.handlers[f.ID]; h != nil {
+				delete(r.handlers, f.ID)
+				h(f)
+				return
+			}
+		}
+		if f.Type == frameError {
+			if id, ok := strings.CutPrefix(f.ID, deliveredPrefix); ok {
+				// A refused delivered report (rate limited, or the
+				// conversation is gone): report again at a later flush.
+				if cs := r.convs[id]; cs != nil && parley.ErrorCode(errOf(f)) != parley.CodeConversationNotFound {
+					cs.reported = 0
+					r.dirty[id] = true
+					r.flushAt = time.Now().Add(time.Second)
+				}
+				return
+			}
+			r.c.log.Warn("parley: error frame", "id", f.ID, "err", errOf(f))
+		}
+	case frameMessage:
+		if f.Message != nil {
+			r.onMessage(f.Message)
+			r.pumpGaps()
+		}
+	case frameReceipt:
+		r.emit(Event{Kind: EventReceipt, ConversationID: f.ConversationID, Receipt: &Receipt{ConversationID: f.ConversationID,
+			UserID: f.UserID, DeviceID: f.DeviceID, Kind: f.Kind, Seq: f.Seq}})
+	case frameTyping:
+		r.emit(Event{Kind: EventTyping, ConversationID: f.ConversationID, Typing: &Typing{ConversationID: f.ConversationID,
+			UserID: f.UserID, State: f.State, ExpiresIn: f.ExpiresIn}})
+	case framePresence:
+		p := &Presence{UserID: f.UserID, State: f.State}
+		if f.LastSeen != nil {
+			p.LastSeen = *f.LastSeen
+		}
+		r.emit(Event{Kind: EventPresence, Presence: p})
+	case frameConversation:
+		r.onConversation(f)
+	}
+}
+
+func (r *realtime) conv(id string) *convState {
+	cs := r.convs[id]
+	if cs == nil {
+		cs = &convState{}
+		r.convs[id] = cs
+	}
+	return cs
+}
+
+// onMessage hands a message to the app once, in seq order per
+// conversation; copies seen before are dropped, early ones wait for the
+// gap to be filled.
+func (r *realtime) onMessage(m *parley.Message) {
+	cs := r.conv(m.ConversationID)
+	if cs.known && m.Seq <= cs.heldUpto {
+		if !m.EditedAt.IsZero() || m.Deleted {
+			r.emit(Event{Kind: EventMessageChanged, ConversationID: m.ConversationID, Message: m})
+			return
+		}
+		r.stats.Duplicates.Add(1)
+		return
+	}
+	if old, ok := cs.ahead[m.Seq]; ok {
+		if m.Deleted || m.EditedAt.After(old.EditedAt) {
+			cs.ahead[m.Seq] = m // a newer version of a message still waiting
+		} else {
+			r.stats.Duplicates.Add(1)
+		}
+		return
+	}
+	if !cs.known {
+		if !r.synced {
+			// Until the sync pass says where this conversation starts for
+			// us, wait: an older message may still come in the sync.
+			r.hold(cs, m)
+			return
+		}
+		cs.known, cs.heldUpto = true, m.Seq-1
+	}
+	if m.Seq != cs.heldUpto+1 {
+		r.hold(cs, m)
+		return
+	}
+	r.deliver(cs, m)
+	r.drainAhead(cs)
+}
+
+func (r *realtime) hold(cs *convState, m *parley.Message) {
+	if cs.ahead == nil {
+		cs.ahead = map[int64]*parley.Message{}
+	}
+	cs.ahead[m.Seq] = m
+}
+
+func (r *realtime) deliver(cs *convState, m *parley.Message) {
+	cs.heldUpto = m.Seq
+	r.dirty[m.ConversationID] = true
+	if r.flushAt.IsZero() {
+		r.flushAt = time.Now().Add(max(r.c.cfg.DeliveredDelay, 0))
+	}
+	r.emit(Event{Kind: EventMessage, ConversationID: m.ConversationID, Message: m})
+}
+
+func (r *realtime) drainAhead(cs *convState) {
+	for {
+		m, ok := cs.ahead[cs.heldUpto+1]
+		if !ok {
+			break
+		}
+		delete(cs.ahead, m.Seq)
+		r.deliver(cs, m)
+	}
+	for seq := range cs.ahead {
+		if seq <= cs.heldUpto {
+			delete(cs.ahead, seq)
+		}
+	}
+	if len(cs.ahead) == 0 {
+		cs.ahead = nil
+	}
+}
+
+// pumpGaps starts a backfill for every conversation with messages
+// waiting behind a gap (only once the sync pass is done).
+func (r *realtime) pumpGaps() {
+	if !r.synced {
+		return
+	}
+	for id, cs := range r.convs {
+		if len(cs.ahead) > 0 && !cs.filling {
+			r.backfill(id, cs)
+		}
+	}
+}
+
+// backfill reads the gap of a conversation with history after heldUpto.
+func (r *realtime) backfill(id string, cs *convState) {
+	if !cs.known {
+		lowest := int64(-1)
+		for seq := range cs.ahead {
+			if lowest < 0 || seq < lowest {
+				lowest = seq
+			}
+		}
+		cs.known, cs.heldUpto = true, lowest-1
+		r.drainAhead(cs)
+		return
+	}
+	cs.filling = true
+	r.backfills++
+	r.stats.Backfills.Add(1)
+	after, limit := cs.heldUpto, 200
+	r.request("h", OutFrame{Type: "history", ConversationID: id, After: &after, Limit: &limit}, func(f *InFrame) {
+		cs.filling = false
+		r.backfills--
+		if f.Type == frameError {
+			if parley.ErrorCode(errOf(f)) == parley.CodeConversationNotFound {
+				delete(r.convs, id)
+			} else {
+				r.c.log.Warn("parley: backfill", "conversation_id", id, "err", errOf(f))
+			}
+			r.maybeSynced()
+			return
+		}
+		for i := range f.Messages {
+			r.onMessage(&f.Messages[i])
+		}
+		if len(cs.ahead) > 0 && len(f.Messages) < limit && !f.Truncated {
+			// The store has nothing more between: the seqs that did not
+			// come expired or were purged.
+			lowest := int64(-1)
+			for seq := range cs.ahead {
+				if lowest < 0 || seq < lowest {
+					lowest = seq
+				}
+			}
+			if lowest-1 > cs.heldUpto {
+				cs.heldUpto = lowest - 1
+			}
+			r.drainAhead(cs)
+		}
+		if len(cs.ahead) > 0 {
+			r.backfill(id, cs)
+		}
+		r.maybeSynced()
+	})
+}
+
+// syncPage asks for the next page of the sync pass.
+func (r *realtime) syncPage() {
+	limit := r.c.cfg.SyncLimit
+	r.request("y", OutFrame{Type: "sync", Position: r.position, Limit: &limit}, r.onSyncResult)
+}
+
+func (r *realtime) onSyncResult(f *InFrame) {
+	if f.Type == frameError {
+		err := errOf(f)
+		if parley.ErrorCode(err) == parley.CodeInvalidRequest && r.position != "" {
+			r.c.log.Warn("parley: sync position refused; starting over", "err", err)
+			r.position = ""
+			r.syncPage()
+			return
+		}
+		r.c.log.Warn("parley: sync failed", "err", err)
+		if r.conn != nil {
+			_ = r.conn.Abort() // reconnect and try again
+			r.conn = nil
+		}
+		return
+	}
+	if f.FullState && r.fullSeen == nil {
+		r.fullSeen = map[string]bool{}
+	}
+	var stale []Event
+	for i := range f.Conversations {
+		e := &f.Conversations[i]
+		id := e.Conversation.ID
+		if e.Removed {
+			delete(r.convs, id)
+			r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "removed", Conversation: &e.Conversation}})
+			continue
+		}
+		if r.fullSeen != nil {
+			r.fullSeen[id] = true
+		}
+		cs := r.conv(id)
+		conv := e.Conversation
+		r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "synced", Conversation: &conv,
+			ReadSeq: e.ReadSeq, UnreadCount: e.UnreadCount}})
+		if !cs.known {
+			// First sight: the conversation starts for us at the oldest
+			// message returned (older ones are history), or after its
+			// last seq if none was.
+			base := conv.LastSeq
+			for _, m := range e.Messages {
+				base = min(base, m.Seq-1)
+			}
+			for seq := range cs.ahead {
+				base = min(base, seq-1)
+			}
+			cs.known, cs.heldUpto = true, base
+		} else if e.MoreMessages && len(e.Messages) > 0 && e.Messages[0].Seq-1 <= cs.heldUpto {
+			stale = append(stale, Event{Kind: EventStale, ConversationID: id, Seq: e.Messages[0].Seq})
+		}
+		for j := range e.Messages {
+			r.onMessage(&e.Messages[j])
+		}
+		r.drainAhead(cs)
+	}
+	for _, ev := range stale {
+		r.emit(ev)
+	}
+	r.position = f.Position
+	if f.HasMore {
+		r.syncPage()
+		return
+	}
+	if r.fullSeen != nil {
+		for id := range r.convs {
+			if !r.fullSeen[id] {
+				delete(r.convs, id)
+				r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "removed", Conversation: &parley.Conversation{ID: id}}})
+			}
+		}
+		r.fullSeen = nil
+	}
+	r.synced = true
+	r.pumpGaps()
+	r.maybeSynced()
+}
+
+// maybeSynced finishes the pass once the backfills are done: report
+// delivery, announce, and send the outbox.
+func (r *realtime) maybeSynced() {
+	if !r.synced || r.backfills > 0 || r.conn == nil {
+		return
+	}
+	for _, cs := range r.convs {
+		if cs.filling {
+			return
+		}
+	}
+	if !r.announced {
+		r.announced = true
+		r.flushDelivered() // always after a sync: heals reports lost with a crash
+		r.emit(Event{Kind: EventSynced})
+	}
+	r.pump()
+}
+
+// flushDelivered reports delivery for the conversations that received
+// messages.
+func (r *realtime) flushDelivered() {
+	for id := range r.dirty {
+		cs := r.convs[id]
+		delete(r.dirty, id)
+		if cs == nil || cs.heldUpto <= cs.reported {
+			continue
+		}
+		seq := cs.heldUpto
+		r.stats.DeliveredFrames.Add(1)
+		// No reply on success, so no handler: the id names the
+		// conversation, for the error frame if one comes.
+		r.write(OutFrame{Type: "delivered", ID: deliveredPrefix + id, ConversationID: id, Seq: &seq})
+		cs.reported = seq
+	}
+	r.flushAt = time.Time{}
+}
+
+// pump writes queued sends, oldest first, up to MaxInFlight, once the
+// connection is synced.
+func (r *realtime) pump() {
+	if r.conn == nil || !r.synced || r.backfills > 0 {
+		return
+	}
+	now := time.Now()
+	for _, p := range r.outbox {
+		if len(r.inflight) >= r.c.cfg.MaxInFlight {
+			return
+		}
+		if p.inFlight || now.Before(p.retryAt) {
+			continue
+		}
+		id := r.nextID("s")
+		p.inFlight = true
+		if p.Attempts > 0 {
+			r.stats.Resent.Add(1)
+		}
+		p.Attempts++
+		r.inflight[id] = p
+		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
+			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second)}
+		if !r.write(f) {
+			return
+		}
+	}
+}
+
+func (r *realtime) onSendReply(id string, p *Pending, f *InFrame) {
+	delete(r.inflight, id)
+	p.inFlight = false
+	switch {
+	case f.Type == frameAck && f.Message != nil:
+		r.finishSend(p, f.Message, nil)
+	case f.Type == frameError:
+		err := errOf(f)
+		switch parley.ErrorCode(err) {
+		case parley.CodeRateLimited, parley.CodeUnavailable, parley.CodeInternal:
+			p.retryAt = time.Now().Add(time.Second)
+		default: // refused for good
+			r.finishSend(p, nil, err)
+			r.emit(Event{Kind: EventSendFailed, ConversationID: p.ConversationID, Pending: p, Err: err})
+		}
+	}
+	r.pump()
+}
+
+func (r *realtime) finishSend(p *Pending, m *parley.Message, err error) {
+	for i, q := range r.outbox {
+		if q == p {
+			r.outbox = append(r.outbox[:i], r.outbox[i+1:]...)
+			break
+		}
+	}
+	p.msg, p.err = m, err
+	close(p.done)
+}
+
+func (r *realtime) onConversation(f *InFrame) {
+	if f.Conversation == nil {
+		return
+	}
+	id := f.Conversation.ID
+	me := r.c.Tokens().UserID
+	aboutMe := false
+	for _, u := range f.UserIDs {
+		aboutMe = aboutMe || u == me
+	}
+	switch f.Action {
+	case "created", "member_added":
+		if aboutMe {
+			cs := r.conv(id)
+			if !cs.known {
+				// Live delivery starts after last_seq.
+				cs.known, cs.heldUpto = true, f.Conversation.LastSeq
+				r.drainAhead(cs)
+			}
+		}
+	case "member_removed":
+		if aboutMe {
+			delete(r.convs, id)
+		}
+	case "deleted":
+		delete(r.convs, id)
+	}
+	r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: f.Action,
+		Conversation: f.Conversation, UserIDs: f.UserIDs, ByUserID: f.ByUserID}})
+}
+
+// onTick: delivered reports, send retries, liveness, token renewal.
+func (r *realtime) onTick(now time.Time) error {
+	if !r.flushAt.IsZero() && !now.Before(r.flushAt) && r.synced {
+		r.flushDelivered()
+	}
+	r.pump()
+	if r.conn != nil && now.Sub(r.conn.LastRead()) > 2*r.pingEvery+10*time.Second {
+		return parley.Errorf(parley.CodeUnavailable, "nothing from the server for %v", now.Sub(r.conn.LastRead()).Round(time.Second))
+	}
+	if !r.renewAt.IsZero() && now.After(r.renewAt) && !r.renewing {
+		r.renewing = true
+		conn := r.conn
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := r.c.Refresh(ctx)
+			r.post(func() {
+				if r.conn != conn { // reconnected meanwhile: the new connection has a fresh token
+					return
+				}
+				if err != nil {
+					r.c.log.Warn("parley: token renewal", "err", err)
+					r.renewing = false
+					r.renewAt = time.Now().Add(10 * time.Second)
+					return
+				}
+				r.request("a", OutFrame{Type: "auth", AccessToken: r.c.Tokens().AccessToken}, func(f *InFrame) {
+					r.renewing = false
+					if f.Type == frameAuthenticated {
+						r.scheduleRenewal(f.TokenExpiresAt)
+					} else {
+						r.renewAt = time.Now().Add(10 * time.Second)
+					}
+				})
+			})
+		}()
+	}
+	return nil
+}
+
+// deliveredPrefix starts the id of a delivered report.
+const deliveredPrefix = "d:"
