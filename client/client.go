@@ -384,6 +384,15 @@ func (c *Client) FindUser(ctx context.Context, handle string) (*parley.User, err
 	return out.User, err
 }
 
+// User returns a user by id.
+func (c *Client) User(ctx context.Context, id string) (*parley.User, error) {
+	var out struct {
+		User *parley.User `json:"user"`
+	}
+	err := c.do(ctx, "GET", "/v1/users/"+url.PathEscape(id), true, nil, &out)
+	return out.User, err
+}
+
 // Conversations lists the user's conversations, each with read_seq,
 // unread_count and last_message.
 func (c *Client) Conversations(ctx context.Context) ([]parley.ConversationView, error) {
