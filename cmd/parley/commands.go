@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&k.configDir, "config", "", "directory for the saved login (default: $PARLEY_CONFIG_DIR, else the user config directory/parley)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: parley [--server URL] [--json] [--config DIR] COMMAND [ARGS]")
-		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat")
+		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, bench")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -56,6 +56,9 @@ func run(ctx context.Context, args []string, e env) error {
 	if len(rest) == 0 {
 		fs.Usage()
 		return flag.ErrHelp
+	}
+	if rest[0] == "bench" {
+		return benchCommand(ctx, rest[1:], e)
 	}
 	if err := k.load(); err != nil {
 		return err

@@ -18,6 +18,7 @@
 //	read CONV [SEQ]                         mark read (default: everything)
 //	tail                                    print live events until interrupted
 //	chat CONV                               interactive: lines typed are sent, messages arriving are printed
+//	bench SCENARIO [flags]                  load test: connections, direct, group, offline, storm (parley bench -h)
 //
 // CONV is a conversation id, or @HANDLE for the direct conversation with
 // that user (created if there is none). Passwords come from

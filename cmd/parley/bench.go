@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/bench"
+	"github.com/parleychat/parley/internal/spawn"
+)
+
+const benchUsage = `usage: parley bench SCENARIO [flags]
+
+Scenarios:
+  connections  N idle authenticated connections: connect rate, server RSS per connection
+  direct       users in 1:1 pairs, each sending, at --rate or as fast as acks allow
+  group        groups of --group-size with --senders senders each
+  offline      devices away while --messages pile up in --convs conversations each; catch-up time and bytes
+  storm        every connection drops and reconnects at once: time until all are resynced
+
+Every scenario checks lost, duplicate and reordered messages. Load goes to
+loopback only (--server must be 127.0.0.0/8 or localhost).
+
+Flags:
+`
+
+// benchCommand is `parley bench`.
+func benchCommand(ctx context.Context, args []string, e env) error {
+	fs := flag.NewFlagSet("parley bench", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	var o bench.Options
+	var spawnServer, asJSON bool
+	var parleyd string
+	fs.StringVar(&o.Server, "server", "", "parleyd to load (default "+defaultServer+" unless --spawn)")
+	fs.BoolVar(&spawnServer, "spawn", false, "start a parleyd (beside this binary, or on the PATH) on a temporary data directory with PARLEY_LIMITS=off")
+	fs.StringVar(&parleyd, "parleyd", "", "the parleyd binary for --spawn")
+	fs.StringVar(&o.Admin, "admin", "", "parleyd's admin listener, to force a GC before memory readings (set by --spawn)")
+	fs.IntVar(&o.Conns, "conns", 0, "connections (default per scenario: connections 1000, direct 200, group 100, offline 10, storm 1000)")
+	fs.IntVar(&o.PerToken, "per-token", 0, "connections per device token (default 10 for connections and storm, else 1)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "sending time (direct, group); holding time (connections)")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages per second in all; 0 = as fast as acks allow")
+	fs.IntVar(&o.Window, "window", 8, "sends in flight per sender when --rate is 0")
+	fs.IntVar(&o.GroupSize, "group-size", 10, "members per group (group)")
+	fs.IntVar(&o.Senders, "senders", 1, "senders per group (group)")
+	fs.IntVar(&o.Convs, "convs", 50, "conversations per device (offline)")
+	fs.IntVar(&o.Messages, "messages", 1000, "messages per device while away (offline)")
+	fs.IntVar(&o.SyncLimit, "sync-limit", 50, "messages per conversation a sync asks for (offline, storm)")
+	fs.IntVar(&o.BodyBytes, "body-bytes", 64, "message body size")
+	fs.IntVar(&o.SourceAddrs, "source-addrs", 4, "dial from 127.0.0.1 .. 127.0.0.K")
+	fs.IntVar(&o.DialConc, "dial-concurrency", 128, "connections being opened at once")
+	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins at once")
+	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on the last line")
+	fs.Usage = func() {
+		fmt.Fprint(e.stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	o.Scenario = args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return parley.Errorf(parley.CodeInvalidRequest, "unexpected argument %q", fs.Arg(0))
+	}
+	if spawnServer {
+		if o.Server != "" {
+			return parley.Errorf(parley.CodeInvalidRequest, "--spawn and --server exclude each other")
+		}
+		p, dir, admin, err := spawnParleyd(parleyd)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		defer p.Stop(10 * time.Second)
+		o.Server = p.Base
+		o.Admin = "http://" + admin
+		fmt.Fprintf(e.stderr, "parley bench: spawned parleyd on %s (data %s)\n", p.Base, dir)
+	}
+	if o.Server == "" {
+		o.Server = defaultServer
+	}
+	if err := loopbackOnly(o.Server); err != nil {
+		return err
+	}
+	if o.Admin != "" {
+		if err := loopbackOnly(o.Admin); err != nil {
+			return err
+		}
+	}
+	tty := isTerminal(e.stderr)
+	o.Progress = func(s string) {
+		if tty {
+			fmt.Fprintf(e.stderr, "\r\033[K%s", s)
+		}
+	}
+	res, err := bench.Run(ctx, o)
+	if tty {
+		fmt.Fprint(e.stderr, "\r\033[K")
+	}
+	if res != nil {
+		printResult(e.stdout, res)
+		if asJSON {
+			data, _ := json.Marshal(res)
+			fmt.Fprintln(e.stdout, string(data))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !res.OK() {
+		return parley.Errorf(parley.CodeInternal, "correctness check failed: lost %d, duplicates %d, reordered %d, sent %d, acked %d, failed connections %d",
+			res.Lost, res.Duplicates, res.Reordered, res.Sent, res.Acked, res.FailedConnections)
+	}
+	return nil
+}
+
+// loopbackOnly refuses to load anything but this machine.
+func loopbackOnly(base string) error {
+	host := base
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host = strings.SplitN(host, "/", 2)[0]
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return parley.Errorf(parley.CodeInvalidRequest, "parley bench loads loopback addresses only, not %s", host)
+}
+
+// spawnParleyd starts parleyd on a temporary data directory, with an
+// admin listener on a free port.
+func spawnParleyd(bin string) (p *spawn.Process, dir, admin string, err error) {
+	if bin == "" {
+		if self, err := os.Executable(); err == nil {
+			if c := filepath.Join(filepath.Dir(self), "parleyd"); fileExists(c) {
+				bin = c
+			}
+		}
+	}
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("parleyd"); err != nil {
+			return nil, "", "", errors.New("--spawn: no parleyd beside this binary or on the PATH (go build -o DIR ./cmd/parleyd ./cmd/parley, or --parleyd PATH)")
+		}
+	}
+	if dir, err = os.MkdirTemp("", "parley-bench-"); err != nil {
+		return nil, "", "", err
+	}
+	if admin, err = freePort(); err != nil {
+		return nil, "", "", err
+	}
+	p, err = spawn.Start(bin, dir, []string{"PARLEY_LIMITS=off"}, "--admin-listen", admin)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", "", err
+	}
+	return p, dir, admin, nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func printResult(w io.Writer, r *bench.Result) {
+	fmt.Fprintf(w, "scenario %s, %d connections (connected in %.1fs, %.0f/s; setup %.1fs)\n", r.Scenario, r.Conns, r.ConnectSeconds, r.ConnectsPerSec, r.SetupSeconds)
+	if r.Sent > 0 {
+		fmt.Fprintf(w, "messages: sent %d, acked %d in %.1fs: %.0f msgs/s; deliveries expected %d, delivered %d: %.0f/s\n",
+			r.Sent, r.Acked, r.DurationSeconds, r.MsgsPerSec, r.Expected, r.Delivered, r.DeliveriesPerSec)
+		fmt.Fprintf(w, "ack latency ms: p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f\n", r.AckP50Ms, r.AckP90Ms, r.AckP99Ms, r.AckP999Ms, r.AckMaxMs)
+		if r.E2EMaxMs > 0 {
+			fmt.Fprintf(w, "end-to-end ms: p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f\n", r.E2EP50Ms, r.E2EP90Ms, r.E2EP99Ms, r.E2EP999Ms, r.E2EMaxMs)
+		}
+	}
+	switch r.Scenario {
+	case "offline":
+		fmt.Fprintf(w, "catch-up per device (connect, sync, backfill) ms: p50 %.1f p99 %.1f max %.1f; round trips %.0f; bytes per device %d\n", r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs, r.CatchUpRounds, r.CatchUpBytes)
+	case "storm":
+		fmt.Fprintf(w, "storm: all %d resynced in %.2fs; per connection since the drop ms: p50 %.1f p99 %.1f max %.1f\n", r.Conns, r.ResyncSeconds, r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs)
+	case "connections":
+		fmt.Fprintf(w, "server RSS per connection: %.2f KiB (before %.1f MiB, after %.1f MiB)\n", r.RSSPerConnBytes/1024, float64(r.ServerRSSBefore)/(1<<20), float64(r.ServerRSSBytes)/(1<<20))
+	}
+	fmt.Fprintf(w, "server: %.1f CPU seconds, RSS %.1f MiB\n", r.ServerCPUSeconds, float64(r.ServerRSSBytes)/(1<<20))
+	var codes []string
+	for c, n := range r.Errors {
+		codes = append(codes, fmt.Sprintf("%s %d", c, n))
+	}
+	sort.Strings(codes)
+	fmt.Fprintf(w, "check: lost %d, duplicates %d, reordered %d, failed connections %d, closed by the server %d; errors: %s\n",
+		r.Lost, r.Duplicates, r.Reordered, r.FailedConnections, r.ServerCloses, strings.Join(append(codes, "")[:max(len(codes), 1)], ", "))
+}

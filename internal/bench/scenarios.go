@@ -1,0 +1,517 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/client"
+)
+
+// maxConnsPerProcess: a process may hold 20,000 open files here.
+const maxConnsPerProcess = 19000
+
+// connections: N idle authenticated connections; the server's RSS per
+// connection (forced GC before each reading when Admin is set).
+func (b *bench) connections(ctx context.Context) error {
+	if b.o.Conns > maxConnsPerProcess {
+		return fmt.Errorf("%d connections exceed what one process may open here (%d); run several `parley bench connections` processes against one server", b.o.Conns, maxConnsPerProcess)
+	}
+	start := time.Now()
+	devs, err := b.setupUsers(ctx, (b.o.Conns+b.o.PerToken-1)/b.o.PerToken)
+	if err != nil {
+		return err
+	}
+	b.res.SetupSeconds = time.Since(start).Seconds()
+	b.o.Progress("reading the server's memory before connecting")
+	before, err := b.steadyStats(ctx)
+	if err != nil {
+		return err
+	}
+	b.res.ServerRSSBefore = int64(before.rss)
+	if _, err := b.connectAll(ctx, devs, b.o.Conns); err != nil {
+		return err
+	}
+	b.o.Progress(fmt.Sprintf("connect: %d/%d ready in %.1fs; settling", b.o.Conns-int(b.failed.Load()), b.o.Conns, b.res.ConnectSeconds))
+	time.Sleep(b.o.Duration)
+	b.o.Progress("reading the server's memory with the connections open")
+	after, err := b.steadyStats(ctx)
+	if err != nil {
+		return err
+	}
+	b.res.ServerRSSBytes = int64(after.rss)
+	b.res.ServerCPUSeconds = after.cpu - before.cpu
+	if n := b.o.Conns - int(b.failed.Load()); n > 0 {
+		b.res.RSSPerConnBytes = (after.rss - before.rss) / float64(n)
+	}
+	b.res.DurationSeconds = b.o.Duration.Seconds()
+	return nil
+}
+
+// messaging: users in conversations of size members (2: direct pairs), the
+// first senders of each sending at the rate (or as fast as acks allow)
+// for the duration.
+func (b *bench) messaging(ctx context.Context, members, senders int) error {
+	groups := b.o.Conns / members
+	if groups == 0 {
+		return fmt.Errorf("--conns %d is less than one conversation of %d", b.o.Conns, members)
+	}
+	n := groups * members
+	b.res.Conns = n
+	start := time.Now()
+	devs, err := b.setupUsers(ctx, n)
+	if err != nil {
+		return err
+	}
+	convs := make([]string, groups)
+	err = forEach(ctx, groups, b.o.SetupConc, func(ctx context.Context, g int) error {
+		owner := devs[g*members]
+		var others []string
+		for _, d := range devs[g*members+1 : (g+1)*members] {
+			others = append(others, d.userID)
+		}
+		rest := b.rest(owner)
+		if members == 2 {
+			c, err := rest.CreateDirect(ctx, others[0])
+			if err != nil {
+				return err
+			}
+			convs[g] = c.ID
+			return nil
+		}
+		c, err := rest.CreateGroup(ctx, fmt.Sprintf("bench %d", g), others...)
+		if err != nil {
+			return err
+		}
+		convs[g] = c.ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.res.SetupSeconds = time.Since(start).Seconds()
+	if _, err := b.connectAll(ctx, devs, n); err != nil {
+		return err
+	}
+	if f := b.failed.Load(); f > 0 {
+		return fmt.Errorf("%d connections failed", f)
+	}
+	var senderConns []*conn
+	var senderConv []string
+	for g := range groups {
+		for s := range senders {
+			senderConns = append(senderConns, b.conns[g*members+s])
+			senderConv = append(senderConv, convs[g])
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // presence and the initial frames settle
+	return b.measureServer(ctx, func() error {
+		began := time.Now()
+		b.sendFor(ctx, senderConns, senderConv)
+		b.waitAcks(ctx, 30*time.Second)
+		sendEnd := time.Now()
+		for _, k := range b.conns { // latest ack
+			if t := k.lastAck.Load(); t > 0 && time.Unix(0, t).After(sendEnd) {
+				sendEnd = time.Unix(0, t)
+			}
+		}
+		b.res.DurationSeconds = min(time.Since(began), sendEnd.Sub(began)).Seconds()
+		// Expected: every acked message at every member connection but
+		// its sender's.
+		perConv := map[string]int64{}
+		perSender := map[*conn]int64{}
+		for _, k := range senderConns {
+			perSender[k] = k.ackedN.Load()
+		}
+		for i, k := range senderConns {
+			perConv[senderConv[i]] += perSender[k]
+		}
+		var expected int64
+		for g := range groups {
+			for m := range members {
+				k := b.conns[g*members+m]
+				expected += perConv[convs[g]] - perSender[k]
+			}
+		}
+		b.res.Expected = expected
+		b.settle(ctx, expected, 30*time.Second)
+		return nil
+	})
+}
+
+// sendFor runs the senders for the duration.
+func (b *bench) sendFor(ctx context.Context, senders []*conn, convs []string) {
+	ctx, cancel := context.WithTimeout(ctx, b.o.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	progressDone := make(chan struct{})
+	go b.progressLoop(progressDone)
+	defer close(progressDone)
+	for i, k := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b.o.Rate > 0 {
+				interval := time.Duration(float64(time.Second) * float64(len(senders)) / b.o.Rate)
+				// Spread the senders' phases over one interval.
+				select {
+				case <-time.After(interval * time.Duration(i) / time.Duration(len(senders))):
+				case <-ctx.Done():
+					return
+				}
+				t := time.NewTicker(interval)
+				defer t.Stop()
+				for {
+					if k.send(convs[i], time.Now()) != nil {
+						return
+					}
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+			for {
+				select {
+				case k.window <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				if k.send(convs[i], time.Now()) != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (b *bench) progressLoop(done chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastAcked, lastDelivered int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		a, d := b.acked.Load(), b.delivered.Load()
+		b.o.Progress(fmt.Sprintf("sent %d, acked %d (%d/s), delivered %d (%d/s), dup %d, reordered %d, errors %d",
+			b.sent.Load(), a, a-lastAcked, d, d-lastDelivered, b.dups.Load(), b.reordered.Load(), b.errorCount()))
+		lastAcked, lastDelivered = a, d
+	}
+}
+
+func (b *bench) errorCount() int64 {
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	var n int64
+	for _, v := range b.res.Errors {
+		n += v
+	}
+	return n
+}
+
+// waitAcks waits until no send is in flight.
+func (b *bench) waitAcks(ctx context.Context, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n := 0
+		for _, k := range b.conns {
+			if k != nil {
+				n += k.inFlight()
+			}
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// settle waits until the deliveries reach expected, or stop growing for
+// 3 s, or limit passes.
+func (b *bench) settle(ctx context.Context, expected int64, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	last, lastChange := b.delivered.Load(), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		d := b.delivered.Load()
+		if d >= expected {
+			return
+		}
+		if d != last {
+			last, lastChange = d, time.Now()
+		} else if time.Since(lastChange) > 3*time.Second {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncAll brings a connection up to date as a client would: sync pages
+// from position until has_more is false, then history for conversations
+// the sync cut (more_messages), back to their first message (the bench's
+// devices held nothing older). It returns the new position and the round
+// trips.
+func (k *conn) syncAll(ctx context.Context, position string, limit int) (string, int, error) {
+	rounds := 0
+	cut := map[string]int64{} // conversation -> lowest seq returned
+	for {
+		f, err := k.roundTrip(ctx, client.OutFrame{Type: "sync", Position: position, Limit: &limit})
+		rounds++
+		if err != nil {
+			return position, rounds, err
+		}
+		for _, c := range f.Conversations {
+			if c.MoreMessages && len(c.Messages) > 0 {
+				cut[c.Conversation.ID] = c.Messages[0].Seq
+			}
+		}
+		position = f.Position
+		if !f.HasMore {
+			break
+		}
+	}
+	for conv, before := range cut {
+		for before > 1 {
+			hl := 200
+			f, err := k.roundTrip(ctx, client.OutFrame{Type: "history", ConversationID: conv, Before: &before, Limit: &hl})
+			rounds++
+			if err != nil {
+				return position, rounds, err
+			}
+			if len(f.Messages) == 0 {
+				break
+			}
+			before = f.Messages[0].Seq
+		}
+	}
+	return position, rounds, nil
+}
+
+// roundTrip sends a request and waits for its reply.
+func (k *conn) roundTrip(ctx context.Context, f client.OutFrame) (*client.InFrame, error) {
+	ch, err := k.request(f)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		if r.Type == "error" {
+			return r, r.Error
+		}
+		return r, nil
+	case <-k.closed:
+		return nil, fmt.Errorf("connection closed during %s", f.Type)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// offline: devices go away, messages pile up in many conversations, the
+// devices come back and sync; catch-up time and bytes per device.
+func (b *bench) offline(ctx context.Context) error {
+	receivers := b.o.Conns
+	start := time.Now()
+	devs, err := b.setupUsers(ctx, receivers+1)
+	if err != nil {
+		return err
+	}
+	sender := devs[receivers]
+	convs := make([][]string, receivers)
+	for r := range convs {
+		convs[r] = make([]string, b.o.Convs)
+	}
+	senderREST := b.rest(sender)
+	err = forEach(ctx, receivers*b.o.Convs, b.o.SetupConc, func(ctx context.Context, i int) error {
+		r, c := i/b.o.Convs, i%b.o.Convs
+		g, err := senderREST.CreateGroup(ctx, fmt.Sprintf("offline %d/%d", r, c), devs[r].userID)
+		if err != nil {
+			return err
+		}
+		convs[r][c] = g.ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.res.SetupSeconds = time.Since(start).Seconds()
+	// Each receiver connects once and syncs: it has a position.
+	if _, err := b.connectAll(ctx, devs[:receivers], receivers); err != nil {
+		return err
+	}
+	positions := make([]string, receivers)
+	err = forEach(ctx, receivers, b.o.DialConc, func(ctx context.Context, r int) error {
+		k := b.conns[r]
+		if k == nil {
+			return fmt.Errorf("receiver %d did not connect", r)
+		}
+		var err error
+		positions[r], _, err = k.syncAll(ctx, "", b.o.SyncLimit)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range b.conns {
+		k.dropped.Store(true)
+		_ = k.c.Close()
+	}
+	// Messages pile up: the sender sends Messages per receiver, round
+	// robin over its conversations, as fast as acks allow.
+	sk, err := b.dial(ctx, receivers, sender)
+	if err != nil {
+		return err
+	}
+	defer func() { sk.dropped.Store(true); _ = sk.c.Close() }()
+	total := receivers * b.o.Messages
+	for i := range total {
+		r := i % receivers
+		c := (i / receivers) % b.o.Convs
+		sk.window <- struct{}{}
+		if err := sk.send(convs[r][c], time.Now()); err != nil {
+			return err
+		}
+	}
+	b.conns = append(b.conns, sk)
+	b.waitAcks(ctx, 60*time.Second)
+	b.conns = b.conns[:0]
+	b.o.Progress(fmt.Sprintf("%d messages waiting for %d devices; reconnecting", b.acked.Load(), receivers))
+	b.res.Expected = b.acked.Load()
+	// Back: each device connects and syncs from its position.
+	times := make([]time.Duration, receivers)
+	rounds := make([]int, receivers)
+	bytes := make([]int64, receivers)
+	conns := make([]*conn, receivers)
+	return b.measureServer(ctx, func() error {
+		began := time.Now()
+		err := forEach(ctx, receivers, b.o.DialConc, func(ctx context.Context, r int) error {
+			t0 := time.Now()
+			k, err := b.dial(ctx, r, devs[r])
+			if err != nil {
+				b.failed.Add(1)
+				return err
+			}
+			k.noE2E = true // what the sync brings was sent long ago: catch-up time instead
+			conns[r] = k
+			_, rounds[r], err = k.syncAll(ctx, positions[r], b.o.SyncLimit)
+			times[r] = time.Since(t0)
+			bytes[r] = k.bytesIn.Load()
+			return err
+		})
+		b.res.DurationSeconds = time.Since(began).Seconds()
+		b.conns = conns
+		if err != nil {
+			return err
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		q := func(p float64) float64 {
+			return float64(times[min(len(times)-1, int(p*float64(len(times))))].Microseconds()) / 1000
+		}
+		b.res.CatchUpP50Ms, b.res.CatchUpP99Ms, b.res.CatchUpMaxMs = q(0.5), q(0.99), float64(times[len(times)-1].Microseconds())/1000
+		for r := range receivers {
+			b.res.CatchUpRounds = max(b.res.CatchUpRounds, float64(rounds[r]))
+			b.res.CatchUpBytes += bytes[r]
+		}
+		b.res.CatchUpBytes /= int64(receivers)
+		return nil
+	})
+}
+
+// storm: every connection drops at once and reconnects; the time until
+// all are resynced.
+func (b *bench) storm(ctx context.Context) error {
+	if b.o.Conns > maxConnsPerProcess {
+		return fmt.Errorf("%d connections exceed what one process may open here (%d)", b.o.Conns, maxConnsPerProcess)
+	}
+	start := time.Now()
+	devs, err := b.setupUsers(ctx, (b.o.Conns+b.o.PerToken-1)/b.o.PerToken)
+	if err != nil {
+		return err
+	}
+	// Each user in one direct conversation with the next, so a sync has
+	// something to say.
+	err = forEach(ctx, len(devs)/2, b.o.SetupConc, func(ctx context.Context, i int) error {
+		_, err := b.rest(devs[2*i]).CreateDirect(ctx, devs[2*i+1].userID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.res.SetupSeconds = time.Since(start).Seconds()
+	if _, err := b.connectAll(ctx, devs, b.o.Conns); err != nil {
+		return err
+	}
+	positions := make([]string, b.o.Conns)
+	err = forEach(ctx, b.o.Conns, b.o.DialConc, func(ctx context.Context, i int) error {
+		if k := b.conns[i]; k != nil {
+			positions[i], _, _ = k.syncAll(ctx, "", b.o.SyncLimit)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	old := b.conns
+	var resynced atomic.Int64
+	return b.measureServer(ctx, func() error {
+		began := time.Now()
+		for _, k := range old {
+			if k != nil {
+				k.dropped.Store(true)
+				_ = k.c.Abort()
+			}
+		}
+		done := make(chan struct{})
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					b.o.Progress(fmt.Sprintf("storm: %d/%d resynced after %.1fs", resynced.Load(), b.o.Conns, time.Since(began).Seconds()))
+				}
+			}
+		}()
+		fresh := make([]*conn, b.o.Conns)
+		times := make([]time.Duration, b.o.Conns)
+		err := forEach(ctx, b.o.Conns, b.o.DialConc, func(ctx context.Context, i int) error {
+			if old[i] == nil {
+				return nil
+			}
+			k, err := b.dial(ctx, i, old[i].dev)
+			if err != nil {
+				b.failed.Add(1)
+				b.countError(errCode(err))
+				return nil
+			}
+			fresh[i] = k
+			if _, _, err := k.syncAll(ctx, positions[i], b.o.SyncLimit); err != nil {
+				b.failed.Add(1)
+				b.countError(errCode(err))
+				return nil
+			}
+			times[i] = time.Since(began)
+			resynced.Add(1)
+			return nil
+		})
+		close(done)
+		b.conns = fresh
+		b.res.ResyncSeconds = time.Since(began).Seconds()
+		b.res.DurationSeconds = b.res.ResyncSeconds
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		if len(times) > 0 {
+			b.res.CatchUpP50Ms = float64(times[len(times)/2].Microseconds()) / 1000
+			b.res.CatchUpP99Ms = float64(times[min(len(times)-1, len(times)*99/100)].Microseconds()) / 1000
+			b.res.CatchUpMaxMs = float64(times[len(times)-1].Microseconds()) / 1000
+		}
+		return err
+	})
+}
