@@ -60,6 +60,7 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.IntVar(&o.SourceAddrs, "source-addrs", 4, "dial from 127.0.0.1 .. 127.0.0.K")
 	fs.IntVar(&o.DialConc, "dial-concurrency", 128, "connections being opened at once")
 	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins at once")
+	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on the last line")
 	fs.Usage = func() {
 		fmt.Fprint(e.stderr, benchUsage)
@@ -100,6 +101,15 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		if err := loopbackOnly(o.Admin); err != nil {
 			return err
 		}
+	}
+	o.WorkerCommand = func() *exec.Cmd {
+		self, err := os.Executable()
+		if err != nil {
+			self = os.Args[0]
+		}
+		cmd := exec.Command(self, "bench-worker")
+		cmd.Stderr = e.stderr
+		return cmd
 	}
 	tty := isTerminal(e.stderr)
 	o.Progress = func(s string) {

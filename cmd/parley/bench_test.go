@@ -18,6 +18,7 @@ func TestBenchSmoke(t *testing.T) {
 		{"offline", "--conns", "2", "--convs", "5", "--messages", "300", "--sync-limit", "20"},
 		{"storm", "--conns", "60", "--per-token", "6"},
 		{"connections", "--conns", "60", "--per-token", "6", "--duration", "1s"},
+		{"connections", "--conns", "60", "--per-token", "6", "--duration", "1s", "--per-process", "25"}, // three worker processes
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/internal/bench"
 )
 
 // cli is one invocation: global flags, the saved login, the SDK client.
@@ -57,8 +58,11 @@ func run(ctx context.Context, args []string, e env) error {
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	if rest[0] == "bench" {
+	switch rest[0] {
+	case "bench":
 		return benchCommand(ctx, rest[1:], e)
+	case "bench-worker": // started by parley bench connections
+		return bench.RunWorker(ctx, e.stdin, e.stdout)
 	}
 	if err := k.load(); err != nil {
 		return err

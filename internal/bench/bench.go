@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,8 +48,12 @@ type Options struct {
 	SetupConc   int           // concurrent registrations and logins
 	DialConc    int           // concurrent dials
 	Prefix      string        // handle prefix (default: random)
-	Progress    func(string)  // a progress line, about every second (nil: none)
-	Log         func(string)  // a log line (nil: none)
+	// PerProcess is the most connections one process holds (connections
+	// scenario); past it WorkerCommand starts worker processes.
+	PerProcess    int
+	WorkerCommand func() *exec.Cmd
+	Progress      func(string) // a progress line, about every second (nil: none)
+	Log           func(string) // a log line (nil: none)
 }
 
 func (o *Options) defaults() {
@@ -96,6 +101,9 @@ func (o *Options) defaults() {
 	}
 	if o.DialConc <= 0 {
 		o.DialConc = 128
+	}
+	if o.PerProcess <= 0 {
+		o.PerProcess = 15000
 	}
 	if o.Prefix == "" {
 		o.Prefix = "b" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
@@ -165,7 +173,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		b.shards[i].ack = newHist()
 		b.shards[i].e2e = newHist()
 	}
-	if err := raiseFileLimit(uint64(o.Conns) + 256); err != nil {
+	if err := raiseFileLimit(uint64(min(o.Conns, o.PerProcess)) + 256); err != nil {
 		return nil, err
 	}
 	var err error

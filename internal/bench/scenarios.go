@@ -16,9 +16,12 @@ const maxConnsPerProcess = 19000
 
 // connections: N idle authenticated connections; the server's RSS per
 // connection (forced GC before each reading when Admin is set).
+//
+// Past PerProcess connections, worker processes hold them.
 func (b *bench) connections(ctx context.Context) error {
-	if b.o.Conns > maxConnsPerProcess {
-		return fmt.Errorf("%d connections exceed what one process may open here (%d); run several `parley bench connections` processes against one server", b.o.Conns, maxConnsPerProcess)
+	workers := b.o.Conns > b.o.PerProcess
+	if workers && b.o.WorkerCommand == nil {
+		return fmt.Errorf("%d connections need worker processes (more than %d per process)", b.o.Conns, b.o.PerProcess)
 	}
 	start := time.Now()
 	devs, err := b.setupUsers(ctx, (b.o.Conns+b.o.PerToken-1)/b.o.PerToken)
@@ -32,7 +35,30 @@ func (b *bench) connections(ctx context.Context) error {
 		return err
 	}
 	b.res.ServerRSSBefore = int64(before.rss)
-	if _, err := b.connectAll(ctx, devs, b.o.Conns); err != nil {
+	var ws []*worker
+	if workers {
+		tokens := make([]string, b.o.Conns)
+		for i := range tokens {
+			tokens[i] = devs[(i/b.o.PerToken)%len(devs)].token
+		}
+		began := time.Now()
+		ws, err = b.startWorkers(ctx, tokens)
+		defer func() {
+			sum := stopWorkers(ws)
+			b.closes.Add(sum.Closed)
+		}()
+		if err != nil {
+			return err
+		}
+		var ready int64
+		for _, w := range ws {
+			s := w.status()
+			ready += s.Ready
+			b.failed.Add(s.Failed)
+		}
+		b.res.ConnectSeconds = time.Since(began).Seconds()
+		b.res.ConnectsPerSec = float64(ready) / b.res.ConnectSeconds
+	} else if _, err := b.connectAll(ctx, devs, b.o.Conns); err != nil {
 		return err
 	}
 	b.o.Progress(fmt.Sprintf("connect: %d/%d ready in %.1fs; settling", b.o.Conns-int(b.failed.Load()), b.o.Conns, b.res.ConnectSeconds))
@@ -427,7 +453,7 @@ func (b *bench) offline(ctx context.Context) error {
 // all are resynced.
 func (b *bench) storm(ctx context.Context) error {
 	if b.o.Conns > maxConnsPerProcess {
-		return fmt.Errorf("%d connections exceed what one process may open here (%d)", b.o.Conns, maxConnsPerProcess)
+		return fmt.Errorf("%d connections exceed what one process may open here (%d); the storm runs in one process", b.o.Conns, maxConnsPerProcess)
 	}
 	start := time.Now()
 	devs, err := b.setupUsers(ctx, (b.o.Conns+b.o.PerToken-1)/b.o.PerToken)
