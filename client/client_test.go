@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -25,10 +24,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	parleydBin = filepath.Join(dir, "parleyd")
-	build := exec.Command("go", "build", "-o", parleydBin, "../cmd/parleyd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building parleyd:", err)
+	if err := spawn.Build(parleydBin, "../cmd/parleyd", false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

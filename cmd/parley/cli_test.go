@@ -26,10 +26,8 @@ func TestMain(m *testing.M) {
 	}
 	parleyBin, parleydBin = filepath.Join(dir, "parley"), filepath.Join(dir, "parleyd")
 	for bin, pkg := range map[string]string{parleyBin: ".", parleydBin: "../parleyd"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building", pkg, err)
+		if err := spawn.Build(bin, pkg, false); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 	}

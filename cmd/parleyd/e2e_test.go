@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/spawn"
 	"github.com/parleychat/parley/internal/testenv"
 )
 
@@ -39,10 +40,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	parleydBin = filepath.Join(dir, "parleyd")
-	build := exec.Command("go", "build", "-race", "-o", parleydBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building parleyd:", err)
+	if err := spawn.Build(parleydBin, ".", true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

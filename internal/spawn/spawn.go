@@ -129,3 +129,19 @@ func (p *Process) Restart() error {
 	p.Kill()
 	return p.start()
 }
+
+// Build compiles the main package pkg (a path as `go build` takes it,
+// relative to the caller's directory) to dst, for tests that run the real
+// binaries; race builds it with the race detector.
+func Build(dst, pkg string, race bool) error {
+	args := []string{"build", "-o", dst}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building %s: %w", pkg, err)
+	}
+	return nil
+}
