@@ -248,8 +248,22 @@ func TestOutboxSurvivesServerRestarts(t *testing.T) {
 	var pending []*client.Pending
 	for i := range n {
 		pending = append(pending, alice.Enqueue(conv.ID, fmt.Sprintf("m%d", i)))
-		if i == 40 || i == 80 {
+		switch i {
+		case 40:
 			if err := srv.Restart(); err != nil { // SIGKILL: acks in flight are lost
+				t.Fatal(err)
+			}
+		case 80:
+			srv.Kill()
+			// Down: the outbox keeps what is not acknowledged, and says so.
+			time.Sleep(300 * time.Millisecond)
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := alice.State(sctx)
+			cancel()
+			if err != nil || len(st.Outbox) == 0 || st.Outbox[len(st.Outbox)-1].Body != "m80" {
+				t.Fatalf("state while the server is down: %v, outbox %d", err, len(st.Outbox))
+			}
+			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -345,10 +345,17 @@ func (r *realtime) run() {
 		r.connected = false
 		r.c.log.Info("parley: disconnected", "err", err, "retry_in", delay)
 		r.emit(Event{Kind: EventDisconnected, Err: err})
-		select {
-		case <-time.After(delay):
-		case <-r.stop:
-			return
+		wait := time.NewTimer(delay)
+		for waiting := true; waiting; {
+			select {
+			case <-wait.C:
+				waiting = false
+			case <-r.wake: // State and Enqueue work while disconnected too
+				r.drainPosted()
+			case <-r.stop:
+				wait.Stop()
+				return
+			}
 		}
 	}
 }

@@ -213,6 +213,7 @@ type bench struct {
 	dups, reordered, closes atomic.Int64
 	failed                  atomic.Int64
 	stopped                 atomic.Bool // the bench is closing its connections
+	sendSeconds             float64     // offline: how long the pile-up took to send
 	errMu                   sync.Mutex
 }
 
@@ -254,6 +255,9 @@ func (b *bench) finish() {
 	if r.DurationSeconds > 0 {
 		r.MsgsPerSec = float64(r.Acked) / r.DurationSeconds
 		r.DeliveriesPerSec = float64(r.Delivered) / r.DurationSeconds
+	}
+	if b.sendSeconds > 0 { // offline: sent while the devices were away
+		r.MsgsPerSec = float64(r.Acked) / b.sendSeconds
 	}
 }
 

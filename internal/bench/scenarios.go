@@ -396,6 +396,7 @@ func (b *bench) offline(ctx context.Context) error {
 	}
 	defer func() { sk.dropped.Store(true); _ = sk.c.Close() }()
 	total := receivers * b.o.Messages
+	sendStart := time.Now()
 	for i := range total {
 		r := i % receivers
 		c := (i / receivers) % b.o.Convs
@@ -406,6 +407,7 @@ func (b *bench) offline(ctx context.Context) error {
 	}
 	b.conns = append(b.conns, sk)
 	b.waitAcks(ctx, 60*time.Second)
+	b.sendSeconds = time.Since(sendStart).Seconds()
 	b.conns = b.conns[:0]
 	b.o.Progress(fmt.Sprintf("%d messages waiting for %d devices; reconnecting", b.acked.Load(), receivers))
 	b.res.Expected = b.acked.Load()
