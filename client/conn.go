@@ -173,6 +173,9 @@ func (c *Conn) control(h ws.Header, r io.Reader) error {
 	return nil
 }
 
+// SetReadDeadline bounds the wait of Read (zero: no bound).
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
 // LastRead is when the last frame of any kind arrived.
 func (c *Conn) LastRead() time.Time { return time.Unix(0, c.lastRead.Load()) }
 

@@ -224,7 +224,8 @@ func printResult(w io.Writer, r *bench.Result) {
 	case "offline":
 		fmt.Fprintf(w, "catch-up per device (connect, sync, backfill) ms: p50 %.1f p99 %.1f max %.1f; round trips %.0f; bytes per device %d\n", r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs, r.CatchUpRounds, r.CatchUpBytes)
 	case "storm":
-		fmt.Fprintf(w, "storm: all %d resynced in %.2fs; per connection since the drop ms: p50 %.1f p99 %.1f max %.1f\n", r.Conns, r.ResyncSeconds, r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs)
+		fmt.Fprintf(w, "storm: all %d resynced in %.2fs; per connection since the drop ms: p50 %.1f p99 %.1f max %.1f; slowest handshake %.0f ms, slowest sync %.0f ms\n",
+			r.Conns, r.ResyncSeconds, r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs, r.ResyncDialMaxMs, r.ResyncSyncMaxMs)
 	case "connections":
 		fmt.Fprintf(w, "server RSS per connection: %.2f KiB (before %.1f MiB, after %.1f MiB)\n", r.RSSPerConnBytes/1024, float64(r.ServerRSSBefore)/(1<<20), float64(r.ServerRSSBytes)/(1<<20))
 	}

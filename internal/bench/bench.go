@@ -154,6 +154,8 @@ type Result struct {
 	CatchUpRounds     float64          `json:"catchup_round_trips_max,omitempty"`
 	CatchUpBytes      int64            `json:"catchup_bytes_per_device,omitempty"`
 	ResyncSeconds     float64          `json:"resync_seconds,omitempty"`
+	ResyncDialMaxMs   float64          `json:"resync_dial_max_ms,omitempty"` // storm: the slowest handshake to ready
+	ResyncSyncMaxMs   float64          `json:"resync_sync_max_ms,omitempty"` // storm: the slowest sync after ready
 	FailedConnections int64            `json:"failed_connections"`
 	ServerCloses      int64            `json:"server_closes"`
 	Errors            map[string]int64 `json:"errors"`

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,11 +53,13 @@ func (b *bench) dial(ctx context.Context, i int, d device) (*conn, error) {
 	k := &conn{b: b, idx: i, dev: d, c: c, shard: i % len(b.shards), pending: map[string]time.Time{},
 		reqs: map[string]chan *client.InFrame{}, track: map[string]*seqTrack{}, closed: make(chan struct{}),
 		window: make(chan struct{}, b.o.Window)}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	f, raw, err := c.ReadFrame()
 	if err != nil {
 		c.Abort()
-		return nil, err
+		return nil, fmt.Errorf("waiting for ready: %w", err)
 	}
+	_ = c.SetReadDeadline(time.Time{})
 	k.bytesIn.Add(int64(len(raw)))
 	if f.Type != "ready" {
 		c.Abort()

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -320,13 +321,17 @@ func (k *conn) syncAll(ctx context.Context, position string, limit int) (string,
 	return position, rounds, nil
 }
 
-// roundTrip sends a request and waits for its reply.
+// roundTrip sends a request and waits (at most 30 s) for its reply.
 func (k *conn) roundTrip(ctx context.Context, f client.OutFrame) (*client.InFrame, error) {
 	ch, err := k.request(f)
 	if err != nil {
 		return nil, err
 	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
 	select {
+	case <-timeout.C:
+		return nil, fmt.Errorf("no reply to %s within 30s", f.Type)
 	case r := <-ch:
 		if r.Type == "error" {
 			return r, r.Error
@@ -478,7 +483,11 @@ func (b *bench) storm(ctx context.Context) error {
 	positions := make([]string, b.o.Conns)
 	err = forEach(ctx, b.o.Conns, b.o.DialConc, func(ctx context.Context, i int) error {
 		if k := b.conns[i]; k != nil {
-			positions[i], _, _ = k.syncAll(ctx, "", b.o.SyncLimit)
+			var err error
+			if positions[i], _, err = k.syncAll(ctx, "", b.o.SyncLimit); err != nil {
+				b.failed.Add(1)
+				b.countError(errCode(err))
+			}
 		}
 		return nil
 	})
@@ -510,22 +519,27 @@ func (b *bench) storm(ctx context.Context) error {
 		}()
 		fresh := make([]*conn, b.o.Conns)
 		times := make([]time.Duration, b.o.Conns)
+		dialTimes := make([]time.Duration, b.o.Conns)
+		syncTimes := make([]time.Duration, b.o.Conns)
 		err := forEach(ctx, b.o.Conns, b.o.DialConc, func(ctx context.Context, i int) error {
 			if old[i] == nil {
 				return nil
 			}
+			t0 := time.Now()
 			k, err := b.dial(ctx, i, old[i].dev)
 			if err != nil {
 				b.failed.Add(1)
 				b.countError(errCode(err))
 				return nil
 			}
+			t1 := time.Now()
 			fresh[i] = k
 			if _, _, err := k.syncAll(ctx, positions[i], b.o.SyncLimit); err != nil {
 				b.failed.Add(1)
 				b.countError(errCode(err))
 				return nil
 			}
+			dialTimes[i], syncTimes[i] = t1.Sub(t0), time.Since(t1)
 			times[i] = time.Since(began)
 			resynced.Add(1)
 			return nil
@@ -533,6 +547,8 @@ func (b *bench) storm(ctx context.Context) error {
 		close(done)
 		b.conns = fresh
 		b.res.ResyncSeconds = time.Since(began).Seconds()
+		b.res.ResyncDialMaxMs = float64(slices.Max(dialTimes).Microseconds()) / 1000
+		b.res.ResyncSyncMaxMs = float64(slices.Max(syncTimes).Microseconds()) / 1000
 		b.res.DurationSeconds = b.res.ResyncSeconds
 		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 		if len(times) > 0 {

@@ -11,7 +11,7 @@ func (s *Store) LastSeqs(ctx context.Context, userID string) (map[string]int64, 
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.readDB.QueryContext(ctx, `SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?`, userID)
+	rows, err := s.rst.lastSeqs.QueryContext(ctx, userID)
 	if err != nil {
 		return nil, s.internal("read last seqs", err)
 	}

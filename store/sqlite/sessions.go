@@ -178,7 +178,7 @@ func (s *Store) Device(ctx context.Context, id string) (*parley.Device, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	d, err := scanDevice(s.readDB.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	d, err := scanDevice(s.rst.device.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such device")
 	}

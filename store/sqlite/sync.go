@@ -102,7 +102,7 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 		key     int64
 		removed bool
 	}
-	rows, err := tx.QueryContext(ctx, syncSelect, userID, q.Since, until, q.AfterStamp, q.AfterID, q.Conversations+1)
+	rows, err := tx.StmtContext(ctx, s.rst.syncSelect).QueryContext(ctx, userID, q.Since, until, q.AfterStamp, q.AfterID, q.Conversations+1)
 	if err != nil {
 		return nil, s.internal("sync", err)
 	}
@@ -145,7 +145,7 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 
 	var st syncStatements
 	defer st.close()
-	if err := st.prepare(ctx, tx); err != nil {
+	if err := st.prepare(ctx, s, tx); err != nil {
 		return nil, s.internal("sync", err)
 	}
 	page.Conversations = make([]parley.SyncConversation, 0, len(list))
@@ -178,16 +178,14 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 	return page, nil
 }
 
-// syncStatements are syncNewest and syncChanged prepared in one Sync's
+// syncStatements are syncNewest and syncChanged bound to one Sync's
 // transaction, for all its conversations.
 type syncStatements struct{ newest, changed *sql.Stmt }
 
-func (st *syncStatements) prepare(ctx context.Context, tx *sql.Tx) (err error) {
-	if st.newest, err = tx.PrepareContext(ctx, syncNewest); err != nil {
-		return err
-	}
-	st.changed, err = tx.PrepareContext(ctx, syncChanged)
-	return err
+func (st *syncStatements) prepare(ctx context.Context, s *Store, tx *sql.Tx) error {
+	st.newest = tx.StmtContext(ctx, s.rst.syncNewest)
+	st.changed = tx.StmtContext(ctx, s.rst.syncChanged)
+	return nil
 }
 
 func (st *syncStatements) close() { closeAll(st.newest, st.changed) }
@@ -284,7 +282,7 @@ func (s *Store) ConversationIDs(ctx context.Context, userID string) ([]string, e
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.readDB.QueryContext(ctx, `SELECT conversation_id FROM members WHERE user_id = ?`, userID)
+	rows, err := s.rst.conversationIDs.QueryContext(ctx, userID)
 	if err != nil {
 		return nil, s.internal("read conversation ids", err)
 	}
