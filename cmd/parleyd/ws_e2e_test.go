@@ -20,6 +20,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/internal/wstest"
+	"github.com/parleychat/parley/service"
 )
 
 // The real-time tests run the real binary and talk to it with real
@@ -822,7 +823,7 @@ func TestLargeRepliesFitBudget(t *testing.T) {
 	}
 	c := res.Conversations[0]
 	n := len(c.Messages)
-	if !c.MoreMessages || n == 0 || n > 5 || c.Messages[n-1].Seq != 40 {
+	if !c.MoreMessages || n == 0 || n > service.SyncBudget/60000+1 || c.Messages[n-1].Seq != 40 {
 		t.Fatalf("sync over 40 x 60 kB: %d messages, more %v", n, c.MoreMessages)
 	}
 	// Page back through the rest with history; every page fits.
