@@ -200,11 +200,16 @@ func loadConversation(ctx context.Context, q querier, id string) (*parley.Conver
 // loadMembers reads the members of the conversations that where (a
 // constant filter on members, as table m) selects, by conversation id.
 func loadMembers(ctx context.Context, q querier, where string, args ...any) (map[string][]parley.Member, error) {
-	rows, err := q.QueryContext(ctx, `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `+where+
-		` ORDER BY conversation_id, joined_at, user_id`, args...)
+	rows, err := q.QueryContext(ctx, membersColumns+where+membersOrder, args...)
 	if err != nil {
 		return nil, err
 	}
+	return scanMembers(rows)
+}
+
+// scanMembers reads rows of membersColumns into members by conversation
+// id, and closes rows.
+func scanMembers(rows *sql.Rows) (map[string][]parley.Member, error) {
 	defer rows.Close()
 	members := make(map[string][]parley.Member)
 	for rows.Next() {

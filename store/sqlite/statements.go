@@ -45,6 +45,8 @@ type readerStatements struct {
 
 	syncSelect, syncNewest, syncChanged *sql.Stmt
 	lastSeqs, conversationIDs, device   *sql.Stmt
+	viewsAll, viewsByIDs                *sql.Stmt
+	membersAll, membersByIDs            *sql.Stmt
 }
 
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
@@ -75,12 +77,17 @@ func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {
 		{&r.lastSeqs, `SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?`},
 		{&r.conversationIDs, `SELECT conversation_id FROM members WHERE user_id = ?`},
 		{&r.device, `SELECT ` + deviceColumns + ` FROM devices WHERE id = ?`},
+		{&r.viewsAll, viewsAllSQL},
+		{&r.viewsByIDs, viewsByIDsSQL},
+		{&r.membersAll, membersAllSQL},
+		{&r.membersByIDs, membersByIDsSQL},
 	})
 }
 
 func (r *readerStatements) close() {
 	closeAll(r.message, r.messagesNewest, r.messagesBefore, r.messagesAfter,
-		r.syncSelect, r.syncNewest, r.syncChanged, r.lastSeqs, r.conversationIDs, r.device)
+		r.syncSelect, r.syncNewest, r.syncChanged, r.lastSeqs, r.conversationIDs, r.device,
+		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs)
 }
 
 type stmtDef struct {

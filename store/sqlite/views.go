@@ -3,7 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"strings"
+	"encoding/json"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -72,26 +72,37 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 	return s.readViews(ctx, tx, userID, now, only)
 }
 
-// readViews reads, in q, the views of userID: of every conversation the
-// user is a member of, most recently active first, if ids is nil; otherwise
-// of those of ids the user is a member of, in no particular order.
-func (s *Store) readViews(ctx context.Context, q querier, userID string, now time.Time, ids []string) ([]parley.ConversationView, error) {
-	query, args := viewQuery+` ORDER BY c.updated_at DESC, c.id DESC`, []any{millis(now), userID}
-	membersWhere, membersArgs := `WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)`, []any{userID}
+// The statements of readViews (prepared at Open, readerStatements): the
+// views of all of a user's conversations, or of a list of ids passed as
+// one JSON array, so that the SQL is the same whatever the list's length.
+const (
+	viewsAllSQL     = viewQuery + ` ORDER BY c.updated_at DESC, c.id DESC`
+	viewsByIDsSQL   = viewQuery + ` AND me.conversation_id IN (SELECT value FROM json_each(?3))`
+	membersColumns  = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `
+	membersOrder    = ` ORDER BY conversation_id, joined_at, user_id`
+	membersAllSQL   = membersColumns + `WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)` + membersOrder
+	membersByIDsSQL = membersColumns + `WHERE conversation_id IN (SELECT value FROM json_each(?))` + membersOrder
+)
+
+// readViews reads, in tx (a read transaction of the reader pool), the
+// views of userID: of every conversation the user is a member of, most
+// recently active first, if ids is nil; otherwise of those of ids the
+// user is a member of, in no particular order.
+func (s *Store) readViews(ctx context.Context, tx *sql.Tx, userID string, now time.Time, ids []string) ([]parley.ConversationView, error) {
+	viewsStmt, membersStmt := s.rst.viewsAll, s.rst.membersAll
+	args, membersArgs := []any{millis(now), userID}, []any{userID}
 	if ids != nil {
 		if len(ids) == 0 {
 			return []parley.ConversationView{}, nil
 		}
-		// Unnumbered parameters after ?1 and ?2 are ?3, ?4, ...
-		list := placeholders(len(ids))
-		query = viewQuery + ` AND me.conversation_id IN (` + list + `)`
-		membersWhere, membersArgs = `WHERE conversation_id IN (`+list+`)`, make([]any, 0, len(ids))
-		for _, id := range ids {
-			args = append(args, id)
-			membersArgs = append(membersArgs, id)
+		list, err := json.Marshal(ids)
+		if err != nil {
+			return nil, s.internal("read conversations", err)
 		}
+		viewsStmt, membersStmt = s.rst.viewsByIDs, s.rst.membersByIDs
+		args, membersArgs = append(args, string(list)), []any{string(list)}
 	}
-	rows, err := q.QueryContext(ctx, query, args...)
+	rows, err := tx.StmtContext(ctx, viewsStmt).QueryContext(ctx, args...)
 	if err != nil {
 		return nil, s.internal("read conversations", err)
 	}
@@ -114,13 +125,17 @@ func (s *Store) readViews(ctx context.Context, q querier, userID string, now tim
 		return views, nil
 	}
 
-	members, err := loadMembers(ctx, q, membersWhere, membersArgs...)
+	mrows, err := tx.StmtContext(ctx, membersStmt).QueryContext(ctx, membersArgs...)
+	if err != nil {
+		return nil, s.internal("read members", err)
+	}
+	byConv, err := scanMembers(mrows)
 	if err != nil {
 		return nil, s.internal("read members", err)
 	}
 	for i := range views {
 		v := &views[i]
-		v.Members = members[v.ID]
+		v.Members = byConv[v.ID]
 		if last[i] != nil {
 			m, err := s.open(last[i])
 			if err != nil {
@@ -130,14 +145,6 @@ func (s *Store) readViews(ctx context.Context, q querier, userID string, now tim
 		}
 	}
 	return views, nil
-}
-
-// placeholders returns n comma-separated unnumbered parameters.
-func placeholders(n int) string {
-	if n <= 0 {
-		return ""
-	}
-	return strings.Repeat("?, ", n-1) + "?"
 }
 
 // scanView reads a row of viewQuery: the view without its members and the
