@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -51,69 +50,25 @@ func TestMain(m *testing.M) {
 
 // proc is a running parleyd.
 type proc struct {
-	cmd    *exec.Cmd
-	base   string // http://127.0.0.1:port
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
+	*spawn.Process
+	base string // http://127.0.0.1:port
 }
 
 // startParleyd runs the binary on a free port with the given data directory
 // and extra arguments, and waits until it listens.
 func startParleyd(t testing.TB, data string, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(parleydBin, append([]string{"--listen", "127.0.0.1:0", "--data", data}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
+	sp, err := spawn.Start(parleydBin, data, env, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.mu.Lock()
-			p.logs.Write(line)
-			p.logs.WriteByte('\n')
-			p.mu.Unlock()
-			var rec struct {
-				Msg, Addr, Scheme string
-			}
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "parleyd listening" {
-				addr <- rec.Scheme + "://" + rec.Addr
-			}
-		}
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.kill() })
-	select {
-	case a := <-addr:
-		p.base = a
-	case <-p.exited:
-		t.Fatalf("parleyd exited before listening:\n%s", p.logText())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("parleyd did not listen within 30s:\n%s", p.logText())
-	}
-	return p
+	t.Cleanup(sp.Kill)
+	return &proc{Process: sp, base: sp.Base}
 }
 
-func (p *proc) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func (p *proc) logText() string { return p.Logs() }
 
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-}
+func (p *proc) kill() { p.Kill() }
 
 // api does a JSON request against a running parleyd.
 func api(t testing.TB, client *http.Client, method, url, token string, body any) (int, map[string]any) {
@@ -200,7 +155,7 @@ func TestKillAfterAckLosesNothing(t *testing.T) {
 					mu.Unlock()
 					if n == 200 {
 						// Kill right after this ack, while the others are mid-send.
-						_ = p.cmd.Process.Signal(syscall.SIGKILL)
+						_ = p.Signal(syscall.SIGKILL)
 						close(killed)
 						return
 					}
@@ -209,7 +164,7 @@ func TestKillAfterAckLosesNothing(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	<-p.exited
+	<-p.Exited()
 
 	p2 := startParleyd(t, data, nil)
 	var got []map[string]any
@@ -294,7 +249,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // the server is now reading this request
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -304,11 +259,11 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("in-flight request during shutdown: %d %v", r.code, r.err)
 	}
 	select {
-	case <-p.exited:
+	case <-p.Exited():
 	case <-time.After(20 * time.Second):
 		t.Fatal("parleyd did not exit within 20s of SIGTERM")
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := p.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d\n%s", code, p.logText())
 	}
 	if !strings.Contains(p.logText(), `"msg":"stopped"`) {

@@ -428,9 +428,9 @@ func TestRestartMidStream(t *testing.T) {
 	if ackedCount() < 40 {
 		t.Fatalf("only %d acks before the kill", ackedCount())
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.Signal(syscall.SIGKILL)
 	<-streamDone
-	<-p.exited
+	<-p.Exited()
 
 	p = startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
 	ac = connect(t, p.base, a)
@@ -614,15 +614,15 @@ func TestShutdownClosesWith1001(t *testing.T) {
 	for range 5 {
 		conns = append(conns, connect(t, p.base, a))
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Signal(syscall.SIGTERM)
 	for i, c := range conns {
 		if code, err := c.WaitClosed(10 * time.Second); err != nil || code != 1001 {
 			t.Fatalf("connection %d: close %d, %v; want 1001", i, code, err)
 		}
 	}
-	<-p.exited
-	if p.cmd.ProcessState.ExitCode() != 0 {
-		t.Fatalf("exit code %d:\n%s", p.cmd.ProcessState.ExitCode(), p.logText())
+	<-p.Exited()
+	if p.ExitCode() != 0 {
+		t.Fatalf("exit code %d:\n%s", p.ExitCode(), p.logText())
 	}
 }
 

@@ -91,6 +91,15 @@ func (p *Process) start() error {
 	}
 }
 
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// ExitCode is the exit status, after Exited (-1 if killed by a signal).
+func (p *Process) ExitCode() int { return p.cmd.ProcessState.ExitCode() }
+
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
