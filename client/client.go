@@ -61,10 +61,10 @@ type Config struct {
 	// OnEvent, if set, receives every event on the client's connection
 	// goroutine instead of the Events channel; it must return quickly.
 	OnEvent func(Event)
-	// EventBuffer is the Events channel's capacity (default 1024). When
-	// the app does not drain it, the connection stops reading; the server
-	// then drops it as a slow consumer and the client resyncs, so nothing
-	// is lost, only delayed.
+	// EventBuffer is the Events channel's capacity (default 1024). Past
+	// it, events wait in a queue in memory: the connection loop never
+	// waits for the app, so acks, State and reconnects go on while the app
+	// is busy.
 	EventBuffer int
 	// SyncLimit is the number of messages per conversation a sync asks for
 	// (default 50, at most 100).

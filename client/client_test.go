@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,8 +219,23 @@ func TestChatBetweenTwoUsers(t *testing.T) {
 	if !client.IsCode(err, parley.CodeConversationNotFound) {
 		t.Fatalf("send to an unknown conversation: %v", err)
 	}
+	// A body of characters JSON would escape goes as it is (30 kB, not
+	// 180 kB); one over the frame limit is refused here, not sent (the
+	// server would close the connection), and the connection lives on.
+	if m, err := alice.Send(ctx, conv.ID, strings.Repeat("<&>", 10000)); err != nil || len(m.Body) != 30000 {
+		t.Fatalf("send of 30 kB of <&>: %v", err)
+	}
+	if _, err := alice.Send(ctx, conv.ID, strings.Repeat("x", 140000)); !client.IsCode(err, parley.CodePayloadTooLarge) {
+		t.Fatalf("send of a 140 kB body: %v", err)
+	}
+	if _, err := alice.Send(ctx, conv.ID, "still here"); err != nil {
+		t.Fatal(err)
+	}
 	if st, _ := alice.State(ctx); len(st.Outbox) != 0 {
-		t.Fatalf("outbox after the refusal: %+v", st.Outbox)
+		t.Fatalf("outbox after the refusals: %+v", st.Outbox)
+	}
+	if n := alice.Stats().Connects.Load(); n != 1 {
+		t.Fatalf("alice connected %d times; the refusals must not cost the connection", n)
 	}
 }
 
@@ -425,4 +441,51 @@ func TestTokenRenewedInBand(t *testing.T) {
 	if n := bob.Stats().Connects.Load(); n != 1 {
 		t.Fatalf("bob connected %d times over 8 s of 3 s tokens; want 1 (renewed in band)", n)
 	}
+}
+
+// TestStateWhileTheAppIsBusy: State answers while the app is not reading
+// Events (the connection loop never waits for the app), and the events
+// are all there, in order, once it reads.
+func TestStateWhileTheAppIsBusy(t *testing.T) {
+	srv := startServer(t)
+	alice := user(t, srv.Base, "alice", "phone", client.Config{})
+	bob := user(t, srv.Base, "bob", "phone", client.Config{EventBuffer: 1})
+	ctx := ctxFor(t, 60*time.Second)
+	bu, _ := alice.FindUser(ctx, "bob")
+	conv, _ := alice.CreateDirect(ctx, bu.ID)
+	if err := bob.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	for i := range 20 {
+		if _, err := alice.SendREST(ctx, conv.ID, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := bob.State(sctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("State while the app reads nothing: %v", err)
+		}
+		if st.Held[conv.ID] == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("held %d of 20", st.Held[conv.ID])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var seqs []int64
+	for e := range bob.Events() {
+		if e.Kind == client.EventMessage {
+			seqs = append(seqs, e.Message.Seq)
+			if len(seqs) == 20 {
+				break
+			}
+		}
+	}
+	checkOneToN(t, "bob", seqs, 20)
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,11 @@ type Conn struct {
 	closeMu   sync.Mutex
 	closeCode int
 	closeText string
+
+	// MaxFrame, when set (from ready.max_frame_bytes), makes Write refuse
+	// a larger frame with payload_too_large instead of sending it (the
+	// server would close the connection with 1009).
+	MaxFrame int
 }
 
 // CloseError is how a connection ended when the server closed it with a
@@ -90,11 +96,18 @@ func Dial(ctx context.Context, server, token string, dialer *net.Dialer) (*Conn,
 	return c, nil
 }
 
-// Write sends one frame (JSON of v) in one write.
+// Write sends one frame (JSON of v, without HTML escaping: "<" stays one
+// byte) in one write.
 func (c *Conn) Write(v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return err
+	}
+	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if c.MaxFrame > 0 && len(data) > c.MaxFrame {
+		return parley.Errorf(parley.CodePayloadTooLarge, "the frame is %d bytes; the server takes at most %d", len(data), c.MaxFrame)
 	}
 	return c.writeFrame(ws.NewTextFrame(data))
 }

@@ -19,9 +19,14 @@ type realtime struct {
 	c      *Client
 	events chan Event
 
-	qmu  sync.Mutex
-	q    []func()
-	wake chan struct{}
+	qmu   sync.Mutex
+	q     []func()
+	wake  chan struct{}
+	done2 bool // run has ended: post runs functions at once (guarded by qmu)
+
+	evMu   sync.Mutex
+	evQ    []Event
+	evWake chan struct{}
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -34,24 +39,27 @@ type realtime struct {
 	stats Stats
 
 	// Owned by run.
-	conn      *Conn
-	position  string
-	convs     map[string]*convState
-	outbox    []*Pending
-	inflight  map[string]*Pending
-	handlers  map[string]func(*InFrame)
-	reqN      int
-	synced    bool // the sync pass of this connection (and its backfill) is done
-	backfills int  // history requests of the backfill in flight
-	dirty     map[string]bool
-	flushAt   time.Time
-	pingEvery time.Duration
-	renewAt   time.Time
-	renewing  bool
-	fullSeen  map[string]bool // conversations listed by a full-state pass
-	connected bool
-	announced bool // EventSynced went out for this connection
-	started   bool // run was started (guarded by Client.mu)
+	conn        *Conn
+	position    string
+	convs       map[string]*convState
+	outbox      []*Pending
+	inflight    map[string]*Pending
+	handlers    map[string]func(*InFrame)
+	reqN        int
+	synced      bool // the sync pass of this connection (and its backfill) is done
+	backfills   int  // history requests of the backfill in flight
+	dirty       map[string]bool
+	flushAt     time.Time
+	pingEvery   time.Duration
+	renewAt     time.Time
+	renewing    bool
+	fullSeen    map[string]bool // conversations listed by a full-state pass
+	connected   bool
+	announced   bool // EventSynced went out for this connection
+	userID      string
+	errTooLarge error // set by write when it refused an oversized frame
+	quickRetry  bool  // the last reconnect was immediate (after a token refresh)
+	started     bool  // run was started (guarded by Client.mu)
 }
 
 type frameOrErr struct {
@@ -137,15 +145,20 @@ func (c *Client) Close() error {
 	r.shutdown(errors.New("closed"))
 	if started {
 		<-r.done
+	} else {
+		r.emit(Event{Kind: EventStopped, Err: errors.New("closed")}) // closes Events
 	}
 	return nil
 }
 
 func newRealtime(c *Client) *realtime {
-	r := &realtime{c: c, events: make(chan Event, c.cfg.EventBuffer), wake: make(chan struct{}, 1),
+	r := &realtime{c: c, events: make(chan Event, c.cfg.EventBuffer), wake: make(chan struct{}, 1), evWake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}), firstReady: make(chan struct{}),
 		convs: map[string]*convState{}, inflight: map[string]*Pending{}, handlers: map[string]func(*InFrame){},
 		dirty: map[string]bool{}}
+	if c.cfg.OnEvent == nil {
+		go r.dispatch()
+	}
 	if st := c.cfg.State; st != nil {
 		r.position = st.Position
 		for id, seq := range st.Held {
@@ -162,6 +175,11 @@ func newRealtime(c *Client) *realtime {
 // post runs fn on the connection goroutine.
 func (r *realtime) post(fn func()) {
 	r.qmu.Lock()
+	if r.done2 { // nothing else touches the state any more
+		defer r.qmu.Unlock()
+		fn()
+		return
+	}
 	r.q = append(r.q, fn)
 	r.qmu.Unlock()
 	select {
@@ -200,16 +218,40 @@ func (r *realtime) stopped() bool {
 	}
 }
 
-// emit hands an event to the app. With a channel it blocks until the app
-// takes it or the client stops.
+// emit hands an event to the app: to OnEvent on this goroutine, or to
+// the queue that dispatch moves onto the Events channel, so the
+// connection loop never waits for the app (State and Send keep working
+// while the app is busy; the queue grows instead).
 func (r *realtime) emit(e Event) {
 	if r.c.cfg.OnEvent != nil {
 		r.c.cfg.OnEvent(e)
 		return
 	}
+	r.evMu.Lock()
+	r.evQ = append(r.evQ, e)
+	r.evMu.Unlock()
 	select {
-	case r.events <- e:
-	case <-r.stop:
+	case r.evWake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch moves queued events onto the Events channel, in order, and
+// closes it after EventStopped.
+func (r *realtime) dispatch() {
+	defer close(r.events)
+	for {
+		r.evMu.Lock()
+		q := r.evQ
+		r.evQ = nil
+		r.evMu.Unlock()
+		for _, e := range q {
+			r.events <- e
+			if e.Kind == EventStopped {
+				return
+			}
+		}
+		<-r.evWake
 	}
 }
 
@@ -263,7 +305,12 @@ func (c *Client) MarkRead(ctx context.Context, conversationID string, seq int64)
 	return c.MarkReadREST(ctx, conversationID, seq)
 }
 
-// State returns what to save to resume later (see Config.State).
+// State returns what to save to resume later (see Config.State). It
+// covers every event handed to the app, including events still queued
+// for the Events channel: saved while the app is behind, a resume skips
+// what the app had not read. Save it after the app has handled the
+// events it got, or keep per-conversation progress from the events
+// themselves (each EventMessage has its conversation and seq).
 func (c *Client) State(ctx context.Context) (State, error) {
 	c.mu.Lock()
 	r := c.rt
@@ -312,10 +359,17 @@ func (r *realtime) run() {
 		}
 		err := r.stopErr
 		r.firstMu.Unlock()
-		r.emit(Event{Kind: EventStopped, Err: err})
-		if r.c.cfg.OnEvent == nil {
-			close(r.events)
+		// Run what was posted, and from now on run posts at once.
+		r.drainPosted()
+		r.qmu.Lock()
+		r.done2 = true
+		q := r.q
+		r.q = nil
+		r.qmu.Unlock()
+		for _, fn := range q {
+			fn()
 		}
+		r.emit(Event{Kind: EventStopped, Err: err})
 	}()
 	attempt := 0
 	for !r.stopped() {
@@ -329,9 +383,11 @@ func (r *realtime) run() {
 		case isFatal(err):
 			r.shutdown(err)
 			return
-		case code == 4001 || parley.ErrorCode(err) == parley.CodeTokenExpired:
-			delay = 0 // refresh and reconnect at once
+		case (code == 4001 || parley.ErrorCode(err) == parley.CodeTokenExpired) && !r.quickRetry:
+			delay = 0 // refresh and reconnect at once, once in a row
+			r.quickRetry = true
 		default:
+			r.quickRetry = false
 			if r.connected && time.Since(began) > time.Minute {
 				attempt = 0
 			}
@@ -480,6 +536,11 @@ func (r *realtime) session() error {
 
 func (r *realtime) onReady(f *InFrame) {
 	r.connected = true
+	r.userID = f.UserID
+	r.quickRetry = false
+	if r.conn != nil {
+		r.conn.MaxFrame = f.MaxFrameBytes
+	}
 	r.stats.Connects.Add(1)
 	r.pingEvery = time.Duration(max(f.PingInterval, 1)) * time.Second
 	r.scheduleRenewal(f.TokenExpiresAt)
@@ -507,6 +568,9 @@ func (r *realtime) scheduleRenewal(expires time.Time) {
 	}
 	left := time.Until(expires)
 	r.renewAt = time.Now().Add(left * 4 / 5)
+	if latest := expires.Add(-2 * r.pingEvery); latest.Before(r.renewAt) {
+		r.renewAt = latest
+	}
 }
 
 // disconnected forgets what belonged to the connection: pending request
@@ -530,12 +594,18 @@ func (r *realtime) nextID(prefix string) string {
 	return prefix + strconv.Itoa(r.reqN)
 }
 
-// write sends a frame; a failure drops the connection (session ends).
+// write sends a frame; a failure drops the connection (session ends),
+// except a frame too large to send, which is refused (errTooLarge set).
 func (r *realtime) write(f OutFrame) bool {
+	r.errTooLarge = nil
 	if r.conn == nil {
 		return false
 	}
 	if err := r.conn.Write(f); err != nil {
+		if parley.ErrorCode(err) == parley.CodePayloadTooLarge {
+			r.errTooLarge = err
+			return false
+		}
 		r.c.log.Info("parley: write failed", "err", err)
 		_ = r.conn.Abort()
 		r.conn = nil
@@ -726,6 +796,11 @@ func (r *realtime) backfill(id string, cs *convState) {
 			return
 		}
 		for i := range f.Messages {
+			// History after heldUpto returns every stored message past
+			// it: a seq it skips expired or was purged, and is gone.
+			if m := &f.Messages[i]; m.Seq-1 > cs.heldUpto {
+				cs.heldUpto = m.Seq - 1
+			}
 			r.onMessage(&f.Messages[i])
 		}
 		if len(cs.ahead) > 0 && len(f.Messages) < limit && !f.Truncated {
@@ -787,6 +862,7 @@ func (r *realtime) onSyncResult(f *InFrame) {
 			r.fullSeen[id] = true
 		}
 		cs := r.conv(id)
+		wasKnown := cs.known
 		conv := e.Conversation
 		r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "synced", Conversation: &conv,
 			ReadSeq: e.ReadSeq, UnreadCount: e.UnreadCount}})
@@ -802,8 +878,11 @@ func (r *realtime) onSyncResult(f *InFrame) {
 				base = min(base, seq-1)
 			}
 			cs.known, cs.heldUpto = true, base
-		} else if e.MoreMessages && len(e.Messages) > 0 && e.Messages[0].Seq-1 <= cs.heldUpto {
-			stale = append(stale, Event{Kind: EventStale, ConversationID: id, Seq: e.Messages[0].Seq})
+		}
+		if wasKnown && e.MoreMessages && len(e.Messages) > 0 {
+			// Messages the device holds below what came may have been
+			// edited or deleted meanwhile.
+			stale = append(stale, Event{Kind: EventStale, ConversationID: id, Seq: min(cs.heldUpto+1, e.Messages[0].Seq)})
 		}
 		for j := range e.Messages {
 			r.onMessage(&e.Messages[j])
@@ -894,6 +973,13 @@ func (r *realtime) pump() {
 		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
 			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second)}
 		if !r.write(f) {
+			if err := r.errTooLarge; err != nil { // never sendable: refuse it
+				delete(r.inflight, id)
+				p.inFlight = false
+				r.finishSend(p, nil, err)
+				r.emit(Event{Kind: EventSendFailed, ConversationID: p.ConversationID, Pending: p, Err: err})
+				r.pump()
+			}
 			return
 		}
 	}
@@ -934,7 +1020,7 @@ func (r *realtime) onConversation(f *InFrame) {
 		return
 	}
 	id := f.Conversation.ID
-	me := r.c.Tokens().UserID
+	me := r.userID
 	aboutMe := false
 	for _, u := range f.UserIDs {
 		aboutMe = aboutMe || u == me
@@ -966,6 +1052,7 @@ func (r *realtime) onTick(now time.Time) error {
 		r.flushDelivered()
 	}
 	r.pump()
+	r.pumpGaps() // a backfill that failed is tried again
 	if r.conn != nil && now.Sub(r.conn.LastRead()) > 2*r.pingEvery+10*time.Second {
 		return parley.Errorf(parley.CodeUnavailable, "nothing from the server for %v", now.Sub(r.conn.LastRead()).Round(time.Second))
 	}
