@@ -53,7 +53,9 @@ type Config struct {
 	Tokens *Tokens
 	// OnTokens is called with the new tokens after every login and
 	// refresh, so the app can store them (refresh tokens rotate: the old
-	// one stops working). It runs on the goroutine that refreshed.
+	// one stops working). It runs on the goroutine that refreshed, while
+	// the client holds its token lock (so saves come in order): it must
+	// not call the Client.
 	OnTokens func(Tokens)
 	// State resumes a saved realtime state: the sync position, what is
 	// held per conversation, and the outbox (see Client.State).

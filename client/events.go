@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -116,15 +117,18 @@ type Pending struct {
 	Body           string
 	TTL            time.Duration
 	Queued         time.Time // when it entered the outbox
-	Attempts       int       // times written to a connection
 
-	done chan struct{}
+	attempts atomic.Int32 // times written to a connection
+	done     chan struct{}
 	msg  *parley.Message
 	err  error
 
 	inFlight bool
 	retryAt  time.Time
 }
+
+// Attempts is how many times the message was written to a connection.
+func (p *Pending) Attempts() int { return int(p.attempts.Load()) }
 
 // Done is closed when the message is acknowledged or refused.
 func (p *Pending) Done() <-chan struct{} { return p.done }

@@ -965,10 +965,9 @@ func (r *realtime) pump() {
 		}
 		id := r.nextID("s")
 		p.inFlight = true
-		if p.Attempts > 0 {
+		if p.attempts.Add(1) > 1 {
 			r.stats.Resent.Add(1)
 		}
-		p.Attempts++
 		r.inflight[id] = p
 		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
 			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second)}
