@@ -120,8 +120,8 @@ type Pending struct {
 
 	attempts atomic.Int32 // times written to a connection
 	done     chan struct{}
-	msg  *parley.Message
-	err  error
+	msg      *parley.Message
+	err      error
 
 	inFlight bool
 	retryAt  time.Time
