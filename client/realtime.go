@@ -1027,6 +1027,9 @@ func (r *realtime) onConversation(f *InFrame) {
 	switch f.Action {
 	case "created", "member_added":
 		if aboutMe {
+			if r.fullSeen != nil {
+				r.fullSeen[id] = true // joined during a full-state pass: keep it
+			}
 			cs := r.conv(id)
 			if !cs.known {
 				// Live delivery starts after last_seq.
