@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -62,6 +63,8 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins at once")
 	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on the last line")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	fs.Usage = func() {
 		fmt.Fprint(e.stderr, benchUsage)
 		fs.PrintDefaults()
@@ -110,6 +113,17 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		cmd := exec.Command(self, "bench-worker")
 		cmd.Stderr = e.stderr
 		return cmd
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	tty := isTerminal(e.stderr)
 	o.Progress = func(s string) {
