@@ -78,19 +78,26 @@ type collector struct {
 }
 
 func collect(c *client.Client) *collector {
-	col := &collector{wake: make(chan struct{}, 1)}
+	col := newCollector()
 	go func() {
 		for e := range c.Events() {
-			col.mu.Lock()
-			col.events = append(col.events, e)
-			col.mu.Unlock()
-			select {
-			case col.wake <- struct{}{}:
-			default:
-			}
+			col.add(e)
 		}
 	}()
 	return col
+}
+
+func newCollector() *collector { return &collector{wake: make(chan struct{}, 1)} }
+
+// add records an event; it is also a Config.OnEvent callback.
+func (col *collector) add(e client.Event) {
+	col.mu.Lock()
+	col.events = append(col.events, e)
+	col.mu.Unlock()
+	select {
+	case col.wake <- struct{}{}:
+	default:
+	}
 }
 
 // waitFor waits until cond holds over the events so far.
@@ -421,11 +428,11 @@ func TestResumeAfterOffline(t *testing.T) {
 func TestTokenRenewedInBand(t *testing.T) {
 	srv := startServer(t, "--access-token-ttl", "3s", "--ping-interval", "1s", "--idle-timeout", "5s")
 	alice := user(t, srv.Base, "alice", "phone", client.Config{})
-	bob := user(t, srv.Base, "bob", "phone", client.Config{})
+	be := newCollector() // events by callback here, not by channel
+	bob := user(t, srv.Base, "bob", "phone", client.Config{OnEvent: be.add})
 	ctx := ctxFor(t, 60*time.Second)
 	bu, _ := alice.FindUser(ctx, "bob")
 	conv, _ := alice.CreateDirect(ctx, bu.ID)
-	be := collect(bob)
 	if err := bob.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}

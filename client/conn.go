@@ -33,10 +33,6 @@ type Conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last frame of any kind
 
-	closeMu   sync.Mutex
-	closeCode int
-	closeText string
-
 	// MaxFrame, when set (from ready.max_frame_bytes), makes Write refuse
 	// a larger frame with payload_too_large instead of sending it (the
 	// server would close the connection with 1009).
@@ -177,9 +173,6 @@ func (c *Conn) control(h ws.Header, r io.Reader) error {
 		return c.writeFrame(ws.NewPongFrame(payload))
 	case ws.OpClose:
 		code, reason := ws.ParseCloseFrameData(payload)
-		c.closeMu.Lock()
-		c.closeCode, c.closeText = int(code), reason
-		c.closeMu.Unlock()
 		_ = c.writeFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(code, "")))
 		return &CloseError{Code: int(code), Reason: reason}
 	}

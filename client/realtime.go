@@ -22,7 +22,7 @@ type realtime struct {
 	qmu   sync.Mutex
 	q     []func()
 	wake  chan struct{}
-	done2 bool // run has ended: post runs functions at once (guarded by qmu)
+	ended bool // run has ended: post runs functions at once (guarded by qmu)
 
 	evMu   sync.Mutex
 	evQ    []Event
@@ -175,7 +175,7 @@ func newRealtime(c *Client) *realtime {
 // post runs fn on the connection goroutine.
 func (r *realtime) post(fn func()) {
 	r.qmu.Lock()
-	if r.done2 { // nothing else touches the state any more
+	if r.ended { // nothing else touches the state any more
 		defer r.qmu.Unlock()
 		fn()
 		return
@@ -362,7 +362,7 @@ func (r *realtime) run() {
 		// Run what was posted, and from now on run posts at once.
 		r.drainPosted()
 		r.qmu.Lock()
-		r.done2 = true
+		r.ended = true
 		q := r.q
 		r.q = nil
 		r.qmu.Unlock()

@@ -341,6 +341,7 @@ func (g *Gateway) heartbeat() {
 	defer t.Stop()
 	idle := uint32(g.cfg.IdleTimeout / clockTick)
 	nextPing := time.Now().Add(g.cfg.PingInterval)
+	var sessions []*session // reused each tick
 	for {
 		var tick time.Time
 		select {
@@ -353,7 +354,8 @@ func (g *Gateway) heartbeat() {
 			nextPing = tick.Add(g.cfg.PingInterval)
 		}
 		now, clock := g.core.Now(), g.clock()
-		for _, s := range g.hub.allSessions() {
+		sessions = g.hub.allSessions(sessions)
+		for _, s := range sessions {
 			switch {
 			case int32(clock-s.lastRead.Load()) > int32(idle): // a frame read meanwhile is negative
 				// Nothing, not even a pong, for IdleTimeout: the peer is
@@ -389,13 +391,15 @@ func (g *Gateway) recheck() {
 	defer g.wg.Done()
 	t := time.NewTicker(g.cfg.PingInterval)
 	defer t.Stop()
+	var sessions []*session // reused each pass
 	for {
 		select {
 		case <-g.stop:
 			return
 		case <-t.C:
 		}
-		for _, s := range g.hub.allSessions() {
+		sessions = g.hub.allSessions(sessions)
+		for _, s := range sessions {
 			select {
 			case <-g.stop:
 				return
@@ -428,7 +432,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	for g.draining.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
-	for _, s := range g.hub.allSessions() {
+	for _, s := range g.hub.allSessions(nil) {
 		g.cfg.Metrics.Closed("shutdown")
 		s.closeWith(CloseGoingAway, "server shutting down")
 	}

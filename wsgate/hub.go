@@ -435,11 +435,13 @@ func (h *hub) detach(s *session) {
 	h.leaving[id] = t
 }
 
-// allSessions snapshots every live session.
-func (h *hub) allSessions() []*session {
+// allSessions snapshots every live session, appended to out[:0] (pass the
+// previous snapshot to reuse its memory; nil for a new one).
+func (h *hub) allSessions(out []*session) []*session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []*session
+	clear(out)
+	out = out[:0]
 	for _, u := range h.users {
 		out = append(out, u.sessions...)
 	}

@@ -27,6 +27,17 @@ func TestBenchSmoke(t *testing.T) {
 				t.Fatalf("parley bench %v: %v\n%s", args, err, out)
 			}
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			var keys map[string]any
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &keys); err != nil {
+				t.Fatalf("last line is not a JSON object: %v\n%s", err, out)
+			}
+			for _, k := range []string{"scenario", "conns", "sent", "acked", "expected", "delivered", "lost", "duplicates",
+				"reordered", "msgs_per_sec", "deliveries_per_sec", "ack_p50_ms", "ack_p99_ms", "e2e_p50_ms", "e2e_p99_ms",
+				"e2e_p999_ms", "server_rss_bytes", "server_cpu_seconds"} {
+				if _, ok := keys[k]; !ok {
+					t.Fatalf("the JSON result has no %q: %s", k, lines[len(lines)-1])
+				}
+			}
 			var r struct {
 				Scenario              string
 				Conns                 int
@@ -53,5 +64,15 @@ func TestBenchSmoke(t *testing.T) {
 				t.Fatalf("300 messages in 5 conversations with a sync limit of 20 need backfill round trips: %+v", r)
 			}
 		})
+	}
+}
+
+// TestBenchLoopbackOnly: load goes to this machine only.
+func TestBenchLoopbackOnly(t *testing.T) {
+	for _, server := range []string{"http://10.1.2.3:8080", "https://chat.example.com"} {
+		out, err := exec.Command(parleyBin, "bench", "direct", "--server", server, "--conns", "2").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "loopback addresses only") {
+			t.Fatalf("bench against %s: %v\n%s", server, err, out)
+		}
 	}
 }

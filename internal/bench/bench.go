@@ -54,7 +54,6 @@ type Options struct {
 	PerProcess    int
 	WorkerCommand func() *exec.Cmd
 	Progress      func(string) // a progress line, about every second (nil: none)
-	Log           func(string) // a log line (nil: none)
 }
 
 func (o *Options) defaults() {
@@ -111,9 +110,6 @@ func (o *Options) defaults() {
 	}
 	if o.Progress == nil {
 		o.Progress = func(string) {}
-	}
-	if o.Log == nil {
-		o.Log = func(string) {}
 	}
 }
 

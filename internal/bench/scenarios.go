@@ -12,9 +12,6 @@ import (
 	"github.com/parleychat/parley/client"
 )
 
-// maxConnsPerProcess: a process may hold 20,000 open files here.
-const maxConnsPerProcess = 19000
-
 // connections: N idle authenticated connections; the server's RSS per
 // connection (forced GC before each reading when Admin is set).
 //
@@ -459,8 +456,8 @@ func (b *bench) offline(ctx context.Context) error {
 // storm: every connection drops at once and reconnects; the time until
 // all are resynced.
 func (b *bench) storm(ctx context.Context) error {
-	if b.o.Conns > maxConnsPerProcess {
-		return fmt.Errorf("%d connections exceed what one process may open here (%d); the storm runs in one process", b.o.Conns, maxConnsPerProcess)
+	if b.o.Conns > b.o.PerProcess {
+		return fmt.Errorf("%d connections exceed --per-process (%d); the storm runs in one process", b.o.Conns, b.o.PerProcess)
 	}
 	start := time.Now()
 	devs, err := b.setupUsers(ctx, (b.o.Conns+b.o.PerToken-1)/b.o.PerToken)

@@ -145,9 +145,7 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 
 	var st syncStatements
 	defer st.close()
-	if err := st.prepare(ctx, s, tx); err != nil {
-		return nil, s.internal("sync", err)
-	}
+	st.bind(ctx, s, tx)
 	page.Conversations = make([]parley.SyncConversation, 0, len(list))
 	left := q.Budget // bytes of the budget left; unused when q.Budget <= 0
 	for i, c := range list {
@@ -182,10 +180,9 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 // transaction, for all its conversations.
 type syncStatements struct{ newest, changed *sql.Stmt }
 
-func (st *syncStatements) prepare(ctx context.Context, s *Store, tx *sql.Tx) error {
+func (st *syncStatements) bind(ctx context.Context, s *Store, tx *sql.Tx) {
 	st.newest = tx.StmtContext(ctx, s.rst.syncNewest)
 	st.changed = tx.StmtContext(ctx, s.rst.syncChanged)
-	return nil
 }
 
 func (st *syncStatements) close() { closeAll(st.newest, st.changed) }
