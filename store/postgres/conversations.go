@@ -1,0 +1,447 @@
+package postgres
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parleychat/parley"
+)
+
+// directKey is the unique key of the direct conversation between two users.
+func directKey(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return a + ":" + b
+}
+
+// CreateConversation implements parley.Store as the SQLite engine does
+// (see its documentation): defaults are filled, a direct pair that has a
+// conversation gets that one back with created=false.
+func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) (*parley.Conversation, bool, error) {
+	defer s.track("create_conversation", time.Now())
+	if err := prepareConversation(c); err != nil {
+		return nil, false, err
+	}
+	var key *string // NULL for groups
+	if c.Kind == parley.KindDirect {
+		k := directKey(c.Members[0].UserID, c.Members[1].UserID)
+		key = &k
+	}
+	var existing *parley.Conversation
+	err := s.write(ctx, true, func(t *txn) error {
+		existing = nil
+		if key != nil {
+			var id string
+			err := t.queryRow(`SELECT id FROM conversations WHERE direct_key = $1`, *key).Scan(&id)
+			if err == nil {
+				if existing, err = loadConversation(bg, t.conn, id); err != nil {
+					return s.internal("create conversation", err)
+				}
+				return nil
+			}
+			if !noRows(err) {
+				return s.internal("create conversation", err)
+			}
+		}
+		created := millis(c.CreatedAt)
+		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
+			VALUES ($1, $2, $3, $4, 0, $5, $5, $6)`, c.ID, string(c.Kind), c.Title, key, created, t.changeStamp())
+		if isUniqueViolation(err) {
+			return parley.Errorf(parley.CodeConflict, "the conversation exists already")
+		}
+		if err != nil {
+			return s.internal("create conversation", err)
+		}
+		for _, m := range c.Members {
+			if err := s.insertMember(t, c.ID, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if existing != nil {
+		return existing, false, nil
+	}
+	return c, true, nil
+}
+
+// prepareConversation checks c and sets its defaults and precision.
+func prepareConversation(c *parley.Conversation) error {
+	if c.ID == "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "a conversation needs an id")
+	}
+	switch c.Kind {
+	case parley.KindDirect:
+		if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
+			return parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has exactly two different members")
+		}
+	case parley.KindGroup:
+		if len(c.Members) > parley.MaxGroupMembers {
+			return parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
+		}
+	default:
+		return parley.Errorf(parley.CodeInvalidRequest, "unknown conversation kind %q", c.Kind)
+	}
+	c.CreatedAt = normalTime(c.CreatedAt)
+	c.LastSeq = 0
+	seen := make(map[string]bool, len(c.Members))
+	for i := range c.Members {
+		m := &c.Members[i]
+		if seen[m.UserID] {
+			return parley.Errorf(parley.CodeInvalidRequest, "user %s is listed twice", m.UserID)
+		}
+		seen[m.UserID] = true
+		if m.Role == "" {
+			m.Role = parley.MemberRoleMember
+		}
+		if !m.Role.Valid() {
+			return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
+		}
+		if m.JoinedAt.IsZero() {
+			m.JoinedAt = c.CreatedAt
+		}
+		m.JoinedAt = normalTime(m.JoinedAt)
+		m.ReadSeq = 0
+	}
+	return nil
+}
+
+// insertMember adds m to a conversation that exists, stamped, and deletes
+// the user's tombstone of an earlier membership. CodeNotFound if the user
+// does not exist or is not active, CodeConflict if already a member.
+func (s *Store) insertMember(t *txn, conversationID string, m parley.Member) error {
+	n, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
+		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND state = 'active')`,
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), t.changeStamp())
+	if isUniqueViolation(err) {
+		return parley.Errorf(parley.CodeConflict, "already a member")
+	}
+	if err != nil {
+		return s.internal("insert member", err)
+	}
+	if n == 0 {
+		return parley.Errorf(parley.CodeNotFound, "no such user: %s", m.UserID)
+	}
+	if _, err := t.exec(`DELETE FROM membership_tombstones WHERE user_id = $1 AND conversation_id = $2`, m.UserID, conversationID); err != nil {
+		return s.internal("insert member", err)
+	}
+	return nil
+}
+
+// Conversation returns a conversation with its members, the earliest to
+// join first; CodeConversationNotFound if none. One snapshot, on the
+// primary.
+func (s *Store) Conversation(ctx context.Context, id string) (*parley.Conversation, error) {
+	defer s.track("conversation", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	tx, err := s.pool.BeginTx(ctx, snapshot)
+	if err != nil {
+		return nil, s.internal("read conversation", err)
+	}
+	defer tx.Rollback(ctx)
+	c, err := loadConversation(ctx, tx, id)
+	if err != nil {
+		if isClientError(err) {
+			return nil, err
+		}
+		return nil, s.internal("read conversation", err)
+	}
+	return c, nil
+}
+
+// snapshot is a read-only transaction whose statements all see one
+// snapshot.
+var snapshot = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+
+// loadConversation reads a conversation and its members in q.
+func loadConversation(ctx context.Context, q querier, id string) (*parley.Conversation, error) {
+	var c parley.Conversation
+	var created int64
+	err := q.QueryRow(ctx, `SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = $1`, id).
+		Scan(&c.ID, &c.Kind, &c.Title, &c.LastSeq, &created)
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.CreatedAt = fromMillis(created)
+	rows, err := q.Query(ctx, membersColumns+`WHERE conversation_id = $1`+membersOrder, id)
+	if err != nil {
+		return nil, err
+	}
+	members, err := scanMembers(rows)
+	if err != nil {
+		return nil, err
+	}
+	c.Members = members[id]
+	if c.Members == nil {
+		c.Members = []parley.Member{}
+	}
+	return &c, nil
+}
+
+const (
+	membersColumns = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `
+	membersOrder   = ` ORDER BY conversation_id, joined_at, user_id`
+)
+
+// scanMembers reads rows of membersColumns into members by conversation
+// id, and closes rows.
+func scanMembers(rows pgx.Rows) (map[string][]parley.Member, error) {
+	defer rows.Close()
+	members := make(map[string][]parley.Member)
+	for rows.Next() {
+		var conversationID string
+		var m parley.Member
+		var joined int64
+		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
+			return nil, err
+		}
+		m.JoinedAt = fromMillis(joined)
+		members[conversationID] = append(members[conversationID], m)
+	}
+	return members, rows.Err()
+}
+
+// ChangeMembers implements parley.Store: load, decide and apply in one
+// write job inside its own savepoint, so a failing change leaves nothing.
+func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide func(c *parley.Conversation) (parley.MemberChange, error)) (*parley.Conversation, error) {
+	defer s.track("change_members", time.Now())
+	var result *parley.Conversation
+	err := s.write(ctx, true, func(t *txn) error {
+		result = nil
+		c, err := loadConversation(bg, t.conn, conversationID)
+		if err != nil {
+			if isClientError(err) {
+				return err
+			}
+			return s.internal("change members", err)
+		}
+		change, err := decide(c)
+		if err != nil {
+			return err
+		}
+		if len(change.Remove) > 0 || len(change.Roles) > 0 || len(change.Add) > 0 || change.Delete {
+			if _, err := t.exec(`UPDATE conversations SET stamp = $1 WHERE id = $2`, t.changeStamp(), conversationID); err != nil {
+				return s.internal("change members", err)
+			}
+		}
+		if change.Delete {
+			return s.deleteConversation(t, conversationID)
+		}
+		for _, userID := range change.Remove {
+			if err := s.removeMember(t, c, userID); err != nil {
+				return err
+			}
+		}
+		for _, userID := range slices.Sorted(maps.Keys(change.Roles)) {
+			if err := s.setRole(t, c, userID, change.Roles[userID]); err != nil {
+				return err
+			}
+		}
+		for _, m := range change.Add {
+			if m.Role == "" {
+				m.Role = parley.MemberRoleMember
+			}
+			if !m.Role.Valid() {
+				return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
+			}
+			if m.JoinedAt.IsZero() {
+				m.JoinedAt = time.Now()
+			}
+			m.JoinedAt = normalTime(m.JoinedAt)
+			m.ReadSeq = min(max(m.ReadSeq, 0), c.LastSeq)
+			if err := s.insertMember(t, conversationID, m); err != nil {
+				return err
+			}
+			c.Members = append(c.Members, m)
+		}
+		result = c
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+func (s *Store) removeMember(t *txn, c *parley.Conversation, userID string) error {
+	i := slices.IndexFunc(c.Members, func(m parley.Member) bool { return m.UserID == userID })
+	if i < 0 {
+		return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
+	}
+	if _, err := t.exec(`DELETE FROM members WHERE conversation_id = $1 AND user_id = $2`, c.ID, userID); err != nil {
+		return s.internal("remove member", err)
+	}
+	if _, err := t.exec(`INSERT INTO membership_tombstones (user_id, conversation_id, stamp) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id, conversation_id) DO UPDATE SET stamp = excluded.stamp`, userID, c.ID, t.changeStamp()); err != nil {
+		return s.internal("remove member", err)
+	}
+	if _, err := t.exec(`DELETE FROM device_cursors WHERE conversation_id = $1 AND device_id IN (SELECT id FROM devices WHERE user_id = $2)`, c.ID, userID); err != nil {
+		return s.internal("remove member", err)
+	}
+	c.Members = slices.Delete(c.Members, i, i+1)
+	return nil
+}
+
+func (s *Store) setRole(t *txn, c *parley.Conversation, userID string, role parley.MemberRole) error {
+	if !role.Valid() {
+		return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", role)
+	}
+	m := c.MemberOf(userID)
+	if m == nil {
+		return parley.Errorf(parley.CodeNotFound, "user %s is not a member", userID)
+	}
+	if _, err := t.exec(`UPDATE members SET role = $1, stamp = $2 WHERE conversation_id = $3 AND user_id = $4`,
+		string(role), t.changeStamp(), c.ID, userID); err != nil {
+		return s.internal("set member role", err)
+	}
+	m.Role = role
+	return nil
+}
+
+// deleteConversation deletes a conversation with its members, messages
+// (and their client_msg_id records) and delivery cursors, leaving a
+// tombstone for each member.
+func (s *Store) deleteConversation(t *txn, id string) error {
+	if _, err := t.exec(`INSERT INTO membership_tombstones (user_id, conversation_id, stamp)
+		SELECT user_id, conversation_id, $1 FROM members WHERE conversation_id = $2
+		ON CONFLICT (user_id, conversation_id) DO UPDATE SET stamp = excluded.stamp`, t.changeStamp(), id); err != nil {
+		return s.internal("delete conversation", err)
+	}
+	if _, err := t.exec(`DELETE FROM sent_messages s USING messages m
+		WHERE m.conversation_id = $1 AND m.client_msg_id IS NOT NULL
+		AND s.sender_id = m.sender_id AND s.client_msg_id = m.client_msg_id`, id); err != nil {
+		return s.internal("delete conversation", err)
+	}
+	for _, table := range []string{"messages", "device_cursors", "members"} {
+		if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = $1`, id); err != nil {
+			return s.internal("delete conversation", err)
+		}
+	}
+	if _, err := t.exec(`DELETE FROM conversations WHERE id = $1`, id); err != nil {
+		return s.internal("delete conversation", err)
+	}
+	return nil
+}
+
+// MarkRead implements parley.Store in one statement; it writes nothing
+// when read_seq would not rise.
+func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq int64) (parley.Watermark, error) {
+	defer s.track("mark_read", time.Now())
+	var w parley.Watermark
+	err := s.write(ctx, false, func(t *txn) error {
+		w = parley.Watermark{}
+		var raised *int64
+		err := t.queryRow(`WITH cur AS (
+				SELECT m.read_seq, least($3, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
+				WHERE m.conversation_id = $1 AND m.user_id = $2),
+			up AS (
+				UPDATE members SET read_seq = cur.target, stamp = $4 FROM cur
+				WHERE conversation_id = $1 AND user_id = $2 AND cur.target > cur.read_seq
+				RETURNING members.read_seq)
+			SELECT cur.read_seq, (SELECT read_seq FROM up) FROM cur`,
+			conversationID, userID, seq, t.changeStamp()).Scan(&w.Seq, &raised)
+		if noRows(err) {
+			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		if err != nil {
+			return s.internal("mark read", err)
+		}
+		if raised != nil {
+			w = parley.Watermark{Seq: *raised, Raised: true}
+		}
+		return nil
+	})
+	return w, err
+}
+
+// MarkDelivered implements parley.Store in one statement; it writes
+// nothing when neither watermark would rise.
+func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user parley.Watermark, err error) {
+	defer s.track("mark_delivered", time.Now())
+	err = s.write(ctx, false, func(t *txn) error {
+		device, user = parley.Watermark{}, parley.Watermark{}
+		var (
+			owner                    *string
+			cursor, dRaised, uRaised *int64
+		)
+		// cur is the member's state (no row: not a member); dev the
+		// device's owner and cursor (NULL owner: no such device). The
+		// updates run only when both exist and the target is higher.
+		err := t.queryRow(`WITH cur AS (
+				SELECT m.delivered_seq, least($4, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
+				WHERE m.conversation_id = $1 AND m.user_id = $2),
+			dev AS (
+				SELECT d.user_id, dc.delivered_seq FROM devices d
+				LEFT JOIN device_cursors dc ON dc.device_id = d.id AND dc.conversation_id = $1
+				WHERE d.id = $3),
+			ok AS (
+				SELECT cur.target, coalesce(dev.delivered_seq, 0) AS dseq, cur.delivered_seq AS useq
+				FROM cur, dev WHERE dev.user_id = $2),
+			upd AS (
+				INSERT INTO device_cursors (device_id, conversation_id, delivered_seq)
+				SELECT $3, $1, ok.target FROM ok WHERE ok.target > ok.dseq
+				ON CONFLICT (device_id, conversation_id) DO UPDATE SET delivered_seq = excluded.delivered_seq
+				RETURNING delivered_seq),
+			upu AS (
+				UPDATE members SET delivered_seq = ok.target, stamp = $5 FROM ok
+				WHERE conversation_id = $1 AND user_id = $2 AND ok.target > ok.useq
+				RETURNING members.delivered_seq)
+			SELECT cur.delivered_seq, (SELECT user_id FROM dev), (SELECT delivered_seq FROM dev),
+				(SELECT delivered_seq FROM upd), (SELECT delivered_seq FROM upu)
+			FROM cur`,
+			conversationID, userID, deviceID, seq, t.changeStamp()).Scan(&user.Seq, &owner, &cursor, &dRaised, &uRaised)
+		if noRows(err) {
+			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		if err != nil {
+			return s.internal("mark delivered", err)
+		}
+		if owner == nil || *owner != userID {
+			return parley.Errorf(parley.CodeNotFound, "no such device")
+		}
+		if cursor != nil {
+			device.Seq = *cursor
+		}
+		if dRaised != nil {
+			device = parley.Watermark{Seq: *dRaised, Raised: true}
+		}
+		if uRaised != nil {
+			user = parley.Watermark{Seq: *uRaised, Raised: true}
+		}
+		return nil
+	})
+	return device, user, err
+}
+
+// Member implements parley.Store with one primary-key lookup.
+func (s *Store) Member(ctx context.Context, conversationID, userID string) (*parley.Member, error) {
+	defer s.track("member", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	m := parley.Member{UserID: userID}
+	var joined int64
+	err := s.pool.QueryRow(ctx, `SELECT role, read_seq, delivered_seq, joined_at FROM members WHERE conversation_id = $1 AND user_id = $2`,
+		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined)
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	if err != nil {
+		return nil, s.internal("read member", err)
+	}
+	m.JoinedAt = fromMillis(joined)
+	return &m, nil
+}

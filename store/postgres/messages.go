@@ -1,0 +1,569 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parleychat/parley"
+)
+
+// messageColumns are the columns scanMessageRow reads, in its order.
+const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
+	body, body_key, created_at, expires_at, edited_at, deleted`
+
+// notExpired is the condition for a message row visible at the time bound
+// to parameter $n (written in by the caller).
+func notExpired(n int) string {
+	return fmt.Sprintf(`(NOT purged AND (expires_at IS NULL OR expires_at > $%d))`, n)
+}
+
+// messageRow is a message as stored: its body sealed.
+type messageRow struct {
+	conversationID, id, senderID, senderDeviceID, typ string
+	clientMsgID                                       *string
+	seq, bodyKey, created                             int64
+	expires, edited                                   *int64
+	body                                              []byte
+	deleted                                           bool
+	purged                                            bool // read only where selected
+}
+
+// fields returns the scan destinations of messageColumns.
+func (r *messageRow) fields() []any {
+	return []any{&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted}
+}
+
+func scanMessageRow(row pgx.Row) (*messageRow, error) {
+	var r messageRow
+	if err := row.Scan(r.fields()...); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// open decrypts r's body and returns the message; a tombstone's empty
+// body is not decrypted.
+func (s *Store) open(r *messageRow) (parley.Message, error) {
+	m := parley.Message{
+		ID:             r.id,
+		ConversationID: r.conversationID,
+		Seq:            r.seq,
+		SenderID:       r.senderID,
+		SenderDeviceID: r.senderDeviceID,
+		Type:           parley.MessageType(r.typ),
+		CreatedAt:      fromMillis(r.created),
+		ExpiresAt:      fromNullMillis(r.expires),
+		EditedAt:       fromNullMillis(r.edited),
+		Deleted:        r.deleted,
+	}
+	if r.clientMsgID != nil {
+		m.ClientMsgID = *r.clientMsgID
+	}
+	if !r.deleted {
+		body, err := s.sealer.Open(uint32(r.bodyKey), r.body, []byte(r.id))
+		if err != nil {
+			return parley.Message{}, s.internal("open message body", err)
+		}
+		m.Body = string(body)
+	}
+	return m, nil
+}
+
+// seal encrypts the body of the message with the given id, unless it is a
+// tombstone.
+func (s *Store) seal(id, body string, deleted bool) (keyID uint32, sealed []byte, err error) {
+	if deleted {
+		return 0, []byte{}, nil
+	}
+	keyID, sealed, err = s.sealer.Seal([]byte(body), []byte(id))
+	if err != nil {
+		return 0, nil, s.internal("seal message body", err)
+	}
+	return keyID, sealed, nil
+}
+
+// appendJob is one AppendMessage in the writer: its input, sealed, and its
+// result (seq, or the original of a retried client_msg_id).
+type appendJob struct {
+	m           *parley.Message
+	clientMsgID *string // nil: no idempotency
+	keyID       int64
+	sealed      []byte
+
+	seq      int64
+	original *messageRow
+}
+
+// AppendMessage commits m with m.Seq = last_seq+1 of its conversation and
+// returns once the commit is durable. An empty ID is filled with
+// parley.NewID(), a zero CreatedAt with the current time; times are set to
+// their stored precision. The body is sealed in the caller's goroutine. A
+// retried ClientMsgID returns the original with created=false
+// (CodeConflict if that is in another conversation, or expired or
+// purged), across every node sharing the database.
+// CodeConversationNotFound if the conversation is gone or the sender is
+// not a member at commit.
+func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
+	defer s.track("append_message", time.Now())
+	if m.ConversationID == "" || m.SenderID == "" {
+		return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a message needs a conversation and a sender")
+	}
+	if m.ID == "" {
+		m.ID = parley.NewID()
+	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = time.Now()
+	}
+	m.CreatedAt = normalTime(m.CreatedAt)
+	m.ExpiresAt = normalTime(m.ExpiresAt)
+	m.EditedAt = normalTime(m.EditedAt)
+	if m.Deleted {
+		m.Body = ""
+	}
+	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
+	if err != nil {
+		return nil, false, err
+	}
+	a := &appendJob{m: m, keyID: int64(keyID), sealed: sealed}
+	if m.ClientMsgID != "" {
+		id := m.ClientMsgID
+		a.clientMsgID = &id
+	}
+	if err := s.submit(ctx, &job{app: a}); err != nil {
+		return nil, false, err
+	}
+	if o := a.original; o != nil {
+		if o.conversationID != m.ConversationID {
+			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
+		}
+		if o.purged || o.expires != nil && *o.expires <= millis(m.CreatedAt) {
+			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used by a message that has expired", m.ClientMsgID)
+		}
+		msg, err := s.open(o)
+		if err != nil {
+			return nil, false, err
+		}
+		return &msg, false, nil
+	}
+	m.Seq = a.seq
+	return m, true, nil
+}
+
+// appendBatch commits the appends of jobs in t. Two appends of one
+// client_msg_id in the same batch are taken in rounds, so the second finds
+// the first. Each job's outcome is in its err and app; a non-nil result
+// is an internal error that broke the transaction.
+func (s *Store) appendBatch(t *txn, jobs []*job) error {
+	for _, j := range jobs {
+		j.app.seq, j.app.original = 0, nil
+	}
+	for len(jobs) > 0 {
+		seen := make(map[sentKey]bool, len(jobs))
+		round, later := make([]*job, 0, len(jobs)), []*job(nil)
+		for _, j := range jobs {
+			if a := j.app; a.clientMsgID != nil {
+				k := sentKey{a.m.SenderID, *a.clientMsgID}
+				if seen[k] {
+					later = append(later, j)
+					continue
+				}
+				seen[k] = true
+			}
+			round = append(round, j)
+		}
+		if err := s.appendRound(t, round); err != nil {
+			return err
+		}
+		jobs = later
+	}
+	return nil
+}
+
+// sentKey names a message by its sender's client_msg_id.
+type sentKey struct{ sender, clientMsgID string }
+
+// appendRound appends jobs (no two with the same client_msg_id) in two
+// round trips: one that reads which senders are members (with each
+// conversation's last_seq) and which client_msg_ids were sent before, and
+// one that inserts the new messages, records their client_msg_ids and
+// raises last_seq. The transaction holds the stamp lock, so nothing
+// changes between the two.
+func (s *Store) appendRound(t *txn, jobs []*job) error {
+	n := len(jobs)
+	convs, senders := make([]string, n), make([]string, n)
+	var sentSenders, sentIDs []string
+	for i, j := range jobs {
+		convs[i], senders[i] = j.app.m.ConversationID, j.app.m.SenderID
+		if id := j.app.clientMsgID; id != nil {
+			sentSenders, sentIDs = append(sentSenders, j.app.m.SenderID), append(sentIDs, *id)
+		}
+	}
+	member := make([]bool, n)
+	lastSeq := make(map[string]int64)
+	sent := make(map[sentKey]*messageRow)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT a.i, c.last_seq
+		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS a(conv, sender, i)
+		JOIN members m ON m.conversation_id = a.conv AND m.user_id = a.sender
+		JOIN conversations c ON c.id = a.conv`, convs, senders).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var i, seq int64
+			if err := rows.Scan(&i, &seq); err != nil {
+				return err
+			}
+			member[i-1] = true
+			lastSeq[convs[i-1]] = seq
+		}
+		return rows.Err()
+	})
+	if len(sentSenders) > 0 {
+		b.Queue(`SELECT `+prefixed("m.", messageColumns)+`, m.purged
+			FROM unnest($1::text[], $2::text[]) AS a(sender, cmid)
+			JOIN sent_messages s ON s.sender_id = a.sender AND s.client_msg_id = a.cmid
+			JOIN messages m ON m.conversation_id = s.conversation_id AND m.seq = s.seq`, sentSenders, sentIDs).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var r messageRow
+				if err := rows.Scan(append(r.fields(), &r.purged)...); err != nil {
+					return err
+				}
+				if r.clientMsgID != nil {
+					sent[sentKey{r.senderID, *r.clientMsgID}] = &r
+				}
+			}
+			return rows.Err()
+		})
+	}
+	if err := t.conn.SendBatch(bg, b).Close(); err != nil {
+		return err
+	}
+
+	// Decide each append, in queue order.
+	var (
+		ins       insertColumns
+		next      = make(map[string]int64) // conversation -> next seq
+		latest    = make(map[string]int64) // conversation -> newest created_at
+		sentConvs []string
+		sentSeqs  []int64
+	)
+	sentSenders, sentIDs = sentSenders[:0], sentIDs[:0]
+	for i, j := range jobs {
+		a := j.app
+		var original *messageRow
+		if a.clientMsgID != nil {
+			original = sent[sentKey{a.m.SenderID, *a.clientMsgID}]
+		}
+		if !member[i] {
+			// A retry of a message sent here before the sender left gets
+			// the original; anything else is not for a non-member to know.
+			if original != nil && original.conversationID == a.m.ConversationID {
+				a.original = original
+				continue
+			}
+			j.err = parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+			continue
+		}
+		if original != nil {
+			a.original = original
+			continue
+		}
+		conv := a.m.ConversationID
+		seq, ok := next[conv]
+		if !ok {
+			seq = lastSeq[conv] + 1
+		}
+		next[conv] = seq + 1
+		a.seq = seq
+		latest[conv] = max(latest[conv], millis(a.m.CreatedAt))
+		ins.add(a, seq)
+		if a.clientMsgID != nil {
+			sentSenders, sentIDs = append(sentSenders, a.m.SenderID), append(sentIDs, *a.clientMsgID)
+			sentConvs, sentSeqs = append(sentConvs, conv), append(sentSeqs, seq)
+		}
+	}
+	if len(ins.conv) == 0 {
+		return nil
+	}
+	lastConvs := make([]string, 0, len(next))
+	lastSeqs := make([]int64, 0, len(next))
+	lastTimes := make([]int64, 0, len(next))
+	for conv, seq := range next {
+		lastConvs, lastSeqs, lastTimes = append(lastConvs, conv), append(lastSeqs, seq-1), append(lastTimes, latest[conv])
+	}
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO messages (`+messageColumns+`, stamp)
+		SELECT u.*, $14::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[]) AS u`,
+		ins.conv, ins.seq, ins.id, ins.sender, ins.device, ins.clientMsgID, ins.typ,
+		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, t.changeStamp())
+	if len(sentSenders) > 0 {
+		b.Queue(`INSERT INTO sent_messages (sender_id, client_msg_id, conversation_id, seq)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])`,
+			sentSenders, sentIDs, sentConvs, sentSeqs)
+	}
+	b.Queue(`UPDATE conversations c SET last_seq = a.last, updated_at = greatest(c.updated_at, a.t), stamp = $4
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS a(id, last, t) WHERE c.id = a.id`,
+		lastConvs, lastSeqs, lastTimes, t.changeStamp())
+	return t.conn.SendBatch(bg, b).Close()
+}
+
+// insertColumns are the new messages of a round, column by column, for
+// one INSERT ... SELECT FROM unnest.
+type insertColumns struct {
+	conv, id, sender, device, typ []string
+	clientMsgID                   []*string
+	seq, bodyKey, created         []int64
+	expires, edited               []*int64
+	body                          [][]byte
+	deleted                       []bool
+}
+
+func (c *insertColumns) add(a *appendJob, seq int64) {
+	m := a.m
+	c.conv = append(c.conv, m.ConversationID)
+	c.seq = append(c.seq, seq)
+	c.id = append(c.id, m.ID)
+	c.sender = append(c.sender, m.SenderID)
+	c.device = append(c.device, m.SenderDeviceID)
+	c.clientMsgID = append(c.clientMsgID, a.clientMsgID)
+	c.typ = append(c.typ, string(m.Type))
+	c.body = append(c.body, a.sealed)
+	c.bodyKey = append(c.bodyKey, a.keyID)
+	c.created = append(c.created, millis(m.CreatedAt))
+	c.expires = append(c.expires, nullMillis(m.ExpiresAt))
+	c.edited = append(c.edited, nullMillis(m.EditedAt))
+	c.deleted = append(c.deleted, m.Deleted)
+}
+
+// prefixed returns the comma-separated columns with each name prefixed.
+func prefixed(prefix, columns string) string {
+	var out []byte
+	field := true
+	for i := 0; i < len(columns); i++ {
+		c := columns[i]
+		if field && c != ' ' && c != '\n' && c != '\t' {
+			out = append(out, prefix...)
+			field = false
+		}
+		if c == ',' {
+			field = true
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// Message returns one message unless it has expired at now; CodeNotFound if
+// there is none. It reads the primary: a message just acked must be found.
+func (s *Store) Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*parley.Message, error) {
+	defer s.track("message", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	r, err := scanMessageRow(s.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages
+		WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, millis(now)))
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
+	}
+	if err != nil {
+		return nil, s.internal("read message", err)
+	}
+	m, err := s.open(r)
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Messages returns a page of history in ascending seq order (see
+// parley.HistoryQuery), skipping messages expired at now.
+//
+// Pages before a seq (older history) read from the replica, if there is
+// one and it holds the conversation up to that seq; the newest page and
+// pages after a seq read from the primary, since they are what a client
+// asks for right after a send or a live event and must hold it.
+func (s *Store) Messages(ctx context.Context, conversationID string, q parley.HistoryQuery, now time.Time) ([]parley.Message, error) {
+	defer s.track("messages", time.Now())
+	if q.Limit < 1 || q.Limit > parley.MaxHistoryLimit {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxHistoryLimit)
+	}
+	if q.Before < 0 || q.After < 0 || q.Before > 0 && q.Forwards() {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "set at most one of before and after, not negative")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	const from = `SELECT ` + messageColumns + ` FROM messages WHERE conversation_id = $1 `
+	var (
+		db   querier = s.pool
+		sql  string
+		args = []any{conversationID, millis(now), q.Limit}
+	)
+	switch {
+	case q.Before > 0:
+		sql = from + `AND seq < $4 AND ` + notExpired(2) + ` ORDER BY seq DESC LIMIT $3`
+		args = append(args, q.Before)
+		db = s.replicaFor(ctx, conversationID, q.Before-1)
+	case q.Forwards():
+		sql = from + `AND seq > $4 AND ` + notExpired(2) + ` ORDER BY seq LIMIT $3`
+		args = append(args, q.After)
+	default:
+		sql = from + `AND ` + notExpired(2) + ` ORDER BY seq DESC LIMIT $3`
+	}
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, s.internal("read messages", err)
+	}
+	defer rows.Close()
+	var sealed []*messageRow
+	for rows.Next() {
+		r, err := scanMessageRow(rows)
+		if err != nil {
+			return nil, s.internal("read messages", err)
+		}
+		sealed = append(sealed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.internal("read messages", err)
+	}
+	if !q.Forwards() {
+		slices.Reverse(sealed)
+	}
+	msgs := make([]parley.Message, len(sealed))
+	for i, r := range sealed {
+		if msgs[i], err = s.open(r); err != nil {
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
+// replicaFor returns the replica if it holds conversationID up to seq
+// (its last_seq there is at least seq), else the primary. Edits and
+// deletes of older messages may still lag on the replica: history is
+// eventually consistent for them, as the consistency rule in
+// docs/operations.md says.
+func (s *Store) replicaFor(ctx context.Context, conversationID string, seq int64) querier {
+	if s.replica == nil {
+		return s.pool
+	}
+	var last int64
+	err := s.replica.QueryRow(ctx, `SELECT last_seq FROM conversations WHERE id = $1`, conversationID).Scan(&last)
+	if err != nil || last < seq {
+		s.replicaMisses.Add(1)
+		return s.pool
+	}
+	s.replicaReads.Add(1)
+	return s.replica
+}
+
+// UpdateMessage implements parley.Store.
+func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq int64, now time.Time, change func(m *parley.Message) error) (*parley.Message, error) {
+	defer s.track("update_message", time.Now())
+	var result *parley.Message
+	err := s.write(ctx, true, func(t *txn) error {
+		result = nil
+		r, err := scanMessageRow(t.queryRow(`SELECT `+messageColumns+` FROM messages
+			WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, millis(now)))
+		if noRows(err) {
+			return parley.Errorf(parley.CodeNotFound, "no such message")
+		}
+		if err != nil {
+			return s.internal("update message", err)
+		}
+		m, err := s.open(r)
+		if err != nil {
+			return err
+		}
+		if err := change(&m); err != nil {
+			return err
+		}
+		m.EditedAt = normalTime(m.EditedAt)
+		if m.Deleted {
+			m.Body = ""
+		}
+		keyID, sealed, err := s.seal(r.id, m.Body, m.Deleted)
+		if err != nil {
+			return err
+		}
+		stamp := t.changeStamp()
+		if _, err := t.exec(`UPDATE messages SET body = $1, body_key = $2, edited_at = $3, deleted = $4, stamp = $5, changed = true
+			WHERE conversation_id = $6 AND seq = $7`,
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, stamp, conversationID, seq); err != nil {
+			return s.internal("update message", err)
+		}
+		if _, err := t.exec(`UPDATE conversations SET stamp = $1 WHERE id = $2`, stamp, conversationID); err != nil {
+			return s.internal("update message", err)
+		}
+		result = &m
+		return nil
+	})
+	return result, err
+}
+
+// PurgeExpired implements parley.Store: it blanks up to limit messages
+// expired at now, soonest expired first, deletes the rows (and
+// client_msg_id records) of messages expired more than
+// parley.IdempotencyHorizon ago and every refresh token expired at now,
+// and returns how many messages it blanked.
+func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
+	defer s.track("purge_expired", time.Now())
+	if limit < 1 {
+		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
+	}
+	var n int64
+	err := s.write(ctx, true, func(t *txn) error {
+		var err error
+		n, err = t.exec(`UPDATE messages SET body = '', purged = true WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
+			millis(now), limit)
+		if err != nil {
+			return s.internal("purge messages", err)
+		}
+		if _, err := t.exec(`WITH gone AS (
+				DELETE FROM messages WHERE (conversation_id, seq) IN (
+					SELECT conversation_id, seq FROM messages
+					WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2)
+				RETURNING sender_id, client_msg_id)
+			DELETE FROM sent_messages s USING gone
+			WHERE s.sender_id = gone.sender_id AND s.client_msg_id = gone.client_msg_id`,
+			millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
+			return s.internal("purge messages", err)
+		}
+		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= $1`, millis(now)); err != nil {
+			return s.internal("purge refresh tokens", err)
+		}
+		return nil
+	})
+	return int(n), err
+}
+
+// PurgeHistory implements parley.Store as the SQLite engine does: up to
+// limit messages created before the given time, oldest first, are blanked
+// and their expires_at lowered to it.
+func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (int, error) {
+	defer s.track("purge_history", time.Now())
+	if limit < 1 {
+		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
+	}
+	var n int64
+	err := s.write(ctx, true, func(t *txn) error {
+		var err error
+		n, err = t.exec(`UPDATE messages SET body = '', purged = true,
+				expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END
+			WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE NOT purged AND created_at < $1 ORDER BY created_at LIMIT $2)`,
+			millis(before), limit)
+		if err != nil {
+			return s.internal("purge history", err)
+		}
+		return nil
+	})
+	return int(n), err
+}

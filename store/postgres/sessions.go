@@ -1,0 +1,303 @@
+package postgres
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+const deviceColumns = `id, user_id, platform, name, session_id, created_at, last_seen_at`
+
+// CreateSession inserts the device d and the first refresh token t of its
+// session in one transaction. Empty UserID, DeviceID or SessionID of t are
+// filled from d; a zero d.LastSeenAt becomes d.CreatedAt. CodeNotFound if
+// the user does not exist; CodeConflict if the device id or token hash is
+// taken.
+func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.RefreshToken) error {
+	defer s.track("create_session", time.Now())
+	if d.ID == "" || d.UserID == "" || t.Hash == "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "a session needs a device id, a user id and a token hash")
+	}
+	d.CreatedAt = normalTime(d.CreatedAt)
+	if d.LastSeenAt.IsZero() {
+		d.LastSeenAt = d.CreatedAt
+	}
+	d.LastSeenAt = normalTime(d.LastSeenAt)
+	if t.UserID == "" {
+		t.UserID = d.UserID
+	}
+	if t.DeviceID == "" {
+		t.DeviceID = d.ID
+	}
+	if t.SessionID == "" {
+		t.SessionID = d.SessionID
+	}
+	t.CreatedAt = normalTime(t.CreatedAt)
+	t.ExpiresAt = normalTime(t.ExpiresAt)
+	return s.write(ctx, true, func(tx *txn) error {
+		// Checked in the transaction, so a suspension committed while the
+		// caller was hashing the password cannot be outlived by a new device.
+		var state string
+		err := tx.queryRow(`SELECT state FROM users WHERE id = $1`, d.UserID).Scan(&state)
+		if noRows(err) {
+			return parley.Errorf(parley.CodeNotFound, "no such user")
+		}
+		if err != nil {
+			return s.internal("create session", err)
+		}
+		if state != string(parley.UserActive) {
+			return parley.Errorf(parley.CodeSuspended, "this account is suspended")
+		}
+		_, err = tx.exec(`INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			d.ID, d.UserID, string(d.Platform), d.Name, d.SessionID, millis(d.CreatedAt), millis(d.LastSeenAt))
+		if isUniqueViolation(err) {
+			return parley.Errorf(parley.CodeConflict, "the device exists already")
+		}
+		if err != nil {
+			return s.internal("create session", err)
+		}
+		if err := insertRefreshToken(tx, t); err != nil {
+			if isClientError(err) {
+				return err
+			}
+			return s.internal("create session", err)
+		}
+		return nil
+	})
+}
+
+// insertRefreshToken stores t, unused. A taken hash is CodeConflict.
+func insertRefreshToken(tx *txn, t *parley.RefreshToken) error {
+	_, err := tx.exec(`INSERT INTO refresh_tokens (hash, user_id, device_id, session_id, created_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		t.Hash, t.UserID, t.DeviceID, t.SessionID, millis(t.CreatedAt), millis(t.ExpiresAt))
+	if isUniqueViolation(err) {
+		return parley.Errorf(parley.CodeConflict, "the refresh token exists already")
+	}
+	return err
+}
+
+// RotateRefreshToken uses up the token whose hash is oldHash, stores next
+// with the old token's user, device and session (and CreatedAt now if
+// zero), sets the device's LastSeenAt to now, and returns the device, all in
+// one transaction. CodeUnauthorized if the token is unknown, expired at now,
+// or its device is gone or has moved on to another session. If the token was
+// used already, the device and all its tokens and cursors are deleted (and
+// that stays committed) and the error is parley.ErrRefreshReuse.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *parley.RefreshToken, now time.Time) (*parley.Device, error) {
+	defer s.track("rotate_refresh_token", time.Now())
+	if next.CreatedAt.IsZero() {
+		next.CreatedAt = now
+	}
+	next.CreatedAt = normalTime(next.CreatedAt)
+	next.ExpiresAt = normalTime(next.ExpiresAt)
+	// An unknown token is refused from a reader, without a write job:
+	// guessing tokens must not cost the writer anything.
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	var one int
+	err := s.pool.QueryRow(ctx, `SELECT 1 FROM refresh_tokens WHERE hash = $1`, oldHash).Scan(&one)
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeUnauthorized, "unknown refresh token")
+	}
+	if err != nil {
+		return nil, s.internal("rotate refresh token", err)
+	}
+	var (
+		dev      *parley.Device
+		reuseErr error
+	)
+	err = s.write(ctx, true, func(tx *txn) error {
+		dev, reuseErr = nil, nil
+		var (
+			userID, deviceID, sessionID string
+			expires                     int64
+			used                        *int64
+		)
+		err := tx.queryRow(`SELECT user_id, device_id, session_id, expires_at, used_at FROM refresh_tokens WHERE hash = $1`, oldHash).
+			Scan(&userID, &deviceID, &sessionID, &expires, &used)
+		if noRows(err) {
+			return parley.Errorf(parley.CodeUnauthorized, "unknown refresh token")
+		}
+		if err != nil {
+			return s.internal("rotate refresh token", err)
+		}
+		if used != nil {
+			// Theft or a replay: revoke the family. The deletion must commit,
+			// so the job succeeds and the caller returns the error.
+			if _, err := deleteDevice(tx, deviceID); err != nil {
+				return s.internal("revoke session", err)
+			}
+			s.log.Warn("postgres: refresh token reuse; session revoked", "user", userID, "device", deviceID)
+			reuseErr = parley.ErrRefreshReuse
+			return nil
+		}
+		if expires <= millis(now) {
+			return parley.Errorf(parley.CodeUnauthorized, "the refresh token has expired")
+		}
+		d, err := scanDevice(tx.queryRow(`SELECT `+deviceColumns+` FROM devices WHERE id = $1`, deviceID))
+		if noRows(err) || err == nil && d.SessionID != sessionID {
+			return parley.Errorf(parley.CodeUnauthorized, "the session has ended")
+		}
+		if err != nil {
+			return s.internal("rotate refresh token", err)
+		}
+		if _, err := tx.exec(`UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2`, millis(now), oldHash); err != nil {
+			return s.internal("rotate refresh token", err)
+		}
+		next.UserID, next.DeviceID, next.SessionID = userID, deviceID, sessionID
+		if err := insertRefreshToken(tx, next); err != nil {
+			if isClientError(err) {
+				return err
+			}
+			return s.internal("rotate refresh token", err)
+		}
+		d.LastSeenAt = normalTime(now)
+		if _, err := tx.exec(`UPDATE devices SET last_seen_at = $1 WHERE id = $2`, millis(now), deviceID); err != nil {
+			return s.internal("rotate refresh token", err)
+		}
+		dev = d
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if reuseErr != nil {
+		return nil, reuseErr
+	}
+	return dev, nil
+}
+
+// Device returns a device by id; CodeNotFound if none.
+func (s *Store) Device(ctx context.Context, id string) (*parley.Device, error) {
+	defer s.track("device", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id))
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no such device")
+	}
+	if err != nil {
+		return nil, s.internal("read device", err)
+	}
+	return d, nil
+}
+
+// Devices lists a user's devices, oldest first (an unknown user has none).
+func (s *Store) Devices(ctx context.Context, userID string) ([]parley.Device, error) {
+	defer s.track("devices", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	if err != nil {
+		return nil, s.internal("list devices", err)
+	}
+	defer rows.Close()
+	devices := []parley.Device{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, s.internal("list devices", err)
+		}
+		devices = append(devices, *d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.internal("list devices", err)
+	}
+	return devices, nil
+}
+
+// DeleteDevice deletes a device of userID with its refresh tokens and
+// delivery cursors; CodeNotFound if userID has no such device.
+func (s *Store) DeleteDevice(ctx context.Context, userID, deviceID string) error {
+	defer s.track("delete_device", time.Now())
+	return s.write(ctx, true, func(tx *txn) error {
+		var one int
+		err := tx.queryRow(`SELECT 1 FROM devices WHERE id = $1 AND user_id = $2`, deviceID, userID).Scan(&one)
+		if noRows(err) {
+			return parley.Errorf(parley.CodeNotFound, "no such device")
+		}
+		if err != nil {
+			return s.internal("delete device", err)
+		}
+		if _, err := deleteDevice(tx, deviceID); err != nil {
+			return s.internal("delete device", err)
+		}
+		return nil
+	})
+}
+
+// DeleteDevices deletes every device of userID, with their tokens and
+// cursors, and returns how many devices it deleted.
+func (s *Store) DeleteDevices(ctx context.Context, userID string) (int, error) {
+	defer s.track("delete_devices", time.Now())
+	var n int
+	err := s.write(ctx, true, func(tx *txn) error {
+		var err error
+		n, err = s.deleteDevices(tx, userID)
+		return err
+	})
+	return n, err
+}
+
+// deleteDevices deletes every device of userID with its tokens and cursors
+// in tx and returns how many.
+func (s *Store) deleteDevices(tx *txn, userID string) (int, error) {
+	rows, err := tx.query(`SELECT id FROM devices WHERE user_id = $1`, userID)
+	if err != nil {
+		return 0, s.internal("delete devices", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, s.internal("delete devices", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, s.internal("delete devices", err)
+	}
+	n := 0
+	for _, id := range ids {
+		deleted, err := deleteDevice(tx, id)
+		if err != nil {
+			return 0, s.internal("delete devices", err)
+		}
+		if deleted {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// deleteDevice deletes a device with its refresh tokens and delivery
+// cursors, and reports whether the device existed.
+func deleteDevice(tx *txn, deviceID string) (bool, error) {
+	if _, err := tx.exec(`DELETE FROM refresh_tokens WHERE device_id = $1`, deviceID); err != nil {
+		return false, err
+	}
+	if _, err := tx.exec(`DELETE FROM device_cursors WHERE device_id = $1`, deviceID); err != nil {
+		return false, err
+	}
+	n, err := tx.exec(`DELETE FROM devices WHERE id = $1`, deviceID)
+	return n > 0, err
+}
+
+func scanDevice(row pgx.Row) (*parley.Device, error) {
+	var d parley.Device
+	var created, seen int64
+	if err := row.Scan(&d.ID, &d.UserID, &d.Platform, &d.Name, &d.SessionID, &created, &seen); err != nil {
+		return nil, err
+	}
+	d.CreatedAt, d.LastSeenAt = fromMillis(created), fromMillis(seen)
+	return &d, nil
+}

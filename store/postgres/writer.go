@@ -1,0 +1,284 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Group commit.
+//
+// Every write is a job. One goroutine, writeLoop, takes whatever jobs are
+// queued (up to MaxBatch, never waiting for more), runs them in one
+// transaction on the writer's connection, commits once, and only then
+// answers each job. The transaction begins by raising the change stamp,
+// which serializes it with the write transactions of every other node (see
+// the package comment).
+//
+// A job is either a function (fn) or an append (app). Functions run one by
+// one, each normally inside its own SAVEPOINT, so that one that fails is
+// rolled back alone; a function may run without one if it fails with a
+// client error (*parley.Error) only before it has written anything and
+// without a failed statement. Appends run after the functions, all
+// together, as a few set-based statements (appendBatch): a batch of N
+// appends costs about as many round trips as one.
+//
+// A job that fails with an internal error leaves the transaction unusable:
+// it is rolled back, the jobs that broke it get the error and the others
+// run again in a new transaction. Job functions must be safe to run again.
+
+const (
+	jobQueued int32 = iota
+	jobClaimed
+	jobAbandoned
+)
+
+type job struct {
+	fn        func(t *txn) error
+	savepoint bool
+	app       *appendJob
+	state     atomic.Int32
+	err       error
+	done      chan struct{}
+}
+
+// bg is the context of everything the writer runs: a claimed job runs to
+// completion whatever happens to its caller.
+var bg = context.Background()
+
+// write queues fn as a job and waits for its outcome (see submit).
+func (s *Store) write(ctx context.Context, savepoint bool, fn func(t *txn) error) error {
+	return s.submit(ctx, &job{fn: fn, savepoint: savepoint})
+}
+
+// submit queues j and waits until it has committed or failed. If ctx ends
+// before the writer claims j, submit returns ctx.Err() and j never runs;
+// once claimed, it runs and submit waits for it. After Close, errClosed.
+func (s *Store) submit(ctx context.Context, j *job) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	j.done = make(chan struct{})
+	s.mu.RLock()
+	if s.closed.Load() {
+		s.mu.RUnlock()
+		return errClosed
+	}
+	select {
+	case s.jobs <- j:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case <-j.done:
+		return j.err
+	case <-ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobAbandoned) {
+			return ctx.Err()
+		}
+		<-j.done
+		return j.err
+	}
+}
+
+// writeLoop is the writer goroutine; it runs until Close closes the queue
+// and what is left in it has been committed.
+func (s *Store) writeLoop() {
+	defer close(s.writerDone)
+	batch := make([]*job, 0, s.maxBatch)
+	for j := range s.jobs {
+		batch = append(batch[:0], j)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case j, ok := <-s.jobs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		s.batches.Add(1)
+		s.batchJobs.Add(int64(len(batch)))
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// commitBatch claims the jobs of batch that their callers have not
+// abandoned, runs them in one transaction and answers each.
+func (s *Store) commitBatch(batch []*job) {
+	live := batch[:0]
+	for _, j := range batch {
+		if j.state.CompareAndSwap(jobQueued, jobClaimed) {
+			live = append(live, j)
+		}
+	}
+	for len(live) > 0 {
+		failed, err := s.tryBatch(live)
+		if failed == nil {
+			for _, j := range live {
+				if err != nil {
+					j.err = err
+				}
+				close(j.done)
+			}
+			return
+		}
+		s.log.Error("postgres: write failed; retrying the rest of its batch", "err", err, "batch", len(live), "failed", len(failed))
+		rest := live[:0]
+		for _, j := range live {
+			if isIn(failed, j) {
+				j.err = err
+				close(j.done)
+				continue
+			}
+			rest = append(rest, j)
+		}
+		live = rest
+	}
+}
+
+func isIn(jobs []*job, j *job) bool {
+	for _, f := range jobs {
+		if f == j {
+			return true
+		}
+	}
+	return false
+}
+
+// tryBatch runs jobs in one transaction and commits it. It returns nil and
+// nil if the commit succeeded (each job's own outcome is in its err), nil
+// and an error if the transaction could not begin or commit (every job
+// fails with it), or the jobs whose internal error broke the transaction,
+// with that error, after rolling it back.
+func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
+	conn, err := s.writer.Acquire(bg)
+	if err != nil {
+		return nil, s.internal("begin", err)
+	}
+	// A connection left inside a transaction (a failed rollback) is
+	// destroyed by the pool on release, not reused.
+	defer conn.Release()
+	t := &txn{conn: conn}
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`UPDATE sync_stamp SET stamp = stamp + 1 RETURNING stamp`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&t.stamp)
+	})
+	if err := conn.SendBatch(bg, b).Close(); err != nil {
+		t.rollback(s)
+		return nil, s.internal("begin", err)
+	}
+	var apps []*job
+	for _, j := range jobs {
+		j.err = nil
+		if j.app != nil {
+			apps = append(apps, j)
+			continue
+		}
+		if err := t.run(j); err != nil {
+			t.rollback(s)
+			return []*job{j}, err
+		}
+	}
+	if len(apps) > 0 {
+		if err := s.appendBatch(t, apps); err != nil {
+			t.rollback(s)
+			return apps, s.internal("append messages", err)
+		}
+	}
+	if _, err := conn.Exec(bg, `COMMIT`); err != nil {
+		t.rollback(s)
+		return nil, s.internal("commit", err)
+	}
+	return nil, nil
+}
+
+// txn is the writer's transaction as jobs see it. Only the writer
+// goroutine uses it.
+type txn struct {
+	conn  *pgxpool.Conn
+	stamp int64 // this transaction's change stamp
+}
+
+// changeStamp returns the change stamp every row this transaction changes
+// gets (see parley.Store.Sync); the jobs of a group commit share it.
+func (t *txn) changeStamp() int64 { return t.stamp }
+
+func (t *txn) rollback(s *Store) {
+	if t.conn.Conn().PgConn().IsClosed() {
+		return
+	}
+	if _, err := t.conn.Exec(bg, `ROLLBACK`); err != nil {
+		s.log.Error("postgres: rollback failed", "err", err)
+	}
+}
+
+// run runs j in t, inside a savepoint if j asks for one. A client error,
+// or any error inside a savepoint once that is rolled back, becomes j's
+// outcome and run returns nil; a non-nil result means the transaction is
+// unusable.
+func (t *txn) run(j *job) error {
+	if !j.savepoint {
+		err := j.call(t)
+		if err != nil && !isClientError(err) {
+			return err
+		}
+		j.err = err
+		return nil
+	}
+	if _, err := t.exec(`SAVEPOINT job`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := j.call(t); err != nil {
+		if _, rerr := t.exec(`ROLLBACK TO SAVEPOINT job`); rerr != nil {
+			return fmt.Errorf("rollback to savepoint: %w (after %w)", rerr, err)
+		}
+		if _, rerr := t.exec(`RELEASE SAVEPOINT job`); rerr != nil {
+			return fmt.Errorf("release savepoint: %w (after %w)", rerr, err)
+		}
+		j.err = err
+		return nil
+	}
+	if _, err := t.exec(`RELEASE SAVEPOINT job`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
+// call runs the job's function, turning a panic into an internal error for
+// this job alone.
+func (j *job) call(t *txn) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("postgres: write job panicked: %v", p)
+		}
+	}()
+	return j.fn(t)
+}
+
+func (t *txn) exec(sql string, args ...any) (int64, error) {
+	tag, err := t.conn.Exec(bg, sql, args...)
+	return tag.RowsAffected(), err
+}
+
+func (t *txn) query(sql string, args ...any) (pgx.Rows, error) {
+	return t.conn.Query(bg, sql, args...)
+}
+
+func (t *txn) queryRow(sql string, args ...any) pgx.Row {
+	return t.conn.QueryRow(bg, sql, args...)
+}
+
+// noRows reports whether err is pgx's "no rows in result set".
+func noRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
