@@ -168,6 +168,18 @@ type Store interface {
 	// messages created before the given time, and returns how many. It is
 	// the server-wide retention; purged messages are never returned again.
 	PurgeHistory(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// UpdateSecrets loads the secrets whose names start with prefix inside
+	// a write transaction, calls change with them (name -> value), and
+	// applies the values it puts and the names it deletes, atomically: no
+	// other write lands between the read and the change, on this node or
+	// any other sharing the store, so nodes can coordinate (the token
+	// signing keys rotate this way). Values are sealed at rest with the
+	// store's Sealer, bound to their name. change runs on the store's
+	// writer: it must not call the Store, may run more than once and must
+	// have no side effects. If change fails, nothing changes and its error
+	// is returned. Names put or deleted must start with prefix.
+	UpdateSecrets(ctx context.Context, prefix string, change func(current map[string][]byte) (put map[string][]byte, del []string, err error)) error
 }
 
 // MaxSyncConversations bounds the conversations in one sync page.

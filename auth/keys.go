@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -42,15 +43,15 @@ type KeyOptions struct {
 
 // Keys holds the Ed25519 keys that sign and verify access tokens: one active
 // key that signs, and retired keys that still verify the tokens they signed
-// until those have expired. Make one with LoadKeys; the zero value is not
-// usable. All methods are safe for concurrent use, also with other processes
-// (such as `parleyd keys rotate`) working on the same directory: Maintain
-// picks up their changes.
+// until those have expired. Make one with NewKeys (or LoadKeys for a key
+// directory); the zero value is not usable. All methods are safe for
+// concurrent use, also with other processes (other nodes of a cluster, or
+// `parleyd keys rotate`) sharing the KeyStore: Maintain picks up their
+// changes.
 //
-// On disk, dir holds one file per key, named <kid>.pem, mode 0600 (the
-// directory is 0700). The file is a PEM "PRIVATE KEY" block (PKCS #8) preceded
-// by explanatory text, which PEM readers ignore (RFC 7468, section 5.2), that
-// records the key's life:
+// Each key is stored as text: a PEM "PRIVATE KEY" block (PKCS #8) preceded
+// by explanatory text, which PEM readers ignore (RFC 7468, section 5.2),
+// that records the key's life:
 //
 //	Parley access-token signing key. Keep secret.
 //	created_at: 2026-01-02T03:04:05Z
@@ -58,22 +59,33 @@ type KeyOptions struct {
 //	-----BEGIN PRIVATE KEY-----
 //	...
 //
-// retired_at is absent while the key has not been retired. Files are
-// replaced atomically (write, fsync, rename), so `openssl pkey -in` reads
-// them and a crash leaves either the old or the new content. The kid is the
+// retired_at is absent while the key has not been retired. The kid is the
 // unpadded base64url of the first 12 bytes of SHA-256 of the public key.
 type Keys struct {
-	dir  string
-	opts KeyOptions
+	store KeyStore
+	opts  KeyOptions
 
-	// diskMu serializes the methods that change the directory (Maintain,
+	// storeMu serializes the methods that change the store (Maintain,
 	// Rotate) within this process.
-	diskMu sync.Mutex
+	storeMu sync.Mutex
 
 	mu     sync.RWMutex // guards the fields below, which are replaced, never mutated
 	active *signingKey
 	byKID  map[string]*signingKey
 	jwks   []byte
+}
+
+// KeyStore keeps the encoded signing keys, by kid. A cluster's nodes share
+// one (the parley.Store's secrets), so that a token one node issued
+// verifies on every other.
+type KeyStore interface {
+	// UpdateKeys calls change with every stored key (kid -> encoded key)
+	// and stores the keys it puts and deletes the kids it drops,
+	// atomically with respect to other UpdateKeys calls on the same store,
+	// from any process, or at least without losing a key. change may run
+	// more than once. If it fails, nothing changes and its error is
+	// returned.
+	UpdateKeys(ctx context.Context, change func(current map[string][]byte) (put map[string][]byte, drop []string, err error)) error
 }
 
 // signingKey is one key. It is immutable: retiring a key makes a new one.
@@ -89,37 +101,46 @@ type signingKey struct {
 const verifyLeeway = 5 * time.Second
 
 // retiredGrace is added to a retired key's life (AccessTTL after its
-// retirement): a process that has not yet reloaded the key directory (it
-// does so every MaintainInterval) may still sign with the retired key, and
-// those tokens must live out their full lifetime.
+// retirement): a process that has not yet reloaded the keys (it does so
+// every MaintainInterval) may still sign with the retired key, and those
+// tokens must live out their full lifetime.
 const retiredGrace = MaintainInterval + verifyLeeway
 
 // MaintainInterval is how often a server should call Maintain.
 const MaintainInterval = time.Minute
 
-// LoadKeys opens the key directory dir, creating it and a first key when
-// there is none, and then does what Maintain does. The returned Keys sign
-// with the newest key that is not retired.
+// storeTimeout bounds one round of Maintain or Rotate against the store.
+const storeTimeout = 30 * time.Second
+
+// LoadKeys opens the key directory dir (see DirKeyStore), creating it and a
+// first key when there is none, and then does what Maintain does.
 func LoadKeys(dir string, opts KeyOptions, now time.Time) (*Keys, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("auth: key directory: %w", err)
+	}
+	return NewKeys(DirKeyStore(dir), opts, now)
+}
+
+// NewKeys loads the keys of store, creating a first key when there is
+// none, and then does what Maintain does. The returned Keys sign with the
+// newest key that is not retired.
+func NewKeys(store KeyStore, opts KeyOptions, now time.Time) (*Keys, error) {
 	if opts.AccessTTL <= 0 {
 		opts.AccessTTL = DefaultAccessTTL
 	}
 	if opts.RotateEvery < 0 {
 		return nil, errors.New("auth: negative RotateEvery")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("auth: key directory: %w", err)
-	}
-	k := &Keys{dir: dir, opts: opts}
+	k := &Keys{store: store, opts: opts}
 	if _, err := k.maintain(now, false); err != nil {
 		return nil, err
 	}
 	return k, nil
 }
 
-// Maintain brings the keys up to date with the directory and the clock: it
-// rereads the directory (so a rotation by another process takes effect
-// here), rotates when the active key is older than RotateEvery, and deletes
+// Maintain brings the keys up to date with the store and the clock: it
+// rereads the store (so a rotation by another process takes effect here),
+// rotates when the active key is older than RotateEvery, and deletes
 // retired keys whose tokens have all expired (AccessTTL after retirement).
 // Run it periodically, e.g. every minute. On error the keys in memory stay
 // as they were.
@@ -135,73 +156,88 @@ func (k *Keys) Rotate(now time.Time) (newKID string, err error) {
 	return k.maintain(now, true)
 }
 
-// maintain does the work of Maintain, and rotates if rotate is set. It
+// maintain does the work of Maintain, and rotates if rotate is set, in one
+// KeyStore update, so that nodes sharing the store agree: when rotation is
+// due, the first node to get there rotates and the others find its key. It
 // returns the kid of the active key.
 func (k *Keys) maintain(now time.Time, rotate bool) (activeKID string, err error) {
-	k.diskMu.Lock()
-	defer k.diskMu.Unlock()
+	k.storeMu.Lock()
+	defer k.storeMu.Unlock()
 
-	keys, err := readKeyDir(k.dir)
-	if err != nil {
-		return "", err
-	}
-	// Newest first. The newest key that is not retired is active; any other
-	// key not retired (two processes rotated at once, or a crash between
-	// writing a new key and retiring the old one) is retired when the active
-	// one was created, and keeps verifying as usual.
-	slices.SortFunc(keys, func(a, b *signingKey) int {
-		return cmp.Or(b.createdAt.Compare(a.createdAt), strings.Compare(a.kid, b.kid))
+	var (
+		active *signingKey
+		byKID  map[string]*signingKey
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	err = k.store.UpdateKeys(ctx, func(current map[string][]byte) (map[string][]byte, []string, error) {
+		active, byKID = nil, nil
+		put := map[string][]byte{}
+		var drop []string
+		keys := make([]*signingKey, 0, len(current))
+		for name, data := range current {
+			key, err := parseKey(data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("auth: key %s: %w", name, err)
+			}
+			if name != key.kid {
+				return nil, nil, fmt.Errorf("auth: key %s: holds key %s", name, key.kid)
+			}
+			keys = append(keys, key)
+		}
+		// Newest first. The newest key that is not retired is active; any
+		// other key not retired (two processes rotated at once, or a crash
+		// between writing a new key and retiring the old one) is retired
+		// when the active one was created, and keeps verifying as usual.
+		slices.SortFunc(keys, func(a, b *signingKey) int {
+			return cmp.Or(b.createdAt.Compare(a.createdAt), strings.Compare(a.kid, b.kid))
+		})
+		for i, key := range keys {
+			if !key.retiredAt.IsZero() {
+				continue
+			}
+			if active == nil {
+				active = key
+				continue
+			}
+			retired := *key
+			retired.retiredAt = active.createdAt
+			if put[retired.kid], err = encodeKey(&retired); err != nil {
+				return nil, nil, err
+			}
+			keys[i] = &retired
+		}
+		due := active != nil && k.opts.RotateEvery > 0 && now.Sub(active.createdAt) >= k.opts.RotateEvery
+		if active == nil || rotate || due {
+			next, err := newSigningKey(now)
+			if err != nil {
+				return nil, nil, err
+			}
+			if put[next.kid], err = encodeKey(next); err != nil {
+				return nil, nil, err
+			}
+			if active != nil {
+				retired := *active
+				retired.retiredAt = now.UTC()
+				if put[retired.kid], err = encodeKey(&retired); err != nil {
+					return nil, nil, err
+				}
+				keys[slices.Index(keys, active)] = &retired
+			}
+			keys = append([]*signingKey{next}, keys...)
+			active = next
+		}
+		byKID = make(map[string]*signingKey, len(keys))
+		for _, key := range keys {
+			if key != active && !now.Before(key.retiredAt.Add(k.opts.AccessTTL+retiredGrace)) {
+				drop = append(drop, key.kid)
+				continue
+			}
+			byKID[key.kid] = key
+		}
+		return put, drop, nil
 	})
-	var active *signingKey
-	for i, key := range keys {
-		if !key.retiredAt.IsZero() {
-			continue
-		}
-		if active == nil {
-			active = key
-			continue
-		}
-		retired := *key
-		retired.retiredAt = active.createdAt
-		if err := writeKeyFile(k.dir, &retired); err != nil {
-			return "", err
-		}
-		keys[i] = &retired
-	}
-	due := active != nil && k.opts.RotateEvery > 0 && now.Sub(active.createdAt) >= k.opts.RotateEvery
-	if active == nil || rotate || due {
-		next, err := newSigningKey(now)
-		if err != nil {
-			return "", err
-		}
-		// Write the new key first: a crash before the old one is marked
-		// retired leaves two unretired keys, which the rule above resolves.
-		if err := writeKeyFile(k.dir, next); err != nil {
-			return "", err
-		}
-		if active != nil {
-			retired := *active
-			retired.retiredAt = now.UTC()
-			if err := writeKeyFile(k.dir, &retired); err != nil {
-				return "", err
-			}
-			keys[slices.Index(keys, active)] = &retired
-		}
-		keys = append([]*signingKey{next}, keys...)
-		active = next
-	}
-
-	byKID := make(map[string]*signingKey, len(keys))
-	for _, key := range keys {
-		if key != active && !now.Before(key.retiredAt.Add(k.opts.AccessTTL+retiredGrace)) {
-			if err := os.Remove(keyPath(k.dir, key.kid)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return "", fmt.Errorf("auth: drop key %s: %w", key.kid, err)
-			}
-			continue
-		}
-		byKID[key.kid] = key
-	}
-	if err := syncDir(k.dir); err != nil {
+	if err != nil {
 		return "", err
 	}
 	jwks := encodeJWKS(active, byKID)
@@ -300,8 +336,6 @@ func newSigningKey(now time.Time) (*signingKey, error) {
 	}, nil
 }
 
-func keyPath(dir, kid string) string { return filepath.Join(dir, kid+".pem") }
-
 const (
 	keyFileTitle      = "Parley access-token signing key. Keep secret."
 	keyFileCreatedAt  = "created_at: "
@@ -309,12 +343,11 @@ const (
 	keyFileTimeFormat = time.RFC3339Nano
 )
 
-// writeKeyFile writes key to <dir>/<kid>.pem atomically with mode 0600.
-// The caller syncs the directory.
-func writeKeyFile(dir string, key *signingKey) error {
+// encodeKey returns the stored form of key (see Keys).
+func encodeKey(key *signingKey) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key.private)
 	if err != nil {
-		return fmt.Errorf("auth: encode key %s: %w", key.kid, err)
+		return nil, fmt.Errorf("auth: encode key %s: %w", key.kid, err)
 	}
 	var buf bytes.Buffer
 	buf.WriteString(keyFileTitle + "\n")
@@ -323,15 +356,54 @@ func writeKeyFile(dir string, key *signingKey) error {
 		buf.WriteString(keyFileRetiredAt + key.retiredAt.UTC().Format(keyFileTimeFormat) + "\n")
 	}
 	if err := pem.Encode(&buf, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		return fmt.Errorf("auth: encode key %s: %w", key.kid, err)
+		return nil, fmt.Errorf("auth: encode key %s: %w", key.kid, err)
 	}
+	return buf.Bytes(), nil
+}
 
-	f, err := os.CreateTemp(dir, "."+key.kid+".*.tmp") // mode 0600
+// DirKeyStore is a KeyStore in a directory: one file per key, named
+// <kid>.pem, mode 0600, replaced atomically (write, fsync, rename), so
+// `openssl pkey -in` reads them and a crash leaves either the old or the
+// new content. Processes sharing the directory are not serialized; the
+// rule in Keys.maintain resolves two rotations at once. parleyd keeps its
+// keys in its store instead and imports such a directory once (ReadKeyDir).
+type DirKeyStore string
+
+// UpdateKeys implements KeyStore.
+func (d DirKeyStore) UpdateKeys(_ context.Context, change func(map[string][]byte) (map[string][]byte, []string, error)) error {
+	dir := string(d)
+	current, err := ReadKeyDir(dir)
+	if err != nil {
+		return err
+	}
+	put, drop, err := change(current)
+	if err != nil {
+		return err
+	}
+	for kid, data := range put {
+		if err := writeKeyFile(dir, kid, data); err != nil {
+			return err
+		}
+	}
+	for _, kid := range drop {
+		if err := os.Remove(keyPath(dir, kid)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("auth: drop key %s: %w", kid, err)
+		}
+	}
+	return syncDir(dir)
+}
+
+func keyPath(dir, kid string) string { return filepath.Join(dir, kid+".pem") }
+
+// writeKeyFile writes data to <dir>/<kid>.pem atomically with mode 0600.
+// The caller syncs the directory.
+func writeKeyFile(dir, kid string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+kid+".*.tmp") // mode 0600
 	if err != nil {
 		return fmt.Errorf("auth: write key: %w", err)
 	}
 	defer os.Remove(f.Name()) // fails harmlessly once renamed
-	_, err = f.Write(buf.Bytes())
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -339,22 +411,26 @@ func writeKeyFile(dir string, key *signingKey) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), keyPath(dir, key.kid))
+		err = os.Rename(f.Name(), keyPath(dir, kid))
 	}
 	if err != nil {
-		return fmt.Errorf("auth: write key %s: %w", key.kid, err)
+		return fmt.Errorf("auth: write key %s: %w", kid, err)
 	}
 	return nil
 }
 
-// readKeyDir reads every <kid>.pem file of dir. A file deleted while it
-// runs (by another process dropping a key) is skipped.
-func readKeyDir(dir string) ([]*signingKey, error) {
+// ReadKeyDir reads every <kid>.pem file of dir, by kid; a directory that
+// does not exist holds none. A file deleted while it runs (by another
+// process dropping a key) is skipped.
+func ReadKeyDir(dir string) (map[string][]byte, error) {
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string][]byte{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("auth: key directory: %w", err)
 	}
-	var keys []*signingKey
+	keys := map[string][]byte{}
 	for _, e := range entries {
 		name := e.Name()
 		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".pem") {
@@ -367,19 +443,12 @@ func readKeyDir(dir string) ([]*signingKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("auth: read key: %w", err)
 		}
-		key, err := parseKeyFile(data)
-		if err != nil {
-			return nil, fmt.Errorf("auth: key file %s: %w", name, err)
-		}
-		if name != key.kid+".pem" {
-			return nil, fmt.Errorf("auth: key file %s: holds key %s", name, key.kid)
-		}
-		keys = append(keys, key)
+		keys[strings.TrimSuffix(name, ".pem")] = data
 	}
 	return keys, nil
 }
 
-func parseKeyFile(data []byte) (*signingKey, error) {
+func parseKey(data []byte) (*signingKey, error) {
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
 		return nil, errors.New("no PRIVATE KEY block")

@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,7 +259,11 @@ func TestTwoUnretiredKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeKeyFile(dir, newer); err != nil {
+	data, err := encodeKey(newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeKeyFile(dir, newer.kid, data); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.Maintain(t0.Add(2 * time.Minute)); err != nil {
@@ -269,7 +275,7 @@ func TestTwoUnretiredKeys(t *testing.T) {
 	if _, err := k.Verify(token, t0.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	data, _ := os.ReadFile(filepath.Join(dir, older.kid+".pem"))
+	data, _ = os.ReadFile(filepath.Join(dir, older.kid+".pem"))
 	if !strings.Contains(string(data), "retired_at: 2026-03-01T12:01:00Z\n") {
 		t.Errorf("older key not retired at the newer one's creation:\n%s", data)
 	}
@@ -333,4 +339,89 @@ func TestKeysConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// memKeyStore is a KeyStore whose updates are atomic, as the parley.Store
+// secrets parleyd uses are: the nodes of a cluster share one.
+type memKeyStore struct {
+	mu      sync.Mutex
+	keys    map[string][]byte
+	updates int
+}
+
+func (m *memKeyStore) UpdateKeys(_ context.Context, change func(map[string][]byte) (map[string][]byte, []string, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.updates++
+	put, drop, err := change(maps.Clone(m.keys))
+	if err != nil {
+		return err
+	}
+	if m.keys == nil {
+		m.keys = map[string][]byte{}
+	}
+	maps.Copy(m.keys, put)
+	for _, kid := range drop {
+		delete(m.keys, kid)
+	}
+	return nil
+}
+
+// TestSharedKeyStore stands for three nodes on one store: they start with
+// one key between them, a token one issues verifies on the others, and
+// when rotation falls due on all at once exactly one new key is made,
+// which all of them then sign with.
+func TestSharedKeyStore(t *testing.T) {
+	store := &memKeyStore{}
+	opts := KeyOptions{RotateEvery: time.Hour, AccessTTL: 2 * time.Hour}
+	nodes := make([]*Keys, 3)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() {
+			k, err := NewKeys(store, opts, t0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			nodes[i] = k
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if len(store.keys) != 1 {
+		t.Fatalf("%d keys after three nodes started, want 1", len(store.keys))
+	}
+	token := issue(t, nodes[0], t0)
+	for i, k := range nodes {
+		if _, err := k.Verify(token, t0.Add(time.Minute)); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	due := t0.Add(time.Hour + time.Minute)
+	for _, k := range nodes {
+		wg.Go(func() {
+			if err := k.Maintain(due); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(store.keys) != 2 {
+		t.Fatalf("%d keys after a due rotation on three nodes, want 2 (old and new)", len(store.keys))
+	}
+	active := nodes[0].signer().kid
+	for i, k := range nodes {
+		if k.signer().kid != active {
+			t.Fatalf("node %d signs with %s, node 0 with %s", i, k.signer().kid, active)
+		}
+		if _, err := k.Verify(token, due); err != nil {
+			t.Fatalf("node %d: the old key's token: %v", i, err)
+		}
+	}
+	fresh := issue(t, nodes[2], due)
+	if _, err := nodes[1].Verify(fresh, due); err != nil {
+		t.Fatalf("node 1 verifying node 2's new token: %v", err)
+	}
 }

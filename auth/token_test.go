@@ -225,7 +225,11 @@ func FuzzVerify(f *testing.F) {
 	private := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	public := private.Public().(ed25519.PublicKey)
 	dir := f.TempDir()
-	if err := writeKeyFile(dir, &signingKey{kid: keyID(public), private: private, public: public, createdAt: t0}); err != nil {
+	data, err := encodeKey(&signingKey{kid: keyID(public), private: private, public: public, createdAt: t0})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := writeKeyFile(dir, keyID(public), data); err != nil {
 		f.Fatal(err)
 	}
 	k, err := LoadKeys(dir, KeyOptions{}, t0)

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"time"
-
-	"github.com/parleychat/parley/auth"
 )
 
 // adminCommand runs `parleyd admin grant HANDLE` against the data directory.
@@ -54,10 +51,10 @@ func adminCommand(ctx context.Context, args []string, getenv func(string) string
 	return nil
 }
 
-// keysCommand runs `parleyd keys rotate`: a new signing key becomes active;
-// the old one keeps verifying until its tokens expire. A running server
-// picks the change up within a minute.
-func keysCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// keysCommand runs `parleyd keys rotate`: a new signing key becomes active
+// in the store; the old one keeps verifying until its tokens expire. Every
+// running node picks the change up within a minute.
+func keysCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "rotate" {
 		return fmt.Errorf("usage: parleyd keys rotate [flags]")
 	}
@@ -67,12 +64,13 @@ func keysCommand(args []string, getenv func(string) string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	keys, err := auth.LoadKeys(filepath.Join(cfg.Data, "keys"), auth.KeyOptions{AccessTTL: cfg.AccessTTL, RotateEvery: cfg.KeyRotation}, now)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n, err := openNode(ctx, cfg, getenv, log, nil)
 	if err != nil {
 		return err
 	}
-	kid, err := keys.Rotate(now)
+	defer n.store.Close()
+	kid, err := n.keys.Rotate(time.Now())
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ import (
 type Config struct {
 	Listen          string        // address for HTTP and WebSocket; default 127.0.0.1:8080
 	Data            string        // data directory; default ./parley-data
+	Store           string        // "" = SQLite in Data; postgres://... = PostgreSQL
+	StoreReplica    string        // optional PostgreSQL streaming replica for lagging-tolerant reads
 	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
 	AdminListen     string        // pprof listener; default off
 	NATSURL         string        // external NATS servers, comma-separated; default "" = embedded
@@ -90,6 +92,20 @@ func settings() []setting {
 	return []setting{
 		{"listen", "PARLEY_LISTEN", "127.0.0.1:8080", "address to serve HTTP and WebSocket on", str(func(c *Config) *string { return &c.Listen })},
 		{"data", "PARLEY_DATA", "./parley-data", "data directory (database, keys)", str(func(c *Config) *string { return &c.Data })},
+		{"store", "PARLEY_STORE", "", "the store: empty = embedded SQLite in the data directory; postgres://user@host:port/db = PostgreSQL, shared by every node of a cluster (needs PARLEY_MASTER_KEY)", func(c *Config, v string) error {
+			if v != "" && !isPostgresDSN(v) {
+				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
+			}
+			c.Store = v
+			return nil
+		}},
+		{"store-replica", "PARLEY_STORE_REPLICA", "", "optional PostgreSQL streaming replica (postgres://...) for older history pages and sync when it has caught up; see docs/operations.md", func(c *Config, v string) error {
+			if v != "" && !isPostgresDSN(v) {
+				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
+			}
+			c.StoreReplica = v
+			return nil
+		}},
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
 		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
 		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},
@@ -186,6 +202,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, nil, fmt.Errorf("tls-cert and tls-key must be given together")
 	}
+	if c.StoreReplica != "" && c.Store == "" {
+		return nil, nil, fmt.Errorf("store-replica needs a PostgreSQL store")
+	}
 	if c.MaxBodyBytes < 1 {
 		return nil, nil, fmt.Errorf("max-body-bytes must be at least 1")
 	}
@@ -193,6 +212,11 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1s")
 	}
 	return &c, fs.Args(), nil
+}
+
+// isPostgresDSN reports whether v names a PostgreSQL database by URL.
+func isPostgresDSN(v string) bool {
+	return strings.HasPrefix(v, "postgres://") || strings.HasPrefix(v, "postgresql://")
 }
 
 func fileKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }

@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "admin":
 			return adminCommand(ctx, args[1:], getenv, stdout, stderr)
 		case "keys":
-			return keysCommand(args[1:], getenv, stdout, stderr)
+			return keysCommand(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)

@@ -20,12 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/bus/natsbus"
 	"github.com/parleychat/parley/httpapi"
 	"github.com/parleychat/parley/metrics"
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
+	"github.com/parleychat/parley/store/postgres"
 	"github.com/parleychat/parley/store/sqlite"
 	"github.com/parleychat/parley/wsgate"
 )
@@ -34,7 +36,7 @@ import (
 type node struct {
 	cfg   *Config
 	log   *slog.Logger
-	store *sqlite.Store
+	store parley.Store
 	keys  *auth.Keys
 	svc   *service.Service
 }
@@ -50,6 +52,11 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	if err := os.Chmod(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if cfg.Store != "" && getenv("PARLEY_MASTER_KEY") == "" {
+		// A key file in each node's data directory would differ from node
+		// to node: no node could read what another wrote.
+		return nil, errors.New("a PostgreSQL store needs PARLEY_MASTER_KEY, the same on every node (see docs/operations.md)")
+	}
 	masterKeys, err := loadMasterKeys(cfg.Data, getenv)
 	if err != nil {
 		return nil, err
@@ -58,13 +65,14 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	if err != nil {
 		return nil, err
 	}
-	keys, err := auth.LoadKeys(filepath.Join(cfg.Data, "keys"), auth.KeyOptions{AccessTTL: cfg.AccessTTL, RotateEvery: cfg.KeyRotation}, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("signing keys: %w", err)
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
+	st, err := openStore(ctx, cfg, sealer, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	keys, err := openKeys(cfg, st, time.Now())
+	if err != nil {
+		st.Close()
+		return nil, err
 	}
 	svc := service.New(st, keys, auth.NewArgon2id(auth.DefaultPasswordParams, runtime.GOMAXPROCS(0)), service.Config{
 		MaxBodyBytes:  cfg.MaxBodyBytes,
@@ -73,6 +81,30 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		Retention:     cfg.Retention,
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
+}
+
+// openKeys loads the token signing keys from the store, importing those of
+// the data directory's keys/ (where they were kept before) when the store
+// holds none yet.
+func openKeys(cfg *Config, st parley.Store, now time.Time) (*auth.Keys, error) {
+	seed, err := auth.ReadKeyDir(filepath.Join(cfg.Data, "keys"))
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	keys, err := auth.NewKeys(&storeKeys{st: st, seed: seed}, auth.KeyOptions{AccessTTL: cfg.AccessTTL, RotateEvery: cfg.KeyRotation}, now)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	return keys, nil
+}
+
+// openStore opens the store cfg names: PostgreSQL, or SQLite in the data
+// directory.
+func openStore(ctx context.Context, cfg *Config, sealer parley.Sealer, m *metrics.Metrics, log *slog.Logger) (parley.Store, error) {
+	if cfg.Store != "" {
+		return postgres.Open(ctx, cfg.Store, postgres.Options{Sealer: sealer, ReplicaDSN: cfg.StoreReplica, Observe: m.ObserveStore, Logger: log})
+	}
+	return sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
 }
 
 // openBus connects to the external NATS servers of cfg.NATSURL or, when

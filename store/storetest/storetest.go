@@ -87,6 +87,8 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"SyncSeesCommitted", testSyncSeesCommitted},
 		{"ConversationIDs", testConversationIDs},
 		{"PurgeHistory", testPurgeHistory},
+		{"Secrets", testSecrets},
+		{"SecretsAtomic", testSecretsAtomic},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

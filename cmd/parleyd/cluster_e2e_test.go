@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/parleychat/parley/internal/testenv"
+)
+
+// clusterEnv is the environment of the nodes of one test cluster: one
+// PostgreSQL schema, the machine's NATS, one master key.
+func clusterEnv(t *testing.T) []string {
+	t.Helper()
+	dsn := testenv.Postgres(t)
+	nats := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
+	key := make([]byte, 32)
+	rand.Read(key)
+	return []string{
+		"PARLEY_STORE=" + dsn,
+		"PARLEY_NATS_URL=" + nats,
+		"PARLEY_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key),
+		"PARLEY_LIMITS=off",
+	}
+}
+
+// TestTwoNodesShareTheStore runs two parleyd nodes on one PostgreSQL store
+// and the machine's NATS, each with its own empty data directory: a token
+// one node issued works on the other, users connected to different nodes
+// chat live with receipts and typing, a key rotation by the command
+// reaches both, and a node restarted on a fresh data directory serves the
+// same users.
+func TestTwoNodesShareTheStore(t *testing.T) {
+	env := clusterEnv(t)
+	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+
+	aliceID, aliceToken := signup(t, n1.base, "alice")
+	// Node 1's token on node 2.
+	mustAPI(t, 200, "GET", n2.base+"/v1/conversations", aliceToken, nil)
+	signup(t, n2.base, "bob")
+	a := loginDevice(t, n1.base, "alice", "phone")
+	b := loginDevice(t, n2.base, "bob", "phone")
+	conv := mustAPI(t, 201, "POST", n1.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+
+	ac := connect(t, n1.base, a)
+	bc := connect(t, n2.base, b)
+	ac.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": conv, "client_msg_id": "c1", "body": "across nodes"})
+	if m := expectMessage(t, bc, "ack"); m.Body != "across nodes" || m.Seq != 1 || m.SenderID != aliceID {
+		t.Fatalf("bob on node 2 got %+v", m)
+	}
+	// Bob's receipts reach Alice on node 1, and so does his typing.
+	bc.MustWrite(map[string]any{"type": "delivered", "conversation_id": conv, "seq": 1})
+	expectReceipt(t, ac, "delivered", b.user)
+	bc.MustWrite(map[string]any{"type": "read", "conversation_id": conv, "seq": 1})
+	expectReceipt(t, ac, "read", b.user)
+	bc.MustWrite(map[string]any{"type": "typing", "conversation_id": conv, "state": "start"})
+	ac.Expect("typing", "receipt", "presence", "ack", "message")
+
+	// The same send retried through the other node is the same message.
+	retry := mustAPI(t, 200, "POST", n2.base+"/v1/conversations/"+conv+"/messages", a.token, map[string]any{"client_msg_id": "c1", "body": "across nodes"})
+	if seq := retry["message"].(map[string]any)["seq"].(float64); seq != 1 {
+		t.Fatalf("retry through node 2 got seq %v, want 1", seq)
+	}
+
+	// A rotation by the command (on a third data directory) is taken up by
+	// both nodes: their JWKS lists the new key at the next maintenance, and
+	// old tokens keep working meanwhile.
+	cmd := exec.Command(parleydBin, "keys", "rotate", "--data", t.TempDir())
+	cmd.Env = append(cmd.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is active") {
+		t.Fatalf("parleyd keys rotate: %v\n%s", err, out)
+	}
+	kid := strings.Fields(string(out))[3]
+	mustAPI(t, 200, "GET", n2.base+"/v1/conversations", aliceToken, nil)
+
+	// A node replaced by one on a fresh data directory serves everyone.
+	n1.kill()
+	n3 := startParleyd(t, t.TempDir(), env)
+	if !strings.Contains(getText(t, n3.base+"/.well-known/jwks.json"), kid) {
+		t.Fatalf("a new node's JWKS lacks the rotated key %s", kid)
+	}
+	mustAPI(t, 200, "GET", n3.base+"/v1/conversations/"+conv+"/messages", b.token, nil)
+	hist := mustAPI(t, 200, "GET", n3.base+"/v1/conversations/"+conv+"/messages", aliceToken, nil)
+	if msgs := hist["messages"].([]any); len(msgs) != 1 || msgs[0].(map[string]any)["body"] != "across nodes" {
+		t.Fatalf("history on a fresh node: %v", hist)
+	}
+}
+
+// TestPostgresNeedsMasterKey: nodes of a cluster must share the master
+// key, so a PostgreSQL store without PARLEY_MASTER_KEY is refused at start.
+func TestPostgresNeedsMasterKey(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--store", dsn).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "needs PARLEY_MASTER_KEY") {
+		t.Fatalf("err=%v\n%s", err, out)
+	}
+}
