@@ -336,52 +336,51 @@ func (s *Store) deleteConversation(t *txn, id string) error {
 	return nil
 }
 
-// MarkRead implements parley.Store in one statement; it writes nothing
-// when read_seq would not rise.
+// MarkRead implements parley.Store in one statement, pipelined with the
+// batch's other receipts; it writes nothing when read_seq would not rise.
 func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq int64) (parley.Watermark, error) {
 	defer s.track("mark_read", time.Now())
 	var w parley.Watermark
-	err := s.write(ctx, false, func(t *txn) error {
-		w = parley.Watermark{}
-		var raised *int64
-		err := t.queryRow(`WITH cur AS (
-				SELECT m.read_seq, least($3, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
+	err := s.writeStmt(ctx, &stmtJob{
+		sql: `WITH cur AS (
+				SELECT m.read_seq, least($3::bigint, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
 				WHERE m.conversation_id = $1 AND m.user_id = $2),
 			up AS (
-				UPDATE members SET read_seq = cur.target, stamp = $4 FROM cur
+				UPDATE members SET read_seq = cur.target, stamp = (SELECT stamp FROM sync_stamp) FROM cur
 				WHERE conversation_id = $1 AND user_id = $2 AND cur.target > cur.read_seq
 				RETURNING members.read_seq)
-			SELECT cur.read_seq, (SELECT read_seq FROM up) FROM cur`,
-			conversationID, userID, seq, t.changeStamp()).Scan(&w.Seq, &raised)
-		if noRows(err) {
-			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-		}
-		if err != nil {
-			return s.internal("mark read", err)
-		}
-		if raised != nil {
-			w = parley.Watermark{Seq: *raised, Raised: true}
-		}
-		return nil
+			SELECT (SELECT read_seq FROM cur), (SELECT read_seq FROM up)`,
+		args: []any{conversationID, userID, seq},
+		row: func(row pgx.Row) (error, error) {
+			w = parley.Watermark{}
+			var current, raised *int64
+			if err := row.Scan(&current, &raised); err != nil {
+				return nil, s.internal("mark read", err)
+			}
+			if current == nil {
+				return parley.Errorf(parley.CodeConversationNotFound, "no such conversation"), nil
+			}
+			w.Seq = *current
+			if raised != nil {
+				w = parley.Watermark{Seq: *raised, Raised: true}
+			}
+			return nil, nil
+		},
 	})
 	return w, err
 }
 
-// MarkDelivered implements parley.Store in one statement; it writes
-// nothing when neither watermark would rise.
+// MarkDelivered implements parley.Store in one statement, pipelined with
+// the batch's other receipts; it writes nothing when neither watermark
+// would rise.
 func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user parley.Watermark, err error) {
 	defer s.track("mark_delivered", time.Now())
-	err = s.write(ctx, false, func(t *txn) error {
-		device, user = parley.Watermark{}, parley.Watermark{}
-		var (
-			owner                    *string
-			cursor, dRaised, uRaised *int64
-		)
-		// cur is the member's state (no row: not a member); dev the
-		// device's owner and cursor (NULL owner: no such device). The
-		// updates run only when both exist and the target is higher.
-		err := t.queryRow(`WITH cur AS (
-				SELECT m.delivered_seq, least($4, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
+	// cur is the member's state (no row: not a member); dev the device's
+	// owner and cursor (no row: no such device). The writes run only when
+	// the device is the member's and the target is higher.
+	err = s.writeStmt(ctx, &stmtJob{
+		sql: `WITH cur AS (
+				SELECT m.delivered_seq, least($4::bigint, c.last_seq) AS target FROM members m JOIN conversations c ON c.id = m.conversation_id
 				WHERE m.conversation_id = $1 AND m.user_id = $2),
 			dev AS (
 				SELECT d.user_id, dc.delivered_seq FROM devices d
@@ -396,32 +395,39 @@ func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, devic
 				ON CONFLICT (device_id, conversation_id) DO UPDATE SET delivered_seq = excluded.delivered_seq
 				RETURNING delivered_seq),
 			upu AS (
-				UPDATE members SET delivered_seq = ok.target, stamp = $5 FROM ok
+				UPDATE members SET delivered_seq = ok.target, stamp = (SELECT stamp FROM sync_stamp) FROM ok
 				WHERE conversation_id = $1 AND user_id = $2 AND ok.target > ok.useq
 				RETURNING members.delivered_seq)
-			SELECT cur.delivered_seq, (SELECT user_id FROM dev), (SELECT delivered_seq FROM dev),
-				(SELECT delivered_seq FROM upd), (SELECT delivered_seq FROM upu)
-			FROM cur`,
-			conversationID, userID, deviceID, seq, t.changeStamp()).Scan(&user.Seq, &owner, &cursor, &dRaised, &uRaised)
-		if noRows(err) {
-			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-		}
-		if err != nil {
-			return s.internal("mark delivered", err)
-		}
-		if owner == nil || *owner != userID {
-			return parley.Errorf(parley.CodeNotFound, "no such device")
-		}
-		if cursor != nil {
-			device.Seq = *cursor
-		}
-		if dRaised != nil {
-			device = parley.Watermark{Seq: *dRaised, Raised: true}
-		}
-		if uRaised != nil {
-			user = parley.Watermark{Seq: *uRaised, Raised: true}
-		}
-		return nil
+			SELECT (SELECT delivered_seq FROM cur), (SELECT user_id FROM dev), (SELECT delivered_seq FROM dev),
+				(SELECT delivered_seq FROM upd), (SELECT delivered_seq FROM upu)`,
+		args: []any{conversationID, userID, deviceID, seq},
+		row: func(row pgx.Row) (error, error) {
+			device, user = parley.Watermark{}, parley.Watermark{}
+			var (
+				owner                            *string
+				member, cursor, dRaised, uRaised *int64
+			)
+			if err := row.Scan(&member, &owner, &cursor, &dRaised, &uRaised); err != nil {
+				return nil, s.internal("mark delivered", err)
+			}
+			if member == nil {
+				return parley.Errorf(parley.CodeConversationNotFound, "no such conversation"), nil
+			}
+			user.Seq = *member
+			if owner == nil || *owner != userID {
+				return parley.Errorf(parley.CodeNotFound, "no such device"), nil
+			}
+			if cursor != nil {
+				device.Seq = *cursor
+			}
+			if dRaised != nil {
+				device = parley.Watermark{Seq: *dRaised, Raised: true}
+			}
+			if uRaised != nil {
+				user = parley.Watermark{Seq: *uRaised, Raised: true}
+			}
+			return nil, nil
+		},
 	})
 	return device, user, err
 }

@@ -207,10 +207,12 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 	lastSeq := make(map[string]int64)
 	sent := make(map[sentKey]*messageRow)
 	b := &pgx.Batch{}
+	// LATERAL keeps each lookup an index probe: a join on the unnested
+	// arrays is planned as a hash join over the whole table.
 	b.Queue(`SELECT a.i, c.last_seq
 		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS a(conv, sender, i)
-		JOIN members m ON m.conversation_id = a.conv AND m.user_id = a.sender
-		JOIN conversations c ON c.id = a.conv`, convs, senders).Query(func(rows pgx.Rows) error {
+		CROSS JOIN LATERAL (SELECT 1 FROM members m WHERE m.conversation_id = a.conv AND m.user_id = a.sender) m
+		CROSS JOIN LATERAL (SELECT last_seq FROM conversations c WHERE c.id = a.conv) c`, convs, senders).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var i, seq int64
 			if err := rows.Scan(&i, &seq); err != nil {
@@ -224,8 +226,10 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 	if len(sentSenders) > 0 {
 		b.Queue(`SELECT `+prefixed("m.", messageColumns)+`, m.purged
 			FROM unnest($1::text[], $2::text[]) AS a(sender, cmid)
-			JOIN sent_messages s ON s.sender_id = a.sender AND s.client_msg_id = a.cmid
-			JOIN messages m ON m.conversation_id = s.conversation_id AND m.seq = s.seq`, sentSenders, sentIDs).Query(func(rows pgx.Rows) error {
+			CROSS JOIN LATERAL (SELECT conversation_id, seq FROM sent_messages s
+				WHERE s.sender_id = a.sender AND s.client_msg_id = a.cmid) s
+			CROSS JOIN LATERAL (SELECT * FROM messages m
+				WHERE m.conversation_id = s.conversation_id AND m.seq = s.seq) m`, sentSenders, sentIDs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var r messageRow
 				if err := rows.Scan(append(r.fields(), &r.purged)...); err != nil {

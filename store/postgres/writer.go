@@ -19,11 +19,12 @@ import (
 // which serializes it with the write transactions of every other node (see
 // the package comment).
 //
-// A job is either a function (fn) or an append (app). Functions run one by
-// one, each normally inside its own SAVEPOINT, so that one that fails is
+// A job is a function (fn), one statement (stmt) or an append (app).
+// Functions run one by one, each normally inside its own SAVEPOINT, so that one that fails is
 // rolled back alone; a function may run without one if it fails with a
 // client error (*parley.Error) only before it has written anything and
-// without a failed statement. Appends run after the functions, all
+// without a failed statement. One-statement jobs then run pipelined, in
+// one round trip for all of them. Appends run last, all
 // together, as a few set-based statements (appendBatch): a batch of N
 // appends costs about as many round trips as one.
 //
@@ -41,6 +42,7 @@ type job struct {
 	fn        func(t *txn) error
 	savepoint bool
 	app       *appendJob
+	stmt      *stmtJob
 	state     atomic.Int32
 	err       error
 	done      chan struct{}
@@ -49,6 +51,23 @@ type job struct {
 // bg is the context of everything the writer runs: a claimed job runs to
 // completion whatever happens to its caller.
 var bg = context.Background()
+
+// stmtJob is a job that is one statement returning one row: its
+// statements are pipelined with the others of the batch in one round trip
+// (receipts, the most frequent write after appends, are such jobs). row
+// reads the result; it returns the job's client error (*parley.Error), if
+// any, as outcome and anything else as err, which breaks the transaction.
+type stmtJob struct {
+	sql  string
+	args []any
+	row  func(r pgx.Row) (outcome, err error)
+}
+
+// writeStmt queues a one-statement job (see stmtJob) and waits for its
+// outcome.
+func (s *Store) writeStmt(ctx context.Context, st *stmtJob) error {
+	return s.submit(ctx, &job{stmt: st})
+}
 
 // write queues fn as a job and waits for its outcome (see submit).
 func (s *Store) write(ctx context.Context, savepoint bool, fn func(t *txn) error) error {
@@ -179,16 +198,34 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 		t.rollback(s)
 		return nil, s.internal("begin", err)
 	}
-	var apps []*job
+	var apps, stmts []*job
 	for _, j := range jobs {
 		j.err = nil
-		if j.app != nil {
+		switch {
+		case j.app != nil:
 			apps = append(apps, j)
+			continue
+		case j.stmt != nil:
+			stmts = append(stmts, j)
 			continue
 		}
 		if err := t.run(j); err != nil {
 			t.rollback(s)
 			return []*job{j}, err
+		}
+	}
+	if len(stmts) > 0 {
+		b := &pgx.Batch{}
+		for _, j := range stmts {
+			b.Queue(j.stmt.sql, j.stmt.args...).QueryRow(func(row pgx.Row) error {
+				outcome, err := j.stmt.row(row)
+				j.err = outcome
+				return err
+			})
+		}
+		if err := conn.SendBatch(bg, b).Close(); err != nil {
+			t.rollback(s)
+			return stmts, s.internal("write", err)
 		}
 	}
 	if len(apps) > 0 {
