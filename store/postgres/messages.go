@@ -154,18 +154,16 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	return m, true, nil
 }
 
-// appendBatch commits the appends of jobs in t. Two appends of one
-// client_msg_id in the same batch are taken in rounds, so the second finds
-// the first. Each job's outcome is in its err and app; a non-nil result
-// is an internal error that broke the transaction.
-func (s *Store) appendBatch(t *txn, jobs []*job) error {
-	for _, j := range jobs {
-		j.app.seq, j.app.original = 0, nil
-	}
+// appendRounds splits the appends of a batch into rounds with no two
+// appends of one client_msg_id in a round: the second of two in one batch
+// goes in a later round, and finds the first.
+func appendRounds(jobs []*job) [][]*job {
+	var rounds [][]*job
 	for len(jobs) > 0 {
 		seen := make(map[sentKey]bool, len(jobs))
 		round, later := make([]*job, 0, len(jobs)), []*job(nil)
 		for _, j := range jobs {
+			j.app.seq, j.app.original = 0, nil
 			if a := j.app; a.clientMsgID != nil {
 				k := sentKey{a.m.SenderID, *a.clientMsgID}
 				if seen[k] {
@@ -176,50 +174,63 @@ func (s *Store) appendBatch(t *txn, jobs []*job) error {
 			}
 			round = append(round, j)
 		}
-		if err := s.appendRound(t, round); err != nil {
-			return err
-		}
+		rounds = append(rounds, round)
 		jobs = later
 	}
-	return nil
+	return rounds
 }
 
 // sentKey names a message by its sender's client_msg_id.
 type sentKey struct{ sender, clientMsgID string }
 
-// appendRound appends jobs (no two with the same client_msg_id) in two
-// round trips: one that reads which senders are members (with each
-// conversation's last_seq) and which client_msg_ids were sent before, and
-// one that inserts the new messages, records their client_msg_ids and
-// raises last_seq. The transaction holds the stamp lock, so nothing
-// changes between the two.
-func (s *Store) appendRound(t *txn, jobs []*job) error {
+// appendRound is one round of appends between its two statements' worth
+// of round trips: what queueReads learns, for queueWrites.
+type appendRound struct {
+	jobs    []*job
+	convs   []string
+	member  []bool
+	lastSeq map[string]int64
+	sent    map[sentKey]*messageRow
+}
+
+// queueAppendReads queues on b the reads of a round of appends (no two
+// with the same client_msg_id): which senders are members, each
+// conversation's last_seq, and the messages their client_msg_ids named
+// before. The transaction holds the stamp lock, so nothing changes
+// between these reads and the writes queueAppendWrites queues after them.
+func queueAppendReads(b *pgx.Batch, jobs []*job) *appendRound {
 	n := len(jobs)
-	convs, senders := make([]string, n), make([]string, n)
+	r := &appendRound{
+		jobs:    jobs,
+		convs:   make([]string, n),
+		member:  make([]bool, n),
+		lastSeq: make(map[string]int64),
+		sent:    make(map[sentKey]*messageRow),
+	}
+	senders := make([]string, n)
 	var sentSenders, sentIDs []string
 	for i, j := range jobs {
-		convs[i], senders[i] = j.app.m.ConversationID, j.app.m.SenderID
+		r.convs[i], senders[i] = j.app.m.ConversationID, j.app.m.SenderID
 		if id := j.app.clientMsgID; id != nil {
 			sentSenders, sentIDs = append(sentSenders, j.app.m.SenderID), append(sentIDs, *id)
 		}
 	}
-	member := make([]bool, n)
-	lastSeq := make(map[string]int64)
-	sent := make(map[sentKey]*messageRow)
-	b := &pgx.Batch{}
-	// LATERAL keeps each lookup an index probe: a join on the unnested
-	// arrays is planned as a hash join over the whole table.
+	// Each lookup is a LATERAL subquery fenced with OFFSET 0, so that it
+	// stays an index probe per element: joined to the unnested arrays
+	// directly, it was planned (from a new table's statistics, kept in the
+	// cached plan) as a hash join over a sequential scan of the whole
+	// table, 10 ms a batch and growing.
 	b.Queue(`SELECT a.i, c.last_seq
 		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS a(conv, sender, i)
-		CROSS JOIN LATERAL (SELECT 1 FROM members m WHERE m.conversation_id = a.conv AND m.user_id = a.sender) m
-		CROSS JOIN LATERAL (SELECT last_seq FROM conversations c WHERE c.id = a.conv) c`, convs, senders).Query(func(rows pgx.Rows) error {
+		CROSS JOIN LATERAL (SELECT 1 FROM members m WHERE m.conversation_id = a.conv AND m.user_id = a.sender OFFSET 0) m
+		CROSS JOIN LATERAL (SELECT last_seq FROM conversations c WHERE c.id = a.conv OFFSET 0) c`, r.convs, senders).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var i, seq int64
 			if err := rows.Scan(&i, &seq); err != nil {
 				return err
 			}
-			member[i-1] = true
-			lastSeq[convs[i-1]] = seq
+			r.member[i-1] = true
+			r.lastSeq[r.convs[i-1]] = seq
 		}
 		return rows.Err()
 	})
@@ -227,41 +238,43 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 		b.Queue(`SELECT `+prefixed("m.", messageColumns)+`, m.purged
 			FROM unnest($1::text[], $2::text[]) AS a(sender, cmid)
 			CROSS JOIN LATERAL (SELECT conversation_id, seq FROM sent_messages s
-				WHERE s.sender_id = a.sender AND s.client_msg_id = a.cmid) s
+				WHERE s.sender_id = a.sender AND s.client_msg_id = a.cmid OFFSET 0) s
 			CROSS JOIN LATERAL (SELECT * FROM messages m
-				WHERE m.conversation_id = s.conversation_id AND m.seq = s.seq) m`, sentSenders, sentIDs).Query(func(rows pgx.Rows) error {
+				WHERE m.conversation_id = s.conversation_id AND m.seq = s.seq OFFSET 0) m`, sentSenders, sentIDs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				var r messageRow
-				if err := rows.Scan(append(r.fields(), &r.purged)...); err != nil {
+				var row messageRow
+				if err := rows.Scan(append(row.fields(), &row.purged)...); err != nil {
 					return err
 				}
-				if r.clientMsgID != nil {
-					sent[sentKey{r.senderID, *r.clientMsgID}] = &r
+				if row.clientMsgID != nil {
+					r.sent[sentKey{row.senderID, *row.clientMsgID}] = &row
 				}
 			}
 			return rows.Err()
 		})
 	}
-	if err := t.conn.SendBatch(bg, b).Close(); err != nil {
-		return err
-	}
+	return r
+}
 
-	// Decide each append, in queue order.
+// queueAppendWrites decides each append of the round, in queue order,
+// from what its reads found, and queues on b the writes of those that
+// commit: the messages, their client_msg_id records, and last_seq.
+func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 	var (
-		ins       insertColumns
-		next      = make(map[string]int64) // conversation -> next seq
-		latest    = make(map[string]int64) // conversation -> newest created_at
-		sentConvs []string
-		sentSeqs  []int64
+		ins                  insertColumns
+		next                 = make(map[string]int64) // conversation -> next seq
+		latest               = make(map[string]int64) // conversation -> newest created_at
+		sentSenders, sentIDs []string
+		sentConvs            []string
+		sentSeqs             []int64
 	)
-	sentSenders, sentIDs = sentSenders[:0], sentIDs[:0]
-	for i, j := range jobs {
+	for i, j := range r.jobs {
 		a := j.app
 		var original *messageRow
 		if a.clientMsgID != nil {
-			original = sent[sentKey{a.m.SenderID, *a.clientMsgID}]
+			original = r.sent[sentKey{a.m.SenderID, *a.clientMsgID}]
 		}
-		if !member[i] {
+		if !r.member[i] {
 			// A retry of a message sent here before the sender left gets
 			// the original; anything else is not for a non-member to know.
 			if original != nil && original.conversationID == a.m.ConversationID {
@@ -278,7 +291,7 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 		conv := a.m.ConversationID
 		seq, ok := next[conv]
 		if !ok {
-			seq = lastSeq[conv] + 1
+			seq = r.lastSeq[conv] + 1
 		}
 		next[conv] = seq + 1
 		a.seq = seq
@@ -290,7 +303,7 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 		}
 	}
 	if len(ins.conv) == 0 {
-		return nil
+		return
 	}
 	lastConvs := make([]string, 0, len(next))
 	lastSeqs := make([]int64, 0, len(next))
@@ -298,12 +311,11 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 	for conv, seq := range next {
 		lastConvs, lastSeqs, lastTimes = append(lastConvs, conv), append(lastSeqs, seq-1), append(lastTimes, latest[conv])
 	}
-	b = &pgx.Batch{}
 	b.Queue(`INSERT INTO messages (`+messageColumns+`, stamp)
 		SELECT u.*, $14::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
 			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[]) AS u`,
 		ins.conv, ins.seq, ins.id, ins.sender, ins.device, ins.clientMsgID, ins.typ,
-		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, t.changeStamp())
+		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, stamp)
 	if len(sentSenders) > 0 {
 		b.Queue(`INSERT INTO sent_messages (sender_id, client_msg_id, conversation_id, seq)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])`,
@@ -311,8 +323,7 @@ func (s *Store) appendRound(t *txn, jobs []*job) error {
 	}
 	b.Queue(`UPDATE conversations c SET last_seq = a.last, updated_at = greatest(c.updated_at, a.t), stamp = $4
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS a(id, last, t) WHERE c.id = a.id`,
-		lastConvs, lastSeqs, lastTimes, t.changeStamp())
-	return t.conn.SendBatch(bg, b).Close()
+		lastConvs, lastSeqs, lastTimes, stamp)
 }
 
 // insertColumns are the new messages of a round, column by column, for

@@ -20,13 +20,13 @@ import (
 // the package comment).
 //
 // A job is a function (fn), one statement (stmt) or an append (app).
-// Functions run one by one, each normally inside its own SAVEPOINT, so that one that fails is
+// Functions run first, one by one, each normally inside its own SAVEPOINT, so that one that fails is
 // rolled back alone; a function may run without one if it fails with a
 // client error (*parley.Error) only before it has written anything and
-// without a failed statement. One-statement jobs then run pipelined, in
-// one round trip for all of them. Appends run last, all
-// together, as a few set-based statements (appendBatch): a batch of N
-// appends costs about as many round trips as one.
+// without a failed statement. One-statement jobs then run pipelined, and
+// appends last, all together, as a few set-based statements
+// (queueAppendReads, queueAppendWrites): a batch of N appends costs as
+// many round trips as one (see tryBatch).
 //
 // A job that fails with an internal error leaves the transaction unusable:
 // it is rolled back, the jobs that broke it get the error and the others
@@ -180,6 +180,14 @@ func isIn(jobs []*job, j *job) bool {
 // and an error if the transaction could not begin or commit (every job
 // fails with it), or the jobs whose internal error broke the transaction,
 // with that error, after rolling it back.
+//
+// A batch without function jobs (the common case: appends and receipts)
+// takes two round trips: BEGIN, the stamp, the receipts and the appends'
+// reads in one pipeline, then the appends' writes and COMMIT in another.
+// Function jobs run one statement at a time between BEGIN and the rest.
+// On two busy cores every round trip waits for the database backend to be
+// scheduled, so their number, not the statements' work, set the pace
+// (docs/benchmarks.md, "PostgreSQL store").
 func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 	conn, err := s.writer.Acquire(bg)
 	if err != nil {
@@ -189,52 +197,68 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 	// destroyed by the pool on release, not reused.
 	defer conn.Release()
 	t := &txn{conn: conn}
-	b := &pgx.Batch{}
-	b.Queue(`BEGIN`)
-	b.Queue(`UPDATE sync_stamp SET stamp = stamp + 1 RETURNING stamp`).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&t.stamp)
-	})
-	if err := conn.SendBatch(bg, b).Close(); err != nil {
-		t.rollback(s)
-		return nil, s.internal("begin", err)
-	}
-	var apps, stmts []*job
+	var fns, stmts, apps []*job
 	for _, j := range jobs {
 		j.err = nil
 		switch {
 		case j.app != nil:
 			apps = append(apps, j)
-			continue
 		case j.stmt != nil:
 			stmts = append(stmts, j)
-			continue
-		}
-		if err := t.run(j); err != nil {
-			t.rollback(s)
-			return []*job{j}, err
+		default:
+			fns = append(fns, j)
 		}
 	}
-	if len(stmts) > 0 {
-		b := &pgx.Batch{}
-		for _, j := range stmts {
-			b.Queue(j.stmt.sql, j.stmt.args...).QueryRow(func(row pgx.Row) error {
-				outcome, err := j.stmt.row(row)
-				j.err = outcome
-				return err
-			})
-		}
-		if err := conn.SendBatch(bg, b).Close(); err != nil {
+	p := &pgx.Batch{}
+	p.Queue(`BEGIN`)
+	p.Queue(`UPDATE sync_stamp SET stamp = stamp + 1 RETURNING stamp`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&t.stamp)
+	})
+	begun := false // BEGIN has been sent, and succeeded
+	if len(fns) > 0 {
+		if err := conn.SendBatch(bg, p).Close(); err != nil {
 			t.rollback(s)
-			return stmts, s.internal("write", err)
+			return nil, s.internal("begin", err)
 		}
-	}
-	if len(apps) > 0 {
-		if err := s.appendBatch(t, apps); err != nil {
-			t.rollback(s)
-			return apps, s.internal("append messages", err)
+		begun = true
+		for _, j := range fns {
+			if err := t.run(j); err != nil {
+				t.rollback(s)
+				return []*job{j}, err
+			}
 		}
+		p = &pgx.Batch{}
 	}
-	if _, err := conn.Exec(bg, `COMMIT`); err != nil {
+	// failed says which jobs a failed pipeline fails: all of them if it
+	// held BEGIN or the database is gone, else those it ran (the
+	// functions, done already, run again in a new transaction).
+	failed := func(err error) ([]*job, error) {
+		t.rollback(s)
+		if !begun || isUnavailable(err) {
+			return nil, s.internal("write", err)
+		}
+		return append(stmts, apps...), s.internal("write", err)
+	}
+	for _, j := range stmts {
+		p.Queue(j.stmt.sql, j.stmt.args...).QueryRow(func(row pgx.Row) error {
+			outcome, err := j.stmt.row(row)
+			j.err = outcome
+			return err
+		})
+	}
+	for _, round := range appendRounds(apps) {
+		r := queueAppendReads(p, round)
+		if err := conn.SendBatch(bg, p).Close(); err != nil {
+			return failed(err)
+		}
+		begun = true
+		p = &pgx.Batch{}
+		queueAppendWrites(p, t.stamp, r)
+	}
+	p.Queue(`COMMIT`)
+	if err := conn.SendBatch(bg, p).Close(); err != nil {
+		// The outcome of a COMMIT that failed in flight is unknown: every
+		// job fails, and a retried send finds its original if it did commit.
 		t.rollback(s)
 		return nil, s.internal("commit", err)
 	}
