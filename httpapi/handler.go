@@ -85,6 +85,10 @@ type Options struct {
 	ReadyChecks map[string]func(context.Context) error
 	// WebSocket serves GET /v1/ws (package wsgate); nil leaves it out.
 	WebSocket http.Handler
+	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
+	// for a node that does not run the gateway role, whose port is for
+	// monitoring, not clients.
+	OpsOnly bool
 }
 
 // New returns a Handler. log must not be nil; m may be nil.
@@ -97,20 +101,26 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 		h.userLimit = ratelimit.New(cfg.UserRate, cfg.UserBurst)
 		h.authLimit = ratelimit.New(cfg.AuthRate, cfg.AuthBurst)
 	}
-	h.routes(opts.Metrics)
+	h.routes(opts.Metrics, !opts.OpsOnly)
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
 	}
 	return h
 }
 
-func (h *Handler) routes(metricsHandler http.Handler) {
+func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m := h.mux
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.HandleFunc("GET /readyz", h.readyz)
 	m.HandleFunc("GET /.well-known/jwks.json", h.jwksDoc)
 	if metricsHandler != nil {
 		m.Handle("GET /metrics", metricsHandler)
+	}
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	if !api {
+		return
 	}
 
 	m.HandleFunc("POST /v1/accounts", h.register)
@@ -141,10 +151,6 @@ func (h *Handler) routes(metricsHandler http.Handler) {
 
 	m.Handle("POST /v1/admin/users/{id}/suspend", h.authed(h.suspend))
 	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
-
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-	})
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

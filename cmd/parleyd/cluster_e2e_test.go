@@ -3,9 +3,13 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
+	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/internal/testenv"
 )
@@ -97,5 +101,57 @@ func TestPostgresNeedsMasterKey(t *testing.T) {
 	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--store", dsn).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "needs PARLEY_MASTER_KEY") {
 		t.Fatalf("err=%v\n%s", err, out)
+	}
+}
+
+// TestRoles splits a cluster by role: a gateway-only node serves clients
+// and runs no background jobs; a worker-only node serves health, readiness
+// and metrics but no API, and purges what expires. They meet only through
+// the store and the bus.
+func TestRoles(t *testing.T) {
+	env := clusterEnv(t)
+	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway", "--purge-interval", "200ms")
+	wk := startParleyd(t, t.TempDir(), env, "--roles", "worker", "--purge-interval", "200ms")
+	if !strings.Contains(gw.logText(), `"roles":"gateway"`) || !strings.Contains(wk.logText(), `"roles":"worker"`) {
+		t.Fatalf("roles not logged:\n%s\n%s", gw.logText(), wk.logText())
+	}
+
+	// The worker has no API and no WebSocket endpoint, but is ready.
+	mustAPI(t, 200, "GET", wk.base+"/readyz", "", nil)
+	code, out := api(t, http.DefaultClient, "POST", wk.base+"/v1/accounts", "", map[string]any{"handle": "nobody", "password": "correct horse battery"})
+	if code != 404 {
+		t.Fatalf("a worker-only node answered an API call: %d %v", code, out)
+	}
+	code, _ = api(t, http.DefaultClient, "GET", wk.base+"/v1/ws", "", nil)
+	if code != 404 {
+		t.Fatalf("a worker-only node has /v1/ws: %d", code)
+	}
+
+	// Messages sent through the gateway that expire are purged by the
+	// worker, not the gateway.
+	_, token := signup(t, gw.base, "alice")
+	conv := mustAPI(t, 201, "POST", gw.base+"/v1/conversations", token, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
+	for i := range 3 {
+		mustAPI(t, 201, "POST", gw.base+"/v1/conversations/"+conv+"/messages", token, map[string]any{"client_msg_id": fmt.Sprint("e", i), "body": "gone soon", "ttl_seconds": 1})
+	}
+	purged := regexp.MustCompile(`(?m)^parley_messages_purged_total (\d+)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := purged.FindStringSubmatch(getText(t, wk.base+"/metrics"))
+		if m != nil && m[1] == "3" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker purged %v, want 3", m)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if m := purged.FindStringSubmatch(getText(t, gw.base+"/metrics")); m != nil && m[1] != "0" {
+		t.Fatalf("the gateway-only node purged %s messages", m[1])
+	}
+	// Bad role lists are refused.
+	out2, err := exec.Command(parleydBin, "--roles", "gateway,push-everything", "--data", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), `unknown role "push-everything"`) {
+		t.Fatalf("bad roles: %v\n%s", err, out2)
 	}
 }

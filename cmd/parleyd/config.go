@@ -20,6 +20,7 @@ type Config struct {
 	Data            string        // data directory; default ./parley-data
 	Store           string        // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica    string        // optional PostgreSQL streaming replica for lagging-tolerant reads
+	Roles           Roles         // what this node runs; default all
 	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
 	AdminListen     string        // pprof listener; default off
 	NATSURL         string        // external NATS servers, comma-separated; default "" = embedded
@@ -104,6 +105,14 @@ func settings() []setting {
 				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
 			}
 			c.StoreReplica = v
+			return nil
+		}},
+		{"roles", "PARLEY_ROLES", "all", "what this node runs, comma-separated: gateway (REST API and WebSocket edge), worker (background jobs: expiry and retention purges); all = every role", func(c *Config, v string) error {
+			r, err := parseRoles(v)
+			if err != nil {
+				return err
+			}
+			c.Roles = r
 			return nil
 		}},
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
@@ -212,6 +221,46 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1s")
 	}
 	return &c, fs.Args(), nil
+}
+
+// Roles says which parts of parleyd a node runs. Roles meet only through
+// the store and the bus, so a fleet can run them on different nodes.
+type Roles struct {
+	Gateway bool // the REST API and the WebSocket edge
+	Worker  bool // background jobs: expiry and retention purges
+}
+
+func (r Roles) String() string {
+	var names []string
+	if r.Gateway {
+		names = append(names, "gateway")
+	}
+	if r.Worker {
+		names = append(names, "worker")
+	}
+	return strings.Join(names, ",")
+}
+
+// parseRoles reads a comma-separated list of roles; "all" is every role.
+func parseRoles(v string) (Roles, error) {
+	var r Roles
+	for _, name := range strings.Split(v, ",") {
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "all":
+			r.Gateway, r.Worker = true, true
+		case "gateway":
+			r.Gateway = true
+		case "worker":
+			r.Worker = true
+		case "":
+		default:
+			return Roles{}, fmt.Errorf("unknown role %q (want gateway, worker or all)", strings.TrimSpace(name))
+		}
+	}
+	if r == (Roles{}) {
+		return Roles{}, fmt.Errorf("no role given (want gateway, worker or all)")
+	}
+	return r, nil
 }
 
 // isPostgresDSN reports whether v names a PostgreSQL database by URL.

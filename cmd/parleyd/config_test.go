@@ -74,3 +74,30 @@ func TestEverySettingDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployConfigsLoad keeps the example cluster in deploy/ loadable: the
+// config file refuses unknown keys, so a renamed setting breaks it.
+func TestDeployConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../deploy/cluster/node*.json")
+	if len(files) != 3 {
+		t.Fatalf("found %d example node configs, want 3", len(files))
+	}
+	workers := 0
+	for _, f := range files {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c, _, err := loadConfig(fs, []string{"--config", f}, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if c.Store == "" || c.NATSURL == "" || !c.Roles.Gateway {
+			t.Errorf("%s: store %q, nats %q, roles %v: want a cluster gateway", f, c.Store, c.NATSURL, c.Roles)
+		}
+		if c.Roles.Worker {
+			workers++
+		}
+	}
+	if workers == 0 {
+		t.Error("no example node runs the worker role")
+	}
+}

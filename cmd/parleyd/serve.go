@@ -174,20 +174,26 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	}
 	defer stopBus()
 	n.svc.UseBus(bus)
+	// The gateway role serves clients: the REST API and the WebSocket
+	// edge. Without it the port serves health, readiness and metrics only.
 	var gw *wsgate.Gateway
-	wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
-	gw, err = wsgate.New(n.svc, bus, wsgate.Config{
-		MaxFrame:       cfg.MaxFrameBytes,
-		PingInterval:   cfg.PingInterval,
-		IdleTimeout:    cfg.IdleTimeout,
-		AllowedOrigins: splitList(cfg.AllowedOrigins),
-		PresenceGrace:  cfg.PresenceGrace,
-		LimitsOff:      !cfg.Limits,
-		Metrics:        wsMetrics,
-	}, log)
-	if err != nil {
-		n.store.Close()
-		return fmt.Errorf("websocket gateway: %w", err)
+	var ws http.Handler
+	if cfg.Roles.Gateway {
+		wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
+		gw, err = wsgate.New(n.svc, bus, wsgate.Config{
+			MaxFrame:       cfg.MaxFrameBytes,
+			PingInterval:   cfg.PingInterval,
+			IdleTimeout:    cfg.IdleTimeout,
+			AllowedOrigins: splitList(cfg.AllowedOrigins),
+			PresenceGrace:  cfg.PresenceGrace,
+			LimitsOff:      !cfg.Limits,
+			Metrics:        wsMetrics,
+		}, log)
+		if err != nil {
+			n.store.Close()
+			return fmt.Errorf("websocket gateway: %w", err)
+		}
+		ws = gw
 	}
 	api := httpapi.New(n.svc, httpapi.Config{
 		LimitsOff: !cfg.Limits,
@@ -195,11 +201,13 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: gw}, log, m)
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		gw.Shutdown(context.Background())
+		if gw != nil {
+			gw.Shutdown(context.Background())
+		}
 		n.store.Close()
 		return err
 	}
@@ -214,7 +222,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if cfg.TLSCert != "" {
 		scheme = "https"
 	}
-	log.Info("parleyd listening", "addr", ln.Addr().String(), "scheme", scheme, "data", cfg.Data, "limits", cfg.Limits)
+	log.Info("parleyd listening", "addr", ln.Addr().String(), "scheme", scheme, "data", cfg.Data, "limits", cfg.Limits, "roles", cfg.Roles.String())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -229,7 +237,10 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		}
 		return err
 	})
-	g.Go(func() error { return n.svc.Run(gctx) })
+	if cfg.Roles.Worker {
+		// Background jobs: expiry and retention purges.
+		g.Go(func() error { return n.svc.Run(gctx) })
+	}
 	g.Go(func() error { return maintainKeys(gctx, n.keys, log) })
 	if cfg.AdminListen != "" {
 		admin := &http.Server{Addr: cfg.AdminListen, Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
@@ -257,7 +268,9 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		}
 		// REST has drained (in-flight sends answered); now every socket
 		// gets 1001 and clients reconnect elsewhere.
-		gw.Shutdown(sctx)
+		if gw != nil {
+			gw.Shutdown(sctx)
+		}
 		return nil
 	})
 	err = g.Wait()
