@@ -126,6 +126,10 @@ type Store interface {
 	// ConversationIDs lists the ids of every conversation userID is a
 	// member of, in no particular order.
 	ConversationIDs(ctx context.Context, userID string) ([]string, error)
+	// Contacts lists, in no particular order, every user other than userID
+	// who shares a conversation with userID: the audience of the user's
+	// presence, and whose presence the user may see.
+	Contacts(ctx context.Context, userID string) ([]string, error)
 	// LastSeqs returns the last_seq of every conversation userID is a
 	// member of, keyed by conversation id, read in one snapshot. The
 	// WebSocket gateway starts live delivery from these.

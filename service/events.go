@@ -195,6 +195,13 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	return nil
 }
 
+// Contacts returns the users who share a conversation with userID: those
+// whose presence the user may see. The gateway lists the online ones to a
+// new session.
+func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
+	return s.store.Contacts(ctx, userID)
+}
+
 // LastSeqs returns the last_seq of every conversation the caller is a
 // member of; the gateway starts live delivery from these.
 func (s *Service) LastSeqs(ctx context.Context, p *parley.Principal) (map[string]int64, error) {

@@ -36,7 +36,29 @@ type Core interface {
 	LastSeqs(ctx context.Context, p *parley.Principal) (map[string]int64, error)
 	LiveMessages(ctx context.Context, conversationID string, after int64, limit int) ([]parley.Message, error)
 	Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error
+	Contacts(ctx context.Context, userID string) ([]string, error)
 	Now() time.Time
+}
+
+// Directory tracks which users have live sessions on any node of a
+// cluster, so that presence is right when a user's devices, or a user and
+// their contacts, are on different nodes. bus/natsbus implements it on a
+// NATS key-value bucket. Without one (Config.Directory nil) the node's own
+// sessions are the whole truth, as on a single node.
+type Directory interface {
+	// Join records that userID has a live session on this node and
+	// reports whether no other node had one (the user just came online).
+	Join(ctx context.Context, userID string) (first bool, err error)
+	// Leave removes this node's record of userID and reports whether no
+	// other node has one (the user just went offline).
+	Leave(ctx context.Context, userID string) (last bool, err error)
+	// Online returns those of userIDs with a live session on any node.
+	Online(userIDs []string) []string
+	// Keepalive refreshes this node's records of userIDs; records not
+	// refreshed expire, so a node that died without leaving is forgotten.
+	Keepalive(ctx context.Context, userIDs []string) error
+	// Interval is how often Keepalive must run.
+	Interval() time.Duration
 }
 
 var _ Core = (*service.Service)(nil)
@@ -73,6 +95,8 @@ type Config struct {
 	// PresenceGrace is how long a user stays online after the last session
 	// closed, so a reconnect does not flap. Default 5 s.
 	PresenceGrace time.Duration
+	// Directory, if set, makes presence cluster-wide (see Directory).
+	Directory Directory
 	// TokenGrace is how long after its access token expired a connection
 	// may live without an auth frame. Default 0: it is closed (4001) at the
 	// first heartbeat after expiry.

@@ -229,6 +229,9 @@ type presenceNews struct {
 	userID   string
 	online   bool
 	lastSeen time.Time
+	// list, with a Directory, asks for the online contacts of the user to
+	// be written to this new session (without one, attach writes them).
+	list *session
 }
 
 // maxHeld bounds the messages held per conversation while a gap is open;
@@ -306,15 +309,19 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 		delete(h.leaving, u.id)
 	}
 	announce := first
-	online := h.onlineContacts(u)
 	s.writeFrame(ReadyFrame{Type: FrameReady, UserID: s.p.UserID, DeviceID: s.p.DeviceID, PingInterval: int(h.g.cfg.PingInterval / time.Second),
 		TokenExpires: s.expiresAt().UTC(), MaxFrameBytes: h.g.cfg.MaxFrame})
-	for _, id := range online {
-		s.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+	if h.g.cfg.Directory == nil {
+		for _, id := range h.onlineContacts(u) {
+			s.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+		}
 	}
 	h.mu.Unlock()
 	if announce {
 		h.queuePresence(presenceNews{userID: u.id, online: true})
+	}
+	if h.g.cfg.Directory != nil {
+		h.queuePresence(presenceNews{userID: u.id, list: s})
 	}
 	s.ready()
 }
@@ -822,10 +829,19 @@ func (h *hub) queuePresence(n presenceNews) {
 
 func (h *hub) presenceLoop() {
 	defer h.g.wg.Done()
+	var keepalive <-chan time.Time
+	if d := h.g.cfg.Directory; d != nil {
+		t := time.NewTicker(d.Interval())
+		defer t.Stop()
+		keepalive = t.C
+	}
 	for {
 		select {
 		case <-h.presenceStop:
 			return
+		case <-keepalive:
+			h.keepalive()
+			continue
 		case <-h.presenceWake:
 		}
 		for {
@@ -837,13 +853,68 @@ func (h *hub) presenceLoop() {
 				break
 			}
 			for _, n := range q {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if err := h.g.core.Presence(ctx, n.userID, n.online, n.lastSeen); err != nil {
-					h.g.log.Warn("publish presence", "user_id", n.userID, "err", err)
-				}
-				cancel()
+				h.publishPresence(n)
 			}
 		}
+	}
+}
+
+// publishPresence does what one piece of presence news asks: publish a
+// change (with a Directory, only if the user came online on the first
+// node, or left the last), or list a new session's online contacts.
+func (h *hub) publishPresence(n presenceNews) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d := h.g.cfg.Directory
+	if n.list != nil {
+		contacts, err := h.g.core.Contacts(ctx, n.userID)
+		if err != nil {
+			h.g.log.Warn("list online contacts", "user_id", n.userID, "err", err)
+			return
+		}
+		online := d.Online(contacts)
+		sort.Strings(online)
+		for _, id := range online {
+			n.list.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+		}
+		return
+	}
+	if d != nil {
+		var change bool
+		var err error
+		if n.online {
+			change, err = d.Join(ctx, n.userID)
+		} else {
+			change, err = d.Leave(ctx, n.userID)
+		}
+		if err != nil {
+			h.g.log.Warn("presence directory", "user_id", n.userID, "online", n.online, "err", err)
+			return
+		}
+		if !change {
+			return // still online on another node, or was already
+		}
+	}
+	if err := h.g.core.Presence(ctx, n.userID, n.online, n.lastSeen); err != nil {
+		h.g.log.Warn("publish presence", "user_id", n.userID, "err", err)
+	}
+}
+
+// keepalive refreshes the directory's records of the users with a live
+// session here.
+func (h *hub) keepalive() {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.users))
+	for id, u := range h.users {
+		if len(u.sessions) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), h.g.cfg.Directory.Interval())
+	defer cancel()
+	if err := h.g.cfg.Directory.Keepalive(ctx, ids); err != nil {
+		h.g.log.Warn("presence keepalive", "users", len(ids), "err", err)
 	}
 }
 

@@ -155,3 +155,46 @@ func TestRoles(t *testing.T) {
 		t.Fatalf("bad roles: %v\n%s", err, out2)
 	}
 }
+
+// TestPresenceAcrossNodes: presence is the cluster's, not a node's. A user
+// connecting to one node is told about contacts online on another; a user
+// with devices on two nodes stays online while either is connected, and
+// goes offline (once) when the last one leaves.
+func TestPresenceAcrossNodes(t *testing.T) {
+	env := clusterEnv(t)
+	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	signup(t, n1.base, "alice")
+	signup(t, n1.base, "bob")
+	a1 := loginDevice(t, n1.base, "alice", "phone")
+	a2 := loginDevice(t, n2.base, "alice", "laptop")
+	b := loginDevice(t, n2.base, "bob", "phone")
+	mustAPI(t, 201, "POST", n1.base+"/v1/conversations", a1.token, map[string]any{"kind": "direct", "members": []string{b.user}})
+
+	var pres struct {
+		UserID string `json:"user_id"`
+		State  string `json:"state"`
+	}
+	ac := connect(t, n1.base, a1)
+	// Bob connects to node 2 and is told that Alice (on node 1) is online.
+	bc := connect(t, n2.base, b)
+	if err := bc.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != a1.user || pres.State != "online" {
+		t.Fatalf("bob on node 2, alice on node 1: %+v %v", pres, err)
+	}
+	// Alice, on node 1, hears that Bob came online on node 2.
+	if err := ac.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != b.user || pres.State != "online" {
+		t.Fatalf("alice hears bob: %+v %v", pres, err)
+	}
+	// Alice's laptop joins on node 2 and leaves again: she never went
+	// offline (her phone is on node 1), so Bob hears nothing.
+	lc := connect(t, n2.base, a2)
+	time.Sleep(200 * time.Millisecond)
+	lc.Close()
+	bc.Quiet(1200*time.Millisecond, "presence")
+	// Her phone leaves: now she is offline, once.
+	ac.Close()
+	if err := bc.Expect("presence").Decode(&pres); err != nil || pres.UserID != a1.user || pres.State != "offline" {
+		t.Fatalf("bob hears alice leave her last node: %+v %v", pres, err)
+	}
+	bc.Quiet(800*time.Millisecond, "presence")
+}

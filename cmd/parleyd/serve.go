@@ -179,6 +179,18 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	var gw *wsgate.Gateway
 	var ws http.Handler
 	if cfg.Roles.Gateway {
+		// With an external NATS other nodes may hold sessions too:
+		// presence goes through the cluster's directory.
+		var dir wsgate.Directory
+		if cfg.NATSURL != "" {
+			p, err := natsbus.NewPresence(ctx, bus, natsbus.PresenceOptions{Node: parley.NewID()})
+			if err != nil {
+				n.store.Close()
+				return err
+			}
+			defer p.Close()
+			dir = p
+		}
 		wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
 		gw, err = wsgate.New(n.svc, bus, wsgate.Config{
 			MaxFrame:       cfg.MaxFrameBytes,
@@ -186,6 +198,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			IdleTimeout:    cfg.IdleTimeout,
 			AllowedOrigins: splitList(cfg.AllowedOrigins),
 			PresenceGrace:  cfg.PresenceGrace,
+			Directory:      dir,
 			LimitsOff:      !cfg.Limits,
 			Metrics:        wsMetrics,
 		}, log)

@@ -87,6 +87,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"SyncSeesCommitted", testSyncSeesCommitted},
 		{"ConversationIDs", testConversationIDs},
 		{"PurgeHistory", testPurgeHistory},
+		{"Contacts", testContacts},
 		{"Secrets", testSecrets},
 		{"SecretsAtomic", testSecretsAtomic},
 	}
