@@ -159,7 +159,34 @@ func (s *Service) publish(ctx context.Context, subject string, e *Event) {
 }
 
 func (s *Service) publishConversation(ctx context.Context, e *Event) {
+	// This node's history cache first, so the caller reads its own write.
+	s.ObserveEvent(e)
 	s.publish(ctx, ConversationSubject(e.ConversationID), e)
+}
+
+// ObserveEvent keeps the history cache coherent with an event about a
+// conversation, heard from the bus (the gateway passes on every one) or
+// published here.
+func (s *Service) ObserveEvent(e *Event) {
+	if s.cache != nil {
+		s.cache.apply(e)
+	}
+}
+
+// ClearHistoryCache drops the history cache; call it when events may have
+// been missed (the bus connection dropped).
+func (s *Service) ClearHistoryCache() {
+	if s.cache != nil {
+		s.cache.clear()
+	}
+}
+
+// HistoryCacheStats returns the history cache's hits and misses so far.
+func (s *Service) HistoryCacheStats() (hits, misses int64) {
+	if s.cache == nil {
+		return 0, 0
+	}
+	return s.cache.hits.Load(), s.cache.misses.Load()
 }
 
 // Typing publishes that the caller started or stopped typing in a

@@ -117,7 +117,17 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
 	}
-	return s.store.Messages(ctx, conversationID, q, s.cfg.Now())
+	now := s.cfg.Now()
+	if s.cache != nil && q.Before == 0 && !q.Forwards() {
+		var cutoff time.Time
+		if s.cfg.Retention > 0 {
+			cutoff = now.Add(-s.cfg.Retention)
+		}
+		return s.cache.newest(ctx, conversationID, q.Limit, now, cutoff, func(ctx context.Context, limit int) ([]parley.Message, error) {
+			return s.store.Messages(ctx, conversationID, parley.HistoryQuery{Limit: limit}, now)
+		})
+	}
+	return s.store.Messages(ctx, conversationID, q, now)
 }
 
 // changeOwnMessage applies change to one of the caller's messages,

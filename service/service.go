@@ -49,6 +49,10 @@ type Config struct {
 	// created longer ago are purged (see parley.Store.PurgeHistory). Default
 	// 0: kept forever.
 	Retention time.Duration
+	// HistoryCache is how many conversations' newest history page are
+	// kept in memory (see historyCache). Default 0: 10,000; negative: no
+	// cache.
+	HistoryCache int
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -66,6 +70,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.HistoryCache == 0 {
+		c.HistoryCache = 10_000
+	}
 }
 
 // Service implements the use cases on top of a Store. Safe for concurrent
@@ -80,12 +87,17 @@ type Service struct {
 	metrics   *metrics.Metrics
 	bus       parley.Bus // nil: no live events (see UseBus)
 	order     publishOrder
+	cache     *historyCache // nil: off
 }
 
 // New returns a Service. log must not be nil; m may be nil.
 func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log *slog.Logger, m *metrics.Metrics) *Service {
 	cfg.setDefaults()
-	return &Service{store: store, tokens: tokens, passwords: passwords, cfg: cfg, log: log, metrics: m}
+	s := &Service{store: store, tokens: tokens, passwords: passwords, cfg: cfg, log: log, metrics: m}
+	if cfg.HistoryCache > 0 {
+		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
+	}
+	return s
 }
 
 // Config returns the effective configuration (defaults filled in).

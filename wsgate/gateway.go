@@ -37,6 +37,7 @@ type Core interface {
 	LiveMessages(ctx context.Context, conversationID string, after int64, limit int) ([]parley.Message, error)
 	Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error
 	Contacts(ctx context.Context, userID string) ([]string, error)
+	ObserveEvent(e *service.Event)
 	Now() time.Time
 }
 

@@ -475,6 +475,9 @@ func (h *hub) onEvent(_ string, data []byte) {
 		h.g.log.Warn("undecodable bus event", "err", err)
 		return
 	}
+	if e.ConversationID != "" {
+		h.g.core.ObserveEvent(&e) // the history cache
+	}
 	switch e.Kind {
 	case service.EventMessage:
 		h.onMessage(&e)

@@ -20,6 +20,9 @@ import (
 
 // fakeCore serves the hub's store reads from memory. Methods the hub does
 // not call come from the nil embedded interface and would panic.
+// ObserveEvent: the fake has no history cache.
+func (c *fakeCore) ObserveEvent(*service.Event) {}
+
 type fakeCore struct {
 	Core
 	mu       sync.Mutex

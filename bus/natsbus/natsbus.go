@@ -39,6 +39,10 @@ type Options struct {
 	// Logger receives connection events (disconnects, slow consumers).
 	// Default: discard.
 	Logger *slog.Logger
+	// OnGap, if set, is called when events may have been missed: when the
+	// connection drops, when it is back, and when the client dropped
+	// events of a slow subscription. Caches fed by events clear there.
+	OnGap func()
 }
 
 func (o *Options) setDefaults() {
@@ -64,6 +68,12 @@ func ConnectEmbedded(e *Embedded, opts Options) (*Bus, error) {
 	return connect("", opts, nats.InProcessServer(e.srv))
 }
 
+func gap(opts Options) {
+	if opts.OnGap != nil {
+		opts.OnGap()
+	}
+}
+
 func connect(urls string, opts Options, extra ...nats.Option) (*Bus, error) {
 	b := &Bus{log: opts.Logger, subs: make(map[*subscription]struct{})}
 	options := append([]nats.Option{
@@ -75,9 +85,11 @@ func connect(urls string, opts Options, extra ...nats.Option) (*Bus, error) {
 			if err != nil {
 				b.log.Warn("nats disconnected", "err", err)
 			}
+			gap(opts)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			gap(opts)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
@@ -85,6 +97,9 @@ func connect(urls string, opts Options, extra ...nats.Option) (*Bus, error) {
 				subject = sub.Subject
 			}
 			b.log.Error("nats error", "err", err, "subject", subject)
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				gap(opts)
+			}
 		}),
 	}, extra...)
 	if urls == "" {

@@ -198,3 +198,48 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	}
 	bc.Quiet(800*time.Millisecond, "presence")
 }
+
+// TestHistoryCacheAcrossNodes: a node's cached newest page follows what
+// other nodes commit: new messages and edits arrive through the bus, and
+// the reads after the first are answered from memory.
+func TestHistoryCacheAcrossNodes(t *testing.T) {
+	env := clusterEnv(t)
+	n1 := startParleyd(t, t.TempDir(), env)
+	n2 := startParleyd(t, t.TempDir(), env)
+	_, alice := signup(t, n1.base, "alice")
+	bobID, bob := signup(t, n1.base, "bob")
+	conv := mustAPI(t, 201, "POST", n1.base+"/v1/conversations", alice, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	msgs := "/v1/conversations/" + conv + "/messages"
+	for i := range 3 {
+		mustAPI(t, 201, "POST", n1.base+msgs, bob, map[string]any{"client_msg_id": fmt.Sprint("m", i), "body": fmt.Sprint("message ", i)})
+	}
+	newest := func(p *proc) []any {
+		return mustAPI(t, 200, "GET", p.base+msgs, alice, nil)["messages"].([]any)
+	}
+	// Node 2 fills its cache, then Bob sends and edits through node 1.
+	if got := newest(n2); len(got) != 3 {
+		t.Fatalf("node 2: %d messages, want 3", len(got))
+	}
+	mustAPI(t, 201, "POST", n1.base+msgs, bob, map[string]any{"client_msg_id": "m3", "body": "sent on node 1"})
+	mustAPI(t, 200, "PATCH", n1.base+msgs+"/2", bob, map[string]any{"body": "edited on node 1"})
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := newest(n2)
+		if len(got) == 4 && got[3].(map[string]any)["body"] == "sent on node 1" && got[1].(map[string]any)["body"] == "edited on node 1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2's newest page never showed node 1's send and edit: %v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hits := regexp.MustCompile(`(?m)^parley_history_cache_hits_total (\d+)`).FindStringSubmatch(getText(t, n2.base+"/metrics"))
+	if hits == nil || hits[1] == "0" {
+		t.Fatalf("node 2 answered no read from its cache: %v", hits)
+	}
+	// The sender reads its own write at once, from its node's cache.
+	mustAPI(t, 201, "POST", n1.base+msgs, bob, map[string]any{"client_msg_id": "m4", "body": "read your writes"})
+	if got := newest(n1); got[len(got)-1].(map[string]any)["body"] != "read your writes" {
+		t.Fatalf("node 1 right after the ack: %v", got[len(got)-1])
+	}
+}

@@ -21,6 +21,7 @@ type Config struct {
 	Store           string        // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica    string        // optional PostgreSQL streaming replica for lagging-tolerant reads
 	Roles           Roles         // what this node runs; default all
+	HistoryCache    int           // conversations whose newest page is cached; 0 = off
 	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
 	AdminListen     string        // pprof listener; default off
 	NATSURL         string        // external NATS servers, comma-separated; default "" = embedded
@@ -115,6 +116,7 @@ func settings() []setting {
 			c.Roles = r
 			return nil
 		}},
+		{"history-cache", "PARLEY_HISTORY_CACHE", "10000", "how many conversations' newest history page each node keeps in memory, kept coherent through the bus; 0 = no cache", integer(func(c *Config) *int { return &c.HistoryCache })},
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
 		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
 		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},

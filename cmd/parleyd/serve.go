@@ -79,8 +79,18 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		RefreshTTL:    cfg.RefreshTTL,
 		PurgeInterval: cfg.PurgeInterval,
 		Retention:     cfg.Retention,
+		HistoryCache:  historyCacheSize(cfg.HistoryCache),
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
+}
+
+// historyCacheSize maps the setting (0 = off) to service.Config's (0 =
+// the default, negative = off).
+func historyCacheSize(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // openKeys loads the token signing keys from the store, importing those of
@@ -111,8 +121,8 @@ func openStore(ctx context.Context, cfg *Config, sealer parley.Sealer, m *metric
 // there are none, starts an embedded NATS server (JetStream stored in the
 // data directory) and connects to it in-process. stop closes the connection
 // and stops the embedded server.
-func openBus(cfg *Config, log *slog.Logger) (bus *natsbus.Bus, stop func(), err error) {
-	opts := natsbus.Options{Logger: log}
+func openBus(cfg *Config, log *slog.Logger, onGap func()) (bus *natsbus.Bus, stop func(), err error) {
+	opts := natsbus.Options{Logger: log, OnGap: onGap}
 	if cfg.NATSURL != "" {
 		if cfg.NATSListen != "" {
 			return nil, nil, errors.New("nats-listen applies to the embedded NATS server; it cannot be combined with nats-url")
@@ -167,13 +177,20 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if err != nil {
 		return err
 	}
-	bus, stopBus, err := openBus(cfg, log)
+	bus, stopBus, err := openBus(cfg, log, n.svc.ClearHistoryCache)
 	if err != nil {
 		n.store.Close()
 		return err
 	}
 	defer stopBus()
 	n.svc.UseBus(bus)
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_history_cache_hits_total",
+			Help: "Newest-page history reads answered from the in-memory cache."},
+			func() float64 { h, _ := n.svc.HistoryCacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_history_cache_misses_total",
+			Help: "History reads the cache could not answer (read from the store)."},
+			func() float64 { _, m := n.svc.HistoryCacheStats(); return float64(m) }))
 	// The gateway role serves clients: the REST API and the WebSocket
 	// edge. Without it the port serves health, readiness and metrics only.
 	var gw *wsgate.Gateway

@@ -1,0 +1,192 @@
+package service
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// historyCache holds the newest page of history of busy conversations in
+// memory, so that opening a conversation (the newest page, the most common
+// history read) does not read the store. It is kept coherent by the
+// events of the bus: every node applies the new messages, edits and
+// deletions it hears of, its own synchronously as it publishes them (so a
+// client reads its own writes), other nodes' as they arrive. An event it
+// cannot apply in place (a message that is not the next seq, an edit of a
+// message it does not hold) drops the entry; a fill that raced an event is
+// not kept. When the bus connection drops, events may be lost, so the
+// whole cache is cleared (Service.ClearHistoryCache), and an entry is read
+// again after cacheMaxAge.
+//
+// What an entry holds is the store's newest page as of the last event; a
+// read filters out what expired (TTL) or fell out of retention since, and
+// if that leaves fewer messages than asked while older ones exist, it
+// reads the store.
+type historyCache struct {
+	max  int // most conversations held
+	page int // messages per conversation
+
+	mu      sync.Mutex
+	entries map[string]*cacheEntry
+	// fills counts, per conversation with a fill in flight, the events
+	// seen since the fill began; a fill whose count moved is discarded.
+	fills map[string]*fillState
+
+	hits, misses atomic.Int64
+}
+
+type cacheEntry struct {
+	msgs     []parley.Message // ascending by seq, at most page
+	complete bool             // msgs begins at the conversation's first message
+	filled   time.Time        // when read from the store
+}
+
+// cacheMaxAge bounds how long an entry serves without being read again:
+// an event lost on the bus (a node that died between commit and publish)
+// leaves an entry short of a message until then at worst.
+const cacheMaxAge = 30 * time.Second
+
+type fillState struct {
+	readers int // fills in flight
+	events  int // events seen since the first began
+}
+
+func newHistoryCache(maxConversations, page int) *historyCache {
+	return &historyCache{max: maxConversations, page: page,
+		entries: map[string]*cacheEntry{}, fills: map[string]*fillState{}}
+}
+
+// newest returns the newest limit messages visible at now (ascending),
+// from the cache if it can answer, else from load (the store), whose
+// answer it keeps if no event came meanwhile. retentionCutoff, if not
+// zero, hides messages created before it.
+func (c *historyCache) newest(ctx context.Context, conversationID string, limit int, now, retentionCutoff time.Time,
+	load func(ctx context.Context, limit int) ([]parley.Message, error)) ([]parley.Message, error) {
+	if limit > c.page {
+		c.misses.Add(1)
+		return load(ctx, limit)
+	}
+	c.mu.Lock()
+	if e := c.entries[conversationID]; e != nil && now.Sub(e.filled) < cacheMaxAge {
+		visible := make([]parley.Message, 0, len(e.msgs))
+		for _, m := range e.msgs {
+			if !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(now) || !retentionCutoff.IsZero() && m.CreatedAt.Before(retentionCutoff) {
+				continue
+			}
+			visible = append(visible, m)
+		}
+		if len(visible) >= limit || e.complete {
+			c.mu.Unlock()
+			c.hits.Add(1)
+			return visible[max(0, len(visible)-limit):], nil
+		}
+	}
+	f := c.fills[conversationID]
+	if f == nil {
+		f = &fillState{}
+		c.fills[conversationID] = f
+	}
+	f.readers++
+	seen := f.events
+	c.mu.Unlock()
+	c.misses.Add(1)
+
+	// The whole page, whatever was asked, so the entry serves any limit.
+	msgs, err := load(ctx, c.page)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.readers--
+	if f.readers == 0 {
+		delete(c.fills, conversationID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Expired and purged messages are never returned by the store, so
+	// the page is complete if it holds fewer than asked.
+	if f.events == seen && !hasHidden(msgs, now) {
+		if len(c.entries) >= c.max {
+			for k := range c.entries { // evict one at random
+				delete(c.entries, k)
+				break
+			}
+		}
+		c.entries[conversationID] = &cacheEntry{msgs: slices.Clone(msgs), complete: len(msgs) < c.page, filled: now}
+	}
+	return msgs[max(0, len(msgs)-limit):], nil
+}
+
+// hasHidden reports whether msgs holds a message with a TTL: such pages
+// are not kept, since messages behind it may have been hidden from the
+// store's answer for reasons the entry cannot replay. (Conversations with
+// expiring messages are read from the store.)
+func hasHidden(msgs []parley.Message, now time.Time) bool {
+	for _, m := range msgs {
+		if !m.ExpiresAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// apply updates the cache with an event of a conversation.
+func (c *historyCache) apply(e *Event) {
+	if e.ConversationID == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.fills[e.ConversationID]; f != nil {
+		f.events++
+	}
+	entry := c.entries[e.ConversationID]
+	if entry == nil {
+		return
+	}
+	switch {
+	case e.Kind == EventMessage && e.Message != nil && e.Message.ExpiresAt.IsZero():
+		m := *e.Message
+		n := len(entry.msgs)
+		switch {
+		case n > 0 && m.Seq <= entry.msgs[n-1].Seq:
+			return // had it: our own event, heard again from the bus
+		case n == 0 && m.Seq == 1, n > 0 && m.Seq == entry.msgs[n-1].Seq+1:
+			entry.msgs = append(entry.msgs, m)
+			if len(entry.msgs) > c.page {
+				entry.msgs = append(entry.msgs[:0:0], entry.msgs[len(entry.msgs)-c.page:]...)
+				entry.complete = false
+			}
+			return
+		}
+	case e.Kind == EventMessageChanged && e.Message != nil:
+		for i := range entry.msgs {
+			if entry.msgs[i].Seq == e.Message.Seq {
+				entry.msgs[i] = *e.Message
+				return
+			}
+		}
+		if n := len(entry.msgs); n > 0 && e.Message.Seq < entry.msgs[0].Seq {
+			return // older than the page: not ours
+		}
+	case e.Kind == EventConversation && e.Action != ActionDeleted:
+		return // membership: history is unchanged
+	case e.Kind == EventReceipt, e.Kind == EventTyping:
+		return
+	}
+	delete(c.entries, e.ConversationID)
+}
+
+// clear drops every entry (and makes fills in flight discard theirs).
+func (c *historyCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	for _, f := range c.fills {
+		f.events++
+	}
+}
