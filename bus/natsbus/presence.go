@@ -73,7 +73,8 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		// Twice the TTL: a record is judged by its value, the bucket only
 		// has to drop what no node will ever delete.
 		TTL:     2 * opts.TTL,
-		Storage: jetstream.MemoryStorage,
+		// On disk, so a restarted NATS server still has the bucket.
+		Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: presence bucket %s: %w", opts.Bucket, err)

@@ -33,6 +33,15 @@ Scenarios:
 Every scenario checks lost, duplicate and reordered messages. Load goes to
 loopback only (--server must be 127.0.0.0/8 or localhost).
 
+With --reconnect (direct, group), a connection closed by the server or the
+network dials again (backoff 100 ms doubling to 2 s, jittered), syncs from
+its last position, backfills with history, and resends its unacknowledged
+sends with the same client_msg_id; sends refused with rate_limited or
+unavailable are retried. Then lost counts acked messages a recipient never
+got, duplicates messages stored twice (one client_msg_id under two seqs),
+reordered live messages that came after a higher seq on the same socket;
+a message received again is dropped as a client would (redelivered).
+
 Flags:
 `
 
@@ -62,6 +71,8 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.IntVar(&o.DialConc, "dial-concurrency", 128, "connections being opened at once")
 	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins at once")
 	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
+	fs.BoolVar(&o.Reconnect, "reconnect", false, "direct, group: survive closed connections: reconnect, resync, resend (off: a closed connection fails the run)")
+	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "with --reconnect: after the sending time, how long to wait for every ack and every delivery")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on the last line")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
@@ -79,6 +90,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	}
 	if fs.NArg() > 0 {
 		return parley.Errorf(parley.CodeInvalidRequest, "unexpected argument %q", fs.Arg(0))
+	}
+	if o.Reconnect && o.Scenario != "direct" && o.Scenario != "group" {
+		return parley.Errorf(parley.CodeInvalidRequest, "--reconnect applies to the direct and group scenarios, not %s", o.Scenario)
 	}
 	if spawnServer {
 		if o.Server != "" {
@@ -242,6 +256,13 @@ func printResult(w io.Writer, r *bench.Result) {
 			r.Conns, r.ResyncSeconds, r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs, r.ResyncDialMaxMs, r.ResyncSyncMaxMs)
 	case "connections":
 		fmt.Fprintf(w, "server RSS per connection: %.2f KiB (before %.1f MiB, after %.1f MiB)\n", r.RSSPerConnBytes/1024, float64(r.ServerRSSBefore)/(1<<20), float64(r.ServerRSSBytes)/(1<<20))
+	}
+	if q := r.ReconnectMs; q != nil {
+		fmt.Fprintf(w, "reconnects %d, close to ready ms: p50 %.1f p99 %.1f max %.1f; sends resent %d; redelivered (dropped as already held) %d\n",
+			r.Reconnects, q.P50, q.P99, q.Max, r.Resent, r.Redelivered)
+		if r.FinalSyncDeliveries > 0 {
+			fmt.Fprintf(w, "deliveries that only the final sync brought (live delivery missed them): %d\n", r.FinalSyncDeliveries)
+		}
 	}
 	fmt.Fprintf(w, "server: %.1f CPU seconds, RSS %.1f MiB\n", r.ServerCPUSeconds, float64(r.ServerRSSBytes)/(1<<20))
 	var codes []string

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/parleychat/parley/internal/spawn"
 )
 
 // TestBenchSmoke runs every scenario of parley bench for a few seconds on
@@ -75,4 +82,116 @@ func TestBenchLoopbackOnly(t *testing.T) {
 			t.Fatalf("bench against %s: %v\n%s", server, err, out)
 		}
 	}
+}
+
+// TestBenchReconnectAcrossRestart: `parley bench --reconnect` while its
+// parleyd is killed (SIGKILL, acks in flight lost) and restarted on the
+// same port and data directory, so that every connection drops at once.
+// The connections reconnect, resync, resend what was unacknowledged, and
+// the bench still proves that every message was acked once, stored once
+// and delivered to every recipient, none out of order.
+func TestBenchReconnectAcrossRestart(t *testing.T) {
+	for _, args := range [][]string{
+		{"direct", "--conns", "10", "--duration", "5s", "--rate", "200"},
+		{"direct", "--conns", "10", "--duration", "5s"}, // as fast as acks allow: sends in flight at the kill
+		{"group", "--conns", "12", "--group-size", "4", "--senders", "2", "--duration", "5s", "--rate", "150"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			srv, err := spawn.Start(parleydBin, t.TempDir(), []string{"PARLEY_LIMITS=off"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Stop(10 * time.Second) })
+			var out bytes.Buffer
+			cmd := exec.Command(parleyBin, append([]string{"bench"}, append(args, "--server", srv.Base, "--reconnect", "--json")...)...)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			// Kill once messages flow, stay down a moment (redials fail),
+			// then start again on the same port and data.
+			stored := waitStored(t, srv.Base, 100, exited)
+			srv.Kill()
+			time.Sleep(400 * time.Millisecond)
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			var err2 error
+			select {
+			case err2 = <-exited:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+				t.Fatalf("parley bench did not finish:\n%s", out.String())
+			}
+			if err2 != nil {
+				t.Fatalf("parley bench %v: %v\n%s", args, err2, out.String())
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			var r struct {
+				Sent, Acked, Expected int64
+				Delivered, Lost       int64
+				Duplicates, Reordered int64
+				Reconnects            int64
+				Resent, Redelivered   int64
+				ServerCloses          int64 `json:"server_closes"`
+				ReconnectMs           *struct {
+					P50, P99, Max float64
+				} `json:"reconnect_ms"`
+			}
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+				t.Fatalf("last line is not the JSON result: %v\n%s", err, out.String())
+			}
+			conns := int64(10)
+			if args[0] == "group" {
+				conns = 12
+			}
+			switch {
+			case r.Lost != 0 || r.Duplicates != 0 || r.Reordered != 0:
+				t.Fatalf("lost %d, duplicates %d, reordered %d\n%s", r.Lost, r.Duplicates, r.Reordered, out.String())
+			case r.Acked != r.Sent || r.Delivered != r.Expected || r.Expected == 0:
+				t.Fatalf("sent %d acked %d; expected %d delivered %d\n%s", r.Sent, r.Acked, r.Expected, r.Delivered, out.String())
+			case r.Reconnects < conns || r.ServerCloses < conns || r.ReconnectMs == nil || r.ReconnectMs.Max <= 0:
+				t.Fatalf("every connection must have dropped and reconnected: %+v\n%s", r, out.String())
+			case r.Acked <= stored:
+				t.Fatalf("nothing acked after the restart (%d acked, %d stored before the kill)\n%s", r.Acked, stored, out.String())
+			}
+			if !strings.Contains(out.String(), "reconnects ") {
+				t.Fatalf("the text output has no reconnect line:\n%s", out.String())
+			}
+			t.Logf("sent %d, reconnects %d (close to ready ms p50 %.0f max %.0f), resent %d, redelivered %d",
+				r.Sent, r.Reconnects, r.ReconnectMs.P50, r.ReconnectMs.Max, r.Resent, r.Redelivered)
+		})
+	}
+}
+
+// waitStored polls the server's parley_messages_stored_total until it
+// reaches n and returns it; it fails the test if the bench exits first or
+// a minute passes.
+func waitStored(t *testing.T, base string, n int64, exited <-chan error) int64 {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			t.Fatalf("parley bench exited before the restart: %v", err)
+		default:
+		}
+		if resp, err := http.Get(base + "/metrics"); err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for line := range strings.SplitSeq(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "parley_messages_stored_total "); ok {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && int64(f) >= n {
+						return int64(f)
+					}
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the server did not store %d messages within a minute", n)
+	return 0
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,6 +55,14 @@ type Options struct {
 	PerProcess    int
 	WorkerCommand func() *exec.Cmd
 	Progress      func(string) // a progress line, about every second (nil: none)
+	// Reconnect (direct, group) makes a connection that the server or the
+	// network closes dial again, resync and resend instead of failing the
+	// run; the checks then mean what reconnect.go says. Off by default.
+	Reconnect bool
+	// Drain (with Reconnect) is how long, after the sending time, the run
+	// waits for every send to be acked and every acked message to be
+	// delivered. Default 10 s.
+	Drain time.Duration
 }
 
 func (o *Options) defaults() {
@@ -111,6 +120,9 @@ func (o *Options) defaults() {
 	if o.Progress == nil {
 		o.Progress = func(string) {}
 	}
+	if o.Drain <= 0 {
+		o.Drain = 10 * time.Second
+	}
 }
 
 // Result is what a run measured. The JSON keys up to server_cpu_seconds
@@ -156,6 +168,29 @@ type Result struct {
 	FailedConnections int64            `json:"failed_connections"`
 	ServerCloses      int64            `json:"server_closes"`
 	Errors            map[string]int64 `json:"errors"`
+	// Reconnects is how many times a connection closed by the server or
+	// the network reached ready again (Reconnect; 0 without).
+	Reconnects int64 `json:"reconnects"`
+	// ReconnectMs is the time from a close to the next ready, in ms (set
+	// with Reconnect only).
+	ReconnectMs *Quantiles `json:"reconnect_ms,omitempty"`
+	// Resent is how many sends were written again after a reconnect or a
+	// retryable refusal, with their client_msg_id unchanged (Reconnect).
+	Resent int64 `json:"resent,omitempty"`
+	// Redelivered is how many messages arrived at a connection that
+	// already held their (conversation, seq) and were dropped as a client
+	// drops them (Reconnect; without it such a message is a duplicate).
+	Redelivered int64 `json:"redelivered,omitempty"`
+	// FinalSyncDeliveries is how many deliveries only the drain's final
+	// sync brought (Reconnect; see settleExact).
+	FinalSyncDeliveries int64 `json:"final_sync_deliveries,omitempty"`
+}
+
+// Quantiles summarize durations, in milliseconds.
+type Quantiles struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
 }
 
 // OK reports whether the run saw no loss, duplicate or reordering and
@@ -166,8 +201,14 @@ func (r *Result) OK() bool {
 
 // Run runs one scenario.
 func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Reconnect && o.Scenario != "direct" && o.Scenario != "group" {
+		return nil, fmt.Errorf("reconnecting applies to the direct and group scenarios, not %q", o.Scenario)
+	}
 	o.defaults()
 	b := &bench{o: o, res: &Result{Scenario: o.Scenario, Conns: o.Conns, Errors: map[string]int64{}}, http: &http.Client{Timeout: 60 * time.Second}}
+	var cancelRun context.CancelFunc
+	b.runCtx, cancelRun = context.WithCancel(ctx)
+	defer cancelRun()
 	for i := range b.shards {
 		b.shards[i].ack = newHist()
 		b.shards[i].e2e = newHist()
@@ -191,7 +232,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("unknown scenario %q (connections, direct, group, offline, storm)", o.Scenario)
 	}
 	b.stopped.Store(true)
+	cancelRun()
 	b.closeAll()
+	b.bg.Wait()
 	b.finish()
 	return b.res, err
 }
@@ -214,6 +257,26 @@ type bench struct {
 	stopped                 atomic.Bool // the bench is closing its connections
 	sendSeconds             float64     // offline: how long the pile-up took to send
 	errMu                   sync.Mutex
+
+	// runCtx ends when the scenario is over: the reconnecting
+	// connections' goroutines (counted in bg) return then.
+	runCtx                          context.Context
+	bg                              sync.WaitGroup
+	reconnects, resent, redelivered atomic.Int64
+	reconnMu                        sync.Mutex
+	reconnTimes                     []time.Duration // close to ready, one per reconnect
+	// exact: Lost and Delivered come from deliveryCheck (Reconnect), not
+	// from expected - delivered.
+	exact     bool
+	exactLost int64
+}
+
+// noteReconnect records a reconnect that took d from the close to ready.
+func (b *bench) noteReconnect(d time.Duration) {
+	b.reconnects.Add(1)
+	b.reconnMu.Lock()
+	b.reconnTimes = append(b.reconnTimes, d)
+	b.reconnMu.Unlock()
 }
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 120_000_000, 3) } // µs, up to 2 min
@@ -229,8 +292,25 @@ func (b *bench) finish() {
 	r.Sent, r.Acked, r.Delivered = b.sent.Load(), b.acked.Load(), b.delivered.Load()
 	r.Duplicates, r.Reordered = b.dups.Load(), b.reordered.Load()
 	r.ServerCloses, r.FailedConnections = b.closes.Load(), b.failed.Load()
-	if r.Expected > r.Delivered {
+	if b.exact {
+		r.Lost = b.exactLost
+		r.Delivered = r.Expected - r.Lost // deliveries of acked messages
+	} else if r.Expected > r.Delivered {
 		r.Lost = r.Expected - r.Delivered
+	}
+	r.Reconnects, r.Resent, r.Redelivered = b.reconnects.Load(), b.resent.Load(), b.redelivered.Load()
+	if b.o.Reconnect {
+		b.reconnMu.Lock()
+		times := slices.Clone(b.reconnTimes)
+		b.reconnMu.Unlock()
+		r.ReconnectMs = &Quantiles{}
+		if len(times) > 0 {
+			slices.Sort(times)
+			at := func(q float64) float64 {
+				return float64(times[min(len(times)-1, int(q*float64(len(times))))].Microseconds()) / 1000
+			}
+			r.ReconnectMs.P50, r.ReconnectMs.P99, r.ReconnectMs.Max = at(0.5), at(0.99), float64(times[len(times)-1].Microseconds())/1000
+		}
 	}
 	ack, e2e := newHist(), newHist()
 	for i := range b.shards {
@@ -331,8 +411,9 @@ func forEach(ctx context.Context, n, workers int, fn func(ctx context.Context, i
 // ---- server metrics ----
 
 type serverStats struct {
-	rss float64
-	cpu float64
+	rss   float64
+	cpu   float64
+	start float64 // process_start_time_seconds: tells a restarted process
 }
 
 func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
@@ -361,6 +442,8 @@ func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
 			s.rss = v
 		case "process_cpu_seconds_total":
 			s.cpu = v
+		case "process_start_time_seconds":
+			s.start = v
 		}
 	}
 	if s.rss == 0 {
@@ -428,7 +511,12 @@ func (b *bench) measureServer(ctx context.Context, phase func() error) error {
 	err = phase()
 	after, serr := b.serverStats(ctx, false)
 	if serr == nil {
-		b.res.ServerCPUSeconds = after.cpu - before.cpu
+		// A server that restarted meanwhile (--reconnect), or another node
+		// behind a load balancer, counts its CPU from another start: then
+		// the figure is unknown and stays 0.
+		if after.start == before.start {
+			b.res.ServerCPUSeconds = after.cpu - before.cpu
+		}
 		b.res.ServerRSSBytes = int64(after.rss)
 	}
 	return err

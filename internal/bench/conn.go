@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -13,61 +14,149 @@ import (
 )
 
 // conn is one benchmark connection: it reads on its own goroutine and
-// checks every message frame for order, duplicates and loss.
+// checks every message frame for order, duplicates and loss. Without
+// Options.Reconnect it has one socket for its life; with it, a socket
+// that ends is replaced (reconnect.go) and the conn's counters, checks
+// and unacknowledged sends carry over.
 type conn struct {
 	b     *bench
 	idx   int
 	dev   device
-	c     *client.Conn
 	shard int
 
 	mu       sync.Mutex
-	pending  map[string]time.Time // send request id -> when written
+	sock     *client.Conn         // the current socket; replaced only with Reconnect
+	pending  map[string]time.Time // send request id -> when written (without Reconnect)
 	reqs     map[string]chan *client.InFrame
 	track    map[string]*seqTrack // per conversation
 	received int64                // deliveries counted (messages from others)
 	reqN     int
 	readyAt  time.Time
-	closed   chan struct{}
+	closed   chan struct{} // closed when the connection has ended for good
 	window   chan struct{} // sends in flight, when sending as fast as acks allow
 	lastAck  atomic.Int64
 	ackedN   atomic.Int64
 	bytesIn  atomic.Int64
-	dropped  atomic.Bool // closed by the bench on purpose (storm)
-	noE2E    bool        // do not record end-to-end latency (set before traffic)
+	dropped  atomic.Bool  // closed by the bench on purpose (storm)
+	noE2E    bool         // do not record end-to-end latency (set before traffic)
+	rc       *reconnState // the reconnecting state, with Options.Reconnect; nil without
 }
 
 // seqTrack checks one conversation's message stream on one connection:
-// last is the highest seq seen; missing holds seqs skipped over.
+// last is the highest seq seen; missing holds seqs skipped over. The
+// seqs held are 1..last but the missing ones.
 type seqTrack struct {
 	last       int64
 	missing    map[int64]bool
 	fromOthers map[int64]bool // seqs of others' messages received (for loss)
+
+	// With Reconnect only:
+	liveEpoch int              // the socket liveLast belongs to
+	liveLast  int64            // the highest seq that socket delivered live
+	ids       map[msgKey]int64 // (sender, client_msg_id) -> the first seq seen with it
+	extraSeqs map[msgKey][]int64
 }
 
-func (b *bench) dial(ctx context.Context, i int, d device) (*conn, error) {
+// hold records seq as held. filled reports that it filled a hole below
+// last; repeated, that it was already held.
+func (t *seqTrack) hold(seq int64) (filled, repeated bool) {
+	switch {
+	case seq == t.last+1:
+		t.last = seq
+	case seq > t.last+1:
+		if t.missing == nil {
+			t.missing = map[int64]bool{}
+		}
+		for s := t.last + 1; s < seq; s++ {
+			t.missing[s] = true
+		}
+		t.last = seq
+	case t.missing[seq]:
+		delete(t.missing, seq)
+		filled = true
+	default:
+		repeated = true
+	}
+	return filled, repeated
+}
+
+// holds reports whether seq is held.
+func (t *seqTrack) holds(seq int64) bool {
+	return seq >= 1 && seq <= t.last && !t.missing[seq]
+}
+
+// heldUpto is the highest seq such that it and every lower seq are held
+// (the protocol's held_upto).
+func (t *seqTrack) heldUpto() int64 {
+	h := t.last
+	for s := range t.missing {
+		h = min(h, s-1)
+	}
+	return h
+}
+
+// trackOf returns the conversation's seqTrack, made on first use. The
+// caller holds k.mu.
+func (k *conn) trackOf(conv string) *seqTrack {
+	t := k.track[conv]
+	if t == nil {
+		t = &seqTrack{fromOthers: map[int64]bool{}}
+		k.track[conv] = t
+	}
+	return t
+}
+
+// openSocket dials /v1/ws with the device's token and waits (at most
+// 30 s, or until ctx ends) for ready. It returns the socket, the ready
+// frame and its size in bytes.
+func (b *bench) openSocket(ctx context.Context, i int, d device) (*client.Conn, *client.InFrame, int, error) {
 	c, err := client.Dial(ctx, b.o.Server, d.token, b.dialer(i))
 	if err != nil {
-		return nil, err
+		return nil, nil, 0, err
 	}
-	k := &conn{b: b, idx: i, dev: d, c: c, shard: i % len(b.shards), pending: map[string]time.Time{},
-		reqs: map[string]chan *client.InFrame{}, track: map[string]*seqTrack{}, closed: make(chan struct{}),
-		window: make(chan struct{}, b.o.Window)}
+	stop := context.AfterFunc(ctx, func() { _ = c.Abort() })
+	defer stop()
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	f, raw, err := c.ReadFrame()
 	if err != nil {
-		c.Abort()
-		return nil, fmt.Errorf("waiting for ready: %w", err)
+		_ = c.Abort()
+		return nil, nil, 0, fmt.Errorf("waiting for ready: %w", err)
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	k.bytesIn.Add(int64(len(raw)))
 	if f.Type != "ready" {
-		c.Abort()
-		return nil, errUnexpected(f)
+		_ = c.Abort()
+		return nil, nil, 0, errUnexpected(f)
 	}
+	return c, f, len(raw), nil
+}
+
+func (b *bench) dial(ctx context.Context, i int, d device) (*conn, error) {
+	c, ready, n, err := b.openSocket(ctx, i, d)
+	if err != nil {
+		return nil, err
+	}
+	k := &conn{b: b, idx: i, dev: d, sock: c, shard: i % len(b.shards), pending: map[string]time.Time{},
+		reqs: map[string]chan *client.InFrame{}, track: map[string]*seqTrack{}, closed: make(chan struct{}),
+		window: make(chan struct{}, b.o.Window)}
+	k.bytesIn.Add(int64(n))
 	k.readyAt = time.Now()
-	go k.read()
+	if !b.o.Reconnect {
+		go k.read(c, k.closed)
+		return k, nil
+	}
+	k.rc = newReconnState(ready.PingInterval)
+	go k.read(c, k.rc.sockDone)
+	b.bg.Add(2)
+	go k.supervise(c, k.rc.sockDone)
+	go k.pump()
 	return k, nil
+}
+
+// socket is the current socket.
+func (k *conn) socket() *client.Conn {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sock
 }
 
 func errUnexpected(f *client.InFrame) error {
@@ -128,16 +217,17 @@ func (b *bench) connectAll(ctx context.Context, devs []device, n int) (time.Dura
 func (b *bench) closeAll() {
 	for _, k := range b.conns {
 		if k != nil {
-			_ = k.c.Close()
+			_ = k.socket().Close()
 		}
 	}
 }
 
-// read handles the server's frames.
-func (k *conn) read() {
-	defer close(k.closed)
+// read handles the frames of one socket, and closes done when the
+// socket ends.
+func (k *conn) read(sock *client.Conn, done chan struct{}) {
+	defer close(done)
 	for {
-		f, raw, err := k.c.ReadFrame()
+		f, raw, err := sock.ReadFrame()
 		if err != nil {
 			if raw == nil {
 				if !k.b.stopped.Load() && !k.dropped.Load() {
@@ -155,6 +245,10 @@ func (k *conn) read() {
 				k.onMessage(f.Message, now, true)
 			}
 		case "ack":
+			if k.rc != nil {
+				k.onAckReconnect(f, now)
+				continue
+			}
 			k.mu.Lock()
 			t, ok := k.pending[f.ID]
 			delete(k.pending, f.ID)
@@ -167,7 +261,13 @@ func (k *conn) read() {
 				k.release()
 			}
 		case "error":
+			if f.Error == nil {
+				continue
+			}
 			k.b.countError(string(f.Error.Code))
+			if k.rc != nil && k.onSendError(f) {
+				continue
+			}
 			k.mu.Lock()
 			_, isSend := k.pending[f.ID]
 			delete(k.pending, f.ID)
@@ -211,34 +311,21 @@ func (k *conn) release() {
 // Live messages must come in seq order; messages fetched by sync and
 // history come in pages that may go backwards, so filling a hole with
 // them is no reordering.
+//
+// Without Reconnect the checks are strict: a seq seen twice is a
+// duplicate. With it, onMessageReconnect classifies (reconnect.go).
 func (k *conn) onMessage(m *parley.Message, now time.Time, live bool) {
 	if !m.EditedAt.IsZero() {
 		return
 	}
+	if k.rc != nil {
+		k.onMessageReconnect(m, now, live)
+		return
+	}
 	k.mu.Lock()
-	t := k.track[m.ConversationID]
-	if t == nil {
-		t = &seqTrack{fromOthers: map[int64]bool{}}
-		k.track[m.ConversationID] = t
-	}
-	var dup, reord bool
-	switch {
-	case m.Seq == t.last+1:
-		t.last = m.Seq
-	case m.Seq > t.last+1:
-		if t.missing == nil {
-			t.missing = map[int64]bool{}
-		}
-		for s := t.last + 1; s < m.Seq; s++ {
-			t.missing[s] = true
-		}
-		t.last = m.Seq
-	case t.missing[m.Seq]:
-		delete(t.missing, m.Seq)
-		reord = live
-	default:
-		dup = true
-	}
+	t := k.trackOf(m.ConversationID)
+	filled, dup := t.hold(m.Seq)
+	reord := filled && live
 	others := m.SenderDeviceID != k.dev.deviceID
 	if others && !dup {
 		t.fromOthers[m.Seq] = true
@@ -271,35 +358,55 @@ func (b *bench) record(shard int, ack bool, d time.Duration) {
 }
 
 // send writes one message; the ack is matched by the request id.
+// With Reconnect it only queues the message (reconnect.go) and never
+// fails.
 func (k *conn) send(conv string, now time.Time) error {
+	if k.rc != nil {
+		k.enqueue(conv, now)
+		return nil
+	}
 	k.mu.Lock()
 	k.reqN++
 	id := "s" + strconv.Itoa(k.reqN)
 	k.pending[id] = now
+	sock := k.sock
 	k.mu.Unlock()
 	k.b.sent.Add(1)
-	err := k.c.Write(client.OutFrame{Type: "send", ID: id, ConversationID: conv, ClientMsgID: k.dev.deviceID[:8] + id, Body: k.b.body(now)})
+	err := sock.Write(client.OutFrame{Type: "send", ID: id, ConversationID: conv, ClientMsgID: k.dev.deviceID[:8] + id, Body: k.b.body(now)})
 	if err != nil {
 		k.b.countError(errCode(err))
 	}
 	return err
 }
 
-// request writes a frame with a fresh id and returns the channel its
-// reply (or error) arrives on.
-func (k *conn) request(f client.OutFrame) (<-chan *client.InFrame, error) {
+// request writes a frame with a fresh id on the current socket and
+// returns the id, the channel its reply (or error) arrives on, the
+// socket, and a channel closed when that socket ends.
+func (k *conn) request(f client.OutFrame) (string, <-chan *client.InFrame, *client.Conn, <-chan struct{}, error) {
 	ch := make(chan *client.InFrame, 1)
 	k.mu.Lock()
 	k.reqN++
 	f.ID = "r" + strconv.Itoa(k.reqN)
 	k.reqs[f.ID] = ch
+	sock, done := k.sock, k.closed
+	if k.rc != nil {
+		done = k.rc.sockDone
+	}
 	k.mu.Unlock()
-	return ch, k.c.Write(f)
+	return f.ID, ch, sock, done, sock.Write(f)
 }
 
-// inFlight is the number of sends awaiting their ack.
+// errSocketClosed: the socket a request was written on ended before its
+// reply came.
+var errSocketClosed = errors.New("connection closed")
+
+// inFlight is the number of sends awaiting their ack (with Reconnect,
+// those waiting to be written too).
 func (k *conn) inFlight() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.rc != nil {
+		return len(k.rc.inflight) + len(k.rc.outbox)
+	}
 	return len(k.pending)
 }

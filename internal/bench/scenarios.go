@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -123,6 +124,20 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 	if f := b.failed.Load(); f > 0 {
 		return fmt.Errorf("%d connections failed", f)
 	}
+	if b.o.Reconnect {
+		// Each connection takes a position to resync from after a
+		// reconnect: a full-state sync, cheap while the conversations are
+		// empty.
+		err := forEach(ctx, n, b.o.DialConc, func(ctx context.Context, i int) error {
+			if err := b.conns[i].catchUp(ctx); err != nil && !errors.Is(err, errSocketClosed) {
+				return fmt.Errorf("first sync: %w", err)
+			}
+			return nil // closed meanwhile: the reconnect resyncs
+		})
+		if err != nil {
+			return err
+		}
+	}
 	var senderConns []*conn
 	var senderConv []string
 	for g := range groups {
@@ -135,14 +150,18 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 	return b.measureServer(ctx, func() error {
 		began := time.Now()
 		b.sendFor(ctx, senderConns, senderConv)
-		b.waitAcks(ctx, 30*time.Second)
-		sendEnd := time.Now()
-		for _, k := range b.conns { // latest ack
-			if t := k.lastAck.Load(); t > 0 && time.Unix(0, t).After(sendEnd) {
-				sendEnd = time.Unix(0, t)
-			}
+		if b.o.Reconnect {
+			drainEnd := time.Now().Add(b.o.Drain)
+			b.waitAcks(ctx, b.o.Drain)
+			b.res.DurationSeconds = b.sendingTime(began)
+			b.exact = true
+			var stray int64
+			b.res.Expected, b.exactLost, stray = b.settleExact(ctx, groups, members, convs, drainEnd)
+			b.dups.Add(stray)
+			return nil
 		}
-		b.res.DurationSeconds = min(time.Since(began), sendEnd.Sub(began)).Seconds()
+		b.waitAcks(ctx, 30*time.Second)
+		b.res.DurationSeconds = b.sendingTime(began)
 		// Expected: every acked message at every member connection but
 		// its sender's.
 		perConv := map[string]int64{}
@@ -162,6 +181,69 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 		}
 		b.res.Expected = expected
 		b.settle(ctx, expected, 30*time.Second)
+		return nil
+	})
+}
+
+// sendingTime is the time from began to the latest ack (or to now, if
+// earlier).
+func (b *bench) sendingTime(began time.Time) float64 {
+	sendEnd := time.Now()
+	for _, k := range b.conns { // latest ack
+		if t := k.lastAck.Load(); t > 0 && time.Unix(0, t).After(sendEnd) {
+			sendEnd = time.Unix(0, t)
+		}
+	}
+	return min(time.Since(began), sendEnd.Sub(began)).Seconds()
+}
+
+// settleExact waits until every acked message is held by every member
+// connection but its sender's, or until deadline, and returns what
+// deliveryCheck found (Reconnect). When the loss stops shrinking for 2 s,
+// every open connection syncs once more, as a client that stays connected
+// does now and then: a node that dies between committing a message and
+// announcing it leaves connections on other nodes to learn of it from
+// the next message of the conversation or from sync (docs/protocol.md,
+// section 6), and after the last message only sync remains. What that
+// sync brought is Result.FinalSyncDeliveries.
+func (b *bench) settleExact(ctx context.Context, groups, members int, convs []string, deadline time.Time) (expected, lost, stray int64) {
+	lastLost, lastChange, finalSynced := int64(-1), time.Now(), false
+	for {
+		expected, lost, stray = 0, 0, 0
+		for g := range groups {
+			e, l, s := deliveryCheck(convs[g], b.conns[g*members:(g+1)*members])
+			expected, lost, stray = expected+e, lost+l, stray+s
+		}
+		if lost == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return expected, lost, stray
+		}
+		if lost != lastLost {
+			lastLost, lastChange = lost, time.Now()
+		} else if !finalSynced && time.Since(lastChange) > 2*time.Second {
+			finalSynced = true
+			before := b.delivered.Load()
+			b.finalSync(ctx, deadline)
+			b.res.FinalSyncDeliveries = b.delivered.Load() - before
+			continue
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// finalSync runs a catch-up on every connection that is up (the others
+// are reconnecting and will resync anyway), until deadline at most.
+func (b *bench) finalSync(ctx context.Context, deadline time.Time) {
+	b.o.Progress("deliveries stalled short of the acks: syncing every connection once more")
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	_ = forEach(ctx, len(b.conns), b.o.DialConc, func(ctx context.Context, i int) error {
+		k := b.conns[i]
+		k.mu.Lock()
+		up := k.rc.up
+		k.mu.Unlock()
+		if up {
+			_ = k.catchUp(ctx) // a failure here shows as loss
+		}
 		return nil
 	})
 }
@@ -225,8 +307,12 @@ func (b *bench) progressLoop(done chan struct{}) {
 		case <-t.C:
 		}
 		a, d := b.acked.Load(), b.delivered.Load()
-		b.o.Progress(fmt.Sprintf("sent %d, acked %d (%d/s), delivered %d (%d/s), dup %d, reordered %d, errors %d",
-			b.sent.Load(), a, a-lastAcked, d, d-lastDelivered, b.dups.Load(), b.reordered.Load(), b.errorCount()))
+		line := fmt.Sprintf("sent %d, acked %d (%d/s), delivered %d (%d/s), dup %d, reordered %d, errors %d",
+			b.sent.Load(), a, a-lastAcked, d, d-lastDelivered, b.dups.Load(), b.reordered.Load(), b.errorCount())
+		if b.o.Reconnect {
+			line += fmt.Sprintf(", reconnects %d", b.reconnects.Load())
+		}
+		b.o.Progress(line)
 		lastAcked, lastDelivered = a, d
 	}
 }
@@ -318,27 +404,48 @@ func (k *conn) syncAll(ctx context.Context, position string, limit int) (string,
 	return position, rounds, nil
 }
 
-// roundTrip sends a request and waits (at most 30 s) for its reply.
+// roundTrip sends a request and waits (at most 30 s) for its reply. With
+// Reconnect, a socket that does not answer within 30 s is aborted (the
+// supervisor reconnects) and the error wraps errSocketClosed.
 func (k *conn) roundTrip(ctx context.Context, f client.OutFrame) (*client.InFrame, error) {
-	ch, err := k.request(f)
+	id, ch, sock, done, err := k.request(f)
 	if err != nil {
+		k.forget(id)
+		if k.rc != nil {
+			_ = sock.Abort()
+			return nil, fmt.Errorf("writing %s: %w (%w)", f.Type, errSocketClosed, err)
+		}
 		return nil, err
 	}
 	timeout := time.NewTimer(30 * time.Second)
 	defer timeout.Stop()
 	select {
 	case <-timeout.C:
+		k.forget(id)
+		if k.rc != nil {
+			_ = sock.Abort()
+			return nil, fmt.Errorf("no reply to %s within 30s: %w", f.Type, errSocketClosed)
+		}
 		return nil, fmt.Errorf("no reply to %s within 30s", f.Type)
 	case r := <-ch:
 		if r.Type == "error" {
 			return r, r.Error
 		}
 		return r, nil
-	case <-k.closed:
-		return nil, fmt.Errorf("connection closed during %s", f.Type)
+	case <-done:
+		k.forget(id)
+		return nil, fmt.Errorf("%w during %s", errSocketClosed, f.Type)
 	case <-ctx.Done():
+		k.forget(id)
 		return nil, ctx.Err()
 	}
+}
+
+// forget drops a request whose reply is no longer awaited.
+func (k *conn) forget(id string) {
+	k.mu.Lock()
+	delete(k.reqs, id)
+	k.mu.Unlock()
 }
 
 // offline: devices go away, messages pile up in many conversations, the
@@ -388,7 +495,7 @@ func (b *bench) offline(ctx context.Context) error {
 	}
 	for _, k := range b.conns {
 		k.dropped.Store(true)
-		_ = k.c.Close()
+		_ = k.socket().Close()
 	}
 	// Messages pile up: the sender sends Messages per receiver, round
 	// robin over its conversations, as fast as acks allow.
@@ -396,7 +503,7 @@ func (b *bench) offline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() { sk.dropped.Store(true); _ = sk.c.Close() }()
+	defer func() { sk.dropped.Store(true); _ = sk.socket().Close() }()
 	total := receivers * b.o.Messages
 	sendStart := time.Now()
 	for i := range total {
@@ -498,7 +605,7 @@ func (b *bench) storm(ctx context.Context) error {
 		for _, k := range old {
 			if k != nil {
 				k.dropped.Store(true)
-				_ = k.c.Abort()
+				_ = k.socket().Abort()
 			}
 		}
 		done := make(chan struct{})

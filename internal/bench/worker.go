@@ -98,7 +98,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	report(workerStatus{Ready: ready.Load(), Failed: b.failed.Load(), Closed: b.closes.Load(), Done: true})
 	for _, k := range conns {
 		if k != nil {
-			_ = k.c.Close()
+			_ = k.socket().Close()
 		}
 	}
 	return nil

@@ -336,6 +336,8 @@ var parleySettings = []string{
 	"default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions",
 	"timeout tunnel 1h",
 	"timeout check 3s",
+	"retries 3",
+	"option redispatch 1",
 }
 
 func TestHAProxyConfigsAgree(t *testing.T) {

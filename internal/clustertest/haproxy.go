@@ -42,6 +42,10 @@ defaults
 	timeout server-fin 5s
 	# Longer than /readyz's own 2 s bound, so a slow store shows as a 503.
 	timeout check 3s
+	# A connection refused by a node that just died (not yet marked down)
+	# is retried on another node instead of failing the client.
+	retries 3
+	option redispatch 1
 
 frontend parley
 	bind 127.0.0.1:{{.Port}}
