@@ -72,7 +72,7 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		History:     1,
 		// Twice the TTL: a record is judged by its value, the bucket only
 		// has to drop what no node will ever delete.
-		TTL:     2 * opts.TTL,
+		TTL: 2 * opts.TTL,
 		// On disk, so a restarted NATS server still has the bucket.
 		Storage: jetstream.FileStorage,
 	})
