@@ -3,8 +3,10 @@
 // serves on 127.0.0.1:8080.
 //
 //	parleyd [flags]                  serve
-//	parleyd admin grant HANDLE       make a user an admin (against --data)
-//	parleyd keys rotate              start a new token signing key (against --data)
+//	parleyd admin grant HANDLE       make a user an admin (against the store)
+//	parleyd keys rotate              start a new token signing key (in the store)
+//	parleyd backup FILE              snapshot the embedded store, online
+//	parleyd restore [--force] FILE   install a snapshot (the server stopped)
 //
 // Every flag has an environment variable; see docs/operations.md.
 package main
@@ -39,6 +41,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return adminCommand(ctx, args[1:], getenv, stdout, stderr)
 		case "keys":
 			return keysCommand(ctx, args[1:], getenv, stdout, stderr)
+		case "backup":
+			return backupCommand(ctx, args[1:], getenv, stdout, stderr)
+		case "restore":
+			return restoreCommand(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
@@ -48,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if len(rest) > 0 {
-		return fmt.Errorf("unknown command %q (want admin or keys, or no command to serve)", rest[0])
+		return fmt.Errorf("unknown command %q (want admin, keys, backup or restore, or no command to serve)", rest[0])
 	}
 	return serve(ctx, cfg, getenv, stderr)
 }
