@@ -60,6 +60,7 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.IntVar(&o.PerToken, "per-token", 0, "connections per device token (default 10 for connections and storm, else 1)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "sending time (direct, group); holding time (connections)")
 	fs.Float64Var(&o.Rate, "rate", 0, "messages per second in all; 0 = as fast as acks allow")
+	fs.Float64Var(&o.HistoryRate, "history-rate", 0, "direct, group: newest-page history reads per second in all while sending (a user opening a conversation); 0 = none")
 	fs.IntVar(&o.Window, "window", 8, "sends in flight per sender when --rate is 0")
 	fs.IntVar(&o.GroupSize, "group-size", 10, "members per group (group)")
 	fs.IntVar(&o.Senders, "senders", 1, "senders per group (group)")
@@ -256,6 +257,10 @@ func printResult(w io.Writer, r *bench.Result) {
 			r.Conns, r.ResyncSeconds, r.CatchUpP50Ms, r.CatchUpP99Ms, r.CatchUpMaxMs, r.ResyncDialMaxMs, r.ResyncSyncMaxMs)
 	case "connections":
 		fmt.Fprintf(w, "server RSS per connection: %.2f KiB (before %.1f MiB, after %.1f MiB)\n", r.RSSPerConnBytes/1024, float64(r.ServerRSSBefore)/(1<<20), float64(r.ServerRSSBytes)/(1<<20))
+	}
+	if q := r.HistoryMs; q != nil {
+		fmt.Fprintf(w, "history reads %d, round trip ms: p50 %.2f p99 %.2f max %.2f; server's history cache: %d hits, %d misses\n",
+			r.HistoryReads, q.P50, q.P99, q.Max, r.HistoryCacheHits, r.HistoryCacheMisses)
 	}
 	if q := r.ReconnectMs; q != nil {
 		fmt.Fprintf(w, "reconnects %d, close to ready ms: p50 %.1f p99 %.1f max %.1f; sends resent %d; redelivered (dropped as already held) %d\n",

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ import (
 func TestBenchSmoke(t *testing.T) {
 	for _, args := range [][]string{
 		{"direct", "--conns", "10", "--duration", "1s"},
-		{"direct", "--conns", "10", "--duration", "1s", "--rate", "200"},
+		{"direct", "--conns", "10", "--duration", "1s", "--rate", "200", "--history-rate", "100"},
 		{"group", "--conns", "20", "--group-size", "5", "--senders", "2", "--duration", "1s"},
 		{"offline", "--conns", "2", "--convs", "5", "--messages", "300", "--sync-limit", "20"},
 		{"storm", "--conns", "60", "--per-token", "6"},
@@ -54,9 +55,14 @@ func TestBenchSmoke(t *testing.T) {
 				ServerRSS             int64   `json:"server_rss_bytes"`
 				FailedConnections     int64   `json:"failed_connections"`
 				CatchUpRounds         float64 `json:"catchup_round_trips_max"`
+				HistoryReads          int64   `json:"history_reads"`
+				HistoryCacheHits      int64   `json:"history_cache_hits"`
 			}
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
 				t.Fatalf("last line is not the JSON result: %v\n%s", err, out)
+			}
+			if slices.Contains(args, "--history-rate") && (r.HistoryReads == 0 || r.HistoryCacheHits == 0) {
+				t.Fatalf("--history-rate: %d reads, %d cache hits; want some of each", r.HistoryReads, r.HistoryCacheHits)
 			}
 			if r.Scenario != args[0] || r.Lost != 0 || r.Duplicates != 0 || r.Reordered != 0 || r.FailedConnections != 0 || r.ServerRSS == 0 || r.Acked != r.Sent {
 				t.Fatalf("result %+v\n%s", r, out)

@@ -39,6 +39,7 @@ type Options struct {
 	PerToken    int           // connections per device token (several sockets per device, like tabs)
 	Duration    time.Duration // sending time (direct, group)
 	Rate        float64       // messages per second in all; 0: as fast as acks allow
+	HistoryRate float64       // direct, group: newest-page history reads per second in all, while sending; 0: none
 	Window      int           // sends in flight per sender connection when Rate is 0
 	GroupSize   int           // group: members per group
 	Senders     int           // group: senders per group
@@ -171,6 +172,13 @@ type Result struct {
 	// Reconnects is how many times a connection closed by the server or
 	// the network reached ready again (Reconnect; 0 without).
 	Reconnects int64 `json:"reconnects"`
+	// History reads (--history-rate): how many, their round trip, and the
+	// server's history cache hits and misses in the measured phase (one
+	// node's, through a load balancer).
+	HistoryReads       int64      `json:"history_reads,omitempty"`
+	HistoryMs          *Quantiles `json:"history_ms,omitempty"`
+	HistoryCacheHits   int64      `json:"history_cache_hits,omitempty"`
+	HistoryCacheMisses int64      `json:"history_cache_misses,omitempty"`
 	// ReconnectMs is the time from a close to the next ready, in ms (set
 	// with Reconnect only).
 	ReconnectMs *Quantiles `json:"reconnect_ms,omitempty"`
@@ -414,6 +422,8 @@ type serverStats struct {
 	rss   float64
 	cpu   float64
 	start float64 // process_start_time_seconds: tells a restarted process
+	// The history cache's counters (parley_history_cache_*_total).
+	cacheHits, cacheMisses float64
 }
 
 func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
@@ -444,6 +454,10 @@ func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
 			s.cpu = v
 		case "process_start_time_seconds":
 			s.start = v
+		case "parley_history_cache_hits_total":
+			s.cacheHits = v
+		case "parley_history_cache_misses_total":
+			s.cacheMisses = v
 		}
 	}
 	if s.rss == 0 {
@@ -516,6 +530,8 @@ func (b *bench) measureServer(ctx context.Context, phase func() error) error {
 		// the figure is unknown and stays 0.
 		if after.start == before.start {
 			b.res.ServerCPUSeconds = after.cpu - before.cpu
+			b.res.HistoryCacheHits = int64(after.cacheHits - before.cacheHits)
+			b.res.HistoryCacheMisses = int64(after.cacheMisses - before.cacheMisses)
 		}
 		b.res.ServerRSSBytes = int64(after.rss)
 	}

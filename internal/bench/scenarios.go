@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/client"
 )
 
@@ -149,7 +151,12 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 	time.Sleep(500 * time.Millisecond) // presence and the initial frames settle
 	return b.measureServer(ctx, func() error {
 		began := time.Now()
+		var readers sync.WaitGroup
+		if b.o.HistoryRate > 0 {
+			readers.Go(func() { b.readHistory(ctx, convs, members) })
+		}
 		b.sendFor(ctx, senderConns, senderConv)
+		readers.Wait()
 		if b.o.Reconnect {
 			drainEnd := time.Now().Add(b.o.Drain)
 			b.waitAcks(ctx, b.o.Drain)
@@ -294,6 +301,56 @@ func (b *bench) sendFor(ctx context.Context, senders []*conn, convs []string) {
 		}()
 	}
 	wg.Wait()
+}
+
+// readHistory reads the newest history page (the default 50 messages) of
+// a random conversation, through one of its member connections, at
+// HistoryRate in all for the sending time: what apps do when a user opens
+// a conversation. The round trips go into the result's history_ms.
+func (b *bench) readHistory(ctx context.Context, convs []string, members int) {
+	ctx, cancel := context.WithTimeout(ctx, b.o.Duration)
+	defer cancel()
+	const readers = 16
+	interval := time.Duration(float64(time.Second) * readers / b.o.HistoryRate)
+	var (
+		mu    sync.Mutex
+		times []time.Duration
+		wg    sync.WaitGroup
+	)
+	for r := range readers {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(r), uint64(time.Now().UnixNano())))
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return
+				}
+				g := rnd.IntN(len(convs))
+				k := b.conns[g*members+rnd.IntN(members)]
+				start := time.Now()
+				if _, err := k.roundTrip(ctx, client.OutFrame{Type: "history", ID: probeID, ConversationID: convs[g]}); err != nil {
+					if ctx.Err() == nil {
+						b.countError("history:" + string(parley.ErrorCode(err)))
+					}
+					continue
+				}
+				mu.Lock()
+				times = append(times, time.Since(start))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(times) == 0 {
+		return
+	}
+	slices.Sort(times)
+	at := func(q float64) float64 { return float64(times[int(q*float64(len(times)-1))].Microseconds()) / 1000 }
+	b.res.HistoryReads = int64(len(times))
+	b.res.HistoryMs = &Quantiles{P50: at(0.5), P99: at(0.99), Max: at(1)}
 }
 
 func (b *bench) progressLoop(done chan struct{}) {
