@@ -48,10 +48,12 @@ type Core interface {
 // sessions are the whole truth, as on a single node.
 type Directory interface {
 	// Join records that userID has a live session on this node and
-	// reports whether no other node had one (the user just came online).
+	// reports whether no other node had one (the user just came online);
+	// of nodes joining at once, exactly one says so.
 	Join(ctx context.Context, userID string) (first bool, err error)
 	// Leave removes this node's record of userID and reports whether no
-	// other node has one (the user just went offline).
+	// other node has one (the user just went offline); of nodes leaving at
+	// once, at least one says so.
 	Leave(ctx context.Context, userID string) (last bool, err error)
 	// Online returns those of userIDs with a live session on any node.
 	Online(userIDs []string) []string

@@ -77,7 +77,14 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: presence bucket %s: %w", opts.Bucket, err)
+		// A bucket made by an earlier version with settings that cannot
+		// be changed in place (the storage type): use it as it is.
+		existing, kerr := js.KeyValue(ctx, opts.Bucket)
+		if kerr != nil {
+			return nil, fmt.Errorf("natsbus: presence bucket %s: %w", opts.Bucket, err)
+		}
+		b.log.Warn("natsbus: presence bucket kept with its old settings", "bucket", opts.Bucket, "err", err)
+		kv = existing
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx)
@@ -153,38 +160,79 @@ func (p *Presence) forget(user, node string) {
 	}
 }
 
-// elsewhere reports whether another node has a fresh record of user.
-// Callers hold p.mu.
-func (p *Presence) elsewhere(user string, nowMs int64) bool {
-	for node, ms := range p.seen[user] {
-		if node != p.node && nowMs-ms < p.ttl.Milliseconds() {
-			return true
-		}
-	}
-	return false
-}
-
-// Join implements wsgate.Directory.
+// Join implements wsgate.Directory. Whether the user was online elsewhere
+// is read from the bucket itself, not the mirror, which may lag: the user
+// is new online unless another node's fresh record is older than ours (so
+// of two nodes joining at once exactly one says first).
 func (p *Presence) Join(ctx context.Context, userID string) (bool, error) {
 	now := p.now().UnixMilli()
-	if err := p.put(ctx, userID, now); err != nil {
-		return false, err
+	rev, err := p.kv.Put(ctx, userID+"."+p.node, []byte(strconv.FormatInt(now, 10)))
+	if err != nil {
+		return false, fmt.Errorf("natsbus: presence join: %w", err)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.record(userID, p.node, now)
-	return !p.elsewhere(userID, now), nil
+	p.mu.Unlock()
+	others, err := p.others(ctx, userID, now)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range others {
+		if r < rev {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
-// Leave implements wsgate.Directory.
+// Leave implements wsgate.Directory. As Join, it reads the bucket: after
+// our delete, the user is gone unless another node has a fresh record (of
+// two nodes leaving at once, at least one sees the other's delete).
 func (p *Presence) Leave(ctx context.Context, userID string) (bool, error) {
 	if err := p.kv.Delete(ctx, userID+"."+p.node); err != nil {
 		return false, fmt.Errorf("natsbus: presence leave: %w", err)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.forget(userID, p.node)
-	return !p.elsewhere(userID, p.now().UnixMilli()), nil
+	p.mu.Unlock()
+	others, err := p.others(ctx, userID, p.now().UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	return len(others) == 0, nil
+}
+
+// others returns the revisions of the other nodes' fresh records of user,
+// read from the bucket.
+func (p *Presence) others(ctx context.Context, userID string, nowMs int64) ([]uint64, error) {
+	lister, err := p.kv.ListKeysFiltered(ctx, userID+".*")
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: presence: list %s: %w", userID, err)
+	}
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	// The channel closes once every key is listed, and the lister with
+	// it; Stop only releases one left half-read.
+	_ = lister.Stop()
+	var revs []uint64
+	for _, key := range keys {
+		if _, node, ok := splitKey(key); !ok || node == p.node {
+			continue
+		}
+		e, err := p.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("natsbus: presence: %w", err)
+		}
+		if ms, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil && nowMs-ms < p.ttl.Milliseconds() {
+			revs = append(revs, e.Revision())
+		}
+	}
+	return revs, nil
 }
 
 // Online implements wsgate.Directory from the mirror.

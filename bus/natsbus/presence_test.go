@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +36,15 @@ func TestPresenceAcrossNodes(t *testing.T) {
 		}
 	}()
 	ctx := t.Context()
+	// The bucket exists already, as an earlier version made it (in
+	// memory): its settings cannot change in place, and it is used as is.
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
 	const ttl = time.Second
 	var clock atomic.Int64 // ms added to the real clock
 	now := func() time.Time { return time.Now().Add(time.Duration(clock.Load()) * time.Millisecond) }
@@ -131,5 +142,68 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	}
 	if n1.Interval() != ttl/3 {
 		t.Fatalf("Interval %v", n1.Interval())
+	}
+}
+
+// TestPresenceRaces joins and leaves one user on two nodes at the same
+// moment, many times: exactly one join says the user came online, and at
+// least one leave says they went offline (two is a repeated offline,
+// harmless; none would leave them online for good).
+func TestPresenceRaces(t *testing.T) {
+	url := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
+	b, err := Connect(url, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var r [4]byte
+	rand.Read(r[:])
+	bucket := "parley_presence_test_" + hex.EncodeToString(r[:])
+	defer func() {
+		if js, err := jetstream.New(b.nc); err == nil {
+			js.DeleteKeyValue(context.Background(), bucket)
+		}
+	}()
+	ctx := t.Context()
+	nodes := make([]*Presence, 2)
+	for i := range nodes {
+		p, err := NewPresence(ctx, b, PresenceOptions{Bucket: bucket, Node: fmt.Sprint("n", i), TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		nodes[i] = p
+	}
+	for round := range 20 {
+		user := fmt.Sprint("u", round)
+		var firsts, lasts atomic.Int32
+		var wg sync.WaitGroup
+		for _, p := range nodes {
+			wg.Go(func() {
+				first, err := p.Join(ctx, user)
+				if err != nil {
+					t.Error(err)
+				}
+				if first {
+					firsts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		for _, p := range nodes {
+			wg.Go(func() {
+				last, err := p.Leave(ctx, user)
+				if err != nil {
+					t.Error(err)
+				}
+				if last {
+					lasts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if firsts.Load() != 1 || lasts.Load() < 1 {
+			t.Fatalf("round %d: %d joins said first (want 1), %d leaves said last (want at least 1)", round, firsts.Load(), lasts.Load())
+		}
 	}
 }

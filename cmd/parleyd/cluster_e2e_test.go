@@ -39,7 +39,10 @@ func clusterEnv(t *testing.T) []string {
 func TestTwoNodesShareTheStore(t *testing.T) {
 	env := clusterEnv(t)
 	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
-	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	// Node 2 gets a list of NATS servers, the first of them down: it
+	// connects to one that answers.
+	nats := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
+	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms", "--nats-url", "nats://127.0.0.1:1,"+nats)
 
 	aliceID, aliceToken := signup(t, n1.base, "alice")
 	// Node 1's token on node 2.
