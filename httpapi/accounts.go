@@ -19,7 +19,7 @@ type userBody struct {
 }
 
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
-	if ok, retry := h.authLimit.Allow(limitKey(clientIP(r)), time.Now()); !ok {
+	if ok, retry := h.authLimit.Allow(limitKey(h.clientIP(r)), time.Now()); !ok {
 		h.rateLimited(w, r, "auth", retry)
 		return
 	}
@@ -46,7 +46,7 @@ type loginRequest struct {
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	if ok, retry := h.authLimit.Allow(limitKey(clientIP(r)), time.Now()); !ok {
+	if ok, retry := h.authLimit.Allow(limitKey(h.clientIP(r)), time.Now()); !ok {
 		h.rateLimited(w, r, "auth", retry)
 		return
 	}

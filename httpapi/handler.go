@@ -6,6 +6,7 @@
 package httpapi
 
 import (
+	"net/netip"
 	"context"
 	"log/slog"
 	"net/http"
@@ -41,6 +42,12 @@ type Config struct {
 	// the IP. Default 10 per minute (0.1667/s), burst 10.
 	LoginRate  float64
 	LoginBurst int
+	// TrustedProxies are the load balancers in front (HAProxy): for a
+	// request from one of them, the client is the rightmost address of
+	// X-Forwarded-For that is not a trusted proxy itself. Without them,
+	// and for any other peer, the client is the peer (the header is
+	// ignored: anyone can write it).
+	TrustedProxies []netip.Prefix
 }
 
 func (c *Config) setDefaults(maxBody int) {

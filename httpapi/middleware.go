@@ -44,12 +44,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.ObserveHTTP(route, r.Method, sw.status, d)
 		if route != "GET /metrics" && route != "GET /healthz" && route != "GET /readyz" {
 			h.log.InfoContext(r.Context(), "request", "method", r.Method, "route", route,
-				"status", sw.status, "duration_ms", float64(d.Microseconds())/1000, "remote", clientIP(r))
+				"status", sw.status, "duration_ms", float64(d.Microseconds())/1000, "remote", h.clientIP(r))
 		}
 	}()
 	if unlimited(r.URL.Path) {
 		// Probes and scrapers neither spend nor are refused tokens.
-	} else if ok, retry := h.ipLimit.Allow(limitKey(clientIP(r)), start); !ok {
+	} else if ok, retry := h.ipLimit.Allow(limitKey(h.clientIP(r)), start); !ok {
 		h.rateLimited(sw, r, "ip", retry)
 		return
 	}
@@ -88,15 +88,47 @@ func (h *Handler) rateLimited(w http.ResponseWriter, r *http.Request, limit stri
 	h.writeError(w, r, parley.Errorf(parley.CodeRateLimited, "too many requests; retry after %d s", secs))
 }
 
-// clientIP is the peer address of the connection. Behind a proxy every
-// request would share the proxy's address; the cluster setup configures
-// trusted forwarding then.
-func clientIP(r *http.Request) string {
+// clientIP is the address of the client: the connection's peer or, when
+// the peer is a trusted proxy, the rightmost address of X-Forwarded-For
+// that is not a trusted proxy (the one the first trusted proxy saw;
+// addresses to its left were written by the client and prove nothing).
+func (h *Handler) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if len(h.cfg.TrustedProxies) == 0 || !h.trusted(host) {
+		return host
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			hop := strings.TrimSpace(parts[j])
+			if _, err := netip.ParseAddr(hop); err != nil {
+				return host // a malformed chain: trust nothing in it
+			}
+			if !h.trusted(hop) {
+				return hop
+			}
+		}
 	}
 	return host
+}
+
+// trusted reports whether ip is one of the trusted proxies.
+func (h *Handler) trusted(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // limitKey is the per-IP limit's key for ip: the address itself for IPv4,

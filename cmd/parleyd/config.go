@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -16,36 +17,37 @@ import (
 // then environment, then file, then the default. docs/operations.md
 // documents each one (a test checks that none is missing).
 type Config struct {
-	Listen          string        // address for HTTP and WebSocket; default 127.0.0.1:8080
-	Data            string        // data directory; default ./parley-data
-	Store           string        // "" = SQLite in Data; postgres://... = PostgreSQL
-	StoreReplica    string        // optional PostgreSQL streaming replica for lagging-tolerant reads
-	Roles           Roles         // what this node runs; default all
-	HistoryCache    int           // conversations whose newest page is cached; 0 = off
-	TLSCert, TLSKey string        // PEM files; TLS is on when both are set
-	AdminListen     string        // pprof listener; default off
-	NATSURL         string        // external NATS servers, comma-separated; default "" = embedded
-	NATSListen      string        // TCP address for the embedded NATS server; default "" = none
-	LogLevel        string        // debug, info, warn, error; default info
-	MaxBodyBytes    int           // largest message body, bytes; default 65536
-	AccessTTL       time.Duration // access token lifetime; default 15m
-	RefreshTTL      time.Duration // refresh token lifetime when unused; default 720h
-	KeyRotation     time.Duration // signing key rotation period; default 720h, 0 = manual only
-	PurgeInterval   time.Duration // how often expired messages are deleted; default 30s
-	Retention       time.Duration // messages older than this are purged; default 0 = keep forever
-	ShutdownTimeout time.Duration // bound on a graceful shutdown; default 15s
-	Limits          bool          // per-IP/per-user rate limits; default on
-	IPRate          float64       // requests per second per client IP; default 50
-	IPBurst         int           // default 100
-	UserRate        float64       // requests per second per user; default 20
-	UserBurst       int           // default 40
-	LoginRate       float64       // login attempts per second per handle; default 0.1667 (10/min)
-	LoginBurst      int           // default 10
-	AllowedOrigins  string        // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
-	PingInterval    time.Duration // WebSocket server ping period; default 25s
-	IdleTimeout     time.Duration // WebSocket closed after this long without a frame; default 60s
-	MaxFrameBytes   int           // largest WebSocket client frame; default 131072
-	PresenceGrace   time.Duration // online after the last session closed; default 5s
+	Listen          string         // address for HTTP and WebSocket; default 127.0.0.1:8080
+	Data            string         // data directory; default ./parley-data
+	Store           string         // "" = SQLite in Data; postgres://... = PostgreSQL
+	StoreReplica    string         // optional PostgreSQL streaming replica for lagging-tolerant reads
+	Roles           Roles          // what this node runs; default all
+	HistoryCache    int            // conversations whose newest page is cached; 0 = off
+	TrustedProxies  []netip.Prefix // load balancers whose X-Forwarded-For is believed
+	TLSCert, TLSKey string         // PEM files; TLS is on when both are set
+	AdminListen     string         // pprof listener; default off
+	NATSURL         string         // external NATS servers, comma-separated; default "" = embedded
+	NATSListen      string         // TCP address for the embedded NATS server; default "" = none
+	LogLevel        string         // debug, info, warn, error; default info
+	MaxBodyBytes    int            // largest message body, bytes; default 65536
+	AccessTTL       time.Duration  // access token lifetime; default 15m
+	RefreshTTL      time.Duration  // refresh token lifetime when unused; default 720h
+	KeyRotation     time.Duration  // signing key rotation period; default 720h, 0 = manual only
+	PurgeInterval   time.Duration  // how often expired messages are deleted; default 30s
+	Retention       time.Duration  // messages older than this are purged; default 0 = keep forever
+	ShutdownTimeout time.Duration  // bound on a graceful shutdown; default 15s
+	Limits          bool           // per-IP/per-user rate limits; default on
+	IPRate          float64        // requests per second per client IP; default 50
+	IPBurst         int            // default 100
+	UserRate        float64        // requests per second per user; default 20
+	UserBurst       int            // default 40
+	LoginRate       float64        // login attempts per second per handle; default 0.1667 (10/min)
+	LoginBurst      int            // default 10
+	AllowedOrigins  string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
+	PingInterval    time.Duration  // WebSocket server ping period; default 25s
+	IdleTimeout     time.Duration  // WebSocket closed after this long without a frame; default 60s
+	MaxFrameBytes   int            // largest WebSocket client frame; default 131072
+	PresenceGrace   time.Duration  // online after the last session closed; default 5s
 }
 
 // setting binds one Config field to its flag, env var and file key.
@@ -117,6 +119,21 @@ func settings() []setting {
 			return nil
 		}},
 		{"history-cache", "PARLEY_HISTORY_CACHE", "10000", "how many conversations' newest history page each node keeps in memory, kept coherent through the bus; 0 = no cache", integer(func(c *Config) *int { return &c.HistoryCache })},
+		{"trusted-proxies", "PARLEY_TRUSTED_PROXIES", "", "load balancers in front (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client for the per-IP limits; empty = the peer is the client", func(c *Config, v string) error {
+			c.TrustedProxies = nil
+			for _, item := range splitList(v) {
+				p, err := netip.ParsePrefix(item)
+				if err != nil {
+					a, aerr := netip.ParseAddr(item)
+					if aerr != nil {
+						return fmt.Errorf("want IP addresses or CIDR prefixes, got %q", item)
+					}
+					p = netip.PrefixFrom(a, a.BitLen())
+				}
+				c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+			}
+			return nil
+		}},
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
 		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
 		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},

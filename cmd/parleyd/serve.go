@@ -230,6 +230,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
+		TrustedProxies: cfg.TrustedProxies,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
 
