@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,6 +70,10 @@ type Keys struct {
 	// Rotate) within this process.
 	storeMu sync.Mutex
 
+	// lastReload is when a token with an unknown kid last made Verify
+	// reload the keys (Unix ns); at most one reload per reloadEvery.
+	lastReload atomic.Int64
+
 	mu     sync.RWMutex // guards the fields below, which are replaced, never mutated
 	active *signingKey
 	byKID  map[string]*signingKey
@@ -102,9 +107,10 @@ const verifyLeeway = 5 * time.Second
 
 // retiredGrace is added to a retired key's life (AccessTTL after its
 // retirement): a process that has not yet reloaded the keys (it does so
-// every MaintainInterval) may still sign with the retired key, and those
-// tokens must live out their full lifetime.
-const retiredGrace = MaintainInterval + verifyLeeway
+// every MaintainInterval, and a Maintain may take up to storeTimeout, and
+// may fail once) may still sign with the retired key, and those tokens
+// must live out their full lifetime.
+const retiredGrace = 2*MaintainInterval + storeTimeout + verifyLeeway
 
 // MaintainInterval is how often a server should call Maintain.
 const MaintainInterval = time.Minute
@@ -136,6 +142,20 @@ func NewKeys(store KeyStore, opts KeyOptions, now time.Time) (*Keys, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// reloadEvery bounds how often tokens with an unknown kid make Verify
+// reload the keys: a forged kid costs a reload at most this often.
+const reloadEvery = 5 * time.Second
+
+// reloadForUnknownKey reloads the keys (Maintain) unless that was done
+// for an unknown kid within reloadEvery; it reports whether it did.
+func (k *Keys) reloadForUnknownKey(now time.Time) bool {
+	last := k.lastReload.Load()
+	if now.UnixNano()-last < int64(reloadEvery) || !k.lastReload.CompareAndSwap(last, now.UnixNano()) {
+		return false
+	}
+	return k.Maintain(now) == nil
 }
 
 // Maintain brings the keys up to date with the store and the clock: it

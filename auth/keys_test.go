@@ -221,7 +221,8 @@ func TestMaintainRotatesOldKey(t *testing.T) {
 }
 
 // TestRotateFromAnotherProcess is `parleyd keys rotate` run next to a
-// running server: the server picks the new key up on its next Maintain.
+// running server: the first token signed with the new key makes the
+// server reload its keys, and it signs with the new one from then on.
 func TestRotateFromAnotherProcess(t *testing.T) {
 	server, dir := newTestKeys(t, KeyOptions{})
 	old := server.signer().kid
@@ -234,11 +235,11 @@ func TestRotateFromAnotherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	fromCLI := issue(t, cli, t0.Add(time.Minute))
-	if _, err := server.Verify(fromCLI, t0.Add(time.Minute)); err == nil {
-		t.Fatal("server verified a key it has not loaded yet")
+	if server.signer().kid != old {
+		t.Fatal("the server changed keys before it reloaded them")
 	}
-	if err := server.Maintain(t0.Add(2 * time.Minute)); err != nil {
-		t.Fatal(err)
+	if _, err := server.Verify(fromCLI, t0.Add(time.Minute)); err != nil {
+		t.Fatalf("the server refused a token of the rotated key: %v", err)
 	}
 	if server.signer().kid != newKID {
 		t.Fatalf("server signs with %s, want %s (old %s)", server.signer().kid, newKID, old)
@@ -424,4 +425,44 @@ func TestSharedKeyStore(t *testing.T) {
 	if _, err := nodes[1].Verify(fresh, due); err != nil {
 		t.Fatalf("node 1 verifying node 2's new token: %v", err)
 	}
+
+	// A rotation by one node: another verifies the new key's tokens at
+	// once, reloading the keys for the unknown kid instead of waiting for
+	// its next Maintain.
+	later := due.Add(time.Minute)
+	if _, err := nodes[0].Rotate(later); err != nil {
+		t.Fatal(err)
+	}
+	rotated := issue(t, nodes[0], later)
+	if _, err := nodes[2].Verify(rotated, later); err != nil {
+		t.Fatalf("node 2 right after node 0 rotated: %v", err)
+	}
+	// A forged kid reloads at most once per reloadEvery.
+	before := store.updates
+	for range 5 {
+		if _, err := nodes[1].Verify(forgeKid(t, rotated, "AAAAAAAAAAAAAAAAAAAAAA"), later.Add(time.Second)); err == nil {
+			t.Fatal("a token with an unknown kid verified")
+		}
+	}
+	if n := store.updates - before; n > 1 {
+		t.Fatalf("5 unknown kids caused %d reloads, want at most 1", n)
+	}
+}
+
+// forgeKid returns token with its header's kid replaced (the signature no
+// longer matches, which does not matter to a key lookup).
+func forgeKid(t *testing.T, token, kid string) string {
+	t.Helper()
+	header, rest, _ := strings.Cut(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	h["kid"] = kid
+	raw, _ = json.Marshal(h)
+	return base64.RawURLEncoding.EncodeToString(raw) + "." + rest
 }

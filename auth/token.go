@@ -107,6 +107,11 @@ func (k *Keys) Verify(token string, now time.Time) (Claims, error) {
 	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		public, ok := k.verificationKey(kid)
+		if !ok && k.reloadForUnknownKey(now) {
+			// Another node may have rotated a moment ago and signed with
+			// its new key before this node's next Maintain.
+			public, ok = k.verificationKey(kid)
+		}
 		if !ok {
 			return nil, errors.New("unknown kid")
 		}

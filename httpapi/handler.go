@@ -6,10 +6,10 @@
 package httpapi
 
 import (
-	"net/netip"
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/parleychat/parley"

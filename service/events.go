@@ -27,8 +27,10 @@ import (
 
 // Event kinds.
 const (
-	// EventMessage: a new message (Message set). Published once per
-	// message, never for a replayed client_msg_id.
+	// EventMessage: a new message (Message set). Published when it
+	// commits, and again when its client_msg_id is retried (the first
+	// attempt's event may have been lost with its ack); subscribers drop
+	// a seq they hold.
 	EventMessage = "message"
 	// EventMessageChanged: a message was edited or deleted (Message set,
 	// as stored now).

@@ -165,8 +165,14 @@ func (c *historyCache) apply(e *Event) {
 		}
 	case e.Kind == EventMessageChanged && e.Message != nil:
 		for i := range entry.msgs {
-			if entry.msgs[i].Seq == e.Message.Seq {
-				entry.msgs[i] = *e.Message
+			if m := &entry.msgs[i]; m.Seq == e.Message.Seq {
+				// Events of two edits may come out of order (from two
+				// nodes, or our own echoed after a later one): a deletion
+				// stays, and an older edit does not replace a newer one.
+				if m.Deleted || !e.Message.Deleted && e.Message.EditedAt.Before(m.EditedAt) {
+					return
+				}
+				*m = *e.Message
 				return
 			}
 		}

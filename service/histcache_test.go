@@ -165,3 +165,38 @@ func TestHistoryCacheFillRacesEvent(t *testing.T) {
 		t.Fatalf("after a racing fill: %v after %d reads (the stale fill was kept?)", seqsOf(got), h.reads)
 	}
 }
+
+// TestHistoryCacheEditsOutOfOrder: an older edit arriving after a newer
+// one, or after a deletion, does not replace it.
+func TestHistoryCacheEditsOutOfOrder(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(2000, 0)
+	c := newHistoryCache(10, 5)
+	h := &fakeHistory{}
+	h.add(3)
+	if _, err := c.newest(ctx, "c", 5, now, time.Time{}, h.load); err != nil {
+		t.Fatal(err)
+	}
+	edit := func(body string, at int64, deleted bool) {
+		m := h.msgs[1]
+		m.Body, m.EditedAt, m.Deleted = body, time.Unix(at, 0), deleted
+		c.apply(&Event{Kind: EventMessageChanged, ConversationID: "c", Message: &m})
+	}
+	body := func() string {
+		got, _ := c.newest(ctx, "c", 5, now, time.Time{}, h.load)
+		return got[1].Body
+	}
+	edit("second", 1502, false)
+	edit("first", 1501, false) // late
+	if got := body(); got != "second" {
+		t.Fatalf("after a late older edit: %q, want the newer", got)
+	}
+	edit("", 1503, true)
+	edit("third", 1504, false) // an edit of a deleted message cannot revive it
+	if got := body(); got != "" {
+		t.Fatalf("after a delete and a late edit: %q, want the tombstone", got)
+	}
+	if h.reads != 1 {
+		t.Fatalf("%d store reads, want 1", h.reads)
+	}
+}

@@ -51,8 +51,11 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	}
 	if created {
 		s.metrics.MessageStored()
-		s.publishConversation(ctx, &Event{Kind: EventMessage, ConversationID: msg.ConversationID, Message: msg})
 	}
+	// A retry is announced again: its first attempt may have committed
+	// with the ack (and the event) lost, a node dying between the two.
+	// Subscribers drop what they hold by (conversation, seq).
+	s.publishConversation(ctx, &Event{Kind: EventMessage, ConversationID: msg.ConversationID, Message: msg})
 	return msg, created, nil
 }
 

@@ -209,6 +209,10 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 	go g.heartbeat()
 	go g.recheck()
 	go g.hub.presenceLoop()
+	if cfg.Directory != nil {
+		g.wg.Add(1)
+		go g.hub.keepaliveLoop()
+	}
 	return g, nil
 }
 

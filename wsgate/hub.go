@@ -832,19 +832,10 @@ func (h *hub) queuePresence(n presenceNews) {
 
 func (h *hub) presenceLoop() {
 	defer h.g.wg.Done()
-	var keepalive <-chan time.Time
-	if d := h.g.cfg.Directory; d != nil {
-		t := time.NewTicker(d.Interval())
-		defer t.Stop()
-		keepalive = t.C
-	}
 	for {
 		select {
 		case <-h.presenceStop:
 			return
-		case <-keepalive:
-			h.keepalive()
-			continue
 		case <-h.presenceWake:
 		}
 		for {
@@ -900,6 +891,23 @@ func (h *hub) publishPresence(n presenceNews) {
 	}
 	if err := h.g.core.Presence(ctx, n.userID, n.online, n.lastSeen); err != nil {
 		h.g.log.Warn("publish presence", "user_id", n.userID, "err", err)
+	}
+}
+
+// keepaliveLoop refreshes the directory's records every Interval, apart
+// from the presence news, so that a burst of news (a reconnect storm)
+// cannot delay the refreshes past the records' TTL.
+func (h *hub) keepaliveLoop() {
+	defer h.g.wg.Done()
+	t := time.NewTicker(h.g.cfg.Directory.Interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-h.presenceStop:
+			return
+		case <-t.C:
+			h.keepalive()
+		}
 	}
 }
 

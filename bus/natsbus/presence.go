@@ -66,7 +66,7 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: presence: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      opts.Bucket,
 		Description: "Parley presence: <user>.<node> -> last refresh (Unix ms)",
 		History:     1,
@@ -75,16 +75,19 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		TTL: 2 * opts.TTL,
 		// On disk, so a restarted NATS server still has the bucket.
 		Storage: jetstream.FileStorage,
-	})
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		// A bucket made by an earlier version with settings that cannot
-		// be changed in place (the storage type): use it as it is.
-		existing, kerr := js.KeyValue(ctx, opts.Bucket)
-		if kerr != nil {
+		// be changed in place (the storage type): its records are
+		// refreshed every Interval anyway, so make it anew.
+		b.log.Warn("natsbus: presence bucket made anew", "bucket", opts.Bucket, "err", err)
+		if derr := js.DeleteKeyValue(ctx, opts.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("natsbus: presence bucket %s: %w (and deleting it: %w)", opts.Bucket, err, derr)
+		}
+		if kv, err = js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("natsbus: presence bucket %s: %w", opts.Bucket, err)
 		}
-		b.log.Warn("natsbus: presence bucket kept with its old settings", "bucket", opts.Bucket, "err", err)
-		kv = existing
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx)

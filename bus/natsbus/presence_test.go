@@ -37,7 +37,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	}()
 	ctx := t.Context()
 	// The bucket exists already, as an earlier version made it (in
-	// memory): its settings cannot change in place, and it is used as is.
+	// memory): its settings cannot change in place, so it is made anew.
 	js, err := jetstream.New(b.nc)
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,7 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 			var id string
 			err := t.queryRow(`SELECT id FROM conversations WHERE direct_key = $1`, *key).Scan(&id)
 			if err == nil {
-				if existing, err = loadConversation(bg, t.conn, id); err != nil {
+				if existing, err = loadConversation(t.ctx, t.conn, id); err != nil {
 					return s.internal("create conversation", err)
 				}
 				return nil
@@ -221,7 +221,7 @@ func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide
 	var result *parley.Conversation
 	err := s.write(ctx, true, func(t *txn) error {
 		result = nil
-		c, err := loadConversation(bg, t.conn, conversationID)
+		c, err := loadConversation(t.ctx, t.conn, conversationID)
 		if err != nil {
 			if isClientError(err) {
 				return err

@@ -128,7 +128,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.pool, err = newPool(ctx, dsn, int32(maxConns)); err != nil {
 		return nil, err
 	}
-	if s.writer, err = newPool(ctx, dsn, 1); err != nil {
+	if s.writer, err = newPool(ctx, dsn, 1, writerParams); err != nil {
 		s.pool.Close()
 		return nil, err
 	}
@@ -147,11 +147,32 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// newPool opens a pool of at most n connections and checks that it answers.
-func newPool(ctx context.Context, dsn string, n int32) (*pgxpool.Pool, error) {
+// writerParams are the session settings of the writer's connection. Every
+// write transaction holds the cluster's write lock (sync_stamp), so one
+// that stalls (its node frozen or cut off mid-transaction) would stop the
+// writes of every node: the server ends a transaction idle that long, and
+// a writer does not wait that long for the lock.
+var writerParams = map[string]string{
+	"idle_in_transaction_session_timeout": "10s",
+	"lock_timeout":                        "20s",
+}
+
+// batchTimeout bounds one group commit, all its round trips: a writer cut
+// off from the database gives up (its jobs get unavailable) instead of
+// waiting for the kernel's TCP timeouts.
+const batchTimeout = 30 * time.Second
+
+// newPool opens a pool of at most n connections and checks that it
+// answers; params are set on each of its sessions.
+func newPool(ctx context.Context, dsn string, n int32, params ...map[string]string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	for _, p := range params {
+		for k, v := range p {
+			cfg.ConnConfig.RuntimeParams[k] = v
+		}
 	}
 	cfg.MaxConns = n
 	cfg.MinConns = 0
@@ -264,6 +285,7 @@ func isUnavailable(err error) bool {
 		switch pgErr.Code[:2] {
 		case "08", // connection exception
 			"53", // insufficient resources
+			"55", // object not in prerequisite state: lock_timeout (55P03)
 			"57": // operator intervention: admin shutdown, cannot connect now
 			return true
 		}

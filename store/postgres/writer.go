@@ -189,14 +189,16 @@ func isIn(jobs []*job, j *job) bool {
 // scheduled, so their number, not the statements' work, set the pace
 // (docs/benchmarks.md, "PostgreSQL store").
 func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
-	conn, err := s.writer.Acquire(bg)
+	ctx, cancel := context.WithTimeout(bg, batchTimeout)
+	defer cancel()
+	conn, err := s.writer.Acquire(ctx)
 	if err != nil {
 		return nil, s.internal("begin", err)
 	}
 	// A connection left inside a transaction (a failed rollback) is
 	// destroyed by the pool on release, not reused.
 	defer conn.Release()
-	t := &txn{conn: conn}
+	t := &txn{conn: conn, ctx: ctx}
 	var fns, stmts, apps []*job
 	for _, j := range jobs {
 		j.err = nil
@@ -216,7 +218,7 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 	})
 	begun := false // BEGIN has been sent, and succeeded
 	if len(fns) > 0 {
-		if err := conn.SendBatch(bg, p).Close(); err != nil {
+		if err := conn.SendBatch(ctx, p).Close(); err != nil {
 			t.rollback(s)
 			return nil, s.internal("begin", err)
 		}
@@ -248,7 +250,7 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 	}
 	for _, round := range appendRounds(apps) {
 		r := queueAppendReads(p, round)
-		if err := conn.SendBatch(bg, p).Close(); err != nil {
+		if err := conn.SendBatch(ctx, p).Close(); err != nil {
 			return failed(err)
 		}
 		begun = true
@@ -256,7 +258,7 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 		queueAppendWrites(p, t.stamp, r)
 	}
 	p.Queue(`COMMIT`)
-	if err := conn.SendBatch(bg, p).Close(); err != nil {
+	if err := conn.SendBatch(ctx, p).Close(); err != nil {
 		// The outcome of a COMMIT that failed in flight is unknown: every
 		// job fails, and a retried send finds its original if it did commit.
 		t.rollback(s)
@@ -269,7 +271,8 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 // goroutine uses it.
 type txn struct {
 	conn  *pgxpool.Conn
-	stamp int64 // this transaction's change stamp
+	ctx   context.Context // bounds the whole batch (batchTimeout)
+	stamp int64           // this transaction's change stamp
 }
 
 // changeStamp returns the change stamp every row this transaction changes
@@ -280,7 +283,7 @@ func (t *txn) rollback(s *Store) {
 	if t.conn.Conn().PgConn().IsClosed() {
 		return
 	}
-	if _, err := t.conn.Exec(bg, `ROLLBACK`); err != nil {
+	if _, err := t.conn.Exec(t.ctx, `ROLLBACK`); err != nil {
 		s.log.Error("postgres: rollback failed", "err", err)
 	}
 }
@@ -329,16 +332,16 @@ func (j *job) call(t *txn) (err error) {
 }
 
 func (t *txn) exec(sql string, args ...any) (int64, error) {
-	tag, err := t.conn.Exec(bg, sql, args...)
+	tag, err := t.conn.Exec(t.ctx, sql, args...)
 	return tag.RowsAffected(), err
 }
 
 func (t *txn) query(sql string, args ...any) (pgx.Rows, error) {
-	return t.conn.Query(bg, sql, args...)
+	return t.conn.Query(t.ctx, sql, args...)
 }
 
 func (t *txn) queryRow(sql string, args ...any) pgx.Row {
-	return t.conn.QueryRow(bg, sql, args...)
+	return t.conn.QueryRow(t.ctx, sql, args...)
 }
 
 // noRows reports whether err is pgx's "no rows in result set".
