@@ -22,7 +22,8 @@ const PresenceBucket = "parley_presence"
 // is fresher than the TTL. Every node watches the bucket into a local
 // mirror, so Online needs no round trip.
 //
-// Freshness is read from the values, not from the bucket's expiry: the
+// A record's value also carries the revision at which the node joined
+// (formatRecord), which orders joins. Freshness is read from the values, not from the bucket's expiry: the
 // bucket's MaxAge removes old entries silently (servers before 2.11 send
 // watchers no marker), so a node that died without leaving is forgotten
 // by the mirrors when its values go stale, and by the bucket soon after.
@@ -32,8 +33,9 @@ type Presence struct {
 	ttl  time.Duration
 	now  func() time.Time
 
-	mu   sync.Mutex
-	seen map[string]map[string]int64 // user -> node -> last refresh, Unix ms
+	mu     sync.Mutex
+	seen   map[string]map[string]int64 // user -> node -> last refresh, Unix ms
+	joined map[string]uint64           // user -> revision of our join (our records)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -96,7 +98,7 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		return nil, fmt.Errorf("natsbus: watch presence bucket: %w", err)
 	}
 	p := &Presence{kv: kv, node: opts.Node, ttl: opts.TTL, now: time.Now,
-		seen: map[string]map[string]int64{}, stop: stop, done: make(chan struct{})}
+		seen: map[string]map[string]int64{}, joined: map[string]uint64{}, stop: stop, done: make(chan struct{})}
 	initial := make(chan struct{})
 	go p.mirror(w, initial)
 	select {
@@ -124,7 +126,7 @@ func (p *Presence) mirror(w jetstream.KeyWatcher, initial chan struct{}) {
 		}
 		p.mu.Lock()
 		if e.Operation() == jetstream.KeyValuePut {
-			if ms, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil {
+			if ms, _, ok := parseRecord(e.Value()); ok {
 				p.record(user, node, ms)
 			}
 		} else {
@@ -169,12 +171,13 @@ func (p *Presence) forget(user, node string) {
 // of two nodes joining at once exactly one says first).
 func (p *Presence) Join(ctx context.Context, userID string) (bool, error) {
 	now := p.now().UnixMilli()
-	rev, err := p.kv.Put(ctx, userID+"."+p.node, []byte(strconv.FormatInt(now, 10)))
+	rev, err := p.kv.Put(ctx, userID+"."+p.node, formatRecord(now, 0))
 	if err != nil {
 		return false, fmt.Errorf("natsbus: presence join: %w", err)
 	}
 	p.mu.Lock()
 	p.record(userID, p.node, now)
+	p.joined[userID] = rev
 	p.mu.Unlock()
 	others, err := p.others(ctx, userID, now)
 	if err != nil {
@@ -197,6 +200,7 @@ func (p *Presence) Leave(ctx context.Context, userID string) (bool, error) {
 	}
 	p.mu.Lock()
 	p.forget(userID, p.node)
+	delete(p.joined, userID)
 	p.mu.Unlock()
 	others, err := p.others(ctx, userID, p.now().UnixMilli())
 	if err != nil {
@@ -205,8 +209,8 @@ func (p *Presence) Leave(ctx context.Context, userID string) (bool, error) {
 	return len(others) == 0, nil
 }
 
-// others returns the revisions of the other nodes' fresh records of user,
-// read from the bucket.
+// others returns the join revisions of the other nodes' fresh records of
+// user, read from the bucket.
 func (p *Presence) others(ctx context.Context, userID string, nowMs int64) ([]uint64, error) {
 	lister, err := p.kv.ListKeysFiltered(ctx, userID+".*")
 	if err != nil {
@@ -231,8 +235,11 @@ func (p *Presence) others(ctx context.Context, userID string, nowMs int64) ([]ui
 		if err != nil {
 			return nil, fmt.Errorf("natsbus: presence: %w", err)
 		}
-		if ms, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil && nowMs-ms < p.ttl.Milliseconds() {
-			revs = append(revs, e.Revision())
+		if ms, joined, ok := parseRecord(e.Value()); ok && nowMs-ms < p.ttl.Milliseconds() {
+			if joined == 0 {
+				joined = e.Revision() // not refreshed since its join
+			}
+			revs = append(revs, joined)
 		}
 	}
 	return revs, nil
@@ -261,7 +268,11 @@ func (p *Presence) Keepalive(ctx context.Context, userIDs []string) error {
 	now := p.now().UnixMilli()
 	var errs []error
 	for _, id := range userIDs {
-		if err := p.put(ctx, id, now); err != nil {
+		p.mu.Lock()
+		joined := p.joined[id]
+		p.mu.Unlock()
+		if _, err := p.kv.Put(ctx, id+"."+p.node, formatRecord(now, joined)); err != nil {
+			err = fmt.Errorf("natsbus: presence: %w", err)
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				break
@@ -275,11 +286,26 @@ func (p *Presence) Keepalive(ctx context.Context, userIDs []string) error {
 // survives two missed refreshes.
 func (p *Presence) Interval() time.Duration { return p.ttl / 3 }
 
-func (p *Presence) put(ctx context.Context, userID string, ms int64) error {
-	if _, err := p.kv.Put(ctx, userID+"."+p.node, []byte(strconv.FormatInt(ms, 10))); err != nil {
-		return fmt.Errorf("natsbus: presence: %w", err)
+// A record's value is "<refreshed, Unix ms>:<join revision>": the join
+// revision is the revision of the Put that made the record (0 in that Put
+// itself, which has no revision yet), kept through refreshes, so that
+// Join orders nodes by when they joined, not when they last refreshed.
+func formatRecord(ms int64, joined uint64) []byte {
+	return []byte(strconv.FormatInt(ms, 10) + ":" + strconv.FormatUint(joined, 10))
+}
+
+func parseRecord(v []byte) (ms int64, joined uint64, ok bool) {
+	a, b, _ := strings.Cut(string(v), ":")
+	ms, err := strconv.ParseInt(a, 10, 64)
+	if err != nil {
+		return 0, 0, false
 	}
-	return nil
+	if b != "" {
+		if joined, err = strconv.ParseUint(b, 10, 64); err != nil {
+			return 0, 0, false
+		}
+	}
+	return ms, joined, true
 }
 
 // Close stops mirroring the bucket. This node's records stay until they

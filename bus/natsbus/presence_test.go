@@ -206,4 +206,15 @@ func TestPresenceRaces(t *testing.T) {
 			t.Fatalf("round %d: %d joins said first (want 1), %d leaves said last (want at least 1)", round, firsts.Load(), lasts.Load())
 		}
 	}
+	// A refresh does not make a record look new: a user online on node 0
+	// for a while, refreshed, is not "first" when node 1 joins.
+	if first, err := nodes[0].Join(ctx, "v"); err != nil || !first {
+		t.Fatalf("join on node 0: %v %v", first, err)
+	}
+	if err := nodes[0].Keepalive(ctx, []string{"v"}); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := nodes[1].Join(ctx, "v"); err != nil || first {
+		t.Fatalf("join on node 1 after node 0's refresh: first=%v, %v; want false", first, err)
+	}
 }

@@ -2,17 +2,12 @@ package postgres
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
-	"runtime"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/internal/testenv"
+	"github.com/parleychat/parley/store/storetest"
 )
 
 // BenchmarkAppendMessage measures durable appends per second with about 256
@@ -24,117 +19,12 @@ import (
 //
 //	go test -run x -bench AppendMessage -benchtime 5s ./store/postgres
 func BenchmarkAppendMessage(b *testing.B) {
-	const (
-		conversations = 1000
-		senders       = 256
-	)
-	ctx := context.Background()
-	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-	)
-	s, err := Open(ctx, testenv.Postgres(b), Options{
-		Sealer: newTestSealer(b),
-		Observe: func(op string, d time.Duration) {
-			if op == "append_message" {
-				mu.Lock()
-				latencies = append(latencies, d)
-				mu.Unlock()
-			}
-		},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-
-	// Conversation i has users i and i+1; user i sends in it.
-	now := time.Now()
-	users := make([]string, conversations)
-	convs := make([]string, conversations)
-	for i := range users {
-		users[i], convs[i] = parley.NewID(), parley.NewID()
-	}
-	parallel(b, conversations, func(i int) error {
-		return s.CreateUser(ctx, &parley.User{ID: users[i], Handle: fmt.Sprintf("u%d", i), CreatedAt: now})
-	})
-	parallel(b, conversations, func(i int) error {
-		_, _, err := s.CreateConversation(ctx, &parley.Conversation{ID: convs[i], Kind: parley.KindGroup, CreatedAt: now,
-			Members: []parley.Member{{UserID: users[i]}, {UserID: users[(i+1)%conversations]}}})
-		return err
-	})
-	body := make([]byte, 200)
-	for i := range body {
-		body[i] = byte('a' + i%26)
-	}
-
-	mu.Lock()
-	latencies = latencies[:0]
-	mu.Unlock()
-	batches0, jobs0 := s.batches.Load(), s.batchJobs.Load()
-	var clientID atomic.Int64
-	// RunParallel starts parallelism * GOMAXPROCS goroutines.
-	b.SetParallelism(max(1, senders/runtime.GOMAXPROCS(0)))
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-		for pb.Next() {
-			i := r.IntN(conversations)
-			m := &parley.Message{
-				ConversationID: convs[i],
-				SenderID:       users[i],
-				SenderDeviceID: "bench",
-				ClientMsgID:    fmt.Sprintf("c%d", clientID.Add(1)),
-				Type:           parley.MessageText,
-				Body:           string(body[:100+r.IntN(101)]),
-			}
-			if _, _, err := s.AppendMessage(ctx, m); err != nil {
-				b.Error(err)
-				return
-			}
+	storetest.BenchAppend(b, func(tb testing.TB, observe func(string, time.Duration)) (parley.Store, func() (int64, int64)) {
+		s, err := Open(context.Background(), testenv.Postgres(tb), Options{Sealer: storetest.NewSealer(tb), Observe: observe})
+		if err != nil {
+			tb.Fatal(err)
 		}
+		tb.Cleanup(func() { s.Close() })
+		return s, s.Batches
 	})
-	elapsed := time.Since(start)
-	b.StopTimer()
-
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-	if n := s.batches.Load() - batches0; n > 0 {
-		b.ReportMetric(float64(s.batchJobs.Load()-jobs0)/float64(n), "msgs/batch")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(latencies) > 0 {
-		slices.Sort(latencies)
-		b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
-		b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
-	}
-}
-
-// parallel runs fn(0..n-1) on 64 goroutines, so that setup commits in
-// groups, and fails tb on the first error.
-func parallel(tb testing.TB, n int, fn func(i int) error) {
-	tb.Helper()
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		tb.Fatal(err)
-	}
 }

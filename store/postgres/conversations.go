@@ -9,27 +9,20 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
-
-// directKey is the unique key of the direct conversation between two users.
-func directKey(a, b string) string {
-	if b < a {
-		a, b = b, a
-	}
-	return a + ":" + b
-}
 
 // CreateConversation implements parley.Store as the SQLite engine does
 // (see its documentation): defaults are filled, a direct pair that has a
 // conversation gets that one back with created=false.
 func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) (*parley.Conversation, bool, error) {
 	defer s.track("create_conversation", time.Now())
-	if err := prepareConversation(c); err != nil {
+	if err := engine.PrepareConversation(c); err != nil {
 		return nil, false, err
 	}
 	var key *string // NULL for groups
 	if c.Kind == parley.KindDirect {
-		k := directKey(c.Members[0].UserID, c.Members[1].UserID)
+		k := engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID)
 		key = &k
 	}
 	var existing *parley.Conversation
@@ -48,7 +41,7 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 				return s.internal("create conversation", err)
 			}
 		}
-		created := millis(c.CreatedAt)
+		created := engine.Millis(c.CreatedAt)
 		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
 			VALUES ($1, $2, $3, $4, 0, $5, $5, $6)`, c.ID, string(c.Kind), c.Title, key, created, t.changeStamp())
 		if isUniqueViolation(err) {
@@ -73,54 +66,13 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 	return c, true, nil
 }
 
-// prepareConversation checks c and sets its defaults and precision.
-func prepareConversation(c *parley.Conversation) error {
-	if c.ID == "" {
-		return parley.Errorf(parley.CodeInvalidRequest, "a conversation needs an id")
-	}
-	switch c.Kind {
-	case parley.KindDirect:
-		if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
-			return parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has exactly two different members")
-		}
-	case parley.KindGroup:
-		if len(c.Members) > parley.MaxGroupMembers {
-			return parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
-		}
-	default:
-		return parley.Errorf(parley.CodeInvalidRequest, "unknown conversation kind %q", c.Kind)
-	}
-	c.CreatedAt = normalTime(c.CreatedAt)
-	c.LastSeq = 0
-	seen := make(map[string]bool, len(c.Members))
-	for i := range c.Members {
-		m := &c.Members[i]
-		if seen[m.UserID] {
-			return parley.Errorf(parley.CodeInvalidRequest, "user %s is listed twice", m.UserID)
-		}
-		seen[m.UserID] = true
-		if m.Role == "" {
-			m.Role = parley.MemberRoleMember
-		}
-		if !m.Role.Valid() {
-			return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
-		}
-		if m.JoinedAt.IsZero() {
-			m.JoinedAt = c.CreatedAt
-		}
-		m.JoinedAt = normalTime(m.JoinedAt)
-		m.ReadSeq = 0
-	}
-	return nil
-}
-
 // insertMember adds m to a conversation that exists, stamped, and deletes
 // the user's tombstone of an earlier membership. CodeNotFound if the user
 // does not exist or is not active, CodeConflict if already a member.
 func (s *Store) insertMember(t *txn, conversationID string, m parley.Member) error {
 	n, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
 		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND state = 'active')`,
-		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), t.changeStamp())
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp())
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")
 	}
@@ -175,7 +127,7 @@ func loadConversation(ctx context.Context, q querier, id string) (*parley.Conver
 	if err != nil {
 		return nil, err
 	}
-	c.CreatedAt = fromMillis(created)
+	c.CreatedAt = engine.FromMillis(created)
 	rows, err := q.Query(ctx, membersColumns+`WHERE conversation_id = $1`+membersOrder, id)
 	if err != nil {
 		return nil, err
@@ -208,7 +160,7 @@ func scanMembers(rows pgx.Rows) (map[string][]parley.Member, error) {
 		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
 			return nil, err
 		}
-		m.JoinedAt = fromMillis(joined)
+		m.JoinedAt = engine.FromMillis(joined)
 		members[conversationID] = append(members[conversationID], m)
 	}
 	return members, rows.Err()
@@ -251,17 +203,9 @@ func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide
 			}
 		}
 		for _, m := range change.Add {
-			if m.Role == "" {
-				m.Role = parley.MemberRoleMember
+			if err := engine.PrepareAddedMember(&m, c.LastSeq); err != nil {
+				return err
 			}
-			if !m.Role.Valid() {
-				return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
-			}
-			if m.JoinedAt.IsZero() {
-				m.JoinedAt = time.Now()
-			}
-			m.JoinedAt = normalTime(m.JoinedAt)
-			m.ReadSeq = min(max(m.ReadSeq, 0), c.LastSeq)
 			if err := s.insertMember(t, conversationID, m); err != nil {
 				return err
 			}
@@ -448,6 +392,6 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 	if err != nil {
 		return nil, s.internal("read member", err)
 	}
-	m.JoinedAt = fromMillis(joined)
+	m.JoinedAt = engine.FromMillis(joined)
 	return &m, nil
 }

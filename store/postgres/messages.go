@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // messageColumns are the columns scanMessageRow reads, in its order.
@@ -56,7 +57,7 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		SenderID:       r.senderID,
 		SenderDeviceID: r.senderDeviceID,
 		Type:           parley.MessageType(r.typ),
-		CreatedAt:      fromMillis(r.created),
+		CreatedAt:      engine.FromMillis(r.created),
 		ExpiresAt:      fromNullMillis(r.expires),
 		EditedAt:       fromNullMillis(r.edited),
 		Deleted:        r.deleted,
@@ -110,20 +111,8 @@ type appendJob struct {
 // not a member at commit.
 func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
 	defer s.track("append_message", time.Now())
-	if m.ConversationID == "" || m.SenderID == "" {
-		return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a message needs a conversation and a sender")
-	}
-	if m.ID == "" {
-		m.ID = parley.NewID()
-	}
-	if m.CreatedAt.IsZero() {
-		m.CreatedAt = time.Now()
-	}
-	m.CreatedAt = normalTime(m.CreatedAt)
-	m.ExpiresAt = normalTime(m.ExpiresAt)
-	m.EditedAt = normalTime(m.EditedAt)
-	if m.Deleted {
-		m.Body = ""
+	if err := engine.PrepareMessage(m); err != nil {
+		return nil, false, err
 	}
 	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
 	if err != nil {
@@ -141,7 +130,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		if o.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
 		}
-		if o.purged || o.expires != nil && *o.expires <= millis(m.CreatedAt) {
+		if o.purged || o.expires != nil && *o.expires <= engine.Millis(m.CreatedAt) {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used by a message that has expired", m.ClientMsgID)
 		}
 		msg, err := s.open(o)
@@ -295,7 +284,7 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		}
 		next[conv] = seq + 1
 		a.seq = seq
-		latest[conv] = max(latest[conv], millis(a.m.CreatedAt))
+		latest[conv] = max(latest[conv], engine.Millis(a.m.CreatedAt))
 		ins.add(a, seq)
 		if a.clientMsgID != nil {
 			sentSenders, sentIDs = append(sentSenders, a.m.SenderID), append(sentIDs, *a.clientMsgID)
@@ -348,7 +337,7 @@ func (c *insertColumns) add(a *appendJob, seq int64) {
 	c.typ = append(c.typ, string(m.Type))
 	c.body = append(c.body, a.sealed)
 	c.bodyKey = append(c.bodyKey, a.keyID)
-	c.created = append(c.created, millis(m.CreatedAt))
+	c.created = append(c.created, engine.Millis(m.CreatedAt))
 	c.expires = append(c.expires, nullMillis(m.ExpiresAt))
 	c.edited = append(c.edited, nullMillis(m.EditedAt))
 	c.deleted = append(c.deleted, m.Deleted)
@@ -380,7 +369,7 @@ func (s *Store) Message(ctx context.Context, conversationID string, seq int64, n
 		return nil, errClosed
 	}
 	r, err := scanMessageRow(s.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages
-		WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, millis(now)))
+		WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, engine.Millis(now)))
 	if noRows(err) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
 	}
@@ -416,7 +405,7 @@ func (s *Store) Messages(ctx context.Context, conversationID string, q parley.Hi
 	var (
 		db   querier = s.pool
 		sql  string
-		args = []any{conversationID, millis(now), q.Limit}
+		args = []any{conversationID, engine.Millis(now), q.Limit}
 	)
 	switch {
 	case q.Before > 0:
@@ -483,7 +472,7 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 	err := s.write(ctx, true, func(t *txn) error {
 		result = nil
 		r, err := scanMessageRow(t.queryRow(`SELECT `+messageColumns+` FROM messages
-			WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, millis(now)))
+			WHERE conversation_id = $1 AND seq = $2 AND `+notExpired(3), conversationID, seq, engine.Millis(now)))
 		if noRows(err) {
 			return parley.Errorf(parley.CodeNotFound, "no such message")
 		}
@@ -497,7 +486,7 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		if err := change(&m); err != nil {
 			return err
 		}
-		m.EditedAt = normalTime(m.EditedAt)
+		m.EditedAt = engine.NormalTime(m.EditedAt)
 		if m.Deleted {
 			m.Body = ""
 		}
@@ -536,7 +525,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		n, err = t.exec(`UPDATE messages SET body = '', purged = true WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
-			millis(now), limit)
+			engine.Millis(now), limit)
 		if err != nil {
 			return s.internal("purge messages", err)
 		}
@@ -547,10 +536,10 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 				RETURNING sender_id, client_msg_id)
 			DELETE FROM sent_messages s USING gone
 			WHERE s.sender_id = gone.sender_id AND s.client_msg_id = gone.client_msg_id`,
-			millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
+			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= $1`, millis(now)); err != nil {
+		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= $1`, engine.Millis(now)); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
@@ -574,7 +563,7 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 			WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE NOT purged AND created_at < $1 ORDER BY created_at LIMIT $2)`,
-			millis(before), limit)
+			engine.Millis(before), limit)
 		if err != nil {
 			return s.internal("purge history", err)
 		}

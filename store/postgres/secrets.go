@@ -2,10 +2,9 @@ package postgres
 
 import (
 	"context"
-	"strings"
 	"time"
 
-	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // UpdateSecrets implements parley.Store in one write job with its own
@@ -26,7 +25,7 @@ func (s *Store) UpdateSecrets(ctx context.Context, prefix string, change func(cu
 				rows.Close()
 				return s.internal("read secrets", err)
 			}
-			value, err := s.sealer.Open(uint32(key), sealed, secretAD(name))
+			value, err := s.sealer.Open(uint32(key), sealed, engine.SecretAD(name))
 			if err != nil {
 				rows.Close()
 				return s.internal("open secret "+name, err)
@@ -41,11 +40,11 @@ func (s *Store) UpdateSecrets(ctx context.Context, prefix string, change func(cu
 		if err != nil {
 			return err
 		}
-		if err := checkSecretNames(prefix, put, del); err != nil {
+		if err := engine.CheckSecretNames(prefix, put, del); err != nil {
 			return err
 		}
 		for name, value := range put {
-			key, sealed, err := s.sealer.Seal(value, secretAD(name))
+			key, sealed, err := s.sealer.Seal(value, engine.SecretAD(name))
 			if err != nil {
 				return s.internal("seal secret", err)
 			}
@@ -61,22 +60,4 @@ func (s *Store) UpdateSecrets(ctx context.Context, prefix string, change func(cu
 		}
 		return nil
 	})
-}
-
-// secretAD binds a sealed secret to its name.
-func secretAD(name string) []byte { return []byte("secret:" + name) }
-
-// checkSecretNames refuses names outside prefix.
-func checkSecretNames(prefix string, put map[string][]byte, del []string) error {
-	for name := range put {
-		if !strings.HasPrefix(name, prefix) {
-			return parley.Errorf(parley.CodeInvalidRequest, "secret %q is outside %q", name, prefix)
-		}
-	}
-	for _, name := range del {
-		if !strings.HasPrefix(name, prefix) {
-			return parley.Errorf(parley.CodeInvalidRequest, "secret %q is outside %q", name, prefix)
-		}
-	}
-	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 const deviceColumns = `id, user_id, platform, name, session_id, created_at, last_seen_at`
@@ -18,25 +19,9 @@ const deviceColumns = `id, user_id, platform, name, session_id, created_at, last
 // taken.
 func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.RefreshToken) error {
 	defer s.track("create_session", time.Now())
-	if d.ID == "" || d.UserID == "" || t.Hash == "" {
-		return parley.Errorf(parley.CodeInvalidRequest, "a session needs a device id, a user id and a token hash")
+	if err := engine.PrepareSession(d, t); err != nil {
+		return err
 	}
-	d.CreatedAt = normalTime(d.CreatedAt)
-	if d.LastSeenAt.IsZero() {
-		d.LastSeenAt = d.CreatedAt
-	}
-	d.LastSeenAt = normalTime(d.LastSeenAt)
-	if t.UserID == "" {
-		t.UserID = d.UserID
-	}
-	if t.DeviceID == "" {
-		t.DeviceID = d.ID
-	}
-	if t.SessionID == "" {
-		t.SessionID = d.SessionID
-	}
-	t.CreatedAt = normalTime(t.CreatedAt)
-	t.ExpiresAt = normalTime(t.ExpiresAt)
 	return s.write(ctx, true, func(tx *txn) error {
 		// Checked in the transaction, so a suspension committed while the
 		// caller was hashing the password cannot be outlived by a new device.
@@ -52,7 +37,7 @@ func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.R
 			return parley.Errorf(parley.CodeSuspended, "this account is suspended")
 		}
 		_, err = tx.exec(`INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			d.ID, d.UserID, string(d.Platform), d.Name, d.SessionID, millis(d.CreatedAt), millis(d.LastSeenAt))
+			d.ID, d.UserID, string(d.Platform), d.Name, d.SessionID, engine.Millis(d.CreatedAt), engine.Millis(d.LastSeenAt))
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "the device exists already")
 		}
@@ -73,7 +58,7 @@ func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.R
 func insertRefreshToken(tx *txn, t *parley.RefreshToken) error {
 	_, err := tx.exec(`INSERT INTO refresh_tokens (hash, user_id, device_id, session_id, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`,
-		t.Hash, t.UserID, t.DeviceID, t.SessionID, millis(t.CreatedAt), millis(t.ExpiresAt))
+		t.Hash, t.UserID, t.DeviceID, t.SessionID, engine.Millis(t.CreatedAt), engine.Millis(t.ExpiresAt))
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "the refresh token exists already")
 	}
@@ -92,8 +77,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 	if next.CreatedAt.IsZero() {
 		next.CreatedAt = now
 	}
-	next.CreatedAt = normalTime(next.CreatedAt)
-	next.ExpiresAt = normalTime(next.ExpiresAt)
+	next.CreatedAt = engine.NormalTime(next.CreatedAt)
+	next.ExpiresAt = engine.NormalTime(next.ExpiresAt)
 	// An unknown token is refused from a reader, without a write job:
 	// guessing tokens must not cost the writer anything.
 	if s.closed.Load() {
@@ -136,7 +121,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 			reuseErr = parley.ErrRefreshReuse
 			return nil
 		}
-		if expires <= millis(now) {
+		if expires <= engine.Millis(now) {
 			return parley.Errorf(parley.CodeUnauthorized, "the refresh token has expired")
 		}
 		d, err := scanDevice(tx.queryRow(`SELECT `+deviceColumns+` FROM devices WHERE id = $1`, deviceID))
@@ -146,7 +131,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 		if err != nil {
 			return s.internal("rotate refresh token", err)
 		}
-		if _, err := tx.exec(`UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2`, millis(now), oldHash); err != nil {
+		if _, err := tx.exec(`UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2`, engine.Millis(now), oldHash); err != nil {
 			return s.internal("rotate refresh token", err)
 		}
 		next.UserID, next.DeviceID, next.SessionID = userID, deviceID, sessionID
@@ -156,8 +141,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 			}
 			return s.internal("rotate refresh token", err)
 		}
-		d.LastSeenAt = normalTime(now)
-		if _, err := tx.exec(`UPDATE devices SET last_seen_at = $1 WHERE id = $2`, millis(now), deviceID); err != nil {
+		d.LastSeenAt = engine.NormalTime(now)
+		if _, err := tx.exec(`UPDATE devices SET last_seen_at = $1 WHERE id = $2`, engine.Millis(now), deviceID); err != nil {
 			return s.internal("rotate refresh token", err)
 		}
 		dev = d
@@ -298,6 +283,6 @@ func scanDevice(row pgx.Row) (*parley.Device, error) {
 	if err := row.Scan(&d.ID, &d.UserID, &d.Platform, &d.Name, &d.SessionID, &created, &seen); err != nil {
 		return nil, err
 	}
-	d.CreatedAt, d.LastSeenAt = fromMillis(created), fromMillis(seen)
+	d.CreatedAt, d.LastSeenAt = engine.FromMillis(created), engine.FromMillis(seen)
 	return &d, nil
 }

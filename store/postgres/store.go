@@ -40,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // DefaultMaxBatch is the default Options.MaxBatch.
@@ -317,20 +318,6 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// millis converts t to the stored form: Unix milliseconds.
-func millis(t time.Time) int64 { return t.UnixMilli() }
-
-// fromMillis converts a stored time back: UTC, millisecond precision.
-func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
-
-// normalTime returns t as it reads back from the store.
-func normalTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return fromMillis(millis(t))
-}
-
 // nullMillis converts an optional time: the zero time is NULL.
 func nullMillis(t time.Time) *int64 {
 	if t.IsZero() {
@@ -345,5 +332,5 @@ func fromNullMillis(v *int64) time.Time {
 	if v == nil {
 		return time.Time{}
 	}
-	return fromMillis(*v)
+	return engine.FromMillis(*v)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // syncSelect pages the conversations of a user that changed after a
@@ -203,7 +204,7 @@ func (s *Store) syncMessages(ctx context.Context, tx pgx.Tx, conversationID stri
 			spent = *budget <= 0
 		}
 	}
-	nowMillis := millis(now)
+	nowMillis := engine.Millis(now)
 	boundary := int64(-1) // the seq of the first row stamped at or below since
 	below := int64(math.MaxInt64)
 	chunk := max(limit+1, 16)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 const userColumns = `id, handle, display_name, role, state, password_hash, created_at`
@@ -15,19 +16,12 @@ const userColumns = `id, handle, display_name, role, state, password_hash, creat
 // (or the id) is taken.
 func (s *Store) CreateUser(ctx context.Context, u *parley.User) error {
 	defer s.track("create_user", time.Now())
-	if u.ID == "" || u.Handle == "" {
-		return parley.Errorf(parley.CodeInvalidRequest, "a user needs an id and a handle")
+	if err := engine.PrepareUser(u); err != nil {
+		return err
 	}
-	if u.Role == "" {
-		u.Role = parley.SystemRoleUser
-	}
-	if u.State == "" {
-		u.State = parley.UserActive
-	}
-	u.CreatedAt = normalTime(u.CreatedAt)
 	return s.write(ctx, true, func(t *txn) error {
 		_, err := t.exec(`INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			u.ID, u.Handle, u.DisplayName, string(u.Role), string(u.State), u.PasswordHash, millis(u.CreatedAt))
+			u.ID, u.Handle, u.DisplayName, string(u.Role), string(u.State), u.PasswordHash, engine.Millis(u.CreatedAt))
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "the handle %q is taken", u.Handle)
 		}
@@ -66,7 +60,7 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 	if err != nil {
 		return nil, s.internal("read user", err)
 	}
-	u.CreatedAt = fromMillis(created)
+	u.CreatedAt = engine.FromMillis(created)
 	return &u, nil
 }
 

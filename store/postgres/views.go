@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // viewQuery selects, for the member $2, each conversation with the
@@ -79,7 +80,7 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 // order.
 func (s *Store) readViews(ctx context.Context, tx pgx.Tx, userID string, now time.Time, ids []string) ([]parley.ConversationView, error) {
 	viewsSQL, membersSQL := viewsAllSQL, membersAllSQL
-	args, membersArgs := []any{millis(now), userID}, []any{userID}
+	args, membersArgs := []any{engine.Millis(now), userID}, []any{userID}
 	if ids != nil {
 		if len(ids) == 0 {
 			return []parley.ConversationView{}, nil
@@ -149,7 +150,7 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 	if err != nil {
 		return v, nil, err
 	}
-	v.CreatedAt = fromMillis(created)
+	v.CreatedAt = engine.FromMillis(created)
 	if id == nil {
 		return v, nil, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // querier is what reads need: a *sql.DB, or a *sql.Tx of a reader or of the
@@ -17,15 +18,6 @@ import (
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// directKey is the unique key of the direct conversation between two users:
-// their ids in order, joined.
-func directKey(a, b string) string {
-	if b < a {
-		a, b = b, a
-	}
-	return a + ":" + b
 }
 
 // CreateConversation inserts c with its members. Empty member roles become
@@ -37,12 +29,12 @@ func directKey(a, b string) string {
 // taken, CodeInvalidRequest for a bad kind, role or member list.
 func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) (*parley.Conversation, bool, error) {
 	defer s.track("create_conversation", time.Now())
-	if err := prepareConversation(c); err != nil {
+	if err := engine.PrepareConversation(c); err != nil {
 		return nil, false, err
 	}
 	var key any // NULL for groups
 	if c.Kind == parley.KindDirect {
-		key = directKey(c.Members[0].UserID, c.Members[1].UserID)
+		key = engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID)
 	}
 	var existing *parley.Conversation
 	err := s.write(ctx, true, func(t *txn) error {
@@ -61,7 +53,7 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 				return s.internal("create conversation", err)
 			}
 		}
-		created := millis(c.CreatedAt)
+		created := engine.Millis(c.CreatedAt)
 		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
 			VALUES (?, ?, ?, ?, 0, ?, ?, ?)`, c.ID, string(c.Kind), c.Title, key, created, created, t.changeStamp())
 		if isUniqueViolation(err) {
@@ -86,54 +78,13 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 	return c, true, nil
 }
 
-// prepareConversation checks c and sets its defaults and precision.
-func prepareConversation(c *parley.Conversation) error {
-	if c.ID == "" {
-		return parley.Errorf(parley.CodeInvalidRequest, "a conversation needs an id")
-	}
-	switch c.Kind {
-	case parley.KindDirect:
-		if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
-			return parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has exactly two different members")
-		}
-	case parley.KindGroup:
-		if len(c.Members) > parley.MaxGroupMembers {
-			return parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
-		}
-	default:
-		return parley.Errorf(parley.CodeInvalidRequest, "unknown conversation kind %q", c.Kind)
-	}
-	c.CreatedAt = normalTime(c.CreatedAt)
-	c.LastSeq = 0
-	seen := make(map[string]bool, len(c.Members))
-	for i := range c.Members {
-		m := &c.Members[i]
-		if seen[m.UserID] {
-			return parley.Errorf(parley.CodeInvalidRequest, "user %s is listed twice", m.UserID)
-		}
-		seen[m.UserID] = true
-		if m.Role == "" {
-			m.Role = parley.MemberRoleMember
-		}
-		if !m.Role.Valid() {
-			return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
-		}
-		if m.JoinedAt.IsZero() {
-			m.JoinedAt = c.CreatedAt
-		}
-		m.JoinedAt = normalTime(m.JoinedAt)
-		m.ReadSeq = 0
-	}
-	return nil
-}
-
 // insertMember adds m to a conversation that exists, stamped, and deletes
 // the user's tombstone of an earlier membership. CodeNotFound if the user
 // does not exist, CodeConflict if already a member.
 func insertMember(t *txn, conversationID string, m parley.Member) error {
 	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
 		SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
-		conversationID, m.UserID, string(m.Role), m.ReadSeq, millis(m.JoinedAt), t.changeStamp(), m.UserID)
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp(), m.UserID)
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")
 	}
@@ -185,7 +136,7 @@ func loadConversation(ctx context.Context, q querier, id string) (*parley.Conver
 	if err != nil {
 		return nil, err
 	}
-	c.CreatedAt = fromMillis(created)
+	c.CreatedAt = engine.FromMillis(created)
 	members, err := loadMembers(ctx, q, `WHERE conversation_id = ?`, id)
 	if err != nil {
 		return nil, err
@@ -219,7 +170,7 @@ func scanMembers(rows *sql.Rows) (map[string][]parley.Member, error) {
 		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
 			return nil, err
 		}
-		m.JoinedAt = fromMillis(joined)
+		m.JoinedAt = engine.FromMillis(joined)
 		members[conversationID] = append(members[conversationID], m)
 	}
 	return members, rows.Err()
@@ -262,17 +213,9 @@ func (s *Store) ChangeMembers(ctx context.Context, conversationID string, decide
 			}
 		}
 		for _, m := range change.Add {
-			if m.Role == "" {
-				m.Role = parley.MemberRoleMember
+			if err := engine.PrepareAddedMember(&m, c.LastSeq); err != nil {
+				return err
 			}
-			if !m.Role.Valid() {
-				return parley.Errorf(parley.CodeInvalidRequest, "unknown member role %q", m.Role)
-			}
-			if m.JoinedAt.IsZero() {
-				m.JoinedAt = time.Now()
-			}
-			m.JoinedAt = normalTime(m.JoinedAt)
-			m.ReadSeq = min(max(m.ReadSeq, 0), c.LastSeq)
 			if err := insertMember(t, conversationID, m); err != nil {
 				return err
 			}
@@ -435,6 +378,6 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 	if err != nil {
 		return nil, s.internal("read member", err)
 	}
-	m.JoinedAt = fromMillis(joined)
+	m.JoinedAt = engine.FromMillis(joined)
 	return &m, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // messageColumns are the columns scanMessageRow reads, in its order.
@@ -58,7 +59,7 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		SenderDeviceID: r.senderDeviceID,
 		ClientMsgID:    r.clientMsgID.String,
 		Type:           parley.MessageType(r.typ),
-		CreatedAt:      fromMillis(r.created),
+		CreatedAt:      engine.FromMillis(r.created),
 		ExpiresAt:      fromNullMillis(r.expires),
 		EditedAt:       fromNullMillis(r.edited),
 		Deleted:        r.deleted,
@@ -98,20 +99,8 @@ func (s *Store) seal(id, body string, deleted bool) (keyID uint32, sealed []byte
 // conversation is gone or the sender is not a member at commit.
 func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
 	defer s.track("append_message", time.Now())
-	if m.ConversationID == "" || m.SenderID == "" {
-		return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a message needs a conversation and a sender")
-	}
-	if m.ID == "" {
-		m.ID = parley.NewID()
-	}
-	if m.CreatedAt.IsZero() {
-		m.CreatedAt = time.Now()
-	}
-	m.CreatedAt = normalTime(m.CreatedAt)
-	m.ExpiresAt = normalTime(m.ExpiresAt)
-	m.EditedAt = normalTime(m.EditedAt)
-	if m.Deleted {
-		m.Body = ""
+	if err := engine.PrepareMessage(m); err != nil {
+		return nil, false, err
 	}
 	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
 	if err != nil {
@@ -133,7 +122,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		typ      any = string(m.Type)
 		body     any = sealed
 		bodyKey  any = int64(keyID)
-		created  any = millis(m.CreatedAt)
+		created  any = engine.Millis(m.CreatedAt)
 		expires      = nullMillis(m.ExpiresAt)
 		edited       = nullMillis(m.EditedAt)
 		deleted  any = m.Deleted
@@ -204,7 +193,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		if original.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
 		}
-		if original.purged || original.expires.Valid && original.expires.Int64 <= millis(m.CreatedAt) {
+		if original.purged || original.expires.Valid && original.expires.Int64 <= engine.Millis(m.CreatedAt) {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used by a message that has expired", m.ClientMsgID)
 		}
 		msg, err := s.open(original)
@@ -239,7 +228,7 @@ func (s *Store) Message(ctx context.Context, conversationID string, seq int64, n
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	r, err := scanMessageRow(s.rst.message.QueryRowContext(ctx, conversationID, seq, millis(now)))
+	r, err := scanMessageRow(s.rst.message.QueryRowContext(ctx, conversationID, seq, engine.Millis(now)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such message")
 	}
@@ -275,11 +264,11 @@ func (s *Store) Messages(ctx context.Context, conversationID string, q parley.Hi
 	)
 	switch {
 	case q.Before > 0:
-		rows, err = s.rst.messagesBefore.QueryContext(ctx, conversationID, q.Before, millis(now), q.Limit)
+		rows, err = s.rst.messagesBefore.QueryContext(ctx, conversationID, q.Before, engine.Millis(now), q.Limit)
 	case q.Forwards():
-		rows, err = s.rst.messagesAfter.QueryContext(ctx, conversationID, q.After, millis(now), q.Limit)
+		rows, err = s.rst.messagesAfter.QueryContext(ctx, conversationID, q.After, engine.Millis(now), q.Limit)
 	default:
-		rows, err = s.rst.messagesNewest.QueryContext(ctx, conversationID, millis(now), q.Limit)
+		rows, err = s.rst.messagesNewest.QueryContext(ctx, conversationID, engine.Millis(now), q.Limit)
 	}
 	if err != nil {
 		return nil, s.internal("read messages", err)
@@ -317,7 +306,7 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 	err := s.write(ctx, true, func(t *txn) error {
 		result = nil
 		row := t.queryRow(`SELECT `+messageColumns+` FROM messages WHERE conversation_id = ? AND seq = ?
-			AND purged = 0 AND (expires_at IS NULL OR expires_at > ?)`, conversationID, seq, millis(now))
+			AND purged = 0 AND (expires_at IS NULL OR expires_at > ?)`, conversationID, seq, engine.Millis(now))
 		r, err := scanMessageRow(row)
 		if errors.Is(err, sql.ErrNoRows) {
 			return parley.Errorf(parley.CodeNotFound, "no such message")
@@ -332,7 +321,7 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		if err := change(&m); err != nil {
 			return err
 		}
-		m.EditedAt = normalTime(m.EditedAt)
+		m.EditedAt = engine.NormalTime(m.EditedAt)
 		if m.Deleted {
 			m.Body = ""
 		}
@@ -371,7 +360,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
-			millis(now), limit)
+			engine.Millis(now), limit)
 		if err != nil {
 			return s.internal("purge messages", err)
 		}
@@ -381,10 +370,10 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		if _, err := t.exec(`DELETE FROM messages WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
-			millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
+			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, millis(now)); err != nil {
+		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, engine.Millis(now)); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
@@ -405,7 +394,7 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 	}
 	var n int64
 	err := s.write(ctx, true, func(t *txn) error {
-		cutoff := millis(before)
+		cutoff := engine.Millis(before)
 		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1,
 				expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
 			WHERE (conversation_id, seq) IN (

@@ -3,9 +3,6 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -20,43 +17,8 @@ import (
 	"github.com/parleychat/parley/store/storetest"
 )
 
-// testSealer is AES-256-GCM with one random key (id 7), the nonce prepended
-// to the ciphertext. The real sealer lives in package seal.
-type testSealer struct{ aead cipher.AEAD }
-
-func newTestSealer(tb testing.TB) *testSealer {
-	tb.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &testSealer{aead: aead}
-}
-
-const testKeyID = 7
-
-func (s *testSealer) Seal(plaintext, additionalData []byte) (uint32, []byte, error) {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
-	rand.Read(nonce)
-	return testKeyID, s.aead.Seal(nonce, nonce, plaintext, additionalData), nil
-}
-
-func (s *testSealer) Open(keyID uint32, ciphertext, additionalData []byte) ([]byte, error) {
-	if keyID != testKeyID {
-		return nil, errors.New("testSealer: unknown key id")
-	}
-	n := s.aead.NonceSize()
-	if len(ciphertext) < n {
-		return nil, errors.New("testSealer: short ciphertext")
-	}
-	return s.aead.Open(nil, ciphertext[:n], ciphertext[n:], additionalData)
-}
+// newTestSealer is the contract suite's sealer.
+func newTestSealer(tb testing.TB) *storetest.Sealer { return storetest.NewSealer(tb) }
 
 // openStore opens a store at path and closes it when the test ends.
 func openStore(tb testing.TB, path string, sealer parley.Sealer) *Store {
@@ -414,7 +376,7 @@ func TestWALRestarts(t *testing.T) {
 	s.ckpt.restartPages, s.ckpt.nextRestart = 64, 64 // before the first write
 	s.ckpt.kickEvery = 1                             // or the WAL overshoots 64 pages by up to kickEvery batches
 	a, _, g := seed(t, s, time.Now())
-	parallel(t, 3000, func(i int) error {
+	storetest.Parallel(t, 3000, func(i int) error {
 		_, _, err := s.AppendMessage(ctx, &parley.Message{ConversationID: g.ID, SenderID: a.ID, SenderDeviceID: "d",
 			Type: parley.MessageText, Body: strings.Repeat("x", 150)})
 		return err

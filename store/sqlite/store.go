@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -327,20 +328,6 @@ func isDBClosed(err error) bool {
 	return err != nil && err.Error() == "sql: database is closed"
 }
 
-// millis converts t to the stored form: Unix milliseconds.
-func millis(t time.Time) int64 { return t.UnixMilli() }
-
-// fromMillis converts a stored time back: UTC, millisecond precision.
-func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
-
-// normalTime returns t as it reads back from the store.
-func normalTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return fromMillis(millis(t))
-}
-
 // nullMillis converts an optional time: the zero time is NULL.
 func nullMillis(t time.Time) any {
 	if t.IsZero() {
@@ -354,7 +341,7 @@ func fromNullMillis(v sql.NullInt64) time.Time {
 	if !v.Valid {
 		return time.Time{}
 	}
-	return fromMillis(v.Int64)
+	return engine.FromMillis(v.Int64)
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY

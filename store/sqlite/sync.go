@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // syncSelect pages the conversations of a user that changed after a
@@ -215,7 +216,7 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 	if err != nil {
 		return nil, false, s.internal("sync messages", err)
 	}
-	nowMillis := millis(now)
+	nowMillis := engine.Millis(now)
 	for len(sealed) <= limit && !spent && rows.Next() {
 		var r messageRow
 		var stamp int64

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // rowStamp reads the stamp column of one row on the writer's connection
@@ -54,13 +55,13 @@ func TestSyncMigratesOldRows(t *testing.T) {
 		args  []any
 	}{
 		{`INSERT INTO users (id, handle, display_name, role, state, password_hash, created_at) VALUES (?, 'a', '', 'user', 'active', '', ?), (?, 'b', '', 'user', 'active', '', ?)`,
-			[]any{userA, millis(now), userB, millis(now)}},
+			[]any{userA, engine.Millis(now), userB, engine.Millis(now)}},
 		{`INSERT INTO conversations (id, kind, title, last_seq, created_at, updated_at) VALUES (?, 'group', 'old', 1, ?, ?)`,
-			[]any{conv, millis(now), millis(now)}},
+			[]any{conv, engine.Millis(now), engine.Millis(now)}},
 		{`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at) VALUES (?, ?, 'owner', 0, ?), (?, ?, 'member', 0, ?)`,
-			[]any{conv, userA, millis(now), conv, userB, millis(now)}},
+			[]any{conv, userA, engine.Millis(now), conv, userB, engine.Millis(now)}},
 		{`INSERT INTO messages (` + messageColumns + `) VALUES (?, 1, ?, ?, 'd', 'c1', 'text', ?, ?, ?, NULL, NULL, 0)`,
-			[]any{conv, msgID, userA, body, int64(keyID), millis(now)}},
+			[]any{conv, msgID, userA, body, int64(keyID), engine.Millis(now)}},
 		{`PRAGMA user_version = 3`, nil},
 	} {
 		if _, err := db.Exec(q.query, q.args...); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // viewQuery selects, for the member ?2 (bound twice more below), each
@@ -90,7 +91,7 @@ const (
 // user is a member of, in no particular order.
 func (s *Store) readViews(ctx context.Context, tx *sql.Tx, userID string, now time.Time, ids []string) ([]parley.ConversationView, error) {
 	viewsStmt, membersStmt := s.rst.viewsAll, s.rst.membersAll
-	args, membersArgs := []any{millis(now), userID}, []any{userID}
+	args, membersArgs := []any{engine.Millis(now), userID}, []any{userID}
 	if ids != nil {
 		if len(ids) == 0 {
 			return []parley.ConversationView{}, nil
@@ -165,7 +166,7 @@ func scanView(rows *sql.Rows) (parley.ConversationView, *messageRow, error) {
 	if err != nil {
 		return v, nil, err
 	}
-	v.CreatedAt = fromMillis(created)
+	v.CreatedAt = engine.FromMillis(created)
 	if !id.Valid {
 		return v, nil, nil
 	}

@@ -1,0 +1,131 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// BenchAppend measures durable appends per second with about 256
+// concurrent senders, the shape of research/store-throughput.md: 1,000
+// conversations of two members, bodies of 100-200 bytes sealed, a unique
+// client_msg_id each. It reports msgs/s, the mean group-commit batch and
+// the p50/p99 latency of AppendMessage. open returns a new, empty store
+// that reports each operation's latency to observe (closed when b ends)
+// and a function that reads its group commits so far.
+func BenchAppend(b *testing.B, open func(tb testing.TB, observe func(op string, d time.Duration)) (s parley.Store, batches func() (batches, jobs int64))) {
+	const (
+		conversations = 1000
+		senders       = 256
+	)
+	ctx := context.Background()
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+	)
+	s, batches := open(b, func(op string, d time.Duration) {
+		if op == "append_message" {
+			mu.Lock()
+			latencies = append(latencies, d)
+			mu.Unlock()
+		}
+	})
+
+	// Conversation i has users i and i+1; user i sends in it.
+	now := time.Now()
+	users := make([]string, conversations)
+	convs := make([]string, conversations)
+	for i := range users {
+		users[i], convs[i] = parley.NewID(), parley.NewID()
+	}
+	Parallel(b, conversations, func(i int) error {
+		return s.CreateUser(ctx, &parley.User{ID: users[i], Handle: fmt.Sprintf("u%d", i), CreatedAt: now})
+	})
+	Parallel(b, conversations, func(i int) error {
+		_, _, err := s.CreateConversation(ctx, &parley.Conversation{ID: convs[i], Kind: parley.KindGroup, CreatedAt: now,
+			Members: []parley.Member{{UserID: users[i]}, {UserID: users[(i+1)%conversations]}}})
+		return err
+	})
+	body := make([]byte, 200)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+
+	mu.Lock()
+	latencies = latencies[:0]
+	mu.Unlock()
+	batches0, jobs0 := batches()
+	var clientID atomic.Int64
+	// RunParallel starts parallelism * GOMAXPROCS goroutines.
+	b.SetParallelism(max(1, senders/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		for pb.Next() {
+			i := r.IntN(conversations)
+			m := &parley.Message{
+				ConversationID: convs[i],
+				SenderID:       users[i],
+				SenderDeviceID: "bench",
+				ClientMsgID:    fmt.Sprintf("c%d", clientID.Add(1)),
+				Type:           parley.MessageText,
+				Body:           string(body[:100+r.IntN(101)]),
+			}
+			if _, _, err := s.AppendMessage(ctx, m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	if n, jobs := batches(); n > batches0 {
+		b.ReportMetric(float64(jobs-jobs0)/float64(n-batches0), "msgs/batch")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
+
+// Parallel runs fn(0..n-1) on 64 goroutines, so that setup commits in
+// groups, and fails tb on the first error.
+func Parallel(tb testing.TB, n int, fn func(i int) error) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+}
