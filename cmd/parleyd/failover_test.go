@@ -228,14 +228,16 @@ func TestClusterFailover(t *testing.T) {
 	c.pg.Start()
 	c.waitReady(t, 200, 30*time.Second)
 
-	// The restarted node takes traffic again.
+	// The restarted node takes traffic again: new connections reach it
+	// once HAProxy has seen it healthy (two checks after it answers).
 	signup(t, c.hap.URL(), "late")
 	late := loginDevice(t, c.hap.URL(), "late", "phone")
-	for range 6 {
+	for deadline := time.Now().Add(10 * time.Second); wsConnections(t, c.nodes[1]) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node takes no connections")
+		}
 		connect(t, c.hap.URL(), late)
-	}
-	if n := wsConnections(t, c.nodes[1]); n == 0 {
-		t.Fatalf("the restarted node takes no connections")
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	select {
