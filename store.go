@@ -53,6 +53,17 @@ type Store interface {
 	// DeleteDevice deletes a device of userID with its refresh tokens and
 	// delivery cursors; CodeNotFound if userID has no such device.
 	DeleteDevice(ctx context.Context, userID, deviceID string) error
+	// SetPush stores the push registration of deviceID, a device of userID,
+	// replacing any it had (sealed at rest: a token is a capability to wake
+	// the device). CodeNotFound if userID has no such device.
+	SetPush(ctx context.Context, userID, deviceID string, r *PushRegistration) error
+	// DeletePush removes the push registration of deviceID, a device of
+	// userID; none is not an error. CodeNotFound if userID has no such
+	// device. Deleting a device deletes its registration too.
+	DeletePush(ctx context.Context, userID, deviceID string) error
+	// Push returns the push registration of a device; CodeNotFound if it
+	// has none (or there is no such device).
+	Push(ctx context.Context, deviceID string) (*PushRegistration, error)
 	// DeleteDevices deletes every device of userID and returns how many.
 	DeleteDevices(ctx context.Context, userID string) (int, error)
 

@@ -141,6 +141,9 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("GET /v1/users/{id}", h.authed(h.user))
 	m.Handle("GET /v1/devices", h.authed(h.devices))
 	m.Handle("DELETE /v1/devices/{id}", h.authed(h.removeDevice))
+	m.Handle("PUT /v1/devices/current/push", h.authed(h.setPush))
+	m.Handle("DELETE /v1/devices/current/push", h.authed(h.deletePush))
+	m.HandleFunc("GET /v1/push/vapid", h.vapid)
 
 	m.Handle("POST /v1/conversations", h.authed(h.createConversation))
 	m.Handle("GET /v1/conversations", h.authed(h.conversations))

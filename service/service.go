@@ -53,6 +53,12 @@ type Config struct {
 	// kept in memory (see historyCache). Default 0: 10,000; negative: no
 	// cache.
 	HistoryCache int
+	// PushAllowHTTP accepts Web Push endpoints over plain http (local
+	// testing only; browsers' push services are https).
+	PushAllowHTTP bool
+	// VAPIDPrivateKey, if set, is the server's VAPID key (a P-256 scalar,
+	// 32 bytes); otherwise one is made and kept in the store.
+	VAPIDPrivateKey []byte
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -88,6 +94,7 @@ type Service struct {
 	bus       parley.Bus // nil: no live events (see UseBus)
 	order     publishOrder
 	cache     *historyCache // nil: off
+	vapid     vapidKeys
 }
 
 // New returns a Service. log must not be nil; m may be nil.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -74,12 +75,22 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		st.Close()
 		return nil, err
 	}
+	var vapid []byte
+	if v := getenv("PARLEY_VAPID_PRIVATE_KEY"); v != "" {
+		if vapid, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(v, "=")); err != nil || len(vapid) != 32 {
+			st.Close()
+			return nil, errors.New("PARLEY_VAPID_PRIVATE_KEY: want the 32-byte P-256 private key in base64url")
+		}
+	}
 	svc := service.New(st, keys, auth.NewArgon2id(auth.DefaultPasswordParams, runtime.GOMAXPROCS(0)), service.Config{
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RefreshTTL:    cfg.RefreshTTL,
 		PurgeInterval: cfg.PurgeInterval,
 		Retention:     cfg.Retention,
 		HistoryCache:  historyCacheSize(cfg.HistoryCache),
+		// Local testing only: browsers' push services are https.
+		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
+		VAPIDPrivateKey: vapid,
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
 }

@@ -264,9 +264,12 @@ func (s *Store) deleteDevices(tx *txn, userID string) (int, error) {
 	return n, nil
 }
 
-// deleteDevice deletes a device with its refresh tokens and delivery
-// cursors, and reports whether the device existed.
+// deleteDevice deletes a device with its refresh tokens, push
+// registration and delivery cursors, and reports whether the device existed.
 func deleteDevice(tx *txn, deviceID string) (bool, error) {
+	if _, err := tx.exec(`DELETE FROM push_registrations WHERE device_id = ?`, deviceID); err != nil {
+		return false, err
+	}
 	if _, err := tx.exec(`DELETE FROM refresh_tokens WHERE device_id = ?`, deviceID); err != nil {
 		return false, err
 	}

@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"ConversationIDs", testConversationIDs},
 		{"PurgeHistory", testPurgeHistory},
 		{"Contacts", testContacts},
+		{"Push", testPush},
 		{"Secrets", testSecrets},
 		{"SecretsAtomic", testSecretsAtomic},
 	}

@@ -6,6 +6,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -182,3 +183,32 @@ func CheckSecretNames(prefix string, put map[string][]byte, del []string) error 
 	}
 	return nil
 }
+
+// SealPush returns a push registration in its stored form (JSON, sealed,
+// bound to the device) with the registration's time at stored precision.
+func SealPush(sealer parley.Sealer, deviceID string, r *parley.PushRegistration) (keyID uint32, sealed []byte, err error) {
+	r.UpdatedAt = NormalTime(r.UpdatedAt)
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = NormalTime(time.Now())
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	return sealer.Seal(data, pushAD(deviceID))
+}
+
+// OpenPush reads a stored push registration back.
+func OpenPush(sealer parley.Sealer, deviceID string, keyID uint32, sealed []byte) (*parley.PushRegistration, error) {
+	data, err := sealer.Open(keyID, sealed, pushAD(deviceID))
+	if err != nil {
+		return nil, err
+	}
+	var r parley.PushRegistration
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func pushAD(deviceID string) []byte { return []byte("push:" + deviceID) }

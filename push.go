@@ -1,0 +1,114 @@
+package parley
+
+import (
+	"encoding/base64"
+	"net/url"
+	"time"
+)
+
+// PushProvider names the service that wakes a device.
+type PushProvider string
+
+// Push providers.
+const (
+	PushFCM     PushProvider = "fcm"     // Firebase Cloud Messaging (Android, also iOS through FCM)
+	PushAPNs    PushProvider = "apns"    // Apple Push Notification service
+	PushWebPush PushProvider = "webpush" // the browser's Push API (RFC 8030, VAPID)
+)
+
+// PushRegistration is where one device receives push notifications: a
+// provider token (FCM, APNs) or a browser's PushSubscription (Web Push).
+// A device has at most one; it goes with the device (logout, removal).
+type PushRegistration struct {
+	Provider PushProvider `json:"provider"`
+	// Token is the FCM registration token or the APNs device token.
+	Token string `json:"token,omitempty"`
+	// Topic (APNs) is the app's bundle id, the apns-topic header.
+	Topic string `json:"topic,omitempty"`
+	// Environment (APNs) is sandbox or production: which APNs server.
+	Environment string `json:"environment,omitempty"`
+	// Subscription (Web Push) is the browser's PushSubscription as JSON.
+	Subscription *WebPushSubscription `json:"subscription,omitempty"`
+	UpdatedAt    time.Time            `json:"updated_at"`
+}
+
+// WebPushSubscription is a browser's PushSubscription (its toJSON form).
+type WebPushSubscription struct {
+	Endpoint string `json:"endpoint"`
+	Keys     struct {
+		P256dh string `json:"p256dh"`
+		Auth   string `json:"auth"`
+	} `json:"keys"`
+}
+
+// Limits of a registration's fields.
+const (
+	maxPushToken    = 4096
+	maxPushTopic    = 256
+	maxPushEndpoint = 2048
+)
+
+// ValidatePush checks r as a client sent it: the fields its provider needs
+// and no others, within their limits. A Web Push endpoint must be https,
+// unless allowHTTP (local testing only). Errors are CodeInvalidRequest.
+func ValidatePush(r *PushRegistration, allowHTTP bool) error {
+	switch r.Provider {
+	case PushFCM, PushAPNs:
+		if r.Token == "" || len(r.Token) > maxPushToken {
+			return Errorf(CodeInvalidRequest, "a %s registration needs a token of 1 to %d bytes", r.Provider, maxPushToken)
+		}
+		if r.Subscription != nil {
+			return Errorf(CodeInvalidRequest, "subscription is for webpush only")
+		}
+		if r.Provider == PushFCM {
+			if r.Topic != "" || r.Environment != "" {
+				return Errorf(CodeInvalidRequest, "topic and environment are for apns only")
+			}
+			return nil
+		}
+		if r.Topic == "" || len(r.Topic) > maxPushTopic {
+			return Errorf(CodeInvalidRequest, "an apns registration needs a topic (the app's bundle id) of 1 to %d bytes", maxPushTopic)
+		}
+		if r.Environment != "sandbox" && r.Environment != "production" {
+			return Errorf(CodeInvalidRequest, "environment must be sandbox or production")
+		}
+		return nil
+	case PushWebPush:
+		if r.Token != "" || r.Topic != "" || r.Environment != "" {
+			return Errorf(CodeInvalidRequest, "a webpush registration has only a subscription")
+		}
+		s := r.Subscription
+		if s == nil {
+			return Errorf(CodeInvalidRequest, "a webpush registration needs the browser's subscription")
+		}
+		if len(s.Endpoint) > maxPushEndpoint {
+			return Errorf(CodeInvalidRequest, "the endpoint is longer than %d bytes", maxPushEndpoint)
+		}
+		u, err := url.Parse(s.Endpoint)
+		if err != nil || u.Host == "" || u.User != nil || !(u.Scheme == "https" || allowHTTP && u.Scheme == "http") {
+			if err == nil && u.Scheme == "http" {
+				return Errorf(CodeInvalidRequest, "the endpoint must be https")
+			}
+			return Errorf(CodeInvalidRequest, "the endpoint must be an https URL")
+		}
+		// p256dh: an uncompressed P-256 point; auth: 16 random bytes.
+		if k, err := decodeBase64URL(s.Keys.P256dh); err != nil || len(k) != 65 || k[0] != 4 {
+			return Errorf(CodeInvalidRequest, "keys.p256dh must be an uncompressed P-256 public key in base64url")
+		}
+		if k, err := decodeBase64URL(s.Keys.Auth); err != nil || len(k) != 16 {
+			return Errorf(CodeInvalidRequest, "keys.auth must be 16 bytes in base64url")
+		}
+		return nil
+	default:
+		return Errorf(CodeInvalidRequest, "provider must be fcm, apns or webpush")
+	}
+}
+
+// decodeBase64URL accepts base64url with or without padding, as browsers
+// produce either.
+func decodeBase64URL(s string) ([]byte, error) {
+	if b, err := base64.RawURLEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.URLEncoding.DecodeString(s)
+}
