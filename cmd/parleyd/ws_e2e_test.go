@@ -630,7 +630,9 @@ func TestShutdownClosesWith1001(t *testing.T) {
 // TestTokenExpiryCloses: a connection whose token expires without an auth
 // frame is closed with 4001; one that renews in-band lives on.
 func TestTokenExpiryCloses(t *testing.T) {
-	p := startRealtime(t, "--access-token-ttl", "2s", "--ping-interval", "500ms", "--idle-timeout", "5s")
+	// Tokens live 4 s: the laptop renews after about one, with room for a
+	// slow (race-built, loaded) machine before its first token expires.
+	p := startRealtime(t, "--access-token-ttl", "4s", "--ping-interval", "500ms", "--idle-timeout", "8s")
 	signup(t, p.base, "alice")
 	a := loginDevice(t, p.base, "alice", "phone")
 	a2 := loginDevice(t, p.base, "alice", "laptop")
@@ -652,7 +654,7 @@ func TestTokenExpiryCloses(t *testing.T) {
 	renewing.MustWrite(map[string]any{"type": "auth", "id": "a1", "access_token": r["access_token"].(string)})
 	renewing.Expect("authenticated", "presence")
 
-	if code, err := stale.WaitClosed(6 * time.Second); err != nil || code != 4001 {
+	if code, err := stale.WaitClosed(8 * time.Second); err != nil || code != 4001 {
 		t.Fatalf("expired token: close %d, %v; want 4001", code, err)
 	}
 	// The renewed one is still open after its first token expired.
