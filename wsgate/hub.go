@@ -232,7 +232,17 @@ type presenceNews struct {
 	// list, with a Directory, asks for the online contacts of the user to
 	// be written to this new session (without one, attach writes them).
 	list *session
+	// attempt counts retries of news that failed (the directory or the
+	// store was unreachable).
+	attempt int
 }
+
+// Retries of presence news that failed: doubling from presenceRetryFirst,
+// up to presenceRetries attempts (about two minutes in all).
+const (
+	presenceRetryFirst = time.Second
+	presenceRetries    = 7
+)
 
 // maxHeld bounds the messages held per conversation while a gap is open;
 // past it the gap is filled at once, and if the store cannot be read the
@@ -883,6 +893,7 @@ func (h *hub) publishPresence(n presenceNews) {
 		}
 		if err != nil {
 			h.g.log.Warn("presence directory", "user_id", n.userID, "online", n.online, "err", err)
+			h.retryPresence(n)
 			return
 		}
 		if !change {
@@ -891,7 +902,36 @@ func (h *hub) publishPresence(n presenceNews) {
 	}
 	if err := h.g.core.Presence(ctx, n.userID, n.online, n.lastSeen); err != nil {
 		h.g.log.Warn("publish presence", "user_id", n.userID, "err", err)
+		h.retryPresence(n)
 	}
+}
+
+// retryPresence queues n again after a backoff, if it is still true then:
+// an online while the user still has a session here, an offline while the
+// user still has none (a retry must not undo a later change).
+func (h *hub) retryPresence(n presenceNews) {
+	if n.attempt >= presenceRetries {
+		h.g.log.Error("presence news given up", "user_id", n.userID, "online", n.online)
+		return
+	}
+	delay := presenceRetryFirst << n.attempt
+	n.attempt++
+	time.AfterFunc(delay, func() {
+		select {
+		case <-h.presenceStop:
+			return
+		default:
+		}
+		h.mu.Lock()
+		u := h.users[n.userID]
+		here := u != nil && len(u.sessions) > 0
+		_, leaving := h.leaving[n.userID]
+		h.mu.Unlock()
+		if n.online != here || !n.online && leaving {
+			return // overtaken by a later change, which has its own news
+		}
+		h.queuePresence(n)
+	})
 }
 
 // keepaliveLoop refreshes the directory's records every Interval, apart

@@ -419,6 +419,10 @@ func (s *Store) Messages(ctx context.Context, conversationID string, q parley.Hi
 		sql = from + `AND ` + notExpired(2) + ` ORDER BY seq DESC LIMIT $3`
 	}
 	rows, err := db.Query(ctx, sql, args...)
+	if err != nil && db == querier(s.replica) && ctx.Err() == nil {
+		s.replicaFailed(err)
+		rows, err = s.pool.Query(ctx, sql, args...)
+	}
 	if err != nil {
 		return nil, s.internal("read messages", err)
 	}
@@ -455,14 +459,38 @@ func (s *Store) replicaFor(ctx context.Context, conversationID string, seq int64
 	if s.replica == nil {
 		return s.pool
 	}
+	if !s.replicaUsable() {
+		s.replicaMisses.Add(1)
+		return s.pool
+	}
 	var last int64
 	err := s.replica.QueryRow(ctx, `SELECT last_seq FROM conversations WHERE id = $1`, conversationID).Scan(&last)
+	if err != nil && !noRows(err) && ctx.Err() == nil {
+		s.replicaFailed(err)
+	}
 	if err != nil || last < seq {
 		s.replicaMisses.Add(1)
 		return s.pool
 	}
 	s.replicaReads.Add(1)
 	return s.replica
+}
+
+// replicaPause is how long the replica is left alone after it failed a
+// read: a replica that does not answer would otherwise cost every read a
+// connect timeout before the primary answers it.
+const replicaPause = 10 * time.Second
+
+// replicaUsable reports whether there is a replica and it has not failed
+// within replicaPause. Reads that skip it count as lagged (ReplicaReads).
+func (s *Store) replicaUsable() bool {
+	return s.replica != nil && time.Now().UnixNano() >= s.replicaDownUntil.Load()
+}
+
+// replicaFailed leaves the replica alone for replicaPause.
+func (s *Store) replicaFailed(err error) {
+	s.replicaDownUntil.Store(time.Now().Add(replicaPause).UnixNano())
+	s.log.Warn("postgres: replica read failed; reading the primary for a while", "err", err, "pause", replicaPause)
 }
 
 // UpdateMessage implements parley.Store.

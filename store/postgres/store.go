@@ -89,6 +89,9 @@ type Store struct {
 	batchJobs atomic.Int64
 	// Reads served by the replica and those it could not serve (it lagged).
 	replicaReads, replicaMisses atomic.Int64
+	// replicaDownUntil (Unix ns): the replica failed a read; until then
+	// the primary serves every read.
+	replicaDownUntil atomic.Int64
 }
 
 var _ parley.Store = (*Store)(nil)

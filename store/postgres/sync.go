@@ -71,11 +71,35 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	tx, until, err := s.syncSnapshot(ctx)
+	useReplica := s.replicaUsable()
+	if s.replica != nil && !useReplica {
+		s.replicaMisses.Add(1)
+	}
+	page, onReplica, err := s.sync(ctx, userID, q, now, useReplica)
+	if err != nil && onReplica && ctx.Err() == nil {
+		// The replica failed mid-read (gone, or a recovery conflict
+		// cancelled the query): it is skipped for a while, and the primary
+		// answers.
+		s.replicaFailed(err)
+		page, _, err = s.sync(ctx, userID, q, now, false)
+	}
+	return page, err
+}
+
+// sync reads one page as Sync describes, on the replica if useReplica
+// (and it has caught up) else on the primary; onReplica says where.
+func (s *Store) sync(ctx context.Context, userID string, q parley.SyncQuery, now time.Time, useReplica bool) (page *parley.SyncPage, onReplica bool, err error) {
+	tx, until, onReplica, err := s.syncSnapshot(ctx, useReplica)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer tx.Rollback(ctx)
+	page, err = s.syncIn(ctx, tx, userID, q, until, now)
+	return page, onReplica, err
+}
+
+// syncIn reads one page in the snapshot tx, whose stamp is until.
+func (s *Store) syncIn(ctx context.Context, tx pgx.Tx, userID string, q parley.SyncQuery, until int64, now time.Time) (*parley.SyncPage, error) {
 	if q.Until > 0 && q.Until < until {
 		until = q.Until
 	}
@@ -159,35 +183,38 @@ func (s *Store) Sync(ctx context.Context, userID string, q parley.SyncQuery, now
 }
 
 // syncSnapshot begins the read-only snapshot of a sync and returns it with
-// its change stamp: on the replica if that has caught up with the
-// primary's stamp, else on the primary.
-func (s *Store) syncSnapshot(ctx context.Context) (pgx.Tx, int64, error) {
+// its change stamp: on the replica if useReplica and it has caught up with
+// the primary's stamp, else on the primary.
+func (s *Store) syncSnapshot(ctx context.Context, useReplica bool) (tx pgx.Tx, stamp int64, onReplica bool, err error) {
 	const stampSQL = `SELECT stamp FROM sync_stamp`
-	if s.replica != nil {
+	if useReplica {
 		var primary int64
 		if err := s.pool.QueryRow(ctx, stampSQL).Scan(&primary); err != nil {
-			return nil, 0, s.internal("sync", err)
+			return nil, 0, false, s.internal("sync", err)
 		}
-		if tx, err := s.replica.BeginTx(ctx, snapshot); err == nil {
-			var stamp int64
-			if err := tx.QueryRow(ctx, stampSQL).Scan(&stamp); err == nil && stamp >= primary {
+		tx, err := s.replica.BeginTx(ctx, snapshot)
+		if err == nil {
+			err = tx.QueryRow(ctx, stampSQL).Scan(&stamp)
+			if err == nil && stamp >= primary {
 				s.replicaReads.Add(1)
-				return tx, stamp, nil
+				return tx, stamp, true, nil
 			}
 			tx.Rollback(ctx)
 		}
+		if err != nil {
+			s.replicaFailed(err)
+		}
 		s.replicaMisses.Add(1)
 	}
-	tx, err := s.pool.BeginTx(ctx, snapshot)
+	tx, err = s.pool.BeginTx(ctx, snapshot)
 	if err != nil {
-		return nil, 0, s.internal("sync", err)
+		return nil, 0, false, s.internal("sync", err)
 	}
-	var stamp int64
 	if err := tx.QueryRow(ctx, stampSQL).Scan(&stamp); err != nil {
 		tx.Rollback(ctx)
-		return nil, 0, s.internal("sync", err)
+		return nil, 0, false, s.internal("sync", err)
 	}
-	return tx, stamp, nil
+	return tx, stamp, false, nil
 }
 
 // syncMessages reads up to limit of the newest messages of a conversation
