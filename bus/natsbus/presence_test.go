@@ -16,25 +16,33 @@ import (
 	"github.com/parleychat/parley/internal/testenv"
 )
 
-// TestPresenceAcrossNodes runs two directories (two nodes) on the
-// machine's NATS, in a bucket of their own: a user is online while either
-// node has them, first and last are told right, and a node that dies
-// without leaving is forgotten once its records go stale.
-func TestPresenceAcrossNodes(t *testing.T) {
+// presenceBus connects to the machine's NATS and names a bucket of the
+// test's own, deleted (then the connection closed) when the test ends.
+func presenceBus(t *testing.T) (*Bus, string) {
+	t.Helper()
 	url := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
 	b, err := Connect(url, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
 	var r [4]byte
 	rand.Read(r[:])
 	bucket := "parley_presence_test_" + hex.EncodeToString(r[:])
-	defer func() {
+	t.Cleanup(func() {
 		if js, err := jetstream.New(b.nc); err == nil {
 			js.DeleteKeyValue(context.Background(), bucket)
 		}
-	}()
+	})
+	return b, bucket
+}
+
+// TestPresenceAcrossNodes runs two directories (two nodes) on the
+// machine's NATS, in a bucket of their own: a user is online while either
+// node has them, first and last are told right, and a node that dies
+// without leaving is forgotten once its records go stale.
+func TestPresenceAcrossNodes(t *testing.T) {
+	b, bucket := presenceBus(t)
 	ctx := t.Context()
 	// The bucket exists already, as an earlier version made it (in
 	// memory): its settings cannot change in place, so it is made anew.
@@ -150,20 +158,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 // least one leave says they went offline (two is a repeated offline,
 // harmless; none would leave them online for good).
 func TestPresenceRaces(t *testing.T) {
-	url := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
-	b, err := Connect(url, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	var r [4]byte
-	rand.Read(r[:])
-	bucket := "parley_presence_test_" + hex.EncodeToString(r[:])
-	defer func() {
-		if js, err := jetstream.New(b.nc); err == nil {
-			js.DeleteKeyValue(context.Background(), bucket)
-		}
-	}()
+	b, bucket := presenceBus(t)
 	ctx := t.Context()
 	nodes := make([]*Presence, 2)
 	for i := range nodes {

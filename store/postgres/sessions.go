@@ -203,12 +203,10 @@ func (s *Store) Devices(ctx context.Context, userID string) ([]parley.Device, er
 func (s *Store) DeleteDevice(ctx context.Context, userID, deviceID string) error {
 	defer s.track("delete_device", time.Now())
 	return s.write(ctx, true, func(tx *txn) error {
-		var one int
-		err := tx.queryRow(`SELECT 1 FROM devices WHERE id = $1 AND user_id = $2`, deviceID, userID).Scan(&one)
-		if noRows(err) {
-			return parley.Errorf(parley.CodeNotFound, "no such device")
-		}
-		if err != nil {
+		if err := ownDevice(tx, userID, deviceID); err != nil {
+			if isClientError(err) {
+				return err
+			}
 			return s.internal("delete device", err)
 		}
 		if _, err := deleteDevice(tx, deviceID); err != nil {

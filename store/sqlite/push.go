@@ -20,7 +20,10 @@ func (s *Store) SetPush(ctx context.Context, userID, deviceID string, r *parley.
 	}
 	return s.write(ctx, true, func(t *txn) error {
 		if err := ownDevice(t, userID, deviceID); err != nil {
-			return err
+			if isClientError(err) {
+				return err
+			}
+			return s.internal("push registration", err)
 		}
 		if _, err := t.exec(`INSERT INTO push_registrations (device_id, user_id, provider, data, data_key, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?)
@@ -38,7 +41,10 @@ func (s *Store) DeletePush(ctx context.Context, userID, deviceID string) error {
 	defer s.track("delete_push", time.Now())
 	return s.write(ctx, true, func(t *txn) error {
 		if err := ownDevice(t, userID, deviceID); err != nil {
-			return err
+			if isClientError(err) {
+				return err
+			}
+			return s.internal("push registration", err)
 		}
 		if _, err := t.exec(`DELETE FROM push_registrations WHERE device_id = ?`, deviceID); err != nil {
 			return s.internal("delete push registration", err)
