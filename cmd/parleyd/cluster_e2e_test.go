@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/clustertest"
 	"github.com/parleychat/parley/internal/testenv"
 )
 
@@ -244,5 +246,44 @@ func TestHistoryCacheAcrossNodes(t *testing.T) {
 	mustAPI(t, 201, "POST", n1.base+msgs, bob, map[string]any{"client_msg_id": "m4", "body": "read your writes"})
 	if got := newest(n1); got[len(got)-1].(map[string]any)["body"] != "read your writes" {
 		t.Fatalf("node 1 right after the ack: %v", got[len(got)-1])
+	}
+}
+
+// TestStoreReplica runs parleyd on a private primary with a streaming
+// replica (--store-replica): older history pages come from the replica
+// once it has caught up, the newest page and a page the replica lacks
+// from the primary, and both give what was sent.
+func TestStoreReplica(t *testing.T) {
+	pg := clustertest.StartPostgres(t, clustertest.PostgresOptions{Replica: true})
+	key := make([]byte, 32)
+	rand.Read(key)
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key), "PARLEY_LIMITS=off"},
+		"--store", pg.DSN(), "--store-replica", pg.ReplicaDSN())
+	_, alice := signup(t, p.base, "alice")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
+	msgs := "/v1/conversations/" + conv + "/messages"
+	for i := range 120 {
+		mustAPI(t, 201, "POST", p.base+msgs, alice, map[string]any{"client_msg_id": fmt.Sprint("m", i), "body": fmt.Sprint("message ", i+1)})
+	}
+	pg.WaitReplica(t.Context())
+	replicaReads := func() int {
+		m := regexp.MustCompile(`(?m)^parley_store_replica_reads_total (\d+)`).FindStringSubmatch(getText(t, p.base+"/metrics"))
+		if m == nil {
+			t.Fatal("no parley_store_replica_reads_total")
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	before := replicaReads()
+	page := mustAPI(t, 200, "GET", p.base+msgs+"?before=61&limit=50", alice, nil)["messages"].([]any)
+	if len(page) != 50 || page[0].(map[string]any)["body"] != "message 11" || page[49].(map[string]any)["body"] != "message 60" {
+		t.Fatalf("older page: %d messages, %v .. %v", len(page), page[0], page[len(page)-1])
+	}
+	if replicaReads() != before+1 {
+		t.Fatalf("the older page was not read from the replica (%d reads before, %d after)", before, replicaReads())
+	}
+	newest := mustAPI(t, 200, "GET", p.base+msgs, alice, nil)["messages"].([]any)
+	if len(newest) != 50 || newest[49].(map[string]any)["body"] != "message 120" || replicaReads() != before+1 {
+		t.Fatalf("newest page: %d messages, last %v; replica reads %d", len(newest), newest[len(newest)-1], replicaReads())
 	}
 }

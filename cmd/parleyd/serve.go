@@ -195,6 +195,14 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	}
 	defer stopBus()
 	n.svc.UseBus(bus)
+	if pg, ok := n.store.(*postgres.Store); ok && cfg.StoreReplica != "" {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_store_replica_reads_total",
+			Help: "Reads the store's replica served (older history pages, syncs)."},
+			func() float64 { served, _ := pg.ReplicaReads(); return float64(served) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_store_replica_skipped_total",
+				Help: "Reads that could have used the replica but went to the primary (it lagged or failed)."},
+				func() float64 { _, lagged := pg.ReplicaReads(); return float64(lagged) }))
+	}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_history_cache_hits_total",
 			Help: "Newest-page history reads answered from the in-memory cache."},
