@@ -136,7 +136,12 @@ func hasHidden(msgs []parley.Message, now time.Time) bool {
 
 // apply updates the cache with an event of a conversation.
 func (c *historyCache) apply(e *Event) {
-	if e.ConversationID == "" {
+	switch {
+	case e.ConversationID == "",
+		e.Kind == EventReceipt, e.Kind == EventTyping,
+		e.Kind == EventConversation && e.Action != ActionDeleted:
+		// History is unchanged: no lock, and fills in flight stay good
+		// (receipts come with nearly every message).
 		return
 	}
 	c.mu.Lock()
@@ -179,10 +184,6 @@ func (c *historyCache) apply(e *Event) {
 		if n := len(entry.msgs); n > 0 && e.Message.Seq < entry.msgs[0].Seq {
 			return // older than the page: not ours
 		}
-	case e.Kind == EventConversation && e.Action != ActionDeleted:
-		return // membership: history is unchanged
-	case e.Kind == EventReceipt, e.Kind == EventTyping:
-		return
 	}
 	delete(c.entries, e.ConversationID)
 }

@@ -207,11 +207,27 @@ func TestClusterFailover(t *testing.T) {
 	}
 	c.waitReady(t, 200, 15*time.Second)
 
-	// 2. NATS goes away for a few seconds.
+	// A user of our own, to send by REST during the outages.
+	_, writer := signup(t, c.nodes[0].base, "writer")
+	conv := mustAPI(t, 201, "POST", c.nodes[0].base+"/v1/conversations", writer, map[string]any{"kind": "group", "title": "outages"})["conversation"].(map[string]any)["id"].(string)
+	send := func(base, id string) (int, map[string]any) {
+		return api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": id, "body": id})
+	}
+
+	// 2. NATS goes away for a few seconds. Through HAProxy every node is
+	// out (503, retryable); a send that reaches a node directly still
+	// commits (the store is the truth; its event is lost, sync heals).
 	time.Sleep(2 * time.Second)
 	c.nats.Stop()
 	c.waitReady(t, 503, 10*time.Second)
-	time.Sleep(3 * time.Second)
+	time.Sleep(1500 * time.Millisecond) // HAProxy's two failed checks
+	if code, _ := send(c.hap.URL(), "via-haproxy-nats-down"); code != 503 {
+		t.Fatalf("a send through HAProxy while NATS is down: %d, want 503", code)
+	}
+	if code, out := send(c.nodes[0].base, "direct-nats-down"); code != 201 {
+		t.Fatalf("a send to a node while NATS is down: %d %v, want 201 (committed)", code, out)
+	}
+	time.Sleep(1500 * time.Millisecond)
 	c.nats.Start()
 	c.waitReady(t, 200, 30*time.Second)
 
@@ -224,9 +240,19 @@ func TestClusterFailover(t *testing.T) {
 	if code != 503 || out["error"].(map[string]any)["code"] != "unavailable" {
 		t.Fatalf("a write while PostgreSQL is down: %d %v, want 503 unavailable", code, out)
 	}
+	if code, out := send(c.nodes[2].base, "direct-pg-down"); code != 503 || out["error"].(map[string]any)["code"] != "unavailable" {
+		t.Fatalf("a send while PostgreSQL is down: %d %v, want 503 unavailable", code, out)
+	}
 	time.Sleep(3 * time.Second)
 	c.pg.Start()
 	c.waitReady(t, 200, 30*time.Second)
+	// After recovery: the send committed during the NATS outage is there,
+	// the refused one is not, and its retry commits.
+	mustAPI(t, 201, "POST", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": "direct-pg-down", "body": "direct-pg-down"})
+	hist := mustAPI(t, 200, "GET", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, nil)["messages"].([]any)
+	if len(hist) != 2 || hist[0].(map[string]any)["body"] != "direct-nats-down" || hist[1].(map[string]any)["body"] != "direct-pg-down" {
+		t.Fatalf("after the outages the conversation holds %v", hist)
+	}
 
 	// The restarted node takes traffic again: new connections reach it
 	// once HAProxy has seen it healthy (two checks after it answers).

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/parleychat/parley"
@@ -40,4 +42,34 @@ func TestShared(t *testing.T) {
 		}
 		return stores
 	})
+}
+
+// TestMigrations: nodes starting together migrate once, every node reads
+// the version, and a node refuses a schema newer than it knows.
+func TestMigrations(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stores := make([]*Store, 3)
+	for i := range stores {
+		wg.Go(func() { stores[i] = openStore(t, dsn, newTestSealer(t)) })
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if v, err := s.SchemaVersion(t.Context()); err != nil || v != len(ms) {
+			t.Fatalf("store %d: schema version %d, %v; want %d", i, v, err, len(ms))
+		}
+	}
+	if _, err := stores[0].pool.Exec(t.Context(), `UPDATE parley_schema SET version = version + 1`); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(t.Context(), dsn, Options{Sealer: newTestSealer(t)}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open on a newer schema: %v", err)
+	}
 }
