@@ -72,7 +72,10 @@ func (c *Conversation) MemberOf(userID string) *Member {
 // newest message still visible.
 type ConversationView struct {
 	Conversation
-	ReadSeq     int64    `json:"read_seq"`
-	UnreadCount int64    `json:"unread_count"`
-	LastMessage *Message `json:"last_message"`
+	ReadSeq     int64 `json:"read_seq"`
+	UnreadCount int64 `json:"unread_count"`
+	// MutedUntil is when the member's mute of the conversation ends
+	// (PUT /v1/conversations/{id}/mute); absent if not muted now.
+	MutedUntil  *time.Time `json:"muted_until,omitempty"`
+	LastMessage *Message   `json:"last_message"`
 }

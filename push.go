@@ -112,3 +112,49 @@ func decodeBase64URL(s string) ([]byte, error) {
 	}
 	return base64.URLEncoding.DecodeString(s)
 }
+
+// PushTarget is what the notification service decides on for one device
+// of a conversation's member: where it is registered and how far it and
+// its user have got. Store.PushTargets and Store.PushTarget return it.
+type PushTarget struct {
+	UserID       string
+	DeviceID     string
+	Registration *PushRegistration
+	// ReadSeq is the user's read_seq in the conversation; DeliveredSeq
+	// the device's own delivered_seq there (0 if it has none).
+	ReadSeq      int64
+	DeliveredSeq int64
+	// LastSeq is the conversation's last_seq.
+	LastSeq int64
+	// MutedUntil is when the user's mute of the conversation ends and
+	// DNDUntil when the user's do-not-disturb ends; zero if none.
+	MutedUntil time.Time
+	DNDUntil   time.Time
+}
+
+// MaxMuteUntil bounds a mute or do-not-disturb: "forever" is this far.
+const MaxMuteUntil = 100 * 365 * 24 * time.Hour
+
+// PushTrace is what happened to one message's notifications, from commit to
+// the devices' next fetch: the answer to "why didn't my phone ring".
+type PushTrace struct {
+	MessageID      string           `json:"message_id"`
+	ConversationID string           `json:"conversation_id"`
+	Seq            int64            `json:"seq"`
+	Events         []PushTraceEvent `json:"events"`
+}
+
+// PushTraceEvent is one step. Stages: committed, enqueued, fanned_out,
+// queued (a device without a live session, pushed after the collapse
+// window), skipped (Detail says why), waiting (a live device's delivered
+// check),
+// sent, retrying, unregistered, rejected, dead_lettered, dropped,
+// fetched (the device's next sync or history call after a send).
+type PushTraceEvent struct {
+	At       time.Time `json:"at"`
+	Stage    string    `json:"stage"`
+	DeviceID string    `json:"device_id,omitempty"`
+	Provider string    `json:"provider,omitempty"`
+	Status   int       `json:"status,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+}

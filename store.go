@@ -64,6 +64,29 @@ type Store interface {
 	// Push returns the push registration of a device; CodeNotFound if it
 	// has none (or there is no such device).
 	Push(ctx context.Context, deviceID string) (*PushRegistration, error)
+	// PushTargets lists every device with a push registration of every
+	// member of a conversation except exceptUserID, ordered by user id and
+	// device id. CodeConversationNotFound if there is no such
+	// conversation.
+	PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]PushTarget, error)
+	// PushTarget returns one device's target in a conversation.
+	// CodeNotFound if the device is gone or has no push registration;
+	// CodeConversationNotFound if the conversation is gone or the device's
+	// user is no longer a member.
+	PushTarget(ctx context.Context, conversationID, deviceID string) (*PushTarget, error)
+	// Unread returns userID's unread count in conversationID (as
+	// ConversationView.UnreadCount counts it; 0 if conversationID is "" or
+	// the user is not a member) and the sum of the user's unread counts
+	// over every conversation the user is a member of (the badge).
+	Unread(ctx context.Context, userID, conversationID string, now time.Time) (conv, total int64, err error)
+	// SetMute mutes userID's notifications of a conversation until the
+	// given time; the zero time unmutes. It raises the member's change
+	// stamp (the user's other devices learn it by sync).
+	// CodeConversationNotFound if userID is not a member.
+	SetMute(ctx context.Context, conversationID, userID string, until time.Time) error
+	// SetDND puts userID in do-not-disturb until the given time; the zero
+	// time ends it. CodeNotFound if there is no such user.
+	SetDND(ctx context.Context, userID string, until time.Time) error
 	// DeleteDevices deletes every device of userID and returns how many.
 	DeleteDevices(ctx context.Context, userID string) (int, error)
 

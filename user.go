@@ -35,6 +35,9 @@ type User struct {
 	State        UserState  `json:"state,omitempty"`
 	CreatedAt    time.Time  `json:"created_at,omitzero"`
 	PasswordHash string     `json:"-"`
+	// DNDUntil is when the user's do-not-disturb ends; zero if none. It
+	// is the user's own: the API shows it only to the user.
+	DNDUntil time.Time `json:"-"`
 }
 
 // Limits on account fields.

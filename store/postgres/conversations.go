@@ -314,6 +314,31 @@ func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq
 	return w, err
 }
 
+// SetMute implements parley.Store in one statement, pipelined with the
+// batch's receipts: it sets the member's muted_until (NULL for the zero
+// time) and raises the member's stamp, as MarkRead does.
+func (s *Store) SetMute(ctx context.Context, conversationID, userID string, until time.Time) error {
+	defer s.track("set_mute", time.Now())
+	return s.writeStmt(ctx, &stmtJob{
+		sql: `WITH up AS (
+				UPDATE members SET muted_until = $3::bigint, stamp = (SELECT stamp FROM sync_stamp)
+				WHERE conversation_id = $1 AND user_id = $2
+				RETURNING 1)
+			SELECT count(*) FROM up`,
+		args: []any{conversationID, userID, nullMillis(until)},
+		row: func(row pgx.Row) (error, error) {
+			var n int64
+			if err := row.Scan(&n); err != nil {
+				return nil, s.internal("set mute", err)
+			}
+			if n == 0 {
+				return parley.Errorf(parley.CodeConversationNotFound, "no such conversation"), nil
+			}
+			return nil, nil
+		},
+	})
+}
+
 // MarkDelivered implements parley.Store in one statement, pipelined with
 // the batch's other receipts; it writes nothing when neither watermark
 // would rise.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/store/internal/engine"
 )
@@ -81,4 +83,141 @@ func ownDevice(t *txn, userID, deviceID string) error {
 		return parley.Errorf(parley.CodeNotFound, "no such device")
 	}
 	return err
+}
+
+// The reads of push targets; both select pushTargetRow's columns in its
+// order.
+//
+// pushTargetsSQL lists the targets of a conversation ($1) but for one
+// user ($2): each registered device of every other member, by user id
+// and device id (in byte order, whatever the database's collation, as
+// the SQLite engine orders them). The conversation row is joined to them
+// from the left, so a conversation without targets is one row of NULL
+// targets and a missing one is no row.
+//
+// pushTargetSQL is one device's ($2) target in a conversation ($1): no
+// row if the device has no registration, NULL member columns if its user
+// is not a member.
+const (
+	pushTargetsSQL = `
+SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until
+FROM conversations c
+LEFT JOIN (
+	SELECT m.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0) AS delivered_seq,
+		m.muted_until, u.dnd_until
+	FROM members m
+	JOIN users u ON u.id = m.user_id
+	JOIN push_registrations p ON p.user_id = m.user_id
+	LEFT JOIN device_cursors dc ON dc.device_id = p.device_id AND dc.conversation_id = m.conversation_id
+	WHERE m.conversation_id = $1 AND m.user_id <> $2
+) t ON true
+WHERE c.id = $1
+ORDER BY t.user_id COLLATE "C", t.device_id COLLATE "C"`
+	pushTargetSQL = `
+SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until
+FROM push_registrations p
+JOIN users u ON u.id = p.user_id
+LEFT JOIN members m ON m.conversation_id = $1 AND m.user_id = p.user_id
+LEFT JOIN conversations c ON c.id = m.conversation_id
+LEFT JOIN device_cursors dc ON dc.device_id = p.device_id AND dc.conversation_id = $1
+WHERE p.device_id = $2`
+)
+
+// pushTargetRow is a row of pushTargetsSQL or pushTargetSQL: a target
+// with its registration sealed. Columns a left join found nothing for
+// are NULL.
+type pushTargetRow struct {
+	userID, deviceID                                    *string
+	data                                                []byte
+	dataKey, readSeq, deliveredSeq, lastSeq, muted, dnd *int64
+}
+
+func scanPushTarget(row pgx.Row) (*pushTargetRow, error) {
+	var r pushTargetRow
+	err := row.Scan(&r.userID, &r.deviceID, &r.data, &r.dataKey, &r.readSeq, &r.deliveredSeq, &r.lastSeq, &r.muted, &r.dnd)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// openPushTarget opens the registration of r, whose target columns are
+// all set, and returns the target.
+func (s *Store) openPushTarget(r *pushTargetRow) (parley.PushTarget, error) {
+	reg, err := engine.OpenPush(s.sealer, *r.deviceID, uint32(*r.dataKey), r.data)
+	if err != nil {
+		return parley.PushTarget{}, s.internal("open push registration", err)
+	}
+	return parley.PushTarget{
+		UserID:       *r.userID,
+		DeviceID:     *r.deviceID,
+		Registration: reg,
+		ReadSeq:      *r.readSeq,
+		DeliveredSeq: *r.deliveredSeq,
+		LastSeq:      *r.lastSeq,
+		MutedUntil:   fromNullMillis(r.muted),
+		DNDUntil:     fromNullMillis(r.dnd),
+	}, nil
+}
+
+// PushTargets implements parley.Store with one query, on the primary.
+func (s *Store) PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]parley.PushTarget, error) {
+	defer s.track("push_targets", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.pool.Query(ctx, pushTargetsSQL, conversationID, exceptUserID)
+	if err != nil {
+		return nil, s.internal("read push targets", err)
+	}
+	var sealed []*pushTargetRow
+	found := false // the conversation's row came
+	for rows.Next() {
+		r, err := scanPushTarget(rows)
+		if err != nil {
+			rows.Close()
+			return nil, s.internal("read push targets", err)
+		}
+		found = true
+		if r.deviceID != nil {
+			sealed = append(sealed, r)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, s.internal("read push targets", err)
+	}
+	if !found {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	targets := make([]parley.PushTarget, len(sealed))
+	for i, r := range sealed {
+		if targets[i], err = s.openPushTarget(r); err != nil {
+			return nil, err
+		}
+	}
+	return targets, nil
+}
+
+// PushTarget implements parley.Store with one query, on the primary.
+func (s *Store) PushTarget(ctx context.Context, conversationID, deviceID string) (*parley.PushTarget, error) {
+	defer s.track("push_target", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	r, err := scanPushTarget(s.pool.QueryRow(ctx, pushTargetSQL, conversationID, deviceID))
+	if noRows(err) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no push registration")
+	}
+	if err != nil {
+		return nil, s.internal("read push target", err)
+	}
+	if r.lastSeq == nil {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	target, err := s.openPushTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	return &target, nil
 }

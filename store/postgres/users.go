@@ -50,10 +50,11 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	row := s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE `+column+` = $1`, value)
+	row := s.pool.QueryRow(ctx, `SELECT `+userColumns+`, dnd_until FROM users WHERE `+column+` = $1`, value)
 	var u parley.User
 	var created int64
-	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created)
+	var dnd *int64
+	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created, &dnd)
 	if noRows(err) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
@@ -61,6 +62,7 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 		return nil, s.internal("read user", err)
 	}
 	u.CreatedAt = engine.FromMillis(created)
+	u.DNDUntil = fromNullMillis(dnd)
 	return &u, nil
 }
 
@@ -68,6 +70,12 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 func (s *Store) SetUserRole(ctx context.Context, userID string, role parley.SystemRole) error {
 	defer s.track("set_user_role", time.Now())
 	return s.setUserColumn(ctx, "role", userID, string(role), nil)
+}
+
+// SetDND implements parley.Store: the zero time stores NULL.
+func (s *Store) SetDND(ctx context.Context, userID string, until time.Time) error {
+	defer s.track("set_dnd", time.Now())
+	return s.setUserColumn(ctx, "dnd_until", userID, nullMillis(until), nil)
 }
 
 // SetUserState sets a user's state; suspending also deletes the user's
@@ -85,7 +93,7 @@ func (s *Store) SetUserState(ctx context.Context, userID string, state parley.Us
 
 // setUserColumn sets column (a constant) of a user to value, then runs then
 // (if not nil) in the same transaction.
-func (s *Store) setUserColumn(ctx context.Context, column, userID, value string, then func(t *txn) error) error {
+func (s *Store) setUserColumn(ctx context.Context, column, userID string, value any, then func(t *txn) error) error {
 	return s.write(ctx, true, func(t *txn) error {
 		n, err := t.exec(`UPDATE users SET `+column+` = $1 WHERE id = $2`, value, userID)
 		if err != nil {

@@ -10,16 +10,25 @@ import (
 	"github.com/parleychat/parley/store/internal/engine"
 )
 
-// viewQuery selects, for the member $2, each conversation with the
-// member's read_seq, unread count and newest visible message (NULL
-// columns if none). $1 is the time that decides what has expired. Callers
-// append a filter and an order.
-const viewQuery = `
-SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
-	(SELECT count(*) FROM messages u
+// unreadCount is the member me's unread count in me's conversation
+// (ConversationView.UnreadCount, Unread): the messages from someone
+// else after me's read_seq, neither deleted nor purged, and not expired
+// at the time $1. It reads the primary key range of the conversation's
+// messages above read_seq, so its cost follows the unread messages, not
+// the history.
+const unreadCount = `(SELECT count(*) FROM messages u
 		WHERE u.conversation_id = me.conversation_id AND u.seq > me.read_seq
 		AND u.sender_id <> me.user_id AND NOT u.deleted
-		AND NOT u.purged AND (u.expires_at IS NULL OR u.expires_at > $1)),
+		AND NOT u.purged AND (u.expires_at IS NULL OR u.expires_at > $1))`
+
+// viewQuery selects, for the member $2, each conversation with the
+// member's read_seq, unread count, mute (NULL unless it ends after $1)
+// and newest visible message (NULL columns if none). $1 is the time that
+// decides what has expired. Callers append a filter and an order.
+const viewQuery = `
+SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
+	` + unreadCount + `,
+	CASE WHEN me.muted_until > $1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
 	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted
 FROM members me
@@ -138,19 +147,24 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 	var (
 		v       parley.ConversationView
 		created int64
+		muted   *int64
 		// The newest message's columns, all NULL when there is none.
 		conversationID, id, senderID, senderDeviceID, typ, clientMsgID *string
 		seq, bodyKey, msgCreated, expires, edited                      *int64
 		body                                                           []byte
 		deleted                                                        *bool
 	)
-	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount,
+	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
 		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted)
 	if err != nil {
 		return v, nil, err
 	}
 	v.CreatedAt = engine.FromMillis(created)
+	if muted != nil {
+		until := engine.FromMillis(*muted)
+		v.MutedUntil = &until
+	}
 	if id == nil {
 		return v, nil, nil
 	}

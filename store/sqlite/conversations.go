@@ -312,6 +312,27 @@ func (s *Store) MarkRead(ctx context.Context, conversationID, userID string, seq
 	return w, err
 }
 
+// SetMute implements parley.Store: it sets the member's muted_until (NULL
+// for the zero time) and raises the member's stamp, as MarkRead does.
+func (s *Store) SetMute(ctx context.Context, conversationID, userID string, until time.Time) error {
+	defer s.track("set_mute", time.Now())
+	return s.write(ctx, false, func(t *txn) error {
+		// One statement: when it fails with a client error it has
+		// written nothing, so the job needs no savepoint (see writer.go).
+		res, err := t.exec(`UPDATE members SET muted_until = ?, stamp = ? WHERE conversation_id = ? AND user_id = ?`,
+			nullMillis(until), t.changeStamp(), conversationID, userID)
+		if err != nil {
+			return s.internal("set mute", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return s.internal("set mute", err)
+		} else if n == 0 {
+			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		return nil
+	})
+}
+
 // MarkDelivered implements parley.Store. It writes nothing when neither
 // watermark would rise.
 func (s *Store) MarkDelivered(ctx context.Context, conversationID, userID, deviceID string, seq int64) (device, user parley.Watermark, err error) {

@@ -47,6 +47,7 @@ type readerStatements struct {
 	lastSeqs, conversationIDs, device   *sql.Stmt
 	viewsAll, viewsByIDs                *sql.Stmt
 	membersAll, membersByIDs            *sql.Stmt
+	pushTargets, pushTarget, unread     *sql.Stmt
 }
 
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
@@ -81,13 +82,16 @@ func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {
 		{&r.viewsByIDs, viewsByIDsSQL},
 		{&r.membersAll, membersAllSQL},
 		{&r.membersByIDs, membersByIDsSQL},
+		{&r.pushTargets, pushTargetsSQL},
+		{&r.pushTarget, pushTargetSQL},
+		{&r.unread, unreadSQL},
 	})
 }
 
 func (r *readerStatements) close() {
 	closeAll(r.message, r.messagesNewest, r.messagesBefore, r.messagesAfter,
 		r.syncSelect, r.syncNewest, r.syncChanged, r.lastSeqs, r.conversationIDs, r.device,
-		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs)
+		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs, r.pushTargets, r.pushTarget, r.unread)
 }
 
 type stmtDef struct {

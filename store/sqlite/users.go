@@ -52,10 +52,11 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	row := s.readDB.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE `+column+` = ?`, value)
+	row := s.readDB.QueryRowContext(ctx, `SELECT `+userColumns+`, dnd_until FROM users WHERE `+column+` = ?`, value)
 	var u parley.User
 	var created int64
-	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created)
+	var dnd sql.NullInt64
+	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created, &dnd)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
@@ -63,6 +64,7 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 		return nil, s.internal("read user", err)
 	}
 	u.CreatedAt = engine.FromMillis(created)
+	u.DNDUntil = fromNullMillis(dnd)
 	return &u, nil
 }
 
@@ -70,6 +72,12 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 func (s *Store) SetUserRole(ctx context.Context, userID string, role parley.SystemRole) error {
 	defer s.track("set_user_role", time.Now())
 	return s.setUserColumn(ctx, "role", userID, string(role), nil)
+}
+
+// SetDND implements parley.Store: the zero time stores NULL.
+func (s *Store) SetDND(ctx context.Context, userID string, until time.Time) error {
+	defer s.track("set_dnd", time.Now())
+	return s.setUserColumn(ctx, "dnd_until", userID, nullMillis(until), nil)
 }
 
 // SetUserState sets a user's state; suspending also deletes the user's
@@ -87,7 +95,7 @@ func (s *Store) SetUserState(ctx context.Context, userID string, state parley.Us
 
 // setUserColumn sets column (a constant) of a user to value, then runs then
 // (if not nil) in the same transaction.
-func (s *Store) setUserColumn(ctx context.Context, column, userID, value string, then func(t *txn) error) error {
+func (s *Store) setUserColumn(ctx context.Context, column, userID string, value any, then func(t *txn) error) error {
 	return s.write(ctx, true, func(t *txn) error {
 		res, err := t.exec(`UPDATE users SET `+column+` = ? WHERE id = ?`, value, userID)
 		if err != nil {

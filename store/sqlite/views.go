@@ -10,16 +10,26 @@ import (
 	"github.com/parleychat/parley/store/internal/engine"
 )
 
-// viewQuery selects, for the member ?2 (bound twice more below), each
-// conversation with the member's read_seq, unread count and newest visible
-// message (NULL columns if none). The time ?1 decides what has expired.
-// Callers append a filter and an order.
-const viewQuery = `
-SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
-	(SELECT count(*) FROM messages u
+// unreadCount is the member me's unread count in me's conversation
+// (ConversationView.UnreadCount, Unread): the messages from someone
+// else after me's read_seq, neither deleted nor purged, and not expired
+// at the time ?1. It reads the primary key range of the conversation's
+// messages above read_seq, so its cost follows the unread messages, not
+// the history.
+const unreadCount = `(SELECT count(*) FROM messages u
 		WHERE u.conversation_id = me.conversation_id AND u.seq > me.read_seq
 		AND u.sender_id <> me.user_id AND u.deleted = 0
-		AND u.purged = 0 AND (u.expires_at IS NULL OR u.expires_at > ?1)),
+		AND u.purged = 0 AND (u.expires_at IS NULL OR u.expires_at > ?1))`
+
+// viewQuery selects, for the member ?2 (bound twice more below), each
+// conversation with the member's read_seq, unread count, mute (NULL
+// unless it ends after ?1) and newest visible message (NULL columns if
+// none). The time ?1 decides what has expired. Callers append a filter
+// and an order.
+const viewQuery = `
+SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
+	` + unreadCount + `,
+	CASE WHEN me.muted_until > ?1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
 	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted
 FROM members me
@@ -32,9 +42,9 @@ WHERE me.user_id = ?2`
 
 // ConversationView returns the conversation as userID sees it at now: its
 // members, the user's read_seq, the number of messages from others after it
-// that are neither deleted nor expired, and the newest message not expired
-// (a tombstone included). CodeConversationNotFound if none or userID is not
-// a member.
+// that are neither deleted nor expired, the user's mute if it ends after
+// now, and the newest message not expired (a tombstone included).
+// CodeConversationNotFound if none or userID is not a member.
 func (s *Store) ConversationView(ctx context.Context, id, userID string, now time.Time) (*parley.ConversationView, error) {
 	defer s.track("conversation_view", time.Now())
 	views, err := s.views(ctx, userID, now, id)
@@ -154,19 +164,24 @@ func scanView(rows *sql.Rows) (parley.ConversationView, *messageRow, error) {
 	var (
 		v       parley.ConversationView
 		created int64
+		muted   sql.NullInt64
 		// The newest message's columns, all NULL when there is none.
 		conversationID, id, senderID, senderDeviceID, typ, clientMsgID sql.NullString
 		seq, bodyKey, msgCreated, expires, edited                      sql.NullInt64
 		body                                                           []byte
 		deleted                                                        sql.NullBool
 	)
-	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount,
+	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
 		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted)
 	if err != nil {
 		return v, nil, err
 	}
 	v.CreatedAt = engine.FromMillis(created)
+	if muted.Valid {
+		until := engine.FromMillis(muted.Int64)
+		v.MutedUntil = &until
+	}
 	if !id.Valid {
 		return v, nil, nil
 	}

@@ -265,6 +265,73 @@ func testUnreadCount(t *testing.T, f *fixture) {
 	}
 }
 
+// testUnread: Unread counts a conversation as its view's UnreadCount
+// does (others' messages after read_seq, neither deleted nor expired),
+// and the total over every membership of the user.
+func testUnread(t *testing.T, f *fixture) {
+	a, b, c := f.user(), f.user(), f.user()
+	g := f.group(a, b, c)
+	ab, _ := f.direct(a, b)
+	bc := f.group(c, b)
+	notB := f.group(a, c)
+	f.send(g, a, "g1")
+	f.send(g, a, "g2")
+	f.send(g, a, "g3")
+	f.send(g, b, "own") // seq 4: b's own
+	expiring := f.message(g, c, "expires")
+	expiring.ExpiresAt = f.now.Add(time.Minute)
+	f.append(expiring)              // seq 5
+	del := *f.send(g, a, "deleted") // seq 6
+	del.Deleted, del.Body, del.EditedAt = true, "", f.now
+	if err := updateMessage(f, &del); err != nil {
+		t.Fatal(err)
+	}
+	f.send(ab, a, "ab1")
+	f.send(ab, a, "ab2")
+	f.send(bc, c, "bc1")
+	f.send(notB, a, "not b's")
+
+	// check asks Unread for b at now and compares with the views.
+	check := func(conversationID string, now time.Time, wantConv, wantTotal int64, what string) {
+		t.Helper()
+		conv, total, err := f.s.Unread(f.ctx, b.ID, conversationID, now)
+		if err != nil || conv != wantConv || total != wantTotal {
+			t.Fatalf("%s: Unread = %d, %d, %v; want %d, %d", what, conv, total, err, wantConv, wantTotal)
+		}
+		views, err := f.s.ConversationViews(f.ctx, b.ID, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := int64(0)
+		for _, v := range views {
+			sum += v.UnreadCount
+			if v.ID == conversationID && v.UnreadCount != conv {
+				t.Fatalf("%s: Unread of %s = %d, its view's UnreadCount %d", what, v.ID, conv, v.UnreadCount)
+			}
+		}
+		if sum != total {
+			t.Fatalf("%s: Unread total %d, the views' sum %d", what, total, sum)
+		}
+	}
+	check(g.ID, f.now, 4, 7, "g: 1-3 and 5")
+	check(ab.ID, f.now, 2, 7, "ab")
+	check("", f.now, 0, 7, "no conversation")
+	check(notB.ID, f.now, 0, 7, "a conversation b is not in")
+	check(parley.NewID(), f.now, 0, 7, "an unknown conversation")
+	if _, err := f.s.MarkRead(f.ctx, g.ID, b.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	check(g.ID, f.now, 2, 5, "g after reading to 2")
+	check(g.ID, expiring.ExpiresAt, 1, 4, "g once seq 5 expired")
+	if _, err := f.s.MarkRead(f.ctx, ab.ID, b.ID, 99); err != nil {
+		t.Fatal(err)
+	}
+	check(ab.ID, f.now, 0, 3, "ab read")
+	if conv, total, err := f.s.Unread(f.ctx, parley.NewID(), g.ID, f.now); err != nil || conv != 0 || total != 0 {
+		t.Fatalf("Unread(unknown user) = %d, %d, %v; want 0, 0", conv, total, err)
+	}
+}
+
 func testConversationView(t *testing.T, f *fixture) {
 	a, b, stranger := f.user(), f.user(), f.user()
 	g := f.group(a, b)

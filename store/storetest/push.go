@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"cmp"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley"
 )
@@ -60,4 +63,185 @@ func testPush(t *testing.T, f *fixture) {
 	}
 	_, err = f.s.Push(f.ctx, d2.ID)
 	wantCode(t, err, parley.CodeNotFound, "Push after suspension")
+}
+
+// register gives d (a device of u) an FCM registration whose token is
+// the device id.
+func (f *fixture) register(u *parley.User, d *parley.Device) {
+	f.tb.Helper()
+	r := &parley.PushRegistration{Provider: parley.PushFCM, Token: "token-" + d.ID, UpdatedAt: f.now}
+	if err := f.s.SetPush(f.ctx, u.ID, d.ID, r); err != nil {
+		f.tb.Fatalf("SetPush: %v", err)
+	}
+}
+
+// checkTarget fails unless got is want in every field; want's
+// Registration is checked only by its token.
+func checkTarget(tb testing.TB, got, want parley.PushTarget) {
+	tb.Helper()
+	if got.UserID != want.UserID || got.DeviceID != want.DeviceID || got.ReadSeq != want.ReadSeq ||
+		got.DeliveredSeq != want.DeliveredSeq || got.LastSeq != want.LastSeq ||
+		!sameTime(got.MutedUntil, want.MutedUntil) || got.MutedUntil.IsZero() != want.MutedUntil.IsZero() ||
+		!sameTime(got.DNDUntil, want.DNDUntil) || got.DNDUntil.IsZero() != want.DNDUntil.IsZero() ||
+		got.Registration == nil || got.Registration.Provider != parley.PushFCM || got.Registration.Token != "token-"+want.DeviceID {
+		tb.Fatalf("push target:\n got %+v (registration %+v)\nwant %+v", got, got.Registration, want)
+	}
+}
+
+// wantTargets fails unless got is want, in order.
+func wantTargets(tb testing.TB, got, want []parley.PushTarget, what string) {
+	tb.Helper()
+	if len(got) != len(want) {
+		tb.Fatalf("%s: %d targets %+v, want %d", what, len(got), got, len(want))
+	}
+	for i := range want {
+		checkTarget(tb, got[i], want[i])
+	}
+}
+
+// sortTargets orders targets as PushTargets returns them: by user id,
+// then device id.
+func sortTargets(targets []parley.PushTarget) []parley.PushTarget {
+	slices.SortFunc(targets, func(a, b parley.PushTarget) int {
+		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.DeviceID, b.DeviceID))
+	})
+	return targets
+}
+
+// testPushTargets: every registered device of every other member, with
+// the member's read_seq, mute and do-not-disturb, the device's own
+// delivered cursor and the conversation's last_seq; devices without a
+// registration, deleted ones and non-members' are not targets.
+func testPushTargets(t *testing.T, f *fixture) {
+	a, b, c, stranger := f.user(), f.user(), f.user(), f.user()
+	g := f.group(a, b, c)
+	a1, _ := f.session(a)
+	b1, _ := f.session(b)
+	b2, _ := f.session(b)
+	b3, _ := f.session(b) // never registered
+	c1, _ := f.session(c)
+	s1, _ := f.session(stranger)
+	for _, r := range []struct {
+		u *parley.User
+		d *parley.Device
+	}{{a, a1}, {b, b1}, {b, b2}, {c, c1}, {stranger, s1}} {
+		f.register(r.u, r.d)
+	}
+	for range 3 {
+		f.send(g, a, "hi")
+	}
+	if _, err := f.s.MarkRead(f.ctx, g.ID, b.ID, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.s.MarkDelivered(f.ctx, g.ID, b.ID, b1.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.s.MarkDelivered(f.ctx, g.ID, b.ID, b3.ID, 3); err != nil {
+		t.Fatal(err)
+	}
+	muted, dnd := f.now.Add(time.Hour), f.now.Add(2*time.Hour)
+	if err := f.s.SetMute(f.ctx, g.ID, c.ID, muted); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.SetDND(f.ctx, b.ID, dnd); err != nil {
+		t.Fatal(err)
+	}
+
+	targetA1 := parley.PushTarget{UserID: a.ID, DeviceID: a1.ID, LastSeq: 3, ReadSeq: 0}
+	targetB1 := parley.PushTarget{UserID: b.ID, DeviceID: b1.ID, LastSeq: 3, ReadSeq: 1, DeliveredSeq: 2, DNDUntil: dnd}
+	targetB2 := parley.PushTarget{UserID: b.ID, DeviceID: b2.ID, LastSeq: 3, ReadSeq: 1, DNDUntil: dnd}
+	targetC1 := parley.PushTarget{UserID: c.ID, DeviceID: c1.ID, LastSeq: 3, MutedUntil: muted}
+	targets := func(except *parley.User) []parley.PushTarget {
+		t.Helper()
+		exceptID := ""
+		if except != nil {
+			exceptID = except.ID
+		}
+		got, err := f.s.PushTargets(f.ctx, g.ID, exceptID)
+		if err != nil {
+			t.Fatalf("PushTargets: %v", err)
+		}
+		return got
+	}
+	wantTargets(t, targets(a), sortTargets([]parley.PushTarget{targetB1, targetB2, targetC1}), "targets but the sender")
+	wantTargets(t, targets(nil), sortTargets([]parley.PushTarget{targetA1, targetB1, targetB2, targetC1}), "every target")
+
+	// Each target alone, as PushTargets gives it.
+	for _, want := range []parley.PushTarget{targetA1, targetB1, targetB2, targetC1} {
+		got, err := f.s.PushTarget(f.ctx, g.ID, want.DeviceID)
+		if err != nil {
+			t.Fatalf("PushTarget(%s): %v", want.DeviceID, err)
+		}
+		checkTarget(t, *got, want)
+	}
+
+	// A device that deletes its registration, or is deleted, is no target.
+	if err := f.s.DeletePush(f.ctx, b.ID, b1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.DeleteDevice(f.ctx, b.ID, b2.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantTargets(t, targets(a), []parley.PushTarget{targetC1}, "targets after b's devices went")
+
+	// A conversation without targets has none; a missing one is an error.
+	alone := f.group(a)
+	if got, err := f.s.PushTargets(f.ctx, alone.ID, a.ID); err != nil || len(got) != 0 {
+		t.Fatalf("PushTargets(only the sender) = %+v, %v; want none", got, err)
+	}
+	_, err := f.s.PushTargets(f.ctx, parley.NewID(), a.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTargets(unknown conversation)")
+}
+
+// testPushTarget: one device's target fails with NotFound when the device
+// has no registration (or is gone), and with ConversationNotFound when
+// the conversation is gone or the device's user is not a member.
+func testPushTarget(t *testing.T, f *fixture) {
+	a, b, stranger := f.user(), f.user(), f.user()
+	g := f.group(a, b)
+	b1, _ := f.session(b)
+	b2, _ := f.session(b) // never registered
+	s1, _ := f.session(stranger)
+	f.register(b, b1)
+	f.register(stranger, s1)
+	f.send(g, a, "hi")
+
+	got, err := f.s.PushTarget(f.ctx, g.ID, b1.ID)
+	if err != nil {
+		t.Fatalf("PushTarget: %v", err)
+	}
+	checkTarget(t, *got, parley.PushTarget{UserID: b.ID, DeviceID: b1.ID, LastSeq: 1})
+
+	_, err = f.s.PushTarget(f.ctx, g.ID, b2.ID)
+	wantCode(t, err, parley.CodeNotFound, "PushTarget(no registration)")
+	_, err = f.s.PushTarget(f.ctx, g.ID, parley.NewID())
+	wantCode(t, err, parley.CodeNotFound, "PushTarget(no device)")
+	_, err = f.s.PushTarget(f.ctx, g.ID, s1.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTarget(a non-member's device)")
+	_, err = f.s.PushTarget(f.ctx, parley.NewID(), b1.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTarget(unknown conversation)")
+
+	if err := removeMember(f, g.ID, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.s.PushTarget(f.ctx, g.ID, b1.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTarget(removed member)")
+	if got, err := f.s.PushTargets(f.ctx, g.ID, a.ID); err != nil || len(got) != 0 {
+		t.Fatalf("PushTargets after the member was removed = %+v, %v; want none", got, err)
+	}
+
+	if err := deleteConversation(f, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.s.PushTarget(f.ctx, g.ID, s1.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTarget(deleted conversation)")
+	_, err = f.s.PushTargets(f.ctx, g.ID, "")
+	wantCode(t, err, parley.CodeConversationNotFound, "PushTargets(deleted conversation)")
+
+	if err := f.s.DeleteDevice(f.ctx, b.ID, b1.ID); err != nil {
+		t.Fatal(err)
+	}
+	other := f.group(a, b)
+	_, err = f.s.PushTarget(f.ctx, other.ID, b1.ID)
+	wantCode(t, err, parley.CodeNotFound, "PushTarget(deleted device)")
 }

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"EditAndDelete", testEditAndDelete},
 		{"MarkRead", testMarkRead},
 		{"UnreadCount", testUnreadCount},
+		{"Unread", testUnread},
 		{"ConversationView", testConversationView},
 		{"ConversationViewsOrder", testConversationViewsOrder},
 		{"ChangeMembersAtomic", testChangeMembersAtomic},
@@ -89,6 +90,10 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"PurgeHistory", testPurgeHistory},
 		{"Contacts", testContacts},
 		{"Push", testPush},
+		{"PushTargets", testPushTargets},
+		{"PushTarget", testPushTarget},
+		{"Mute", testMute},
+		{"DND", testDND},
 		{"Secrets", testSecrets},
 		{"SecretsAtomic", testSecretsAtomic},
 	}

@@ -114,6 +114,9 @@ func (f *fixture) checkSyncView(got parley.SyncConversation, u *parley.User) {
 		g.ReadSeq != want.ReadSeq || g.UnreadCount != want.UnreadCount || !sameTime(g.CreatedAt, want.CreatedAt) {
 		f.tb.Fatalf("synced view of %s:\n got %+v\nwant %+v", g.ID, g, *want)
 	}
+	if !sameMute(g.MutedUntil, want.MutedUntil) {
+		f.tb.Fatalf("synced mute of %s = %v, want %v", g.ID, g.MutedUntil, want.MutedUntil)
+	}
 	if !slices.EqualFunc(g.Members, want.Members, func(a, b parley.Member) bool {
 		return a.UserID == b.UserID && a.Role == b.Role && a.ReadSeq == b.ReadSeq && a.DeliveredSeq == b.DeliveredSeq && sameTime(a.JoinedAt, b.JoinedAt)
 	}) {
