@@ -119,7 +119,13 @@ func (h *Handler) me(w http.ResponseWriter, r *http.Request, p *parley.Principal
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, userBody{User: u})
+	writeJSON(w, http.StatusOK, meBody{User: u, DNDUntil: dndOf(u.DNDUntil, time.Now())})
+}
+
+// meBody answers GET /v1/me: the account and its own settings.
+type meBody struct {
+	User     *parley.User `json:"user"`
+	DNDUntil *time.Time   `json:"dnd_until"`
 }
 
 func (h *Handler) findUser(w http.ResponseWriter, r *http.Request, p *parley.Principal) {

@@ -81,3 +81,17 @@ func FuzzHistoryQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseUntil: the mute and do-not-disturb body decoder answers any
+// input with a time or an invalid_request error, never a panic.
+func FuzzParseUntil(f *testing.F) {
+	for _, s := range []string{`{"until":null}`, `{"until":"2026-12-01T08:00:00Z"}`, `{"until":"2026-12-01T08:00:00.123+02:00"}`,
+		`{"until":"x"}`, `{"until":1}`, `{}`, `[]`, `{"until":"2026-12-01"}`, "\x00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, err := parseUntil(data); err != nil && parley.ErrorCode(err) != parley.CodeInvalidRequest {
+			t.Fatalf("%q: code %s", data, parley.ErrorCode(err))
+		}
+	})
+}

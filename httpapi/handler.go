@@ -144,6 +144,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("PUT /v1/devices/current/push", h.authed(h.setPush))
 	m.Handle("DELETE /v1/devices/current/push", h.authed(h.deletePush))
 	m.HandleFunc("GET /v1/push/vapid", h.vapid)
+	m.Handle("PUT /v1/me/dnd", h.authed(h.setDND))
 
 	m.Handle("POST /v1/conversations", h.authed(h.createConversation))
 	m.Handle("GET /v1/conversations", h.authed(h.conversations))
@@ -158,9 +159,11 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("PATCH /v1/conversations/{id}/messages/{seq}", h.authed(h.editMessage))
 	m.Handle("DELETE /v1/conversations/{id}/messages/{seq}", h.authed(h.deleteMessage))
 	m.Handle("POST /v1/conversations/{id}/read", h.authed(h.markRead))
+	m.Handle("PUT /v1/conversations/{id}/mute", h.authed(h.setMute))
 
 	m.Handle("POST /v1/admin/users/{id}/suspend", h.authed(h.suspend))
 	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
+	m.Handle("GET /v1/admin/push/trace", h.authed(h.pushTrace))
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"encoding/base64"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley"
 )
@@ -56,4 +57,57 @@ func TestPushRegistration(t *testing.T) {
 	if again := str(e.must(200, "GET", "/v1/push/vapid", "", nil), "public_key"); again != key {
 		t.Fatalf("the VAPID key changed: %s then %s", key, again)
 	}
+}
+
+// TestMuteAndDND: a member mutes a conversation until a time and unmutes
+// it; do-not-disturb likewise; bad input is refused and changes nothing.
+func TestMuteAndDND(t *testing.T) {
+	e := newEnv(t)
+	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
+	conv := str(e.must(201, "POST", "/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bob.id}}), "conversation", "id")
+	mute := "/v1/conversations/" + conv + "/mute"
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+
+	out := e.must(200, "PUT", mute, alice.token, map[string]any{"until": until.Format(time.RFC3339Nano)})
+	if got := str(out, "conversation", "muted_until"); got != until.Format(time.RFC3339Nano) {
+		t.Fatalf("muted_until %q, want %s", got, until.Format(time.RFC3339Nano))
+	}
+	// Bob, the other member, does not see Alice's mute.
+	if got := str(e.must(200, "GET", "/v1/conversations/"+conv, bob.token, nil), "conversation", "muted_until"); got != "" {
+		t.Fatalf("bob sees alice's mute: %q", got)
+	}
+	for _, body := range []any{
+		map[string]any{"until": "tomorrow"},
+		map[string]any{"until": time.Now().Add(-time.Minute).Format(time.RFC3339)},
+		map[string]any{"until": 5},
+		"[]",
+	} {
+		e.fails(400, parley.CodeInvalidRequest, "PUT", mute, alice.token, body)
+	}
+	e.fails(404, parley.CodeConversationNotFound, "PUT", mute, carol.token, map[string]any{"until": until.Format(time.RFC3339)})
+	e.fails(404, parley.CodeConversationNotFound, "PUT", "/v1/conversations/not-an-id/mute", alice.token, map[string]any{"until": nil})
+	if got := str(e.must(200, "GET", "/v1/conversations/"+conv, alice.token, nil), "conversation", "muted_until"); got != until.Format(time.RFC3339Nano) {
+		t.Fatalf("a refused PUT changed the mute: %q", got)
+	}
+	if got := str(e.must(200, "PUT", mute, alice.token, map[string]any{"until": nil}), "conversation", "muted_until"); got != "" {
+		t.Fatalf("unmuted, muted_until %q", got)
+	}
+
+	// Do-not-disturb.
+	if d := e.must(200, "GET", "/v1/me", alice.token, nil); d["dnd_until"] != nil {
+		t.Fatalf("dnd before any: %v", d)
+	}
+	if got := str(e.must(200, "PUT", "/v1/me/dnd", alice.token, map[string]any{"until": until.Format(time.RFC3339Nano)}), "dnd_until"); got != until.Format(time.RFC3339Nano) {
+		t.Fatalf("dnd_until %q", got)
+	}
+	e.fails(400, parley.CodeInvalidRequest, "PUT", "/v1/me/dnd", alice.token, map[string]any{"until": "2001-01-01T00:00:00Z"})
+	if got := str(e.must(200, "GET", "/v1/me", alice.token, nil), "dnd_until"); got != until.Format(time.RFC3339Nano) {
+		t.Fatalf("GET /v1/me dnd_until %q", got)
+	}
+	if d := e.must(200, "PUT", "/v1/me/dnd", alice.token, map[string]any{"until": nil}); d["dnd_until"] != nil {
+		t.Fatalf("dnd off: %v", d)
+	}
+	// Traces are for admins only.
+	e.fails(403, parley.CodeForbidden, "GET", "/v1/admin/push/trace?conversation_id="+conv+"&seq=1", alice.token, nil)
+	e.fails(400, parley.CodeInvalidRequest, "GET", "/v1/admin/push/trace?conversation_id="+conv, alice.token, nil)
 }

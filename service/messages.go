@@ -56,6 +56,9 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	// with the ack (and the event) lost, a node dying between the two.
 	// Subscribers drop what they hold by (conversation, seq).
 	s.publishConversation(ctx, &Event{Kind: EventMessage, ConversationID: msg.ConversationID, Message: msg})
+	if s.push != nil {
+		s.push.MessageCommitted(msg) // a retry's job is deduplicated by the queue
+	}
 	return msg, created, nil
 }
 
@@ -119,6 +122,9 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 	}
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return nil, err
+	}
+	if s.push != nil {
+		s.push.Fetched(p.DeviceID)
 	}
 	now := s.cfg.Now()
 	if s.cache != nil && q.Before == 0 && !q.Forwards() {
@@ -205,6 +211,9 @@ func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversatio
 	w, err := s.store.MarkRead(ctx, conversationID, p.UserID, seq)
 	if err == nil && w.Raised {
 		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "read", Seq: w.Seq})
+		if s.push != nil {
+			s.push.ReadRaised(conversationID, p.UserID, p.DeviceID, w.Seq)
+		}
 	}
 	return w, err
 }

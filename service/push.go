@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/parleychat/parley"
 )
@@ -90,4 +91,93 @@ func (s *Service) vapidKey(ctx context.Context) (*ecdh.PrivateKey, error) {
 	}
 	s.vapid.private = key
 	return key, nil
+}
+
+// PushQueue is the notification service's work queue as the core uses it
+// (push.Queue): the hooks never block.
+type PushQueue interface {
+	// MessageCommitted enqueues the push job of a committed message.
+	MessageCommitted(m *parley.Message)
+	// ReadRaised enqueues the silent clear of the reader's other devices.
+	ReadRaised(conversationID, userID, deviceID string, readSeq int64)
+	// Fetched notes a device's sync or history call (for push traces).
+	Fetched(deviceID string)
+	// Trace returns what happened to one message's notifications.
+	Trace(ctx context.Context, messageID string) (*parley.PushTrace, error)
+}
+
+// UsePush connects the core to the notification service's queue. Call it
+// before serving.
+func (s *Service) UsePush(q PushQueue) { s.push = q }
+
+// VAPIDKeys returns the server's VAPID key pair in unpadded base64url
+// (private scalar, public point): what the Web Push provider signs with.
+func (s *Service) VAPIDKeys(ctx context.Context) (private, public string, err error) {
+	key, err := s.vapidKey(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(key.Bytes()), base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), nil
+}
+
+// muteUntil checks a mute or do-not-disturb end: the zero time ends it;
+// otherwise it must be in the future, and is capped at MaxMuteUntil.
+func (s *Service) muteUntil(until time.Time) (time.Time, error) {
+	if until.IsZero() {
+		return time.Time{}, nil
+	}
+	now := s.cfg.Now()
+	if !until.After(now) {
+		return time.Time{}, parley.Errorf(parley.CodeInvalidRequest, "until must be in the future (or null to end it)")
+	}
+	if limit := now.Add(parley.MaxMuteUntil); until.After(limit) {
+		until = limit
+	}
+	return until.UTC().Truncate(time.Millisecond), nil
+}
+
+// SetMute mutes the caller's notifications of a conversation until the
+// given time (zero: unmute) and returns the conversation as the caller
+// sees it. Messages still arrive and count as unread; only pushes stop.
+func (s *Service) SetMute(ctx context.Context, p *parley.Principal, conversationID string, until time.Time) (*parley.ConversationView, error) {
+	until, err := s.muteUntil(until)
+	if err != nil {
+		return nil, err
+	}
+	if !parley.ValidID(conversationID) {
+		return nil, errNoConversation()
+	}
+	if err := s.store.SetMute(ctx, conversationID, p.UserID, until); err != nil {
+		return nil, err
+	}
+	return s.store.ConversationView(ctx, conversationID, p.UserID, s.cfg.Now())
+}
+
+// SetDND puts the caller in do-not-disturb until the given time (zero:
+// off): no notification reaches any of their devices meanwhile.
+func (s *Service) SetDND(ctx context.Context, p *parley.Principal, until time.Time) (time.Time, error) {
+	until, err := s.muteUntil(until)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return until, s.store.SetDND(ctx, p.UserID, until)
+}
+
+// PushTrace returns the push trace of a message, named by its
+// conversation and seq. Only admins may read traces.
+func (s *Service) PushTrace(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.PushTrace, error) {
+	if p.Role != parley.SystemRoleAdmin {
+		return nil, parley.Errorf(parley.CodeForbidden, "only admins may read push traces")
+	}
+	if s.push == nil {
+		return nil, parley.Errorf(parley.CodeNotFound, "push is not running")
+	}
+	if !parley.ValidID(conversationID) {
+		return nil, errNoConversation()
+	}
+	m, err := s.store.Message(ctx, conversationID, seq, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return s.push.Trace(ctx, m.ID)
 }

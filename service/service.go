@@ -95,6 +95,7 @@ type Service struct {
 	order     publishOrder
 	cache     *historyCache // nil: off
 	vapid     vapidKeys
+	push      PushQueue // nil: no notifications (see UsePush)
 }
 
 // New returns a Service. log must not be nil; m may be nil.

@@ -120,6 +120,9 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if err != nil {
 		return nil, err
 	}
+	if s.push != nil {
+		s.push.Fetched(p.DeviceID)
+	}
 	if pos.Since > page.Until {
 		// The client is ahead of the store: it was restored from an
 		// older backup. Start over with the full state.

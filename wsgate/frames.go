@@ -311,10 +311,13 @@ type PresenceFrame struct {
 type SyncConversation struct {
 	// Conversation is a *parley.Conversation, or a ConversationRef with
 	// only the id when Removed.
-	Conversation any              `json:"conversation"`
-	Removed      bool             `json:"removed,omitempty"`
-	ReadSeq      int64            `json:"read_seq"`
-	UnreadCount  int64            `json:"unread_count"`
+	Conversation any   `json:"conversation"`
+	Removed      bool  `json:"removed,omitempty"`
+	ReadSeq      int64 `json:"read_seq"`
+	UnreadCount  int64 `json:"unread_count"`
+	// MutedUntil is when the user's mute of the conversation ends, while
+	// it lasts (docs/push.md).
+	MutedUntil   *time.Time       `json:"muted_until,omitempty"`
 	Messages     []parley.Message `json:"messages"`
 	MoreMessages bool             `json:"more_messages,omitempty"`
 }

@@ -219,6 +219,24 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 // Sessions is the number of live WebSocket sessions.
 func (g *Gateway) Sessions() int64 { return g.sessions.Load() }
 
+// LiveDevices returns the ids of the devices of userIDs that have a live
+// session on this node (the notification service pushes them only if they
+// do not report delivered in time).
+func (g *Gateway) LiveDevices(userIDs []string) []string {
+	h := g.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, id := range userIDs {
+		if u := h.users[id]; u != nil {
+			for _, s := range u.sessions {
+				out = append(out, s.p.DeviceID)
+			}
+		}
+	}
+	return out
+}
+
 // ServeHTTP upgrades GET /v1/ws.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.closing.Load() {

@@ -310,7 +310,7 @@ func syncFrame(id string, res *service.SyncResult) SyncResultFrame {
 		} else {
 			conv := sc.View.Conversation
 			c.Conversation = &conv
-			c.ReadSeq, c.UnreadCount = sc.View.ReadSeq, sc.View.UnreadCount
+			c.ReadSeq, c.UnreadCount, c.MutedUntil = sc.View.ReadSeq, sc.View.UnreadCount, sc.View.MutedUntil
 		}
 		if c.Messages == nil {
 			c.Messages = []parley.Message{}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -29,6 +30,7 @@ const PresenceBucket = "parley_presence"
 // by the mirrors when its values go stale, and by the bucket soon after.
 type Presence struct {
 	kv   jetstream.KeyValue
+	nc   *nats.Conn
 	node string
 	ttl  time.Duration
 	now  func() time.Time
@@ -97,7 +99,7 @@ func NewPresence(ctx context.Context, b *Bus, opts PresenceOptions) (*Presence, 
 		stop()
 		return nil, fmt.Errorf("natsbus: watch presence bucket: %w", err)
 	}
-	p := &Presence{kv: kv, node: opts.Node, ttl: opts.TTL, now: time.Now,
+	p := &Presence{kv: kv, nc: b.nc, node: opts.Node, ttl: opts.TTL, now: time.Now,
 		seen: map[string]map[string]int64{}, joined: map[string]uint64{}, stop: stop, done: make(chan struct{})}
 	initial := make(chan struct{})
 	go p.mirror(w, initial)

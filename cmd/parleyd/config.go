@@ -48,6 +48,28 @@ type Config struct {
 	IdleTimeout     time.Duration  // WebSocket closed after this long without a frame; default 60s
 	MaxFrameBytes   int            // largest WebSocket client frame; default 131072
 	PresenceGrace   time.Duration  // online after the last session closed; default 5s
+	Push            PushConfig     // the notification service (push role)
+}
+
+// PushConfig is the notification service's settings (docs/push.md).
+type PushConfig struct {
+	CollapseWindow time.Duration // a burst's first notification waits this long; default 1s
+	DeliveredGrace time.Duration // a live device has this long to report delivered; default 4s
+	TTL            time.Duration // jobs older than this are dropped; default 168h
+	Attempts       int           // sends per notification before the dead-letter stream; default 8
+	RetryBase      time.Duration // first retry backoff; default 1s
+	Preview        bool          // message text in notifications; default off
+	Replicas       int           // JetStream replicas of the queue; default 1
+	Namespace      string        // keeps this cluster's queue apart on a shared NATS; default main
+	CAFile         string        // extra root CAs for provider endpoints (tests, private CAs)
+	APNsKeyFile    string        // .p8 key; APNs is off without it
+	APNsKeyID      string
+	APNsTeamID     string
+	APNsURL        string // replaces the APNs hosts (tests)
+	FCMCredentials string // service account JSON; FCM is off without it
+	FCMProject     string // default: the service account's project
+	FCMURL         string // replaces the FCM endpoint (tests)
+	VAPIDSubject   string // the VAPID contact (mailto: or https:)
 }
 
 // setting binds one Config field to its flag, env var and file key.
@@ -110,7 +132,7 @@ func settings() []setting {
 			c.StoreReplica = v
 			return nil
 		}},
-		{"roles", "PARLEY_ROLES", "all", "what this node runs, comma-separated: gateway (REST API and WebSocket edge), worker (background jobs: expiry and retention purges); all = every role", func(c *Config, v string) error {
+		{"roles", "PARLEY_ROLES", "all", "what this node runs, comma-separated: gateway (REST API and WebSocket edge), worker (background jobs: expiry and retention purges), push (the notification service); all = every role", func(c *Config, v string) error {
 			r, err := parseRoles(v)
 			if err != nil {
 				return err
@@ -169,6 +191,33 @@ func settings() []setting {
 		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},
 		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
+		{"push-collapse", "PARLEY_PUSH_COLLAPSE", "1s", "how long a device's first notification of a burst waits for more messages of the conversation (one notification with the count)", dur(func(c *Config) *time.Duration { return &c.Push.CollapseWindow })},
+		{"push-delivered-grace", "PARLEY_PUSH_DELIVERED_GRACE", "4s", "a device with a live session is pushed only if it has not reported delivered within this", dur(func(c *Config) *time.Duration { return &c.Push.DeliveredGrace })},
+		{"push-ttl", "PARLEY_PUSH_TTL", "168h", "push jobs older than this (since the message's commit) are dropped", dur(func(c *Config) *time.Duration { return &c.Push.TTL })},
+		{"push-attempts", "PARLEY_PUSH_ATTEMPTS", "8", "sends per notification (429, 5xx, network errors retry) before it goes to the dead-letter stream", integer(func(c *Config) *int { return &c.Push.Attempts })},
+		{"push-retry-base", "PARLEY_PUSH_RETRY_BASE", "1s", "first retry backoff; it doubles per attempt (with jitter, up to 5m, at least the provider's Retry-After)", dur(func(c *Config) *time.Duration { return &c.Push.RetryBase })},
+		{"push-preview", "PARLEY_PUSH_PREVIEW", "off", "on: notifications carry the start of a text message; off: no content (the app fetches it)", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.Push.Preview = true
+			case "off", "false", "0":
+				c.Push.Preview = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"push-replicas", "PARLEY_PUSH_REPLICAS", "1", "JetStream replicas of the push queue and its state (3 on a NATS cluster that must survive losing a server)", integer(func(c *Config) *int { return &c.Push.Replicas })},
+		{"push-namespace", "PARLEY_PUSH_NAMESPACE", "main", "the push queue's name on NATS (stream PARLEY_PUSH_<namespace>): clusters sharing one NATS need different ones; every node of a cluster the same", str(func(c *Config) *string { return &c.Push.Namespace })},
+		{"push-ca-file", "PARLEY_PUSH_CA_FILE", "", "PEM file of extra root CAs trusted for provider endpoints (private or test servers)", str(func(c *Config) *string { return &c.Push.CAFile })},
+		{"apns-key-file", "PARLEY_APNS_KEY_FILE", "", "APNs token-auth key (.p8 from the Apple developer account); empty = no APNs", str(func(c *Config) *string { return &c.Push.APNsKeyFile })},
+		{"apns-key-id", "PARLEY_APNS_KEY_ID", "", "the APNs key's id", str(func(c *Config) *string { return &c.Push.APNsKeyID })},
+		{"apns-team-id", "PARLEY_APNS_TEAM_ID", "", "the Apple developer team id", str(func(c *Config) *string { return &c.Push.APNsTeamID })},
+		{"apns-url", "PARLEY_APNS_URL", "", "replaces both APNs hosts (api.push.apple.com, api.sandbox.push.apple.com): for tests", str(func(c *Config) *string { return &c.Push.APNsURL })},
+		{"fcm-credentials", "PARLEY_FCM_CREDENTIALS", "", "FCM service account key (JSON file); empty = no FCM", str(func(c *Config) *string { return &c.Push.FCMCredentials })},
+		{"fcm-project", "PARLEY_FCM_PROJECT", "", "Firebase project id; empty = the service account's", str(func(c *Config) *string { return &c.Push.FCMProject })},
+		{"fcm-url", "PARLEY_FCM_URL", "", "replaces the FCM endpoint (https://fcm.googleapis.com/v1): for tests", str(func(c *Config) *string { return &c.Push.FCMURL })},
+		{"vapid-subject", "PARLEY_VAPID_SUBJECT", "", "the VAPID contact push services may use (mailto:ops@example.com or an https URL); empty = mailto:push@<host name>", str(func(c *Config) *string { return &c.Push.VAPIDSubject })},
 	}
 }
 
@@ -247,6 +296,7 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 type Roles struct {
 	Gateway bool // the REST API and the WebSocket edge
 	Worker  bool // background jobs: expiry and retention purges
+	Push    bool // the notification service: consumes the push queue
 }
 
 func (r Roles) String() string {
@@ -257,6 +307,9 @@ func (r Roles) String() string {
 	if r.Worker {
 		names = append(names, "worker")
 	}
+	if r.Push {
+		names = append(names, "push")
+	}
 	return strings.Join(names, ",")
 }
 
@@ -266,18 +319,20 @@ func parseRoles(v string) (Roles, error) {
 	for _, name := range strings.Split(v, ",") {
 		switch strings.ToLower(strings.TrimSpace(name)) {
 		case "all":
-			r.Gateway, r.Worker = true, true
+			r.Gateway, r.Worker, r.Push = true, true, true
 		case "gateway":
 			r.Gateway = true
 		case "worker":
 			r.Worker = true
+		case "push":
+			r.Push = true
 		case "":
 		default:
-			return Roles{}, fmt.Errorf("unknown role %q (want gateway, worker or all)", strings.TrimSpace(name))
+			return Roles{}, fmt.Errorf("unknown role %q (want gateway, worker, push or all)", strings.TrimSpace(name))
 		}
 	}
 	if r == (Roles{}) {
-		return Roles{}, fmt.Errorf("no role given (want gateway, worker or all)")
+		return Roles{}, fmt.Errorf("no role given (want gateway, worker, push or all)")
 	}
 	return r, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/parleychat/parley/bus/natsbus"
 	"github.com/parleychat/parley/httpapi"
 	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/push"
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
 	"github.com/parleychat/parley/store/postgres"
@@ -210,22 +211,36 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_history_cache_misses_total",
 			Help: "History reads the cache could not answer (read from the store)."},
 			func() float64 { _, m := n.svc.HistoryCacheStats(); return float64(m) }))
+	// Every node enqueues push jobs (a gateway commits messages); the
+	// push role consumes them.
+	pushQueue, err := push.OpenQueue(ctx, bus.Conn(), push.QueueConfig{TTL: cfg.Push.TTL, Replicas: cfg.Push.Replicas, Namespace: cfg.Push.Namespace}, push.NewMetrics(reg), log)
+	if err != nil {
+		n.store.Close()
+		return err
+	}
+	defer pushQueue.Close()
+	n.svc.UsePush(pushQueue)
+	registerPushGauges(reg, pushQueue)
+	// With an external NATS other nodes may hold sessions too: presence
+	// goes through the cluster's directory, which also tells the push
+	// role where a user's sessions are.
+	var presence *natsbus.Presence
+	if cfg.NATSURL != "" && (cfg.Roles.Gateway || cfg.Roles.Push) {
+		presence, err = natsbus.NewPresence(ctx, bus, natsbus.PresenceOptions{Node: parley.NewID()})
+		if err != nil {
+			n.store.Close()
+			return err
+		}
+		defer presence.Close()
+	}
 	// The gateway role serves clients: the REST API and the WebSocket
 	// edge. Without it the port serves health, readiness and metrics only.
 	var gw *wsgate.Gateway
 	var ws http.Handler
 	if cfg.Roles.Gateway {
-		// With an external NATS other nodes may hold sessions too:
-		// presence goes through the cluster's directory.
 		var dir wsgate.Directory
-		if cfg.NATSURL != "" {
-			p, err := natsbus.NewPresence(ctx, bus, natsbus.PresenceOptions{Node: parley.NewID()})
-			if err != nil {
-				n.store.Close()
-				return err
-			}
-			defer p.Close()
-			dir = p
+		if presence != nil {
+			dir = presence
 		}
 		wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
 		gw, err = wsgate.New(n.svc, bus, wsgate.Config{
@@ -243,6 +258,30 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			return fmt.Errorf("websocket gateway: %w", err)
 		}
 		ws = gw
+		if presence != nil {
+			sub, err := presence.ServeLive(gw.LiveDevices)
+			if err != nil {
+				gw.Shutdown(context.Background())
+				n.store.Close()
+				return err
+			}
+			defer sub.Unsubscribe()
+		}
+	}
+	var pushWorker *push.Worker
+	if cfg.Roles.Push {
+		var live push.Liveness = localLiveness{gw}
+		if presence != nil {
+			live = presence
+		}
+		pushWorker, err = newPushWorker(ctx, cfg, n.svc, n.store, pushQueue, live, log)
+		if err != nil {
+			if gw != nil {
+				gw.Shutdown(context.Background())
+			}
+			n.store.Close()
+			return err
+		}
 	}
 	api := httpapi.New(n.svc, httpapi.Config{
 		LimitsOff: !cfg.Limits,
@@ -290,6 +329,9 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if cfg.Roles.Worker {
 		// Background jobs: expiry and retention purges.
 		g.Go(func() error { return n.svc.Run(gctx) })
+	}
+	if pushWorker != nil {
+		g.Go(func() error { return pushWorker.Run(gctx) })
 	}
 	g.Go(func() error { return maintainKeys(gctx, n.keys, log) })
 	if cfg.AdminListen != "" {

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/push"
+	"github.com/parleychat/parley/service"
+	"github.com/parleychat/parley/wsgate"
+)
+
+// newPushWorker builds the push role: the providers that are configured
+// (Web Push always, with the server's VAPID key; APNs and FCM when their
+// credentials are given) and the worker over the queue.
+func newPushWorker(ctx context.Context, cfg *Config, svc *service.Service, store parley.Store, q *push.Queue, live push.Liveness, log *slog.Logger) (*push.Worker, error) {
+	pc := cfg.Push
+	tlsConf, err := push.TLSConfig(pc.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	var providers []push.Provider
+	if pc.APNsKeyFile != "" {
+		a, err := push.NewAPNs(push.APNsConfig{KeyFile: pc.APNsKeyFile, KeyID: pc.APNsKeyID, TeamID: pc.APNsTeamID, URL: pc.APNsURL, TLS: tlsConf})
+		if err != nil {
+			return nil, err
+		}
+		providers = append(providers, a)
+	}
+	if pc.FCMCredentials != "" {
+		f, err := push.NewFCM(ctx, push.FCMConfig{CredentialsFile: pc.FCMCredentials, ProjectID: pc.FCMProject, URL: pc.FCMURL, TLS: tlsConf})
+		if err != nil {
+			return nil, err
+		}
+		providers = append(providers, f)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	private, public, err := svc.VAPIDKeys(sctx)
+	if err != nil {
+		return nil, fmt.Errorf("push: VAPID key: %w", err)
+	}
+	subject := pc.VAPIDSubject
+	if subject == "" {
+		host, _ := os.Hostname()
+		subject = "mailto:push@" + host
+	}
+	providers = append(providers, push.NewWebPush(push.WebPushConfig{PublicKey: public, PrivateKey: private, Subject: subject, TLS: tlsConf}))
+	names := make([]string, len(providers))
+	for i, p := range providers {
+		names[i] = string(p.Name())
+	}
+	log.Info("push role", "providers", names, "collapse", pc.CollapseWindow.String(), "delivered_grace", pc.DeliveredGrace.String())
+	return push.NewWorker(q, store, live, push.WorkerConfig{
+		CollapseWindow: pc.CollapseWindow, DeliveredGrace: pc.DeliveredGrace, TTL: pc.TTL,
+		Attempts: pc.Attempts, RetryBase: pc.RetryBase, Preview: pc.Preview,
+	}, log, providers...), nil
+}
+
+// localLiveness answers from this node's gateway: a single node (the
+// embedded NATS) has no other.
+type localLiveness struct{ gw *wsgate.Gateway }
+
+func (l localLiveness) LiveDevices(_ context.Context, userIDs []string) (map[string]bool, error) {
+	live := map[string]bool{}
+	if l.gw == nil {
+		return live, nil
+	}
+	for _, d := range l.gw.LiveDevices(userIDs) {
+		live[d] = true
+	}
+	return live, nil
+}
+
+// registerPushGauges exports the queue's depth and the age of its oldest
+// job, read when Prometheus scrapes.
+func registerPushGauges(reg prometheus.Registerer, q *push.Queue) {
+	depth := func() (uint64, time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, age, err := q.Depth(ctx)
+		if err != nil {
+			return 0, 0
+		}
+		return n, age
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_push_queue_depth",
+			Help: "Push jobs waiting in the work queue (including those waiting for their collapse window or a retry)."},
+			func() float64 { n, _ := depth(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_push_queue_oldest_seconds",
+			Help: "Age of the oldest job in the push work queue."},
+			func() float64 { _, age := depth(); return age.Seconds() }))
+}

@@ -1,0 +1,41 @@
+package push
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the notification service's Prometheus metrics. Queue depth
+// and age are gauges the caller registers from Queue.Depth.
+type Metrics struct {
+	enqueued *prometheus.CounterVec   // by kind: message, read, device
+	sent     *prometheus.CounterVec   // by provider, kind
+	failed   *prometheus.CounterVec   // by provider, reason
+	skipped  *prometheus.CounterVec   // by reason
+	dead     *prometheus.CounterVec   // by provider
+	dropped  *prometheus.CounterVec   // by reason
+	latency  *prometheus.HistogramVec // by provider: commit to provider acceptance
+}
+
+// NewMetrics makes the metrics and registers them with reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_jobs_enqueued_total",
+			Help: "Push jobs put on the work queue, by kind (message, read, device)."}, []string{"kind"}),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_sent_total",
+			Help: "Notifications a provider accepted, by provider and kind (message, read)."}, []string{"provider", "kind"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_failed_total",
+			Help: "Failed sends, by provider and reason (unregistered, retry, rejected, not_configured)."}, []string{"provider", "reason"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_skipped_total",
+			Help: "Device notifications not sent, by reason (delivered, read, muted, dnd, collapsed, no_unread, gone)."}, []string{"reason"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_dead_letter_total",
+			Help: "Jobs moved to the dead-letter stream after their last attempt, by provider."}, []string{"provider"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_dropped_total",
+			Help: "Jobs dropped, by reason (ttl, undecodable, enqueue_overflow, enqueue_failed)."}, []string{"reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_push_latency_seconds",
+			Help:    "From a message's commit to the provider accepting its notification, by provider.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300, 3600}}, []string{"provider"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.latency)
+	}
+	return m
+}

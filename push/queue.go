@@ -1,0 +1,298 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley"
+)
+
+// QueueConfig configures the queue's JetStream resources.
+type QueueConfig struct {
+	// TTL is how long a job may wait; older ones are dropped. Default 7
+	// days.
+	TTL time.Duration
+	// Replicas of the streams and buckets (1 on a single NATS server; 3 on
+	// a NATS cluster that should survive losing one). Default 1.
+	Replicas int
+	// Namespace keeps this cluster's queue apart from others on the same
+	// NATS (stream PARLEY_PUSH_<namespace>, subjects
+	// parley.push.<namespace>.>). Default "main".
+	Namespace string
+}
+
+func (c *QueueConfig) setDefaults() {
+	if c.TTL <= 0 {
+		c.TTL = 7 * 24 * time.Hour
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Namespace == "" {
+		c.Namespace = "main"
+	}
+}
+
+// Queue is the durable work queue and the state the push role keeps in
+// JetStream. Every node opens it: gateways enqueue (through the core's
+// hooks), push-role nodes consume (Worker).
+type Queue struct {
+	cfg    QueueConfig
+	n      names
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	state  jetstream.KeyValue
+	traces jetstream.KeyValue
+	log    *slog.Logger
+	m      *Metrics
+
+	out     chan outJob
+	fetched chan string
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// outJob is a job waiting to be published.
+type outJob struct {
+	subject, id string
+	data        []byte
+}
+
+// Enqueueing is asynchronous: a send is acked at commit, and its push job
+// follows. The buffer absorbs a NATS hiccup of a few seconds at full
+// rate; jobs beyond it are dropped and counted.
+const (
+	enqueueBuffer    = 65536
+	enqueueWorkers   = 4
+	enqueueAttempts  = 8 // about a minute of retries in all
+	fetchBuffer      = 4096
+	traceMaxEvents   = 200
+	traceBucketBytes = 256 << 20
+)
+
+// OpenQueue creates (or updates) the stream, the dead-letter stream and
+// the buckets, and starts the enqueueing goroutines. Close stops them.
+func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, log *slog.Logger) (*Queue, error) {
+	cfg.setDefaults()
+	if !validNamespace(cfg.Namespace) {
+		return nil, fmt.Errorf("push: namespace %q: want 1 to 32 letters, digits, - or _", cfg.Namespace)
+	}
+	n := namesFor(cfg.Namespace)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        n.stream,
+		Description: "Parley push jobs (work queue)",
+		Subjects:    []string{"parley.push." + cfg.Namespace + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.TTL + 24*time.Hour,
+		Duplicates:  10 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push: stream %s: %w", n.stream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        n.dead,
+		Description: "Parley push jobs that failed their last attempt",
+		Subjects:    []string{n.deadPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.TTL + 7*24*time.Hour,
+		MaxBytes:    1 << 30,
+	}); err != nil {
+		return nil, fmt.Errorf("push: stream %s: %w", n.dead, err)
+	}
+	state, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: n.state, Description: "Parley push: notified seqs per device and conversation",
+		TTL: cfg.TTL + 24*time.Hour, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push: bucket %s: %w", n.state, err)
+	}
+	traces, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: n.trace, Description: "Parley push traces per message",
+		TTL: cfg.TTL + 24*time.Hour, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
+		MaxBytes: traceBucketBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push: bucket %s: %w", n.trace, err)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	q := &Queue{cfg: cfg, n: n, js: js, stream: stream, state: state, traces: traces, log: log, m: m,
+		out: make(chan outJob, enqueueBuffer), fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+	for range enqueueWorkers {
+		q.wg.Add(1)
+		go q.publishLoop()
+	}
+	q.wg.Add(1)
+	go q.fetchLoop()
+	return q, nil
+}
+
+// Close stops enqueueing; jobs still buffered get a few seconds to go out.
+func (q *Queue) Close() {
+	close(q.stop)
+	q.wg.Wait()
+}
+
+// MessageCommitted enqueues the push job of a committed message (also of
+// a retried send: the stream keeps one per message). It never blocks.
+func (q *Queue) MessageCommitted(m *parley.Message) {
+	now := time.Now().UnixMilli()
+	j := &MessageJob{ConversationID: m.ConversationID, Seq: m.Seq, MessageID: m.ID, SenderID: m.SenderID,
+		CommittedAt: m.CreatedAt.UnixMilli(), EnqueuedAt: now}
+	q.enqueue(q.n.msg, j.msgID(), j)
+}
+
+// ReadRaised enqueues the job that clears the notifications of a
+// conversation on the reader's other devices.
+func (q *Queue) ReadRaised(conversationID, userID, deviceID string, readSeq int64) {
+	j := &ReadJob{ConversationID: conversationID, UserID: userID, DeviceID: deviceID, ReadSeq: readSeq, At: time.Now().UnixMilli()}
+	q.enqueue(q.n.read, j.msgID(), j)
+}
+
+// Fetched notes that a device synced or read history: if it was sent
+// notifications, their traces record the fetch. It never blocks.
+func (q *Queue) Fetched(deviceID string) {
+	select {
+	case q.fetched <- deviceID:
+	default: // traces only; never slow a read
+	}
+}
+
+func (q *Queue) enqueue(subject, id string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		q.log.Error("push: encode job", "err", err)
+		return
+	}
+	select {
+	case q.out <- outJob{subject: subject, id: id, data: data}:
+	default:
+		q.m.dropped.WithLabelValues("enqueue_overflow").Inc()
+		q.log.Warn("push: enqueue buffer full; job dropped", "subject", subject, "id", id)
+	}
+}
+
+// publishLoop publishes buffered jobs, each with its deduplication id,
+// retrying while NATS is away.
+func (q *Queue) publishLoop() {
+	defer q.wg.Done()
+	for {
+		select {
+		case j := <-q.out:
+			q.publish(j)
+		case <-q.stop:
+			// Drain what is buffered, briefly.
+			deadline := time.After(3 * time.Second)
+			for {
+				select {
+				case j := <-q.out:
+					q.publishOnce(j)
+				case <-deadline:
+					return
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (q *Queue) publish(j outJob) {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := q.publishOnce(j)
+		if err == nil {
+			return
+		}
+		if attempt == enqueueAttempts {
+			q.m.dropped.WithLabelValues("enqueue_failed").Inc()
+			q.log.Error("push: job not enqueued; its notifications are lost", "id", j.id, "err", err)
+			return
+		}
+		select {
+		case <-time.After(delay):
+		case <-q.stop:
+			q.m.dropped.WithLabelValues("enqueue_failed").Inc()
+			return
+		}
+		delay = min(delay*2, 15*time.Second)
+	}
+}
+
+func (q *Queue) publishOnce(j outJob) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: j.subject, Data: j.data}, jetstream.WithMsgID(j.id))
+	if err == nil {
+		q.m.enqueued.WithLabelValues(q.jobKind(j.subject)).Inc()
+	}
+	return err
+}
+
+// publishJob publishes a job now (the worker's fan-out and retries),
+// deduplicated by id.
+func (q *Queue) publishJob(ctx context.Context, subject, id string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(id))
+	return err
+}
+
+func (q *Queue) jobKind(subject string) string {
+	switch subject {
+	case q.n.msg:
+		return "message"
+	case q.n.read:
+		return "read"
+	default:
+		return "device"
+	}
+}
+
+// Depth returns the jobs waiting in the queue and the age of the oldest
+// (a work queue deletes what is acked, so its first message is the
+// oldest not done).
+func (q *Queue) Depth(ctx context.Context) (jobs uint64, oldest time.Duration, err error) {
+	info, err := q.stream.Info(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if info.State.Msgs > 0 && !info.State.FirstTime.IsZero() {
+		oldest = time.Since(info.State.FirstTime)
+	}
+	return info.State.Msgs, max(oldest, 0), nil
+}
+
+// DeadLetters returns how many jobs the dead-letter stream holds.
+func (q *Queue) DeadLetters(ctx context.Context) (uint64, error) {
+	s, err := q.js.Stream(ctx, q.n.dead)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// errClaimed says another worker is sending the same notification.
+var errClaimed = errors.New("push: notification being sent by another worker")

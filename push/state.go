@@ -1,0 +1,164 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// deviceState is what the push role remembers per device and
+// conversation, in the state bucket under "<device>.<conversation>".
+type deviceState struct {
+	// Notified is the newest seq a notification sent to the device
+	// covers; Cleared the Notified a read update has since cleared. The
+	// device holds a notification while Notified > Cleared.
+	Notified int64 `json:"n,omitempty"`
+	Cleared  int64 `json:"c,omitempty"`
+	// Claim is the seq a worker is sending a notification up to, since
+	// ClaimAt (Unix ms): others wait rather than send it twice. A claim
+	// older than claimTTL is void (its worker died).
+	Claim   int64 `json:"k,omitempty"`
+	ClaimAt int64 `json:"ka,omitempty"`
+	// ClearClaim is the same for a read update.
+	ClearClaim   int64 `json:"kc,omitempty"`
+	ClearClaimAt int64 `json:"kca,omitempty"`
+}
+
+func (s *deviceState) held() bool { return s.Notified > s.Cleared }
+
+// claimTTL bounds a send: longer than a provider request can take.
+const claimTTL = 2 * sendTimeout
+
+func stateKey(deviceID, conversationID string) string { return deviceID + "." + conversationID }
+
+// loadState reads a device's state in a conversation and its revision (0
+// if it has none).
+func (q *Queue) loadState(ctx context.Context, deviceID, conversationID string) (deviceState, uint64, error) {
+	var s deviceState
+	e, err := q.state.Get(ctx, stateKey(deviceID, conversationID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return s, 0, nil
+	}
+	if err != nil {
+		return s, 0, err
+	}
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return deviceState{}, e.Revision(), nil // unreadable: start over
+	}
+	return s, e.Revision(), nil
+}
+
+// updateState applies change to a device's state atomically (compare and
+// set, retried on conflict). change returns false to leave it as it is.
+func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string, change func(s *deviceState) (bool, error)) (deviceState, error) {
+	key := stateKey(deviceID, conversationID)
+	for {
+		s, rev, err := q.loadState(ctx, deviceID, conversationID)
+		if err != nil {
+			return s, err
+		}
+		ok, err := change(&s)
+		if err != nil || !ok {
+			return s, err
+		}
+		data, _ := json.Marshal(&s)
+		if rev == 0 {
+			_, err = q.state.Create(ctx, key, data)
+		} else {
+			_, err = q.state.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return s, err
+		}
+		// Someone else changed it: read again.
+		if ctx.Err() != nil {
+			return s, ctx.Err()
+		}
+	}
+}
+
+// isWrongSequence reports a compare-and-set conflict of Update.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// claimNotify claims the sending of a notification up to upTo for a job of
+// seq: errCovered if an earlier notification covers seq, errClaimed if
+// another worker is sending one that does.
+func (q *Queue) claimNotify(ctx context.Context, deviceID, conversationID string, seq, upTo int64, now time.Time) error {
+	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+		if s.Notified >= seq {
+			return false, errCovered
+		}
+		if s.Claim >= seq && now.Sub(time.UnixMilli(s.ClaimAt)) < claimTTL {
+			return false, errClaimed
+		}
+		s.Claim, s.ClaimAt = upTo, now.UnixMilli()
+		return true, nil
+	})
+	return err
+}
+
+// finishNotify records the outcome of a claimed send: sent raises
+// Notified to upTo; either way the claim goes.
+func (q *Queue) finishNotify(ctx context.Context, deviceID, conversationID string, upTo int64, sent bool) error {
+	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+		if sent && upTo > s.Notified {
+			s.Notified = upTo
+		}
+		if s.Claim == upTo {
+			s.Claim, s.ClaimAt = 0, 0
+		}
+		return true, nil
+	})
+	return err
+}
+
+// claimClear claims a read update for a device: errCovered if it holds no
+// notification of the conversation at or below readSeq.
+func (q *Queue) claimClear(ctx context.Context, deviceID, conversationID string, readSeq int64, now time.Time) error {
+	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+		if !s.held() || s.Cleared >= readSeq {
+			return false, errCovered
+		}
+		if s.ClearClaim >= readSeq && now.Sub(time.UnixMilli(s.ClearClaimAt)) < claimTTL {
+			return false, errClaimed
+		}
+		s.ClearClaim, s.ClearClaimAt = readSeq, now.UnixMilli()
+		return true, nil
+	})
+	return err
+}
+
+// finishClear records a read update's outcome: sent clears what was
+// notified up to readSeq.
+func (q *Queue) finishClear(ctx context.Context, deviceID, conversationID string, readSeq int64, sent bool) error {
+	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+		if sent {
+			s.Cleared = max(s.Cleared, min(s.Notified, readSeq))
+		}
+		if s.ClearClaim == readSeq {
+			s.ClearClaim, s.ClearClaimAt = 0, 0
+		}
+		return true, nil
+	})
+	return err
+}
+
+// holdsNotification reports whether a device holds a notification of the
+// conversation (for the read fan-out).
+func (q *Queue) holdsNotification(ctx context.Context, deviceID, conversationID string) (bool, error) {
+	s, _, err := q.loadState(ctx, deviceID, conversationID)
+	return s.held(), err
+}
+
+// errCovered says there is nothing to send: an earlier notification (or
+// clear) covers the job.
+var errCovered = errors.New("push: covered by an earlier notification")

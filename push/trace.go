@@ -1,0 +1,170 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley"
+)
+
+// Keys of the trace bucket: a message's trace, and the messages sent to
+// a device whose fetch is awaited.
+func traceKey(messageID string) string { return "t." + messageID }
+func awaitKey(deviceID string) string  { return "f." + deviceID }
+
+// noteFailure logs a failed trace write: traces never fail a job.
+func (q *Queue) noteFailure(err error) { q.log.Warn("push: trace", "err", err) }
+
+// traceEvent is an event of the given stage, now.
+func traceEvent(stage string) parley.PushTraceEvent {
+	return parley.PushTraceEvent{At: time.Now().UTC(), Stage: stage}
+}
+
+// appendTrace adds events to a message's trace (creating it as base if it
+// has none), atomically.
+func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events ...parley.PushTraceEvent) {
+	if base.MessageID == "" || !parley.ValidID(base.MessageID) || len(events) == 0 {
+		return
+	}
+	key := traceKey(base.MessageID)
+	for range 8 {
+		t := *base
+		t.Events = nil
+		var rev uint64
+		e, err := q.traces.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			q.noteFailure(err)
+			return
+		default:
+			rev = e.Revision()
+			if json.Unmarshal(e.Value(), &t) != nil {
+				t = *base
+			}
+		}
+		if len(t.Events) >= traceMaxEvents {
+			return
+		}
+		t.Events = append(t.Events, events...)
+		data, _ := json.Marshal(&t)
+		if rev == 0 {
+			_, err = q.traces.Create(ctx, key, data)
+		} else {
+			_, err = q.traces.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			q.noteFailure(err)
+			return
+		}
+	}
+}
+
+// Trace returns a message's trace; CodeNotFound if there is none (no
+// device of any member had a push registration, or it expired).
+func (q *Queue) Trace(ctx context.Context, messageID string) (*parley.PushTrace, error) {
+	if !parley.ValidID(messageID) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no push trace for this message")
+	}
+	e, err := q.traces.Get(ctx, traceKey(messageID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, parley.Errorf(parley.CodeNotFound, "no push trace for this message")
+	}
+	if err != nil {
+		return nil, parley.Errorf(parley.CodeUnavailable, "push traces unavailable: %v", err)
+	}
+	var t parley.PushTrace
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// awaiting is the messages sent to a device whose fetch is not yet seen.
+type awaiting struct {
+	Traces []string `json:"traces"`
+}
+
+// awaitFetch records that a device was sent a notification for a message.
+func (q *Queue) awaitFetch(ctx context.Context, deviceID, messageID string) {
+	if !parley.ValidID(deviceID) {
+		return
+	}
+	key := awaitKey(deviceID)
+	for range 8 {
+		var a awaiting
+		var rev uint64
+		e, err := q.traces.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			q.noteFailure(err)
+			return
+		default:
+			rev = e.Revision()
+			_ = json.Unmarshal(e.Value(), &a)
+		}
+		if len(a.Traces) >= 64 {
+			a.Traces = a.Traces[1:]
+		}
+		a.Traces = append(a.Traces, messageID)
+		data, _ := json.Marshal(&a)
+		if rev == 0 {
+			_, err = q.traces.Create(ctx, key, data)
+		} else {
+			_, err = q.traces.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			q.noteFailure(err)
+			return
+		}
+	}
+}
+
+// fetchLoop turns devices' fetches into trace events.
+func (q *Queue) fetchLoop() {
+	defer q.wg.Done()
+	for {
+		select {
+		case <-q.stop:
+			return
+		case deviceID := <-q.fetched:
+			q.recordFetch(deviceID)
+		}
+	}
+}
+
+func (q *Queue) recordFetch(deviceID string) {
+	if !parley.ValidID(deviceID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := awaitKey(deviceID)
+	e, err := q.traces.Get(ctx, key)
+	if err != nil {
+		return // none awaited (the common case), or NATS away: traces only
+	}
+	var a awaiting
+	_ = json.Unmarshal(e.Value(), &a)
+	// Delete first, only if unchanged: a send racing the fetch keeps its
+	// entry for the next fetch.
+	if err := q.traces.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		return
+	}
+	ev := traceEvent("fetched")
+	ev.DeviceID = deviceID
+	for _, id := range a.Traces {
+		q.appendTrace(ctx, &parley.PushTrace{MessageID: id}, ev)
+	}
+}

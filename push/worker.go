@@ -1,0 +1,527 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley"
+)
+
+// Store is what the push role reads and changes in the system of record.
+type Store interface {
+	PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]parley.PushTarget, error)
+	PushTarget(ctx context.Context, conversationID, deviceID string) (*parley.PushTarget, error)
+	Unread(ctx context.Context, userID, conversationID string, now time.Time) (conv, total int64, err error)
+	User(ctx context.Context, id string) (*parley.User, error)
+	Devices(ctx context.Context, userID string) ([]parley.Device, error)
+	Push(ctx context.Context, deviceID string) (*parley.PushRegistration, error)
+	DeletePush(ctx context.Context, userID, deviceID string) error
+	Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*parley.Message, error)
+}
+
+// Liveness tells which devices have a live session somewhere.
+type Liveness interface {
+	// LiveDevices returns the ids of those of the users' devices with a
+	// live session. On an error the caller treats every device of the
+	// users as possibly live.
+	LiveDevices(ctx context.Context, userIDs []string) (map[string]bool, error)
+}
+
+// WorkerConfig configures the push role.
+type WorkerConfig struct {
+	// CollapseWindow is how long a device's first notification of a
+	// burst waits for more messages of the conversation, so that a burst
+	// makes one notification with the count. Default 1s.
+	CollapseWindow time.Duration
+	// DeliveredGrace is how long a device with a live session has to
+	// report delivered before it is pushed all the same. Default 4s.
+	DeliveredGrace time.Duration
+	// TTL: jobs older than this (since commit) are dropped. Default 7 days.
+	TTL time.Duration
+	// Attempts per notification before it goes to the dead-letter stream
+	// (default 8), backing off from RetryBase (default 1s), doubling, with
+	// jitter, up to RetryMax (default 5m), and at least Retry-After.
+	Attempts  int
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// Concurrency is how many jobs are handled at once. Default 64.
+	Concurrency int
+	// Preview puts the start of a text message's body in notifications.
+	// Default off: payloads carry no content.
+	Preview bool
+}
+
+func (c *WorkerConfig) setDefaults() {
+	if c.CollapseWindow <= 0 {
+		c.CollapseWindow = time.Second
+	}
+	if c.DeliveredGrace <= 0 {
+		c.DeliveredGrace = 4 * time.Second
+	}
+	if c.TTL <= 0 {
+		c.TTL = 7 * 24 * time.Hour
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 8
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Minute
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+}
+
+// Worker is the push role: it consumes the queue.
+type Worker struct {
+	q         *Queue
+	store     Store
+	live      Liveness
+	providers map[parley.PushProvider]Provider
+	cfg       WorkerConfig
+	log       *slog.Logger
+	m         *Metrics
+}
+
+// NewWorker builds the push role over q. Providers not given (nil) are
+// not configured: their devices' notifications fail as not_configured.
+func NewWorker(q *Queue, store Store, live Liveness, cfg WorkerConfig, log *slog.Logger, providers ...Provider) *Worker {
+	cfg.setDefaults()
+	w := &Worker{q: q, store: store, live: live, providers: map[parley.PushProvider]Provider{}, cfg: cfg, log: log, m: q.m}
+	for _, p := range providers {
+		if p != nil {
+			w.providers[p.Name()] = p
+		}
+	}
+	return w
+}
+
+// Consumer settings: a job is redelivered ackWait after its worker went
+// silent (it reports progress every ackWait/3 while working).
+const (
+	ackWait  = 10 * time.Second
+	infraNak = 2 * time.Second // retry after a store or NATS failure
+)
+
+// Run consumes jobs until ctx ends, then waits for those in hand.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.q.js.CreateOrUpdateConsumer(ctx, w.q.n.stream, jetstream.ConsumerConfig{
+		Durable:       w.q.n.consumer,
+		Description:   "Parley push role",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: w.cfg.Concurrency * 64,
+	})
+	if err != nil {
+		return fmt.Errorf("push: consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("push: consume: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			w.log.Warn("push: consume", "err", err)
+			select {
+			case <-time.After(time.Second):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			w.handle(msg)
+		}()
+	}
+}
+
+// handle processes one job and acks, naks (with a delay) or terminates
+// it.
+func (w *Worker) handle(msg jetstream.Msg) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Report progress while working, so a slow provider does not get the
+	// job redelivered to another worker.
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	var delay time.Duration
+	var err error
+	subject := msg.Subject()
+	switch {
+	case subject == w.q.n.msg:
+		var j MessageJob
+		if err = decodeJob(msg.Data(), &j); err == nil {
+			delay, err = w.fanOut(ctx, &j)
+		}
+	case subject == w.q.n.read:
+		var j ReadJob
+		if err = decodeJob(msg.Data(), &j); err == nil {
+			delay, err = w.readFanOut(ctx, &j)
+		}
+	case strings.HasPrefix(subject, w.q.n.dev):
+		var j DeviceJob
+		if err = decodeJob(msg.Data(), &j); err == nil {
+			delay, err = w.device(ctx, &j)
+		}
+	default:
+		err = fmt.Errorf("push: job on unknown subject %q", subject)
+	}
+	var undecodable *decodeError
+	switch {
+	case errors.As(err, &undecodable):
+		w.m.dropped.WithLabelValues("undecodable").Inc()
+		w.log.Error("push: job dropped", "subject", subject, "err", err)
+		_ = msg.Term()
+	case err != nil:
+		w.log.Warn("push: job failed; retrying", "subject", subject, "err", err)
+		_ = msg.NakWithDelay(infraNak)
+	case delay > 0:
+		_ = msg.NakWithDelay(delay)
+	default:
+		_ = msg.Ack()
+	}
+}
+
+// decodeError marks a job that cannot be read: it is dropped, not retried.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+
+// fanOut decides, for each device of the message's members, whether it
+// may need a notification, and enqueues a device job for those that may.
+func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, error) {
+	now := time.Now()
+	committed := time.UnixMilli(j.CommittedAt)
+	if now.Sub(committed) > w.cfg.TTL {
+		w.m.dropped.WithLabelValues("ttl").Inc()
+		return 0, nil
+	}
+	targets, err := w.store.PushTargets(ctx, j.ConversationID, j.SenderID)
+	if parley.ErrorCode(err) == parley.CodeConversationNotFound {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(targets) == 0 {
+		return 0, nil // nobody to wake: no trace either
+	}
+	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
+	committedEv, enqueuedEv := traceEvent("committed"), traceEvent("enqueued")
+	committedEv.At, enqueuedEv.At = committed.UTC(), time.UnixMilli(j.EnqueuedAt).UTC()
+	fanned := traceEvent("fanned_out")
+	fanned.Detail = fmt.Sprintf("%d registered devices of other members", len(targets))
+	events := []parley.PushTraceEvent{committedEv, enqueuedEv, fanned}
+
+	var users []string
+	for _, t := range targets {
+		if len(users) == 0 || users[len(users)-1] != t.UserID {
+			users = append(users, t.UserID)
+		}
+	}
+	live, err := w.live.LiveDevices(ctx, users)
+	if err != nil {
+		w.log.Warn("push: live sessions unknown; checking delivery after the grace", "err", err)
+		live = nil
+	}
+	for i := range targets {
+		t := &targets[i]
+		if reason := skipReason(t, j.Seq, now); reason != "" {
+			w.m.skipped.WithLabelValues(reason).Inc()
+			ev := traceEvent("skipped")
+			ev.DeviceID, ev.Detail = t.DeviceID, reason
+			events = append(events, ev)
+			continue
+		}
+		dj := &DeviceJob{Kind: KindMessage, DeviceID: t.DeviceID, UserID: t.UserID, ConversationID: j.ConversationID,
+			Seq: j.Seq, MessageID: j.MessageID, SenderID: j.SenderID, CommittedAt: j.CommittedAt}
+		ev := traceEvent("queued")
+		ev.DeviceID, ev.Provider = t.DeviceID, string(t.Registration.Provider)
+		if live == nil || live[t.DeviceID] {
+			dj.Live = true
+			dj.Due = committed.Add(w.cfg.DeliveredGrace).UnixMilli()
+			ev.Stage, ev.Detail = "waiting", "live session: pushed only if not delivered within "+w.cfg.DeliveredGrace.String()
+		} else {
+			dj.Due = committed.Add(w.cfg.CollapseWindow).UnixMilli()
+			ev.Detail = "no live session"
+		}
+		if err := w.q.publishJob(ctx, w.q.n.dev+t.DeviceID, dj.msgID(), dj); err != nil {
+			return 0, err // the fan-out runs again; device jobs are deduplicated
+		}
+		w.m.enqueued.WithLabelValues("device").Inc()
+		events = append(events, ev)
+	}
+	w.q.appendTrace(ctx, trace, events...)
+	return 0, nil
+}
+
+// skipReason says why a device needs no notification of seq now, or "".
+func skipReason(t *parley.PushTarget, seq int64, now time.Time) string {
+	switch {
+	case t.ReadSeq >= seq:
+		return "read"
+	case t.DeliveredSeq >= seq:
+		return "delivered"
+	case t.MutedUntil.After(now):
+		return "muted"
+	case t.DNDUntil.After(now):
+		return "dnd"
+	}
+	return ""
+}
+
+// readFanOut enqueues a read update for each other device of the reader
+// that holds a notification of the conversation.
+func (w *Worker) readFanOut(ctx context.Context, j *ReadJob) (time.Duration, error) {
+	devices, err := w.store.Devices(ctx, j.UserID)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range devices {
+		if d.ID == j.DeviceID {
+			continue
+		}
+		held, err := w.q.holdsNotification(ctx, d.ID, j.ConversationID)
+		if err != nil {
+			return 0, err
+		}
+		if !held {
+			continue
+		}
+		dj := &DeviceJob{Kind: KindRead, DeviceID: d.ID, UserID: j.UserID, ConversationID: j.ConversationID,
+			Seq: j.ReadSeq, CommittedAt: j.At, Due: j.At}
+		if err := w.q.publishJob(ctx, w.q.n.dev+d.ID, dj.msgID(), dj); err != nil {
+			return 0, err
+		}
+		w.m.enqueued.WithLabelValues("device").Inc()
+	}
+	return 0, nil
+}
+
+// device handles one device job: when it is due, checks the rules again
+// against the store, claims the send, sends, and records the outcome.
+func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error) {
+	now := time.Now()
+	if due := time.UnixMilli(j.Due); due.After(now) {
+		return due.Sub(now), nil
+	}
+	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
+	note := func(stage, detail string, provider parley.PushProvider, status int) {
+		if j.Kind != KindMessage {
+			return
+		}
+		ev := traceEvent(stage)
+		ev.DeviceID, ev.Detail, ev.Provider, ev.Status = j.DeviceID, detail, string(provider), status
+		w.q.appendTrace(ctx, trace, ev)
+	}
+	skip := func(reason string) (time.Duration, error) {
+		w.m.skipped.WithLabelValues(reason).Inc()
+		note("skipped", reason, "", 0)
+		return 0, nil
+	}
+	if now.Sub(j.committed()) > w.cfg.TTL {
+		w.m.dropped.WithLabelValues("ttl").Inc()
+		note("dropped", "older than the push TTL", "", 0)
+		return 0, nil
+	}
+	t, err := w.store.PushTarget(ctx, j.ConversationID, j.DeviceID)
+	switch parley.ErrorCode(err) {
+	case "":
+	case parley.CodeNotFound, parley.CodeConversationNotFound:
+		return skip("gone")
+	default:
+		return 0, err
+	}
+	seq := j.Seq
+	if j.Kind == KindMessage {
+		if reason := skipReason(t, seq, now); reason != "" {
+			return skip(reason)
+		}
+	} else {
+		seq = max(seq, t.ReadSeq)
+	}
+	provider := w.providers[t.Registration.Provider]
+	if provider == nil {
+		w.m.failed.WithLabelValues(string(t.Registration.Provider), "not_configured").Inc()
+		note("rejected", "provider not configured on the push role", t.Registration.Provider, 0)
+		return 0, nil
+	}
+	convUnread, badge, err := w.store.Unread(ctx, t.UserID, j.ConversationID, now)
+	if err != nil {
+		return 0, err
+	}
+	n := &Notification{Kind: j.Kind, ConversationID: j.ConversationID, Seq: seq, Count: convUnread, Badge: badge,
+		TraceID: j.MessageID, Expires: j.committed().Add(w.cfg.TTL)}
+	if j.Kind == KindMessage {
+		if convUnread == 0 {
+			return skip("no_unread")
+		}
+		n.Seq = t.LastSeq
+		err = w.q.claimNotify(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, now)
+	} else {
+		err = w.q.claimClear(ctx, j.DeviceID, j.ConversationID, seq, now)
+	}
+	switch {
+	case errors.Is(err, errCovered):
+		return skip("collapsed")
+	case errors.Is(err, errClaimed):
+		return claimTTL / 2, nil // look again once that send is done
+	case err != nil:
+		return 0, err
+	}
+	if j.Kind == KindMessage {
+		w.describeSender(ctx, n, j, now)
+	}
+	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	res := provider.Send(sctx, t.Registration, n)
+	cancel()
+	sent := res.Outcome == Accepted
+	if j.Kind == KindMessage {
+		err = w.q.finishNotify(ctx, j.DeviceID, j.ConversationID, n.Seq, sent)
+	} else {
+		err = w.q.finishClear(ctx, j.DeviceID, j.ConversationID, seq, sent)
+	}
+	if err != nil {
+		w.log.Warn("push: record outcome", "device_id", j.DeviceID, "err", err)
+	}
+	name := t.Registration.Provider
+	switch res.Outcome {
+	case Accepted:
+		w.m.sent.WithLabelValues(string(name), j.Kind).Inc()
+		if j.Kind == KindMessage {
+			w.m.latency.WithLabelValues(string(name)).Observe(time.Since(j.committed()).Seconds())
+			note("sent", fmt.Sprintf("covers up to seq %d; count %d, badge %d; provider id %s", n.Seq, n.Count, n.Badge, res.ID), name, res.Status)
+			w.q.awaitFetch(ctx, j.DeviceID, j.MessageID)
+		}
+		return 0, nil
+	case Unregistered:
+		w.m.failed.WithLabelValues(string(name), "unregistered").Inc()
+		note("unregistered", res.Reason+"; registration removed", name, res.Status)
+		w.unregister(ctx, t)
+		return 0, nil
+	case Retry:
+		w.m.failed.WithLabelValues(string(name), "retry").Inc()
+		if j.Attempt+1 >= w.cfg.Attempts {
+			note("dead_lettered", fmt.Sprintf("attempt %d of %d: %s", j.Attempt+1, w.cfg.Attempts, res.Reason), name, res.Status)
+			return 0, w.deadLetter(ctx, j, name, res)
+		}
+		next := *j
+		next.Attempt++
+		wait := w.backoff(j.Attempt, res.RetryAfter)
+		next.Due = time.Now().Add(wait).UnixMilli() // Retry-After counts from the answer
+		note("retrying", fmt.Sprintf("attempt %d of %d failed (%s); next in %v", j.Attempt+1, w.cfg.Attempts, res.Reason, wait.Round(time.Millisecond)), name, res.Status)
+		if err := w.q.publishJob(ctx, w.q.n.dev+j.DeviceID, next.msgID(), &next); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	default:
+		w.m.failed.WithLabelValues(string(name), "rejected").Inc()
+		note("rejected", res.Reason, name, res.Status)
+		return 0, w.deadLetter(ctx, j, name, res)
+	}
+}
+
+// describeSender fills in the sender's display name and, if previews are
+// on, the start of a text message.
+func (w *Worker) describeSender(ctx context.Context, n *Notification, j *DeviceJob, now time.Time) {
+	n.SenderID = j.SenderID
+	if u, err := w.store.User(ctx, j.SenderID); err == nil {
+		n.SenderName = u.DisplayName
+	}
+	if !w.cfg.Preview {
+		return
+	}
+	m, err := w.store.Message(ctx, j.ConversationID, j.Seq, now)
+	if err != nil || m.Deleted || m.Type != parley.MessageText {
+		return
+	}
+	n.Preview = truncateRunes(m.Body, previewRunes)
+}
+
+// previewRunes bounds a preview, leaving room in a 4 KiB payload.
+const previewRunes = 120
+
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n]) + "…"
+}
+
+// backoff is the wait before retry attempt+1: exponential from RetryBase
+// with jitter (half to all of it), capped at RetryMax, and never less
+// than the provider's Retry-After.
+func (w *Worker) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := w.cfg.RetryBase << min(attempt, 20)
+	d = min(d, w.cfg.RetryMax)
+	d = d/2 + rand.N(d/2+1)
+	return max(d, retryAfter)
+}
+
+// unregister removes a registration the provider says is gone, unless
+// the device registered anew meanwhile.
+func (w *Worker) unregister(ctx context.Context, t *parley.PushTarget) {
+	cur, err := w.store.Push(ctx, t.DeviceID)
+	if err != nil || !cur.UpdatedAt.Equal(t.Registration.UpdatedAt) {
+		return
+	}
+	if err := w.store.DeletePush(ctx, t.UserID, t.DeviceID); err != nil && parley.ErrorCode(err) != parley.CodeNotFound {
+		w.log.Warn("push: remove registration", "device_id", t.DeviceID, "err", err)
+	}
+}
+
+// deadLetter moves a job that failed its last attempt to the dead-letter
+// stream, with the provider's last answer.
+func (w *Worker) deadLetter(ctx context.Context, j *DeviceJob, provider parley.PushProvider, res Result) error {
+	data, _ := json.Marshal(j)
+	m := &nats.Msg{Subject: w.q.n.deadPrefix + string(provider), Data: data, Header: nats.Header{}}
+	m.Header.Set("Parley-Push-Status", fmt.Sprint(res.Status))
+	m.Header.Set("Parley-Push-Reason", res.Reason)
+	if _, err := w.q.js.PublishMsg(ctx, m, jetstream.WithMsgID("dead:"+j.msgID())); err != nil {
+		return err
+	}
+	w.m.dead.WithLabelValues(string(provider)).Inc()
+	w.log.Warn("push: notification dead-lettered", "device_id", j.DeviceID, "conversation_id", j.ConversationID,
+		"seq", j.Seq, "provider", provider, "status", res.Status, "reason", res.Reason)
+	return nil
+}
