@@ -12,6 +12,10 @@ type Metrics struct {
 	dead     *prometheus.CounterVec   // by provider
 	dropped  *prometheus.CounterVec   // by reason
 	latency  *prometheus.HistogramVec // by provider: commit to provider acceptance
+	// jobErrors counts jobs put back after a store or NATS failure;
+	// traceFailures trace writes that failed (traces are best effort).
+	jobErrors     prometheus.Counter
+	traceFailures prometheus.Counter
 }
 
 // NewMetrics makes the metrics and registers them with reg (nil: not
@@ -33,9 +37,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_push_latency_seconds",
 			Help:    "From a message's commit to the provider accepting its notification, by provider.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300, 3600}}, []string{"provider"}),
+		jobErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_job_errors_total",
+			Help: "Jobs put back for a later try after a store or NATS failure."}),
+		traceFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_trace_failures_total",
+			Help: "Trace writes that failed (traces are best effort)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.latency)
+		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.latency, m.jobErrors, m.traceFailures)
 	}
 	return m
 }

@@ -75,7 +75,8 @@ const (
 	enqueueAttempts  = 8 // about a minute of retries in all
 	fetchBuffer      = 4096
 	traceMaxEvents   = 200
-	traceBucketBytes = 256 << 20
+	traceBucketBytes = 1 << 30 // when full, new traces wait for old ones to expire
+	traceTTL         = 48 * time.Hour
 )
 
 // OpenQueue creates (or updates) the stream, the dead-letter stream and
@@ -123,7 +124,7 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 	}
 	traces, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: n.trace, Description: "Parley push traces per message",
-		TTL: cfg.TTL + 24*time.Hour, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
+		TTL: traceTTL, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
 		MaxBytes: traceBucketBytes,
 	})
 	if err != nil {

@@ -29,8 +29,15 @@ type deviceState struct {
 
 func (s *deviceState) held() bool { return s.Notified > s.Cleared }
 
-// claimTTL bounds a send: longer than a provider request can take.
-const claimTTL = 2 * sendTimeout
+// sending reports a notification claim younger than claimTTL at now: a
+// send whose outcome is not known yet.
+func (s *deviceState) sending(now time.Time) bool {
+	return s.Claim > s.Cleared && now.Sub(time.UnixMilli(s.ClaimAt)) < claimTTL
+}
+
+// claimTTL bounds a send: longer than a provider request can take (FCM
+// may fetch an OAuth token first, each bounded by sendTimeout).
+const claimTTL = 3 * sendTimeout
 
 func stateKey(deviceID, conversationID string) string { return deviceID + "." + conversationID }
 
@@ -73,7 +80,7 @@ func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string
 		if err == nil {
 			return s, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if !isConflict(err) {
 			return s, err
 		}
 		// Someone else changed it: read again.
@@ -83,10 +90,16 @@ func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string
 	}
 }
 
-// isWrongSequence reports a compare-and-set conflict of Update.
-func isWrongSequence(err error) bool {
+// isConflict reports a compare-and-set conflict of Create or Update: the
+// key changed since it was read. A replicated (R>1) bucket reports it
+// with another code than a single one.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // claimNotify claims the sending of a notification up to upTo for a job of
@@ -125,6 +138,9 @@ func (q *Queue) finishNotify(ctx context.Context, deviceID, conversationID strin
 // notification of the conversation at or below readSeq.
 func (q *Queue) claimClear(ctx context.Context, deviceID, conversationID string, readSeq int64, now time.Time) error {
 	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+		if s.sending(now) {
+			return false, errClaimed // clear it once that send is done
+		}
 		if !s.held() || s.Cleared >= readSeq {
 			return false, errCovered
 		}
@@ -153,10 +169,11 @@ func (q *Queue) finishClear(ctx context.Context, deviceID, conversationID string
 }
 
 // holdsNotification reports whether a device holds a notification of the
-// conversation (for the read fan-out).
-func (q *Queue) holdsNotification(ctx context.Context, deviceID, conversationID string) (bool, error) {
+// conversation, or may in a moment (a send in flight), for the read
+// fan-out.
+func (q *Queue) holdsNotification(ctx context.Context, deviceID, conversationID string, now time.Time) (bool, error) {
 	s, _, err := q.loadState(ctx, deviceID, conversationID)
-	return s.held(), err
+	return s.held() || s.sending(now), err
 }
 
 // errCovered says there is nothing to send: an earlier notification (or

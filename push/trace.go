@@ -16,8 +16,12 @@ import (
 func traceKey(messageID string) string { return "t." + messageID }
 func awaitKey(deviceID string) string  { return "f." + deviceID }
 
-// noteFailure logs a failed trace write: traces never fail a job.
-func (q *Queue) noteFailure(err error) { q.log.Warn("push: trace", "err", err) }
+// noteFailure counts and logs a failed trace write: traces are best
+// effort and never fail a job.
+func (q *Queue) noteFailure(err error) {
+	q.m.traceFailures.Inc()
+	q.log.Warn("push: trace", "err", err)
+}
 
 // traceEvent is an event of the given stage, now.
 func traceEvent(stage string) parley.PushTraceEvent {
@@ -47,10 +51,11 @@ func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events 
 				t = *base
 			}
 		}
-		if len(t.Events) >= traceMaxEvents {
+		room := traceMaxEvents - len(t.Events)
+		if room <= 0 {
 			return
 		}
-		t.Events = append(t.Events, events...)
+		t.Events = append(t.Events, events[:min(room, len(events))]...)
 		data, _ := json.Marshal(&t)
 		if rev == 0 {
 			_, err = q.traces.Create(ctx, key, data)
@@ -60,11 +65,12 @@ func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events 
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if !isConflict(err) {
 			q.noteFailure(err)
 			return
 		}
 	}
+	q.noteFailure(errors.New("trace of message " + base.MessageID + ": too many concurrent writers"))
 }
 
 // Trace returns a message's trace; CodeNotFound if there is none (no
@@ -124,7 +130,7 @@ func (q *Queue) awaitFetch(ctx context.Context, deviceID, messageID string) {
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if !isConflict(err) {
 			q.noteFailure(err)
 			return
 		}

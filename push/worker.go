@@ -113,19 +113,59 @@ func NewWorker(q *Queue, store Store, live Liveness, cfg WorkerConfig, log *slog
 // Consumer settings: a job is redelivered ackWait after its worker went
 // silent (it reports progress every ackWait/3 while working).
 const (
-	ackWait  = 10 * time.Second
-	infraNak = 2 * time.Second // retry after a store or NATS failure
+	ackWait       = 10 * time.Second
+	maxAckPending = 1 << 20
+	infraNak      = 2 * time.Second // first retry after a store or NATS failure
+	// jobTimeout bounds one job: its store calls, a claim and a send.
+	jobTimeout = 2 * claimTTL
+	// shutdownGrace is how long jobs in hand may run on after Run's ctx
+	// ends.
+	shutdownGrace = 5 * time.Second
+	// claimRecheck is how soon a job that found another worker sending
+	// looks again.
+	claimRecheck = 2 * time.Second
 )
 
-// Run consumes jobs until ctx ends, then waits for those in hand.
+// Run consumes jobs until ctx ends, then waits (at most shutdownGrace)
+// for those in hand; jobs not finished by then are redelivered.
 func (w *Worker) Run(ctx context.Context) error {
+	// Handlers outlive ctx by the grace, so a job in hand can finish.
+	hctx, hcancel := context.WithCancel(context.Background())
+	defer hcancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, hcancel) })
+	defer stop()
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		err := w.consume(ctx, hctx, sem, &wg)
+		if ctx.Err() != nil {
+			break
+		}
+		// The consumer went away (deleted by an operator, NATS lost its
+		// state): make it again.
+		w.log.Warn("push: consumer stopped; recreating it", "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// consume creates (or updates) the durable consumer and hands its jobs to
+// handlers until ctx ends or the consumer stops.
+func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.WaitGroup) error {
 	cons, err := w.q.js.CreateOrUpdateConsumer(ctx, w.q.n.stream, jetstream.ConsumerConfig{
-		Durable:       w.q.n.consumer,
-		Description:   "Parley push role",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxDeliver:    -1,
-		MaxAckPending: w.cfg.Concurrency * 64,
+		Durable:     w.q.n.consumer,
+		Description: "Parley push role",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     ackWait,
+		MaxDeliver:  -1,
+		// Jobs waiting for their due time (a collapse window, a grace,
+		// a backoff) stay pending: the bound must not be what limits
+		// throughput.
+		MaxAckPending: maxAckPending,
 	})
 	if err != nil {
 		return fmt.Errorf("push: consumer: %w", err)
@@ -134,40 +174,35 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("push: consume: %w", err)
 	}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
-	sem := make(chan struct{}, w.cfg.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+				errors.Is(err, jetstream.ErrConsumerNotFound) {
+				it.Stop()
+				return err
 			}
 			w.log.Warn("push: consume", "err", err)
-			select {
-			case <-time.After(time.Second):
-				continue
-			case <-ctx.Done():
-				return nil
-			}
+			continue
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			w.handle(msg)
+			w.handle(hctx, msg)
 		}()
 	}
 }
 
 // handle processes one job and acks, naks (with a delay) or terminates
 // it.
-func (w *Worker) handle(msg jetstream.Msg) {
-	ctx, cancel := context.WithCancel(context.Background())
+func (w *Worker) handle(parent context.Context, msg jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(parent, jobTimeout)
 	defer cancel()
 	// Report progress while working, so a slow provider does not get the
 	// job redelivered to another worker.
@@ -203,7 +238,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			delay, err = w.device(ctx, &j)
 		}
 	default:
-		err = fmt.Errorf("push: job on unknown subject %q", subject)
+		err = &decodeError{fmt.Errorf("push: job on unknown subject %q", subject)}
 	}
 	var undecodable *decodeError
 	switch {
@@ -212,8 +247,16 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		w.log.Error("push: job dropped", "subject", subject, "err", err)
 		_ = msg.Term()
 	case err != nil:
-		w.log.Warn("push: job failed; retrying", "subject", subject, "err", err)
-		_ = msg.NakWithDelay(infraNak)
+		// The store or NATS failed: try again later, backing off as the
+		// failures repeat (a job older than the TTL is dropped then).
+		w.m.jobErrors.Inc()
+		n := uint64(1)
+		if md, merr := msg.Metadata(); merr == nil {
+			n = md.NumDelivered
+		}
+		wait := min(infraNak*time.Duration(min(n, 1000)), 5*time.Minute)
+		w.log.Warn("push: job failed; retrying", "subject", subject, "err", err, "in", wait.String())
+		_ = msg.NakWithDelay(wait)
 	case delay > 0:
 		_ = msg.NakWithDelay(delay)
 	default:
@@ -263,13 +306,22 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 		w.log.Warn("push: live sessions unknown; checking delivery after the grace", "err", err)
 		live = nil
 	}
+	// A large group's trace records the first devices one by one and the
+	// rest only in the fan-out's counts.
+	counts := map[string]int{}
+	note := func(ev parley.PushTraceEvent) {
+		counts[ev.Stage+" "+ev.Detail]++
+		if len(events) < traceFanOutEvents {
+			events = append(events, ev)
+		}
+	}
 	for i := range targets {
 		t := &targets[i]
 		if reason := skipReason(t, j.Seq, now); reason != "" {
 			w.m.skipped.WithLabelValues(reason).Inc()
 			ev := traceEvent("skipped")
 			ev.DeviceID, ev.Detail = t.DeviceID, reason
-			events = append(events, ev)
+			note(ev)
 			continue
 		}
 		dj := &DeviceJob{Kind: KindMessage, DeviceID: t.DeviceID, UserID: t.UserID, ConversationID: j.ConversationID,
@@ -288,11 +340,17 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 			return 0, err // the fan-out runs again; device jobs are deduplicated
 		}
 		w.m.enqueued.WithLabelValues("device").Inc()
-		events = append(events, ev)
+		note(ev)
+	}
+	if len(targets) > traceFanOutEvents-3 {
+		events[2].Detail += fmt.Sprintf("; outcomes: %v", counts)
 	}
 	w.q.appendTrace(ctx, trace, events...)
 	return 0, nil
 }
+
+// traceFanOutEvents bounds the events a fan-out writes to a trace.
+const traceFanOutEvents = 100
 
 // skipReason says why a device needs no notification of seq now, or "".
 func skipReason(t *parley.PushTarget, seq int64, now time.Time) string {
@@ -320,7 +378,7 @@ func (w *Worker) readFanOut(ctx context.Context, j *ReadJob) (time.Duration, err
 		if d.ID == j.DeviceID {
 			continue
 		}
-		held, err := w.q.holdsNotification(ctx, d.ID, j.ConversationID)
+		held, err := w.q.holdsNotification(ctx, d.ID, j.ConversationID, time.Now())
 		if err != nil {
 			return 0, err
 		}
@@ -396,20 +454,18 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 			return skip("no_unread")
 		}
 		n.Seq = t.LastSeq
-		err = w.q.claimNotify(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, now)
+		w.describeSender(ctx, n, j, now)
+		err = w.q.claimNotify(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, time.Now())
 	} else {
-		err = w.q.claimClear(ctx, j.DeviceID, j.ConversationID, seq, now)
+		err = w.q.claimClear(ctx, j.DeviceID, j.ConversationID, seq, time.Now())
 	}
 	switch {
 	case errors.Is(err, errCovered):
 		return skip("collapsed")
 	case errors.Is(err, errClaimed):
-		return claimTTL / 2, nil // look again once that send is done
+		return claimRecheck, nil // look again once that send is done
 	case err != nil:
 		return 0, err
-	}
-	if j.Kind == KindMessage {
-		w.describeSender(ctx, n, j, now)
 	}
 	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	res := provider.Send(sctx, t.Registration, n)
@@ -499,7 +555,9 @@ func (w *Worker) backoff(attempt int, retryAfter time.Duration) time.Duration {
 }
 
 // unregister removes a registration the provider says is gone, unless
-// the device registered anew meanwhile.
+// the device registered anew meanwhile. (A registration made between the
+// check and the delete is lost: the app registers again on its next
+// start.)
 func (w *Worker) unregister(ctx context.Context, t *parley.PushTarget) {
 	cur, err := w.store.Push(ctx, t.DeviceID)
 	if err != nil || !cur.UpdatedAt.Equal(t.Registration.UpdatedAt) {

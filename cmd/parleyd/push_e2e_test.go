@@ -25,11 +25,12 @@ type providers struct {
 	env  []string
 }
 
-// Fast push timings for tests: the collapse window, the delivered grace
-// of live devices and the first retry backoff.
+// Push timings for tests: the collapse window (long enough that a burst
+// of REST sends on a loaded CI machine falls in one) and the delivered
+// grace of live devices.
 const (
-	testCollapse = 500 * time.Millisecond
-	testGrace    = 1500 * time.Millisecond
+	testCollapse = time.Second
+	testGrace    = 3 * time.Second
 )
 
 func startProviders(t *testing.T) *providers {
@@ -271,6 +272,7 @@ func TestPushEndToEnd(t *testing.T) {
 	// it is pushed after the grace. The phone is offline: pushed.
 	tc := connect(t, srv.base, tablet)
 	bc := connect(t, srv.base, browser)
+	sentAt := time.Now()
 	seq := sendText(t, srv.base, alice.token, conv, "m3", "are you there?")
 	if m := expectMessage(t, tc, "ack"); m.Seq != seq {
 		t.Fatalf("tablet got seq %d", m.Seq)
@@ -279,8 +281,8 @@ func TestPushEndToEnd(t *testing.T) {
 	eventually(t, 10*time.Second, "the phone's and the silent browser's pushes", func() bool {
 		return len(prov.apnsFor(apnsTok)) >= 2 && len(prov.wpFor(sub)) >= 3
 	})
-	if first, pushed := prov.apnsFor(apnsTok)[1], prov.wpFor(sub)[2]; pushed.Time.Sub(first.Time) < testGrace/2 {
-		t.Fatalf("the live browser was pushed %v after the offline phone; want about the grace (%v)", pushed.Time.Sub(first.Time), testGrace)
+	if pushed := prov.wpFor(sub)[2]; pushed.Time.Sub(sentAt) < testGrace {
+		t.Fatalf("the live browser was pushed %v after the send, before the grace (%v)", pushed.Time.Sub(sentAt), testGrace)
 	}
 	time.Sleep(testGrace)
 	if n := len(prov.fcmFor(fcmTok)); n != 2 {
