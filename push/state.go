@@ -61,33 +61,56 @@ func (q *Queue) loadState(ctx context.Context, deviceID, conversationID string) 
 // updateState applies change to a device's state atomically (compare and
 // set, retried on conflict). change returns false to leave it as it is.
 func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string, change func(s *deviceState) (bool, error)) (deviceState, error) {
-	key := stateKey(deviceID, conversationID)
-	for {
-		s, rev, err := q.loadState(ctx, deviceID, conversationID)
-		if err != nil {
-			return s, err
+	var s deviceState
+	err := casUpdate(ctx, q.state, stateKey(deviceID, conversationID), func(cur []byte) ([]byte, error) {
+		s = deviceState{}
+		if cur != nil && json.Unmarshal(cur, &s) != nil {
+			s = deviceState{} // unreadable: start over
 		}
 		ok, err := change(&s)
 		if err != nil || !ok {
-			return s, err
+			return nil, err
 		}
-		data, _ := json.Marshal(&s)
+		return json.Marshal(&s)
+	})
+	return s, err
+}
+
+// casAttempts bounds the rereads of a contended key.
+const casAttempts = 32
+
+// errContended says a key kept changing under a compare-and-set.
+var errContended = errors.New("push: key changed by others on every attempt")
+
+// casUpdate reads key (cur is nil if it does not exist), calls change,
+// and writes what it returns only if the key has not changed meanwhile,
+// reading again on a conflict. change returns nil to write nothing.
+func casUpdate(ctx context.Context, kv jetstream.KeyValue, key string, change func(cur []byte) ([]byte, error)) error {
+	for range casAttempts {
+		var cur []byte
+		var rev uint64
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			cur, rev = e.Value(), e.Revision()
+		}
+		next, err := change(cur)
+		if err != nil || next == nil {
+			return err
+		}
 		if rev == 0 {
-			_, err = q.state.Create(ctx, key, data)
+			_, err = kv.Create(ctx, key, next)
 		} else {
-			_, err = q.state.Update(ctx, key, data, rev)
+			_, err = kv.Update(ctx, key, next, rev)
 		}
-		if err == nil {
-			return s, nil
-		}
-		if !isConflict(err) {
-			return s, err
-		}
-		// Someone else changed it: read again.
-		if ctx.Err() != nil {
-			return s, ctx.Err()
+		if err == nil || !isConflict(err) {
+			return err
 		}
 	}
+	return errContended
 }
 
 // isConflict reports a compare-and-set conflict of Create or Update: the

@@ -29,48 +29,27 @@ func traceEvent(stage string) parley.PushTraceEvent {
 }
 
 // appendTrace adds events to a message's trace (creating it as base if it
-// has none), atomically.
+// has none), atomically, keeping at most traceMaxEvents.
 func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events ...parley.PushTraceEvent) {
-	if base.MessageID == "" || !parley.ValidID(base.MessageID) || len(events) == 0 {
+	if !parley.ValidID(base.MessageID) || len(events) == 0 {
 		return
 	}
-	key := traceKey(base.MessageID)
-	for range 8 {
+	err := casUpdate(ctx, q.traces, traceKey(base.MessageID), func(cur []byte) ([]byte, error) {
 		t := *base
 		t.Events = nil
-		var rev uint64
-		e, err := q.traces.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			q.noteFailure(err)
-			return
-		default:
-			rev = e.Revision()
-			if json.Unmarshal(e.Value(), &t) != nil {
-				t = *base
-			}
+		if cur != nil && json.Unmarshal(cur, &t) != nil {
+			t = *base
 		}
 		room := traceMaxEvents - len(t.Events)
 		if room <= 0 {
-			return
+			return nil, nil
 		}
 		t.Events = append(t.Events, events[:min(room, len(events))]...)
-		data, _ := json.Marshal(&t)
-		if rev == 0 {
-			_, err = q.traces.Create(ctx, key, data)
-		} else {
-			_, err = q.traces.Update(ctx, key, data, rev)
-		}
-		if err == nil {
-			return
-		}
-		if !isConflict(err) {
-			q.noteFailure(err)
-			return
-		}
+		return json.Marshal(&t)
+	})
+	if err != nil {
+		q.noteFailure(err)
 	}
-	q.noteFailure(errors.New("trace of message " + base.MessageID + ": too many concurrent writers"))
 }
 
 // Trace returns a message's trace; CodeNotFound if there is none (no
@@ -98,42 +77,25 @@ type awaiting struct {
 	Traces []string `json:"traces"`
 }
 
-// awaitFetch records that a device was sent a notification for a message.
+// awaitFetch records that a device was sent a notification for a message
+// (the newest 64 are kept).
 func (q *Queue) awaitFetch(ctx context.Context, deviceID, messageID string) {
 	if !parley.ValidID(deviceID) {
 		return
 	}
-	key := awaitKey(deviceID)
-	for range 8 {
+	err := casUpdate(ctx, q.traces, awaitKey(deviceID), func(cur []byte) ([]byte, error) {
 		var a awaiting
-		var rev uint64
-		e, err := q.traces.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			q.noteFailure(err)
-			return
-		default:
-			rev = e.Revision()
-			_ = json.Unmarshal(e.Value(), &a)
+		if cur != nil {
+			_ = json.Unmarshal(cur, &a)
 		}
 		if len(a.Traces) >= 64 {
 			a.Traces = a.Traces[1:]
 		}
 		a.Traces = append(a.Traces, messageID)
-		data, _ := json.Marshal(&a)
-		if rev == 0 {
-			_, err = q.traces.Create(ctx, key, data)
-		} else {
-			_, err = q.traces.Update(ctx, key, data, rev)
-		}
-		if err == nil {
-			return
-		}
-		if !isConflict(err) {
-			q.noteFailure(err)
-			return
-		}
+		return json.Marshal(&a)
+	})
+	if err != nil {
+		q.noteFailure(err)
 	}
 }
 

@@ -89,29 +89,21 @@ func (p *providers) registerWebPush(t *testing.T, base string, d device) pushtes
 // apnsFor, fcmFor and wpFor are the requests a provider received for one
 // device.
 func (p *providers) apnsFor(token string) []pushtest.APNsRequest {
-	var out []pushtest.APNsRequest
-	for _, r := range p.apns.Requests() {
-		if r.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
+	return only(p.apns.Requests(), func(r pushtest.APNsRequest) bool { return r.Token == token })
 }
 
 func (p *providers) fcmFor(token string) []pushtest.FCMRequest {
-	var out []pushtest.FCMRequest
-	for _, r := range p.fcm.Requests() {
-		if r.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
+	return only(p.fcm.Requests(), func(r pushtest.FCMRequest) bool { return r.Token == token })
 }
 
 func (p *providers) wpFor(sub pushtest.Subscription) []pushtest.WebPushRequest {
-	var out []pushtest.WebPushRequest
-	for _, r := range p.wp.Requests() {
-		if r.Endpoint == sub.Endpoint {
+	return only(p.wp.Requests(), func(r pushtest.WebPushRequest) bool { return r.Endpoint == sub.Endpoint })
+}
+
+func only[R any](rs []R, keep func(R) bool) []R {
+	var out []R
+	for _, r := range rs {
+		if keep(r) {
 			out = append(out, r)
 		}
 	}

@@ -49,8 +49,7 @@ import (
 // request's, or a new UUID. APNs also limits how often a provider token may
 // change (429 TooManyProviderTokenUpdates); the fake does not.
 type APNs struct {
-	*server
-	log *requestLog[APNsRequest]
+	recorder[APNsRequest]
 
 	keyFile string
 	keyID   string
@@ -121,25 +120,6 @@ func NewAPNs(tb testing.TB) *APNs {
 	a.log = newRequestLog[APNsRequest]()
 	a.server = newServer(tb, "apns", http.HandlerFunc(a.serveHTTP))
 	return a
-}
-
-// Requests returns a copy of every request recorded since the start or
-// the last Reset, in the order they arrived, rejected ones included.
-func (a *APNs) Requests() []APNsRequest { return a.log.all() }
-
-// Wait returns the recorded requests once there are at least n, or fails
-// the test when that takes longer than timeout, listing what did arrive.
-// Call it from the test's goroutine.
-func (a *APNs) Wait(tb testing.TB, n int, timeout time.Duration) []APNsRequest {
-	tb.Helper()
-	return a.log.wait(tb, a.name, n, timeout)
-}
-
-// Reset forgets the recorded requests, the scripted answers not yet used
-// and the delay. The key stays valid.
-func (a *APNs) Reset() {
-	a.log.reset()
-	a.resetScript()
 }
 
 // KeyFile returns the path of the .p8 signing key.

@@ -49,8 +49,7 @@ const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
 // FcmError detail carrying the errorCode the firebase SDK branches on. A
 // message that passes is answered {"name": "projects/<p>/messages/<id>"}.
 type FCM struct {
-	*server
-	log *requestLog[FCMRequest]
+	recorder[FCMRequest]
 
 	projectID       string
 	clientEmail     string
@@ -158,25 +157,6 @@ func NewFCM(tb testing.TB) *FCM {
 		tb.Fatalf("fcm fake: write credentials: %v", err)
 	}
 	return f
-}
-
-// Requests returns a copy of every request recorded since the start or
-// the last Reset, in the order they arrived, rejected ones included.
-func (f *FCM) Requests() []FCMRequest { return f.log.all() }
-
-// Wait returns the recorded requests once there are at least n, or fails
-// the test when that takes longer than timeout, listing what did arrive.
-// Call it from the test's goroutine.
-func (f *FCM) Wait(tb testing.TB, n int, timeout time.Duration) []FCMRequest {
-	tb.Helper()
-	return f.log.wait(tb, f.name, n, timeout)
-}
-
-// Reset forgets the recorded requests, the scripted answers not yet used
-// and the delay. The key and the access tokens issued stay valid.
-func (f *FCM) Reset() {
-	f.log.reset()
-	f.resetScript()
 }
 
 // CredentialsFile returns the path of the service-account JSON file.

@@ -24,6 +24,32 @@ type record[R any] interface {
 	summary() string
 }
 
+// recorder is what every fake has: its server and its log of requests of
+// type R, with the accessors tests use.
+type recorder[R record[R]] struct {
+	*server
+	log *requestLog[R]
+}
+
+// Requests returns a copy of every request recorded since the start or
+// the last Reset, in the order they arrived, rejected ones included.
+func (f *recorder[R]) Requests() []R { return f.log.all() }
+
+// Wait returns the recorded requests once there are at least n, or fails
+// the test when that takes longer than timeout, listing what did arrive.
+// Call it from the test's goroutine.
+func (f *recorder[R]) Wait(tb testing.TB, n int, timeout time.Duration) []R {
+	tb.Helper()
+	return f.log.wait(tb, f.name, n, timeout)
+}
+
+// Reset forgets the recorded requests, the scripted answers not yet used
+// and the delay; keys, credentials and subscriptions stay valid.
+func (f *recorder[R]) Reset() {
+	f.log.reset()
+	f.resetScript()
+}
+
 // requestLog is a fake's log of requests. Its methods are safe for
 // concurrent use.
 type requestLog[R record[R]] struct {

@@ -54,8 +54,7 @@ import (
 // A message that passes is answered 201 Created with a Location and the TTL
 // the service keeps it for.
 type WebPush struct {
-	*server
-	log *requestLog[WebPushRequest]
+	recorder[WebPushRequest]
 
 	subsMu    sync.Mutex
 	subs      map[string]*subscriber // by endpoint id
@@ -131,25 +130,6 @@ func NewWebPush(tb testing.TB) *WebPush {
 	p.log = newRequestLog[WebPushRequest]()
 	p.server = newServer(tb, "webpush", http.HandlerFunc(p.serveHTTP))
 	return p
-}
-
-// Requests returns a copy of every request recorded since the start or
-// the last Reset, in the order they arrived, rejected ones included.
-func (p *WebPush) Requests() []WebPushRequest { return p.log.all() }
-
-// Wait returns the recorded requests once there are at least n, or fails
-// the test when that takes longer than timeout, listing what did arrive.
-// Call it from the test's goroutine.
-func (p *WebPush) Wait(tb testing.TB, n int, timeout time.Duration) []WebPushRequest {
-	tb.Helper()
-	return p.log.wait(tb, p.name, n, timeout)
-}
-
-// Reset forgets the recorded requests, the scripted answers not yet used
-// and the delay. Subscriptions and the VAPID key stay.
-func (p *WebPush) Reset() {
-	p.log.reset()
-	p.resetScript()
 }
 
 // SetVAPIDPublicKey sets the application server key subscriptions are
