@@ -567,3 +567,52 @@ func TestPushTTL(t *testing.T) {
 		t.Fatalf("want one failed request with TTL at most 2s: %+v", r)
 	}
 }
+
+// TestPushLiveAcrossNodes: the push role runs on a node of its own and
+// learns from the gateway node which devices are live (the presence
+// directory names the node; the node answers for its sessions). Bob's
+// tablet, connected to the gateway and acking, gets no push; his offline
+// phone is pushed after the collapse window, not the grace.
+func TestPushLiveAcrossNodes(t *testing.T) {
+	prov := startProviders(t)
+	env := append(append(clusterEnv(t), prov.env...), "PARLEY_PUSH_NAMESPACE=test-"+parley.NewID()[24:])
+	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	startParleyd(t, t.TempDir(), env, "--roles", "push")
+	signup(t, gw.base, "alice")
+	bobID, _ := signup(t, gw.base, "bob")
+	alice := loginDevice(t, gw.base, "alice", "laptop")
+	phone, tablet := loginDevice(t, gw.base, "bob", "phone"), loginDevice(t, gw.base, "bob", "tablet")
+	apnsTok, fcmTok := prov.registerAPNs(t, gw.base, phone), prov.registerFCM(t, gw.base, tablet)
+	conv := mustAPI(t, 201, "POST", gw.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	tc := connect(t, gw.base, tablet)
+	defer tc.Close()
+	time.Sleep(500 * time.Millisecond) // the push node's presence mirror sees bob
+
+	sentAt := time.Now()
+	seq := sendText(t, gw.base, alice.token, conv, "m1", "hi")
+	if m := expectMessage(t, tc); m.Seq != seq {
+		t.Fatalf("tablet got seq %d", m.Seq)
+	}
+	tc.MustWrite(map[string]any{"type": "delivered", "id": "d1", "conversation_id": conv, "seq": seq})
+	eventually(t, 10*time.Second, "the phone's push", func() bool { return len(prov.apnsFor(apnsTok)) == 1 })
+	if after := prov.apnsFor(apnsTok)[0].Time.Sub(sentAt); after >= testGrace {
+		t.Fatalf("the offline phone was pushed %v after the send: treated as live", after)
+	}
+	time.Sleep(testGrace + time.Second)
+	if n := len(prov.fcmFor(fcmTok)); n != 0 {
+		t.Fatalf("the live tablet on the other node was pushed %d times", n)
+	}
+	// The trace shows the push node knew: the tablet waited out the
+	// grace (live), the phone was queued (not live).
+	grant := exec.Command(parleydBin, "admin", "grant", "alice", "--data", t.TempDir())
+	grant.Env = append(os.Environ(), env...)
+	if out, err := grant.CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", gw.base, conv, seq), alice.token, nil))
+	for _, want := range [][2]string{{"queued", phone.id}, {"sent", phone.id}, {"waiting", tablet.id}, {"skipped", tablet.id}} {
+		if !hasStage(stages, want[0], want[1]) {
+			t.Fatalf("trace lacks %v: %v", want, stages)
+		}
+	}
+}
