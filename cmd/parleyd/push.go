@@ -10,9 +10,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/bus/natsbus"
 	"github.com/parleychat/parley/push"
 	"github.com/parleychat/parley/service"
 	"github.com/parleychat/parley/wsgate"
+)
+
+// The push role's ports, as wired here.
+var (
+	_ service.PushQueue = (*push.Queue)(nil)
+	_ push.Store        = parley.Store(nil)
+	_ push.Liveness     = (*natsbus.Presence)(nil)
+	_ push.Liveness     = localLiveness{}
+	_ push.Provider     = (*push.APNs)(nil)
+	_ push.Provider     = (*push.FCM)(nil)
+	_ push.Provider     = (*push.WebPush)(nil)
 )
 
 // newPushWorker builds the push role: the providers that are configured
