@@ -616,3 +616,40 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestPushInFlightAtKill: the push role dies while the provider holds its
+// request (the role never learns whether it was accepted). After a
+// restart the notification goes out again once the dead role's claim
+// expires: lost never, sent again only because its outcome was unknown.
+func TestPushInFlightAtKill(t *testing.T) {
+	prov := startProviders(t)
+	prov.apns.SetDelay(5 * time.Second)
+	env := append(append(clusterEnv(t), prov.env...), "PARLEY_PUSH_NAMESPACE=test-"+parley.NewID()[24:])
+	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	pusher := startParleyd(t, t.TempDir(), env, "--roles", "push")
+	signup(t, gw.base, "alice")
+	bobID, _ := signup(t, gw.base, "bob")
+	alice := loginDevice(t, gw.base, "alice", "laptop")
+	tok := prov.registerAPNs(t, gw.base, loginDevice(t, gw.base, "bob", "phone"))
+	conv := mustAPI(t, 201, "POST", gw.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, gw.base, alice.token, conv, "m1", "are you awake?")
+	eventually(t, 10*time.Second, "the request in flight", func() bool { return len(prov.apnsFor(tok)) == 1 })
+	pusher.kill()
+	killedAt := time.Now()
+	if err := pusher.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	prov.apns.SetDelay(0)
+	eventually(t, 90*time.Second, "the notification sent again", func() bool { return len(prov.apnsFor(tok)) >= 2 })
+	time.Sleep(3 * time.Second) // no third
+	rs := prov.apnsFor(tok)
+	if len(rs) != 2 || !rs[0].Abandoned || rs[1].Abandoned || rs[1].Status != 200 {
+		t.Fatalf("want the abandoned request and one answered resend: %+v", rs)
+	}
+	p0, _ := apnsParley(t, rs[0])
+	p1, _ := apnsParley(t, rs[1])
+	if p0["seq"] != "1" || p1["seq"] != "1" || p1["count"] != "1" {
+		t.Fatalf("payloads: %s then %s", rs[0].Body, rs[1].Body)
+	}
+	t.Logf("in flight at the kill; sent again %v after it", rs[1].Time.Sub(killedAt).Round(100*time.Millisecond))
+}
