@@ -95,7 +95,23 @@ type Worker struct {
 	cfg       WorkerConfig
 	log       *slog.Logger
 	m         *Metrics
+
+	namesMu sync.Mutex
+	names   map[string]senderName // user id -> display name, briefly
 }
+
+// senderName is a cached display name and when it was read.
+type senderName struct {
+	name string
+	at   time.Time
+}
+
+// Sender names are cached this long (a rename shows in notifications
+// within it), for at most namesMax users.
+const (
+	namesTTL = time.Minute
+	namesMax = 10000
+)
 
 // NewWorker builds the push role over q. Providers not given (nil) are
 // not configured: their devices' notifications fail as not_configured.
@@ -520,9 +536,7 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 // on, the start of a text message.
 func (w *Worker) describeSender(ctx context.Context, n *Notification, j *DeviceJob, now time.Time) {
 	n.SenderID = j.SenderID
-	if u, err := w.store.User(ctx, j.SenderID); err == nil {
-		n.SenderName = u.DisplayName
-	}
+	n.SenderName = w.senderName(ctx, j.SenderID, now)
 	if !w.cfg.Preview {
 		return
 	}
@@ -531,6 +545,28 @@ func (w *Worker) describeSender(ctx context.Context, n *Notification, j *DeviceJ
 		return
 	}
 	n.Preview = truncateRunes(m.Body, previewRunes)
+}
+
+// senderName returns a user's display name, from the cache if read
+// within namesTTL; "" if the user cannot be read.
+func (w *Worker) senderName(ctx context.Context, userID string, now time.Time) string {
+	w.namesMu.Lock()
+	e, ok := w.names[userID]
+	w.namesMu.Unlock()
+	if ok && now.Sub(e.at) < namesTTL {
+		return e.name
+	}
+	u, err := w.store.User(ctx, userID)
+	if err != nil {
+		return ""
+	}
+	w.namesMu.Lock()
+	if w.names == nil || len(w.names) >= namesMax {
+		w.names = map[string]senderName{}
+	}
+	w.names[userID] = senderName{name: u.DisplayName, at: now}
+	w.namesMu.Unlock()
+	return u.DisplayName
 }
 
 // previewRunes bounds a preview, leaving room in a 4 KiB payload.
