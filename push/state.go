@@ -27,13 +27,27 @@ type deviceState struct {
 	ClearClaimAt int64 `json:"kca,omitempty"`
 }
 
-func (s *deviceState) held() bool { return s.Notified > s.Cleared }
+// A claim left behind (its worker died, or could not record the outcome)
+// may have been sent: it counts as held until a clear covers it (an extra
+// silent clear does no harm).
+func (s *deviceState) held() bool { return max(s.Notified, s.Claim) > s.Cleared }
 
-// sending reports a notification claim younger than claimTTL at now: a
-// send whose outcome is not known yet.
+// sending reports a notification claim live at now: a send whose outcome
+// is not known yet.
 func (s *deviceState) sending(now time.Time) bool {
-	return s.Claim > s.Cleared && now.Sub(time.UnixMilli(s.ClaimAt)) < claimTTL
+	return s.Claim > 0 && live(s.ClaimAt, now)
 }
+
+// live reports whether a claim taken at (Unix ms) is younger than
+// claimTTL at now. A time further ahead than clockSkew (another node's
+// clock running fast) does not keep a claim alive.
+func live(at int64, now time.Time) bool {
+	age := now.Sub(time.UnixMilli(at))
+	return age < claimTTL && age > -clockSkew
+}
+
+// clockSkew is how far ahead another node's clock may run.
+const clockSkew = 5 * time.Second
 
 // claimTTL bounds a send: longer than a provider request can take (FCM
 // may fetch an OAuth token first, each bounded by sendTimeout).
@@ -133,7 +147,9 @@ func (q *Queue) claimNotify(ctx context.Context, deviceID, conversationID string
 		if s.Notified >= seq {
 			return false, errCovered
 		}
-		if s.Claim >= seq && now.Sub(time.UnixMilli(s.ClaimAt)) < claimTTL {
+		// One send at a time per device and conversation: an older
+		// notification must not land after a newer one (or a clear).
+		if s.sending(now) {
 			return false, errClaimed
 		}
 		s.Claim, s.ClaimAt = upTo, now.UnixMilli()
@@ -167,7 +183,7 @@ func (q *Queue) claimClear(ctx context.Context, deviceID, conversationID string,
 		if !s.held() || s.Cleared >= readSeq {
 			return false, errCovered
 		}
-		if s.ClearClaim >= readSeq && now.Sub(time.UnixMilli(s.ClearClaimAt)) < claimTTL {
+		if s.ClearClaim >= readSeq && live(s.ClearClaimAt, now) {
 			return false, errClaimed
 		}
 		s.ClearClaim, s.ClearClaimAt = readSeq, now.UnixMilli()
@@ -181,7 +197,7 @@ func (q *Queue) claimClear(ctx context.Context, deviceID, conversationID string,
 func (q *Queue) finishClear(ctx context.Context, deviceID, conversationID string, readSeq int64, sent bool) error {
 	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
 		if sent {
-			s.Cleared = max(s.Cleared, min(s.Notified, readSeq))
+			s.Cleared = max(s.Cleared, min(max(s.Notified, s.Claim), readSeq))
 		}
 		if s.ClearClaim == readSeq {
 			s.ClearClaim, s.ClearClaimAt = 0, 0

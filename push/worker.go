@@ -203,6 +203,16 @@ func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.
 				it.Stop()
 				return err
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// Silence: is the consumer still there?
+				ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, ierr := cons.Info(ictx)
+				cancel()
+				if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+					it.Stop()
+					return ierr
+				}
+			}
 			w.log.Warn("push: consume", "err", err)
 			continue
 		}
@@ -258,6 +268,8 @@ func (w *Worker) handle(parent context.Context, msg jetstream.Msg) {
 	}
 	var undecodable *decodeError
 	switch {
+	case err != nil && parent.Err() != nil:
+		_ = msg.Nak() // shutting down: another worker (or this one, restarted) takes it
 	case errors.As(err, &undecodable):
 		w.m.dropped.WithLabelValues("undecodable").Inc()
 		w.log.Error("push: job dropped", "subject", subject, "err", err)
@@ -483,18 +495,40 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 	case err != nil:
 		return 0, err
 	}
+	// The outcome is recorded even if the job's context ends meanwhile
+	// (a shutdown): a send the provider accepted must not look unsent.
+	finish := func(sent bool) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		var err error
+		if j.Kind == KindMessage {
+			err = w.q.finishNotify(rctx, j.DeviceID, j.ConversationID, n.Seq, sent)
+		} else {
+			err = w.q.finishClear(rctx, j.DeviceID, j.ConversationID, seq, sent)
+		}
+		if err != nil {
+			w.log.Warn("push: record outcome", "device_id", j.DeviceID, "err", err)
+		}
+	}
+	if j.Kind == KindMessage {
+		// A read that landed after the rules were checked, before the
+		// claim, found no notification to clear: look again now.
+		again, err := w.store.PushTarget(ctx, j.ConversationID, j.DeviceID)
+		if err == nil && again.ReadSeq >= j.Seq {
+			finish(false)
+			return skip("read")
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	res := provider.Send(sctx, t.Registration, n)
 	cancel()
-	sent := res.Outcome == Accepted
-	if j.Kind == KindMessage {
-		err = w.q.finishNotify(ctx, j.DeviceID, j.ConversationID, n.Seq, sent)
-	} else {
-		err = w.q.finishClear(ctx, j.DeviceID, j.ConversationID, seq, sent)
+	if res.Outcome == Retry && ctx.Err() != nil {
+		// Cut short by a shutdown: not the provider's failure. The job
+		// is redelivered; its claim lapses.
+		finish(false)
+		return 0, ctx.Err()
 	}
-	if err != nil {
-		w.log.Warn("push: record outcome", "device_id", j.DeviceID, "err", err)
-	}
+	finish(res.Outcome == Accepted)
 	name := t.Registration.Provider
 	switch res.Outcome {
 	case Accepted:

@@ -269,6 +269,9 @@ func TestPushEndToEnd(t *testing.T) {
 	if m := expectMessage(t, tc, "ack"); m.Seq != seq {
 		t.Fatalf("tablet got seq %d", m.Seq)
 	}
+	// It acks after the collapse window, within the grace: only a push
+	// role that knows it is live waits long enough not to push it.
+	time.Sleep(testCollapse + 500*time.Millisecond)
 	tc.MustWrite(map[string]any{"type": "delivered", "id": "d1", "conversation_id": conv, "seq": seq})
 	eventually(t, 10*time.Second, "the phone's and the silent browser's pushes", func() bool {
 		return len(prov.apnsFor(apnsTok)) >= 2 && len(prov.wpFor(sub)) >= 3
@@ -593,6 +596,9 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 	if m := expectMessage(t, tc); m.Seq != seq {
 		t.Fatalf("tablet got seq %d", m.Seq)
 	}
+	// The tablet acks after the collapse window, within the grace: only
+	// a push role that knows it is live waits long enough.
+	time.Sleep(testCollapse + 500*time.Millisecond)
 	tc.MustWrite(map[string]any{"type": "delivered", "id": "d1", "conversation_id": conv, "seq": seq})
 	eventually(t, 10*time.Second, "the phone's push", func() bool { return len(prov.apnsFor(apnsTok)) == 1 })
 	if after := prov.apnsFor(apnsTok)[0].Time.Sub(sentAt); after >= testGrace {

@@ -1,0 +1,90 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/bus/natsbus"
+)
+
+func testQueue(t *testing.T) *Queue {
+	t.Helper()
+	emb, err := natsbus.StartEmbedded(natsbus.EmbeddedOptions{StoreDir: filepath.Join(t.TempDir(), "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	bus, err := natsbus.ConnectEmbedded(emb, natsbus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	q, err := OpenQueue(context.Background(), bus.Conn(), QueueConfig{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	return q
+}
+
+// TestClaims: the per-device state that keeps notifications single and
+// clears right.
+func TestClaims(t *testing.T) {
+	q := testQueue(t)
+	ctx := context.Background()
+	now := time.Now()
+	const dev, conv = "d", "c"
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing held yet: no clear.
+	if err := q.claimClear(ctx, dev, conv, 5, now); !errors.Is(err, errCovered) {
+		t.Fatalf("clear with nothing held: %v", err)
+	}
+	// A send up to 3 is claimed; a second send waits for it, even one
+	// for a newer message (one at a time, so the older cannot land last).
+	must(q.claimNotify(ctx, dev, conv, 1, 3, now))
+	if err := q.claimNotify(ctx, dev, conv, 4, 4, now); !errors.Is(err, errClaimed) {
+		t.Fatalf("second claim: %v", err)
+	}
+	// A read meanwhile: the clear waits for the send too.
+	if err := q.claimClear(ctx, dev, conv, 3, now); !errors.Is(err, errClaimed) {
+		t.Fatalf("clear during a send: %v", err)
+	}
+	must(q.finishNotify(ctx, dev, conv, 3, true))
+	// Seqs up to 3 are covered; 4 gets its own.
+	if err := q.claimNotify(ctx, dev, conv, 2, 3, now); !errors.Is(err, errCovered) {
+		t.Fatalf("covered: %v", err)
+	}
+	if held, _ := q.holdsNotification(ctx, dev, conv, now); !held {
+		t.Fatal("a sent notification is not held")
+	}
+	must(q.claimClear(ctx, dev, conv, 3, now))
+	must(q.finishClear(ctx, dev, conv, 3, true))
+	if held, _ := q.holdsNotification(ctx, dev, conv, now); held {
+		t.Fatal("still held after the clear")
+	}
+	// A claim whose worker died (never finished) lapses after claimTTL;
+	// what it may have sent counts as held, so a read clears it.
+	must(q.claimNotify(ctx, dev, conv, 4, 4, now))
+	later := now.Add(claimTTL + time.Second)
+	if held, _ := q.holdsNotification(ctx, dev, conv, later); !held {
+		t.Fatal("an unfinished claim is not counted as held")
+	}
+	must(q.claimClear(ctx, dev, conv, 4, later))
+	must(q.finishClear(ctx, dev, conv, 4, true))
+	must(q.claimNotify(ctx, dev, conv, 5, 5, later)) // the lapsed claim does not block
+	// A claim dated far in the future (a fast clock elsewhere) does not
+	// hold others up.
+	must(q.finishNotify(ctx, dev, conv, 5, true))
+	must(q.claimNotify(ctx, dev, conv, 6, 6, now.Add(time.Hour)))
+	must(q.claimNotify(ctx, dev, conv, 7, 7, later))
+}
