@@ -70,13 +70,14 @@ type outJob struct {
 // follows. The buffer absorbs a NATS hiccup of a few seconds at full
 // rate; jobs beyond it are dropped and counted.
 const (
-	enqueueBuffer    = 65536
-	enqueueWorkers   = 4
-	enqueueAttempts  = 8 // about a minute of retries in all
-	fetchBuffer      = 4096
-	traceMaxEvents   = 200
-	traceBucketBytes = 1 << 30 // when full, new traces wait for old ones to expire
-	traceTTL         = 48 * time.Hour
+	enqueueBuffer   = 65536
+	enqueueWorkers  = 4
+	enqueueAttempts = 8 // about a minute of retries in all
+	fetchBuffer     = 4096
+	traceMaxEvents  = 200
+	traceMaxBytes   = 128 << 10 // one trace (200 events fit)
+	traceTTL        = 48 * time.Hour
+	deadMaxJobs     = 1_000_000
 )
 
 // OpenQueue creates (or updates) the stream, the dead-letter stream and
@@ -111,7 +112,9 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		MaxAge:      cfg.TTL + 7*24*time.Hour,
-		MaxBytes:    1 << 30,
+		// A count, not MaxBytes: JetStream reserves MaxBytes on the
+		// server up front, for every namespace.
+		MaxMsgs: deadMaxJobs,
 	}); err != nil {
 		return nil, fmt.Errorf("push: stream %s: %w", n.dead, err)
 	}
@@ -125,7 +128,7 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 	traces, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: n.trace, Description: "Parley push traces per message",
 		TTL: traceTTL, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
-		MaxBytes: traceBucketBytes,
+		MaxValueSize: traceMaxBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("push: bucket %s: %w", n.trace, err)

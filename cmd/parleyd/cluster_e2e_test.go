@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -12,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/internal/clustertest"
 	"github.com/parleychat/parley/internal/testenv"
 )
@@ -29,7 +34,32 @@ func clusterEnv(t *testing.T) []string {
 		"PARLEY_NATS_URL=" + nats,
 		"PARLEY_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key),
 		"PARLEY_LIMITS=off",
+		"PARLEY_PUSH_NAMESPACE=" + pushNamespace(t, nats),
 	}
+}
+
+// pushNamespace names a push queue of the test's own on the machine's
+// NATS, and deletes its streams and buckets when the test ends (they
+// would pile up on a server other tests and CI share).
+func pushNamespace(t *testing.T, natsURL string) string {
+	ns := "test-" + parley.NewID()[24:]
+	t.Cleanup(func() {
+		nc, err := nats.Connect(natsURL)
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, name := range []string{"PARLEY_PUSH_" + ns, "PARLEY_PUSH_DEAD_" + ns, "KV_parley_push_state_" + ns, "KV_parley_push_trace_" + ns} {
+			_ = js.DeleteStream(ctx, name)
+		}
+	})
+	return ns
 }
 
 // TestTwoNodesShareTheStore runs two parleyd nodes on one PostgreSQL store

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/push/pushtest"
 )
 
@@ -472,7 +471,6 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 	prov := startProviders(t)
 	prov.apns.SetDelay(150 * time.Millisecond)
 	env := append(clusterEnv(t), prov.env...)
-	env = append(env, "PARLEY_PUSH_NAMESPACE=test-"+parley.NewID()[24:]) // its own queue on the shared NATS
 	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
 	pusher := startParleyd(t, t.TempDir(), env, "--roles", "push")
 	signup(t, gw.base, "alice")
@@ -578,7 +576,7 @@ func TestPushTTL(t *testing.T) {
 // phone is pushed after the collapse window, not the grace.
 func TestPushLiveAcrossNodes(t *testing.T) {
 	prov := startProviders(t)
-	env := append(append(clusterEnv(t), prov.env...), "PARLEY_PUSH_NAMESPACE=test-"+parley.NewID()[24:])
+	env := append(clusterEnv(t), prov.env...)
 	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
 	startParleyd(t, t.TempDir(), env, "--roles", "push")
 	signup(t, gw.base, "alice")
@@ -630,7 +628,7 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 func TestPushInFlightAtKill(t *testing.T) {
 	prov := startProviders(t)
 	prov.apns.SetDelay(5 * time.Second)
-	env := append(append(clusterEnv(t), prov.env...), "PARLEY_PUSH_NAMESPACE=test-"+parley.NewID()[24:])
+	env := append(clusterEnv(t), prov.env...)
 	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
 	pusher := startParleyd(t, t.TempDir(), env, "--roles", "push")
 	signup(t, gw.base, "alice")
