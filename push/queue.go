@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,10 +55,11 @@ type Queue struct {
 	log    *slog.Logger
 	m      *Metrics
 
-	out     chan outJob
-	fetched chan string
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	out      chan outJob
+	fetched  chan string
+	healedAt atomic.Int64 // Unix ns of the last heal
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // outJob is a job waiting to be published.
@@ -87,12 +89,34 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 	if !validNamespace(cfg.Namespace) {
 		return nil, fmt.Errorf("push: namespace %q: want 1 to 32 letters, digits, - or _", cfg.Namespace)
 	}
-	n := namesFor(cfg.Namespace)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	q := &Queue{cfg: cfg, n: namesFor(cfg.Namespace), js: js, log: log, m: m,
+		out: make(chan outJob, enqueueBuffer), fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+	if err := q.ensure(ctx); err != nil {
+		return nil, err
+	}
+	for range enqueueWorkers {
+		q.wg.Add(1)
+		go q.publishLoop()
+	}
+	q.wg.Add(1)
+	go q.fetchLoop()
+	return q, nil
+}
+
+// ensure creates (or updates) the streams and buckets. The handles it
+// keeps address them by name, so when NATS has lost them (an operator
+// deleted them, a server came back without its storage) ensure may run
+// again (heal) and the handles still work.
+func (q *Queue) ensure(ctx context.Context) error {
+	cfg, n := q.cfg, q.n
+	stream, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        n.stream,
 		Description: "Parley push jobs (work queue)",
 		Subjects:    []string{"parley.push." + cfg.Namespace + ".>"},
@@ -103,9 +127,9 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		Duplicates:  10 * time.Minute,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("push: stream %s: %w", n.stream, err)
+		return fmt.Errorf("push: stream %s: %w", n.stream, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if _, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        n.dead,
 		Description: "Parley push jobs that failed their last attempt",
 		Subjects:    []string{n.deadPrefix + ">"},
@@ -116,36 +140,52 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		// server up front, for every namespace.
 		MaxMsgs: deadMaxJobs,
 	}); err != nil {
-		return nil, fmt.Errorf("push: stream %s: %w", n.dead, err)
+		return fmt.Errorf("push: stream %s: %w", n.dead, err)
 	}
-	state, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	state, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: n.state, Description: "Parley push: notified seqs per device and conversation",
 		TTL: cfg.TTL + 24*time.Hour, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("push: bucket %s: %w", n.state, err)
+		return fmt.Errorf("push: bucket %s: %w", n.state, err)
 	}
-	traces, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	traces, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: n.trace, Description: "Parley push traces per message",
 		TTL: traceTTL, Storage: jetstream.FileStorage, Replicas: cfg.Replicas, History: 1,
 		MaxValueSize: traceMaxBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("push: bucket %s: %w", n.trace, err)
+		return fmt.Errorf("push: bucket %s: %w", n.trace, err)
 	}
-	if m == nil {
-		m = NewMetrics(nil)
+	if q.stream == nil {
+		q.stream, q.state, q.traces = stream, state, traces
 	}
-	q := &Queue{cfg: cfg, n: n, js: js, stream: stream, state: state, traces: traces, log: log, m: m,
-		out: make(chan outJob, enqueueBuffer), fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
-	for range enqueueWorkers {
-		q.wg.Add(1)
-		go q.publishLoop()
-	}
-	q.wg.Add(1)
-	go q.fetchLoop()
-	return q, nil
+	return nil
 }
+
+// heal makes the streams and buckets again if err says NATS has lost one,
+// at most once per healEvery.
+func (q *Queue) heal(err error) {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, jetstream.ErrStreamNotFound) &&
+		!errors.Is(err, jetstream.ErrBucketNotFound) {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := q.healedAt.Load()
+	if now-last < int64(healEvery) || !q.healedAt.CompareAndSwap(last, now) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if herr := q.ensure(ctx); herr != nil {
+		q.log.Error("push: the queue's streams are gone and could not be made again", "err", herr)
+		return
+	}
+	q.log.Warn("push: the queue's streams or buckets were gone; made them again", "err", err)
+}
+
+// healEvery bounds how often heal recreates.
+const healEvery = 5 * time.Second
 
 // Close stops enqueueing; jobs still buffered get a few seconds to go out.
 func (q *Queue) Close() {
@@ -224,6 +264,7 @@ func (q *Queue) publish(j outJob) {
 		if err == nil {
 			return
 		}
+		q.heal(err)
 		if attempt == enqueueAttempts {
 			q.m.dropped.WithLabelValues("enqueue_failed").Inc()
 			q.log.Error("push: job not enqueued; its notifications are lost", "id", j.id, "err", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/bus/natsbus"
 )
 
@@ -87,4 +88,39 @@ func TestClaims(t *testing.T) {
 	must(q.finishNotify(ctx, dev, conv, 5, true))
 	must(q.claimNotify(ctx, dev, conv, 6, 6, now.Add(time.Hour)))
 	must(q.claimNotify(ctx, dev, conv, 7, 7, later))
+}
+
+// TestHeal: streams and buckets deleted under a running queue (an
+// operator's mistake, a NATS server back without its storage) are made
+// again, and the job that found them gone is published after all.
+func TestHeal(t *testing.T) {
+	q := testQueue(t)
+	ctx := context.Background()
+	for _, name := range []string{q.n.stream, q.n.dead, "KV_" + q.n.state, "KV_" + q.n.trace} {
+		if err := q.js.DeleteStream(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.MessageCommitted(&parley.Message{ID: parley.NewID(), ConversationID: "c", Seq: 1, SenderID: "u", CreatedAt: time.Now()})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		jobs, _, err := q.Depth(ctx)
+		if err == nil && jobs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job never landed: %d jobs, %v", jobs, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := q.js.KeyValue(ctx, q.n.state); err != nil {
+		t.Fatalf("the state bucket was not made again: %v", err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(q.claimNotify(ctx, "d", "c", 1, 1, time.Now()))
 }

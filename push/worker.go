@@ -184,6 +184,7 @@ func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.
 		MaxAckPending: maxAckPending,
 	})
 	if err != nil {
+		w.q.heal(err)
 		return fmt.Errorf("push: consumer: %w", err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
@@ -278,6 +279,7 @@ func (w *Worker) handle(parent context.Context, msg jetstream.Msg) {
 		// The store or NATS failed: try again later, backing off as the
 		// failures repeat (a job older than the TTL is dropped then).
 		w.m.jobErrors.Inc()
+		w.q.heal(err)
 		n := uint64(1)
 		if md, merr := msg.Metadata(); merr == nil {
 			n = md.NumDelivered
