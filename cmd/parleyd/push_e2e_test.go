@@ -15,6 +15,19 @@ import (
 	"github.com/parleychat/parley/push/pushtest"
 )
 
+// startPushCluster runs, on the machine's PostgreSQL and NATS, a gateway
+// node and a push-only node pointed at local providers (APNs answering
+// after apnsDelay).
+func startPushCluster(t *testing.T, apnsDelay time.Duration) (prov *providers, gw, pusher *proc) {
+	t.Helper()
+	prov = startProviders(t)
+	prov.apns.SetDelay(apnsDelay)
+	env := append(clusterEnv(t), prov.env...)
+	gw = startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	pusher = startParleyd(t, t.TempDir(), env, "--roles", "push")
+	return prov, gw, pusher
+}
+
 // providers are local servers speaking APNs, FCM and Web Push, and the
 // parleyd environment that points the push role at them.
 type providers struct {
@@ -468,11 +481,7 @@ func TestPushProviderErrors(t *testing.T) {
 // flight at the kill (the sender never learned it was accepted, so it must
 // send again to lose nothing).
 func TestPushRoleKilledMidBurst(t *testing.T) {
-	prov := startProviders(t)
-	prov.apns.SetDelay(150 * time.Millisecond)
-	env := append(clusterEnv(t), prov.env...)
-	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
-	pusher := startParleyd(t, t.TempDir(), env, "--roles", "push")
+	prov, gw, pusher := startPushCluster(t, 150*time.Millisecond)
 	signup(t, gw.base, "alice")
 	alice := loginDevice(t, gw.base, "alice", "laptop")
 	const devices, rounds = 12, 4
@@ -575,10 +584,7 @@ func TestPushTTL(t *testing.T) {
 // tablet, connected to the gateway and acking, gets no push; his offline
 // phone is pushed after the collapse window, not the grace.
 func TestPushLiveAcrossNodes(t *testing.T) {
-	prov := startProviders(t)
-	env := append(clusterEnv(t), prov.env...)
-	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
-	startParleyd(t, t.TempDir(), env, "--roles", "push")
+	prov, gw, _ := startPushCluster(t, 0)
 	signup(t, gw.base, "alice")
 	bobID, _ := signup(t, gw.base, "bob")
 	alice := loginDevice(t, gw.base, "alice", "laptop")
@@ -609,7 +615,7 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 	// The trace shows the push node knew: the tablet waited out the
 	// grace (live), the phone was queued (not live).
 	grant := exec.Command(parleydBin, "admin", "grant", "alice", "--data", t.TempDir())
-	grant.Env = append(os.Environ(), env...)
+	grant.Env = append(os.Environ(), gw.Env...)
 	if out, err := grant.CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
@@ -626,11 +632,7 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 // restart the notification goes out again once the dead role's claim
 // expires: lost never, sent again only because its outcome was unknown.
 func TestPushInFlightAtKill(t *testing.T) {
-	prov := startProviders(t)
-	prov.apns.SetDelay(5 * time.Second)
-	env := append(clusterEnv(t), prov.env...)
-	gw := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
-	pusher := startParleyd(t, t.TempDir(), env, "--roles", "push")
+	prov, gw, pusher := startPushCluster(t, 5*time.Second)
 	signup(t, gw.base, "alice")
 	bobID, _ := signup(t, gw.base, "bob")
 	alice := loginDevice(t, gw.base, "alice", "laptop")
