@@ -203,11 +203,8 @@ func (s *Store) Devices(ctx context.Context, userID string) ([]parley.Device, er
 func (s *Store) DeleteDevice(ctx context.Context, userID, deviceID string) error {
 	defer s.track("delete_device", time.Now())
 	return s.write(ctx, true, func(tx *txn) error {
-		if err := ownDevice(tx, userID, deviceID); err != nil {
-			if isClientError(err) {
-				return err
-			}
-			return s.internal("delete device", err)
+		if err := s.ownDevice(tx, userID, deviceID, "delete device"); err != nil {
+			return err
 		}
 		if _, err := deleteDevice(tx, deviceID); err != nil {
 			return s.internal("delete device", err)

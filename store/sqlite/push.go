@@ -19,11 +19,8 @@ func (s *Store) SetPush(ctx context.Context, userID, deviceID string, r *parley.
 		return s.internal("seal push registration", err)
 	}
 	return s.write(ctx, true, func(t *txn) error {
-		if err := ownDevice(t, userID, deviceID); err != nil {
-			if isClientError(err) {
-				return err
-			}
-			return s.internal("push registration", err)
+		if err := s.ownDevice(t, userID, deviceID, "push registration"); err != nil {
+			return err
 		}
 		if _, err := t.exec(`INSERT INTO push_registrations (device_id, user_id, provider, data, data_key, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?)
@@ -40,11 +37,8 @@ func (s *Store) SetPush(ctx context.Context, userID, deviceID string, r *parley.
 func (s *Store) DeletePush(ctx context.Context, userID, deviceID string) error {
 	defer s.track("delete_push", time.Now())
 	return s.write(ctx, true, func(t *txn) error {
-		if err := ownDevice(t, userID, deviceID); err != nil {
-			if isClientError(err) {
-				return err
-			}
-			return s.internal("push registration", err)
+		if err := s.ownDevice(t, userID, deviceID, "push registration"); err != nil {
+			return err
 		}
 		if _, err := t.exec(`DELETE FROM push_registrations WHERE device_id = ?`, deviceID); err != nil {
 			return s.internal("delete push registration", err)
@@ -75,14 +69,18 @@ func (s *Store) Push(ctx context.Context, deviceID string) (*parley.PushRegistra
 	return r, nil
 }
 
-// ownDevice fails with CodeNotFound unless deviceID is a device of userID.
-func ownDevice(t *txn, userID, deviceID string) error {
+// ownDevice fails with CodeNotFound unless deviceID is a device of userID;
+// a failure to check is an internal error of op.
+func (s *Store) ownDevice(t *txn, userID, deviceID, op string) error {
 	var one int
 	err := t.queryRow(`SELECT 1 FROM devices WHERE id = ? AND user_id = ?`, deviceID, userID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return parley.Errorf(parley.CodeNotFound, "no such device")
 	}
-	return err
+	if err != nil {
+		return s.internal(op, err)
+	}
+	return nil
 }
 
 // The reads of push targets (prepared at Open, readerStatements). Both
