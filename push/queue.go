@@ -58,8 +58,15 @@ type Queue struct {
 	out      chan outJob
 	fetched  chan string
 	healedAt atomic.Int64 // Unix ns of the last heal
-	stop     chan struct{}
-	wg       sync.WaitGroup
+
+	// awaited mirrors the devices with a fetch awaited (the "f." keys
+	// of the trace bucket) while mirrored is true; otherwise every fetch
+	// is looked up.
+	awaitedMu sync.RWMutex
+	awaited   map[string]bool
+	mirrored  atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // outJob is a job waiting to be published.
@@ -105,8 +112,9 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		q.wg.Add(1)
 		go q.publishLoop()
 	}
-	q.wg.Add(1)
+	q.wg.Add(2)
 	go q.fetchLoop()
+	go q.watchAwaiting()
 	return q, nil
 }
 
@@ -210,8 +218,12 @@ func (q *Queue) ReadRaised(conversationID, userID, deviceID string, readSeq int6
 }
 
 // Fetched notes that a device synced or read history: if it was sent
-// notifications, their traces record the fetch. It never blocks.
+// notifications, their traces record the fetch. It never blocks, and for a
+// device with no fetch awaited (watchAwaiting) it costs a map lookup.
 func (q *Queue) Fetched(deviceID string) {
+	if !q.mayAwait(deviceID) {
+		return
+	}
 	select {
 	case q.fetched <- deviceID:
 	default: // traces only; never slow a read

@@ -124,3 +124,40 @@ func TestHeal(t *testing.T) {
 	}
 	must(q.claimNotify(ctx, "d", "c", 1, 1, time.Now()))
 }
+
+// TestAwaitedMirror: the queue mirrors which devices have a fetch
+// awaited, so a sync or history call of any other device costs no NATS
+// request; the fetch is recorded in the trace and the device leaves the
+// mirror.
+func TestAwaitedMirror(t *testing.T) {
+	q := testQueue(t)
+	ctx := context.Background()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("never: %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitUntil("the mirror up", q.mirrored.Load)
+	phone, laptop, msg := parley.NewID(), parley.NewID(), parley.NewID()
+	if q.mayAwait(phone) || q.mayAwait(laptop) {
+		t.Fatal("awaited before any send")
+	}
+	q.appendTrace(ctx, &parley.PushTrace{MessageID: msg, ConversationID: "c", Seq: 1}, traceEvent("sent"))
+	q.awaitFetch(ctx, phone, msg)
+	waitUntil("the phone awaited", func() bool { return q.mayAwait(phone) })
+	if q.mayAwait(laptop) {
+		t.Fatal("the laptop is awaited too")
+	}
+	q.Fetched(laptop) // dropped at once
+	q.Fetched(phone)
+	waitUntil("the phone's fetch recorded", func() bool {
+		tr, err := q.Trace(ctx, msg)
+		return err == nil && tr.Events[len(tr.Events)-1].Stage == "fetched" && tr.Events[len(tr.Events)-1].DeviceID == phone
+	})
+	waitUntil("the phone no longer awaited", func() bool { return !q.mayAwait(phone) })
+}

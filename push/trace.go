@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,6 +97,66 @@ func (q *Queue) awaitFetch(ctx context.Context, deviceID, messageID string) {
 	})
 	if err != nil {
 		q.noteFailure(err)
+	}
+}
+
+// mayAwait reports whether deviceID may have a fetch awaited: from the
+// mirror when it is up, otherwise yes.
+func (q *Queue) mayAwait(deviceID string) bool {
+	if !q.mirrored.Load() {
+		return true
+	}
+	q.awaitedMu.RLock()
+	defer q.awaitedMu.RUnlock()
+	return q.awaited[deviceID]
+}
+
+// watchAwaiting mirrors the devices with a fetch awaited, so that a sync
+// or history call of any other device (nearly all of them) costs no NATS
+// request. While the watch is down (NATS away) the mirror is off and
+// every fetch is looked up.
+func (q *Queue) watchAwaiting() {
+	defer q.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-q.stop
+		cancel()
+	}()
+	for ctx.Err() == nil {
+		q.mirrorAwaiting(ctx)
+		q.mirrored.Store(false)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// mirrorAwaiting runs one watch until it ends.
+func (q *Queue) mirrorAwaiting(ctx context.Context) {
+	w, err := q.traces.Watch(ctx, awaitKey("*"))
+	if err != nil {
+		return
+	}
+	defer w.Stop()
+	awaited := map[string]bool{}
+	for e := range w.Updates() {
+		if e == nil { // the current keys are in: the mirror is good
+			q.awaitedMu.Lock()
+			q.awaited = awaited
+			q.awaitedMu.Unlock()
+			q.mirrored.Store(true)
+			continue
+		}
+		device := strings.TrimPrefix(e.Key(), awaitKey(""))
+		q.awaitedMu.Lock()
+		if e.Operation() == jetstream.KeyValuePut {
+			awaited[device] = true
+		} else {
+			delete(awaited, device)
+		}
+		q.awaitedMu.Unlock()
 	}
 }
 
