@@ -363,6 +363,18 @@ func TestPushEndToEnd(t *testing.T) {
 	if v := metricValue(t, srv.base, `parley_push_sent_total{kind="message",provider="apns"}`); v < 3 {
 		t.Fatalf("parley_push_sent_total for apns: %v", v)
 	}
+	if v := metricValue(t, srv.base, `parley_push_latency_seconds_count{provider="apns"}`); v < 3 {
+		t.Fatalf("commit-to-acceptance latency observed %v times for apns", v)
+	}
+	if v := metricValue(t, srv.base, `parley_push_skipped_total{reason="muted"}`); v < 1 {
+		t.Fatalf("muted skips: %v", v)
+	}
+	metrics := getText(t, srv.base+"/metrics")
+	for _, gauge := range []string{"parley_push_queue_depth ", "parley_push_queue_oldest_seconds "} {
+		if !strings.Contains(metrics, "\n"+gauge) {
+			t.Fatalf("no %s gauge", gauge)
+		}
+	}
 }
 
 // traceStages lists a trace's events as "stage device".
