@@ -22,6 +22,7 @@ const (
 	CodeConflict             Code = "conflict"               // the change contradicts existing state (handle taken, ...)
 	CodeRateLimited          Code = "rate_limited"           // too many requests; retry after the given delay
 	CodePayloadTooLarge      Code = "payload_too_large"      // request or field larger than the configured limit
+	CodeLimitExceeded        Code = "limit_exceeded"         // a per-user cap (devices, push registrations, connections) is reached
 	CodeUnavailable          Code = "unavailable"            // the server is shutting down or a dependency is down
 	CodeInternal             Code = "internal"               // a bug or an unexpected failure; details are logged
 )
@@ -31,7 +32,7 @@ func Codes() []Code {
 	return []Code{
 		CodeInvalidRequest, CodeUnauthorized, CodeTokenExpired, CodeForbidden,
 		CodeSuspended, CodeConversationNotFound, CodeNotFound, CodeConflict,
-		CodeRateLimited, CodePayloadTooLarge, CodeUnavailable, CodeInternal,
+		CodeRateLimited, CodePayloadTooLarge, CodeLimitExceeded, CodeUnavailable, CodeInternal,
 	}
 }
 

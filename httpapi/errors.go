@@ -19,6 +19,7 @@ var statusOf = map[parley.Code]int{
 	parley.CodeConflict:             http.StatusConflict,
 	parley.CodeRateLimited:          http.StatusTooManyRequests,
 	parley.CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
+	parley.CodeLimitExceeded:        http.StatusConflict,
 	parley.CodeUnavailable:          http.StatusServiceUnavailable,
 	parley.CodeInternal:             http.StatusInternalServerError,
 }
