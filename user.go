@@ -77,8 +77,15 @@ func CheckPassword(p string) error {
 	return nil
 }
 
-// CleanText trims s and checks it is valid UTF-8 without control characters
-// and at most max characters long. field names the input in the error.
+// CleanText trims s and checks it is valid UTF-8, at most max characters
+// long, without control characters and without invisible format
+// characters: bidirectional overrides and isolates (U+202A-U+202E,
+// U+2066-U+2069, U+200E, U+200F, U+061C), which make a name display as
+// something else ("photo\u202Egnp.exe" shows as "photoexe.png"), zero-width
+// spaces and joiners, the BOM, and tag characters (which hide text). One
+// exception keeps emoji sequences: a zero-width joiner between two
+// symbols (the family and profession emoji). field names the input in
+// the error.
 func CleanText(field, s string, max int) (string, error) {
 	s = strings.TrimSpace(s)
 	if !utf8.ValidString(s) {
@@ -87,12 +94,37 @@ func CleanText(field, s string, max int) (string, error) {
 	if utf8.RuneCountInString(s) > max {
 		return "", Errorf(CodeInvalidRequest, "%s must be at most %d characters", field, max)
 	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
+	var prev rune
+	for i, r := range s {
+		switch {
+		case unicode.IsControl(r):
 			return "", Errorf(CodeInvalidRequest, "%s must not contain control characters", field)
+		case r == zeroWidthJoiner && emojiPart(prev) && emojiPart(firstRune(s[i+len(string(r)):])):
+			// Inside an emoji sequence: visible as one picture.
+		case unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r):
+			return "", Errorf(CodeInvalidRequest, "%s must not contain invisible or direction-changing characters (U+%04X)", field, r)
 		}
+		prev = r
 	}
 	return s, nil
+}
+
+const zeroWidthJoiner = '\u200D'
+
+// emojiPart reports whether r can stand next to a zero-width joiner in an
+// emoji sequence: a symbol, or the variation selector and skin-tone
+// modifiers that follow one.
+func emojiPart(r rune) bool {
+	return unicode.Is(unicode.So, r) || unicode.Is(unicode.Sk, r) || r == '\uFE0F' || (r >= 0x1F3FB && r <= 0x1F3FF)
+}
+
+// firstRune is the first rune of s, 0 if s is empty.
+func firstRune(s string) rune {
+	r, size := utf8.DecodeRuneInString(s)
+	if size == 0 {
+		return 0
+	}
+	return r
 }
 
 // Principal is an authenticated caller: the user, the device (session) the

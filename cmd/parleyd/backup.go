@@ -84,6 +84,9 @@ with the master key that was in use when the backup was made.`
 	fmt.Fprintf(stdout, "restored %s to %s\n", file, dbPath)
 	printBackupInfo(stdout, info)
 	keyFile := filepath.Join(cfg.Data, "master.key")
+	if cfg.MasterKeyFile != "" {
+		keyFile = cfg.MasterKeyFile
+	}
 	switch _, statErr := os.Stat(keyFile); {
 	case getenv("PARLEY_MASTER_KEY") != "":
 		fmt.Fprintln(stdout, "Start parleyd with PARLEY_MASTER_KEY holding the master key that was in use when the backup was made (older keys after it).")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 type Config struct {
 	Listen          string         // address for HTTP and WebSocket; default 127.0.0.1:8080
 	Data            string         // data directory; default ./parley-data
+	MasterKeyFile   string         // master key file outside the data directory; default "" = <data>/master.key
 	Store           string         // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica    string         // optional PostgreSQL streaming replica for lagging-tolerant reads
 	Roles           Roles          // what this node runs; default all
@@ -118,6 +120,7 @@ func settings() []setting {
 	return []setting{
 		{"listen", "PARLEY_LISTEN", "127.0.0.1:8080", "address to serve HTTP and WebSocket on", str(func(c *Config) *string { return &c.Listen })},
 		{"data", "PARLEY_DATA", "./parley-data", "data directory (database, keys)", str(func(c *Config) *string { return &c.Data })},
+		{"master-key-file", "PARLEY_MASTER_KEY_FILE", "", "file holding the master key(s) for encryption at rest, kept outside the data directory (another volume, a mounted secret) so that a copy of the data alone reads nothing; created 0600 when missing (embedded store only); empty = master.key in the data directory", str(func(c *Config) *string { return &c.MasterKeyFile })},
 		{"store", "PARLEY_STORE", "", "the store: empty = embedded SQLite in the data directory; postgres://user@host:port/db = PostgreSQL, shared by every node of a cluster (needs PARLEY_MASTER_KEY)", func(c *Config, v string) error {
 			if v != "" && !isPostgresDSN(v) {
 				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
@@ -278,6 +281,20 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, nil, fmt.Errorf("tls-cert and tls-key must be given together")
+	}
+	if c.MasterKeyFile != "" {
+		abs, err := filepath.Abs(c.MasterKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("master-key-file: %w", err)
+		}
+		data, err := filepath.Abs(c.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("data: %w", err)
+		}
+		if rel, err := filepath.Rel(data, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil, nil, fmt.Errorf("master-key-file %s is inside the data directory %s: keep it elsewhere, or leave the setting empty", c.MasterKeyFile, c.Data)
+		}
+		c.MasterKeyFile = abs
 	}
 	if c.StoreReplica != "" && c.Store == "" {
 		return nil, nil, fmt.Errorf("store-replica needs a PostgreSQL store")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,12 +55,12 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 	if err := os.Chmod(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if cfg.Store != "" && getenv("PARLEY_MASTER_KEY") == "" {
+	if cfg.Store != "" && getenv("PARLEY_MASTER_KEY") == "" && cfg.MasterKeyFile == "" {
 		// A key file in each node's data directory would differ from node
 		// to node: no node could read what another wrote.
-		return nil, errors.New("a PostgreSQL store needs PARLEY_MASTER_KEY, the same on every node (see docs/operations.md)")
+		return nil, errors.New("a PostgreSQL store needs PARLEY_MASTER_KEY or --master-key-file, the same key on every node (see docs/operations.md)")
 	}
-	masterKeys, err := loadMasterKeys(cfg.Data, getenv)
+	masterKeys, err := loadMasterKeys(cfg, getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -159,17 +160,38 @@ func openBus(cfg *Config, log *slog.Logger, onGap func()) (bus *natsbus.Bus, sto
 	return bus, func() { bus.Close(); embedded.Shutdown() }, nil
 }
 
-// loadMasterKeys takes the master keys from PARLEY_MASTER_KEY or, when it is
-// unset, from (or into) the key file in the data directory.
-func loadMasterKeys(dataDir string, getenv func(string) string) ([][]byte, error) {
+// loadMasterKeys takes the master keys from PARLEY_MASTER_KEY, from
+// cfg.MasterKeyFile, or, when neither is given, from (or into) the key file
+// in the data directory. A key file given outside the data directory is
+// created only for the embedded store (cluster nodes must share one key,
+// made once by the operator), and is refused while a master.key is still
+// in the data directory: that copy would defeat keeping them apart.
+func loadMasterKeys(cfg *Config, getenv func(string) string) ([][]byte, error) {
 	if v := getenv("PARLEY_MASTER_KEY"); v != "" {
+		if cfg.MasterKeyFile != "" {
+			return nil, errors.New("PARLEY_MASTER_KEY and --master-key-file are both set: give one")
+		}
 		keys, err := seal.ParseMasterKeys(v)
 		if err != nil {
 			return nil, fmt.Errorf("PARLEY_MASTER_KEY: %w", err)
 		}
 		return keys, nil
 	}
-	keys, err := seal.LoadOrCreateKeyFile(filepath.Join(dataDir, "master.key"))
+	inData := filepath.Join(cfg.Data, "master.key")
+	if cfg.MasterKeyFile == "" {
+		keys, err := seal.LoadOrCreateKeyFile(inData)
+		if err != nil {
+			return nil, fmt.Errorf("master key file: %w", err)
+		}
+		return keys, nil
+	}
+	if _, err := os.Stat(inData); err == nil {
+		return nil, fmt.Errorf("%s is still in the data directory: move it to %s (--master-key-file) or delete it if that file already holds the same keys; a copy next to the data defeats keeping the key apart", inData, cfg.MasterKeyFile)
+	}
+	if _, err := os.Stat(cfg.MasterKeyFile); errors.Is(err, fs.ErrNotExist) && cfg.Store != "" {
+		return nil, fmt.Errorf("master key file %s does not exist: a cluster's nodes share one key, so create it once (docs/operations.md) and give every node the same file", cfg.MasterKeyFile)
+	}
+	keys, err := seal.LoadOrCreateKeyFile(cfg.MasterKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("master key file: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -130,6 +131,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+	if err := ownerOnly(path); err != nil {
+		return nil, err
+	}
 	s.writeDB, err = sql.Open("sqlite", dsn(path, roleWriter))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open writer: %w", err)
@@ -203,6 +207,25 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// ownerOnly makes the database file readable by its owner only, creating
+// it empty (mode 0600) if it does not exist, and tightens the files an
+// older version may have left 0644 (umask 022): the database holds sealed
+// bodies, password and token hashes. SQLite creates the -wal and -shm files
+// with the database file's mode.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+	}
+	return nil
+}
+
 // connRole says what a connection is for; dsn configures it accordingly.
 type connRole int
 
@@ -219,7 +242,11 @@ const (
 // returns, foreign keys, and BEGIN IMMEDIATE for its transactions, so that
 // a transaction never fails to upgrade a read lock; it leaves checkpoints
 // to the checkpointer, whose synchronous=FULL makes each checkpoint durable
-// before the WAL can restart. Readers are query_only.
+// before the WAL can restart. The writer also sets secure_delete: content
+// it deletes or replaces (a deleted or edited message's sealed body, a
+// purged message, a used token) is overwritten with zeros in its page,
+// not left in free space where a copy of the file would keep it. Readers
+// are query_only.
 func dsn(path string, role connRole) string {
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
@@ -236,6 +263,7 @@ func dsn(path string, role connRole) string {
 		// Up to 64 MiB of pages, so that the random index leaves that
 		// appends touch stay in memory.
 		q.Add("_pragma", "cache_size(-65536)")
+		q.Add("_pragma", "secure_delete(1)")
 	case roleReader:
 		q.Set("_query_only", "1")
 	case roleCheckpointer:
