@@ -101,3 +101,33 @@ func TestDeployConfigsLoad(t *testing.T) {
 		t.Error("no example node runs the worker role")
 	}
 }
+
+// TestLicencesListed: every direct dependency in go.mod has a row in the
+// README's licence table, so a new one cannot arrive without its licence
+// being looked at.
+func TestLicencesListed(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "## Licence")
+	if !ok {
+		t.Fatal("README has no Licence section")
+	}
+	for _, line := range strings.Split(string(mod), "\n") {
+		fields := strings.Fields(strings.TrimSpace(line))
+		if len(fields) != 2 || !strings.Contains(fields[0], ".") || strings.Contains(line, "// indirect") || fields[0] == "go" {
+			continue
+		}
+		if !strings.Contains(table, "`"+fields[0]+"`") {
+			t.Errorf("go.mod requires %s, which the README's licence table does not list", fields[0])
+		}
+	}
+	if _, err := os.Stat("../../LICENSE"); err != nil {
+		t.Error(err)
+	}
+}

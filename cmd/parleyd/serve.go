@@ -203,6 +203,7 @@ func loadMasterKeys(cfg *Config, getenv func(string) string) ([][]byte, error) {
 // store (which drains queued writes).
 func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut io.Writer) error {
 	log := newLogger(logOut, cfg.LogLevel)
+	routeLibraryLogs(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	m := metrics.New(reg)

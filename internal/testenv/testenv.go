@@ -1,5 +1,5 @@
-// Package testenv finds the machine's services for tests: PostgreSQL, NATS,
-// Redis and Mosquitto on their standard local ports, or where an environment
+// Package testenv finds the machine's services for tests: PostgreSQL and
+// NATS on their standard local ports, or where an environment
 // variable says. A test that needs one calls Service; when the service does
 // not answer, the test is skipped with a message naming the variable, or
 // fails if PARLEY_TEST_REQUIRE_SERVICES=1 (as .ci/run sets).
