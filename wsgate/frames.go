@@ -278,8 +278,9 @@ type HistoryResultFrame struct {
 
 // ReplyBudget bounds the message bodies in one history_result or
 // sync_result, in bytes (at least one message is always included), so a
-// reply never outgrows a connection's write queue.
-const ReplyBudget = 256 << 10
+// reply never outgrows a connection's write queue. It is the core's
+// budget, the same as REST history's.
+const ReplyBudget = parley.ReplyBudget
 
 // messageCost estimates a message's share of a frame: its JSON-escaped
 // body and the fields around it.
