@@ -120,7 +120,7 @@ type Service struct {
 	order     publishOrder
 	cache     *historyCache // nil: off
 	vapid     vapidKeys
-	push      PushQueue // nil: no notifications (see UsePush)
+	push      PushQueue        // nil: no notifications (see UsePush)
 	sendLimit *ratelimit.Keyed // per user; nil: none
 }
 
