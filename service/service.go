@@ -54,6 +54,10 @@ type Config struct {
 	// kept in memory (see historyCache). Default 0: 10,000; negative: no
 	// cache.
 	HistoryCache int
+	// MaxDevicesPerUser caps the devices (logged-in sessions) of one
+	// user: a login past it fails with CodeLimitExceeded. Default 0: no
+	// cap (parleyd sets 20).
+	MaxDevicesPerUser int
 	// UserSendRate and UserSendBurst limit the messages one user may send
 	// per second (and in a burst) over all of the user's WebSocket
 	// connections and REST sends together, on this node; one bucket per
