@@ -54,6 +54,11 @@ type Config struct {
 	// kept in memory (see historyCache). Default 0: 10,000; negative: no
 	// cache.
 	HistoryCache int
+	// HistoryCacheBytes bounds the history cache's memory, in bytes
+	// (bodies plus about 512 bytes a message); entries are evicted at
+	// random past it, and a page larger than all of it is not cached.
+	// Default 0: 64 MiB.
+	HistoryCacheBytes int64
 	// MaxDevicesPerUser caps the devices (logged-in sessions) of one
 	// user: a login past it fails with CodeLimitExceeded. Default 0: no
 	// cap (parleyd sets 20).
@@ -89,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HistoryCache == 0 {
 		c.HistoryCache = 10_000
+	}
+	if c.HistoryCacheBytes <= 0 {
+		c.HistoryCacheBytes = 64 << 20
 	}
 }
 
@@ -137,6 +145,7 @@ func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log
 	}
 	if cfg.HistoryCache > 0 {
 		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
+		s.cache.maxBytes = cfg.HistoryCacheBytes
 	}
 	return s
 }
