@@ -229,7 +229,7 @@ func amplificationConversation(t *testing.T, p *proc, n int) (conv, token string
 // marked truncated, and the client continues from the edge it got.
 func TestHistoryAmplification(t *testing.T) {
 	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
-	const n = 20 // 20 x 64 KiB: 7.9 MB escaped before the fix, 66 pages of 256 KiB
+	const n = 20 // 20 x 64 KiB: 7.9 MB escaped before the fix; now 7 pages of 3
 	conv, token := amplificationConversation(t, p, n)
 	get := func(query string) ([]byte, historyPage) {
 		t.Helper()
