@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
 )
 
 func connectDevice(h *hub, userID, deviceID string) *recorder {
@@ -66,5 +67,30 @@ func TestConnectionCaps(t *testing.T) {
 	// Another user is not affected.
 	if o := connectDevice(h, "other", "X"); o.closeCode() != 0 {
 		t.Fatalf("another user refused: %d", o.closeCode())
+	}
+}
+
+// TestRateLimitedCarriesRetryAfter: the per-connection limiter answers
+// rate_limited with retry_after, as the per-user one (and REST's
+// Retry-After) does; other errors carry none.
+func TestRateLimitedCarriesRetryAfter(t *testing.T) {
+	h := newTestHub(t, &fakeCore{})
+	h.g.cfg.SendRate, h.g.cfg.SendBurst = 0.001, 1
+	s := newSession(h.g, &parley.Principal{UserID: "u", DeviceID: "d", ExpiresAt: time.Now().Add(time.Hour)})
+	f := ClientFrame{Type: FrameSend, ID: "1"}
+	if d := s.allow(&f); d != 0 {
+		t.Fatalf("first send refused (%v)", d)
+	}
+	d := s.allow(&f)
+	if d <= 0 {
+		t.Fatal("second send within a burst of 1 allowed")
+	}
+	frame := ErrorFrameFor("2", &service.RetryError{RetryAfter: d, Err: parley.Errorf(parley.CodeRateLimited, "slow down")})
+	data, _ := Encode(frame)
+	if frame.Error.RetryAfter < 1 || !strings.Contains(string(data), `"retry_after":`) {
+		t.Fatalf("rate_limited frame %s", data)
+	}
+	if data, _ := Encode(ErrorFrameFor("3", parley.Errorf(parley.CodeInvalidRequest, "bad"))); strings.Contains(string(data), "retry_after") {
+		t.Fatalf("an invalid_request frame carries retry_after: %s", data)
 	}
 }
