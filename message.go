@@ -78,6 +78,15 @@ const (
 	EstimatedMessageBytes      = 400
 )
 
+// ReplyBudget bounds the messages of one history reply, in bytes of
+// JSON, on REST (GET .../messages, counted exactly) and on the WebSocket
+// (history_result, counted with EstimatedMessageBytes and JSONLen): a
+// page that would pass it is cut at the budget, keeping the messages
+// nearest to where the page starts, and marked truncated. At least one
+// message always goes, so a single large message is still readable.
+// Without it a 640-byte request could ask for 200 bodies of 64 KiB.
+const ReplyBudget = 256 << 10
+
 // JSONLen is the length of s as a JSON string's content, escapes included
 // (without HTML escaping): a control character takes up to 6 bytes, a quote
 // or backslash 2, U+2028 and U+2029 6. Reply budgets count with it, so a

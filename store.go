@@ -35,8 +35,11 @@ type Store interface {
 
 	// CreateSession inserts a new device and the first refresh token of its
 	// session in one transaction. CodeNotFound if the user does not exist,
-	// CodeSuspended if the user is not active at commit time.
-	CreateSession(ctx context.Context, d *Device, t *RefreshToken) error
+	// CodeSuspended if the user is not active at commit time,
+	// CodeLimitExceeded if maxDevices > 0 and the user has maxDevices
+	// devices or more at commit time (checked in the transaction, so
+	// concurrent logins cannot pass it together; 0 means no cap).
+	CreateSession(ctx context.Context, d *Device, t *RefreshToken, maxDevices int) error
 	// RotateRefreshToken uses up the token whose hash is oldHash and stores
 	// next (whose Hash and expiry the caller sets; the store fills the user,
 	// device and session from the old token) in one transaction, and touches

@@ -448,8 +448,24 @@ func (c *Client) RemoveMember(ctx context.Context, conversationID, userID string
 }
 
 // History is a page of messages over REST: the newest limit messages,
-// those before a seq, or those after one (see HistoryQuery).
+// those before a seq, or those after one (see HistoryQuery). A page may
+// hold fewer than limit messages without being the end of the history
+// when the server cut it to its size budget: HistoryPage says so.
 func (c *Client) History(ctx context.Context, conversationID string, q HistoryQuery) ([]parley.Message, error) {
+	p, err := c.HistoryPage(ctx, conversationID, q)
+	return p.Messages, err
+}
+
+// MessagePage is a page of history. Truncated: the server cut it to its size
+// budget (256 KiB); page on from its edge (Before its first seq, or After
+// its last when paging forward).
+type MessagePage struct {
+	Messages  []parley.Message `json:"messages"`
+	Truncated bool             `json:"truncated"`
+}
+
+// HistoryPage is History with the page's Truncated mark.
+func (c *Client) HistoryPage(ctx context.Context, conversationID string, q HistoryQuery) (MessagePage, error) {
 	v := url.Values{}
 	if q.Before > 0 {
 		v.Set("before", strconv.FormatInt(q.Before, 10))
@@ -460,15 +476,13 @@ func (c *Client) History(ctx context.Context, conversationID string, q HistoryQu
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
-	var out struct {
-		Messages []parley.Message `json:"messages"`
-	}
+	var out MessagePage
 	path := "/v1/conversations/" + url.PathEscape(conversationID) + "/messages"
 	if len(v) > 0 {
 		path += "?" + v.Encode()
 	}
 	err := c.do(ctx, "GET", path, true, nil, &out)
-	return out.Messages, err
+	return out, err
 }
 
 // HistoryQuery selects a page of history: Before a seq (older messages),

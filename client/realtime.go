@@ -427,7 +427,12 @@ func (r *realtime) backoff(attempt int) time.Duration {
 
 // isFatal: errors after which reconnecting cannot help.
 func isFatal(err error) bool {
-	if closeCodeOf(err) == 4003 {
+	switch closeCodeOf(err) {
+	case 4003: // session ended
+		return true
+	case 4004: // replaced by a newer connection of this device: another
+		// client holds this device's tokens; reconnecting would replace
+		// it in turn, forever
 		return true
 	}
 	code := parley.ErrorCode(err)

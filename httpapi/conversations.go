@@ -43,10 +43,11 @@ func (h *Handler) conversations(w http.ResponseWriter, r *http.Request, p *parle
 		h.writeError(w, r, err)
 		return
 	}
-	if cs == nil {
-		cs = []parley.ConversationView{}
+	// Streamed: a user in many large groups has a long list (members
+	// included), which is encoded straight into the connection.
+	if err := jsonList(w, http.StatusOK, "conversations", cs, ""); err != nil {
+		h.log.DebugContext(r.Context(), "conversations reply not delivered", "err", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"conversations": cs})
 }
 
 func (h *Handler) conversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {

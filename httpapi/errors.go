@@ -3,8 +3,10 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
 )
 
 // statusOf is the one table from error codes to HTTP statuses.
@@ -51,6 +53,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if code == parley.CodeInternal {
 		h.log.ErrorContext(r.Context(), "internal error", "err", err, "route", r.Pattern)
+	}
+	var retry *service.RetryError
+	if errors.As(err, &retry) {
+		w.Header().Set("Retry-After", strconv.Itoa(service.RetryAfterSeconds(retry.RetryAfter)))
 	}
 	writeJSON(w, statusFor(code), errorBody{Error: errorDetail{Code: code, Message: parley.ErrorMessage(err)}})
 }

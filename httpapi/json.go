@@ -65,16 +65,62 @@ func jsonKind(goKind string) string {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+// writeJSON answers with v as JSON, without HTML escaping: <, > and &
+// stay one byte each (escaped, a body of '<' grew six times; API JSON is
+// never embedded in HTML and always served as application/json). It
+// reports a failed write (a client that stopped
+// reading until the server's write timeout).
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := marshalJSON(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}` + "\n")
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, err = w.Write(b)
+	return err
+}
+
+// marshalJSON encodes v without HTML escaping, with a final newline.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// jsonList streams a reply of the form {"<key>":[e0,e1,...]<tail>} one
+// element at a time, so a long list is never held encoded in memory
+// twice (the elements are encoded into the connection's buffer as they
+// go). tail, if set, is more members of the object, already encoded
+// (",\"truncated\":true"). A failed encoding mid-stream cannot change the
+// status any more: the reply is cut short, which the client sees as
+// invalid JSON, and the error is returned.
+func jsonList[T any](w http.ResponseWriter, status int, key string, elems []T, tail string) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if _, err := io.WriteString(w, `{"`+key+`":[`); err != nil {
+		return err
+	}
+	for i := range elems {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		if err := enc.Encode(&elems[i]); err != nil { // one line each: newlines are JSON whitespace
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "]"+tail+"}\n")
+	return err
 }
 
 // queryInt parses an optional non-negative integer query parameter.

@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"bufio"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/service"
@@ -68,7 +71,58 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request, p *parley.Prin
 	for i := range ms {
 		views[i] = messageView{Message: &ms[i], Receipts: receipts[i]}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": views})
+	if err := writeHistory(w, views, q.Forwards(), parley.ReplyBudget); err != nil {
+		h.log.DebugContext(r.Context(), "history reply not delivered", "err", err)
+	}
+}
+
+// writeHistory answers a history request with views (ascending by seq)
+// cut to budget bytes of encoded messages, counted exactly: paging
+// forward it keeps the oldest, otherwise the newest, so the client goes on
+// from the edge it received (after the last seq forward, before the first
+// one backward). At least one message goes; a cut page says
+// "truncated": true. The reply is at most budget plus about 100 bytes
+// (plus one message larger than the budget alone).
+func writeHistory(w http.ResponseWriter, views []messageView, forward bool, budget int) error {
+	parts := make([][]byte, 0, len(views))
+	total, truncated := 0, false
+	for i := range views {
+		j := i
+		if !forward {
+			j = len(views) - 1 - i
+		}
+		b, err := marshalJSON(&views[j])
+		if err != nil {
+			return writeJSON(w, http.StatusInternalServerError, errorBody{Error: errorDetail{Code: parley.CodeInternal, Message: "internal error"}})
+		}
+		b = b[:len(b)-1] // the encoder's newline
+		if i > 0 && total+len(b)+1 > budget {
+			truncated = true
+			break
+		}
+		total += len(b) + 1
+		parts = append(parts, b)
+	}
+	if !forward {
+		slices.Reverse(parts)
+	}
+	tail := "]}\n"
+	if truncated {
+		tail = `],"truncated":true}` + "\n"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(`{"messages":[`)+max(total-1, 0)+len(tail)))
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 16<<10)
+	bw.WriteString(`{"messages":[`)
+	for i, b := range parts {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.Write(b)
+	}
+	bw.WriteString(tail)
+	return bw.Flush()
 }
 
 // message answers GET /v1/conversations/{id}/messages/{seq}: one message

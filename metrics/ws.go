@@ -22,7 +22,7 @@ func NewWS(reg prometheus.Registerer, sessions func() float64) *WS {
 		}, []string{"type"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_ws_server_closes_total",
-			Help: "Connections the server closed, by reason (token_expired, revoked, shutdown, protocol, slow_consumer, idle).",
+			Help: "Connections the server closed or refused, by reason (token_expired, revoked, shutdown, protocol, slow_consumer, idle, replaced, too_many_connections).",
 		}, []string{"reason"}),
 		gapFills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_live_gap_fills_total",

@@ -85,7 +85,7 @@ func BenchmarkNotify(b *testing.B) {
 			b.Fatal(err)
 		}
 		d := &parley.Device{ID: parley.NewID(), UserID: u.ID, Platform: "ios", Name: "phone", CreatedAt: now, LastSeenAt: now, SessionID: parley.NewID()}
-		if err := st.CreateSession(ctx, d, &parley.RefreshToken{Hash: parley.NewID(), UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		if err := st.CreateSession(ctx, d, &parley.RefreshToken{Hash: parley.NewID(), UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
 			b.Fatal(err)
 		}
 		if err := st.SetPush(ctx, u.ID, d.ID, &parley.PushRegistration{Provider: parley.PushAPNs, Token: fake.NewToken(), Topic: "com.example.app", Environment: "production", UpdatedAt: now}); err != nil {

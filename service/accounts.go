@@ -57,7 +57,8 @@ type LoginRequest struct {
 
 // Login checks a handle and password and opens a session on a new device.
 // Unknown handle and wrong password get the same CodeUnauthorized answer in
-// the same time; a suspended account gets CodeSuspended.
+// the same time; a suspended account gets CodeSuspended; a user with
+// MaxDevicesPerUser devices gets CodeLimitExceeded (log one out first).
 func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error) {
 	if !req.Platform.Valid() {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "device.platform must be one of ios, android, web, cli")
@@ -106,7 +107,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		Hash: hash, UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID,
 		CreatedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
 	}
-	if err := s.store.CreateSession(ctx, d, rt); err != nil {
+	if err := s.store.CreateSession(ctx, d, rt, s.cfg.MaxDevicesPerUser); err != nil {
 		return nil, err
 	}
 	return s.session(u, d, refresh)

@@ -29,9 +29,14 @@ import (
 type historyCache struct {
 	max  int // most conversations held
 	page int // messages per conversation
+	// maxBytes bounds the estimated memory of all entries (see
+	// messageMemory); 0: no bound. Bodies may be 64 KiB each, so a count
+	// alone (10,000 pages of 50) could hold gigabytes.
+	maxBytes int64
 
 	mu      sync.Mutex
 	entries map[string]*cacheEntry
+	bytes   int64 // estimated memory of entries
 	// fills counts, per conversation with a fill in flight, the events
 	// seen since the fill began; a fill whose count moved is discarded.
 	fills map[string]*fillState
@@ -43,6 +48,70 @@ type cacheEntry struct {
 	msgs     []parley.Message // ascending by seq, at most page
 	complete bool             // msgs begins at the conversation's first message
 	filled   time.Time        // when read from the store
+	bytes    int64            // estimated memory of msgs (messageMemory)
+}
+
+// messageOverhead estimates a cached message's memory besides its body:
+// the struct and its id strings.
+const messageOverhead = 512
+
+// messageMemory estimates the memory msgs hold in an entry.
+func messageMemory(msgs []parley.Message) int64 {
+	var n int64
+	for i := range msgs {
+		n += messageOverhead + int64(len(msgs[i].Body))
+	}
+	return n
+}
+
+// put stores e under id, replacing any entry, and evicts entries at
+// random until the count and byte bounds hold; an entry larger than the
+// whole byte budget is not kept. Caller holds c.mu.
+func (c *historyCache) put(id string, e *cacheEntry) {
+	c.drop(id)
+	e.bytes = messageMemory(e.msgs)
+	if c.maxBytes > 0 && e.bytes > c.maxBytes {
+		return
+	}
+	for k := range c.entries { // random order: evict at random
+		if len(c.entries) < c.max && (c.maxBytes <= 0 || c.bytes+e.bytes <= c.maxBytes) {
+			break
+		}
+		c.drop(k)
+	}
+	c.entries[id] = e
+	c.bytes += e.bytes
+}
+
+// drop removes id's entry, if any. Caller holds c.mu.
+func (c *historyCache) drop(id string) {
+	if e := c.entries[id]; e != nil {
+		c.bytes -= e.bytes
+		delete(c.entries, id)
+	}
+}
+
+// resized accounts for a change of the messages of id's entry e and
+// evicts others (then e itself) while over the byte budget. Caller holds
+// c.mu.
+func (c *historyCache) resized(id string, e *cacheEntry) {
+	n := messageMemory(e.msgs)
+	c.bytes += n - e.bytes
+	e.bytes = n
+	if c.maxBytes <= 0 {
+		return
+	}
+	for k := range c.entries {
+		if c.bytes <= c.maxBytes {
+			return
+		}
+		if k != id {
+			c.drop(k)
+		}
+	}
+	if c.bytes > c.maxBytes {
+		c.drop(id)
+	}
 }
 
 // cacheMaxAge bounds how long an entry serves without being read again:
@@ -110,13 +179,7 @@ func (c *historyCache) newest(ctx context.Context, conversationID string, limit 
 	// Expired and purged messages are never returned by the store, so
 	// the page is complete if it holds fewer than asked.
 	if f.events == seen && !hasHidden(msgs, now) {
-		if len(c.entries) >= c.max {
-			for k := range c.entries { // evict one at random
-				delete(c.entries, k)
-				break
-			}
-		}
-		c.entries[conversationID] = &cacheEntry{msgs: slices.Clone(msgs), complete: len(msgs) < c.page, filled: now}
+		c.put(conversationID, &cacheEntry{msgs: slices.Clone(msgs), complete: len(msgs) < c.page, filled: now})
 	}
 	return msgs[max(0, len(msgs)-limit):], nil
 }
@@ -166,6 +229,7 @@ func (c *historyCache) apply(e *Event) {
 				entry.msgs = append(entry.msgs[:0:0], entry.msgs[len(entry.msgs)-c.page:]...)
 				entry.complete = false
 			}
+			c.resized(e.ConversationID, entry)
 			return
 		}
 	case e.Kind == EventMessageChanged && e.Message != nil:
@@ -178,6 +242,7 @@ func (c *historyCache) apply(e *Event) {
 					return
 				}
 				*m = *e.Message
+				c.resized(e.ConversationID, entry)
 				return
 			}
 		}
@@ -185,7 +250,7 @@ func (c *historyCache) apply(e *Event) {
 			return // older than the page: not ours
 		}
 	}
-	delete(c.entries, e.ConversationID)
+	c.drop(e.ConversationID)
 }
 
 // clear drops every entry (and makes fills in flight discard theirs).
@@ -193,6 +258,7 @@ func (c *historyCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.entries)
+	c.bytes = 0
 	for _, f := range c.fills {
 		f.events++
 	}

@@ -200,3 +200,69 @@ func TestHistoryCacheEditsOutOfOrder(t *testing.T) {
 		t.Fatalf("%d store reads, want 1", h.reads)
 	}
 }
+
+// TestHistoryCacheByteBudget: entries are evicted to keep the estimated
+// memory under the byte budget, whatever the count bound; a page larger
+// than the budget is not kept; growth by events is accounted too.
+func TestHistoryCacheByteBudget(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(2000, 0)
+	c := newHistoryCache(1000, 5)
+	c.maxBytes = 5 * (messageOverhead + 10_000) // about one page of 10 kB bodies
+	check := func() {
+		t.Helper()
+		var sum int64
+		for _, e := range c.entries {
+			sum += messageMemory(e.msgs)
+		}
+		if sum != c.bytes || c.bytes > c.maxBytes {
+			t.Fatalf("accounted %d bytes, entries hold %d, budget %d", c.bytes, sum, c.maxBytes)
+		}
+	}
+	big := func(conv string, n, size int) *fakeHistory {
+		h := &fakeHistory{}
+		for i := range n {
+			h.msgs = append(h.msgs, parley.Message{ID: fmt.Sprint(conv, i), ConversationID: conv, Seq: int64(i + 1), Body: string(make([]byte, size)), CreatedAt: now})
+		}
+		return h
+	}
+	for i := range 20 {
+		conv := fmt.Sprint("c", i)
+		if _, err := c.newest(ctx, conv, 5, now, time.Time{}, big(conv, 5, 3000).load); err != nil {
+			t.Fatal(err)
+		}
+		check()
+	}
+	if n := len(c.entries); n == 0 || n >= 20 {
+		t.Fatalf("%d entries of 15 kB with a 52 kB budget", n)
+	}
+	// A page larger than the budget is served but not kept.
+	huge := big("huge", 5, 20_000)
+	for range 2 {
+		if got, err := c.newest(ctx, "huge", 5, now, time.Time{}, huge.load); err != nil || len(got) != 5 {
+			t.Fatalf("%d messages, %v", len(got), err)
+		}
+	}
+	if huge.reads != 2 || c.entries["huge"] != nil {
+		t.Fatalf("a page over the budget was cached (%d reads)", huge.reads)
+	}
+	check()
+	// Messages appended by events grow an entry; others make room.
+	h := big("grow", 1, 100)
+	if _, err := c.newest(ctx, "grow", 5, now, time.Time{}, h.load); err != nil {
+		t.Fatal(err)
+	}
+	for seq := int64(2); seq <= 5; seq++ {
+		m := parley.Message{ID: fmt.Sprint("g", seq), ConversationID: "grow", Seq: seq, Body: string(make([]byte, 9000)), CreatedAt: now}
+		c.apply(&Event{Kind: EventMessage, ConversationID: "grow", Message: &m})
+		check()
+	}
+	if e := c.entries["grow"]; e == nil || len(e.msgs) != 5 {
+		t.Fatal("the growing entry was dropped although it fits the budget alone")
+	}
+	c.clear()
+	check()
+	if c.bytes != 0 {
+		t.Fatalf("%d bytes after clear", c.bytes)
+	}
+}

@@ -25,6 +25,13 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	if err := s.checkSend(&req); err != nil {
 		return nil, false, err
 	}
+	// One bucket per user for every connection and REST call of theirs:
+	// many connections of one user cannot multiply the rate.
+	if ok, retry := s.sendLimit.Allow(p.UserID, time.Now()); !ok {
+		s.metrics.RateLimited("user_send")
+		return nil, false, &RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
+			"too many messages from this user; retry after %d s", RetryAfterSeconds(retry))}
+	}
 	if !parley.ValidID(req.ConversationID) {
 		return nil, false, errNoConversation()
 	}

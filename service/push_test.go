@@ -37,7 +37,7 @@ func TestSetPush(t *testing.T) {
 	ctx := context.Background()
 	u := createUser(t, st, "alice")
 	d := &parley.Device{ID: parley.NewID(), UserID: u.ID, Platform: parley.PlatformAndroid, SessionID: parley.NewID()}
-	if err := st.CreateSession(ctx, d, &parley.RefreshToken{Hash: parley.NewID()}); err != nil {
+	if err := st.CreateSession(ctx, d, &parley.RefreshToken{Hash: parley.NewID()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := &parley.Principal{UserID: u.ID, DeviceID: d.ID}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/ratelimit"
 )
 
 // Tokens issues and verifies access tokens. auth.Keys does the work; cmd
@@ -53,6 +54,21 @@ type Config struct {
 	// kept in memory (see historyCache). Default 0: 10,000; negative: no
 	// cache.
 	HistoryCache int
+	// HistoryCacheBytes bounds the history cache's memory, in bytes
+	// (bodies plus about 512 bytes a message); entries are evicted at
+	// random past it, and a page larger than all of it is not cached.
+	// Default 0: 64 MiB.
+	HistoryCacheBytes int64
+	// MaxDevicesPerUser caps the devices (logged-in sessions) of one
+	// user: a login past it fails with CodeLimitExceeded. Default 0: no
+	// cap (parleyd sets 20).
+	MaxDevicesPerUser int
+	// UserSendRate and UserSendBurst limit the messages one user may send
+	// per second (and in a burst) over all of the user's WebSocket
+	// connections and REST sends together, on this node; one bucket per
+	// user. Default 0: no limit (parleyd sets 20/s, burst 40).
+	UserSendRate  float64
+	UserSendBurst int
 	// PushAllowHTTP accepts Web Push endpoints over plain http (local
 	// testing only; browsers' push services are https).
 	PushAllowHTTP bool
@@ -79,6 +95,27 @@ func (c *Config) setDefaults() {
 	if c.HistoryCache == 0 {
 		c.HistoryCache = 10_000
 	}
+	if c.HistoryCacheBytes <= 0 {
+		c.HistoryCacheBytes = 64 << 20
+	}
+}
+
+// RetryError is a CodeRateLimited error that says how long to wait
+// before trying again; transports show it (REST's Retry-After, the
+// WebSocket error's retry_after). errors.As finds the *parley.Error in
+// it, so ErrorCode and ErrorMessage work on it as on any error.
+type RetryError struct {
+	Err        *parley.Error
+	RetryAfter time.Duration
+}
+
+func (e *RetryError) Error() string { return e.Err.Error() }
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// RetryAfterSeconds rounds d up to whole seconds, at least 1: the unit
+// of the hints clients get.
+func RetryAfterSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }
 
 // Service implements the use cases on top of a Store. Safe for concurrent
@@ -95,15 +132,20 @@ type Service struct {
 	order     publishOrder
 	cache     *historyCache // nil: off
 	vapid     vapidKeys
-	push      PushQueue // nil: no notifications (see UsePush)
+	push      PushQueue        // nil: no notifications (see UsePush)
+	sendLimit *ratelimit.Keyed // per user; nil: none
 }
 
 // New returns a Service. log must not be nil; m may be nil.
 func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log *slog.Logger, m *metrics.Metrics) *Service {
 	cfg.setDefaults()
 	s := &Service{store: store, tokens: tokens, passwords: passwords, cfg: cfg, log: log, metrics: m}
+	if cfg.UserSendRate > 0 {
+		s.sendLimit = ratelimit.New(cfg.UserSendRate, cfg.UserSendBurst)
+	}
 	if cfg.HistoryCache > 0 {
 		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
+		s.cache.maxBytes = cfg.HistoryCacheBytes
 	}
 	return s
 }

@@ -225,6 +225,9 @@ func truncate(s string, n int) string {
 type ErrorBody struct {
 	Code    parley.Code `json:"code"`
 	Message string      `json:"message"`
+	// RetryAfter, on rate_limited, is how many seconds to wait before
+	// trying again (REST says it in Retry-After).
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // AckFrame answers a send once the message is durable (or a replay).
@@ -278,8 +281,9 @@ type HistoryResultFrame struct {
 
 // ReplyBudget bounds the message bodies in one history_result or
 // sync_result, in bytes (at least one message is always included), so a
-// reply never outgrows a connection's write queue.
-const ReplyBudget = 256 << 10
+// reply never outgrows a connection's write queue. It is the core's
+// budget, the same as REST history's.
+const ReplyBudget = parley.ReplyBudget
 
 // messageCost estimates a message's share of a frame: its JSON-escaped
 // body and the fields around it.
@@ -387,5 +391,10 @@ func Encode(frame any) ([]byte, error) {
 // ErrorFrameFor builds the error frame answering request id with err's
 // code and message (internal details never reach the client).
 func ErrorFrameFor(id string, err error) ErrorFrame {
-	return ErrorFrame{Type: FrameError, ID: id, Error: ErrorBody{Code: parley.ErrorCode(err), Message: parley.ErrorMessage(err)}}
+	f := ErrorFrame{Type: FrameError, ID: id, Error: ErrorBody{Code: parley.ErrorCode(err), Message: parley.ErrorMessage(err)}}
+	var retry *service.RetryError
+	if errors.As(err, &retry) {
+		f.Error.RetryAfter = service.RetryAfterSeconds(retry.RetryAfter)
+	}
+	return f
 }

@@ -74,6 +74,15 @@ const (
 	CloseInternalError = 1011 // the server could not set the session up: reconnect later
 	CloseTokenExpired  = 4001 // the access token expired and was not renewed
 	CloseRevoked       = 4003 // the session was logged out, removed or suspended
+	// CloseReplaced closes the oldest connection of a device that opened
+	// one more than MaxConnsPerDevice: the newest wins (a phone whose old
+	// socket froze must get through). Do not reconnect automatically: two
+	// clients sharing one device's token would replace each other forever.
+	CloseReplaced = 4004
+	// CloseTooManyConnections closes a new connection, after an error
+	// frame limit_exceeded, that would pass MaxConnsPerUser (when
+	// connections race past the handshake's check, which answers 409).
+	CloseTooManyConnections = 4008
 )
 
 // sendQueueFrames bounds the frames waiting for a slow client when nbio
@@ -112,6 +121,17 @@ type Config struct {
 	// GapWait is how long a message that arrived ahead of its predecessor
 	// is held before the gap is filled from the store. Default 50 ms.
 	GapWait time.Duration
+	// MaxConnsPerDevice caps the live connections of one device (one
+	// access token's session) on this node; one more closes the oldest
+	// (CloseReplaced). Default 10.
+	MaxConnsPerDevice int
+	// MaxConnsPerUser caps the live connections of one user, over all
+	// devices, on this node; one more is refused (HTTP 409
+	// limit_exceeded at the handshake, or an error frame and
+	// CloseTooManyConnections if it raced past), unless its device is at
+	// MaxConnsPerDevice (then it replaces that device's oldest). Default
+	// 50.
+	MaxConnsPerUser int
 	// LimitsOff turns the per-connection rate limits off (load tests).
 	LimitsOff bool
 	// SendRate/SendBurst limit send frames per connection (default 20/s,
@@ -157,6 +177,8 @@ func (c *Config) setDefaults() {
 	defRate(&c.TypingRate, &c.TypingBurst, 2, 5)
 	defRate(&c.RequestRate, &c.RequestBurst, 20, 60)
 	defInt(&c.Pollers, 2)
+	defInt(&c.MaxConnsPerDevice, 10)
+	defInt(&c.MaxConnsPerUser, 50)
 }
 
 // Gateway serves /v1/ws: it authenticates, upgrades the connection onto
@@ -266,6 +288,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 		}
 		writeHTTPError(w, err, status)
+		return
+	}
+	if g.hub.userFull(p) {
+		// Cheap early refusal; finish decides for good (connections of a
+		// user may race here).
+		g.cfg.Metrics.Closed("too_many_connections")
+		writeHTTPError(w, tooManyConnections(g.cfg.MaxConnsPerUser), http.StatusConflict)
 		return
 	}
 	s := newSession(g, p)

@@ -309,8 +309,20 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 		h.g.sessions.Add(-1)
 		return
 	}
+	replaced := h.replaceOldest(u, s.p.DeviceID)
+	if n := h.g.cfg.MaxConnsPerUser; len(u.sessions) >= n {
+		// Over the user's cap (and its device is not at its own cap,
+		// or a connection would have been replaced): refuse the newest.
+		s.user = nil
+		h.mu.Unlock()
+		h.g.sessions.Add(-1)
+		h.g.cfg.Metrics.Closed("too_many_connections")
+		s.writeError("", tooManyConnections(n))
+		s.closeWith(CloseTooManyConnections, "too many connections for this user")
+		return
+	}
 	first := len(u.sessions) == 0
-	u.sessions = append(u.sessions, s)
+	u.sessions = append(u.sessions, s) // oldest first: see replaceOldest
 	// Back within the grace period: no offline was published, so stop
 	// the timer; announce online all the same, for sessions of contacts
 	// that attached meanwhile and did not list this user as online.
@@ -327,6 +339,10 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 		}
 	}
 	h.mu.Unlock()
+	for _, o := range replaced {
+		h.g.cfg.Metrics.Closed("replaced")
+		o.closeWith(CloseReplaced, "replaced by a newer connection of this device")
+	}
 	if announce {
 		h.queuePresence(presenceNews{userID: u.id, online: true})
 	}
@@ -429,7 +445,7 @@ func (h *hub) detach(s *session) {
 	}
 	s.user = nil
 	h.g.sessions.Add(-1)
-	u.sessions = removePtr(u.sessions, s)
+	u.sessions = slices.DeleteFunc(u.sessions, func(o *session) bool { return o == s }) // keeps the order
 	if len(u.sessions) > 0 {
 		return
 	}
@@ -450,6 +466,49 @@ func (h *hub) detach(s *session) {
 		h.mu.Unlock()
 	})
 	h.leaving[id] = t
+}
+
+// replaceOldest makes room for one more connection of deviceID: while
+// the device has MaxConnsPerDevice live sessions, its oldest is taken out
+// of the hub (as detach would) and returned, for the caller to close
+// after releasing h.mu. Caller holds h.mu.
+func (h *hub) replaceOldest(u *userEntry, deviceID string) []*session {
+	var out []*session
+	for h.g.cfg.MaxConnsPerDevice > 0 && h.deviceConns(u, deviceID) >= h.g.cfg.MaxConnsPerDevice {
+		i := slices.IndexFunc(u.sessions, func(o *session) bool { return o.p.DeviceID == deviceID })
+		o := u.sessions[i]
+		u.sessions = slices.Delete(u.sessions, i, i+1)
+		o.user = nil
+		h.g.sessions.Add(-1)
+		out = append(out, o)
+	}
+	return out
+}
+
+// deviceConns counts the live sessions of deviceID. Caller holds h.mu.
+func (h *hub) deviceConns(u *userEntry, deviceID string) int {
+	n := 0
+	for _, o := range u.sessions {
+		if o.p.DeviceID == deviceID {
+			n++
+		}
+	}
+	return n
+}
+
+// userFull reports whether a new connection of p would be refused now:
+// its user is at MaxConnsPerUser and its device is not at
+// MaxConnsPerDevice (which would replace one instead). finish decides
+// for good; this only saves a doomed upgrade and store read.
+func (h *hub) userFull(p *parley.Principal) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.users[p.UserID]
+	return u != nil && len(u.sessions) >= h.g.cfg.MaxConnsPerUser && h.deviceConns(u, p.DeviceID) < h.g.cfg.MaxConnsPerDevice
+}
+
+func tooManyConnections(n int) error {
+	return parley.Errorf(parley.CodeLimitExceeded, "this user has %d connections open on this server, the most allowed; close one (or log out a device)", n)
 }
 
 // allSessions snapshots every live session, appended to out[:0] (pass the

@@ -129,8 +129,9 @@ func (s *session) onMessage(c *websocket.Conn, mt websocket.MessageType, data []
 		s.writeFrame(PongFrame{Type: FramePong, ID: f.ID})
 		return
 	}
-	if !s.allow(&f) {
-		s.writeError(f.ID, parley.Errorf(parley.CodeRateLimited, "too many %s frames; slow down", f.Type))
+	if retry := s.allow(&f); retry > 0 {
+		s.writeError(f.ID, &service.RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
+			"too many %s frames on this connection; retry after %d s", f.Type, service.RetryAfterSeconds(retry))})
 		return
 	}
 	s.mu.Lock()
@@ -159,10 +160,11 @@ func (s *session) onMessage(c *websocket.Conn, mt websocket.MessageType, data []
 	}
 }
 
-// allow applies the per-connection rate limits.
-func (s *session) allow(f *ClientFrame) bool {
+// allow applies the per-connection rate limits: 0 if f may go, else how
+// long until it could. (Sends are also limited per user, in the core.)
+func (s *session) allow(f *ClientFrame) time.Duration {
 	if s.g.cfg.LimitsOff {
-		return true
+		return 0
 	}
 	c := &s.g.cfg
 	s.mu.Lock()
@@ -181,7 +183,13 @@ func (s *session) allow(f *ClientFrame) bool {
 	if *lim == nil {
 		*lim = rate.NewLimiter(rate.Limit(r), b)
 	}
-	return (*lim).Allow()
+	now := time.Now()
+	res := (*lim).ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return d
+	}
+	return 0
 }
 
 // ready lets queued requests run once live delivery is set up.

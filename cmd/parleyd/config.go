@@ -18,39 +18,48 @@ import (
 // then environment, then file, then the default. docs/operations.md
 // documents each one (a test checks that none is missing).
 type Config struct {
-	Listen          string         // address for HTTP and WebSocket; default 127.0.0.1:8080
-	Data            string         // data directory; default ./parley-data
-	MasterKeyFile   string         // master key file outside the data directory; default "" = <data>/master.key
-	Store           string         // "" = SQLite in Data; postgres://... = PostgreSQL
-	StoreReplica    string         // optional PostgreSQL streaming replica for lagging-tolerant reads
-	Roles           Roles          // what this node runs; default all
-	HistoryCache    int            // conversations whose newest page is cached; 0 = off
-	TrustedProxies  []netip.Prefix // load balancers whose X-Forwarded-For is believed
-	TLSCert, TLSKey string         // PEM files; TLS is on when both are set
-	AdminListen     string         // pprof listener; default off
-	NATSURL         string         // external NATS servers, comma-separated; default "" = embedded
-	NATSListen      string         // TCP address for the embedded NATS server; default "" = none
-	LogLevel        string         // debug, info, warn, error; default info
-	MaxBodyBytes    int            // largest message body, bytes; default 65536
-	AccessTTL       time.Duration  // access token lifetime; default 15m
-	RefreshTTL      time.Duration  // refresh token lifetime when unused; default 720h
-	KeyRotation     time.Duration  // signing key rotation period; default 720h, 0 = manual only
-	PurgeInterval   time.Duration  // how often expired messages are deleted; default 30s
-	Retention       time.Duration  // messages older than this are purged; default 0 = keep forever
-	ShutdownTimeout time.Duration  // bound on a graceful shutdown; default 15s
-	Limits          bool           // per-IP/per-user rate limits; default on
-	IPRate          float64        // requests per second per client IP; default 50
-	IPBurst         int            // default 100
-	UserRate        float64        // requests per second per user; default 20
-	UserBurst       int            // default 40
-	LoginRate       float64        // login attempts per second per handle; default 0.1667 (10/min)
-	LoginBurst      int            // default 10
-	AllowedOrigins  string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
-	PingInterval    time.Duration  // WebSocket server ping period; default 25s
-	IdleTimeout     time.Duration  // WebSocket closed after this long without a frame; default 60s
-	MaxFrameBytes   int            // largest WebSocket client frame; default 131072
-	PresenceGrace   time.Duration  // online after the last session closed; default 5s
-	Push            PushConfig     // the notification service (push role)
+	Listen           string         // address for HTTP and WebSocket; default 127.0.0.1:8080
+	Data             string         // data directory; default ./parley-data
+	MasterKeyFile    string         // master key file outside the data directory; default "" = <data>/master.key
+	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
+	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
+	Roles            Roles          // what this node runs; default all
+	HistoryCache     int            // conversations whose newest page is cached; 0 = off
+	HistoryCacheMem  int            // bytes the history cache may hold; default 64 MiB
+	TrustedProxies   []netip.Prefix // load balancers whose X-Forwarded-For is believed
+	TLSCert, TLSKey  string         // PEM files; TLS is on when both are set
+	AdminListen      string         // pprof listener; default off
+	NATSURL          string         // external NATS servers, comma-separated; default "" = embedded
+	NATSListen       string         // TCP address for the embedded NATS server; default "" = none
+	LogLevel         string         // debug, info, warn, error; default info
+	MaxBodyBytes     int            // largest message body, bytes; default 65536
+	AccessTTL        time.Duration  // access token lifetime; default 15m
+	RefreshTTL       time.Duration  // refresh token lifetime when unused; default 720h
+	KeyRotation      time.Duration  // signing key rotation period; default 720h, 0 = manual only
+	PurgeInterval    time.Duration  // how often expired messages are deleted; default 30s
+	Retention        time.Duration  // messages older than this are purged; default 0 = keep forever
+	ShutdownTimeout  time.Duration  // bound on a graceful shutdown; default 15s
+	HTTPReadTimeout  time.Duration  // whole request, body included; default 60s
+	HTTPWriteTimeout time.Duration  // writing a response; default 30s
+	HTTPIdleTimeout  time.Duration  // keep-alive connection between requests; default 120s
+	Limits           bool           // per-IP/per-user rate limits; default on
+	IPRate           float64        // requests per second per client IP; default 50
+	IPBurst          int            // default 100
+	UserRate         float64        // requests per second per user; default 20
+	UserBurst        int            // default 40
+	LoginRate        float64        // login attempts per second per handle; default 0.1667 (10/min)
+	LoginBurst       int            // default 10
+	UserSendRate     float64        // messages per second per user, all connections and REST; default 20
+	UserSendBurst    int            // default 40
+	MaxDevices       int            // devices (logged-in sessions) per user; default 20
+	AllowedOrigins   string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
+	PingInterval     time.Duration  // WebSocket server ping period; default 25s
+	IdleTimeout      time.Duration  // WebSocket closed after this long without a frame; default 60s
+	MaxFrameBytes    int            // largest WebSocket client frame; default 131072
+	MaxConnsDevice   int            // WebSocket connections per device on a node; default 10
+	MaxConnsUser     int            // WebSocket connections per user on a node; default 50
+	PresenceGrace    time.Duration  // online after the last session closed; default 5s
+	Push             PushConfig     // the notification service (push role)
 }
 
 // PushConfig is the notification service's settings (docs/push.md).
@@ -144,6 +153,7 @@ func settings() []setting {
 			return nil
 		}},
 		{"history-cache", "PARLEY_HISTORY_CACHE", "10000", "how many conversations' newest history page each node keeps in memory, kept coherent through the bus; 0 = no cache", integer(func(c *Config) *int { return &c.HistoryCache })},
+		{"history-cache-bytes", "PARLEY_HISTORY_CACHE_BYTES", "67108864", "memory the history cache may hold, in bytes (bodies plus about 512 bytes a message); past it entries are evicted", integer(func(c *Config) *int { return &c.HistoryCacheMem })},
 		{"trusted-proxies", "PARLEY_TRUSTED_PROXIES", "", "load balancers in front (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client for the per-IP limits; empty = the peer is the client", func(c *Config, v string) error {
 			c.TrustedProxies = nil
 			for _, item := range splitList(v) {
@@ -172,6 +182,9 @@ func settings() []setting {
 		{"purge-interval", "PARLEY_PURGE_INTERVAL", "30s", "how often expired messages are deleted", dur(func(c *Config) *time.Duration { return &c.PurgeInterval })},
 		{"retention", "PARLEY_RETENTION", "0", "server-wide history retention: messages older than this are purged in the background (e.g. 8760h); 0 = keep forever", dur(func(c *Config) *time.Duration { return &c.Retention })},
 		{"shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", "15s", "bound on a graceful shutdown", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"http-read-timeout", "PARLEY_HTTP_READ_TIMEOUT", "60s", "bound on reading one HTTP request, body included; 0 = none", dur(func(c *Config) *time.Duration { return &c.HTTPReadTimeout })},
+		{"http-write-timeout", "PARLEY_HTTP_WRITE_TIMEOUT", "30s", "bound on handling one HTTP request and writing its response (a client that stops reading is cut off); WebSockets are not affected; 0 = none", dur(func(c *Config) *time.Duration { return &c.HTTPWriteTimeout })},
+		{"http-idle-timeout", "PARLEY_HTTP_IDLE_TIMEOUT", "120s", "a keep-alive HTTP connection waiting for its next request is closed after this; 0 = the read timeout", dur(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout })},
 		{"limits", "PARLEY_LIMITS", "on", "per-IP and per-user rate limits: on or off (off is for load tests; the login limit stays)", func(c *Config, v string) error {
 			switch strings.ToLower(v) {
 			case "on", "true", "1":
@@ -189,10 +202,15 @@ func settings() []setting {
 		{"user-burst", "PARLEY_USER_BURST", "40", "burst of requests per user", integer(func(c *Config) *int { return &c.UserBurst })},
 		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "login attempts per second per handle", float(func(c *Config) *float64 { return &c.LoginRate })},
 		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of login attempts per handle", integer(func(c *Config) *int { return &c.LoginBurst })},
+		{"user-send-rate", "PARLEY_USER_SEND_RATE", "20", "messages per second one user may send, over all their WebSocket connections and REST together (per node); 0 = no per-user limit", float(func(c *Config) *float64 { return &c.UserSendRate })},
+		{"user-send-burst", "PARLEY_USER_SEND_BURST", "40", "burst of messages per user", integer(func(c *Config) *int { return &c.UserSendBurst })},
+		{"max-devices-per-user", "PARLEY_MAX_DEVICES_PER_USER", "20", "devices (logged-in sessions) one user may have; a login past it is refused with limit_exceeded until a device is logged out; 0 = no cap", integer(func(c *Config) *int { return &c.MaxDevices })},
 		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
 		{"ping-interval", "PARLEY_PING_INTERVAL", "25s", "how often the server pings each WebSocket", dur(func(c *Config) *time.Duration { return &c.PingInterval })},
 		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},
+		{"max-connections-per-device", "PARLEY_MAX_CONNECTIONS_PER_DEVICE", "10", "WebSocket connections one device may hold on a node; one more closes its oldest (4004)", integer(func(c *Config) *int { return &c.MaxConnsDevice })},
+		{"max-connections-per-user", "PARLEY_MAX_CONNECTIONS_PER_USER", "50", "WebSocket connections one user may hold on a node over all devices; one more is refused with limit_exceeded (409)", integer(func(c *Config) *int { return &c.MaxConnsUser })},
 		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 		{"push-collapse", "PARLEY_PUSH_COLLAPSE", "1s", "how long a device's first notification of a burst waits for more messages of the conversation (one notification with the count)", dur(func(c *Config) *time.Duration { return &c.Push.CollapseWindow })},
 		{"push-delivered-grace", "PARLEY_PUSH_DELIVERED_GRACE", "4s", "a device with a live session is pushed only if it has not reported delivered within this", dur(func(c *Config) *time.Duration { return &c.Push.DeliveredGrace })},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -85,16 +86,29 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		}
 	}
 	svc := service.New(st, keys, auth.NewArgon2id(auth.DefaultPasswordParams, runtime.GOMAXPROCS(0)), service.Config{
-		MaxBodyBytes:  cfg.MaxBodyBytes,
-		RefreshTTL:    cfg.RefreshTTL,
-		PurgeInterval: cfg.PurgeInterval,
-		Retention:     cfg.Retention,
-		HistoryCache:  historyCacheSize(cfg.HistoryCache),
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		RefreshTTL:        cfg.RefreshTTL,
+		PurgeInterval:     cfg.PurgeInterval,
+		Retention:         cfg.Retention,
+		HistoryCache:      historyCacheSize(cfg.HistoryCache),
+		HistoryCacheBytes: int64(cfg.HistoryCacheMem),
+		MaxDevicesPerUser: cfg.MaxDevices,
+		UserSendRate:      userSendRate(cfg),
+		UserSendBurst:     cfg.UserSendBurst,
 		// Local testing only: browsers' push services are https.
 		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
 		VAPIDPrivateKey: vapid,
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
+}
+
+// userSendRate is the per-user send rate the core applies: none with
+// --limits off (load tests).
+func userSendRate(cfg *Config) float64 {
+	if !cfg.Limits {
+		return 0
+	}
+	return cfg.UserSendRate
 }
 
 // historyCacheSize maps the setting (0 = off) to service.Config's (0 =
@@ -104,6 +118,14 @@ func historyCacheSize(n int) int {
 		return -1
 	}
 	return n
+}
+
+// nonZero maps 0 (no timeout) to the longest duration, for min.
+func nonZero(d time.Duration) time.Duration {
+	if d <= 0 {
+		return math.MaxInt64
+	}
+	return d
 }
 
 // openKeys loads the token signing keys from the store, importing those of
@@ -267,14 +289,16 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		}
 		wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
 		gw, err = wsgate.New(n.svc, bus, wsgate.Config{
-			MaxFrame:       cfg.MaxFrameBytes,
-			PingInterval:   cfg.PingInterval,
-			IdleTimeout:    cfg.IdleTimeout,
-			AllowedOrigins: splitList(cfg.AllowedOrigins),
-			PresenceGrace:  cfg.PresenceGrace,
-			Directory:      dir,
-			LimitsOff:      !cfg.Limits,
-			Metrics:        wsMetrics,
+			MaxFrame:          cfg.MaxFrameBytes,
+			MaxConnsPerDevice: cfg.MaxConnsDevice,
+			MaxConnsPerUser:   cfg.MaxConnsUser,
+			PingInterval:      cfg.PingInterval,
+			IdleTimeout:       cfg.IdleTimeout,
+			AllowedOrigins:    splitList(cfg.AllowedOrigins),
+			PresenceGrace:     cfg.PresenceGrace,
+			Directory:         dir,
+			LimitsOff:         !cfg.Limits,
+			Metrics:           wsMetrics,
 		}, log)
 		if err != nil {
 			n.store.Close()
@@ -323,11 +347,17 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		n.store.Close()
 		return err
 	}
+	// The timeouts bound what one client can hold: a slow reader is cut
+	// off by WriteTimeout instead of pinning a response in memory. A
+	// WebSocket is not affected: net/http clears a connection's
+	// deadlines when it is hijacked, and nbio then owns it
+	// (TestWebSocketOutlivesHTTPTimeouts).
 	srv := &http.Server{
 		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, nonZero(cfg.HTTPReadTimeout)),
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		WriteTimeout:      cfg.HTTPWriteTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"

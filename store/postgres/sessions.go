@@ -15,9 +15,10 @@ const deviceColumns = `id, user_id, platform, name, session_id, created_at, last
 // CreateSession inserts the device d and the first refresh token t of its
 // session in one transaction. Empty UserID, DeviceID or SessionID of t are
 // filled from d; a zero d.LastSeenAt becomes d.CreatedAt. CodeNotFound if
-// the user does not exist; CodeConflict if the device id or token hash is
-// taken.
-func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.RefreshToken) error {
+// the user does not exist; CodeSuspended if the user is not active;
+// CodeLimitExceeded if maxDevices > 0 and the user has that many devices
+// already; CodeConflict if the device id or token hash is taken.
+func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.RefreshToken, maxDevices int) error {
 	defer s.track("create_session", time.Now())
 	if err := engine.PrepareSession(d, t); err != nil {
 		return err
@@ -35,6 +36,17 @@ func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.R
 		}
 		if state != string(parley.UserActive) {
 			return parley.Errorf(parley.CodeSuspended, "this account is suspended")
+		}
+		// Counted in the write transaction: writes are serialized, so
+		// logins racing each other cannot pass the cap together.
+		if maxDevices > 0 {
+			var n int
+			if err := tx.queryRow(`SELECT count(*) FROM devices WHERE user_id = $1`, d.UserID).Scan(&n); err != nil {
+				return s.internal("create session", err)
+			}
+			if n >= maxDevices {
+				return engine.TooManyDevices(maxDevices)
+			}
 		}
 		_, err = tx.exec(`INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			d.ID, d.UserID, string(d.Platform), d.Name, d.SessionID, engine.Millis(d.CreatedAt), engine.Millis(d.LastSeenAt))

@@ -68,7 +68,7 @@ func TestReopen(t *testing.T) {
 	s := openStore(t, path, sealer)
 	a, b, g := seed(t, s, now)
 	d := &parley.Device{ID: parley.NewID(), UserID: a.ID, Platform: parley.PlatformWeb, Name: "web", SessionID: "s1", CreatedAt: now}
-	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h1", ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h1", ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	var sent []*parley.Message

@@ -139,7 +139,7 @@ func TestReceiptsLeaveConversationRow(t *testing.T) {
 	now := time.Now()
 	a, b, g := seed(t, s, now)
 	d := &parley.Device{ID: parley.NewID(), UserID: b.ID, Platform: parley.PlatformWeb, Name: "web", SessionID: "s", CreatedAt: now}
-	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h", ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h", ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	m, _, err := s.AppendMessage(ctx, &parley.Message{ConversationID: g.ID, SenderID: a.ID, SenderDeviceID: "d", Type: parley.MessageText, Body: "x"})

@@ -65,7 +65,7 @@ func (f *fixture) session(u *parley.User) (*parley.Device, *parley.RefreshToken)
 		CreatedAt: f.now, LastSeenAt: f.now, SessionID: parley.NewID()}
 	tok := &parley.RefreshToken{Hash: d.ID + "-1", UserID: u.ID, DeviceID: d.ID, SessionID: d.SessionID,
 		CreatedAt: f.now, ExpiresAt: f.now.Add(24 * time.Hour)}
-	if err := f.s.CreateSession(f.ctx, d, tok); err != nil {
+	if err := f.s.CreateSession(f.ctx, d, tok, 0); err != nil {
 		f.tb.Fatalf("CreateSession: %v", err)
 	}
 	return d, tok

@@ -177,7 +177,7 @@ func testSessionForSuspendedUser(t *testing.T, f *fixture) {
 	}
 	d := &parley.Device{ID: parley.NewID(), UserID: u.ID, Platform: parley.PlatformIOS, Name: "x", SessionID: parley.NewID(), CreatedAt: f.now, LastSeenAt: f.now}
 	tok := &parley.RefreshToken{Hash: fmt.Sprintf("hash-%d", f.next()), ExpiresAt: f.now.Add(time.Hour)}
-	wantCode(t, f.s.CreateSession(f.ctx, d, tok), parley.CodeSuspended, "CreateSession(suspended user)")
+	wantCode(t, f.s.CreateSession(f.ctx, d, tok, 0), parley.CodeSuspended, "CreateSession(suspended user)")
 	wantCode(t, addMember(f, g.ID, parley.Member{UserID: u.ID, JoinedAt: f.now}), parley.CodeNotFound, "add a suspended user")
 }
 

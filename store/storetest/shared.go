@@ -24,6 +24,7 @@ func RunShared(t *testing.T, newStores func(tb testing.TB, n int) []parley.Store
 		{"IdempotencyAcrossStores", testSharedIdempotency},
 		{"SyncAcrossStores", testSharedSync},
 		{"ChangeMembersAcrossStores", testSharedChangeMembers},
+		{"DeviceCapAcrossStores", deviceCap},
 		{"SecretsAcrossStores", func(t *testing.T, fs []*fixture) { incrementConcurrently(t, fs, 30) }},
 	}
 	for _, tc := range tests {

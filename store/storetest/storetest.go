@@ -76,6 +76,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"SuspendEndsSessions", testSuspendEndsSessions},
 		{"Member", testMember},
 		{"SessionForSuspendedUser", testSessionForSuspendedUser},
+		{"DeviceCap", testDeviceCap},
 		{"ReplayOfPurgedWithEarlierClock", testReplayOfPurgedWithEarlierClock},
 		{"MarkDelivered", testMarkDelivered},
 		{"SyncFullState", testSyncFullState},

@@ -149,6 +149,13 @@ func PrepareSession(d *parley.Device, t *parley.RefreshToken) error {
 	return nil
 }
 
+// TooManyDevices is the error of parley.Store.CreateSession for a user
+// at the device cap, the same from every engine.
+func TooManyDevices(maxDevices int) error {
+	return parley.Errorf(parley.CodeLimitExceeded,
+		"this account has %d devices logged in, the most allowed; log out one of them first (GET /v1/devices lists them, DELETE /v1/devices/{id} logs one out)", maxDevices)
+}
+
 // PrepareUser checks u for parley.Store.CreateUser and fills it: an empty
 // Role is user, an empty State active, CreatedAt at its stored precision.
 func PrepareUser(u *parley.User) error {

@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/wstest"
+)
+
+// The attacks of issue 16, items 3 (one user slowing others: devices,
+// connections, sends) and 4 (response amplification), run against the
+// real binary.
+
+// TestSixtyConnectionsOneToken: 60 connections on one token were all
+// accepted. Now a device keeps at most --max-connections-per-device: each
+// one past it closes the device's oldest with 4004 (newest wins), and a
+// user past --max-connections-per-user is refused with 409
+// limit_exceeded, unless the connection replaces one of its own device.
+func TestSixtyConnectionsOneToken(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-connections-per-device", "10", "--max-connections-per-user", "12")
+	signup(t, p.base, "alice")
+	a := loginDevice(t, p.base, "alice", "phone")
+	conns := make([]*wstest.Conn, 60)
+	for i := range conns {
+		conns[i] = connect(t, p.base, a)
+	}
+	for i, c := range conns[:50] {
+		code, err := c.WaitClosed(10 * time.Second)
+		if err != nil || code != 4004 {
+			t.Fatalf("connection %d of 60 on one token: close %d, %v; want 4004 (replaced by a newer one)", i, code, err)
+		}
+	}
+	for i, c := range conns[50:] {
+		c.MustWrite(map[string]any{"type": "ping", "id": fmt.Sprint("p", i)})
+		c.Expect("pong", "presence")
+	}
+
+	// Two more devices: the user's cap (12) is reached at the second
+	// connection of b; c's first is refused at the handshake.
+	b, d := loginDevice(t, p.base, "alice", "tablet"), loginDevice(t, p.base, "alice", "laptop")
+	connect(t, p.base, b)
+	connect(t, p.base, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := wstest.Dial(ctx, wsURL(p.base), d.token, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("13th connection of the user: %v %+v; want 409", err, resp)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `"limit_exceeded"`) {
+		t.Fatalf("refusal body %s", body)
+	}
+	// The phone at its own cap still gets through, replacing its oldest.
+	connect(t, p.base, a)
+	if code, err := conns[50].WaitClosed(10 * time.Second); err != nil || code != 4004 {
+		t.Fatalf("the phone's oldest after one more: close %d, %v", code, err)
+	}
+}
+
+// TestDeviceCap: logins past --max-devices-per-user are refused with
+// limit_exceeded saying how to log one out, even when they race; logging
+// a device out makes room.
+func TestDeviceCap(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "3")
+	signup(t, p.base, "alice") // one device
+	login := func(name string) (int, map[string]any) {
+		return api(t, http.DefaultClient, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
+	}
+	// Eight logins at once for the two places left.
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	bodies := make([]map[string]any, 8)
+	for i := range codes {
+		wg.Go(func() { codes[i], bodies[i] = login(fmt.Sprint("racer", i)) })
+	}
+	wg.Wait()
+	ok := 0
+	var refusal map[string]any
+	for i, code := range codes {
+		switch code {
+		case http.StatusOK:
+			ok++
+		case http.StatusConflict:
+			refusal = bodies[i]
+		default:
+			t.Fatalf("login %d: %d %v", i, code, bodies[i])
+		}
+	}
+	if ok != 2 || refusal == nil {
+		t.Fatalf("8 racing logins with 2 places left: %d succeeded (codes %v)", ok, codes)
+	}
+	e, _ := refusal["error"].(map[string]any)
+	if e["code"] != "limit_exceeded" || !strings.Contains(fmt.Sprint(e["message"]), "log out") {
+		t.Fatalf("refusal %v", refusal)
+	}
+	var token string
+	for i, code := range codes {
+		if code == http.StatusOK {
+			token = bodies[i]["access_token"].(string)
+		}
+	}
+	devices := mustAPI(t, 200, "GET", p.base+"/v1/devices", token, nil)["devices"].([]any)
+	if len(devices) != 3 {
+		t.Fatalf("%d devices stored, cap 3", len(devices))
+	}
+	if code, out := login("one too many"); code != http.StatusConflict {
+		t.Fatalf("login at the cap: %d %v", code, out)
+	}
+	// Logging the sign-up's device out (the oldest) makes room.
+	oldest := devices[0].(map[string]any)["id"].(string)
+	mustAPI(t, 204, "DELETE", p.base+"/v1/devices/"+oldest, token, nil)
+	if code, out := login("after logout"); code != http.StatusOK {
+		t.Fatalf("login after a device was logged out: %d %v", code, out)
+	}
+}
+
+// TestUserSendRateAcrossConnections: nine connections of one user (three
+// devices, three sockets each) together cannot send faster than the
+// per-user rate, whatever each connection's own limit allows; REST sends
+// share the bucket; another user is not slowed.
+func TestUserSendRateAcrossConnections(t *testing.T) {
+	// 0.01/s: the burst of 5 is all a test run can send.
+	p := startParleyd(t, t.TempDir(), nil, "--user-send-rate", "0.01", "--user-send-burst", "5")
+	signup(t, p.base, "alice")
+	bobID, bobTok := signup(t, p.base, "bob")
+	a := loginDevice(t, p.base, "alice", "phone")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	var conns []*wstest.Conn
+	for i := range 3 {
+		d := a
+		if i > 0 {
+			d = loginDevice(t, p.base, "alice", fmt.Sprint("device", i))
+		}
+		for range 3 {
+			conns = append(conns, connect(t, p.base, d))
+		}
+	}
+	const perConn = 10 // well within each connection's burst of 40
+	acked, limited := 0, 0
+	for i, c := range conns {
+		for j := range perConn {
+			c.MustWrite(map[string]any{"type": "send", "id": fmt.Sprint(j), "conversation_id": conv, "client_msg_id": fmt.Sprint(i, "-", j), "body": "spam"})
+		}
+	}
+	for i, c := range conns {
+		for answered := 0; answered < perConn; {
+			f, err := c.Next(10 * time.Second)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			switch f.Type {
+			case "ack":
+				acked++
+				answered++
+			case "error":
+				var e struct {
+					Error struct {
+						Code       string `json:"code"`
+						RetryAfter int    `json:"retry_after"`
+					} `json:"error"`
+				}
+				if err := f.Decode(&e); err != nil || e.Error.Code != "rate_limited" || e.Error.RetryAfter < 1 {
+					t.Fatalf("connection %d: %s; want rate_limited with retry_after", i, f.Raw)
+				}
+				limited++
+				answered++
+			}
+		}
+	}
+	if acked < 5 || acked > 6 || acked+limited != len(conns)*perConn {
+		t.Fatalf("%d connections x %d sends: %d acked, %d rate_limited; want the user's burst of 5 acked", len(conns), perConn, acked, limited)
+	}
+	// REST sends share the bucket.
+	code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/conversations/"+conv+"/messages", a.token, map[string]any{"client_msg_id": "rest", "body": "more"})
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("REST send after the burst: %d %v", code, out)
+	}
+	// Bob is not slowed by Alice.
+	mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+conv+"/messages", bobTok, map[string]any{"client_msg_id": "bob", "body": "hi"})
+}
+
+// amplificationConversation makes a conversation of alice and bob holding
+// n messages of 64 KiB of '<' (escaped as \u003c, six bytes, they made a
+// 640-byte history request answer 19.7 MB).
+func amplificationConversation(t *testing.T, p *proc, n int) (conv, token string) {
+	t.Helper()
+	signup(t, p.base, "alice")
+	bobID, _ := signup(t, p.base, "bob")
+	a := loginDevice(t, p.base, "alice", "phone")
+	conv = mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	// Written by hand: json.Marshal would escape the body past the
+	// request size limit.
+	body := strings.Repeat("<", parley.DefaultMaxBodySize)
+	for i := range n {
+		req, _ := http.NewRequest("POST", p.base+"/v1/conversations/"+conv+"/messages", strings.NewReader(`{"client_msg_id":"`+fmt.Sprint(i)+`","body":"`+body+`"}`))
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 201 {
+			t.Fatalf("send %d: %d", i, res.StatusCode)
+		}
+	}
+	return conv, a.token
+}
+
+// TestHistoryAmplification: the issue's request (the largest limit over
+// '<'-heavy bodies) now answers at most the reply budget, unescaped,
+// marked truncated, and the client continues from the edge it got.
+func TestHistoryAmplification(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
+	const n = 20 // 20 x 64 KiB: 7.9 MB escaped before the fix; now 7 pages of 3
+	conv, token := amplificationConversation(t, p, n)
+	get := func(query string) ([]byte, historyPage) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.base+"/v1/conversations/"+conv+"/messages?"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+		var page historyPage
+		if res.StatusCode != 200 || json.Unmarshal(raw, &page) != nil {
+			t.Fatalf("GET ?%s: %d, %d bytes", query, res.StatusCode, len(raw))
+		}
+		return raw, page
+	}
+	got := 0
+	for _, dir := range []string{"backward", "forward"} {
+		query := "limit=200"
+		if dir == "forward" {
+			query = "limit=200&after=0"
+		}
+		got = 0
+		for {
+			raw, page := get(query)
+			if len(raw) > parley.ReplyBudget+1024 || bytes.Contains(raw, []byte(`\u003c`)) {
+				t.Fatalf("%s ?%s: %d bytes (budget %d), escaped %v", dir, query, len(raw), parley.ReplyBudget, bytes.Contains(raw, []byte(`\u003c`)))
+			}
+			m := len(page.Messages)
+			if m == 0 {
+				t.Fatalf("%s ?%s: empty page", dir, query)
+			}
+			got += m
+			if !page.Truncated {
+				break
+			}
+			if dir == "forward" {
+				query = fmt.Sprint("limit=200&after=", page.Messages[m-1].Seq)
+			} else {
+				query = fmt.Sprint("limit=200&before=", page.Messages[0].Seq)
+			}
+		}
+		if got != n {
+			t.Fatalf("paging %s through truncated pages: %d messages, want %d", dir, got, n)
+		}
+	}
+}
+
+type historyPage struct {
+	Messages  []parley.Message `json:"messages"`
+	Truncated bool             `json:"truncated"`
+}
+
+// TestSlowReaderCutOff: a client that pipelines history requests and
+// never reads was held forever (no write timeout), each pinning its
+// response. Now the write timeout cuts it off: the server gives up the
+// write and closes the connection, and the client, reading at last, gets
+// fewer responses than it asked for and then the end of the stream.
+func TestSlowReaderCutOff(t *testing.T) {
+	data := t.TempDir()
+	p := startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	conv, token := amplificationConversation(t, p, 8)
+	// The same data with a short write timeout (a login's password hash
+	// alone may take longer on a busy machine).
+	p.kill()
+	p = startParleyd(t, data, []string{"PARLEY_LIMITS=off"}, "--http-write-timeout", "1s", "--log-level", "debug")
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const requests = 100 // ~500 kB each: far beyond the socket buffers
+	var reqs bytes.Buffer
+	for range requests {
+		fmt.Fprintf(&reqs, "GET /v1/conversations/%s/messages?limit=200 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", conv, token)
+	}
+	if _, err := conn.Write(reqs.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// Never read until the server has given up on a write.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.logText(), "history reply not delivered") {
+		if time.Now().After(deadline) {
+			t.Fatal("the server is still writing to a client that does not read")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	complete := 0
+	for {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			break
+		}
+		_, err = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil {
+			break
+		}
+		complete++
+	}
+	if complete >= requests {
+		t.Fatalf("all %d responses arrived: the slow reader was not cut off", complete)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("after %d responses the connection is still open: %v", complete, err)
+	}
+	t.Logf("cut off after %d of %d responses", complete, requests)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestWebSocketOutlivesHTTPTimeouts: the HTTP read, write and idle
+// timeouts do not reach a WebSocket (net/http clears the deadlines of a
+// hijacked connection; nbio owns it after), on the poller and in
+// nbio's blocking mode (in-process TLS keeps the *tls.Conn net/http had).
+func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
+	timeouts := []string{"--http-read-timeout", "500ms", "--http-write-timeout", "500ms", "--http-idle-timeout", "500ms"}
+	for _, mode := range []string{"plain", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			args := slices.Clone(timeouts)
+			var tlsConf *tls.Config
+			client := http.DefaultClient
+			if mode == "tls" {
+				cert, key := writeSelfSigned(t, dir)
+				args = append(args, "--tls-cert", cert, "--tls-key", key)
+				tlsConf = &tls.Config{InsecureSkipVerify: true}
+				client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
+			}
+			// Sign up with the default timeouts (a password hash may take
+			// longer than the short ones on a busy machine), then restart
+			// on the same data with the short ones.
+			p := startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args[len(timeouts):]...)
+			if code, out := api(t, client, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"}); code != 201 {
+				t.Fatalf("register: %d %v", code, out)
+			}
+			_, s := api(t, client, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
+			token, _ := s["access_token"].(string)
+			p.kill()
+			p = startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args...)
+			dialer := ws.Dialer{TLSConfig: tlsConf, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + token}})}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			url := "ws" + strings.TrimPrefix(p.base, "http") + "/v1/ws"
+			conn, br, _, err := dialer.Dial(ctx, url)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer conn.Close()
+			var r io.Reader = conn
+			if br != nil {
+				r = io.MultiReader(br, conn)
+			}
+			rw := struct {
+				io.Reader
+				io.Writer
+			}{r, conn}
+			_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			expect := func(typ string) {
+				t.Helper()
+				for {
+					data, err := wsutil.ReadServerText(rw)
+					if err != nil {
+						t.Fatalf("waiting for %s: %v", typ, err)
+					}
+					if bytes.Contains(data, []byte(`"type":"`+typ+`"`)) {
+						return
+					}
+				}
+			}
+			expect("ready")
+			// Quiet past every HTTP timeout (four times the longest), then
+			// a request and its answer: the connection is alive.
+			time.Sleep(2 * time.Second)
+			if err := wsutil.WriteClientText(conn, []byte(`{"type":"ping","id":"alive"}`)); err != nil {
+				t.Fatalf("write after the HTTP timeouts: %v", err)
+			}
+			expect("pong")
+		})
+	}
+}
