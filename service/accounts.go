@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"github.com/parleychat/parley"
 )
@@ -33,7 +34,7 @@ func (s *Service) Register(ctx context.Context, handle, password, displayName st
 	if name == "" {
 		name = h
 	}
-	hash, err := s.passwords.Hash(password)
+	hash, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		return nil, err
 	}
@@ -72,18 +73,22 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	bad := parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
 	h, err := parley.NormalizeHandle(req.Handle)
 	if err != nil {
-		s.passwords.DummyVerify(req.Password)
+		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
+			return nil, err
+		}
 		return nil, bad
 	}
 	u, err := s.store.UserByHandle(ctx, h)
 	if parley.ErrorCode(err) == parley.CodeNotFound {
-		s.passwords.DummyVerify(req.Password)
+		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
+			return nil, err
+		}
 		return nil, bad
 	}
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.passwords.Verify(req.Password, u.PasswordHash)
+	ok, err := s.passwords.Verify(ctx, req.Password, u.PasswordHash)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +131,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 	if err != nil {
 		if parley.ErrorCode(err) == parley.CodeUnauthorized {
 			s.log.WarnContext(ctx, "refresh refused", "err", err)
+		}
+		// A used token came back: the store revoked its session (theft or
+		// a replay). Its live sockets close now, not at the gateway's next
+		// recheck, or a thief holding a fresh access token keeps them.
+		var reuse *parley.RefreshReuseError
+		if errors.As(err, &reuse) {
+			s.revoked(ctx, reuse.UserID, reuse.DeviceID)
 		}
 		return nil, err
 	}

@@ -29,12 +29,14 @@ type Tokens interface {
 	HashRefreshToken(token string) string
 }
 
-// Passwords hashes and checks passwords (argon2id in package auth).
+// Passwords hashes and checks passwords (argon2id in package auth). Each
+// call may wait for its turn (hashes are bounded in number); one whose ctx
+// ends while it waits returns ctx's error without hashing.
 type Passwords interface {
-	Hash(password string) (string, error)
-	Verify(password, encoded string) (bool, error)
+	Hash(ctx context.Context, password string) (string, error)
+	Verify(ctx context.Context, password, encoded string) (bool, error)
 	// DummyVerify costs what Verify costs, for unknown handles.
-	DummyVerify(password string)
+	DummyVerify(ctx context.Context, password string) error
 }
 
 // Config holds the core's settings. Zero values mean the defaults given.
