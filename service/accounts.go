@@ -169,6 +169,13 @@ func (s *Service) Authenticate(ctx context.Context, accessToken string) (*parley
 	if err != nil {
 		return nil, err
 	}
+	return s.liveSession(ctx, p)
+}
+
+// liveSession checks that p's session is alive (its device exists with the
+// same session and its user is active) and returns p with the user's
+// current role.
+func (s *Service) liveSession(ctx context.Context, p parley.Principal) (*parley.Principal, error) {
 	d, err := s.store.Device(ctx, p.DeviceID)
 	if parley.ErrorCode(err) == parley.CodeNotFound || (err == nil && (d.SessionID != p.SessionID || d.UserID != p.UserID)) {
 		return nil, parley.Errorf(parley.CodeUnauthorized, "session has ended; log in again")

@@ -27,6 +27,12 @@ type Tokens interface {
 	NewRefreshToken() (token, hash string)
 	// HashRefreshToken returns the stored hash of a presented token.
 	HashRefreshToken(token string) string
+	// NewTicket returns a new WebSocket ticket and the key under which
+	// it is kept (a hash: the key does not open a socket).
+	NewTicket() (ticket, key string)
+	// TicketKey returns a presented ticket's key; ok is false if it is
+	// not a well-formed ticket.
+	TicketKey(ticket string) (key string, ok bool)
 }
 
 // Passwords hashes and checks passwords (argon2id in package auth). Each
@@ -97,7 +103,8 @@ type Service struct {
 	order     publishOrder
 	cache     *historyCache // nil: off
 	vapid     vapidKeys
-	push      PushQueue // nil: no notifications (see UsePush)
+	push      PushQueue   // nil: no notifications (see UsePush)
+	tickets   TicketStore // nil: no WebSocket tickets (see UseTickets)
 }
 
 // New returns a Service. log must not be nil; m may be nil.
