@@ -17,41 +17,42 @@ import (
 // then environment, then file, then the default. docs/operations.md
 // documents each one (a test checks that none is missing).
 type Config struct {
-	Listen           string         // address for HTTP and WebSocket; default 127.0.0.1:8080
-	Data             string         // data directory; default ./parley-data
-	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
-	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
-	Roles            Roles          // what this node runs; default all
-	HistoryCache     int            // conversations whose newest page is cached; 0 = off
-	TrustedProxies   []netip.Prefix // load balancers whose X-Forwarded-For is believed
-	TLSCert, TLSKey  string         // PEM files; TLS is on when both are set
-	AdminListen      string         // pprof and /metrics listener; default off
-	MetricsToken     string         // bearer token /metrics requires on the main listener; default "" = none
-	NATSURL          string         // external NATS servers, comma-separated; default "" = embedded
-	NATSListen       string         // TCP address for the embedded NATS server; default "" = none
-	LogLevel         string         // debug, info, warn, error; default info
-	MaxBodyBytes     int            // largest message body, bytes; default 65536
-	AccessTTL        time.Duration  // access token lifetime; default 15m
-	RefreshTTL       time.Duration  // refresh token lifetime when unused; default 720h
-	KeyRotation      time.Duration  // signing key rotation period; default 720h, 0 = manual only
-	PurgeInterval    time.Duration  // how often expired messages are deleted; default 30s
-	Retention        time.Duration  // messages older than this are purged; default 0 = keep forever
-	ShutdownTimeout  time.Duration  // bound on a graceful shutdown; default 15s
-	Limits           bool           // per-IP/per-user rate limits; default on
-	IPRate           float64        // requests per second per client IP; default 50
-	IPBurst          int            // default 100
-	UserRate         float64        // requests per second per user; default 20
-	UserBurst        int            // default 40
-	LoginRate        float64        // failed logins per second per handle and address or known device; default 0.1667 (10/min)
-	LoginBurst       int            // default 10
-	LoginHandleRate  float64        // failed logins per second per handle from unknown devices; default 1
-	LoginHandleBurst int            // default 100
-	AllowedOrigins   string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
-	PingInterval     time.Duration  // WebSocket server ping period; default 25s
-	IdleTimeout      time.Duration  // WebSocket closed after this long without a frame; default 60s
-	MaxFrameBytes    int            // largest WebSocket client frame; default 131072
-	PresenceGrace    time.Duration  // online after the last session closed; default 5s
-	Push             PushConfig     // the notification service (push role)
+	Listen          string         // address for HTTP and WebSocket; default 127.0.0.1:8080
+	Data            string         // data directory; default ./parley-data
+	Store           string         // "" = SQLite in Data; postgres://... = PostgreSQL
+	StoreReplica    string         // optional PostgreSQL streaming replica for lagging-tolerant reads
+	Roles           Roles          // what this node runs; default all
+	HistoryCache    int            // conversations whose newest page is cached; 0 = off
+	TrustedProxies  []netip.Prefix // load balancers whose X-Forwarded-For is believed
+	TLSCert, TLSKey string         // PEM files; TLS is on when both are set
+	AdminListen     string         // pprof and /metrics listener; default off
+	MetricsToken    string         // bearer token /metrics requires on the main listener; default "" = none
+	NATSURL         string         // external NATS servers, comma-separated; default "" = embedded
+	NATSListen      string         // TCP address for the embedded NATS server; default "" = none
+	LogLevel        string         // debug, info, warn, error; default info
+	MaxBodyBytes    int            // largest message body, bytes; default 65536
+	AccessTTL       time.Duration  // access token lifetime; default 15m
+	RefreshTTL      time.Duration  // refresh token lifetime when unused; default 720h
+	KeyRotation     time.Duration  // signing key rotation period; default 720h, 0 = manual only
+	PurgeInterval   time.Duration  // how often expired messages are deleted; default 30s
+	Retention       time.Duration  // messages older than this are purged; default 0 = keep forever
+	ShutdownTimeout time.Duration  // bound on a graceful shutdown; default 15s
+	Limits          bool           // per-IP/per-user rate limits; default on
+	IPRate          float64        // requests per second per client IP; default 50
+	IPBurst         int            // default 100
+	UserRate        float64        // requests per second per user; default 20
+	UserBurst       int            // default 40
+	LoginRate       float64        // failed logins per second per handle and address or known device; default 0.1667 (10/min)
+	LoginBurst      int            // default 10
+	HandleRate      float64        // failed logins per second per handle from unknown devices (the ceiling); default 1
+	HandleBurst     int            // default 100
+	AllowedOrigins  string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
+	WSTicketTTL     time.Duration  // how long a WebSocket ticket lives unused; default 30s
+	PingInterval    time.Duration  // WebSocket server ping period; default 25s
+	IdleTimeout     time.Duration  // WebSocket closed after this long without a frame; default 60s
+	MaxFrameBytes   int            // largest WebSocket client frame; default 131072
+	PresenceGrace   time.Duration  // online after the last session closed; default 5s
+	Push            PushConfig     // the notification service (push role)
 }
 
 // PushConfig is the notification service's settings (docs/push.md).
@@ -190,9 +191,10 @@ func settings() []setting {
 		{"user-burst", "PARLEY_USER_BURST", "40", "burst of requests per user", integer(func(c *Config) *int { return &c.UserBurst })},
 		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "failed login attempts per second per handle and client address, and per handle and known device", float(func(c *Config) *float64 { return &c.LoginRate })},
 		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of failed login attempts per handle and client address or known device", integer(func(c *Config) *int { return &c.LoginBurst })},
-		{"login-handle-rate", "PARLEY_LOGIN_HANDLE_RATE", "1", "ceiling on failed login attempts per second per handle from devices that are not known, whatever their address", float(func(c *Config) *float64 { return &c.LoginHandleRate })},
-		{"login-handle-burst", "PARLEY_LOGIN_HANDLE_BURST", "100", "burst of the per-handle ceiling for unknown devices", integer(func(c *Config) *int { return &c.LoginHandleBurst })},
+		{"login-handle-rate", "PARLEY_LOGIN_HANDLE_RATE", "1", "ceiling on failed login attempts per second per handle from devices that are not known, whatever their address", float(func(c *Config) *float64 { return &c.HandleRate })},
+		{"login-handle-burst", "PARLEY_LOGIN_HANDLE_BURST", "100", "burst of the per-handle ceiling for unknown devices", integer(func(c *Config) *int { return &c.HandleBurst })},
 		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
+		{"ws-ticket-ttl", "PARLEY_WS_TICKET_TTL", "30s", "how long a WebSocket ticket (POST /v1/ws/ticket) may wait for its one use", dur(func(c *Config) *time.Duration { return &c.WSTicketTTL })},
 		{"ping-interval", "PARLEY_PING_INTERVAL", "25s", "how often the server pings each WebSocket", dur(func(c *Config) *time.Duration { return &c.PingInterval })},
 		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},

@@ -231,7 +231,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	registerPushGauges(reg, pushQueue)
 	// WebSocket tickets live in the bus's key-value store, so that one
 	// issued by any node opens a socket on any node, once.
-	tickets, err := natsbus.NewTickets(ctx, bus, natsbus.TicketOptions{})
+	tickets, err := natsbus.NewTickets(ctx, bus, natsbus.TicketOptions{TTL: cfg.WSTicketTTL})
 	if err != nil {
 		n.store.Close()
 		return err
@@ -308,7 +308,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
-		LoginHandleRate: cfg.LoginHandleRate, LoginHandleBurst: cfg.LoginHandleBurst,
+		LoginHandleRate: cfg.HandleRate, LoginHandleBurst: cfg.HandleBurst,
 		TrustedProxies: cfg.TrustedProxies,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
 		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
