@@ -46,8 +46,9 @@ type Store interface {
 	// the device's LastSeenAt. It returns the device. Errors: CodeUnauthorized
 	// if the token is unknown, expired, or belongs to a device that is gone.
 	// If the token was already used, the whole family is revoked (the device
-	// and all its tokens are deleted) and the error is CodeUnauthorized with
-	// ErrRefreshReuse in its chain.
+	// and all its tokens are deleted) and the error is a *RefreshReuseError
+	// naming the revoked device (CodeUnauthorized, ErrRefreshReuse in its
+	// chain).
 	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken, now time.Time) (*Device, error)
 	// Device returns a device by id; CodeNotFound if none.
 	Device(ctx context.Context, id string) (*Device, error)
@@ -309,6 +310,19 @@ const IdempotencyHorizon = 30 * 24 * time.Hour
 // ErrRefreshReuse is in the chain of the error RotateRefreshToken returns
 // when an already-used refresh token is presented (a sign of theft).
 var ErrRefreshReuse = &Error{Code: CodeUnauthorized, Message: "refresh token was already used; the session has been revoked"}
+
+// RefreshReuseError is the error RotateRefreshToken returns when an
+// already-used refresh token is presented: it names the session it
+// revoked, so that the core can close that session's live connections at
+// once. ErrRefreshReuse is in its chain.
+type RefreshReuseError struct {
+	UserID, DeviceID string
+}
+
+func (e *RefreshReuseError) Error() string { return ErrRefreshReuse.Error() }
+
+// Unwrap returns ErrRefreshReuse.
+func (e *RefreshReuseError) Unwrap() error { return ErrRefreshReuse }
 
 // Sealer encrypts message bodies at rest. Store engines seal a body before
 // writing it and open it after reading; additionalData binds the ciphertext

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -32,7 +33,9 @@ func (k *Keys) HashRefreshToken(token string) string { return HashRefreshToken(t
 // Argon2id hashes and verifies passwords with Params; it is the core's
 // password port (service.Passwords). Each hash costs Params.MemoryKiB of
 // memory, so at most a fixed number run at once (see NewArgon2id); the
-// others wait their turn. Safe for concurrent use.
+// others wait their turn, and one whose context ends while it waits leaves
+// the queue without hashing (a client that gave up costs nothing). Safe for
+// concurrent use.
 type Argon2id struct {
 	params PasswordParams
 	slots  chan struct{}
@@ -48,26 +51,53 @@ func NewArgon2id(params PasswordParams, maxConcurrent int) *Argon2id {
 	return &Argon2id{params: params, slots: make(chan struct{}, max(maxConcurrent, 1))}
 }
 
-func (a *Argon2id) acquire() func() {
-	a.slots <- struct{}{}
-	return func() { <-a.slots }
+// acquire waits for a slot and returns its release, or ctx's error if ctx
+// ends first (then no slot is held). A context that has already ended gets
+// no slot even if one is free.
+func (a *Argon2id) acquire(ctx context.Context) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
-// Hash returns the PHC-encoded argon2id hash of password.
-func (a *Argon2id) Hash(password string) (string, error) {
-	defer a.acquire()()
+// Hash returns the PHC-encoded argon2id hash of password, or ctx's error
+// if ctx ends while it waits for its turn.
+func (a *Argon2id) Hash(ctx context.Context, password string) (string, error) {
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	return HashPassword(password, a.params)
 }
 
 // Verify reports whether password matches encoded (whatever parameters
-// encoded was made with).
-func (a *Argon2id) Verify(password, encoded string) (bool, error) {
-	defer a.acquire()()
+// encoded was made with), or returns ctx's error if ctx ends while it
+// waits for its turn.
+func (a *Argon2id) Verify(ctx context.Context, password, encoded string) (bool, error) {
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	return VerifyPassword(password, encoded)
 }
 
-// DummyVerify costs what Verify costs, for unknown handles.
-func (a *Argon2id) DummyVerify(password string) {
-	defer a.acquire()()
+// DummyVerify costs what Verify costs, for unknown handles; it returns
+// ctx's error if ctx ends while it waits for its turn (and then costs
+// nothing).
+func (a *Argon2id) DummyVerify(ctx context.Context, password string) error {
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	DummyVerify(password)
+	return nil
 }

@@ -49,6 +49,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Platform is reported at login (default "cli").
 	Platform parley.Platform
+	// DeviceToken is the known-device token of an earlier login on this
+	// device (Tokens.DeviceToken), for Login when Tokens has none.
+	DeviceToken string
 	// Tokens resumes a saved login (see Tokens and OnTokens).
 	Tokens *Tokens
 	// OnTokens is called with the new tokens after every login and
@@ -92,6 +95,10 @@ type Tokens struct {
 	AccessToken   string    `json:"access_token"`
 	AccessExpires time.Time `json:"access_expires"`
 	RefreshToken  string    `json:"refresh_token"`
+	// DeviceToken is the known-device token of the last login: Login
+	// sends it, so that this device's logins are rate-limited apart from
+	// strangers guessing the password. Keep it after a logout too.
+	DeviceToken string `json:"device_token,omitempty"`
 }
 
 // Client is one device's connection to Parley.
@@ -154,7 +161,11 @@ func (c *Client) Tokens() Tokens {
 
 func (c *Client) setTokens(s sessionResponse) Tokens {
 	t := Tokens{UserID: s.UserID, DeviceID: s.DeviceID, AccessToken: s.AccessToken,
-		AccessExpires: time.Now().Add(time.Duration(s.ExpiresIn) * time.Second), RefreshToken: s.RefreshToken}
+		AccessExpires: time.Now().Add(time.Duration(s.ExpiresIn) * time.Second), RefreshToken: s.RefreshToken,
+		DeviceToken: s.DeviceToken}
+	if t.DeviceToken == "" { // a refresh: the login's stays
+		t.DeviceToken = c.tokens.DeviceToken
+	}
 	c.tokens = t
 	c.margin = min(time.Minute, time.Duration(s.ExpiresIn)*time.Second/5)
 	if c.cfg.OnTokens != nil {
@@ -169,6 +180,7 @@ type sessionResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	UserID       string `json:"user_id"`
 	DeviceID     string `json:"device_id"`
+	DeviceToken  string `json:"device_token"` // login only
 }
 
 // Register creates an account. It does not log in.
@@ -184,6 +196,15 @@ func (c *Client) Register(ctx context.Context, handle, password, displayName str
 func (c *Client) Login(ctx context.Context, handle, password, deviceName string) error {
 	var s sessionResponse
 	body := map[string]any{"handle": handle, "password": password, "device": map[string]any{"platform": c.cfg.Platform, "name": deviceName}}
+	c.tokMu.Lock()
+	known := c.tokens.DeviceToken
+	c.tokMu.Unlock()
+	if known == "" {
+		known = c.cfg.DeviceToken
+	}
+	if known != "" {
+		body["device_token"] = known
+	}
 	if err := c.do(ctx, "POST", "/v1/sessions", false, body, &s); err != nil {
 		return err
 	}

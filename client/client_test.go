@@ -496,3 +496,42 @@ func TestStateWhileTheAppIsBusy(t *testing.T) {
 	}
 	checkOneToN(t, "bob", seqs, 20)
 }
+
+// TestKnownDeviceLogin: the SDK keeps the known-device token of its login
+// (across refreshes) and sends it with the next login, which then passes
+// while a stranger's guesses from the same address are refused.
+func TestKnownDeviceLogin(t *testing.T) {
+	p := startServer(t, "--login-rate", "0.001", "--login-burst", "2")
+	ctx := ctxFor(t, 30*time.Second)
+	owner := user(t, p.Base, "alice", "laptop", client.Config{})
+	known := owner.Tokens().DeviceToken
+	if known == "" {
+		t.Fatal("no device token after login")
+	}
+	if err := owner.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner.Tokens().DeviceToken; got != known {
+		t.Fatalf("device token after refresh %q, want %q", got, known)
+	}
+	stranger := client.New(client.Config{Server: p.Base})
+	for i := 0; i < 2; i++ {
+		if err := stranger.Login(ctx, "alice", "wrong password!", "x"); parley.ErrorCode(err) != parley.CodeUnauthorized {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	// (The SDK waits out a Retry-After within its context: give it little.)
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := stranger.Login(short, "alice", "a long enough password", "x"); parley.ErrorCode(err) != parley.CodeRateLimited {
+		t.Fatalf("stranger after 2 guesses: %v, want rate_limited", err)
+	}
+	if err := owner.Login(ctx, "alice", "a long enough password", "laptop"); err != nil {
+		t.Fatalf("owner's known device: %v", err)
+	}
+	// A fresh client given the saved token is known too.
+	again := client.New(client.Config{Server: p.Base, DeviceToken: owner.Tokens().DeviceToken})
+	if err := again.Login(ctx, "alice", "a long enough password", "laptop"); err != nil {
+		t.Fatalf("a client resumed with the device token: %v", err)
+	}
+}

@@ -43,9 +43,20 @@ type loginRequest struct {
 		Platform parley.Platform `json:"platform"`
 		Name     string          `json:"name"`
 	} `json:"device"`
+	// DeviceToken is the known-device token of an earlier login on this
+	// device, if any.
+	DeviceToken string `json:"device_token"`
+}
+
+// loginResponse is a session and, when the server issues them, the
+// device's known-device token for its next login.
+type loginResponse struct {
+	*service.Session
+	DeviceToken string `json:"device_token,omitempty"`
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
 	if ok, retry := h.authLimit.Allow(limitKey(h.clientIP(r)), time.Now()); !ok {
 		h.rateLimited(w, r, "auth", retry)
 		return
@@ -55,11 +66,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	// Failed attempts per handle are limited, whatever the IP: a token is
-	// taken before the password is checked (so parallel guesses cannot slip
-	// past) and given back when the login succeeds.
 	handle, _ := parley.NormalizeHandle(req.Handle)
-	ok, retry, cancel := h.loginLimit.Reserve(handle, time.Now())
+	ok, retry, cancel := h.reserveLogin(r, handle, req.DeviceToken)
 	if !ok {
 		h.rateLimited(w, r, "login", retry)
 		return
@@ -75,7 +83,40 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cancel()
-	writeJSON(w, http.StatusOK, s)
+	out := loginResponse{Session: s}
+	if h.deviceTokens != nil {
+		out.DeviceToken = h.deviceTokens.Issue(handle, time.Now())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// reserveLogin takes, before the password is checked (so that parallel
+// guesses cannot slip past), a token from the limits that apply to a login
+// at handle; cancel gives them back (a successful login is not a guess).
+//
+// One wrong guess must not lock the owner out, so no limit is the handle's
+// alone for everyone: a device with a valid known-device token for the
+// handle spends from its own bucket (handle, token id) only; any other
+// attempt from the bucket of (handle, client address) and from the
+// handle's ceiling for unknown devices, which is high enough that a
+// guesser from one address never reaches it.
+func (h *Handler) reserveLogin(r *http.Request, handle, deviceToken string) (ok bool, retry time.Duration, cancel func()) {
+	now := time.Now()
+	if h.deviceTokens != nil && deviceToken != "" {
+		if id, known := h.deviceTokens.Verify(deviceToken, handle, now); known {
+			return h.loginLimit.Reserve("device\x00"+handle+"\x00"+id, now)
+		}
+	}
+	ok, retry, cancelAddr := h.loginLimit.Reserve("addr\x00"+handle+"\x00"+limitKey(h.clientIP(r)), now)
+	if !ok {
+		return false, retry, nil
+	}
+	ok, retry, cancelHandle := h.handleLimit.Reserve(handle, now)
+	if !ok {
+		cancelAddr()
+		return false, retry, nil
+	}
+	return true, 0, func() { cancelAddr(); cancelHandle() }
 }
 
 type refreshRequest struct {
@@ -83,6 +124,7 @@ type refreshRequest struct {
 }
 
 func (h *Handler) refresh(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
 	var req refreshRequest
 	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
 		h.writeError(w, r, err)

@@ -38,10 +38,19 @@ type Config struct {
 	// which cost an argon2id hash each. Default 1/s, burst 10.
 	AuthRate  float64
 	AuthBurst int
-	// LoginRate and LoginBurst limit login attempts per handle, whatever
-	// the IP. Default 10 per minute (0.1667/s), burst 10.
+	// LoginRate and LoginBurst limit failed login attempts per handle and
+	// client address, and per handle and known device (a device_token
+	// from an earlier login: see Options.DeviceTokens). Default 10 per
+	// minute (0.1667/s), burst 10.
 	LoginRate  float64
 	LoginBurst int
+	// LoginHandleRate and LoginHandleBurst are the ceiling on failed login
+	// attempts per handle from devices that are not known, whatever their
+	// address: the bound on a guesser with many addresses. A known device
+	// is not held by it, so it is no tool to lock the owner out. Default
+	// 1 per second, burst 100.
+	LoginHandleRate  float64
+	LoginHandleBurst int
 	// TrustedProxies are the load balancers in front (HAProxy): for a
 	// request from one of them, the client is the rightmost address of
 	// X-Forwarded-For that is not a trusted proxy itself. Without them,
@@ -66,6 +75,7 @@ func (c *Config) setDefaults(maxBody int) {
 	def(&c.UserRate, &c.UserBurst, 20, 40)
 	def(&c.AuthRate, &c.AuthBurst, 1, 10)
 	def(&c.LoginRate, &c.LoginBurst, 10.0/60, 10)
+	def(&c.LoginHandleRate, &c.LoginHandleBurst, 1, 100)
 }
 
 // Handler serves the REST API, health endpoints, JWKS and metrics.
@@ -78,7 +88,23 @@ type Handler struct {
 	ready   map[string]func(context.Context) error
 	mux     *http.ServeMux
 
-	ipLimit, userLimit, authLimit, loginLimit *ratelimit.Keyed
+	deviceTokens DeviceTokens // nil: no known-device tokens
+
+	ipLimit, userLimit, authLimit *ratelimit.Keyed
+	// loginLimit is keyed on handle and client address or known device;
+	// handleLimit on the handle alone, for devices that are not known.
+	loginLimit, handleLimit *ratelimit.Keyed
+}
+
+// DeviceTokens issues and checks known-device tokens (package auth): a
+// device that logged in gets one, and its next logins are limited apart
+// from other attempts at the same handle. Safe for concurrent use.
+type DeviceTokens interface {
+	// Issue returns a token for handle (normalized).
+	Issue(handle string, now time.Time) string
+	// Verify returns the id of a token issued for handle and still
+	// valid; ok is false otherwise.
+	Verify(token, handle string, now time.Time) (id string, ok bool)
 }
 
 // Options are the parts a Handler serves besides the API.
@@ -92,6 +118,11 @@ type Options struct {
 	ReadyChecks map[string]func(context.Context) error
 	// WebSocket serves GET /v1/ws (package wsgate); nil leaves it out.
 	WebSocket http.Handler
+	// DeviceTokens, if set, issues known-device tokens at login and
+	// checks them at the next (see DeviceTokens).
+	DeviceTokens DeviceTokens
+	// MetricsToken, if set, is required as a bearer token on /metrics.
+	MetricsToken string
 	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
 	// for a node that does not run the gateway role, whose port is for
 	// monitoring, not clients.
@@ -102,13 +133,19 @@ type Options struct {
 func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *metrics.Metrics) *Handler {
 	cfg.setDefaults(svc.Config().MaxBodyBytes)
 	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, ready: opts.ReadyChecks, mux: http.NewServeMux()}
+	h.deviceTokens = opts.DeviceTokens
 	h.loginLimit = ratelimit.New(cfg.LoginRate, cfg.LoginBurst)
+	h.handleLimit = ratelimit.New(cfg.LoginHandleRate, cfg.LoginHandleBurst)
 	if !cfg.LimitsOff {
 		h.ipLimit = ratelimit.New(cfg.IPRate, cfg.IPBurst)
 		h.userLimit = ratelimit.New(cfg.UserRate, cfg.UserBurst)
 		h.authLimit = ratelimit.New(cfg.AuthRate, cfg.AuthBurst)
 	}
-	h.routes(opts.Metrics, !opts.OpsOnly)
+	metricsHandler := opts.Metrics
+	if metricsHandler != nil && opts.MetricsToken != "" {
+		metricsHandler = h.tokenOnly(opts.MetricsToken, metricsHandler)
+	}
+	h.routes(metricsHandler, !opts.OpsOnly)
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
 	}
@@ -133,6 +170,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.HandleFunc("POST /v1/accounts", h.register)
 	m.HandleFunc("POST /v1/sessions", h.login)
 	m.HandleFunc("POST /v1/sessions/refresh", h.refresh)
+	m.Handle("POST /v1/ws/ticket", h.authed(h.wsTicket))
 	m.Handle("DELETE /v1/sessions/current", h.authed(h.logout))
 	m.Handle("DELETE /v1/sessions", h.authed(h.logoutAll))
 

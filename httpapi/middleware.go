@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"net"
@@ -26,6 +27,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(parley.WithRequestID(r.Context(), id))
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set("X-Request-ID", id)
+	// No response is to be sniffed into something else (a JSON error
+	// rendered as HTML, say) by a browser.
+	sw.Header().Set("X-Content-Type-Options", "nosniff")
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -78,6 +82,20 @@ func (h *Handler) authed(next func(http.ResponseWriter, *http.Request, *parley.P
 			return
 		}
 		next(w, r, p)
+	})
+}
+
+// tokenOnly serves next only to requests bearing token (compared in
+// constant time); others get 401.
+func (h *Handler) tokenOnly(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley-metrics"`)
+			h.writeError(w, r, parley.Errorf(parley.CodeUnauthorized, "this endpoint needs the metrics token"))
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

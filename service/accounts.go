@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"github.com/parleychat/parley"
 )
@@ -33,7 +34,7 @@ func (s *Service) Register(ctx context.Context, handle, password, displayName st
 	if name == "" {
 		name = h
 	}
-	hash, err := s.passwords.Hash(password)
+	hash, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		return nil, err
 	}
@@ -73,18 +74,22 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 	bad := parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
 	h, err := parley.NormalizeHandle(req.Handle)
 	if err != nil {
-		s.passwords.DummyVerify(req.Password)
+		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
+			return nil, err
+		}
 		return nil, bad
 	}
 	u, err := s.store.UserByHandle(ctx, h)
 	if parley.ErrorCode(err) == parley.CodeNotFound {
-		s.passwords.DummyVerify(req.Password)
+		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
+			return nil, err
+		}
 		return nil, bad
 	}
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.passwords.Verify(req.Password, u.PasswordHash)
+	ok, err := s.passwords.Verify(ctx, req.Password, u.PasswordHash)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +133,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 		if parley.ErrorCode(err) == parley.CodeUnauthorized {
 			s.log.WarnContext(ctx, "refresh refused", "err", err)
 		}
+		// A used token came back: the store revoked its session (theft or
+		// a replay). Its live sockets close now, not at the gateway's next
+		// recheck, or a thief holding a fresh access token keeps them.
+		var reuse *parley.RefreshReuseError
+		if errors.As(err, &reuse) {
+			s.revoked(ctx, reuse.UserID, reuse.DeviceID)
+		}
 		return nil, err
 	}
 	u, err := s.store.User(ctx, d.UserID)
@@ -158,6 +170,13 @@ func (s *Service) Authenticate(ctx context.Context, accessToken string) (*parley
 	if err != nil {
 		return nil, err
 	}
+	return s.liveSession(ctx, p)
+}
+
+// liveSession checks that p's session is alive (its device exists with the
+// same session and its user is active) and returns p with the user's
+// current role.
+func (s *Service) liveSession(ctx context.Context, p parley.Principal) (*parley.Principal, error) {
 	d, err := s.store.Device(ctx, p.DeviceID)
 	if parley.ErrorCode(err) == parley.CodeNotFound || (err == nil && (d.SessionID != p.SessionID || d.UserID != p.UserID)) {
 		return nil, parley.Errorf(parley.CodeUnauthorized, "session has ended; log in again")

@@ -28,14 +28,22 @@ type Tokens interface {
 	NewRefreshToken() (token, hash string)
 	// HashRefreshToken returns the stored hash of a presented token.
 	HashRefreshToken(token string) string
+	// NewTicket returns a new WebSocket ticket and the key under which
+	// it is kept (a hash: the key does not open a socket).
+	NewTicket() (ticket, key string)
+	// TicketKey returns a presented ticket's key; ok is false if it is
+	// not a well-formed ticket.
+	TicketKey(ticket string) (key string, ok bool)
 }
 
-// Passwords hashes and checks passwords (argon2id in package auth).
+// Passwords hashes and checks passwords (argon2id in package auth). Each
+// call may wait for its turn (hashes are bounded in number); one whose ctx
+// ends while it waits returns ctx's error without hashing.
 type Passwords interface {
-	Hash(password string) (string, error)
-	Verify(password, encoded string) (bool, error)
+	Hash(ctx context.Context, password string) (string, error)
+	Verify(ctx context.Context, password, encoded string) (bool, error)
 	// DummyVerify costs what Verify costs, for unknown handles.
-	DummyVerify(password string)
+	DummyVerify(ctx context.Context, password string) error
 }
 
 // Config holds the core's settings. Zero values mean the defaults given.
@@ -134,6 +142,7 @@ type Service struct {
 	vapid     vapidKeys
 	push      PushQueue        // nil: no notifications (see UsePush)
 	sendLimit *ratelimit.Keyed // per user; nil: none
+	tickets   TicketStore      // nil: no WebSocket tickets (see UseTickets)
 }
 
 // New returns a Service. log must not be nil; m may be nil.

@@ -26,6 +26,7 @@ import (
 // decision about who may do what is made there.
 type Core interface {
 	Authenticate(ctx context.Context, accessToken string) (*parley.Principal, error)
+	RedeemTicket(ctx context.Context, ticket string) (*parley.Principal, error)
 	CheckSession(ctx context.Context, p *parley.Principal) error
 	Send(ctx context.Context, p *parley.Principal, req service.SendRequest) (*parley.Message, bool, error)
 	History(ctx context.Context, p *parley.Principal, conversationID string, q parley.HistoryQuery) ([]parley.Message, error)
@@ -273,12 +274,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, parley.Errorf(parley.CodeForbidden, "origin %s may not open a WebSocket here", r.Header.Get("Origin")), http.StatusForbidden)
 		return
 	}
-	token := bearer(r)
-	if token == "" {
-		writeHTTPError(w, parley.Errorf(parley.CodeUnauthorized, "an access token is required (Authorization: Bearer, or access_token=)"), http.StatusUnauthorized)
-		return
-	}
-	p, err := g.core.Authenticate(r.Context(), token)
+	p, err := g.authenticate(r)
 	if err != nil {
 		status := http.StatusUnauthorized
 		switch parley.ErrorCode(err) {
@@ -368,14 +364,27 @@ func (g *Gateway) originAllowed(r *http.Request) bool {
 	return false
 }
 
-func bearer(r *http.Request) string {
+// authenticate finds who opens the socket, from the first of: an
+// Authorization: Bearer header (apps, CLIs), a ticket= query parameter
+// (browsers: a single-use ticket from POST /v1/ws/ticket, used up here), an
+// access_token= query parameter (deprecated: the token lands in the logs
+// of every proxy that logs URLs). A request with none may not connect.
+func (g *Gateway) authenticate(r *http.Request) (*parley.Principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
+		t, ok := strings.CutPrefix(h, "Bearer ")
+		if t = strings.TrimSpace(t); !ok || t == "" {
+			return nil, parley.Errorf(parley.CodeUnauthorized, "the Authorization header must be Bearer <access token>")
 		}
-		return ""
+		return g.core.Authenticate(r.Context(), t)
 	}
-	return r.URL.Query().Get("access_token")
+	q := r.URL.Query()
+	if t := q.Get("ticket"); t != "" {
+		return g.core.RedeemTicket(r.Context(), t)
+	}
+	if t := q.Get("access_token"); t != "" {
+		return g.core.Authenticate(r.Context(), t)
+	}
+	return nil, parley.Errorf(parley.CodeUnauthorized, "an access token or ticket is required (Authorization: Bearer, or ticket= from POST /v1/ws/ticket)")
 }
 
 func writeHTTPError(w http.ResponseWriter, err error, status int) {

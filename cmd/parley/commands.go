@@ -34,6 +34,9 @@ type cli struct {
 type savedConfig struct {
 	Server string         `json:"server"`
 	Tokens *client.Tokens `json:"tokens,omitempty"`
+	// DeviceToken outlives a logout: the next login from this machine is
+	// then a known device's (see client.Tokens.DeviceToken).
+	DeviceToken string `json:"device_token,omitempty"`
 }
 
 const defaultServer = "http://127.0.0.1:8080"
@@ -133,8 +136,9 @@ func (k *cli) load() error {
 		k.server = defaultServer
 	}
 	cfg := client.Config{Server: k.server, OnTokens: k.saveTokens}
-	if k.saved.Tokens != nil && strings.TrimRight(k.saved.Server, "/") == strings.TrimRight(k.server, "/") {
+	if strings.TrimRight(k.saved.Server, "/") == strings.TrimRight(k.server, "/") {
 		cfg.Tokens = k.saved.Tokens
+		cfg.DeviceToken = k.saved.DeviceToken
 	}
 	k.c = client.New(cfg)
 	return nil
@@ -147,6 +151,9 @@ func (k *cli) configPath() string { return filepath.Join(k.configDir, "config.js
 func (k *cli) saveTokens(t client.Tokens) {
 	k.saved.Server = k.server
 	k.saved.Tokens = &t
+	if t.DeviceToken != "" {
+		k.saved.DeviceToken = t.DeviceToken
+	}
 	if err := k.writeConfig(); err != nil {
 		fmt.Fprintln(k.stderr, "parley: saving the login:", err)
 	}

@@ -28,7 +28,8 @@ type Config struct {
 	HistoryCacheMem  int            // bytes the history cache may hold; default 64 MiB
 	TrustedProxies   []netip.Prefix // load balancers whose X-Forwarded-For is believed
 	TLSCert, TLSKey  string         // PEM files; TLS is on when both are set
-	AdminListen      string         // pprof listener; default off
+	AdminListen      string         // pprof and /metrics listener; default off
+	MetricsToken     string         // bearer token /metrics requires on the main listener; default "" = none
 	NATSURL          string         // external NATS servers, comma-separated; default "" = embedded
 	NATSListen       string         // TCP address for the embedded NATS server; default "" = none
 	LogLevel         string         // debug, info, warn, error; default info
@@ -47,12 +48,15 @@ type Config struct {
 	IPBurst          int            // default 100
 	UserRate         float64        // requests per second per user; default 20
 	UserBurst        int            // default 40
-	LoginRate        float64        // login attempts per second per handle; default 0.1667 (10/min)
+	LoginRate        float64        // failed logins per second per handle and address or known device; default 0.1667 (10/min)
 	LoginBurst       int            // default 10
+	HandleRate       float64        // failed logins per second per handle from unknown devices (the ceiling); default 1
+	HandleBurst      int            // default 100
 	UserSendRate     float64        // messages per second per user, all connections and REST; default 20
 	UserSendBurst    int            // default 40
 	MaxDevices       int            // devices (logged-in sessions) per user; default 20
 	AllowedOrigins   string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
+	WSTicketTTL      time.Duration  // how long a WebSocket ticket lives unused; default 30s
 	PingInterval     time.Duration  // WebSocket server ping period; default 25s
 	IdleTimeout      time.Duration  // WebSocket closed after this long without a frame; default 60s
 	MaxFrameBytes    int            // largest WebSocket client frame; default 131072
@@ -171,7 +175,8 @@ func settings() []setting {
 		}},
 		{"tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate PEM file; TLS is on when cert and key are set", str(func(c *Config) *string { return &c.TLSCert })},
 		{"tls-key", "PARLEY_TLS_KEY", "", "TLS private key PEM file", str(func(c *Config) *string { return &c.TLSKey })},
-		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},
+		{"admin-listen", "PARLEY_ADMIN_LISTEN", "", "address for pprof and /metrics without a token (keep it private); empty = off", str(func(c *Config) *string { return &c.AdminListen })},
+		{"metrics-token", "PARLEY_METRICS_TOKEN", "", "bearer token that /metrics on the main listener requires (set it in the environment, not on the command line); empty = /metrics there is open", str(func(c *Config) *string { return &c.MetricsToken })},
 		{"nats-url", "PARLEY_NATS_URL", "", "external NATS servers (nats://host:port, comma-separated); empty = run an embedded NATS server", str(func(c *Config) *string { return &c.NATSURL })},
 		{"nats-listen", "PARLEY_NATS_LISTEN", "", "host:port where the embedded NATS server also accepts TCP clients; empty = in-process only", str(func(c *Config) *string { return &c.NATSListen })},
 		{"log-level", "PARLEY_LOG_LEVEL", "info", "log level: debug, info, warn, error", str(func(c *Config) *string { return &c.LogLevel })},
@@ -200,12 +205,15 @@ func settings() []setting {
 		{"ip-burst", "PARLEY_IP_BURST", "100", "burst of requests per client IP", integer(func(c *Config) *int { return &c.IPBurst })},
 		{"user-rate", "PARLEY_USER_RATE", "20", "requests per second per user", float(func(c *Config) *float64 { return &c.UserRate })},
 		{"user-burst", "PARLEY_USER_BURST", "40", "burst of requests per user", integer(func(c *Config) *int { return &c.UserBurst })},
-		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "login attempts per second per handle", float(func(c *Config) *float64 { return &c.LoginRate })},
-		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of login attempts per handle", integer(func(c *Config) *int { return &c.LoginBurst })},
+		{"login-rate", "PARLEY_LOGIN_RATE", "0.1667", "failed login attempts per second per handle and client address, and per handle and known device", float(func(c *Config) *float64 { return &c.LoginRate })},
+		{"login-burst", "PARLEY_LOGIN_BURST", "10", "burst of failed login attempts per handle and client address or known device", integer(func(c *Config) *int { return &c.LoginBurst })},
+		{"login-handle-rate", "PARLEY_LOGIN_HANDLE_RATE", "1", "ceiling on failed login attempts per second per handle from devices that are not known, whatever their address", float(func(c *Config) *float64 { return &c.HandleRate })},
+		{"login-handle-burst", "PARLEY_LOGIN_HANDLE_BURST", "100", "burst of the per-handle ceiling for unknown devices", integer(func(c *Config) *int { return &c.HandleBurst })},
 		{"user-send-rate", "PARLEY_USER_SEND_RATE", "20", "messages per second one user may send, over all their WebSocket connections and REST together (per node); 0 = no per-user limit", float(func(c *Config) *float64 { return &c.UserSendRate })},
 		{"user-send-burst", "PARLEY_USER_SEND_BURST", "40", "burst of messages per user", integer(func(c *Config) *int { return &c.UserSendBurst })},
 		{"max-devices-per-user", "PARLEY_MAX_DEVICES_PER_USER", "20", "devices (logged-in sessions) one user may have; a login past it is refused with limit_exceeded until a device is logged out; 0 = no cap", integer(func(c *Config) *int { return &c.MaxDevices })},
 		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
+		{"ws-ticket-ttl", "PARLEY_WS_TICKET_TTL", "30s", "how long a WebSocket ticket (POST /v1/ws/ticket) may wait for its one use", dur(func(c *Config) *time.Duration { return &c.WSTicketTTL })},
 		{"ping-interval", "PARLEY_PING_INTERVAL", "25s", "how often the server pings each WebSocket", dur(func(c *Config) *time.Duration { return &c.PingInterval })},
 		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},

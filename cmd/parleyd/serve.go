@@ -43,6 +43,9 @@ type node struct {
 	store parley.Store
 	keys  *auth.Keys
 	svc   *service.Service
+	// deviceTokens are the known-device tokens, under a key derived from
+	// the master keys (the same on every node).
+	deviceTokens *auth.DeviceTokens
 }
 
 // openNode opens the data directory, the keys and the store, and builds the
@@ -99,7 +102,12 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
 		VAPIDPrivateKey: vapid,
 	}, log, m)
-	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
+	deviceTokens, err := auth.NewDeviceTokens(masterKeys)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens}, nil
 }
 
 // userSendRate is the per-user send rate the core applies: none with
@@ -266,6 +274,14 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	defer pushQueue.Close()
 	n.svc.UsePush(pushQueue)
 	registerPushGauges(reg, pushQueue)
+	// WebSocket tickets live in the bus's key-value store, so that one
+	// issued by any node opens a socket on any node, once.
+	tickets, err := natsbus.NewTickets(ctx, bus, natsbus.TicketOptions{TTL: cfg.WSTicketTTL})
+	if err != nil {
+		n.store.Close()
+		return err
+	}
+	n.svc.UseTickets(tickets)
 	// With an external NATS other nodes may hold sessions too: presence
 	// goes through the cluster's directory, which also tells the push
 	// role where a user's sessions are.
@@ -330,13 +346,18 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			return err
 		}
 	}
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if cfg.MetricsToken == "" && !loopbackOnly(cfg.Listen) {
+		log.Warn("/metrics on the main listener needs no token: set PARLEY_METRICS_TOKEN, or scrape the admin listener, where the listener is reachable by others")
+	}
 	api := httpapi.New(n.svc, httpapi.Config{
 		LimitsOff: !cfg.Limits,
 		IPRate:    cfg.IPRate, IPBurst: cfg.IPBurst,
 		UserRate: cfg.UserRate, UserBurst: cfg.UserBurst,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
+		LoginHandleRate: cfg.HandleRate, LoginHandleBurst: cfg.HandleBurst,
 		TrustedProxies: cfg.TrustedProxies,
-	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
 		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -388,9 +409,9 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	}
 	g.Go(func() error { return maintainKeys(gctx, n.keys, log) })
 	if cfg.AdminListen != "" {
-		admin := &http.Server{Addr: cfg.AdminListen, Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		admin := &http.Server{Addr: cfg.AdminListen, Handler: adminMux(metricsHandler), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
-			log.Info("admin listener (pprof)", "addr", cfg.AdminListen)
+			log.Info("admin listener (pprof, metrics)", "addr", cfg.AdminListen)
 			if err := admin.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
@@ -458,14 +479,31 @@ func maintainKeys(ctx context.Context, keys *auth.Keys, log *slog.Logger) error 
 	}
 }
 
-func adminMux() http.Handler {
+// adminMux serves pprof and, without a token (the admin listener is
+// private), the metrics.
+func adminMux(metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// loopbackOnly reports whether addr (host:port) listens on a loopback
+// address only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // splitList splits a comma-separated setting, dropping empty items.

@@ -338,6 +338,10 @@ var parleySettings = []string{
 	"timeout check 3s",
 	"retries 3",
 	"option redispatch 1",
+	// No query strings (WebSocket tickets, tokens) in the access log.
+	`log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %HM %HPO %HV"`,
+	// No /metrics from outside.
+	"http-request deny deny_status 404 if { path,url_dec -m beg /metrics }",
 }
 
 func TestHAProxyConfigsAgree(t *testing.T) {

@@ -27,9 +27,10 @@ global
 defaults
 	mode http
 	log global
-	option httplog
 	option dontlognull
 	option log-health-checks
+	# No query string in the log (tickets and tokens travel in URLs).
+	log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %HM %HPO %HV"
 	# No "option http-server-close": keep-alive, the default, is what
 	# lets a request upgrade to a WebSocket that then runs as a tunnel.
 	timeout connect 2s
@@ -49,6 +50,7 @@ defaults
 
 frontend parley
 	bind 127.0.0.1:{{.Port}}
+	http-request deny deny_status 404 if { path,url_dec -m beg /metrics }
 	default_backend parleyd
 
 backend parleyd
@@ -155,6 +157,16 @@ func (h *HAProxy) startAndWait() error {
 		}
 		return conn.Close()
 	})
+}
+
+// Log returns what HAProxy has logged so far (its access log included).
+func (h *HAProxy) Log() string {
+	h.tb.Helper()
+	b, err := os.ReadFile(h.proc.logPath)
+	if err != nil {
+		h.tb.Fatalf("clustertest: reading HAProxy's log: %v", err)
+	}
+	return string(b)
 }
 
 // URL is where clients reach the backends, http://127.0.0.1:PORT.

@@ -23,7 +23,7 @@ func TestDeletedBodiesLeaveNothing(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	a, _, g := seed(t, s, now)
 	d := &parley.Device{ID: parley.NewID(), UserID: a.ID, Platform: parley.PlatformWeb, Name: "web", SessionID: "s1", CreatedAt: now}
-	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h1", ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := s.CreateSession(ctx, d, &parley.RefreshToken{Hash: "h1", ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Twenty messages share pages; the fifth is deleted and the tenth

@@ -83,7 +83,7 @@ func insertRefreshToken(tx *txn, t *parley.RefreshToken) error {
 // one transaction. CodeUnauthorized if the token is unknown, expired at now,
 // or its device is gone or has moved on to another session. If the token was
 // used already, the device and all its tokens and cursors are deleted (and
-// that stays committed) and the error is parley.ErrRefreshReuse.
+// that stays committed) and the error is a *parley.RefreshReuseError.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *parley.RefreshToken, now time.Time) (*parley.Device, error) {
 	defer s.track("rotate_refresh_token", time.Now())
 	if next.CreatedAt.IsZero() {
@@ -130,7 +130,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *pa
 				return s.internal("revoke session", err)
 			}
 			s.log.Warn("sqlite: refresh token reuse; session revoked", "user", userID, "device", deviceID)
-			reuseErr = parley.ErrRefreshReuse
+			reuseErr = &parley.RefreshReuseError{UserID: userID, DeviceID: deviceID}
 			return nil
 		}
 		if expires <= engine.Millis(now) {

@@ -145,6 +145,10 @@ func testRefreshReuse(t *testing.T, f *fixture) {
 	if !errors.Is(err, parley.ErrRefreshReuse) {
 		t.Fatalf("reuse error %v does not wrap ErrRefreshReuse", err)
 	}
+	var reuse *parley.RefreshReuseError
+	if !errors.As(err, &reuse) || reuse.UserID != u.ID || reuse.DeviceID != d.ID {
+		t.Fatalf("reuse error %#v does not name the revoked device (user %s, device %s)", err, u.ID, d.ID)
+	}
 	// The whole family is gone: the device and the latest token.
 	_, err = f.s.Device(f.ctx, d.ID)
 	wantCode(t, err, parley.CodeNotFound, "Device(revoked)")
