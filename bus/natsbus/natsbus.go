@@ -202,6 +202,9 @@ func connect(urls string, opts Options, extra ...nats.Option) (*Bus, error) {
 		urls = nats.DefaultURL
 	}
 	nc, err := nats.Connect(urls, options...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return nil, fmt.Errorf("natsbus: connect %s: the server refused our credentials (or their absence): check --nats-creds, --nats-nkey, the token or --nats-user: %w", redact(urls), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: connect %s: %w", redact(urls), err)
 	}
