@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -497,4 +498,92 @@ func writeTestPKI(t *testing.T, dir string) (ca, serverCert, serverKey, clientCe
 	serverCert, serverKey = leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, "server")
 	clientCert, clientKey = leaf(3, "parleyd", x509.ExtKeyUsageClientAuth, "client")
 	return ca, serverCert, serverKey, clientCert, clientKey
+}
+
+// TestBusExternalNATSTokenAndCreds: the other kinds of credentials work
+// through the binary too: a token (from the environment or a file) against
+// a NATS with token auth, and a .creds file (user JWT and seed) against a
+// NATS in operator mode, JetStream included; the wrong token or a creds
+// file of an unknown account stops the start.
+func TestBusExternalNATSTokenAndCreds(t *testing.T) {
+	token := "tok-" + parley.NewID()
+	tokenNATS := clustertest.StartNATSConfig(t, fmt.Sprintf("authorization { token: %q }\n", token))
+	tokenFile := filepath.Join(t.TempDir(), "nats.token")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL(), "PARLEY_NATS_TOKEN=" + token})
+	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	p = startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL()}, "--nats-token-file", tokenFile)
+	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	if strings.Contains(p.logText(), token) {
+		t.Error("the token is in the log")
+	}
+	cmd := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", tokenNATS.URL())
+	cmd.Env = append(os.Environ(), "PARLEY_NATS_TOKEN=wrong")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "the server refused our credentials") {
+		t.Fatalf("wrong token: err = %v\n%s", err, out)
+	}
+
+	// Operator mode: an operator signs an account (JetStream allowed),
+	// the account signs parleyd's user; the server knows the account
+	// from its preloaded JWT.
+	operator, _ := nkeys.CreateOperator()
+	operatorPub, _ := operator.PublicKey()
+	account, _ := nkeys.CreateAccount()
+	accountPub, _ := account.PublicKey()
+	oc := jwt.NewOperatorClaims(operatorPub)
+	operatorJWT, err := oc.Encode(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := jwt.NewAccountClaims(accountPub)
+	ac.Limits.JetStreamLimits.DiskStorage = -1
+	ac.Limits.JetStreamLimits.MemoryStorage = -1
+	accountJWT, err := ac.Encode(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JetStream needs a system account.
+	system, _ := nkeys.CreateAccount()
+	systemPub, _ := system.PublicKey()
+	systemJWT, err := jwt.NewAccountClaims(systemPub).Encode(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credsFile := func(signer nkeys.KeyPair) string {
+		user, _ := nkeys.CreateUser()
+		userPub, _ := user.PublicKey()
+		seed, _ := user.Seed()
+		uc := jwt.NewUserClaims(userPub)
+		uc.IssuerAccount = accountPub
+		userJWT, err := uc.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := jwt.FormatUserConfig(userJWT, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "parleyd.creds")
+		os.WriteFile(path, creds, 0o600)
+		return path
+	}
+	opNATS := clustertest.StartNATSConfig(t, fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: {\n  %s: %q\n  %s: %q\n}\n",
+		operatorJWT, systemPub, accountPub, accountJWT, systemPub, systemJWT))
+	p = startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + opNATS.URL(), "PARLEY_LIMITS=off"}, "--nats-creds", credsFile(account))
+	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
+	signup(t, p.base, "alice")
+	signup(t, p.base, "bob")
+	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	bc := connect(t, p.base, b)
+	sendText(t, p.base, a.token, conv, "x", "with a creds file")
+	if got := expectMessage(t, bc); got.Body != "with a creds file" {
+		t.Fatalf("bob got %+v", got)
+	}
+	// A user signed by an account the server does not know.
+	stranger, _ := nkeys.CreateAccount()
+	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", opNATS.URL(), "--nats-creds", credsFile(stranger)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "natsbus: connect") {
+		t.Fatalf("unknown account: err = %v\n%s", err, out)
+	}
 }
