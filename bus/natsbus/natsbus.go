@@ -152,7 +152,7 @@ func Connect(urls string, opts Options) (*Bus, error) {
 		return nil, err
 	}
 	if !opts.HasCredentials() && !strings.Contains(urls, "@") {
-		opts.Logger.Warn("nats: connecting WITHOUT credentials: anyone who reaches these NATS servers can read the push queue and presence, publish jobs and events, and delete streams; give --nats-creds, --nats-nkey, PARLEY_NATS_TOKEN or --nats-user (docs/operations.md, Cluster mode)", "servers", redact(urls))
+		opts.Logger.Warn("nats: connecting WITHOUT credentials: anyone who reaches these NATS servers can read the push queue and presence (ids), inject push jobs, flood the bus and delete streams (live events stay sealed); give --nats-creds, --nats-nkey, PARLEY_NATS_TOKEN or --nats-user (docs/operations.md, Cluster mode)", "servers", redact(urls))
 	}
 	return connect(urls, opts, extra...)
 }
