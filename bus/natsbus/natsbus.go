@@ -7,9 +7,13 @@ package natsbus
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +47,87 @@ type Options struct {
 	// connection drops, when it is back, and when the client dropped
 	// events of a slow subscription. Caches fed by events clear there.
 	OnGap func()
+
+	// Credentials for external servers (Connect); at most one kind may be
+	// set. CredsFile is a .creds file (user JWT and nkey seed, as
+	// `nsc generate creds` writes it); NKeySeedFile a file holding an
+	// nkey seed (SU...); Token a shared token; User and Password a user
+	// name and password. None: the connection is anonymous (Connect logs
+	// a warning).
+	CredsFile    string
+	NKeySeedFile string
+	Token        string
+	User         string
+	Password     string
+	// TLS for external servers.
+	TLS TLSOptions
+}
+
+// TLSOptions configure TLS to external NATS servers. Zero value: TLS only
+// if the server asks for it (or a URL is tls://), verified against the
+// system's roots.
+type TLSOptions struct {
+	// CAFile is a PEM file of the roots that server certificates must
+	// chain to; empty = the system's roots.
+	CAFile string
+	// CertFile and KeyFile are the client certificate and key (PEM) for
+	// servers that verify clients (mutual TLS); both or neither.
+	CertFile, KeyFile string
+	// Required refuses servers that do not speak TLS. Setting CAFile or
+	// CertFile requires it too.
+	Required bool
+}
+
+// HasCredentials reports whether o names credentials of some kind.
+func (o *Options) HasCredentials() bool {
+	return o.CredsFile != "" || o.NKeySeedFile != "" || o.Token != "" || o.User != ""
+}
+
+// authOptions turns the credentials and TLS settings into nats.go options.
+func (o *Options) authOptions() ([]nats.Option, error) {
+	kinds := 0
+	for _, set := range []bool{o.CredsFile != "", o.NKeySeedFile != "", o.Token != "", o.User != ""} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		return nil, errors.New("natsbus: give one kind of NATS credentials (creds file, nkey seed, token, or user and password), not several")
+	}
+	if o.Password != "" && o.User == "" {
+		return nil, errors.New("natsbus: a NATS password needs a user")
+	}
+	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
+		return nil, errors.New("natsbus: the NATS client certificate and key must be given together")
+	}
+	var out []nats.Option
+	if o.TLS.Required || o.TLS.CAFile != "" || o.TLS.CertFile != "" {
+		out = append(out, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	if o.TLS.CAFile != "" {
+		out = append(out, nats.RootCAs(o.TLS.CAFile))
+	}
+	if o.TLS.CertFile != "" {
+		out = append(out, nats.ClientCert(o.TLS.CertFile, o.TLS.KeyFile))
+	}
+	switch {
+	case o.CredsFile != "":
+		if _, err := os.Stat(o.CredsFile); err != nil {
+			return nil, fmt.Errorf("natsbus: creds file: %w", err)
+		}
+		out = append(out, nats.UserCredentials(o.CredsFile))
+	case o.NKeySeedFile != "":
+		opt, err := nats.NkeyOptionFromSeed(o.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsbus: nkey seed file: %w", err)
+		}
+		out = append(out, opt)
+	case o.Token != "":
+		out = append(out, nats.Token(o.Token))
+	case o.User != "":
+		out = append(out, nats.UserInfo(o.User, o.Password))
+	}
+	return out, nil
 }
 
 func (o *Options) setDefaults() {
@@ -55,17 +140,28 @@ func (o *Options) setDefaults() {
 }
 
 // Connect connects to external NATS servers. urls is a comma-separated list
-// (nats://host:port,...); the client reconnects forever, to any of them,
-// and buffers publishes while it does.
+// (nats://host:port,... or tls://...); the client reconnects forever, to
+// any of them, and buffers publishes while it does. Credentials and TLS
+// come from opts; without credentials (in opts or in the URLs) it
+// connects anonymously and logs a warning: whoever reaches those servers
+// can then read and publish on the bus.
 func Connect(urls string, opts Options) (*Bus, error) {
 	opts.setDefaults()
-	return connect(urls, opts)
+	extra, err := opts.authOptions()
+	if err != nil {
+		return nil, err
+	}
+	if !opts.HasCredentials() && !strings.Contains(urls, "@") {
+		opts.Logger.Warn("nats: connecting WITHOUT credentials: anyone who reaches these NATS servers can read the push queue and presence (ids), inject push jobs, flood the bus and delete streams (live events stay sealed); give --nats-creds, --nats-nkey, PARLEY_NATS_TOKEN or --nats-user (docs/operations.md, Cluster mode)", "servers", redact(urls))
+	}
+	return connect(urls, opts, extra...)
 }
 
-// ConnectEmbedded connects in-process to an embedded server.
+// ConnectEmbedded connects in-process to an embedded server, with the
+// server's own secret. Credentials and TLS in opts are ignored.
 func ConnectEmbedded(e *Embedded, opts Options) (*Bus, error) {
 	opts.setDefaults()
-	return connect("", opts, nats.InProcessServer(e.srv))
+	return connect("", opts, nats.InProcessServer(e.srv), nats.Token(e.token))
 }
 
 func gap(opts Options) {
@@ -106,6 +202,9 @@ func connect(urls string, opts Options, extra ...nats.Option) (*Bus, error) {
 		urls = nats.DefaultURL
 	}
 	nc, err := nats.Connect(urls, options...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return nil, fmt.Errorf("natsbus: connect %s: the server refused our credentials (or their absence): check --nats-creds, --nats-nkey, the token or --nats-user: %w", redact(urls), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: connect %s: %w", redact(urls), err)
 	}
@@ -212,17 +311,22 @@ func (s *subscription) Close() error {
 }
 
 // Embedded is a NATS server running inside parleyd, with JetStream storing
-// in a directory of its own.
+// in a directory of its own. It accepts only clients that present its
+// token, a random secret made at start and kept in memory: the
+// connections ConnectEmbedded makes. With Listen, TCP clients are refused
+// (no other process knows the token).
 type Embedded struct {
-	srv *server.Server
+	srv   *server.Server
+	token string
 }
 
 // EmbeddedOptions configure the embedded server.
 type EmbeddedOptions struct {
 	// StoreDir is where JetStream keeps its streams. Required.
 	StoreDir string
-	// Listen, if set (host:port), also serves NATS clients over TCP there,
-	// for tools and other processes. Default: no TCP port at all.
+	// Listen, if set (host:port), also opens a TCP port there; it admits
+	// only clients holding the server's secret, i.e. none outside this
+	// process. Default: no TCP port at all.
 	Listen string
 }
 
@@ -231,8 +335,12 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if opts.StoreDir == "" {
 		return nil, errors.New("natsbus: embedded server needs a store directory")
 	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	token := base64.RawURLEncoding.EncodeToString(secret)
 	so := &server.Options{
 		ServerName:             "parleyd-embedded",
+		Authorization:          token,
 		JetStream:              true,
 		StoreDir:               opts.StoreDir,
 		NoSigs:                 true,
@@ -259,7 +367,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, errors.New("natsbus: embedded server did not become ready within 10s")
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, token: token}, nil
 }
 
 // ClientURL is the TCP address clients can use, or "" without Listen.

@@ -1,7 +1,11 @@
 package natsbus
 
 import (
+	"errors"
+	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/bus/bustest"
@@ -29,7 +33,7 @@ func TestEmbedded(t *testing.T) {
 }
 
 // TestEmbeddedListen: with Listen the embedded server also serves TCP
-// clients, which see the in-process ones' events.
+// clients that hold its secret, which see the in-process ones' events.
 func TestEmbeddedListen(t *testing.T) {
 	e, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
@@ -45,7 +49,7 @@ func TestEmbeddedListen(t *testing.T) {
 		var b *Bus
 		var err error
 		if n%2 == 0 {
-			b, err = Connect(e.ClientURL(), Options{})
+			b, err = Connect(e.ClientURL(), Options{Token: e.token})
 		} else {
 			b, err = ConnectEmbedded(e, Options{})
 		}
@@ -54,6 +58,70 @@ func TestEmbeddedListen(t *testing.T) {
 		}
 		return b
 	})
+}
+
+// TestEmbeddedRefusesStrangers: the embedded server's TCP port admits no
+// client without its secret: none anonymous, none with another token, user
+// or password.
+func TestEmbeddedRefusesStrangers(t *testing.T) {
+	e, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	for name, opts := range map[string][]nats.Option{
+		"anonymous":      nil,
+		"wrong token":    {nats.Token("not-the-secret")},
+		"user/password":  {nats.UserInfo("parleyd", "guess")},
+		"secret as user": {nats.UserInfo(e.token, "")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			nc, err := nats.Connect(e.ClientURL(), append(opts, nats.NoReconnect())...)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+				t.Fatalf("err = %v, want an authorization error", err)
+			}
+		})
+	}
+	// The server's own connection still works, and with the secret so
+	// does TCP.
+	b, err := ConnectEmbedded(e, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b, err = Connect(e.ClientURL(), Options{Token: e.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+}
+
+// TestConnectOptionErrors: conflicting or incomplete credentials and TLS
+// settings fail before any connection is tried, with a message that says
+// what is wrong.
+func TestConnectOptionErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		opts Options
+		want string
+	}{
+		"two kinds":         {Options{Token: "t", User: "u", Password: "p"}, "one kind"},
+		"password no user":  {Options{Password: "p"}, "needs a user"},
+		"cert without key":  {Options{TLS: TLSOptions{CertFile: "c.pem"}}, "together"},
+		"missing creds":     {Options{CredsFile: "/nonexistent/x.creds"}, "creds file"},
+		"missing nkey seed": {Options{NKeySeedFile: "/nonexistent/seed"}, "nkey seed"},
+		"missing CA":        {Options{TLS: TLSOptions{CAFile: "/nonexistent/ca.pem"}}, "rootCA"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Connect("nats://127.0.0.1:1", tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
 }
 
 // TestExternal runs the suite against the machine's NATS

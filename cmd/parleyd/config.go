@@ -32,6 +32,7 @@ type Config struct {
 	MetricsToken     string         // bearer token /metrics requires on the main listener; default "" = none
 	NATSURL          string         // external NATS servers, comma-separated; default "" = embedded
 	NATSListen       string         // TCP address for the embedded NATS server; default "" = none
+	NATS             NATSAuth       // credentials and TLS for the external NATS
 	LogLevel         string         // debug, info, warn, error; default info
 	MaxBodyBytes     int            // largest message body, bytes; default 65536
 	AccessTTL        time.Duration  // access token lifetime; default 15m
@@ -64,6 +65,51 @@ type Config struct {
 	MaxConnsUser     int            // WebSocket connections per user on a node; default 50
 	PresenceGrace    time.Duration  // online after the last session closed; default 5s
 	Push             PushConfig     // the notification service (push role)
+}
+
+// NATSAuth is how parleyd proves itself to an external NATS and checks
+// it: at most one kind of credentials, and TLS. The secrets themselves
+// (token, password) come from the environment or a file, never a flag.
+type NATSAuth struct {
+	CredsFile    string // .creds file (user JWT + nkey seed)
+	NKeySeedFile string // nkey seed file (SU...)
+	TokenFile    string // file holding the token
+	Token        string // PARLEY_NATS_TOKEN (environment only)
+	User         string // user name; its password is PARLEY_NATS_PASSWORD (environment only)
+	Password     string
+	TLS          bool   // refuse a server without TLS; default off (on when TLSCA or TLSCert is set)
+	TLSCA        string // PEM roots for the servers' certificates; default the system's
+	TLSCert      string // client certificate (mutual TLS), with TLSKey
+	TLSKey       string
+}
+
+// any reports whether some NATS credential or TLS setting is given.
+func (a *NATSAuth) any() bool {
+	return a.CredsFile != "" || a.NKeySeedFile != "" || a.TokenFile != "" || a.Token != "" || a.User != "" || a.Password != "" ||
+		a.TLS || a.TLSCA != "" || a.TLSCert != "" || a.TLSKey != ""
+}
+
+// check refuses settings that contradict each other.
+func (a *NATSAuth) check() error {
+	kinds := 0
+	for _, set := range []bool{a.CredsFile != "", a.NKeySeedFile != "", a.TokenFile != "" || a.Token != "", a.User != ""} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		return fmt.Errorf("give one kind of NATS credentials: nats-creds, nats-nkey, a token (PARLEY_NATS_TOKEN or nats-token-file) or nats-user, not several")
+	}
+	if a.TokenFile != "" && a.Token != "" {
+		return fmt.Errorf("give the NATS token once: PARLEY_NATS_TOKEN or nats-token-file")
+	}
+	if a.Password != "" && a.User == "" {
+		return fmt.Errorf("PARLEY_NATS_PASSWORD needs nats-user")
+	}
+	if (a.TLSCert == "") != (a.TLSKey == "") {
+		return fmt.Errorf("nats-tls-cert and nats-tls-key must be given together")
+	}
+	return nil
 }
 
 // PushConfig is the notification service's settings (docs/push.md).
@@ -179,6 +225,24 @@ func settings() []setting {
 		{"metrics-token", "PARLEY_METRICS_TOKEN", "", "bearer token that /metrics on the main listener requires (set it in the environment, not on the command line); empty = /metrics there is open", str(func(c *Config) *string { return &c.MetricsToken })},
 		{"nats-url", "PARLEY_NATS_URL", "", "external NATS servers (nats://host:port, comma-separated); empty = run an embedded NATS server", str(func(c *Config) *string { return &c.NATSURL })},
 		{"nats-listen", "PARLEY_NATS_LISTEN", "", "host:port where the embedded NATS server also accepts TCP clients; empty = in-process only", str(func(c *Config) *string { return &c.NATSListen })},
+		{"nats-creds", "PARLEY_NATS_CREDS", "", "credentials file (.creds: user JWT and nkey seed, from nsc) for the external NATS", str(func(c *Config) *string { return &c.NATS.CredsFile })},
+		{"nats-nkey", "PARLEY_NATS_NKEY", "", "nkey seed file (SU...) for the external NATS", str(func(c *Config) *string { return &c.NATS.NKeySeedFile })},
+		{"nats-token-file", "PARLEY_NATS_TOKEN_FILE", "", "file holding the token for the external NATS (or give the token itself in PARLEY_NATS_TOKEN)", str(func(c *Config) *string { return &c.NATS.TokenFile })},
+		{"nats-user", "PARLEY_NATS_USER", "", "user name for the external NATS; its password in PARLEY_NATS_PASSWORD", str(func(c *Config) *string { return &c.NATS.User })},
+		{"nats-tls", "PARLEY_NATS_TLS", "off", "on: refuse an external NATS server that does not speak TLS (on by itself when nats-tls-ca or nats-tls-cert is set, or a URL is tls://)", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.NATS.TLS = true
+			case "off", "false", "0":
+				c.NATS.TLS = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"nats-tls-ca", "PARLEY_NATS_TLS_CA", "", "PEM file of the CAs the external NATS servers' certificates must chain to; empty = the system's", str(func(c *Config) *string { return &c.NATS.TLSCA })},
+		{"nats-tls-cert", "PARLEY_NATS_TLS_CERT", "", "client certificate (PEM) for NATS servers that verify clients (mutual TLS), with nats-tls-key", str(func(c *Config) *string { return &c.NATS.TLSCert })},
+		{"nats-tls-key", "PARLEY_NATS_TLS_KEY", "", "the client certificate's private key (PEM)", str(func(c *Config) *string { return &c.NATS.TLSKey })},
 		{"log-level", "PARLEY_LOG_LEVEL", "info", "log level: debug, info, warn, error", str(func(c *Config) *string { return &c.LogLevel })},
 		{"max-body-bytes", "PARLEY_MAX_BODY_BYTES", "65536", "largest message body in bytes", integer(func(c *Config) *int { return &c.MaxBodyBytes })},
 		{"access-token-ttl", "PARLEY_ACCESS_TOKEN_TTL", "15m", "access token lifetime", dur(func(c *Config) *time.Duration { return &c.AccessTTL })},
@@ -321,6 +385,14 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 			return nil, nil, fmt.Errorf("master-key-file %s is inside the data directory %s: keep it elsewhere, or leave the setting empty", c.MasterKeyFile, c.Data)
 		}
 		c.MasterKeyFile = abs
+	}
+	// Secrets for NATS: environment only (a flag would show in ps).
+	c.NATS.Token, c.NATS.Password = getenv("PARLEY_NATS_TOKEN"), getenv("PARLEY_NATS_PASSWORD")
+	if err := c.NATS.check(); err != nil {
+		return nil, nil, err
+	}
+	if c.NATS.any() && c.NATSURL == "" {
+		return nil, nil, fmt.Errorf("the nats-creds, nats-nkey, nats-token-file, nats-user and nats-tls settings (and PARLEY_NATS_TOKEN, PARLEY_NATS_PASSWORD) are for an external NATS: give nats-url too (the embedded server makes its own secret)")
 	}
 	if c.StoreReplica != "" && c.Store == "" {
 		return nil, nil, fmt.Errorf("store-replica needs a PostgreSQL store")

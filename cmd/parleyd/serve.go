@@ -46,6 +46,8 @@ type node struct {
 	// deviceTokens are the known-device tokens, under a key derived from
 	// the master keys (the same on every node).
 	deviceTokens *auth.DeviceTokens
+	// masterKeys seal the bus events too (seal.Bus).
+	masterKeys [][]byte
 }
 
 // openNode opens the data directory, the keys and the store, and builds the
@@ -107,7 +109,7 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		st.Close()
 		return nil, err
 	}
-	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens}, nil
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys}, nil
 }
 
 // userSendRate is the per-user send rate the core applies: none with
@@ -160,21 +162,36 @@ func openStore(ctx context.Context, cfg *Config, sealer parley.Sealer, m *metric
 	return sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
 }
 
-// openBus connects to the external NATS servers of cfg.NATSURL or, when
-// there are none, starts an embedded NATS server (JetStream stored in the
-// data directory) and connects to it in-process. stop closes the connection
-// and stops the embedded server.
+// openBus connects to the external NATS servers of cfg.NATSURL (with the
+// credentials and TLS of cfg.NATS) or, when there are none, starts an
+// embedded NATS server (JetStream stored in the data directory; with
+// --nats-listen its TCP port admits only this process, by a secret made at
+// start) and connects to it in-process. stop closes the connection and
+// stops the embedded server.
 func openBus(cfg *Config, log *slog.Logger, onGap func()) (bus *natsbus.Bus, stop func(), err error) {
 	opts := natsbus.Options{Logger: log, OnGap: onGap}
 	if cfg.NATSURL != "" {
 		if cfg.NATSListen != "" {
 			return nil, nil, errors.New("nats-listen applies to the embedded NATS server; it cannot be combined with nats-url")
 		}
+		a := cfg.NATS
+		opts.CredsFile, opts.NKeySeedFile, opts.Token, opts.User, opts.Password = a.CredsFile, a.NKeySeedFile, a.Token, a.User, a.Password
+		opts.TLS = natsbus.TLSOptions{CAFile: a.TLSCA, CertFile: a.TLSCert, KeyFile: a.TLSKey, Required: a.TLS}
+		if a.TokenFile != "" {
+			token, err := os.ReadFile(a.TokenFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("nats-token-file: %w", err)
+			}
+			if opts.Token = strings.TrimSpace(string(token)); opts.Token == "" {
+				return nil, nil, fmt.Errorf("nats-token-file %s is empty", a.TokenFile)
+			}
+		}
 		bus, err := natsbus.Connect(cfg.NATSURL, opts)
 		if err != nil {
 			return nil, nil, err
 		}
-		log.Info("event bus: external NATS", "servers", bus.Conn().ConnectedUrlRedacted())
+		_, notTLS := bus.Conn().TLSConnectionState()
+		log.Info("event bus: external NATS", "servers", bus.Conn().ConnectedUrlRedacted(), "tls", notTLS == nil, "credentials", natsCredentialKind(a))
 		return bus, func() { bus.Close() }, nil
 	}
 	embedded, err := natsbus.StartEmbedded(natsbus.EmbeddedOptions{StoreDir: filepath.Join(cfg.Data, "nats"), Listen: cfg.NATSListen})
@@ -186,8 +203,23 @@ func openBus(cfg *Config, log *slog.Logger, onGap func()) (bus *natsbus.Bus, sto
 		embedded.Shutdown()
 		return nil, nil, err
 	}
-	log.Info("event bus: embedded NATS", "tcp", embedded.ClientURL())
+	log.Info("event bus: embedded NATS", "tcp", embedded.ClientURL(), "credentials", "secret made at start (only this process)")
 	return bus, func() { bus.Close(); embedded.Shutdown() }, nil
+}
+
+// natsCredentialKind names, for the log, which credentials a are.
+func natsCredentialKind(a NATSAuth) string {
+	switch {
+	case a.CredsFile != "":
+		return "creds file"
+	case a.NKeySeedFile != "":
+		return "nkey"
+	case a.Token != "" || a.TokenFile != "":
+		return "token"
+	case a.User != "":
+		return "user and password"
+	}
+	return "none"
 }
 
 // loadMasterKeys takes the master keys from PARLEY_MASTER_KEY, from
@@ -248,7 +280,17 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		return err
 	}
 	defer stopBus()
-	n.svc.UseBus(bus)
+	// Every live event is sealed under the master key: whoever reaches
+	// NATS without it reads no event and makes no node accept one.
+	sealedBus, err := seal.NewBus(bus, n.masterKeys, seal.BusOptions{Logger: log})
+	if err != nil {
+		n.store.Close()
+		return err
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_bus_events_rejected_total",
+		Help: "Bus events dropped because they did not open under this node's master keys (forged, altered, replayed, or sealed under another key)."},
+		func() float64 { return float64(sealedBus.Rejected()) }))
+	n.svc.UseBus(sealedBus)
 	if pg, ok := n.store.(*postgres.Store); ok && cfg.StoreReplica != "" {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_store_replica_reads_total",
 			Help: "Reads the store's replica served (older history pages, syncs)."},
@@ -304,7 +346,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			dir = presence
 		}
 		wsMetrics := metrics.NewWS(reg, func() float64 { return float64(gw.Sessions()) })
-		gw, err = wsgate.New(n.svc, bus, wsgate.Config{
+		gw, err = wsgate.New(n.svc, sealedBus, wsgate.Config{
 			MaxFrame:          cfg.MaxFrameBytes,
 			MaxConnsPerDevice: cfg.MaxConnsDevice,
 			MaxConnsPerUser:   cfg.MaxConnsUser,

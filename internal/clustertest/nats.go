@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -17,6 +18,7 @@ type NATS struct {
 	tb          testing.TB
 	port        int
 	monitorPort int // serves /healthz, which says when JetStream is ready
+	config      string
 	proc        process
 }
 
@@ -25,12 +27,20 @@ type NATS struct {
 // stops and the directory is removed.
 func StartNATS(tb testing.TB) *NATS {
 	tb.Helper()
+	return StartNATSConfig(tb, "")
+}
+
+// StartNATSConfig is StartNATS with config, the text of a nats-server
+// configuration file (authorization, tls, ...) that the command line's
+// address, ports and JetStream settings complete.
+func StartNATSConfig(tb testing.TB, config string) *NATS {
+	tb.Helper()
 	bin, err := findProgram("/usr/sbin/nats-server", "nats-server")
 	if err != nil {
 		missing(tb, "nats-server", err, "install Debian's nats-server package")
 		return nil
 	}
-	n := &NATS{tb: tb}
+	n := &NATS{tb: tb, config: config}
 	if err := n.start(bin); err != nil {
 		tb.Fatalf("clustertest: starting NATS: %v", err)
 	}
@@ -56,11 +66,19 @@ func (n *NATS) start(bin string) error {
 	if n.monitorPort, err = freePort(); err != nil {
 		return err
 	}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-m", strconv.Itoa(n.monitorPort),
+		"-js", "-sd", filepath.Join(dir, "jetstream")}
+	if n.config != "" {
+		conf := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(conf, []byte(n.config), 0o600); err != nil {
+			return err
+		}
+		args = append([]string{"-c", conf}, args...)
+	}
 	n.proc = process{
-		name: "nats-server",
-		path: bin,
-		args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-m", strconv.Itoa(n.monitorPort),
-			"-js", "-sd", filepath.Join(dir, "jetstream")},
+		name:    "nats-server",
+		path:    bin,
+		args:    args,
 		logPath: logPath,
 	}
 	return n.startAndWait()
