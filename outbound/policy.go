@@ -128,6 +128,10 @@ type BlockedError struct {
 	What string // the range's kind: "loopback", "private (RFC 1918)", ...
 }
 
+// BlockedAddr returns the address refused and its range, for callers that
+// match the error by interface rather than import this package.
+func (e *BlockedError) BlockedAddr() string { return e.Addr + " (" + e.What + ")" }
+
 func (e *BlockedError) Error() string {
 	return "outbound: " + e.Addr + " is " + e.What + "; not reachable by user-supplied URLs"
 }

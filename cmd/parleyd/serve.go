@@ -89,9 +89,13 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		PurgeInterval: cfg.PurgeInterval,
 		Retention:     cfg.Retention,
 		HistoryCache:  historyCacheSize(cfg.HistoryCache),
-		// Local testing only: browsers' push services are https.
-		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
-		VAPIDPrivateKey: vapid,
+		// Push registrations: where Web Push endpoints may point, which
+		// providers and apps are on, and the per-user cap.
+		Outbound:             cfg.OutboundAllow,
+		WebPushOff:           cfg.Push.VAPIDSubject == "",
+		APNsTopics:           cfg.Push.APNsTopics,
+		MaxPushRegistrations: cfg.Push.MaxRegistrations,
+		VAPIDPrivateKey:      vapid,
 	}, log, m)
 	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc}, nil
 }
