@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -79,6 +80,12 @@ func (w *WebPush) Send(ctx context.Context, reg *parley.PushRegistration, n *Not
 		HTTPClient: w.client, Subscriber: w.cfg.Subject, TTL: ttl, Topic: webPushTopic(n.ConversationID), Urgency: urgency,
 		VAPIDPublicKey: w.cfg.PublicKey, VAPIDPrivateKey: w.cfg.PrivateKey,
 	})
+	var urlErr *url.Error
+	if err != nil && !errors.As(err, &urlErr) {
+		// Not sent: the subscription's keys do not work (encryption) or
+		// the request could not be made. Retrying would not help.
+		return Result{Outcome: Rejected, Reason: "request not made: " + err.Error()}
+	}
 	if err != nil {
 		return Result{Outcome: Retry, Reason: networkReason(err)}
 	}
