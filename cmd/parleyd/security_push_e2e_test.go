@@ -335,3 +335,94 @@ func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
 		t.Fatalf("the tarpit held %d requests at once; the per-host limit is %d", most, hostLimit)
 	}
 }
+
+// TestPushFailingEndpointBacksOff: a Web Push registration whose sends
+// fail backs off instead of being retried at full rate: after two
+// failures in a row its notification's further retries, and the next
+// message's notification, are skipped (traced as endpoint_backoff), so
+// the endpoint sees two requests where it used to see the eight attempts.
+func TestPushFailingEndpointBacksOff(t *testing.T) {
+	prov := startProviders(t)
+	data := t.TempDir()
+	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1h"))
+	prov.trustVAPID(t, srv.base)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	sub := prov.registerWebPush(t, srv.base, browser)
+	answers := make([]pushtest.Answer, 10)
+	for i := range answers {
+		answers[i] = pushtest.Answer{Status: 503}
+	}
+	prov.wp.Fail(sub.Endpoint, answers...)
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	eventually(t, 20*time.Second, "a retry skipped for the backoff", func() bool {
+		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 1
+	})
+	seq := sendText(t, srv.base, alice.token, conv, "m2", "again")
+	eventually(t, 20*time.Second, "the next message skipped too", func() bool {
+		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 2
+	})
+	if n := len(prov.wpFor(sub)); n != 2 {
+		t.Fatalf("the failing endpoint got %d requests, want 2 (then the backoff)", n)
+	}
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	if !strings.Contains(trace, "endpoint_backoff") {
+		t.Fatalf("the trace does not say why: %s", trace)
+	}
+}
+
+// TestPushFailingEndpointDropped: after --push-endpoint-drop-after
+// failures in a row spanning --push-endpoint-drop-span, the registration
+// is removed: the next message's fan-out no longer counts the browser.
+// The per-user registration cap refuses one device too many with
+// limit_exceeded.
+func TestPushFailingEndpointDropped(t *testing.T) {
+	prov := startProviders(t)
+	data := t.TempDir()
+	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1ms",
+		"PARLEY_PUSH_ENDPOINT_DROP_AFTER=3", "PARLEY_PUSH_ENDPOINT_DROP_SPAN=1ms", "PARLEY_PUSH_MAX_REGISTRATIONS=2"))
+	prov.trustVAPID(t, srv.base)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	phone := loginDevice(t, srv.base, "bob", "phone")
+	sub := prov.registerWebPush(t, srv.base, browser)
+	phoneToken := prov.registerAPNs(t, srv.base, phone)
+	tablet := loginDevice(t, srv.base, "bob", "tablet")
+	code, out := api(t, http.DefaultClient, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
+	if e, _ := out["error"].(map[string]any); code != 409 || e["code"] != "limit_exceeded" {
+		t.Fatalf("a third registration with a cap of 2: %d %v", code, out)
+	}
+	prov.wp.Fail(sub.Endpoint, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	eventually(t, 20*time.Second, "the registration dropped", func() bool {
+		return metricValue(t, srv.base, `parley_push_failed_total{provider="webpush",reason="endpoint_dropped"}`) == 1
+	})
+	if n := len(prov.wpFor(sub)); n != 3 {
+		t.Fatalf("the endpoint got %d requests before it was dropped, want 3", n)
+	}
+	// Now the tablet may register: the browser's slot is free.
+	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
+	seq := sendText(t, srv.base, alice.token, conv, "m2", "still there?")
+	eventually(t, 20*time.Second, "the phone's notification of m2", func() bool { return len(prov.apnsFor(phoneToken)) >= 2 })
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	for _, s := range stages {
+		if strings.HasSuffix(s, " "+browser.id) {
+			t.Fatalf("the dropped registration is still a target: %v", stages)
+		}
+	}
+	if len(prov.wpFor(sub)) != 3 {
+		t.Fatalf("the dropped endpoint got more requests: %d", len(prov.wpFor(sub)))
+	}
+}
