@@ -331,6 +331,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 			}
 		}
 	}
+	if getenv("PARLEY_PUSH_ALLOW_HTTP") != "" {
+		return nil, nil, fmt.Errorf("PARLEY_PUSH_ALLOW_HTTP is gone: name the hosts Web Push endpoints may reach over http with --outbound-allow (PARLEY_OUTBOUND_ALLOW), e.g. 127.0.0.1")
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, nil, fmt.Errorf("tls-cert and tls-key must be given together")
 	}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,10 +12,11 @@ import (
 // TestPushSecuritySettings: the push abuse settings load, their defaults
 // hold, and bad values are refused at startup.
 func TestPushSecuritySettings(t *testing.T) {
+	env := map[string]string{}
 	load := func(args ...string) (*Config, error) {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		c, _, err := loadConfig(fs, args, func(string) string { return "" })
+		c, _, err := loadConfig(fs, args, func(k string) string { return env[k] })
 		return c, err
 	}
 	c, err := load()
@@ -50,5 +52,10 @@ func TestPushSecuritySettings(t *testing.T) {
 		if _, err := load(args...); err == nil {
 			t.Errorf("%v was taken", args)
 		}
+	}
+	// The old switch is refused with a pointer to the new one.
+	env["PARLEY_PUSH_ALLOW_HTTP"] = "1"
+	if _, err := load(); err == nil || !strings.Contains(err.Error(), "--outbound-allow") {
+		t.Fatalf("PARLEY_PUSH_ALLOW_HTTP: %v", err)
 	}
 }
