@@ -62,6 +62,7 @@ func NewClient(cfg ClientConfig) *http.Client {
 		DialContext:            d.DialContext,
 		TLSClientConfig:        cfg.TLS,
 		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           256, // hosts are users' choice: bound what is kept open
 		MaxIdleConnsPerHost:    16,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
