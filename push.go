@@ -3,6 +3,8 @@ package parley
 import (
 	"encoding/base64"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -46,12 +48,32 @@ const (
 	maxPushToken    = 4096
 	maxPushTopic    = 256
 	maxPushEndpoint = 2048
+	// minAPNsToken is the shortest APNs device token in hex (32 bytes
+	// today; Apple says tokens may grow, so longer ones are taken).
+	minAPNsToken = 64
 )
 
+// PushRules are the server's rules for push registrations beyond their
+// form (docs/push.md, "Registrations").
+type PushRules struct {
+	// WebPushOff refuses Web Push registrations (the server has no VAPID
+	// subject: it sends no Web Push).
+	WebPushOff bool
+	// CheckEndpoint checks a Web Push endpoint's URL: where the server
+	// may send (scheme, host form, blocked addresses, the operator's
+	// exceptions). Its error, if any, completes "the endpoint ...". Nil
+	// takes any https URL: callers that face users must set it.
+	CheckEndpoint func(u *url.URL) error
+	// APNsTopics are the APNs topics (bundle ids) the server sends for;
+	// a registration naming another is refused. Empty refuses every APNs
+	// registration.
+	APNsTopics []string
+}
+
 // ValidatePush checks r as a client sent it: the fields its provider needs
-// and no others, within their limits. A Web Push endpoint must be https,
-// unless allowHTTP (local testing only). Errors are CodeInvalidRequest.
-func ValidatePush(r *PushRegistration, allowHTTP bool) error {
+// and no others, within their limits, and rules. Errors are
+// CodeInvalidRequest.
+func ValidatePush(r *PushRegistration, rules PushRules) error {
 	switch r.Provider {
 	case PushFCM, PushAPNs:
 		if r.Token == "" || len(r.Token) > maxPushToken {
@@ -66,8 +88,17 @@ func ValidatePush(r *PushRegistration, allowHTTP bool) error {
 			}
 			return nil
 		}
+		if len(r.Token) < minAPNsToken || len(r.Token)%2 != 0 || !isHex(r.Token) {
+			return Errorf(CodeInvalidRequest, "an apns token must be the device token in hex: an even number of hex digits, at least %d", minAPNsToken)
+		}
 		if r.Topic == "" || len(r.Topic) > maxPushTopic {
 			return Errorf(CodeInvalidRequest, "an apns registration needs a topic (the app's bundle id) of 1 to %d bytes", maxPushTopic)
+		}
+		if !slices.Contains(rules.APNsTopics, r.Topic) {
+			if len(rules.APNsTopics) == 0 {
+				return Errorf(CodeInvalidRequest, "this server sends no APNs notifications (it has no APNs topics configured)")
+			}
+			return Errorf(CodeInvalidRequest, "topic must be one of the apps this server sends for: %s", strings.Join(rules.APNsTopics, ", "))
 		}
 		if r.Environment != "sandbox" && r.Environment != "production" {
 			return Errorf(CodeInvalidRequest, "environment must be sandbox or production")
@@ -77,6 +108,9 @@ func ValidatePush(r *PushRegistration, allowHTTP bool) error {
 		if r.Token != "" || r.Topic != "" || r.Environment != "" {
 			return Errorf(CodeInvalidRequest, "a webpush registration has only a subscription")
 		}
+		if rules.WebPushOff {
+			return Errorf(CodeInvalidRequest, "this server sends no Web Push notifications (it has no VAPID subject configured)")
+		}
 		s := r.Subscription
 		if s == nil {
 			return Errorf(CodeInvalidRequest, "a webpush registration needs the browser's subscription")
@@ -85,10 +119,14 @@ func ValidatePush(r *PushRegistration, allowHTTP bool) error {
 			return Errorf(CodeInvalidRequest, "the endpoint is longer than %d bytes", maxPushEndpoint)
 		}
 		u, err := url.Parse(s.Endpoint)
-		if err != nil || u.Host == "" || u.User != nil || !(u.Scheme == "https" || allowHTTP && u.Scheme == "http") {
-			if err == nil && u.Scheme == "http" {
-				return Errorf(CodeInvalidRequest, "the endpoint must be https")
+		if err != nil || u.Host == "" || !u.IsAbs() {
+			return Errorf(CodeInvalidRequest, "the endpoint must be an https URL")
+		}
+		if rules.CheckEndpoint != nil {
+			if err := rules.CheckEndpoint(u); err != nil {
+				return Errorf(CodeInvalidRequest, "the endpoint %v", err)
 			}
+		} else if u.Scheme != "https" || u.User != nil {
 			return Errorf(CodeInvalidRequest, "the endpoint must be an https URL")
 		}
 		// p256dh: an uncompressed P-256 point; auth: 16 random bytes.
@@ -102,6 +140,15 @@ func ValidatePush(r *PushRegistration, allowHTTP bool) error {
 	default:
 		return Errorf(CodeInvalidRequest, "provider must be fcm, apns or webpush")
 	}
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeBase64URL accepts base64url with or without padding, as browsers

@@ -53,7 +53,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e := &env{t: t, store: st, now: &now}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4),
-		service.Config{MaxBodyBytes: 1024, Now: func() time.Time { return *e.now }}, log, nil)
+		service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}, log, nil)
 	cfg := httpapi.Config{LimitsOff: true}
 	for _, o := range opts {
 		o(&cfg)

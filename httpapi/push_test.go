@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ func TestPushRegistration(t *testing.T) {
 	if str(out, "push", "provider") != "fcm" || str(out, "push", "token") != "fcm-token" || str(out, "push", "updated_at") == "" {
 		t.Fatalf("PUT fcm: %v", out)
 	}
-	e.must(200, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": "abc", "topic": "com.example.app", "environment": "sandbox"})
+	apnsToken := strings.Repeat("0a", 32)
+	e.must(200, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": apnsToken, "topic": "com.example.app", "environment": "sandbox"})
 	sub := map[string]any{"endpoint": "https://push.example.com/x", "keys": map[string]any{"p256dh": p256dh, "auth": auth}}
 	e.must(200, "PUT", push, alice.token, map[string]any{"provider": "webpush", "subscription": sub})
 	if r, err := e.store.Push(t.Context(), alice.device); err != nil || r.Provider != parley.PushWebPush || r.Subscription.Endpoint != "https://push.example.com/x" {
@@ -28,7 +30,10 @@ func TestPushRegistration(t *testing.T) {
 	}
 
 	// Bad input gets a clear code and changes nothing.
-	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": "abc"})
+	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": apnsToken})
+	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": "abc", "topic": "com.example.app", "environment": "sandbox"})
+	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "apns", "token": apnsToken, "topic": "com.evil.app", "environment": "sandbox"})
+	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "webpush", "subscription": map[string]any{"endpoint": "https://169.254.169.254/x", "keys": map[string]any{"p256dh": p256dh, "auth": auth}}})
 	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, map[string]any{"provider": "webpush", "subscription": map[string]any{"endpoint": "http://push.example.com/x", "keys": map[string]any{"p256dh": p256dh, "auth": auth}}})
 	e.fails(400, parley.CodeInvalidRequest, "PUT", push, alice.token, "not json")
 	e.fails(401, parley.CodeUnauthorized, "PUT", push, "", map[string]any{"provider": "fcm", "token": "x"})

@@ -11,6 +11,7 @@ type Metrics struct {
 	skipped  *prometheus.CounterVec   // by reason
 	dead     *prometheus.CounterVec   // by provider
 	dropped  *prometheus.CounterVec   // by reason
+	deferred *prometheus.CounterVec   // by reason: host_busy, user_busy
 	latency  *prometheus.HistogramVec // by provider: commit to provider acceptance
 	// jobErrors counts jobs put back after a store or NATS failure;
 	// traceFailures trace writes that failed (traces are best effort).
@@ -27,9 +28,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_sent_total",
 			Help: "Notifications a provider accepted, by provider and kind (message, read)."}, []string{"provider", "kind"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_failed_total",
-			Help: "Failed sends, by provider and reason (unregistered, retry, rejected, not_configured)."}, []string{"provider", "reason"}),
+			Help: "Failed sends, by provider and reason (unregistered, retry, rejected, not_configured, endpoint_dropped)."}, []string{"provider", "reason"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_skipped_total",
-			Help: "Device notifications not sent, by reason (delivered, read, muted, dnd, collapsed, no_unread, gone)."}, []string{"reason"}),
+			Help: "Device notifications not sent, by reason (delivered, read, muted, dnd, collapsed, no_unread, gone, endpoint_backoff)."}, []string{"reason"}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_deferred_total",
+			Help: "Device jobs put back for a moment because their endpoint host or user had the most sends in flight allowed (host_busy, user_busy)."}, []string{"reason"}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_dead_letter_total",
 			Help: "Jobs moved to the dead-letter stream after their last attempt, by provider."}, []string{"provider"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_dropped_total",
@@ -43,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Trace writes that failed (traces are best effort)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.latency, m.jobErrors, m.traceFailures)
+		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.deferred, m.latency, m.jobErrors, m.traceFailures)
 	}
 	return m
 }

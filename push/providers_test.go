@@ -5,10 +5,12 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/outbound"
 	"github.com/parleychat/parley/push"
 	"github.com/parleychat/parley/push/pushtest"
 )
@@ -84,8 +86,10 @@ func TestWebPushOutcomes(t *testing.T) {
 	}
 	public := base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes())
 	fake.SetVAPIDPublicKey(public)
-	p := push.NewWebPush(push.WebPushConfig{PublicKey: public, PrivateKey: base64.RawURLEncoding.EncodeToString(key.Bytes()),
-		Subject: "mailto:ops@example.com", TLS: fake.TLSConfig()})
+	allow, _ := outbound.ParseAllow("127.0.0.1")
+	cfg := push.WebPushConfig{PublicKey: public, PrivateKey: base64.RawURLEncoding.EncodeToString(key.Bytes()),
+		Subject: "mailto:ops@example.com", Client: outbound.NewClient(outbound.ClientConfig{Policy: allow, TLS: fake.TLSConfig()})}
+	p := push.NewWebPush(cfg)
 	for _, c := range []answerCase{
 		{pushtest.Answer{Status: 201}, push.Accepted, 0},
 		{pushtest.Answer{Status: 410}, push.Unregistered, 0},
@@ -107,5 +111,24 @@ func TestWebPushOutcomes(t *testing.T) {
 	}
 	if got := fake.Requests(); got[0].Subscriber != "mailto:ops@example.com" || got[0].Urgency != "high" {
 		t.Fatalf("Web Push request: %+v", got[0])
+	}
+
+	// A response body is never kept: the reason is the status line.
+	sub := fake.NewSubscription()
+	fake.Fail(sub.Endpoint, pushtest.Answer{Status: 500, Reason: "MARKER-4f1d internal details"})
+	reg := &parley.PushRegistration{Provider: parley.PushWebPush, Subscription: &parley.WebPushSubscription{Endpoint: sub.Endpoint}}
+	reg.Subscription.Keys.P256dh, reg.Subscription.Keys.Auth = sub.Keys.P256dh, sub.Keys.Auth
+	if r := p.Send(context.Background(), reg, note(push.KindMessage)); r.Reason != "500 Internal Server Error" {
+		t.Fatalf("reason %q, want the status line only", r.Reason)
+	}
+	// Without 127.0.0.1 on the allow list, the dialer refuses the fake.
+	before := len(fake.Requests())
+	cfg.Client = outbound.NewClient(outbound.ClientConfig{TLS: fake.TLSConfig()})
+	if r := push.NewWebPush(cfg).Send(context.Background(), reg, note(push.KindMessage)); r.Outcome != push.Retry ||
+		!strings.HasPrefix(r.Reason, "destination refused: 127.0.0.1") {
+		t.Fatalf("a loopback endpoint: %+v", r)
+	}
+	if len(fake.Requests()) != before {
+		t.Fatal("the refused request reached the fake")
 	}
 }

@@ -2,10 +2,13 @@ package push
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -21,11 +24,16 @@ type WebPushConfig struct {
 	PublicKey, PrivateKey string
 	// Subject is the VAPID contact: a mailto: or https: URL.
 	Subject string
-	TLS     *tls.Config
+	// Client sends the requests. Endpoints are chosen by users, so it
+	// must be the outbound client (package outbound: no blocked
+	// addresses, no proxy, no redirects, capped bodies). Required.
+	Client *http.Client
 }
 
 // WebPush sends to browsers' push services
-// (github.com/SherClockHolmes/webpush-go).
+// (github.com/SherClockHolmes/webpush-go). Nothing of a response but its
+// status and headers is kept: the body is drained (a few KiB at most) and
+// dropped, never logged, traced or dead-lettered.
 type WebPush struct {
 	cfg    WebPushConfig
 	client *http.Client
@@ -33,12 +41,10 @@ type WebPush struct {
 
 // NewWebPush builds the provider.
 func NewWebPush(cfg WebPushConfig) *WebPush {
-	t := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg.TLS, ForceAttemptHTTP2: true,
-		MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
 	// webpush-go puts "mailto:" before any subject not starting with
 	// https:, so a mailto: subject is given without it.
 	cfg.Subject = strings.TrimPrefix(cfg.Subject, "mailto:")
-	return &WebPush{cfg: cfg, client: &http.Client{Transport: t, Timeout: sendTimeout}}
+	return &WebPush{cfg: cfg, client: cfg.Client}
 }
 
 // Name implements Provider.
@@ -74,15 +80,65 @@ func (w *WebPush) Send(ctx context.Context, reg *parley.PushRegistration, n *Not
 		HTTPClient: w.client, Subscriber: w.cfg.Subject, TTL: ttl, Topic: webPushTopic(n.ConversationID), Urgency: urgency,
 		VAPIDPublicKey: w.cfg.PublicKey, VAPIDPrivateKey: w.cfg.PrivateKey,
 	})
+	var urlErr *url.Error
+	if err != nil && !errors.As(err, &urlErr) {
+		// Not sent: the subscription's keys do not work (encryption) or
+		// the request could not be made. Retrying would not help.
+		return Result{Outcome: Rejected, Reason: "request not made: " + err.Error()}
+	}
 	if err != nil {
-		return Result{Outcome: Retry, Reason: "network: " + err.Error()}
+		return Result{Outcome: Retry, Reason: networkReason(err)}
 	}
 	defer resp.Body.Close()
-	text, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	// Drain a little so the connection can be reused; keep none of it.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	r := Result{Status: resp.StatusCode, Outcome: classifyStatus(resp.StatusCode),
-		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), ID: resp.Header.Get("Location")}
-	if r.Outcome != Accepted {
-		r.Reason = strings.TrimSpace(http.StatusText(resp.StatusCode) + ": " + strings.TrimSpace(string(text)))
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	if r.Outcome == Accepted {
+		r.ID = shortHeader(resp.Header.Get("Location"))
+	} else {
+		r.Reason = strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))
 	}
 	return r
+}
+
+// networkReason describes a request that got no answer, without the URL
+// (a user's) or anything a server sent.
+func networkReason(err error) string {
+	var blocked interface{ BlockedAddr() string }
+	switch {
+	case errors.As(err, &blocked):
+		return "destination refused: " + blocked.BlockedAddr()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "network: timeout"
+	case errors.Is(err, context.Canceled):
+		return "network: canceled"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "network: DNS lookup failed"
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return "network: " + opErr.Op + " failed"
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return "network: timeout"
+	}
+	return "network: request failed"
+}
+
+// shortHeader keeps a header value a server chose within 256 bytes of
+// printable ASCII (it goes into traces).
+func shortHeader(v string) string {
+	if len(v) > 256 {
+		v = v[:256]
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return ""
+		}
+	}
+	return v
 }

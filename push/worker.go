@@ -57,6 +57,25 @@ type WorkerConfig struct {
 	RetryMax  time.Duration
 	// Concurrency is how many jobs are handled at once. Default 64.
 	Concurrency int
+	// HostConcurrency bounds the sends in flight on this node to one Web
+	// Push host that is not a known push service (KnownPushHost); default
+	// 4. UserConcurrency bounds those to the devices of one user; default
+	// 4. A job that finds its host or user at the limit is put back for
+	// about a second rather than wait on a worker.
+	HostConcurrency int
+	UserConcurrency int
+	// UnknownHostTimeout bounds a send to a Web Push host that is not a
+	// known push service; default 3s, at most 10s (what known services,
+	// APNs and FCM get).
+	UnknownHostTimeout time.Duration
+	// EndpointBackoff is how long a Web Push registration whose sends
+	// failed twice in a row gets no sends, doubling per further failure
+	// up to an hour; default 30s. After EndpointDropAfter failures in a
+	// row (default 10) spanning at least EndpointDropSpan (default 24h)
+	// the registration is removed.
+	EndpointBackoff   time.Duration
+	EndpointDropAfter int
+	EndpointDropSpan  time.Duration
 	// Preview puts the start of a text message's body in notifications.
 	// Default off: payloads carry no content.
 	Preview bool
@@ -84,6 +103,25 @@ func (c *WorkerConfig) setDefaults() {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
 	}
+	if c.HostConcurrency <= 0 {
+		c.HostConcurrency = 4
+	}
+	if c.UserConcurrency <= 0 {
+		c.UserConcurrency = 4
+	}
+	if c.UnknownHostTimeout <= 0 {
+		c.UnknownHostTimeout = 3 * time.Second
+	}
+	c.UnknownHostTimeout = min(c.UnknownHostTimeout, sendTimeout)
+	if c.EndpointBackoff <= 0 {
+		c.EndpointBackoff = 30 * time.Second
+	}
+	if c.EndpointDropAfter <= 0 {
+		c.EndpointDropAfter = 10
+	}
+	if c.EndpointDropSpan <= 0 {
+		c.EndpointDropSpan = 24 * time.Hour
+	}
 }
 
 // Worker is the push role: it consumes the queue.
@@ -95,6 +133,7 @@ type Worker struct {
 	cfg       WorkerConfig
 	log       *slog.Logger
 	m         *Metrics
+	limits    *sendLimits
 
 	namesMu sync.Mutex
 	names   map[string]senderName // user id -> display name, briefly
@@ -117,7 +156,8 @@ const (
 // not configured: their devices' notifications fail as not_configured.
 func NewWorker(q *Queue, store Store, live Liveness, cfg WorkerConfig, log *slog.Logger, providers ...Provider) *Worker {
 	cfg.setDefaults()
-	w := &Worker{q: q, store: store, live: live, providers: map[parley.PushProvider]Provider{}, cfg: cfg, log: log, m: q.m}
+	w := &Worker{q: q, store: store, live: live, providers: map[parley.PushProvider]Provider{}, cfg: cfg, log: log, m: q.m,
+		limits: newSendLimits(cfg.HostConcurrency, cfg.UserConcurrency)}
 	for _, p := range providers {
 		if p != nil {
 			w.providers[p.Name()] = p
@@ -473,6 +513,32 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		note("rejected", "provider not configured on the push role", t.Registration.Provider, 0)
 		return 0, nil
 	}
+	// A Web Push registration whose sends keep failing backs off.
+	host := webPushHost(t.Registration)
+	var failures endpointState
+	if host != "" {
+		if failures, err = w.q.loadEndpoint(ctx, j.DeviceID, t.Registration); err != nil {
+			return 0, err
+		}
+		if until := time.UnixMilli(failures.Until); until.After(now) {
+			w.m.skipped.WithLabelValues("endpoint_backoff").Inc()
+			note("skipped", fmt.Sprintf("endpoint_backoff: the registration failed %d sends in a row; none before %s",
+				failures.Failures, until.UTC().Format(time.RFC3339)), t.Registration.Provider, 0)
+			return 0, nil
+		}
+	}
+	// One host's or one user's slow sends must not take the pool: at the
+	// limit, the job gives its worker back and looks again shortly.
+	limitHost, timeout := "", sendTimeout
+	if host != "" && !KnownPushHost(host) {
+		limitHost, timeout = host, w.cfg.UnknownHostTimeout
+	}
+	release, busy := w.limits.acquire(limitHost, t.UserID)
+	if busy != "" {
+		w.m.deferred.WithLabelValues(busy).Inc()
+		return busyDelay(), nil
+	}
+	defer release()
 	convUnread, badge, err := w.store.Unread(ctx, t.UserID, j.ConversationID, now)
 	if err != nil {
 		return 0, err
@@ -521,9 +587,10 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 			return skip("read")
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	res := provider.Send(sctx, t.Registration, n)
 	cancel()
+	release()
 	if res.Outcome == Retry && ctx.Err() != nil {
 		// Cut short by a shutdown: not the provider's failure. The job
 		// is redelivered; its claim lapses.
@@ -532,6 +599,11 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 	}
 	finish(res.Outcome == Accepted)
 	name := t.Registration.Provider
+	if host != "" && res.Outcome != Unregistered {
+		if dropped := w.accountEndpoint(ctx, t, failures, res, note); dropped {
+			return 0, nil
+		}
+	}
 	switch res.Outcome {
 	case Accepted:
 		w.m.sent.WithLabelValues(string(name), j.Kind).Inc()
@@ -566,6 +638,44 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		note("rejected", res.Reason, name, res.Status)
 		return 0, w.deadLetter(ctx, j, name, res)
 	}
+}
+
+// accountEndpoint records a Web Push send's outcome against its
+// registration (endpointState): a success clears its failures; a failure
+// adds one and, past EndpointDropAfter failures in a row spanning
+// EndpointDropSpan, removes the registration (dropped true: the job is
+// done). Errors are logged: the accounting is best effort.
+func (w *Worker) accountEndpoint(ctx context.Context, t *parley.PushTarget, known endpointState, res Result,
+	note func(stage, detail string, provider parley.PushProvider, status int)) (dropped bool) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if res.Outcome == Accepted {
+		if err := w.q.endpointSucceeded(rctx, t.DeviceID, known); err != nil {
+			w.log.Warn("push: clear endpoint failures", "device_id", t.DeviceID, "err", err)
+		}
+		return false
+	}
+	now := time.Now()
+	s, err := w.q.endpointFailed(rctx, t.DeviceID, t.Registration, w.cfg.EndpointBackoff, now)
+	if err != nil {
+		w.log.Warn("push: record endpoint failure", "device_id", t.DeviceID, "err", err)
+		return false
+	}
+	span := time.UnixMilli(s.Last).Sub(time.UnixMilli(s.First))
+	if s.Failures < w.cfg.EndpointDropAfter || span < w.cfg.EndpointDropSpan {
+		return false
+	}
+	name := t.Registration.Provider
+	w.m.failed.WithLabelValues(string(name), "endpoint_dropped").Inc()
+	note("unregistered", fmt.Sprintf("%d failed sends in a row over %v (last: %s); registration removed",
+		s.Failures, span.Round(time.Second), res.Reason), name, res.Status)
+	w.log.Warn("push: Web Push registration removed after repeated failures", "device_id", t.DeviceID,
+		"user_id", t.UserID, "failures", s.Failures, "span", span.String(), "status", res.Status, "reason", res.Reason)
+	w.unregister(rctx, t)
+	if err := w.q.endpointForget(rctx, t.DeviceID); err != nil {
+		w.log.Warn("push: forget endpoint failures", "device_id", t.DeviceID, "err", err)
+	}
+	return true
 }
 
 // describeSender fills in the sender's display name and, if previews are

@@ -12,12 +12,27 @@ import (
 	"github.com/parleychat/parley"
 )
 
+// DefaultMaxPushRegistrations is Config.MaxPushRegistrations' default.
+const DefaultMaxPushRegistrations = 20
+
+// pushRules are the registration rules of this server's settings.
+func (s *Service) pushRules() parley.PushRules {
+	return parley.PushRules{WebPushOff: s.cfg.WebPushOff, CheckEndpoint: s.cfg.Outbound.CheckURL, APNsTopics: s.cfg.APNsTopics}
+}
+
 // SetPush registers where the caller's device receives push notifications
 // (docs/push.md), replacing what it had, and returns the registration as
 // stored. CodeInvalidRequest for a registration that is not valid for its
-// provider.
+// provider or breaks the server's rules (a Web Push endpoint that is not
+// a public https URL, an APNs topic not configured); CodeLimitExceeded
+// when the user's other devices already hold MaxPushRegistrations. (Two
+// devices registering at once may both pass the count: the cap can be
+// exceeded by the concurrent requests of one user, never more.)
 func (s *Service) SetPush(ctx context.Context, p *parley.Principal, r *parley.PushRegistration) (*parley.PushRegistration, error) {
-	if err := parley.ValidatePush(r, s.cfg.PushAllowHTTP); err != nil {
+	if err := parley.ValidatePush(r, s.pushRules()); err != nil {
+		return nil, err
+	}
+	if err := s.checkPushCap(ctx, p); err != nil {
 		return nil, err
 	}
 	r.UpdatedAt = s.cfg.Now()
@@ -25,6 +40,37 @@ func (s *Service) SetPush(ctx context.Context, p *parley.Principal, r *parley.Pu
 		return nil, err
 	}
 	return r, nil
+}
+
+// checkPushCap refuses a registration of a device without one when the
+// user's devices hold the most registrations allowed.
+func (s *Service) checkPushCap(ctx context.Context, p *parley.Principal) error {
+	if _, err := s.store.Push(ctx, p.DeviceID); err == nil {
+		return nil // a replacement: the count does not grow
+	} else if parley.ErrorCode(err) != parley.CodeNotFound {
+		return err
+	}
+	devices, err := s.store.Devices(ctx, p.UserID)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, d := range devices {
+		if d.ID == p.DeviceID {
+			continue
+		}
+		switch _, err := s.store.Push(ctx, d.ID); parley.ErrorCode(err) {
+		case "":
+			n++
+		case parley.CodeNotFound:
+		default:
+			return err
+		}
+		if n >= s.cfg.MaxPushRegistrations {
+			return parley.Errorf(parley.CodeLimitExceeded, "this account already has %d devices registered for push notifications, the most allowed: remove one (DELETE /v1/devices/current/push on it, or log it out) first", s.cfg.MaxPushRegistrations)
+		}
+	}
+	return nil
 }
 
 // DeletePush removes the caller's device's push registration; having none

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/outbound"
 	"github.com/parleychat/parley/ratelimit"
 )
 
@@ -77,9 +78,19 @@ type Config struct {
 	// user. Default 0: no limit (parleyd sets 20/s, burst 40).
 	UserSendRate  float64
 	UserSendBurst int
-	// PushAllowHTTP accepts Web Push endpoints over plain http (local
-	// testing only; browsers' push services are https).
-	PushAllowHTTP bool
+	// Outbound names the exceptions (--outbound-allow) to where a Web
+	// Push endpoint may point: by default only https URLs of public hosts
+	// (outbound.Policy.CheckURL). Nil: no exceptions.
+	Outbound *outbound.Policy
+	// WebPushOff refuses Web Push registrations: the server has no VAPID
+	// subject, so it sends no Web Push.
+	WebPushOff bool
+	// APNsTopics are the apps (bundle ids) APNs registrations may name;
+	// empty refuses APNs registrations.
+	APNsTopics []string
+	// MaxPushRegistrations bounds the devices of one user with a push
+	// registration. Default 20.
+	MaxPushRegistrations int
 	// VAPIDPrivateKey, if set, is the server's VAPID key (a P-256 scalar,
 	// 32 bytes); otherwise one is made and kept in the store.
 	VAPIDPrivateKey []byte
@@ -99,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.MaxPushRegistrations <= 0 {
+		c.MaxPushRegistrations = DefaultMaxPushRegistrations
 	}
 	if c.HistoryCache == 0 {
 		c.HistoryCache = 10_000

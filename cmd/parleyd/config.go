@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/mail"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/outbound"
 )
 
 // Config is every setting of parleyd. Each has a flag, an environment
@@ -65,6 +69,10 @@ type Config struct {
 	MaxConnsUser     int            // WebSocket connections per user on a node; default 50
 	PresenceGrace    time.Duration  // online after the last session closed; default 5s
 	Push             PushConfig     // the notification service (push role)
+
+	// OutboundAllow names the exceptions for requests whose destination
+	// users choose (Web Push endpoints); default none.
+	OutboundAllow *outbound.Policy
 }
 
 // NATSAuth is how parleyd proves itself to an external NATS and checks
@@ -120,17 +128,28 @@ type PushConfig struct {
 	Attempts       int           // sends per notification before the dead-letter stream; default 8
 	RetryBase      time.Duration // first retry backoff; default 1s
 	Preview        bool          // message text in notifications; default off
+	Concurrency    int           // jobs handled at once per push node; default 64
 	Replicas       int           // JetStream replicas of the queue; default 1
 	Namespace      string        // keeps this cluster's queue apart on a shared NATS; default main
 	CAFile         string        // extra root CAs for provider endpoints (tests, private CAs)
 	APNsKeyFile    string        // .p8 key; APNs is off without it
 	APNsKeyID      string
 	APNsTeamID     string
-	APNsURL        string // replaces the APNs hosts (tests)
-	FCMCredentials string // service account JSON; FCM is off without it
-	FCMProject     string // default: the service account's project
-	FCMURL         string // replaces the FCM endpoint (tests)
-	VAPIDSubject   string // the VAPID contact (mailto: or https:)
+	APNsURL        string   // replaces the APNs hosts (tests)
+	APNsTopics     []string // the apps (bundle ids) APNs registrations may name; default none
+	FCMCredentials string   // service account JSON; FCM is off without it
+	FCMProject     string   // default: the service account's project
+	FCMURL         string   // replaces the FCM endpoint (tests)
+	VAPIDSubject   string   // the VAPID contact (mailto: or https:); empty = Web Push off
+
+	// Abuse limits (docs/push.md, "Limits").
+	MaxRegistrations  int           // devices of one user with a push registration; default 20
+	HostConcurrency   int           // sends at once to one Web Push host not a known push service; default 4
+	UserConcurrency   int           // sends at once to one user's devices; default 4
+	UnknownTimeout    time.Duration // send timeout for Web Push hosts not known push services; default 3s
+	EndpointBackoff   time.Duration // first backoff of a failing Web Push registration; default 30s
+	EndpointDropAfter int           // consecutive failures that drop a registration...; default 10
+	EndpointDropSpan  time.Duration // ...when they span at least this; default 24h
 }
 
 // setting binds one Config field to its flag, env var and file key.
@@ -161,6 +180,16 @@ func settings() []setting {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				return fmt.Errorf("want a non-negative integer, got %q", v)
+			}
+			*f(c) = n
+			return nil
+		}
+	}
+	positive := func(f func(*Config) *int) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return fmt.Errorf("want a positive integer, got %q", v)
 			}
 			*f(c) = n
 			return nil
@@ -284,6 +313,14 @@ func settings() []setting {
 		{"max-connections-per-device", "PARLEY_MAX_CONNECTIONS_PER_DEVICE", "10", "WebSocket connections one device may hold on a node; one more closes its oldest (4004)", integer(func(c *Config) *int { return &c.MaxConnsDevice })},
 		{"max-connections-per-user", "PARLEY_MAX_CONNECTIONS_PER_USER", "50", "WebSocket connections one user may hold on a node over all devices; one more is refused with limit_exceeded (409)", integer(func(c *Config) *int { return &c.MaxConnsUser })},
 		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
+		{"outbound-allow", "PARLEY_OUTBOUND_ALLOW", "", "exceptions for requests whose destination users choose (Web Push endpoints), comma-separated: CIDR prefixes or addresses (10.1.0.0/16, 127.0.0.1) let connections to blocked ranges through; host names with an optional port (push.corp.example:8443) let that host through whatever it resolves to; both allow plain http for those hosts. Empty = public https hosts only", func(c *Config, v string) error {
+			p, err := outbound.ParseAllow(v)
+			if err != nil {
+				return err
+			}
+			c.OutboundAllow = p
+			return nil
+		}},
 		{"push-collapse", "PARLEY_PUSH_COLLAPSE", "1s", "how long a device's first notification of a burst waits for more messages of the conversation (one notification with the count)", dur(func(c *Config) *time.Duration { return &c.Push.CollapseWindow })},
 		{"push-delivered-grace", "PARLEY_PUSH_DELIVERED_GRACE", "4s", "a device with a live session is pushed only if it has not reported delivered within this", dur(func(c *Config) *time.Duration { return &c.Push.DeliveredGrace })},
 		{"push-ttl", "PARLEY_PUSH_TTL", "168h", "push jobs older than this (since the message's commit) are dropped", dur(func(c *Config) *time.Duration { return &c.Push.TTL })},
@@ -300,6 +337,14 @@ func settings() []setting {
 			}
 			return nil
 		}},
+		{"push-max-registrations", "PARLEY_PUSH_MAX_REGISTRATIONS", "20", "devices of one user that may hold a push registration; one more is refused with limit_exceeded", positive(func(c *Config) *int { return &c.Push.MaxRegistrations })},
+		{"push-concurrency", "PARLEY_PUSH_CONCURRENCY", "64", "push jobs each push node handles at once", positive(func(c *Config) *int { return &c.Push.Concurrency })},
+		{"push-host-concurrency", "PARLEY_PUSH_HOST_CONCURRENCY", "4", "sends at once, per push node, to one Web Push host that is not a known push service; more wait their turn", positive(func(c *Config) *int { return &c.Push.HostConcurrency })},
+		{"push-user-concurrency", "PARLEY_PUSH_USER_CONCURRENCY", "4", "sends at once, per push node, to the devices of one user; more wait their turn", positive(func(c *Config) *int { return &c.Push.UserConcurrency })},
+		{"push-unknown-host-timeout", "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT", "3s", "send timeout for a Web Push host that is not a known push service (known ones, APNs and FCM get 10s)", dur(func(c *Config) *time.Duration { return &c.Push.UnknownTimeout })},
+		{"push-endpoint-backoff", "PARLEY_PUSH_ENDPOINT_BACKOFF", "30s", "a Web Push registration whose sends fail twice in a row gets no sends for this long, doubling per further failure (up to 1h); a success resets it", dur(func(c *Config) *time.Duration { return &c.Push.EndpointBackoff })},
+		{"push-endpoint-drop-after", "PARLEY_PUSH_ENDPOINT_DROP_AFTER", "10", "a Web Push registration is removed after this many consecutive failed sends spanning push-endpoint-drop-span", positive(func(c *Config) *int { return &c.Push.EndpointDropAfter })},
+		{"push-endpoint-drop-span", "PARLEY_PUSH_ENDPOINT_DROP_SPAN", "24h", "the least time from the first to the last of those failures before a registration is removed", dur(func(c *Config) *time.Duration { return &c.Push.EndpointDropSpan })},
 		{"push-replicas", "PARLEY_PUSH_REPLICAS", "1", "JetStream replicas of the push queue and its state (3 on a NATS cluster that must survive losing a server)", integer(func(c *Config) *int { return &c.Push.Replicas })},
 		{"push-namespace", "PARLEY_PUSH_NAMESPACE", "main", "the push queue's name on NATS (stream PARLEY_PUSH_<namespace>): clusters sharing one NATS need different ones; every node of a cluster the same", str(func(c *Config) *string { return &c.Push.Namespace })},
 		{"push-ca-file", "PARLEY_PUSH_CA_FILE", "", "PEM file of extra root CAs trusted for provider endpoints (private or test servers)", str(func(c *Config) *string { return &c.Push.CAFile })},
@@ -307,10 +352,20 @@ func settings() []setting {
 		{"apns-key-id", "PARLEY_APNS_KEY_ID", "", "the APNs key's id", str(func(c *Config) *string { return &c.Push.APNsKeyID })},
 		{"apns-team-id", "PARLEY_APNS_TEAM_ID", "", "the Apple developer team id", str(func(c *Config) *string { return &c.Push.APNsTeamID })},
 		{"apns-url", "PARLEY_APNS_URL", "", "replaces both APNs hosts (api.push.apple.com, api.sandbox.push.apple.com): for tests", str(func(c *Config) *string { return &c.Push.APNsURL })},
+		{"apns-topics", "PARLEY_APNS_TOPICS", "", "the apps (bundle ids, comma-separated) APNs registrations may name as topic; a registration naming another is refused; empty = APNs registrations are refused", func(c *Config, v string) error {
+			c.Push.APNsTopics = splitList(v)
+			return nil
+		}},
 		{"fcm-credentials", "PARLEY_FCM_CREDENTIALS", "", "FCM service account key (JSON file); empty = no FCM", str(func(c *Config) *string { return &c.Push.FCMCredentials })},
 		{"fcm-project", "PARLEY_FCM_PROJECT", "", "Firebase project id; empty = the service account's", str(func(c *Config) *string { return &c.Push.FCMProject })},
 		{"fcm-url", "PARLEY_FCM_URL", "", "replaces the FCM endpoint (https://fcm.googleapis.com/v1): for tests", str(func(c *Config) *string { return &c.Push.FCMURL })},
-		{"vapid-subject", "PARLEY_VAPID_SUBJECT", "", "the VAPID contact push services may use (mailto:ops@example.com or an https URL); empty = mailto:push@<host name>", str(func(c *Config) *string { return &c.Push.VAPIDSubject })},
+		{"vapid-subject", "PARLEY_VAPID_SUBJECT", "", "the VAPID contact Web Push services may use (mailto:ops@example.com or an https URL); Web Push is on only when it is set: empty = no Web Push (registrations refused)", func(c *Config, v string) error {
+			if v != "" && !validVAPIDSubject(v) {
+				return fmt.Errorf("want mailto:<address> or an https:// URL, got %q", v)
+			}
+			c.Push.VAPIDSubject = v
+			return nil
+		}},
 	}
 }
 
@@ -369,6 +424,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 			}
 		}
 	}
+	if getenv("PARLEY_PUSH_ALLOW_HTTP") != "" {
+		return nil, nil, fmt.Errorf("PARLEY_PUSH_ALLOW_HTTP is gone: name the hosts Web Push endpoints may reach over http with --outbound-allow (PARLEY_OUTBOUND_ALLOW), e.g. 127.0.0.1")
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, nil, fmt.Errorf("tls-cert and tls-key must be given together")
 	}
@@ -404,6 +462,17 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1s")
 	}
 	return &c, fs.Args(), nil
+}
+
+// validVAPIDSubject reports a VAPID contact push services accept: a
+// mailto: URL with an address, or an https URL with a host.
+func validVAPIDSubject(v string) bool {
+	if addr, ok := strings.CutPrefix(v, "mailto:"); ok {
+		_, err := mail.ParseAddress(addr)
+		return err == nil && !strings.ContainsAny(addr, "<> ")
+	}
+	u, err := url.Parse(v)
+	return err == nil && u.Scheme == "https" && u.Host != ""
 }
 
 // Roles says which parts of parleyd a node runs. Roles meet only through

@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/bus/natsbus"
+	"github.com/parleychat/parley/outbound"
 	"github.com/parleychat/parley/push"
 	"github.com/parleychat/parley/service"
 	"github.com/parleychat/parley/wsgate"
@@ -51,26 +52,37 @@ func newPushWorker(ctx context.Context, cfg *Config, svc *service.Service, store
 		}
 		providers = append(providers, f)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	private, public, err := svc.VAPIDKeys(sctx)
-	if err != nil {
-		return nil, fmt.Errorf("push: VAPID key: %w", err)
+	// Web Push is on when the server has a VAPID subject: push services
+	// may use it to reach the operator, so it must be theirs, not one
+	// made up from the host name.
+	if pc.VAPIDSubject != "" {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		private, public, err := svc.VAPIDKeys(sctx)
+		if err != nil {
+			return nil, fmt.Errorf("push: VAPID key: %w", err)
+		}
+		// Users choose Web Push endpoints: they go through the outbound
+		// client (no blocked addresses, no proxy, no redirects).
+		client := outbound.NewClient(outbound.ClientConfig{Policy: cfg.OutboundAllow, TLS: tlsConf})
+		providers = append(providers, push.NewWebPush(push.WebPushConfig{PublicKey: public, PrivateKey: private, Subject: pc.VAPIDSubject, Client: client}))
+	} else if len(svc.Config().VAPIDPrivateKey) > 0 {
+		return nil, errors.New("push: PARLEY_VAPID_PRIVATE_KEY is set but --vapid-subject (PARLEY_VAPID_SUBJECT) is not: Web Push needs a contact for push services, mailto:you@example.com or an https URL")
+	} else {
+		log.Warn("push: Web Push is off: set --vapid-subject (mailto:ops@example.com or an https URL) to turn it on")
 	}
-	subject := pc.VAPIDSubject
-	if subject == "" {
-		host, _ := os.Hostname()
-		subject = "mailto:push@" + host
-	}
-	providers = append(providers, push.NewWebPush(push.WebPushConfig{PublicKey: public, PrivateKey: private, Subject: subject, TLS: tlsConf}))
 	names := make([]string, len(providers))
 	for i, p := range providers {
 		names[i] = string(p.Name())
 	}
-	log.Info("push role", "providers", names, "collapse", pc.CollapseWindow.String(), "delivered_grace", pc.DeliveredGrace.String())
+	log.Info("push role", "providers", names, "collapse", pc.CollapseWindow.String(), "delivered_grace", pc.DeliveredGrace.String(),
+		"outbound_allow", cfg.OutboundAllow.String())
 	return push.NewWorker(q, store, live, push.WorkerConfig{
 		CollapseWindow: pc.CollapseWindow, DeliveredGrace: pc.DeliveredGrace, TTL: pc.TTL,
 		Attempts: pc.Attempts, RetryBase: pc.RetryBase, Preview: pc.Preview,
+		Concurrency: pc.Concurrency, HostConcurrency: pc.HostConcurrency, UserConcurrency: pc.UserConcurrency,
+		UnknownHostTimeout: pc.UnknownTimeout, EndpointBackoff: pc.EndpointBackoff,
+		EndpointDropAfter: pc.EndpointDropAfter, EndpointDropSpan: pc.EndpointDropSpan,
 	}, log, providers...), nil
 }
 

@@ -63,6 +63,10 @@ func startProviders(t *testing.T) *providers {
 		"PARLEY_FCM_CREDENTIALS=" + p.fcm.CredentialsFile(),
 		"PARLEY_FCM_URL=" + p.fcm.Endpoint(),
 		"PARLEY_VAPID_SUBJECT=mailto:ops@example.com",
+		"PARLEY_APNS_TOPICS=com.example.parley",
+		// The fakes listen on 127.0.0.1, a blocked range for Web Push
+		// endpoints unless allowed.
+		"PARLEY_OUTBOUND_ALLOW=127.0.0.1",
 		"PARLEY_PUSH_COLLAPSE=" + testCollapse.String(),
 		"PARLEY_PUSH_DELIVERED_GRACE=" + testGrace.String(),
 		"PARLEY_PUSH_RETRY_BASE=200ms",

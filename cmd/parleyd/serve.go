@@ -100,9 +100,13 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		MaxDevicesPerUser: cfg.MaxDevices,
 		UserSendRate:      userSendRate(cfg),
 		UserSendBurst:     cfg.UserSendBurst,
-		// Local testing only: browsers' push services are https.
-		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
-		VAPIDPrivateKey: vapid,
+		// Push registrations: where Web Push endpoints may point, which
+		// providers and apps are on, and the per-user cap.
+		Outbound:             cfg.OutboundAllow,
+		WebPushOff:           cfg.Push.VAPIDSubject == "",
+		APNsTopics:           cfg.Push.APNsTopics,
+		MaxPushRegistrations: cfg.Push.MaxRegistrations,
+		VAPIDPrivateKey:      vapid,
 	}, log, m)
 	deviceTokens, err := auth.NewDeviceTokens(masterKeys)
 	if err != nil {

@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleychat/parley/internal/spawn"
+	"github.com/parleychat/parley/internal/testenv"
+	"github.com/parleychat/parley/push/pushtest"
+)
+
+// webPushBody is a registration of a Web Push subscription at endpoint,
+// with keys a browser could have made.
+func webPushBody(endpoint string) map[string]any {
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return map[string]any{"provider": "webpush", "subscription": map[string]any{"endpoint": endpoint, "keys": map[string]any{
+		"p256dh": base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()),
+		"auth":   base64.RawURLEncoding.EncodeToString(randomBytes(16)),
+	}}}
+}
+
+// TestSSRFEndpointsRefusedAtRegistration: the review's endpoints (cloud
+// metadata, a private database port, loopback in every spelling, a name
+// under .internal, numeric host forms) and plain http are refused with
+// invalid_request and nothing is stored; so are APNs tokens that are not
+// hex and topics the server does not send for. Without --outbound-allow
+// even the local fake push service is refused. A server without
+// --vapid-subject takes no Web Push registration, and one given a VAPID
+// key but no subject refuses to start.
+func TestSSRFEndpointsRefusedAtRegistration(t *testing.T) {
+	wp := pushtest.NewWebPush(t)
+	srv := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_VAPID_SUBJECT=mailto:ops@example.com",
+		"PARLEY_APNS_TOPICS=com.example.parley"})
+	signup(t, srv.base, "mallory")
+	d := loginDevice(t, srv.base, "mallory", "browser")
+	const path = "/v1/devices/current/push"
+	for _, endpoint := range []string{
+		"https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+		"https://10.0.0.5:5432/",
+		"https://[::1]/push",
+		"https://[::ffff:127.0.0.1]/push",
+		"https://[::ffff:a9fe:a9fe]/push",
+		"https://metadata.google.internal/computeMetadata/v1/",
+		"https://0x7f000001/push",
+		"https://2130706433/push",
+		"https://127.1/push",
+		"https://0177.0.0.1/push",
+		"https://localhost/push",
+		"https://admin.localhost/push",
+		"https://100.64.0.1/push",
+		"https://[fe80::1]/push",
+		"https://0.0.0.0/push",
+		"http://push.example.com/push",
+		wp.NewSubscription().Endpoint, // https://127.0.0.1:port, not allowed here
+	} {
+		code, out := api(t, http.DefaultClient, "PUT", srv.base+path, d.token, webPushBody(endpoint))
+		e, _ := out["error"].(map[string]any)
+		if code != 400 || e["code"] != "invalid_request" {
+			t.Errorf("%s: %d %v, want 400 invalid_request", endpoint, code, out)
+			continue
+		}
+		t.Logf("%s: %v", endpoint, e["message"])
+	}
+	apns := func(token, topic string) map[string]any {
+		return map[string]any{"provider": "apns", "token": token, "topic": topic, "environment": "production"}
+	}
+	good := strings.Repeat("a1", 32)
+	for name, body := range map[string]map[string]any{
+		"short token":   apns("abc123", "com.example.parley"),
+		"odd length":    apns(good+"a", "com.example.parley"),
+		"not hex":       apns(strings.Repeat("zz", 32), "com.example.parley"),
+		"path in token": apns(good+"/../../3/device/x", "com.example.parley"),
+		"other topic":   apns(good, "com.attacker.app"),
+	} {
+		if code, out := api(t, http.DefaultClient, "PUT", srv.base+path, d.token, body); code != 400 {
+			t.Errorf("APNs %s: %d %v, want 400", name, code, out)
+		}
+	}
+	mustAPI(t, 200, "PUT", srv.base+path, d.token, apns(good, "com.example.parley"))
+	mustAPI(t, 200, "PUT", srv.base+path, d.token, webPushBody("https://fcm.googleapis.com/fcm/send/abc:def"))
+
+	// No VAPID subject: no Web Push.
+	off := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
+	signup(t, off.base, "mallory")
+	od := loginDevice(t, off.base, "mallory", "browser")
+	if code, out := api(t, http.DefaultClient, "PUT", off.base+path, od.token, webPushBody("https://fcm.googleapis.com/fcm/send/x")); code != 400 ||
+		!strings.Contains(fmt.Sprint(out), "VAPID subject") {
+		t.Fatalf("Web Push without a VAPID subject: %d %v", code, out)
+	}
+	if strings.Contains(off.Logs(), "mailto:push@") {
+		t.Fatal("a made-up VAPID subject is still in use")
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	_, err := spawn.Start(parleydBin, t.TempDir(), []string{"PARLEY_VAPID_PRIVATE_KEY=" + base64.RawURLEncoding.EncodeToString(key)})
+	if err == nil || !strings.Contains(err.Error(), "--vapid-subject") {
+		t.Fatalf("a VAPID key without a subject: %v, want a refusal to start naming --vapid-subject", err)
+	}
+}
+
+// FuzzPushRegistrationBody is in the service (FuzzPushEndpointRules) and
+// the domain (FuzzValidatePush); outbound.FuzzCheckURL fuzzes the URL
+// rules alone.
+
+// TestSSRFRedirectNotFollowedBodyNotKept: an endpoint allowed at
+// registration answers with a redirect to a plain-http service on
+// 127.0.0.1; another answers 500. Both bodies carry a marker. The local
+// service sees no request (the redirect is the answer, not followed, and
+// never turned into a GET), and the marker is in neither the log, the
+// dead-letter stream nor the admin trace: only status lines are kept.
+func TestSSRFRedirectNotFollowedBodyNotKept(t *testing.T) {
+	natsURL := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
+	marker := "MARKER-" + hex.EncodeToString(randomBytes(8))
+	var stolen atomic.Int64
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stolen.Add(1)
+		io.WriteString(w, "internal secret")
+	}))
+	t.Cleanup(internal.Close)
+	var mu sync.Mutex
+	var seen []string
+	evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain")
+		if strings.HasPrefix(r.URL.Path, "/redirect") {
+			w.Header().Set("Location", internal.URL+"/admin/delete-everything")
+			w.WriteHeader(http.StatusFound)
+		} else {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		io.WriteString(w, marker+" response body the server must not keep")
+	}))
+	t.Cleanup(evil.Close)
+
+	prov := startProviders(t)
+	ns := pushNamespace(t, natsURL)
+	data := t.TempDir()
+	// 127.0.0.1 is allowed, so only the refusal to follow redirects keeps
+	// the internal service safe here.
+	env := append(prov.env, "PARLEY_NATS_URL="+natsURL, "PARLEY_PUSH_NAMESPACE="+ns, "PARLEY_PUSH_ATTEMPTS=2")
+	srv := startParleyd(t, data, env)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	redirected := loginDevice(t, srv.base, "bob", "browser one")
+	failing := loginDevice(t, srv.base, "bob", "browser two")
+	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", redirected.token, webPushBody(evil.URL+"/redirect/1"))
+	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", failing.token, webPushBody(evil.URL+"/fail/1"))
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	seq := sendText(t, srv.base, alice.token, conv, "m1", "hello")
+
+	eventually(t, 20*time.Second, "both notifications dead-lettered", func() bool {
+		return metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 2
+	})
+	mu.Lock()
+	requests := append([]string(nil), seen...)
+	mu.Unlock()
+	if n := stolen.Load(); n != 0 {
+		t.Fatalf("the internal http service got %d requests through the redirect", n)
+	}
+	redirects := 0
+	for _, r := range requests {
+		if !strings.HasPrefix(r, "POST ") {
+			t.Fatalf("the endpoint got %q: a redirect turned into another method", r)
+		}
+		if strings.HasPrefix(r, "POST /redirect/") {
+			redirects++
+		}
+	}
+	if redirects != 1 {
+		t.Fatalf("the redirecting endpoint got %d requests (%v), want 1: a 3xx is final", redirects, requests)
+	}
+
+	// The marker is nowhere the server keeps things.
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	if !strings.Contains(trace, "dead_lettered") || !strings.Contains(trace, "302 Found") {
+		t.Fatalf("the trace lacks the dead letters or the status line: %s", trace)
+	}
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, "PARLEY_PUSH_DEAD_"+ns, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dead []string
+	for len(dead) < 2 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("dead letters: %v (have %d)", err, len(dead))
+		}
+		dead = append(dead, fmt.Sprint(msg.Headers(), string(msg.Data())))
+	}
+	for where, text := range map[string]string{"log": srv.Logs(), "trace": trace, "dead letters": strings.Join(dead, "\n")} {
+		if strings.Contains(text, marker) {
+			t.Errorf("the response body's marker is in the %s", where)
+		}
+	}
+	if !strings.Contains(strings.Join(dead, "\n"), "500 Internal Server Error") {
+		t.Errorf("dead letters lack the status line: %v", dead)
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// tarpit is a Web Push endpoint that holds every request until released
+// (or the sender gives up), recording how many it held at once and when
+// the first one ended.
+type tarpit struct {
+	*httptest.Server
+	release chan struct{}
+
+	mu       sync.Mutex
+	inFlight int
+	most     int
+	started  int
+	firstEnd time.Time
+}
+
+func newTarpit(t *testing.T) *tarpit {
+	tp := &tarpit{release: make(chan struct{})}
+	tp.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tp.mu.Lock()
+		tp.inFlight++
+		tp.started++
+		tp.most = max(tp.most, tp.inFlight)
+		tp.mu.Unlock()
+		select {
+		case <-tp.release:
+		case <-r.Context().Done():
+		}
+		tp.mu.Lock()
+		tp.inFlight--
+		if tp.firstEnd.IsZero() {
+			tp.firstEnd = time.Now()
+		}
+		tp.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	var once sync.Once
+	t.Cleanup(func() {
+		once.Do(func() { close(tp.release) })
+		tp.Close()
+	})
+	return tp
+}
+
+func (tp *tarpit) state() (inFlight, most, started int, firstEnd time.Time) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.inFlight, tp.most, tp.started, tp.firstEnd
+}
+
+// TestPushTarpitDoesNotDelayOthers reproduces the review's attack: one
+// account registers many devices at an endpoint that holds every request
+// (a tarpit), and a friend sends it messages, so that every push worker
+// waits on the tarpit. With a pool of 8 and 12 such devices, the old
+// worker had no slot left: an unrelated user's notification waited for
+// the tarpit's requests to time out. Now sends are limited per endpoint
+// host (2 here) and per user (4), so the unrelated notification arrives
+// while the tarpit still holds every request it got, and the tarpit never
+// sees more than the per-host limit at once.
+func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
+	prov := startProviders(t)
+	tp := newTarpit(t)
+	const hostLimit, devices = 2, 12
+	env := append(prov.env, "PARLEY_PUSH_CONCURRENCY=8", fmt.Sprint("PARLEY_PUSH_HOST_CONCURRENCY=", hostLimit),
+		"PARLEY_PUSH_USER_CONCURRENCY=4", "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=10s")
+	srv := startParleyd(t, t.TempDir(), env)
+	malloryID, _ := signup(t, srv.base, "mallory")
+	signup(t, srv.base, "eve")
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	eve := loginDevice(t, srv.base, "eve", "laptop")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	bob := loginDevice(t, srv.base, "bob", "phone")
+	bobToken := prov.registerAPNs(t, srv.base, bob)
+	for i := range devices {
+		d := loginDevice(t, srv.base, "mallory", fmt.Sprint("tarpit ", i))
+		mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", d.token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
+	}
+	evil := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", eve.token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, eve.token, evil, "e1", "wake the tarpit")
+	sendText(t, srv.base, eve.token, evil, "e2", "and again")
+	eventually(t, 15*time.Second, "the tarpit to hold requests", func() bool { n, _, _, _ := tp.state(); return n >= 1 })
+	eventually(t, 15*time.Second, "jobs deferred at the host limit", func() bool {
+		return metricValue(t, srv.base, `parley_push_deferred_total{reason="host_busy"}`) >= 1
+	})
+
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "a1", "lunch?")
+	eventually(t, 15*time.Second, "bob's notification", func() bool { return len(prov.apnsFor(bobToken)) >= 1 })
+	arrived := prov.apnsFor(bobToken)[0].Time
+	inFlight, most, started, firstEnd := tp.state()
+	t.Logf("bob's notification arrived; the tarpit holds %d, held at most %d at once, got %d in all; first ended at %v",
+		inFlight, most, started, firstEnd)
+	if !firstEnd.IsZero() && firstEnd.Before(arrived) {
+		t.Fatalf("bob's notification arrived only after a tarpit request ended (%v before %v): the tarpit held the pool",
+			firstEnd.Format(time.StampMilli), arrived.Format(time.StampMilli))
+	}
+	if most > hostLimit {
+		t.Fatalf("the tarpit held %d requests at once; the per-host limit is %d", most, hostLimit)
+	}
+}
+
+// TestPushFailingEndpointBacksOff: a Web Push registration whose sends
+// fail backs off instead of being retried at full rate: after two
+// failures in a row its notification's further retries, and the next
+// message's notification, are skipped (traced as endpoint_backoff), so
+// the endpoint sees two requests where it used to see the eight attempts.
+func TestPushFailingEndpointBacksOff(t *testing.T) {
+	prov := startProviders(t)
+	data := t.TempDir()
+	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1h"))
+	prov.trustVAPID(t, srv.base)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	sub := prov.registerWebPush(t, srv.base, browser)
+	answers := make([]pushtest.Answer, 10)
+	for i := range answers {
+		answers[i] = pushtest.Answer{Status: 503}
+	}
+	prov.wp.Fail(sub.Endpoint, answers...)
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	eventually(t, 20*time.Second, "a retry skipped for the backoff", func() bool {
+		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 1
+	})
+	seq := sendText(t, srv.base, alice.token, conv, "m2", "again")
+	eventually(t, 20*time.Second, "the next message skipped too", func() bool {
+		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 2
+	})
+	if n := len(prov.wpFor(sub)); n != 2 {
+		t.Fatalf("the failing endpoint got %d requests, want 2 (then the backoff)", n)
+	}
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	if !strings.Contains(trace, "endpoint_backoff") {
+		t.Fatalf("the trace does not say why: %s", trace)
+	}
+}
+
+// TestPushFailingEndpointDropped: after --push-endpoint-drop-after
+// failures in a row spanning --push-endpoint-drop-span, the registration
+// is removed: the next message's fan-out no longer counts the browser.
+// The per-user registration cap refuses one device too many with
+// limit_exceeded.
+func TestPushFailingEndpointDropped(t *testing.T) {
+	prov := startProviders(t)
+	data := t.TempDir()
+	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1ms",
+		"PARLEY_PUSH_ENDPOINT_DROP_AFTER=3", "PARLEY_PUSH_ENDPOINT_DROP_SPAN=1ms", "PARLEY_PUSH_MAX_REGISTRATIONS=2"))
+	prov.trustVAPID(t, srv.base)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	phone := loginDevice(t, srv.base, "bob", "phone")
+	sub := prov.registerWebPush(t, srv.base, browser)
+	phoneToken := prov.registerAPNs(t, srv.base, phone)
+	tablet := loginDevice(t, srv.base, "bob", "tablet")
+	code, out := api(t, http.DefaultClient, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
+	if e, _ := out["error"].(map[string]any); code != 409 || e["code"] != "limit_exceeded" {
+		t.Fatalf("a third registration with a cap of 2: %d %v", code, out)
+	}
+	prov.wp.Fail(sub.Endpoint, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	eventually(t, 20*time.Second, "the registration dropped", func() bool {
+		return metricValue(t, srv.base, `parley_push_failed_total{provider="webpush",reason="endpoint_dropped"}`) == 1
+	})
+	if n := len(prov.wpFor(sub)); n != 3 {
+		t.Fatalf("the endpoint got %d requests before it was dropped, want 3", n)
+	}
+	// Now the tablet may register: the browser's slot is free.
+	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
+	seq := sendText(t, srv.base, alice.token, conv, "m2", "still there?")
+	eventually(t, 20*time.Second, "the phone's notification of m2", func() bool { return len(prov.apnsFor(phoneToken)) >= 2 })
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	for _, s := range stages {
+		if strings.HasSuffix(s, " "+browser.id) {
+			t.Fatalf("the dropped registration is still a target: %v", stages)
+		}
+	}
+	if len(prov.wpFor(sub)) != 3 {
+		t.Fatalf("the dropped endpoint got more requests: %d", len(prov.wpFor(sub)))
+	}
+}
