@@ -540,8 +540,9 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 // PurgeExpired implements parley.Store: it blanks up to limit messages
 // expired at now, soonest expired first, deletes the rows (and
 // client_msg_id records) of messages expired more than
-// parley.IdempotencyHorizon ago and every refresh token expired at now,
-// and returns how many messages it blanked.
+// parley.IdempotencyHorizon ago, every refresh token expired at now and
+// the devices left without one (see purgeRefreshTokens), and returns how
+// many messages it blanked.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	defer s.track("purge_expired", time.Now())
 	if limit < 1 {
@@ -567,7 +568,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= $1`, engine.Millis(now)); err != nil {
+		if err := purgeRefreshTokens(t, engine.Millis(now)); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil

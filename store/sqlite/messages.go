@@ -347,8 +347,9 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 
 // PurgeExpired implements parley.Store: it blanks up to limit messages
 // expired at now, soonest expired first, deletes the rows of messages
-// expired more than parley.IdempotencyHorizon ago and every refresh token
-// expired at now, and returns how many messages it blanked. last_seq is
+// expired more than parley.IdempotencyHorizon ago, every refresh token
+// expired at now and the devices left without one (see
+// purgeRefreshTokens), and returns how many messages it blanked. last_seq is
 // untouched, so seqs are never reused. CodeInvalidRequest if limit < 1.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	defer s.track("purge_expired", time.Now())
@@ -373,7 +374,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, engine.Millis(now)); err != nil {
+		if err := purgeRefreshTokens(t, engine.Millis(now)); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
