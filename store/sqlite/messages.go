@@ -357,6 +357,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
 	}
 	var n int64
+	sweep := !s.deviceSweep.Load()
 	err := s.write(ctx, true, func(t *txn) error {
 		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
@@ -374,11 +375,14 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if err := purgeRefreshTokens(t, engine.Millis(now)); err != nil {
+		if err := purgeRefreshTokens(t, engine.Millis(now), sweep); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
 	})
+	if err == nil && sweep {
+		s.deviceSweep.Store(true)
+	}
 	return int(n), err
 }
 

@@ -283,8 +283,11 @@ func (s *Store) deleteDevices(tx *txn, userID string) (int, error) {
 // device's push registration and delivery cursors). Such a session has
 // ended for good: it cannot refresh, and its access tokens expired before
 // its last refresh token did. Only the devices whose tokens go now are
-// looked at, so the purge does not scan every device each time.
-func purgeRefreshTokens(tx *txn, now int64) error {
+// looked at, so the purge does not scan every device each time, unless
+// sweep is set: then every device is (the first purge of a process does
+// it, for devices whose tokens were deleted by an older version or
+// another path).
+func purgeRefreshTokens(tx *txn, now int64, sweep bool) error {
 	rows, err := tx.query(`DELETE FROM refresh_tokens WHERE expires_at <= ? RETURNING device_id`, now)
 	if err != nil {
 		return err
@@ -301,6 +304,24 @@ func purgeRefreshTokens(tx *txn, now int64) error {
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if sweep {
+		dead, err := tx.query(`SELECT id FROM devices d WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.device_id = d.id)`)
+		if err != nil {
+			return err
+		}
+		for dead.Next() {
+			var id string
+			if err := dead.Scan(&id); err != nil {
+				dead.Close()
+				return err
+			}
+			touched = append(touched, id)
+		}
+		dead.Close()
+		if err := dead.Err(); err != nil {
+			return err
+		}
 	}
 	slices.Sort(touched)
 	for _, id := range slices.Compact(touched) {
