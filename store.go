@@ -38,7 +38,9 @@ type Store interface {
 	// CodeSuspended if the user is not active at commit time,
 	// CodeLimitExceeded if maxDevices > 0 and the user has maxDevices
 	// devices or more at commit time (checked in the transaction, so
-	// concurrent logins cannot pass it together; 0 means no cap).
+	// concurrent logins cannot pass it together; 0 means no cap). Only
+	// devices with a refresh token unexpired at d.CreatedAt count: a
+	// session that ran out holds no place.
 	CreateSession(ctx context.Context, d *Device, t *RefreshToken, maxDevices int) error
 	// RotateRefreshToken uses up the token whose hash is oldHash and stores
 	// next (whose Hash and expiry the caller sets; the store fills the user,
@@ -199,8 +201,10 @@ type Store interface {
 	// stored message; CodeNotFound if there is none.
 	UpdateMessage(ctx context.Context, conversationID string, seq int64, now time.Time, change func(m *Message) error) (*Message, error)
 	// PurgeExpired deletes the content of up to limit messages expired at
-	// now (and refresh tokens expired at now) and returns how many messages
-	// it purged. A purged message keeps a bodiless row for IdempotencyHorizon
+	// now (and refresh tokens expired at now, and the devices, with their
+	// push registrations and cursors, that this leaves with no refresh
+	// token: their sessions have ended for good) and returns how many
+	// messages it purged. A purged message keeps a bodiless row for IdempotencyHorizon
 	// after it expired, so that a late retry of its client_msg_id is still
 	// recognized (and refused) instead of stored anew; after that the row
 	// goes too.

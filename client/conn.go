@@ -203,7 +203,7 @@ func closeCodeOf(err error) int {
 	return 0
 }
 
-// frameError turns an error frame into an error.
+// errOf turns an error frame into an error.
 func errOf(f *InFrame) error {
 	if f.Error == nil {
 		return parley.Errorf(parley.CodeInternal, "error frame without an error")

@@ -502,6 +502,12 @@ func (r *realtime) session() error {
 		if fe.err != nil {
 			return fe.err
 		}
+		if fe.f.Type == frameError {
+			// The server refused the connection after the handshake
+			// (limit_exceeded, then close 4008, when connections raced
+			// past the cap): its own error says why.
+			return errOf(fe.f)
+		}
 		if fe.f.Type != frameReady {
 			return parley.Errorf(parley.CodeInternal, "expected ready, got %s", fe.f.Type)
 		}

@@ -44,8 +44,9 @@ func (h *Handler) conversations(w http.ResponseWriter, r *http.Request, p *parle
 		return
 	}
 	// Streamed: a user in many large groups has a long list (members
-	// included), which is encoded straight into the connection.
-	if err := jsonList(w, http.StatusOK, "conversations", cs, ""); err != nil {
+	// included), which is encoded straight into the connection, for as
+	// long as the client keeps reading.
+	if err := jsonList(w, http.StatusOK, "conversations", cs, "", h.cfg.WriteTimeout); err != nil {
 		h.log.DebugContext(r.Context(), "conversations reply not delivered", "err", err)
 	}
 }

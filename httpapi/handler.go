@@ -57,6 +57,12 @@ type Config struct {
 	// and for any other peer, the client is the peer (the header is
 	// ignored: anyone can write it).
 	TrustedProxies []netip.Prefix
+	// WriteTimeout is the server's write timeout (http.Server.WriteTimeout).
+	// A streamed reply (GET /v1/conversations) pushes the connection's
+	// write deadline this far ahead after each element it writes, so a
+	// slow client that keeps reading gets all of it and only one that
+	// stops reading for this long is cut off. 0: no deadline is moved.
+	WriteTimeout time.Duration
 }
 
 func (c *Config) setDefaults(maxBody int) {

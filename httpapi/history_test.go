@@ -86,13 +86,13 @@ func TestJSONNotHTMLEscaped(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	w = httptest.NewRecorder()
-	_ = jsonList(w, 200, "items", []string{"<", ">&"}, "")
+	_ = jsonList(w, 200, "items", []string{"<", ">&"}, "", 0)
 	var out map[string][]string
 	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || len(out["items"]) != 2 || strings.Contains(w.Body.String(), `\u`) {
 		t.Fatalf("jsonList: %q %v", w.Body.String(), err)
 	}
 	w = httptest.NewRecorder()
-	_ = jsonList[string](w, 200, "items", nil, "")
+	_ = jsonList[string](w, 200, "items", nil, "", 0)
 	if w.Body.String() != `{"items":[]}`+"\n" {
 		t.Fatalf("empty list: %q", w.Body.String())
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/parleychat/parley"
 )
@@ -101,9 +102,24 @@ func marshalJSON(v any) ([]byte, error) {
 // (",\"truncated\":true"). A failed encoding mid-stream cannot change the
 // status any more: the reply is cut short, which the client sees as
 // invalid JSON, and the error is returned.
-func jsonList[T any](w http.ResponseWriter, status int, key string, elems []T, tail string) error {
+//
+// If writeTimeout > 0, the connection's write deadline is pushed to
+// writeTimeout from now after each element written, so the server's
+// write timeout (which otherwise bounds the handler and the whole
+// download together) cuts off only a client that stops reading for that
+// long, not a slow one downloading a long list.
+func jsonList[T any](w http.ResponseWriter, status int, key string, elems []T, tail string, writeTimeout time.Duration) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	extend := func() {}
+	if writeTimeout > 0 {
+		rc := http.NewResponseController(w)
+		extend = func() {
+			// ErrNotSupported (a writer that has no connection) leaves
+			// the deadline as it is.
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	if _, err := io.WriteString(w, `{"`+key+`":[`); err != nil {
@@ -118,6 +134,7 @@ func jsonList[T any](w http.ResponseWriter, status int, key string, elems []T, t
 		if err := enc.Encode(&elems[i]); err != nil { // one line each: newlines are JSON whitespace
 			return err
 		}
+		extend()
 	}
 	_, err := io.WriteString(w, "]"+tail+"}\n")
 	return err

@@ -274,8 +274,10 @@ type HistoryResultFrame struct {
 	ConversationID string           `json:"conversation_id"`
 	Messages       []parley.Message `json:"messages"`
 	// Truncated says the page holds fewer messages than asked because it
-	// reached the reply size budget (ReplyBudget): ask again from the
-	// last seq received, in the same direction.
+	// reached the reply size budget (ReplyBudget); it is not the end. Ask
+	// again from the edge received, in the same direction: before the
+	// first seq when paging back (or after the newest page), after the
+	// last seq when paging forward.
 	Truncated bool `json:"truncated,omitempty"`
 }
 

@@ -495,17 +495,35 @@ func (k *cli) history(ctx context.Context, args []string) error {
 	if after >= 0 {
 		q.After = &after
 	}
-	ms, err := k.c.History(ctx, conv, q)
+	p, err := k.c.HistoryPage(ctx, conv, q)
 	if err != nil {
 		return err
 	}
+	ms := p.Messages
 	if ms == nil {
 		ms = []parley.Message{}
 	}
-	return k.print(map[string]any{"conversation_id": conv, "messages": ms}, func(w io.Writer) {
+	return k.print(map[string]any{"conversation_id": conv, "messages": ms, "truncated": p.Truncated}, func(w io.Writer) {
 		names := k.names(ctx)
 		for i := range ms {
 			fmt.Fprintln(w, formatMessage(&ms[i], names))
+		}
+		if p.Truncated && len(ms) > 0 {
+			// Not the end: the server cut the page to its size budget.
+			// Go on from the edge received, in the same direction.
+			lo, hi := ms[0].Seq, ms[0].Seq
+			for _, m := range ms {
+				lo, hi = min(lo, m.Seq), max(hi, m.Seq)
+			}
+			next := fmt.Sprintf("--before %d", lo)
+			if q.After != nil {
+				next = fmt.Sprintf("--after %d", hi)
+			}
+			name := pos[0]
+			if strings.ContainsAny(name, " \t'\"\\$`") {
+				name = conv // the id needs no quoting
+			}
+			fmt.Fprintf(w, "(truncated: %d messages fit the server's reply size budget; for more: parley history %s %s)\n", len(ms), name, next)
 		}
 	})
 }

@@ -403,6 +403,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst,
 		LoginHandleRate: cfg.HandleRate, LoginHandleBurst: cfg.HandleBurst,
 		TrustedProxies: cfg.TrustedProxies,
+		WriteTimeout:   cfg.HTTPWriteTimeout,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
 		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
 

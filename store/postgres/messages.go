@@ -540,14 +540,16 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 // PurgeExpired implements parley.Store: it blanks up to limit messages
 // expired at now, soonest expired first, deletes the rows (and
 // client_msg_id records) of messages expired more than
-// parley.IdempotencyHorizon ago and every refresh token expired at now,
-// and returns how many messages it blanked.
+// parley.IdempotencyHorizon ago, every refresh token expired at now and
+// the devices left without one (see purgeRefreshTokens), and returns how
+// many messages it blanked.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	defer s.track("purge_expired", time.Now())
 	if limit < 1 {
 		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
 	}
 	var n int64
+	sweep := !s.deviceSweep.Load()
 	err := s.write(ctx, true, func(t *txn) error {
 		var err error
 		n, err = t.exec(`UPDATE messages SET body = '', purged = true WHERE (conversation_id, seq) IN (
@@ -567,11 +569,14 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= $1`, engine.Millis(now)); err != nil {
+		if err := purgeRefreshTokens(t, engine.Millis(now), sweep); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
 	})
+	if err == nil && sweep {
+		s.deviceSweep.Store(true)
+	}
 	return int(n), err
 }
 

@@ -2,9 +2,10 @@ package postgres
 
 import (
 	"context"
+	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
-	"time"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/store/internal/engine"
@@ -17,7 +18,7 @@ const deviceColumns = `id, user_id, platform, name, session_id, created_at, last
 // filled from d; a zero d.LastSeenAt becomes d.CreatedAt. CodeNotFound if
 // the user does not exist; CodeSuspended if the user is not active;
 // CodeLimitExceeded if maxDevices > 0 and the user has that many devices
-// already; CodeConflict if the device id or token hash is taken.
+// with a refresh token unexpired at d.CreatedAt already; CodeConflict if the device id or token hash is taken.
 func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.RefreshToken, maxDevices int) error {
 	defer s.track("create_session", time.Now())
 	if err := engine.PrepareSession(d, t); err != nil {
@@ -38,10 +39,16 @@ func (s *Store) CreateSession(ctx context.Context, d *parley.Device, t *parley.R
 			return parley.Errorf(parley.CodeSuspended, "this account is suspended")
 		}
 		// Counted in the write transaction: writes are serialized, so
-		// logins racing each other cannot pass the cap together.
+		// logins racing each other cannot pass the cap together. Only
+		// devices with a refresh token unexpired at the login count: a
+		// session that ran out can never be used again (its access
+		// tokens die before its refresh token), so it must not hold a
+		// place until the purge deletes it.
 		if maxDevices > 0 {
 			var n int
-			if err := tx.queryRow(`SELECT count(*) FROM devices WHERE user_id = $1`, d.UserID).Scan(&n); err != nil {
+			if err := tx.queryRow(`SELECT count(*) FROM devices d WHERE d.user_id = $1
+				AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.device_id = d.id AND r.expires_at > $2)`,
+				d.UserID, engine.Millis(d.CreatedAt)).Scan(&n); err != nil {
 				return s.internal("create session", err)
 			}
 			if n >= maxDevices {
@@ -269,6 +276,67 @@ func (s *Store) deleteDevices(tx *txn, userID string) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// purgeRefreshTokens deletes the refresh tokens expired at now, then
+// every device it left with none (and, as deleteDevice does, that
+// device's push registration and delivery cursors). Such a session has
+// ended for good: it cannot refresh, and its access tokens expired before
+// its last refresh token did. Only the devices whose tokens go now are
+// looked at, so the purge does not scan every device each time, unless
+// sweep is set: then every device is (the first purge of a process does
+// it, for devices whose tokens were deleted by an older version or
+// another path).
+func purgeRefreshTokens(tx *txn, now int64, sweep bool) error {
+	rows, err := tx.query(`DELETE FROM refresh_tokens WHERE expires_at <= $1 RETURNING device_id`, now)
+	if err != nil {
+		return err
+	}
+	var touched []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		touched = append(touched, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if sweep {
+		dead, err := tx.query(`SELECT id FROM devices d WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.device_id = d.id)`)
+		if err != nil {
+			return err
+		}
+		for dead.Next() {
+			var id string
+			if err := dead.Scan(&id); err != nil {
+				dead.Close()
+				return err
+			}
+			touched = append(touched, id)
+		}
+		dead.Close()
+		if err := dead.Err(); err != nil {
+			return err
+		}
+	}
+	slices.Sort(touched)
+	for _, id := range slices.Compact(touched) {
+		var live bool
+		if err := tx.queryRow(`SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE device_id = $1)`, id).Scan(&live); err != nil {
+			return err
+		}
+		if live {
+			continue
+		}
+		if _, err := deleteDevice(tx, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteDevice deletes a device with its refresh tokens, push

@@ -84,6 +84,10 @@ type Store struct {
 	jobs       chan *job
 	writerDone chan struct{}
 
+	// deviceSweep is set once a purge has looked at every device for
+	// one left with no refresh token (see purgeRefreshTokens).
+	deviceSweep atomic.Bool
+
 	// Counters of the writer, read by the benchmark.
 	batches   atomic.Int64
 	batchJobs atomic.Int64

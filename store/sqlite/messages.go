@@ -347,8 +347,9 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 
 // PurgeExpired implements parley.Store: it blanks up to limit messages
 // expired at now, soonest expired first, deletes the rows of messages
-// expired more than parley.IdempotencyHorizon ago and every refresh token
-// expired at now, and returns how many messages it blanked. last_seq is
+// expired more than parley.IdempotencyHorizon ago, every refresh token
+// expired at now and the devices left without one (see
+// purgeRefreshTokens), and returns how many messages it blanked. last_seq is
 // untouched, so seqs are never reused. CodeInvalidRequest if limit < 1.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	defer s.track("purge_expired", time.Now())
@@ -356,6 +357,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 		return 0, parley.Errorf(parley.CodeInvalidRequest, "limit must be at least 1")
 	}
 	var n int64
+	sweep := !s.deviceSweep.Load()
 	err := s.write(ctx, true, func(t *txn) error {
 		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
@@ -373,11 +375,14 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now.Add(-parley.IdempotencyHorizon)), limit); err != nil {
 			return s.internal("purge messages", err)
 		}
-		if _, err := t.exec(`DELETE FROM refresh_tokens WHERE expires_at <= ?`, engine.Millis(now)); err != nil {
+		if err := purgeRefreshTokens(t, engine.Millis(now), sweep); err != nil {
 			return s.internal("purge refresh tokens", err)
 		}
 		return nil
 	})
+	if err == nil && sweep {
+		s.deviceSweep.Store(true)
+	}
 	return int(n), err
 }
 

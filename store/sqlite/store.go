@@ -88,6 +88,10 @@ type Store struct {
 	jobs       chan *job
 	writerDone chan struct{}
 
+	// deviceSweep is set once a purge has looked at every device for
+	// one left with no refresh token (see purgeRefreshTokens).
+	deviceSweep atomic.Bool
+
 	// stamp is the last committed change stamp (see txn.changeStamp): the
 	// default upper bound of Sync. Only the writer stores it, after commit.
 	stamp atomic.Int64

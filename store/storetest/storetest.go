@@ -77,6 +77,8 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Member", testMember},
 		{"SessionForSuspendedUser", testSessionForSuspendedUser},
 		{"DeviceCap", testDeviceCap},
+		{"DeviceCapCountsLiveSessions", testDeviceCapCountsLiveSessions},
+		{"PurgeDeadDevices", testPurgeDeadDevices},
 		{"ReplayOfPurgedWithEarlierClock", testReplayOfPurgedWithEarlierClock},
 		{"MarkDelivered", testMarkDelivered},
 		{"SyncFullState", testSyncFullState},
