@@ -132,6 +132,47 @@ func TestDeviceCap(t *testing.T) {
 	}
 }
 
+// TestDeviceCapExpiredSessions: sessions that ran out (reinstalled apps,
+// scripted logins) counted against --max-devices-per-user for good, so the
+// user was locked out of every login and, without a session, could not
+// log a device out. Now only live sessions count, and the purge deletes
+// the dead devices.
+func TestDeviceCapExpiredSessions(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "2",
+		"--refresh-token-ttl", "2s", "--access-token-ttl", "1s", "--purge-interval", "200ms")
+	signup(t, p.base, "alice") // one device
+	login := func(name string) (int, map[string]any) {
+		return api(t, http.DefaultClient, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
+	}
+	if code, out := login("second"); code != http.StatusOK {
+		t.Fatalf("second login: %d %v", code, out)
+	}
+	if code, out := login("third"); code != http.StatusConflict {
+		t.Fatalf("login at the cap: %d %v", code, out)
+	}
+	// Nobody refreshes: both sessions run out, and a login gets through.
+	var refresh string
+	eventually(t, 30*time.Second, "a login after the other sessions expired", func() bool {
+		code, out := login("after expiry")
+		if code == http.StatusOK {
+			refresh = out["refresh_token"].(string)
+			return true
+		}
+		if code != http.StatusConflict {
+			t.Fatalf("login: %d %v", code, out)
+		}
+		return false
+	})
+	// And the dead devices are deleted: the new one, kept alive by
+	// refreshing, is alone.
+	eventually(t, 30*time.Second, "the expired devices purged", func() bool {
+		s := mustAPI(t, 200, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": refresh})
+		refresh = s["refresh_token"].(string)
+		devices := mustAPI(t, 200, "GET", p.base+"/v1/devices", s["access_token"].(string), nil)["devices"].([]any)
+		return len(devices) == 1
+	})
+}
+
 // TestUserSendRateAcrossConnections: nine connections of one user (three
 // devices, three sockets each) together cannot send faster than the
 // per-user rate, whatever each connection's own limit allows; REST sends
