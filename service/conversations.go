@@ -72,6 +72,11 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 			return nil, false, err
 		}
 	}
+	if req.Kind == parley.KindGroup {
+		if err := s.checkAddable(ctx, p, others); err != nil {
+			return nil, false, err
+		}
+	}
 	conv, created, err := s.store.CreateConversation(ctx, c)
 	if err == nil && created {
 		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
@@ -90,7 +95,11 @@ func memberIDs(c *parley.Conversation) []string {
 // Conversations lists the caller's conversations, most recently active
 // first.
 func (s *Service) Conversations(ctx context.Context, p *parley.Principal) ([]parley.ConversationView, error) {
-	return s.store.ConversationViews(ctx, p.UserID, s.cfg.Now())
+	views, err := s.store.ConversationViews(ctx, p.UserID, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return views, s.presentViews(ctx, p.UserID, views)
 }
 
 // Conversation returns one conversation as the caller sees it;
@@ -99,7 +108,15 @@ func (s *Service) Conversation(ctx context.Context, p *parley.Principal, id stri
 	if !parley.ValidID(id) {
 		return nil, errNoConversation()
 	}
-	return s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
+	v, err := s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	views := []parley.ConversationView{*v}
+	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	return &views[0], nil
 }
 
 // member returns the caller's membership of a conversation. It is the one
@@ -139,6 +156,9 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 	}
 	if u.State != parley.UserActive {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
+	}
+	if err := s.checkAddable(ctx, p, []string{userID}); err != nil {
+		return nil, err
 	}
 	joined := s.cfg.Now().UTC()
 	defer s.exclusive(conversationID)()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -39,14 +40,21 @@ const (
 	// (UserID, Receipt, Seq; DeviceID for delivered).
 	EventReceipt = "receipt"
 	// EventTyping: a member started or stopped typing (UserID, State).
+	//
+	// Receipt and typing events are not shown to the users in Hide (the
+	// privacy rules: blocks, settings, message requests).
 	EventTyping = "typing"
 	// EventConversation: a conversation was created or its membership,
 	// roles or existence changed (Action, Conversation as it is now, nil
 	// after a delete; Users names the users the change is about).
 	EventConversation = "conversation"
 	// EventPresence: a user came online or went offline (UserID, State,
-	// LastSeen; Conversations lists the user's conversations, the audience).
+	// LastSeen). The audience is the members of Conversations except the
+	// users in Hide; or, when Users is set, exactly those users.
 	EventPresence = "presence"
+	// EventBlock: UserID blocked (State "blocked") or unblocked
+	// ("unblocked") the user in Users; for the user's own devices.
+	EventBlock = "block"
 	// EventRevoked: sessions ended (UserID; DeviceID, or every device of
 	// the user when empty); live connections of them close at once.
 	EventRevoked = "revoked"
@@ -81,6 +89,9 @@ type Event struct {
 	Users        []string             `json:"users,omitempty"`
 
 	Conversations []string `json:"conversations,omitempty"`
+
+	// Hide lists users who must not be shown the event (see above).
+	Hide []string `json:"hide,omitempty"`
 }
 
 // Subject buckets. Fixed for a deployment: every node must agree.
@@ -201,7 +212,11 @@ func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationI
 	if _, err := s.member(ctx, p, conversationID); err != nil {
 		return err
 	}
-	s.publishConversation(ctx, &Event{Kind: EventTyping, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, State: state})
+	r, err := s.relations(ctx, p.UserID, conversationID)
+	if err != nil {
+		return err
+	}
+	s.publishConversation(ctx, &Event{Kind: EventTyping, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, State: state, Hide: blockedIDs(r)})
 	return nil
 }
 
@@ -214,7 +229,11 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	if err != nil {
 		return err
 	}
-	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids}
+	r, err := s.relations(ctx, userID, "")
+	if err != nil {
+		return err
+	}
+	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids, Hide: blockedIDs(r)}
 	if online {
 		e.State = "online"
 	} else {
@@ -224,11 +243,19 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	return nil
 }
 
-// Contacts returns the users who share a conversation with userID: those
-// whose presence the user may see. The gateway lists the online ones to a
-// new session.
+// Contacts returns the users whose presence userID may see: those who
+// share a conversation with the user, less those the privacy rules hide
+// (blocks). The gateway lists the online ones to a new session.
 func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
-	return s.store.Contacts(ctx, userID)
+	ids, err := s.store.Contacts(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.relations(ctx, userID, "")
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(ids, r.Blocking), nil
 }
 
 // LastSeqs returns the last_seq of every conversation the caller is a

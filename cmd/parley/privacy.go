@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/parleychat/parley"
+)
+
+// privacyCommand runs the abuse and privacy commands; ok is false for a
+// command that is not one of them.
+func (k *cli) privacyCommand(ctx context.Context, cmd string, args []string) (ok bool, err error) {
+	switch cmd {
+	case "block", "unblock":
+		return true, k.block(ctx, cmd, args)
+	case "blocks":
+		return true, k.blocks(ctx)
+	}
+	return false, nil
+}
+
+// userRef resolves @HANDLE or HANDLE to a user.
+func (k *cli) userRef(ctx context.Context, ref string) (*parley.User, error) {
+	return k.c.FindUser(ctx, strings.TrimPrefix(ref, "@"))
+}
+
+func (k *cli) block(ctx context.Context, cmd string, args []string) error {
+	if len(args) != 1 {
+		return usageError("%s HANDLE", cmd)
+	}
+	if err := k.requireLogin(); err != nil {
+		return err
+	}
+	u, err := k.userRef(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	if cmd == "block" {
+		err = k.c.Block(ctx, u.ID)
+	} else {
+		err = k.c.Unblock(ctx, u.ID)
+	}
+	if err != nil {
+		return err
+	}
+	return k.print(map[string]any{"user_id": u.ID, "blocked": cmd == "block"}, func(w io.Writer) {
+		fmt.Fprintf(w, "%sed %s\n", cmd, u.Handle)
+	})
+}
+
+func (k *cli) blocks(ctx context.Context) error {
+	if err := k.requireLogin(); err != nil {
+		return err
+	}
+	bs, err := k.c.Blocks(ctx)
+	if err != nil {
+		return err
+	}
+	return k.print(map[string]any{"blocks": bs}, func(w io.Writer) {
+		for _, b := range bs {
+			fmt.Fprintf(w, "%s\t%s\n", b.UserID, b.CreatedAt.Format("2006-01-02 15:04"))
+		}
+	})
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/wstest"
+)
+
+// The abuse and privacy controls of issue 16, item 5, each shown against
+// the real binary: the attack that worked before now fails.
+
+// untilFrame reads frames until one of type typ and returns it, failing if
+// a frame of a type in forbidden comes first. Events of one conversation
+// reach a session in the order they were published, so a frame the test
+// causes after an action is a barrier: what the action would have sent
+// comes before it.
+func untilFrame(t testing.TB, c *wstest.Conn, typ string, forbidden ...string) wstest.Frame {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := c.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting for a %s frame: %v", typ, err)
+		}
+		for _, bad := range forbidden {
+			if f.Type == bad {
+				t.Fatalf("got %s before the %s frame", f.Raw, typ)
+			}
+		}
+		if f.Type == typ {
+			return f
+		}
+	}
+}
+
+// presenceOf waits for a presence frame about userID and returns its state.
+func presenceOf(t testing.TB, c *wstest.Conn, userID string) string {
+	t.Helper()
+	for {
+		var p struct {
+			UserID string `json:"user_id"`
+			State  string `json:"state"`
+		}
+		if err := untilFrame(t, c, "presence").Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p.UserID == userID {
+			return p.State
+		}
+	}
+}
+
+// quietAbout fails if a presence frame about userID arrives within d.
+func quietAbout(t testing.TB, c *wstest.Conn, userID string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		f, err := c.Next(time.Until(deadline))
+		if err != nil {
+			return
+		}
+		var p struct {
+			UserID string `json:"user_id"`
+		}
+		if f.Type == "presence" && f.Decode(&p) == nil && p.UserID == userID {
+			t.Fatalf("presence leaked: %s", f.Raw)
+		}
+	}
+}
+
+func memberOf(t testing.TB, conv map[string]any, userID string) map[string]any {
+	t.Helper()
+	for _, m := range conv["members"].([]any) {
+		if mm := m.(map[string]any); mm["user_id"] == userID {
+			return mm
+		}
+	}
+	t.Fatalf("no member %s in %v", userID, conv)
+	return nil
+}
+
+// TestSecurityBlocking: once Alice blocks Mallory, Mallory's direct
+// messages never reach Alice's devices (live, by sync or in history), yet
+// look accepted to Mallory and never show delivered or read; Mallory
+// cannot add Alice to a group, and sees neither her presence nor her
+// typing. Alice's other device learns the block.
+func TestSecurityBlocking(t *testing.T) {
+	p := startRealtime(t)
+	base := p.base
+	signup(t, base, "alice")
+	signup(t, base, "mallory")
+	signup(t, base, "carol")
+	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
+	mPhone, cPhone := loginDevice(t, base, "mallory", "phone"), loginDevice(t, base, "carol", "phone")
+	alice, mallory := aPhone.user, mPhone.user
+	// Mallory knows Alice's handle: that is all it takes to open a DM.
+	dm := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	// Carol shares a group with Alice: the control that presence flows.
+	mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
+
+	ap, al, mp, cp := connect(t, base, aPhone), connect(t, base, aLaptop), connect(t, base, mPhone), connect(t, base, cPhone)
+	if st := presenceOf(t, cp, alice); st != "online" { // listed to Carol's new session
+		t.Fatalf("carol sees alice %s", st)
+	}
+	mp.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": dm, "client_msg_id": "m1", "body": "hello"})
+	if m := expectMessage(t, ap, "ack"); m.Seq != 1 || m.Body != "hello" {
+		t.Fatalf("before the block alice got %+v", m)
+	}
+	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 1})
+	if r := expectReceipt(t, mp, "delivered", alice); r.Seq != 1 {
+		t.Fatalf("delivered before the block: %+v", r)
+	}
+
+	mustAPI(t, 204, "PUT", base+"/v1/blocks/"+mallory, aPhone.token, nil)
+	var block struct {
+		UserID  string `json:"user_id"`
+		Blocked bool   `json:"blocked"`
+	}
+	if err := untilFrame(t, al, "block").Decode(&block); err != nil || block.UserID != mallory || !block.Blocked {
+		t.Fatalf("alice's laptop: block frame %+v, %v", block, err)
+	}
+	if bs := mustAPI(t, 200, "GET", base+"/v1/blocks", aLaptop.token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
+		t.Fatalf("GET /v1/blocks = %v", bs)
+	}
+	// Mallory sees Alice go offline, and then nothing of her.
+	if st := presenceOf(t, mp, alice); st != "offline" {
+		t.Fatalf("mallory sees alice %s after the block", st)
+	}
+
+	// Mallory's messages are accepted as ever, live and over REST ...
+	mp.MustWrite(map[string]any{"type": "send", "id": "s2", "conversation_id": dm, "client_msg_id": "m2", "body": "spam 2"})
+	ack := untilFrame(t, mp, "ack")
+	var a struct {
+		Message map[string]any `json:"message"`
+	}
+	if err := ack.Decode(&a); err != nil || a.Message["seq"].(float64) != 2 || a.Message["body"] != "spam 2" || a.Message["withheld"] != nil || a.Message["deleted"] != nil {
+		t.Fatalf("mallory's ack %s", ack.Raw)
+	}
+	sent := mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.token, map[string]any{"client_msg_id": "m3", "body": "spam 3"})["message"].(map[string]any)
+	if sent["seq"].(float64) != 3 || sent["withheld"] != nil {
+		t.Fatalf("mallory's REST send %v", sent)
+	}
+	// ... and reach none of Alice's devices live: Alice's own next
+	// message is the barrier.
+	ap.MustWrite(map[string]any{"type": "send", "id": "a4", "conversation_id": dm, "client_msg_id": "a4", "body": "bye"})
+	for name, c := range map[string]*wstest.Conn{"phone": ap, "laptop": al} {
+		var m msgFrame
+		if err := untilFrame(t, c, "message").Decode(&m); err != nil || m.Message.Seq != 4 {
+			t.Fatalf("alice's %s got %+v first, want her own seq 4", name, m.Message)
+		}
+	}
+	// History and sync show Alice withheld tombstones, Mallory her words.
+	hist := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", aLaptop.token, nil)["messages"].([]any)
+	for _, m := range hist {
+		mm := m.(map[string]any)
+		if seq := mm["seq"].(float64); (seq == 2 || seq == 3) && (mm["body"] != "" || mm["withheld"] != true || mm["deleted"] != true) {
+			t.Fatalf("alice's history shows %v", mm)
+		}
+	}
+	al.MustWrite(map[string]any{"type": "sync", "id": "sync"})
+	sr := untilFrame(t, al, "sync_result")
+	var sync syncResult
+	if err := sr.Decode(&sync); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range sync.Conversations {
+		for _, m := range c.Messages {
+			if m.SenderID == mallory && m.Seq > 1 && (m.Body != "" || !m.Withheld) {
+				t.Fatalf("alice's sync shows %+v", m)
+			}
+		}
+		if c.Conversation.ID == dm && c.UnreadCount != 1 {
+			t.Fatalf("unread %d, want 1 (seq 1; the withheld messages do not count)", c.UnreadCount)
+		}
+	}
+	mhist := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", mPhone.token, nil)["messages"].([]any)
+	if len(mhist) != 4 || mhist[1].(map[string]any)["body"] != "spam 2" || mhist[1].(map[string]any)["withheld"] != nil {
+		t.Fatalf("mallory's history %v", mhist)
+	}
+
+	// Alice's receipts never reach Mallory: Mallory's own message after
+	// them is the barrier, and her view keeps Alice's watermarks at 1.
+	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 4})
+	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 4})
+	untilFrame(t, ap, "receipt") // committed: Alice's own devices hear it
+	ap.MustWrite(map[string]any{"type": "typing", "conversation_id": dm, "state": "start"})
+	mp.MustWrite(map[string]any{"type": "send", "id": "s5", "conversation_id": dm, "client_msg_id": "m5", "body": "spam 5"})
+	untilFrame(t, mp, "message", "receipt", "typing") // seq 4, Alice's own
+	untilFrame(t, mp, "message", "receipt", "typing") // seq 5
+	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.token, nil)["conversation"].(map[string]any)
+	if am := memberOf(t, view, alice); am["delivered_seq"].(float64) != 1 || am["read_seq"].(float64) > 1 {
+		t.Fatalf("mallory sees alice's watermarks %v", am)
+	}
+
+	// Mallory cannot put Alice in a group, at creation or later.
+	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "trap", "members": []string{alice}}); code != 403 {
+		t.Fatalf("mallory's group with alice: %d %v", code, out)
+	}
+	g := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "trap"})["conversation"].(map[string]any)["id"].(string)
+	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+g+"/members", mPhone.token, map[string]any{"user_id": alice}); code != 403 {
+		t.Fatalf("mallory adds alice: %d %v", code, out)
+	}
+
+	// Alice goes offline and comes back: Carol sees it, Mallory does not,
+	// nor does a new device of Mallory's list her online.
+	ap.Close()
+	al.Close()
+	if st := presenceOf(t, cp, alice); st != "offline" {
+		t.Fatalf("carol sees alice %s", st)
+	}
+	ap = connect(t, base, aPhone)
+	if st := presenceOf(t, cp, alice); st != "online" {
+		t.Fatalf("carol sees alice %s", st)
+	}
+	quietAbout(t, mp, alice, 300*time.Millisecond)
+	mLaptop := connect(t, base, loginDevice(t, base, "mallory", "laptop"))
+	quietAbout(t, mLaptop, alice, 300*time.Millisecond)
+	_ = ap
+
+	// Unblocking lets new messages through; withheld ones stay withheld.
+	mustAPI(t, 204, "DELETE", base+"/v1/blocks/"+mallory, aPhone.token, nil)
+	mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.token, map[string]any{"client_msg_id": "m6", "body": "sorry"})
+	if m := expectMessage(t, ap, "ack", "block"); m.Seq != 6 || m.Body != "sorry" {
+		t.Fatalf("after unblocking alice got %+v", m)
+	}
+	var one parley.Message
+	raw := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages/5", aPhone.token, nil)["message"].(map[string]any)
+	one.Body, _ = raw["body"].(string)
+	if one.Body != "" || raw["withheld"] != true {
+		t.Fatalf("a withheld message after unblocking: %v", raw)
+	}
+}
