@@ -28,3 +28,30 @@ func (c *Client) Blocks(ctx context.Context) ([]parley.Block, error) {
 	err := c.do(ctx, "GET", "/v1/blocks", true, nil, &out)
 	return out.Blocks, err
 }
+
+// Privacy returns your privacy settings.
+func (c *Client) Privacy(ctx context.Context) (parley.Privacy, error) {
+	var out struct {
+		Privacy parley.Privacy `json:"privacy"`
+	}
+	err := c.do(ctx, "GET", "/v1/me/privacy", true, nil, &out)
+	return out.Privacy, err
+}
+
+// SetPrivacy changes your privacy settings: presence (online and last
+// seen) and read receipts, each everyone, contacts or nobody; "" keeps
+// a setting. It returns the settings now.
+func (c *Client) SetPrivacy(ctx context.Context, presence, readReceipts parley.Visibility) (parley.Privacy, error) {
+	body := map[string]parley.Visibility{}
+	if presence != "" {
+		body["presence"] = presence
+	}
+	if readReceipts != "" {
+		body["read_receipts"] = readReceipts
+	}
+	var out struct {
+		Privacy parley.Privacy `json:"privacy"`
+	}
+	err := c.do(ctx, "PATCH", "/v1/me/privacy", true, body, &out)
+	return out.Privacy, err
+}

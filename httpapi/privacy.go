@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"errors"
+	"io"
 	"net/http"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
 )
 
 // privacyRoutes adds the abuse and privacy controls: blocks (and, as they
@@ -12,6 +15,77 @@ func (h *Handler) privacyRoutes(m *http.ServeMux) {
 	m.Handle("GET /v1/blocks", h.authed(h.blocks))
 	m.Handle("PUT /v1/blocks/{user_id}", h.authed(h.block))
 	m.Handle("DELETE /v1/blocks/{user_id}", h.authed(h.unblock))
+	m.Handle("GET /v1/me/privacy", h.authed(h.privacy))
+	m.Handle("PATCH /v1/me/privacy", h.authed(h.setPrivacy))
+}
+
+// privacyBody answers GET and PATCH /v1/me/privacy.
+type privacyBody struct {
+	Privacy parley.Privacy `json:"privacy"`
+}
+
+// privacyRequest is the body of PATCH /v1/me/privacy; absent fields are
+// kept.
+type privacyRequest struct {
+	Presence     *parley.Visibility `json:"presence"`
+	ReadReceipts *parley.Visibility `json:"read_receipts"`
+}
+
+// decodePrivacy decodes and checks a PATCH /v1/me/privacy body.
+func decodePrivacy(body []byte) (service.PrivacyChange, error) {
+	var req privacyRequest
+	if err := decodeBody(body, &req); err != nil {
+		return service.PrivacyChange{}, err
+	}
+	for _, v := range []*parley.Visibility{req.Presence, req.ReadReceipts} {
+		if v != nil && !v.Valid() {
+			return service.PrivacyChange{}, parley.Errorf(parley.CodeInvalidRequest, "presence and read_receipts are everyone, contacts or nobody")
+		}
+	}
+	return service.PrivacyChange{Presence: req.Presence, ReadReceipts: req.ReadReceipts}, nil
+}
+
+// privacy: GET /v1/me/privacy.
+func (h *Handler) privacy(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	pr, err := h.svc.Privacy(r.Context(), p)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, privacyBody{Privacy: pr})
+}
+
+// setPrivacy: PATCH /v1/me/privacy.
+func (h *Handler) setPrivacy(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	body, err := readBody(r, h.cfg.MaxRequestBytes)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	change, err := decodePrivacy(body)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	pr, err := h.svc.SetPrivacy(r.Context(), p, change)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, privacyBody{Privacy: pr})
+}
+
+// readBody reads a request body of at most max bytes.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, max))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, parley.Errorf(parley.CodePayloadTooLarge, "request body must be at most %d bytes", max)
+		}
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "could not read the request body")
+	}
+	return body, nil
 }
 
 // blocksBody answers GET /v1/blocks.

@@ -134,12 +134,20 @@ func clampBlocked(r *parley.Relations, c *parley.Conversation) {
 
 // presentViews applies the viewer's privacy rules to views the store
 // returned (messages withheld from the viewer, watermarks of members who
-// block the viewer), in place.
+// block the viewer, read watermarks the viewer may not see), in place.
 func (s *Service) presentViews(ctx context.Context, viewerID string, views []parley.ConversationView) error {
+	if len(views) == 0 {
+		return nil
+	}
+	rv, err := s.newReceiptsView(ctx, viewerID)
+	if err != nil {
+		return err
+	}
 	var r *parley.Relations
 	for i := range views {
 		v := &views[i]
 		v.LastMessage = shown(viewerID, v.LastMessage)
+		rv.apply(&v.Conversation)
 		if v.Kind != parley.KindDirect {
 			continue
 		}
@@ -170,25 +178,36 @@ func (s *Service) checkAddable(ctx context.Context, p *parley.Principal, userIDs
 	return nil
 }
 
-// receiptHide lists the members of a conversation who must not see the
-// caller's receipts in it: in a direct conversation, a user the caller
-// blocks (their view of the caller's watermarks stays clamped). ok is
-// false if the store could not say: the receipt is committed, so the
-// event is then not published (clients heal by sync), rather than shown
-// to whom it may not be.
-func (s *Service) receiptHide(ctx context.Context, p *parley.Principal, conversationID string) (hide []string, ok bool) {
+// receiptEvent returns the receipt event of the caller's watermark
+// (kind delivered or read) with who must not see it: in a direct
+// conversation, a user the caller blocks (their view of the caller's
+// watermarks stays clamped); for read, whoever the privacy settings
+// exclude (Private: only the caller's own devices). It returns nil if
+// the store could not say: the receipt is committed, so the event is then
+// not published (clients heal by sync), rather than shown to whom it may
+// not be.
+func (s *Service) receiptEvent(ctx context.Context, p *parley.Principal, conversationID, kind string, seq int64) *Event {
+	e := &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: kind, Seq: seq}
 	r, err := s.relations(ctx, p.UserID, conversationID)
 	if err != nil {
 		s.log.WarnContext(ctx, "receipt not published: relations", "err", err)
-		return nil, false
+		return nil
 	}
-	if r.Kind != parley.KindDirect {
-		return nil, true
+	if r.Kind == parley.KindDirect {
+		for id := range r.Blocks {
+			e.Hide = append(e.Hide, id)
+		}
 	}
-	for id := range r.Blocks {
-		hide = append(hide, id)
+	if kind == "read" {
+		hide, private, err := s.readHide(ctx, p.UserID, conversationID)
+		if err != nil {
+			s.log.WarnContext(ctx, "receipt not published: privacy", "err", err)
+			return nil
+		}
+		e.Hide = append(e.Hide, hide...)
+		e.Private = private
 	}
-	return hide, true
+	return e
 }
 
 // presentSync applies the viewer's privacy rules to a sync page, in place
@@ -207,4 +226,18 @@ func (s *Service) presentSync(ctx context.Context, viewerID string, page *parley
 		page.Conversations[i].View = views[i]
 	}
 	return nil
+}
+
+// presentConversation returns c as viewerID may see it (see
+// presentViews); c is not changed.
+func (s *Service) presentConversation(ctx context.Context, viewerID string, c *parley.Conversation) (*parley.Conversation, error) {
+	if c == nil {
+		return nil, nil
+	}
+	views := []parley.ConversationView{{Conversation: *c}}
+	views[0].Members = slices.Clone(c.Members)
+	if err := s.presentViews(ctx, viewerID, views); err != nil {
+		return nil, err
+	}
+	return &views[0].Conversation, nil
 }

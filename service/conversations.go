@@ -78,9 +78,13 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 		}
 	}
 	conv, created, err := s.store.CreateConversation(ctx, c)
-	if err == nil && created {
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
 		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
 	}
+	conv, err = s.presentConversation(ctx, p.UserID, conv)
 	return conv, created, err
 }
 
@@ -175,10 +179,11 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		}
 		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq}}}, nil
 	})
-	if err == nil {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: c.ID, Action: ActionMemberAdded, Conversation: c, UserID: p.UserID, Users: []string{userID}})
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: c.ID, Action: ActionMemberAdded, Conversation: c, UserID: p.UserID, Users: []string{userID}})
+	return s.presentConversation(ctx, p.UserID, c)
 }
 
 // changeMembers runs decide, with the caller's membership, atomically with
@@ -269,10 +274,11 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 		}
 		return parley.MemberChange{Roles: roles}, nil
 	})
-	if err == nil {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionRoleChanged, Conversation: after, UserID: p.UserID, Users: changed})
+	if err != nil {
+		return nil, err
 	}
-	return after, err
+	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionRoleChanged, Conversation: after, UserID: p.UserID, Users: changed})
+	return s.presentConversation(ctx, p.UserID, after)
 }
 
 // DeleteConversation deletes a group with its history; only the owner

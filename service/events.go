@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -90,8 +89,10 @@ type Event struct {
 
 	Conversations []string `json:"conversations,omitempty"`
 
-	// Hide lists users who must not be shown the event (see above).
-	Hide []string `json:"hide,omitempty"`
+	// Hide lists users who must not be shown the event (see above);
+	// Private says only UserID's own sessions may be.
+	Hide    []string `json:"hide,omitempty"`
+	Private bool     `json:"private,omitempty"`
 }
 
 // Subject buckets. Fixed for a deployment: every node must agree.
@@ -172,6 +173,12 @@ func (s *Service) publish(ctx context.Context, subject string, e *Event) {
 }
 
 func (s *Service) publishConversation(ctx context.Context, e *Event) {
+	if e.Kind == EventConversation && e.Conversation != nil {
+		// Every member gets it: no read watermark anyone may not see.
+		c := *e
+		c.Conversation = s.scrubConversation(ctx, e.UserID, e.Conversation)
+		e = &c
+	}
 	// This node's history cache first, so the caller reads its own write.
 	s.ObserveEvent(e)
 	s.publish(ctx, ConversationSubject(e.ConversationID), e)
@@ -229,11 +236,11 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	if err != nil {
 		return err
 	}
-	r, err := s.relations(ctx, userID, "")
-	if err != nil {
+	publish, hide, err := s.presenceAudience(ctx, userID)
+	if err != nil || !publish {
 		return err
 	}
-	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids, Hide: blockedIDs(r)}
+	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids, Hide: hide}
 	if online {
 		e.State = "online"
 	} else {
@@ -245,17 +252,13 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 
 // Contacts returns the users whose presence userID may see: those who
 // share a conversation with the user, less those the privacy rules hide
-// (blocks). The gateway lists the online ones to a new session.
+// (blocks, their settings). The gateway lists the online ones to a new session.
 func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
 	ids, err := s.store.Contacts(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.relations(ctx, userID, "")
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(ids, r.Blocking), nil
+	return s.visiblePresence(ctx, userID, ids)
 }
 
 // LastSeqs returns the last_seq of every conversation the caller is a

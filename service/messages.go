@@ -220,8 +220,8 @@ func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversatio
 	defer s.shared(conversationID)()
 	w, err := s.store.MarkRead(ctx, conversationID, p.UserID, seq)
 	if err == nil && w.Raised {
-		if hide, ok := s.receiptHide(ctx, p, conversationID); ok {
-			s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "read", Seq: w.Seq, Hide: hide})
+		if e := s.receiptEvent(ctx, p, conversationID, "read", w.Seq); e != nil {
+			s.publishConversation(ctx, e)
 		}
 		if s.push != nil {
 			s.push.ReadRaised(conversationID, p.UserID, p.DeviceID, w.Seq)
@@ -243,8 +243,8 @@ func (s *Service) MarkDelivered(ctx context.Context, p *parley.Principal, conver
 	defer s.shared(conversationID)()
 	device, user, err = s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
 	if err == nil && user.Raised {
-		if hide, ok := s.receiptHide(ctx, p, conversationID); ok {
-			s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "delivered", Seq: user.Seq, Hide: hide})
+		if e := s.receiptEvent(ctx, p, conversationID, "delivered", user.Seq); e != nil {
+			s.publishConversation(ctx, e)
 		}
 	}
 	return device, user, err

@@ -512,7 +512,12 @@ func (h *hub) onEvent(_ string, data []byte) {
 	case service.EventMessageChanged:
 		h.onMessageChanged(&e)
 	case service.EventReceipt:
-		h.broadcast(e.ConversationID, "", e.Hide, ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq})
+		frame := ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq}
+		if e.Private {
+			h.toUser(e.ConversationID, e.UserID, frame)
+		} else {
+			h.broadcast(e.ConversationID, "", e.Hide, frame)
+		}
 	case service.EventTyping:
 		frame := TypingFrame{Type: FrameTyping, ConversationID: e.ConversationID, UserID: e.UserID, State: e.State}
 		if e.State == "start" {
@@ -543,6 +548,26 @@ func (h *hub) broadcast(conversationID, skipUser string, hide []string, frame an
 	defer h.mu.Unlock()
 	if c := h.conv(conversationID); c != nil {
 		c.sendTo(data, skipUser, hide...)
+	}
+}
+
+// toUser sends frame to the sessions of one local member of a
+// conversation.
+func (h *hub) toUser(conversationID, userID string, frame any) {
+	data, err := Encode(frame)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.conv(conversationID); c != nil {
+		for u := range c.all {
+			if u.id == userID {
+				for _, s := range u.sessions {
+					s.write(data)
+				}
+			}
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,6 +18,8 @@ func (k *cli) privacyCommand(ctx context.Context, cmd string, args []string) (ok
 		return true, k.block(ctx, cmd, args)
 	case "blocks":
 		return true, k.blocks(ctx)
+	case "privacy":
+		return true, k.privacy(ctx, args)
 	}
 	return false, nil
 }
@@ -62,5 +65,32 @@ func (k *cli) blocks(ctx context.Context) error {
 		for _, b := range bs {
 			fmt.Fprintf(w, "%s\t%s\n", b.UserID, b.CreatedAt.Format("2006-01-02 15:04"))
 		}
+	})
+}
+
+// privacy shows the privacy settings, or changes those given.
+func (k *cli) privacy(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("privacy", flag.ContinueOnError)
+	fs.SetOutput(k.stderr)
+	presence := fs.String("presence", "", "who sees your presence and last seen: everyone, contacts or nobody")
+	receipts := fs.String("read-receipts", "", "who sees your read receipts: everyone, contacts or nobody")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return usageError("privacy [--presence everyone|contacts|nobody] [--read-receipts everyone|contacts|nobody]")
+	}
+	if err := k.requireLogin(); err != nil {
+		return err
+	}
+	var p parley.Privacy
+	var err error
+	if *presence == "" && *receipts == "" {
+		p, err = k.c.Privacy(ctx)
+	} else {
+		p, err = k.c.SetPrivacy(ctx, parley.Visibility(*presence), parley.Visibility(*receipts))
+	}
+	if err != nil {
+		return err
+	}
+	return k.print(map[string]any{"privacy": p}, func(w io.Writer) {
+		fmt.Fprintf(w, "presence\t%s\nread receipts\t%s\n", p.Presence, p.ReadReceipts)
 	})
 }

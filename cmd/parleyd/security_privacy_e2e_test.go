@@ -233,3 +233,112 @@ func TestSecurityBlocking(t *testing.T) {
 		t.Fatalf("a withheld message after unblocking: %v", raw)
 	}
 }
+
+// expectReceiptNot waits for a receipt of kind by user want, failing if
+// one of that kind by user banned comes first.
+func expectReceiptNot(t testing.TB, c *wstest.Conn, kind, want, banned string) {
+	t.Helper()
+	for {
+		var r receiptFrame
+		if err := untilFrame(t, c, "receipt").Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Kind == kind && r.UserID == banned {
+			t.Fatalf("%s receipt of %s leaked: %+v", kind, banned, r)
+		}
+		if r.Kind == kind && r.UserID == want {
+			return
+		}
+	}
+}
+
+// TestSecurityPrivacySettings: with presence and read receipts set to
+// nobody, Alice's presence and last seen and her read watermark reach no
+// one (Carol is the third user who watches), across live frames, the
+// online list and REST views; as in WhatsApp, Alice then sees no one's
+// read watermark either. Restricting presence while online shows Bob
+// offline to those who may no longer see him.
+func TestSecurityPrivacySettings(t *testing.T) {
+	p := startRealtime(t)
+	base := p.base
+	for _, h := range []string{"alice", "bob", "carol", "dave"} {
+		signup(t, base, h)
+	}
+	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
+	bPhone, cPhone, dPhone := loginDevice(t, base, "bob", "phone"), loginDevice(t, base, "carol", "phone"), loginDevice(t, base, "dave", "phone")
+	alice, bob, carol, dave := aPhone.user, bPhone.user, cPhone.user, dPhone.user
+	g := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "g", "members": []string{alice, bob, dave}})["conversation"].(map[string]any)["id"].(string)
+
+	if code, out := api(t, http.DefaultClient, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "friends"}); code != 400 {
+		t.Fatalf("a bad visibility: %d %v", code, out)
+	}
+	pr := mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "nobody", "read_receipts": "nobody"})["privacy"].(map[string]any)
+	if pr["presence"] != "nobody" || pr["read_receipts"] != "nobody" {
+		t.Fatalf("PATCH /v1/me/privacy = %v", pr)
+	}
+	if pr := mustAPI(t, 200, "GET", base+"/v1/me/privacy", aLaptop.token, nil)["privacy"].(map[string]any); pr["presence"] != "nobody" {
+		t.Fatalf("GET /v1/me/privacy = %v", pr)
+	}
+
+	cp := connect(t, base, cPhone)
+	ap, al := connect(t, base, aPhone), connect(t, base, aLaptop)
+	bp := connect(t, base, bPhone)
+	// Bob's online reaches Carol (the control); Alice's never does.
+	if st := presenceOf(t, cp, bob); st != "online" {
+		t.Fatalf("carol sees bob %s", st)
+	}
+	quietAbout(t, cp, alice, 300*time.Millisecond)
+	c2 := connect(t, base, loginDevice(t, base, "carol", "laptop"))
+	if st := presenceOf(t, c2, bob); st != "online" { // the online list has Bob ...
+		t.Fatalf("carol's laptop sees bob %s", st)
+	}
+	quietAbout(t, c2, alice, 300*time.Millisecond) // ... and not Alice
+
+	// Carol writes; Alice reads on her phone: her laptop learns it, Carol
+	// does not. Bob's read after Alice's is the barrier.
+	cp.MustWrite(map[string]any{"type": "send", "id": "c1", "conversation_id": g, "client_msg_id": "c1", "body": "party at 8"})
+	expectMessage(t, ap, "ack")
+	ap.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
+	if r := expectReceipt(t, al, "read", alice); r.Seq != 1 {
+		t.Fatalf("alice's laptop: %+v", r)
+	}
+	bp.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
+	expectReceiptNot(t, cp, "read", bob, alice)
+	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.token, nil)["conversation"].(map[string]any)
+	if am, bm := memberOf(t, view, alice), memberOf(t, view, bob); am["read_seq"].(float64) != 0 || bm["read_seq"].(float64) != 1 {
+		t.Fatalf("carol sees alice %v and bob %v", am, bm)
+	}
+	msg := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g+"/messages/1", cPhone.token, nil)["message"].(map[string]any)
+	if msg["read_count"].(float64) != 1 {
+		t.Fatalf("carol's message 1 is read by %v, want 1 (bob)", msg["read_count"])
+	}
+	// Reciprocity: Alice sees no one's read watermark.
+	aview := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, aPhone.token, nil)["conversation"].(map[string]any)
+	if bm := memberOf(t, aview, bob); bm["read_seq"].(float64) != 0 {
+		t.Fatalf("alice sees bob's read_seq %v", bm["read_seq"])
+	}
+
+	// Alice goes away: no offline, no last seen, for Carol; Dave's coming
+	// and going is the control.
+	ap.Close()
+	al.Close()
+	dp := connect(t, base, dPhone)
+	if st := presenceOf(t, cp, dave); st != "online" {
+		t.Fatalf("carol sees dave %s", st)
+	}
+	dp.Close()
+	if st := presenceOf(t, cp, dave); st != "offline" {
+		t.Fatalf("carol sees dave %s", st)
+	}
+	quietAbout(t, cp, alice, 300*time.Millisecond)
+
+	// Bob restricts his presence while online: Carol sees him go offline,
+	// and nothing of him after.
+	mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", bPhone.token, map[string]any{"presence": "nobody"})
+	if st := presenceOf(t, cp, bob); st != "offline" {
+		t.Fatalf("carol sees bob %s after he hid", st)
+	}
+	c3 := connect(t, base, loginDevice(t, base, "carol", "tablet"))
+	quietAbout(t, c3, bob, 300*time.Millisecond)
+	_ = carol
+}

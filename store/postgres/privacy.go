@@ -20,8 +20,8 @@ func (s *Store) SetPrivacy(ctx context.Context, userID string, p parley.Privacy)
 	})
 }
 
-// peersSQL selects the co-members of $1 (in the conversation $2 unless it
-// is ”), each with its settings and whether it is a stranger to $1,
+// peersSQL selects the co-members of $1 (in the conversation $2 unless that
+// is empty), each with its settings and whether it is a stranger to $1,
 // keeping only the exceptional ones.
 const peersSQL = `SELECT u.id, u.presence_visibility, u.receipts_visibility, false FROM users u
 	WHERE u.id IN (SELECT o.user_id FROM members me JOIN members o ON o.conversation_id = me.conversation_id

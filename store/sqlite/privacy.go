@@ -18,8 +18,8 @@ func (s *Store) SetPrivacy(ctx context.Context, userID string, p parley.Privacy)
 	})
 }
 
-// peersSQL selects the co-members of ?1 (in the conversation ?2 unless it
-// is ”), each with its settings and whether it is a contact of ?1 (they
+// peersSQL selects the co-members of ?1 (in the conversation ?2 unless that
+// is empty), each with its settings and whether it is a contact of ?1 (they
 // share a conversation: every membership is accepted), keeping only the
 // exceptional ones.
 const peersSQL = `SELECT u.id, u.presence_visibility, u.receipts_visibility, 0 FROM users u
