@@ -25,6 +25,9 @@ type Relations struct {
 	// Kind is the kind of the conversation asked about, if a block is
 	// listed ("" otherwise).
 	Kind ConversationKind
+	// Pending says the user's membership of the conversation asked about
+	// is a message request not yet accepted.
+	Pending bool
 }
 
 // Blocking reports whether either of the two users blocks the other.
@@ -83,4 +86,8 @@ type Peer struct {
 	// Stranger says the two share no conversation that both have
 	// accepted: they are not contacts.
 	Stranger bool
+	// Unaccepted says the user has accepted no conversation shared with
+	// the peer; PeerUnaccepted says the peer has accepted none shared
+	// with the user. Either implies Stranger.
+	Unaccepted, PeerUnaccepted bool
 }

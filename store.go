@@ -179,14 +179,24 @@ type Store interface {
 	// that conversation are listed, and Kind is set if any is; without,
 	// every user.
 	Relations(ctx context.Context, userID, conversationID string) (*Relations, error)
+	// AcceptConversation accepts userID's membership of a conversation
+	// (see Member.Request), raising the member's change stamp, and
+	// reports whether it was a request until now.
+	// CodeConversationNotFound if userID is not a member.
+	AcceptConversation(ctx context.Context, conversationID, userID string) (bool, error)
+	// Strangers returns those of userIDs who share no accepted
+	// conversation with userID (one both of them accepted), in the order
+	// given. At most MaxGroupMembers ids.
+	Strangers(ctx context.Context, userID string, userIDs []string) ([]string, error)
 	// SetPrivacy stores userID's privacy settings (both valid).
 	// CodeNotFound if there is no such user.
 	SetPrivacy(ctx context.Context, userID string, p Privacy) error
 	// Peers lists, in no particular order, the users who share a
 	// conversation with userID (only members of conversationID, if one
 	// is named) and are exceptional: their settings are not the
-	// defaults, or they are strangers to userID. Others are contacts
-	// with the default settings.
+	// defaults, or they are strangers to userID (see Peer). Others are
+	// contacts with the default settings. The flags of a peer are over
+	// every conversation the two share.
 	Peers(ctx context.Context, userID, conversationID string) ([]Peer, error)
 	// LastSeqs returns the last_seq of every conversation userID is a
 	// member of, keyed by conversation id, read in one snapshot. The

@@ -55,3 +55,35 @@ func (c *Client) SetPrivacy(ctx context.Context, presence, readReceipts parley.V
 	err := c.do(ctx, "PATCH", "/v1/me/privacy", true, body, &out)
 	return out.Privacy, err
 }
+
+// AcceptConversation accepts a message request (a conversation in which
+// your membership has Request set).
+func (c *Client) AcceptConversation(ctx context.Context, conversationID string) (*parley.ConversationView, error) {
+	var out struct {
+		Conversation *parley.ConversationView `json:"conversation"`
+	}
+	err := c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/accept", true, nil, &out)
+	return out.Conversation, err
+}
+
+// DeclineConversation declines a message request: you leave the
+// conversation and, with block, block who sent it.
+func (c *Client) DeclineConversation(ctx context.Context, conversationID string, block bool) error {
+	return c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/decline", true, map[string]bool{"block": block}, nil)
+}
+
+// Requests lists your message requests: conversations you have not
+// accepted.
+func (c *Client) Requests(ctx context.Context, me string) ([]parley.ConversationView, error) {
+	all, err := c.Conversations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []parley.ConversationView
+	for _, v := range all {
+		if m := v.MemberOf(me); m != nil && m.Request {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}

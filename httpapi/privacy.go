@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -17,6 +18,53 @@ func (h *Handler) privacyRoutes(m *http.ServeMux) {
 	m.Handle("DELETE /v1/blocks/{user_id}", h.authed(h.unblock))
 	m.Handle("GET /v1/me/privacy", h.authed(h.privacy))
 	m.Handle("PATCH /v1/me/privacy", h.authed(h.setPrivacy))
+	m.Handle("POST /v1/conversations/{id}/accept", h.authed(h.acceptConversation))
+	m.Handle("POST /v1/conversations/{id}/decline", h.authed(h.declineConversation))
+}
+
+// acceptConversation: POST /v1/conversations/{id}/accept.
+func (h *Handler) acceptConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	v, err := h.svc.AcceptConversation(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation": v})
+}
+
+// declineRequest is the optional body of POST .../decline.
+type declineRequest struct {
+	Block bool `json:"block"`
+}
+
+// decodeDecline decodes a decline body; an empty body declines without
+// blocking.
+func decodeDecline(body []byte) (declineRequest, error) {
+	var req declineRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil
+	}
+	err := decodeBody(body, &req)
+	return req, err
+}
+
+// declineConversation: POST /v1/conversations/{id}/decline; 204.
+func (h *Handler) declineConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	body, err := readBody(r, h.cfg.MaxRequestBytes)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	req, err := decodeDecline(body)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.svc.DeclineConversation(r.Context(), p, r.PathValue("id"), req.Block); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // privacyBody answers GET and PATCH /v1/me/privacy.

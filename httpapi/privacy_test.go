@@ -40,3 +40,16 @@ func TestDecodePrivacy(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDeclineRequest: any body declines (with or without block) or is a
+// clear invalid_request.
+func FuzzDeclineRequest(f *testing.F) {
+	for _, seed := range []string{``, `{}`, `{"block":true}`, `{"block":"yes"}`, ` `, `[]`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, err := decodeDecline(body); err != nil && parley.ErrorCode(err) != parley.CodeInvalidRequest {
+			t.Fatalf("error %v for %q", err, body)
+		}
+	})
+}

@@ -198,6 +198,11 @@ func (s *Service) receiptEvent(ctx context.Context, p *parley.Principal, convers
 			e.Hide = append(e.Hide, id)
 		}
 	}
+	if r.Pending {
+		// A message request: only the user's own devices hear of it.
+		e.Private = true
+		return e
+	}
 	if kind == "read" {
 		hide, private, err := s.readHide(ctx, p.UserID, conversationID)
 		if err != nil {

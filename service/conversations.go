@@ -77,12 +77,20 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 			return nil, false, err
 		}
 	}
+	if err := s.requestsFor(ctx, p, c.Members); err != nil {
+		return nil, false, err
+	}
 	conv, created, err := s.store.CreateConversation(ctx, c)
 	if err != nil {
 		return nil, false, err
 	}
 	if created {
 		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
+	} else if conv.Kind == parley.KindDirect && len(conv.Members) < 2 {
+		// One of the pair declined a request: back in, as a new one.
+		if conv, err = s.rejoinDirect(ctx, p, conv, others[0]); err != nil {
+			return nil, false, err
+		}
 	}
 	conv, err = s.presentConversation(ctx, p.UserID, conv)
 	return conv, created, err
@@ -164,6 +172,10 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 	if err := s.checkAddable(ctx, p, []string{userID}); err != nil {
 		return nil, err
 	}
+	added := []parley.Member{{UserID: userID}}
+	if err := s.requestsFor(ctx, p, added); err != nil {
+		return nil, err
+	}
 	joined := s.cfg.Now().UTC()
 	defer s.exclusive(conversationID)()
 	c, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
@@ -177,7 +189,7 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		case len(c.Members) >= parley.MaxGroupMembers:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
 		}
-		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq}}}, nil
+		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq, Request: added[0].Request}}}, nil
 	})
 	if err != nil {
 		return nil, err

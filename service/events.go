@@ -216,8 +216,12 @@ func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationI
 		return parley.Errorf(parley.CodeInvalidRequest, "state must be start or stop")
 	}
 	defer s.shared(conversationID)()
-	if _, err := s.member(ctx, p, conversationID); err != nil {
+	me, err := s.member(ctx, p, conversationID)
+	if err != nil {
 		return err
+	}
+	if me.Request {
+		return nil // a message request: nobody sees the user type
 	}
 	r, err := s.relations(ctx, p.UserID, conversationID)
 	if err != nil {

@@ -50,6 +50,12 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 		return nil, false, err
 	}
 	m.Withheld = r.Kind == parley.KindDirect && len(r.BlockedBy) > 0
+	if r.Pending {
+		// Writing into a message request accepts it.
+		if err := s.accept(ctx, p, req.ConversationID); err != nil {
+			return nil, false, err
+		}
+	}
 	// Membership is checked by the store inside the commit, so a member
 	// removed a moment ago cannot slip a message in.
 	defer s.shared(req.ConversationID)()

@@ -114,15 +114,15 @@ func (s *Service) presenceAudience(ctx context.Context, userID string) (publish 
 		return false, nil, err
 	}
 	hide = blockedIDs(r)
-	if u.Privacy.Presence == parley.VisibleContacts {
-		peers, err := s.store.Peers(ctx, userID, "")
-		if err != nil {
-			return false, nil, err
-		}
-		for _, p := range peers {
-			if p.Stranger {
-				hide = append(hide, p.UserID)
-			}
+	peers, err := s.store.Peers(ctx, userID, "")
+	if err != nil {
+		return false, nil, err
+	}
+	for _, p := range peers {
+		// Those the user shares only unaccepted requests with (the
+		// requesters) never see it; strangers not, with contacts.
+		if p.Unaccepted || p.Stranger && u.Privacy.Presence == parley.VisibleContacts {
+			hide = append(hide, p.UserID)
 		}
 	}
 	return true, hide, nil
@@ -145,7 +145,7 @@ func (s *Service) visiblePresence(ctx context.Context, viewerID string, ids []st
 			return true
 		}
 		p, ok := pm[id]
-		return ok && !p.Privacy.Presence.Allows(!p.Stranger)
+		return ok && (p.PeerUnaccepted || !p.Privacy.Presence.Allows(!p.Stranger))
 	}), nil
 }
 
@@ -205,6 +205,10 @@ func (v *receiptsView) apply(c *parley.Conversation) {
 		if m.UserID == v.viewerID {
 			continue
 		}
+		if m.Request { // a request not accepted: no receipts at all
+			m.ReadSeq, m.DeliveredSeq = 0, 0
+			continue
+		}
 		if !v.all {
 			p, ok := v.peers[m.UserID]
 			if !ok || p.Privacy.ReadReceipts.Allows(!p.Stranger) {
@@ -231,6 +235,10 @@ func (s *Service) scrubConversation(ctx context.Context, actorID string, c *parl
 	}
 	private := map[string]bool{}
 	all := err != nil // unsure: show no one's
+	requests := false
+	for _, m := range c.Members {
+		requests = requests || m.Request
+	}
 	for _, p := range peers {
 		if p.Privacy.ReadReceipts != parley.VisibleEveryone {
 			private[p.UserID] = true
@@ -241,14 +249,16 @@ func (s *Service) scrubConversation(ctx context.Context, actorID string, c *parl
 		private[actorID] = true
 		all = all || err != nil || u.Privacy.ReadReceipts == parley.VisibleNobody
 	}
-	if len(private) == 0 && !all {
+	if len(private) == 0 && !all && !requests {
 		return c
 	}
 	out := *c
 	out.Members = slices.Clone(c.Members)
 	for i := range out.Members {
 		m := &out.Members[i]
-		if all || private[m.UserID] {
+		if m.Request {
+			m.ReadSeq, m.DeliveredSeq = 0, 0
+		} else if all || private[m.UserID] {
 			m.DeliveredSeq = max(m.DeliveredSeq, m.ReadSeq)
 			m.ReadSeq = 0
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/metrics"
+	"github.com/parleychat/parley/ratelimit"
 )
 
 // Tokens issues and verifies access tokens. auth.Keys does the work; cmd
@@ -59,6 +60,14 @@ type Config struct {
 	// VAPIDPrivateKey, if set, is the server's VAPID key (a P-256 scalar,
 	// 32 bytes); otherwise one is made and kept in the store.
 	VAPIDPrivateKey []byte
+	// MessageRequests makes a conversation that a stranger (a user one
+	// shares no accepted conversation with) puts one into a message
+	// request (see requests.go). Default false; parleyd turns it on.
+	MessageRequests bool
+	// StrangerAdds bounds how many strangers one user may put into
+	// conversations per hour (burst up to 20), on this node; above it
+	// CodeRateLimited. 0: no limit.
+	StrangerAdds int
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -95,7 +104,8 @@ type Service struct {
 	order     publishOrder
 	cache     *historyCache // nil: off
 	vapid     vapidKeys
-	push      PushQueue // nil: no notifications (see UsePush)
+	push      PushQueue        // nil: no notifications (see UsePush)
+	strangers *ratelimit.Keyed // nil: no limit on adding strangers
 }
 
 // New returns a Service. log must not be nil; m may be nil.
@@ -104,6 +114,9 @@ func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log
 	s := &Service{store: store, tokens: tokens, passwords: passwords, cfg: cfg, log: log, metrics: m}
 	if cfg.HistoryCache > 0 {
 		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
+	}
+	if cfg.StrangerAdds > 0 {
+		s.strangers = ratelimit.New(float64(cfg.StrangerAdds)/3600, min(cfg.StrangerAdds, 20))
 	}
 	return s
 }

@@ -20,6 +20,10 @@ func (k *cli) privacyCommand(ctx context.Context, cmd string, args []string) (ok
 		return true, k.blocks(ctx)
 	case "privacy":
 		return true, k.privacy(ctx, args)
+	case "requests":
+		return true, k.requests(ctx)
+	case "accept", "decline":
+		return true, k.answerRequest(ctx, cmd, args)
 	}
 	return false, nil
 }
@@ -92,5 +96,47 @@ func (k *cli) privacy(ctx context.Context, args []string) error {
 	}
 	return k.print(map[string]any{"privacy": p}, func(w io.Writer) {
 		fmt.Fprintf(w, "presence\t%s\nread receipts\t%s\n", p.Presence, p.ReadReceipts)
+	})
+}
+
+// requests lists the message requests.
+func (k *cli) requests(ctx context.Context) error {
+	if err := k.requireLogin(); err != nil {
+		return err
+	}
+	rs, err := k.c.Requests(ctx, k.c.Tokens().UserID)
+	if err != nil {
+		return err
+	}
+	return k.print(map[string]any{"requests": rs}, func(w io.Writer) {
+		for _, v := range rs {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d members\n", v.ID, v.Kind, v.Title, len(v.Members))
+		}
+	})
+}
+
+// answerRequest accepts or declines a message request.
+func (k *cli) answerRequest(ctx context.Context, cmd string, args []string) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(k.stderr)
+	block := fs.Bool("block", false, "decline: also block who sent it")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || (cmd == "accept" && *block) {
+		return usageError("accept CONV | decline [--block] CONV")
+	}
+	if err := k.requireLogin(); err != nil {
+		return err
+	}
+	conv := fs.Arg(0)
+	var err error
+	if cmd == "accept" {
+		_, err = k.c.AcceptConversation(ctx, conv)
+	} else {
+		err = k.c.DeclineConversation(ctx, conv, *block)
+	}
+	if err != nil {
+		return err
+	}
+	return k.print(map[string]any{"conversation_id": conv, "action": cmd}, func(w io.Writer) {
+		fmt.Fprintf(w, "%s: %sd\n", conv, cmd)
 	})
 }

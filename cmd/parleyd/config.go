@@ -48,6 +48,8 @@ type Config struct {
 	IdleTimeout     time.Duration  // WebSocket closed after this long without a frame; default 60s
 	MaxFrameBytes   int            // largest WebSocket client frame; default 131072
 	PresenceGrace   time.Duration  // online after the last session closed; default 5s
+	MessageRequests bool           // strangers' DMs and group adds arrive as requests; default on
+	StrangerAdds    int            // strangers one user may put into conversations per hour; default 50, 0 = no limit
 	Push            PushConfig     // the notification service (push role)
 }
 
@@ -191,6 +193,18 @@ func settings() []setting {
 		{"idle-timeout", "PARLEY_IDLE_TIMEOUT", "60s", "a WebSocket that sends nothing (not even a pong) for this long is closed; must exceed ping-interval", dur(func(c *Config) *time.Duration { return &c.IdleTimeout })},
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},
 		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
+		{"message-requests", "PARLEY_MESSAGE_REQUESTS", "on", "on: a DM or group add from a user one shares no accepted conversation with arrives as a message request (no presence, typing or receipts flow until accepted); off: as an ordinary membership", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.MessageRequests = true
+			case "off", "false", "0":
+				c.MessageRequests = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"stranger-adds", "PARLEY_STRANGER_ADDS", "50", "how many strangers (users one shares no accepted conversation with) one user may put into conversations (direct or group) per hour, per node; above it rate_limited; 0 = no limit", integer(func(c *Config) *int { return &c.StrangerAdds })},
 		{"push-collapse", "PARLEY_PUSH_COLLAPSE", "1s", "how long a device's first notification of a burst waits for more messages of the conversation (one notification with the count)", dur(func(c *Config) *time.Duration { return &c.Push.CollapseWindow })},
 		{"push-delivered-grace", "PARLEY_PUSH_DELIVERED_GRACE", "4s", "a device with a live session is pushed only if it has not reported delivered within this", dur(func(c *Config) *time.Duration { return &c.Push.DeliveredGrace })},
 		{"push-ttl", "PARLEY_PUSH_TTL", "168h", "push jobs older than this (since the message's commit) are dropped", dur(func(c *Config) *time.Duration { return &c.Push.TTL })},

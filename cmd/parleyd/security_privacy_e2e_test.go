@@ -342,3 +342,117 @@ func TestSecurityPrivacySettings(t *testing.T) {
 	quietAbout(t, c3, bob, 300*time.Millisecond)
 	_ = carol
 }
+
+// TestSecurityMessageRequests: a stranger who knows Alice's handle can
+// put her in a DM or a group, but the conversation is a message request:
+// until she accepts, the stranger sees neither her presence and last
+// seen, nor her typing or receipts, while her contact does; accepting
+// lets receipts through, declining leaves (and blocks, if asked); and the
+// stranger can add only so many strangers an hour.
+func TestSecurityMessageRequests(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_STRANGER_ADDS=3"}, "--presence-grace", "300ms")
+	base := p.base
+	for _, h := range []string{"alice", "mallory", "carol", "dave", "erin"} {
+		signup(t, base, h)
+	}
+	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
+	mPhone, cPhone := loginDevice(t, base, "mallory", "phone"), loginDevice(t, base, "carol", "phone")
+	alice, mallory, carol := aPhone.user, mPhone.user, cPhone.user
+	// Carol is Alice's contact: Alice accepted Carol's DM.
+	cdm := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
+	if m := memberOf(t, cdm, alice); m["request"] != true {
+		t.Fatalf("carol's first DM: alice is %v, want a request", m)
+	}
+	mustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm["id"].(string)+"/accept", aPhone.token, nil)
+
+	ap, al := connect(t, base, aPhone), connect(t, base, aLaptop)
+	// Mallory knows the handle: a DM and a group, both requests.
+	dmObj := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
+	dm := dmObj["id"].(string)
+	if m := memberOf(t, dmObj, alice); m["request"] != true {
+		t.Fatalf("mallory's DM: alice is %v, want a request", m)
+	}
+	var conv struct {
+		Action       string              `json:"action"`
+		Conversation parley.Conversation `json:"conversation"`
+	}
+	if err := untilFrame(t, al, "conversation").Decode(&conv); err != nil || conv.Conversation.ID != dm || !conv.Conversation.MemberOf(alice).Request {
+		t.Fatalf("alice's laptop: the request frame %+v, %v", conv, err)
+	}
+	grp := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "1,000 friends", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+
+	mp, cp := connect(t, base, mPhone), connect(t, base, cPhone)
+	// Carol's online list has Alice (the control); Mallory's does not.
+	if st := presenceOf(t, cp, alice); st != "online" {
+		t.Fatalf("carol sees alice %s", st)
+	}
+	quietAbout(t, mp, alice, 300*time.Millisecond)
+	// Alice goes away and comes back: Carol sees both, Mallory neither.
+	ap.Close()
+	al.Close()
+	if st := presenceOf(t, cp, alice); st != "offline" {
+		t.Fatalf("carol sees alice %s", st)
+	}
+	ap = connect(t, base, aPhone)
+	if st := presenceOf(t, cp, alice); st != "online" {
+		t.Fatalf("carol sees alice %s", st)
+	}
+	quietAbout(t, mp, alice, 300*time.Millisecond)
+
+	// The messages arrive (it is a request, not a block) but nothing of
+	// Alice's flows back: Mallory's own next message is the barrier.
+	mp.MustWrite(map[string]any{"type": "send", "id": "m1", "conversation_id": dm, "client_msg_id": "m1", "body": "hi, I saw your handle"})
+	if m := expectMessage(t, ap, "ack", "conversation"); m.Body != "hi, I saw your handle" {
+		t.Fatalf("alice got %+v", m)
+	}
+	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 1})
+	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 1})
+	ap.MustWrite(map[string]any{"type": "typing", "conversation_id": dm, "state": "start"})
+	expectReceipt(t, ap, "read", alice) // committed; Alice's own devices hear it
+	mp.MustWrite(map[string]any{"type": "send", "id": "m2", "conversation_id": dm, "client_msg_id": "m2", "body": "hello?"})
+	untilFrame(t, mp, "message", "receipt", "typing") // seq 1
+	untilFrame(t, mp, "message", "receipt", "typing") // seq 2
+	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.token, nil)["conversation"].(map[string]any)
+	if am := memberOf(t, view, alice); am["request"] != true || am["read_seq"].(float64) != 0 || am["delivered_seq"].(float64) != 0 {
+		t.Fatalf("mallory sees alice as %v", am)
+	}
+
+	// Alice accepts the DM: Mallory learns it, and receipts flow.
+	mustAPI(t, 200, "POST", base+"/v1/conversations/"+dm+"/accept", aLaptop.token, nil)
+	var acc struct {
+		Action  string   `json:"action"`
+		UserIDs []string `json:"user_ids"`
+	}
+	if err := untilFrame(t, mp, "conversation").Decode(&acc); err != nil || acc.Action != "accepted" || len(acc.UserIDs) != 1 || acc.UserIDs[0] != alice {
+		t.Fatalf("mallory's accepted frame %+v, %v", acc, err)
+	}
+	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 2})
+	if r := expectReceipt(t, mp, "read", alice); r.Seq != 2 {
+		t.Fatalf("after accepting: %+v", r)
+	}
+
+	// The group: Alice declines and blocks.
+	mustAPI(t, 204, "POST", base+"/v1/conversations/"+grp+"/decline", aPhone.token, map[string]any{"block": true})
+	if code, _ := api(t, http.DefaultClient, "GET", base+"/v1/conversations/"+grp, aPhone.token, nil); code != 404 {
+		t.Fatalf("alice still sees the declined group: %d", code)
+	}
+	if bs := mustAPI(t, 200, "GET", base+"/v1/blocks", aPhone.token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
+		t.Fatalf("blocks after declining with block: %v", bs)
+	}
+	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+dm+"/decline", aPhone.token, nil); code != 409 {
+		t.Fatalf("declining an accepted conversation: %d %v", code, out)
+	}
+
+	// Mallory has used two of three strangers this hour: one more, then
+	// rate_limited. Carol adding Alice, a contact, costs nothing.
+	dave := mustAPI(t, 200, "GET", base+"/v1/users?handle=dave", mPhone.token, nil)["user"].(map[string]any)["id"].(string)
+	erin := mustAPI(t, 200, "GET", base+"/v1/users?handle=erin", mPhone.token, nil)["user"].(map[string]any)["id"].(string)
+	mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{dave}})
+	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{erin}}); code != 429 {
+		t.Fatalf("the fourth stranger: %d %v", code, out)
+	}
+	for range 5 {
+		mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
+	}
+	_ = carol
+}

@@ -89,6 +89,9 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		PurgeInterval: cfg.PurgeInterval,
 		Retention:     cfg.Retention,
 		HistoryCache:  historyCacheSize(cfg.HistoryCache),
+		// Abuse controls (issue 16): message requests, strangers per hour.
+		MessageRequests: cfg.MessageRequests,
+		StrangerAdds:    cfg.StrangerAdds,
 		// Local testing only: browsers' push services are https.
 		PushAllowHTTP:   getenv("PARLEY_PUSH_ALLOW_HTTP") == "1",
 		VAPIDPrivateKey: vapid,

@@ -102,7 +102,8 @@ func (s *Store) Relations(ctx context.Context, userID, conversationID string) (*
 		query = `SELECT 0, blocked_id, since_seq FROM blocks WHERE blocker_id = ?1
 				AND blocked_id IN (SELECT user_id FROM members WHERE conversation_id = ?2)
 			UNION ALL SELECT 1, blocker_id, since_seq FROM blocks WHERE blocked_id = ?1
-				AND blocker_id IN (SELECT user_id FROM members WHERE conversation_id = ?2)`
+				AND blocker_id IN (SELECT user_id FROM members WHERE conversation_id = ?2)
+			UNION ALL SELECT 2, '', 0 FROM members WHERE conversation_id = ?2 AND user_id = ?1 AND accepted = 0`
 		args = append(args, conversationID)
 	}
 	rows, err := s.readDB.QueryContext(ctx, query, args...)
@@ -111,13 +112,15 @@ func (s *Store) Relations(ctx context.Context, userID, conversationID string) (*
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var by bool
+		var kind int
 		var id string
 		var since int64
-		if err := rows.Scan(&by, &id, &since); err != nil {
+		if err := rows.Scan(&kind, &id, &since); err != nil {
 			return nil, s.internal("read relations", err)
 		}
-		if by {
+		if kind == 2 {
+			r.Pending = true
+		} else if kind == 1 {
 			r.BlockedBy[id] = since
 		} else {
 			r.Blocks[id] = since

@@ -18,14 +18,18 @@ func (s *Store) SetPrivacy(ctx context.Context, userID string, p parley.Privacy)
 	})
 }
 
-// peersSQL selects the co-members of ?1 (in the conversation ?2 unless that
-// is empty), each with its settings and whether it is a contact of ?1 (they
-// share a conversation: every membership is accepted), keeping only the
+// peersSQL selects the co-members of ?1 (only members of the conversation
+// ?2 unless that is empty), each with its settings and, over every
+// conversation the two share, whether both accepted one (a contact),
+// whether ?1 accepted one and whether the peer did, keeping only the
 // exceptional ones.
-const peersSQL = `SELECT u.id, u.presence_visibility, u.receipts_visibility, 0 FROM users u
-	WHERE u.id IN (SELECT o.user_id FROM members me JOIN members o ON o.conversation_id = me.conversation_id
-		WHERE me.user_id = ?1 AND o.user_id <> ?1 AND (?2 = '' OR me.conversation_id = ?2))
-	AND (u.presence_visibility <> 'everyone' OR u.receipts_visibility <> 'everyone')`
+const peersSQL = `SELECT o.user_id, u.presence_visibility, u.receipts_visibility,
+		max(me.accepted AND o.accepted), max(me.accepted), max(o.accepted)
+	FROM members me JOIN members o ON o.conversation_id = me.conversation_id AND o.user_id <> me.user_id
+	JOIN users u ON u.id = o.user_id
+	WHERE me.user_id = ?1 AND (?2 = '' OR o.user_id IN (SELECT user_id FROM members WHERE conversation_id = ?2))
+	GROUP BY o.user_id
+	HAVING u.presence_visibility <> 'everyone' OR u.receipts_visibility <> 'everyone' OR max(me.accepted AND o.accepted) = 0`
 
 // Peers implements parley.Store with one query.
 func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]parley.Peer, error) {
@@ -41,9 +45,11 @@ func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]par
 	var peers []parley.Peer
 	for rows.Next() {
 		var p parley.Peer
-		if err := rows.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &p.Stranger); err != nil {
+		var contact, mine, theirs bool
+		if err := rows.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &contact, &mine, &theirs); err != nil {
 			return nil, s.internal("read peers", err)
 		}
+		p.Stranger, p.Unaccepted, p.PeerUnaccepted = !contact, !mine, !theirs
 		peers = append(peers, p)
 	}
 	if err := rows.Err(); err != nil {

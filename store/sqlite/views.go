@@ -89,7 +89,7 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 const (
 	viewsAllSQL     = viewQuery + ` ORDER BY c.updated_at DESC, c.id DESC`
 	viewsByIDsSQL   = viewQuery + ` AND me.conversation_id IN (SELECT value FROM json_each(?3))`
-	membersColumns  = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `
+	membersColumns  = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at, accepted FROM members `
 	membersOrder    = ` ORDER BY conversation_id, joined_at, user_id`
 	membersAllSQL   = membersColumns + `WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)` + membersOrder
 	membersByIDsSQL = membersColumns + `WHERE conversation_id IN (SELECT value FROM json_each(?))` + membersOrder

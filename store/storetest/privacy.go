@@ -164,3 +164,91 @@ func testPrivacy(t *testing.T, f *fixture) {
 		t.Fatalf("Peers(c) = %+v, want b", got)
 	}
 }
+
+// testRequests: a membership made as a request reads back as one
+// everywhere, makes strangers of the two until accepted, and is accepted
+// once.
+func testRequests(t *testing.T, f *fixture) {
+	a, b, c, loner := f.user(), f.user(), f.user(), f.user()
+	f.group(a, c) // a and c are contacts
+	dm := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindDirect, CreatedAt: f.now, Members: []parley.Member{
+		{UserID: a.ID, Role: parley.MemberRoleMember, JoinedAt: f.now},
+		{UserID: b.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true},
+	}}
+	if _, _, err := f.s.CreateConversation(f.ctx, dm); err != nil {
+		t.Fatalf("CreateConversation: %v", err)
+	}
+	if m, err := f.s.Member(f.ctx, dm.ID, b.ID); err != nil || !m.Request {
+		t.Fatalf("Member(b) = %+v, %v; want a request", m, err)
+	}
+	if m := f.conversation(dm.ID).MemberOf(b.ID); m == nil || !m.Request {
+		t.Fatalf("Conversation: b is %+v, want a request", m)
+	}
+	if v := f.view(dm.ID, a); v.MemberOf(b.ID) == nil || !v.MemberOf(b.ID).Request || v.MemberOf(a.ID).Request {
+		t.Fatalf("view members %+v, want b's a request", v.Members)
+	}
+	if r, err := f.s.Relations(f.ctx, b.ID, dm.ID); err != nil || !r.Pending {
+		t.Fatalf("Relations(b, dm) = %+v, %v; want pending", r, err)
+	}
+	if r, err := f.s.Relations(f.ctx, a.ID, dm.ID); err != nil || r.Pending {
+		t.Fatalf("Relations(a, dm) = %+v, %v; want not pending", r, err)
+	}
+	got, err := f.s.Strangers(f.ctx, a.ID, []string{b.ID, c.ID, loner.ID})
+	if err != nil || len(got) != 2 || got[0] != b.ID || got[1] != loner.ID {
+		t.Fatalf("Strangers = %v, %v; want b, loner", got, err)
+	}
+	peers, err := f.s.Peers(f.ctx, a.ID, "")
+	if err != nil || len(peers) != 1 || peers[0].UserID != b.ID || !peers[0].Stranger || peers[0].Unaccepted || !peers[0].PeerUnaccepted {
+		t.Fatalf("Peers(a) = %+v, %v; want b, a stranger who accepted nothing", peers, err)
+	}
+	peers, err = f.s.Peers(f.ctx, b.ID, dm.ID)
+	if err != nil || len(peers) != 1 || peers[0].UserID != a.ID || !peers[0].Unaccepted || peers[0].PeerUnaccepted {
+		t.Fatalf("Peers(b, dm) = %+v, %v; want a, whom b has not accepted", peers, err)
+	}
+
+	changed, err := f.s.AcceptConversation(f.ctx, dm.ID, b.ID)
+	if err != nil || !changed {
+		t.Fatalf("AcceptConversation = %v, %v; want changed", changed, err)
+	}
+	if changed, err := f.s.AcceptConversation(f.ctx, dm.ID, b.ID); err != nil || changed {
+		t.Fatalf("AcceptConversation again = %v, %v; want no change", changed, err)
+	}
+	_, err = f.s.AcceptConversation(f.ctx, dm.ID, loner.ID)
+	wantCode(t, err, parley.CodeConversationNotFound, "AcceptConversation by a non-member")
+	if m, err := f.s.Member(f.ctx, dm.ID, b.ID); err != nil || m.Request {
+		t.Fatalf("Member(b) after accepting = %+v, %v", m, err)
+	}
+	if peers, err := f.s.Peers(f.ctx, a.ID, ""); err != nil || len(peers) != 0 {
+		t.Fatalf("Peers(a) after accepting = %+v, %v; want none", peers, err)
+	}
+	if got, err := f.s.Strangers(f.ctx, a.ID, []string{b.ID}); err != nil || len(got) != 0 {
+		t.Fatalf("Strangers after accepting = %v, %v", got, err)
+	}
+	// An accept shows in sync: the member's stamp rose.
+	page, err := f.s.Sync(f.ctx, a.ID, parley.SyncQuery{Conversations: 10, Messages: 1}, f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := page.Until
+	if _, err := f.s.ChangeMembers(f.ctx, dm.ID, func(c *parley.Conversation) (parley.MemberChange, error) {
+		return parley.MemberChange{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g := f.group(a)
+	if _, err := f.s.ChangeMembers(f.ctx, g.ID, func(c *parley.Conversation) (parley.MemberChange, error) {
+		return parley.MemberChange{Add: []parley.Member{{UserID: loner.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := f.s.Member(f.ctx, g.ID, loner.ID); err != nil || !m.Request {
+		t.Fatalf("added as a request: %+v, %v", m, err)
+	}
+	if _, err := f.s.AcceptConversation(f.ctx, g.ID, loner.ID); err != nil {
+		t.Fatal(err)
+	}
+	page, err = f.s.Sync(f.ctx, loner.ID, parley.SyncQuery{Since: before, Conversations: 10, Messages: 1}, f.now)
+	if err != nil || len(page.Conversations) != 1 || page.Conversations[0].View.ID != g.ID {
+		t.Fatalf("sync after accepting = %+v, %v; want the group", page, err)
+	}
+}

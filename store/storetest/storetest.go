@@ -92,6 +92,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Blocks", testBlocks},
 		{"Withheld", testWithheld},
 		{"Privacy", testPrivacy},
+		{"Requests", testRequests},
 		{"Push", testPush},
 		{"PushTargets", testPushTargets},
 		{"PushTarget", testPushTarget},
