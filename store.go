@@ -188,6 +188,15 @@ type Store interface {
 	// conversation with userID (one both of them accepted), in the order
 	// given. At most MaxGroupMembers ids.
 	Strangers(ctx context.Context, userID string, userIDs []string) ([]string, error)
+	// CreateReport stores r (every field but the resolution set by the
+	// caller, State open), its Content sealed.
+	CreateReport(ctx context.Context, r *Report) error
+	// Reports returns a page of reports (see ReportQuery).
+	Reports(ctx context.Context, q ReportQuery) ([]Report, error)
+	// ResolveReport marks a report resolved by byUserID at now with a
+	// resolution note and returns it; resolving a resolved report again
+	// replaces the note. CodeNotFound if there is no such report.
+	ResolveReport(ctx context.Context, id, byUserID, resolution string, now time.Time) (*Report, error)
 	// SetPrivacy stores userID's privacy settings (both valid).
 	// CodeNotFound if there is no such user.
 	SetPrivacy(ctx context.Context, userID string, p Privacy) error

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/url"
+	"strconv"
 
 	"github.com/parleychat/parley"
 )
@@ -86,4 +87,63 @@ func (c *Client) Requests(ctx context.Context, me string) ([]parley.Conversation
 		}
 	}
 	return out, nil
+}
+
+// ReportRequest is a report of a message (ConversationID and Seq) or of
+// a user (UserID). Content is what the message shows on this device: the
+// server keeps it only when it holds no plaintext of the message (end-to-
+// end encrypted conversations).
+type ReportRequest struct {
+	UserID         string              `json:"user_id,omitempty"`
+	ConversationID string              `json:"conversation_id,omitempty"`
+	Seq            int64               `json:"seq,omitempty"`
+	Reason         parley.ReportReason `json:"reason"`
+	Comment        string              `json:"comment,omitempty"`
+	Content        string              `json:"content,omitempty"`
+}
+
+// Report files a report for the server's admins and returns its id.
+func (c *Client) Report(ctx context.Context, r ReportRequest) (string, error) {
+	var out struct {
+		Report struct {
+			ID string `json:"id"`
+		} `json:"report"`
+	}
+	err := c.do(ctx, "POST", "/v1/reports", true, r, &out)
+	return out.Report.ID, err
+}
+
+// AdminReports lists reports, newest first (admins only): state "open",
+// "resolved" or "" for both, before a report id ("" for the newest).
+func (c *Client) AdminReports(ctx context.Context, state, before string, limit int) ([]parley.Report, error) {
+	v := url.Values{}
+	if state != "" {
+		v.Set("state", state)
+	}
+	if before != "" {
+		v.Set("before", before)
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Reports []parley.Report `json:"reports"`
+	}
+	err := c.do(ctx, "GET", "/v1/admin/reports?"+v.Encode(), true, nil, &out)
+	return out.Reports, err
+}
+
+// ResolveReport marks a report resolved with a note, and with suspend
+// suspends the reported user (admins only).
+func (c *Client) ResolveReport(ctx context.Context, id, resolution string, suspend bool) (*parley.Report, error) {
+	var out struct {
+		Report *parley.Report `json:"report"`
+	}
+	err := c.do(ctx, "POST", "/v1/admin/reports/"+url.PathEscape(id)+"/resolve", true, map[string]any{"resolution": resolution, "suspend": suspend}, &out)
+	return out.Report, err
+}
+
+// Suspend suspends a user (admins only): their sessions end at once.
+func (c *Client) Suspend(ctx context.Context, userID string) error {
+	return c.do(ctx, "POST", "/v1/admin/users/"+url.PathEscape(userID)+"/suspend", true, nil, nil)
 }

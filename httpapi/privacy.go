@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/service"
@@ -20,6 +21,90 @@ func (h *Handler) privacyRoutes(m *http.ServeMux) {
 	m.Handle("PATCH /v1/me/privacy", h.authed(h.setPrivacy))
 	m.Handle("POST /v1/conversations/{id}/accept", h.authed(h.acceptConversation))
 	m.Handle("POST /v1/conversations/{id}/decline", h.authed(h.declineConversation))
+	m.Handle("POST /v1/reports", h.authed(h.report))
+	m.Handle("GET /v1/admin/reports", h.authed(h.adminReports))
+	m.Handle("POST /v1/admin/reports/{id}/resolve", h.authed(h.resolveReport))
+}
+
+// reportRequest is the body of POST /v1/reports.
+type reportRequest struct {
+	UserID         string              `json:"user_id"`
+	ConversationID string              `json:"conversation_id"`
+	Seq            int64               `json:"seq"`
+	Reason         parley.ReportReason `json:"reason"`
+	Comment        string              `json:"comment"`
+	Content        string              `json:"content"`
+}
+
+// decodeReport decodes a POST /v1/reports body; the core checks it.
+func decodeReport(body []byte) (service.ReportRequest, error) {
+	var req reportRequest
+	if err := decodeBody(body, &req); err != nil {
+		return service.ReportRequest{}, err
+	}
+	return service.ReportRequest{UserID: req.UserID, ConversationID: req.ConversationID, Seq: req.Seq,
+		Reason: req.Reason, Comment: req.Comment, Content: req.Content}, nil
+}
+
+// report: POST /v1/reports; 201 with the report's id and state only (its
+// content is for admins).
+func (h *Handler) report(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	body, err := readBody(r, h.cfg.MaxRequestBytes)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	req, err := decodeReport(body)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	rep, err := h.svc.Report(r.Context(), p, req)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"report": map[string]any{"id": rep.ID, "state": rep.State, "created_at": rep.CreatedAt}})
+}
+
+// adminReports: GET /v1/admin/reports?state=open&before=ID&limit=50.
+func (h *Handler) adminReports(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	q := parley.ReportQuery{State: r.URL.Query().Get("state"), BeforeID: r.URL.Query().Get("before")}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > parley.MaxReportsPage {
+			h.writeError(w, r, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxReportsPage))
+			return
+		}
+		q.Limit = n
+	}
+	reports, err := h.svc.Reports(r.Context(), p, q)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reports": reports})
+}
+
+// resolveRequest is the body of POST /v1/admin/reports/{id}/resolve.
+type resolveRequest struct {
+	Resolution string `json:"resolution"`
+	Suspend    bool   `json:"suspend"`
+}
+
+// resolveReport: POST /v1/admin/reports/{id}/resolve.
+func (h *Handler) resolveReport(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	var req resolveRequest
+	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	rep, err := h.svc.ResolveReport(r.Context(), p, r.PathValue("id"), req.Resolution, req.Suspend)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"report": rep})
 }
 
 // acceptConversation: POST /v1/conversations/{id}/accept.

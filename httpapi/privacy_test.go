@@ -53,3 +53,16 @@ func FuzzDeclineRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReportRequest: any body decodes or is a clear invalid_request.
+func FuzzReportRequest(f *testing.F) {
+	for _, seed := range []string{`{"user_id":"x","reason":"spam"}`, `{"conversation_id":"c","seq":3,"reason":"other","content":"hi"}`,
+		`{"seq":"3"}`, `{}`, `[1]`, `{"reason":1}`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, err := decodeReport(body); err != nil && parley.ErrorCode(err) != parley.CodeInvalidRequest {
+			t.Fatalf("error %v for %q", err, body)
+		}
+	})
+}

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&k.configDir, "config", "", "directory for the saved login (default: $PARLEY_CONFIG_DIR, else the user config directory/parley)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: parley [--server URL] [--json] [--config DIR] COMMAND [ARGS]")
-		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, bench")
+		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -455,4 +456,76 @@ func TestSecurityMessageRequests(t *testing.T) {
 		mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
 	}
 	_ = carol
+}
+
+// TestSecurityReports: Alice reports Mallory's message and Mallory; an
+// admin sees both reports with the message's content (copied by the
+// server), Alice and Mallory cannot list reports, and resolving with
+// suspend ends Mallory's sessions.
+func TestSecurityReports(t *testing.T) {
+	data := t.TempDir()
+	p := startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	base := p.base
+	_, rootTok := signup(t, base, "root")
+	alice, aliceTok := signup(t, base, "alice")
+	mallory, malloryTok := signup(t, base, "mallory")
+	_ = alice
+	if out, err := exec.Command(parleydBin, "admin", "grant", "root", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	dm := mustAPI(t, 201, "POST", base+"/v1/conversations", malloryTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", malloryTok, map[string]any{"client_msg_id": "m1", "body": "send me your password"})
+
+	// A report of a message the reporter cannot see is refused like a
+	// missing one; bad input is refused and changes nothing.
+	for _, bad := range []map[string]any{
+		{"conversation_id": dm, "seq": 1, "reason": "because"},
+		{"conversation_id": dm, "seq": 9, "reason": "spam"},
+		{"reason": "spam"},
+		{"user_id": alice, "conversation_id": dm, "seq": 1, "reason": "spam"},
+	} {
+		if code, out := api(t, http.DefaultClient, "POST", base+"/v1/reports", aliceTok, bad); code != 400 && code != 404 {
+			t.Fatalf("report %v: %d %v", bad, code, out)
+		}
+	}
+	rep := mustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"conversation_id": dm, "seq": 1, "reason": "harassment", "comment": "phishing", "content": "something else"})["report"].(map[string]any)
+	if rep["state"] != "open" || rep["content"] != nil {
+		t.Fatalf("the reporter's view of a report %v", rep)
+	}
+	mustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"user_id": mallory, "reason": "spam"})
+
+	// Only admins list them.
+	for name, tok := range map[string]string{"alice": aliceTok, "mallory": malloryTok} {
+		if code, out := api(t, http.DefaultClient, "GET", base+"/v1/admin/reports", tok, nil); code != 403 {
+			t.Fatalf("%s lists reports: %d %v", name, code, out)
+		}
+		if code, out := api(t, http.DefaultClient, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", tok, map[string]any{}); code != 403 {
+			t.Fatalf("%s resolves a report: %d %v", name, code, out)
+		}
+	}
+	list := mustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any)
+	if len(list) != 2 {
+		t.Fatalf("admin sees %d reports, want 2: %v", len(list), list)
+	}
+	var msgReport map[string]any
+	for _, r := range list {
+		if rr := r.(map[string]any); rr["id"] == rep["id"] {
+			msgReport = rr
+		}
+	}
+	if msgReport == nil || msgReport["content"] != "send me your password" || msgReport["content_source"] != "server" ||
+		msgReport["user_id"] != mallory || msgReport["reporter_id"] != alice || msgReport["comment"] != "phishing" {
+		t.Fatalf("the admin's view of the message report: %v", msgReport)
+	}
+
+	res := mustAPI(t, 200, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", rootTok, map[string]any{"resolution": "phishing", "suspend": true})["report"].(map[string]any)
+	if res["state"] != "resolved" || res["resolution"] != "phishing" {
+		t.Fatalf("resolved report %v", res)
+	}
+	if code, _ := api(t, http.DefaultClient, "GET", base+"/v1/me", malloryTok, nil); code != 401 {
+		t.Fatalf("the suspended reported user's token: %d, want 401", code)
+	}
+	if open := mustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any); len(open) != 1 {
+		t.Fatalf("open reports after resolving one: %v", open)
+	}
 }

@@ -252,3 +252,38 @@ func testRequests(t *testing.T, f *fixture) {
 		t.Fatalf("sync after accepting = %+v, %v; want the group", page, err)
 	}
 }
+
+// testReports: reports read back newest first with their content, filter
+// by state, page, and resolve.
+func testReports(t *testing.T, f *fixture) {
+	a, b := f.user(), f.user()
+	r1 := &parley.Report{ID: parley.NewID(), ReporterID: a.ID, UserID: b.ID, Reason: parley.ReasonHarassment, Comment: "again", CreatedAt: f.now}
+	r2 := &parley.Report{ID: parley.NewID(), ReporterID: a.ID, UserID: b.ID, ConversationID: parley.NewID(), Seq: 7, MessageID: parley.NewID(),
+		Reason: parley.ReasonSpam, Content: "buy now", ContentSource: "server", CreatedAt: f.now}
+	if r1.ID > r2.ID { // ids order the reports; two minted in one millisecond may not
+		r1.ID, r2.ID = r2.ID, r1.ID
+	}
+	for _, r := range []*parley.Report{r1, r2} {
+		if err := f.s.CreateReport(f.ctx, r); err != nil {
+			t.Fatalf("CreateReport: %v", err)
+		}
+	}
+	got, err := f.s.Reports(f.ctx, parley.ReportQuery{Limit: 10})
+	if err != nil || len(got) != 2 || got[0].ID != r2.ID || got[0].Content != "buy now" || got[0].Seq != 7 || got[0].State != parley.ReportOpen || got[1].Comment != "again" {
+		t.Fatalf("Reports = %+v, %v", got, err)
+	}
+	if page, err := f.s.Reports(f.ctx, parley.ReportQuery{Limit: 10, BeforeID: r2.ID}); err != nil || len(page) != 1 || page[0].ID != r1.ID {
+		t.Fatalf("Reports before r2 = %+v, %v", page, err)
+	}
+	res, err := f.s.ResolveReport(f.ctx, r1.ID, a.ID, "warned", f.now)
+	if err != nil || res.State != parley.ReportResolved || res.Resolution != "warned" || res.ResolvedBy != a.ID || !sameTime(res.ResolvedAt, f.now) {
+		t.Fatalf("ResolveReport = %+v, %v", res, err)
+	}
+	if open, err := f.s.Reports(f.ctx, parley.ReportQuery{State: parley.ReportOpen, Limit: 10}); err != nil || len(open) != 1 || open[0].ID != r2.ID {
+		t.Fatalf("open reports = %+v, %v", open, err)
+	}
+	_, err = f.s.ResolveReport(f.ctx, parley.NewID(), a.ID, "", f.now)
+	wantCode(t, err, parley.CodeNotFound, "resolving no report")
+	_, err = f.s.Reports(f.ctx, parley.ReportQuery{Limit: 0})
+	wantCode(t, err, parley.CodeInvalidRequest, "a page of 0")
+}

@@ -93,6 +93,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Withheld", testWithheld},
 		{"Privacy", testPrivacy},
 		{"Requests", testRequests},
+		{"Reports", testReports},
 		{"Push", testPush},
 		{"PushTargets", testPushTargets},
 		{"PushTarget", testPushTarget},
