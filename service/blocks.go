@@ -246,3 +246,45 @@ func (s *Service) presentConversation(ctx context.Context, viewerID string, c *p
 	}
 	return &views[0].Conversation, nil
 }
+
+// blockedRequest reports whether a view is a direct message request from
+// a user the viewer blocks: such a conversation is left out of the
+// viewer's lists and sync while the block holds.
+func blockedRequest(r *parley.Relations, viewerID string, v *parley.ConversationView) bool {
+	if v.Kind != parley.KindDirect {
+		return false
+	}
+	me := v.MemberOf(viewerID)
+	if me == nil || !me.Request {
+		return false
+	}
+	for _, m := range v.Members {
+		if _, ok := r.Blocks[m.UserID]; ok && m.UserID != viewerID {
+			return true
+		}
+	}
+	return false
+}
+
+// dropBlockedRequests leaves out of views the direct message requests
+// from users the viewer blocks.
+func (s *Service) dropBlockedRequests(ctx context.Context, viewerID string, views []parley.ConversationView) ([]parley.ConversationView, error) {
+	r, err := s.relations(ctx, viewerID, "")
+	if err != nil || len(r.Blocks) == 0 {
+		return views, err
+	}
+	return slices.DeleteFunc(views, func(v parley.ConversationView) bool { return blockedRequest(r, viewerID, &v) }), nil
+}
+
+// dropBlockedSync does the same for a sync page (the page goes on after
+// its last conversation as before: dropping entries moves no position).
+func (s *Service) dropBlockedSync(ctx context.Context, viewerID string, page *parley.SyncPage) error {
+	r, err := s.relations(ctx, viewerID, "")
+	if err != nil || len(r.Blocks) == 0 {
+		return err
+	}
+	page.Conversations = slices.DeleteFunc(page.Conversations, func(c parley.SyncConversation) bool {
+		return !c.Removed && blockedRequest(r, viewerID, &c.View)
+	})
+	return nil
+}

@@ -80,12 +80,26 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 	if err := s.requestsFor(ctx, p, c.Members); err != nil {
 		return nil, false, err
 	}
+	var hide []string
+	if req.Kind == parley.KindDirect {
+		// A direct conversation opened by a user the other blocks looks
+		// created to them, but is a request the other never sees listed
+		// or announced while the block holds (see blocks.go).
+		r, err := s.relations(ctx, p.UserID, "")
+		if err != nil {
+			return nil, false, err
+		}
+		if _, ok := r.BlockedBy[others[0]]; ok {
+			c.Members[1].Request = true
+			hide = others
+		}
+	}
 	conv, created, err := s.store.CreateConversation(ctx, c)
 	if err != nil {
 		return nil, false, err
 	}
 	if created {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv), Hide: hide})
 	} else if conv.Kind == parley.KindDirect && len(conv.Members) < 2 {
 		// One of the pair declined a request: back in, as a new one.
 		if conv, err = s.rejoinDirect(ctx, p, conv, others[0]); err != nil {
@@ -111,7 +125,10 @@ func (s *Service) Conversations(ctx context.Context, p *parley.Principal) ([]par
 	if err != nil {
 		return nil, err
 	}
-	return views, s.presentViews(ctx, p.UserID, views)
+	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	return s.dropBlockedRequests(ctx, p.UserID, views)
 }
 
 // Conversation returns one conversation as the caller sees it;

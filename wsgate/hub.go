@@ -814,7 +814,7 @@ func (h *hub) onConversation(e *service.Event) {
 			}
 		}
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "")
+			c.sendTo(data, "", e.Hide...)
 		}
 	case service.ActionMemberRemoved:
 		c := h.conv(conv.ID)

@@ -233,6 +233,21 @@ func TestSecurityBlocking(t *testing.T) {
 	if one.Body != "" || raw["withheld"] != true {
 		t.Fatalf("a withheld message after unblocking: %v", raw)
 	}
+
+	// A blocked user who never wrote to Alice opens a DM with her: it
+	// looks created to him, and Alice never sees it, live or listed.
+	eve, _ := signup(t, base, "eve")
+	mustAPI(t, 204, "PUT", base+"/v1/blocks/"+eve, aPhone.token, nil)
+	untilFrame(t, ap, "block")
+	eDevice := loginDevice(t, base, "eve", "phone")
+	edm := mustAPI(t, 201, "POST", base+"/v1/conversations", eDevice.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 201, "POST", base+"/v1/conversations/"+edm+"/messages", eDevice.token, map[string]any{"client_msg_id": "e1", "body": "hi"})
+	ap.Quiet(300*time.Millisecond, "conversation", "message")
+	for _, c := range mustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.token, nil)["conversations"].([]any) {
+		if c.(map[string]any)["id"] == edm {
+			t.Fatalf("alice's list shows the blocked user's DM: %v", c)
+		}
+	}
 }
 
 // expectReceiptNot waits for a receipt of kind by user want, failing if
