@@ -544,3 +544,44 @@ func TestSecurityReports(t *testing.T) {
 		t.Fatalf("open reports after resolving one: %v", open)
 	}
 }
+
+// TestSecurityPresenceAcrossNodes: the presence rules hold in a cluster
+// (a shared PostgreSQL store, the machine's NATS, the presence directory):
+// Alice is on node 1; on node 2, her contact Carol sees her come and go,
+// while the stranger Mallory, who put her in a DM, and Dave, whom she
+// blocks, see nothing of her, neither in the online list nor live.
+func TestSecurityPresenceAcrossNodes(t *testing.T) {
+	env := append(clusterEnv(t), "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_LIMITS=off")
+	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	for _, h := range []string{"alice", "carol", "mallory", "dave"} {
+		signup(t, n1.base, h)
+	}
+	a := loginDevice(t, n1.base, "alice", "phone")
+	c, m, d := loginDevice(t, n2.base, "carol", "phone"), loginDevice(t, n2.base, "mallory", "phone"), loginDevice(t, n2.base, "dave", "phone")
+	alice := a.user
+	cdm := mustAPI(t, 201, "POST", n2.base+"/v1/conversations", c.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 200, "POST", n1.base+"/v1/conversations/"+cdm+"/accept", a.token, nil)
+	ddm := mustAPI(t, 201, "POST", n2.base+"/v1/conversations", d.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 200, "POST", n1.base+"/v1/conversations/"+ddm+"/accept", a.token, nil)
+	mustAPI(t, 201, "POST", n2.base+"/v1/conversations", m.token, map[string]any{"kind": "direct", "members": []string{alice}})
+	mustAPI(t, 204, "PUT", n1.base+"/v1/blocks/"+d.user, a.token, nil)
+
+	ac := connect(t, n1.base, a)
+	cc, mc, dc := connect(t, n2.base, c), connect(t, n2.base, m), connect(t, n2.base, d)
+	if st := presenceOf(t, cc, alice); st != "online" {
+		t.Fatalf("carol on node 2 sees alice %s", st)
+	}
+	ac.Close()
+	// A node's list and the other's announcement may both say online
+	// (the protocol allows a repeated online): wait for the offline.
+	for presenceOf(t, cc, alice) == "online" {
+	}
+	ac = connect(t, n1.base, a)
+	if st := presenceOf(t, cc, alice); st != "online" {
+		t.Fatalf("carol on node 2 sees alice %s", st)
+	}
+	quietAbout(t, mc, alice, 500*time.Millisecond)
+	quietAbout(t, dc, alice, 500*time.Millisecond)
+	_ = ac
+}
