@@ -55,6 +55,11 @@ type Member struct {
 	ReadSeq      int64      `json:"read_seq"`
 	DeliveredSeq int64      `json:"delivered_seq"`
 	JoinedAt     time.Time  `json:"joined_at"`
+	// Request says the user has not accepted the conversation yet: it
+	// is a message request (docs/protocol.md, section 16). Until the user
+	// accepts, none of the user's presence, typing or receipts reach the
+	// other members, who see the user's watermarks as 0.
+	Request bool `json:"request,omitempty"`
 }
 
 // MemberOf returns the member entry for userID, or nil.

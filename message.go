@@ -49,6 +49,13 @@ type Message struct {
 	ExpiresAt      time.Time   `json:"expires_at,omitzero"`
 	EditedAt       time.Time   `json:"edited_at,omitzero"`
 	Deleted        bool        `json:"deleted,omitempty"`
+	// Withheld marks a message sent in a direct conversation by a user
+	// the other member blocks: it is stored and numbered (seqs stay
+	// gap-free) but only its sender ever sees its content. The core
+	// shows it to everyone else as a withheld tombstone (empty body,
+	// Deleted and Withheld set) and to its sender as an ordinary
+	// message, without this field.
+	Withheld bool `json:"withheld,omitempty"`
 }
 
 // HistoryQuery selects a page of a conversation's history. At most one of

@@ -177,6 +177,9 @@ type PushTarget struct {
 	// DNDUntil when the user's do-not-disturb ends; zero if none.
 	MutedUntil time.Time
 	DNDUntil   time.Time
+	// Request says the user has not accepted the conversation: a
+	// message request (its notification says so, without a preview).
+	Request bool
 }
 
 // MaxMuteUntil bounds a mute or do-not-disturb: "forever" is this far.

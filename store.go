@@ -170,6 +170,49 @@ type Store interface {
 	// who shares a conversation with userID: the audience of the user's
 	// presence, and whose presence the user may see.
 	Contacts(ctx context.Context, userID string) ([]string, error)
+	// SetBlock makes blockerID block blockedID (blocked true), recording
+	// the time and the last_seq of the direct conversation between the
+	// two (0 if none; see Relations.Blocks), or lifts the block (blocked
+	// false). Blocking a user blocked already keeps the first record;
+	// lifting a block that does not exist changes nothing. CodeNotFound
+	// if blockedID is not a user; CodeInvalidRequest if the two are the
+	// same; CodeLimitExceeded if blockerID blocks MaxBlocks users already.
+	SetBlock(ctx context.Context, blockerID, blockedID string, blocked bool, now time.Time) error
+	// Blocks lists the users userID blocks, oldest block first.
+	Blocks(ctx context.Context, userID string) ([]Block, error)
+	// Relations returns how userID stands with other users: whom it
+	// blocks and who blocks it. With a conversationID, only members of
+	// that conversation are listed, and Kind is set if any is; without,
+	// every user.
+	Relations(ctx context.Context, userID, conversationID string) (*Relations, error)
+	// AcceptConversation accepts userID's membership of a conversation
+	// (see Member.Request), raising the member's change stamp, and
+	// reports whether it was a request until now.
+	// CodeConversationNotFound if userID is not a member.
+	AcceptConversation(ctx context.Context, conversationID, userID string) (bool, error)
+	// Strangers returns those of userIDs who share no accepted
+	// conversation with userID (one both of them accepted), in the order
+	// given. At most MaxGroupMembers ids.
+	Strangers(ctx context.Context, userID string, userIDs []string) ([]string, error)
+	// CreateReport stores r (every field but the resolution set by the
+	// caller, State open), its Content sealed.
+	CreateReport(ctx context.Context, r *Report) error
+	// Reports returns a page of reports (see ReportQuery).
+	Reports(ctx context.Context, q ReportQuery) ([]Report, error)
+	// ResolveReport marks a report resolved by byUserID at now with a
+	// resolution note and returns it; resolving a resolved report again
+	// replaces the note. CodeNotFound if there is no such report.
+	ResolveReport(ctx context.Context, id, byUserID, resolution string, now time.Time) (*Report, error)
+	// SetPrivacy stores userID's privacy settings (both valid).
+	// CodeNotFound if there is no such user.
+	SetPrivacy(ctx context.Context, userID string, p Privacy) error
+	// Peers lists, in no particular order, the users who share a
+	// conversation with userID (only members of conversationID, if one
+	// is named) and are exceptional: their settings are not the
+	// defaults, or they are strangers to userID (see Peer). Others are
+	// contacts with the default settings. The flags of a peer are over
+	// every conversation the two share.
+	Peers(ctx context.Context, userID, conversationID string) ([]Peer, error)
 	// LastSeqs returns the last_seq of every conversation userID is a
 	// member of, keyed by conversation id, read in one snapshot. The
 	// WebSocket gateway starts live delivery from these.
@@ -177,7 +220,8 @@ type Store interface {
 
 	// AppendMessage commits m, assigning m.Seq = last_seq+1 of its
 	// conversation at commit, and returns only once the commit is durable.
-	// The caller sets every other field. If SenderID already sent a message
+	// The caller sets every other field (Withheld is stored and read back
+	// with the message; a withheld message does not count as unread). If SenderID already sent a message
 	// with m.ClientMsgID, nothing is written and that original message is
 	// returned with created=false (CodeConflict if it belongs to another
 	// conversation, or has expired or been purged). CodeConversationNotFound if

@@ -38,6 +38,10 @@ type User struct {
 	// DNDUntil is when the user's do-not-disturb ends; zero if none. It
 	// is the user's own: the API shows it only to the user.
 	DNDUntil time.Time `json:"-"`
+	// Privacy is the user's privacy settings, the user's own (GET
+	// /v1/me/privacy). Stores return the defaults for a user who never
+	// set them.
+	Privacy Privacy `json:"-"`
 }
 
 // Limits on account fields.

@@ -52,6 +52,9 @@ const (
 	// EventSendFailed: the server refused a queued message for good
 	// (Pending and Err set); it left the outbox.
 	EventSendFailed EventKind = "send_failed"
+	// EventBlock: the user blocked or unblocked someone, on this device
+	// or another (Block set).
+	EventBlock EventKind = "block"
 )
 
 // Event is one thing that happened. Kind says which fields are set.
@@ -65,6 +68,7 @@ type Event struct {
 	Presence       *Presence
 	Conversation   *ConversationChange
 	Pending        *Pending
+	Block          *BlockChange
 	Reconnect      bool
 	Err            error
 }
@@ -86,6 +90,12 @@ type Typing struct {
 	UserID         string
 	State          string
 	ExpiresIn      int
+}
+
+// BlockChange is a block the user made (Blocked) or lifted.
+type BlockChange struct {
+	UserID  string
+	Blocked bool
 }
 
 // Presence is a contact's state; LastSeen is set with "offline".

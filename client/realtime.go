@@ -679,6 +679,8 @@ func (r *realtime) handle(f *InFrame) {
 		r.emit(Event{Kind: EventPresence, Presence: p})
 	case frameConversation:
 		r.onConversation(f)
+	case frameBlock:
+		r.emit(Event{Kind: EventBlock, Block: &BlockChange{UserID: f.UserID, Blocked: f.Blocked}})
 	}
 }
 

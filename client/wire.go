@@ -48,6 +48,7 @@ type InFrame struct {
 	State          string     `json:"state"`
 	ExpiresIn      int        `json:"expires_in"`
 	LastSeen       *time.Time `json:"last_seen"`
+	Blocked        bool       `json:"blocked"` // block
 
 	// sync_result
 	Position      string      `json:"position"`
@@ -95,4 +96,5 @@ const (
 	frameConversation  = "conversation"
 	framePong          = "pong"
 	frameAuthenticated = "authenticated"
+	frameBlock         = "block"
 )

@@ -208,6 +208,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("POST /v1/admin/users/{id}/suspend", h.authed(h.suspend))
 	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
 	m.Handle("GET /v1/admin/push/trace", h.authed(h.pushTrace))
+	h.privacyRoutes(m)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

@@ -50,6 +50,9 @@ type Notification struct {
 	TraceID string
 	// Expires is when the provider should stop trying to deliver it.
 	Expires time.Time
+	// Request says the conversation is a message request the user has
+	// not accepted: the alert says "Message request", with no preview.
+	Request bool
 }
 
 // Data returns the notification's fields as the string map every provider
@@ -70,11 +73,17 @@ func (n *Notification) Data() map[string]string {
 	if n.Preview != "" {
 		d["preview"] = n.Preview
 	}
+	if n.Request {
+		d["request"] = "true"
+	}
 	return d
 }
 
 // alertText is the generic text of a message notification: no content.
 func (n *Notification) alertText() string {
+	if n.Request {
+		return "Message request"
+	}
 	if n.Count <= 1 {
 		return "New message"
 	}

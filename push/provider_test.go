@@ -140,3 +140,22 @@ func TestValidNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageRequestNotification: a notification of a message request
+// says so, in the alert and the data, with no preview.
+func TestMessageRequestNotification(t *testing.T) {
+	n := &Notification{Kind: KindMessage, ConversationID: "c", Seq: 3, Count: 3, Request: true}
+	if got := n.alertText(); got != "Message request" {
+		t.Fatalf("alert %q, want Message request", got)
+	}
+	if d := n.Data(); d["request"] != "true" || d["preview"] != "" {
+		t.Fatalf("data %v, want request=true and no preview", d)
+	}
+	n.Request = false
+	if got := n.alertText(); got != "3 new messages" {
+		t.Fatalf("alert %q", got)
+	}
+	if _, ok := n.Data()["request"]; ok {
+		t.Fatal("request in the data of an ordinary notification")
+	}
+}

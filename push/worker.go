@@ -551,6 +551,9 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		}
 		n.Seq = t.LastSeq
 		w.describeSender(ctx, n, j, now)
+		if t.Request { // issue 16: a message request shows no content
+			n.Request, n.Preview = true, ""
+		}
 		err = w.q.claimNotify(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, time.Now())
 	} else {
 		err = w.q.claimClear(ctx, j.DeviceID, j.ConversationID, seq, time.Now())

@@ -72,10 +72,41 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 			return nil, false, err
 		}
 	}
-	conv, created, err := s.store.CreateConversation(ctx, c)
-	if err == nil && created {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv)})
+	if req.Kind == parley.KindGroup {
+		if err := s.checkAddable(ctx, p, others); err != nil {
+			return nil, false, err
+		}
 	}
+	if err := s.requestsFor(ctx, p, c.Members); err != nil {
+		return nil, false, err
+	}
+	var hide []string
+	if req.Kind == parley.KindDirect {
+		// A direct conversation opened by a user the other blocks looks
+		// created to them, but is a request the other never sees listed
+		// or announced while the block holds (see blocks.go).
+		r, err := s.relations(ctx, p.UserID, "")
+		if err != nil {
+			return nil, false, err
+		}
+		if _, ok := r.BlockedBy[others[0]]; ok {
+			c.Members[1].Request = true
+			hide = others
+		}
+	}
+	conv, created, err := s.store.CreateConversation(ctx, c)
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv), Hide: hide})
+	} else if conv.Kind == parley.KindDirect && len(conv.Members) < 2 {
+		// One of the pair declined a request: back in, as a new one.
+		if conv, err = s.rejoinDirect(ctx, p, conv, others[0]); err != nil {
+			return nil, false, err
+		}
+	}
+	conv, err = s.presentConversation(ctx, p.UserID, conv)
 	return conv, created, err
 }
 
@@ -90,7 +121,14 @@ func memberIDs(c *parley.Conversation) []string {
 // Conversations lists the caller's conversations, most recently active
 // first.
 func (s *Service) Conversations(ctx context.Context, p *parley.Principal) ([]parley.ConversationView, error) {
-	return s.store.ConversationViews(ctx, p.UserID, s.cfg.Now())
+	views, err := s.store.ConversationViews(ctx, p.UserID, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	return s.dropBlockedRequests(ctx, p.UserID, views)
 }
 
 // Conversation returns one conversation as the caller sees it;
@@ -99,7 +137,15 @@ func (s *Service) Conversation(ctx context.Context, p *parley.Principal, id stri
 	if !parley.ValidID(id) {
 		return nil, errNoConversation()
 	}
-	return s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
+	v, err := s.store.ConversationView(ctx, id, p.UserID, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	views := []parley.ConversationView{*v}
+	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	return &views[0], nil
 }
 
 // member returns the caller's membership of a conversation. It is the one
@@ -140,6 +186,13 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 	if u.State != parley.UserActive {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}
+	if err := s.checkAddable(ctx, p, []string{userID}); err != nil {
+		return nil, err
+	}
+	added := []parley.Member{{UserID: userID}}
+	if err := s.requestsFor(ctx, p, added); err != nil {
+		return nil, err
+	}
 	joined := s.cfg.Now().UTC()
 	defer s.exclusive(conversationID)()
 	c, err := s.changeMembers(ctx, p, conversationID, func(c *parley.Conversation, me *parley.Member) (parley.MemberChange, error) {
@@ -153,12 +206,13 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 		case len(c.Members) >= parley.MaxGroupMembers:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
 		}
-		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq}}}, nil
+		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq, Request: added[0].Request}}}, nil
 	})
-	if err == nil {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: c.ID, Action: ActionMemberAdded, Conversation: c, UserID: p.UserID, Users: []string{userID}})
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: c.ID, Action: ActionMemberAdded, Conversation: c, UserID: p.UserID, Users: []string{userID}})
+	return s.presentConversation(ctx, p.UserID, c)
 }
 
 // changeMembers runs decide, with the caller's membership, atomically with
@@ -249,10 +303,11 @@ func (s *Service) SetMemberRole(ctx context.Context, p *parley.Principal, conver
 		}
 		return parley.MemberChange{Roles: roles}, nil
 	})
-	if err == nil {
-		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionRoleChanged, Conversation: after, UserID: p.UserID, Users: changed})
+	if err != nil {
+		return nil, err
 	}
-	return after, err
+	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conversationID, Action: ActionRoleChanged, Conversation: after, UserID: p.UserID, Users: changed})
+	return s.presentConversation(ctx, p.UserID, after)
 }
 
 // DeleteConversation deletes a group with its history; only the owner

@@ -39,14 +39,21 @@ const (
 	// (UserID, Receipt, Seq; DeviceID for delivered).
 	EventReceipt = "receipt"
 	// EventTyping: a member started or stopped typing (UserID, State).
+	//
+	// Receipt and typing events are not shown to the users in Hide (the
+	// privacy rules: blocks, settings, message requests).
 	EventTyping = "typing"
 	// EventConversation: a conversation was created or its membership,
 	// roles or existence changed (Action, Conversation as it is now, nil
 	// after a delete; Users names the users the change is about).
 	EventConversation = "conversation"
 	// EventPresence: a user came online or went offline (UserID, State,
-	// LastSeen; Conversations lists the user's conversations, the audience).
+	// LastSeen). The audience is the members of Conversations except the
+	// users in Hide; or, when Users is set, exactly those users.
 	EventPresence = "presence"
+	// EventBlock: UserID blocked (State "blocked") or unblocked
+	// ("unblocked") the user in Users; for the user's own devices.
+	EventBlock = "block"
 	// EventRevoked: sessions ended (UserID; DeviceID, or every device of
 	// the user when empty); live connections of them close at once.
 	EventRevoked = "revoked"
@@ -81,6 +88,11 @@ type Event struct {
 	Users        []string             `json:"users,omitempty"`
 
 	Conversations []string `json:"conversations,omitempty"`
+
+	// Hide lists users who must not be shown the event (see above);
+	// Private says only UserID's own sessions may be.
+	Hide    []string `json:"hide,omitempty"`
+	Private bool     `json:"private,omitempty"`
 }
 
 // Subject buckets. Fixed for a deployment: every node must agree.
@@ -161,6 +173,12 @@ func (s *Service) publish(ctx context.Context, subject string, e *Event) {
 }
 
 func (s *Service) publishConversation(ctx context.Context, e *Event) {
+	if e.Kind == EventConversation && e.Conversation != nil {
+		// Every member gets it: no read watermark anyone may not see.
+		c := *e
+		c.Conversation = s.scrubConversation(ctx, e.UserID, e.Conversation)
+		e = &c
+	}
 	// This node's history cache first, so the caller reads its own write.
 	s.ObserveEvent(e)
 	s.publish(ctx, ConversationSubject(e.ConversationID), e)
@@ -198,10 +216,18 @@ func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationI
 		return parley.Errorf(parley.CodeInvalidRequest, "state must be start or stop")
 	}
 	defer s.shared(conversationID)()
-	if _, err := s.member(ctx, p, conversationID); err != nil {
+	me, err := s.member(ctx, p, conversationID)
+	if err != nil {
 		return err
 	}
-	s.publishConversation(ctx, &Event{Kind: EventTyping, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, State: state})
+	if me.Request {
+		return nil // a message request: nobody sees the user type
+	}
+	r, err := s.relations(ctx, p.UserID, conversationID)
+	if err != nil {
+		return err
+	}
+	s.publishConversation(ctx, &Event{Kind: EventTyping, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, State: state, Hide: blockedIDs(r)})
 	return nil
 }
 
@@ -214,7 +240,11 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	if err != nil {
 		return err
 	}
-	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids}
+	publish, hide, err := s.presenceAudience(ctx, userID)
+	if err != nil || !publish {
+		return err
+	}
+	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids, Hide: hide}
 	if online {
 		e.State = "online"
 	} else {
@@ -224,11 +254,15 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	return nil
 }
 
-// Contacts returns the users who share a conversation with userID: those
-// whose presence the user may see. The gateway lists the online ones to a
-// new session.
+// Contacts returns the users whose presence userID may see: those who
+// share a conversation with the user, less those the privacy rules hide
+// (blocks, their settings). The gateway lists the online ones to a new session.
 func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
-	return s.store.Contacts(ctx, userID)
+	ids, err := s.store.Contacts(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return s.visiblePresence(ctx, userID, ids)
 }
 
 // LastSeqs returns the last_seq of every conversation the caller is a

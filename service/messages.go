@@ -49,6 +49,20 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	if req.TTLSeconds > 0 {
 		m.ExpiresAt = now.Add(time.Duration(req.TTLSeconds) * time.Second)
 	}
+	// In a direct conversation, a message from a user the other member
+	// blocks is withheld (see blocks.go). A block that lands between this
+	// read and the commit is a block just after the send.
+	r, err := s.relations(ctx, p.UserID, req.ConversationID)
+	if err != nil {
+		return nil, false, err
+	}
+	m.Withheld = r.Kind == parley.KindDirect && len(r.BlockedBy) > 0
+	if r.Pending {
+		// Writing into a message request accepts it.
+		if err := s.accept(ctx, p, req.ConversationID); err != nil {
+			return nil, false, err
+		}
+	}
 	// Membership is checked by the store inside the commit, so a member
 	// removed a moment ago cannot slip a message in.
 	defer s.shared(req.ConversationID)()
@@ -63,10 +77,10 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	// with the ack (and the event) lost, a node dying between the two.
 	// Subscribers drop what they hold by (conversation, seq).
 	s.publishConversation(ctx, &Event{Kind: EventMessage, ConversationID: msg.ConversationID, Message: msg})
-	if s.push != nil {
+	if s.push != nil && !msg.Withheld {
 		s.push.MessageCommitted(msg) // a retry's job is deduplicated by the queue
 	}
-	return msg, created, nil
+	return shown(p.UserID, msg), created, nil
 }
 
 func (s *Service) checkSend(req *SendRequest) error {
@@ -139,11 +153,13 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 		if s.cfg.Retention > 0 {
 			cutoff = now.Add(-s.cfg.Retention)
 		}
-		return s.cache.newest(ctx, conversationID, q.Limit, now, cutoff, func(ctx context.Context, limit int) ([]parley.Message, error) {
+		msgs, err := s.cache.newest(ctx, conversationID, q.Limit, now, cutoff, func(ctx context.Context, limit int) ([]parley.Message, error) {
 			return s.store.Messages(ctx, conversationID, parley.HistoryQuery{Limit: limit}, now)
 		})
+		return shownAll(p.UserID, msgs), err
 	}
-	return s.store.Messages(ctx, conversationID, q, now)
+	msgs, err := s.store.Messages(ctx, conversationID, q, now)
+	return shownAll(p.UserID, msgs), err
 }
 
 // changeOwnMessage applies change to one of the caller's messages,
@@ -180,7 +196,7 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 	if err == nil {
 		s.publishConversation(ctx, &Event{Kind: EventMessageChanged, ConversationID: conversationID, Message: msg})
 	}
-	return msg, err
+	return shown(p.UserID, msg), err
 }
 
 // EditMessage replaces the body of one of the caller's messages.
@@ -217,7 +233,9 @@ func (s *Service) MarkRead(ctx context.Context, p *parley.Principal, conversatio
 	defer s.shared(conversationID)()
 	w, err := s.store.MarkRead(ctx, conversationID, p.UserID, seq)
 	if err == nil && w.Raised {
-		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "read", Seq: w.Seq})
+		if e := s.receiptEvent(ctx, p, conversationID, "read", w.Seq); e != nil {
+			s.publishConversation(ctx, e)
+		}
 		if s.push != nil {
 			s.push.ReadRaised(conversationID, p.UserID, p.DeviceID, w.Seq)
 		}
@@ -238,7 +256,9 @@ func (s *Service) MarkDelivered(ctx context.Context, p *parley.Principal, conver
 	defer s.shared(conversationID)()
 	device, user, err = s.store.MarkDelivered(ctx, conversationID, p.UserID, p.DeviceID, seq)
 	if err == nil && user.Raised {
-		s.publishConversation(ctx, &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: "delivered", Seq: user.Seq})
+		if e := s.receiptEvent(ctx, p, conversationID, "delivered", user.Seq); e != nil {
+			s.publishConversation(ctx, e)
+		}
 	}
 	return device, user, err
 }

@@ -69,7 +69,7 @@ func (s *Service) Message(ctx context.Context, p *parley.Principal, conversation
 	if err != nil {
 		return nil, Receipts{}, err
 	}
-	return m, receiptsOf(c.Members, m), nil
+	return shown(p.UserID, m), receiptsOf(c.Members, m), nil
 }
 
 // conversationOf returns a conversation with its members if the caller is
@@ -85,5 +85,9 @@ func (s *Service) conversationOf(ctx context.Context, p *parley.Principal, conve
 	if c.MemberOf(p.UserID) == nil {
 		return nil, errNoConversation()
 	}
-	return c, nil
+	views := []parley.ConversationView{{Conversation: *c}}
+	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	return &views[0].Conversation, nil
 }

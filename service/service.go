@@ -94,6 +94,14 @@ type Config struct {
 	// VAPIDPrivateKey, if set, is the server's VAPID key (a P-256 scalar,
 	// 32 bytes); otherwise one is made and kept in the store.
 	VAPIDPrivateKey []byte
+	// MessageRequests makes a conversation that a stranger (a user one
+	// shares no accepted conversation with) puts one into a message
+	// request (see requests.go). Default false; parleyd turns it on.
+	MessageRequests bool
+	// StrangerAdds bounds how many strangers one user may put into
+	// conversations per hour (burst up to 20), on this node; above it
+	// CodeRateLimited. 0: no limit.
+	StrangerAdds int
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -157,6 +165,7 @@ type Service struct {
 	push      PushQueue        // nil: no notifications (see UsePush)
 	sendLimit *ratelimit.Keyed // per user; nil: none
 	tickets   TicketStore      // nil: no WebSocket tickets (see UseTickets)
+	strangers *ratelimit.Keyed // nil: no limit on adding strangers
 }
 
 // New returns a Service. log must not be nil; m may be nil.
@@ -169,6 +178,9 @@ func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log
 	if cfg.HistoryCache > 0 {
 		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
 		s.cache.maxBytes = cfg.HistoryCacheBytes
+	}
+	if cfg.StrangerAdds > 0 {
+		s.strangers = ratelimit.New(float64(cfg.StrangerAdds)/3600, min(cfg.StrangerAdds, 20))
 	}
 	return s
 }

@@ -132,6 +132,12 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 		}
 	}
 	fitBudget(page, SyncBudget)
+	if err := s.presentSync(ctx, p.UserID, page); err != nil {
+		return nil, err
+	}
+	if err := s.dropBlockedSync(ctx, p.UserID, page); err != nil {
+		return nil, err
+	}
 	res := &SyncResult{Conversations: page.Conversations, HasMore: page.HasMore, FullState: q.Since == 0}
 	if page.HasMore {
 		res.Position = syncPosition{Since: q.Since, Until: page.Until, AfterStamp: page.NextStamp, AfterID: page.NextID}.encode()

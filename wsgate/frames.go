@@ -40,6 +40,7 @@ const (
 	FramePong          = "pong"
 	FrameReady         = "ready"
 	FrameAuthenticated = "authenticated"
+	FrameBlock         = "block"
 )
 
 // Limits on client frames.
@@ -311,6 +312,14 @@ type PresenceFrame struct {
 	UserID   string     `json:"user_id"`
 	State    string     `json:"state"` // "online" or "offline"
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+}
+
+// BlockFrame tells a user's sessions that the user blocked (Blocked) or
+// unblocked another user, on any of the user's devices.
+type BlockFrame struct {
+	Type    string `json:"type"` // "block"
+	UserID  string `json:"user_id"`
+	Blocked bool   `json:"blocked"`
 }
 
 // SyncConversation is one changed conversation in a sync_result.

@@ -333,11 +333,6 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 	announce := first
 	s.writeFrame(ReadyFrame{Type: FrameReady, UserID: s.p.UserID, DeviceID: s.p.DeviceID, PingInterval: int(h.g.cfg.PingInterval / time.Second),
 		TokenExpires: s.expiresAt().UTC(), MaxFrameBytes: h.g.cfg.MaxFrame})
-	if h.g.cfg.Directory == nil {
-		for _, id := range h.onlineContacts(u) {
-			s.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
-		}
-	}
 	h.mu.Unlock()
 	for _, o := range replaced {
 		h.g.cfg.Metrics.Closed("replaced")
@@ -346,9 +341,10 @@ func (h *hub) finish(s *session, seqs map[string]int64) {
 	if announce {
 		h.queuePresence(presenceNews{userID: u.id, online: true})
 	}
-	if h.g.cfg.Directory != nil {
-		h.queuePresence(presenceNews{userID: u.id, list: s})
-	}
+	// The online contacts whose presence the user may see (the core
+	// applies the privacy rules), from the directory or, without one,
+	// from this node's sessions.
+	h.queuePresence(presenceNews{userID: u.id, list: s})
 	s.ready()
 }
 
@@ -378,21 +374,17 @@ func (h *hub) dropIfIdle(u *userEntry) bool {
 	return true
 }
 
-// onlineContacts lists users with a live session here who share a
-// conversation with u. Caller holds h.mu.
-func (h *hub) onlineContacts(u *userEntry) []string {
-	seen := map[string]bool{u.id: true}
-	var ids []string
-	for _, c := range u.convs {
-		for o := range c.all {
-			if !seen[o.id] && len(o.sessions) > 0 {
-				seen[o.id] = true
-				ids = append(ids, o.id)
-			}
+// localOnline returns those of ids with a live session here.
+func (h *hub) localOnline(ids []string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var online []string
+	for _, id := range ids {
+		if u := h.users[id]; u != nil && len(u.sessions) > 0 {
+			online = append(online, id)
 		}
 	}
-	sort.Strings(ids)
-	return ids
+	return online
 }
 
 // link makes u a local member of conversation id, creating its entry with
@@ -525,14 +517,40 @@ func (h *hub) allSessions(out []*session) []*session {
 }
 
 // sendTo writes data to every session of the conversation's local members
-// except those of user skip (if set). Caller holds h.mu.
-func (c *convEntry) sendTo(data []byte, skip string) {
+// except those of user skip (if set) and of the users in hide. Caller
+// holds h.mu.
+func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 	for u := range c.all {
-		if u.id == skip {
+		if u.id == skip || slices.Contains(hide, u.id) {
 			continue
 		}
 		for _, s := range u.sessions {
 			s.write(data)
+		}
+	}
+}
+
+// sendMessage writes a message frame (data, the encoding of m) to the
+// conversation's local members. A withheld message goes only to its
+// sender's sessions, encoded without the mark: nobody else ever gets it
+// live (they see its tombstone by sync or history). Caller holds h.mu.
+func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
+	if !m.Withheld {
+		c.sendTo(data, "")
+		return
+	}
+	clean := *m
+	clean.Withheld = false
+	own, err := Encode(MessageFrame{Type: FrameMessage, Message: &clean})
+	if err != nil {
+		return
+	}
+	for u := range c.all {
+		if u.id != m.SenderID {
+			continue
+		}
+		for _, s := range u.sessions {
+			s.write(own)
 		}
 	}
 }
@@ -553,19 +571,26 @@ func (h *hub) onEvent(_ string, data []byte) {
 	case service.EventMessageChanged:
 		h.onMessageChanged(&e)
 	case service.EventReceipt:
-		h.broadcast(e.ConversationID, "", ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq})
+		frame := ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq}
+		if e.Private {
+			h.toUser(e.ConversationID, e.UserID, frame)
+		} else {
+			h.broadcast(e.ConversationID, "", e.Hide, frame)
+		}
 	case service.EventTyping:
 		frame := TypingFrame{Type: FrameTyping, ConversationID: e.ConversationID, UserID: e.UserID, State: e.State}
 		if e.State == "start" {
 			frame.ExpiresIn = TypingExpiresIn
 		}
-		h.broadcast(e.ConversationID, e.UserID, frame)
+		h.broadcast(e.ConversationID, e.UserID, e.Hide, frame)
 	case service.EventConversation:
 		h.onConversation(&e)
 	case service.EventPresence:
 		h.onPresence(&e)
 	case service.EventRevoked:
 		h.onRevoked(&e)
+	case service.EventBlock:
+		h.onBlock(&e)
 	}
 }
 
@@ -573,7 +598,7 @@ func (h *hub) onEvent(_ string, data []byte) {
 // refreshed.
 const TypingExpiresIn = 6
 
-func (h *hub) broadcast(conversationID, skipUser string, frame any) {
+func (h *hub) broadcast(conversationID, skipUser string, hide []string, frame any) {
 	data, err := Encode(frame)
 	if err != nil {
 		return
@@ -581,7 +606,46 @@ func (h *hub) broadcast(conversationID, skipUser string, frame any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c := h.conv(conversationID); c != nil {
-		c.sendTo(data, skipUser)
+		c.sendTo(data, skipUser, hide...)
+	}
+}
+
+// toUser sends frame to the sessions of one local member of a
+// conversation.
+func (h *hub) toUser(conversationID, userID string, frame any) {
+	data, err := Encode(frame)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.conv(conversationID); c != nil {
+		for u := range c.all {
+			if u.id == userID {
+				for _, s := range u.sessions {
+					s.write(data)
+				}
+			}
+		}
+	}
+}
+
+// onBlock tells the blocker's sessions that one of them blocked or
+// unblocked a user.
+func (h *hub) onBlock(e *service.Event) {
+	if len(e.Users) != 1 {
+		return
+	}
+	data, err := Encode(BlockFrame{Type: FrameBlock, UserID: e.Users[0], Blocked: e.State == "blocked"})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u := h.users[e.UserID]; u != nil {
+		for _, s := range u.sessions {
+			s.write(data)
+		}
 	}
 }
 
@@ -644,7 +708,7 @@ func (h *hub) deliver(c *convEntry, m *parley.Message, data []byte) {
 	if !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(h.g.core.Now()) {
 		return
 	}
-	c.sendTo(data, "")
+	c.sendMessage(m, data)
 }
 
 // release sends held messages that are next in order. Caller holds h.mu.
@@ -774,7 +838,7 @@ func (h *hub) onMessageChanged(e *service.Event) {
 		return
 	}
 	if m.Seq <= c.delivered {
-		c.sendTo(data, "")
+		c.sendMessage(m, data)
 		return
 	}
 	// The edit overtook the message itself: hold the edited version in
@@ -809,7 +873,7 @@ func (h *hub) onConversation(e *service.Event) {
 			}
 		}
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "")
+			c.sendTo(data, "", e.Hide...)
 		}
 	case service.ActionMemberRemoved:
 		c := h.conv(conv.ID)
@@ -851,6 +915,16 @@ func (h *hub) onPresence(e *service.Event) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(e.Users) > 0 { // an audience named user by user
+		for _, id := range e.Users {
+			if u := h.users[id]; u != nil && id != e.UserID {
+				for _, s := range u.sessions {
+					s.write(data)
+				}
+			}
+		}
+		return
+	}
 	seen := map[*userEntry]bool{}
 	for _, id := range e.Conversations {
 		c := h.conv(id)
@@ -858,7 +932,7 @@ func (h *hub) onPresence(e *service.Event) {
 			continue
 		}
 		for u := range c.all {
-			if u.id == e.UserID || seen[u] {
+			if u.id == e.UserID || seen[u] || slices.Contains(e.Hide, u.id) {
 				continue
 			}
 			seen[u] = true
@@ -935,7 +1009,12 @@ func (h *hub) publishPresence(n presenceNews) {
 			h.g.log.Warn("list online contacts", "user_id", n.userID, "err", err)
 			return
 		}
-		online := d.Online(contacts)
+		var online []string
+		if d != nil {
+			online = d.Online(contacts)
+		} else {
+			online = h.localOnline(contacts)
+		}
 		sort.Strings(online)
 		for _, id := range online {
 			n.list.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})

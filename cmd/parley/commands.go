@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&k.configDir, "config", "", "directory for the saved login (default: $PARLEY_CONFIG_DIR, else the user config directory/parley)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: parley [--server URL] [--json] [--config DIR] COMMAND [ARGS]")
-		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, bench")
+		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +97,9 @@ func run(ctx context.Context, args []string, e env) error {
 		return k.tail(ctx)
 	case "chat":
 		return k.chat(ctx, args)
+	}
+	if ok, err := k.privacyCommand(ctx, cmd, args); ok {
+		return err
 	}
 	return parley.Errorf(parley.CodeInvalidRequest, "unknown command %q (parley -h lists them)", cmd)
 }

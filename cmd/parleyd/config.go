@@ -68,6 +68,8 @@ type Config struct {
 	MaxConnsDevice   int            // WebSocket connections per device on a node; default 10
 	MaxConnsUser     int            // WebSocket connections per user on a node; default 50
 	PresenceGrace    time.Duration  // online after the last session closed; default 5s
+	MessageRequests  bool           // strangers' DMs and group adds arrive as requests; default on
+	StrangerAdds     int            // strangers one user may put into conversations per hour; default 50, 0 = no limit
 	Push             PushConfig     // the notification service (push role)
 
 	// OutboundAllow names the exceptions for requests whose destination
@@ -321,6 +323,18 @@ func settings() []setting {
 			c.OutboundAllow = p
 			return nil
 		}},
+		{"message-requests", "PARLEY_MESSAGE_REQUESTS", "on", "on: a DM or group add from a user one shares no accepted conversation with arrives as a message request (no presence, typing or receipts flow until accepted); off: as an ordinary membership", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.MessageRequests = true
+			case "off", "false", "0":
+				c.MessageRequests = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"stranger-adds", "PARLEY_STRANGER_ADDS", "50", "how many strangers (users one shares no accepted conversation with) one user may put into conversations (direct or group) per hour, per node; above it rate_limited; 0 = no limit", integer(func(c *Config) *int { return &c.StrangerAdds })},
 		{"push-collapse", "PARLEY_PUSH_COLLAPSE", "1s", "how long a device's first notification of a burst waits for more messages of the conversation (one notification with the count)", dur(func(c *Config) *time.Duration { return &c.Push.CollapseWindow })},
 		{"push-delivered-grace", "PARLEY_PUSH_DELIVERED_GRACE", "4s", "a device with a live session is pushed only if it has not reported delivered within this", dur(func(c *Config) *time.Duration { return &c.Push.DeliveredGrace })},
 		{"push-ttl", "PARLEY_PUSH_TTL", "168h", "push jobs older than this (since the message's commit) are dropped", dur(func(c *Config) *time.Duration { return &c.Push.TTL })},

@@ -106,7 +106,10 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		WebPushOff:           cfg.Push.VAPIDSubject == "",
 		APNsTopics:           cfg.Push.APNsTopics,
 		MaxPushRegistrations: cfg.Push.MaxRegistrations,
-		VAPIDPrivateKey:      vapid,
+		// Abuse controls (issue 16): message requests, strangers per hour.
+		MessageRequests: cfg.MessageRequests,
+		StrangerAdds:    cfg.StrangerAdds,
+		VAPIDPrivateKey: vapid,
 	}, log, m)
 	deviceTokens, err := auth.NewDeviceTokens(masterKeys)
 	if err != nil {

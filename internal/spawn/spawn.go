@@ -45,7 +45,11 @@ func Start(bin, data string, env []string, args ...string) (*Process, error) {
 func (p *Process) start() error {
 	args := append([]string{"--listen", p.Listen, "--data", p.Data}, p.Args...)
 	cmd := exec.Command(p.Bin, args...)
-	cmd.Env = append(os.Environ(), p.Env...)
+	// The tests written before message requests and the stranger limit
+	// (issue 16) expect strangers' conversations to be ordinary; tests of
+	// those controls turn them on in p.Env (the last value of a variable
+	// wins).
+	cmd.Env = append(append(os.Environ(), "PARLEY_MESSAGE_REQUESTS=off", "PARLEY_STRANGER_ADDS=0"), p.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err

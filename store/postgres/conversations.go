@@ -70,9 +70,9 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 // the user's tombstone of an earlier membership. CodeNotFound if the user
 // does not exist or is not active, CodeConflict if already a member.
 func (s *Store) insertMember(t *txn, conversationID string, m parley.Member) error {
-	n, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
-		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND state = 'active')`,
-		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp())
+	n, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp, accepted)
+		SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND state = 'active')`,
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp(), !m.Request)
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")
 	}
@@ -144,7 +144,7 @@ func loadConversation(ctx context.Context, q querier, id string) (*parley.Conver
 }
 
 const (
-	membersColumns = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `
+	membersColumns = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at, accepted FROM members `
 	membersOrder   = ` ORDER BY conversation_id, joined_at, user_id`
 )
 
@@ -157,10 +157,12 @@ func scanMembers(rows pgx.Rows) (map[string][]parley.Member, error) {
 		var conversationID string
 		var m parley.Member
 		var joined int64
-		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
+		var accepted bool
+		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined, &accepted); err != nil {
 			return nil, err
 		}
 		m.JoinedAt = engine.FromMillis(joined)
+		m.Request = !accepted
 		members[conversationID] = append(members[conversationID], m)
 	}
 	return members, rows.Err()
@@ -409,8 +411,9 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 	}
 	m := parley.Member{UserID: userID}
 	var joined int64
-	err := s.pool.QueryRow(ctx, `SELECT role, read_seq, delivered_seq, joined_at FROM members WHERE conversation_id = $1 AND user_id = $2`,
-		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined)
+	var accepted bool
+	err := s.pool.QueryRow(ctx, `SELECT role, read_seq, delivered_seq, joined_at, accepted FROM members WHERE conversation_id = $1 AND user_id = $2`,
+		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined, &accepted)
 	if noRows(err) {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
@@ -418,5 +421,6 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 		return nil, s.internal("read member", err)
 	}
 	m.JoinedAt = engine.FromMillis(joined)
+	m.Request = !accepted
 	return &m, nil
 }

@@ -14,7 +14,7 @@ import (
 
 // messageColumns are the columns scanMessageRow reads, in its order.
 const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
-	body, body_key, created_at, expires_at, edited_at, deleted`
+	body, body_key, created_at, expires_at, edited_at, deleted, withheld`
 
 // notExpired is the condition for a message row visible at the time bound
 // to parameter $n (written in by the caller).
@@ -29,14 +29,14 @@ type messageRow struct {
 	seq, bodyKey, created                             int64
 	expires, edited                                   *int64
 	body                                              []byte
-	deleted                                           bool
+	deleted, withheld                                 bool
 	purged                                            bool // read only where selected
 }
 
 // fields returns the scan destinations of messageColumns.
 func (r *messageRow) fields() []any {
 	return []any{&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted}
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld}
 }
 
 func scanMessageRow(row pgx.Row) (*messageRow, error) {
@@ -61,6 +61,7 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		ExpiresAt:      fromNullMillis(r.expires),
 		EditedAt:       fromNullMillis(r.edited),
 		Deleted:        r.deleted,
+		Withheld:       r.withheld,
 	}
 	if r.clientMsgID != nil {
 		m.ClientMsgID = *r.clientMsgID
@@ -301,10 +302,10 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		lastConvs, lastSeqs, lastTimes = append(lastConvs, conv), append(lastSeqs, seq-1), append(lastTimes, latest[conv])
 	}
 	b.Queue(`INSERT INTO messages (`+messageColumns+`, stamp)
-		SELECT u.*, $14::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[]) AS u`,
+		SELECT u.*, $15::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[], $14::boolean[]) AS u`,
 		ins.conv, ins.seq, ins.id, ins.sender, ins.device, ins.clientMsgID, ins.typ,
-		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, stamp)
+		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, ins.withheld, stamp)
 	if len(sentSenders) > 0 {
 		b.Queue(`INSERT INTO sent_messages (sender_id, client_msg_id, conversation_id, seq)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])`,
@@ -323,7 +324,7 @@ type insertColumns struct {
 	seq, bodyKey, created         []int64
 	expires, edited               []*int64
 	body                          [][]byte
-	deleted                       []bool
+	deleted, withheld             []bool
 }
 
 func (c *insertColumns) add(a *appendJob, seq int64) {
@@ -341,6 +342,7 @@ func (c *insertColumns) add(a *appendJob, seq int64) {
 	c.expires = append(c.expires, nullMillis(m.ExpiresAt))
 	c.edited = append(c.edited, nullMillis(m.EditedAt))
 	c.deleted = append(c.deleted, m.Deleted)
+	c.withheld = append(c.withheld, m.Withheld)
 }
 
 // prefixed returns the comma-separated columns with each name prefixed.

@@ -98,11 +98,11 @@ func (s *Store) ownDevice(t *txn, userID, deviceID, op string) error {
 // is not a member.
 const (
 	pushTargetsSQL = `
-SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until
+SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until, t.accepted
 FROM conversations c
 LEFT JOIN (
 	SELECT m.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0) AS delivered_seq,
-		m.muted_until, u.dnd_until
+		m.muted_until, u.dnd_until, m.accepted
 	FROM members m
 	JOIN users u ON u.id = m.user_id
 	JOIN push_registrations p ON p.user_id = m.user_id
@@ -112,7 +112,7 @@ LEFT JOIN (
 WHERE c.id = $1
 ORDER BY t.user_id COLLATE "C", t.device_id COLLATE "C"`
 	pushTargetSQL = `
-SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until
+SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until, m.accepted
 FROM push_registrations p
 JOIN users u ON u.id = p.user_id
 LEFT JOIN members m ON m.conversation_id = $1 AND m.user_id = p.user_id
@@ -127,12 +127,13 @@ WHERE p.device_id = $2`
 type pushTargetRow struct {
 	userID, deviceID                                    *string
 	data                                                []byte
+	accepted                                            *bool
 	dataKey, readSeq, deliveredSeq, lastSeq, muted, dnd *int64
 }
 
 func scanPushTarget(row pgx.Row) (*pushTargetRow, error) {
 	var r pushTargetRow
-	err := row.Scan(&r.userID, &r.deviceID, &r.data, &r.dataKey, &r.readSeq, &r.deliveredSeq, &r.lastSeq, &r.muted, &r.dnd)
+	err := row.Scan(&r.userID, &r.deviceID, &r.data, &r.dataKey, &r.readSeq, &r.deliveredSeq, &r.lastSeq, &r.muted, &r.dnd, &r.accepted)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +156,7 @@ func (s *Store) openPushTarget(r *pushTargetRow) (parley.PushTarget, error) {
 		LastSeq:      *r.lastSeq,
 		MutedUntil:   fromNullMillis(r.muted),
 		DNDUntil:     fromNullMillis(r.dnd),
+		Request:      r.accepted != nil && !*r.accepted,
 	}, nil
 }
 

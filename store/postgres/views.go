@@ -18,7 +18,7 @@ import (
 // the history.
 const unreadCount = `(SELECT count(*) FROM messages u
 		WHERE u.conversation_id = me.conversation_id AND u.seq > me.read_seq
-		AND u.sender_id <> me.user_id AND NOT u.deleted
+		AND u.sender_id <> me.user_id AND NOT u.deleted AND NOT u.withheld
 		AND NOT u.purged AND (u.expires_at IS NULL OR u.expires_at > $1))`
 
 // viewQuery selects, for the member $2, each conversation with the
@@ -30,7 +30,7 @@ SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
 	` + unreadCount + `,
 	CASE WHEN me.muted_until > $1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
-	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted
+	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted, x.withheld
 FROM members me
 JOIN conversations c ON c.id = me.conversation_id
 LEFT JOIN LATERAL (
@@ -152,11 +152,11 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 		conversationID, id, senderID, senderDeviceID, typ, clientMsgID *string
 		seq, bodyKey, msgCreated, expires, edited                      *int64
 		body                                                           []byte
-		deleted                                                        *bool
+		deleted, withheld                                              *bool
 	)
 	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
-		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted)
+		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted, &withheld)
 	if err != nil {
 		return v, nil, err
 	}
@@ -182,5 +182,6 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 		edited:         edited,
 		body:           body,
 		deleted:        *deleted,
+		withheld:       *withheld,
 	}, nil
 }

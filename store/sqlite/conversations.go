@@ -82,9 +82,9 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 // the user's tombstone of an earlier membership. CodeNotFound if the user
 // does not exist, CodeConflict if already a member.
 func insertMember(t *txn, conversationID string, m parley.Member) error {
-	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp)
-		SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
-		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp(), m.UserID)
+	res, err := t.exec(`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at, stamp, accepted)
+		SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND state = 'active')`,
+		conversationID, m.UserID, string(m.Role), m.ReadSeq, engine.Millis(m.JoinedAt), t.changeStamp(), !m.Request, m.UserID)
 	if isUniqueViolation(err) {
 		return parley.Errorf(parley.CodeConflict, "already a member")
 	}
@@ -167,10 +167,12 @@ func scanMembers(rows *sql.Rows) (map[string][]parley.Member, error) {
 		var conversationID string
 		var m parley.Member
 		var joined int64
-		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined); err != nil {
+		var accepted bool
+		if err := rows.Scan(&conversationID, &m.UserID, &m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined, &accepted); err != nil {
 			return nil, err
 		}
 		m.JoinedAt = engine.FromMillis(joined)
+		m.Request = !accepted
 		members[conversationID] = append(members[conversationID], m)
 	}
 	return members, rows.Err()
@@ -391,8 +393,9 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 	}
 	m := parley.Member{UserID: userID}
 	var joined int64
-	err := s.readDB.QueryRowContext(ctx, `SELECT role, read_seq, delivered_seq, joined_at FROM members WHERE conversation_id = ? AND user_id = ?`,
-		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined)
+	var accepted bool
+	err := s.readDB.QueryRowContext(ctx, `SELECT role, read_seq, delivered_seq, joined_at, accepted FROM members WHERE conversation_id = ? AND user_id = ?`,
+		conversationID, userID).Scan(&m.Role, &m.ReadSeq, &m.DeliveredSeq, &joined, &accepted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
@@ -400,5 +403,6 @@ func (s *Store) Member(ctx context.Context, conversationID, userID string) (*par
 		return nil, s.internal("read member", err)
 	}
 	m.JoinedAt = engine.FromMillis(joined)
+	m.Request = !accepted
 	return &m, nil
 }

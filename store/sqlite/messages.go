@@ -14,7 +14,7 @@ import (
 
 // messageColumns are the columns scanMessageRow reads, in its order.
 const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
-	body, body_key, created_at, expires_at, edited_at, deleted`
+	body, body_key, created_at, expires_at, edited_at, deleted, withheld`
 
 // notExpired is the condition for a message row visible at the time bound
 // to its parameter.
@@ -34,14 +34,14 @@ type messageRow struct {
 	seq, bodyKey, created                             int64
 	expires, edited                                   sql.NullInt64
 	body                                              []byte
-	deleted                                           bool
+	deleted, withheld                                 bool
 	purged                                            bool // read only by sentBefore
 }
 
 func scanMessageRow(row scanner) (*messageRow, error) {
 	var r messageRow
 	err := row.Scan(&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted)
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,7 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		ExpiresAt:      fromNullMillis(r.expires),
 		EditedAt:       fromNullMillis(r.edited),
 		Deleted:        r.deleted,
+		Withheld:       r.withheld,
 	}
 	if !r.deleted {
 		body, err := s.sealer.Open(uint32(r.bodyKey), r.body, []byte(r.id))
@@ -126,6 +127,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		expires      = nullMillis(m.ExpiresAt)
 		edited       = nullMillis(m.EditedAt)
 		deleted  any = m.Deleted
+		withheld any = m.Withheld
 	)
 	err = s.write(ctx, appendSavepoint, func(t *txn) error {
 		original, seq = nil, 0
@@ -163,8 +165,9 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		a[10].Value = expires
 		a[11].Value = edited
 		a[12].Value = deleted
-		a[13].Value = t.changeStampArg()
-		n, err := h.exec(h.insertMessage, 14)
+		a[13].Value = withheld
+		a[14].Value = t.changeStampArg()
+		n, err := h.exec(h.insertMessage, 15)
 		if err != nil {
 			return s.internal("append message", err)
 		}
@@ -211,7 +214,7 @@ func (s *Store) sentBefore(t *txn, senderID string, clientMsgID any) (*messageRo
 	var r messageRow
 	err := t.stmt(s.wst.messageByClientID).QueryRowContext(bg, senderID, clientMsgID).Scan(
 		&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.purged)
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.purged)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

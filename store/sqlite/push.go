@@ -97,11 +97,11 @@ func (s *Store) ownDevice(t *txn, userID, deviceID, op string) error {
 // is not a member.
 const (
 	pushTargetsSQL = `
-SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until
+SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until, t.accepted
 FROM conversations c
 LEFT JOIN (
 	SELECT m.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0) AS delivered_seq,
-		m.muted_until, u.dnd_until
+		m.muted_until, u.dnd_until, m.accepted
 	FROM members m
 	JOIN users u ON u.id = m.user_id
 	JOIN push_registrations p ON p.user_id = m.user_id
@@ -111,7 +111,7 @@ LEFT JOIN (
 WHERE c.id = ?1
 ORDER BY t.user_id, t.device_id`
 	pushTargetSQL = `
-SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until
+SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until, m.accepted
 FROM push_registrations p
 JOIN users u ON u.id = p.user_id
 LEFT JOIN members m ON m.conversation_id = ?1 AND m.user_id = p.user_id
@@ -126,12 +126,13 @@ WHERE p.device_id = ?2`
 type pushTargetRow struct {
 	userID, deviceID                                    sql.NullString
 	data                                                []byte
+	accepted                                            sql.NullBool
 	dataKey, readSeq, deliveredSeq, lastSeq, muted, dnd sql.NullInt64
 }
 
 func scanPushTarget(row scanner) (*pushTargetRow, error) {
 	var r pushTargetRow
-	err := row.Scan(&r.userID, &r.deviceID, &r.data, &r.dataKey, &r.readSeq, &r.deliveredSeq, &r.lastSeq, &r.muted, &r.dnd)
+	err := row.Scan(&r.userID, &r.deviceID, &r.data, &r.dataKey, &r.readSeq, &r.deliveredSeq, &r.lastSeq, &r.muted, &r.dnd, &r.accepted)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +154,7 @@ func (s *Store) openPushTarget(r *pushTargetRow) (parley.PushTarget, error) {
 		LastSeq:      r.lastSeq.Int64,
 		MutedUntil:   fromNullMillis(r.muted),
 		DNDUntil:     fromNullMillis(r.dnd),
+		Request:      r.accepted.Valid && !r.accepted.Bool,
 	}, nil
 }
 

@@ -60,7 +60,8 @@ func TestSyncMigratesOldRows(t *testing.T) {
 			[]any{conv, engine.Millis(now), engine.Millis(now)}},
 		{`INSERT INTO members (conversation_id, user_id, role, read_seq, joined_at) VALUES (?, ?, 'owner', 0, ?), (?, ?, 'member', 0, ?)`,
 			[]any{conv, userA, engine.Millis(now), conv, userB, engine.Millis(now)}},
-		{`INSERT INTO messages (` + messageColumns + `) VALUES (?, 1, ?, ?, 'd', 'c1', 'text', ?, ?, ?, NULL, NULL, 0)`,
+		{`INSERT INTO messages (conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
+			body, body_key, created_at, expires_at, edited_at, deleted) VALUES (?, 1, ?, ?, 'd', 'c1', 'text', ?, ?, ?, NULL, NULL, 0)`,
 			[]any{conv, msgID, userA, body, int64(keyID), engine.Millis(now)}},
 		{`PRAGMA user_version = 3`, nil},
 	} {

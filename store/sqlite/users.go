@@ -52,11 +52,11 @@ func (s *Store) userWhere(ctx context.Context, column, value string) (*parley.Us
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	row := s.readDB.QueryRowContext(ctx, `SELECT `+userColumns+`, dnd_until FROM users WHERE `+column+` = ?`, value)
+	row := s.readDB.QueryRowContext(ctx, `SELECT `+userColumns+`, dnd_until, presence_visibility, receipts_visibility FROM users WHERE `+column+` = ?`, value)
 	var u parley.User
 	var created int64
 	var dnd sql.NullInt64
-	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created, &dnd)
+	err := row.Scan(&u.ID, &u.Handle, &u.DisplayName, &u.Role, &u.State, &u.PasswordHash, &created, &dnd, &u.Privacy.Presence, &u.Privacy.ReadReceipts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeNotFound, "no such user")
 	}

@@ -18,7 +18,7 @@ import (
 // the history.
 const unreadCount = `(SELECT count(*) FROM messages u
 		WHERE u.conversation_id = me.conversation_id AND u.seq > me.read_seq
-		AND u.sender_id <> me.user_id AND u.deleted = 0
+		AND u.sender_id <> me.user_id AND u.deleted = 0 AND u.withheld = 0
 		AND u.purged = 0 AND (u.expires_at IS NULL OR u.expires_at > ?1))`
 
 // viewQuery selects, for the member ?2 (bound twice more below), each
@@ -31,7 +31,7 @@ SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
 	` + unreadCount + `,
 	CASE WHEN me.muted_until > ?1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
-	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted
+	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted, x.withheld
 FROM members me
 JOIN conversations c ON c.id = me.conversation_id
 LEFT JOIN messages x ON x.conversation_id = me.conversation_id AND x.seq = (
@@ -89,7 +89,7 @@ func (s *Store) views(ctx context.Context, userID string, now time.Time, onlyID 
 const (
 	viewsAllSQL     = viewQuery + ` ORDER BY c.updated_at DESC, c.id DESC`
 	viewsByIDsSQL   = viewQuery + ` AND me.conversation_id IN (SELECT value FROM json_each(?3))`
-	membersColumns  = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at FROM members `
+	membersColumns  = `SELECT conversation_id, user_id, role, read_seq, delivered_seq, joined_at, accepted FROM members `
 	membersOrder    = ` ORDER BY conversation_id, joined_at, user_id`
 	membersAllSQL   = membersColumns + `WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)` + membersOrder
 	membersByIDsSQL = membersColumns + `WHERE conversation_id IN (SELECT value FROM json_each(?))` + membersOrder
@@ -169,11 +169,11 @@ func scanView(rows *sql.Rows) (parley.ConversationView, *messageRow, error) {
 		conversationID, id, senderID, senderDeviceID, typ, clientMsgID sql.NullString
 		seq, bodyKey, msgCreated, expires, edited                      sql.NullInt64
 		body                                                           []byte
-		deleted                                                        sql.NullBool
+		deleted, withheld                                              sql.NullBool
 	)
 	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
-		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted)
+		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted, &withheld)
 	if err != nil {
 		return v, nil, err
 	}
@@ -199,5 +199,6 @@ func scanView(rows *sql.Rows) (parley.ConversationView, *messageRow, error) {
 		edited:         edited,
 		body:           body,
 		deleted:        deleted.Bool,
+		withheld:       withheld.Bool,
 	}, nil
 }

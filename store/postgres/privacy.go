@@ -1,0 +1,57 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parleychat/parley"
+)
+
+// SetPrivacy implements parley.Store.
+func (s *Store) SetPrivacy(ctx context.Context, userID string, p parley.Privacy) error {
+	defer s.track("set_privacy", time.Now())
+	return s.setUserColumn(ctx, "presence_visibility", userID, string(p.Presence), func(t *txn) error {
+		if _, err := t.exec(`UPDATE users SET receipts_visibility = $1 WHERE id = $2`, string(p.ReadReceipts), userID); err != nil {
+			return s.internal("update user", err)
+		}
+		return nil
+	})
+}
+
+// peersSQL selects the co-members of $1 (only members of the conversation
+// $2 unless that is empty), each with its settings and, over every
+// conversation the two share, whether both accepted one (a contact),
+// whether $1 accepted one and whether the peer did, keeping only the
+// exceptional ones.
+const peersSQL = `SELECT o.user_id, u.presence_visibility, u.receipts_visibility,
+		bool_or(me.accepted AND o.accepted), bool_or(me.accepted), bool_or(o.accepted)
+	FROM members me JOIN members o ON o.conversation_id = me.conversation_id AND o.user_id <> me.user_id
+	JOIN users u ON u.id = o.user_id
+	WHERE me.user_id = $1 AND ($2 = '' OR o.user_id IN (SELECT user_id FROM members WHERE conversation_id = $2))
+	GROUP BY o.user_id, u.presence_visibility, u.receipts_visibility
+	HAVING u.presence_visibility <> 'everyone' OR u.receipts_visibility <> 'everyone' OR NOT bool_or(me.accepted AND o.accepted)`
+
+// Peers implements parley.Store with one query.
+func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]parley.Peer, error) {
+	defer s.track("peers", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.pool.Query(ctx, peersSQL, userID, conversationID)
+	if err != nil {
+		return nil, s.internal("read peers", err)
+	}
+	peers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (parley.Peer, error) {
+		var p parley.Peer
+		var contact, mine, theirs bool
+		err := row.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &contact, &mine, &theirs)
+		p.Stranger, p.Unaccepted, p.PeerUnaccepted = !contact, !mine, !theirs
+		return p, err
+	})
+	if err != nil {
+		return nil, s.internal("read peers", err)
+	}
+	return peers, nil
+}

@@ -1,0 +1,59 @@
+package sqlite
+
+import (
+	"context"
+	"time"
+
+	"github.com/parleychat/parley"
+)
+
+// SetPrivacy implements parley.Store.
+func (s *Store) SetPrivacy(ctx context.Context, userID string, p parley.Privacy) error {
+	defer s.track("set_privacy", time.Now())
+	return s.setUserColumn(ctx, "presence_visibility", userID, string(p.Presence), func(t *txn) error {
+		if _, err := t.exec(`UPDATE users SET receipts_visibility = ? WHERE id = ?`, string(p.ReadReceipts), userID); err != nil {
+			return s.internal("update user", err)
+		}
+		return nil
+	})
+}
+
+// peersSQL selects the co-members of ?1 (only members of the conversation
+// ?2 unless that is empty), each with its settings and, over every
+// conversation the two share, whether both accepted one (a contact),
+// whether ?1 accepted one and whether the peer did, keeping only the
+// exceptional ones.
+const peersSQL = `SELECT o.user_id, u.presence_visibility, u.receipts_visibility,
+		max(me.accepted AND o.accepted), max(me.accepted), max(o.accepted)
+	FROM members me JOIN members o ON o.conversation_id = me.conversation_id AND o.user_id <> me.user_id
+	JOIN users u ON u.id = o.user_id
+	WHERE me.user_id = ?1 AND (?2 = '' OR o.user_id IN (SELECT user_id FROM members WHERE conversation_id = ?2))
+	GROUP BY o.user_id
+	HAVING u.presence_visibility <> 'everyone' OR u.receipts_visibility <> 'everyone' OR max(me.accepted AND o.accepted) = 0`
+
+// Peers implements parley.Store with one query.
+func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]parley.Peer, error) {
+	defer s.track("peers", time.Now())
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.readDB.QueryContext(ctx, peersSQL, userID, conversationID)
+	if err != nil {
+		return nil, s.internal("read peers", err)
+	}
+	defer rows.Close()
+	var peers []parley.Peer
+	for rows.Next() {
+		var p parley.Peer
+		var contact, mine, theirs bool
+		if err := rows.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &contact, &mine, &theirs); err != nil {
+			return nil, s.internal("read peers", err)
+		}
+		p.Stranger, p.Unaccepted, p.PeerUnaccepted = !contact, !mine, !theirs
+		peers = append(peers, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.internal("read peers", err)
+	}
+	return peers, nil
+}
