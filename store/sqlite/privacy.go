@@ -37,7 +37,7 @@ func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]par
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.readDB.QueryContext(ctx, peersSQL, userID, conversationID)
+	rows, err := s.rst.peers.QueryContext(ctx, userID, conversationID)
 	if err != nil {
 		return nil, s.internal("read peers", err)
 	}

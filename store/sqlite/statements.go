@@ -48,6 +48,9 @@ type readerStatements struct {
 	viewsAll, viewsByIDs                *sql.Stmt
 	membersAll, membersByIDs            *sql.Stmt
 	pushTargets, pushTarget, unread     *sql.Stmt
+	// Every send and receipt asks for the sender's relations in the
+	// conversation (blocks, a pending request): prepared, they cost half.
+	relations, conversationKind, peers *sql.Stmt
 }
 
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
@@ -85,13 +88,17 @@ func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {
 		{&r.pushTargets, pushTargetsSQL},
 		{&r.pushTarget, pushTargetSQL},
 		{&r.unread, unreadSQL},
+		{&r.relations, relationsSQL},
+		{&r.conversationKind, `SELECT kind FROM conversations WHERE id = ?`},
+		{&r.peers, peersSQL},
 	})
 }
 
 func (r *readerStatements) close() {
 	closeAll(r.message, r.messagesNewest, r.messagesBefore, r.messagesAfter,
 		r.syncSelect, r.syncNewest, r.syncChanged, r.lastSeqs, r.conversationIDs, r.device,
-		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs, r.pushTargets, r.pushTarget, r.unread)
+		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs, r.pushTargets, r.pushTarget, r.unread,
+		r.relations, r.conversationKind, r.peers)
 }
 
 type stmtDef struct {
