@@ -339,6 +339,11 @@ func TestNoRedirectNoProxyCappedBody(t *testing.T) {
 	t.Setenv("http_proxy", proxy.URL)
 	p, _ := ParseAllow("127.0.0.1")
 	c := NewClient(ClientConfig{Policy: p, MaxResponseBytes: 100})
+	// Go never proxies loopback, so the proxy counter below cannot see
+	// one: the transport itself must have no proxy function.
+	if tr, ok := c.Transport.(cappedTransport); !ok || tr.base.Proxy != nil {
+		t.Fatalf("transport %T uses a proxy", c.Transport)
+	}
 	resp, err := post(t, c, redirector.URL+"/push")
 	if err != nil {
 		t.Fatal(err)

@@ -148,8 +148,8 @@ func TestMessageRequestNotification(t *testing.T) {
 	if got := n.alertText(); got != "Message request" {
 		t.Fatalf("alert %q, want Message request", got)
 	}
-	if d := n.Data(); d["request"] != "true" || d["preview"] != "" {
-		t.Fatalf("data %v, want request=true and no preview", d)
+	if d := n.Data(); d["request"] != "true" {
+		t.Fatalf("data %v, want request=true", d)
 	}
 	n.Request = false
 	if got := n.alertText(); got != "3 new messages" {

@@ -44,6 +44,11 @@ func NewWebPush(cfg WebPushConfig) *WebPush {
 	// webpush-go puts "mailto:" before any subject not starting with
 	// https:, so a mailto: subject is given without it.
 	cfg.Subject = strings.TrimPrefix(cfg.Subject, "mailto:")
+	if cfg.Client == nil {
+		// webpush-go would fall back to a plain http.Client: proxies, any
+		// address. Endpoints are users' choice: only the outbound client.
+		panic("push: WebPushConfig.Client is required (outbound.NewClient)")
+	}
 	return &WebPush{cfg: cfg, client: cfg.Client}
 }
 

@@ -50,7 +50,9 @@ var (
 // Bus is a parley.Bus that seals every event it publishes and opens every
 // event it delivers, over another parley.Bus (NATS): whoever can read or
 // publish on NATS without the master key sees no event's content and
-// cannot make a subscriber accept an event. Events that do not open
+// cannot make a subscriber accept an event it forged or altered; it can
+// replay a sealed event on its own subject within the replay window
+// (MaxAge; no nonce is remembered). Events that do not open
 // (forged, altered, moved to another subject, sealed under a key this
 // node does not have, or sealed longer ago than the replay window) are
 // dropped and counted (Rejected), never delivered. Safe for concurrent

@@ -273,6 +273,9 @@ func TestNewBusKeyErrors(t *testing.T) {
 // The bus key is not the body key: the same master key derives both, but
 // a sealed event does not open as a stored body and the keys differ.
 func TestBusKeyIsItsOwn(t *testing.T) {
+	if busKeyInfo == dataKeyInfo {
+		t.Fatal("the bus key and the body key are derived with the same HKDF info")
+	}
 	k := newKey(t)
 	ring, _ := NewKeyring([][]byte{k})
 	b := newSealed(t, newMemBus(), k)

@@ -102,7 +102,7 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 		s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionCreated, Conversation: conv, UserID: p.UserID, Users: memberIDs(conv), Hide: hide})
 	} else if conv.Kind == parley.KindDirect && len(conv.Members) < 2 {
 		// One of the pair declined a request: back in, as a new one.
-		if conv, err = s.rejoinDirect(ctx, p, conv, others[0]); err != nil {
+		if conv, err = s.rejoinDirect(ctx, p, conv, others[0], len(hide) > 0); err != nil {
 			return nil, false, err
 		}
 	}

@@ -127,8 +127,10 @@ func (s *Service) DeclineConversation(ctx context.Context, p *parley.Principal, 
 
 // rejoinDirect puts back into an existing direct conversation whichever
 // of the pair left it (by declining a request): the caller as an
-// ordinary member, the other as a request if a stranger.
-func (s *Service) rejoinDirect(ctx context.Context, p *parley.Principal, conv *parley.Conversation, otherID string) (*parley.Conversation, error) {
+// ordinary member, the other as a request if a stranger. If the other
+// blocks the caller (blocked), the other comes back as a request that is
+// never announced to them, as a new direct conversation would.
+func (s *Service) rejoinDirect(ctx context.Context, p *parley.Principal, conv *parley.Conversation, otherID string, blocked bool) (*parley.Conversation, error) {
 	var add []parley.Member
 	now := s.cfg.Now().UTC()
 	if conv.MemberOf(p.UserID) == nil {
@@ -142,6 +144,15 @@ func (s *Service) rejoinDirect(ctx context.Context, p *parley.Principal, conv *p
 	}
 	if err := s.requestsFor(ctx, p, add); err != nil {
 		return nil, err
+	}
+	var hide []string
+	if blocked {
+		hide = []string{otherID}
+		for i := range add {
+			if add[i].UserID == otherID {
+				add[i].Request = true
+			}
+		}
 	}
 	defer s.exclusive(conv.ID)()
 	after, err := s.store.ChangeMembers(ctx, conv.ID, func(c *parley.Conversation) (parley.MemberChange, error) {
@@ -161,7 +172,7 @@ func (s *Service) rejoinDirect(ctx context.Context, p *parley.Principal, conv *p
 	for i, m := range add {
 		users[i] = m.UserID
 	}
-	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionMemberAdded, Conversation: after, UserID: p.UserID, Users: users})
+	s.publishConversation(ctx, &Event{Kind: EventConversation, ConversationID: conv.ID, Action: ActionMemberAdded, Conversation: after, UserID: p.UserID, Users: users, Hide: hide})
 	return after, nil
 }
 
@@ -179,7 +190,7 @@ func (s *Service) allowStrangers(userID string, n int) error {
 			for _, c := range cancels {
 				c()
 			}
-			return parley.Errorf(parley.CodeRateLimited, "you are adding too many people you have no conversation with; retry in %d s", int(retry.Seconds())+1)
+			return &RetryError{Err: parley.Errorf(parley.CodeRateLimited, "you are adding too many people you have no conversation with; retry in %d s", RetryAfterSeconds(retry)), RetryAfter: retry}
 		}
 		cancels = append(cancels, cancel)
 	}

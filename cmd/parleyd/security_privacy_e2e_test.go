@@ -459,6 +459,42 @@ func TestSecurityMessageRequests(t *testing.T) {
 		t.Fatalf("declining an accepted conversation: %d %v", code, out)
 	}
 
+	// Erin's DM request: Alice declines it and blocks her. Erin opening
+	// the DM again puts Alice back only as a request Alice is never shown:
+	// not listed, not announced (Carol's group after it is the barrier on
+	// Alice's socket), as a new DM from a blocked user.
+	eTok := loginDevice(t, base, "erin", "phone").token
+	edm := mustAPI(t, 201, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 204, "POST", base+"/v1/conversations/"+edm+"/decline", aPhone.token, map[string]any{"block": true})
+	// drainTo reads Alice's conversation frames up to a new group of
+	// Carol's, and fails on one about Erin's DM if told to.
+	drainTo := func(title string, forbidEDM bool) {
+		t.Helper()
+		barrier := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": title, "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+		for {
+			var f struct {
+				Conversation parley.Conversation `json:"conversation"`
+			}
+			if err := untilFrame(t, ap, "conversation").Decode(&f); err != nil {
+				t.Fatal(err)
+			}
+			if forbidEDM && f.Conversation.ID == edm {
+				t.Fatal("a blocked user reopening a declined DM: alice's socket is told")
+			}
+			if f.Conversation.ID == barrier {
+				return
+			}
+		}
+	}
+	drainTo("before", false)
+	mustAPI(t, 200, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})
+	drainTo("after", true)
+	for _, c := range mustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.token, nil)["conversations"].([]any) {
+		if c.(map[string]any)["id"] == edm {
+			t.Fatal("a blocked user reopening a declined DM: alice lists it")
+		}
+	}
+
 	// Mallory has used two of three strangers this hour: one more, then
 	// rate_limited. Carol adding Alice, a contact, costs nothing.
 	dave := mustAPI(t, 200, "GET", base+"/v1/users?handle=dave", mPhone.token, nil)["user"].(map[string]any)["id"].(string)
