@@ -2,6 +2,10 @@ module github.com/parleychat/parley
 
 go 1.26.8
 
+// npm packages under clients/ may hold Go files (flatted/golang):
+// go test ./... must not see them.
+ignore ./clients
+
 require (
 	firebase.google.com/go/v4 v4.19.0
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
