@@ -59,6 +59,7 @@ type realtime struct {
 	userID      string
 	errTooLarge error // set by write when it refused an oversized frame
 	quickRetry  bool  // the last reconnect was immediate (after a token refresh)
+	refresh     bool  // refresh the token before the next dial (after a 4001)
 	started     bool  // run was started (guarded by Client.mu)
 }
 
@@ -386,6 +387,11 @@ func (r *realtime) run() {
 		case (code == 4001 || parley.ErrorCode(err) == parley.CodeTokenExpired) && !r.quickRetry:
 			delay = 0 // refresh and reconnect at once, once in a row
 			r.quickRetry = true
+			// After a 4001 refresh even if the local clock says the token
+			// is still good (protocol.md, section 12): a clock behind the
+			// server's would otherwise dial with the expired token, get
+			// token_expired, and then wait a backoff.
+			r.refresh = code == 4001
 		default:
 			r.quickRetry = false
 			if r.connected && time.Since(began) > time.Minute {
@@ -443,7 +449,15 @@ func isFatal(err error) bool {
 // why it ended.
 func (r *realtime) session() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	token, err := r.c.accessToken(ctx)
+	var err error
+	if r.refresh {
+		r.refresh = false
+		err = r.c.Refresh(ctx)
+	}
+	var token string
+	if err == nil {
+		token, err = r.c.accessToken(ctx)
+	}
 	if err == nil {
 		r.conn, err = Dial(ctx, r.c.cfg.Server, token, nil)
 	}
