@@ -460,19 +460,20 @@ func (r *realtime) session() error {
 	}
 	if err == nil {
 		r.conn, err = Dial(ctx, r.c.cfg.Server, token, nil)
-	}
-	if IsCode(err, parley.CodeTokenExpired) {
-		err = r.c.Refresh(ctx) // then reconnect at once
-		if err == nil {
-			err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
-		}
-	} else if IsCode(err, parley.CodeUnauthorized) && r.c.Tokens().RefreshToken != "" {
-		// The access token may be from before a key rotation: a refresh
-		// tells whether the session still exists.
-		if rerr := r.c.Refresh(ctx); rerr == nil {
-			err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
-		} else {
-			err = rerr
+		// The handshake's refusals; a refused refresh above is final as it is.
+		if IsCode(err, parley.CodeTokenExpired) {
+			err = r.c.Refresh(ctx) // then reconnect at once
+			if err == nil {
+				err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
+			}
+		} else if IsCode(err, parley.CodeUnauthorized) && r.c.Tokens().RefreshToken != "" {
+			// The access token may be from before a key rotation: a refresh
+			// tells whether the session still exists.
+			if rerr := r.c.Refresh(ctx); rerr == nil {
+				err = parley.Errorf(parley.CodeTokenExpired, "token refreshed")
+			} else {
+				err = rerr
+			}
 		}
 	}
 	cancel()
