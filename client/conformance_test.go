@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -817,10 +819,18 @@ func numEqual(a any, b int) bool {
 	return ok && int(f) == b
 }
 
-// substitute replaces "$name" strings with their captured values.
+// nowPattern is a time relative to now in a server frame: "$now+120s".
+var nowPattern = regexp.MustCompile(`^\$now\+(\d+)s$`)
+
+// substitute replaces "$name" strings with their captured values, and
+// "$now+Ns" with the time N seconds from now.
 func substitute(v any, caps map[string]any) (any, error) {
 	switch x := v.(type) {
 	case string:
+		if m := nowPattern.FindStringSubmatch(x); m != nil {
+			secs, _ := strconv.Atoi(m[1])
+			return time.Now().Add(time.Duration(secs) * time.Second).UTC().Format(time.RFC3339), nil
+		}
 		if strings.HasPrefix(x, "$") && len(x) > 1 {
 			val, ok := caps[x]
 			if !ok {

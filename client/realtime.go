@@ -1026,9 +1026,24 @@ func (r *realtime) onSendReply(id string, p *Pending, f *InFrame) {
 		default: // refused for good
 			r.finishSend(p, nil, err)
 			r.emit(Event{Kind: EventSendFailed, ConversationID: p.ConversationID, Pending: p, Err: err})
+			if parley.ErrorCode(err) == parley.CodeConversationNotFound {
+				// Not (or no longer) a member: drop it locally (errors.md;
+				// protocol.md, section 14).
+				r.dropConversation(p.ConversationID)
+			}
 		}
 	}
 	r.pump()
+}
+
+// dropConversation forgets a conversation the client holds and tells the
+// app (EventConversation "removed").
+func (r *realtime) dropConversation(id string) {
+	if _, ok := r.convs[id]; !ok {
+		return
+	}
+	delete(r.convs, id)
+	r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "removed", Conversation: &parley.Conversation{ID: id}}})
 }
 
 func (r *realtime) finishSend(p *Pending, m *parley.Message, err error) {

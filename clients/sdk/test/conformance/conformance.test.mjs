@@ -529,8 +529,10 @@ function deepEqual(a, b) {
   return js(a) === js(b);
 }
 
-/** substitute replaces "$name" strings with their captured values. */
+/** substitute replaces "$name" strings with their captured values, and "$now+Ns" with the time N seconds from now. */
 function substitute(v, caps, fail) {
+  const now = typeof v === "string" && /^\$now\+(\d+)s$/.exec(v);
+  if (now) return new Date(Date.now() + Number(now[1]) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
   if (typeof v === "string" && v.length > 1 && v.startsWith("$")) {
     if (!caps.has(v)) fail(`${v} is not captured yet`);
     return caps.get(v);
