@@ -17,7 +17,7 @@ import type {
   WebSocketConstructor,
   WebSocketLike,
 } from "./types.js";
-import { camel, later, merge, utf8Length, uuid } from "./util.js";
+import { camel, later, least, merge, utf8Length, uuid } from "./util.js";
 
 /** Per conversation: the public view plus the section-7 bookkeeping. */
 interface Conv {
@@ -256,6 +256,7 @@ export class ParleyClient extends Rest {
     this.appState = state;
     if (state === "background") {
       this.timer("ping", null);
+      this.timer("pong", null);
       return;
     }
     if (was === "background") {
@@ -350,7 +351,8 @@ export class ParleyClient extends Rest {
 
   private teardown() {
     const ws = this.ws;
-    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = null;
+    // No-op handlers, not null: `ws` throws an 'error' event that has no listener.
+    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = () => {};
     this.ws = null;
     for (const n of ["ready", "ping", "pong", "renew", "flush", "pump"]) this.timer(n, null);
     this.reqs.clear();
@@ -582,7 +584,7 @@ export class ParleyClient extends Rest {
    * seqs in a covered range that did not come are gone.
    */
   private reread(id: string, c: Conv, before: number) {
-    const floor = Math.min(...c.msgs.keys());
+    const floor = least(c.msgs.keys());
     if (!(floor < before)) return;
     this.pending++;
     this.req("h", { type: "history", conversation_id: id, before, limit: HISTORY_LIMIT }, (f) => {
@@ -610,7 +612,7 @@ export class ParleyClient extends Rest {
   private backfill(id: string, c: Conv) {
     if (!c.known) {
       c.known = true;
-      c.heldUpto = Math.min(...c.ahead.keys()) - 1;
+      c.heldUpto = least(c.ahead.keys()) - 1;
       return this.drain(c);
     }
     c.filling = true;
@@ -625,7 +627,7 @@ export class ParleyClient extends Rest {
         this.onMessage(m);
       }
       if (c.ahead.size && got.length < HISTORY_LIMIT && !f.truncated) {
-        const lowest = Math.min(...c.ahead.keys());
+        const lowest = least(c.ahead.keys());
         if (lowest - 1 > c.heldUpto) c.heldUpto = lowest - 1;
         this.drain(c);
       }
@@ -675,7 +677,7 @@ export class ParleyClient extends Rest {
     }
     if (c.known && m.seq <= c.heldUpto) {
       // Not held although at or below heldUpto: older than what this client holds.
-      if (c.msgs.size && m.seq > Math.min(...c.msgs.keys())) c.msgs.set(m.seq, m);
+      if (c.msgs.size && m.seq > least(c.msgs.keys())) c.msgs.set(m.seq, m);
       else if (m.editedAt || m.deleted) this.emit("message_changed", { message: m });
       return;
     }
@@ -1073,7 +1075,7 @@ export class ParleyClient extends Rest {
   /** loadOlder reads history before the oldest held message; it returns how many were added (0 at the start). */
   async loadOlder(conversationId: string, limit = 50): Promise<number> {
     const c = this.conv(conversationId);
-    const before = c.msgs.size ? Math.min(...c.msgs.keys()) : c.known ? c.heldUpto + 1 : (c.s ? c.s.lastSeq : 0) + 1;
+    const before = c.msgs.size ? least(c.msgs.keys()) : c.known ? c.heldUpto + 1 : (c.s ? c.s.lastSeq : 0) + 1;
     if (before <= 1) return 0;
     const r = await this.history(conversationId, { before, limit });
     let n = 0;
@@ -1092,7 +1094,7 @@ export class ParleyClient extends Rest {
   /** markRead sends `read` up to seq (default: the newest held) and updates the unread count at once. */
   async markRead(conversationId: string, seq?: number): Promise<void> {
     const c = this.convs.get(conversationId);
-    if (seq === undefined) seq = c && c.msgs.size ? Math.max(...c.msgs.keys()) : c ? c.heldUpto : 0;
+    if (seq === undefined) seq = c && c.msgs.size ? -least([...c.msgs.keys()].map((x) => -x)) : c ? c.heldUpto : 0;
     if (c && c.s) {
       this.setRead(c, seq);
       const m = c.s.members.find((x) => x.userId === this.uid);
