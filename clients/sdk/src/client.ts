@@ -87,6 +87,7 @@ export class ParleyClient extends Rest {
   private subs = new Map<string, Set<Sub>>();
   private saveQ = new Set<string>();
   private saveTimer = false;
+  private loaded = "";
   private writes: Promise<unknown> = Promise.resolve();
 
   // realtime
@@ -167,6 +168,9 @@ export class ParleyClient extends Rest {
   }
 
   protected override async loadUser(): Promise<void> {
+    // The same user again (restore twice, login after restore): keep the pending sends' objects.
+    const had = new Map(this.outq.filter((p) => p.e.clientMsgId && this.loaded === this.uid).map((p) => [p.e.clientMsgId, p]));
+    this.loaded = this.uid;
     this.convs.clear();
     this.outq = [];
     this.position = (await this.store.get<string>(this.key("position"))) || "";
@@ -184,7 +188,7 @@ export class ParleyClient extends Rest {
     entries.sort((a, b) => a.queuedAt - b.queuedAt || a.n - b.n);
     for (const e of entries) {
       this.outN = Math.max(this.outN, e.n + 1);
-      this.outq.push(this.pendingOf(e, true));
+      this.outq.push(had.get(e.clientMsgId) || this.pendingOf(e, true));
     }
   }
 
