@@ -130,3 +130,46 @@ test("the own message frame before the ack settles the send once", async (t) => 
   assert.deepEqual(client.messages(CONV).map((m) => m.seq), [1]);
   await client.close();
 });
+
+test("a send waits for its outbox write, even when something else pumps the queue", async (t) => {
+  useClock(t);
+  /** GatedStorage holds outbox writes of "b" until released. */
+  class GatedStorage extends MemoryStorage {
+    gate = null;
+    async set(k, v) {
+      if (k.endsWith("/outbox/b")) await new Promise((r) => (this.gate = r));
+      return super.set(k, v);
+    }
+  }
+  const storage = new GatedStorage();
+  const { client } = makeClient({ storage });
+  const ws = await online(client, { conversations: [entry(convObj(CONV, 0))] });
+  client.send(CONV, "first", { clientMsgId: "a" });
+  const a = await waitFor(() => ws.lastOf("send"));
+  client.send(CONV, "second", { clientMsgId: "b" });
+  await waitFor(() => storage.gate, "the write of b started");
+  ws.frame(ackFor(a, 1)); // the ack pumps the queue
+  await flush();
+  assert.deepEqual(ws.ofType("send").map((s) => s.client_msg_id), ["a"], "b is not sent before it is stored");
+  storage.gate();
+  await waitFor(() => ws.ofType("send").length === 2, "b sent once stored");
+  assert.equal(await storage.get(USER + "/outbox/b").then((e) => e.body), "second");
+  await client.close();
+});
+
+test("sends wait for the sync pass of the connection", async (t) => {
+  useClock(t);
+  const { client } = makeClient();
+  await client.login("alice", "correct horse battery");
+  const connected = client.connect();
+  const ws = await waitFor(() => FakeWebSocket.last);
+  ready(ws);
+  await connected;
+  await waitFor(() => ws.lastOf("sync"));
+  client.send(CONV, "early");
+  await flush();
+  assert.equal(ws.ofType("send").length, 0);
+  syncReply(ws, { conversations: [entry(convObj(CONV, 0))] });
+  await waitFor(() => ws.lastOf("send"), "the send after the sync");
+  await client.close();
+});
