@@ -221,6 +221,7 @@ export class ParleyClient extends Rest {
   /** connect starts the connection loop; it resolves after the first ready. */
   connect(): Promise<void> {
     if (!this.tok) return Promise.reject(new ParleyError("unauthorized", "not logged in"));
+    if (!this.WS) return Promise.reject(new ParleyError("invalid_request", "no WebSocket: pass options.WebSocket (Node: the ws package)"));
     if (this.ws && this.status !== "connecting") return Promise.resolve();
     const p = new Promise<void>((res, rej) => this.waiters.push({ res, rej }));
     if (!this.want) {
@@ -358,7 +359,7 @@ export class ParleyClient extends Rest {
     // No-op handlers, not null: `ws` throws an 'error' event that has no listener.
     if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = () => {};
     this.ws = null;
-    for (const n of ["ready", "ping", "pong", "renew", "flush", "pump"]) this.timer(n, null);
+    for (const n of ["ready", "ping", "pong", "renew", "flush", "pump", "resync"]) this.timer(n, null);
     this.reqs.clear();
     for (const p of this.inflight.values()) p.inFlight = false;
     this.inflight.clear();
@@ -539,7 +540,10 @@ export class ParleyClient extends Rest {
         this.fullSeen = null;
         return this.syncPage();
       }
-      if (this.ws) this.dead(this.ws, "sync failed: " + err.code);
+      const ws = this.ws;
+      if (ws && err.code === "rate_limited")
+        return this.timer("resync", (err.retryAfter || 1) * 1000, () => void (this.ws === ws && this.syncPage()));
+      if (ws) this.dead(ws, "sync failed: " + err.code);
       return;
     }
     if (f.full_state && !this.fullSeen) this.fullSeen = new Set();

@@ -173,3 +173,24 @@ test("sends wait for the sync pass of the connection", async (t) => {
   await waitFor(() => ws.lastOf("send"), "the send after the sync");
   await client.close();
 });
+
+test("a message over max_frame_bytes fails at once with payload_too_large", async (t) => {
+  useClock(t);
+  const { client } = makeClient();
+  await client.login("alice", "correct horse battery");
+  const connected = client.connect();
+  const ws = await waitFor(() => FakeWebSocket.last);
+  ready(ws, { max_frame_bytes: 1000 });
+  await connected;
+  syncReply(ws, { conversations: [entry(convObj(CONV, 0))] });
+  const failed = [];
+  client.on("send_failed", (e) => failed.push(e.error.code));
+  const big = client.send(CONV, "é".repeat(450)); // 900 bytes of body in UTF-8, over 1000 with the frame
+  const small = client.send(CONV, "ok");
+  await assert.rejects(big.acked, (e) => e.code === "payload_too_large");
+  assert.deepEqual(failed, ["payload_too_large"]);
+  await waitFor(() => ws.lastOf("send"));
+  assert.deepEqual(ws.ofType("send").map((s) => s.body), ["ok"]);
+  assert.equal(small.status.get().state, "sending");
+  await client.close();
+});

@@ -253,3 +253,37 @@ test("conversation frames: created adds, member_removed of self removes", async 
   assert.equal(client.conversation(CONV2), undefined);
   await client.close();
 });
+
+test("loadOlder pages history before the oldest held message", async (t) => {
+  useClock(t);
+  const { client, server } = makeClient();
+  const all = Array.from({ length: 6 }, (_, i) => msg(i + 1));
+  server.routes["GET /v1/conversations/" + CONV + "/messages"] = (_, u) => {
+    const before = Number(u.searchParams.get("before"));
+    const limit = Number(u.searchParams.get("limit"));
+    return [200, { messages: all.filter((m) => m.seq < before).slice(-limit) }];
+  };
+  await online(client, { conversations: [entry(convObj(CONV, 6), [msg(5), msg(6)])] });
+  assert.equal(await client.loadOlder(CONV, 3), 3);
+  assert.deepEqual(seqs(client), [2, 3, 4, 5, 6]);
+  assert.equal(await client.loadOlder(CONV, 3), 1);
+  assert.deepEqual(seqs(client), [1, 2, 3, 4, 5, 6]);
+  const calls = server.callsTo("GET /v1/conversations/" + CONV + "/messages").length;
+  assert.equal(await client.loadOlder(CONV), 0);
+  assert.equal(server.callsTo("GET /v1/conversations/" + CONV + "/messages").length, calls, "nothing to ask before seq 1");
+  await client.close();
+});
+
+test("conversations() are sorted by last activity, newest first", async (t) => {
+  useClock(t);
+  const { client } = makeClient();
+  const ws = await online(client, { conversations: [
+    entry(convObj(CONV, 1), [msg(1, { created_at: "2026-11-27T09:00:00Z" })]),
+    entry(convObj(CONV2, 1), [msg(1, { conversation_id: CONV2, created_at: "2026-11-27T10:00:00Z" })]),
+  ] });
+  assert.deepEqual(client.conversations().map((c) => c.id), [CONV2, CONV]);
+  ws.frame({ type: "message", message: msg(2, { created_at: "2026-11-27T11:00:00Z" }) });
+  assert.deepEqual(client.conversations().map((c) => c.id), [CONV, CONV2]);
+  assert.equal(client.conversation(CONV).lastMessage.seq, 2);
+  await client.close();
+});
