@@ -453,7 +453,7 @@ func runScenario(t *testing.T, name string, sc *scenario) {
 		OnEvent:        func(e client.Event) { r.log.add(normalise(e, me)...) },
 		BackoffMin:     10 * time.Millisecond,
 		BackoffMax:     50 * time.Millisecond,
-		DeliveredDelay: 100 * time.Millisecond,
+		DeliveredDelay: 300 * time.Millisecond,
 	})
 	defer func() {
 		done := make(chan struct{})
@@ -480,7 +480,7 @@ func (r *runner) timeout(s *scenarioStep) time.Duration {
 	if s.TimeoutMs > 0 {
 		return time.Duration(s.TimeoutMs) * time.Millisecond
 	}
-	return 2 * time.Second
+	return 5 * time.Second
 }
 
 func (r *runner) step(s *scenarioStep) {

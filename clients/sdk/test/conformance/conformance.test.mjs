@@ -13,7 +13,7 @@ import { ParleyClient } from "../../dist/esm/index.js";
 const dir = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../testdata/conformance");
 const files = readdirSync(dir).filter((f) => f.endsWith(".json")).sort();
 const SERVER = "http://conformance.test";
-const DEFAULT_TIMEOUT = 2000;
+const DEFAULT_TIMEOUT = 5000;
 const SETTLE_MS = 300;
 
 if (files.length === 0) throw new Error("no scenarios in " + dir);
@@ -238,7 +238,7 @@ function newClient(net, storage) {
     fetch: net.fetch,
     platform: "cli",
     backoff: { minMs: 10, maxMs: 50 },
-    deliveredDelayMs: 100,
+    deliveredDelayMs: 300,
   });
 }
 
