@@ -195,13 +195,13 @@ export class ParleyClient extends Rest {
   /** logout ends the session on the server and clears the stored state (not the device token). */
   async logout(): Promise<void> {
     if (!this.tok) return;
+    const me = this.uid;
+    await this.close(); // first: the server's 4003 for this logout is no session_ended
     try {
       await this.request("DELETE", "/v1/sessions/current");
     } catch (e) {
       this.log("warn", "logout", { error: String(e) });
     }
-    const me = this.uid;
-    await this.close();
     this.tok = null;
     await this.writes;
     for (const k of [...(me ? await this.store.keys(me + "/") : []), "tokens"]) await this.store.delete(k);
@@ -430,16 +430,17 @@ export class ParleyClient extends Rest {
     switch (f.type) {
       case "error": {
         const err = errorOf(f.error);
-        if (id && id.startsWith("d:")) {
-          const c = this.convs.get(id.slice(2));
-          if (c && err.code !== "conversation_not_found") {
-            c.reported = 0;
-            this.dirty.add(id.slice(2));
-            this.timer("flush", 1000, () => this.flushDelivered());
-          }
-          return;
+        const cid = id && /^[drt]:/.test(id) ? id.slice(2) : "";
+        this.log("warn", "error frame", { id, code: err.code, message: err.message });
+        // Not (or no longer) a member: drop it locally (protocol.md section 14).
+        if (cid && err.code === "conversation_not_found") return this.removeConv(cid);
+        const c = this.convs.get(cid);
+        if (c && id!.startsWith("d:")) {
+          c.reported = 0; // report again
+          this.dirty.add(cid);
+          this.timer("flush", 1000, () => this.flushDelivered());
         }
-        return this.log("warn", "error frame", { id, code: err.code, message: err.message });
+        return;
       }
       case "message":
         if (f.message) {
@@ -963,7 +964,10 @@ export class ParleyClient extends Rest {
     } else if (f.type === "error") {
       const err = errorOf(f.error);
       if (RETRY.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
-      else this.fail(p, err);
+      else {
+        this.fail(p, err);
+        if (err.code === "conversation_not_found") this.removeConv(p.e.conversationId);
+      }
     }
     this.pump();
   }
@@ -1121,7 +1125,7 @@ export class ParleyClient extends Rest {
       if (last !== undefined && now - last < 3000) return;
       this.typingSent.set(conversationId, now);
     } else this.typingSent.delete(conversationId);
-    this.tx({ type: "typing", conversation_id: conversationId, state });
+    this.tx({ type: "typing", id: "t:" + conversationId, conversation_id: conversationId, state });
   }
 
   /** typingUsers are the members typing now (a start lapses after its expires_in). */

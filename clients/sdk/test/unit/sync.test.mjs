@@ -287,3 +287,19 @@ test("conversations() are sorted by last activity, newest first", async (t) => {
   assert.equal(client.conversation(CONV).lastMessage.seq, 2);
   await client.close();
 });
+
+test("conversation_not_found on read or delivered drops the conversation; other delivered errors report again", async (t) => {
+  const tick = useClock(t);
+  const { client } = makeClient();
+  const ws = await online(client, { conversations: [entry(convObj(CONV, 1), [msg(1)]), entry(convObj(CONV2, 0))] });
+  const d = ws.lastOf("delivered");
+  assert.equal(d.id, "d:" + CONV);
+  ws.frame({ type: "error", id: d.id, error: { code: "unavailable", message: "try later" } });
+  await tick(1000);
+  assert.equal(ws.ofType("delivered").length, 2, "reported again after a failure");
+  await client.markRead(CONV2, 0);
+  ws.frame({ type: "error", id: ws.lastOf("read").id, error: { code: "conversation_not_found", message: "conversation not found" } });
+  assert.equal(client.conversation(CONV2), undefined);
+  assert.ok(client.conversation(CONV));
+  await client.close();
+});
