@@ -664,9 +664,12 @@ func (r *realtime) handle(f *InFrame) {
 		}
 		if f.Type == frameError {
 			if id, ok := strings.CutPrefix(f.ID, deliveredPrefix); ok {
-				// A refused delivered report (rate limited, or the
-				// conversation is gone): report again at a later flush.
-				if cs := r.convs[id]; cs != nil && parley.ErrorCode(errOf(f)) != parley.CodeConversationNotFound {
+				// A refused delivered report: the conversation is gone
+				// (drop it locally, errors.md), or report again at a later
+				// flush (rate limited).
+				if parley.ErrorCode(errOf(f)) == parley.CodeConversationNotFound {
+					r.dropConversation(id)
+				} else if cs := r.convs[id]; cs != nil {
 					cs.reported = 0
 					r.dirty[id] = true
 					r.flushAt = time.Now().Add(time.Second)
