@@ -192,7 +192,8 @@ function normalise(e) {
     case "synced":
       return { kind: "synced" };
     case "disconnected":
-      return e.code === undefined ? { kind: "disconnected" } : { kind: "disconnected", code: e.code };
+      // 1006 is what a browser reports when no close frame came: no code, as in Go.
+      return e.code === undefined || e.code === 1006 ? { kind: "disconnected" } : { kind: "disconnected", code: e.code };
     case "session_ended":
       return { kind: "session_ended" };
     case "message":
