@@ -313,7 +313,7 @@ export class ParleyClient extends Rest {
     const url = this.base.replace(/^http/, "ws") + "/v1/ws?ticket=" + encodeURIComponent(ticket);
     let ws: WebSocketLike;
     try {
-      ws = new this.WS!(url);
+      ws = new this.WS!(url) as WebSocketLike;
     } catch (e) {
       this.emit("disconnected", { error: asError(e) });
       return this.retry(this.backoff());
