@@ -116,7 +116,7 @@ function makeWebSocket(net) {
     constructor(url) {
       this.url = url;
       const q = new URL(url).searchParams;
-      this.token = q.has("ticket") ? net.tickets.get(q.get("ticket")) || "<unknown ticket>" : q.get("access_token") || "";
+      this.token = q.has("ticket") ? net.tickets.get(q.get("ticket")) || "<unknown or used ticket>" : q.get("access_token") || "";
       if (q.has("ticket")) net.tickets.delete(q.get("ticket")); // one socket, once
       this.frames = []; // client frames, pings answered and left out
       this.clientClose = undefined; // the code the SDK closed with
