@@ -77,6 +77,11 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the reconnect delay, exponential with
 	// full jitter (defaults 500 ms and 30 s).
 	BackoffMin, BackoffMax time.Duration
+	// ShutdownSpread bounds the random delay before reconnecting after
+	// the server closed with 1001 (shutting down; default 5 s, as
+	// protocol.md section 13 asks), so that a node's clients do not all
+	// reconnect at the same moment. Negative: no extra delay.
+	ShutdownSpread time.Duration
 	// DeliveredDelay debounces delivered reports per conversation during
 	// live traffic (default 500 ms; negative: report every message at
 	// once). After a sync they are sent at once.
@@ -128,6 +133,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.SyncLimit <= 0 || cfg.SyncLimit > 100 {
 		cfg.SyncLimit = 50
+	}
+	if cfg.ShutdownSpread == 0 {
+		cfg.ShutdownSpread = 5 * time.Second
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = 500 * time.Millisecond

@@ -403,6 +403,11 @@ func (r *realtime) run() {
 			if errors.As(err, &he) && he.RetryAfter > delay {
 				delay = he.RetryAfter
 			}
+			if spread := r.c.cfg.ShutdownSpread; code == 1001 && spread > 0 {
+				// The node is shutting down: every client of it reconnects,
+				// each after its own random delay (protocol.md, section 13).
+				delay = max(delay, time.Duration(rand.Int64N(int64(spread)+1)))
+			}
 		}
 		r.connected = false
 		r.c.log.Info("parley: disconnected", "err", err, "retry_in", delay)
