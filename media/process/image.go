@@ -235,7 +235,23 @@ func blurhashSource(thumb *image.RGBA) image.Image {
 	return small
 }
 
+// prescaleFactor: a source more than this many times the thumbnail's size
+// on both sides is first reduced, with x/image/draw's ApproxBiLinear, to
+// this many times the thumbnail's size, and only that is resampled with
+// Catmull-Rom, whose cost grows with the source's pixels. Measured on a
+// noisy 12 MP image to 320 x 240 (BenchmarkScale12MP): Catmull-Rom alone
+// about 360 ms; ApproxBiLinear alone 3 ms but aliased (PSNR 25 dB against
+// Catmull-Rom); through 2x 70 ms and 28 dB; through 3x about 100 ms and
+// 37 dB; through 4x about 150 ms and 39 dB.
+const prescaleFactor = 3
+
 // scale draws src into all of dst, resampled.
 func scale(dst *image.RGBA, src image.Image) {
-	xdraw.CatmullRom.Scale(dst, dst.Rect, src, src.Bounds(), xdraw.Src, nil)
+	sb, db := src.Bounds(), dst.Rect
+	if sb.Dx() > prescaleFactor*db.Dx() && sb.Dy() > prescaleFactor*db.Dy() {
+		mid := image.NewRGBA(image.Rect(0, 0, prescaleFactor*db.Dx(), prescaleFactor*db.Dy()))
+		xdraw.ApproxBiLinear.Scale(mid, mid.Rect, src, sb, xdraw.Src, nil)
+		src, sb = mid, mid.Rect
+	}
+	xdraw.CatmullRom.Scale(dst, db, src, sb, xdraw.Src, nil)
 }

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -223,7 +224,9 @@ var (
 )
 
 func TestJPEGWithGPSIsStrippedLosslessly(t *testing.T) {
-	plain := encodeJPEG(t, twoColour(64, 48))
+	// Large and noisy enough that the scan spans many refills of the
+	// reader's buffer, with stuffed 0xFF00 bytes across their edges.
+	plain := encodeJPEG(t, photo(1200, 900))
 	for _, order := range []interface {
 		binary.ByteOrder
 		binary.AppendByteOrder
@@ -237,7 +240,7 @@ func TestJPEGWithGPSIsStrippedLosslessly(t *testing.T) {
 		)
 		in = append(in, "trailer: a phone's motion video "+gpsMarker...)
 		res := process(t, in, "image/jpeg", Limits{})
-		if res.ContentType != "image/jpeg" || res.Width != 64 || res.Height != 48 {
+		if res.ContentType != "image/jpeg" || res.Width != 1200 || res.Height != 900 {
 			t.Fatalf("got %s %dx%d", res.ContentType, res.Width, res.Height)
 		}
 		out := readCleaned(t, res)
@@ -620,5 +623,23 @@ func TestContextEnded(t *testing.T) {
 func TestNotARegularFile(t *testing.T) {
 	if _, err := Process(context.Background(), t.TempDir(), "", Limits{}); err == nil || !strings.Contains(err.Error(), "regular") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestStripJPEGAcrossBufferEdges: the scan copier must not lose bytes when
+// an 0xFF falls at the end of the reader's buffer (small buffers make that
+// happen often).
+func TestStripJPEGAcrossBufferEdges(t *testing.T) {
+	plain := encodeJPEG(t, photo(300, 200))
+	in := jpegWithSegments(plain, segment(0xE1, append([]byte("Exif\x00\x00"), exifTIFF(binary.BigEndian, 1)...)))
+	for _, size := range []int{16, 17, 31, 4096} {
+		var out bytes.Buffer
+		info, err := stripJPEG(bufio.NewReaderSize(bytes.NewReader(in), size), &out)
+		if err != nil || !info.Removed {
+			t.Fatalf("buffer %d: %v", size, err)
+		}
+		if !bytes.Equal(out.Bytes(), plain) {
+			t.Fatalf("buffer %d: output differs from the original without EXIF", size)
+		}
 	}
 }

@@ -121,6 +121,7 @@ func stripJPEG(r *bufio.Reader, w io.Writer) (stripInfo, error) {
 // copyScan copies entropy-coded data (with its stuffed 0xFF00 bytes and RSTn
 // markers) and returns the marker that ends it, consumed but not written.
 func copyScan(r *bufio.Reader, w io.Writer) (int, error) {
+	pair := []byte{0xFF, 0}
 	for {
 		chunk, err := r.ReadSlice(0xFF)
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -132,7 +133,11 @@ func copyScan(r *bufio.Reader, w io.Writer) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("jpeg: truncated scan: %w", errMalformed)
 		}
-		// chunk ends in 0xFF; what follows says whether it is data.
+		// chunk ends in 0xFF; what follows says whether it is data. chunk
+		// is only valid until the next read, so it is written first.
+		if _, err := w.Write(chunk[:len(chunk)-1]); err != nil {
+			return 0, err
+		}
 		b, err := r.ReadByte()
 		for err == nil && b == 0xFF { // fill bytes before a marker
 			b, err = r.ReadByte()
@@ -141,16 +146,11 @@ func copyScan(r *bufio.Reader, w io.Writer) (int, error) {
 			return 0, fmt.Errorf("jpeg: truncated scan: %w", errMalformed)
 		}
 		if b == 0x00 || (b >= 0xD0 && b <= 0xD7) {
-			if _, err := w.Write(chunk); err != nil {
-				return 0, err
-			}
-			if _, err := w.Write([]byte{b}); err != nil {
+			pair[1] = b
+			if _, err := w.Write(pair); err != nil {
 				return 0, err
 			}
 			continue
-		}
-		if _, err := w.Write(chunk[:len(chunk)-1]); err != nil {
-			return 0, err
 		}
 		return int(b), nil
 	}
