@@ -90,7 +90,9 @@
 // are off by default. Each run is killed after Limits.FFmpegTimeout
 // (default 30 s) or when ctx ends; its output is capped (1 MiB of ffprobe
 // JSON, 16 MiB of poster) and the poster is decoded only after its header
-// shows it at most MaxThumbSide a side. ffmpeg decodes with one thread. Its
+// shows it at most MaxThumbSide a side. ffmpeg decodes with one thread, no
+// single allocation over 256 MiB (-max_alloc), and no poster is made from
+// a video whose frames have more than Limits.MaxPixels pixels. Its total
 // memory is not capped here: run parleyd under a cgroup limit (systemd
 // MemoryMax=) to bound it.
 package process

@@ -21,6 +21,9 @@ const (
 	maxProbeOutput  = 1 << 20
 	maxPosterOutput = 16 << 20
 	maxToolStderr   = 16 << 10
+	// maxAlloc is ffmpeg's -max_alloc: the largest single allocation
+	// (an 8K frame is about 50 MB).
+	maxAlloc = "268435456"
 )
 
 // videoDemuxer forces ffmpeg's demuxer from the sniffed type, so a file is
@@ -55,7 +58,7 @@ func processVideo(ctx context.Context, path string, res *Result, lim Limits) err
 	demuxer := videoDemuxer[res.ContentType]
 
 	out, err := runTool(ctx, lim.FFmpegTimeout, probe, maxProbeOutput,
-		"-v", "error", "-protocol_whitelist", "file", "-f", demuxer,
+		"-max_alloc", maxAlloc, "-v", "error", "-protocol_whitelist", "file", "-f", demuxer,
 		"-print_format", "json", "-show_format", "-show_streams", "-i", input)
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -68,11 +71,14 @@ func processVideo(ctx context.Context, path string, res *Result, lim Limits) err
 		return nil
 	}
 	res.Width, res.Height, res.DurationMS = w, h, dur
+	if int64(w)*int64(h) > lim.MaxPixels {
+		return nil // no poster from frames larger than an image may be
+	}
 
 	side := lim.MaxThumbSide
 	filter := fmt.Sprintf("scale=w=min(%d\\,iw):h=min(%d\\,ih):force_original_aspect_ratio=decrease", side, side)
 	poster, err := runTool(ctx, lim.FFmpegTimeout, ffmpeg, maxPosterOutput,
-		"-nostdin", "-v", "error", "-threads", "1",
+		"-max_alloc", maxAlloc, "-nostdin", "-v", "error", "-threads", "1",
 		"-protocol_whitelist", "file", "-f", demuxer, "-i", input,
 		"-map", "0:v:0", "-frames:v", "1", "-vf", filter,
 		"-f", "image2pipe", "-c:v", "png", "-pix_fmt", "rgba", "pipe:1")

@@ -207,3 +207,12 @@ func mustJPEG(t *testing.T, b []byte) image.Image {
 	}
 	return m
 }
+
+func TestVideoOverThePixelLimitGetsNoPoster(t *testing.T) {
+	needFFmpeg(t)
+	mp4 := ffmpegMake(t, "clip.mp4", "-f", "lavfi", "-i", "testsrc=duration=1:size=640x360:rate=5", "-pix_fmt", "yuv420p")
+	res := processPath(t, mp4, Limits{MaxPixels: 640*360 - 1})
+	if res.Width != 640 || res.Height != 360 || res.Thumbnail != nil {
+		t.Fatalf("%dx%d, thumbnail %v", res.Width, res.Height, res.Thumbnail != nil)
+	}
+}
