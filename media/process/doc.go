@@ -75,7 +75,10 @@
 // images: 33 ms instead of 380 ms for 12 MP; about 230 ms for a whole
 // 12 MP JPEG with its decoding), encoded as JPEG quality 80 (PNG if it has transparent pixels). The
 // blurhash (4 x 3 components, github.com/bbrks/go-blurhash, MIT) is computed
-// from the thumbnail scaled to at most 64 pixels a side.
+// from the thumbnail scaled to at most 64 pixels a side. That encoder
+// rounds the average colour of very dark images (sRGB channels below about
+// 11/255) down to half (for 8/255 it stores 4/255): invisible in a
+// placeholder, but a decoder will not reproduce those values exactly.
 //
 // # Video and ffmpeg sandboxing
 //

@@ -14,6 +14,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -642,4 +643,13 @@ func TestStripJPEGAcrossBufferEdges(t *testing.T) {
 			t.Fatalf("buffer %d: output differs from the original without EXIF", size)
 		}
 	}
+}
+
+// runtimeMem is a snapshot of the allocator's counters.
+type runtimeMem struct{ totalAlloc, heapInuse uint64 }
+
+func (m *runtimeMem) read() {
+	var s runtime.MemStats
+	runtime.ReadMemStats(&s)
+	m.totalAlloc, m.heapInuse = s.TotalAlloc, s.HeapInuse
 }
