@@ -35,6 +35,7 @@ async function catchUp(t, syncLimit) {
   await b2.close();
   assert.equal(b2.status, "stopped");
 
+  const t0 = Date.now();
   // Offline: 20 messages in each conversation, mostly from the others,
   // every fifth from bob's other device (his own: not unread).
   const sent = new Map(convs.map((c) => [c.id, []]));
@@ -45,6 +46,7 @@ async function catchUp(t, syncLimit) {
       sent.get(c.id).push(m);
     }
   });
+  t.diagnostic(`${CONVERSATIONS * PER_CONVERSATION} REST sends in ${Date.now() - t0} ms`);
   for (const c of convs) assert.deepEqual(sent.get(c.id).map((m) => m.seq), range(1, PER_CONVERSATION));
   // bob read the first conversation up to 10 on his other device.
   await bob1.read(convs[0].id, 10);
@@ -92,7 +94,9 @@ async function catchUp(t, syncLimit) {
     const views = await pool(8, convs, (c) => alice.conversation(c.id)); // alice is in all 50
     return views.every((v) => v.members.find((m) => m.user_id === bob1.userId).delivered_seq === PER_CONVERSATION);
   }, { timeout: 15000, interval: 200, what: "bob's delivered_seq to reach 20 in every conversation (held_upto == last_seq)" });
+  const deliveredAfter = Date.now() - started;
   assert.equal(rec.of("disconnected").length, 0);
+  t.diagnostic(`delivered watermarks at 20 everywhere ${deliveredAfter} ms after connect()`);
   t.diagnostic(`syncLimit ${syncLimit}: caught up ${CONVERSATIONS * PER_CONVERSATION} messages in ${took} ms`);
 }
 

@@ -108,7 +108,8 @@ export function record(c) {
 /**
  * waitFor polls fn (sync or async) every interval ms until it returns a
  * truthy value, which it returns; after timeout ms it fails with what and
- * detail()'s text.
+ * detail()'s text. A promise that fn returns is awaited: return a flag,
+ * not a pending promise.
  */
 export async function waitFor(fn, { timeout = 10000, interval = 25, what = "condition", detail } = {}) {
   const deadline = Date.now() + timeout;

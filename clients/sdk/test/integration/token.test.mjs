@@ -52,7 +52,7 @@ test("tokens expiring every 4 s are renewed in band with auth: one connection, n
   const srv = await server(t, { args: ARGS });
   const netA = cuttable();
   const { alice, bob, recA, recB, direct } = await pair(t, srv, { fetch: netA.fetch, WebSocket: netA.WebSocket });
-  const firstExpiry = Date.parse(alice.client.session.accessExpiresAt);
+  const firstExpiry = new Date(alice.client.session.accessExpiresAt).getTime();
   const start = Date.now();
   const talk = chatter([["alice", alice.client, direct.id], ["bob", bob.client, direct.id]], 400);
   await sleep(TTL_S * 1000 * 3.5); // 3.5 lifetimes of a token
@@ -71,7 +71,7 @@ test("tokens expiring every 4 s are renewed in band with auth: one connection, n
   assert.ok(netA.count("out", "auth") >= 3, `auth frames sent: ${netA.count("out", "auth")}`);
   assert.ok(netA.count("in", "authenticated") >= 3, `authenticated received: ${netA.count("in", "authenticated")}`);
   assert.deepEqual(netA.state.closes, [], "the socket never closed");
-  const expiry = Date.parse(alice.client.session.accessExpiresAt);
+  const expiry = new Date(alice.client.session.accessExpiresAt).getTime();
   assert.ok(expiry > firstExpiry + 2 * TTL_S * 1000, `the session's expiry moved on (${expiry - start} ms after the start)`);
 });
 
