@@ -12,7 +12,8 @@ import {
 test("SIGKILL and restart of parleyd with 200 queued sends: each acked once, distinct seqs, no duplicate in history", async (t) => {
   const srv = await server(t);
   const bob = await Rest.user(srv.base, "bob");
-  const alice = await account(t, srv.base, "alice", { backoff: { minMs: 50, maxMs: 500 } });
+  const net = cuttable(); // never cut here: it counts the send frames
+  const alice = await account(t, srv.base, "alice", { backoff: { minMs: 50, maxMs: 500 }, WebSocket: net.WebSocket });
   const a = alice.client;
   const rec = record(a);
   await a.connect();
@@ -54,6 +55,9 @@ test("SIGKILL and restart of parleyd with 200 queued sends: each acked once, dis
   const acked = await withTimeout(Promise.all(outs.map((o) => o.acked)), 60000, "all 200 acks after the restart");
   assert.equal(ackedCount, N);
   assert.ok(ackedAtKill === 20);
+  const frames = net.count("out", "send");
+  t.diagnostic(`${ackedAfterKill} of ${N} acked when parleyd died; ${frames} send frames in all (${frames - N} resends)`);
+  assert.ok(frames > N, "sends in flight at the kill were sent again");
   for (let i = 0; i < N; i++) {
     assert.equal(acked[i].clientMsgId, outs[i].clientMsgId, `ack ${i} is its send's`);
     assert.equal(acked[i].conversationId, convs[i % 2]);
@@ -113,6 +117,8 @@ test("a client restored from the storage of a crashed one resends its outbox, no
   await sleep(200); // let what the first client had in hand settle, as a process does before it dies
   const unacked = outs.filter((o) => !ackedIds.has(o.clientMsgId)).map((o) => o.clientMsgId);
   assert.ok(unacked.length > 0, "the crash left sends unacked");
+  const committed = (await bob.history(direct.id)).length;
+  t.diagnostic(`${ackedIds.size} of ${N} acked at the crash, ${unacked.length} not; ${committed} committed (${committed - ackedIds.size} with their ack lost)`);
   const disk = await copyStorage(storage); // the disk at the crash; the first client is never used again
 
   const a2 = client(t, srv.base, { storage: disk });
