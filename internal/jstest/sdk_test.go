@@ -2,15 +2,13 @@ package jstest
 
 import "testing"
 
-// TestSDKUnit runs the TypeScript SDK's unit tests (clients/sdk/test/unit).
-func TestSDKUnit(t *testing.T) {
-	npmRun(t, "sdk", "test")
-}
-
 // TestSDKIntegration runs the SDK's integration tests
 // (clients/sdk/test/integration) against the parleyd built in TestMain:
-// several devices chatting, a SIGKILLed server, an offline device
-// catching up, tokens expiring mid-connection and a frozen socket.
+// three devices chatting, a SIGKILLed server with sends in flight, a
+// client restored from a crashed one's storage, an offline device
+// catching up 1,000 messages, tokens expiring mid-connection and a
+// server frozen by SIGSTOP. TestSDKUnit (sdk_unit_test.go) runs the unit
+// tests.
 func TestSDKIntegration(t *testing.T) {
 	npmRun(t, "sdk", "test:integration")
 }
