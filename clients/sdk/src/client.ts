@@ -195,13 +195,13 @@ export class ParleyClient extends Rest {
   /** logout ends the session on the server and clears the stored state (not the device token). */
   async logout(): Promise<void> {
     if (!this.tok) return;
+    const me = this.uid;
+    await this.close(); // first: the server's 4003 for this logout is no session_ended
     try {
       await this.request("DELETE", "/v1/sessions/current");
     } catch (e) {
       this.log("warn", "logout", { error: String(e) });
     }
-    const me = this.uid;
-    await this.close();
     this.tok = null;
     await this.writes;
     for (const k of [...(me ? await this.store.keys(me + "/") : []), "tokens"]) await this.store.delete(k);
