@@ -302,8 +302,3 @@ export async function copyStorage(from) {
   }
   return to;
 }
-
-/** once asserts that each message (by conversation and seq) appears once, seqs ascending. */
-export function assertInOrderOnce(messages, expectedSeqs, what) {
-  assert.deepEqual(seqs(messages), expectedSeqs, `${what}: seqs in order, once each`);
-}
