@@ -86,6 +86,7 @@ test("refused sends leave the outbox with send_failed; rate_limited is retried a
   await assert.rejects(bad.acked, (e) => e.code === "conversation_not_found");
   assert.equal(bad.status.get().state, "failed");
   assert.deepEqual(failed, [["bad", "conversation_not_found"]]);
+  assert.equal(client.conversation(CONV), undefined, "conversation_not_found drops the conversation locally");
   await flush();
   assert.equal(await storage.get(USER + "/outbox/bad"), undefined);
   assert.deepEqual(client.outbox().map((o) => o.clientMsgId), ["slow"]);
