@@ -3,7 +3,7 @@
 // internal/jstest sets it); without it the binary is built once with
 // `go build` from the repository.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readdirSync, renameSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,21 +12,57 @@ import { createInterface } from "node:readline";
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let built;
 
-/** The parleyd binary: PARLEY_BIN, or one built now (once per process). */
+/**
+ * The parleyd binary: PARLEY_BIN, or one built now. Under `node --test`
+ * (NODE_TEST_CONTEXT set) the test files of one run are child processes
+ * of one runner, so the binary is built once per run and shared through
+ * a directory named after the runner's pid (a build takes seconds even
+ * with Go's cache); such directories of runners that have exited are
+ * removed. Run directly, a file builds its own, once per process.
+ */
 export function parleydBin() {
   if (process.env.PARLEY_BIN) return process.env.PARLEY_BIN;
-  if (!built) {
+  if (built) return built;
+  if (!process.env.NODE_TEST_CONTEXT) {
     const dir = mkdtempSync(join(tmpdir(), "parleyd-bin-"));
     built = join(dir, "parleyd");
     execFileSync("go", ["build", "-o", built, "./cmd/parleyd"], { cwd: repo, stdio: "inherit" });
+    return built;
   }
+  const prefix = "parleyd-bin-run-";
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (!Number.isInteger(pid) || pid === process.ppid || alive(pid)) continue;
+    rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+  const dir = join(tmpdir(), prefix + process.ppid);
+  const bin = join(dir, "parleyd");
+  if (!existsSync(bin)) {
+    mkdirSync(dir, { recursive: true });
+    // Build beside it and rename: a concurrent file sees the whole binary or none.
+    const tmp = join(dir, `parleyd.${process.pid}.tmp`);
+    execFileSync("go", ["build", "-o", tmp, "./cmd/parleyd"], { cwd: repo, stdio: "inherit" });
+    renameSync(tmp, bin);
+  }
+  built = bin;
   return built;
+}
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === "EPERM";
+  }
 }
 
 /**
  * Starts parleyd on 127.0.0.1 (a free port, kept across restarts) with a
  * fresh data directory. env adds environment variables (PARLEY_*), args
  * adds flags. Returns a handle: base (http://127.0.0.1:PORT), logs(),
+ * pid (of the running process: freeze it with SIGSTOP, thaw with SIGCONT),
  * kill() (SIGKILL, as a crash), stop() (SIGTERM), restart() (kill, then
  * start on the same port and data), start() after a stop, and cleanup().
  */
@@ -42,6 +78,8 @@ export async function startParleyd({ env = {}, args = [] } = {}) {
     data,
     logs: () => logs.join("\n"),
     get running() { return child !== null; },
+    /** The running process's pid (undefined when stopped), e.g. for SIGSTOP. */
+    get pid() { return child ? child.pid : undefined; },
     async start() {
       if (child) throw new Error("parleyd is running");
       child = spawn(bin, ["--listen", listen, "--data", data, ...args], {
