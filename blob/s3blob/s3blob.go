@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -193,17 +194,22 @@ func validBucket(b string) error {
 
 // validEndpoint accepts http(s)://host[:port][/] and nothing else.
 func validEndpoint(e string) error {
-	scheme, hostPort, ok := strings.Cut(e, "://")
-	if !ok || (scheme != "http" && scheme != "https") {
-		return fmt.Errorf("s3blob: endpoint %q: want http://host[:port] or https://host[:port]", e)
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c < 0x21 || c > 0x7e || c == '\\' {
+			return fmt.Errorf("s3blob: endpoint %q: control, space, '\\' or non-ASCII byte", e)
+		}
 	}
-	hostPort = strings.TrimSuffix(hostPort, "/")
-	if hostPort == "" || strings.ContainsAny(hostPort, "/?#@ \\%") {
-		return fmt.Errorf("s3blob: endpoint %q: a host and port only (no path, query or credentials)", e)
+	u, err := url.Parse(e)
+	if err != nil {
+		return fmt.Errorf("s3blob: endpoint: %w", err)
 	}
-	for i := 0; i < len(hostPort); i++ {
-		if c := hostPort[i]; c < 0x21 || c > 0x7e {
-			return fmt.Errorf("s3blob: endpoint %q: control or non-ASCII byte", e)
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawPath != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(e, "#") {
+		return fmt.Errorf("s3blob: endpoint %q: want http://host[:port] or https://host[:port], no path, query or credentials", e)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("s3blob: endpoint %q: port out of range", e)
 		}
 	}
 	return nil

@@ -295,12 +295,16 @@ func ParseHeaderText(s string) (Header, error) {
 	if !ok1 || !ok2 || version != strconv.Itoa(headerVersion) || len(keyID) != 8 {
 		return Header{}, bad
 	}
+	if strings.Trim(keyID, "0123456789abcdef") != "" { // one form only: lowercase
+		return Header{}, bad
+	}
 	id, err := strconv.ParseUint(keyID, 16, 32)
 	if err != nil {
 		return Header{}, bad
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(salt)
-	if err != nil || len(raw) != saltSize {
+	// The decoder skips '\r' and '\n': compare the canonical form.
+	if err != nil || len(raw) != saltSize || base64.RawURLEncoding.EncodeToString(raw) != salt {
 		return Header{}, bad
 	}
 	h := Header{KeyID: uint32(id)}
