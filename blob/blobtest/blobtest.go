@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 		{"PutGetSizes", testPutGetSizes},
 		{"Ranges", testRanges},
 		{"RangeErrors", testRangeErrors},
+		{"ExactPackages", testExactPackages},
 		{"Stat", testStat},
 		{"Delete", testDelete},
 		{"Overwrite", testOverwrite},
@@ -189,6 +190,22 @@ func testRanges(t *testing.T, f *fixture) {
 			}
 			f.mustRead(t, f.s, "r", r.offset, r.length, b[r.offset:end])
 		})
+	}
+}
+
+// testExactPackages: an object of whole packages has no partial last
+// package, so a range at its very end starts past the last stored byte.
+func testExactPackages(t *testing.T, f *fixture) {
+	const size = 2 * packageSize
+	b := data(20, size)
+	f.put(t, f.s, "x", b)
+	f.mustRead(t, f.s, "x", size, -1, nil)
+	f.mustRead(t, f.s, "x", size, 0, nil)
+	f.mustRead(t, f.s, "x", size-1, -1, b[size-1:])
+	f.mustRead(t, f.s, "x", packageSize, -1, b[packageSize:])
+	for _, r := range [][2]int64{{size, 1}, {size + 1, -1}, {size + packageSize, 1}} {
+		_, err := f.s.Get(f.ctx, "x", r[0], r[1])
+		wantErr(t, fmt.Sprintf("Get [%d,+%d) of %d bytes", r[0], r[1], size), err, parley.ErrBlobRange)
 	}
 }
 

@@ -279,3 +279,43 @@ func TestOpenFromEnvironment(t *testing.T) {
 		t.Fatal("Put with a wrong secret succeeded")
 	}
 }
+
+// failAfter yields n pseudo-random bytes, then fails.
+type failAfter struct{ n int }
+
+func (r *failAfter) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, errBoom
+	}
+	p = p[:min(len(p), r.n)]
+	rand.Read(p)
+	r.n -= len(p)
+	return len(p), nil
+}
+
+var errBoom = fmt.Errorf("client went away")
+
+// TestFailedMultipartAborted: a Put that fails after its first part
+// aborts its multipart upload, leaving no parts in the bucket.
+func TestFailedMultipartAborted(t *testing.T) {
+	g := needGateway(t)
+	bucket := g.newBucket(t)
+	s, err := s3blob.New(t.Context(), g.config(bucket, ""), [][]byte{bytes.Repeat([]byte{1}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Put(t.Context(), "big", &failAfter{n: 3*s3blob.MinPartSize + 100})
+	if err != errBoom {
+		t.Fatalf("Put from a failing reader: %v, want the reader's error", err)
+	}
+	ups, err := g.raw().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups.Uploads) != 0 {
+		t.Fatalf("%d multipart uploads left behind", len(ups.Uploads))
+	}
+	if _, err := s.Stat(t.Context(), "big"); !isNotFound(err) {
+		t.Fatalf("Stat after the failed Put: %v", err)
+	}
+}
