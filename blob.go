@@ -146,3 +146,79 @@ func validBlobSegment(seg string, lastOfPrefix bool) error {
 	}
 	return nil
 }
+
+// BlobFile reads one stored object as an io.ReadSeekCloser, for
+// http.ServeContent (Range requests, 206): Seek only moves the position,
+// and the first Read after a Seek opens a Get from there to the end, which
+// an engine reads lazily (the filesystem) or streams (S3: the connection
+// is closed when the caller stops early). Errors of Get surface from Read.
+// Not safe for concurrent use; Close releases the open Get.
+type BlobFile struct {
+	ctx   context.Context
+	store BlobStore
+	key   string
+	size  int64
+	pos   int64
+	r     io.ReadCloser // open Get, positioned at rpos
+	rpos  int64
+}
+
+// NewBlobFile returns a BlobFile over the object key of size bytes (the
+// size the caller recorded at Put, or from Stat).
+func NewBlobFile(ctx context.Context, store BlobStore, key string, size int64) *BlobFile {
+	return &BlobFile{ctx: ctx, store: store, key: key, size: size}
+}
+
+// Seek implements io.Seeker. A position past the end is allowed (Read
+// then returns io.EOF); a negative one is an error.
+func (f *BlobFile) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.pos
+	case io.SeekEnd:
+		offset += f.size
+	default:
+		return f.pos, errors.New("blob: bad whence")
+	}
+	if offset < 0 {
+		return f.pos, errors.New("blob: negative position")
+	}
+	f.pos = offset
+	return offset, nil
+}
+
+// Read implements io.Reader.
+func (f *BlobFile) Read(p []byte) (int, error) {
+	if f.pos >= f.size {
+		return 0, io.EOF
+	}
+	if f.r != nil && f.rpos != f.pos {
+		f.r.Close()
+		f.r = nil
+	}
+	if f.r == nil {
+		r, err := f.store.Get(f.ctx, f.key, f.pos, -1)
+		if err != nil {
+			return 0, err
+		}
+		f.r, f.rpos = r, f.pos
+	}
+	n, err := f.r.Read(p)
+	f.pos += int64(n)
+	f.rpos = f.pos
+	if err == io.EOF && f.pos < f.size {
+		err = io.ErrUnexpectedEOF // the object is shorter than its recorded size
+	}
+	return n, err
+}
+
+// Close releases the open Get, if any.
+func (f *BlobFile) Close() error {
+	if f.r == nil {
+		return nil
+	}
+	err := f.r.Close()
+	f.r = nil
+	return err
+}
