@@ -149,3 +149,60 @@ func FuzzParseHeaderText(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenTampered: whatever happens to an object's stored packages (bytes
+// changed, cut or added), a range read returns the original bytes or fails
+// with ErrBlobUnreadable; never other bytes, never a panic.
+func FuzzOpenTampered(f *testing.F) {
+	k, _ := NewKeys([][]byte{master(1)})
+	h := k.NewHeader()
+	plain := make([]byte, 2*PayloadSize+999)
+	for i := range plain {
+		plain[i] = byte(i * 7)
+	}
+	enc, _ := k.Encrypt(h, "obj", bytes.NewReader(plain))
+	sealed, _ := io.ReadAll(enc)
+	f.Add(uint32(0), byte(1), uint32(0), uint32(0), uint32(10), false)
+	f.Add(uint32(PackageSize+5), byte(0x80), uint32(0), uint32(PayloadSize), uint32(20), false)
+	f.Add(uint32(0), byte(0), uint32(PackageSize+32), uint32(0), uint32(0), true)
+	f.Fuzz(func(t *testing.T, at uint32, xor byte, cut uint32, offset, length uint32, toEnd bool) {
+		stored := bytes.Clone(sealed)
+		if len(stored) > 0 {
+			stored[int(at)%len(stored)] ^= xor
+		}
+		switch c := int(cut) % (len(stored) + 64); {
+		case c < len(stored)/2:
+			stored = stored[:len(stored)-c]
+		default:
+			stored = append(stored, stored[:c-len(stored)/2]...)
+		}
+		size, err := PlainSize(int64(len(stored)))
+		if err != nil {
+			return // refused by size alone
+		}
+		off := int64(offset) % (size + 1)
+		n := int64(length) % (size - off + 1)
+		if toEnd {
+			n = -1
+		}
+		sp, err := SpanOf(off, n, size)
+		if err != nil {
+			t.Fatalf("SpanOf(%d,%d,%d): %v", off, n, size, err)
+		}
+		r, err := k.Decrypt(h, "obj", bytes.NewReader(stored[sp.CipherStart:sp.CipherEnd]), sp)
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(r)
+		}
+		if err != nil {
+			if !errors.Is(err, parley.ErrBlobUnreadable) {
+				t.Fatalf("error %v is not ErrBlobUnreadable", err)
+			}
+			return
+		}
+		end := off + sp.Length
+		if end > int64(len(plain)) || !bytes.Equal(got, plain[off:end]) {
+			t.Fatalf("range [%d,+%d) of a tampered object read %d bytes that are not the original's", off, sp.Length, len(got))
+		}
+	})
+}
