@@ -212,7 +212,7 @@ func testExactPackages(t *testing.T, f *fixture) {
 func testRangeErrors(t *testing.T, f *fixture) {
 	const size = packageSize + 5
 	f.put(t, f.s, "r", data(2, size))
-	for _, r := range [][2]int64{{size, 1}, {size - 1, 2}, {size + 1, -1}, {size + 1, 0}, {-1, 1}, {0, -2}, {0, size + 1}, {1 << 62, 1 << 62}} {
+	for _, r := range [][2]int64{{size, 1}, {size - 1, 2}, {size + 1, -1}, {size + 1, 0}, {-1, 1}, {0, -2}, {0, size + 1}, {1 << 62, 1 << 62}, {1<<63 - 1, -1}, {1<<63 - 1, 1}, {0, 1<<63 - 1}} {
 		_, err := f.s.Get(f.ctx, "r", r[0], r[1])
 		wantErr(t, fmt.Sprintf("Get [%d,+%d) of %d bytes", r[0], r[1], size), err, parley.ErrBlobRange)
 		if parley.ErrorCode(err) != parley.CodeInvalidRequest {

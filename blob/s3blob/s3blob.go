@@ -416,7 +416,7 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	if err != nil {
 		return nil, err
 	}
-	if offset < 0 || length < -1 {
+	if offset < 0 || length < -1 || offset > blobcrypt.MaxPlainSize || length > blobcrypt.MaxPlainSize {
 		return nil, fmt.Errorf("%w: offset %d length %d", parley.ErrBlobRange, offset, length)
 	}
 	if length == 0 {
@@ -427,9 +427,6 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 		first := offset / blobcrypt.PayloadSize
 		rng := fmt.Sprintf("bytes=%d-", first*blobcrypt.PackageSize)
 		if length > 0 {
-			if offset > (1<<62)-length {
-				return nil, fmt.Errorf("%w: offset %d length %d", parley.ErrBlobRange, offset, length)
-			}
 			last := (offset + length - 1) / blobcrypt.PayloadSize
 			rng += strconv.FormatInt((last+1)*blobcrypt.PackageSize-1, 10)
 		}

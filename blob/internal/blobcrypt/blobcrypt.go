@@ -230,8 +230,9 @@ func SpanOf(offset, length, plainSize int64) (Span, error) {
 	return sp, nil
 }
 
-// maxPlainSize is DARE 2.0's limit (2^32 packages of 64 KiB).
-const maxPlainSize = 1 << 48
+// MaxPlainSize is DARE 2.0's limit on an object (2^32 packages of
+// 64 KiB); larger offsets need no request to be refused.
+const MaxPlainSize = 1 << 48
 
 // CipherSize returns the size of the packages of a plaintext of plainSize
 // bytes (0 <= plainSize <= 2^48).
@@ -247,7 +248,7 @@ func CipherSize(plainSize int64) int64 {
 // an error wrapping parley.ErrBlobUnreadable if no plaintext encrypts to
 // that size (the object was truncated or extended).
 func PlainSize(cipherSize int64) (int64, error) {
-	if cipherSize < 0 || cipherSize > CipherSize(maxPlainSize) {
+	if cipherSize < 0 || cipherSize > CipherSize(MaxPlainSize) {
 		return 0, fmt.Errorf("%w: stored size %d out of range", parley.ErrBlobUnreadable, cipherSize)
 	}
 	n := cipherSize / PackageSize * PayloadSize
