@@ -1,0 +1,1180 @@
+import { ParleyError, asError, errorOf } from "./errors.js";
+import { Rest } from "./rest.js";
+import type {
+  ClientOptions,
+  ConnectionStatus,
+  ConversationState,
+  HistoryQuery,
+  Member,
+  Message,
+  MessageStatus,
+  MessageView,
+  Observable,
+  OutgoingMessage,
+  Presence,
+  PushRegistration,
+  SendOptions,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./types.js";
+import { camel, later, merge, utf8Length, uuid } from "./util.js";
+
+/** Per conversation: the public view plus the section-7 bookkeeping. */
+interface Conv {
+  s?: ConversationState;
+  /** heldUpto is set */
+  known: boolean;
+  /** every seq up to here is held or gone */
+  heldUpto: number;
+  /** highest seq reported delivered */
+  reported: number;
+  msgs: Map<number, Message>;
+  /** messages above heldUpto + 1, waiting for the gap to fill */
+  ahead: Map<number, Message>;
+  /** a forward backfill is in flight */
+  filling: boolean;
+}
+
+/** What the outbox stores per message, before the first attempt. */
+interface OutboxEntry {
+  clientMsgId: string;
+  conversationId: string;
+  type: string;
+  body: string;
+  ttlSeconds: number;
+  queuedAt: number;
+  n: number;
+}
+
+interface Pending {
+  e: OutboxEntry;
+  saved: boolean;
+  inFlight: boolean;
+  retryAt: number;
+  done: boolean;
+  acked?: Message;
+  failed?: ParleyError;
+  resolve: (m: Message) => void;
+  reject: (e: ParleyError) => void;
+  view: OutgoingMessage;
+}
+
+interface Sub {
+  get: () => MessageStatus;
+  fn: (s: MessageStatus) => void;
+  last: string;
+}
+
+/** Send error codes retried later; every other code refuses the message for good. */
+const RETRY = ["rate_limited", "unavailable", "internal"];
+const HISTORY_LIMIT = 200;
+
+/**
+ * ParleyClient is the Parley SDK: REST, one WebSocket with reconnects, the
+ * sync algorithm of protocol.md section 7, an outbox, receipts and typing.
+ * See clients/sdk/API.md. All methods are for one JavaScript thread.
+ */
+export class ParleyClient extends Rest {
+  status: ConnectionStatus = "offline";
+  private WS?: WebSocketConstructor;
+  private convs = new Map<string, Conv>();
+  private position = "";
+  private outq: Pending[] = [];
+  private outN = 0;
+  private presenceOf = new Map<string, Presence>();
+  private typers = new Map<string, Map<string, number>>();
+  private typingSent = new Map<string, number>();
+  private subs = new Map<string, Set<Sub>>();
+  private saveQ = new Set<string>();
+  private saveTimer = false;
+  private writes: Promise<unknown> = Promise.resolve();
+
+  // realtime
+  private ws: WebSocketLike | null = null;
+  private want = false;
+  private gen = 0;
+  private attempt = 0;
+  private quick = false;
+  private everReady = false;
+  private readyAt = 0;
+  private maxFrame = 131072;
+  private pingEvery = 25000;
+  private sockExp = 0;
+  private appState: "active" | "background" = "active";
+  private reqN = 0;
+  private reqs = new Map<string, (f: any) => void>();
+  private inflight = new Map<string, Pending>();
+  private synced = false;
+  private announced = false;
+  private pending = 0;
+  private fullSeen: Set<string> | null = null;
+  private dirty = new Set<string>();
+  private waiters: { res: () => void; rej: (e: ParleyError) => void }[] = [];
+  private timers: Record<string, (() => void) | undefined> = {};
+
+  constructor(opts: ClientOptions) {
+    super(opts);
+    this.WS = opts.WebSocket || (globalThis as any).WebSocket;
+  }
+
+  private get uid(): string {
+    return this.tok ? this.tok.userId : "";
+  }
+  private key(k: string) {
+    return this.uid + "/" + k;
+  }
+
+  // ---- timers: one of each name at a time
+
+  private timer(name: string, ms: number | null, fn?: () => void) {
+    const c = this.timers[name];
+    if (c) c();
+    this.timers[name] = undefined;
+    if (ms !== null && fn)
+      this.timers[name] = later(ms, () => {
+        this.timers[name] = undefined;
+        fn();
+      }, this.o.now);
+  }
+
+  // ---- storage
+
+  private write(fn: () => Promise<unknown>) {
+    this.writes = this.writes.then(fn).catch((e) => this.log("warn", "storage write failed", { error: String(e) }));
+    return this.writes;
+  }
+
+  /** save queues a conversation's state for writing (coalesced per tick). */
+  private save(id: string) {
+    this.saveQ.add(id);
+    if (!this.saveTimer) {
+      this.saveTimer = true;
+      Promise.resolve().then(() => this.flushSaves());
+    }
+  }
+
+  private flushSaves() {
+    this.saveTimer = false;
+    for (const id of this.saveQ) {
+      const c = this.convs.get(id);
+      const k = this.key("conv/" + id);
+      if (c && c.s) {
+        const v = { s: c.s, known: c.known, heldUpto: c.heldUpto, reported: c.reported };
+        this.write(() => this.store.set(k, v));
+      }
+    }
+    this.saveQ.clear();
+  }
+
+  protected override async loadUser(): Promise<void> {
+    this.convs.clear();
+    this.outq = [];
+    this.position = (await this.store.get<string>(this.key("position"))) || "";
+    for (const k of await this.store.keys(this.key("conv/"))) {
+      const v = await this.store.get<{ s: ConversationState; known: boolean; heldUpto: number; reported: number }>(k);
+      if (!v) continue;
+      const c = this.conv(v.s.id);
+      Object.assign(c, { s: v.s, known: v.known, heldUpto: v.heldUpto, reported: v.reported });
+    }
+    const entries: OutboxEntry[] = [];
+    for (const k of await this.store.keys(this.key("outbox/"))) {
+      const e = await this.store.get<OutboxEntry>(k);
+      if (e) entries.push(e);
+    }
+    entries.sort((a, b) => a.queuedAt - b.queuedAt || a.n - b.n);
+    for (const e of entries) {
+      this.outN = Math.max(this.outN, e.n + 1);
+      this.outq.push(this.pendingOf(e, true));
+    }
+  }
+
+  /** logout ends the session on the server and clears the stored state (not the device token). */
+  async logout(): Promise<void> {
+    if (!this.tok) return;
+    try {
+      await this.request("DELETE", "/v1/sessions/current");
+    } catch (e) {
+      this.log("warn", "logout", { error: String(e) });
+    }
+    const me = this.uid;
+    await this.close();
+    this.tok = null;
+    await this.writes;
+    for (const k of [...(me ? await this.store.keys(me + "/") : []), "tokens"]) await this.store.delete(k);
+    this.convs.clear();
+    this.outq = [];
+    this.position = "";
+  }
+
+  protected override async endSession(error: ParleyError): Promise<void> {
+    if (!this.tok) return;
+    this.stop("stopped", error);
+    await super.endSession(error);
+  }
+
+  // ---- lifecycle
+
+  /** connect starts the connection loop; it resolves after the first ready. */
+  connect(): Promise<void> {
+    if (!this.tok) return Promise.reject(new ParleyError("unauthorized", "not logged in"));
+    if (this.ws && this.status !== "connecting") return Promise.resolve();
+    const p = new Promise<void>((res, rej) => this.waiters.push({ res, rej }));
+    if (!this.want) {
+      this.want = true;
+      this.quick = false;
+      this.attempt = 0;
+      this.open();
+    }
+    return p;
+  }
+
+  /** close stops the connection (close code 1000); the outbox stays in storage. */
+  async close(): Promise<void> {
+    this.stop("stopped", new ParleyError("closed", "closed"));
+    await this.writes;
+  }
+
+  private stop(status: ConnectionStatus, err: ParleyError) {
+    this.want = false;
+    this.gen++;
+    this.timer("retry", null);
+    const ws = this.ws;
+    if (ws) {
+      this.teardown();
+      try {
+        ws.close(1000);
+      } catch {}
+      this.emit("disconnected", { code: 1000, error: err });
+    }
+    this.setStatus(status);
+    for (const w of this.waiters.splice(0)) w.rej(err);
+  }
+
+  /** setAppState is React Native's AppState hook. */
+  setAppState(state: "active" | "background"): void {
+    const was = this.appState;
+    this.appState = state;
+    if (state === "background") {
+      this.timer("ping", null);
+      return;
+    }
+    if (was === "background") {
+      if (this.ws && this.status !== "connecting") {
+        this.ping();
+        if (this.synced) this.startSync();
+      } else this.reconnectNow();
+    }
+  }
+
+  /** setOnline is a hint from the app: true reconnects at once if waiting. */
+  setOnline(online: boolean): void {
+    if (online) this.reconnectNow();
+  }
+
+  private reconnectNow() {
+    if (this.want && !this.ws && this.timers.retry) {
+      this.timer("retry", null);
+      this.open();
+    }
+  }
+
+  private setStatus(s: ConnectionStatus) {
+    if (s === this.status) return;
+    const previous = this.status;
+    this.status = s;
+    this.emit("status", { status: s, previous });
+  }
+
+  private async open() {
+    const gen = ++this.gen;
+    this.setStatus("connecting");
+    let ticket: string;
+    try {
+      ticket = (await this.request<{ ticket: string }>("POST", "/v1/ws/ticket")).ticket;
+    } catch (e) {
+      if (gen !== this.gen || !this.want) return;
+      const err = asError(e);
+      if (err.code === "unauthorized" || err.code === "account_suspended") return void this.endSession(err);
+      this.emit("disconnected", { error: err });
+      return this.retry(this.backoff(err.retryAfter));
+    }
+    if (gen !== this.gen || !this.want) return;
+    const url = this.base.replace(/^http/, "ws") + "/v1/ws?ticket=" + encodeURIComponent(ticket);
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS!(url);
+    } catch (e) {
+      this.emit("disconnected", { error: asError(e) });
+      return this.retry(this.backoff());
+    }
+    this.ws = ws;
+    this.timer("ready", 30000, () => this.dead(ws, "no ready frame within 30 s"));
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      let f: any;
+      try {
+        f = JSON.parse(typeof ev.data === "string" ? ev.data : String(ev.data));
+      } catch {
+        return;
+      }
+      if (f && typeof f === "object") this.onFrame(f);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws === ws) this.closed(ev.code);
+    };
+    ws.onerror = () => this.log("debug", "websocket error");
+  }
+
+  /** backoff is full jitter: random(0, min(max, min * 2^attempt)), at least retryAfter seconds. */
+  private backoff(retryAfter?: number): number {
+    const ceil = Math.min(this.o.maxMs, this.o.minMs * 2 ** Math.min(this.attempt, 30));
+    this.attempt++;
+    return Math.max(this.o.random() * ceil, (retryAfter || 0) * 1000);
+  }
+
+  private retry(ms: number) {
+    if (!this.want) return;
+    this.setStatus("offline");
+    this.timer("retry", ms, () => this.open());
+  }
+
+  /** dead drops a socket that stopped answering, without waiting for its close. */
+  private dead(ws: WebSocketLike, why: string) {
+    if (this.ws !== ws) return;
+    this.log("info", "connection dead", { why });
+    try {
+      ws.close(1000);
+    } catch {}
+    this.closed(undefined, new ParleyError("timeout", why));
+  }
+
+  private teardown() {
+    const ws = this.ws;
+    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = null;
+    this.ws = null;
+    for (const n of ["ready", "ping", "pong", "renew", "flush", "pump"]) this.timer(n, null);
+    this.reqs.clear();
+    for (const p of this.inflight.values()) p.inFlight = false;
+    this.inflight.clear();
+    for (const c of this.convs.values()) c.filling = false;
+    this.pending = 0;
+    this.synced = false;
+  }
+
+  private closed(code?: number, error?: ParleyError) {
+    this.teardown();
+    if (this.readyAt && this.o.now() - this.readyAt >= 60000) this.attempt = 0;
+    this.readyAt = 0;
+    this.emit("disconnected", { code, error: error || new ParleyError("closed", "closed with " + code) });
+    if (!this.want) return this.setStatus("stopped");
+    if (code === 4003) return void this.endSession(new ParleyError("unauthorized", "session ended"));
+    if (code === 4004) {
+      this.stop("stopped", new ParleyError("closed", "replaced by a newer connection of this device"));
+      return;
+    }
+    if (code === 4001 && !this.quick) {
+      this.quick = true;
+      this.setStatus("offline");
+      this.refresh().then(
+        () => void (this.want && this.open()),
+        (e) => this.retry(this.backoff(asError(e).retryAfter)),
+      );
+      return;
+    }
+    this.quick = false;
+    this.retry(code === 1001 ? this.o.random() * 5000 : this.backoff());
+  }
+
+  private tx(f: Record<string, unknown>): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return false;
+    try {
+      ws.send(JSON.stringify(f));
+      return true;
+    } catch (e) {
+      this.dead(ws, "write failed: " + String(e));
+      return false;
+    }
+  }
+
+  private req(prefix: string, f: Record<string, unknown>, reply: (f: any) => void) {
+    const id = prefix + ++this.reqN;
+    this.reqs.set(id, reply);
+    this.tx({ ...f, id });
+  }
+
+  // ---- frames
+
+  private onFrame(f: any) {
+    if (f.type === "ready") return this.onReady(f);
+    const id: string | undefined = f.id;
+    if (id) {
+      const p = this.inflight.get(id);
+      if (p) {
+        this.inflight.delete(id);
+        return this.onSendReply(p, f);
+      }
+      const h = this.reqs.get(id);
+      if (h) {
+        this.reqs.delete(id);
+        return h(f);
+      }
+    }
+    switch (f.type) {
+      case "error": {
+        const err = errorOf(f.error);
+        if (id && id.startsWith("d:")) {
+          const c = this.convs.get(id.slice(2));
+          if (c && err.code !== "conversation_not_found") {
+            c.reported = 0;
+            this.dirty.add(id.slice(2));
+            this.timer("flush", 1000, () => this.flushDelivered());
+          }
+          return;
+        }
+        return this.log("warn", "error frame", { id, code: err.code, message: err.message });
+      }
+      case "message":
+        if (f.message) {
+          this.onMessage(camel<Message>(f.message));
+          this.pumpGaps();
+        }
+        return;
+      case "receipt":
+        return this.onReceipt(f);
+      case "typing":
+        return this.onTyping(f);
+      case "presence": {
+        const p: Presence = { state: f.state };
+        if (f.last_seen) p.lastSeen = f.last_seen;
+        this.presenceOf.set(f.user_id, p);
+        return this.emit("presence", { userId: f.user_id, ...(p as any) });
+      }
+      case "conversation":
+        return this.onConversation(f);
+    }
+  }
+
+  private onReady(f: any) {
+    this.timer("ready", null);
+    this.readyAt = this.o.now();
+    this.quick = false;
+    if (f.max_frame_bytes) this.maxFrame = f.max_frame_bytes;
+    this.pingEvery = this.o.pingIntervalMs || Math.max(1, f.ping_interval || 25) * 1000;
+    const reconnect = this.everReady;
+    this.everReady = true;
+    this.setStatus("syncing");
+    this.emit("connected", { reconnect });
+    for (const w of this.waiters.splice(0)) w.res();
+    this.schedulePing();
+    this.scheduleRenew(Date.parse(f.token_expires_at));
+    this.startSync();
+  }
+
+  // ---- liveness and renewal
+
+  private schedulePing() {
+    if (this.appState === "active") this.timer("ping", this.pingEvery, () => this.ping());
+  }
+
+  /** ping sends an app-level ping; a pong missing for pingTimeoutMs means the socket is dead. */
+  private ping() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.req("p", { type: "ping" }, () => this.timer("pong", null));
+    if (!this.timers.pong) this.timer("pong", this.o.pingTimeoutMs, () => this.dead(ws, "pong timeout"));
+    this.schedulePing();
+  }
+
+  /** scheduleRenew renews in band at 80% of the token's life, and at least two ping intervals before it ends. */
+  private scheduleRenew(expires: number) {
+    if (!expires) return;
+    this.sockExp = Math.max(this.sockExp, expires);
+    const now = this.o.now();
+    const at = Math.min(now + (expires - now) * 0.8, expires - 2 * this.pingEvery);
+    this.timer("renew", Math.max(0, at - now), () => this.renew());
+  }
+
+  private async renew() {
+    const ws = this.ws;
+    const again = () => this.ws === ws && this.timer("renew", 10000, () => this.renew());
+    try {
+      if (!this.tok || this.tok.accessExpiresAt <= this.sockExp + 1000) await this.refresh();
+    } catch (e) {
+      this.log("warn", "token renewal", { error: String(e) });
+      return again();
+    }
+    if (this.ws !== ws || !this.tok) return;
+    this.req("a", { type: "auth", access_token: this.tok.accessToken }, (f) => {
+      if (f.type === "authenticated") this.scheduleRenew(Date.parse(f.token_expires_at));
+      else again();
+    });
+  }
+
+  // ---- sync (section 7, steps 4 and 5)
+
+  private startSync() {
+    this.synced = this.announced = false;
+    this.fullSeen = null;
+    if (this.status === "online") this.setStatus("syncing");
+    this.syncPage();
+  }
+
+  private syncPage() {
+    this.req("y", { type: "sync", position: this.position, limit: this.o.syncLimit }, (f) => this.onSync(f));
+  }
+
+  private onSync(f: any) {
+    if (f.type === "error") {
+      const err = errorOf(f.error);
+      if (err.code === "invalid_request" && this.position) {
+        this.log("warn", "sync position refused; starting over", { message: err.message });
+        this.position = "";
+        this.fullSeen = null;
+        return this.syncPage();
+      }
+      if (this.ws) this.dead(this.ws, "sync failed: " + err.code);
+      return;
+    }
+    if (f.full_state && !this.fullSeen) this.fullSeen = new Set();
+    for (const e of f.conversations || []) {
+      const id: string = e.conversation.id;
+      if (e.removed) {
+        this.removeConv(id);
+        continue;
+      }
+      if (this.fullSeen) this.fullSeen.add(id);
+      const c = this.conv(id);
+      const msgs = (e.messages || []).map((m: unknown) => camel<Message>(m));
+      this.applyConv(c, e.conversation, e);
+      if (!c.known) {
+        let base: number = e.conversation.last_seq || 0;
+        for (const m of msgs) base = Math.min(base, m.seq - 1);
+        for (const s of c.ahead.keys()) base = Math.min(base, s - 1);
+        c.known = true;
+        c.heldUpto = base;
+      } else if (e.more_messages && msgs.length) this.reread(id, c, Math.min(msgs[0].seq, c.heldUpto + 1));
+      for (const m of msgs) this.onMessage(m);
+      this.drain(c);
+      c.s!.unreadCount = e.unread_count || 0;
+      this.save(id);
+      this.emit("conversation", { conversation: c.s!, action: "synced" });
+    }
+    // The page is applied: its state is written first, then the position.
+    this.flushSaves();
+    const pos: string = f.position || "";
+    this.position = pos;
+    const k = this.key("position");
+    this.write(() => this.store.set(k, pos));
+    if (f.has_more) return this.syncPage();
+    if (this.fullSeen) {
+      for (const id of [...this.convs.keys()]) if (!this.fullSeen.has(id)) this.removeConv(id);
+      this.fullSeen = null;
+    }
+    this.synced = true;
+    this.pumpGaps();
+    this.maybeSynced();
+  }
+
+  /**
+   * reread re-reads a gappy conversation's held messages below `before`
+   * (history before, paging back to the oldest held) and merges them; held
+   * seqs in a covered range that did not come are gone.
+   */
+  private reread(id: string, c: Conv, before: number) {
+    const floor = Math.min(...c.msgs.keys());
+    if (!(floor < before)) return;
+    this.pending++;
+    this.req("h", { type: "history", conversation_id: id, before, limit: HISTORY_LIMIT }, (f) => {
+      this.pending--;
+      if (f.type === "error") return this.historyFailed(id, f);
+      const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
+      const more = got.length > 0 && (got.length >= HISTORY_LIMIT || f.truncated);
+      const lo = more ? got[0]!.seq : 0;
+      const seen = new Set(got.map((m) => m.seq));
+      for (const s of [...c.msgs.keys()]) if (s >= lo && s < before && s <= c.heldUpto && !seen.has(s)) c.msgs.delete(s);
+      for (const m of got) this.onMessage(m);
+      if (more && lo > floor) this.reread(id, c, lo);
+      this.maybeSynced();
+    });
+  }
+
+  private historyFailed(id: string, f: any) {
+    const err = errorOf(f.error);
+    if (err.code === "conversation_not_found") this.removeConv(id);
+    else this.log("warn", "history", { conversationId: id, code: err.code });
+    this.maybeSynced();
+  }
+
+  /** backfill reads history after heldUpto until the messages held ahead connect (section 7 step 5). */
+  private backfill(id: string, c: Conv) {
+    if (!c.known) {
+      c.known = true;
+      c.heldUpto = Math.min(...c.ahead.keys()) - 1;
+      return this.drain(c);
+    }
+    c.filling = true;
+    this.pending++;
+    this.req("h", { type: "history", conversation_id: id, after: c.heldUpto, limit: HISTORY_LIMIT }, (f) => {
+      c.filling = false;
+      this.pending--;
+      if (f.type === "error") return this.historyFailed(id, f);
+      const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
+      for (const m of got) {
+        if (m.seq - 1 > c.heldUpto && !c.msgs.has(m.seq)) c.heldUpto = m.seq - 1; // the seqs skipped are gone
+        this.onMessage(m);
+      }
+      if (c.ahead.size && got.length < HISTORY_LIMIT && !f.truncated) {
+        const lowest = Math.min(...c.ahead.keys());
+        if (lowest - 1 > c.heldUpto) c.heldUpto = lowest - 1;
+        this.drain(c);
+      }
+      this.save(id);
+      if (c.ahead.size) this.backfill(id, c);
+      this.maybeSynced();
+    });
+  }
+
+  private pumpGaps() {
+    if (!this.synced) return;
+    for (const [id, c] of this.convs) if (c.ahead.size && !c.filling) this.backfill(id, c);
+  }
+
+  private maybeSynced() {
+    if (!this.synced || this.pending > 0 || !this.ws) return;
+    for (const c of this.convs.values()) if (c.filling) return;
+    if (!this.announced) {
+      this.announced = true;
+      this.flushDelivered(); // always after a sync: heals reports lost with a crash
+      this.setStatus("online");
+      this.emit("synced", {});
+    }
+    this.pump();
+  }
+
+  // ---- messages
+
+  private conv(id: string): Conv {
+    let c = this.convs.get(id);
+    if (!c) this.convs.set(id, (c = { known: false, heldUpto: 0, reported: 0, msgs: new Map(), ahead: new Map(), filling: false }));
+    return c;
+  }
+
+  /** onMessage applies one copy of a message: dedupe by seq, merge rule, in-order delivery. */
+  private onMessage(m: Message) {
+    const c = this.conv(m.conversationId);
+    const held = c.msgs.get(m.seq);
+    if (held) {
+      const w = merge(held, m);
+      if (w) {
+        c.msgs.set(m.seq, w);
+        if (c.s && c.s.lastMessage && c.s.lastMessage.seq === m.seq) c.s.lastMessage = w;
+        this.emit("message_changed", { message: w });
+      }
+      return;
+    }
+    if (c.known && m.seq <= c.heldUpto) {
+      // Not held although at or below heldUpto: older than what this client holds.
+      if (c.msgs.size && m.seq > Math.min(...c.msgs.keys())) c.msgs.set(m.seq, m);
+      else if (m.editedAt || m.deleted) this.emit("message_changed", { message: m });
+      return;
+    }
+    const a = c.ahead.get(m.seq);
+    if (a) {
+      const w = merge(a, m);
+      if (w) c.ahead.set(m.seq, w);
+      return;
+    }
+    if (!c.known) {
+      if (!this.synced) return void c.ahead.set(m.seq, m);
+      c.known = true;
+      c.heldUpto = m.seq - 1;
+      if (!c.s) this.fetchConv(m.conversationId);
+    }
+    if (m.seq !== c.heldUpto + 1) return void c.ahead.set(m.seq, m);
+    this.deliver(c, m);
+    this.drain(c);
+  }
+
+  private drain(c: Conv) {
+    for (let m; (m = c.ahead.get(c.heldUpto + 1)); ) {
+      c.ahead.delete(m.seq);
+      this.deliver(c, m);
+    }
+    for (const s of c.ahead.keys()) if (s <= c.heldUpto) c.ahead.delete(s);
+  }
+
+  private deliver(c: Conv, m: Message) {
+    c.msgs.set(m.seq, m);
+    c.heldUpto = m.seq;
+    const s = c.s;
+    if (s) {
+      s.lastSeq = Math.max(s.lastSeq, m.seq);
+      if (!s.lastMessage || m.seq >= s.lastMessage.seq) s.lastMessage = m;
+      if (m.senderId !== this.uid && !m.deleted && m.seq > s.readSeq) s.unreadCount++;
+    }
+    if (m.senderId === this.uid) {
+      const p = this.outq.find((q) => q.e.clientMsgId === m.clientMsgId && q.e.conversationId === m.conversationId);
+      if (p) this.finish(p, m);
+    }
+    this.dirty.add(m.conversationId);
+    if (this.synced && !this.timers.flush) this.timer("flush", this.o.deliveredDelayMs, () => this.flushDelivered());
+    this.save(m.conversationId);
+    this.emit("message", { message: m });
+    this.notify(m.conversationId);
+  }
+
+  /** flushDelivered reports held_upto of every conversation that received messages. */
+  private flushDelivered() {
+    this.timer("flush", null);
+    if (!this.ws || !this.synced) return;
+    for (const id of this.dirty) {
+      const c = this.convs.get(id);
+      if (c && c.heldUpto > c.reported) {
+        if (!this.tx({ type: "delivered", id: "d:" + id, conversation_id: id, seq: c.heldUpto })) return;
+        c.reported = c.heldUpto;
+        this.save(id);
+      }
+      this.dirty.delete(id);
+    }
+  }
+
+  private async fetchConv(id: string) {
+    try {
+      const r = await this.request<{ conversation: any }>("GET", "/v1/conversations/" + encodeURIComponent(id));
+      const c = this.convs.get(id);
+      if (!c) return;
+      this.applyConv(c, r.conversation, r.conversation);
+      this.save(id);
+      this.emit("conversation", { conversation: c.s!, action: "updated" });
+    } catch (e) {
+      this.log("warn", "fetching a conversation", { id, error: String(e) });
+    }
+  }
+
+  /** applyConv stores a wire conversation; watermarks never go down. view has read_seq etc. when known. */
+  private applyConv(c: Conv, w: any, view?: any): ConversationState {
+    const prev = c.s;
+    const old = new Map((prev ? prev.members : []).map((m) => [m.userId, m]));
+    const members: Member[] = (w.members || []).map((x: unknown) => {
+      const m = camel<Member>(x);
+      const o = old.get(m.userId);
+      if (o) {
+        m.readSeq = Math.max(m.readSeq, o.readSeq);
+        m.deliveredSeq = Math.max(m.deliveredSeq, o.deliveredSeq);
+      }
+      return m;
+    });
+    const mine = members.find((m) => m.userId === this.uid);
+    const s: ConversationState = {
+      id: w.id,
+      kind: w.kind,
+      title: w.title || "",
+      lastSeq: Math.max(prev ? prev.lastSeq : 0, w.last_seq || 0),
+      members,
+      readSeq: Math.max(prev ? prev.readSeq : 0, view && view.read_seq != null ? view.read_seq : mine ? mine.readSeq : 0),
+      unreadCount: view && view.unread_count != null ? view.unread_count : prev ? prev.unreadCount : 0,
+      createdAt: w.created_at,
+    };
+    const muted = view ? view.muted_until : prev && prev.mutedUntil;
+    if (muted) s.mutedUntil = muted;
+    const last = (prev && prev.lastMessage) || (view && view.last_message && camel<Message>(view.last_message));
+    if (last) s.lastMessage = last;
+    c.s = s;
+    this.notify(w.id);
+    return s;
+  }
+
+  private removeConv(id: string) {
+    const c = this.convs.get(id);
+    this.convs.delete(id);
+    this.subs.delete(id);
+    this.typers.delete(id);
+    const k = this.key("conv/" + id);
+    this.write(() => this.store.delete(k));
+    if (c && c.s) this.emit("conversation_removed", { conversationId: id });
+  }
+
+  private onConversation(f: any) {
+    const w = f.conversation;
+    if (!w || !w.id) return;
+    const id: string = w.id;
+    const aboutMe = (f.user_ids || []).includes(this.uid);
+    if (f.action === "deleted" || (f.action === "member_removed" && aboutMe)) return this.removeConv(id);
+    const c = this.conv(id);
+    if ((f.action === "created" || f.action === "member_added") && aboutMe) {
+      if (this.fullSeen) this.fullSeen.add(id); // joined during a full-state pass: keep it
+      if (!c.known) {
+        c.known = true;
+        c.heldUpto = w.last_seq || 0;
+        this.drain(c);
+      }
+    }
+    this.applyConv(c, w);
+    this.save(id);
+    this.emit("conversation", { conversation: c.s!, action: f.action });
+  }
+
+  private onReceipt(f: any) {
+    const id: string = f.conversation_id;
+    const c = this.convs.get(id);
+    const s = c && c.s;
+    if (s) {
+      const m = s.members.find((x) => x.userId === f.user_id);
+      if (m) {
+        if (f.kind === "read") m.readSeq = Math.max(m.readSeq, f.seq);
+        else m.deliveredSeq = Math.max(m.deliveredSeq, f.seq);
+      }
+      if (f.kind === "read" && f.user_id === this.uid) this.setRead(c!, f.seq);
+      this.save(id);
+      this.notify(id);
+    }
+    const e: any = { conversationId: id, userId: f.user_id, kind: f.kind, seq: f.seq };
+    if (f.device_id) e.deviceId = f.device_id;
+    this.emit("receipt", e);
+  }
+
+  /** setRead raises the own read watermark and recounts unread from the held messages. */
+  private setRead(c: Conv, seq: number) {
+    const s = c.s!;
+    if (seq <= s.readSeq && s.unreadCount === 0) return;
+    s.readSeq = Math.max(s.readSeq, seq);
+    let n = 0;
+    for (const m of c.msgs.values()) if (m.seq > s.readSeq && m.senderId !== this.uid && !m.deleted) n++;
+    s.unreadCount = s.readSeq >= s.lastSeq ? 0 : Math.min(s.unreadCount, n);
+  }
+
+  private onTyping(f: any) {
+    const id: string = f.conversation_id;
+    let t = this.typers.get(id);
+    if (!t) this.typers.set(id, (t = new Map()));
+    if (f.state === "start") {
+      const ms = (f.expires_in || 6) * 1000;
+      t.set(f.user_id, this.o.now() + ms);
+      this.timer("typing:" + id + ":" + f.user_id, ms, () => {
+        const u = this.typers.get(id);
+        if (u && u.has(f.user_id) && u.get(f.user_id)! <= this.o.now()) {
+          u.delete(f.user_id);
+          this.emit("typing", { conversationId: id, userId: f.user_id, state: "stop" });
+        }
+      });
+    } else t.delete(f.user_id);
+    this.emit("typing", { conversationId: id, userId: f.user_id, state: f.state });
+  }
+
+  // ---- outbox (section 7 step 6)
+
+  private pendingOf(e: OutboxEntry, saved: boolean): Pending {
+    let resolve!: (m: Message) => void, reject!: (e: ParleyError) => void;
+    const acked = new Promise<Message>((res, rej) => ((resolve = res), (reject = rej)));
+    acked.catch(() => {}); // a refusal also comes as send_failed: never an unhandled rejection
+    const p: Pending = { e, saved, inFlight: false, retryAt: 0, done: false, resolve, reject } as Pending;
+    const get = (): MessageStatus => {
+      if (p.failed) return { ...this.counts(e.conversationId, 0, this.uid), state: "failed", error: p.failed };
+      if (p.acked) return this.statusOf(e.conversationId, p.acked.seq, this.uid);
+      return { ...this.counts(e.conversationId, 0, this.uid), state: "sending" };
+    };
+    p.view = { clientMsgId: e.clientMsgId, conversationId: e.conversationId, type: e.type, body: e.body, acked, status: this.observe(e.conversationId, get) };
+    return p;
+  }
+
+  /**
+   * send queues a message: its clientMsgId is chosen now and the outbox
+   * entry is written to storage before the first attempt. It is sent once
+   * connected and synced, and resent with the same clientMsgId until acked
+   * or refused.
+   */
+  send(conversationId: string, body: string, opts: SendOptions = {}): OutgoingMessage {
+    if (!this.tok) throw new ParleyError("unauthorized", "not logged in");
+    const e: OutboxEntry = {
+      clientMsgId: opts.clientMsgId || uuid(this.o.random),
+      conversationId,
+      type: opts.type || "text",
+      body,
+      ttlSeconds: opts.ttlSeconds || 0,
+      queuedAt: this.o.now(),
+      n: this.outN++,
+    };
+    const p = this.pendingOf(e, false);
+    this.outq.push(p);
+    const k = this.key("outbox/" + e.clientMsgId);
+    this.write(() => this.store.set(k, e)).then(() => {
+      p.saved = true;
+      this.pump();
+    });
+    if (this.typingSent.has(conversationId)) this.typing(conversationId, "stop");
+    this.notify(conversationId);
+    return p.view;
+  }
+
+  /** outbox is every message not yet acked (restored after a restart too). */
+  outbox(): OutgoingMessage[] {
+    return this.outq.map((p) => p.view);
+  }
+
+  private pump() {
+    if (!this.ws || !this.synced || this.pending > 0) return;
+    const now = this.o.now();
+    let next = Infinity;
+    for (const p of [...this.outq]) {
+      if (this.inflight.size >= this.o.maxInFlight) break;
+      if (p.inFlight || !p.saved || p.done) continue;
+      if (now < p.retryAt) {
+        next = Math.min(next, p.retryAt);
+        continue;
+      }
+      const id = "s" + ++this.reqN;
+      const f: Record<string, unknown> = {
+        type: "send",
+        id,
+        conversation_id: p.e.conversationId,
+        client_msg_id: p.e.clientMsgId,
+        message_type: p.e.type,
+        body: p.e.body,
+      };
+      if (p.e.ttlSeconds) f.ttl_seconds = p.e.ttlSeconds;
+      if (utf8Length(JSON.stringify(f)) > this.maxFrame) {
+        this.fail(p, new ParleyError("payload_too_large", "the message does not fit in one frame"));
+        continue;
+      }
+      p.inFlight = true;
+      this.inflight.set(id, p);
+      if (!this.tx(f)) return;
+    }
+    if (next < Infinity) this.timer("pump", next - now, () => this.pump());
+  }
+
+  private onSendReply(p: Pending, f: any) {
+    p.inFlight = false;
+    if (f.type === "ack" && f.message) {
+      const m = camel<Message>(f.message);
+      this.finish(p, m);
+      this.onMessage(m);
+    } else if (f.type === "error") {
+      const err = errorOf(f.error);
+      if (RETRY.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
+      else this.fail(p, err);
+    }
+    this.pump();
+  }
+
+  private settle(p: Pending) {
+    p.done = true;
+    this.outq = this.outq.filter((q) => q !== p);
+    const k = this.key("outbox/" + p.e.clientMsgId);
+    this.write(() => this.store.delete(k));
+  }
+
+  private finish(p: Pending, m: Message) {
+    if (p.done) return;
+    p.acked = m;
+    this.settle(p);
+    p.resolve(m);
+    this.notify(m.conversationId);
+  }
+
+  private fail(p: Pending, error: ParleyError) {
+    if (p.done) return;
+    p.failed = error;
+    this.settle(p);
+    p.reject(error);
+    this.emit("send_failed", { clientMsgId: p.e.clientMsgId, conversationId: p.e.conversationId, error });
+    this.notify(p.e.conversationId);
+  }
+
+  // ---- status of messages
+
+  private counts(cid: string, seq: number, sender: string) {
+    const s = this.convs.get(cid)?.s;
+    const others = s ? s.members.filter((m) => m.userId !== sender) : [];
+    let deliveredCount = 0,
+      readCount = 0;
+    if (seq > 0)
+      for (const m of others) {
+        if (m.readSeq >= seq) readCount++;
+        if (m.readSeq >= seq || m.deliveredSeq >= seq) deliveredCount++;
+      }
+    return { deliveredCount, readCount, memberCount: others.length };
+  }
+
+  private statusOf(cid: string, seq: number, sender?: string): MessageStatus {
+    const m = this.convs.get(cid)?.msgs.get(seq);
+    const k = this.counts(cid, seq, (m && m.senderId) || sender || this.uid);
+    const n = k.memberCount;
+    return { ...k, state: n && k.readCount === n ? "read" : n && k.deliveredCount === n ? "delivered" : "sent" };
+  }
+
+  private observe(cid: string, get: () => MessageStatus): Observable<MessageStatus> {
+    return {
+      get,
+      subscribe: (fn) => {
+        let set = this.subs.get(cid);
+        if (!set) this.subs.set(cid, (set = new Set()));
+        const v = get();
+        const sub: Sub = { get, fn, last: JSON.stringify(v) };
+        set.add(sub);
+        fn(v);
+        return () => void this.subs.get(cid)?.delete(sub);
+      },
+    };
+  }
+
+  private notify(cid: string) {
+    for (const sub of this.subs.get(cid) || []) {
+      const v = sub.get();
+      const j = JSON.stringify(v);
+      if (j !== sub.last) {
+        sub.last = j;
+        sub.fn(v);
+      }
+    }
+  }
+
+  /** status$ is the status of any held message (own or others'). */
+  status$(conversationId: string, seq: number): Observable<MessageStatus> {
+    return this.observe(conversationId, () => this.statusOf(conversationId, seq));
+  }
+
+  // ---- local state
+
+  /** conversations are sorted by last activity, newest first. */
+  conversations(): ConversationState[] {
+    const at = (s: ConversationState) => Date.parse((s.lastMessage && s.lastMessage.createdAt) || s.createdAt) || 0;
+    return [...this.convs.values()].flatMap((c) => (c.s ? [c.s] : [])).sort((a, b) => at(b) - at(a));
+  }
+
+  conversation(id: string): ConversationState | undefined {
+    return this.convs.get(id)?.s;
+  }
+
+  /** messages are the held messages (ascending seq, expired ones left out), then pending local sends. */
+  messages(conversationId: string): MessageView[] {
+    const c = this.convs.get(conversationId);
+    const now = this.o.now();
+    const held = c ? [...c.msgs.values()].filter((m) => !m.expiresAt || Date.parse(m.expiresAt) > now).sort((a, b) => a.seq - b.seq) : [];
+    const out: MessageView[] = held.map((m) => ({ ...m, status: this.status$(conversationId, m.seq) }));
+    for (const p of this.outq)
+      if (p.e.conversationId === conversationId)
+        out.push({
+          id: "",
+          conversationId,
+          seq: 0,
+          senderId: this.uid,
+          senderDeviceId: this.tok ? this.tok.deviceId : "",
+          clientMsgId: p.e.clientMsgId,
+          type: p.e.type,
+          body: p.e.body,
+          createdAt: new Date(p.e.queuedAt).toISOString(),
+          status: p.view.status,
+        });
+    return out;
+  }
+
+  /** loadOlder reads history before the oldest held message; it returns how many were added (0 at the start). */
+  async loadOlder(conversationId: string, limit = 50): Promise<number> {
+    const c = this.conv(conversationId);
+    const before = c.msgs.size ? Math.min(...c.msgs.keys()) : c.known ? c.heldUpto + 1 : (c.s ? c.s.lastSeq : 0) + 1;
+    if (before <= 1) return 0;
+    const r = await this.history(conversationId, { before, limit });
+    let n = 0;
+    for (const m of r.messages)
+      if (!c.msgs.has(m.seq) && m.seq < before) {
+        c.msgs.set(m.seq, m);
+        n++;
+      }
+    if (!c.known && r.messages.length) {
+      c.known = true;
+      c.heldUpto = before - 1;
+    }
+    return n;
+  }
+
+  /** markRead sends `read` up to seq (default: the newest held) and updates the unread count at once. */
+  async markRead(conversationId: string, seq?: number): Promise<void> {
+    const c = this.convs.get(conversationId);
+    if (seq === undefined) seq = c && c.msgs.size ? Math.max(...c.msgs.keys()) : c ? c.heldUpto : 0;
+    if (c && c.s) {
+      this.setRead(c, seq);
+      const m = c.s.members.find((x) => x.userId === this.uid);
+      if (m) m.readSeq = Math.max(m.readSeq, seq);
+      this.save(conversationId);
+    }
+    if (!this.tx({ type: "read", id: "r:" + conversationId, conversation_id: conversationId, seq }))
+      await this.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/read`, { seq });
+  }
+
+  /** typing: start is throttled to one per 3 s; stop is sent after a send by the SDK itself. */
+  typing(conversationId: string, state: "start" | "stop"): void {
+    const now = this.o.now();
+    const last = this.typingSent.get(conversationId);
+    if (state === "start") {
+      if (last !== undefined && now - last < 3000) return;
+      this.typingSent.set(conversationId, now);
+    } else this.typingSent.delete(conversationId);
+    this.tx({ type: "typing", conversation_id: conversationId, state });
+  }
+
+  /** typingUsers are the members typing now (a start lapses after its expires_in). */
+  typingUsers(conversationId: string): string[] {
+    const now = this.o.now();
+    return [...(this.typers.get(conversationId) || [])].filter(([, until]) => until > now).map(([u]) => u);
+  }
+
+  presence(userId: string): Presence {
+    return this.presenceOf.get(userId) || { state: "unknown" };
+  }
+
+  // ---- REST helpers that touch local state
+
+  private async created(r: { conversation: any }): Promise<ConversationState> {
+    const c = this.conv(r.conversation.id);
+    if (!c.known) {
+      c.known = true;
+      c.heldUpto = r.conversation.last_seq || 0;
+    }
+    const s = this.applyConv(c, r.conversation, c.s ? undefined : r.conversation);
+    this.save(s.id);
+    return s;
+  }
+
+  createDirect(userId: string): Promise<ConversationState> {
+    return this.request<{ conversation: any }>("POST", "/v1/conversations", { kind: "direct", members: [userId] }).then((r) => this.created(r));
+  }
+
+  createGroup(title: string, memberIds: string[]): Promise<ConversationState> {
+    return this.request<{ conversation: any }>("POST", "/v1/conversations", { kind: "group", title, members: memberIds }).then((r) => this.created(r));
+  }
+
+  async addMember(conversationId: string, userId: string): Promise<void> {
+    await this.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/members`, { user_id: userId });
+  }
+
+  async removeMember(conversationId: string, userId: string): Promise<void> {
+    await this.request("DELETE", `/v1/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`);
+  }
+
+  async history(conversationId: string, q: HistoryQuery = {}): Promise<{ messages: Message[]; truncated: boolean }> {
+    const qs = (["before", "after", "limit"] as const)
+      .filter((k) => q[k] !== undefined)
+      .map((k) => k + "=" + q[k])
+      .join("&");
+    const r = await this.request<{ messages: unknown[]; truncated?: boolean }>(
+      "GET",
+      `/v1/conversations/${encodeURIComponent(conversationId)}/messages` + (qs ? "?" + qs : ""),
+    );
+    return { messages: camel<Message[]>(r.messages || []), truncated: !!r.truncated };
+  }
+
+  /** registerPush registers this device for push: a Web Push subscription, an FCM token or an APNs token. */
+  async registerPush(reg: PushRegistration): Promise<void> {
+    let body: Record<string, unknown>;
+    if (reg.kind === "webpush") body = { provider: "webpush", subscription: reg.subscription };
+    else if (reg.kind === "fcm") body = { provider: "fcm", token: reg.token };
+    else body = { provider: "apns", token: reg.token, topic: reg.topic, environment: reg.sandbox ? "sandbox" : "production" };
+    await this.request("PUT", "/v1/devices/current/push", body);
+  }
+
+  async unregisterPush(): Promise<void> {
+    await this.request("DELETE", "/v1/devices/current/push");
+  }
+}

@@ -1,0 +1,6 @@
+export { ParleyClient } from "./client.js";
+export { ParleyError } from "./errors.js";
+export { MemoryStorage, IndexedDBStorage, AsyncStorageAdapter } from "./storage.js";
+export type { Storage, AsyncStorageLike, IndexedDBLike } from "./storage.js";
+export { EVENT_BUFFER } from "./rest.js";
+export type * from "./types.js";

@@ -1,0 +1,184 @@
+import type { ParleyError } from "./errors.js";
+import type { Storage } from "./storage.js";
+
+/** A user's public fields (REST `User`, camelCase). */
+export interface User {
+  id: string;
+  handle: string;
+  displayName: string;
+  createdAt?: string;
+  [field: string]: unknown;
+}
+
+/** The logged-in session. accessExpiresAt is milliseconds since the epoch. */
+export interface Session {
+  userId: string;
+  deviceId: string;
+  accessExpiresAt: number;
+}
+
+/** The server's message object (docs/protocol.md section 5), camelCase. */
+export interface Message {
+  id: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  senderDeviceId: string;
+  clientMsgId: string;
+  type: string;
+  body: string;
+  createdAt: string;
+  expiresAt?: string;
+  editedAt?: string;
+  deleted?: boolean;
+  withheld?: boolean;
+}
+
+export interface Member {
+  userId: string;
+  role: string;
+  readSeq: number;
+  deliveredSeq: number;
+  joinedAt: string;
+  request?: boolean;
+}
+
+export interface ConversationState {
+  id: string;
+  kind: "direct" | "group";
+  title: string;
+  lastSeq: number;
+  members: Member[];
+  readSeq: number;
+  unreadCount: number;
+  mutedUntil?: string;
+  /** The newest held message. */
+  lastMessage?: Message;
+  createdAt: string;
+}
+
+/** A value that changes; subscribe calls fn at once with the current value. */
+export interface Observable<T> {
+  get(): T;
+  subscribe(fn: (value: T) => void): () => void;
+}
+
+export interface MessageStatus {
+  state: "sending" | "sent" | "delivered" | "read" | "failed";
+  /** Members other than the sender with delivered_seq >= seq or read_seq >= seq. */
+  deliveredCount: number;
+  /** Members other than the sender with read_seq >= seq. */
+  readCount: number;
+  /** Members other than the sender. */
+  memberCount: number;
+  error?: ParleyError;
+}
+
+export type MessageView = Message & { status: Observable<MessageStatus> };
+
+export interface OutgoingMessage {
+  clientMsgId: string;
+  conversationId: string;
+  type: string;
+  body: string;
+  status: Observable<MessageStatus>;
+  /** Resolves with the stored message on ack; rejects with ParleyError if refused for good. */
+  acked: Promise<Message>;
+}
+
+export interface SendOptions {
+  type?: "text" | "image" | "video" | "file";
+  ttlSeconds?: number;
+  clientMsgId?: string;
+}
+
+export type ConnectionStatus = "offline" | "connecting" | "syncing" | "online" | "stopped";
+
+export type PushRegistration =
+  | { kind: "webpush"; subscription: { endpoint: string; keys?: Record<string, string>; [k: string]: unknown } }
+  | { kind: "fcm"; token: string }
+  | { kind: "apns"; token: string; topic?: string; sandbox?: boolean };
+
+export interface Presence {
+  state: "online" | "offline" | "unknown";
+  lastSeen?: string;
+}
+
+/** The minimal WebSocket the SDK needs: browsers', React Native's and `ws`'s all fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason?: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface FetchResponse {
+  status: number;
+  headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+export type FetchFn = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string },
+) => Promise<FetchResponse>;
+
+export type Logger = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+
+export interface ClientOptions {
+  /** Base URL, e.g. http://127.0.0.1:8080; ws(s):// is derived from it. */
+  server: string;
+  /** Default MemoryStorage. */
+  storage?: Storage;
+  /** Default globalThis.WebSocket. */
+  WebSocket?: WebSocketConstructor;
+  /** Default globalThis.fetch. */
+  fetch?: FetchFn;
+  /** Reported at login: web | ios | android | cli. Default web. */
+  platform?: string;
+  deviceName?: string;
+  /** Messages per conversation per sync page, 1-100. Default 50. */
+  syncLimit?: number;
+  /** Full jitter: random(0, min(maxMs, minMs * 2^attempt)). Default 500 / 30000 ms. */
+  backoff?: { minMs?: number; maxMs?: number };
+  /** A pong missing this long after a ping: the socket is dead. Default 10000 ms. */
+  pingTimeoutMs?: number;
+  /** Default: the server's ready.ping_interval. */
+  pingIntervalMs?: number;
+  /** Debounce of `delivered` reports during live traffic. Default 500 ms. */
+  deliveredDelayMs?: number;
+  /** Sends awaiting ack. Default 16. */
+  maxInFlight?: number;
+  now?: () => number;
+  random?: () => number;
+  logger?: Logger;
+}
+
+export interface HistoryQuery {
+  before?: number;
+  after?: number;
+  limit?: number;
+}
+
+/** Every event, by type. Each payload also carries its `type`. */
+export interface ParleyEvents {
+  status: { status: ConnectionStatus; previous: ConnectionStatus };
+  connected: { reconnect: boolean };
+  synced: {};
+  disconnected: { code?: number; error?: ParleyError };
+  session_ended: { error: ParleyError };
+  message: { message: Message };
+  message_changed: { message: Message };
+  conversation: { conversation: ConversationState; action: string };
+  conversation_removed: { conversationId: string };
+  receipt: { conversationId: string; userId: string; deviceId?: string; kind: "delivered" | "read"; seq: number };
+  typing: { conversationId: string; userId: string; state: "start" | "stop" };
+  presence: { userId: string; state: "online" | "offline"; lastSeen?: string };
+  send_failed: { clientMsgId: string; conversationId: string; error: ParleyError };
+  token: { accessExpiresAt: number };
+}
+export type EventType = keyof ParleyEvents;
+export type ParleyEvent = { [K in EventType]: { type: K } & ParleyEvents[K] }[EventType];
