@@ -26,7 +26,7 @@ const common = {
   write: false,
   legalComments: "none",
   charset: "utf8",
-  target: ["es2020", "chrome90", "firefox90", "safari14"],
+  target: ["es2020"],
   alias: { "@parley/client": resolve(web, "..", "sdk", "src", "index.ts") },
   logLevel: "warning",
 };

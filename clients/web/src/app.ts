@@ -40,6 +40,9 @@ export class App {
   private pending = { list: false, chat: false, header: false };
   private frame = 0;
   private typingTimer: ReturnType<typeof setInterval> | undefined;
+  /** When each "conversation user" last started typing, and last sent: a message ends the typing even if its stop was lost. */
+  private typingAt = new Map<string, number>();
+  private sentAt = new Map<string, number>();
 
   constructor(private root: HTMLElement, private client: ParleyClient) {}
 
@@ -182,6 +185,7 @@ export class App {
       c.on("status", () => this.renderBanner()),
       c.on("synced", () => this.schedule("list", "chat", "header")),
       c.on("message", (e) => {
+        this.sentAt.set(e.message.conversationId + " " + e.message.senderId, performance.now());
         this.schedule("list");
         if (e.message.conversationId === this.openId) {
           this.schedule("chat");
@@ -198,6 +202,7 @@ export class App {
         if (e.conversationId === this.openId) this.close();
       }),
       c.on("typing", (e) => {
+        if (e.state === "start") this.typingAt.set(e.conversationId + " " + e.userId, performance.now());
         this.schedule("list");
         if (e.conversationId === this.openId) this.schedule("header");
       }),
@@ -305,7 +310,10 @@ export class App {
   }
 
   private typingLine(c: ConversationState): string {
-    const ids = this.client.typingUsers(c.id).filter((id) => id !== this.me?.id);
+    const ids = this.client.typingUsers(c.id).filter((id) => {
+      const k = c.id + " " + id;
+      return id !== this.me?.id && (this.typingAt.get(k) ?? 0) > (this.sentAt.get(k) ?? -1);
+    });
     if (ids.length === 0) return "";
     if (c.kind === "direct") return "typing…";
     const names = ids.map((id) => this.nameOf(id));
@@ -567,11 +575,8 @@ export class App {
     if (!id || document.visibilityState !== "visible") return;
     const c = this.client.conversation(id);
     if (!c || (c.unreadCount === 0 && c.readSeq >= c.lastSeq)) return;
-    try {
-      this.client.markRead(id);
-    } catch {
-      /* offline: read again on the next message */
-    }
+    // Offline, the read goes out with the next one.
+    this.client.markRead(id).catch(() => {});
     this.schedule("list");
   }
 

@@ -12,6 +12,12 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = 
       el.addEventListener(k.slice(2).toLowerCase(), v);
     } else if (k === "class") {
       el.className = String(v);
+    } else if (k === "style") {
+      // Through the CSSOM: the Content-Security-Policy blocks style attributes.
+      for (const decl of String(v).split(";")) {
+        const i = decl.indexOf(":");
+        if (i > 0) el.style.setProperty(decl.slice(0, i).trim(), decl.slice(i + 1).trim());
+      }
     } else {
       el.setAttribute(k, v === true ? "" : String(v));
     }

@@ -11,9 +11,9 @@ export async function registerServiceWorker(): Promise<ServiceWorkerRegistration
   }
 }
 
-function base64urlToBytes(s: string): Uint8Array {
+function base64urlToBytes(s: string): ArrayBuffer {
   const b64 = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer as ArrayBuffer;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -45,6 +45,8 @@ export async function enablePush(client: ParleyClient, timeoutMs = 10000): Promi
       "push subscription",
     );
   }
-  await client.registerPush({ kind: "webpush", subscription: sub.toJSON() });
+  const json = sub.toJSON();
+  if (!json.endpoint) throw new Error("the browser gave a subscription without an endpoint");
+  await client.registerPush({ kind: "webpush", subscription: { ...json, endpoint: json.endpoint } });
   return "Notifications on.";
 }
