@@ -17,7 +17,7 @@ import type {
   WebSocketConstructor,
   WebSocketLike,
 } from "./types.js";
-import { camel, later, merge, utf8Length, uuid } from "./util.js";
+import { camel, later, least, merge, utf8Length, uuid } from "./util.js";
 
 /** Per conversation: the public view plus the section-7 bookkeeping. */
 interface Conv {
@@ -87,6 +87,7 @@ export class ParleyClient extends Rest {
   private subs = new Map<string, Set<Sub>>();
   private saveQ = new Set<string>();
   private saveTimer = false;
+  private loaded = "";
   private writes: Promise<unknown> = Promise.resolve();
 
   // realtime
@@ -167,6 +168,9 @@ export class ParleyClient extends Rest {
   }
 
   protected override async loadUser(): Promise<void> {
+    // The same user again (restore twice, login after restore): keep the pending sends' objects.
+    const had = new Map(this.outq.filter((p) => p.e.clientMsgId && this.loaded === this.uid).map((p) => [p.e.clientMsgId, p]));
+    this.loaded = this.uid;
     this.convs.clear();
     this.outq = [];
     this.position = (await this.store.get<string>(this.key("position"))) || "";
@@ -184,20 +188,20 @@ export class ParleyClient extends Rest {
     entries.sort((a, b) => a.queuedAt - b.queuedAt || a.n - b.n);
     for (const e of entries) {
       this.outN = Math.max(this.outN, e.n + 1);
-      this.outq.push(this.pendingOf(e, true));
+      this.outq.push(had.get(e.clientMsgId) || this.pendingOf(e, true));
     }
   }
 
   /** logout ends the session on the server and clears the stored state (not the device token). */
   async logout(): Promise<void> {
     if (!this.tok) return;
+    const me = this.uid;
+    await this.close(); // first: the server's 4003 for this logout is no session_ended
     try {
       await this.request("DELETE", "/v1/sessions/current");
     } catch (e) {
       this.log("warn", "logout", { error: String(e) });
     }
-    const me = this.uid;
-    await this.close();
     this.tok = null;
     await this.writes;
     for (const k of [...(me ? await this.store.keys(me + "/") : []), "tokens"]) await this.store.delete(k);
@@ -217,6 +221,7 @@ export class ParleyClient extends Rest {
   /** connect starts the connection loop; it resolves after the first ready. */
   connect(): Promise<void> {
     if (!this.tok) return Promise.reject(new ParleyError("unauthorized", "not logged in"));
+    if (!this.WS) return Promise.reject(new ParleyError("invalid_request", "no WebSocket: pass options.WebSocket (Node: the ws package)"));
     if (this.ws && this.status !== "connecting") return Promise.resolve();
     const p = new Promise<void>((res, rej) => this.waiters.push({ res, rej }));
     if (!this.want) {
@@ -256,6 +261,7 @@ export class ParleyClient extends Rest {
     this.appState = state;
     if (state === "background") {
       this.timer("ping", null);
+      this.timer("pong", null);
       return;
     }
     if (was === "background") {
@@ -350,9 +356,10 @@ export class ParleyClient extends Rest {
 
   private teardown() {
     const ws = this.ws;
-    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = null;
+    // No-op handlers, not null: `ws` throws an 'error' event that has no listener.
+    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = () => {};
     this.ws = null;
-    for (const n of ["ready", "ping", "pong", "renew", "flush", "pump"]) this.timer(n, null);
+    for (const n of ["ready", "ping", "pong", "renew", "flush", "pump", "resync"]) this.timer(n, null);
     this.reqs.clear();
     for (const p of this.inflight.values()) p.inFlight = false;
     this.inflight.clear();
@@ -423,16 +430,17 @@ export class ParleyClient extends Rest {
     switch (f.type) {
       case "error": {
         const err = errorOf(f.error);
-        if (id && id.startsWith("d:")) {
-          const c = this.convs.get(id.slice(2));
-          if (c && err.code !== "conversation_not_found") {
-            c.reported = 0;
-            this.dirty.add(id.slice(2));
-            this.timer("flush", 1000, () => this.flushDelivered());
-          }
-          return;
+        const cid = id && /^[drt]:/.test(id) ? id.slice(2) : "";
+        this.log("warn", "error frame", { id, code: err.code, message: err.message });
+        // Not (or no longer) a member: drop it locally (protocol.md section 14).
+        if (cid && err.code === "conversation_not_found") return this.removeConv(cid);
+        const c = this.convs.get(cid);
+        if (c && id!.startsWith("d:")) {
+          c.reported = 0; // report again
+          this.dirty.add(cid);
+          this.timer("flush", 1000, () => this.flushDelivered());
         }
-        return this.log("warn", "error frame", { id, code: err.code, message: err.message });
+        return;
       }
       case "message":
         if (f.message) {
@@ -533,7 +541,10 @@ export class ParleyClient extends Rest {
         this.fullSeen = null;
         return this.syncPage();
       }
-      if (this.ws) this.dead(this.ws, "sync failed: " + err.code);
+      const ws = this.ws;
+      if (ws && err.code === "rate_limited")
+        return this.timer("resync", (err.retryAfter || 1) * 1000, () => void (this.ws === ws && this.syncPage()));
+      if (ws) this.dead(ws, "sync failed: " + err.code);
       return;
     }
     if (f.full_state && !this.fullSeen) this.fullSeen = new Set();
@@ -582,7 +593,7 @@ export class ParleyClient extends Rest {
    * seqs in a covered range that did not come are gone.
    */
   private reread(id: string, c: Conv, before: number) {
-    const floor = Math.min(...c.msgs.keys());
+    const floor = least(c.msgs.keys());
     if (!(floor < before)) return;
     this.pending++;
     this.req("h", { type: "history", conversation_id: id, before, limit: HISTORY_LIMIT }, (f) => {
@@ -610,7 +621,7 @@ export class ParleyClient extends Rest {
   private backfill(id: string, c: Conv) {
     if (!c.known) {
       c.known = true;
-      c.heldUpto = Math.min(...c.ahead.keys()) - 1;
+      c.heldUpto = least(c.ahead.keys()) - 1;
       return this.drain(c);
     }
     c.filling = true;
@@ -625,7 +636,7 @@ export class ParleyClient extends Rest {
         this.onMessage(m);
       }
       if (c.ahead.size && got.length < HISTORY_LIMIT && !f.truncated) {
-        const lowest = Math.min(...c.ahead.keys());
+        const lowest = least(c.ahead.keys());
         if (lowest - 1 > c.heldUpto) c.heldUpto = lowest - 1;
         this.drain(c);
       }
@@ -675,7 +686,7 @@ export class ParleyClient extends Rest {
     }
     if (c.known && m.seq <= c.heldUpto) {
       // Not held although at or below heldUpto: older than what this client holds.
-      if (c.msgs.size && m.seq > Math.min(...c.msgs.keys())) c.msgs.set(m.seq, m);
+      if (c.msgs.size && m.seq > least(c.msgs.keys())) c.msgs.set(m.seq, m);
       else if (m.editedAt || m.deleted) this.emit("message_changed", { message: m });
       return;
     }
@@ -953,7 +964,10 @@ export class ParleyClient extends Rest {
     } else if (f.type === "error") {
       const err = errorOf(f.error);
       if (RETRY.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
-      else this.fail(p, err);
+      else {
+        this.fail(p, err);
+        if (err.code === "conversation_not_found") this.removeConv(p.e.conversationId);
+      }
     }
     this.pump();
   }
@@ -1073,7 +1087,7 @@ export class ParleyClient extends Rest {
   /** loadOlder reads history before the oldest held message; it returns how many were added (0 at the start). */
   async loadOlder(conversationId: string, limit = 50): Promise<number> {
     const c = this.conv(conversationId);
-    const before = c.msgs.size ? Math.min(...c.msgs.keys()) : c.known ? c.heldUpto + 1 : (c.s ? c.s.lastSeq : 0) + 1;
+    const before = c.msgs.size ? least(c.msgs.keys()) : c.known ? c.heldUpto + 1 : (c.s ? c.s.lastSeq : 0) + 1;
     if (before <= 1) return 0;
     const r = await this.history(conversationId, { before, limit });
     let n = 0;
@@ -1092,7 +1106,7 @@ export class ParleyClient extends Rest {
   /** markRead sends `read` up to seq (default: the newest held) and updates the unread count at once. */
   async markRead(conversationId: string, seq?: number): Promise<void> {
     const c = this.convs.get(conversationId);
-    if (seq === undefined) seq = c && c.msgs.size ? Math.max(...c.msgs.keys()) : c ? c.heldUpto : 0;
+    if (seq === undefined) seq = c && c.msgs.size ? -least([...c.msgs.keys()].map((x) => -x)) : c ? c.heldUpto : 0;
     if (c && c.s) {
       this.setRead(c, seq);
       const m = c.s.members.find((x) => x.userId === this.uid);
@@ -1111,7 +1125,7 @@ export class ParleyClient extends Rest {
       if (last !== undefined && now - last < 3000) return;
       this.typingSent.set(conversationId, now);
     } else this.typingSent.delete(conversationId);
-    this.tx({ type: "typing", conversation_id: conversationId, state });
+    this.tx({ type: "typing", id: "t:" + conversationId, conversation_id: conversationId, state });
   }
 
   /** typingUsers are the members typing now (a start lapses after its expires_in). */

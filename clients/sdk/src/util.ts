@@ -63,3 +63,10 @@ export function utf8Length(s: string): number {
   }
   return n;
 }
+
+/** least is the smallest number of it (Infinity when empty); no spread, so no stack limit. */
+export function least(it: Iterable<number>): number {
+  let m = Infinity;
+  for (const x of it) if (x < m) m = x;
+  return m;
+}
