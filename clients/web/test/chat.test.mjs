@@ -128,5 +128,15 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   assert.match(await bob.locator(`.conv[data-id="${convId}"] .conv-last`).textContent(), /Are you there\?/);
   await shot(bob, "09-bob-list-unread-phone");
 
+  // A reload restores the session from IndexedDB: the list still shows the
+  // last message, and a deep link opens the conversation with its history.
+  await bob.reload();
+  await bob.locator(`.conv[data-id="${convId}"] .conv-last`, { hasText: "Are you there?" }).waitFor({ timeout: 15000 });
+  await bob.goto(base + "/#/c/" + convId);
+  await bob.locator("#messages .body", { hasText: "Are you there?" }).waitFor({ timeout: 15000 });
+  await bob.waitForFunction((n) => document.querySelectorAll("#messages .msg").length === n, serverBodies.length + 1, { timeout: 10000 });
+  assert.deepEqual(await domMessages(bob), [...serverBodies, "Are you there?"]);
+  await shot(bob, "10-bob-after-reload-phone");
+
   assert.deepEqual(errors, [], "no page errors");
 });

@@ -57,7 +57,7 @@ test("login, history paging, a group with read by k of n and member changes", { 
   }
   const bodies = await page.locator("#messages .body").allTextContents();
   assert.deepEqual(bodies, Array.from({ length: TOTAL }, (_, i) => `Old message ${i + 1}`), "every message once, in order");
-  await shot(page, "11-history-scrolled-to-start");
+  await shot(page, "21-history-scrolled-to-start");
   // Carol has read it all.
   await page.waitForFunction((id) => !document.querySelector(`.conv[data-id="${id}"] .badge`), dmId);
 
@@ -77,7 +77,7 @@ test("login, history paging, a group with read by k of n and member changes", { 
 
   await rest(base, "POST", `/v1/conversations/${groupId}/read`, dave.token, { seq });
   await page.waitForFunction(() => /read by 1 of 2/.test(document.querySelector("#messages .msg.mine:last-child .tick")?.textContent ?? ""), null, { timeout: 10000 });
-  await shot(page, "12-group-read-by-1-of-2");
+  await shot(page, "22-group-read-by-1-of-2");
   await rest(base, "POST", `/v1/conversations/${groupId}/read`, erin.token, { seq });
   await page.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 10000 });
   assert.match(await tick.textContent(), /read by 2 of 2/);
@@ -92,7 +92,7 @@ test("login, history paging, a group with read by k of n and member changes", { 
   await page.locator("#add-member").fill(erin.handle);
   await page.locator("#add-member").press("Enter");
   await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor({ timeout: 10000 });
-  await shot(page, "13-group-members-dialog");
+  await shot(page, "23-group-members-dialog");
   server_members = (await rest(base, "GET", `/v1/conversations/${groupId}`, carol.token)).conversation.members.map((m) => m.user_id).sort();
   assert.deepEqual(server_members, [carol.id, dave.id, erin.id].sort());
   await page.keyboard.press("Escape");

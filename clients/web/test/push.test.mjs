@@ -91,6 +91,6 @@ test("the service worker shows parleyd's Web Push notification and closes it on 
   // out, and the page says so instead of hanging.
   await page.locator("#enable-push").click();
   await page.locator("#push-state", { hasText: /Notifications (on|unavailable)/ }).waitFor({ timeout: 20000 });
-  await shot(page, "10-push-enable-without-push-service");
+  await shot(page, "31-push-enable-without-push-service");
   assert.deepEqual(errors, []);
 });
