@@ -50,6 +50,7 @@ export class App {
     window.addEventListener("online", () => this.client.setOnline(true));
     window.addEventListener("offline", () => this.client.setOnline(false));
     window.addEventListener("hashchange", () => this.openFromHash());
+    document.addEventListener("visibilitychange", () => this.markRead());
     navigator.serviceWorker?.addEventListener("message", (e: MessageEvent) => {
       const d = e.data as { type?: string; conversationId?: string } | null;
       if (d?.type === "open" && d.conversationId) location.hash = "#/c/" + d.conversationId;
@@ -125,13 +126,16 @@ export class App {
       /* offline at start: the name comes later */
     }
     this.client.connect().catch((e) => this.toast(describe(e)));
+    // Notifications allowed before: register again (the browser may have
+    // changed the subscription, and a new login has a new device).
+    if ("Notification" in window && Notification.permission === "granted") void this.enablePush();
     this.schedule("list", "chat", "header");
     this.openFromHash();
   }
 
   private buildShell(): void {
     this.root.replaceChildren();
-    const newChat = h("input", { id: "new-chat-handle", placeholder: "handle", autocapitalize: "none", spellcheck: "false", required: true });
+    const newChat = h("input", { id: "new-chat-handle", placeholder: "Chat with @handle", autocapitalize: "none", spellcheck: "false", required: true });
     const shell = h(
       "div",
       { class: "shell" },
@@ -157,7 +161,7 @@ export class App {
           },
           h("label", { for: "new-chat-handle", class: "sr-only" }, "Start a chat with (handle)"),
           newChat,
-          h("button", { type: "submit", id: "new-chat-go" }, "Chat"),
+          h("button", { type: "submit", id: "new-chat-go" }, "Start"),
         ),
         h("button", { type: "button", id: "new-group", class: "wide", onclick: () => this.groupDialog() }, "New group"),
         h("ul", { id: "conversations", class: "conversations", "aria-label": "Conversation list" }),
@@ -217,7 +221,6 @@ export class App {
         this.showLogin("Signed out: " + describe(e.error));
       }),
     ];
-    document.addEventListener("visibilitychange", () => this.markRead());
     // Typing indicators expire by time, not by event.
     clearInterval(this.typingTimer);
     this.typingTimer = setInterval(() => {

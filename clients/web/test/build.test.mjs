@@ -60,6 +60,9 @@ test("the first load is within 100 KB gzipped, SDK included", () => {
   const total = ["index.html", js, css, "sw.js"].reduce((n, k) => n + gzipSync(fd[k], { level: 9 }).length, 0);
   console.log(`web client: ${(total / 1024).toFixed(1)} KB gzipped (budget 100 KB)`);
   assert.ok(total <= BUDGET, `${total} bytes gzipped > ${BUDGET}`);
+  const readme = /Size: ([\d.]+) KB gzipped/.exec(readFileSync(join(web, "README.md"), "utf8"));
+  assert.ok(readme, "README.md states the size");
+  assert.ok(Math.abs(Number(readme[1]) - total / 1024) <= 1, `README.md says ${readme[1]} KB, the build is ${(total / 1024).toFixed(1)} KB`);
   // The SDK is in the bundle (not fetched from elsewhere).
   assert.match(fd[js].toString(), /\/v1\/ws\/ticket/);
 });
