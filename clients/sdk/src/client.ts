@@ -33,6 +33,8 @@ interface Conv {
   ahead: Map<number, Message>;
   /** a forward backfill is in flight */
   filling: boolean;
+  /** unreadCount counts the messages up to this seq (the server's count, then live ones) */
+  counted: number;
 }
 
 /** What the outbox stores per message, before the first attempt. */
@@ -68,6 +70,7 @@ interface Sub {
 /** Send error codes retried later; every other code refuses the message for good. */
 const RETRY = ["rate_limited", "unavailable", "internal"];
 const HISTORY_LIMIT = 200;
+const HISTORY_PARALLEL = 8;
 
 /**
  * ParleyClient is the Parley SDK: REST, one WebSocket with reconnects, the
@@ -108,6 +111,8 @@ export class ParleyClient extends Rest {
   private synced = false;
   private announced = false;
   private pending = 0;
+  private hActive = 0;
+  private hq: (() => void)[] = [];
   private fullSeen: Set<string> | null = null;
   private dirty = new Set<string>();
   private waiters: { res: () => void; rej: (e: ParleyError) => void }[] = [];
@@ -160,7 +165,7 @@ export class ParleyClient extends Rest {
       const c = this.convs.get(id);
       const k = this.key("conv/" + id);
       if (c && c.s) {
-        const v = { s: c.s, known: c.known, heldUpto: c.heldUpto, reported: c.reported };
+        const v = { s: c.s, known: c.known, heldUpto: c.heldUpto, reported: c.reported, counted: c.counted };
         this.write(() => this.store.set(k, v));
       }
     }
@@ -175,10 +180,10 @@ export class ParleyClient extends Rest {
     this.outq = [];
     this.position = (await this.store.get<string>(this.key("position"))) || "";
     for (const k of await this.store.keys(this.key("conv/"))) {
-      const v = await this.store.get<{ s: ConversationState; known: boolean; heldUpto: number; reported: number }>(k);
+      const v = await this.store.get<{ s: ConversationState; known: boolean; heldUpto: number; reported: number; counted?: number }>(k);
       if (!v) continue;
       const c = this.conv(v.s.id);
-      Object.assign(c, { s: v.s, known: v.known, heldUpto: v.heldUpto, reported: v.reported });
+      Object.assign(c, { s: v.s, known: v.known, heldUpto: v.heldUpto, reported: v.reported, counted: v.counted || 0 });
     }
     const entries: OutboxEntry[] = [];
     for (const k of await this.store.keys(this.key("outbox/"))) {
@@ -308,7 +313,7 @@ export class ParleyClient extends Rest {
     const url = this.base.replace(/^http/, "ws") + "/v1/ws?ticket=" + encodeURIComponent(ticket);
     let ws: WebSocketLike;
     try {
-      ws = new this.WS!(url);
+      ws = new this.WS!(url) as WebSocketLike;
     } catch (e) {
       this.emit("disconnected", { error: asError(e) });
       return this.retry(this.backoff());
@@ -364,7 +369,8 @@ export class ParleyClient extends Rest {
     for (const p of this.inflight.values()) p.inFlight = false;
     this.inflight.clear();
     for (const c of this.convs.values()) c.filling = false;
-    this.pending = 0;
+    this.pending = this.hActive = 0;
+    this.hq = [];
     this.synced = false;
   }
 
@@ -595,9 +601,7 @@ export class ParleyClient extends Rest {
   private reread(id: string, c: Conv, before: number) {
     const floor = least(c.msgs.keys());
     if (!(floor < before)) return;
-    this.pending++;
-    this.req("h", { type: "history", conversation_id: id, before, limit: HISTORY_LIMIT }, (f) => {
-      this.pending--;
+    this.hreq({ type: "history", conversation_id: id, before, limit: HISTORY_LIMIT }, (f) => {
       if (f.type === "error") return this.historyFailed(id, f);
       const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
       const more = got.length > 0 && (got.length >= HISTORY_LIMIT || f.truncated);
@@ -608,6 +612,32 @@ export class ParleyClient extends Rest {
       if (more && lo > floor) this.reread(id, c, lo);
       this.maybeSynced();
     });
+  }
+
+  /**
+   * hreq sends a history request of the sync pass: at most HISTORY_PARALLEL
+   * in flight (the rest wait their turn), and rate_limited, unavailable or
+   * internal retried after retry_after (at least 1 s). pending counts them
+   * until reply runs, so `synced` waits for every one.
+   */
+  private hreq(frame: Record<string, unknown>, reply: (f: any) => void) {
+    this.pending++;
+    const ws = this.ws;
+    const run = () => {
+      if (this.ws !== ws) return;
+      this.hActive++;
+      this.req("h", frame, (f) => {
+        this.hActive--;
+        const next = this.hq.shift();
+        if (next) next();
+        const err = f.type === "error" && errorOf(f.error);
+        if (err && RETRY.includes(err.code)) return void later(Math.max(1, err.retryAfter || 0) * 1000, run, this.o.now);
+        this.pending--;
+        reply(f);
+      });
+    };
+    if (this.hActive < HISTORY_PARALLEL) run();
+    else this.hq.push(run);
   }
 
   private historyFailed(id: string, f: any) {
@@ -625,10 +655,8 @@ export class ParleyClient extends Rest {
       return this.drain(c);
     }
     c.filling = true;
-    this.pending++;
-    this.req("h", { type: "history", conversation_id: id, after: c.heldUpto, limit: HISTORY_LIMIT }, (f) => {
+    this.hreq({ type: "history", conversation_id: id, after: c.heldUpto, limit: HISTORY_LIMIT }, (f) => {
       c.filling = false;
-      this.pending--;
       if (f.type === "error") return this.historyFailed(id, f);
       const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
       for (const m of got) {
@@ -667,7 +695,7 @@ export class ParleyClient extends Rest {
 
   private conv(id: string): Conv {
     let c = this.convs.get(id);
-    if (!c) this.convs.set(id, (c = { known: false, heldUpto: 0, reported: 0, msgs: new Map(), ahead: new Map(), filling: false }));
+    if (!c) this.convs.set(id, (c = { known: false, heldUpto: 0, reported: 0, msgs: new Map(), ahead: new Map(), filling: false, counted: 0 }));
     return c;
   }
 
@@ -722,7 +750,11 @@ export class ParleyClient extends Rest {
     if (s) {
       s.lastSeq = Math.max(s.lastSeq, m.seq);
       if (!s.lastMessage || m.seq >= s.lastMessage.seq) s.lastMessage = m;
-      if (m.senderId !== this.uid && !m.deleted && m.seq > s.readSeq) s.unreadCount++;
+      // Only messages the server's count did not include (a backfill's did).
+      if (m.seq > c.counted) {
+        c.counted = m.seq;
+        if (m.senderId !== this.uid && !m.deleted && m.seq > s.readSeq) s.unreadCount++;
+      }
     }
     if (m.senderId === this.uid) {
       const p = this.outq.find((q) => q.e.clientMsgId === m.clientMsgId && q.e.conversationId === m.conversationId);
@@ -787,6 +819,7 @@ export class ParleyClient extends Rest {
       unreadCount: view && view.unread_count != null ? view.unread_count : prev ? prev.unreadCount : 0,
       createdAt: w.created_at,
     };
+    if (view && view.unread_count != null) c.counted = Math.max(c.counted, w.last_seq || 0);
     const muted = view ? view.muted_until : prev && prev.mutedUntil;
     if (muted) s.mutedUntil = muted;
     const last = (prev && prev.lastMessage) || (view && view.last_message && camel<Message>(view.last_message));

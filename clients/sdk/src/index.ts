@@ -3,4 +3,28 @@ export { ParleyError } from "./errors.js";
 export { MemoryStorage, IndexedDBStorage, AsyncStorageAdapter } from "./storage.js";
 export type { Storage, AsyncStorageLike, IndexedDBLike } from "./storage.js";
 export { EVENT_BUFFER } from "./rest.js";
-export type * from "./types.js";
+export type {
+  User,
+  Session,
+  Message,
+  Member,
+  ConversationState,
+  Observable,
+  MessageStatus,
+  MessageView,
+  OutgoingMessage,
+  SendOptions,
+  ConnectionStatus,
+  PushRegistration,
+  Presence,
+  WebSocketLike,
+  WebSocketConstructor,
+  FetchResponse,
+  FetchFn,
+  Logger,
+  ClientOptions,
+  HistoryQuery,
+  ParleyEvents,
+  EventType,
+  ParleyEvent,
+} from "./types.js";

@@ -114,7 +114,11 @@ export interface WebSocketLike {
   onclose: ((ev: { code: number; reason?: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
 }
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+/**
+ * Any WebSocket class: the browser's, React Native's, `ws`'s. Typed loosely
+ * (their handler types differ); the SDK uses only what WebSocketLike lists.
+ */
+export type WebSocketConstructor = new (url: string) => any;
 
 export interface FetchResponse {
   status: number;

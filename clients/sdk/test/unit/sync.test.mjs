@@ -120,7 +120,7 @@ test("backfill: a sync page above held_upto + 1 is filled with history after hel
   client.on("synced", () => synced.push(1));
   const order = [];
   client.on("message", (e) => order.push(e.message.seq));
-  syncReply(ws2, { position: "pos-2", conversations: [entry(convObj(CONV, 10), [msg(9), msg(10)])] });
+  syncReply(ws2, { position: "pos-2", conversations: [entry(convObj(CONV, 10), [msg(9), msg(10)], { unread_count: 7 })] });
   const h = await waitFor(() => ws2.lastOf("history"), "a backfill request");
   assert.equal(h.after, 2);
   assert.equal(h.before, undefined);
@@ -129,6 +129,7 @@ test("backfill: a sync page above held_upto + 1 is filled with history after hel
   ws2.frame({ type: "history_result", id: h.id, conversation_id: CONV, messages: [3, 4, 6, 7, 8].map((s) => msg(s)) });
   await flush();
   assert.deepEqual(order, [3, 4, 6, 7, 8, 9, 10], "messages in seq order, once");
+  assert.equal(client.conversation(CONV).unreadCount, 7, "the server's count; backfilled messages are not counted twice");
   assert.deepEqual(seqs(client), [1, 2, 3, 4, 6, 7, 8, 9, 10]);
   assert.equal(synced.length, 1);
   assert.equal(ws2.lastOf("delivered").seq, 10, "delivered held_upto after the sync");
@@ -301,5 +302,42 @@ test("conversation_not_found on read or delivered drops the conversation; other 
   ws.frame({ type: "error", id: ws.lastOf("read").id, error: { code: "conversation_not_found", message: "conversation not found" } });
   assert.equal(client.conversation(CONV2), undefined);
   assert.ok(client.conversation(CONV));
+  await client.close();
+});
+
+test("backfills: at most 8 history requests at once; a rate-limited one is retried and synced waits for it", async (t) => {
+  const tick = useClock(t);
+  const { client } = makeClient();
+  const ids = Array.from({ length: 10 }, (_, i) => "01936f4e-8c2a-7b3d-9f10-0000000001" + String(i).padStart(2, "0"));
+  const known = ids.map((id) => entry(convObj(id, 1), [msg(1, { conversation_id: id })]));
+  const ws = await online(client, { conversations: known });
+  ws.serverClose(1006);
+  await tick(1000);
+  const ws2 = await waitFor(() => FakeWebSocket.all[1]);
+  ready(ws2);
+  await waitFor(() => ws2.lastOf("sync"));
+  const synced = [];
+  client.on("synced", () => synced.push(1));
+  syncReply(ws2, { position: "pos-2", conversations: ids.map((id) => entry(convObj(id, 5), [msg(5, { conversation_id: id })])) });
+  await flush();
+  const hs = ws2.ofType("history");
+  assert.equal(hs.length, 8, "8 in flight, 2 waiting");
+  const answer = (h) => ws2.frame({ type: "history_result", id: h.id, conversation_id: h.conversation_id,
+    messages: [2, 3, 4].map((s) => msg(s, { conversation_id: h.conversation_id })) });
+  ws2.frame({ type: "error", id: hs[0].id, error: { code: "rate_limited", message: "slow down", retry_after: 2 } });
+  for (const h of hs.slice(1)) answer(h);
+  await flush();
+  const more = ws2.ofType("history").slice(8);
+  assert.equal(more.length, 2, "the waiting two went out as others finished");
+  for (const h of more) answer(h);
+  await flush();
+  assert.equal(synced.length, 0, "not synced while one backfill waits for its retry");
+  await tick(2000);
+  const retry = ws2.ofType("history")[10];
+  assert.equal(retry && retry.conversation_id, hs[0].conversation_id);
+  answer(retry);
+  await flush();
+  assert.equal(synced.length, 1);
+  for (const id of ids) assert.deepEqual(client.messages(id).map((m) => m.seq), [1, 2, 3, 4, 5]);
   await client.close();
 });
