@@ -263,15 +263,31 @@ export class App {
     });
   }
 
+  private bannerTimer: ReturnType<typeof setTimeout> | undefined;
+  private lostConnection = false;
+
+  /**
+   * renderBanner shows the connection state, once it has lasted a second
+   * (a token renewal or a start-up connect does not flash it). Offline
+   * stays through the reconnect attempts that follow it.
+   */
   private renderBanner(): void {
     const banner = document.getElementById("banner");
     if (!banner) return;
     const s = this.client.status;
-    const text = STATUS_TEXT[s] ?? "";
-    banner.hidden = !text;
-    banner.textContent = text;
-    banner.dataset.status = s;
     document.body.dataset.status = s;
+    clearTimeout(this.bannerTimer);
+    if (s === "online" || s === "stopped") this.lostConnection = false;
+    if (s === "offline") this.lostConnection = true;
+    const text = this.lostConnection && s !== "online" ? STATUS_TEXT.offline : STATUS_TEXT[s] ?? "";
+    const show = () => {
+      banner.hidden = !text;
+      banner.textContent = text;
+      banner.dataset.status = this.lostConnection ? "offline" : s;
+    };
+    if (!text) show();
+    else if (banner.hidden) this.bannerTimer = setTimeout(show, 1000);
+    else show();
   }
 
   // ---- people ----
