@@ -86,11 +86,32 @@ test("the service worker shows parleyd's Web Push notification and closes it on 
   assert.equal(closed.closed, 1);
   assert.deepEqual(await shown(), []);
 
+  // A click on a notification opens the app at its conversation. The test
+  // cannot click a system notification: it dispatches the worker's
+  // notificationclick with the real notification object.
+  await deliver({
+    type: "message", conversation_id: convId, seq: String(message.seq), count: "1", badge: "1",
+    sender_id: daveId, sender_name: "Dave Hill", trace_id: message.id,
+  });
+  await page.waitForFunction(() => window.__sw.filter((m) => m.type === "notification-shown").length === 2);
+  assert.equal((await shown()).length, 1);
+  assert.notEqual(new URL(page.url()).hash, "#/c/" + convId);
+  const worker = ctx.serviceWorkers().find((w) => w.url() === base + "/sw.js") ?? (await ctx.waitForEvent("serviceworker"));
+  await worker.evaluate(async (tag) => {
+    const [n] = await self.registration.getNotifications({ tag });
+    self.dispatchEvent(new NotificationEvent("notificationclick", { notification: n }));
+  }, convId);
+  await page.waitForFunction((h) => location.hash === h, "#/c/" + convId, { timeout: 10000 });
+  await page.locator("#chat-title", { hasText: "Dave Hill" }).waitFor({ timeout: 10000 });
+  await page.locator("#messages .body", { hasText: "hi" }).waitFor();
+  assert.deepEqual(await shown(), [], "the clicked notification is closed");
+  await shot(page, "31-push-click-opened-conversation");
+
   // The page's "Enable notifications": permission granted, the VAPID key
   // fetched; there is no push service here, so subscribing fails or times
   // out, and the page says so instead of hanging.
   await page.locator("#enable-push").click();
   await page.locator("#push-state", { hasText: /Notifications (on|unavailable)/ }).waitFor({ timeout: 20000 });
-  await shot(page, "31-push-enable-without-push-service");
+  await shot(page, "32-push-enable-without-push-service");
   assert.deepEqual(errors, []);
 });
