@@ -11,7 +11,7 @@
 import * as esbuild from "esbuild";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
-import { mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -65,10 +65,26 @@ const files = {
   "manifest.webmanifest": manifest,
 };
 
-rmSync(out, { recursive: true, force: true });
+// Files already as built are left alone, and a changed one is replaced by
+// a rename: go test ./... may be compiling the webui package (embedding
+// this directory) while the browser tests build, and must never see it
+// half-written. Files of an older build are removed last.
+function listFiles(dir, base = dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? listFiles(p, base) : [relative(base, p)];
+  });
+}
 for (const [name, body] of Object.entries(files)) {
-  mkdirSync(dirname(join(out, name)), { recursive: true });
-  writeFileSync(join(out, name), body);
+  const path = join(out, name);
+  if (existsSync(path) && readFileSync(path).equals(body)) continue;
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path + ".tmp", body);
+  renameSync(path + ".tmp", path);
+}
+for (const name of listFiles(out)) {
+  if (!(name in files)) rmSync(join(out, name));
 }
 
 // The budget counts what a first visit downloads: the page, its script

@@ -292,6 +292,11 @@ export class App {
 
   // ---- people ----
 
+  /** myId is the signed-in user (known from the stored session even before /v1/me answers). */
+  private myId(): string | undefined {
+    return this.me?.id ?? this.client.session?.userId;
+  }
+
   private user(id: string): User | undefined {
     const u = this.users.get(id);
     if (u || this.fetching.has(id)) return u;
@@ -307,13 +312,13 @@ export class App {
   }
 
   private nameOf(id: string): string {
-    if (this.me && id === this.me.id) return "You";
+    if (id === this.myId()) return "You";
     const u = this.user(id);
     return u ? u.displayName || u.handle : "…";
   }
 
   private other(c: ConversationState): string | undefined {
-    return c.members.find((m) => m.userId !== this.me?.id)?.userId;
+    return c.members.find((m) => m.userId !== this.myId())?.userId;
   }
 
   private titleOf(c: ConversationState): string {
@@ -331,7 +336,7 @@ export class App {
   private typingLine(c: ConversationState): string {
     const ids = this.client.typingUsers(c.id).filter((id) => {
       const k = c.id + " " + id;
-      return id !== this.me?.id && (this.typingAt.get(k) ?? 0) > (this.sentAt.get(k) ?? -1);
+      return id !== this.myId() && (this.typingAt.get(k) ?? 0) > (this.sentAt.get(k) ?? -1);
     });
     if (ids.length === 0) return "";
     if (c.kind === "direct") return "typing…";
@@ -351,7 +356,7 @@ export class App {
       const title = this.titleOf(c);
       const typing = this.typingLine(c);
       const last = c.lastMessage;
-      const preview = typing || (last ? (last.senderId === this.me?.id ? "You: " : c.kind === "group" ? this.nameOf(last.senderId) + ": " : "") + previewOf(last.body, last.deleted) : "No messages yet");
+      const preview = typing || (last ? (last.senderId === this.myId() ? "You: " : c.kind === "group" ? this.nameOf(last.senderId) + ": " : "") + previewOf(last.body, last.deleted) : "No messages yet");
       const online = this.online(c);
       return h(
         "li",
@@ -555,7 +560,7 @@ export class App {
   }
 
   private drawMessage(m: MessageView, c: ConversationState | undefined): Drawn {
-    const mine = m.senderId === this.me?.id || (m.seq === 0 && !m.id);
+    const mine = m.senderId === this.myId() || (m.seq === 0 && !m.id);
     const group = c?.kind === "group";
     const tick = mine ? h("span", { class: "tick" }) : null;
     const body = m.deleted ? h("em", { class: "muted" }, "Message deleted") : h("p", { class: "body" }, m.body);
@@ -706,11 +711,11 @@ export class App {
               {
                 type: "button",
                 class: "ghost danger",
-                "aria-label": m.userId === this.me?.id ? "Leave the group" : `Remove ${this.nameOf(m.userId)}`,
+                "aria-label": m.userId === this.myId() ? "Leave the group" : `Remove ${this.nameOf(m.userId)}`,
                 onclick: async () => {
                   try {
                     await this.client.removeMember(id, m.userId);
-                    if (m.userId === this.me?.id) {
+                    if (m.userId === this.myId()) {
                       dlg.close();
                       location.hash = "";
                       return;
@@ -721,7 +726,7 @@ export class App {
                   }
                 },
               },
-              m.userId === this.me?.id ? "Leave" : "Remove",
+              m.userId === this.myId() ? "Leave" : "Remove",
             ),
           ),
         ),
