@@ -21,6 +21,8 @@ interface Drawn {
   unsub: (() => void) | null;
 }
 
+const USERS_KEY = "parley-web-users";
+
 const STATUS_TEXT: Record<string, string> = {
   offline: "Offline. Messages you send will go out when the connection is back.",
   connecting: "Connecting…",
@@ -44,7 +46,23 @@ export class App {
   private typingAt = new Map<string, number>();
   private sentAt = new Map<string, number>();
 
-  constructor(private root: HTMLElement, private client: ParleyClient) {}
+  constructor(private root: HTMLElement, private client: ParleyClient) {
+    // Names of people seen before, so that a load while offline shows them.
+    try {
+      for (const u of JSON.parse(localStorage.getItem(USERS_KEY) ?? "[]") as User[]) this.users.set(u.id, u);
+    } catch {
+      /* none kept */
+    }
+  }
+
+  private rememberUser(u: User): void {
+    this.users.set(u.id, u);
+    try {
+      localStorage.setItem(USERS_KEY, JSON.stringify([...this.users.values()].slice(-500)));
+    } catch {
+      /* storage full or refused: names are fetched again */
+    }
+  }
 
   async start(): Promise<void> {
     window.addEventListener("online", () => this.client.setOnline(true));
@@ -117,13 +135,26 @@ export class App {
     this.buildShell();
     this.listen();
     this.renderBanner();
-    try {
+    const showMe = (u: User) => {
+      $("#me-name").textContent = u.displayName || u.handle;
+      $("#me-handle").textContent = "@" + u.handle;
+    };
+    const known = this.client.session && this.users.get(this.client.session.userId);
+    if (known) showMe(known);
+    const loadMe = async () => {
       this.me = await this.client.me();
-      this.users.set(this.me.id, this.me);
-      $("#me-name").textContent = this.me.displayName || this.me.handle;
-      $("#me-handle").textContent = "@" + this.me.handle;
+      this.rememberUser(this.me);
+      showMe(this.me);
+    };
+    try {
+      await loadMe();
     } catch {
-      /* offline at start: the name comes later */
+      // Offline at start: once connected.
+      const off = this.client.on("connected", () => {
+        off();
+        loadMe().catch(() => {});
+      });
+      this.offs.push(off);
     }
     this.client.connect().catch((e) => this.toast(describe(e)));
     // Notifications allowed before: register again (the browser may have
@@ -245,6 +276,8 @@ export class App {
       this.toast(describe(e));
     }
     this.teardown();
+    this.users.clear();
+    localStorage.removeItem(USERS_KEY);
     location.hash = "";
     this.showLogin();
   }
@@ -303,7 +336,7 @@ export class App {
     this.fetching.add(id);
     this.client.user(id).then(
       (u) => {
-        this.users.set(id, u);
+        this.rememberUser(u);
         this.schedule("list", "header", "chat");
       },
       () => { /* tried again on the next draw after a while */ setTimeout(() => this.fetching.delete(id), 5000); },
@@ -633,7 +666,7 @@ export class App {
     if (!handle) return false;
     try {
       const u = await this.client.findUser(handle.replace(/^@/, ""));
-      this.users.set(u.id, u);
+      this.rememberUser(u);
       const c = await this.client.createDirect(u.id);
       location.hash = "#/c/" + c.id;
       this.schedule("list");
@@ -680,7 +713,7 @@ export class App {
         const ids: string[] = [];
         for (const hd of handles) {
           const u = await this.client.findUser(hd);
-          this.users.set(u.id, u);
+          this.rememberUser(u);
           ids.push(u.id);
         }
         const c = await this.client.createGroup(title.value.trim(), ids);
@@ -743,7 +776,7 @@ export class App {
       [list, h("label", { for: "add-member" }, "Add someone (handle)"), add],
       async () => {
         const u = await this.client.findUser(add.value.trim().replace(/^@/, ""));
-        this.users.set(u.id, u);
+        this.rememberUser(u);
         await this.client.addMember(id, u.id);
         add.value = "";
         await refresh();

@@ -138,5 +138,14 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   assert.deepEqual(await domMessages(bob), [...serverBodies, "Are you there?"]);
   await shot(bob, "10-bob-after-reload-phone");
 
+  // A load while the server is down: the service worker serves the app
+  // shell, the session and the list come from IndexedDB, the banner says
+  // offline.
+  await server.stop();
+  await bob.goto(base + "/");
+  await bob.locator(`.conv[data-id="${convId}"]`).waitFor({ timeout: 15000 });
+  await bob.locator("#banner:not([hidden])", { hasText: "Offline" }).waitFor({ timeout: 15000 });
+  await shot(bob, "11-bob-loaded-while-server-down-phone");
+
   assert.deepEqual(errors, [], "no page errors");
 });
