@@ -135,10 +135,10 @@ export class ParleyClient extends Rest {
   private timer(name: string, ms: number | null, fn?: () => void) {
     const c = this.timers[name];
     if (c) c();
-    this.timers[name] = undefined;
+    delete this.timers[name];
     if (ms !== null && fn)
       this.timers[name] = later(ms, () => {
-        this.timers[name] = undefined;
+        delete this.timers[name];
         fn();
       }, this.o.now);
   }
