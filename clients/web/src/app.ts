@@ -646,12 +646,16 @@ export class App {
     const btn = document.getElementById("load-older") as HTMLButtonElement | null;
     if (btn) btn.disabled = true;
     try {
-      const before = scroller.scrollHeight - scroller.scrollTop;
       const n = await this.client.loadOlder(id, 50);
       if (this.openId !== id) return;
       if (n === 0) this.atStart.add(id);
+      // Older messages are not news: the log is busy while they go in.
+      const list = document.getElementById("messages");
+      list?.setAttribute("aria-busy", "true");
+      const before = scroller.scrollHeight - scroller.scrollTop;
       this.renderMessages();
       scroller.scrollTop = scroller.scrollHeight - before;
+      setTimeout(() => list?.removeAttribute("aria-busy"), 0);
     } catch (e) {
       this.toast(describe(e));
     } finally {
