@@ -45,6 +45,7 @@ export class App {
   /** When each "conversation user" last started typing, and last sent: a message ends the typing even if its stop was lost. */
   private typingAt = new Map<string, number>();
   private sentAt = new Map<string, number>();
+  private accepted = new Set<string>();
 
   constructor(private root: HTMLElement, private client: ParleyClient) {
     // Names of people seen before, so that a load while offline shows them.
@@ -401,14 +402,14 @@ export class App {
             class: "conv" + (c.id === this.openId ? " active" : "") + (c.unreadCount > 0 ? " unread" : ""),
             "data-id": c.id,
             "aria-current": c.id === this.openId ? "true" : undefined,
-            "aria-label": `${title}${online ? ", online" : ""}${c.unreadCount ? `, ${c.unreadCount} unread` : ""}`,
+            "aria-label": `${title}${this.isRequest(c) ? ", message request" : ""}${online ? ", online" : ""}${c.unreadCount ? `, ${c.unreadCount} unread` : ""}`,
             onclick: () => { location.hash = "#/c/" + c.id; },
           },
           avatar(title, c.kind === "direct" ? this.other(c) ?? c.id : c.id, online),
           h(
             "span",
             { class: "conv-text" },
-            h("span", { class: "conv-top" }, h("span", { class: "conv-title" }, title), h("time", { class: "muted" }, last ? timeOf(last.createdAt) : "")),
+            h("span", { class: "conv-top" }, h("span", { class: "conv-title" }, title), this.isRequest(c) ? h("span", { class: "tag" }, "Request") : null, h("time", { class: "muted" }, last ? timeOf(last.createdAt) : "")),
             h("span", { class: "conv-bottom" }, h("span", { class: "conv-last" + (typing ? " typing" : "") }, preview), c.unreadCount > 0 ? h("span", { class: "badge", "aria-hidden": "true" }, String(c.unreadCount)) : null),
           ),
         ),
@@ -462,6 +463,7 @@ export class App {
         h("div", { class: "chat-title" }, h("h2", { id: "chat-title" }), h("span", { id: "chat-sub", class: "muted" }), h("span", { id: "typing", class: "typing", "aria-live": "polite" })),
         h("button", { type: "button", id: "members", class: "ghost", onclick: () => this.membersDialog() }, "Members"),
       ),
+      h("div", { id: "request-bar", class: "request-bar", role: "region", "aria-label": "Message request", hidden: true }),
       scroller,
       h(
         "form",
@@ -528,6 +530,49 @@ export class App {
     if (t.textContent !== typing) t.textContent = typing;
     $("#chat-sub").hidden = !!typing;
     ($("#members") as HTMLButtonElement).hidden = c.kind !== "group";
+    this.renderRequest(c);
+  }
+
+  /** isRequest: the signed-in user was put into c by a stranger and has not accepted. */
+  private isRequest(c: ConversationState): boolean {
+    return !this.accepted.has(c.id) && !!c.members.find((m) => m.userId === this.myId())?.request;
+  }
+
+  /** renderRequest shows Accept / Decline / Block for a message request (docs/protocol.md, section 16). */
+  private renderRequest(c: ConversationState): void {
+    const bar = document.getElementById("request-bar");
+    if (!bar) return;
+    const show = this.isRequest(c);
+    if (bar.hidden === !show && (!show || bar.dataset.id === c.id)) return;
+    bar.hidden = !show;
+    bar.dataset.id = c.id;
+    if (!show) return;
+    const decide = async (path: string, body?: unknown) => {
+      bar.querySelectorAll("button").forEach((b) => (b.disabled = true));
+      try {
+        await this.client.request("POST", `/v1/conversations/${encodeURIComponent(c.id)}/${path}`, body);
+        if (path === "accept") {
+          // The server's "accepted" frame updates the SDK's state; until it comes, this says it.
+          this.accepted.add(c.id);
+          bar.hidden = true;
+          this.schedule("list");
+        } else {
+          location.hash = "";
+        }
+      } catch (e) {
+        this.toast(describe(e));
+        bar.querySelectorAll("button").forEach((b) => (b.disabled = false));
+      }
+    };
+    const who = c.kind === "direct" ? this.titleOf(c) : "Someone you have not talked with";
+    bar.replaceChildren(
+      h("p", {}, c.kind === "direct" ? `${who} wants to chat with you.` : `${who} added you to this group.`, h("span", { class: "muted" }, " They will not see that you read their messages until you accept.")),
+      h("div", { class: "row" },
+        h("button", { type: "button", class: "primary", id: "request-accept", onclick: () => void decide("accept") }, "Accept"),
+        h("button", { type: "button", id: "request-decline", onclick: () => void decide("decline") }, "Decline"),
+        h("button", { type: "button", class: "danger", id: "request-block", onclick: () => void decide("decline", { block: true }) }, "Block"),
+      ),
+    );
   }
 
   /** messageKey names a message across its pending and acked forms. */
