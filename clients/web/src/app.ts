@@ -499,6 +499,9 @@ export class App {
     this.drawnFor = null;
     this.openId = null;
     document.body.classList.remove("chat-open");
+    // A conversation closed by an event (left, removed) leaves no stale
+    // link: clicking it again must be a hash change.
+    if (location.hash.startsWith("#/c/")) history.replaceState(null, "", location.pathname + location.search);
     const chat = document.getElementById("chat");
     chat?.replaceChildren(h("div", { class: "empty", id: "empty" }, h("p", {}, "Pick a conversation, or start one by handle.")));
     this.schedule("list");

@@ -97,5 +97,24 @@ test("login, history paging, a group with read by k of n and member changes", { 
   assert.deepEqual(server_members, [carol.id, dave.id, erin.id].sort());
   await page.keyboard.press("Escape");
 
+  // The owner cannot leave without handing over: the page says why.
+  await page.locator("#members").click();
+  await page.locator(`#member-list li[data-user="${carol.id}"] button`, { hasText: "Leave" }).click();
+  await page.locator("#toast:not([hidden])", { hasText: /owner/ }).waitFor({ timeout: 10000 });
+  await page.keyboard.press("Escape");
+
+  // A member leaves: the group goes from the list and the conversation closes.
+  const club = await rest(base, "POST", "/v1/conversations", dave.token, { kind: "group", title: "Book club", members: [carol.id, erin.id] });
+  const clubId = club.conversation?.id ?? club.id;
+  await page.locator(`.conv[data-id="${clubId}"]`).click({ timeout: 15000 });
+  await page.locator("#chat-title", { hasText: "Book club" }).waitFor();
+  await page.locator("#members").click();
+  await page.locator(`#member-list li[data-user="${carol.id}"] button`, { hasText: "Leave" }).click();
+  await page.locator(`.conv[data-id="${clubId}"]`).waitFor({ state: "detached", timeout: 10000 });
+  await page.locator("#empty").waitFor();
+  assert.equal(new URL(page.url()).hash, "");
+  server_members = (await rest(base, "GET", `/v1/conversations/${clubId}`, dave.token)).conversation.members.map((m) => m.user_id).sort();
+  assert.deepEqual(server_members, [dave.id, erin.id].sort());
+
   assert.deepEqual(errors, []);
 });
