@@ -906,7 +906,7 @@ function paintTick(el: HTMLElement, s: MessageStatus, group: boolean): void {
   }
   if (group && s.state !== "sending" && s.state !== "failed") {
     text += ` read by ${s.readCount} of ${s.memberCount}`;
-    label += `, read by ${s.readCount} of ${s.memberCount}`;
+    label += `: delivered to ${s.deliveredCount} of ${s.memberCount}, read by ${s.readCount} of ${s.memberCount}`;
   }
   el.textContent = text;
   el.setAttribute("aria-label", label);
