@@ -845,7 +845,9 @@ export class App {
     const state = $("#push-state");
     state.textContent = "…";
     try {
-      state.textContent = await enablePush(this.client);
+      const text = await enablePush(this.client);
+      state.textContent = text;
+      $("#enable-push").hidden = text === "Notifications on.";
     } catch (e) {
       state.textContent = "Notifications unavailable: " + describe(e);
     }

@@ -71,7 +71,11 @@ test("login, history paging, a group with read by k of n and member changes", { 
   await page.locator("#composer").fill("Who brings the tent?");
   await page.locator("#composer").press("Enter");
   const tick = page.locator("#messages .msg.mine .tick").last();
-  await page.waitForFunction(() => /read by 0 of 2/.test(document.querySelector("#messages .msg.mine:last-child .tick")?.textContent ?? ""));
+  // Acked: the tick counts readers, and the message has its seq (drawn anew from the held message).
+  await page.waitForFunction(() => {
+    const last = document.querySelector("#messages .msg.mine:last-child");
+    return /read by 0 of 2/.test(last?.querySelector(".tick")?.textContent ?? "") && Number(last?.getAttribute("data-seq")) > 0;
+  });
   const seq = Number(await page.locator("#messages .msg.mine").last().getAttribute("data-seq"));
   assert.ok(seq > 0);
 
@@ -96,6 +100,22 @@ test("login, history paging, a group with read by k of n and member changes", { 
   server_members = (await rest(base, "GET", `/v1/conversations/${groupId}`, carol.token)).conversation.members.map((m) => m.user_id).sort();
   assert.deepEqual(server_members, [carol.id, dave.id, erin.id].sort());
   await page.keyboard.press("Escape");
+
+  // Every control can be reached and named: inputs have labels, buttons text or a label.
+  const unnamed = await page.evaluate(() => {
+    const bad = [];
+    for (const el of document.querySelectorAll("input, textarea, button, [tabindex]")) {
+      if (el.closest("[hidden]")) continue;
+      const named = el.matches("input, textarea") ? el.labels.length > 0 || el.getAttribute("aria-label") : (el.textContent.trim() || el.getAttribute("aria-label"));
+      if (!named) bad.push(el.outerHTML.slice(0, 80));
+    }
+    return bad;
+  });
+  assert.deepEqual(unnamed, []);
+  // Keyboard: Tab from the composer reaches Send.
+  await page.locator("#composer").focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "send");
 
   // The owner cannot leave without handing over: the page says why.
   await page.locator("#members").click();
