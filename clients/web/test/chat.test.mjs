@@ -15,7 +15,7 @@ async function domMessages(page) {
   return page.locator("#messages .msg .body").allTextContents();
 }
 
-test("two users chat; ticks, typing, presence; a server restart loses and doubles nothing", { skip, timeout: 150000 }, async (t) => {
+test("two users chat; ticks, typing, presence; a server restart loses and doubles nothing", { skip, timeout: 240000 }, async (t) => {
   const server = await startParleyd();
   const { browser, close } = await launch();
   t.after(async () => { await close(); await server.cleanup(); });
@@ -49,14 +49,14 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
 
   // Bob sees it in his list (the conversation event) and opens it.
   const bobConv = bob.locator(`.conv[data-id="${convId}"]`);
-  await bobConv.waitFor({ timeout: 15000 });
+  await bobConv.waitFor({ timeout: 30000 });
   await bobConv.click();
   await bob.locator("#chat-title", { hasText: "Alice Liddell" }).waitFor();
 
   // Typing: Alice types, Bob sees it.
   await alice.locator("#composer").click();
   await alice.keyboard.type("Hello Bob", { delay: 20 });
-  await bob.locator("#typing", { hasText: "typing" }).waitFor({ timeout: 10000 });
+  await bob.locator("#typing", { hasText: "typing" }).waitFor({ timeout: 20000 });
   await shot(bob, "03-bob-sees-alice-typing-phone");
 
   // Enter sends; Bob has it open, so it turns to read.
@@ -64,7 +64,7 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   assert.equal(await alice.locator("#composer").inputValue(), "", "Enter sends and clears the composer");
   await bob.locator("#messages .msg.theirs .body", { hasText: "Hello Bob" }).waitFor();
   const aliceTick = alice.locator("#messages .msg.mine").last().locator(".tick");
-  await alice.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 15000 });
+  await alice.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 30000 });
   assert.equal(await aliceTick.getAttribute("aria-label"), "Read");
   await shot(alice, "04-alice-message-read");
 
@@ -72,7 +72,7 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   await bob.locator("#composer").fill("Hi Alice! How are you?");
   await bob.locator("#send").click();
   await alice.locator("#messages .msg.theirs .body", { hasText: "How are you?" }).waitFor();
-  await bob.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 15000 });
+  await bob.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 30000 });
   for (let i = 1; i <= 3; i++) {
     await alice.locator("#composer").fill(`Message ${i} before the restart`);
     await alice.locator("#composer").press("Enter");
@@ -82,7 +82,7 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
 
   // The server stops. Alice sees the banner, sends, and the message waits.
   await server.stop();
-  await alice.locator("#banner:not([hidden])").waitFor({ timeout: 15000 });
+  await alice.locator("#banner:not([hidden])").waitFor({ timeout: 30000 });
   await alice.locator("#composer").fill("Sent while the server was down");
   await alice.locator("#composer").press("Enter");
   const pending = alice.locator("#messages .msg.mine", { hasText: "Sent while the server was down" });
@@ -101,7 +101,7 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   // Presence: a new conversation's members learn each other's presence at
   // the next connection (docs/protocol.md, section 9): after the restart,
   // Alice's list and header show Bob online.
-  await alice.locator(`.conv[data-id="${convId}"] .dot`).waitFor({ timeout: 15000 });
+  await alice.locator(`.conv[data-id="${convId}"] .dot`).waitFor({ timeout: 30000 });
   await alice.locator("#chat-sub", { hasText: "online" }).waitFor({ timeout: 5000 });
   await shot(alice, "07-alice-after-restart-delivered");
   await shot(bob, "08-bob-after-restart-phone");
@@ -124,17 +124,17 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   await bob.locator(".chat-head .back").click();
   await alice.locator("#composer").fill("Are you there?");
   await alice.locator("#composer").press("Enter");
-  await bob.locator(`.conv[data-id="${convId}"] .badge`, { hasText: "1" }).waitFor({ timeout: 15000 });
+  await bob.locator(`.conv[data-id="${convId}"] .badge`, { hasText: "1" }).waitFor({ timeout: 30000 });
   assert.match(await bob.locator(`.conv[data-id="${convId}"] .conv-last`).textContent(), /Are you there\?/);
   await shot(bob, "09-bob-list-unread-phone");
 
   // A reload restores the session from IndexedDB: the list still shows the
   // last message, and a deep link opens the conversation with its history.
   await bob.reload();
-  await bob.locator(`.conv[data-id="${convId}"] .conv-last`, { hasText: "Are you there?" }).waitFor({ timeout: 15000 });
+  await bob.locator(`.conv[data-id="${convId}"] .conv-last`, { hasText: "Are you there?" }).waitFor({ timeout: 30000 });
   await bob.goto(base + "/#/c/" + convId);
-  await bob.locator("#messages .body", { hasText: "Are you there?" }).waitFor({ timeout: 15000 });
-  await bob.waitForFunction((n) => document.querySelectorAll("#messages .msg").length === n, serverBodies.length + 1, { timeout: 10000 });
+  await bob.locator("#messages .body", { hasText: "Are you there?" }).waitFor({ timeout: 30000 });
+  await bob.waitForFunction((n) => document.querySelectorAll("#messages .msg").length === n, serverBodies.length + 1, { timeout: 20000 });
   assert.deepEqual(await domMessages(bob), [...serverBodies, "Are you there?"]);
   await shot(bob, "10-bob-after-reload-phone");
 
@@ -143,8 +143,8 @@ test("two users chat; ticks, typing, presence; a server restart loses and double
   // offline.
   await server.stop();
   await bob.goto(base + "/");
-  await bob.locator(`.conv[data-id="${convId}"]`).waitFor({ timeout: 15000 });
-  await bob.locator("#banner:not([hidden])", { hasText: "Offline" }).waitFor({ timeout: 15000 });
+  await bob.locator(`.conv[data-id="${convId}"]`).waitFor({ timeout: 30000 });
+  await bob.locator("#banner:not([hidden])", { hasText: "Offline" }).waitFor({ timeout: 30000 });
   await shot(bob, "11-bob-loaded-while-server-down-phone");
 
   assert.deepEqual(errors, [], "no page errors");

@@ -43,7 +43,7 @@ test("login, history paging, a group with read by k of n and member changes", { 
   await page.locator("#login-error", { hasText: /./ }).waitFor();
   await page.locator("#password").fill(PASSWORD);
   await page.locator("#password").press("Enter");
-  await page.locator(`.conv[data-id="${dmId}"]`).waitFor({ timeout: 15000 });
+  await page.locator(`.conv[data-id="${dmId}"]`).waitFor({ timeout: 30000 });
   assert.match(await page.locator(`.conv[data-id="${dmId}"] .badge`).textContent(), /^\d+$/);
 
   // Open: the newest page; scrolling to the top loads older pages until the start.
@@ -66,7 +66,7 @@ test("login, history paging, a group with read by k of n and member changes", { 
   await page.locator("#group-title").fill("Weekend trip");
   await page.locator("#group-members").fill(`${dave.handle}, ${erin.handle}`);
   await page.locator("#group-members").press("Enter");
-  await page.locator("#chat-title", { hasText: "Weekend trip" }).waitFor({ timeout: 10000 });
+  await page.locator("#chat-title", { hasText: "Weekend trip" }).waitFor({ timeout: 20000 });
   const groupId = new URL(page.url()).hash.replace("#/c/", "");
   await page.locator("#composer").fill("Who brings the tent?");
   await page.locator("#composer").press("Enter");
@@ -80,22 +80,22 @@ test("login, history paging, a group with read by k of n and member changes", { 
   assert.ok(seq > 0);
 
   await rest(base, "POST", `/v1/conversations/${groupId}/read`, dave.token, { seq });
-  await page.waitForFunction(() => /read by 1 of 2/.test(document.querySelector("#messages .msg.mine:last-child .tick")?.textContent ?? ""), null, { timeout: 10000 });
+  await page.waitForFunction(() => /read by 1 of 2/.test(document.querySelector("#messages .msg.mine:last-child .tick")?.textContent ?? ""), null, { timeout: 20000 });
   await shot(page, "22-group-read-by-1-of-2");
   await rest(base, "POST", `/v1/conversations/${groupId}/read`, erin.token, { seq });
-  await page.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 10000 });
+  await page.waitForFunction(() => document.querySelector("#messages .msg.mine:last-child .tick")?.getAttribute("data-state") === "read", null, { timeout: 20000 });
   assert.match(await tick.textContent(), /read by 2 of 2/);
 
   // Members: remove Erin, add her back.
   await page.locator("#members").click();
   await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor();
   await page.locator(`#member-list li[data-user="${erin.id}"] button`).click();
-  await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor({ state: "detached", timeout: 10000 });
+  await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor({ state: "detached", timeout: 20000 });
   let server_members = (await rest(base, "GET", `/v1/conversations/${groupId}`, carol.token)).conversation.members.map((m) => m.user_id).sort();
   assert.deepEqual(server_members, [carol.id, dave.id].sort());
   await page.locator("#add-member").fill(erin.handle);
   await page.locator("#add-member").press("Enter");
-  await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor({ timeout: 10000 });
+  await page.locator(`#member-list li[data-user="${erin.id}"]`).waitFor({ timeout: 20000 });
   await shot(page, "23-group-members-dialog");
   server_members = (await rest(base, "GET", `/v1/conversations/${groupId}`, carol.token)).conversation.members.map((m) => m.user_id).sort();
   assert.deepEqual(server_members, [carol.id, dave.id, erin.id].sort());
@@ -120,17 +120,17 @@ test("login, history paging, a group with read by k of n and member changes", { 
   // The owner cannot leave without handing over: the page says why.
   await page.locator("#members").click();
   await page.locator(`#member-list li[data-user="${carol.id}"] button`, { hasText: "Leave" }).click();
-  await page.locator("#toast:not([hidden])", { hasText: /owner/ }).waitFor({ timeout: 10000 });
+  await page.locator("#toast:not([hidden])", { hasText: /owner/ }).waitFor({ timeout: 20000 });
   await page.keyboard.press("Escape");
 
   // A member leaves: the group goes from the list and the conversation closes.
   const club = await rest(base, "POST", "/v1/conversations", dave.token, { kind: "group", title: "Book club", members: [carol.id, erin.id] });
   const clubId = club.conversation?.id ?? club.id;
-  await page.locator(`.conv[data-id="${clubId}"]`).click({ timeout: 15000 });
+  await page.locator(`.conv[data-id="${clubId}"]`).click({ timeout: 30000 });
   await page.locator("#chat-title", { hasText: "Book club" }).waitFor();
   await page.locator("#members").click();
   await page.locator(`#member-list li[data-user="${carol.id}"] button`, { hasText: "Leave" }).click();
-  await page.locator(`.conv[data-id="${clubId}"]`).waitFor({ state: "detached", timeout: 10000 });
+  await page.locator(`.conv[data-id="${clubId}"]`).waitFor({ state: "detached", timeout: 20000 });
   await page.locator("#empty").waitFor();
   assert.equal(new URL(page.url()).hash, "");
   server_members = (await rest(base, "GET", `/v1/conversations/${clubId}`, dave.token)).conversation.members.map((m) => m.user_id).sort();

@@ -55,7 +55,7 @@ test("the service worker shows parleyd's Web Push notification and closes it on 
   const registrationId = await activated;
 
   const deliver = (data) => cdp.send("ServiceWorker.deliverPushMessage", { origin: base, registrationId, data: JSON.stringify(data) });
-  const told = (type) => page.waitForFunction((type) => window.__sw.find((m) => m.type === type), type, { timeout: 10000 }).then((h) => h.jsonValue());
+  const told = (type) => page.waitForFunction((type) => window.__sw.find((m) => m.type === type), type, { timeout: 20000 }).then((h) => h.jsonValue());
   const shown = () => page.evaluate((tag) => navigator.serviceWorker.ready.then((r) => r.getNotifications({ tag })).then((ns) => ns.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }))), convId);
 
   // A message notification, as push.Notification.Data() makes it.
@@ -101,8 +101,8 @@ test("the service worker shows parleyd's Web Push notification and closes it on 
     const [n] = await self.registration.getNotifications({ tag });
     self.dispatchEvent(new NotificationEvent("notificationclick", { notification: n }));
   }, convId);
-  await page.waitForFunction((h) => location.hash === h, "#/c/" + convId, { timeout: 10000 });
-  await page.locator("#chat-title", { hasText: "Dave Hill" }).waitFor({ timeout: 10000 });
+  await page.waitForFunction((h) => location.hash === h, "#/c/" + convId, { timeout: 20000 });
+  await page.locator("#chat-title", { hasText: "Dave Hill" }).waitFor({ timeout: 20000 });
   await page.locator("#messages .body", { hasText: "hi" }).waitFor();
   assert.deepEqual(await shown(), [], "the clicked notification is closed");
   await shot(page, "31-push-click-opened-conversation");

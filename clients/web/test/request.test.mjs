@@ -30,7 +30,7 @@ test("a stranger's chat is a message request until accepted", { skip, timeout: 6
   await rest(base, "POST", `/v1/conversations/${convId}/messages`, token, { client_msg_id: "req-1", type: "text", body: "Hello, we have not met" });
 
   const item = page.locator(`.conv[data-id="${convId}"]`);
-  await item.locator(".tag", { hasText: "Request" }).waitFor({ timeout: 15000 });
+  await item.locator(".tag", { hasText: "Request" }).waitFor({ timeout: 30000 });
   await item.click();
   await page.locator("#request-bar:not([hidden])", { hasText: "Hank Stranger wants to chat with you" }).waitFor();
   await page.locator("#messages .body", { hasText: "Hello, we have not met" }).waitFor();
