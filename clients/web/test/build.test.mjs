@@ -50,6 +50,20 @@ test("the build is deterministic and is what webui/dist holds", () => {
   }
 });
 
+// In CI (CI=true, a fresh clone) the committed webui/dist, which every
+// parleyd binary embeds, must be what the sources build: the test script
+// has just rebuilt it, so any difference from the commit means it was not
+// rebuilt after a change (to the client or to the SDK it bundles).
+test("the committed webui/dist is what the sources build (CI)", { skip: process.env.CI ? false : "only in CI (CI=true): locally the build is not committed yet" }, () => {
+  let out;
+  try {
+    out = execFileSync("git", ["status", "--porcelain", "--", "."], { cwd: dist, encoding: "utf8" });
+  } catch (e) {
+    assert.fail(`git status in webui/dist: ${e.message}`);
+  }
+  assert.equal(out, "", `webui/dist differs from the commit: run \`npm run build -w web\` in clients/ and commit webui/dist\n${out}`);
+});
+
 test("the first load is within 100 KB gzipped, SDK included", () => {
   const fd = files(dist);
   const html = fd["index.html"].toString();
