@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"net/http"
 	"regexp"
@@ -102,5 +103,35 @@ func TestWebClientServed(t *testing.T) {
 	}
 	if res, _ := webGet(t, off.base+"/healthz", ""); res.StatusCode != 200 {
 		t.Errorf("--web off: GET /healthz = %d", res.StatusCode)
+	}
+}
+
+// TestWebSetting: --web is on by default and parses on/off from the flag,
+// the environment and the config file like the other switches.
+func TestWebSetting(t *testing.T) {
+	load := func(args []string, env map[string]string) (*Config, error) {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c, _, err := loadConfig(fs, args, func(k string) string { return env[k] })
+		return c, err
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"default", nil, nil, true},
+		{"flag off", []string{"--web", "off"}, nil, false},
+		{"env off", nil, map[string]string{"PARLEY_WEB": "off"}, false},
+		{"flag over env", []string{"--web=on"}, map[string]string{"PARLEY_WEB": "false"}, true},
+	} {
+		c, err := load(tc.args, tc.env)
+		if err != nil || c.Web != tc.want {
+			t.Errorf("%s: Web = %v, err %v; want %v", tc.name, c != nil && c.Web, err, tc.want)
+		}
+	}
+	if _, err := load([]string{"--web", "maybe"}, nil); err == nil {
+		t.Error("--web maybe was accepted")
 	}
 }
