@@ -415,7 +415,10 @@ export class App {
         ),
       );
     });
+    // Redrawn whole; a keyboard user's place in the list is kept.
+    const focused = ul.contains(document.activeElement) ? (document.activeElement as HTMLElement).dataset.id : undefined;
     ul.replaceChildren(...items);
+    if (focused) ul.querySelector<HTMLElement>(`.conv[data-id="${CSS.escape(focused)}"]`)?.focus();
     if (convs.length === 0) ul.append(h("li", { class: "muted none" }, "No conversations yet."));
     document.title = unread > 0 ? `(${unread}) Parley` : "Parley";
   }

@@ -61,6 +61,12 @@ test("login, history paging, a group with read by k of n and member changes", { 
   // Carol has read it all.
   await page.waitForFunction((id) => !document.querySelector(`.conv[data-id="${id}"] .badge`), dmId);
 
+  // A keyboard user on the list keeps their place when it is redrawn.
+  await page.locator(`.conv[data-id="${dmId}"]`).focus();
+  await rest(base, "POST", `/v1/conversations/${dmId}/messages`, dave.token, { client_msg_id: "focus-1", type: "text", body: "One more" });
+  await page.locator(`.conv[data-id="${dmId}"] .conv-last`, { hasText: "One more" }).waitFor({ timeout: 20000 });
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("data-id")), dmId);
+
   // A group from the dialog.
   await page.locator("#new-group").click();
   await page.locator("#group-title").fill("Weekend trip");
