@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: run test lint bench build fuzz
+.PHONY: run test lint bench build fuzz web
 
 run:
 	$(GO) run ./cmd/parleyd
@@ -12,6 +12,12 @@ test:
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+# The browser client: rebuild webui/dist (commit it), then build parleyd,
+# which embeds it.
+web:
+	cd clients && (test -d node_modules || npm ci --no-audit --no-fund) && npm run build -w web
+	$(GO) build -o bin/ ./cmd/parleyd
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -133,6 +134,10 @@ type Options struct {
 	// for a node that does not run the gateway role, whose port is for
 	// monitoring, not clients.
 	OpsOnly bool
+	// Web, if set, serves GET and HEAD of every path no other route
+	// takes, outside /v1/ (package webui: the browser client). Without it,
+	// and always under /v1/, an unknown path is a JSON 404.
+	Web http.Handler
 }
 
 // New returns a Handler. log must not be nil; m may be nil.
@@ -152,6 +157,15 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 		metricsHandler = h.tokenOnly(opts.MetricsToken, metricsHandler)
 	}
 	h.routes(metricsHandler, !opts.OpsOnly)
+	if opts.Web != nil && !opts.OpsOnly {
+		h.mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
+				h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+				return
+			}
+			opts.Web.ServeHTTP(w, r)
+		})
+	}
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
 	}

@@ -51,6 +51,7 @@ type Config struct {
 	HTTPWriteTimeout time.Duration  // writing a response; default 30s
 	HTTPIdleTimeout  time.Duration  // keep-alive connection between requests; default 120s
 	Limits           bool           // per-IP/per-user rate limits; default on
+	Web              bool           // serve the browser client (package webui) at /; default on
 	IPRate           float64        // requests per second per client IP; default 50
 	IPBurst          int            // default 100
 	UserRate         float64        // requests per second per user; default 20
@@ -302,6 +303,17 @@ func settings() []setting {
 				c.Limits = true
 			case "off", "false", "0":
 				c.Limits = false
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"web", "PARLEY_WEB", "on", "serve the browser client at / (the API stays under /v1): on or off", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.Web = true
+			case "off", "false", "0":
+				c.Web = false
 			default:
 				return fmt.Errorf("want on or off, got %q", v)
 			}

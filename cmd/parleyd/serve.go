@@ -35,6 +35,7 @@ import (
 	"github.com/parleychat/parley/service"
 	"github.com/parleychat/parley/store/postgres"
 	"github.com/parleychat/parley/store/sqlite"
+	"github.com/parleychat/parley/webui"
 	"github.com/parleychat/parley/wsgate"
 )
 
@@ -298,6 +299,16 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	m := metrics.New(reg)
+	// The browser client is read before anything opens: a binary built
+	// without it fails at once.
+	var web http.Handler
+	if cfg.Web && cfg.Roles.Gateway {
+		ui, err := webui.New()
+		if err != nil {
+			return fmt.Errorf("web client: %w", err)
+		}
+		web = ui
+	}
 
 	n, err := openNode(ctx, cfg, getenv, log, m)
 	if err != nil {
@@ -430,7 +441,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		TrustedProxies: cfg.TrustedProxies,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
-		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway, Web: web}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -1,0 +1,24 @@
+// Entry point of the browser client.
+import { IndexedDBStorage, ParleyClient } from "@parley/client";
+import { App } from "./app";
+import { registerServiceWorker } from "./push";
+
+function deviceName(): string {
+  const ua = navigator.userAgent;
+  const browser = /Edg\//.test(ua) ? "Edge" : /Chrome\//.test(ua) ? "Chrome" : /Firefox\//.test(ua) ? "Firefox" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${browser} on ${os}` : browser;
+}
+
+const client = new ParleyClient({
+  server: location.origin,
+  storage: new IndexedDBStorage("parley"),
+  platform: "web",
+  deviceName: deviceName(),
+});
+
+const root = document.getElementById("app");
+if (root) {
+  void registerServiceWorker();
+  void new App(root, client).start();
+}
