@@ -87,6 +87,12 @@ export class ParleyClient extends Rest {
   private presenceOf = new Map<string, Presence>();
   private typers = new Map<string, Map<string, number>>();
   private typingSent = new Map<string, number>();
+  // typingTokens/typingAt: a local bucket below the server's typing limit
+  // (2 frames a second, burst 5, per connection), so typing never earns a
+  // rate_limited error: a frame over it is dropped (a start lapses, and
+  // receivers clear a typer when their message arrives).
+  private typingTokens = 4;
+  private typingAt = 0;
   private subs = new Map<string, Set<Sub>>();
   private saveQ = new Set<string>();
   private saveTimer = false;
@@ -702,6 +708,11 @@ export class ParleyClient extends Rest {
   /** onMessage applies one copy of a message: dedupe by seq, merge rule, in-order delivery. */
   private onMessage(m: Message) {
     const c = this.conv(m.conversationId);
+    // A typer's message ends their typing, whether or not their stop came.
+    const typers = this.typers.get(m.conversationId);
+    if (typers && typers.delete(m.senderId)) {
+      this.emit("typing", { conversationId: m.conversationId, userId: m.senderId, state: "stop" });
+    }
     const held = c.msgs.get(m.seq);
     if (held) {
       const w = merge(held, m);
@@ -1157,7 +1168,11 @@ export class ParleyClient extends Rest {
     if (state === "start") {
       if (last !== undefined && now - last < 3000) return;
       this.typingSent.set(conversationId, now);
-    } else this.typingSent.delete(conversationId);
+    } else if (!this.typingSent.delete(conversationId)) return; // no start to stop
+    this.typingTokens = Math.min(4, this.typingTokens + ((now - this.typingAt) / 1000) * 2);
+    this.typingAt = now;
+    if (this.typingTokens < 1) return;
+    this.typingTokens--;
     this.tx({ type: "typing", id: "t:" + conversationId, conversation_id: conversationId, state });
   }
 

@@ -44,7 +44,7 @@ export function merge(held: Message | undefined, m: Message): Message | undefine
  */
 export function later(ms: number, fn: () => void, now: () => number): () => void {
   const end = now() + ms;
-  let t: unknown;
+  let t: ReturnType<typeof setTimeout>;
   const step = () => {
     const left = end - now();
     if (left > 0) t = setTimeout(step, Math.min(left, 50000));

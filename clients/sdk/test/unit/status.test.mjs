@@ -110,6 +110,35 @@ test("typing: users expire after expires_in; outgoing start is throttled; stop a
   await client.close();
 });
 
+test("typing: a typer's message ends their typing; a stop needs a start; never over the server's typing limit", async (t) => {
+  const tick = useClock(t);
+  const { client } = makeClient();
+  const ws = await online(client, { conversations: [entry(convObj(CONV, 0))] });
+  const events = [];
+  client.on("typing", (e) => events.push(`${e.userId === BOB ? "bob" : e.userId} ${e.state}`));
+  ws.frame({ type: "typing", conversation_id: CONV, user_id: BOB, state: "start", expires_in: 6 });
+  ws.frame({ type: "message", message: msg(1, { sender_id: BOB }) });
+  assert.deepEqual(client.typingUsers(CONV), [], "bob's message ends his typing");
+  assert.deepEqual(events, ["bob start", "bob stop"]);
+
+  client.typing(CONV, "stop");
+  assert.equal(ws.ofType("typing").length, 0, "no stop without a start");
+  // Type, send, type, send... quickly: the server allows 2 typing frames a
+  // second (burst 5); the client must stay under it rather than earn
+  // rate_limited errors.
+  for (let i = 0; i < 10; i++) {
+    client.typing(CONV, "start");
+    client.send(CONV, "quick " + i);
+    await tick(100);
+  }
+  const sent = ws.ofType("typing").length;
+  assert.ok(sent >= 4 && sent <= 6, `typing frames in 1 s: ${sent}, want at most the burst plus the refill`);
+  await tick(3000);
+  client.typing(CONV, "start");
+  assert.equal(ws.lastOf("typing").state, "start", "the bucket refills");
+  await client.close();
+});
+
 test("presence: unknown until a frame says", async (t) => {
   useClock(t);
   const { client } = makeClient();
