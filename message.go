@@ -56,6 +56,38 @@ type Message struct {
 	// Deleted and Withheld set) and to its sender as an ordinary
 	// message, without this field.
 	Withheld bool `json:"withheld,omitempty"`
+	// Attachments are the media the message carries (at most
+	// MaxAttachments), filled in by the server from each media record.
+	Attachments []Attachment `json:"attachments,omitempty"`
+}
+
+// MaxAttachments is the most attachments one message may carry.
+const MaxAttachments = 10
+
+// Attachment is one uploaded media item carried by a message
+// (docs/design/media.md). A send names only MediaID; the server fills in
+// the rest from the media record. Zero fields are unknown.
+type Attachment struct {
+	MediaID     string `json:"media_id"`
+	ContentType string `json:"content_type,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+	SHA256      string `json:"sha256,omitempty"` // hex, of the stored original
+	Filename    string `json:"filename,omitempty"`
+	Width       int    `json:"width,omitempty"`  // images and video
+	Height      int    `json:"height,omitempty"` // images and video
+	DurationMS  int64  `json:"duration_ms,omitempty"`
+	// Thumbnail is set when a thumbnail exists (variant "thumbnail").
+	Thumbnail *AttachmentThumbnail `json:"thumbnail,omitempty"`
+	Blurhash  string               `json:"blurhash,omitempty"`
+	// Encrypted: a client-side encrypted blob, served as
+	// application/octet-stream; its key and details are in the body.
+	Encrypted bool `json:"encrypted,omitempty"`
+}
+
+// AttachmentThumbnail is the size of an attachment's thumbnail.
+type AttachmentThumbnail struct {
+	Width  int `json:"width"`
+	Height int `json:"height"`
 }
 
 // HistoryQuery selects a page of a conversation's history. At most one of

@@ -535,6 +535,9 @@ func (c *Client) SendREST(ctx context.Context, conversationID, body string, opts
 	if o.TTL > 0 {
 		in["ttl_seconds"] = int64(o.TTL / time.Second)
 	}
+	if refs := attachmentRefs(o.Attachments); refs != nil {
+		in["attachments"] = refs
+	}
 	err := c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/messages", true, in, &out)
 	return out.Message, err
 }

@@ -17,6 +17,7 @@ type OutFrame struct {
 	MessageType    parley.MessageType `json:"message_type,omitempty"`
 	Body           string             `json:"body,omitempty"`
 	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
+	Attachments    []AttachmentRef    `json:"attachments,omitempty"`
 
 	Seq   *int64 `json:"seq,omitempty"`
 	State string `json:"state,omitempty"`
@@ -27,6 +28,22 @@ type OutFrame struct {
 	Limit    *int   `json:"limit,omitempty"`
 
 	AccessToken string `json:"access_token,omitempty"`
+}
+
+// AttachmentRef names an uploaded media item in a send.
+type AttachmentRef struct {
+	MediaID string `json:"media_id"`
+}
+
+func attachmentRefs(ids []string) []AttachmentRef {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]AttachmentRef, len(ids))
+	for i, id := range ids {
+		out[i] = AttachmentRef{MediaID: id}
+	}
+	return out
 }
 
 // InFrame is any server frame of /v1/ws (docs/protocol.md, section 4),
