@@ -5,336 +5,22 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/fakemedia"
 )
-
-// fakeMedia is a tus server at /v1/uploads and the download side of
-// docs/design/media.md, written from the contract, for unit tests. It can
-// drop a connection mid-PATCH or mid-download, once, after a byte count.
-type fakeMedia struct {
-	t *testing.T
-
-	mu      sync.Mutex
-	uploads map[string]*fakeUpload
-	nextID  int
-	token   string // the access token accepted
-	reqs    []string
-
-	cutUploadAt   int64 // drop the connection when the upload has this many bytes (0: never)
-	cutDownloadAt int64 // drop the download after this many bytes (0: never)
-	cutDone       bool
-	createErr     *fakeErr // refuse creations with this
-	expireOnce    bool     // answer the next authed request with token_expired
-	changeETag    bool     // serve resumed downloads with another ETag
-	lastMeta      map[string]string
-	authOnLink    []string // Authorization headers seen on /m/
-}
-
-type fakeErr struct {
-	status int
-	code   parley.Code
-}
-
-type fakeUpload struct {
-	lock   sync.Mutex // held by a PATCH and a HEAD, as tusd's locker does
-	id     string
-	length int64
-	data   []byte
-	meta   map[string]string
-}
-
-func newFakeMedia(t *testing.T) (*fakeMedia, *httptest.Server) {
-	f := &fakeMedia{t: t, uploads: map[string]*fakeUpload{}, token: "tok1"}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func (f *fakeMedia) count(prefix string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, r := range f.reqs {
-		if strings.HasPrefix(r, prefix) {
-			n++
-		}
-	}
-	return n
-}
-
-func writeErr(w http.ResponseWriter, status int, code parley.Code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": msg}})
-}
-
-// authed checks the bearer token; false means it answered.
-func (f *fakeMedia) authed(w http.ResponseWriter, r *http.Request) bool {
-	f.mu.Lock()
-	expire := f.expireOnce
-	f.expireOnce = false
-	tok := f.token
-	f.mu.Unlock()
-	if expire {
-		writeErr(w, 401, parley.CodeTokenExpired, "expired")
-		return false
-	}
-	if r.Header.Get("Authorization") != "Bearer "+tok {
-		writeErr(w, 401, parley.CodeUnauthorized, "bad token")
-		return false
-	}
-	return true
-}
-
-func (f *fakeMedia) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.reqs = append(f.reqs, r.Method+" "+r.URL.Path)
-	f.mu.Unlock()
-	p := r.URL.Path
-	switch {
-	case p == "/v1/sessions/refresh" && r.Method == "POST":
-		f.mu.Lock()
-		f.token = "tok2"
-		f.mu.Unlock()
-		json.NewEncoder(w).Encode(sessionResponse{AccessToken: "tok2", RefreshToken: "r2", ExpiresIn: 900, UserID: "u1", DeviceID: "d1"})
-	case p == "/v1/uploads" && r.Method == "POST":
-		f.create(w, r)
-	case strings.HasPrefix(p, "/v1/uploads/"):
-		if r.Header.Get("Tus-Resumable") != tusVersion {
-			writeErr(w, 412, parley.CodeInvalidRequest, "Tus-Resumable")
-			return
-		}
-		if !f.authed(w, r) {
-			return
-		}
-		f.mu.Lock()
-		up := f.uploads[strings.TrimPrefix(p, "/v1/uploads/")]
-		f.mu.Unlock()
-		if up == nil {
-			writeErr(w, 404, parley.CodeNotFound, "no such upload")
-			return
-		}
-		up.lock.Lock()
-		defer up.lock.Unlock()
-		switch r.Method {
-		case "HEAD":
-			f.mu.Lock()
-			w.Header().Set("Upload-Offset", strconv.Itoa(len(up.data)))
-			f.mu.Unlock()
-			w.Header().Set("Upload-Length", strconv.FormatInt(up.length, 10))
-			w.Header().Set("Cache-Control", "no-store")
-		case "PATCH":
-			f.patch(w, r, up)
-		default:
-			w.WriteHeader(405)
-		}
-	case strings.HasPrefix(p, "/v1/media/") && strings.HasSuffix(p, "/info"):
-		if !f.authed(w, r) {
-			return
-		}
-		up := f.done(strings.TrimSuffix(strings.TrimPrefix(p, "/v1/media/"), "/info"))
-		if up == nil {
-			writeErr(w, 404, parley.CodeNotFound, "no such media")
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"attachment": f.attachment(up)})
-	case strings.HasPrefix(p, "/v1/media/"):
-		if !f.authed(w, r) {
-			return
-		}
-		id := strings.TrimPrefix(p, "/v1/media/")
-		if f.done(id) == nil {
-			writeErr(w, 404, parley.CodeNotFound, "no such media")
-			return
-		}
-		variant := r.URL.Query().Get("variant")
-		if variant == "" {
-			variant = "original"
-		}
-		w.Header().Set("Cache-Control", "private, no-store")
-		http.Redirect(w, r, "/m/"+id+"/"+variant+"?exp=4102444800&sig=abc", http.StatusFound)
-	case strings.HasPrefix(p, "/m/"):
-		f.serveLink(w, r)
-	default:
-		writeErr(w, 404, parley.CodeNotFound, "no route "+p)
-	}
-}
-
-func (f *fakeMedia) done(id string) *fakeUpload {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	up := f.uploads[id]
-	if up == nil || int64(len(up.data)) != up.length {
-		return nil
-	}
-	return up
-}
-
-func (f *fakeMedia) attachment(up *fakeUpload) parley.Attachment {
-	sum := sha256.Sum256(up.data)
-	return parley.Attachment{MediaID: up.id, ContentType: up.meta["content_type"], Size: up.length,
-		SHA256: hex.EncodeToString(sum[:]), Filename: up.meta["filename"], Width: 1024, Height: 768,
-		Thumbnail: &parley.AttachmentThumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"}
-}
-
-func (f *fakeMedia) create(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Tus-Resumable") != tusVersion {
-		writeErr(w, 412, parley.CodeInvalidRequest, "Tus-Resumable")
-		return
-	}
-	if !f.authed(w, r) {
-		return
-	}
-	if f.createErr != nil {
-		writeErr(w, f.createErr.status, f.createErr.code, "refused")
-		return
-	}
-	length, err := strconv.ParseInt(r.Header.Get("Upload-Length"), 10, 64)
-	if err != nil || length < 0 {
-		writeErr(w, 400, parley.CodeInvalidRequest, "Upload-Length")
-		return
-	}
-	meta := map[string]string{}
-	for _, kv := range strings.Split(r.Header.Get("Upload-Metadata"), ",") {
-		k, v, _ := strings.Cut(kv, " ")
-		b, err := base64.StdEncoding.DecodeString(v)
-		if err != nil {
-			writeErr(w, 400, parley.CodeInvalidRequest, "metadata "+k)
-			return
-		}
-		meta[k] = string(b)
-	}
-	f.mu.Lock()
-	f.nextID++
-	id := fmt.Sprintf("0193media%04d", f.nextID)
-	f.uploads[id] = &fakeUpload{id: id, length: length, meta: meta}
-	f.lastMeta = meta
-	f.mu.Unlock()
-	w.Header().Set("Tus-Resumable", tusVersion)
-	w.Header().Set("Location", "/v1/uploads/"+id) // relative: the client resolves it
-	w.WriteHeader(http.StatusCreated)
-}
-
-func (f *fakeMedia) patch(w http.ResponseWriter, r *http.Request, up *fakeUpload) {
-	if r.Header.Get("Content-Type") != "application/offset+octet-stream" {
-		writeErr(w, 415, parley.CodeInvalidRequest, "Content-Type")
-		return
-	}
-	off, err := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
-	f.mu.Lock()
-	have := int64(len(up.data))
-	f.mu.Unlock()
-	if err != nil || off != have {
-		writeErr(w, 409, parley.CodeConflict, "offset mismatch")
-		return
-	}
-	buf := make([]byte, 32<<10)
-	for {
-		n, rerr := r.Body.Read(buf)
-		f.mu.Lock()
-		if int64(len(up.data))+int64(n) > up.length {
-			f.mu.Unlock()
-			writeErr(w, 400, parley.CodeInvalidRequest, "past Upload-Length")
-			return
-		}
-		up.data = append(up.data, buf[:n]...)
-		cut := f.cutUploadAt > 0 && !f.cutDone && int64(len(up.data)) >= f.cutUploadAt
-		if cut {
-			f.cutDone = true
-		}
-		f.mu.Unlock()
-		if cut { // the connection drops: what arrived stays, as in tusd
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				f.t.Error(err)
-				return
-			}
-			conn.Close()
-			return
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return
-		}
-	}
-	f.mu.Lock()
-	n := int64(len(up.data))
-	f.mu.Unlock()
-	w.Header().Set("Tus-Resumable", tusVersion)
-	w.Header().Set("Upload-Offset", strconv.FormatInt(n, 10))
-	if n == up.length {
-		w.Header().Set("Parley-Media-Id", up.id)
-		w.Header().Set("Parley-Media-State", "ready")
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (f *fakeMedia) serveLink(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.authOnLink = append(f.authOnLink, r.Header.Get("Authorization"))
-	f.mu.Unlock()
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/m/"), "/")
-	if len(parts) != 2 || r.URL.Query().Get("sig") != "abc" {
-		writeErr(w, 403, parley.CodeForbidden, "bad link")
-		return
-	}
-	up := f.done(parts[0])
-	if up == nil {
-		writeErr(w, 404, parley.CodeNotFound, "gone")
-		return
-	}
-	data := up.data
-	if parts[1] == "thumbnail" {
-		data = []byte("thumbnail of " + up.id)
-	}
-	sum := sha256.Sum256(data)
-	etag := `"` + hex.EncodeToString(sum[:]) + `"`
-	f.mu.Lock()
-	if f.changeETag && r.Header.Get("Range") != "" {
-		etag = `"changed"`
-	}
-	cut := f.cutDownloadAt > 0 && !f.cutDone && r.Header.Get("Range") == ""
-	if cut {
-		f.cutDone = true
-	}
-	f.mu.Unlock()
-	w.Header().Set("ETag", etag)
-	w.Header().Set("Content-Type", up.meta["content_type"])
-	w.Header().Set("Cache-Control", "public, max-age=3600, immutable")
-	if cut {
-		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-		w.WriteHeader(200)
-		w.Write(data[:f.cutDownloadAt])
-		rc := http.NewResponseController(w)
-		rc.Flush()
-		conn, _, err := rc.Hijack()
-		if err != nil {
-			f.t.Error(err)
-			return
-		}
-		conn.Close()
-		return
-	}
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
-}
 
 func fakeClient(srv *httptest.Server) *Client {
 	return New(Config{Server: srv.URL, Tokens: &Tokens{UserID: "u1", DeviceID: "d1", AccessToken: "tok1", RefreshToken: "r1",
@@ -361,9 +47,9 @@ func testCtx(t *testing.T) context.Context {
 // An upload whose connection drops at 60% asks HEAD for the offset,
 // goes on from there and finishes with the same bytes.
 func TestUploadResumesAfterCut(t *testing.T) {
-	f, srv := newFakeMedia(t)
+	f, srv := fakemedia.New(t)
 	const size = 10 << 20
-	f.cutUploadAt = size * 6 / 10
+	f.CutUploadAt = size * 6 / 10
 	path, data := randomFile(t, size)
 	c := fakeClient(srv)
 	var mu sync.Mutex
@@ -384,15 +70,15 @@ func TestUploadResumesAfterCut(t *testing.T) {
 	if !res.Resumed || res.State != "ready" || res.MediaID != "0193media0001" {
 		t.Fatalf("result %+v", res)
 	}
-	f.mu.Lock()
-	got := f.uploads[res.MediaID].data
-	meta := f.lastMeta
-	f.mu.Unlock()
+	f.Mu.Lock()
+	got := f.Uploads[res.MediaID].Data
+	meta := f.LastMeta
+	f.Mu.Unlock()
 	if sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatalf("the server got %d different bytes", len(got))
 	}
-	if f.count("HEAD") == 0 || f.count("POST /v1/uploads") != 1 {
-		t.Fatalf("requests: %v", f.reqs)
+	if f.Count("HEAD") == 0 || f.Count("POST /v1/uploads") != 1 {
+		t.Fatalf("requests: %v", f.Reqs)
 	}
 	want := map[string]string{"conversation_id": "conv1", "filename": "photo.jpg", "content_type": "image/jpeg", "encrypted": "false"}
 	for k, v := range want {
@@ -420,7 +106,7 @@ func TestUploadResumesAfterCut(t *testing.T) {
 // next one (a new Client) goes on from the server's offset without
 // creating another upload.
 func TestUploadResumesAcrossProcesses(t *testing.T) {
-	f, srv := newFakeMedia(t)
+	f, srv := fakemedia.New(t)
 	const size = 3 << 20
 	path, data := randomFile(t, size)
 	store := &FileResumeStore{Path: filepath.Join(t.TempDir(), "uploads.json")}
@@ -434,9 +120,9 @@ func TestUploadResumesAcrossProcesses(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("first attempt: %v", err)
 	}
-	f.mu.Lock()
-	had := len(f.uploads["0193media0001"].data)
-	f.mu.Unlock()
+	f.Mu.Lock()
+	had := len(f.Uploads["0193media0001"].Data)
+	f.Mu.Unlock()
 	if had == 0 || had >= size {
 		t.Fatalf("the first attempt left %d bytes", had)
 	}
@@ -444,12 +130,12 @@ func TestUploadResumesAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Resumed || res.MediaID != "0193media0001" || f.count("POST /v1/uploads") != 1 {
-		t.Fatalf("not resumed: %+v, requests %v", res, f.reqs)
+	if !res.Resumed || res.MediaID != "0193media0001" || f.Count("POST /v1/uploads") != 1 {
+		t.Fatalf("not resumed: %+v, requests %v", res, f.Reqs)
 	}
-	f.mu.Lock()
-	got := f.uploads[res.MediaID].data
-	f.mu.Unlock()
+	f.Mu.Lock()
+	got := f.Uploads[res.MediaID].Data
+	f.Mu.Unlock()
 	if !bytes.Equal(got, data) {
 		t.Fatal("bytes differ")
 	}
@@ -469,34 +155,34 @@ func TestUploadResumesAcrossProcesses(t *testing.T) {
 
 // A refusal at creation is the server's error, not retried.
 func TestUploadRefused(t *testing.T) {
-	f, srv := newFakeMedia(t)
-	f.createErr = &fakeErr{413, parley.CodePayloadTooLarge}
+	f, srv := fakemedia.New(t)
+	f.CreateErr = &fakemedia.Err{Status: 413, Code: parley.CodePayloadTooLarge}
 	path, _ := randomFile(t, 1000)
 	_, err := fakeClient(srv).UploadFile(testCtx(t), "conv1", path, UploadOptions{})
-	if parley.ErrorCode(err) != parley.CodePayloadTooLarge || f.count("POST /v1/uploads") != 1 {
-		t.Fatalf("err %v, requests %v", err, f.reqs)
+	if parley.ErrorCode(err) != parley.CodePayloadTooLarge || f.Count("POST /v1/uploads") != 1 {
+		t.Fatalf("err %v, requests %v", err, f.Reqs)
 	}
-	f.createErr = &fakeErr{409, parley.CodeLimitExceeded}
+	f.CreateErr = &fakemedia.Err{Status: 409, Code: parley.CodeLimitExceeded}
 	_, err = fakeClient(srv).UploadFile(testCtx(t), "conv1", path, UploadOptions{})
-	if parley.ErrorCode(err) != parley.CodeLimitExceeded || f.count("POST /v1/uploads") != 2 {
-		t.Fatalf("err %v, requests %v", err, f.reqs)
+	if parley.ErrorCode(err) != parley.CodeLimitExceeded || f.Count("POST /v1/uploads") != 2 {
+		t.Fatalf("err %v, requests %v", err, f.Reqs)
 	}
 }
 
 // An expired access token is refreshed and the request repeated.
 func TestUploadRefreshesToken(t *testing.T) {
-	f, srv := newFakeMedia(t)
-	f.expireOnce = true
+	f, srv := fakemedia.New(t)
+	f.ExpireOnce = true
 	path, data := randomFile(t, 5000)
 	c := fakeClient(srv)
 	res, err := c.UploadFile(testCtx(t), "conv1", path, UploadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Tokens().AccessToken != "tok2" || f.count("POST /v1/sessions/refresh") != 1 {
-		t.Fatalf("no refresh: %v", f.reqs)
+	if c.Tokens().AccessToken != "tok2" || f.Count("POST /v1/sessions/refresh") != 1 {
+		t.Fatalf("no refresh: %v", f.Reqs)
 	}
-	if !bytes.Equal(f.uploads[res.MediaID].data, data) {
+	if !bytes.Equal(f.Uploads[res.MediaID].Data, data) {
 		t.Fatal("bytes differ")
 	}
 }
@@ -513,7 +199,7 @@ func TestUploadGivesUp(t *testing.T) {
 			w.Header().Set("Upload-Offset", "0")
 		case "PATCH":
 			patches++
-			writeErr(w, 503, parley.CodeUnavailable, "down")
+			fakemedia.WriteErr(w, 503, parley.CodeUnavailable, "down")
 		}
 	}))
 	defer srv.Close()
@@ -531,7 +217,7 @@ func TestUploadGivesUp(t *testing.T) {
 // Download follows the 302 without sending the token to the link, and
 // resumes a cut download with Range from the bytes written.
 func TestDownloadResumesAfterCut(t *testing.T) {
-	f, srv := newFakeMedia(t)
+	f, srv := fakemedia.New(t)
 	const size = 4 << 20
 	path, data := randomFile(t, size)
 	c := fakeClient(srv)
@@ -539,7 +225,7 @@ func TestDownloadResumesAfterCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cutDownloadAt = size * 6 / 10
+	f.CutDownloadAt = size * 6 / 10
 	var buf bytes.Buffer
 	n, ct, err := c.Download(testCtx(t), res.MediaID, "", &buf)
 	if err != nil {
@@ -548,9 +234,9 @@ func TestDownloadResumesAfterCut(t *testing.T) {
 	if n != size || ct != "image/jpeg" || sha256.Sum256(buf.Bytes()) != sha256.Sum256(data) {
 		t.Fatalf("n %d, type %q, equal %v", n, ct, bytes.Equal(buf.Bytes(), data))
 	}
-	f.mu.Lock()
-	auths := f.authOnLink
-	f.mu.Unlock()
+	f.Mu.Lock()
+	auths := f.AuthOnLink
+	f.Mu.Unlock()
 	if len(auths) != 2 {
 		t.Fatalf("%d fetches of the link, want 2 (cut, resumed)", len(auths))
 	}
@@ -572,14 +258,14 @@ func TestDownloadResumesAfterCut(t *testing.T) {
 // A file that changes between the cut and the resume is an error, never
 // a splice of two files.
 func TestDownloadRefusesChangedFile(t *testing.T) {
-	f, srv := newFakeMedia(t)
+	f, srv := fakemedia.New(t)
 	path, _ := randomFile(t, 1<<20)
 	c := fakeClient(srv)
 	res, err := c.UploadFile(testCtx(t), "conv1", path, UploadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cutDownloadAt, f.changeETag = 1000, true
+	f.CutDownloadAt, f.ChangeETag = 1000, true
 	n, _, err := c.Download(testCtx(t), res.MediaID, "", io.Discard)
 	if err == nil || n != 1000 || !strings.Contains(err.Error(), "changed") {
 		t.Fatalf("n %d, err %v", n, err)
