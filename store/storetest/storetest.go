@@ -107,6 +107,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Media", testMedia},
 		{"MediaUsage", testMediaUsage},
 		{"ExpiredMedia", testExpiredMedia},
+		{"Attachments", testAttachments},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
