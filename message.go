@@ -57,37 +57,9 @@ type Message struct {
 	// message, without this field.
 	Withheld bool `json:"withheld,omitempty"`
 	// Attachments are the media the message carries (at most
-	// MaxAttachments), filled in by the server from each media record.
+	// MaxAttachments), in the order the sender gave them; none on a
+	// tombstone.
 	Attachments []Attachment `json:"attachments,omitempty"`
-}
-
-// MaxAttachments is the most attachments one message may carry.
-const MaxAttachments = 10
-
-// Attachment is one uploaded media item carried by a message
-// (docs/design/media.md). A send names only MediaID; the server fills in
-// the rest from the media record. Zero fields are unknown.
-type Attachment struct {
-	MediaID     string `json:"media_id"`
-	ContentType string `json:"content_type,omitempty"`
-	Size        int64  `json:"size,omitempty"`
-	SHA256      string `json:"sha256,omitempty"` // hex, of the stored original
-	Filename    string `json:"filename,omitempty"`
-	Width       int    `json:"width,omitempty"`  // images and video
-	Height      int    `json:"height,omitempty"` // images and video
-	DurationMS  int64  `json:"duration_ms,omitempty"`
-	// Thumbnail is set when a thumbnail exists (variant "thumbnail").
-	Thumbnail *AttachmentThumbnail `json:"thumbnail,omitempty"`
-	Blurhash  string               `json:"blurhash,omitempty"`
-	// Encrypted: a client-side encrypted blob, served as
-	// application/octet-stream; its key and details are in the body.
-	Encrypted bool `json:"encrypted,omitempty"`
-}
-
-// AttachmentThumbnail is the size of an attachment's thumbnail.
-type AttachmentThumbnail struct {
-	Width  int `json:"width"`
-	Height int `json:"height"`
 }
 
 // HistoryQuery selects a page of a conversation's history. At most one of
@@ -116,6 +88,21 @@ const (
 	EstimatedMemberBytes       = 160
 	EstimatedMessageBytes      = 400
 )
+
+// EstimatedAttachmentBytes is the JSON size of one attachment object
+// without its filename, for reply budgets.
+const EstimatedAttachmentBytes = 400
+
+// EstimatedSize estimates m's JSON size for reply budgets: the fields
+// around the body, the body and filenames as escaped, and
+// EstimatedAttachmentBytes per attachment.
+func EstimatedSize(m *Message) int {
+	n := EstimatedMessageBytes + JSONLen(m.Body)
+	for i := range m.Attachments {
+		n += EstimatedAttachmentBytes + JSONLen(m.Attachments[i].Filename)
+	}
+	return n
+}
 
 // ReplyBudget bounds the messages of one history reply, in bytes of
 // JSON, on REST (GET .../messages, counted exactly) and on the WebSocket

@@ -12,12 +12,12 @@ type OutFrame struct {
 	Type string `json:"type"`
 	ID   string `json:"id,omitempty"`
 
-	ConversationID string             `json:"conversation_id,omitempty"`
-	ClientMsgID    string             `json:"client_msg_id,omitempty"`
-	MessageType    parley.MessageType `json:"message_type,omitempty"`
-	Body           string             `json:"body,omitempty"`
-	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
-	Attachments    []AttachmentRef    `json:"attachments,omitempty"`
+	ConversationID string                 `json:"conversation_id,omitempty"`
+	ClientMsgID    string                 `json:"client_msg_id,omitempty"`
+	MessageType    parley.MessageType     `json:"message_type,omitempty"`
+	Body           string                 `json:"body,omitempty"`
+	TTLSeconds     int64                  `json:"ttl_seconds,omitempty"`
+	Attachments    []parley.AttachmentRef `json:"attachments,omitempty"`
 
 	Seq   *int64 `json:"seq,omitempty"`
 	State string `json:"state,omitempty"`
@@ -30,18 +30,13 @@ type OutFrame struct {
 	AccessToken string `json:"access_token,omitempty"`
 }
 
-// AttachmentRef names an uploaded media item in a send.
-type AttachmentRef struct {
-	MediaID string `json:"media_id"`
-}
-
-func attachmentRefs(ids []string) []AttachmentRef {
+func attachmentRefs(ids []string) []parley.AttachmentRef {
 	if len(ids) == 0 {
 		return nil
 	}
-	out := make([]AttachmentRef, len(ids))
+	out := make([]parley.AttachmentRef, len(ids))
 	for i, id := range ids {
-		out[i] = AttachmentRef{MediaID: id}
+		out[i] = parley.AttachmentRef{MediaID: id}
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/blob/s3blob"
 	"github.com/parleychat/parley/outbound"
 )
 
@@ -27,6 +28,7 @@ type Config struct {
 	MasterKeyFile    string         // master key file outside the data directory; default "" = <data>/master.key
 	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
+	MediaStore       string         // "" = files in <data>/media; s3://bucket[/prefix]?endpoint=... = S3
 	Roles            Roles          // what this node runs; default all
 	HistoryCache     int            // conversations whose newest page is cached; 0 = off
 	HistoryCacheMem  int            // bytes the history cache may hold; default 64 MiB
@@ -216,6 +218,15 @@ func settings() []setting {
 				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
 			}
 			c.Store = v
+			return nil
+		}},
+		{"media-store", "PARLEY_MEDIA_STORE", "", "where media objects live, encrypted under the master key: empty = files in the data directory (media/); s3://bucket[/prefix]?endpoint=URL&region=R&path_style=true = an S3-compatible bucket shared by every node (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; needs PARLEY_MASTER_KEY or --master-key-file)", func(c *Config, v string) error {
+			if v != "" {
+				if _, err := s3blob.ParseURL(v); err != nil {
+					return err
+				}
+			}
+			c.MediaStore = v
 			return nil
 		}},
 		{"store-replica", "PARLEY_STORE_REPLICA", "", "optional PostgreSQL streaming replica (postgres://...) for older history pages and sync when it has caught up; see docs/operations.md", func(c *Config, v string) error {

@@ -25,6 +25,8 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/blob/fsblob"
+	"github.com/parleychat/parley/blob/s3blob"
 	"github.com/parleychat/parley/bus/natsbus"
 	"github.com/parleychat/parley/httpapi"
 	"github.com/parleychat/parley/metrics"
@@ -48,6 +50,9 @@ type node struct {
 	deviceTokens *auth.DeviceTokens
 	// masterKeys seal the bus events too (seal.Bus).
 	masterKeys [][]byte
+	// media keeps media objects (--media-store), encrypted under the
+	// master keys. Nothing serves them yet (issue 13 builds on it).
+	media parley.BlobStore
 }
 
 // openNode opens the data directory, the keys and the store, and builds the
@@ -65,6 +70,9 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		// A key file in each node's data directory would differ from node
 		// to node: no node could read what another wrote.
 		return nil, errors.New("a PostgreSQL store needs PARLEY_MASTER_KEY or --master-key-file, the same key on every node (see docs/operations.md)")
+	}
+	if cfg.MediaStore != "" && getenv("PARLEY_MASTER_KEY") == "" && cfg.MasterKeyFile == "" {
+		return nil, errors.New("an S3 media store needs PARLEY_MASTER_KEY or --master-key-file, the same key on every node (see docs/operations.md)")
 	}
 	masterKeys, err := loadMasterKeys(cfg, getenv)
 	if err != nil {
@@ -116,7 +124,12 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		st.Close()
 		return nil, err
 	}
-	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys}, nil
+	media, err := openMedia(ctx, cfg, masterKeys)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("media store: %w", err)
+	}
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys, media: media}, nil
 }
 
 // userSendRate is the per-user send rate the core applies: none with
@@ -167,6 +180,15 @@ func openStore(ctx context.Context, cfg *Config, sealer parley.Sealer, m *metric
 		return postgres.Open(ctx, cfg.Store, postgres.Options{Sealer: sealer, ReplicaDSN: cfg.StoreReplica, Observe: m.ObserveStore, Logger: log})
 	}
 	return sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
+}
+
+// openMedia opens the media store of cfg.MediaStore: an S3 bucket, or by
+// default files under the data directory's media/.
+func openMedia(ctx context.Context, cfg *Config, masterKeys [][]byte) (parley.BlobStore, error) {
+	if cfg.MediaStore != "" {
+		return s3blob.Open(ctx, cfg.MediaStore, masterKeys)
+	}
+	return fsblob.Open(filepath.Join(cfg.Data, "media"), masterKeys)
 }
 
 // openBus connects to the external NATS servers of cfg.NATSURL (with the

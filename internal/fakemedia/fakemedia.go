@@ -205,7 +205,7 @@ func (f *Server) attachment(up *Upload) parley.Attachment {
 	sum := sha256.Sum256(up.Data)
 	return parley.Attachment{MediaID: up.ID, ContentType: up.Meta["content_type"], Size: up.length,
 		SHA256: hex.EncodeToString(sum[:]), Filename: up.Meta["filename"], Width: 1024, Height: 768,
-		Thumbnail: &parley.AttachmentThumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"}
+		Thumbnail: &parley.Thumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"}
 }
 
 func (f *Server) create(w http.ResponseWriter, r *http.Request) {
