@@ -95,6 +95,7 @@ type Handler struct {
 	mux     *http.ServeMux
 
 	deviceTokens DeviceTokens // nil: no known-device tokens
+	media        *MediaOptions // nil: no media routes
 
 	ipLimit, userLimit, authLimit *ratelimit.Keyed
 	// loginLimit is keyed on handle and client address or known device;
@@ -129,6 +130,8 @@ type Options struct {
 	DeviceTokens DeviceTokens
 	// MetricsToken, if set, is required as a bearer token on /metrics.
 	MetricsToken string
+	// Media, if set, serves media downloads (see MediaOptions).
+	Media *MediaOptions
 	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
 	// for a node that does not run the gateway role, whose port is for
 	// monitoring, not clients.
@@ -140,6 +143,9 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 	cfg.setDefaults(svc.Config().MaxBodyBytes)
 	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, ready: opts.ReadyChecks, mux: http.NewServeMux()}
 	h.deviceTokens = opts.DeviceTokens
+	if opts.Media != nil && opts.Media.Links != nil && opts.Media.Blobs != nil {
+		h.media = opts.Media
+	}
 	h.loginLimit = ratelimit.New(cfg.LoginRate, cfg.LoginBurst)
 	h.handleLimit = ratelimit.New(cfg.LoginHandleRate, cfg.LoginHandleBurst)
 	if !cfg.LimitsOff {
@@ -209,6 +215,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
 	m.Handle("GET /v1/admin/push/trace", h.authed(h.pushTrace))
 	h.privacyRoutes(m)
+	h.mediaRoutes(m)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

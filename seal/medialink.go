@@ -241,3 +241,13 @@ func (l *MediaLinks) Open(path, rawQuery string) (MediaLink, error) {
 	}
 	return link, l.Verify(link)
 }
+
+// VerifyLink is Open in the shape the REST transport takes (httpapi's
+// MediaLinks): the media id, variant and expiry of a valid link.
+func (l *MediaLinks) VerifyLink(path, rawQuery string) (mediaID, variant string, exp time.Time, err error) {
+	link, err := l.Open(path, rawQuery)
+	if err != nil {
+		return "", "", time.Time{}, err
+	}
+	return link.MediaID, link.Variant, link.Exp, nil
+}

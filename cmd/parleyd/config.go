@@ -29,6 +29,8 @@ type Config struct {
 	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
 	MediaStore       string         // "" = files in <data>/media; s3://bucket[/prefix]?endpoint=... = S3
+	MediaURLTTL      time.Duration  // media download links are valid at least this long; default 1h
+	MediaURLBucket   time.Duration  // link expiries are rounded up to a multiple of this; default 1h
 	Roles            Roles          // what this node runs; default all
 	HistoryCache     int            // conversations whose newest page is cached; 0 = off
 	HistoryCacheMem  int            // bytes the history cache may hold; default 64 MiB
@@ -227,6 +229,22 @@ func settings() []setting {
 				}
 			}
 			c.MediaStore = v
+			return nil
+		}},
+		{"media-url-ttl", "PARLEY_MEDIA_URL_TTL", "1h", "how long a media download link (/m/...) is valid at least; a removed member or a deleted message's media stays reachable through links already handed out for at most this plus --media-url-bucket", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return fmt.Errorf("want a duration of 1s or more, got %q", v)
+			}
+			c.MediaURLTTL = d
+			return nil
+		}},
+		{"media-url-bucket", "PARLEY_MEDIA_URL_BUCKET", "1h", "media link expiries are rounded up to a multiple of this, so every member gets the same URL within it and a CDN caches each media once per bucket", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return fmt.Errorf("want a duration of 1s or more, got %q", v)
+			}
+			c.MediaURLBucket = d
 			return nil
 		}},
 		{"store-replica", "PARLEY_STORE_REPLICA", "", "optional PostgreSQL streaming replica (postgres://...) for older history pages and sync when it has caught up; see docs/operations.md", func(c *Config, v string) error {

@@ -53,6 +53,8 @@ type node struct {
 	// media keeps media objects (--media-store), encrypted under the
 	// master keys. Nothing serves them yet (issue 13 builds on it).
 	media parley.BlobStore
+	// mediaLinks signs and verifies media download links.
+	mediaLinks *seal.MediaLinks
 }
 
 // openNode opens the data directory, the keys and the store, and builds the
@@ -118,8 +120,15 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		MessageRequests: cfg.MessageRequests,
 		StrangerAdds:    cfg.StrangerAdds,
 		VAPIDPrivateKey: vapid,
+		// A deleted message's media outlive it by the longest link.
+		MediaLinkLifetime: cfg.MediaURLTTL + cfg.MediaURLBucket,
 	}, log, m)
 	deviceTokens, err := auth.NewDeviceTokens(masterKeys)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	mediaLinks, err := seal.NewMediaLinks(masterKeys, seal.MediaLinkOptions{TTL: cfg.MediaURLTTL, Bucket: cfg.MediaURLBucket})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -129,7 +138,8 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		st.Close()
 		return nil, fmt.Errorf("media store: %w", err)
 	}
-	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys, media: media}, nil
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys, media: media,
+		mediaLinks: mediaLinks}, nil
 }
 
 // userSendRate is the per-user send rate the core applies: none with
@@ -430,7 +440,8 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		TrustedProxies: cfg.TrustedProxies,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
-		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway}, log, m)
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway,
+		Media: &httpapi.MediaOptions{Links: n.mediaLinks, Blobs: n.media}}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
