@@ -179,7 +179,9 @@ func (k *cli) download(ctx context.Context, args []string) error {
 	if len(pos) == 2 {
 		dest = pos[1]
 	}
+	named := false // the name is ours: a thumbnail's extension follows its type
 	if dest == "" || isDir(dest) {
+		named = true
 		// The name comes from the attachment (its info); without it,
 		// the media id.
 		var a *parley.Attachment
@@ -188,7 +190,7 @@ func (k *cli) download(ctx context.Context, args []string) error {
 		}
 		dest = filepath.Join(dest, defaultFilename(id, a, thumb))
 	}
-	if !force {
+	if !force && !(named && thumb) {
 		if _, err := os.Lstat(dest); err == nil {
 			return parley.Errorf(parley.CodeConflict, "%s exists (--force overwrites it)", dest)
 		}
@@ -207,6 +209,9 @@ func (k *cli) download(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if named && thumb {
+		dest = strings.TrimSuffix(dest, filepath.Ext(dest)) + thumbnailExt(ct)
+	}
 	if force {
 		err = os.Rename(tmp.Name(), dest)
 	} else if err = os.Link(tmp.Name(), dest); errors.Is(err, os.ErrExist) { // never replaces a file that appeared meanwhile
@@ -218,6 +223,20 @@ func (k *cli) download(ctx context.Context, args []string) error {
 	return k.print(map[string]any{"media_id": id, "path": dest, "bytes": n, "content_type": ct}, func(w io.Writer) {
 		fmt.Fprintf(w, "saved %s (%s, %s)\n", dest, humanBytes(n), ct)
 	})
+}
+
+// thumbnailExt is the extension of a thumbnail of this content type
+// (the server makes JPEG, or PNG for transparent images).
+func thumbnailExt(contentType string) string {
+	switch strings.TrimSpace(strings.Split(contentType, ";")[0]) {
+	case "image/png":
+		return ".png"
+	case "image/webp":
+		return ".webp"
+	case "image/gif":
+		return ".gif"
+	}
+	return ".jpg"
 }
 
 func isDir(p string) bool {
