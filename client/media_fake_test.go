@@ -358,3 +358,37 @@ func FuzzDecodeAttachment(f *testing.F) {
 		}
 	})
 }
+
+// The client's own cost of moving bytes, against the in-process fake
+// (the server's figures are in docs/benchmarks.md).
+func BenchmarkUpload(b *testing.B) {
+	_, srv := fakemedia.New(b)
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	c := fakeClient(srv)
+	ctx := context.Background()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := c.Upload(ctx, "conv1", bytes.NewReader(data), int64(len(data)), UploadOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDownload(b *testing.B) {
+	_, srv := fakemedia.New(b)
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	c := fakeClient(srv)
+	ctx := context.Background()
+	res, err := c.Upload(ctx, "conv1", bytes.NewReader(data), int64(len(data)), UploadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if n, _, err := c.Download(ctx, res.MediaID, "", io.Discard); err != nil || n != int64(len(data)) {
+			b.Fatal(n, err)
+		}
+	}
+}
