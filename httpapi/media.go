@@ -103,13 +103,12 @@ func hasThumbnail(m *parley.Media) bool {
 // SHA-256), and cacheable by anyone until the link expires: every member
 // gets the same link within a bucket, so a shared cache stores it once.
 func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
-	variant := r.PathValue("variant")
 	hdr := w.Header()
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Content-Security-Policy", "sandbox")
 	id, variant, exp, err := h.media.Links.VerifyLink(r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
-		h.metrics.MediaServed(variant, "forbidden", 0)
+		h.metrics.MediaServed(r.PathValue("variant"), "forbidden", 0)
 		hdr.Set("Cache-Control", "no-store")
 		h.writeError(w, r, parley.Errorf(parley.CodeForbidden, "this link is not valid (tampered with or expired)"))
 		return
