@@ -94,7 +94,7 @@ type Handler struct {
 	ready   map[string]func(context.Context) error
 	mux     *http.ServeMux
 
-	deviceTokens DeviceTokens // nil: no known-device tokens
+	deviceTokens DeviceTokens  // nil: no known-device tokens
 	media        *MediaOptions // nil: no media routes
 
 	ipLimit, userLimit, authLimit *ratelimit.Keyed
