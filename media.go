@@ -99,5 +99,5 @@ func SanitizeFilename(name string) string {
 		_, n := utf8.DecodeLastRuneInString(name)
 		name = name[:len(name)-n]
 	}
-	return strings.TrimRight(name, " ")
+	return strings.TrimRight(name, " .")
 }

@@ -132,6 +132,10 @@ type Options struct {
 	MetricsToken string
 	// Media, if set, serves media downloads (see MediaOptions).
 	Media *MediaOptions
+	// Uploads, if set, serves tus uploads at /v1/uploads and below
+	// (package media/upload) to authenticated callers; nil leaves the
+	// routes out.
+	Uploads func(w http.ResponseWriter, r *http.Request, p *parley.Principal)
 	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
 	// for a node that does not run the gateway role, whose port is for
 	// monitoring, not clients.
@@ -160,6 +164,10 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 	h.routes(metricsHandler, !opts.OpsOnly)
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
+	}
+	if opts.Uploads != nil && !opts.OpsOnly {
+		h.mux.Handle("/v1/uploads", h.authed(opts.Uploads))
+		h.mux.Handle("/v1/uploads/", h.authed(opts.Uploads))
 	}
 	return h
 }
