@@ -5,15 +5,21 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"image"
+	"image/color"
+	pngenc "image/png"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -400,4 +406,125 @@ func throughput(t *testing.T, url string, size int) float64 {
 		n++
 	}
 	return float64(n*size) / 1e6 / time.Since(start).Seconds()
+}
+
+// TestMediaUploadToDownload goes the whole way through the real binary: a
+// PNG uploaded with tus, processed, attached to a message (the ack carries
+// the processed fields), downloaded by the other member through the
+// redirect with bytes matching the attachment's sha256, its thumbnail
+// too; a non-member gets 404; a link past its expiry is 403 (links of one
+// second here: --media-url-ttl 1s --media-url-bucket 1s).
+func TestMediaUploadToDownload(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), nil, "--limits", "off", "--media-url-ttl", "1s", "--media-url-bucket", "1s")
+	_, alice := signup(t, p.base, "alice")
+	bobID, bob := signup(t, p.base, "bob")
+	_, carol := signup(t, p.base, "carol")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "pics", "members": []string{bobID}})
+	convID := conv["conversation"].(map[string]any)["id"].(string)
+
+	var png bytes.Buffer
+	img := image.NewNRGBA(image.Rect(0, 0, 640, 480))
+	for y := range 480 {
+		for x := range 640 {
+			img.Set(x, y, color.NRGBA{uint8(x), uint8(y), uint8(x ^ y), 255})
+		}
+	}
+	if err := pngenc.Encode(&png, img); err != nil {
+		t.Fatal(err)
+	}
+	mediaID := tusUpload(t, p.base, alice, convID, "gradient.png", png.Bytes())
+
+	sent := mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
+		"client_msg_id": "p1", "type": "image", "attachments": []map[string]any{{"media_id": mediaID}}})
+	att := sent["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
+	if att["content_type"] != "image/png" || att["width"] != 640.0 || att["height"] != 480.0 || att["thumbnail"] == nil || att["blurhash"] == nil {
+		t.Fatalf("attachment %v", att)
+	}
+
+	// Bob follows the redirect and gets the stored bytes.
+	res, body := fetchAuthed(t, p.base+"/v1/media/"+mediaID, bob)
+	sum := sha256.Sum256(body)
+	if res.StatusCode != 200 || hex.EncodeToString(sum[:]) != att["sha256"] || res.Header.Get("Content-Type") != "image/png" ||
+		res.Header.Get("Content-Disposition") != "" || res.Header.Get("ETag") != `"`+att["sha256"].(string)+`"` {
+		t.Fatalf("download: %d %v, sha256 match %v", res.StatusCode, res.Header, hex.EncodeToString(sum[:]) == att["sha256"])
+	}
+	res, body = fetchAuthed(t, p.base+"/v1/media/"+mediaID+"?variant=thumbnail", bob)
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "image/") || len(body) == 0 {
+		t.Fatalf("thumbnail: %d %q %d bytes", res.StatusCode, res.Header.Get("Content-Type"), len(body))
+	}
+	if code := mediaLinkCode(t, p.base, carol, mediaID); code != 404 {
+		t.Fatalf("non-member: %d", code)
+	}
+	// The info route answers the same object.
+	info := mustAPI(t, 200, "GET", p.base+"/v1/media/"+mediaID+"/info", bob, nil)
+	if info["sha256"] != att["sha256"] || info["media_id"] != mediaID {
+		t.Fatalf("info %v", info)
+	}
+
+	// Expiry: a one-second link is refused once exp has passed.
+	link := mediaLink(t, p.base, bob, mediaID)
+	exp, _ := strconv.ParseInt(link[strings.Index(link, "exp=")+4:strings.Index(link, "&")], 10, 64)
+	time.Sleep(time.Until(time.Unix(exp, 0)) + 100*time.Millisecond)
+	res, _ = fetch(t, p.base+link, nil)
+	if res.StatusCode != 403 || res.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("expired link: %d %q", res.StatusCode, res.Header.Get("Cache-Control"))
+	}
+}
+
+// tusUpload creates an upload and sends it in one PATCH (a minimal tus
+// 1.0 client), returning the media id once it is ready.
+func tusUpload(t *testing.T, base, token, convID, filename string, content []byte) string {
+	t.Helper()
+	meta := "conversation_id " + base64.StdEncoding.EncodeToString([]byte(convID)) + ",filename " + base64.StdEncoding.EncodeToString([]byte(filename))
+	req, _ := http.NewRequest("POST", base+"/v1/uploads", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", strconv.Itoa(len(content)))
+	req.Header.Set("Upload-Metadata", meta)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 201 {
+		t.Fatalf("tus create: %d %s", res.StatusCode, b)
+	}
+	loc, err := url.Parse(res.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseURL, _ := url.Parse(base)
+	req, _ = http.NewRequest("PATCH", baseURL.ResolveReference(loc).String(), bytes.NewReader(content))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 204 || res.Header.Get("Parley-Media-State") != "ready" {
+		t.Fatalf("tus patch: %d %v %s", res.StatusCode, res.Header, b)
+	}
+	return res.Header.Get("Parley-Media-Id")
+}
+
+// fetchAuthed GETs url with a token, following redirects.
+func fetchAuthed(t *testing.T, url, token string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, body
 }
