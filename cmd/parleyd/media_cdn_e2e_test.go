@@ -77,7 +77,16 @@ func TestMediaCDN(t *testing.T) {
 		Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:]), DeclaredSize: int64(len(content)),
 		CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(24 * time.Hour),
 	}
+	small := make([]byte, 100_000) // one slice
+	rand.Read(small)
+	smallSum := sha256.Sum256(small)
+	smallMedia := &parley.Media{
+		ID: parley.NewID(), UploaderID: aliceID, UploaderDeviceID: parley.NewID(), ConversationID: convID,
+		State: parley.MediaReady, ContentType: "image/webp", Size: int64(len(small)), SHA256: hex.EncodeToString(smallSum[:]),
+		DeclaredSize: int64(len(small)), CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(24 * time.Hour),
+	}
 	putMedia(t, data, media, content)
+	putMedia(t, data, smallMedia, small)
 
 	// 2. parleyd again, with nginx in front.
 	p = startParleyd(t, data, nil, "--limits", "off")
@@ -142,6 +151,24 @@ func TestMediaCDN(t *testing.T) {
 		t.Fatalf("parleyd served %d requests for two fetches, want %d (one per 1 MiB slice, once)", got, slices)
 	}
 	t.Logf("cache: first fetch MISS, second HIT; parleyd served %d slice requests, once", slices)
+
+	// A file of one slice: parleyd serves exactly one request for any
+	// number of fetches, and an image is not sent as an attachment.
+	mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
+		"client_msg_id": "m3", "type": "image", "attachments": []map[string]any{{"media_id": smallMedia.ID}}})
+	smallLink := mediaLink(t, p.base, bob, smallMedia.ID)
+	before = originRequests(t, p.base)
+	for i, want := range []string{"MISS", "HIT", "HIT"} {
+		res, body := fetch(t, cdn+smallLink, nil)
+		if res.StatusCode != 200 || !bytes.Equal(body, small) || res.Header.Get("X-Cache-Status") != want ||
+			res.Header.Get("Content-Disposition") != "" || res.Header.Get("Content-Type") != "image/webp" {
+			t.Fatalf("small fetch %d: %d %s (want %s) %v", i+1, res.StatusCode, res.Header.Get("X-Cache-Status"), want, res.Header)
+		}
+	}
+	if got := originRequests(t, p.base) - before; got != 1 {
+		t.Fatalf("parleyd served %d requests for three fetches of one small file, want 1", got)
+	}
+	t.Logf("cache: small file MISS, HIT, HIT; parleyd served 1 request")
 
 	// 5. Range: the right bytes, 206, from the cache.
 	from, to := 3<<20-100, 3<<20+99 // across a slice boundary
