@@ -127,7 +127,7 @@ func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, size, contentType, etag := parley.MediaOriginalKey(m.ID), m.Size, m.ContentType, `"`+m.SHA256+`"`
-	if m.Encrypted || contentType == "" {
+	if m.Encrypted {
 		contentType = "application/octet-stream"
 	}
 	if variant == variantThumbnail {
@@ -142,6 +142,9 @@ func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		size = info.Size
+	}
+	if contentType == "" {
+		contentType = "application/octet-stream" // never let ServeContent sniff
 	}
 	hdr.Set("Content-Type", contentType)
 	if m.SHA256 != "" {
