@@ -461,11 +461,28 @@ func TestMediaUploadToDownload(t *testing.T) {
 	}
 	mediaID := tusUpload(t, p.base, alice, convID, "gradient.png", png.Bytes())
 
-	sent := mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
-		"client_msg_id": "p1", "type": "image", "attachments": []map[string]any{{"media_id": mediaID}}})
-	att := sent["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
-	if att["content_type"] != "image/png" || att["width"] != 640.0 || att["height"] != 480.0 || att["thumbnail"] == nil || att["blurhash"] == nil {
-		t.Fatalf("attachment %v", att)
+	// Sent over the WebSocket: the ack and bob's live frame carry the
+	// processed fields.
+	aws, bws := connect(t, p.base, loginDevice(t, p.base, "alice", "ws")), connect(t, p.base, loginDevice(t, p.base, "bob", "ws"))
+	aws.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": convID, "client_msg_id": "p1", "message_type": "image",
+		"attachments": []map[string]any{{"media_id": mediaID}}})
+	var ack msgFrame
+	if err := aws.Expect("ack", "message", "presence", "typing", "receipt", "conversation").Decode(&ack); err != nil {
+		t.Fatal(err)
+	}
+	live := expectMessage(t, bws)
+	for _, m := range []parley.Message{ack.Message, live} {
+		if len(m.Attachments) != 1 {
+			t.Fatalf("message %+v: want one attachment", m)
+		}
+		a := m.Attachments[0]
+		if a.MediaID != mediaID || a.ContentType != "image/png" || a.Width != 640 || a.Height != 480 || a.Thumbnail == nil || a.Blurhash == "" || a.Filename != "gradient.png" {
+			t.Fatalf("attachment %+v", a)
+		}
+	}
+	att := mustAPI(t, 200, "GET", p.base+"/v1/conversations/"+convID+"/messages/1", bob, nil)["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
+	if att["sha256"] != live.Attachments[0].SHA256 {
+		t.Fatalf("GET of the message: attachment %v", att)
 	}
 
 	// Bob follows the redirect and gets the stored bytes.
