@@ -70,6 +70,9 @@ type Media struct {
 	CreatedAt        time.Time  `json:"created_at"`
 	ExpiresAt        time.Time  `json:"expires_at,omitzero"`
 	ConversationSeq  int64      `json:"conversation_seq,omitempty"`
+	// TusID is the tus store's id of the upload when it is not the media
+	// id (tusd's s3store appends "+<multipart id>"); "" otherwise.
+	TusID string `json:"-"`
 }
 
 // MediaOriginalKey is the BlobStore key of a media's stored original.

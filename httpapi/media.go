@@ -103,13 +103,12 @@ func hasThumbnail(m *parley.Media) bool {
 // SHA-256), and cacheable by anyone until the link expires: every member
 // gets the same link within a bucket, so a shared cache stores it once.
 func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
-	variant := r.PathValue("variant")
 	hdr := w.Header()
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Content-Security-Policy", "sandbox")
 	id, variant, exp, err := h.media.Links.VerifyLink(r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
-		h.metrics.MediaServed(variant, "forbidden", 0)
+		h.metrics.MediaServed(r.PathValue("variant"), "forbidden", 0)
 		hdr.Set("Cache-Control", "no-store")
 		h.writeError(w, r, parley.Errorf(parley.CodeForbidden, "this link is not valid (tampered with or expired)"))
 		return
@@ -128,7 +127,7 @@ func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, size, contentType, etag := parley.MediaOriginalKey(m.ID), m.Size, m.ContentType, `"`+m.SHA256+`"`
-	if m.Encrypted || contentType == "" {
+	if m.Encrypted {
 		contentType = "application/octet-stream"
 	}
 	if variant == variantThumbnail {
@@ -143,6 +142,9 @@ func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		size = info.Size
+	}
+	if contentType == "" {
+		contentType = "application/octet-stream" // never let ServeContent sniff
 	}
 	hdr.Set("Content-Type", contentType)
 	if m.SHA256 != "" {

@@ -26,6 +26,10 @@ func TestDecodeClientFrame(t *testing.T) {
 			}},
 		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","message_type":"image","body":"x","ttl_seconds":60,"future_field":1}`,
 			func(f ClientFrame) bool { return f.MessageType == parley.MessageImage && f.TTLSeconds == 60 }},
+		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","message_type":"image","attachments":[{"media_id":"m1","size":9},{"media_id":"m2"}]}`,
+			func(f ClientFrame) bool {
+				return len(f.Attachments) == 2 && f.Attachments[0].MediaID == "m1" && f.Attachments[1].MediaID == "m2" && f.Body == ""
+			}},
 		{`{"type":"delivered","conversation_id":"` + conv + `","seq":0}`, func(f ClientFrame) bool { return *f.Seq == 0 }},
 		{`{"type":"read","conversation_id":"` + conv + `","seq":7}`, func(f ClientFrame) bool { return *f.Seq == 7 }},
 		{`{"type":"typing","conversation_id":"` + conv + `","state":"start"}`, func(f ClientFrame) bool { return f.State == "start" }},
@@ -58,6 +62,9 @@ func TestDecodeClientFrame(t *testing.T) {
 		{`{"type":"ping"}}`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping"}]`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{}`, "needs a type", parley.CodeInvalidRequest, ""},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":[{"media_id":""}]}`, "needs a media_id", parley.CodeInvalidRequest, "r"},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":[` + strings.Repeat(`{"media_id":"m"},`, 10) + `{"media_id":"m"}]}`, "at most 10 attachments", parley.CodeInvalidRequest, "r"},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":"m"}`, "wrong JSON type", parley.CodeInvalidRequest, "r"},
 		{`{"type":"dance","id":"d1"}`, "unknown frame type", parley.CodeInvalidRequest, "d1"},
 		{`{"type":"send","id":"r2","conversation_id":"` + conv + `","seq":"x"}`, "field seq", parley.CodeInvalidRequest, "r2"},
 		{`{"type":"send","conversation_id":"` + conv + `"}`, "needs an id", parley.CodeInvalidRequest, ""},
@@ -148,6 +155,9 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"send","id":"r1","conversation_id":"c","client_msg_id":"c1","body":"hi"}`,
 		`{"type":"history","id":"h","conversation_id":"c","after":0,"limit":5}`,
 		`{"type":"read","conversation_id":"c","seq":3}`, `{"type":"typing","conversation_id":"c","state":"stop"}`,
+		`{"type":"send","id":"r2","conversation_id":"c","client_msg_id":"c2","attachments":[{"media_id":"m1"},{"media_id":"m2","size":3}]}`,
+		`{"type":"send","id":"r3","conversation_id":"c","client_msg_id":"c3","attachments":[{}]}`,
+		`{"type":"send","id":"r4","conversation_id":"c","client_msg_id":"c4","attachments":{"media_id":"m"}}`,
 		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{"type":"auth","id":"a","access_token":"t"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
 	} {
 		f.Add([]byte(s))
@@ -167,6 +177,14 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		case FrameSend, FrameHistory:
 			if fr.ID == "" || fr.ConversationID == "" {
 				t.Fatalf("%q accepted without id or conversation", data)
+			}
+			if len(fr.Attachments) > parley.MaxAttachments {
+				t.Fatalf("%q accepted with %d attachments", data, len(fr.Attachments))
+			}
+			for _, a := range fr.Attachments {
+				if a.MediaID == "" {
+					t.Fatalf("%q accepted an attachment without media_id", data)
+				}
 			}
 		case FrameDelivered, FrameRead:
 			if fr.Seq == nil || *fr.Seq < 0 {

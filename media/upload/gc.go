@@ -35,7 +35,7 @@ func (u *Uploads) Collect(ctx context.Context, now time.Time, limit int) (int, e
 
 // collect deletes one expired media: tus data, blobs, then the record.
 func (u *Uploads) collect(ctx context.Context, m *parley.Media) error {
-	lock, err := u.cfg.Locker.NewLock(m.ID)
+	lock, err := u.cfg.Locker.NewLock(tusID(m))
 	if err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func (u *Uploads) collect(ctx context.Context, m *parley.Media) error {
 		return err
 	}
 	defer lock.Unlock()
-	if up, err := u.composer.Core.GetUpload(ctx, m.ID); err == nil {
+	if up, err := u.composer.Core.GetUpload(ctx, tusID(m)); err == nil {
 		if err := u.terminate(ctx, up); err != nil && !errors.Is(err, handler.ErrNotFound) {
 			return err
 		}

@@ -2,7 +2,6 @@ package upload
 
 import (
 	"encoding/base64"
-	"fmt"
 	"mime"
 	"strings"
 
@@ -120,5 +119,5 @@ func clip(s string) string {
 	if len(s) > 32 {
 		s = s[:32] + "..."
 	}
-	return strings.ToValidUTF8(fmt.Sprintf("%s", s), "?")
+	return strings.ToValidUTF8(s, "?")
 }

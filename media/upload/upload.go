@@ -202,8 +202,83 @@ func (u *Uploads) Serve(w http.ResponseWriter, r *http.Request, p *parley.Princi
 			return
 		}
 	}
-	http.StripPrefix(strings.TrimSuffix(u.cfg.BasePath, "/"), u.tus).ServeHTTP(w, r.WithContext(ctx))
+	r = r.WithContext(ctx)
+	if id == "" {
+		w = &createWriter{ResponseWriter: w, u: u, ctx: ctx}
+	} else if m, err := u.cfg.Store.Media(ctx, id); err == nil && m.TusID != "" {
+		r.URL.Path = strings.TrimSuffix(u.cfg.BasePath, "/") + "/" + m.TusID
+		r.URL.RawPath = ""
+	}
+	http.StripPrefix(strings.TrimSuffix(u.cfg.BasePath, "/"), u.tus).ServeHTTP(w, r)
 }
+
+// mediaID is the media id of a tus upload id: the id itself, or its part
+// before "+" (tusd's s3store appends "+<multipart id>").
+func mediaID(tusID string) string {
+	id, _, _ := strings.Cut(tusID, "+")
+	return id
+}
+
+// tusID is the tus store's id of m's upload.
+func tusID(m *parley.Media) string {
+	if m.TusID != "" {
+		return m.TusID
+	}
+	return m.ID
+}
+
+// createWriter sees a creation's 201: when the tus store's id is not the
+// media id, it records it (before the client learns the upload) and
+// answers with a Location that ends in the media id.
+type createWriter struct {
+	http.ResponseWriter
+	u    *Uploads
+	ctx  context.Context
+	done bool
+}
+
+func (w *createWriter) WriteHeader(code int) {
+	if w.done {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.done = true
+	loc := w.Header().Get("Location")
+	if code != http.StatusCreated || loc == "" {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	tid := loc[strings.LastIndex(loc, "/")+1:]
+	id := mediaID(tid)
+	if tid != id {
+		_, err := w.u.cfg.Store.UpdateMedia(w.ctx, id, func(m *parley.Media) error {
+			m.TusID = tid
+			return nil
+		})
+		if err != nil {
+			w.u.cfg.Log.ErrorContext(w.ctx, "recording the tus id failed", "media_id", id, "err", err)
+			w.Header().Del("Location")
+			status, body := errorJSON(parley.Errorf(parley.CodeUnavailable, "upload could not be recorded; try again"))
+			w.Header().Set("Content-Type", "application/json")
+			w.ResponseWriter.WriteHeader(status)
+			_, _ = io.WriteString(w.ResponseWriter, body)
+			return
+		}
+		w.Header().Set("Location", strings.TrimSuffix(loc, tid)+id)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *createWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (tusd's deadlines) reach the
+// connection.
+func (w *createWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // owned returns the media id if p uploaded it; CodeNotFound otherwise, the
 // same for another's upload as for none.
@@ -271,7 +346,7 @@ func (u *Uploads) preCreate(ev handler.HookEvent) (handler.HTTPResponse, handler
 
 // preTerminate marks an abandoned upload for the collector.
 func (u *Uploads) preTerminate(ev handler.HookEvent) (handler.HTTPResponse, error) {
-	_, err := u.cfg.Store.UpdateMedia(ev.Context, ev.Upload.ID, func(m *parley.Media) error {
+	_, err := u.cfg.Store.UpdateMedia(ev.Context, mediaID(ev.Upload.ID), func(m *parley.Media) error {
 		m.State = parley.MediaDeleted
 		m.ExpiresAt = u.cfg.Now()
 		return nil
@@ -286,14 +361,14 @@ func (u *Uploads) preTerminate(ev handler.HookEvent) (handler.HTTPResponse, erro
 // the upload's lock; it answers with the media headers.
 func (u *Uploads) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) {
 	ctx := ev.Context
-	id := ev.Upload.ID
+	id := mediaID(ev.Upload.ID)
 	select {
 	case u.sem <- struct{}{}:
 	case <-ctx.Done():
 		return handler.HTTPResponse{}, tusError(parley.Errorf(parley.CodeUnavailable, "upload finished but the server is busy; HEAD it later"))
 	}
 	defer func() { <-u.sem }()
-	m, err := u.finish(ctx, id)
+	m, err := u.finish(ctx, id, ev.Upload.ID)
 	if err != nil {
 		u.cfg.Log.ErrorContext(ctx, "upload processing failed", "media_id", id, "err", err)
 		return handler.HTTPResponse{}, tusError(err)
@@ -310,7 +385,7 @@ func (u *Uploads) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) 
 // finish is preFinish's work: it returns the record as it ends (ready or
 // failed). An error is one of the server's (the upload stays uploading,
 // and the collector removes it when it expires).
-func (u *Uploads) finish(ctx context.Context, id string) (*parley.Media, error) {
+func (u *Uploads) finish(ctx context.Context, id, tid string) (*parley.Media, error) {
 	m, err := u.cfg.Store.UpdateMedia(ctx, id, func(m *parley.Media) error {
 		m.State = parley.MediaProcessing
 		return nil
@@ -318,9 +393,9 @@ func (u *Uploads) finish(ctx context.Context, id string) (*parley.Media, error) 
 	if err != nil {
 		return nil, err
 	}
-	upload, err := u.composer.Core.GetUpload(ctx, id)
+	upload, err := u.composer.Core.GetUpload(ctx, tid)
 	if err != nil {
-		return nil, fmt.Errorf("tus upload %s: %w", id, err)
+		return nil, fmt.Errorf("tus upload %s: %w", tid, err)
 	}
 	tmp, err := u.copyOut(ctx, upload)
 	if tmp != "" {

@@ -12,7 +12,7 @@ import (
 
 const mediaColumns = `id, uploader_id, uploader_device_id, conversation_id, state, encrypted, content_type,
 	filename, filename_key, size, sha256, width, height, duration_ms, thumb_width, thumb_height, thumb_type,
-	blurhash, fail_reason, declared_size, created_at, expires_at, conversation_seq`
+	blurhash, fail_reason, declared_size, created_at, expires_at, conversation_seq, tus_id`
 
 // mediaAD binds a media's sealed filename to the media.
 func mediaAD(id string) []byte { return []byte("media:" + id) }
@@ -40,10 +40,10 @@ func (s *Store) CreateMedia(ctx context.Context, m *parley.Media) error {
 	m.ExpiresAt = engine.NormalTime(m.ExpiresAt)
 	return s.write(ctx, true, func(t *txn) error {
 		_, err := t.exec(`INSERT INTO media (`+mediaColumns+`) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-			?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)`,
+			?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)`,
 			m.ID, m.UploaderID, m.UploaderDeviceID, m.ConversationID, string(m.State), m.Encrypted, m.ContentType,
 			name, key, m.Size, m.SHA256, m.Width, m.Height, m.DurationMS, m.ThumbWidth, m.ThumbHeight, m.ThumbType,
-			m.Blurhash, m.FailReason, m.DeclaredSize, engine.Millis(m.CreatedAt), nullMillis(m.ExpiresAt), m.ConversationSeq)
+			m.Blurhash, m.FailReason, m.DeclaredSize, engine.Millis(m.CreatedAt), nullMillis(m.ExpiresAt), m.ConversationSeq, m.TusID)
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "media %s exists", m.ID)
 		}
@@ -62,7 +62,7 @@ func (s *Store) scanMedia(row interface{ Scan(...any) error }) (parley.Media, er
 	var expires sql.NullInt64
 	err := row.Scan(&m.ID, &m.UploaderID, &m.UploaderDeviceID, &m.ConversationID, &m.State, &m.Encrypted, &m.ContentType,
 		&name, &key, &m.Size, &m.SHA256, &m.Width, &m.Height, &m.DurationMS, &m.ThumbWidth, &m.ThumbHeight, &m.ThumbType,
-		&m.Blurhash, &m.FailReason, &m.DeclaredSize, &created, &expires, &m.ConversationSeq)
+		&m.Blurhash, &m.FailReason, &m.DeclaredSize, &created, &expires, &m.ConversationSeq, &m.TusID)
 	if err != nil {
 		return m, err
 	}
@@ -117,9 +117,9 @@ func (s *Store) UpdateMedia(ctx context.Context, id string, change func(m *parle
 		}
 		_, err = t.exec(`UPDATE media SET state = ?2, encrypted = ?3, content_type = ?4, filename = ?5, filename_key = ?6,
 			size = ?7, sha256 = ?8, width = ?9, height = ?10, duration_ms = ?11, thumb_width = ?12, thumb_height = ?13,
-			thumb_type = ?14, blurhash = ?15, fail_reason = ?16, expires_at = ?17, conversation_seq = ?18 WHERE id = ?1`,
+			thumb_type = ?14, blurhash = ?15, fail_reason = ?16, expires_at = ?17, conversation_seq = ?18, tus_id = ?19 WHERE id = ?1`,
 			id, string(m.State), m.Encrypted, m.ContentType, name, key, m.Size, m.SHA256, m.Width, m.Height, m.DurationMS,
-			m.ThumbWidth, m.ThumbHeight, m.ThumbType, m.Blurhash, m.FailReason, nullMillis(m.ExpiresAt), m.ConversationSeq)
+			m.ThumbWidth, m.ThumbHeight, m.ThumbType, m.Blurhash, m.FailReason, nullMillis(m.ExpiresAt), m.ConversationSeq, m.TusID)
 		if err != nil {
 			return s.internal("update media", err)
 		}

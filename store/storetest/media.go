@@ -48,12 +48,13 @@ func testMedia(t *testing.T, f *fixture) {
 		m.Blurhash = "LEHV6nWB2yk8pyo0adR*.7kCMdnj"
 		m.ExpiresAt = time.Time{}
 		m.ConversationSeq = 42
+		m.TusID = m.ID + "+multipart"
 		m.DeclaredSize = 1 // not stored
 		return nil
 	})
 	if err != nil || up.State != parley.MediaReady || up.Filename != "" || up.Size != 900 || up.Width != 1024 || up.Height != 768 ||
 		up.ThumbWidth != 320 || up.ThumbHeight != 240 || up.ThumbType != "image/jpeg" || up.Blurhash == "" || !up.ExpiresAt.IsZero() ||
-		up.ConversationSeq != 42 || up.DeclaredSize != 1000 || up.ContentType != "image/png" || up.SHA256 == "" {
+		up.ConversationSeq != 42 || up.TusID != m.ID+"+multipart" || up.DeclaredSize != 1000 || up.ContentType != "image/png" || up.SHA256 == "" {
 		t.Fatalf("UpdateMedia = %+v, %v", up, err)
 	}
 	if again, err := f.s.Media(f.ctx, m.ID); err != nil || *again != *up {

@@ -1,6 +1,7 @@
 -- 0009: media records (parley.Media, docs/design/media.md). filename is
 -- sealed with the store's Sealer (bound to "media:<id>"), filename_key its
--- key id; empty when there is none. expires_at is NULL once a message
+-- key id; empty when there is none. tus_id is
+-- the tus store's id of the upload when it differs from id (S3). expires_at is NULL once a message
 -- references the media.
 CREATE TABLE media (
 	id                 text PRIMARY KEY,
@@ -25,7 +26,8 @@ CREATE TABLE media (
 	declared_size      bigint NOT NULL,
 	created_at         bigint NOT NULL,
 	expires_at         bigint,
-	conversation_seq   bigint NOT NULL
+	conversation_seq   bigint NOT NULL,
+	tus_id             text NOT NULL DEFAULT ''
 );
 CREATE INDEX media_uploader ON media (uploader_id, created_at);
 CREATE INDEX media_expiry ON media (expires_at) WHERE expires_at IS NOT NULL;

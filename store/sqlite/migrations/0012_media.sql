@@ -1,6 +1,7 @@
 -- 0012: media records (parley.Media, docs/design/media.md). filename is
 -- sealed with the store's Sealer (bound to "media:<id>"), filename_key its
--- key id; empty when there is none. expires_at is NULL once a message
+-- key id; empty when there is none. tus_id is
+-- the tus store's id of the upload when it differs from id (S3). expires_at is NULL once a message
 -- references the media.
 CREATE TABLE media (
 	id                 TEXT PRIMARY KEY,
@@ -25,7 +26,8 @@ CREATE TABLE media (
 	declared_size      INTEGER NOT NULL,
 	created_at         INTEGER NOT NULL,
 	expires_at         INTEGER,
-	conversation_seq   INTEGER NOT NULL
+	conversation_seq   INTEGER NOT NULL,
+	tus_id             TEXT NOT NULL DEFAULT ''
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX media_uploader ON media (uploader_id, created_at);
 CREATE INDEX media_expiry ON media (expires_at) WHERE expires_at IS NOT NULL;
