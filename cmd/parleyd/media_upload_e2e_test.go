@@ -238,7 +238,10 @@ func TestMediaUploadResume(t *testing.T) {
 	if off < 1<<20 || off > int64(cut) {
 		t.Fatalf("offset after the cut = %d, want 1 MiB..%d", off, cut)
 	}
+	start := time.Now()
 	last := n.alice.upload(loc, off, data, 1<<20)
+	t.Logf("resumed %d bytes in 1 MiB PATCHes, processing and storing included: %.1f MB/s",
+		int64(len(data))-off, float64(int64(len(data))-off)/1e6/time.Since(start).Seconds())
 	if last.Header.Get("Parley-Media-Id") != id || last.Header.Get("Parley-Media-State") != "ready" {
 		t.Fatalf("final PATCH headers: %v", last.Header)
 	}
