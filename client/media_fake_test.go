@@ -169,6 +169,17 @@ func TestUploadRefused(t *testing.T) {
 	}
 }
 
+// An upload the server could not process is an error with its reason.
+func TestUploadFailedProcessing(t *testing.T) {
+	f, srv := fakemedia.New(t)
+	f.FailReason = "image too large: 40000x40000 pixels"
+	path, _ := randomFile(t, 5000)
+	res, err := fakeClient(srv).UploadFile(testCtx(t), "conv1", path, UploadOptions{})
+	if err == nil || !strings.Contains(err.Error(), "40000x40000") || res == nil || res.State != "failed" {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
 // An expired access token is refreshed and the request repeated.
 func TestUploadRefreshesToken(t *testing.T) {
 	f, srv := fakemedia.New(t)

@@ -236,6 +236,7 @@ type uploader struct {
 	opts UploadOptions
 
 	url    string // the upload's URL, once created
+	reason string // Parley-Media-Error of a failed upload
 	key    string // the resume store's key ("" without one)
 	offset int64  // confirmed by the server
 }
@@ -320,7 +321,11 @@ func (u *uploader) run(ctx context.Context) (*UploadResult, error) {
 	u.forget()
 	res.MediaID, res.State = mediaID, state
 	if state == "failed" {
-		return res, parley.Errorf(parley.CodeInvalidRequest, "upload %s: the server could not process it", mediaID)
+		reason := u.reason
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return res, parley.Errorf(parley.CodeInvalidRequest, "upload %s: the server could not process it: %s", mediaID, reason)
 	}
 	a, err := u.c.MediaInfo(ctx, mediaID)
 	if err != nil {
@@ -485,6 +490,7 @@ func (u *uploader) patch(ctx context.Context) (mediaID, state string, err error)
 		}
 		u.offset = off
 		mediaID, state = resp.Header.Get("Parley-Media-Id"), resp.Header.Get("Parley-Media-State")
+		u.reason = resp.Header.Get("Parley-Media-Error")
 		return nil
 	})
 	return mediaID, state, err

@@ -44,9 +44,10 @@ type Server struct {
 	CutUploadAt   int64 // drop the connection when the upload has this many bytes (0: never)
 	CutDownloadAt int64 // drop the download after this many bytes (0: never)
 	cutDone       bool
-	CreateErr     *Err // refuse creations with this
-	ExpireOnce    bool // answer the next authed request with token_expired
-	ChangeETag    bool // serve resumed downloads with another ETag
+	CreateErr     *Err   // refuse creations with this
+	ExpireOnce    bool   // answer the next authed request with token_expired
+	ChangeETag    bool   // serve resumed downloads with another ETag
+	FailReason    string // if set, finished uploads end failed with this Parley-Media-Error
 	LastMeta      map[string]string
 	AuthOnLink    []string         // Authorization headers seen on /m/
 	Messages      []parley.Message // sent with POST /v1/conversations/{id}/messages
@@ -166,7 +167,7 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			WriteErr(w, 404, parley.CodeNotFound, "no such media")
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"attachment": f.attachment(up)})
+		json.NewEncoder(w).Encode(f.attachment(up)) // bare, as parleyd answers
 	case strings.HasPrefix(p, "/v1/media/"):
 		if !f.authed(w, r) {
 			return
@@ -297,7 +298,15 @@ func (f *Server) patch(w http.ResponseWriter, r *http.Request, up *Upload) {
 	w.Header().Set("Upload-Offset", strconv.FormatInt(n, 10))
 	if n == up.length {
 		w.Header().Set("Parley-Media-Id", up.ID)
-		w.Header().Set("Parley-Media-State", "ready")
+		f.Mu.Lock()
+		reason := f.FailReason
+		f.Mu.Unlock()
+		if reason != "" {
+			w.Header().Set("Parley-Media-State", "failed")
+			w.Header().Set("Parley-Media-Error", reason)
+		} else {
+			w.Header().Set("Parley-Media-State", "ready")
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
