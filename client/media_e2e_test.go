@@ -189,6 +189,37 @@ func TestMediaEndToEnd(t *testing.T) {
 	if n != size || sha256.Sum256(buf.Bytes()) != sum {
 		t.Fatalf("downloaded %d bytes (%s), not the same", n, ct)
 	}
+	// Over the WebSocket too: Send carries the attachment in the send
+	// frame, and the ack has it filled in.
+	small, err := alice.Upload(ctx, conv.ID, bytes.NewReader([]byte("a small note")), 12, client.UploadOptions{Filename: "note.txt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	wm, err := alice.Send(ctx, conv.ID, "", client.WithType(parley.MessageFile), client.WithAttachments(small.MediaID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wm.Attachments) != 1 || wm.Attachments[0].MediaID != small.MediaID || wm.Attachments[0].Size != 12 || wm.Attachments[0].Filename != "note.txt" {
+		t.Fatalf("ack %+v", wm)
+	}
+	col.waitFor(t, 30*time.Second, "the WebSocket-sent message at bob", func(evs []client.Event) bool {
+		for _, e := range evs {
+			if e.Kind == client.EventMessage && e.Message.Seq == wm.Seq && len(e.Message.Attachments) == 1 &&
+				e.Message.Attachments[0].MediaID == small.MediaID {
+				return true
+			}
+		}
+		return false
+	})
+	buf.Reset()
+	if _, _, err := bob.Download(ctx, small.MediaID, "", &buf); err != nil || buf.String() != "a small note" {
+		t.Fatalf("small download %q %v", buf.String(), err)
+	}
+
 	// A second send of the same media is refused.
 	if _, err := alice.SendREST(ctx, conv.ID, "again", client.WithAttachments(res.MediaID)); parley.ErrorCode(err) != parley.CodeInvalidRequest {
 		t.Fatalf("attaching twice: %v", err)
