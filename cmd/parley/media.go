@@ -180,6 +180,7 @@ func (k *cli) download(ctx context.Context, args []string) error {
 		dest = pos[1]
 	}
 	named := false // the name is ours: a thumbnail's extension follows its type
+	total := int64(-1)
 	if dest == "" || isDir(dest) {
 		named = true
 		// The name comes from the attachment (its info); without it,
@@ -187,6 +188,9 @@ func (k *cli) download(ctx context.Context, args []string) error {
 		var a *parley.Attachment
 		if info, err := k.c.MediaInfo(ctx, id); err == nil {
 			a = info
+			if !thumb && a.Size > 0 {
+				total = a.Size
+			}
 		}
 		dest = filepath.Join(dest, defaultFilename(id, a, thumb))
 	}
@@ -201,7 +205,7 @@ func (k *cli) download(ctx context.Context, args []string) error {
 	}
 	defer os.Remove(tmp.Name()) // after the rename it is gone already
 	bar := k.progressBar(filepath.Base(dest))
-	n, ct, err := k.c.Download(ctx, id, variant, &countingWriter{w: tmp, report: func(n int64) { bar.update(n, -1) }})
+	n, ct, err := k.c.Download(ctx, id, variant, &countingWriter{w: tmp, report: func(n int64) { bar.update(n, total) }})
 	bar.done(err)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr

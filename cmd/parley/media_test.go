@@ -117,6 +117,30 @@ func TestSendFileAndDownloadFake(t *testing.T) {
 	}
 }
 
+// On a terminal the bar is redrawn in place; elsewhere a line per 10%.
+func TestProgressBar(t *testing.T) {
+	var buf bytes.Buffer
+	k := &cli{env: env{stderr: &buf}}
+	p := k.progressBar("x.bin")
+	p.tty = true
+	p.update(0, 4<<20)
+	p.update(4<<20, 4<<20)
+	p.done(nil)
+	out := buf.String()
+	if !strings.HasPrefix(out, "\rx.bin [") || !strings.Contains(out, "\rx.bin [==============================] 100% 4.2 MB/4.2 MB") || !strings.HasSuffix(out, "done\n") {
+		t.Fatalf("%q", out)
+	}
+	buf.Reset()
+	p = k.progressBar("x.bin")
+	for sent := int64(0); sent <= 1000; sent += 50 {
+		p.update(sent, 1000)
+	}
+	p.done(nil)
+	if lines := strings.Count(buf.String(), "\n"); lines != 11 || strings.Contains(buf.String(), "\r") {
+		t.Fatalf("%d lines: %q", lines, buf.String())
+	}
+}
+
 func TestFormatAttachment(t *testing.T) {
 	for _, c := range []struct {
 		a    parley.Attachment
