@@ -236,3 +236,28 @@ func FuzzParseMediaLink(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkMediaLink: signing (every GET /v1/media) and parsing plus
+// verifying (every /m/ request that reaches parleyd).
+func BenchmarkMediaLink(b *testing.B) {
+	l, err := NewMediaLinks([][]byte{testMasterKey(1), testMasterKey(2)}, MediaLinkOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	link, _ := l.Sign(testMediaID, MediaOriginal)
+	path, query, _ := strings.Cut(link, "?")
+	b.Run("Sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			l.Sign(testMediaID, MediaOriginal)
+		}
+	})
+	b.Run("Verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, _, err := l.VerifyLink(path, query); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -55,6 +55,8 @@ func (s *Service) attachments(ctx context.Context, p *parley.Principal, conversa
 			return nil, parley.Errorf(parley.CodeInvalidRequest, "attachment %s is already attached to a message", ref.MediaID)
 		case m.State != parley.MediaReady:
 			return nil, parley.Errorf(parley.CodeInvalidRequest, "attachment %s is not ready (state %s)", ref.MediaID, m.State)
+		case !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(s.cfg.Now()):
+			return nil, parley.Errorf(parley.CodeInvalidRequest, "attachment %s has expired (upload it again)", ref.MediaID)
 		}
 		out = append(out, parley.AttachmentOf(m))
 	}

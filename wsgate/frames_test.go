@@ -124,6 +124,14 @@ func TestServerFramesGolden(t *testing.T) {
 			{Conversation: ConversationRef{ID: "01936f4e-8c2a-7b3d-9f10-000000000001"}, Removed: true, Messages: []parley.Message{}},
 		}},
 		"authenticated": AuthenticatedFrame{Type: FrameAuthenticated, ID: "a1", TokenExpires: at.Add(15 * time.Minute)},
+		"message_attachments": MessageFrame{Type: FrameMessage, Message: &parley.Message{
+			ID: msg.ID, ConversationID: msg.ConversationID, Seq: 43, SenderID: msg.SenderID, SenderDeviceID: msg.SenderDeviceID,
+			ClientMsgID: "c-18", Type: parley.MessageImage, CreatedAt: at, Attachments: []parley.Attachment{
+				{MediaID: "01936f4f-0a1b-7c2d-8e3f-405162738495", ContentType: "image/jpeg", Size: 48213,
+					SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Filename: "beach.jpg",
+					Width: 1024, Height: 768, Thumbnail: &parley.Thumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"},
+				{MediaID: "01936f4f-0a1b-7c2d-8e3f-405162738496", ContentType: "application/octet-stream", Size: 1 << 20, Encrypted: true},
+			}}},
 	}
 	for name, frame := range frames {
 		got, err := Encode(frame)

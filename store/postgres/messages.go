@@ -196,6 +196,7 @@ type appendRound struct {
 type mediaAttachRow struct {
 	uploaderID, conversationID, state string
 	conversationSeq                   int64
+	expiresAt                         *int64
 }
 
 // queueAppendReads queues on b the reads of a round of appends (no two
@@ -222,12 +223,12 @@ func queueAppendReads(b *pgx.Batch, jobs []*job) *appendRound {
 	if len(mediaIDs) > 0 {
 		// Locked until the commit: processing or the garbage collector
 		// cannot change them between this check and the attach.
-		b.Queue(`SELECT id, uploader_id, conversation_id, state, conversation_seq FROM media
+		b.Queue(`SELECT id, uploader_id, conversation_id, state, conversation_seq, expires_at FROM media
 			WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, mediaIDs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var id string
 				var m mediaAttachRow
-				if err := rows.Scan(&id, &m.uploaderID, &m.conversationID, &m.state, &m.conversationSeq); err != nil {
+				if err := rows.Scan(&id, &m.uploaderID, &m.conversationID, &m.state, &m.conversationSeq, &m.expiresAt); err != nil {
 					return err
 				}
 				r.media[id] = &m
@@ -412,7 +413,11 @@ func checkAttachments(m *parley.Message, media map[string]*mediaAttachRow, attac
 		if attached[at.MediaID] {
 			seq = -1
 		}
-		if err := engine.CheckAttach(m, at.MediaID, found, row.uploaderID, row.conversationID, parley.MediaState(row.state), seq); err != nil {
+		var expires int64
+		if row.expiresAt != nil {
+			expires = *row.expiresAt
+		}
+		if err := engine.CheckAttach(m, at.MediaID, found, row.uploaderID, row.conversationID, parley.MediaState(row.state), seq, expires); err != nil {
 			return err
 		}
 	}

@@ -471,13 +471,14 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 func (s *Store) attachMedia(t *txn, m *parley.Message, seq int64, mediaID string) error {
 	var uploader, conv, state string
 	var convSeq int64
-	err := t.queryRow(`SELECT uploader_id, conversation_id, state, conversation_seq FROM media WHERE id = ?`, mediaID).
-		Scan(&uploader, &conv, &state, &convSeq)
+	var expires sql.NullInt64
+	err := t.queryRow(`SELECT uploader_id, conversation_id, state, conversation_seq, expires_at FROM media WHERE id = ?`, mediaID).
+		Scan(&uploader, &conv, &state, &convSeq, &expires)
 	found := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return s.internal("attach media", err)
 	}
-	if err := engine.CheckAttach(m, mediaID, found, uploader, conv, parley.MediaState(state), convSeq); err != nil {
+	if err := engine.CheckAttach(m, mediaID, found, uploader, conv, parley.MediaState(state), convSeq, expires.Int64); err != nil {
 		return err
 	}
 	if _, err := t.exec(`UPDATE media SET conversation_seq = ?, expires_at = NULL WHERE id = ?`, seq, mediaID); err != nil {

@@ -93,6 +93,11 @@ func testAttachments(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	fresh := f.readyMedia(alice, c)
+	expired := f.media(alice.ID, c.ID, 10)
+	expired.State, expired.ExpiresAt = parley.MediaReady, f.now.Add(-time.Second)
+	if err := f.s.CreateMedia(f.ctx, expired); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		media *parley.Media
@@ -103,6 +108,7 @@ func testAttachments(t *testing.T, f *fixture) {
 		{"another conversation's", elsewhere, "another conversation"},
 		{"not ready", uploading, "not ready"},
 		{"attached already", a1, "already attached"},
+		{"expired", expired, "expired"},
 	} {
 		lastSeq := f.conversation(c.ID).LastSeq
 		bad := f.message(c, alice, "bad")

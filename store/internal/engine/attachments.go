@@ -51,10 +51,12 @@ func attachmentsAD(messageID string) []byte { return []byte("attachments:" + mes
 
 // CheckAttach says whether the media record read inside an append's
 // transaction (found false: there is none) may be attached to m: uploaded
-// by m's sender for m's conversation, ready, and not attached yet. The
+// by m's sender for m's conversation, ready, not attached yet, and not
+// expired at m.CreatedAt (expiresAt in Unix milliseconds, 0 for none: the
+// garbage collector may be deleting an expired one). The
 // error is CodeInvalidRequest naming the media id, the same text for an
 // unknown media and another user's (neither is the sender's to know).
-func CheckAttach(m *parley.Message, mediaID string, found bool, uploaderID, conversationID string, state parley.MediaState, conversationSeq int64) error {
+func CheckAttach(m *parley.Message, mediaID string, found bool, uploaderID, conversationID string, state parley.MediaState, conversationSeq, expiresAt int64) error {
 	switch {
 	case !found || uploaderID != m.SenderID:
 		return parley.Errorf(parley.CodeInvalidRequest, "attachment %s: no such media of yours", mediaID)
@@ -64,6 +66,8 @@ func CheckAttach(m *parley.Message, mediaID string, found bool, uploaderID, conv
 		return parley.Errorf(parley.CodeInvalidRequest, "attachment %s is already attached to a message", mediaID)
 	case state != parley.MediaReady:
 		return parley.Errorf(parley.CodeInvalidRequest, "attachment %s is not ready (state %s)", mediaID, state)
+	case expiresAt != 0 && expiresAt <= Millis(m.CreatedAt):
+		return parley.Errorf(parley.CodeInvalidRequest, "attachment %s has expired (upload it again)", mediaID)
 	}
 	return nil
 }
