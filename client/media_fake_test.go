@@ -153,6 +153,45 @@ func TestUploadResumesAcrossProcesses(t *testing.T) {
 	}
 }
 
+// A stored URL of an upload the server no longer has, or of another
+// length, is dropped and a new upload made.
+func TestUploadStaleResumeEntry(t *testing.T) {
+	f, srv := fakemedia.New(t)
+	_, data := randomFile(t, 5000)
+	store := &FileResumeStore{Path: filepath.Join(t.TempDir(), "uploads.json")}
+	c := fakeClient(srv)
+	// Another upload (of 100 bytes), stored under the key of the
+	// 5000-byte upload.
+	first, err := c.Upload(testCtx(t), "conv1", bytes.NewReader(make([]byte, 100)), 100, UploadOptions{Fingerprint: "fp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := resumeKey(c, "conv1", "fp")
+	if err := store.Set(key, srv.URL+"/v1/uploads/"+first.MediaID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Upload(testCtx(t), "conv1", bytes.NewReader(data), int64(len(data)), UploadOptions{Resume: store, Fingerprint: "fp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Mu.Lock()
+	got := f.Uploads[res.MediaID].Data
+	f.Mu.Unlock()
+	if res.MediaID == first.MediaID || res.Resumed || !bytes.Equal(got, data) {
+		t.Fatalf("%+v", res)
+	}
+	// Gone: the same.
+	if err := store.Set(key, srv.URL+"/v1/uploads/nope"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = c.Upload(testCtx(t), "conv1", bytes.NewReader(data), int64(len(data)), UploadOptions{Resume: store, Fingerprint: "fp"}); err != nil || res.Resumed {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if m, _ := store.load(); len(m) != 0 {
+		t.Fatalf("store %v", m)
+	}
+}
+
 // A refusal at creation is the server's error, not retried.
 func TestUploadRefused(t *testing.T) {
 	f, srv := fakemedia.New(t)

@@ -244,17 +244,17 @@ type uploader struct {
 func (u *uploader) run(ctx context.Context) (*UploadResult, error) {
 	res := &UploadResult{}
 	if u.opts.Resume != nil && u.opts.Fingerprint != "" {
-		h := sha256.Sum256([]byte(u.c.cfg.Server + "\x00" + u.c.Tokens().UserID + "\x00" + u.conv + "\x00" + u.opts.Fingerprint))
-		u.key = hex.EncodeToString(h[:16])
+		u.key = resumeKey(u.c, u.conv, u.opts.Fingerprint)
 		if saved, ok := u.opts.Resume.Get(u.key); ok {
 			off, _, err := u.head(ctx, saved)
 			switch {
 			case err == nil:
 				u.url, u.offset, res.Resumed = saved, off, off > 0
-			case isGone(err):
-				_ = u.opts.Resume.Delete(u.key) // expired or finished: start afresh
+			case retryable(err):
+				return nil, err // the server is unreachable: try again later
 			default:
-				return nil, err
+				// Expired, finished, or not this upload: start afresh.
+				_ = u.opts.Resume.Delete(u.key)
 			}
 		}
 	}
@@ -336,6 +336,13 @@ func (u *uploader) run(ctx context.Context) (*UploadResult, error) {
 		res.State = "ready"
 	}
 	return res, nil
+}
+
+// resumeKey is the resume store's key of an upload: the server, the
+// user, the conversation and the content's fingerprint.
+func resumeKey(c *Client, conv, fingerprint string) string {
+	h := sha256.Sum256([]byte(c.cfg.Server + "\x00" + c.Tokens().UserID + "\x00" + conv + "\x00" + fingerprint))
+	return hex.EncodeToString(h[:16])
 }
 
 func (u *uploader) forget() {
