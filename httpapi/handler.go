@@ -133,8 +133,8 @@ type Options struct {
 	// Media, if set, serves media downloads (see MediaOptions).
 	Media *MediaOptions
 	// Uploads, if set, serves tus uploads at /v1/uploads and below
-	// (package media/upload) to authenticated callers; nil leaves the
-	// routes out.
+	// (package media/upload) to authenticated callers (PATCHes are not
+	// held to the per-user rate limit); nil leaves the routes out.
 	Uploads func(w http.ResponseWriter, r *http.Request, p *parley.Principal)
 	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
 	// for a node that does not run the gateway role, whose port is for
@@ -166,8 +166,13 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
 	}
 	if opts.Uploads != nil && !opts.OpsOnly {
-		h.mux.Handle("/v1/uploads", h.authed(opts.Uploads))
-		h.mux.Handle("/v1/uploads/", h.authed(opts.Uploads))
+		// An upload's PATCHes are not held to the per-user request rate:
+		// a fast link sends many chunks a second, and their bytes are
+		// bounded by the size limit and the quotas instead. Creations
+		// and the rest are.
+		limited := func(r *http.Request) bool { return r.Method != http.MethodPatch }
+		h.mux.Handle("/v1/uploads", h.authedLimit(opts.Uploads, limited))
+		h.mux.Handle("/v1/uploads/", h.authedLimit(opts.Uploads, limited))
 	}
 	return h
 }

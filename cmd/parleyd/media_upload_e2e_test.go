@@ -238,7 +238,10 @@ func TestMediaUploadResume(t *testing.T) {
 	if off < 1<<20 || off > int64(cut) {
 		t.Fatalf("offset after the cut = %d, want 1 MiB..%d", off, cut)
 	}
+	start := time.Now()
 	last := n.alice.upload(loc, off, data, 1<<20)
+	t.Logf("resumed %d bytes in 1 MiB PATCHes, processing and storing included: %.1f MB/s",
+		int64(len(data))-off, float64(int64(len(data))-off)/1e6/time.Since(start).Seconds())
 	if last.Header.Get("Parley-Media-Id") != id || last.Header.Get("Parley-Media-State") != "ready" {
 		t.Fatalf("final PATCH headers: %v", last.Header)
 	}
@@ -438,5 +441,34 @@ func TestMediaUploadExpiry(t *testing.T) {
 	st, _ := n.stopAndOpen(t)
 	if _, err := st.Media(context.Background(), id); parley.ErrorCode(err) != parley.CodeNotFound {
 		t.Fatalf("record after expiry: %v", err)
+	}
+}
+
+// TestMediaUploadChunksNotRateLimited: with the per-user limit at 1
+// request a second, an upload's many PATCHes all go through, while other
+// requests are still limited.
+func TestMediaUploadChunksNotRateLimited(t *testing.T) {
+	data := t.TempDir()
+	p := startParleyd(t, data, nil, "--user-rate", "1", "--user-burst", "3")
+	_, aliceTok := signup(t, p.base, "alice")
+	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
+	c := tusClient{t, p.base, aliceTok}
+	time.Sleep(3 * time.Second) // the burst refills
+	payload := bytes.Repeat([]byte("z"), 20*1000)
+	status, loc, body := c.create(int64(len(payload)), map[string]string{"conversation_id": conv})
+	if status != 201 {
+		t.Fatalf("create: %d %v", status, body)
+	}
+	if res := c.upload(loc, 0, payload, 1000); res.Header.Get("Parley-Media-State") != "ready" {
+		t.Fatalf("20 PATCHes: %v", res.Header)
+	}
+	limited := false
+	for range 5 {
+		if code, _ := api(t, http.DefaultClient, "GET", p.base+"/v1/me", aliceTok, nil); code == http.StatusTooManyRequests {
+			limited = true
+		}
+	}
+	if !limited {
+		t.Fatal("other requests are no longer limited")
 	}
 }

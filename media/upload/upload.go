@@ -161,6 +161,7 @@ func New(cfg Config) (*Uploads, error) {
 // POST to the base path, HEAD, PATCH or DELETE to base path + id.
 func (u *Uploads) Serve(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
 	ctx := context.WithValue(r.Context(), principalKey{}, p)
+	var m *parley.Media // the upload's record, for requests naming one
 	rest := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(u.cfg.BasePath, "/"))
 	id := strings.Trim(rest, "/")
 	switch {
@@ -182,7 +183,8 @@ func (u *Uploads) Serve(w http.ResponseWriter, r *http.Request, p *parley.Princi
 		writeError(w, parley.Errorf(parley.CodeNotFound, "no such route"))
 		return
 	default:
-		m, err := u.owned(ctx, id, p)
+		var err error
+		m, err = u.owned(ctx, id, p)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -205,7 +207,7 @@ func (u *Uploads) Serve(w http.ResponseWriter, r *http.Request, p *parley.Princi
 	r = r.WithContext(ctx)
 	if id == "" {
 		w = &createWriter{ResponseWriter: w, u: u, ctx: ctx}
-	} else if m, err := u.cfg.Store.Media(ctx, id); err == nil && m.TusID != "" {
+	} else if m.TusID != "" {
 		r.URL.Path = strings.TrimSuffix(u.cfg.BasePath, "/") + "/" + m.TusID
 		r.URL.RawPath = ""
 	}
