@@ -56,6 +56,10 @@ type Message struct {
 	// Deleted and Withheld set) and to its sender as an ordinary
 	// message, without this field.
 	Withheld bool `json:"withheld,omitempty"`
+	// Attachments are the media the message carries (at most
+	// MaxAttachments), in the order the sender gave them; none on a
+	// tombstone.
+	Attachments []Attachment `json:"attachments,omitempty"`
 }
 
 // HistoryQuery selects a page of a conversation's history. At most one of
@@ -84,6 +88,21 @@ const (
 	EstimatedMemberBytes       = 160
 	EstimatedMessageBytes      = 400
 )
+
+// EstimatedAttachmentBytes is the JSON size of one attachment object
+// without its filename, for reply budgets.
+const EstimatedAttachmentBytes = 400
+
+// EstimatedSize estimates m's JSON size for reply budgets: the fields
+// around the body, the body and filenames as escaped, and
+// EstimatedAttachmentBytes per attachment.
+func EstimatedSize(m *Message) int {
+	n := EstimatedMessageBytes + JSONLen(m.Body)
+	for i := range m.Attachments {
+		n += EstimatedAttachmentBytes + JSONLen(m.Attachments[i].Filename)
+	}
+	return n
+}
 
 // ReplyBudget bounds the messages of one history reply, in bytes of
 // JSON, on REST (GET .../messages, counted exactly) and on the WebSocket

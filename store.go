@@ -270,7 +270,38 @@ type Store interface {
 	// have no side effects. If change fails, nothing changes and its error
 	// is returned. Names put or deleted must start with prefix.
 	UpdateSecrets(ctx context.Context, prefix string, change func(current map[string][]byte) (put map[string][]byte, del []string, err error)) error
+
+	// CreateMedia inserts a media record (see Media; every field set by
+	// the caller), its Filename sealed at rest bound to the id.
+	// CodeConflict if the id exists.
+	CreateMedia(ctx context.Context, m *Media) error
+	// Media returns a media record by id, whatever its state; CodeNotFound
+	// if none.
+	Media(ctx context.Context, id string) (*Media, error)
+	// UpdateMedia loads a media record inside a write transaction, calls
+	// change with it, and stores every field but ID, UploaderID,
+	// UploaderDeviceID, ConversationID, CreatedAt and DeclaredSize as change
+	// left them, atomically. If change fails, nothing is written and its
+	// error is returned; change may run more than once, runs on the store's
+	// writer and must not call the Store. Returns the stored record;
+	// CodeNotFound if there is none.
+	UpdateMedia(ctx context.Context, id string, change func(m *Media) error) (*Media, error)
+	// MediaUsage returns the bytes of userID's media for quotas: created,
+	// the DeclaredSize of every upload created at or after since (whatever
+	// became of it, so deleting does not give the daily allowance back);
+	// stored, the bytes held now (Size of ready media, DeclaredSize of
+	// those still uploading or processing; failed and deleted count 0).
+	MediaUsage(ctx context.Context, userID string, since time.Time) (created, stored int64, err error)
+	// ExpiredMedia lists up to limit media (1..1000) whose ExpiresAt is set
+	// and at or before now, the earliest expiry first: the garbage
+	// collector deletes their blobs, tus data and then the records.
+	ExpiredMedia(ctx context.Context, now time.Time, limit int) ([]Media, error)
+	// DeleteMedia deletes a media record; CodeNotFound if there is none.
+	DeleteMedia(ctx context.Context, id string) error
 }
+
+// MaxExpiredMedia bounds one Store.ExpiredMedia page.
+const MaxExpiredMedia = 1000
 
 // MaxSyncConversations bounds the conversations in one sync page.
 const MaxSyncConversations = 500

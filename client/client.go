@@ -18,6 +18,16 @@
 //	}()
 //	msg, err := c.Send(ctx, conversationID, "hello")
 //
+// Media: UploadFile and Upload send a file over tus 1.0.0 at /v1/uploads
+// in chunks, resuming after a dropped connection at the offset HEAD
+// reports (and across process restarts with a ResumeStore); send it with
+// WithAttachments(result.MediaID). Download fetches a media item through
+// the signed link GET /v1/media/{id} redirects to, resuming with Range.
+// Limits: an upload's size must be known up front (tus deferred length is
+// not used), uploads are not parallelised (one PATCH at a time), and
+// downloads write to an io.Writer, so a resume after a process restart is
+// the caller's (a new Download starts at byte 0).
+//
 // Every method that talks to the server takes a context. Methods are safe
 // for concurrent use.
 package client
@@ -534,6 +544,9 @@ func (c *Client) SendREST(ctx context.Context, conversationID, body string, opts
 	in := map[string]any{"client_msg_id": o.ClientMsgID, "type": o.Type, "body": body}
 	if o.TTL > 0 {
 		in["ttl_seconds"] = int64(o.TTL / time.Second)
+	}
+	if refs := attachmentRefs(o.Attachments); refs != nil {
+		in["attachments"] = refs
 	}
 	err := c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/messages", true, in, &out)
 	return out.Message, err

@@ -126,6 +126,7 @@ type Pending struct {
 	Type           parley.MessageType
 	Body           string
 	TTL            time.Duration
+	Attachments    []string  // media ids
 	Queued         time.Time // when it entered the outbox
 
 	attempts atomic.Int32 // times written to a connection
@@ -171,6 +172,7 @@ type sendOpts struct {
 	ClientMsgID string
 	Type        parley.MessageType
 	TTL         time.Duration
+	Attachments []string
 }
 
 // WithClientMsgID sets the idempotency key (default: 16 random bytes, hex).
@@ -181,6 +183,15 @@ func WithType(t parley.MessageType) SendOption { return func(o *sendOpts) { o.Ty
 
 // WithTTL makes the message expire after d (whole seconds).
 func WithTTL(d time.Duration) SendOption { return func(o *sendOpts) { o.TTL = d } }
+
+// WithAttachments attaches uploaded media (their media ids, from Upload or
+// UploadFile) to the message, at most parley.MaxAttachments. Each must be
+// ready, uploaded by this user for this conversation and not attached
+// yet; the server refuses the send otherwise. Pair it with WithType
+// (image, video or file) so that clients render it.
+func WithAttachments(mediaIDs ...string) SendOption {
+	return func(o *sendOpts) { o.Attachments = append(o.Attachments, mediaIDs...) }
+}
 
 func sendOptions(opts []SendOption) sendOpts {
 	o := sendOpts{Type: parley.MessageText}
@@ -217,5 +228,6 @@ type OutboxEntry struct {
 	Type           parley.MessageType `json:"type"`
 	Body           string             `json:"body"`
 	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
+	Attachments    []string           `json:"attachments,omitempty"` // media ids
 	Queued         time.Time          `json:"queued"`
 }

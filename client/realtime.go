@@ -167,7 +167,8 @@ func newRealtime(c *Client) *realtime {
 		}
 		for _, e := range st.Outbox {
 			r.outbox = append(r.outbox, &Pending{ClientMsgID: e.ClientMsgID, ConversationID: e.ConversationID, Type: e.Type,
-				Body: e.Body, TTL: time.Duration(e.TTLSeconds) * time.Second, Queued: e.Queued, done: make(chan struct{})})
+				Body: e.Body, TTL: time.Duration(e.TTLSeconds) * time.Second, Attachments: e.Attachments, Queued: e.Queued,
+				done: make(chan struct{})})
 		}
 	}
 	return r
@@ -270,7 +271,7 @@ func (c *Client) Send(ctx context.Context, conversationID, body string, opts ...
 func (c *Client) Enqueue(conversationID, body string, opts ...SendOption) *Pending {
 	o := sendOptions(opts)
 	p := &Pending{ClientMsgID: o.ClientMsgID, ConversationID: conversationID, Type: o.Type, Body: body, TTL: o.TTL,
-		Queued: time.Now(), done: make(chan struct{})}
+		Attachments: o.Attachments, Queued: time.Now(), done: make(chan struct{})}
 	c.mu.Lock()
 	if c.rt == nil {
 		c.rt = newRealtime(c)
@@ -343,7 +344,7 @@ func (r *realtime) snapshot() State {
 	}
 	for _, p := range r.outbox {
 		st.Outbox = append(st.Outbox, OutboxEntry{ClientMsgID: p.ClientMsgID, ConversationID: p.ConversationID, Type: p.Type,
-			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Queued: p.Queued})
+			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: p.Attachments, Queued: p.Queued})
 	}
 	return st
 }
@@ -1006,7 +1007,7 @@ func (r *realtime) pump() {
 		}
 		r.inflight[id] = p
 		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
-			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second)}
+			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: attachmentRefs(p.Attachments)}
 		if !r.write(f) {
 			if err := r.errTooLarge; err != nil { // never sendable: refuse it
 				delete(r.inflight, id)

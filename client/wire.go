@@ -12,11 +12,12 @@ type OutFrame struct {
 	Type string `json:"type"`
 	ID   string `json:"id,omitempty"`
 
-	ConversationID string             `json:"conversation_id,omitempty"`
-	ClientMsgID    string             `json:"client_msg_id,omitempty"`
-	MessageType    parley.MessageType `json:"message_type,omitempty"`
-	Body           string             `json:"body,omitempty"`
-	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
+	ConversationID string                 `json:"conversation_id,omitempty"`
+	ClientMsgID    string                 `json:"client_msg_id,omitempty"`
+	MessageType    parley.MessageType     `json:"message_type,omitempty"`
+	Body           string                 `json:"body,omitempty"`
+	TTLSeconds     int64                  `json:"ttl_seconds,omitempty"`
+	Attachments    []parley.AttachmentRef `json:"attachments,omitempty"`
 
 	Seq   *int64 `json:"seq,omitempty"`
 	State string `json:"state,omitempty"`
@@ -27,6 +28,17 @@ type OutFrame struct {
 	Limit    *int   `json:"limit,omitempty"`
 
 	AccessToken string `json:"access_token,omitempty"`
+}
+
+func attachmentRefs(ids []string) []parley.AttachmentRef {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]parley.AttachmentRef, len(ids))
+	for i, id := range ids {
+		out[i] = parley.AttachmentRef{MediaID: id}
+	}
+	return out
 }
 
 // InFrame is any server frame of /v1/ws (docs/protocol.md, section 4),

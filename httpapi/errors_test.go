@@ -37,6 +37,8 @@ func FuzzDecodeBody(f *testing.F) {
 		`{"handle":"alice","password":"correct horse battery","display_name":"A"}`,
 		`{"handle":"a","password":"p","device":{"platform":"ios","name":"x"}}`,
 		`{"client_msg_id":"c1","type":"text","body":"hi","ttl_seconds":5}`,
+		`{"client_msg_id":"c2","type":"image","attachments":[{"media_id":"01936f4e-8c2a-7b3d-9f10-2c4d5e6f7a8b","size":1}]}`,
+		`{"client_msg_id":"c3","attachments":[null,{"media_id":7}]}`,
 		`{"kind":"group","title":"t","members":["01936f4e-8c2a-7b3d-9f10-2c4d5e6f7a8b"]}`,
 		`{"seq":3}`, `{"role":"admin"}`, `{"refresh_token":"x"}`, `{}`, `[]`, `{"a":1}{}`, "\x00", `{"seq":1e400}`,
 	} {

@@ -95,7 +95,8 @@ type Handler struct {
 	ready   map[string]func(context.Context) error
 	mux     *http.ServeMux
 
-	deviceTokens DeviceTokens // nil: no known-device tokens
+	deviceTokens DeviceTokens  // nil: no known-device tokens
+	media        *MediaOptions // nil: no media routes
 
 	ipLimit, userLimit, authLimit *ratelimit.Keyed
 	// loginLimit is keyed on handle and client address or known device;
@@ -130,6 +131,12 @@ type Options struct {
 	DeviceTokens DeviceTokens
 	// MetricsToken, if set, is required as a bearer token on /metrics.
 	MetricsToken string
+	// Media, if set, serves media downloads (see MediaOptions).
+	Media *MediaOptions
+	// Uploads, if set, serves tus uploads at /v1/uploads and below
+	// (package media/upload) to authenticated callers (PATCHes are not
+	// held to the per-user rate limit); nil leaves the routes out.
+	Uploads func(w http.ResponseWriter, r *http.Request, p *parley.Principal)
 	// OpsOnly serves only the health, readiness, JWKS and metrics routes:
 	// for a node that does not run the gateway role, whose port is for
 	// monitoring, not clients.
@@ -145,6 +152,9 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 	cfg.setDefaults(svc.Config().MaxBodyBytes)
 	h := &Handler{svc: svc, cfg: cfg, log: log, metrics: m, jwks: opts.JWKS, ready: opts.ReadyChecks, mux: http.NewServeMux()}
 	h.deviceTokens = opts.DeviceTokens
+	if opts.Media != nil && opts.Media.Links != nil && opts.Media.Blobs != nil {
+		h.media = opts.Media
+	}
 	h.loginLimit = ratelimit.New(cfg.LoginRate, cfg.LoginBurst)
 	h.handleLimit = ratelimit.New(cfg.LoginHandleRate, cfg.LoginHandleBurst)
 	if !cfg.LimitsOff {
@@ -168,6 +178,15 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 	}
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
+	}
+	if opts.Uploads != nil && !opts.OpsOnly {
+		// An upload's PATCHes are not held to the per-user request rate:
+		// a fast link sends many chunks a second, and their bytes are
+		// bounded by the size limit and the quotas instead. Creations
+		// and the rest are.
+		limited := func(r *http.Request) bool { return r.Method != http.MethodPatch }
+		h.mux.Handle("/v1/uploads", h.authedLimit(opts.Uploads, limited))
+		h.mux.Handle("/v1/uploads/", h.authedLimit(opts.Uploads, limited))
 	}
 	return h
 }
@@ -223,6 +242,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("POST /v1/admin/users/{id}/reinstate", h.authed(h.reinstate))
 	m.Handle("GET /v1/admin/push/trace", h.authed(h.pushTrace))
 	h.privacyRoutes(m)
+	h.mediaRoutes(m)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,8 @@ type sendRequest struct {
 	Type        parley.MessageType `json:"type"`
 	Body        string             `json:"body"`
 	TTLSeconds  int64              `json:"ttl_seconds"`
+	// Attachments name media to attach (see parley.AttachmentRef).
+	Attachments []parley.AttachmentRef `json:"attachments"`
 }
 
 type messageBody struct {
@@ -38,7 +40,7 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, p *parley.Princip
 	}
 	m, created, err := h.svc.Send(r.Context(), p, service.SendRequest{
 		ConversationID: r.PathValue("id"), ClientMsgID: req.ClientMsgID,
-		Type: req.Type, Body: req.Body, TTLSeconds: req.TTLSeconds,
+		Type: req.Type, Body: req.Body, TTLSeconds: req.TTLSeconds, Attachments: req.Attachments,
 	})
 	if err != nil {
 		h.writeError(w, r, err)

@@ -63,6 +63,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authed wraps a handler that needs a caller: it authenticates the bearer
 // token through the core and applies the per-user limit.
 func (h *Handler) authed(next func(http.ResponseWriter, *http.Request, *parley.Principal)) http.Handler {
+	return h.authedLimit(next, func(*http.Request) bool { return true })
+}
+
+// authedLimit is authed with the per-user limit applied only to requests
+// for which limited says so.
+func (h *Handler) authedLimit(next func(http.ResponseWriter, *http.Request, *parley.Principal), limited func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
 		token, ok := strings.CutPrefix(auth, "Bearer ")
@@ -75,6 +81,10 @@ func (h *Handler) authed(next func(http.ResponseWriter, *http.Request, *parley.P
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
 			h.writeError(w, r, err)
+			return
+		}
+		if !limited(r) {
+			next(w, r, p)
 			return
 		}
 		if ok, retry := h.userLimit.Allow(p.UserID, time.Now()); !ok {

@@ -19,6 +19,8 @@ type Metrics struct {
 	rateLimited    *prometheus.CounterVec
 	purged         prometheus.Counter
 	purgedHistory  prometheus.Counter
+	mediaRequests  *prometheus.CounterVec
+	mediaBytes     *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them on reg.
@@ -54,8 +56,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "parley_messages_retention_purged_total",
 			Help: "Messages older than the retention deleted by the background purge.",
 		}),
+		mediaRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_media_requests_total",
+			Help: "Signed media downloads (GET /m/...) by variant and outcome: ok (200 or 206), not_modified, forbidden (tampered or expired link), not_found.",
+		}, []string{"variant", "outcome"}),
+		mediaBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_media_bytes_served_total",
+			Help: "Bytes of media content written by signed downloads, by variant (what a CDN in front saves shows here).",
+		}, []string{"variant"}),
 	}
-	reg.MustRegister(m.httpRequests, m.httpDuration, m.storeDuration, m.messagesStored, m.rateLimited, m.purged, m.purgedHistory)
+	reg.MustRegister(m.httpRequests, m.httpDuration, m.storeDuration, m.messagesStored, m.rateLimited, m.purged, m.purgedHistory,
+		m.mediaRequests, m.mediaBytes)
 	return m
 }
 
@@ -127,4 +138,20 @@ func statusText(code int) string {
 		return "other"
 	}
 	return string([]byte{byte('0' + code/100), byte('0' + code/10%10), byte('0' + code%10)})
+}
+
+// MediaServed counts one signed media download of variant (original or
+// thumbnail; anything else is counted as "other") with its outcome and
+// the content bytes written.
+func (m *Metrics) MediaServed(variant, outcome string, bytes int64) {
+	if m == nil {
+		return
+	}
+	if variant != "original" && variant != "thumbnail" {
+		variant = "other"
+	}
+	m.mediaRequests.WithLabelValues(variant, outcome).Inc()
+	if bytes > 0 {
+		m.mediaBytes.WithLabelValues(variant).Add(float64(bytes))
+	}
 }

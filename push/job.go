@@ -54,6 +54,10 @@ type MessageJob struct {
 	Seq            int64  `json:"seq"`
 	MessageID      string `json:"message_id"` // the trace id
 	SenderID       string `json:"sender_id"`
+	// MessageType is the message's type (text, image, video, file): the
+	// only thing a notification says about its content besides the
+	// optional text preview (never an attachment's URL or filename).
+	MessageType string `json:"message_type,omitempty"`
 	// CommittedAt and EnqueuedAt are Unix milliseconds.
 	CommittedAt int64 `json:"committed_at"`
 	EnqueuedAt  int64 `json:"enqueued_at"`
@@ -80,6 +84,7 @@ type DeviceJob struct {
 	Seq            int64  `json:"seq"`
 	MessageID      string `json:"message_id,omitempty"`
 	SenderID       string `json:"sender_id,omitempty"`
+	MessageType    string `json:"message_type,omitempty"`
 	CommittedAt    int64  `json:"committed_at"`
 	Due            int64  `json:"due"`
 	Attempt        int    `json:"attempt"`

@@ -42,6 +42,11 @@ type Notification struct {
 	// notification (message kind only).
 	SenderID   string
 	SenderName string
+	// MessageType is the type of that message (text, image, video,
+	// file; message kind only, empty from jobs queued before it was
+	// carried). Attachments are never described beyond it: no URL, no
+	// filename.
+	MessageType string
 	// Preview is the start of the message text, only where the server
 	// allows previews (--push-preview); empty otherwise.
 	Preview string
@@ -69,6 +74,9 @@ func (n *Notification) Data() map[string]string {
 		d["sender_id"] = n.SenderID
 		d["sender_name"] = n.SenderName
 		d["trace_id"] = n.TraceID
+		if n.MessageType != "" {
+			d["message_type"] = n.MessageType
+		}
 	}
 	if n.Preview != "" {
 		d["preview"] = n.Preview

@@ -159,3 +159,22 @@ func TestMessageRequestNotification(t *testing.T) {
 		t.Fatal("request in the data of an ordinary notification")
 	}
 }
+
+// TestNotificationCarriesMessageTypeOnly: a message notification says the
+// message's type and nothing of its attachments (no URL, no filename, no
+// media id).
+func TestNotificationCarriesMessageTypeOnly(t *testing.T) {
+	n := &Notification{Kind: KindMessage, ConversationID: "c", Seq: 1, Count: 1, MessageType: "image"}
+	d := n.Data()
+	if d["message_type"] != "image" {
+		t.Fatalf("data %v, want message_type image", d)
+	}
+	for k, v := range d {
+		if strings.Contains(k, "url") || strings.Contains(k, "media") || strings.Contains(k, "filename") || strings.Contains(v, "/m/") {
+			t.Fatalf("data %v carries %s", d, k)
+		}
+	}
+	if _, ok := (&Notification{Kind: KindRead, MessageType: "image"}).Data()["message_type"]; ok {
+		t.Fatal("a read update carries a message type")
+	}
+}

@@ -206,7 +206,7 @@ func (q *Queue) Close() {
 func (q *Queue) MessageCommitted(m *parley.Message) {
 	now := time.Now().UnixMilli()
 	j := &MessageJob{ConversationID: m.ConversationID, Seq: m.Seq, MessageID: m.ID, SenderID: m.SenderID,
-		CommittedAt: m.CreatedAt.UnixMilli(), EnqueuedAt: now}
+		MessageType: string(m.Type), CommittedAt: m.CreatedAt.UnixMilli(), EnqueuedAt: now}
 	q.enqueue(q.n.msg, j.msgID(), j)
 }
 

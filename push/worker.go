@@ -395,7 +395,7 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 			continue
 		}
 		dj := &DeviceJob{Kind: KindMessage, DeviceID: t.DeviceID, UserID: t.UserID, ConversationID: j.ConversationID,
-			Seq: j.Seq, MessageID: j.MessageID, SenderID: j.SenderID, CommittedAt: j.CommittedAt}
+			Seq: j.Seq, MessageID: j.MessageID, SenderID: j.SenderID, MessageType: j.MessageType, CommittedAt: j.CommittedAt}
 		ev := traceEvent("queued")
 		ev.DeviceID, ev.Provider = t.DeviceID, string(t.Registration.Provider)
 		if live == nil || live[t.DeviceID] {
@@ -550,6 +550,7 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 			return skip("no_unread")
 		}
 		n.Seq = t.LastSeq
+		n.MessageType = j.MessageType
 		w.describeSender(ctx, n, j, now)
 		if t.Request { // issue 16: a message request shows no content
 			n.Request, n.Preview = true, ""

@@ -15,6 +15,9 @@ type SendRequest struct {
 	Type           parley.MessageType // default text
 	Body           string
 	TTLSeconds     int64 // 0 = never expires
+	// Attachments name media the caller uploaded for this conversation
+	// (ready, not attached yet); at most parley.MaxAttachments.
+	Attachments []parley.AttachmentRef
 }
 
 // Send validates, authorizes and commits a message, and returns it once the
@@ -35,6 +38,10 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	if !parley.ValidID(req.ConversationID) {
 		return nil, false, errNoConversation()
 	}
+	attachments, err := s.attachments(ctx, p, req.ConversationID, req.Attachments)
+	if err != nil {
+		return nil, false, err
+	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	m := &parley.Message{
 		ID:             parley.NewID(),
@@ -45,6 +52,7 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 		Type:           req.Type,
 		Body:           req.Body,
 		CreatedAt:      now,
+		Attachments:    attachments,
 	}
 	if req.TTLSeconds > 0 {
 		m.ExpiresAt = now.Add(time.Duration(req.TTLSeconds) * time.Second)
@@ -104,8 +112,14 @@ func (s *Service) checkSend(req *SendRequest) error {
 	if !req.Type.Valid() {
 		return parley.Errorf(parley.CodeInvalidRequest, "type must be text, image, video or file")
 	}
-	if err := s.checkBody(req.Body); err != nil {
+	if err := checkAttachmentRefs(req.Attachments); err != nil {
 		return err
+	}
+	// A message with attachments may have an empty body (no caption).
+	if req.Body != "" || len(req.Attachments) == 0 {
+		if err := s.checkBody(req.Body); err != nil {
+			return err
+		}
 	}
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(parley.MaxTTL/time.Second) {
 		return parley.Errorf(parley.CodeInvalidRequest, "ttl_seconds must be between 0 (never expires) and %d", int64(parley.MaxTTL/time.Second))
@@ -213,11 +227,18 @@ func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversa
 // DeleteMessage turns one of the caller's messages into a tombstone: it
 // keeps its seq, loses its body, and reads back with deleted=true.
 func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (*parley.Message, error) {
-	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) error {
+	var attachments []parley.Attachment
+	m, err := s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) error {
+		attachments = m.Attachments // change may run more than once: the last run's
 		m.Body = ""
 		m.Deleted = true
+		m.Attachments = nil
 		return nil
 	})
+	if err == nil {
+		s.deleteMedia(ctx, attachments)
+	}
+	return m, err
 }
 
 // MarkRead raises the caller's read_seq in a conversation to seq (clamped

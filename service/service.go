@@ -102,6 +102,11 @@ type Config struct {
 	// conversations per hour (burst up to 20), on this node; above it
 	// CodeRateLimited. 0: no limit.
 	StrangerAdds int
+	// MediaLinkLifetime is the longest a media download link stays valid
+	// (parleyd: --media-url-ttl plus --media-url-bucket): a deleted
+	// message's media are collected this long after the delete. Default
+	// DefaultMediaLinkLifetime (2h).
+	MediaLinkLifetime time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -124,6 +129,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HistoryCache == 0 {
 		c.HistoryCache = 10_000
+	}
+	if c.MediaLinkLifetime <= 0 {
+		c.MediaLinkLifetime = DefaultMediaLinkLifetime
 	}
 	if c.HistoryCacheBytes <= 0 {
 		c.HistoryCacheBytes = 64 << 20

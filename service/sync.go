@@ -158,7 +158,7 @@ func (p syncPosition) String() string {
 func syncCost(c *parley.SyncConversation) int {
 	n := parley.EstimatedConversationBytes + parley.EstimatedMemberBytes*len(c.View.Members)
 	for i := range c.Messages {
-		n += parley.EstimatedMessageBytes + parley.JSONLen(c.Messages[i].Body)
+		n += parley.EstimatedSize(&c.Messages[i])
 	}
 	return n
 }

@@ -66,6 +66,9 @@ type ClientFrame struct {
 	MessageType    parley.MessageType `json:"message_type,omitempty"`
 	Body           string             `json:"body,omitempty"`
 	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
+	// Attachments name media to attach (send; at most
+	// parley.MaxAttachments, each with a media_id).
+	Attachments []parley.AttachmentRef `json:"attachments,omitempty"`
 
 	Seq   *int64 `json:"seq,omitempty"`   // delivered, read
 	State string `json:"state,omitempty"` // typing: start or stop
@@ -138,7 +141,17 @@ func (f *ClientFrame) check() error {
 	}
 	switch f.Type {
 	case FrameSend:
-		return errors.Join(needID(), needConversation())
+		if err := errors.Join(needID(), needConversation()); err != nil {
+			return err
+		}
+		if len(f.Attachments) > parley.MaxAttachments {
+			return parley.Errorf(parley.CodeInvalidRequest, "a message carries at most %d attachments", parley.MaxAttachments)
+		}
+		for i, a := range f.Attachments {
+			if a.MediaID == "" {
+				return parley.Errorf(parley.CodeInvalidRequest, "attachment %d needs a media_id", i+1)
+			}
+		}
 	case FrameDelivered, FrameRead:
 		return errors.Join(needConversation(), needSeq())
 	case FrameTyping:
@@ -291,7 +304,7 @@ const ReplyBudget = parley.ReplyBudget
 // messageCost estimates a message's share of a frame: its JSON-escaped
 // body and the fields around it.
 func messageCost(m *parley.Message) int {
-	return parley.EstimatedMessageBytes + parley.JSONLen(m.Body)
+	return parley.EstimatedSize(m)
 }
 
 // TypingFrame tells a conversation's other live members that someone

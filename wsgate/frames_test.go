@@ -26,6 +26,10 @@ func TestDecodeClientFrame(t *testing.T) {
 			}},
 		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","message_type":"image","body":"x","ttl_seconds":60,"future_field":1}`,
 			func(f ClientFrame) bool { return f.MessageType == parley.MessageImage && f.TTLSeconds == 60 }},
+		{`{"type":"send","id":"r1","conversation_id":"` + conv + `","client_msg_id":"c1","message_type":"image","attachments":[{"media_id":"m1","size":9},{"media_id":"m2"}]}`,
+			func(f ClientFrame) bool {
+				return len(f.Attachments) == 2 && f.Attachments[0].MediaID == "m1" && f.Attachments[1].MediaID == "m2" && f.Body == ""
+			}},
 		{`{"type":"delivered","conversation_id":"` + conv + `","seq":0}`, func(f ClientFrame) bool { return *f.Seq == 0 }},
 		{`{"type":"read","conversation_id":"` + conv + `","seq":7}`, func(f ClientFrame) bool { return *f.Seq == 7 }},
 		{`{"type":"typing","conversation_id":"` + conv + `","state":"start"}`, func(f ClientFrame) bool { return f.State == "start" }},
@@ -58,6 +62,9 @@ func TestDecodeClientFrame(t *testing.T) {
 		{`{"type":"ping"}}`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{"type":"ping"}]`, "one JSON object", parley.CodeInvalidRequest, ""},
 		{`{}`, "needs a type", parley.CodeInvalidRequest, ""},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":[{"media_id":""}]}`, "needs a media_id", parley.CodeInvalidRequest, "r"},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":[` + strings.Repeat(`{"media_id":"m"},`, 10) + `{"media_id":"m"}]}`, "at most 10 attachments", parley.CodeInvalidRequest, "r"},
+		{`{"type":"send","id":"r","conversation_id":"c","client_msg_id":"c","attachments":"m"}`, "wrong JSON type", parley.CodeInvalidRequest, "r"},
 		{`{"type":"dance","id":"d1"}`, "unknown frame type", parley.CodeInvalidRequest, "d1"},
 		{`{"type":"send","id":"r2","conversation_id":"` + conv + `","seq":"x"}`, "field seq", parley.CodeInvalidRequest, "r2"},
 		{`{"type":"send","conversation_id":"` + conv + `"}`, "needs an id", parley.CodeInvalidRequest, ""},
@@ -117,6 +124,14 @@ func TestServerFramesGolden(t *testing.T) {
 			{Conversation: ConversationRef{ID: "01936f4e-8c2a-7b3d-9f10-000000000001"}, Removed: true, Messages: []parley.Message{}},
 		}},
 		"authenticated": AuthenticatedFrame{Type: FrameAuthenticated, ID: "a1", TokenExpires: at.Add(15 * time.Minute)},
+		"message_attachments": MessageFrame{Type: FrameMessage, Message: &parley.Message{
+			ID: msg.ID, ConversationID: msg.ConversationID, Seq: 43, SenderID: msg.SenderID, SenderDeviceID: msg.SenderDeviceID,
+			ClientMsgID: "c-18", Type: parley.MessageImage, CreatedAt: at, Attachments: []parley.Attachment{
+				{MediaID: "01936f4f-0a1b-7c2d-8e3f-405162738495", ContentType: "image/jpeg", Size: 48213,
+					SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Filename: "beach.jpg",
+					Width: 1024, Height: 768, Thumbnail: &parley.Thumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"},
+				{MediaID: "01936f4f-0a1b-7c2d-8e3f-405162738496", ContentType: "application/octet-stream", Size: 1 << 20, Encrypted: true},
+			}}},
 	}
 	for name, frame := range frames {
 		got, err := Encode(frame)
@@ -148,6 +163,9 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"send","id":"r1","conversation_id":"c","client_msg_id":"c1","body":"hi"}`,
 		`{"type":"history","id":"h","conversation_id":"c","after":0,"limit":5}`,
 		`{"type":"read","conversation_id":"c","seq":3}`, `{"type":"typing","conversation_id":"c","state":"stop"}`,
+		`{"type":"send","id":"r2","conversation_id":"c","client_msg_id":"c2","attachments":[{"media_id":"m1"},{"media_id":"m2","size":3}]}`,
+		`{"type":"send","id":"r3","conversation_id":"c","client_msg_id":"c3","attachments":[{}]}`,
+		`{"type":"send","id":"r4","conversation_id":"c","client_msg_id":"c4","attachments":{"media_id":"m"}}`,
 		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{"type":"auth","id":"a","access_token":"t"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
 	} {
 		f.Add([]byte(s))
@@ -167,6 +185,14 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		case FrameSend, FrameHistory:
 			if fr.ID == "" || fr.ConversationID == "" {
 				t.Fatalf("%q accepted without id or conversation", data)
+			}
+			if len(fr.Attachments) > parley.MaxAttachments {
+				t.Fatalf("%q accepted with %d attachments", data, len(fr.Attachments))
+			}
+			for _, a := range fr.Attachments {
+				if a.MediaID == "" {
+					t.Fatalf("%q accepted an attachment without media_id", data)
+				}
 			}
 		case FrameDelivered, FrameRead:
 			if fr.Seq == nil || *fr.Seq < 0 {

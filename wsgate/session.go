@@ -236,7 +236,7 @@ func (s *session) handle(f *ClientFrame) {
 	switch f.Type {
 	case FrameSend:
 		var m *parley.Message
-		m, _, err = c.Send(ctx, &s.p, service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds})
+		m, _, err = c.Send(ctx, &s.p, service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds, Attachments: f.Attachments})
 		if err == nil {
 			s.writeFrame(AckFrame{Type: FrameAck, ID: f.ID, Message: m})
 		}

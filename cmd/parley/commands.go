@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&k.configDir, "config", "", "directory for the saved login (default: $PARLEY_CONFIG_DIR, else the user config directory/parley)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: parley [--server URL] [--json] [--config DIR] COMMAND [ARGS]")
-		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
+		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, send-file, download, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +89,10 @@ func run(ctx context.Context, args []string, e env) error {
 		return k.conversations(ctx, args)
 	case "send":
 		return k.send(ctx, args)
+	case "send-file":
+		return k.sendFile(ctx, args)
+	case "download":
+		return k.download(ctx, args)
 	case "history":
 		return k.history(ctx, args)
 	case "read":
@@ -601,6 +605,14 @@ func formatMessage(m *parley.Message, names func(string) string) string {
 		body = "(deleted)"
 	case m.Type != parley.MessageText && m.Type != "":
 		body = "[" + string(m.Type) + "] " + body
+	}
+	if !m.Deleted {
+		for i := range m.Attachments {
+			if body != "" {
+				body += " "
+			}
+			body += formatAttachment(&m.Attachments[i])
+		}
 	}
 	edited := ""
 	if !m.EditedAt.IsZero() && !m.Deleted {

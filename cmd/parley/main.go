@@ -14,6 +14,9 @@
 //	conversations add CONV HANDLE           add a member to a group
 //	conversations remove CONV HANDLE        remove a member (yourself: leave)
 //	send CONV TEXT...                       send a message
+//	send-file CONV PATH [--caption TEXT]    upload a file (resumable: run it again to go on) and send it
+//	download MEDIA_ID [PATH] [--thumbnail] [--force]
+//	                                        save an attachment (default name: its file name; never overwrites without --force)
 //	history CONV [--before SEQ|--after SEQ] [--limit N]
 //	read CONV [SEQ]                         mark read (default: everything)
 //	tail                                    print live events until interrupted

@@ -29,6 +29,12 @@ type Config struct {
 	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
 	MediaStore       string         // "" = files in <data>/media; s3://bucket[/prefix]?endpoint=... = S3
+	MediaURLTTL      time.Duration  // media download links are valid at least this long; default 1h
+	MediaURLBucket   time.Duration  // link expiries are rounded up to a multiple of this; default 1h
+	MaxUploadBytes   int64          // largest upload; default 100 MiB
+	UploadQuotaDaily int64          // bytes a user may upload per 24 h; default 1 GiB
+	UploadQuotaStore int64          // bytes of media a user may hold; default 5 GiB
+	UploadExpiry     time.Duration  // unfinished and unreferenced uploads are deleted after this; default 24h
 	Roles            Roles          // what this node runs; default all
 	HistoryCache     int            // conversations whose newest page is cached; 0 = off
 	HistoryCacheMem  int            // bytes the history cache may hold; default 64 MiB
@@ -190,6 +196,16 @@ func settings() []setting {
 			return nil
 		}
 	}
+	bytes64 := func(f func(*Config) *int64) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("want a positive number of bytes, got %q", v)
+			}
+			*f(c) = n
+			return nil
+		}
+	}
 	positive := func(f func(*Config) *int) func(*Config, string) error {
 		return func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
@@ -230,6 +246,26 @@ func settings() []setting {
 			c.MediaStore = v
 			return nil
 		}},
+		{"media-url-ttl", "PARLEY_MEDIA_URL_TTL", "1h", "how long a media download link (/m/...) is valid at least; a removed member or a deleted message's media stays reachable through links already handed out for at most this plus --media-url-bucket", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return fmt.Errorf("want a duration of 1s or more, got %q", v)
+			}
+			c.MediaURLTTL = d
+			return nil
+		}},
+		{"media-url-bucket", "PARLEY_MEDIA_URL_BUCKET", "1h", "media link expiries are rounded up to a multiple of this, so every member gets the same URL within it and a CDN caches each media once per bucket", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return fmt.Errorf("want a duration of 1s or more, got %q", v)
+			}
+			c.MediaURLBucket = d
+			return nil
+		}},
+		{"max-upload-bytes", "PARLEY_MAX_UPLOAD_BYTES", "104857600", "largest media upload in bytes (tus Upload-Length)", bytes64(func(c *Config) *int64 { return &c.MaxUploadBytes })},
+		{"upload-quota-daily", "PARLEY_UPLOAD_QUOTA_DAILY", "1073741824", "bytes of uploads a user may start in any 24 hours", bytes64(func(c *Config) *int64 { return &c.UploadQuotaDaily })},
+		{"upload-quota-stored", "PARLEY_UPLOAD_QUOTA_STORED", "5368709120", "bytes of media a user may hold (finished uploads, and unfinished ones at their declared length)", bytes64(func(c *Config) *int64 { return &c.UploadQuotaStore })},
+		{"upload-expiry", "PARLEY_UPLOAD_EXPIRY", "24h", "an unfinished upload, or a finished one no message references, is deleted this long after it was created", dur(func(c *Config) *time.Duration { return &c.UploadExpiry })},
 		{"store-replica", "PARLEY_STORE_REPLICA", "", "optional PostgreSQL streaming replica (postgres://...) for older history pages and sync when it has caught up; see docs/operations.md", func(c *Config, v string) error {
 			if v != "" && !isPostgresDSN(v) {
 				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)

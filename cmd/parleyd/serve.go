@@ -52,8 +52,10 @@ type node struct {
 	// masterKeys seal the bus events too (seal.Bus).
 	masterKeys [][]byte
 	// media keeps media objects (--media-store), encrypted under the
-	// master keys. Nothing serves them yet (issue 13 builds on it).
+	// master keys; uploads (media/upload) write them.
 	media parley.BlobStore
+	// mediaLinks signs and verifies media download links.
+	mediaLinks *seal.MediaLinks
 }
 
 // openNode opens the data directory, the keys and the store, and builds the
@@ -119,8 +121,15 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		MessageRequests: cfg.MessageRequests,
 		StrangerAdds:    cfg.StrangerAdds,
 		VAPIDPrivateKey: vapid,
+		// A deleted message's media outlive it by the longest link.
+		MediaLinkLifetime: cfg.MediaURLTTL + cfg.MediaURLBucket,
 	}, log, m)
 	deviceTokens, err := auth.NewDeviceTokens(masterKeys)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	mediaLinks, err := seal.NewMediaLinks(masterKeys, seal.MediaLinkOptions{TTL: cfg.MediaURLTTL, Bucket: cfg.MediaURLBucket})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -130,7 +139,8 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		st.Close()
 		return nil, fmt.Errorf("media store: %w", err)
 	}
-	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys, media: media}, nil
+	return &node{cfg: cfg, log: log, store: st, keys: keys, svc: svc, deviceTokens: deviceTokens, masterKeys: masterKeys, media: media,
+		mediaLinks: mediaLinks}, nil
 }
 
 // userSendRate is the per-user send rate the core applies: none with
@@ -428,6 +438,15 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			return err
 		}
 	}
+	uploads, closeUploads, err := openUploads(ctx, n)
+	if err != nil {
+		if gw != nil {
+			gw.Shutdown(context.Background())
+		}
+		n.store.Close()
+		return fmt.Errorf("uploads: %w", err)
+	}
+	defer closeUploads()
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if cfg.MetricsToken == "" && !loopbackOnly(cfg.Listen) {
 		log.Warn("/metrics on the main listener needs no token: set PARLEY_METRICS_TOKEN, or scrape the admin listener, where the listener is reachable by others")
@@ -441,7 +460,8 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		TrustedProxies: cfg.TrustedProxies,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
 	}, httpapi.Options{JWKS: n.keys.JWKS, Metrics: metricsHandler, MetricsToken: cfg.MetricsToken, DeviceTokens: n.deviceTokens,
-		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway, Web: web}, log, m)
+		ReadyChecks: map[string]func(context.Context) error{"event bus": bus.Ready}, WebSocket: ws, OpsOnly: !cfg.Roles.Gateway, Web: web,
+		Media: &httpapi.MediaOptions{Links: n.mediaLinks, Blobs: n.media}, Uploads: uploads.Serve}, log, m)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -486,6 +506,8 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if cfg.Roles.Worker {
 		// Background jobs: expiry and retention purges.
 		g.Go(func() error { return n.svc.Run(gctx) })
+		// Expired uploads and unreferenced media, with their blobs.
+		g.Go(func() error { return uploads.Run(gctx) })
 	}
 	if pushWorker != nil {
 		g.Go(func() error { return pushWorker.Run(gctx) })

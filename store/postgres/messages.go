@@ -14,7 +14,7 @@ import (
 
 // messageColumns are the columns scanMessageRow reads, in its order.
 const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
-	body, body_key, created_at, expires_at, edited_at, deleted, withheld`
+	body, body_key, created_at, expires_at, edited_at, deleted, withheld, attachments`
 
 // notExpired is the condition for a message row visible at the time bound
 // to parameter $n (written in by the caller).
@@ -28,7 +28,7 @@ type messageRow struct {
 	clientMsgID                                       *string
 	seq, bodyKey, created                             int64
 	expires, edited                                   *int64
-	body                                              []byte
+	body, attachments                                 []byte
 	deleted, withheld                                 bool
 	purged                                            bool // read only where selected
 }
@@ -36,7 +36,7 @@ type messageRow struct {
 // fields returns the scan destinations of messageColumns.
 func (r *messageRow) fields() []any {
 	return []any{&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld}
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.attachments}
 }
 
 func scanMessageRow(row pgx.Row) (*messageRow, error) {
@@ -72,6 +72,9 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 			return parley.Message{}, s.internal("open message body", err)
 		}
 		m.Body = string(body)
+		if m.Attachments, err = engine.OpenAttachments(s.sealer, r.id, r.attachments); err != nil {
+			return parley.Message{}, s.internal("open message attachments", err)
+		}
 	}
 	return m, nil
 }
@@ -96,6 +99,7 @@ type appendJob struct {
 	clientMsgID *string // nil: no idempotency
 	keyID       int64
 	sealed      []byte
+	attachments []byte // engine.SealAttachments; nil for none
 
 	seq      int64
 	original *messageRow
@@ -119,7 +123,11 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if err != nil {
 		return nil, false, err
 	}
-	a := &appendJob{m: m, keyID: int64(keyID), sealed: sealed}
+	attachments, err := engine.SealAttachments(s.sealer, m.ID, m.Attachments)
+	if err != nil {
+		return nil, false, s.internal("seal message attachments", err)
+	}
+	a := &appendJob{m: m, keyID: int64(keyID), sealed: sealed, attachments: attachments}
 	if m.ClientMsgID != "" {
 		id := m.ClientMsgID
 		a.clientMsgID = &id
@@ -181,6 +189,14 @@ type appendRound struct {
 	member  []bool
 	lastSeq map[string]int64
 	sent    map[sentKey]*messageRow
+	media   map[string]*mediaAttachRow // the attachments' media, locked
+}
+
+// mediaAttachRow is what an append checks of a media it attaches.
+type mediaAttachRow struct {
+	uploaderID, conversationID, state string
+	conversationSeq                   int64
+	expiresAt                         *int64
 }
 
 // queueAppendReads queues on b the reads of a round of appends (no two
@@ -196,6 +212,29 @@ func queueAppendReads(b *pgx.Batch, jobs []*job) *appendRound {
 		member:  make([]bool, n),
 		lastSeq: make(map[string]int64),
 		sent:    make(map[sentKey]*messageRow),
+		media:   make(map[string]*mediaAttachRow),
+	}
+	var mediaIDs []string
+	for _, j := range jobs {
+		for _, at := range j.app.m.Attachments {
+			mediaIDs = append(mediaIDs, at.MediaID)
+		}
+	}
+	if len(mediaIDs) > 0 {
+		// Locked until the commit: processing or the garbage collector
+		// cannot change them between this check and the attach.
+		b.Queue(`SELECT id, uploader_id, conversation_id, state, conversation_seq, expires_at FROM media
+			WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, mediaIDs).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				var m mediaAttachRow
+				if err := rows.Scan(&id, &m.uploaderID, &m.conversationID, &m.state, &m.conversationSeq, &m.expiresAt); err != nil {
+					return err
+				}
+				r.media[id] = &m
+			}
+			return rows.Err()
+		})
 	}
 	senders := make([]string, n)
 	var sentSenders, sentIDs []string
@@ -257,6 +296,9 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		sentSenders, sentIDs []string
 		sentConvs            []string
 		sentSeqs             []int64
+		attachIDs            []string
+		attachSeqs           []int64
+		attached             = make(map[string]bool) // media attached in this round
 	)
 	for i, j := range r.jobs {
 		a := j.app
@@ -278,6 +320,10 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 			a.original = original
 			continue
 		}
+		if err := checkAttachments(a.m, r.media, attached); err != nil {
+			j.err = err
+			continue
+		}
 		conv := a.m.ConversationID
 		seq, ok := next[conv]
 		if !ok {
@@ -285,6 +331,10 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		}
 		next[conv] = seq + 1
 		a.seq = seq
+		for _, at := range a.m.Attachments {
+			attached[at.MediaID] = true
+			attachIDs, attachSeqs = append(attachIDs, at.MediaID), append(attachSeqs, seq)
+		}
 		latest[conv] = max(latest[conv], engine.Millis(a.m.CreatedAt))
 		ins.add(a, seq)
 		if a.clientMsgID != nil {
@@ -302,10 +352,14 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		lastConvs, lastSeqs, lastTimes = append(lastConvs, conv), append(lastSeqs, seq-1), append(lastTimes, latest[conv])
 	}
 	b.Queue(`INSERT INTO messages (`+messageColumns+`, stamp)
-		SELECT u.*, $15::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[], $14::boolean[]) AS u`,
+		SELECT u.*, $16::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[], $14::boolean[], $15::bytea[]) AS u`,
 		ins.conv, ins.seq, ins.id, ins.sender, ins.device, ins.clientMsgID, ins.typ,
-		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, ins.withheld, stamp)
+		ins.body, ins.bodyKey, ins.created, ins.expires, ins.edited, ins.deleted, ins.withheld, ins.attachments, stamp)
+	if len(attachIDs) > 0 {
+		b.Queue(`UPDATE media SET conversation_seq = u.seq, expires_at = NULL
+			FROM unnest($1::text[], $2::bigint[]) AS u(id, seq) WHERE media.id = u.id`, attachIDs, attachSeqs)
+	}
 	if len(sentSenders) > 0 {
 		b.Queue(`INSERT INTO sent_messages (sender_id, client_msg_id, conversation_id, seq)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])`,
@@ -323,7 +377,7 @@ type insertColumns struct {
 	clientMsgID                   []*string
 	seq, bodyKey, created         []int64
 	expires, edited               []*int64
-	body                          [][]byte
+	body, attachments             [][]byte
 	deleted, withheld             []bool
 }
 
@@ -343,6 +397,31 @@ func (c *insertColumns) add(a *appendJob, seq int64) {
 	c.edited = append(c.edited, nullMillis(m.EditedAt))
 	c.deleted = append(c.deleted, m.Deleted)
 	c.withheld = append(c.withheld, m.Withheld)
+	c.attachments = append(c.attachments, a.attachments)
+}
+
+// checkAttachments checks m's attachments against their locked media
+// rows (engine.CheckAttach), counting those attached earlier in the same
+// round as attached.
+func checkAttachments(m *parley.Message, media map[string]*mediaAttachRow, attached map[string]bool) error {
+	for _, at := range m.Attachments {
+		row, found := media[at.MediaID]
+		if !found {
+			row = &mediaAttachRow{}
+		}
+		seq := row.conversationSeq
+		if attached[at.MediaID] {
+			seq = -1
+		}
+		var expires int64
+		if row.expiresAt != nil {
+			expires = *row.expiresAt
+		}
+		if err := engine.CheckAttach(m, at.MediaID, found, row.uploaderID, row.conversationID, parley.MediaState(row.state), seq, expires); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // prefixed returns the comma-separated columns with each name prefixed.
@@ -524,10 +603,17 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		if err != nil {
 			return err
 		}
+		if m.Deleted {
+			m.Attachments = nil
+		}
+		attachments, err := engine.SealAttachments(s.sealer, r.id, m.Attachments)
+		if err != nil {
+			return s.internal("update message", err)
+		}
 		stamp := t.changeStamp()
-		if _, err := t.exec(`UPDATE messages SET body = $1, body_key = $2, edited_at = $3, deleted = $4, stamp = $5, changed = true
-			WHERE conversation_id = $6 AND seq = $7`,
-			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, stamp, conversationID, seq); err != nil {
+		if _, err := t.exec(`UPDATE messages SET body = $1, body_key = $2, edited_at = $3, deleted = $4, attachments = $5, stamp = $6, changed = true
+			WHERE conversation_id = $7 AND seq = $8`,
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, attachments, stamp, conversationID, seq); err != nil {
 			return s.internal("update message", err)
 		}
 		if _, err := t.exec(`UPDATE conversations SET stamp = $1 WHERE id = $2`, stamp, conversationID); err != nil {
@@ -553,8 +639,17 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 	var n int64
 	sweep := !s.deviceSweep.Load()
 	err := s.write(ctx, true, func(t *txn) error {
+		// The media of the messages about to be purged go with them (see
+		// the SQLite engine).
+		if _, err := t.exec(`UPDATE media SET state = 'deleted', expires_at = $1
+			WHERE conversation_seq > 0 AND (conversation_id, conversation_seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
+			engine.Millis(now), limit); err != nil {
+			return s.internal("purge media", err)
+		}
 		var err error
-		n, err = t.exec(`UPDATE messages SET body = '', purged = true WHERE (conversation_id, seq) IN (
+		n, err = t.exec(`UPDATE messages SET body = '', attachments = NULL, purged = true WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
 			engine.Millis(now), limit)
@@ -592,8 +687,15 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 	}
 	var n int64
 	err := s.write(ctx, true, func(t *txn) error {
+		if _, err := t.exec(`UPDATE media SET state = 'deleted', expires_at = $1
+			WHERE conversation_seq > 0 AND (conversation_id, conversation_seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE NOT purged AND created_at < $1 ORDER BY created_at LIMIT $2)`,
+			engine.Millis(before), limit); err != nil {
+			return s.internal("purge media", err)
+		}
 		var err error
-		n, err = t.exec(`UPDATE messages SET body = '', purged = true,
+		n, err = t.exec(`UPDATE messages SET body = '', attachments = NULL, purged = true,
 				expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END
 			WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages

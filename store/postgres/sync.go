@@ -227,7 +227,7 @@ func (s *Store) syncMessages(ctx context.Context, tx pgx.Tx, conversationID stri
 	spent := false
 	charge := func(r *messageRow) {
 		if budget != nil {
-			*budget -= parley.EstimatedMessageBytes + len(r.body)
+			*budget -= parley.EstimatedMessageBytes + len(r.body) + len(r.attachments)
 			spent = *budget <= 0
 		}
 	}

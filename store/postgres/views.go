@@ -30,7 +30,7 @@ SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
 	` + unreadCount + `,
 	CASE WHEN me.muted_until > $1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
-	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted, x.withheld
+	x.body, x.body_key, x.created_at, x.expires_at, x.edited_at, x.deleted, x.withheld, x.attachments
 FROM members me
 JOIN conversations c ON c.id = me.conversation_id
 LEFT JOIN LATERAL (
@@ -151,12 +151,12 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 		// The newest message's columns, all NULL when there is none.
 		conversationID, id, senderID, senderDeviceID, typ, clientMsgID *string
 		seq, bodyKey, msgCreated, expires, edited                      *int64
-		body                                                           []byte
+		body, attachments                                              []byte
 		deleted, withheld                                              *bool
 	)
 	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
-		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted, &withheld)
+		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted, &withheld, &attachments)
 	if err != nil {
 		return v, nil, err
 	}
@@ -183,5 +183,6 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 		body:           body,
 		deleted:        *deleted,
 		withheld:       *withheld,
+		attachments:    attachments,
 	}, nil
 }

@@ -40,7 +40,7 @@ type hotStatements struct {
 	insertMessage hotStmt
 	setLastSeq    hotStmt
 
-	args [15]driver.NamedValue // ordinals set once
+	args [16]driver.NamedValue // ordinals set once
 	dest [1]driver.Value
 }
 

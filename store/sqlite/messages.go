@@ -14,7 +14,7 @@ import (
 
 // messageColumns are the columns scanMessageRow reads, in its order.
 const messageColumns = `conversation_id, seq, id, sender_id, sender_device_id, client_msg_id, type,
-	body, body_key, created_at, expires_at, edited_at, deleted, withheld`
+	body, body_key, created_at, expires_at, edited_at, deleted, withheld, attachments`
 
 // notExpired is the condition for a message row visible at the time bound
 // to its parameter.
@@ -33,7 +33,7 @@ type messageRow struct {
 	clientMsgID                                       sql.NullString
 	seq, bodyKey, created                             int64
 	expires, edited                                   sql.NullInt64
-	body                                              []byte
+	body, attachments                                 []byte
 	deleted, withheld                                 bool
 	purged                                            bool // read only by sentBefore
 }
@@ -41,7 +41,7 @@ type messageRow struct {
 func scanMessageRow(row scanner) (*messageRow, error) {
 	var r messageRow
 	err := row.Scan(&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld)
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.attachments)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +71,9 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 			return parley.Message{}, s.internal("open message body", err)
 		}
 		m.Body = string(body)
+		if m.Attachments, err = engine.OpenAttachments(s.sealer, r.id, r.attachments); err != nil {
+			return parley.Message{}, s.internal("open message attachments", err)
+		}
 	}
 	return m, nil
 }
@@ -107,6 +110,14 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if err != nil {
 		return nil, false, err
 	}
+	sealedAttachments, err := engine.SealAttachments(s.sealer, m.ID, m.Attachments)
+	if err != nil {
+		return nil, false, s.internal("seal message attachments", err)
+	}
+	var attachments any // NULL if none
+	if sealedAttachments != nil {
+		attachments = sealedAttachments
+	}
 	var clientMsgID any // NULL if empty
 	if m.ClientMsgID != "" {
 		clientMsgID = m.ClientMsgID
@@ -129,7 +140,10 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		deleted  any = m.Deleted
 		withheld any = m.Withheld
 	)
-	err = s.write(ctx, appendSavepoint, func(t *txn) error {
+	// An append with attachments marks its media in the same transaction
+	// and fails (with nothing written) if one cannot be attached: that
+	// failure comes after the insert, so it needs its savepoint.
+	err = s.write(ctx, appendSavepoint || len(m.Attachments) > 0, func(t *txn) error {
 		original, seq = nil, 0
 		h := &s.hot
 		lastSeq, found, err := h.lastSeq(convID, senderID)
@@ -166,8 +180,9 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		a[11].Value = edited
 		a[12].Value = deleted
 		a[13].Value = withheld
-		a[14].Value = t.changeStampArg()
-		n, err := h.exec(h.insertMessage, 15)
+		a[14].Value = attachments
+		a[15].Value = t.changeStampArg()
+		n, err := h.exec(h.insertMessage, 16)
 		if err != nil {
 			return s.internal("append message", err)
 		}
@@ -185,6 +200,11 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		a[3].Value = convID
 		if _, err := h.exec(h.setLastSeq, 4); err != nil {
 			return s.internal("append message", err)
+		}
+		for i := range m.Attachments {
+			if err := s.attachMedia(t, m, next, m.Attachments[i].MediaID); err != nil {
+				return err
+			}
 		}
 		seq = next
 		return nil
@@ -214,7 +234,7 @@ func (s *Store) sentBefore(t *txn, senderID string, clientMsgID any) (*messageRo
 	var r messageRow
 	err := t.stmt(s.wst.messageByClientID).QueryRowContext(bg, senderID, clientMsgID).Scan(
 		&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.purged)
+		&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.attachments, &r.purged)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -332,10 +352,17 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		if err != nil {
 			return err
 		}
+		if m.Deleted {
+			m.Attachments = nil
+		}
+		attachments, err := engine.SealAttachments(s.sealer, r.id, m.Attachments)
+		if err != nil {
+			return s.internal("update message", err)
+		}
 		stamp := t.changeStamp()
-		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?, stamp = ?, changed = 1
+		_, err = t.exec(`UPDATE messages SET body = ?, body_key = ?, edited_at = ?, deleted = ?, attachments = ?, stamp = ?, changed = 1
 			WHERE conversation_id = ? AND seq = ?`,
-			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, stamp, conversationID, seq)
+			sealed, int64(keyID), nullMillis(m.EditedAt), m.Deleted, attachments, stamp, conversationID, seq)
 		if err != nil {
 			return s.internal("update message", err)
 		}
@@ -362,7 +389,17 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 	var n int64
 	sweep := !s.deviceSweep.Load()
 	err := s.write(ctx, true, func(t *txn) error {
-		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1 WHERE (conversation_id, seq) IN (
+		// The media of the messages about to be purged go with them: the
+		// media garbage collector deletes their blobs and records (see
+		// parley.Store.ExpiredMedia).
+		if _, err := t.exec(`UPDATE media SET state = 'deleted', expires_at = ?1
+			WHERE conversation_seq > 0 AND (conversation_id, conversation_seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)`,
+			engine.Millis(now), limit); err != nil {
+			return s.internal("purge media", err)
+		}
+		res, err := t.exec(`UPDATE messages SET body = x'', attachments = NULL, purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
 			engine.Millis(now), limit)
@@ -403,7 +440,14 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 	var n int64
 	err := s.write(ctx, true, func(t *txn) error {
 		cutoff := engine.Millis(before)
-		res, err := t.exec(`UPDATE messages SET body = x'', purged = 1,
+		if _, err := t.exec(`UPDATE media SET state = 'deleted', expires_at = ?1
+			WHERE conversation_seq > 0 AND (conversation_id, conversation_seq) IN (
+				SELECT conversation_id, seq FROM messages INDEXED BY messages_created
+				WHERE purged = 0 AND created_at < ?1 ORDER BY created_at LIMIT ?2)`,
+			cutoff, limit); err != nil {
+			return s.internal("purge media", err)
+		}
+		res, err := t.exec(`UPDATE messages SET body = x'', attachments = NULL, purged = 1,
 				expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
 			WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages INDEXED BY messages_created
@@ -418,4 +462,27 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 		return nil
 	})
 	return int(n), err
+}
+
+// attachMedia marks mediaID as attached to m at seq (conversation_seq set,
+// expires_at cleared) after engine.CheckAttach accepts it; the caller's
+// write transaction makes the check and the mark one step with the
+// message's insert.
+func (s *Store) attachMedia(t *txn, m *parley.Message, seq int64, mediaID string) error {
+	var uploader, conv, state string
+	var convSeq int64
+	var expires sql.NullInt64
+	err := t.queryRow(`SELECT uploader_id, conversation_id, state, conversation_seq, expires_at FROM media WHERE id = ?`, mediaID).
+		Scan(&uploader, &conv, &state, &convSeq, &expires)
+	found := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return s.internal("attach media", err)
+	}
+	if err := engine.CheckAttach(m, mediaID, found, uploader, conv, parley.MediaState(state), convSeq, expires.Int64); err != nil {
+		return err
+	}
+	if _, err := t.exec(`UPDATE media SET conversation_seq = ?, expires_at = NULL WHERE id = ?`, seq, mediaID); err != nil {
+		return s.internal("attach media", err)
+	}
+	return nil
 }

@@ -140,6 +140,15 @@ func TestBodiesEncryptedAtRest(t *testing.T) {
 	if err != nil || got.Body != edit.Body {
 		t.Fatalf("Message = %+v, %v; want body %q", got, err, edit.Body)
 	}
+	// A media filename is user content too.
+	media := &parley.Media{ID: parley.NewID(), UploaderID: a.ID, ConversationID: g.ID, State: parley.MediaUploading,
+		Filename: secret + ".jpg", CreatedAt: now}
+	if err := s.CreateMedia(ctx, media); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Media(ctx, media.ID); err != nil || got.Filename != media.Filename {
+		t.Fatalf("Media = %+v, %v; want filename %q", got, err, media.Filename)
+	}
 
 	// While open (WAL and shm exist), and after Close.
 	checkFiles := func(when string) {

@@ -27,7 +27,7 @@ const (
 	setLastSeqSQL = `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?), stamp = ? WHERE id = ?`
 	// A duplicate (sender_id, client_msg_id) inserts nothing: the
 	// unique index finds it, so the append needs no lookup of its own.
-	insertMessageSQL = `INSERT INTO messages (` + messageColumns + `, stamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	insertMessageSQL = `INSERT INTO messages (` + messageColumns + `, stamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (sender_id, client_msg_id) DO NOTHING`
 )
 

@@ -207,7 +207,7 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 	spent := false // the budget ran out: more rows may exist
 	charge := func(r *messageRow) {
 		if budget != nil {
-			*budget -= parley.EstimatedMessageBytes + len(r.body)
+			*budget -= parley.EstimatedMessageBytes + len(r.body) + len(r.attachments)
 			spent = *budget <= 0
 		}
 	}
@@ -221,7 +221,7 @@ func (s *Store) syncMessages(ctx context.Context, st *syncStatements, conversati
 		var r messageRow
 		var stamp int64
 		if err := rows.Scan(&r.conversationID, &r.seq, &r.id, &r.senderID, &r.senderDeviceID, &r.clientMsgID, &r.typ,
-			&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &stamp, &r.purged); err != nil {
+			&r.body, &r.bodyKey, &r.created, &r.expires, &r.edited, &r.deleted, &r.withheld, &r.attachments, &stamp, &r.purged); err != nil {
 			rows.Close()
 			return nil, false, s.internal("sync messages", err)
 		}

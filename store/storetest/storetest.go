@@ -104,6 +104,10 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"DND", testDND},
 		{"Secrets", testSecrets},
 		{"SecretsAtomic", testSecretsAtomic},
+		{"Media", testMedia},
+		{"MediaUsage", testMediaUsage},
+		{"ExpiredMedia", testExpiredMedia},
+		{"Attachments", testAttachments},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
