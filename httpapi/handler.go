@@ -97,6 +97,7 @@ type Handler struct {
 
 	deviceTokens DeviceTokens  // nil: no known-device tokens
 	media        *MediaOptions // nil: no media routes
+	web          http.Handler  // nil: no web client at /
 
 	ipLimit, userLimit, authLimit *ratelimit.Keyed
 	// loginLimit is keyed on handle and client address or known device;
@@ -166,16 +167,10 @@ func New(svc *service.Service, cfg Config, opts Options, log *slog.Logger, m *me
 	if metricsHandler != nil && opts.MetricsToken != "" {
 		metricsHandler = h.tokenOnly(opts.MetricsToken, metricsHandler)
 	}
-	h.routes(metricsHandler, !opts.OpsOnly)
-	if opts.Web != nil && !opts.OpsOnly {
-		h.mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
-				h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-				return
-			}
-			opts.Web.ServeHTTP(w, r)
-		})
+	if !opts.OpsOnly {
+		h.web = opts.Web
 	}
+	h.routes(metricsHandler, !opts.OpsOnly)
 	if opts.WebSocket != nil {
 		h.mux.Handle("GET /v1/ws", opts.WebSocket)
 	}
@@ -199,7 +194,15 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	if metricsHandler != nil {
 		m.Handle("GET /metrics", metricsHandler)
 	}
+	// Every path no other route takes: the web client's files for GET
+	// and HEAD outside /v1 (a "GET /" pattern would conflict with routes
+	// registered for every method, such as /v1/uploads), else a JSON 404.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if h.web != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/") {
+			h.web.ServeHTTP(w, r)
+			return
+		}
 		h.writeError(w, r, parley.Errorf(parley.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
 	if !api {
