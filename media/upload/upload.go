@@ -230,8 +230,8 @@ func tusID(m *parley.Media) string {
 }
 
 // createWriter sees a creation's 201: when the tus store's id is not the
-// media id, it records it (before the client learns the upload) and
-// answers with a Location that ends in the media id.
+// media id, it records it (before the client learns the upload); it
+// answers with Location = the base path + the media id.
 type createWriter struct {
 	http.ResponseWriter
 	u    *Uploads
@@ -266,8 +266,10 @@ func (w *createWriter) WriteHeader(code int) {
 			_, _ = io.WriteString(w.ResponseWriter, body)
 			return
 		}
-		w.Header().Set("Location", strings.TrimSuffix(loc, tid)+id)
 	}
+	// A path, not tusd's absolute URL: behind a TLS-terminating proxy the
+	// scheme and host tusd sees are not the client's.
+	w.Header().Set("Location", w.u.cfg.BasePath+id)
 	w.ResponseWriter.WriteHeader(code)
 }
 

@@ -97,6 +97,10 @@ func (r *rig) send(t *testing.T, data []byte) (string, *http.Response) {
 	}
 	res.Body.Close()
 	loc := res.Header.Get("Location")
+	if !strings.HasPrefix(loc, "/v1/uploads/") {
+		t.Fatalf("Location %q is not a path under /v1/uploads/", loc)
+	}
+	loc = r.srv.URL + loc
 	req, _ = http.NewRequest("PATCH", loc, bytes.NewReader(data))
 	req.Header.Set("Tus-Resumable", "1.0.0")
 	req.Header.Set("Authorization", "Bearer "+r.user)
@@ -154,6 +158,7 @@ func TestProcessingIsBounded(t *testing.T) {
 	r.u.sem <- struct{}{} // the only slot is taken
 	done := make(chan string, 1)
 	go func() {
+		defer close(done)
 		_, res := r.send(t, []byte("waits"))
 		done <- res.Header.Get(HeaderMediaState)
 	}()
