@@ -276,6 +276,16 @@ func TestOutboxSurvivesServerRestarts(t *testing.T) {
 			if err := srv.Restart(); err != nil { // SIGKILL: acks in flight are lost
 				t.Fatal(err)
 			}
+			// Let alice come back before the next kill: on a loaded machine
+			// her backoff (up to 500 ms after the attempts made while the
+			// server was starting) could outlast the 40 sends until then,
+			// and the test would count one reconnect for two restarts.
+			for deadline := time.Now().Add(30 * time.Second); alice.Stats().Connects.Load() < 2; {
+				if time.Now().After(deadline) {
+					t.Fatal("alice did not reconnect after the first restart")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		case 80:
 			srv.Kill()
 			// Down: the outbox keeps what is not acknowledged, and says so.
