@@ -245,7 +245,7 @@ export class App {
       c.on("presence", () => this.schedule("list", "header")),
       c.on("receipt", (e) => { if (e.conversationId === this.openId) this.schedule("header"); }),
       c.on("send_failed", (e) => {
-        this.toast("Not sent: " + describe(e.error));
+        this.toast("Not sent: " + describe(e.error) + ". Retry or delete it in the conversation.");
         if (e.conversationId === this.openId) this.schedule("chat");
       }),
       c.on("session_ended", (e) => {
@@ -659,11 +659,43 @@ export class App {
         h("span", { class: "meta" }, h("time", { datetime: m.createdAt || undefined }, timeOf(m.createdAt)), tick),
       ),
     );
+    // A refused send stays (with its text) until retried or deleted.
+    const actions =
+      mine && m.seq === 0 && m.clientMsgId
+        ? h(
+            "span",
+            { class: "failed-actions", hidden: true },
+            h("button", { type: "button", class: "ghost retry", "aria-label": "Retry sending this message", onclick: () => this.retrySend(m.clientMsgId) }, "Retry"),
+            h("button", { type: "button", class: "ghost discard", "aria-label": "Delete this unsent message", onclick: () => this.discardSend(m.clientMsgId) }, "Delete"),
+          )
+        : null;
+    if (actions) el.querySelector(".bubble")?.append(actions);
     let unsub: (() => void) | null = null;
     if (tick) {
-      unsub = m.status.subscribe((s) => paintTick(tick, s, group));
+      unsub = m.status.subscribe((s) => {
+        paintTick(tick, s, group);
+        if (actions) actions.hidden = s.state !== "failed";
+      });
     }
     return { el, tick, seq: m.seq, unsub };
+  }
+
+  private retrySend(clientMsgId: string): void {
+    try {
+      const out = this.client.retry(clientMsgId);
+      out?.acked.catch(() => { /* shown through send_failed and the status */ });
+    } catch (e) {
+      this.toast(describe(e));
+    }
+    this.renderMessages(true);
+    this.schedule("list");
+    (document.getElementById("composer") as HTMLElement | null)?.focus();
+  }
+
+  private discardSend(clientMsgId: string): void {
+    this.client.discard(clientMsgId);
+    this.renderMessages();
+    (document.getElementById("composer") as HTMLElement | null)?.focus();
   }
 
   private sendFrom(composer: HTMLTextAreaElement): void {
