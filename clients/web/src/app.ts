@@ -218,7 +218,13 @@ export class App {
     for (const off of this.offs) off();
     const c = this.client;
     this.offs = [
-      c.on("status", () => this.renderBanner()),
+      c.on("status", (e) => {
+        if (e.status === "connecting") this.replaced = false;
+        this.renderBanner();
+      }),
+      // 4004: this device opened a newer connection (another tab or window);
+      // the SDK stops (status "stopped" follows) and waits for the user.
+      c.on("disconnected", (e) => { if (e.code === 4004) this.replaced = true; }),
       c.on("synced", () => this.schedule("list", "chat", "header")),
       c.on("message", (e) => {
         this.sentAt.set(e.message.conversationId + " " + e.message.senderId, performance.now());
@@ -299,6 +305,7 @@ export class App {
 
   private bannerTimer: ReturnType<typeof setTimeout> | undefined;
   private lostConnection = false;
+  private replaced = false;
 
   /**
    * renderBanner shows the connection state, once it has lasted a second
@@ -311,6 +318,24 @@ export class App {
     const s = this.client.status;
     document.body.dataset.status = s;
     clearTimeout(this.bannerTimer);
+    if (this.replaced && s === "stopped") {
+      this.lostConnection = false;
+      banner.hidden = false;
+      banner.dataset.status = "replaced";
+      banner.replaceChildren(
+        "This device connected elsewhere. ",
+        h("button", {
+          type: "button",
+          id: "reconnect",
+          class: "ghost",
+          onclick: () => {
+            this.replaced = false;
+            this.client.connect().catch((e) => this.toast(describe(e)));
+          },
+        }, "Reconnect"),
+      );
+      return;
+    }
     if (s === "online" || s === "stopped") this.lostConnection = false;
     if (s === "offline") this.lostConnection = true;
     const text = this.lostConnection && s !== "online" ? STATUS_TEXT.offline : STATUS_TEXT[s] ?? "";
