@@ -11,7 +11,7 @@ import {
   type User,
 } from "@parley/client";
 import { $, h, hue, initials, timeOf } from "./dom";
-import { enablePush } from "./push";
+import { closeNotifications, enablePush, setSignedIn, signOutLocally } from "./push";
 
 /** What the app keeps for each message element it drew. */
 interface Drawn {
@@ -133,6 +133,7 @@ export class App {
   // ---- the main screen ----
 
   private async enter(): Promise<void> {
+    void setSignedIn(true);
     this.buildShell();
     this.listen();
     this.renderBanner();
@@ -256,6 +257,7 @@ export class App {
       }),
       c.on("session_ended", (e) => {
         this.teardown();
+        this.forgetLocally();
         this.showLogin("Signed out: " + describe(e.error));
       }),
     ];
@@ -283,10 +285,21 @@ export class App {
       this.toast(describe(e));
     }
     this.teardown();
-    this.users.clear();
-    localStorage.removeItem(USERS_KEY);
+    await this.forgetLocally();
     location.hash = "";
     this.showLogin();
+  }
+
+  /** forgetLocally clears what this browser kept for the signed-out user: names, push, notifications, badge. */
+  private async forgetLocally(): Promise<void> {
+    this.users.clear();
+    this.me = null;
+    try {
+      localStorage.removeItem(USERS_KEY);
+    } catch {
+      /* storage refused */
+    }
+    await signOutLocally();
   }
 
   /** schedule redraws parts at the next frame (events come in bursts). */
@@ -738,6 +751,9 @@ export class App {
   private markRead(): void {
     const id = this.openId;
     if (!id || document.visibilityState !== "visible") return;
+    // Read on this device: its own notifications for the conversation go
+    // (the server's read push closes them on the user's other devices).
+    void closeNotifications(id);
     const c = this.client.conversation(id);
     if (!c || (c.unreadCount === 0 && c.readSeq >= c.lastSeq)) return;
     // Offline, the read goes out with the next one.
