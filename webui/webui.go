@@ -22,7 +22,11 @@ var dist embed.FS
 // ContentSecurityPolicy is sent with every response of the handler: only
 // the page's own scripts, styles, images (and data: images), and
 // connections back to the same origin (the REST API and the WebSocket);
-// no inline script, no framing.
+// no inline script, no framing. connect-src 'self' covers ws:/wss: to the
+// same host in CSP Level 3 browsers; Safari before 15.4 did not match
+// WebSocket URLs against 'self'. The page's own ws(s) origin cannot be
+// named in a static header (the host is the request's), so such browsers
+// would need the header built per request; not done.
 const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; worker-src 'self'; " +
 	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -83,6 +83,8 @@ export class ParleyClient extends Rest {
   private convs = new Map<string, Conv>();
   private position = "";
   private outq: Pending[] = [];
+  /** Refused sends, kept (and stored under failed/) until discard() or retry(). */
+  private failq: Pending[] = [];
   private outN = 0;
   private presenceOf = new Map<string, Presence>();
   private typers = new Map<string, Map<string, number>>();
@@ -201,6 +203,33 @@ export class ParleyClient extends Rest {
       this.outN = Math.max(this.outN, e.n + 1);
       this.outq.push(had.get(e.clientMsgId) || this.pendingOf(e, true));
     }
+    await this.loadFailed();
+  }
+
+  /** loadFailed restores the refused sends that the app has not discarded or retried. */
+  private async loadFailed(): Promise<void> {
+    const had = new Map(this.failq.map((p) => [p.e.clientMsgId, p]));
+    this.failq = [];
+    const fs: Array<OutboxEntry & { error: { code: string; message: string } }> = [];
+    for (const k of await this.store.keys(this.key("failed/"))) {
+      const e = await this.store.get<OutboxEntry & { error: { code: string; message: string } }>(k);
+      if (e) fs.push(e);
+    }
+    fs.sort((a, b) => a.queuedAt - b.queuedAt || a.n - b.n);
+    for (const f of fs) {
+      const old = had.get(f.clientMsgId);
+      if (old) {
+        this.failq.push(old);
+        continue;
+      }
+      const { error, ...e } = f;
+      this.outN = Math.max(this.outN, e.n + 1);
+      const p = this.pendingOf(e, true);
+      p.done = true;
+      p.failed = new ParleyError(error.code, error.message);
+      p.reject(p.failed);
+      this.failq.push(p);
+    }
   }
 
   /** logout ends the session on the server and clears the stored state (not the device token). */
@@ -218,6 +247,7 @@ export class ParleyClient extends Rest {
     for (const k of [...(me ? await this.store.keys(me + "/") : []), "tokens"]) await this.store.delete(k);
     this.convs.clear();
     this.outq = [];
+    this.failq = [];
     this.position = "";
   }
 
@@ -313,7 +343,7 @@ export class ParleyClient extends Rest {
       const err = asError(e);
       if (err.code === "unauthorized" || err.code === "account_suspended") return void this.endSession(err);
       this.emit("disconnected", { error: err });
-      return this.retry(this.backoff(err.retryAfter));
+      return this.retryIn(this.backoff(err.retryAfter));
     }
     if (gen !== this.gen || !this.want) return;
     const url = this.base.replace(/^http/, "ws") + "/v1/ws?ticket=" + encodeURIComponent(ticket);
@@ -322,7 +352,7 @@ export class ParleyClient extends Rest {
       ws = new this.WS!(url) as WebSocketLike;
     } catch (e) {
       this.emit("disconnected", { error: asError(e) });
-      return this.retry(this.backoff());
+      return this.retryIn(this.backoff());
     }
     this.ws = ws;
     this.timer("ready", 30000, () => this.dead(ws, "no ready frame within 30 s"));
@@ -349,7 +379,7 @@ export class ParleyClient extends Rest {
     return Math.max(this.o.random() * ceil, (retryAfter || 0) * 1000);
   }
 
-  private retry(ms: number) {
+  private retryIn(ms: number) {
     if (!this.want) return;
     this.setStatus("offline");
     this.timer("retry", ms, () => this.open());
@@ -396,12 +426,12 @@ export class ParleyClient extends Rest {
       this.setStatus("offline");
       this.refresh().then(
         () => void (this.want && this.open()),
-        (e) => this.retry(this.backoff(asError(e).retryAfter)),
+        (e) => this.retryIn(this.backoff(asError(e).retryAfter)),
       );
       return;
     }
     this.quick = false;
-    this.retry(code === 1001 ? this.o.random() * 5000 : this.backoff());
+    this.retryIn(code === 1001 ? this.o.random() * 5000 : this.backoff());
   }
 
   private tx(f: Record<string, unknown>): boolean {
@@ -1035,9 +1065,48 @@ export class ParleyClient extends Rest {
     if (p.done) return;
     p.failed = error;
     this.settle(p);
+    // Kept visible as failed until the app discards or retries it.
+    this.failq.push(p);
+    const fk = this.key("failed/" + p.e.clientMsgId);
+    const fv = { ...p.e, error: { code: error.code, message: error.message } };
+    this.write(() => this.store.set(fk, fv));
     p.reject(error);
     this.emit("send_failed", { clientMsgId: p.e.clientMsgId, conversationId: p.e.conversationId, error });
     this.notify(p.e.conversationId);
+  }
+
+  /** failed lists the refused sends not yet discarded or retried (restored after a restart too). */
+  failed(conversationId?: string): OutgoingMessage[] {
+    return this.failq.filter((p) => !conversationId || p.e.conversationId === conversationId).map((p) => p.view);
+  }
+
+  /** discard forgets a refused send (it leaves messages() and storage). */
+  discard(clientMsgId: string): void {
+    const p = this.takeFailed(clientMsgId);
+    if (p) this.notify(p.e.conversationId);
+  }
+
+  /**
+   * retry queues a refused send again with the same body, type and TTL under
+   * a NEW clientMsgId (the server refused the old one for good); the failed
+   * entry is removed. Undefined when no failed send has that id.
+   */
+  retry(clientMsgId: string): OutgoingMessage | undefined {
+    if (!this.tok) throw new ParleyError("unauthorized", "not logged in");
+    const p = this.failq.find((q) => q.e.clientMsgId === clientMsgId);
+    if (!p) return undefined;
+    const out = this.send(p.e.conversationId, p.e.body, { type: p.e.type as SendOptions["type"], ttlSeconds: p.e.ttlSeconds || undefined });
+    this.takeFailed(clientMsgId);
+    return out;
+  }
+
+  private takeFailed(clientMsgId: string): Pending | undefined {
+    const p = this.failq.find((q) => q.e.clientMsgId === clientMsgId);
+    if (!p) return undefined;
+    this.failq = this.failq.filter((q) => q !== p);
+    const k = this.key("failed/" + clientMsgId);
+    this.write(() => this.store.delete(k));
+    return p;
   }
 
   // ---- status of messages
@@ -1111,7 +1180,8 @@ export class ParleyClient extends Rest {
     const now = this.o.now();
     const held = c ? [...c.msgs.values()].filter((m) => !m.expiresAt || Date.parse(m.expiresAt) > now).sort((a, b) => a.seq - b.seq) : [];
     const out: MessageView[] = held.map((m) => ({ ...m, status: this.status$(conversationId, m.seq) }));
-    for (const p of this.outq)
+    const local = [...this.outq, ...this.failq].sort((a, b) => a.e.queuedAt - b.e.queuedAt || a.e.n - b.e.n);
+    for (const p of local)
       if (p.e.conversationId === conversationId)
         out.push({
           id: "",

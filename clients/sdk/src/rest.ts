@@ -222,8 +222,14 @@ export class Rest {
    */
   refresh(): Promise<void> {
     if (!this.refreshing) {
-      this.refreshing = (async () => {
-        const t = this.tok;
+      const run = async () => {
+        let t = this.tok;
+        if (!t) throw new ParleyError("unauthorized", "not logged in");
+        // Another instance sharing this storage (a second browser tab) may
+        // have rotated the tokens already: our refresh token is then used,
+        // and presenting it again would end the session (reuse detection).
+        if (await this.adoptStored(t)) return;
+        t = this.tok;
         if (!t) throw new ParleyError("unauthorized", "not logged in");
         try {
           const s = await this.raw<SessionResponse>("POST", "/v1/sessions/refresh", { refresh_token: t.refreshToken });
@@ -233,9 +239,33 @@ export class Rest {
           if (err.code === "unauthorized" || err.code === "account_suspended") await this.endSession(err);
           throw err;
         }
-      })().finally(() => (this.refreshing = null));
+      };
+      const lock = this.o.lock;
+      this.refreshing = (lock ? lock("parley-token-refresh", run) : run()).then(() => {}).finally(() => (this.refreshing = null));
     }
     return this.refreshing;
+  }
+
+  /**
+   * adoptStored takes the stored tokens when another instance rotated them
+   * after we read ours. True when they are fresh enough that no refresh is
+   * needed; false (with this.tok possibly updated) when a refresh is still due.
+   */
+  private async adoptStored(t: StoredTokens): Promise<boolean> {
+    let st: StoredTokens | undefined;
+    try {
+      st = await this.store.get<StoredTokens>("tokens");
+    } catch {
+      return false;
+    }
+    if (this.tok !== t) return this.tok !== null; // changed while we read (login, logout)
+    if (!st || !st.refreshToken || st.refreshToken === t.refreshToken) return false;
+    if (st.userId !== t.userId || st.deviceId !== t.deviceId) return false;
+    this.tok = st;
+    this.log("debug", "adopted tokens rotated by another instance", {});
+    this.emit("token", { accessExpiresAt: st.accessExpiresAt });
+    const margin = Math.min(60000, st.lifetimeMs / 5);
+    return this.o.now() + margin < st.accessExpiresAt;
   }
 
   private async setTokens(s: SessionResponse) {

@@ -159,6 +159,16 @@ export interface ClientOptions {
   now?: () => number;
   random?: () => number;
   logger?: Logger;
+  /**
+   * Runs token refreshes under a lock shared by every client instance that
+   * shares this storage (e.g. browser tabs on one IndexedDB). Inside the
+   * lock the client re-reads the stored tokens and adopts them when another
+   * instance rotated them already, instead of presenting a used refresh token
+   * (which the server treats as theft and ends the session). In a browser:
+   * `lock: (name, fn) => navigator.locks.request(name, fn)`. Not needed with
+   * one instance per storage (React Native, Node).
+   */
+  lock?: (name: string, fn: () => Promise<void>) => Promise<unknown>;
 }
 
 export interface HistoryQuery {

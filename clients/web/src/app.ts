@@ -11,7 +11,7 @@ import {
   type User,
 } from "@parley/client";
 import { $, h, hue, initials, timeOf } from "./dom";
-import { enablePush } from "./push";
+import { closeNotifications, enablePush, setSignedIn, signOutLocally } from "./push";
 
 /** What the app keeps for each message element it drew. */
 interface Drawn {
@@ -133,6 +133,7 @@ export class App {
   // ---- the main screen ----
 
   private async enter(): Promise<void> {
+    void setSignedIn(true);
     this.buildShell();
     this.listen();
     this.renderBanner();
@@ -218,7 +219,13 @@ export class App {
     for (const off of this.offs) off();
     const c = this.client;
     this.offs = [
-      c.on("status", () => this.renderBanner()),
+      c.on("status", (e) => {
+        if (e.status === "connecting") this.replaced = false;
+        this.renderBanner();
+      }),
+      // 4004: this device opened a newer connection (another tab or window);
+      // the SDK stops (status "stopped" follows) and waits for the user.
+      c.on("disconnected", (e) => { if (e.code === 4004) this.replaced = true; }),
       c.on("synced", () => this.schedule("list", "chat", "header")),
       c.on("message", (e) => {
         this.sentAt.set(e.message.conversationId + " " + e.message.senderId, performance.now());
@@ -245,11 +252,12 @@ export class App {
       c.on("presence", () => this.schedule("list", "header")),
       c.on("receipt", (e) => { if (e.conversationId === this.openId) this.schedule("header"); }),
       c.on("send_failed", (e) => {
-        this.toast("Not sent: " + describe(e.error));
+        this.toast("Not sent: " + describe(e.error) + ". Retry or delete it in the conversation.");
         if (e.conversationId === this.openId) this.schedule("chat");
       }),
       c.on("session_ended", (e) => {
         this.teardown();
+        this.forgetLocally();
         this.showLogin("Signed out: " + describe(e.error));
       }),
     ];
@@ -277,10 +285,21 @@ export class App {
       this.toast(describe(e));
     }
     this.teardown();
-    this.users.clear();
-    localStorage.removeItem(USERS_KEY);
+    await this.forgetLocally();
     location.hash = "";
     this.showLogin();
+  }
+
+  /** forgetLocally clears what this browser kept for the signed-out user: names, push, notifications, badge. */
+  private async forgetLocally(): Promise<void> {
+    this.users.clear();
+    this.me = null;
+    try {
+      localStorage.removeItem(USERS_KEY);
+    } catch {
+      /* storage refused */
+    }
+    await signOutLocally();
   }
 
   /** schedule redraws parts at the next frame (events come in bursts). */
@@ -299,6 +318,7 @@ export class App {
 
   private bannerTimer: ReturnType<typeof setTimeout> | undefined;
   private lostConnection = false;
+  private replaced = false;
 
   /**
    * renderBanner shows the connection state, once it has lasted a second
@@ -311,6 +331,24 @@ export class App {
     const s = this.client.status;
     document.body.dataset.status = s;
     clearTimeout(this.bannerTimer);
+    if (this.replaced && s === "stopped") {
+      this.lostConnection = false;
+      banner.hidden = false;
+      banner.dataset.status = "replaced";
+      banner.replaceChildren(
+        "This device connected elsewhere. ",
+        h("button", {
+          type: "button",
+          id: "reconnect",
+          class: "ghost",
+          onclick: () => {
+            this.replaced = false;
+            this.client.connect().catch((e) => this.toast(describe(e)));
+          },
+        }, "Reconnect"),
+      );
+      return;
+    }
     if (s === "online" || s === "stopped") this.lostConnection = false;
     if (s === "offline") this.lostConnection = true;
     const text = this.lostConnection && s !== "online" ? STATUS_TEXT.offline : STATUS_TEXT[s] ?? "";
@@ -659,11 +697,43 @@ export class App {
         h("span", { class: "meta" }, h("time", { datetime: m.createdAt || undefined }, timeOf(m.createdAt)), tick),
       ),
     );
+    // A refused send stays (with its text) until retried or deleted.
+    const actions =
+      mine && m.seq === 0 && m.clientMsgId
+        ? h(
+            "span",
+            { class: "failed-actions", hidden: true },
+            h("button", { type: "button", class: "ghost retry", "aria-label": "Retry sending this message", onclick: () => this.retrySend(m.clientMsgId) }, "Retry"),
+            h("button", { type: "button", class: "ghost discard", "aria-label": "Delete this unsent message", onclick: () => this.discardSend(m.clientMsgId) }, "Delete"),
+          )
+        : null;
+    if (actions) el.querySelector(".bubble")?.append(actions);
     let unsub: (() => void) | null = null;
     if (tick) {
-      unsub = m.status.subscribe((s) => paintTick(tick, s, group));
+      unsub = m.status.subscribe((s) => {
+        paintTick(tick, s, group);
+        if (actions) actions.hidden = s.state !== "failed";
+      });
     }
     return { el, tick, seq: m.seq, unsub };
+  }
+
+  private retrySend(clientMsgId: string): void {
+    try {
+      const out = this.client.retry(clientMsgId);
+      out?.acked.catch(() => { /* shown through send_failed and the status */ });
+    } catch (e) {
+      this.toast(describe(e));
+    }
+    this.renderMessages(true);
+    this.schedule("list");
+    (document.getElementById("composer") as HTMLElement | null)?.focus();
+  }
+
+  private discardSend(clientMsgId: string): void {
+    this.client.discard(clientMsgId);
+    this.renderMessages();
+    (document.getElementById("composer") as HTMLElement | null)?.focus();
   }
 
   private sendFrom(composer: HTMLTextAreaElement): void {
@@ -681,6 +751,9 @@ export class App {
   private markRead(): void {
     const id = this.openId;
     if (!id || document.visibilityState !== "visible") return;
+    // Read on this device: its own notifications for the conversation go
+    // (the server's read push closes them on the user's other devices).
+    void closeNotifications(id);
     const c = this.client.conversation(id);
     if (!c || (c.unreadCount === 0 && c.readSeq >= c.lastSeq)) return;
     // Offline, the read goes out with the next one.

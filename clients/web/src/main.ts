@@ -15,6 +15,9 @@ const client = new ParleyClient({
   storage: new IndexedDBStorage("parley"),
   platform: "web",
   deviceName: deviceName(),
+  // Every tab shares the tokens in IndexedDB: refresh under a cross-tab lock
+  // so that a second tab adopts the rotation instead of reusing the old token.
+  lock: navigator.locks ? (name, fn) => navigator.locks.request(name, fn) : undefined,
 });
 
 const root = document.getElementById("app");

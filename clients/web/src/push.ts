@@ -50,3 +50,56 @@ export async function enablePush(client: ParleyClient, timeoutMs = 10000): Promi
   await client.registerPush({ kind: "webpush", subscription: { ...json, endpoint: json.endpoint } });
   return "Notifications on.";
 }
+
+// The service worker shows pushes only while someone is signed in here: the
+// page keeps a flag in the Cache API (shared with the worker, which has no
+// localStorage). Keep these two names in step with sw.ts.
+const SESSION_CACHE = "parley-session";
+const SESSION_URL = "/__parley/signed-in";
+
+/** setSignedIn tells the service worker whether a user is signed in on this browser. */
+export async function setSignedIn(on: boolean): Promise<void> {
+  if (!("caches" in window)) return;
+  try {
+    if (on) await (await caches.open(SESSION_CACHE)).put(SESSION_URL, new Response("1"));
+    else await caches.delete(SESSION_CACHE);
+  } catch {
+    /* no Cache API here (private mode): pushes are still unsubscribed at sign-out */
+  }
+}
+
+/** closeNotifications closes this app's notifications (of one conversation, by tag, or all). */
+export async function closeNotifications(tag?: string): Promise<number> {
+  if (!("serviceWorker" in navigator)) return 0;
+  try {
+    const reg = await navigator.serviceWorker.getRegistration();
+    if (!reg) return 0;
+    const open = await reg.getNotifications(tag ? { tag } : undefined);
+    for (const n of open) n.close();
+    return open.length;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * signOutLocally removes what a signed-out browser must not keep showing:
+ * the push subscription (unsubscribed in the browser, so nothing more
+ * arrives), every open notification, the app badge, and the worker's
+ * signed-in flag (set first: a push racing the unsubscribe is dropped).
+ */
+export async function signOutLocally(): Promise<void> {
+  await setSignedIn(false);
+  if ("serviceWorker" in navigator) {
+    try {
+      const reg = await navigator.serviceWorker.getRegistration();
+      const sub = await reg?.pushManager?.getSubscription();
+      await sub?.unsubscribe();
+    } catch {
+      /* nothing subscribed, or no push service */
+    }
+  }
+  await closeNotifications();
+  const nav = navigator as Navigator & { clearAppBadge?: () => Promise<void> };
+  await nav.clearAppBadge?.().catch(() => {});
+}

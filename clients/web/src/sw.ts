@@ -44,8 +44,24 @@ function bodyOf(d: PushData): string {
   return count <= 1 ? "New message" : `${count} new messages`;
 }
 
+// Set by the page (push.ts setSignedIn) at sign-in, removed at sign-out.
+const SESSION_CACHE = "parley-session";
+const SESSION_URL = "/__parley/signed-in";
+
+async function signedIn(): Promise<boolean> {
+  try {
+    return !!(await (await caches.open(SESSION_CACHE)).match(SESSION_URL));
+  } catch {
+    return true; // no Cache API: the unsubscribe at sign-out is what stops pushes
+  }
+}
+
 async function onPush(d: PushData): Promise<void> {
   const tag = d.conversation_id ?? "parley";
+  if (d.type === "message" && !(await signedIn())) {
+    await tell({ type: "notification-dropped", tag, reason: "signed out" });
+    return;
+  }
   setBadge(d.badge);
   if (d.type === "read") {
     const open = await self.registration.getNotifications({ tag });

@@ -113,5 +113,38 @@ test("the service worker shows parleyd's Web Push notification and closes it on 
   await page.locator("#enable-push").click();
   await page.locator("#push-state", { hasText: /Notifications (on|unavailable)/ }).waitFor({ timeout: 20000 });
   await shot(page, "32-push-enable-without-push-service");
+
+  // Read on this device: the page closes its own notifications for the
+  // conversation it shows (the read push only reaches the other devices).
+  const push = () => deliver({
+    type: "message", conversation_id: convId, seq: String(message.seq), count: "1", badge: "1",
+    sender_id: daveId, sender_name: "Dave Hill", trace_id: message.id,
+  });
+  const noneShown = async () => {
+    for (let i = 0; i < 100 && (await shown()).length > 0; i++) await page.waitForTimeout(100);
+    assert.deepEqual(await shown(), []);
+  };
+  const nShown = () => page.evaluate(() => window.__sw.filter((m) => m.type === "notification-shown").length);
+  await push();
+  await page.waitForFunction(() => window.__sw.filter((m) => m.type === "notification-shown").length === 3);
+  await page.waitForTimeout(1500);
+  assert.equal((await shown()).length, 1, "stays until read");
+  await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+  await noneShown();
+
+  // Log out: open notifications close, the kept names go, and the worker
+  // shows no more pushes on this browser.
+  await push();
+  await page.waitForFunction(() => window.__sw.filter((m) => m.type === "notification-shown").length === 4);
+  await page.waitForTimeout(1500);
+  assert.equal((await shown()).length, 1, "stays until logout");
+  await page.locator("#logout").click();
+  await page.locator("#login").waitFor();
+  await noneShown();
+  assert.equal(await page.evaluate(() => localStorage.getItem("parley-web-users")), null);
+  await push();
+  assert.equal((await told("notification-dropped")).reason, "signed out");
+  assert.deepEqual(await shown(), []);
+  assert.equal(await nShown(), 4);
   assert.deepEqual(errors, []);
 });
