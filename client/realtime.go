@@ -834,8 +834,12 @@ func (r *realtime) backfill(id string, cs *convState) {
 		for i := range f.Messages {
 			// History after heldUpto returns every stored message past
 			// it: a seq it skips expired or was purged, and is gone.
+			// Messages already waiting ahead up to it are handed over
+			// now: drainAhead would otherwise drop them once heldUpto
+			// passes them (onMessage only merges a copy held ahead).
 			if m := &f.Messages[i]; m.Seq-1 > cs.heldUpto {
 				cs.heldUpto = m.Seq - 1
+				r.drainAhead(cs)
 			}
 			r.onMessage(&f.Messages[i])
 		}
@@ -992,9 +996,23 @@ func (r *realtime) pump() {
 		return
 	}
 	now := time.Now()
+	var held map[string]bool // conversations waiting for a refused send's retry
 	for _, p := range r.outbox {
 		if len(r.inflight) >= r.c.cfg.MaxInFlight {
 			return
+		}
+		if held[p.ConversationID] {
+			continue
+		}
+		if !p.retryAt.IsZero() {
+			// Refused with a retryable error: the later sends of its
+			// conversation wait until it is acked (or refused for good)
+			// so they do not commit before it. Those already in flight
+			// when the refusal came may still commit first.
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[p.ConversationID] = true
 		}
 		if p.inFlight || now.Before(p.retryAt) {
 			continue

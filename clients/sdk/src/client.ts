@@ -666,7 +666,10 @@ export class ParleyClient extends Rest {
       if (f.type === "error") return this.historyFailed(id, f);
       const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
       for (const m of got) {
-        if (m.seq - 1 > c.heldUpto && !c.msgs.has(m.seq)) c.heldUpto = m.seq - 1; // the seqs skipped are gone
+        if (m.seq - 1 > c.heldUpto && !c.msgs.has(m.seq)) {
+          c.heldUpto = m.seq - 1; // the seqs skipped are gone
+          this.drain(c); // hands over what waits ahead from here (onMessage only merges a copy held ahead)
+        }
         this.onMessage(m);
       }
       if (c.ahead.size && got.length < HISTORY_LIMIT && !f.truncated) {
@@ -971,9 +974,15 @@ export class ParleyClient extends Rest {
     if (!this.ws || !this.synced || this.pending > 0) return;
     const now = this.o.now();
     let next = Infinity;
+    const held = new Set<string>(); // conversations waiting for a refused send's retry
     for (const p of [...this.outq]) {
       if (this.inflight.size >= this.o.maxInFlight) break;
-      if (p.inFlight || !p.saved || p.done) continue;
+      if (p.done || p.failed || held.has(p.e.conversationId)) continue;
+      // Refused with a retryable error: the later sends of its conversation wait until it is
+      // acked (or refused for good) so they do not commit before it. Those already in flight
+      // when the refusal came may still commit first.
+      if (p.retryAt > 0) held.add(p.e.conversationId);
+      if (p.inFlight || !p.saved) continue;
       if (now < p.retryAt) {
         next = Math.min(next, p.retryAt);
         continue;
