@@ -928,6 +928,13 @@ func (r *realtime) onSyncResult(f *InFrame) {
 			r.onMessage(&e.Messages[j])
 		}
 		r.drainAhead(cs)
+		// A delivered report the server does not have (written on a
+		// connection that died before it arrived) goes again after the
+		// sync.
+		if me := conv.MemberOf(r.userID); me != nil && cs.reported > me.DeliveredSeq && cs.heldUpto > me.DeliveredSeq {
+			cs.reported = me.DeliveredSeq
+			r.dirty[id] = true
+		}
 	}
 	for _, ev := range stale {
 		r.emit(ev)

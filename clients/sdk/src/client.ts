@@ -579,6 +579,14 @@ export class ParleyClient extends Rest {
       } else if (e.more_messages && msgs.length) this.reread(id, c, Math.min(msgs[0].seq, c.heldUpto + 1));
       for (const m of msgs) this.onMessage(m);
       this.drain(c);
+      // A delivered report the server does not have (sent on a connection that died before it
+      // arrived) goes again after the sync.
+      const me = (e.conversation.members || []).find((x: any) => x.user_id === this.uid);
+      const got: number = me ? me.delivered_seq || 0 : Infinity;
+      if (c.reported > got && c.heldUpto > got) {
+        c.reported = got;
+        this.dirty.add(id);
+      }
       c.s!.unreadCount = e.unread_count || 0;
       this.save(id);
       this.emit("conversation", { conversation: c.s!, action: "synced" });
