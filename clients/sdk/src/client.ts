@@ -69,6 +69,8 @@ interface Sub {
 
 /** Send error codes retried later; every other code refuses the message for good. */
 const RETRY = ["rate_limited", "unavailable", "internal"];
+/** Failures a read is kept for and sent again after the next sync. */
+const NETWORK = ["network", "timeout", ...RETRY];
 const HISTORY_LIMIT = 200;
 const HISTORY_PARALLEL = 8;
 
@@ -121,6 +123,8 @@ export class ParleyClient extends Rest {
   private hq: (() => void)[] = [];
   private fullSeen: Set<string> | null = null;
   private dirty = new Set<string>();
+  /** reads marked while they could not be sent (offline): sent after the next sync */
+  private unsentReads = new Map<string, number>();
   private waiters: { res: () => void; rej: (e: ParleyError) => void }[] = [];
   private timers: Record<string, (() => void) | undefined> = {};
 
@@ -702,6 +706,7 @@ export class ParleyClient extends Rest {
     if (!this.announced) {
       this.announced = true;
       this.flushDelivered(); // always after a sync: heals reports lost with a crash
+      this.flushReads();
       this.setStatus("online");
       this.emit("synced", {});
     }
@@ -1174,8 +1179,26 @@ export class ParleyClient extends Rest {
       if (m) m.readSeq = Math.max(m.readSeq, seq);
       this.save(conversationId);
     }
-    if (!this.tx({ type: "read", id: "r:" + conversationId, conversation_id: conversationId, seq }))
+    if (this.tx({ type: "read", id: "r:" + conversationId, conversation_id: conversationId, seq })) {
+      this.unsentReads.delete(conversationId);
+      return;
+    }
+    try {
       await this.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/read`, { seq });
+      if ((this.unsentReads.get(conversationId) ?? Infinity) <= seq) this.unsentReads.delete(conversationId);
+    } catch (e) {
+      if (!(e instanceof ParleyError) || !NETWORK.includes(e.code)) throw e;
+      // Offline: kept, and sent after the next sync (like delivered).
+      this.unsentReads.set(conversationId, Math.max(seq, this.unsentReads.get(conversationId) ?? 0));
+    }
+  }
+
+  private flushReads() {
+    for (const [id, seq] of this.unsentReads) {
+      if (!this.convs.has(id)) this.unsentReads.delete(id);
+      else if (this.tx({ type: "read", id: "r:" + id, conversation_id: id, seq })) this.unsentReads.delete(id);
+      else return;
+    }
   }
 
   /** typing: start is throttled to one per 3 s; stop is sent after a send by the SDK itself. */
