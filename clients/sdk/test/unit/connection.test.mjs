@@ -2,7 +2,7 @@
 // liveness pings, in-band token renewal, app state.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FakeWebSocket, makeClient, online, ready, useClock, waitFor, flush } from "./fakes.mjs";
+import { FakeWebSocket, FakeServer, makeClient, online, ready, useClock, waitFor, flush } from "./fakes.mjs";
 
 test("every attempt uses a new ticket in the URL, never the access token", async (t) => {
   const tick = useClock(t);
@@ -227,4 +227,31 @@ test("close() sends 1000 and stops", async (t) => {
   assert.equal(client.status, "stopped");
   await tick(120000);
   assert.equal(FakeWebSocket.all.length, 1);
+});
+
+test("a hung ticket fetch times out (ParleyError timeout) and the reconnect tries again instead of staying connecting", async (t) => {
+  const tick = useClock(t);
+  const server = new FakeServer();
+  const answer = server.fetch;
+  let hang = false;
+  let asked = 0;
+  server.fetch = (url, init) => {
+    if (url.endsWith("/v1/ws/ticket")) asked++;
+    return hang && url.endsWith("/v1/ws/ticket") ? new Promise(() => {}) : answer(url, init);
+  };
+  const { client } = makeClient({ server, options: { requestTimeoutMs: 1000 } });
+  await client.login("alice", "correct horse battery");
+  hang = true;
+  const statuses = [];
+  client.on("status", (e) => statuses.push(e.status));
+  client.connect().catch(() => {});
+  await flush();
+  const tickets = () => asked;
+  assert.equal(tickets(), 1);
+  for (let i = 0; i < 10 && tickets() < 2; i++) await tick(1000);
+  assert.ok(tickets() >= 2, "asked for a ticket again after the hung one timed out");
+  hang = false;
+  for (let i = 0; i < 40 && !FakeWebSocket.last; i++) await tick(1000);
+  assert.ok(FakeWebSocket.last, "connected once the server answers");
+  await client.close();
 });
