@@ -112,6 +112,10 @@ export class ParleyClient extends Rest {
   private maxFrame = 131072;
   private pingEvery = 25000;
   private sockExp = 0;
+  /** when the last in-band auth was answered (local clock) */
+  private authAt = -Infinity;
+  /** the last auth did not extend the socket's expiry: refresh before the next */
+  private noGain = false;
   private appState: "active" | "background" = "active";
   private reqN = 0;
   private reqs = new Map<string, (f: any) => void>();
@@ -516,22 +520,27 @@ export class ParleyClient extends Rest {
     this.sockExp = Math.max(this.sockExp, expires);
     const now = this.o.now();
     const at = Math.min(now + (expires - now) * 0.8, expires - 2 * this.pingEvery);
-    this.timer("renew", Math.max(0, at - now), () => this.renew());
+    // expires is the server's clock, now ours: a clock ahead of the server's puts `at` in the
+    // past for good. At most one renewal per ping interval, whatever the clocks say.
+    this.timer("renew", Math.max(0, at - now, this.authAt + this.pingEvery - now), () => this.renew());
   }
 
   private async renew() {
     const ws = this.ws;
     const again = () => this.ws === ws && this.timer("renew", 10000, () => this.renew());
     try {
-      if (!this.tok || this.tok.accessExpiresAt <= this.sockExp + 1000) await this.refresh();
+      if (!this.tok || this.noGain || this.tok.accessExpiresAt <= this.sockExp + 1000) await this.refresh();
     } catch (e) {
       this.log("warn", "token renewal", { error: String(e) });
       return again();
     }
     if (this.ws !== ws || !this.tok) return;
     this.req("a", { type: "auth", access_token: this.tok.accessToken }, (f) => {
-      if (f.type === "authenticated") this.scheduleRenew(Date.parse(f.token_expires_at));
-      else again();
+      if (f.type !== "authenticated") return again();
+      const exp = Date.parse(f.token_expires_at);
+      this.noGain = !(exp > this.sockExp); // the token we hold would not extend it: refresh first next time
+      this.authAt = this.o.now();
+      this.scheduleRenew(exp);
     });
   }
 

@@ -255,3 +255,24 @@ test("a hung ticket fetch times out (ParleyError timeout) and the reconnect trie
   assert.ok(FakeWebSocket.last, "connected once the server answers");
   await client.close();
 });
+
+test("a clock ahead of the server's renews at most once per ping interval and refreshes when auth gains nothing", async (t) => {
+  const tick = useClock(t);
+  const { client, server } = makeClient({ options: { now: () => Date.now() + 3_600_000 } });
+  await client.login("alice", "correct horse battery");
+  const connected = client.connect();
+  const ws = await waitFor(() => FakeWebSocket.last, "a socket");
+  const exp = new Date(Date.now() + 900_000).toISOString();
+  ready(ws, { token_expires_at: exp });
+  await connected;
+  let answered = 0;
+  for (let i = 0; i < 100; i++) {
+    await tick(1000);
+    const auths = ws.ofType("auth");
+    for (; answered < auths.length; answered++) ws.frame({ type: "authenticated", id: auths[answered].id, token_expires_at: exp });
+  }
+  const n = ws.ofType("auth").length;
+  assert.ok(n >= 1 && n <= 5, `auth frames in 100 s with a 25 s ping interval: ${n}`);
+  assert.ok(server.refreshes >= 1, "refreshed when the held token did not extend the expiry");
+  await client.close();
+});
