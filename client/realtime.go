@@ -835,8 +835,12 @@ func (r *realtime) backfill(id string, cs *convState) {
 		for i := range f.Messages {
 			// History after heldUpto returns every stored message past
 			// it: a seq it skips expired or was purged, and is gone.
+			// Messages already waiting ahead up to it are handed over
+			// now: drainAhead would otherwise drop them once heldUpto
+			// passes them (onMessage only merges a copy held ahead).
 			if m := &f.Messages[i]; m.Seq-1 > cs.heldUpto {
 				cs.heldUpto = m.Seq - 1
+				r.drainAhead(cs)
 			}
 			r.onMessage(&f.Messages[i])
 		}
@@ -925,6 +929,13 @@ func (r *realtime) onSyncResult(f *InFrame) {
 			r.onMessage(&e.Messages[j])
 		}
 		r.drainAhead(cs)
+		// A delivered report the server does not have (written on a
+		// connection that died before it arrived) goes again after the
+		// sync.
+		if me := conv.MemberOf(r.userID); me != nil && cs.reported > me.DeliveredSeq && cs.heldUpto > me.DeliveredSeq {
+			cs.reported = me.DeliveredSeq
+			r.dirty[id] = true
+		}
 	}
 	for _, ev := range stale {
 		r.emit(ev)
@@ -993,9 +1004,23 @@ func (r *realtime) pump() {
 		return
 	}
 	now := time.Now()
+	var held map[string]bool // conversations waiting for a refused send's retry
 	for _, p := range r.outbox {
 		if len(r.inflight) >= r.c.cfg.MaxInFlight {
 			return
+		}
+		if held[p.ConversationID] {
+			continue
+		}
+		if !p.retryAt.IsZero() {
+			// Refused with a retryable error: the later sends of its
+			// conversation wait until it is acked (or refused for good)
+			// so they do not commit before it. Those already in flight
+			// when the refusal came may still commit first.
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[p.ConversationID] = true
 		}
 		if p.inFlight || now.Before(p.retryAt) {
 			continue

@@ -69,6 +69,8 @@ interface Sub {
 
 /** Send error codes retried later; every other code refuses the message for good. */
 const RETRY = ["rate_limited", "unavailable", "internal"];
+/** Failures a read is kept for and sent again after the next sync. */
+const NETWORK = ["network", "timeout", ...RETRY];
 const HISTORY_LIMIT = 200;
 const HISTORY_PARALLEL = 8;
 
@@ -112,6 +114,10 @@ export class ParleyClient extends Rest {
   private maxFrame = 131072;
   private pingEvery = 25000;
   private sockExp = 0;
+  /** when the last in-band auth was answered (local clock) */
+  private authAt = -Infinity;
+  /** the last auth did not extend the socket's expiry: refresh before the next */
+  private noGain = false;
   private appState: "active" | "background" = "active";
   private reqN = 0;
   private reqs = new Map<string, (f: any) => void>();
@@ -123,6 +129,8 @@ export class ParleyClient extends Rest {
   private hq: (() => void)[] = [];
   private fullSeen: Set<string> | null = null;
   private dirty = new Set<string>();
+  /** reads marked while they could not be sent (offline): sent after the next sync */
+  private unsentReads = new Map<string, number>();
   private waiters: { res: () => void; rej: (e: ParleyError) => void }[] = [];
   private timers: Record<string, (() => void) | undefined> = {};
 
@@ -542,22 +550,27 @@ export class ParleyClient extends Rest {
     this.sockExp = Math.max(this.sockExp, expires);
     const now = this.o.now();
     const at = Math.min(now + (expires - now) * 0.8, expires - 2 * this.pingEvery);
-    this.timer("renew", Math.max(0, at - now), () => this.renew());
+    // expires is the server's clock, now ours: a clock ahead of the server's puts `at` in the
+    // past for good. At most one renewal per ping interval, whatever the clocks say.
+    this.timer("renew", Math.max(0, at - now, this.authAt + this.pingEvery - now), () => this.renew());
   }
 
   private async renew() {
     const ws = this.ws;
     const again = () => this.ws === ws && this.timer("renew", 10000, () => this.renew());
     try {
-      if (!this.tok || this.tok.accessExpiresAt <= this.sockExp + 1000) await this.refresh();
+      if (!this.tok || this.noGain || this.tok.accessExpiresAt <= this.sockExp + 1000) await this.refresh();
     } catch (e) {
       this.log("warn", "token renewal", { error: String(e) });
       return again();
     }
     if (this.ws !== ws || !this.tok) return;
     this.req("a", { type: "auth", access_token: this.tok.accessToken }, (f) => {
-      if (f.type === "authenticated") this.scheduleRenew(Date.parse(f.token_expires_at));
-      else again();
+      if (f.type !== "authenticated") return again();
+      const exp = Date.parse(f.token_expires_at);
+      this.noGain = !(exp > this.sockExp); // the token we hold would not extend it: refresh first next time
+      this.authAt = this.o.now();
+      this.scheduleRenew(exp);
     });
   }
 
@@ -609,6 +622,14 @@ export class ParleyClient extends Rest {
       } else if (e.more_messages && msgs.length) this.reread(id, c, Math.min(msgs[0].seq, c.heldUpto + 1));
       for (const m of msgs) this.onMessage(m);
       this.drain(c);
+      // A delivered report the server does not have (sent on a connection that died before it
+      // arrived) goes again after the sync.
+      const me = (e.conversation.members || []).find((x: any) => x.user_id === this.uid);
+      const got: number = me ? me.delivered_seq || 0 : Infinity;
+      if (c.reported > got && c.heldUpto > got) {
+        c.reported = got;
+        this.dirty.add(id);
+      }
       c.s!.unreadCount = e.unread_count || 0;
       this.save(id);
       this.emit("conversation", { conversation: c.s!, action: "synced" });
@@ -696,7 +717,10 @@ export class ParleyClient extends Rest {
       if (f.type === "error") return this.historyFailed(id, f);
       const got: Message[] = (f.messages || []).map((m: unknown) => camel<Message>(m));
       for (const m of got) {
-        if (m.seq - 1 > c.heldUpto && !c.msgs.has(m.seq)) c.heldUpto = m.seq - 1; // the seqs skipped are gone
+        if (m.seq - 1 > c.heldUpto && !c.msgs.has(m.seq)) {
+          c.heldUpto = m.seq - 1; // the seqs skipped are gone
+          this.drain(c); // hands over what waits ahead from here (onMessage only merges a copy held ahead)
+        }
         this.onMessage(m);
       }
       if (c.ahead.size && got.length < HISTORY_LIMIT && !f.truncated) {
@@ -721,6 +745,7 @@ export class ParleyClient extends Rest {
     if (!this.announced) {
       this.announced = true;
       this.flushDelivered(); // always after a sync: heals reports lost with a crash
+      this.flushReads();
       this.setStatus("online");
       this.emit("synced", {});
     }
@@ -1001,9 +1026,15 @@ export class ParleyClient extends Rest {
     if (!this.ws || !this.synced || this.pending > 0) return;
     const now = this.o.now();
     let next = Infinity;
+    const held = new Set<string>(); // conversations waiting for a refused send's retry
     for (const p of [...this.outq]) {
       if (this.inflight.size >= this.o.maxInFlight) break;
-      if (p.inFlight || !p.saved || p.done) continue;
+      if (p.done || p.failed || held.has(p.e.conversationId)) continue;
+      // Refused with a retryable error: the later sends of its conversation wait until it is
+      // acked (or refused for good) so they do not commit before it. Those already in flight
+      // when the refusal came may still commit first.
+      if (p.retryAt > 0) held.add(p.e.conversationId);
+      if (p.inFlight || !p.saved) continue;
       if (now < p.retryAt) {
         next = Math.min(next, p.retryAt);
         continue;
@@ -1227,8 +1258,26 @@ export class ParleyClient extends Rest {
       if (m) m.readSeq = Math.max(m.readSeq, seq);
       this.save(conversationId);
     }
-    if (!this.tx({ type: "read", id: "r:" + conversationId, conversation_id: conversationId, seq }))
+    if (this.tx({ type: "read", id: "r:" + conversationId, conversation_id: conversationId, seq })) {
+      this.unsentReads.delete(conversationId);
+      return;
+    }
+    try {
       await this.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/read`, { seq });
+      if ((this.unsentReads.get(conversationId) ?? Infinity) <= seq) this.unsentReads.delete(conversationId);
+    } catch (e) {
+      if (!(e instanceof ParleyError) || !NETWORK.includes(e.code)) throw e;
+      // Offline: kept, and sent after the next sync (like delivered).
+      this.unsentReads.set(conversationId, Math.max(seq, this.unsentReads.get(conversationId) ?? 0));
+    }
+  }
+
+  private flushReads() {
+    for (const [id, seq] of this.unsentReads) {
+      if (!this.convs.has(id)) this.unsentReads.delete(id);
+      else if (this.tx({ type: "read", id: "r:" + id, conversation_id: id, seq })) this.unsentReads.delete(id);
+      else return;
+    }
   }
 
   /** typing: start is throttled to one per 3 s; stop is sent after a send by the SDK itself. */

@@ -152,13 +152,32 @@ export class Rest {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (token) headers.Authorization = "Bearer " + token;
+    // A hung call fails after requestTimeoutMs (and is aborted where AbortController exists):
+    // a reconnect waiting on a ticket or refresh must not stay "connecting" for good.
+    const AC = (globalThis as any).AbortController;
+    const ac = AC ? new AC() : undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (ac) ac.abort();
+        reject(new ParleyError("timeout", `${method} ${path}: no answer within ${this.o.requestTimeoutMs ?? 15000} ms`));
+      }, this.o.requestTimeoutMs ?? 15000);
+    });
     let res;
+    let text: string;
     try {
-      res = await this.fetchFn(this.base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch (e) {
-      throw new ParleyError("network", `${method} ${path}: ${asError(e).message}`);
+      try {
+        const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
+        if (ac) (init as Record<string, unknown>).signal = ac.signal; // not in FetchFn: window.fetch stays assignable
+        res = await Promise.race([this.fetchFn(this.base + path, init), timeout]);
+      } catch (e) {
+        if (e instanceof ParleyError) throw e;
+        throw new ParleyError("network", `${method} ${path}: ${asError(e).message}`);
+      }
+      text = await Promise.race([res.text().catch(() => ""), timeout]);
+    } finally {
+      clearTimeout(timer);
     }
-    const text = await res.text().catch(() => "");
     let data: any;
     try {
       data = text ? JSON.parse(text) : undefined;

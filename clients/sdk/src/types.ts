@@ -141,6 +141,8 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Default globalThis.fetch. */
   fetch?: FetchFn;
+  /** A REST call not answered within this fails with ParleyError `timeout` (aborted where AbortController exists). Default 15000 ms. */
+  requestTimeoutMs?: number;
   /** Reported at login: web | ios | android | cli. Default web. */
   platform?: string;
   deviceName?: string;

@@ -2,7 +2,7 @@
 // liveness pings, in-band token renewal, app state.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FakeWebSocket, makeClient, online, ready, useClock, waitFor, flush } from "./fakes.mjs";
+import { FakeWebSocket, FakeServer, makeClient, online, ready, useClock, waitFor, flush } from "./fakes.mjs";
 
 test("every attempt uses a new ticket in the URL, never the access token", async (t) => {
   const tick = useClock(t);
@@ -227,4 +227,52 @@ test("close() sends 1000 and stops", async (t) => {
   assert.equal(client.status, "stopped");
   await tick(120000);
   assert.equal(FakeWebSocket.all.length, 1);
+});
+
+test("a hung ticket fetch times out (ParleyError timeout) and the reconnect tries again instead of staying connecting", async (t) => {
+  const tick = useClock(t);
+  const server = new FakeServer();
+  const answer = server.fetch;
+  let hang = false;
+  let asked = 0;
+  server.fetch = (url, init) => {
+    if (url.endsWith("/v1/ws/ticket")) asked++;
+    return hang && url.endsWith("/v1/ws/ticket") ? new Promise(() => {}) : answer(url, init);
+  };
+  const { client } = makeClient({ server, options: { requestTimeoutMs: 1000 } });
+  await client.login("alice", "correct horse battery");
+  hang = true;
+  const statuses = [];
+  client.on("status", (e) => statuses.push(e.status));
+  client.connect().catch(() => {});
+  await flush();
+  const tickets = () => asked;
+  assert.equal(tickets(), 1);
+  for (let i = 0; i < 10 && tickets() < 2; i++) await tick(1000);
+  assert.ok(tickets() >= 2, "asked for a ticket again after the hung one timed out");
+  hang = false;
+  for (let i = 0; i < 40 && !FakeWebSocket.last; i++) await tick(1000);
+  assert.ok(FakeWebSocket.last, "connected once the server answers");
+  await client.close();
+});
+
+test("a clock ahead of the server's renews at most once per ping interval and refreshes when auth gains nothing", async (t) => {
+  const tick = useClock(t);
+  const { client, server } = makeClient({ options: { now: () => Date.now() + 3_600_000 } });
+  await client.login("alice", "correct horse battery");
+  const connected = client.connect();
+  const ws = await waitFor(() => FakeWebSocket.last, "a socket");
+  const exp = new Date(Date.now() + 900_000).toISOString();
+  ready(ws, { token_expires_at: exp });
+  await connected;
+  let answered = 0;
+  for (let i = 0; i < 100; i++) {
+    await tick(1000);
+    const auths = ws.ofType("auth");
+    for (; answered < auths.length; answered++) ws.frame({ type: "authenticated", id: auths[answered].id, token_expires_at: exp });
+  }
+  const n = ws.ofType("auth").length;
+  assert.ok(n >= 1 && n <= 5, `auth frames in 100 s with a 25 s ping interval: ${n}`);
+  assert.ok(server.refreshes >= 1, "refreshed when the held token did not extend the expiry");
+  await client.close();
 });

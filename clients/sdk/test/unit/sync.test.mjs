@@ -341,3 +341,27 @@ test("backfills: at most 8 history requests at once; a rate-limited one is retri
   for (const id of ids) assert.deepEqual(client.messages(id).map((m) => m.seq), [1, 2, 3, 4, 5]);
   await client.close();
 });
+
+test("a read marked while offline is sent after the next sync", async (t) => {
+  const tick = useClock(t);
+  const { client, server } = makeClient();
+  const ws = await online(client, { conversations: [entry(convObj(CONV, 2), [msg(1), msg(2)], { unread_count: 2 })] });
+  ws.serverClose(1006);
+  server.routes[`POST /v1/conversations/${CONV}/read`] = () => {
+    throw new TypeError("fetch failed");
+  };
+  await client.markRead(CONV);
+  assert.equal(client.conversation(CONV).unreadCount, 0);
+  assert.equal(server.callsTo(`POST /v1/conversations/${CONV}/read`).length, 1, "tried REST while offline");
+  await tick(60_000);
+  const ws2 = await waitFor(() => FakeWebSocket.last !== ws && FakeWebSocket.last, "a new socket");
+  ready(ws2);
+  await waitFor(() => ws2.lastOf("sync"), "a sync frame");
+  assert.equal(ws2.lastOf("read"), undefined, "not before the sync");
+  syncReply(ws2, { conversations: [entry(convObj(CONV, 2), [], { unread_count: 2 })] });
+  await flush();
+  const r = ws2.lastOf("read");
+  assert.ok(r, "the read went after the sync");
+  assert.deepEqual([r.conversation_id, r.seq], [CONV, 2]);
+  await client.close();
+});
