@@ -53,7 +53,7 @@ async function call(c: Rest, method: string, path: string, headers: Record<strin
  * its mediaId to send's attachments.
  */
 export async function upload(c: Rest, conversationId: string, data: Blob | Uint8Array | ArrayBuffer, o: UploadOptions = {}): Promise<Attachment> {
-  const blob = data instanceof Blob ? data : new Blob([data]);
+  const blob = data instanceof Blob ? data : new Blob([data as ArrayBuffer]);
   const size = blob.size;
   const chunk = Math.max(1, o.chunkSize || 4 << 20);
   const max = o.maxRetries ?? 5;
@@ -180,7 +180,7 @@ const signPow = (v: number) => Math.sign(v) * v * v;
  * decodeBlurhash paints a BlurHash (https://blurha.sh) as w x h RGBA pixels
  * (for an ImageData). punch > 1 raises the contrast.
  */
-export function decodeBlurhash(hash: string, w: number, h: number, punch = 1): Uint8ClampedArray {
+export function decodeBlurhash(hash: string, w: number, h: number, punch = 1): Uint8ClampedArray<ArrayBuffer> {
   const sf = d83(hash, 0, 1);
   const ny = Math.floor(sf / 9) + 1;
   const nx = (sf % 9) + 1;
