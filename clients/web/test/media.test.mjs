@@ -62,5 +62,7 @@ test("an attached image reaches the other user as a thumbnail; the lightbox open
   assert.match(await full.getAttribute("src"), /\/original\?exp=/);
   await bob.keyboard.press("Escape");
   await bob.locator("dialog.lightbox").waitFor({ state: "detached" });
+  await alice.locator("#messages .thumb img").waitFor({ timeout: 30000 }); // the sender sees it too, once acked
+  assert.equal(await alice.locator("#messages .uploading").count(), 0, "the pending bubble is gone");
   assert.deepEqual(errors, []);
 });
