@@ -17,6 +17,8 @@ import type {
   WebSocketConstructor,
   WebSocketLike,
 } from "./types.js";
+import { upload, mediaUrl, type UploadOptions } from "./media.js";
+import type { Attachment } from "./types.js";
 import { camel, later, least, merge, utf8Length, uuid } from "./util.js";
 
 /** Per conversation: the public view plus the section-7 bookkeeping. */
@@ -44,6 +46,7 @@ interface OutboxEntry {
   type: string;
   body: string;
   ttlSeconds: number;
+  attachments?: string[];
   queuedAt: number;
   n: number;
 }
@@ -1002,6 +1005,7 @@ export class ParleyClient extends Rest {
       type: opts.type || "text",
       body,
       ttlSeconds: opts.ttlSeconds || 0,
+      attachments: opts.attachments && opts.attachments.length ? opts.attachments : undefined,
       queuedAt: this.o.now(),
       n: this.outN++,
     };
@@ -1015,6 +1019,16 @@ export class ParleyClient extends Rest {
     if (this.typingSent.has(conversationId)) this.typing(conversationId, "stop");
     this.notify(conversationId);
     return p.view;
+  }
+
+  /** upload sends a file with tus (see media.ts) and returns its attachment, for send's attachments. */
+  upload(conversationId: string, data: Blob | Uint8Array | ArrayBuffer, opts?: UploadOptions): Promise<Attachment> {
+    return upload(this, conversationId, data, opts);
+  }
+
+  /** mediaUrl is a signed link (no token needed) to a media or its thumbnail, cached until it expires. */
+  mediaUrl(mediaId: string, variant: "original" | "thumbnail" = "original"): Promise<string> {
+    return mediaUrl(this, mediaId, variant);
   }
 
   /** outbox is every message not yet acked (restored after a restart too). */
@@ -1049,6 +1063,7 @@ export class ParleyClient extends Rest {
         body: p.e.body,
       };
       if (p.e.ttlSeconds) f.ttl_seconds = p.e.ttlSeconds;
+      if (p.e.attachments) f.attachments = p.e.attachments.map((media_id) => ({ media_id }));
       if (utf8Length(JSON.stringify(f)) > this.maxFrame) {
         this.fail(p, new ParleyError("payload_too_large", "the message does not fit in one frame"));
         continue;

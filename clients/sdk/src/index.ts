@@ -3,10 +3,13 @@ export { ParleyError } from "./errors.js";
 export { MemoryStorage, IndexedDBStorage, AsyncStorageAdapter } from "./storage.js";
 export type { Storage, AsyncStorageLike, IndexedDBLike } from "./storage.js";
 export { EVENT_BUFFER } from "./rest.js";
+export { decodeBlurhash } from "./media.js";
+export type { UploadOptions } from "./media.js";
 export type {
   User,
   Session,
   Message,
+  Attachment,
   Member,
   ConversationState,
   Observable,

@@ -1,6 +1,6 @@
 import { ParleyError, asError } from "./errors.js";
 import { MemoryStorage, type Storage } from "./storage.js";
-import type { ClientOptions, FetchFn, Logger, ParleyEvent, ParleyEvents, EventType, Session, User } from "./types.js";
+import type { ClientOptions, FetchFn, FetchResponse, Logger, ParleyEvent, ParleyEvents, EventType, Session, User } from "./types.js";
 import { camel } from "./util.js";
 
 /** What the SDK stores under the key "tokens". */
@@ -223,6 +223,20 @@ export class Rest {
         throw e;
       }
     }
+  }
+
+  /** @internal authFetch (media.ts): fetch with the access token, refreshed as request does; the answer as is. */
+  async authFetch(path: string, init: { method: string; headers: Record<string, string>; body?: Uint8Array<ArrayBuffer>; signal?: AbortSignal }): Promise<FetchResponse> {
+    for (let a = 0; ; a++) {
+      const res = await this.fetchFn(this.abs(path), { ...init, headers: { ...init.headers, Authorization: "Bearer " + (await this.accessToken()) } });
+      if (res.status !== 401 || a > 0 || !this.tok) return res;
+      await this.refresh();
+    }
+  }
+
+  /** @internal abs makes a server path absolute. */
+  abs(path: string): string {
+    return path[0] === "/" ? this.base + path : path;
   }
 
   /** accessToken returns the access token, refreshed first if it expires within the margin. */

@@ -32,6 +32,22 @@ export interface Message {
   editedAt?: string;
   deleted?: boolean;
   withheld?: boolean;
+  /** media the message carries, in the order sent (protocol.md: the attachment object) */
+  attachments?: Attachment[];
+}
+
+export interface Attachment {
+  mediaId: string;
+  contentType?: string;
+  size?: number;
+  sha256?: string;
+  filename?: string;
+  width?: number;
+  height?: number;
+  durationMs?: number;
+  thumbnail?: { width: number; height: number };
+  blurhash?: string;
+  encrypted?: boolean;
 }
 
 export interface Member {
@@ -87,6 +103,8 @@ export interface OutgoingMessage {
 }
 
 export interface SendOptions {
+  /** media ids from upload() (up to 10); the body may then be empty */
+  attachments?: string[];
   type?: "text" | "image" | "video" | "file";
   ttlSeconds?: number;
   clientMsgId?: string;
@@ -127,7 +145,7 @@ export interface FetchResponse {
 }
 export type FetchFn = (
   url: string,
-  init: { method: string; headers: Record<string, string>; body?: string },
+  init: { method: string; headers: Record<string, string>; body?: string | Uint8Array<ArrayBuffer>; signal?: AbortSignal },
 ) => Promise<FetchResponse>;
 
 export type Logger = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;

@@ -12,6 +12,7 @@ import {
 } from "@parley/client";
 import { $, h, hue, initials, timeOf } from "./dom";
 import { closeNotifications, enablePush, setSignedIn, signOutLocally } from "./push";
+import { attachControl, attachmentsView } from "./media";
 
 /** What the app keeps for each message element it drew. */
 interface Drawn {
@@ -516,6 +517,7 @@ export class App {
           },
         },
         h("label", { for: "composer", class: "sr-only" }, "Message"),
+        attachControl(this.client, () => this.openId, () => document.getElementById("messages"), (e) => this.toast(describe(e))),
         composer,
         h("span", { id: "composer-hint", class: "sr-only" }, "Enter sends, Shift+Enter starts a new line"),
         h("button", { type: "submit", class: "primary", id: "send" }, "Send"),
@@ -693,6 +695,7 @@ export class App {
         "div",
         { class: "bubble" },
         !mine && group ? h("span", { class: "sender", style: `color:hsl(${hue(m.senderId)} 55% 38%)` }, this.nameOf(m.senderId)) : null,
+        m.deleted ? null : attachmentsView(this.client, m.attachments),
         body,
         h("span", { class: "meta" }, h("time", { datetime: m.createdAt || undefined }, timeOf(m.createdAt)), tick),
       ),
