@@ -108,14 +108,14 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (parley.BlobIn
 		return parley.BlobInfo{}, fmt.Errorf("fsblob: write: %w", err)
 	}
 	digest := sha256.New()
-	counted := &countingReader{ctx: ctx, src: io.TeeReader(r, digest)}
+	counted := &blobcrypt.SourceReader{Ctx: ctx, Src: io.TeeReader(r, digest)}
 	enc, err := s.keys.Encrypt(h, key, counted)
 	if err != nil {
 		return parley.BlobInfo{}, err
 	}
 	if _, err := io.CopyBuffer(f, enc, make([]byte, blobcrypt.PackageSize)); err != nil {
-		if counted.readErr != nil {
-			return parley.BlobInfo{}, counted.readErr // the source's error, as is
+		if counted.ReadErr != nil {
+			return parley.BlobInfo{}, counted.ReadErr // the source's error, as is
 		}
 		return parley.BlobInfo{}, fmt.Errorf("fsblob: write: %w", err)
 	}
@@ -135,7 +135,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (parley.BlobIn
 	if err := syncDir(dir); err != nil {
 		return parley.BlobInfo{}, err
 	}
-	info := parley.BlobInfo{Key: key, Size: counted.n, ModTime: time.Now(), SHA256: hex.EncodeToString(digest.Sum(nil))}
+	info := parley.BlobInfo{Key: key, Size: counted.N, ModTime: time.Now(), SHA256: hex.EncodeToString(digest.Sum(nil))}
 	if st, err := os.Stat(path); err == nil {
 		info.ModTime = st.ModTime()
 	}
@@ -172,28 +172,6 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsblob: sync dir: %w", err)
 	}
 	return nil
-}
-
-// countingReader counts what it reads, stops when ctx ends, and remembers
-// the source's error (to return it unwrapped).
-type countingReader struct {
-	ctx     context.Context
-	src     io.Reader
-	n       int64
-	readErr error
-}
-
-func (r *countingReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		r.readErr = err
-		return 0, err
-	}
-	n, err := r.src.Read(p)
-	r.n += int64(n)
-	if err != nil && err != io.EOF {
-		r.readErr = err
-	}
-	return n, err
 }
 
 // Get implements parley.BlobStore.

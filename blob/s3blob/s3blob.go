@@ -298,7 +298,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (parley.BlobIn
 	}
 	h := s.keys.NewHeader()
 	digest := sha256.New()
-	src := &sourceReader{ctx: ctx, src: io.TeeReader(r, digest)}
+	src := &blobcrypt.SourceReader{Ctx: ctx, Src: io.TeeReader(r, digest)}
 	enc, err := s.keys.Encrypt(h, key, src)
 	if err != nil {
 		return parley.BlobInfo{}, err
@@ -323,12 +323,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (parley.BlobIn
 			return parley.BlobInfo{}, err
 		}
 	}
-	return parley.BlobInfo{Key: key, Size: src.n, ModTime: time.Now(), SHA256: hex.EncodeToString(digest.Sum(nil))}, nil
+	return parley.BlobInfo{Key: key, Size: src.N, ModTime: time.Now(), SHA256: hex.EncodeToString(digest.Sum(nil))}, nil
 }
 
 // multipart uploads the object whose first part is in part, then what enc
 // yields.
-func (s *Store) multipart(ctx context.Context, name string, meta map[string]string, enc io.Reader, part []byte, src *sourceReader) error {
+func (s *Store) multipart(ctx context.Context, name string, meta map[string]string, enc io.Reader, part []byte, src *blobcrypt.SourceReader) error {
 	created, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket: &s.bucket, Key: &name, Metadata: meta, ContentType: aws.String("application/octet-stream"),
 	})
@@ -379,33 +379,11 @@ func (s *Store) multipart(ctx context.Context, name string, meta map[string]stri
 
 // fail returns the source's own error if reading it failed (so a caller
 // sees its client's error or ctx's), else err in context.
-func (s *Store) fail(src *sourceReader, what string, err error) error {
-	if src.readErr != nil {
-		return src.readErr
+func (s *Store) fail(src *blobcrypt.SourceReader, what string, err error) error {
+	if src.ReadErr != nil {
+		return src.ReadErr
 	}
 	return fmt.Errorf("s3blob: %s: %w", what, err)
-}
-
-// sourceReader counts what it reads, stops when ctx ends, and remembers
-// the source's error.
-type sourceReader struct {
-	ctx     context.Context
-	src     io.Reader
-	n       int64
-	readErr error
-}
-
-func (r *sourceReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		r.readErr = err
-		return 0, err
-	}
-	n, err := r.src.Read(p)
-	r.n += int64(n)
-	if err != nil && err != io.EOF {
-		r.readErr = err
-	}
-	return n, err
 }
 
 // Get implements parley.BlobStore: one GET of the packages that cover the

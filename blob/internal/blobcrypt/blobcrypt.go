@@ -18,6 +18,7 @@
 package blobcrypt
 
 import (
+	"context"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
@@ -311,4 +312,27 @@ func ParseHeaderText(s string) (Header, error) {
 	h := Header{KeyID: uint32(id)}
 	copy(h.Salt[:], raw)
 	return h, nil
+}
+
+// SourceReader wraps what a Put reads for both engines: it counts the
+// bytes (N), stops when Ctx ends, and remembers the source's own error
+// (ReadErr), so that Put can return it unwrapped.
+type SourceReader struct {
+	Ctx     context.Context
+	Src     io.Reader
+	N       int64
+	ReadErr error
+}
+
+func (r *SourceReader) Read(p []byte) (int, error) {
+	if err := r.Ctx.Err(); err != nil {
+		r.ReadErr = err
+		return 0, err
+	}
+	n, err := r.Src.Read(p)
+	r.N += int64(n)
+	if err != nil && err != io.EOF {
+		r.ReadErr = err
+	}
+	return n, err
 }
