@@ -5,6 +5,7 @@
 package wstest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -70,8 +71,16 @@ func Dial(ctx context.Context, url, token string, header http.Header) (*Conn, *h
 	var resp *http.Response
 	d := ws.Dialer{
 		Header: ws.HandshakeHeaderHTTP(h),
+		// r holds the whole response from its status line: parse it, so
+		// the body ends at its Content-Length (or last chunk). Reading to
+		// EOF would wait for the server to close an idle keep-alive
+		// connection, minutes later.
 		OnStatusError: func(status int, reason []byte, r io.Reader) {
-			body, _ := io.ReadAll(io.LimitReader(r, 1<<16))
+			var body []byte
+			if res, err := http.ReadResponse(bufio.NewReader(r), nil); err == nil {
+				body, _ = io.ReadAll(io.LimitReader(res.Body, 1<<16))
+				res.Body.Close()
+			}
 			resp = &http.Response{StatusCode: status, Status: string(reason), Body: io.NopCloser(bytes.NewReader(body))}
 		},
 	}
