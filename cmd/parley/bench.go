@@ -41,6 +41,11 @@ from --metrics) counts from the start of sending until the server's push
 queue has drained (--push-drain), and is given per acked message and per
 delivery.
 
+  parley bench compare --baseline DIR --candidate DIR [--rounds N] SCENARIO [flags]
+
+runs SCENARIO with --spawn on two parleyd builds in turn (parley bench
+compare -h).
+
 With --reconnect (direct, group), a connection closed by the server or the
 network dials again (backoff 100 ms doubling to 2 s, jittered), syncs from
 its last position, backfills with history, and resends its unacknowledged
@@ -99,6 +104,9 @@ func newBenchFlags(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 
 // benchCommand is `parley bench`.
 func benchCommand(ctx context.Context, args []string, e env) error {
+	if len(args) > 0 && args[0] == "compare" {
+		return benchCompareCommand(ctx, args[1:], e)
+	}
 	fs, f := newBenchFlags(e.stderr)
 	o := &f.o
 	fs.Usage = func() {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,5 +278,89 @@ func TestBenchExternalMetrics(t *testing.T) {
 	out, err = exec.Command(parleyBin, "bench", "direct", "--server", srv.Base, "--metrics", "http://10.1.2.3:6060/metrics").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "loopback addresses only") {
 		t.Fatalf("--metrics off loopback: %v\n%s", err, out)
+	}
+}
+
+// TestBenchCompare runs `parley bench compare` for one round on the same
+// build, named once as a directory and once as the binary: a baseline
+// run, then a candidate run, their figures, the medians and ratios, and
+// the JSON. Flags compare sets itself, unknown flags and a missing build
+// are refused before anything runs.
+func TestBenchCompare(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Dir(parleydBin) // holds parleyd
+	out, err := exec.Command(parleyBin, "bench", "compare", "--baseline", dir, "--candidate", parleydBin, "--rounds", "1", "--pause", "100ms", "--json",
+		"direct", "--conns", "10", "--duration", "1s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench compare: %v\n%s", err, out)
+	}
+	text := string(out)
+	b, c, m := strings.Index(text, "round 1 baseline "), strings.Index(text, "round 1 candidate "), strings.Index(text, "medians over 1 baseline and 1 candidate runs")
+	if b < 0 || c < b || m < c || !strings.Contains(text, "server CPU µs per message") || !strings.Contains(text, "candidate/baseline") {
+		t.Fatalf("output:\n%s", text)
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	var cmp struct {
+		Scenario string
+		Args     []string
+		Rounds   int
+		OK       bool
+		Baseline struct {
+			Parleyd string
+			OKRuns  int                `json:"ok_runs"`
+			Median  map[string]float64 `json:"median"`
+		}
+		Candidate struct {
+			Parleyd string
+			OKRuns  int `json:"ok_runs"`
+		}
+		Ratio map[string]float64
+		Runs  []struct {
+			Round  int
+			Side   string
+			Result *struct {
+				Lost      int64
+				Delivered int64
+				CPUPerMsg float64 `json:"server_cpu_us_per_msg"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &cmp); err != nil {
+		t.Fatalf("last line is not the JSON comparison: %v\n%s", err, text)
+	}
+	if !cmp.OK || cmp.Scenario != "direct" || cmp.Rounds != 1 || len(cmp.Runs) != 2 || cmp.Runs[0].Side != "baseline" || cmp.Runs[1].Side != "candidate" ||
+		cmp.Baseline.OKRuns != 1 || cmp.Candidate.OKRuns != 1 || cmp.Baseline.Parleyd != parleydBin || cmp.Candidate.Parleyd != parleydBin ||
+		strings.Join(cmp.Args, " ") != "--conns 10 --duration 1s" {
+		t.Fatalf("comparison: %+v\n%s", cmp, text)
+	}
+	for _, k := range []string{"msgs_per_sec", "deliveries_per_sec", "server_cpu_us_per_msg", "server_cpu_us_per_delivery", "e2e_p50_ms", "e2e_p99_ms"} {
+		if _, ok := cmp.Ratio[k]; !ok || cmp.Baseline.Median[k] <= 0 {
+			t.Fatalf("no median or ratio of %s: %+v", k, cmp)
+		}
+	}
+	for _, r := range cmp.Runs {
+		if r.Result == nil || r.Result.Lost != 0 || r.Result.Delivered == 0 || r.Result.CPUPerMsg <= 0 {
+			t.Fatalf("run %+v", r)
+		}
+	}
+	if got := cmp.Ratio["server_cpu_us_per_msg"]; got != cmp.Runs[1].Result.CPUPerMsg/cmp.Runs[0].Result.CPUPerMsg {
+		t.Fatalf("ratio %v from one run each of %v and %v", got, cmp.Runs[1].Result.CPUPerMsg, cmp.Runs[0].Result.CPUPerMsg)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--spawn"}, "sets --spawn itself"},
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--json"}, "sets --json itself"},
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"--baseline", dir, "--candidate", t.TempDir(), "direct"}, "no parleyd in the directory"},
+		{[]string{"--baseline", dir, "direct"}, "--candidate is required"},
+		{[]string{"--baseline", dir, "--candidate", dir, "storm"}, "direct or group"},
+	} {
+		out, err := exec.Command(parleyBin, append([]string{"bench", "compare"}, c.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) || strings.Contains(string(out), "round 1") {
+			t.Errorf("parley bench compare %v: %v, want %q before any run\n%s", c.args, err, c.want, out)
+		}
 	}
 }
