@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -33,6 +34,18 @@ Scenarios:
 Every scenario checks lost, duplicate and reordered messages. Load goes to
 loopback only (--server must be 127.0.0.0/8 or localhost).
 
+In direct and group, msgs/s and deliveries/s run to the last delivery (or
+the last ack, if later); the acked rate to the last ack is given beside
+them. The server's CPU (from /proc with --spawn, else process_cpu_seconds_total
+from --metrics) counts from the start of sending until the server's push
+queue has drained (--push-drain), and is given per acked message and per
+delivery.
+
+  parley bench compare --baseline DIR --candidate DIR [--rounds N] SCENARIO [flags]
+
+runs SCENARIO with --spawn on two parleyd builds in turn (parley bench
+compare -h).
+
 With --reconnect (direct, group), a connection closed by the server or the
 network dials again (backoff 100 ms doubling to 2 s, jittered), syncs from
 its last position, backfills with history, and resends its unacknowledged
@@ -45,21 +58,31 @@ a message received again is dropped as a client would (redelivered).
 Flags:
 `
 
-// benchCommand is `parley bench`.
-func benchCommand(ctx context.Context, args []string, e env) error {
+// benchFlags are the flags of `parley bench SCENARIO`.
+type benchFlags struct {
+	o           bench.Options
+	spawn, json bool
+	parleyd     string
+	cpuProfile  string
+}
+
+// newBenchFlags defines the flags of `parley bench SCENARIO` on a new
+// flag set writing its errors to stderr.
+func newBenchFlags(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs := flag.NewFlagSet("parley bench", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	var o bench.Options
-	var spawnServer, asJSON bool
-	var parleyd string
+	fs.SetOutput(stderr)
+	f := &benchFlags{}
+	o := &f.o
 	fs.StringVar(&o.Server, "server", "", "parleyd to load (default "+defaultServer+" unless --spawn)")
-	fs.BoolVar(&spawnServer, "spawn", false, "start a parleyd (beside this binary, or on the PATH) on a temporary data directory with PARLEY_LIMITS=off")
-	fs.StringVar(&parleyd, "parleyd", "", "the parleyd binary for --spawn")
+	fs.BoolVar(&f.spawn, "spawn", false, "start a parleyd (beside this binary, or on the PATH) on a temporary data directory with PARLEY_LIMITS=off; its CPU is read from /proc")
+	fs.StringVar(&f.parleyd, "parleyd", "", "the parleyd binary for --spawn")
 	fs.StringVar(&o.Admin, "admin", "", "parleyd's admin listener, to force a GC before memory readings (set by --spawn)")
+	fs.StringVar(&o.Metrics, "metrics", "", "URL of the server's Prometheus metrics, for its CPU (process_cpu_seconds_total), memory and push queue (default SERVER/metrics; the admin listener's /metrics needs no token)")
+	fs.DurationVar(&o.PushDrain, "push-drain", 2*time.Minute, "direct, group: after the last delivery, wait at most this long for the server's push queue to drain, its CPU still counted; 0 = do not wait")
 	fs.IntVar(&o.Conns, "conns", 0, "connections (default per scenario: connections 1000, direct 200, group 100, offline 10, storm 1000)")
 	fs.IntVar(&o.PerToken, "per-token", 0, "connections per device token (default 10 for connections and storm, else 1)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "sending time (direct, group); holding time (connections)")
-	fs.Float64Var(&o.Rate, "rate", 0, "messages per second in all; 0 = as fast as acks allow")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages per second in all, spread evenly over the senders; 0 = as fast as acks allow")
 	fs.Float64Var(&o.HistoryRate, "history-rate", 0, "direct, group: newest-page history reads per second in all while sending (a user opening a conversation); 0 = none")
 	fs.IntVar(&o.Window, "window", 8, "sends in flight per sender when --rate is 0")
 	fs.IntVar(&o.GroupSize, "group-size", 10, "members per group (group)")
@@ -74,9 +97,18 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
 	fs.BoolVar(&o.Reconnect, "reconnect", false, "direct, group: survive closed connections: reconnect, resync, resend (off: a closed connection fails the run)")
 	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "with --reconnect: after the sending time, how long to wait for every ack and every delivery")
-	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on the last line")
-	var cpuProfile string
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on the last line")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	return fs, f
+}
+
+// benchCommand is `parley bench`.
+func benchCommand(ctx context.Context, args []string, e env) error {
+	if len(args) > 0 && args[0] == "compare" {
+		return benchCompareCommand(ctx, args[1:], e)
+	}
+	fs, f := newBenchFlags(e.stderr)
+	o := &f.o
 	fs.Usage = func() {
 		fmt.Fprint(e.stderr, benchUsage)
 		fs.PrintDefaults()
@@ -95,11 +127,11 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	if o.Reconnect && o.Scenario != "direct" && o.Scenario != "group" {
 		return parley.Errorf(parley.CodeInvalidRequest, "--reconnect applies to the direct and group scenarios, not %s", o.Scenario)
 	}
-	if spawnServer {
+	if f.spawn {
 		if o.Server != "" {
 			return parley.Errorf(parley.CodeInvalidRequest, "--spawn and --server exclude each other")
 		}
-		p, dir, admin, err := spawnParleyd(parleyd)
+		p, dir, admin, err := spawnParleyd(f.parleyd)
 		if err != nil {
 			return err
 		}
@@ -107,6 +139,9 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		defer p.Stop(10 * time.Second)
 		o.Server = p.Base
 		o.Admin = "http://" + admin
+		if runtime.GOOS == "linux" {
+			o.ServerPID = p.Pid() // its CPU from /proc/PID/stat
+		}
 		fmt.Fprintf(e.stderr, "parley bench: spawned parleyd on %s (data %s)\n", p.Base, dir)
 	}
 	if o.Server == "" {
@@ -115,8 +150,11 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	if err := loopbackOnly(o.Server); err != nil {
 		return err
 	}
-	if o.Admin != "" {
-		if err := loopbackOnly(o.Admin); err != nil {
+	for _, u := range []string{o.Admin, o.Metrics} {
+		if u == "" {
+			continue
+		}
+		if err := loopbackOnly(u); err != nil {
 			return err
 		}
 	}
@@ -129,13 +167,13 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		cmd.Stderr = e.stderr
 		return cmd
 	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
 			return err
 		}
 		defer pprof.StopCPUProfile()
@@ -146,13 +184,13 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 			fmt.Fprintf(e.stderr, "\r\033[K%s", s)
 		}
 	}
-	res, err := bench.Run(ctx, o)
+	res, err := bench.Run(ctx, *o)
 	if tty {
 		fmt.Fprint(e.stderr, "\r\033[K")
 	}
 	if res != nil {
 		printResult(e.stdout, res)
-		if asJSON {
+		if f.json {
 			data, _ := json.Marshal(res)
 			fmt.Fprintln(e.stdout, string(data))
 		}
@@ -241,9 +279,18 @@ func isTerminal(w io.Writer) bool {
 
 func printResult(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(w, "scenario %s, %d connections (connected in %.1fs, %.0f/s; setup %.1fs)\n", r.Scenario, r.Conns, r.ConnectSeconds, r.ConnectsPerSec, r.SetupSeconds)
-	if r.Sent > 0 {
+	if r.Sent > 0 && r.DurationToLastAckSeconds > 0 { // direct, group
+		fmt.Fprintf(w, "messages: sent %d, acked %d, deliveries expected %d, delivered %d\n", r.Sent, r.Acked, r.Expected, r.Delivered)
+		if r.RateOffered > 0 {
+			fmt.Fprintf(w, "fixed rate: %.0f msgs/s offered (--rate), open loop\n", r.RateOffered)
+		}
+		fmt.Fprintf(w, "to the last delivery (%.2fs, %.2fs after the last ack): %.0f msgs/s, %.0f deliveries/s; to the last ack (%.2fs): %.0f msgs/s acked\n",
+			r.DurationSeconds, r.DeliveryLagSeconds, r.MsgsPerSec, r.DeliveriesPerSec, r.DurationToLastAckSeconds, r.MsgsPerSecToLastAck)
+	} else if r.Sent > 0 {
 		fmt.Fprintf(w, "messages: sent %d, acked %d in %.1fs: %.0f msgs/s; deliveries expected %d, delivered %d: %.0f/s\n",
 			r.Sent, r.Acked, r.DurationSeconds, r.MsgsPerSec, r.Expected, r.Delivered, r.DeliveriesPerSec)
+	}
+	if r.Sent > 0 {
 		fmt.Fprintf(w, "ack latency ms: p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f\n", r.AckP50Ms, r.AckP90Ms, r.AckP99Ms, r.AckP999Ms, r.AckMaxMs)
 		if r.E2EMaxMs > 0 {
 			fmt.Fprintf(w, "end-to-end ms: p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f\n", r.E2EP50Ms, r.E2EP90Ms, r.E2EP99Ms, r.E2EP999Ms, r.E2EMaxMs)
@@ -269,7 +316,28 @@ func printResult(w io.Writer, r *bench.Result) {
 			fmt.Fprintf(w, "deliveries that only the final sync brought (live delivery missed them): %d\n", r.FinalSyncDeliveries)
 		}
 	}
-	fmt.Fprintf(w, "server: %.1f CPU seconds, RSS %.1f MiB\n", r.ServerCPUSeconds, float64(r.ServerRSSBytes)/(1<<20))
+	fmt.Fprintf(w, "server: %.2f CPU seconds", r.ServerCPUSeconds)
+	if r.ServerCPUSource != "" {
+		fmt.Fprintf(w, " (%s)", r.ServerCPUSource)
+	}
+	if r.ServerCPUUsPerMsg > 0 {
+		fmt.Fprintf(w, ", %.1f µs per message, %.1f µs per delivery", r.ServerCPUUsPerMsg, r.ServerCPUUsPerDelivery)
+	}
+	fmt.Fprintf(w, ", RSS %.1f MiB\n", float64(r.ServerRSSBytes)/(1<<20))
+	if r.PushQueuePeak != nil {
+		fmt.Fprintf(w, "server's push queue: peak %d jobs", *r.PushQueuePeak)
+		switch {
+		case r.PushQueueLeft != nil && *r.PushQueueLeft == 0 && r.PushDrainSeconds != nil:
+			fmt.Fprintf(w, ", drained %.1fs after the last delivery; CPU to the last delivery %.2f s, to the drain %.2f s\n",
+				*r.PushDrainSeconds, r.ServerCPUSecondsBeforePushDrain, r.ServerCPUSeconds)
+		case r.PushQueueLeft != nil && r.PushDrainSeconds != nil:
+			fmt.Fprintf(w, ", NOT drained: %d jobs left after waiting %.1fs (--push-drain); CPU counted to then\n", *r.PushQueueLeft, *r.PushDrainSeconds)
+		case r.PushDrainSeconds != nil:
+			fmt.Fprintf(w, ", depth unreadable after waiting %.1fs; CPU counted to then\n", *r.PushDrainSeconds)
+		default:
+			fmt.Fprintf(w, " (not waited for: --push-drain 0)\n")
+		}
+	}
 	var codes []string
 	for c, n := range r.Errors {
 		codes = append(codes, fmt.Sprintf("%s %d", c, n))

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +59,17 @@ func TestBenchSmoke(t *testing.T) {
 				CatchUpRounds         float64 `json:"catchup_round_trips_max"`
 				HistoryReads          int64   `json:"history_reads"`
 				HistoryCacheHits      int64   `json:"history_cache_hits"`
+				Duration              float64 `json:"duration_seconds"`
+				DurationToLastAck     float64 `json:"duration_to_last_ack_seconds"`
+				MsgsPerSec            float64 `json:"msgs_per_sec"`
+				MsgsPerSecToLastAck   float64 `json:"msgs_per_sec_to_last_ack"`
+				CPU                   float64 `json:"server_cpu_seconds"`
+				CPUBeforeDrain        float64 `json:"server_cpu_seconds_before_push_drain"`
+				CPUPerMsg             float64 `json:"server_cpu_us_per_msg"`
+				CPUPerDelivery        float64 `json:"server_cpu_us_per_delivery"`
+				CPUSource             string  `json:"server_cpu_source"`
+				PushQueuePeak         *int64  `json:"push_queue_peak"`
+				PushQueueLeft         *int64  `json:"push_queue_left"`
 			}
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
 				t.Fatalf("last line is not the JSON result: %v\n%s", err, out)
@@ -71,6 +84,27 @@ func TestBenchSmoke(t *testing.T) {
 			case "direct", "group", "offline":
 				if r.Sent == 0 || r.Expected == 0 || r.Delivered != r.Expected {
 					t.Fatalf("no traffic checked: %+v\n%s", r, out)
+				}
+			}
+			if args[0] == "direct" || args[0] == "group" {
+				// Rates run to the last delivery, the acked rate to the
+				// last ack; the server's CPU (from /proc: --spawn) counts
+				// until its push queue drained, per message and per
+				// delivery.
+				if r.DurationToLastAck <= 0 || r.Duration < r.DurationToLastAck || r.MsgsPerSec <= 0 || r.MsgsPerSecToLastAck < r.MsgsPerSec {
+					t.Fatalf("durations and rates: %+v", r)
+				}
+				if r.CPUSource != "proc" || r.CPU <= 0 || r.CPUBeforeDrain <= 0 || r.CPUBeforeDrain > r.CPU {
+					t.Fatalf("server CPU: %+v", r)
+				}
+				if want := r.CPU * 1e6 / float64(r.Acked); math.Abs(r.CPUPerMsg-want) > 1e-6*want {
+					t.Fatalf("server_cpu_us_per_msg %v, want %v", r.CPUPerMsg, want)
+				}
+				if want := r.CPU * 1e6 / float64(r.Delivered); math.Abs(r.CPUPerDelivery-want) > 1e-6*want {
+					t.Fatalf("server_cpu_us_per_delivery %v, want %v", r.CPUPerDelivery, want)
+				}
+				if r.PushQueuePeak == nil || r.PushQueueLeft == nil || *r.PushQueueLeft != 0 {
+					t.Fatalf("the push queue was not watched until it drained: %s", lines[len(lines)-1])
 				}
 			}
 			if args[0] == "offline" && r.CatchUpRounds < 2 {
@@ -200,4 +234,133 @@ func waitStored(t *testing.T, base string, n int64, exited <-chan error) int64 {
 	}
 	t.Fatalf("the server did not store %d messages within a minute", n)
 	return 0
+}
+
+// TestBenchExternalMetrics: against a server the bench did not start,
+// its CPU and push queue come from the metrics URL given (here the admin
+// listener's /metrics, which needs no token), and the run still waits for
+// the push queue to drain.
+func TestBenchExternalMetrics(t *testing.T) {
+	t.Parallel()
+	admin, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := spawn.Start(parleydBin, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--admin-listen", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(10 * time.Second) })
+	out, err := exec.Command(parleyBin, "bench", "direct", "--server", srv.Base, "--metrics", "http://"+admin+"/metrics",
+		"--conns", "10", "--duration", "1s", "--json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var r struct {
+		Acked         int64
+		CPU           float64 `json:"server_cpu_seconds"`
+		CPUPerMsg     float64 `json:"server_cpu_us_per_msg"`
+		CPUSource     string  `json:"server_cpu_source"`
+		PushQueuePeak *int64  `json:"push_queue_peak"`
+		PushQueueLeft *int64  `json:"push_queue_left"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("last line is not the JSON result: %v\n%s", err, out)
+	}
+	if r.CPUSource != "metrics" || r.CPU <= 0 || r.CPUPerMsg <= 0 || r.PushQueuePeak == nil || r.PushQueueLeft == nil || *r.PushQueueLeft != 0 {
+		t.Fatalf("result %+v\n%s", r, out)
+	}
+	if !strings.Contains(string(out), "server's push queue: peak") || !strings.Contains(string(out), "µs per message") {
+		t.Fatalf("the text output lacks the push queue or the CPU per message:\n%s", out)
+	}
+	// A metrics URL off this machine is refused like a server would be.
+	out, err = exec.Command(parleyBin, "bench", "direct", "--server", srv.Base, "--metrics", "http://10.1.2.3:6060/metrics").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "loopback addresses only") {
+		t.Fatalf("--metrics off loopback: %v\n%s", err, out)
+	}
+}
+
+// TestBenchCompare runs `parley bench compare` for one round on the same
+// build, named once as a directory and once as the binary: a baseline
+// run, then a candidate run, their figures, the medians and ratios, and
+// the JSON. Flags compare sets itself, unknown flags and a missing build
+// are refused before anything runs.
+func TestBenchCompare(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Dir(parleydBin) // holds parleyd
+	out, err := exec.Command(parleyBin, "bench", "compare", "--baseline", dir, "--candidate", parleydBin, "--rounds", "1", "--pause", "100ms", "--json",
+		"direct", "--conns", "10", "--duration", "1s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench compare: %v\n%s", err, out)
+	}
+	text := string(out)
+	b, c, m := strings.Index(text, "round 1 baseline "), strings.Index(text, "round 1 candidate "), strings.Index(text, "medians over 1 baseline and 1 candidate runs")
+	if b < 0 || c < b || m < c || !strings.Contains(text, "server CPU µs per message") || !strings.Contains(text, "candidate/baseline") {
+		t.Fatalf("output:\n%s", text)
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	var cmp struct {
+		Scenario string
+		Args     []string
+		Rounds   int
+		OK       bool
+		Baseline struct {
+			Parleyd string
+			OKRuns  int                `json:"ok_runs"`
+			Median  map[string]float64 `json:"median"`
+		}
+		Candidate struct {
+			Parleyd string
+			OKRuns  int `json:"ok_runs"`
+		}
+		Ratio map[string]float64
+		Runs  []struct {
+			Round  int
+			Side   string
+			Result *struct {
+				Lost      int64
+				Delivered int64
+				CPUPerMsg float64 `json:"server_cpu_us_per_msg"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &cmp); err != nil {
+		t.Fatalf("last line is not the JSON comparison: %v\n%s", err, text)
+	}
+	if !cmp.OK || cmp.Scenario != "direct" || cmp.Rounds != 1 || len(cmp.Runs) != 2 || cmp.Runs[0].Side != "baseline" || cmp.Runs[1].Side != "candidate" ||
+		cmp.Baseline.OKRuns != 1 || cmp.Candidate.OKRuns != 1 || cmp.Baseline.Parleyd != parleydBin || cmp.Candidate.Parleyd != parleydBin ||
+		strings.Join(cmp.Args, " ") != "--conns 10 --duration 1s" {
+		t.Fatalf("comparison: %+v\n%s", cmp, text)
+	}
+	for _, k := range []string{"msgs_per_sec", "deliveries_per_sec", "server_cpu_us_per_msg", "server_cpu_us_per_delivery", "e2e_p50_ms", "e2e_p99_ms"} {
+		if _, ok := cmp.Ratio[k]; !ok || cmp.Baseline.Median[k] <= 0 {
+			t.Fatalf("no median or ratio of %s: %+v", k, cmp)
+		}
+	}
+	for _, r := range cmp.Runs {
+		if r.Result == nil || r.Result.Lost != 0 || r.Result.Delivered == 0 || r.Result.CPUPerMsg <= 0 {
+			t.Fatalf("run %+v", r)
+		}
+	}
+	if got := cmp.Ratio["server_cpu_us_per_msg"]; got != cmp.Runs[1].Result.CPUPerMsg/cmp.Runs[0].Result.CPUPerMsg {
+		t.Fatalf("ratio %v from one run each of %v and %v", got, cmp.Runs[1].Result.CPUPerMsg, cmp.Runs[0].Result.CPUPerMsg)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--spawn"}, "sets --spawn itself"},
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--json"}, "sets --json itself"},
+		{[]string{"--baseline", dir, "--candidate", dir, "direct", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"--baseline", dir, "--candidate", t.TempDir(), "direct"}, "no parleyd in the directory"},
+		{[]string{"--baseline", dir, "direct"}, "--candidate is required"},
+		{[]string{"--baseline", dir, "--candidate", dir, "storm"}, "direct or group"},
+	} {
+		out, err := exec.Command(parleyBin, append([]string{"bench", "compare"}, c.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) || strings.Contains(string(out), "round 1") {
+			t.Errorf("parley bench compare %v: %v, want %q before any run\n%s", c.args, err, c.want, out)
+		}
+	}
 }

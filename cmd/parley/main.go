@@ -22,6 +22,8 @@
 //	tail                                    print live events until interrupted
 //	chat CONV                               interactive: lines typed are sent, messages arriving are printed
 //	bench SCENARIO [flags]                  load test: connections, direct, group, offline, storm (parley bench -h)
+//	bench compare --baseline BUILD --candidate BUILD [--rounds N] SCENARIO [flags]
+//	                                        two parleyd builds run in turn, medians and ratios (parley bench compare -h)
 //
 // CONV is a conversation id, or @HANDLE for the direct conversation with
 // that user (created if there is none). Passwords come from

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,22 +103,25 @@ func (l localLiveness) LiveDevices(_ context.Context, userIDs []string) (map[str
 }
 
 // registerPushGauges exports the queue's depth and the age of its oldest
-// job, read when Prometheus scrapes.
+// job, read when Prometheus scrapes. When the stream cannot be read
+// (NATS away or too slow to answer within 2 s) both are NaN, not 0: an
+// unknown depth must not pass for an empty queue (parley bench waits
+// for the queue to drain).
 func registerPushGauges(reg prometheus.Registerer, q *push.Queue) {
-	depth := func() (uint64, time.Duration) {
+	depth := func() (float64, float64) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		n, age, err := q.Depth(ctx)
 		if err != nil {
-			return 0, 0
+			return math.NaN(), math.NaN()
 		}
-		return n, age
+		return float64(n), age.Seconds()
 	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_push_queue_depth",
-			Help: "Push jobs waiting in the work queue (including those waiting for their collapse window or a retry)."},
-			func() float64 { n, _ := depth(); return float64(n) }),
+			Help: "Push jobs waiting in the work queue (including those waiting for their collapse window or a retry); NaN when the queue cannot be read."},
+			func() float64 { n, _ := depth(); return n }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_push_queue_oldest_seconds",
-			Help: "Age of the oldest job in the push work queue."},
-			func() float64 { _, age := depth(); return age.Seconds() }))
+			Help: "Age of the oldest job in the push work queue; NaN when the queue cannot be read."},
+			func() float64 { _, age := depth(); return age }))
 }

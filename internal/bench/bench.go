@@ -33,9 +33,21 @@ import (
 
 // Options are the scenario and its sizes.
 type Options struct {
-	Scenario    string        // connections, direct, group, offline, storm
-	Server      string        // parleyd's base URL
-	Admin       string        // parleyd's admin listener (forced GC before memory readings), optional
+	Scenario string // connections, direct, group, offline, storm
+	Server   string // parleyd's base URL
+	Admin    string // parleyd's admin listener (forced GC before memory readings), optional
+	// Metrics is the URL of the server's Prometheus metrics (default
+	// Server + "/metrics"; the admin listener serves them without a token).
+	Metrics string
+	// ServerPID, when the bench started the server itself (--spawn), is
+	// its process id: its CPU time is then read from /proc/PID/stat
+	// rather than from the metrics.
+	ServerPID int
+	// PushDrain (direct, group) is how long, after the last delivery, the
+	// run waits for the server's push queue to drain, the server's CPU
+	// still counted; 0 does not wait. A server whose metrics have no
+	// parley_push_queue_depth is not waited for.
+	PushDrain   time.Duration
 	Conns       int           // connections (devices)
 	PerToken    int           // connections per device token (several sockets per device, like tabs)
 	Duration    time.Duration // sending time (direct, group)
@@ -125,6 +137,9 @@ func (o *Options) defaults() {
 	if o.Drain <= 0 {
 		o.Drain = 10 * time.Second
 	}
+	if o.Metrics == "" {
+		o.Metrics = o.Server + "/metrics"
+	}
 }
 
 // Result is what a run measured. The JSON keys up to server_cpu_seconds
@@ -193,6 +208,48 @@ type Result struct {
 	// FinalSyncDeliveries is how many deliveries only the drain's final
 	// sync brought (Reconnect; see settleExact).
 	FinalSyncDeliveries int64 `json:"final_sync_deliveries,omitempty"`
+
+	// In direct and group, duration_seconds runs from the start of
+	// sending to the later of the last ack and the last delivery, and
+	// msgs_per_sec and deliveries_per_sec divide by it: a message counts
+	// once it has reached its recipients. Only the ack-based send rate
+	// below divides by the time to the last ack, which overstates what
+	// was delivered when deliveries fall behind the acks.
+	// RateOffered is --rate (messages per second in all), when set: sent
+	// is then about RateOffered x the sending time whatever the server
+	// does (open loop).
+	RateOffered              float64 `json:"rate_offered,omitempty"`
+	DurationToLastAckSeconds float64 `json:"duration_to_last_ack_seconds,omitempty"`
+	MsgsPerSecToLastAck      float64 `json:"msgs_per_sec_to_last_ack,omitempty"`
+	// DeliveryLagSeconds is how long after the last ack the last
+	// delivery came (0 if it came first).
+	DeliveryLagSeconds float64 `json:"delivery_lag_seconds,omitempty"`
+
+	// Server CPU per unit of work (direct, group): server_cpu_seconds,
+	// which counts until the server's push queue has drained (PushDrain),
+	// divided by the acked messages and by the deliveries. Absent when the
+	// server's CPU is unknown.
+	ServerCPUUsPerMsg      float64 `json:"server_cpu_us_per_msg,omitempty"`
+	ServerCPUUsPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	// ServerCPUSecondsBeforePushDrain is the server's CPU from the start
+	// of sending to the last delivery, before waiting for the push queue
+	// (what server_cpu_seconds was before the wait existed).
+	ServerCPUSecondsBeforePushDrain float64 `json:"server_cpu_seconds_before_push_drain,omitempty"`
+	// ServerCPUSource says where the CPU time came from: "proc"
+	// (/proc/PID/stat of the process --spawn started) or "metrics"
+	// (process_cpu_seconds_total).
+	ServerCPUSource string `json:"server_cpu_source,omitempty"`
+	// PushQueuePeak is the push backlog at its highest: jobs in the
+	// server's push queue (parley_push_queue_depth) plus committed
+	// messages whose job is not yet on it, sampled every second from the
+	// start of sending and every 250 ms while waiting for the drain.
+	// PushDrainSeconds is how long after the last delivery the queue took
+	// to drain, PushQueueLeft what was still waiting when the run stopped
+	// waiting (0: drained). All three are absent when the server exports
+	// no push queue depth.
+	PushQueuePeak    *int64   `json:"push_queue_peak,omitempty"`
+	PushDrainSeconds *float64 `json:"push_drain_seconds,omitempty"`
+	PushQueueLeft    *int64   `json:"push_queue_left,omitempty"`
 }
 
 // Quantiles summarize durations, in milliseconds.
@@ -278,6 +335,9 @@ type bench struct {
 	// from expected - delivered.
 	exact     bool
 	exactLost int64
+	// perUnit: the run sent messages in its measured phase (direct,
+	// group), so the server's CPU is given per message and per delivery.
+	perUnit bool
 }
 
 // noteReconnect records a reconnect that took d from the close to ready.
@@ -343,6 +403,17 @@ func (b *bench) finish() {
 	if r.DurationSeconds > 0 {
 		r.MsgsPerSec = float64(r.Acked) / r.DurationSeconds
 		r.DeliveriesPerSec = float64(r.Delivered) / r.DurationSeconds
+	}
+	if r.DurationToLastAckSeconds > 0 {
+		r.MsgsPerSecToLastAck = float64(r.Acked) / r.DurationToLastAckSeconds
+	}
+	if b.perUnit && r.ServerCPUSeconds > 0 {
+		if r.Acked > 0 {
+			r.ServerCPUUsPerMsg = r.ServerCPUSeconds * 1e6 / float64(r.Acked)
+		}
+		if r.Delivered > 0 {
+			r.ServerCPUUsPerDelivery = r.ServerCPUSeconds * 1e6 / float64(r.Delivered)
+		}
 	}
 	if b.sendSeconds > 0 { // offline: sent while the devices were away
 		r.MsgsPerSec = float64(r.Acked) / b.sendSeconds
@@ -425,6 +496,14 @@ type serverStats struct {
 	start float64 // process_start_time_seconds: tells a restarted process
 	// The history cache's counters (parley_history_cache_*_total).
 	cacheHits, cacheMisses float64
+	// The push queue: pushKnown says the server exports its depth
+	// (parley_push_queue_depth; NaN when the server could not read it).
+	// stored, enqueued and dropped are the counters that tell committed
+	// messages whose job is still in the server's enqueue buffer
+	// (pushBacklog).
+	pushKnown                 bool
+	pushDepth                 float64
+	stored, enqueued, dropped float64
 }
 
 func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
@@ -434,7 +513,7 @@ func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	data, err := b.get(ctx, b.o.Server+"/metrics")
+	data, err := b.get(ctx, b.o.Metrics)
 	if err != nil {
 		return serverStats{}, err
 	}
@@ -459,10 +538,18 @@ func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
 			s.cacheHits = v
 		case "parley_history_cache_misses_total":
 			s.cacheMisses = v
+		case "parley_push_queue_depth":
+			s.pushKnown, s.pushDepth = true, v
+		case "parley_messages_stored_total":
+			s.stored = v
+		case `parley_push_jobs_enqueued_total{kind="message"}`:
+			s.enqueued = v
+		case `parley_push_dropped_total{reason="enqueue_overflow"}`, `parley_push_dropped_total{reason="enqueue_failed"}`:
+			s.dropped += v
 		}
 	}
 	if s.rss == 0 {
-		return s, errors.New("the server's /metrics has no process_resident_memory_bytes")
+		return s, errors.New("the server's metrics have no process_resident_memory_bytes")
 	}
 	return s, nil
 }
@@ -520,31 +607,71 @@ func (b *bench) steadyStats(ctx context.Context) (serverStats, error) {
 	return readings[1], nil
 }
 
-// measureServer wraps a measured phase: CPU seconds and the RSS at the end.
-// A server whose /metrics cannot be read (behind a load balancer that
-// refuses it, or a --metrics-token the bench was not given in
-// PARLEY_METRICS_TOKEN) is still measured from the outside: the server's
-// figures stay 0.
-func (b *bench) measureServer(ctx context.Context, phase func() error) error {
-	before, err := b.serverStats(ctx, false)
-	if err != nil {
-		b.o.Progress(fmt.Sprintf("server metrics unavailable (%v): no server CPU or memory figures", err))
-		return phase()
+// measureServer wraps a measured phase: the server's CPU seconds and its
+// RSS at the end. With drainPush (direct, group) and Options.PushDrain,
+// the measurement goes on after the phase until the server's push queue
+// has drained, so that the CPU counts the work the run deferred; the
+// queue's backlog is sampled from the start of the phase for its peak.
+//
+// With ServerPID the CPU comes from /proc; otherwise from the metrics. A
+// server whose metrics cannot be read (behind a load balancer that
+// refuses them, or a --metrics-token the bench was not given in
+// PARLEY_METRICS_TOKEN) is still measured from the outside: the figures
+// it cannot give stay 0 (or absent).
+func (b *bench) measureServer(ctx context.Context, drainPush bool, phase func() error) error {
+	before, merr := b.serverStats(ctx, false)
+	if merr != nil {
+		b.o.Progress(fmt.Sprintf("server metrics unavailable (%v): no server memory or push figures", merr))
 	}
-	err = phase()
+	cpu0, cpuOK := b.serverCPU(before, merr)
+	var backlog *pushBacklog
+	if merr == nil && before.pushKnown {
+		backlog = b.watchPush(ctx, before)
+	}
+	err := phase()
+	var cpu1 float64
+	cpu1OK := false
+	if backlog != nil {
+		cpu1, cpu1OK = b.serverCPU(b.serverStats(ctx, false))
+		backlog.stopSampling()
+		if drainPush && b.o.PushDrain > 0 && err == nil {
+			b.waitPushDrain(ctx, backlog)
+		}
+		b.res.PushQueuePeak = &backlog.peak
+	}
 	after, serr := b.serverStats(ctx, false)
+	cpu2, cpu2OK := b.serverCPU(after, serr)
 	if serr == nil {
 		// A server that restarted meanwhile (--reconnect), or another node
-		// behind a load balancer, counts its CPU from another start: then
-		// the figure is unknown and stays 0.
-		if after.start == before.start {
-			b.res.ServerCPUSeconds = after.cpu - before.cpu
+		// behind a load balancer, counts from another start: then the
+		// counters' differences are unknown.
+		if merr == nil && after.start == before.start {
 			b.res.HistoryCacheHits = int64(after.cacheHits - before.cacheHits)
 			b.res.HistoryCacheMisses = int64(after.cacheMisses - before.cacheMisses)
 		}
 		b.res.ServerRSSBytes = int64(after.rss)
 	}
+	if cpuOK && cpu2OK && (b.o.ServerPID > 0 || after.start == before.start) {
+		b.res.ServerCPUSeconds = cpu2 - cpu0
+		b.res.ServerCPUSource = "metrics"
+		if b.o.ServerPID > 0 {
+			b.res.ServerCPUSource = "proc"
+		}
+		if cpu1OK && backlog != nil {
+			b.res.ServerCPUSecondsBeforePushDrain = cpu1 - cpu0
+		}
+	}
 	return err
+}
+
+// serverCPU is the server's CPU seconds so far: from /proc/PID/stat with
+// ServerPID, else from s, the metrics (valid when serr is nil).
+func (b *bench) serverCPU(s serverStats, serr error) (float64, bool) {
+	if b.o.ServerPID > 0 {
+		v, err := procCPUSeconds(b.o.ServerPID)
+		return v, err == nil
+	}
+	return s.cpu, serr == nil
 }
 
 func raiseFileLimit(need uint64) error {

@@ -36,11 +36,14 @@ type conn struct {
 	closed   chan struct{} // closed when the connection has ended for good
 	window   chan struct{} // sends in flight, when sending as fast as acks allow
 	lastAck  atomic.Int64
-	ackedN   atomic.Int64
-	bytesIn  atomic.Int64
-	dropped  atomic.Bool  // closed by the bench on purpose (storm)
-	noE2E    bool         // do not record end-to-end latency (set before traffic)
-	rc       *reconnState // the reconnecting state, with Options.Reconnect; nil without
+	// lastDelivery is when this connection last counted a delivery (Unix
+	// ns): the rates run to the latest of them.
+	lastDelivery atomic.Int64
+	ackedN       atomic.Int64
+	bytesIn      atomic.Int64
+	dropped      atomic.Bool  // closed by the bench on purpose (storm)
+	noE2E        bool         // do not record end-to-end latency (set before traffic)
+	rc           *reconnState // the reconnecting state, with Options.Reconnect; nil without
 }
 
 // seqTrack checks one conversation's message stream on one connection:
@@ -349,6 +352,7 @@ func (k *conn) onMessage(m *parley.Message, now time.Time, live bool) {
 	}
 	if others && !dup {
 		k.b.delivered.Add(1)
+		k.lastDelivery.Store(now.UnixNano())
 		if at, ok := sentAt(m.Body); ok && !k.noE2E {
 			k.b.record(k.shard, false, now.Sub(at))
 		}

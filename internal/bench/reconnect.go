@@ -311,6 +311,7 @@ func (k *conn) onMessageReconnect(m *parley.Message, now time.Time, live bool) {
 	}
 	if others {
 		k.b.delivered.Add(1)
+		k.lastDelivery.Store(now.UnixNano())
 		if at, ok := sentAt(m.Body); ok && !k.noE2E {
 			k.b.record(k.shard, false, now.Sub(at))
 		}

@@ -149,8 +149,10 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // presence and the initial frames settle
-	return b.measureServer(ctx, func() error {
+	return b.measureServer(ctx, true, func() error {
 		began := time.Now()
+		b.perUnit = true
+		b.res.RateOffered = b.o.Rate
 		var readers sync.WaitGroup
 		if b.o.HistoryRate > 0 {
 			readers.Go(func() { b.readHistory(ctx, convs, members) })
@@ -160,15 +162,14 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 		if b.o.Reconnect {
 			drainEnd := time.Now().Add(b.o.Drain)
 			b.waitAcks(ctx, b.o.Drain)
-			b.res.DurationSeconds = b.sendingTime(began)
 			b.exact = true
 			var stray int64
 			b.res.Expected, b.exactLost, stray = b.settleExact(ctx, groups, members, convs, drainEnd)
 			b.dups.Add(stray)
+			b.timeRates(began)
 			return nil
 		}
 		b.waitAcks(ctx, 30*time.Second)
-		b.res.DurationSeconds = b.sendingTime(began)
 		// Expected: every acked message at every member connection but
 		// its sender's.
 		perConv := map[string]int64{}
@@ -188,20 +189,45 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 		}
 		b.res.Expected = expected
 		b.settle(ctx, expected, 30*time.Second)
+		b.timeRates(began)
 		return nil
 	})
 }
 
-// sendingTime is the time from began to the latest ack (or to now, if
-// earlier).
-func (b *bench) sendingTime(began time.Time) float64 {
-	sendEnd := time.Now()
-	for _, k := range b.conns { // latest ack
-		if t := k.lastAck.Load(); t > 0 && time.Unix(0, t).After(sendEnd) {
-			sendEnd = time.Unix(0, t)
+// timeRates sets the run's durations once the acks and deliveries are in
+// (or given up on): to the last ack, and to the later of the last ack
+// and the last delivery, which the rates divide by (finish). began is
+// when sending started.
+func (b *bench) timeRates(began time.Time) {
+	lastAck := b.latest(func(k *conn) int64 { return k.lastAck.Load() })
+	if lastAck.IsZero() {
+		lastAck = time.Now()
+	}
+	lastDelivery := b.latest(func(k *conn) int64 { return k.lastDelivery.Load() })
+	end := lastAck
+	if lastDelivery.After(end) {
+		end = lastDelivery
+	}
+	b.res.DurationToLastAckSeconds = lastAck.Sub(began).Seconds()
+	b.res.DurationSeconds = end.Sub(began).Seconds()
+	if !lastDelivery.IsZero() && lastDelivery.After(lastAck) {
+		b.res.DeliveryLagSeconds = lastDelivery.Sub(lastAck).Seconds()
+	}
+}
+
+// latest is the latest of a per-connection time (Unix ns, 0: none), or
+// the zero time.
+func (b *bench) latest(get func(*conn) int64) time.Time {
+	var ns int64
+	for _, k := range b.conns {
+		if k != nil {
+			ns = max(ns, get(k))
 		}
 	}
-	return min(time.Since(began), sendEnd.Sub(began)).Seconds()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // settleExact waits until every acked message is held by every member
@@ -257,7 +283,9 @@ func (b *bench) finalSync(ctx context.Context, deadline time.Time) {
 
 // sendFor runs the senders for the duration.
 func (b *bench) sendFor(ctx context.Context, senders []*conn, convs []string) {
-	ctx, cancel := context.WithTimeout(ctx, b.o.Duration)
+	start := time.Now()
+	end := start.Add(b.o.Duration)
+	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	var wg sync.WaitGroup
 	progressDone := make(chan struct{})
@@ -268,22 +296,28 @@ func (b *bench) sendFor(ctx context.Context, senders []*conn, convs []string) {
 		go func() {
 			defer wg.Done()
 			if b.o.Rate > 0 {
-				interval := time.Duration(float64(time.Second) * float64(len(senders)) / b.o.Rate)
-				// Spread the senders' phases over one interval.
-				select {
-				case <-time.After(interval * time.Duration(i) / time.Duration(len(senders))):
-				case <-ctx.Done():
-					return
-				}
-				t := time.NewTicker(interval)
-				defer t.Stop()
-				for {
-					if k.send(convs[i], time.Now()) != nil {
+				// Open loop: the n-th send is due at start + phase +
+				// n*interval, the phases spread over one interval. A
+				// sender that wakes late sends what is due at once rather
+				// than skipping it, so the offered rate holds (a ticker
+				// would drop ticks on a loaded machine).
+				interval := float64(time.Second) * float64(len(senders)) / b.o.Rate
+				first := start.Add(time.Duration(interval * float64(i) / float64(len(senders))))
+				for n := 0; ; n++ {
+					due := first.Add(time.Duration(interval * float64(n)))
+					if !due.Before(end) {
 						return
 					}
-					select {
-					case <-t.C:
-					case <-ctx.Done():
+					if wait := time.Until(due); wait > 0 {
+						t := time.NewTimer(wait)
+						select {
+						case <-t.C:
+						case <-ctx.Done():
+							t.Stop()
+							return
+						}
+					}
+					if k.send(convs[i], time.Now()) != nil {
 						return
 					}
 				}
@@ -582,7 +616,7 @@ func (b *bench) offline(ctx context.Context) error {
 	rounds := make([]int, receivers)
 	bytes := make([]int64, receivers)
 	conns := make([]*conn, receivers)
-	return b.measureServer(ctx, func() error {
+	return b.measureServer(ctx, false, func() error {
 		began := time.Now()
 		err := forEach(ctx, receivers, b.o.DialConc, func(ctx context.Context, r int) error {
 			t0 := time.Now()
@@ -657,7 +691,7 @@ func (b *bench) storm(ctx context.Context) error {
 	}
 	old := b.conns
 	var resynced atomic.Int64
-	return b.measureServer(ctx, func() error {
+	return b.measureServer(ctx, false, func() error {
 		began := time.Now()
 		for _, k := range old {
 			if k != nil {
