@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	fcm "google.golang.org/api/fcm/v1"
+
 	"github.com/parleychat/parley"
 )
 
@@ -97,14 +99,25 @@ func TestAPNsPayload(t *testing.T) {
 // block mirrors what APNs gets.
 func TestFCMMessage(t *testing.T) {
 	reg := &parley.PushRegistration{Provider: parley.PushFCM, Token: "tok"}
+	aps := func(m *fcm.Message) map[string]any {
+		var p map[string]map[string]any
+		if err := json.Unmarshal(m.Apns.Payload, &p); err != nil {
+			t.Fatalf("apns payload %s: %v", m.Apns.Payload, err)
+		}
+		return p["aps"]
+	}
 	m := fcmMessage(reg, testNotification(KindMessage))
 	if m.Token != "tok" || m.Notification != nil || m.Android.CollapseKey != testNotification("").ConversationID || m.Android.Priority != "high" ||
-		m.Data["badge"] != "5" || m.APNS.Headers["apns-push-type"] != "alert" || *m.APNS.Payload.Aps.Badge != 5 || m.Android.TTL == nil || *m.Android.TTL <= 0 {
+		m.Data["badge"] != "5" || m.Apns.Headers["apns-push-type"] != "alert" || aps(m)["badge"] != float64(5) || aps(m)["thread-id"] != testNotification("").ConversationID {
 		t.Fatalf("message: %+v", m)
 	}
+	if ttl, err := time.ParseDuration(m.Android.Ttl); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("ttl %q: %v", m.Android.Ttl, err)
+	}
 	m = fcmMessage(reg, testNotification(KindRead))
-	if m.Android.Priority != "normal" || m.APNS.Headers["apns-push-type"] != "background" || !m.APNS.Payload.Aps.ContentAvailable || m.APNS.Payload.Aps.Alert != nil {
-		t.Fatalf("read: %+v", m)
+	if m.Android.Priority != "normal" || m.Apns.Headers["apns-push-type"] != "background" || aps(m)["content-available"] != float64(1) || aps(m)["alert"] != nil ||
+		aps(m)["badge"] != float64(5) {
+		t.Fatalf("read: %+v %s", m, m.Apns.Payload)
 	}
 }
 
