@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	fcm "google.golang.org/api/fcm/v1"
-
 	"github.com/parleychat/parley"
 )
 
@@ -99,25 +97,40 @@ func TestAPNsPayload(t *testing.T) {
 // block mirrors what APNs gets.
 func TestFCMMessage(t *testing.T) {
 	reg := &parley.PushRegistration{Provider: parley.PushFCM, Token: "tok"}
-	aps := func(m *fcm.Message) map[string]any {
-		var p map[string]map[string]any
-		if err := json.Unmarshal(m.Apns.Payload, &p); err != nil {
-			t.Fatalf("apns payload %s: %v", m.Apns.Payload, err)
+	// The body as sent: no notification block, the names of FCM's reference.
+	body := func(m *fcmMessageJSON) map[string]any {
+		b, err := json.Marshal(fcmSendRequest{Message: m})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return p["aps"]
+		var out struct{ Message map[string]any }
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Message
 	}
 	m := fcmMessage(reg, testNotification(KindMessage))
-	if m.Token != "tok" || m.Notification != nil || m.Android.CollapseKey != testNotification("").ConversationID || m.Android.Priority != "high" ||
-		m.Data["badge"] != "5" || m.Apns.Headers["apns-push-type"] != "alert" || aps(m)["badge"] != float64(5) || aps(m)["thread-id"] != testNotification("").ConversationID {
+	aps := m.APNs.Payload.APS
+	if m.Token != "tok" || m.Android.CollapseKey != testNotification("").ConversationID || m.Android.Priority != "high" ||
+		m.Data["badge"] != "5" || m.APNs.Headers["apns-push-type"] != "alert" || *aps.Badge != 5 || aps.ThreadID != testNotification("").ConversationID {
 		t.Fatalf("message: %+v", m)
 	}
-	if ttl, err := time.ParseDuration(m.Android.Ttl); err != nil || ttl <= 0 || ttl > time.Hour {
-		t.Fatalf("ttl %q: %v", m.Android.Ttl, err)
+	if ttl, err := time.ParseDuration(m.Android.TTL); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("ttl %q: %v", m.Android.TTL, err)
+	}
+	if b := body(m); b["notification"] != nil || b["android"].(map[string]any)["collapse_key"] != testNotification("").ConversationID {
+		t.Fatalf("body: %v", b)
 	}
 	m = fcmMessage(reg, testNotification(KindRead))
-	if m.Android.Priority != "normal" || m.Apns.Headers["apns-push-type"] != "background" || aps(m)["content-available"] != float64(1) || aps(m)["alert"] != nil ||
-		aps(m)["badge"] != float64(5) {
-		t.Fatalf("read: %+v %s", m, m.Apns.Payload)
+	aps = m.APNs.Payload.APS
+	if m.Android.Priority != "normal" || m.APNs.Headers["apns-push-type"] != "background" || aps.ContentAvailable != 1 || aps.Alert != nil || *aps.Badge != 5 {
+		t.Fatalf("read: %+v", m)
+	}
+	// A badge of 0 is sent (it clears the icon), not left out.
+	n := testNotification(KindRead)
+	n.Badge = 0
+	if p := body(fcmMessage(reg, n))["apns"].(map[string]any)["payload"].(map[string]any)["aps"].(map[string]any); p["badge"] != float64(0) {
+		t.Fatalf("badge 0: %v", p)
 	}
 }
 
