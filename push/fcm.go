@@ -1,20 +1,22 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/errorutils"
-	"firebase.google.com/go/v4/messaging"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
-	"google.golang.org/api/option"
 
 	"github.com/parleychat/parley"
 )
@@ -26,29 +28,46 @@ type FCMConfig struct {
 	// ProjectID defaults to the service account's project.
 	ProjectID string
 	// URL, if set, replaces the messaging endpoint
-	// (https://fcm.googleapis.com/v1): a local test server.
+	// (https://fcm.googleapis.com/v1): a local test server. Sends go to
+	// <URL>/projects/<project>/messages:send.
 	URL string
 	TLS *tls.Config
 }
 
-// FCM sends through Firebase Cloud Messaging (firebase.google.com/go/v4).
+// FCM sends through Firebase Cloud Messaging's HTTP v1 API: one JSON POST
+// per notification with an OAuth 2 access token of the service account
+// (golang.org/x/oauth2/google signs the JWT grant, fetches and refreshes
+// the token). Neither the Firebase Admin SDK nor Google's generated client
+// (google.golang.org/api/fcm/v1) is linked: each brings gRPC and more into
+// the binary for this one request (docs/adr/0004-fcm-http-v1-without-sdk.md).
 type FCM struct {
-	client *messaging.Client
+	client  *http.Client // bearer tokens over the pooled HTTP/2 transport
+	sendURL string       // <endpoint>/projects/<project>/messages:send
 }
+
+// fcmEndpoint is Google's FCM HTTP v1 endpoint.
+const fcmEndpoint = "https://fcm.googleapis.com/v1"
 
 // fcmScope is the OAuth scope of FCM sends.
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
+// fcmMaxAnswer bounds what is read of an answer: Google's success is a
+// message name, its errors a few hundred bytes.
+const fcmMaxAnswer = 64 << 10
+
 // NewFCM reads the service account and builds the client. The OAuth token
 // is fetched (and refreshed) from the account's token_uri over the same
-// TLS settings as the sends.
-func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
+// TLS settings and connection pool as the sends, when the first send
+// needs it: a node starts while Google is unreachable.
+func NewFCM(_ context.Context, cfg FCMConfig) (*FCM, error) {
 	raw, err := os.ReadFile(cfg.CredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("push: FCM credentials: %w", err)
 	}
 	base := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg.TLS, ForceAttemptHTTP2: true,
 		MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
+	// The token source keeps this context for every later fetch: it is
+	// the only way to give the fetch our transport.
 	tokenCtx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: base, Timeout: sendTimeout})
 	creds, err := google.CredentialsFromJSONWithType(tokenCtx, raw, google.ServiceAccount, fcmScope)
 	if err != nil {
@@ -61,99 +80,219 @@ func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
 	if project == "" {
 		return nil, fmt.Errorf("push: FCM needs a project id (none in the credentials)")
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: base}, Timeout: sendTimeout}
-	opts := []option.ClientOption{option.WithHTTPClient(hc)}
-	if cfg.URL != "" {
-		opts = append(opts, option.WithEndpoint(cfg.URL))
+	endpoint := cfg.URL
+	if endpoint == "" {
+		endpoint = fcmEndpoint
 	}
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("push: FCM: %w", err)
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("push: the FCM URL %q is not an http(s) URL without query", endpoint)
 	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("push: FCM: %w", err)
-	}
-	return &FCM{client: client}, nil
+	return &FCM{
+		client: &http.Client{
+			Transport: &oauth2.Transport{Source: creds.TokenSource, Base: base},
+			Timeout:   sendTimeout,
+			// A redirect would carry the bearer token to wherever it
+			// points: the 3xx is the answer.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		sendURL: strings.TrimSuffix(endpoint, "/") + "/projects/" + url.PathEscape(project) + "/messages:send",
+	}, nil
 }
 
 // Name implements Provider.
 func (*FCM) Name() parley.PushProvider { return parley.PushFCM }
 
+// The request body of projects.messages.send, with the field names of
+// FCM's reference (https://firebase.google.com/docs/reference/fcm/rest/v1/projects.messages).
+type fcmSendRequest struct {
+	Message *fcmMessageJSON `json:"message"`
+}
+
+type fcmMessageJSON struct {
+	Token   string            `json:"token"`
+	Data    map[string]string `json:"data,omitempty"`
+	Android *fcmAndroid       `json:"android,omitempty"`
+	APNs    *fcmAPNs          `json:"apns,omitempty"`
+}
+
+type fcmAndroid struct {
+	CollapseKey string `json:"collapse_key,omitempty"`
+	Priority    string `json:"priority,omitempty"` // "high" or "normal"
+	TTL         string `json:"ttl,omitempty"`      // a protobuf Duration: "3600s"
+}
+
+type fcmAPNs struct {
+	Headers map[string]string `json:"headers,omitempty"`
+	Payload *fcmAPNsPayload   `json:"payload,omitempty"`
+}
+
+// fcmAPNsPayload is apns.payload: the aps dictionary APNs gets for the
+// same notification (Parley's fields travel in message.data).
+type fcmAPNsPayload struct {
+	APS apsDict `json:"aps"`
+}
+
 // fcmMessage builds the message for n: data-only for Android (the app
 // builds the notification), collapsed per conversation; for iOS devices
 // registered through FCM, the same alert or silent update as APNs gets.
-func fcmMessage(reg *parley.PushRegistration, n *Notification) *messaging.Message {
-	ttl := max(time.Until(n.Expires), 0).Truncate(time.Second)
-	badge := int(n.Badge)
-	m := &messaging.Message{
+func fcmMessage(reg *parley.PushRegistration, n *Notification) *fcmMessageJSON {
+	ttl := max(time.Until(n.Expires), 0)
+	badge := n.Badge
+	m := &fcmMessageJSON{
 		Token: reg.Token,
 		Data:  n.Data(),
-		Android: &messaging.AndroidConfig{
+		Android: &fcmAndroid{
 			CollapseKey: n.collapseID(),
 			Priority:    "high",
-			TTL:         &ttl,
+			TTL:         strconv.FormatInt(int64(ttl/time.Second), 10) + "s",
 		},
-		APNS: &messaging.APNSConfig{
+		APNs: &fcmAPNs{
 			Headers: map[string]string{"apns-expiration": strconv.FormatInt(n.Expires.Unix(), 10)},
-			Payload: &messaging.APNSPayload{Aps: &messaging.Aps{Badge: &badge}},
+			Payload: &fcmAPNsPayload{APS: apsDict{Badge: &badge}},
 		},
 	}
+	aps := &m.APNs.Payload.APS
 	if n.Kind == KindMessage {
 		body := n.alertText()
 		if n.Preview != "" {
 			body = n.Preview
 		}
-		m.APNS.Headers["apns-push-type"] = "alert"
-		m.APNS.Headers["apns-priority"] = "10"
-		m.APNS.Headers["apns-collapse-id"] = n.collapseID()
-		aps := m.APNS.Payload.Aps
-		aps.Alert = &messaging.ApsAlert{Title: n.SenderName, Body: body}
+		m.APNs.Headers["apns-push-type"] = "alert"
+		m.APNs.Headers["apns-priority"] = "10"
+		m.APNs.Headers["apns-collapse-id"] = n.collapseID()
+		aps.Alert = &apsAlert{Title: n.SenderName, Body: body}
 		aps.Sound = "default"
 		aps.ThreadID = n.ConversationID
-		aps.MutableContent = true
+		aps.MutableContent = 1
 	} else {
 		m.Android.Priority = "normal"
-		m.APNS.Headers["apns-push-type"] = "background"
-		m.APNS.Headers["apns-priority"] = "5"
-		m.APNS.Payload.Aps.ContentAvailable = true
+		m.APNs.Headers["apns-push-type"] = "background"
+		m.APNs.Headers["apns-priority"] = "5"
+		aps.ContentAvailable = 1
 	}
 	return m
 }
 
-// Send implements Provider.
+// Send implements Provider. Nothing is retried here: every failure comes
+// back at once and the worker retries with its backoff (never sooner than
+// Retry-After), so no send holds a worker through retries.
 func (f *FCM) Send(ctx context.Context, reg *parley.PushRegistration, n *Notification) Result {
-	id, err := f.client.Send(ctx, fcmMessage(reg, n))
-	if err == nil {
-		return Result{Outcome: Accepted, Status: http.StatusOK, ID: id}
+	body, err := json.Marshal(fcmSendRequest{Message: fcmMessage(reg, n)})
+	if err != nil { // fixed types: cannot fail
+		return Result{Outcome: Rejected, Reason: err.Error()}
 	}
-	r := Result{Outcome: Rejected, Reason: err.Error()}
-	resp := errorutils.HTTPResponse(err)
-	if resp == nil {
-		r.Outcome = Retry // no answer: network
-		return r
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.sendURL, bytes.NewReader(body))
+	if err != nil { // the URL was checked by NewFCM
+		return Result{Outcome: Rejected, Reason: err.Error()}
 	}
-	r.Status = resp.StatusCode
-	r.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	switch {
-	case messaging.IsUnregistered(err), messaging.IsSenderIDMismatch(err):
-		r.Outcome, r.Reason = Unregistered, "UNREGISTERED"
-		if messaging.IsSenderIDMismatch(err) {
-			r.Reason = "SENDER_ID_MISMATCH"
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		// No answer: the network, or no access token (the token
+		// endpoint's refusal is inside: *oauth2.RetrieveError).
+		var retrieve *oauth2.RetrieveError
+		if errors.As(err, &retrieve) {
+			return Result{Outcome: Retry, Reason: tokenRefusal(retrieve)}
 		}
-	case messaging.IsQuotaExceeded(err):
-		r.Outcome, r.Reason = Retry, "QUOTA_EXCEEDED"
-	case messaging.IsUnavailable(err):
-		r.Outcome, r.Reason = Retry, "UNAVAILABLE"
-	case messaging.IsInternal(err):
-		r.Outcome, r.Reason = Retry, "INTERNAL"
-	case messaging.IsThirdPartyAuthError(err):
-		r.Outcome, r.Reason = Retry, "THIRD_PARTY_AUTH_ERROR"
+		return Result{Outcome: Retry, Reason: "network: " + err.Error()}
+	}
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, fcmMaxAnswer))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // let the connection be reused
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		var sent struct {
+			Name string `json:"name"`
+		}
+		json.Unmarshal(answer, &sent) // accepted whatever the body says
+		return Result{Outcome: Accepted, Status: resp.StatusCode, ID: sent.Name}
+	}
+	r := Result{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	e := parseFCMError(answer)
+	switch e.errorCode {
+	case "UNREGISTERED", "SENDER_ID_MISMATCH":
+		r.Outcome, r.Reason = Unregistered, e.errorCode
+	case "QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "THIRD_PARTY_AUTH_ERROR":
+		r.Outcome, r.Reason = Retry, e.errorCode
 	default:
 		r.Outcome = classifyStatus(resp.StatusCode)
 		if r.Outcome == Unregistered {
 			r.Outcome = Rejected // only UNREGISTERED says the token is gone
 		}
+		r.Reason = e.reason(resp.Status)
 	}
 	return r
+}
+
+// fcmError is what Parley reads of Google's JSON error: the canonical
+// status, the message, and the FcmError detail's errorCode
+// (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
+type fcmError struct {
+	status, message, errorCode string
+}
+
+func parseFCMError(body []byte) fcmError {
+	var e struct {
+		Error struct {
+			Status  string `json:"status"`
+			Message string `json:"message"`
+			Details []struct {
+				Type      string `json:"@type"`
+				ErrorCode string `json:"errorCode"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	json.Unmarshal(body, &e) // not JSON (a proxy's page): no code
+	out := fcmError{status: e.Error.Status, message: e.Error.Message}
+	for _, d := range e.Error.Details {
+		if d.Type == "type.googleapis.com/google.firebase.fcm.v1.FcmError" {
+			out.errorCode = d.ErrorCode
+			break
+		}
+	}
+	return out
+}
+
+// reason is a failure's short description: the errorCode (or Google
+// status) and Google's message, at most 200 bytes; the status line when
+// the body said neither.
+func (e fcmError) reason(statusLine string) string {
+	code := e.errorCode
+	if code == "" {
+		code = e.status
+	}
+	if code == "" {
+		return statusLine
+	}
+	s := code
+	if e.message != "" {
+		s += ": " + e.message
+	}
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "")
+	}
+	return s
+}
+
+// tokenRefusal describes the token endpoint's refusal: its status and
+// OAuth error ("invalid_grant: Invalid JWT Signature."), at most 200 bytes.
+func tokenRefusal(e *oauth2.RetrieveError) string {
+	s := "OAuth token refused"
+	if e.Response != nil {
+		s += ": " + e.Response.Status
+	}
+	var body struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if json.Unmarshal(e.Body, &body) == nil && body.Error != "" {
+		s += " " + body.Error
+		if body.Description != "" {
+			s += ": " + body.Description
+		}
+	}
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "")
+	}
+	return s
 }

@@ -97,14 +97,40 @@ func TestAPNsPayload(t *testing.T) {
 // block mirrors what APNs gets.
 func TestFCMMessage(t *testing.T) {
 	reg := &parley.PushRegistration{Provider: parley.PushFCM, Token: "tok"}
+	// The body as sent: no notification block, the names of FCM's reference.
+	body := func(m *fcmMessageJSON) map[string]any {
+		b, err := json.Marshal(fcmSendRequest{Message: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Message map[string]any }
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Message
+	}
 	m := fcmMessage(reg, testNotification(KindMessage))
-	if m.Token != "tok" || m.Notification != nil || m.Android.CollapseKey != testNotification("").ConversationID || m.Android.Priority != "high" ||
-		m.Data["badge"] != "5" || m.APNS.Headers["apns-push-type"] != "alert" || *m.APNS.Payload.Aps.Badge != 5 || m.Android.TTL == nil || *m.Android.TTL <= 0 {
+	aps := m.APNs.Payload.APS
+	if m.Token != "tok" || m.Android.CollapseKey != testNotification("").ConversationID || m.Android.Priority != "high" ||
+		m.Data["badge"] != "5" || m.APNs.Headers["apns-push-type"] != "alert" || *aps.Badge != 5 || aps.ThreadID != testNotification("").ConversationID {
 		t.Fatalf("message: %+v", m)
 	}
+	if ttl, err := time.ParseDuration(m.Android.TTL); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("ttl %q: %v", m.Android.TTL, err)
+	}
+	if b := body(m); b["notification"] != nil || b["android"].(map[string]any)["collapse_key"] != testNotification("").ConversationID {
+		t.Fatalf("body: %v", b)
+	}
 	m = fcmMessage(reg, testNotification(KindRead))
-	if m.Android.Priority != "normal" || m.APNS.Headers["apns-push-type"] != "background" || !m.APNS.Payload.Aps.ContentAvailable || m.APNS.Payload.Aps.Alert != nil {
+	aps = m.APNs.Payload.APS
+	if m.Android.Priority != "normal" || m.APNs.Headers["apns-push-type"] != "background" || aps.ContentAvailable != 1 || aps.Alert != nil || *aps.Badge != 5 {
 		t.Fatalf("read: %+v", m)
+	}
+	// A badge of 0 is sent (it clears the icon), not left out.
+	n := testNotification(KindRead)
+	n.Badge = 0
+	if p := body(fcmMessage(reg, n))["apns"].(map[string]any)["payload"].(map[string]any)["aps"].(map[string]any); p["badge"] != float64(0) {
+		t.Fatalf("badge 0: %v", p)
 	}
 }
 

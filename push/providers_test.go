@@ -5,6 +5,10 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,22 +63,117 @@ func TestFCMOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []answerCase{
-		{pushtest.Answer{Status: 200}, push.Accepted, 0},
-		{pushtest.Answer{Status: 404, Reason: "UNREGISTERED"}, push.Unregistered, 0},
-		{pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 5}, push.Retry, 5 * time.Second},
-		{pushtest.Answer{Status: 500, Reason: "INTERNAL"}, push.Retry, 0},
-		{pushtest.Answer{Status: 400, Reason: "INVALID_ARGUMENT"}, push.Rejected, 0},
+	for _, c := range []struct {
+		answerCase
+		reason string
+	}{
+		{answerCase{pushtest.Answer{Status: 200}, push.Accepted, 0}, ""},
+		{answerCase{pushtest.Answer{Status: 404, Reason: "UNREGISTERED"}, push.Unregistered, 0}, "UNREGISTERED"},
+		{answerCase{pushtest.Answer{Status: 403, Reason: "SENDER_ID_MISMATCH"}, push.Unregistered, 0}, "SENDER_ID_MISMATCH"},
+		{answerCase{pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 5}, push.Retry, 5 * time.Second}, "QUOTA_EXCEEDED"},
+		{answerCase{pushtest.Answer{Status: 500, Reason: "INTERNAL"}, push.Retry, 0}, "INTERNAL"},
+		{answerCase{pushtest.Answer{Status: 503, Reason: "UNAVAILABLE", RetryAfter: 2}, push.Retry, 2 * time.Second}, "UNAVAILABLE"},
+		{answerCase{pushtest.Answer{Status: 401, Reason: "THIRD_PARTY_AUTH_ERROR"}, push.Retry, 0}, "THIRD_PARTY_AUTH_ERROR"},
+		{answerCase{pushtest.Answer{Status: 400, Reason: "INVALID_ARGUMENT"}, push.Rejected, 0}, "INVALID_ARGUMENT: Request contains an invalid argument."},
 	} {
 		token := fake.NewToken()
 		fake.Fail(token, c.answer)
 		r := p.Send(context.Background(), &parley.PushRegistration{Provider: parley.PushFCM, Token: token}, note(push.KindRead))
-		if r.Outcome != c.outcome || r.RetryAfter != c.retryAfter {
+		if r.Outcome != c.outcome || r.RetryAfter != c.retryAfter || r.Status != c.answer.Status || r.Reason != c.reason {
 			t.Errorf("FCM %+v: got %+v", c.answer, r)
 		}
+		if c.outcome == push.Accepted && !strings.HasPrefix(r.ID, "projects/"+fake.ProjectID()+"/messages/") {
+			t.Errorf("accepted with id %q", r.ID)
+		}
 	}
-	if got := fake.Requests(); len(got) != 5 || got[0].Data["type"] != "read" || got[0].APNSHeaders["apns-push-type"] != "background" {
+	// One request each: the client retries nothing itself (the worker does).
+	if got := fake.Requests(); len(got) != 8 || got[0].Data["type"] != "read" || got[0].APNSHeaders["apns-push-type"] != "background" {
 		t.Fatalf("FCM requests: %d, first %+v", len(got), got[0])
+	}
+	if n := fake.TokenRequests(); n != 1 {
+		t.Errorf("%d token requests for 8 sends, want 1", n)
+	}
+
+	// Sends in parallel share one HTTP/2 connection with the token fetch.
+	fake.Reset()
+	before := fake.Connections()
+	done := make(chan push.Result)
+	for range 20 {
+		go func() {
+			done <- p.Send(context.Background(), &parley.PushRegistration{Provider: parley.PushFCM, Token: fake.NewToken()}, note(push.KindMessage))
+		}()
+	}
+	for range 20 {
+		if r := <-done; r.Outcome != push.Accepted {
+			t.Fatalf("parallel send: %+v", r)
+		}
+	}
+	if got := fake.Requests(); len(got) != 20 || got[0].Proto != "HTTP/2.0" {
+		t.Fatalf("%d requests, first over %s", len(got), got[0].Proto)
+	}
+	if n := fake.Connections() - before; n != 0 {
+		t.Errorf("20 parallel sends opened %d more connections, want none (the first one is reused)", n)
+	}
+}
+
+// TestFCMFailuresWithoutAnswer: no access token (the token endpoint
+// refuses the service account's grant) and no server are retried, with a
+// reason that says which; neither sends anything.
+func TestFCMFailuresWithoutAnswer(t *testing.T) {
+	fake := pushtest.NewFCM(t)
+	reg := &parley.PushRegistration{Provider: parley.PushFCM, Token: fake.NewToken()}
+
+	// A key the token endpoint does not know: the grant is refused.
+	other := pushtest.NewFCM(t)
+	var creds map[string]string
+	if err := json.Unmarshal(fake.CredentialsJSON(), &creds); err != nil {
+		t.Fatal(err)
+	}
+	var otherCreds map[string]string
+	if err := json.Unmarshal(other.CredentialsJSON(), &otherCreds); err != nil {
+		t.Fatal(err)
+	}
+	creds["private_key"], creds["private_key_id"] = otherCreds["private_key"], ""
+	forged := filepath.Join(t.TempDir(), "forged.json")
+	b, _ := json.Marshal(creds)
+	if err := os.WriteFile(forged, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := push.NewFCM(context.Background(), push.FCMConfig{CredentialsFile: forged, URL: fake.Endpoint(), TLS: fake.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Send(context.Background(), reg, note(push.KindMessage))
+	if r.Outcome != push.Retry || r.Status != 0 || !strings.HasPrefix(r.Reason, "OAuth token refused: 400 Bad Request invalid_grant") {
+		t.Fatalf("forged key: %+v", r)
+	}
+	if n := len(fake.Requests()); n != 0 || fake.TokenRequests() != 1 {
+		t.Fatalf("forged key: %d sends, %d token requests; want 0 and 1", n, fake.TokenRequests())
+	}
+
+	// Nobody listening.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p, err = push.NewFCM(context.Background(), push.FCMConfig{CredentialsFile: fake.CredentialsFile(), ProjectID: fake.ProjectID(),
+		URL: "https://" + addr + "/v1", TLS: fake.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The token comes from the fake (the file's token_uri); the send
+	// goes nowhere.
+	if r := p.Send(context.Background(), reg, note(push.KindMessage)); r.Outcome != push.Retry || r.Status != 0 || !strings.HasPrefix(r.Reason, "network: ") {
+		t.Fatalf("no server: %+v", r)
+	}
+
+	// Endpoints that are not http(s) URLs are refused at the start.
+	for _, u := range []string{"fcm.googleapis.com/v1", "ftp://fcm.googleapis.com/v1", "https://fcm.googleapis.com/v1?x=1", "https://user@fcm.googleapis.com/v1"} {
+		if _, err := push.NewFCM(context.Background(), push.FCMConfig{CredentialsFile: fake.CredentialsFile(), URL: u}); err == nil {
+			t.Errorf("URL %q accepted", u)
+		}
 	}
 }
 

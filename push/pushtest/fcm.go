@@ -32,7 +32,8 @@ const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
 // FCM is a fake Firebase Cloud Messaging HTTP v1 API together with the
 // Google OAuth2 token endpoint a service account gets its access tokens
 // from. CredentialsFile is a service-account key whose token_uri points
-// here; Endpoint is what firebase's option.WithEndpoint takes.
+// here; Endpoint is the messaging endpoint, https://fcm.googleapis.com/v1
+// on Google's side.
 //
 // POST /token takes the JWT-bearer grant of a service account (RFC 7523):
 // an RS256 assertion signed with the file's key, with iss = client_email,
@@ -45,9 +46,13 @@ const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
 // cloud-platform (403 PERMISSION_DENIED), for ProjectID (403
 // PERMISSION_DENIED); a body {"message": {...}} naming exactly one of
 // token, topic and condition, with string data values (400
-// INVALID_ARGUMENT). Errors are in Google's JSON error format, with an
-// FcmError detail carrying the errorCode the firebase SDK branches on. A
-// message that passes is answered {"name": "projects/<p>/messages/<id>"}.
+// INVALID_ARGUMENT). Field names are taken in both forms protobuf's JSON
+// mapping allows, as Google's servers do: the FCM reference's
+// (collapse_key, validate_only) and the lowerCamelCase Google's generated
+// clients send (collapseKey, validateOnly). Errors are in Google's JSON
+// error format, with an FcmError detail carrying the errorCode clients
+// branch on. A message that passes is answered
+// {"name": "projects/<p>/messages/<id>"}.
 type FCM struct {
 	recorder[FCMRequest]
 
@@ -174,8 +179,9 @@ func (f *FCM) ClientEmail() string { return f.clientEmail }
 // TokenURL returns the token endpoint, <URL>/token, the file's token_uri.
 func (f *FCM) TokenURL() string { return f.URL() + "/token" }
 
-// Endpoint returns <URL>/v1, the messaging endpoint to give firebase's
-// option.WithEndpoint: the SDK appends /projects/<id>/messages:send.
+// Endpoint returns <URL>/v1, the messaging endpoint (Google's is
+// https://fcm.googleapis.com/v1): sends go to
+// <Endpoint>/projects/<id>/messages:send.
 func (f *FCM) Endpoint() string { return f.URL() + "/v1" }
 
 // NewToken returns a new random registration token shaped like the ones
@@ -410,13 +416,14 @@ func (f *FCM) checkSend(r *http.Request, body []byte, rec *FCMRequest) *fcmRejec
 		return &fcmRejection{status: http.StatusBadRequest, errorCode: "INVALID_ARGUMENT", detail: detail}
 	}
 	var req struct {
-		ValidateOnly bool           `json:"validate_only"`
-		Message      map[string]any `json:"message"`
+		ValidateOnly      bool           `json:"validate_only"`
+		ValidateOnlyCamel bool           `json:"validateOnly"`
+		Message           map[string]any `json:"message"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return invalid("body: " + err.Error())
 	}
-	rec.ValidateOnly = req.ValidateOnly
+	rec.ValidateOnly = req.ValidateOnly || req.ValidateOnlyCamel
 	rec.Message = req.Message
 	if rec.Message == nil {
 		return invalid(`no "message"`)
@@ -439,7 +446,7 @@ func (f *FCM) checkSend(r *http.Request, body []byte, rec *FCMRequest) *fcmRejec
 		return invalid("data: " + err.Error())
 	}
 	if android, ok := m["android"].(map[string]any); ok {
-		rec.CollapseKey, _ = android["collapse_key"].(string)
+		rec.CollapseKey, _ = field(android, "collapse_key", "collapseKey").(string)
 		rec.AndroidPriority, _ = android["priority"].(string)
 		if p := strings.ToLower(rec.AndroidPriority); p != "" && p != "normal" && p != "high" {
 			return invalid("android.priority " + rec.AndroidPriority)
@@ -494,6 +501,15 @@ func (f *FCM) checkBearer(authorization string) *fcmRejection {
 		}
 	}
 	return nil
+}
+
+// field returns obj[name], or obj[camel] when name is absent: protobuf's
+// JSON mapping takes a field by its proto name or its lowerCamelCase one.
+func field(obj map[string]any, name, camel string) any {
+	if v, ok := obj[name]; ok {
+		return v
+	}
+	return obj[camel]
 }
 
 // stringMap converts a decoded JSON object whose values must be strings;

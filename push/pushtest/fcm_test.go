@@ -15,21 +15,47 @@ import (
 	"testing"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/errorutils"
-	"firebase.google.com/go/v4/messaging"
 	"github.com/parleychat/parley/push/pushtest"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	fcm "google.golang.org/api/fcm/v1"
+	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 )
 
-// newFCMClient builds a messaging client the way production code will:
+// The fake is checked against Google's generated client for the FCM HTTP
+// v1 API (google.golang.org/api/fcm/v1), which encodes the API as Google
+// publishes it: what it sends, the fake takes; what the fake answers, it
+// parses as it parses Google's answers.
+
+// fcmClient is a messages client with the project it sends for.
+type fcmClient struct {
+	messages *fcm.ProjectsMessagesService
+	parent   string
+}
+
+func (c fcmClient) send(ctx context.Context, m *fcm.Message) (string, error) {
+	sent, err := c.messages.Send(c.parent, &fcm.SendMessageRequest{Message: m}).Context(ctx).Do()
+	if err != nil {
+		return "", err
+	}
+	return sent.Name, nil
+}
+
+func (c fcmClient) sendDryRun(ctx context.Context, m *fcm.Message) (string, error) {
+	sent, err := c.messages.Send(c.parent, &fcm.SendMessageRequest{Message: m, ValidateOnly: true}).Context(ctx).Do()
+	if err != nil {
+		return "", err
+	}
+	return sent.Name, nil
+}
+
+// newFCMClient builds a messages client the way production code does:
 // service-account credentials whose token fetch goes through the HTTP
 // client in ctx (oauth2.HTTPClient; it is the only way in, and ctx is kept
 // by the token source for every later fetch), and an oauth2.Transport over
 // a transport trusting the fake for the API calls.
-func newFCMClient(t *testing.T, fake *pushtest.FCM, credentials []byte) *messaging.Client {
+func newFCMClient(t *testing.T, fake *pushtest.FCM, credentials []byte) fcmClient {
 	t.Helper()
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, fake.Client())
 	creds, err := google.CredentialsFromJSONWithType(ctx, credentials, google.ServiceAccount, pushtest.FCMScope)
@@ -40,19 +66,14 @@ func newFCMClient(t *testing.T, fake *pushtest.FCM, credentials []byte) *messagi
 	return newMessaging(t, fake, hc)
 }
 
-func newMessaging(t *testing.T, fake *pushtest.FCM, hc *http.Client) *messaging.Client {
+func newMessaging(t *testing.T, fake *pushtest.FCM, hc *http.Client) fcmClient {
 	t.Helper()
-	ctx := context.Background()
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: fake.ProjectID()},
-		option.WithHTTPClient(hc), option.WithEndpoint(fake.Endpoint()))
+	// The generated client's base path is the host: it adds v1/projects/...
+	svc, err := fcm.NewService(context.Background(), option.WithHTTPClient(hc), option.WithEndpoint(strings.TrimSuffix(fake.Endpoint(), "v1")))
 	if err != nil {
-		t.Fatalf("firebase.NewApp: %v", err)
+		t.Fatalf("fcm.NewService: %v", err)
 	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		t.Fatalf("Messaging: %v", err)
-	}
-	return client
+	return fcmClient{messages: svc.Projects.Messages, parent: "projects/" + fake.ProjectID()}
 }
 
 func readCredentials(t *testing.T, fake *pushtest.FCM) []byte {
@@ -64,25 +85,39 @@ func readCredentials(t *testing.T, fake *pushtest.FCM) []byte {
 	return b
 }
 
-func TestFCMAcceptsFirebase(t *testing.T) {
+// errorCode is the errorCode of the FcmError detail in a send's error, as
+// the generated client parsed it from the answer.
+func errorCode(err error) string {
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		return ""
+	}
+	for _, d := range gerr.Details {
+		if m, ok := d.(map[string]any); ok && m["@type"] == "type.googleapis.com/google.firebase.fcm.v1.FcmError" {
+			code, _ := m["errorCode"].(string)
+			return code
+		}
+	}
+	return ""
+}
+
+func TestFCMAcceptsGoogleClient(t *testing.T) {
 	fake := pushtest.NewFCM(t)
 	client := newFCMClient(t, fake, readCredentials(t, fake))
 	device := fake.NewToken()
 	ctx := context.Background()
 
-	name, err := client.Send(ctx, &messaging.Message{
+	name, err := client.send(ctx, &fcm.Message{
 		Token: device,
 		Data:  map[string]string{"conversation": "conv-1", "seq": "42"},
-		Android: &messaging.AndroidConfig{
+		Android: &fcm.AndroidConfig{
 			CollapseKey: "conv-1",
-			Priority:    "high",
+			Priority:    "HIGH",
+			Ttl:         "3600s",
 		},
-		APNS: &messaging.APNSConfig{
+		Apns: &fcm.ApnsConfig{
 			Headers: map[string]string{"apns-priority": "10", "apns-collapse-id": "conv-1"},
-			Payload: &messaging.APNSPayload{
-				Aps:        &messaging.Aps{Alert: &messaging.ApsAlert{Title: "Ann", Body: "hi"}, MutableContent: true},
-				CustomData: map[string]any{"conversation": "conv-1"},
-			},
+			Payload: googleapi.RawMessage(`{"aps":{"alert":{"title":"Ann","body":"hi"},"mutable-content":1},"conversation":"conv-1"}`),
 		},
 	})
 	if err != nil {
@@ -91,11 +126,11 @@ func TestFCMAcceptsFirebase(t *testing.T) {
 	if !strings.HasPrefix(name, "projects/"+fake.ProjectID()+"/messages/") {
 		t.Errorf("name %q", name)
 	}
-	if _, err := client.Send(ctx, &messaging.Message{Topic: "/topics/news", Data: map[string]string{"k": "v"}}); err != nil {
+	if _, err := client.send(ctx, &fcm.Message{Topic: "news", Data: map[string]string{"k": "v"}}); err != nil {
 		t.Fatalf("Send to a topic: %v", err)
 	}
-	if _, err := client.SendDryRun(ctx, &messaging.Message{Condition: "'a' in topics", Data: map[string]string{"k": "v"}}); err != nil {
-		t.Fatalf("SendDryRun to a condition: %v", err)
+	if _, err := client.sendDryRun(ctx, &fcm.Message{Condition: "'a' in topics", Data: map[string]string{"k": "v"}}); err != nil {
+		t.Fatalf("dry run to a condition: %v", err)
 	}
 
 	got := fake.Wait(t, 3, 5*time.Second)
@@ -103,7 +138,7 @@ func TestFCMAcceptsFirebase(t *testing.T) {
 	if r.Proto != "HTTP/2.0" || r.Project != fake.ProjectID() || r.Status != 200 || r.Name != name {
 		t.Errorf("record: %s project %q status %d name %q", r.Proto, r.Project, r.Status, r.Name)
 	}
-	if r.Token != device || r.CollapseKey != "conv-1" || r.AndroidPriority != "high" {
+	if r.Token != device || r.CollapseKey != "conv-1" || r.AndroidPriority != "HIGH" {
 		t.Errorf("token %q collapse key %q priority %q", r.Token, r.CollapseKey, r.AndroidPriority)
 	}
 	if r.Data["conversation"] != "conv-1" || r.Data["seq"] != "42" {
@@ -137,73 +172,73 @@ func TestFCMScriptedAnswers(t *testing.T) {
 	tests := []struct {
 		name       string
 		answer     pushtest.Answer
-		is         func(error) bool
+		errorCode  string
 		wantStatus int
 		retryAfter string
 	}{
-		{"unregistered", pushtest.Answer{Status: 404}, messaging.IsUnregistered, 404, ""},
-		{"unregistered by code", pushtest.Answer{Reason: "UNREGISTERED"}, messaging.IsUnregistered, 404, ""},
-		{"quota exceeded", pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 30}, messaging.IsQuotaExceeded, 429, "30"},
-		{"internal", pushtest.Answer{Status: 500}, messaging.IsInternal, 500, ""},
-		{"sender id mismatch", pushtest.Answer{Reason: "SENDER_ID_MISMATCH"}, messaging.IsSenderIDMismatch, 403, ""},
-		{"invalid argument", pushtest.Answer{Status: 400}, messaging.IsInvalidArgument, 400, ""},
-		{"third party auth", pushtest.Answer{Reason: "THIRD_PARTY_AUTH_ERROR"}, messaging.IsThirdPartyAuthError, 401, ""},
+		{"unregistered", pushtest.Answer{Status: 404}, "UNREGISTERED", 404, ""},
+		{"unregistered by code", pushtest.Answer{Reason: "UNREGISTERED"}, "UNREGISTERED", 404, ""},
+		{"quota exceeded", pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 30}, "QUOTA_EXCEEDED", 429, "30"},
+		{"internal", pushtest.Answer{Status: 500}, "INTERNAL", 500, ""},
+		{"unavailable", pushtest.Answer{Status: 503, RetryAfter: 2}, "UNAVAILABLE", 503, "2"},
+		{"sender id mismatch", pushtest.Answer{Reason: "SENDER_ID_MISMATCH"}, "SENDER_ID_MISMATCH", 403, ""},
+		{"invalid argument", pushtest.Answer{Status: 400}, "INVALID_ARGUMENT", 400, ""},
+		{"third party auth", pushtest.Answer{Reason: "THIRD_PARTY_AUTH_ERROR"}, "THIRD_PARTY_AUTH_ERROR", 401, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fake.Reset()
 			device := fake.NewToken()
 			fake.Fail(device, tt.answer)
-			msg := &messaging.Message{Token: device, Data: map[string]string{"k": "v"}}
-			_, err := client.Send(ctx, msg)
-			if err == nil || !tt.is(err) {
-				t.Fatalf("Send: %v; want the %s check to hold", err, tt.name)
+			msg := &fcm.Message{Token: device, Data: map[string]string{"k": "v"}}
+			_, err := client.send(ctx, msg)
+			if err == nil || errorCode(err) != tt.errorCode {
+				t.Fatalf("Send: %v; want errorCode %s", err, tt.errorCode)
 			}
-			resp := errorutils.HTTPResponse(err)
-			if resp == nil || resp.StatusCode != tt.wantStatus || resp.Header.Get("Retry-After") != tt.retryAfter {
-				t.Fatalf("HTTPResponse %+v, want status %d Retry-After %q", resp, tt.wantStatus, tt.retryAfter)
+			var gerr *googleapi.Error
+			if !errors.As(err, &gerr) || gerr.Code != tt.wantStatus || gerr.Header.Get("Retry-After") != tt.retryAfter {
+				t.Fatalf("error %+v, want status %d Retry-After %q", gerr, tt.wantStatus, tt.retryAfter)
 			}
-			if _, err := client.Send(ctx, msg); err != nil {
+			if _, err := client.send(ctx, msg); err != nil {
 				t.Fatalf("after the script: %v", err)
 			}
 			got := fake.Wait(t, 2, 5*time.Second)
 			if len(got) != 2 || got[0].Status != tt.wantStatus || got[0].Detail != "scripted" || got[1].Status != 200 {
-				t.Errorf("records %+v (firebase retries none of these statuses)", got)
+				t.Errorf("records %+v (the client retries none of these statuses)", got)
 			}
 		})
 	}
 }
 
-// TestFCMErrorsMustNotBeWrapped pins a trap: the SDK's Is* functions use a
-// type assertion, not errors.As, so a wrapped error answers false.
-func TestFCMErrorsMustNotBeWrapped(t *testing.T) {
+// TestFCMErrorsSeenThroughWrapping: the client's error is a
+// *googleapi.Error that errors.As finds under a wrap, so a sender may wrap
+// it and still read the status, Retry-After and errorCode.
+func TestFCMErrorsSeenThroughWrapping(t *testing.T) {
 	fake := pushtest.NewFCM(t)
 	client := newFCMClient(t, fake, readCredentials(t, fake))
 	device := fake.NewToken()
 	fake.Fail(device, pushtest.Answer{Status: 404})
-	_, err := client.Send(context.Background(), &messaging.Message{Token: device})
-	if !messaging.IsUnregistered(err) {
-		t.Fatalf("Send: %v, want unregistered", err)
-	}
-	if wrapped := fmt.Errorf("push: %w", err); messaging.IsUnregistered(wrapped) || errorutils.HTTPResponse(wrapped) != nil {
-		t.Error("the SDK now sees through wrapping; the warning in the report is stale")
+	_, err := client.send(context.Background(), &fcm.Message{Token: device})
+	var gerr *googleapi.Error
+	if wrapped := fmt.Errorf("push: %w", err); !errors.As(wrapped, &gerr) || gerr.Code != 404 || errorCode(wrapped) != "UNREGISTERED" {
+		t.Fatalf("Send: %v, want a 404 UNREGISTERED seen through the wrap", err)
 	}
 }
 
-// TestFCMRetriesUnavailable shows the SDK retrying 503 by itself (up to 4
-// times, honouring Retry-After up to two minutes), so one scripted 503 is
-// invisible to the caller.
-func TestFCMRetriesUnavailable(t *testing.T) {
+// TestFCMClientDoesNotRetry: one scripted 503 reaches the caller, after
+// one request; the push worker, not the client, retries (with its backoff,
+// honouring Retry-After), so no send holds a worker through retries.
+func TestFCMClientDoesNotRetry(t *testing.T) {
 	fake := pushtest.NewFCM(t)
 	client := newFCMClient(t, fake, readCredentials(t, fake))
 	device := fake.NewToken()
 	fake.Fail(device, pushtest.Answer{Status: 503})
-	if _, err := client.Send(context.Background(), &messaging.Message{Token: device}); err != nil {
-		t.Fatalf("Send: %v, want success on the SDK's retry", err)
+	if _, err := client.send(context.Background(), &fcm.Message{Token: device}); errorCode(err) != "UNAVAILABLE" {
+		t.Fatalf("Send: %v, want the 503 UNAVAILABLE", err)
 	}
-	got := fake.Wait(t, 2, 5*time.Second)
-	if got[0].Status != 503 || got[0].Reason != "UNAVAILABLE" || got[1].Status != 200 {
-		t.Errorf("records %+v, want 503 UNAVAILABLE then 200", got)
+	time.Sleep(200 * time.Millisecond) // a retry would arrive by now
+	if got := fake.Requests(); len(got) != 1 || got[0].Status != 503 || got[0].Reason != "UNAVAILABLE" {
+		t.Errorf("records %+v, want the one 503 UNAVAILABLE", got)
 	}
 }
 
@@ -217,12 +252,10 @@ func TestFCMRejectsBadCredentials(t *testing.T) {
 			Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "ya29.forged"}),
 			Base:   fake.Transport(),
 		}}
-		_, err := newMessaging(t, fake, hc).Send(ctx, &messaging.Message{Token: device})
-		if !errorutils.IsUnauthenticated(err) {
-			t.Fatalf("Send: %v, want UNAUTHENTICATED", err)
-		}
-		if resp := errorutils.HTTPResponse(err); resp == nil || resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
-			t.Fatalf("HTTPResponse %+v", resp)
+		_, err := newMessaging(t, fake, hc).send(ctx, &fcm.Message{Token: device})
+		var gerr *googleapi.Error
+		if !errors.As(err, &gerr) || gerr.Code != 401 || gerr.Header.Get("WWW-Authenticate") == "" || !strings.Contains(gerr.Body, `"UNAUTHENTICATED"`) {
+			t.Fatalf("Send: %v, want 401 UNAUTHENTICATED with WWW-Authenticate", err)
 		}
 	})
 
@@ -250,17 +283,17 @@ func TestFCMRejectsBadCredentials(t *testing.T) {
 			t.Fatalf("Token: %v, want 400 invalid_grant", err)
 		}
 
-		// Through firebase the failed fetch is a transport error, which the
-		// SDK retries (after 0s, 1s, 2s, 4s): more token requests follow.
+		// Through the client the failed fetch is a transport error, with
+		// the RetrieveError inside, returned at once: one token request,
+		// no send.
 		before := fake.TokenRequests()
-		sendCtx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-		defer cancel()
-		_, err = newFCMClient(t, fake, forged).Send(sendCtx, &messaging.Message{Token: device})
-		if err == nil {
-			t.Fatal("Send with forged credentials succeeded")
+		_, err = newFCMClient(t, fake, forged).send(ctx, &fcm.Message{Token: device})
+		var gerr *googleapi.Error
+		if err == nil || errors.As(err, &gerr) || !errors.As(err, &retrieve) {
+			t.Fatalf("Send with forged credentials: %v, want the token fetch's error", err)
 		}
-		if n := fake.TokenRequests() - before; n < 2 {
-			t.Errorf("%d token requests for one Send, want the SDK's retries", n)
+		if n := fake.TokenRequests() - before; n != 1 {
+			t.Errorf("%d token requests for one Send, want 1", n)
 		}
 	})
 
@@ -285,8 +318,8 @@ func TestFCMRejectsBadMessages(t *testing.T) {
 	fake := pushtest.NewFCM(t)
 	client := newFCMClient(t, fake, readCredentials(t, fake))
 	ctx := context.Background()
-	// The SDK validates its Message before sending, so the fake's own
-	// checks are reached with a bare request through the same client.
+	// The fake's own checks are reached with a bare request, authorized
+	// with the token the client fetched.
 	tests := []struct {
 		name string
 		body string
@@ -302,7 +335,7 @@ func TestFCMRejectsBadMessages(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fake.Reset()
-			_, err := client.SendDryRun(ctx, &messaging.Message{Token: "warm-up"}) // fetches the access token
+			_, err := client.sendDryRun(ctx, &fcm.Message{Token: "warm-up"}) // fetches the access token
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,9 +8,10 @@
 // broken one with the provider's own error; it records every request,
 // rejected or not; and it can be told to answer a given device with a
 // scripted series of errors ([Answer]) or to answer slowly (SetDelay).
-// The real client libraries (sideshow/apns2, firebase.google.com/go/v4,
-// SherClockHolmes/webpush-go) are tested against the fakes in this
-// package, so what passes here passes the wire format those libraries send.
+// The real client libraries (sideshow/apns2, Google's generated FCM client
+// google.golang.org/api/fcm/v1, SherClockHolmes/webpush-go) are tested
+// against the fakes in this package, so what passes here passes the wire
+// format those libraries send.
 //
 // Every server is an httptest TLS server with HTTP/2 enabled, closed when
 // the test ends. All httptest servers in a process present one certificate,

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -145,6 +146,7 @@ type server struct {
 	mu      sync.Mutex
 	answers map[string][]Answer // scripted answers by device, not yet used
 	delay   time.Duration
+	conns   int // connections accepted
 }
 
 // newServer starts handler on an httptest TLS server with HTTP/2 and
@@ -160,6 +162,13 @@ func newServer(tb testing.TB, name string, handler http.Handler) *server {
 	s.http = httptest.NewUnstartedServer(handler)
 	s.http.EnableHTTP2 = true
 	s.http.Config.ErrorLog = log.New(testLogWriter{tb}, name+" fake: ", 0)
+	s.http.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+	}
 	s.http.StartTLS()
 	tb.Cleanup(func() {
 		close(s.done)
@@ -175,6 +184,15 @@ type testLogWriter struct{ tb testing.TB }
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
+}
+
+// Connections returns how many connections the server has accepted since
+// it started (Reset does not clear it): a client that reuses its
+// connection, or multiplexes requests on one with HTTP/2, opens few.
+func (s *server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
 }
 
 // URL returns the server's base URL, https://127.0.0.1:<port>.
