@@ -21,8 +21,9 @@ import (
 
 const benchCompareUsage = `usage: parley bench compare --baseline BUILD --candidate BUILD [--rounds N] [--json] SCENARIO [bench flags]
 
-Runs "parley bench SCENARIO --spawn" on two parleyd builds in turn, the
-baseline first: A B A B ... for N rounds. Every run starts a fresh parleyd
+Runs "parley bench SCENARIO --spawn" on two parleyd builds in turn, for N
+rounds of one run each, the baseline first in odd rounds and the candidate
+first in even ones: A B, B A, A B, ... Every run starts a fresh parleyd
 (PARLEY_LIMITS=off, a new temporary data directory) and a fresh load
 generator (this binary, the same for both builds), so that the drift of a
 shared machine falls on both alike. It prints each run's figures as it
@@ -54,7 +55,7 @@ func benchCompareCommand(ctx context.Context, args []string, e env) error {
 	var asJSON bool
 	fs.StringVar(&baseline, "baseline", "", "the baseline build: a directory holding parleyd, or a parleyd binary")
 	fs.StringVar(&candidate, "candidate", "", "the candidate build: a directory holding parleyd, or a parleyd binary")
-	fs.IntVar(&rounds, "rounds", 3, "rounds; each runs the baseline, then the candidate")
+	fs.IntVar(&rounds, "rounds", 3, "rounds; each runs both builds, the baseline first in odd rounds")
 	fs.DurationVar(&pause, "pause", 2*time.Second, "pause between runs (the previous server's sockets close, the machine settles)")
 	fs.BoolVar(&asJSON, "json", false, "print the comparison as one JSON object on the last line")
 	fs.Usage = func() {
@@ -94,7 +95,7 @@ func benchCompareCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "parley bench compare: %s %s; rounds: %d (baseline then candidate)\nbaseline  %s\ncandidate %s\n",
+	fmt.Fprintf(e.stdout, "parley bench compare: %s %s; rounds: %d (A B, B A, ...)\nbaseline  %s\ncandidate %s\n",
 		scenario, strings.Join(benchArgs, " "), rounds, bins[bench.Baseline], bins[bench.Candidate])
 	first := true
 	run := func(round int, side bench.Side) (*bench.Result, error) {

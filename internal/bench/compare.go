@@ -5,8 +5,8 @@ import (
 )
 
 // A comparison (`parley bench compare`) runs one scenario on two server
-// builds in turn, baseline first, A B A B ..., so that the drift of a
-// shared machine falls on both alike, and compares the medians of each
+// builds in turn, A B, B A, A B, ..., so that the drift of a shared
+// machine falls on both alike, and compares the medians of each
 // build's runs. Throughput on this machine swings 2x from hour to hour;
 // the ratio of medians measured side by side in one comparison does not.
 
@@ -26,12 +26,18 @@ func (s Side) String() string {
 	return "baseline"
 }
 
-// Schedule is the order of a comparison's runs: rounds pairs, each the
-// baseline then the candidate.
+// Schedule is the order of a comparison's runs: rounds pairs, the
+// baseline first in odd rounds and the candidate first in even ones
+// (A B, B A, A B, ...), so that a machine whose load drifts one way over
+// the comparison does not favour whichever build always runs second.
 func Schedule(rounds int) []Side {
 	order := make([]Side, 0, 2*max(rounds, 0))
-	for range rounds {
-		order = append(order, Baseline, Candidate)
+	for i := range rounds {
+		if i%2 == 0 {
+			order = append(order, Baseline, Candidate)
+		} else {
+			order = append(order, Candidate, Baseline)
+		}
 	}
 	return order
 }

@@ -32,7 +32,7 @@ func TestMedian(t *testing.T) {
 
 func TestSchedule(t *testing.T) {
 	got := Schedule(3)
-	want := []Side{Baseline, Candidate, Baseline, Candidate, Baseline, Candidate}
+	want := []Side{Baseline, Candidate, Candidate, Baseline, Baseline, Candidate}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Schedule(3) = %v, want %v", got, want)
 	}
@@ -79,10 +79,10 @@ func TestCompare(t *testing.T) {
 		}
 		return cand[round-1], nil
 	}, func(r CompareRun) { seen = append(seen, r) })
-	if want := []string{"baseline1", "candidate1", "baseline2", "candidate2", "baseline3", "candidate3"}; !reflect.DeepEqual(calls, want) {
+	if want := []string{"baseline1", "candidate1", "candidate2", "baseline2", "baseline3", "candidate3"}; !reflect.DeepEqual(calls, want) {
 		t.Fatalf("runs in order %v, want %v", calls, want)
 	}
-	if len(seen) != 6 || len(c.Runs) != 6 || seen[3].Error != "parleyd exited" || c.Runs[3].Side != "candidate" || c.Runs[3].Round != 2 {
+	if len(seen) != 6 || len(c.Runs) != 6 || seen[2].Error != "parleyd exited" || c.Runs[2].Side != "candidate" || c.Runs[2].Round != 2 {
 		t.Fatalf("runs recorded: %+v", c.Runs)
 	}
 	if c.OK {
