@@ -115,6 +115,11 @@ type Store interface {
 	// a conversation, by user id, read in one snapshot.
 	// CodeConversationNotFound if there is no such conversation.
 	ConversationDeviceLists(ctx context.Context, conversationID string) ([]DeviceList, error)
+	// TakeDeviceListNews removes and returns up to limit (1..1000) ids of
+	// users a keyed device of whom was deleted, by any path (an expired
+	// session's purge included), since the news was last taken; each
+	// deletion is news once, across every node sharing the store.
+	TakeDeviceListNews(ctx context.Context, limit int) ([]string, error)
 	// SharesConversation reports whether two users are members of a
 	// common conversation.
 	SharesConversation(ctx context.Context, userID, otherID string) (bool, error)

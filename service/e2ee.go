@@ -81,18 +81,30 @@ func (s *Service) announceDeviceList(ctx context.Context, userID string, version
 	s.publish(ctx, UserSubject(userID), &Event{Kind: EventDeviceList, UserID: userID, Seq: version, Conversations: ids})
 }
 
-// devicesDeleted announces the device list of a user some of whose
-// devices were just deleted, if the user ever had keys: the deletion of
-// a keyed device raised the version. (A deletion of a device without keys
-// announces the unchanged version; clients ignore a version they hold.)
-func (s *Service) devicesDeleted(ctx context.Context, userID string) {
-	l, err := s.store.DeviceList(ctx, userID)
-	if err != nil {
-		s.log.WarnContext(ctx, "read device list", "user_id", userID, "err", err)
-		return
-	}
-	if l.Version > 0 {
-		s.announceDeviceList(ctx, userID, l.Version)
+// DeviceListNews announces the device lists of the users a keyed device
+// of whom was deleted since the news was last taken (parley.Store's
+// TakeDeviceListNews): after a logout, removal or revocation at once, and
+// every PurgeInterval for the sessions that expired. Each deletion is
+// announced once, by whichever node takes its news.
+func (s *Service) DeviceListNews(ctx context.Context) {
+	const batch = 1000
+	for ctx.Err() == nil {
+		ids, err := s.store.TakeDeviceListNews(ctx, batch)
+		if err != nil {
+			s.log.WarnContext(ctx, "take device list news", "err", err)
+			return
+		}
+		for _, id := range ids {
+			l, err := s.store.DeviceList(ctx, id)
+			if err != nil {
+				s.log.WarnContext(ctx, "read device list", "user_id", id, "err", err)
+				continue
+			}
+			s.announceDeviceList(ctx, id, l.Version)
+		}
+		if len(ids) < batch {
+			return
+		}
 	}
 }
 

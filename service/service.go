@@ -230,6 +230,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.PurgeExpired(ctx)
+			s.DeviceListNews(ctx) // keyed devices whose sessions expired
 			s.PurgeHistory(ctx)
 		}
 	}

@@ -781,3 +781,41 @@ func TestE2EEAcrossNodes(t *testing.T) {
 		t.Fatalf("key_request on node 1: %+v", kr)
 	}
 }
+
+// TestE2EEExpiredDeviceAnnounced: a keyed device whose session ran out
+// is purged, and the purge's deletion is announced with device_list like
+// a logout's.
+func TestE2EEExpiredDeviceAnnounced(t *testing.T) {
+	p := startRealtime(t, "--refresh-token-ttl", "3s", "--purge-interval", "500ms")
+	base := p.base
+	signup(t, base, "alice")
+	bob, _ := signup(t, base, "bob")
+	aPhone := newE2EEDevice(t, base, "alice", "phone")
+	bPhone := newE2EEDevice(t, base, "bob", "phone")
+	mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true})
+	// Both sessions lapse (alice's socket lives on until its access
+	// token expires), so the purge deletes bob's keyed device.
+	ap := connect(t, base, aPhone.device)
+	if v := bPhone.publish(t, base); v != 1 {
+		t.Fatalf("bob's version %d", v)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f, err := ap.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no device_list for bob's expired device: %v", err)
+		}
+		var dl struct {
+			UserID  string `json:"user_id"`
+			Version int64  `json:"device_list_version"`
+		}
+		if f.Type == "device_list" && f.Decode(&dl) == nil && dl.UserID == bob && dl.Version == 2 {
+			break
+		}
+	}
+	again := loginDevice(t, base, "alice", "again")
+	l := mustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", again.token, nil)
+	if len(l["devices"].([]any)) != 0 {
+		t.Fatalf("bob's devices after his session expired: %v", l)
+	}
+}

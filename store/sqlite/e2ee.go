@@ -339,3 +339,32 @@ func (s *Store) SetMessageKeys(ctx context.Context, conversationID string, seq i
 	})
 	return result, err
 }
+
+// TakeDeviceListNews implements parley.Store.
+func (s *Store) TakeDeviceListNews(ctx context.Context, limit int) ([]string, error) {
+	defer s.track("take_device_list_news", time.Now())
+	if limit < 1 || limit > 1000 {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to 1000")
+	}
+	var ids []string
+	err := s.write(ctx, true, func(t *txn) error {
+		ids = nil
+		rows, err := t.query(`DELETE FROM device_list_news WHERE user_id IN (SELECT user_id FROM device_list_news LIMIT ?) RETURNING user_id`, limit)
+		if err != nil {
+			return s.internal("take device list news", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return s.internal("take device list news", err)
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Err(); err != nil {
+			return s.internal("take device list news", err)
+		}
+		return nil
+	})
+	return ids, err
+}

@@ -212,6 +212,23 @@ func testDeviceKeys(t *testing.T, f *fixture) {
 	if l, _ = f.s.DeviceList(f.ctx, bob.ID); l.Version != 4 || len(l.Devices) != 0 {
 		t.Fatalf("suspended: %+v, want version 4 (2 publishes, 2 deletions)", l)
 	}
+	// Each user whose keyed devices went is news once.
+	news, err := f.s.TakeDeviceListNews(f.ctx, 1)
+	if err != nil || len(news) != 1 {
+		t.Fatalf("TakeDeviceListNews(1) = %v, %v", news, err)
+	}
+	more, err := f.s.TakeDeviceListNews(f.ctx, 1000)
+	if err != nil || len(more) != 1 {
+		t.Fatalf("TakeDeviceListNews(1000) = %v, %v", more, err)
+	}
+	if got := []string{news[0], more[0]}; !slices.Contains(got, alice.ID) || !slices.Contains(got, bob.ID) {
+		t.Fatalf("news %v, want alice and bob", got)
+	}
+	if again, err := f.s.TakeDeviceListNews(f.ctx, 1000); err != nil || len(again) != 0 {
+		t.Fatalf("news taken twice: %v, %v", again, err)
+	}
+	_, err = f.s.TakeDeviceListNews(f.ctx, 0)
+	wantCode(t, err, parley.CodeInvalidRequest, "TakeDeviceListNews(0)")
 }
 
 func testDeviceKeysExpiry(t *testing.T, f *fixture) {
@@ -223,6 +240,9 @@ func testDeviceKeysExpiry(t *testing.T, f *fixture) {
 	l, err := f.s.DeviceList(f.ctx, alice.ID)
 	if err != nil || l.Version != 2 || len(l.Devices) != 0 {
 		t.Fatalf("after the session of %s expired: %+v, %v; want version 2, no devices", k.device.ID, l, err)
+	}
+	if news, err := f.s.TakeDeviceListNews(f.ctx, 10); err != nil || !slices.Equal(news, []string{alice.ID}) {
+		t.Fatalf("news after the purge: %v, %v; want alice", news, err)
 	}
 }
 

@@ -34,12 +34,19 @@ CREATE TABLE message_keys (
 );
 CREATE INDEX message_keys_device ON message_keys (device_id);
 
+-- device_list_news names the users whose keyed devices were deleted
+-- since the core last took the news (Store.TakeDeviceListNews).
+CREATE TABLE device_list_news (
+	user_id text PRIMARY KEY
+);
+
 CREATE FUNCTION device_keys_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	DELETE FROM device_keys WHERE device_id = OLD.id;
 	IF FOUND THEN
 		DELETE FROM message_keys WHERE device_id = OLD.id;
 		UPDATE users SET device_list_version = device_list_version + 1 WHERE id = OLD.user_id;
+		INSERT INTO device_list_news (user_id) VALUES (OLD.user_id) ON CONFLICT DO NOTHING;
 	END IF;
 	RETURN NULL;
 END $$;

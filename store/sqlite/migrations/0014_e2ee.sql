@@ -41,10 +41,19 @@ CREATE TABLE message_keys (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX message_keys_device ON message_keys (device_id);
 
+-- device_list_news names the users whose keyed devices were deleted
+-- since the core last took the news (Store.TakeDeviceListNews): it
+-- announces them, which a deletion by the purge (an expired session)
+-- could not do otherwise.
+CREATE TABLE device_list_news (
+	user_id TEXT PRIMARY KEY
+) STRICT, WITHOUT ROWID;
+
 CREATE TRIGGER device_keys_deleted AFTER DELETE ON devices
 WHEN EXISTS (SELECT 1 FROM device_keys WHERE device_id = OLD.id)
 BEGIN
 	DELETE FROM device_keys WHERE device_id = OLD.id;
 	DELETE FROM message_keys WHERE device_id = OLD.id;
 	UPDATE users SET device_list_version = device_list_version + 1 WHERE id = OLD.user_id;
+	INSERT OR IGNORE INTO device_list_news (user_id) VALUES (OLD.user_id);
 END;
