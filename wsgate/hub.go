@@ -1,10 +1,12 @@
 package wsgate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -534,11 +536,11 @@ func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 // conversation's local members. A withheld message goes only to its
 // sender's sessions, encoded without the mark: nobody else ever gets it
 // live (they see its tombstone by sync or history). An encrypted message
-// (data nil) is encoded per device, each with its own key (see
-// sendEncrypted). Caller holds h.mu.
+// (data its frame without a key, or nil) goes to each device with its
+// own key (see sendEncrypted). Caller holds h.mu.
 func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 	if m.Envelope != nil {
-		c.sendEncrypted(m, "")
+		c.sendEncrypted(m, data, "")
 		return
 	}
 	if !m.Withheld {
@@ -562,14 +564,39 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 }
 
 // sendEncrypted writes an encrypted message to the local sessions, each
-// device's frame encoded with only that device's key (m.Envelope.Keys
-// holds those this node has); with onlyDevice set, only to that device's
-// sessions. A withheld message goes only to its sender's sessions. The
-// frames are encoded per device, not once: an e2ee message costs one
-// encoding per local recipient device. Caller holds h.mu.
-func (c *convEntry) sendEncrypted(m *parley.Message, onlyDevice string) {
-	clean := *m
-	clean.Withheld = false
+// device's frame with only that device's key (m.Envelope.Keys holds those
+// this node has); with onlyDevice set, only to that device's sessions. A
+// withheld message goes only to its sender's sessions. base is the
+// frame without any key (encryptedBase, encoded before h.mu was taken;
+// nil: encoded here); a device's frame is base with its key spliced in,
+// so the hub lock covers one small encoding per local recipient device.
+// Caller holds h.mu.
+func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice string) {
+	if base == nil {
+		var err error
+		if base, err = encryptedBase(m); err != nil {
+			return
+		}
+	}
+	keys := m.Envelope.Keys
+	var byDevice map[string]*parley.EnvelopeKey // for many keys; few are searched
+	if len(keys) > 8 {
+		byDevice = make(map[string]*parley.EnvelopeKey, len(keys))
+		for i := range keys {
+			byDevice[keys[i].DeviceID] = &keys[i]
+		}
+	}
+	keyOf := func(device string) *parley.EnvelopeKey {
+		if byDevice != nil {
+			return byDevice[device]
+		}
+		for i := range keys {
+			if keys[i].DeviceID == device {
+				return &keys[i]
+			}
+		}
+		return nil
+	}
 	var frames map[string][]byte // by device id
 	for u := range c.all {
 		if m.Withheld && u.id != m.SenderID {
@@ -582,12 +609,7 @@ func (c *convEntry) sendEncrypted(m *parley.Message, onlyDevice string) {
 			}
 			data, ok := frames[device]
 			if !ok {
-				mine := clean
-				mine.Envelope = m.Envelope.For(device)
-				var err error
-				if data, err = Encode(MessageFrame{Type: FrameMessage, Message: &mine}); err != nil {
-					continue
-				}
+				data = withKey(base, keyOf(device))
 				if frames == nil {
 					frames = map[string][]byte{}
 				}
@@ -596,6 +618,65 @@ func (c *convEntry) sendEncrypted(m *parley.Message, onlyDevice string) {
 			s.write(data)
 		}
 	}
+}
+
+// encryptedBase encodes the message frame of an encrypted message
+// without any key (and without the withheld mark, which only its sender
+// ever gets live).
+func encryptedBase(m *parley.Message) ([]byte, error) {
+	clean := *m
+	clean.Withheld = false
+	clean.Envelope = m.Envelope.Common()
+	return Encode(MessageFrame{Type: FrameMessage, Message: &clean})
+}
+
+// withKey returns the frame base (from encryptedBase) with key added to
+// its envelope; base itself if key is nil. The envelope is the message's
+// last field, so base ends with the envelope's, the message's and the
+// frame's closing braces; the key goes before them.
+func withKey(base []byte, key *parley.EnvelopeKey) []byte {
+	if key == nil || !bytes.HasSuffix(base, []byte("}}}")) {
+		return base
+	}
+	out := make([]byte, 0, len(base)+len(key.DeviceID)+len(key.Enc)+len(key.Sealed)+64)
+	out = append(out, base[:len(base)-3]...)
+	out = append(out, `,"key":`...)
+	out = appendKey(out, key)
+	return append(out, "}}}"...)
+}
+
+// appendKey appends the JSON of k, as Encode writes it. Its strings are
+// an id and base64url (checked on the way in), which JSON never escapes;
+// anything else goes through the encoder.
+func appendKey(b []byte, k *parley.EnvelopeKey) []byte {
+	if !plainJSON(k.DeviceID) || !plainJSON(k.Enc) || !plainJSON(k.Sealed) {
+		data, err := Encode(k)
+		if err != nil {
+			return append(b, "null"...)
+		}
+		return append(b, data...)
+	}
+	b = append(b, `{"device_id":"`...)
+	b = append(b, k.DeviceID...)
+	b = append(b, `","key_id":`...)
+	b = strconv.AppendInt(b, k.KeyID, 10)
+	b = append(b, `,"enc":"`...)
+	b = append(b, k.Enc...)
+	b = append(b, `","sealed":"`...)
+	b = append(b, k.Sealed...)
+	return append(b, `"}`...)
+}
+
+// plainJSON reports whether s is made of letters, digits, '-' and '_'
+// only: its JSON string is s in quotes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // onEvent handles one bus event (on the subscription's goroutine).
@@ -708,7 +789,7 @@ func (h *hub) onMessageKey(e *service.Event) {
 		return // not out yet here: it goes out in order, and sync has the key
 	}
 	for _, k := range e.Keys {
-		c.sendEncrypted(m, k.DeviceID)
+		c.sendEncrypted(m, nil, k.DeviceID)
 	}
 }
 
@@ -774,7 +855,8 @@ func messageFrame(e *service.Event) (m *parley.Message, data []byte, ok bool) {
 		return nil, nil, false
 	}
 	if e.Message.Envelope != nil {
-		return e.Message, nil, true // encoded per device (sendEncrypted)
+		data, err := encryptedBase(e.Message) // keys go in per device (sendEncrypted)
+		return e.Message, data, err == nil
 	}
 	data, err := Encode(MessageFrame{Type: FrameMessage, Message: e.Message})
 	return e.Message, data, err == nil
@@ -938,10 +1020,13 @@ func (h *hub) fill(c *convEntry) {
 			continue
 		}
 		var data []byte
-		if m.Envelope == nil {
-			if data, err = Encode(MessageFrame{Type: FrameMessage, Message: m}); err != nil {
-				continue
-			}
+		if m.Envelope != nil {
+			data, err = encryptedBase(m)
+		} else {
+			data, err = Encode(MessageFrame{Type: FrameMessage, Message: m})
+		}
+		if err != nil {
+			continue
 		}
 		h.deliver(c, m, data)
 	}
