@@ -17,6 +17,10 @@
 // locks it).
 package e2ee
 
+// The shared vectors (testdata/e2ee/envelope-vectors.json) are made from
+// fixed inputs by the test that checks them:
+//go:generate go test -run TestEnvelopeVectors -update
+
 import (
 	"encoding/base64"
 	"encoding/binary"
