@@ -185,6 +185,18 @@ func Seal(id *Identity, h Header, content []byte, recipients []Recipient) (*Enve
 	return env, k, nil
 }
 
+// SealWithKey is Seal with a given content key and a fresh random nonce.
+// A client resending a message it may have sent before (same
+// client_msg_id, after a restart) seals it with the K it kept, so that
+// whichever copy the server stored opens with it.
+func SealWithKey(id *Identity, h Header, content, k []byte, recipients []Recipient) (*Envelope, error) {
+	nonce := make([]byte, NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return sealWith(id, h, content, k, nonce, recipients)
+}
+
 // sealWith is Seal with a given content key and nonce: the hook the
 // vector generator uses to make envelope-vectors.json from fixed inputs.
 // Never call it with a key or nonce used before.

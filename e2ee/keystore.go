@@ -32,6 +32,9 @@ const (
 	// MaxListedDevices bounds the devices ObserveDevices accepts in one
 	// user's list (the server's per-user device cap is far below).
 	MaxListedDevices = 1000
+	// MaxFormerDevices bounds the devices no longer listed whose
+	// identity keys a contact keeps.
+	MaxFormerDevices = 200
 )
 
 // Policy is when to rotate HPKE keys and how long to keep old ones (and
@@ -96,9 +99,14 @@ type SentKey struct {
 // Contact is what the device knows of another user's (or its own user's)
 // devices.
 type Contact struct {
-	// Devices maps each device id seen to the identity key it had when
+	// Devices maps each listed device id to the identity key it had when
 	// first seen: a device never changes identity.
 	Devices map[string]Bytes `json:"devices"`
+	// Former keeps the identity keys of devices no longer listed (logged
+	// out, removed), so that their past messages still verify and a
+	// device id that comes back must come back with its identity. At
+	// most MaxFormerDevices.
+	Former map[string]Bytes `json:"former_devices,omitempty"`
 	// DeviceListVersion is the highest version seen.
 	DeviceListVersion int64 `json:"device_list_version"`
 	// Fingerprint is the fingerprint of the last list seen.
@@ -336,8 +344,9 @@ type Observation struct {
 	Removed []string
 	// First: the first list seen for this user.
 	First bool
-	// Stale: the list's version is below one seen before; nothing was
-	// recorded and Trusted is empty.
+	// Stale: the list's version is below one seen before (a lagging
+	// replica): its devices were checked against what is known (Trusted
+	// and Rejected are set) but nothing was recorded.
 	Stale bool
 	// Fingerprint is the user's fingerprint over the listed devices.
 	Fingerprint []byte
@@ -380,10 +389,9 @@ func (ks *Keystore) ObserveDevices(l *DeviceList) (*Observation, error) {
 		ks.Contacts[l.UserID] = c
 		o.First = true
 	}
-	if l.DeviceListVersion < c.DeviceListVersion {
-		o.Stale = true
-		return o, nil
-	}
+	// A list older than one seen (a lagging replica) is checked against
+	// what is known but changes nothing.
+	o.Stale = l.DeviceListVersion < c.DeviceListVersion
 	listed := map[string]bool{}
 	for i := range l.Devices {
 		d := &l.Devices[i]
@@ -396,30 +404,49 @@ func (ks *Keystore) ObserveDevices(l *DeviceList) (*Observation, error) {
 			o.Rejected = append(o.Rejected, RejectedDevice{DeviceID: d.DeviceID, Err: err})
 			continue
 		}
-		if l.UserID == ks.UserID && d.DeviceID == ks.DeviceID && !bytes.Equal(d.IdentityKey, ks.identity.Public()) {
+		own := l.UserID == ks.UserID && d.DeviceID == ks.DeviceID
+		if own && !bytes.Equal(d.IdentityKey, ks.identity.Public()) {
 			o.Rejected = append(o.Rejected, RejectedDevice{DeviceID: d.DeviceID, Err: ErrIdentityChanged})
 			continue
 		}
 		known, ok := c.Devices[d.DeviceID]
+		if !ok {
+			known, ok = c.Former[d.DeviceID]
+		}
 		switch {
 		case ok && !bytes.Equal(known, d.IdentityKey):
 			o.Rejected = append(o.Rejected, RejectedDevice{DeviceID: d.DeviceID, Err: ErrIdentityChanged})
 			continue
-		case !ok:
-			c.Devices[d.DeviceID] = bytes.Clone(d.IdentityKey)
-			if !o.First && !(l.UserID == ks.UserID && d.DeviceID == ks.DeviceID) {
-				o.Added = append(o.Added, d.DeviceID)
+		case !o.Stale:
+			if _, listedBefore := c.Devices[d.DeviceID]; !listedBefore {
+				c.Devices[d.DeviceID] = bytes.Clone(d.IdentityKey)
+				delete(c.Former, d.DeviceID)
+				if !o.First && !own {
+					o.Added = append(o.Added, d.DeviceID)
+				}
 			}
 		}
-		if l.UserID == ks.UserID && d.DeviceID == ks.DeviceID {
-			continue
+		if !own {
+			o.Trusted = append(o.Trusted, *d)
 		}
-		o.Trusted = append(o.Trusted, *d)
 	}
-	for id := range c.Devices {
+	if o.Stale {
+		return o, nil
+	}
+	for id, key := range c.Devices {
 		if !listed[id] {
 			o.Removed = append(o.Removed, id)
 			delete(c.Devices, id)
+			if c.Former == nil {
+				c.Former = map[string]Bytes{}
+			}
+			if len(c.Former) >= MaxFormerDevices {
+				for old := range c.Former {
+					delete(c.Former, old)
+					break
+				}
+			}
+			c.Former[id] = key
 		}
 	}
 	slices.Sort(o.Removed)
@@ -445,14 +472,17 @@ func (ks *Keystore) dropOldestContact() {
 	}
 }
 
-// IdentityKey returns the identity key first seen for a user's device, or
-// nil.
+// IdentityKey returns the identity key first seen for a user's device
+// (listed now or formerly), or nil.
 func (ks *Keystore) IdentityKey(userID, deviceID string) []byte {
 	if userID == ks.UserID && deviceID == ks.DeviceID {
 		return ks.identity.Public()
 	}
 	if c := ks.Contacts[userID]; c != nil {
-		return c.Devices[deviceID]
+		if k, ok := c.Devices[deviceID]; ok {
+			return k
+		}
+		return c.Former[deviceID]
 	}
 	return nil
 }
@@ -475,6 +505,9 @@ func (ks *Keystore) MarkVerified(l *DeviceList) error {
 		devices[d.DeviceID] = bytes.Clone(d.IdentityKey)
 	}
 	fp := ListFingerprint(l)
+	for id := range devices {
+		delete(c.Former, id)
+	}
 	c.Devices, c.Fingerprint, c.Verified = devices, fp, fp
 	c.DeviceListVersion = max(c.DeviceListVersion, l.DeviceListVersion)
 	return nil

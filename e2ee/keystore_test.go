@@ -177,15 +177,21 @@ func TestObserveDevices(t *testing.T) {
 		t.Fatal("a key signed for another device id trusted")
 	}
 	// An older version than seen is stale and changes nothing.
-	o, _ = ks.ObserveDevices(listOf("bob", 1, phone))
-	if !o.Stale || len(o.Trusted) != 0 {
+	o, _ = ks.ObserveDevices(listOf("bob", 1, tablet))
+	if !o.Stale || len(o.Trusted) != 1 || ks.Contacts["bob"].DeviceListVersion != 5 {
 		t.Fatalf("stale list: %+v", o)
 	}
 	// Removing a device is reported and forgets it.
 	ks.ObserveDevices(listOf("bob", 6, tablet))
 	o, _ = ks.ObserveDevices(listOf("bob", 7))
-	if len(o.Removed) != 1 || o.Removed[0] != "tablet" || ks.IdentityKey("bob", "tablet") != nil {
+	if len(o.Removed) != 1 || o.Removed[0] != "tablet" || !bytes.Equal(ks.IdentityKey("bob", "tablet"), tablet.id.Public()) {
 		t.Fatalf("removal: %+v", o)
+	}
+	// A former device keeps its identity: it cannot come back with another.
+	reborn := newTestDevice(t, "bob", "tablet", 1)
+	o, _ = ks.ObserveDevices(listOf("bob", 8, reborn))
+	if len(o.Rejected) != 1 || len(o.Trusted) != 0 {
+		t.Fatalf("former device with another identity: %+v", o)
 	}
 	// Own list: the own device is checked but not a recipient.
 	me := &testDevice{userID: "alice", deviceID: "laptop", id: ks.Identity(), kp: &KeyPair{KeyID: 1, Public: ks.Current().Public}}
