@@ -507,15 +507,16 @@ func (c *Client) recipients(ctx context.Context, conversationID string, refresh 
 // sealed is an encrypted send: the header, the content key and the
 // envelope with its keys.
 type sealed struct {
-	h   e2ee.Header
-	k   []byte
-	env *e2ee.Envelope
+	h    e2ee.Header
+	k    []byte
+	env  *e2ee.Envelope
+	atts []e2ee.Attachment // in the content: their media go as server-side attachments
 }
 
 // seal encrypts a send for the conversation's devices. The content key of
 // a client_msg_id is kept (and reused by a resend), so whichever copy the
 // server stored opens with it.
-func (c *Client) seal(ctx context.Context, conversationID, clientMsgID string, content []byte, refresh bool) (*sealed, error) {
+func (c *Client) seal(ctx context.Context, conversationID, clientMsgID string, content []byte, atts []e2ee.Attachment, refresh bool) (*sealed, error) {
 	if err := c.ensureKeys(ctx, false); err != nil {
 		return nil, err
 	}
@@ -542,7 +543,7 @@ func (c *Client) seal(ctx context.Context, conversationID, clientMsgID string, c
 		if err != nil {
 			return changed, err
 		}
-		s = &sealed{h: h, k: k, env: env}
+		s = &sealed{h: h, k: k, env: env, atts: atts}
 		return changed, nil
 	})
 	return s, err
@@ -561,7 +562,7 @@ func (c *Client) reseal(ctx context.Context, s *sealed) (*sealed, error) {
 	}
 	env := *s.env
 	env.Keys = keys
-	return &sealed{h: s.h, k: s.k, env: &env}, nil
+	return &sealed{h: s.h, k: s.k, env: &env, atts: s.atts}, nil
 }
 
 // contentOf is the plaintext content of a send.

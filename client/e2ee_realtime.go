@@ -213,6 +213,8 @@ func (r *realtime) onKeyRequest(f *InFrame) {
 
 // needsSeal reports whether p goes to an e2ee conversation and has no
 // envelope (or one whose keys must be redone).
+// A conversation not known to be e2ee or not (p.unknown) is asked about
+// first: nothing goes out in plaintext to an e2ee conversation.
 func (r *realtime) needsSeal(p *Pending) bool {
 	if p.sealed != nil {
 		return false
@@ -220,9 +222,12 @@ func (r *realtime) needsSeal(p *Pending) bool {
 	if p.encrypted || p.resealFrom != nil {
 		return true
 	}
-	e, known := r.c.crypt.knownE2EE(p.ConversationID)
-	p.encrypted = known && e
-	return p.encrypted
+	if p.unknown {
+		if e, known := r.c.crypt.knownE2EE(p.ConversationID); known {
+			p.encrypted, p.unknown = e, false
+		}
+	}
+	return p.encrypted || p.unknown
 }
 
 // maxPrepareFailures bounds the attempts in a row to seal one send.
@@ -232,22 +237,42 @@ const maxPrepareFailures = 20
 func (r *realtime) prepare(p *Pending) {
 	p.preparing = true
 	from := p.resealFrom
+	// What the goroutine reads, copied here: the loop owns p.
+	q := &Pending{ClientMsgID: p.ClientMsgID, ConversationID: p.ConversationID, Type: p.Type, Body: p.Body, TTL: p.TTL,
+		Attachments: p.Attachments, E2EEAttachments: p.E2EEAttachments}
+	unknown := p.unknown
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var s *sealed
 		var err error
-		if from != nil {
+		plain := false
+		if unknown && from == nil {
+			var e bool
+			if e, err = r.c.isE2EE(ctx, q.ConversationID); err == nil && !e {
+				plain = true
+			}
+		}
+		switch {
+		case err != nil || plain:
+		case from != nil:
 			s, err = r.c.reseal(ctx, from)
-		} else if err = r.c.resolveUploads(p, p.Attachments); err == nil {
-			var content []byte
-			if content, err = contentOf(p); err == nil {
-				s, err = r.c.seal(ctx, p.ConversationID, p.ClientMsgID, content, false)
+		default:
+			if err = r.c.resolveUploads(q, q.Attachments); err == nil {
+				var content []byte
+				if content, err = contentOf(q); err == nil {
+					s, err = r.c.seal(ctx, q.ConversationID, q.ClientMsgID, content, q.E2EEAttachments, false)
+				}
 			}
 		}
 		r.post(func() {
 			p.preparing = false
 			if p.isDone() {
+				return
+			}
+			if plain { // not an e2ee conversation: it goes as it is
+				p.unknown = false
+				r.pump()
 				return
 			}
 			if err != nil {
@@ -263,7 +288,7 @@ func (r *realtime) prepare(p *Pending) {
 				return
 			}
 			p.prepareFailures = 0
-			p.sealed, p.resealFrom = s, nil
+			p.sealed, p.resealFrom, p.encrypted, p.unknown = s, nil, true, false
 			r.pump()
 		})
 	}()

@@ -88,7 +88,7 @@ func (c *Client) sendEncryptedREST(ctx context.Context, p *Pending) (*parley.Mes
 	if err != nil {
 		return nil, err
 	}
-	s, err := c.seal(ctx, p.ConversationID, p.ClientMsgID, content, false)
+	s, err := c.seal(ctx, p.ConversationID, p.ClientMsgID, content, p.E2EEAttachments, false)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (c *Client) postEncrypted(ctx context.Context, p *Pending, s *sealed) (*par
 	if p.TTL > 0 {
 		in["ttl_seconds"] = int64(p.TTL / time.Second)
 	}
-	if refs := serverRefs(p.E2EEAttachments); refs != nil {
+	if refs := serverRefs(s.atts); refs != nil {
 		in["attachments"] = refs
 	}
 	var out struct {

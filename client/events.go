@@ -155,6 +155,7 @@ type Pending struct {
 
 	// End-to-end encryption (owned by the connection loop).
 	encrypted       bool    // the conversation is e2ee
+	unknown         bool    // whether it is e2ee was not known at Enqueue: ask before sending
 	sealed          *sealed // the envelope to send
 	resealFrom      *sealed // after device_mismatch: redo its keys
 	preparing       bool    // sealing in the background
@@ -268,6 +269,8 @@ type OutboxEntry struct {
 	// secret, like the body (the State is the device's own storage).
 	E2EEAttachments []e2ee.Attachment `json:"e2ee_attachments,omitempty"`
 	// Encrypted: the conversation is e2ee (the message is sealed before it
-	// goes, never sent in plaintext).
+	// goes, never sent in plaintext). CheckE2EE: that was not known when
+	// it was queued; the client asks the server before sending it.
 	Encrypted bool `json:"encrypted,omitempty"`
+	CheckE2EE bool `json:"check_e2ee,omitempty"`
 }

@@ -170,7 +170,7 @@ func newRealtime(c *Client) *realtime {
 		for _, e := range st.Outbox {
 			r.outbox = append(r.outbox, &Pending{ClientMsgID: e.ClientMsgID, ConversationID: e.ConversationID, Type: e.Type,
 				Body: e.Body, TTL: time.Duration(e.TTLSeconds) * time.Second, Attachments: e.Attachments, Queued: e.Queued,
-				E2EEAttachments: e.E2EEAttachments, encrypted: e.Encrypted, done: make(chan struct{})})
+				E2EEAttachments: e.E2EEAttachments, encrypted: e.Encrypted, unknown: e.CheckE2EE && !e.Encrypted, done: make(chan struct{})})
 		}
 	}
 	return r
@@ -278,9 +278,10 @@ func (c *Client) Enqueue(conversationID, body string, opts ...SendOption) *Pendi
 	// into the saved outbox): in an e2ee conversation they are part of
 	// its content.
 	p.E2EEAttachments = c.crypt.lookupUploads(o.Attachments)
-	if e, known := c.crypt.knownE2EE(conversationID); known && e {
-		p.encrypted = true
-	}
+	// Whether the conversation is e2ee must be known before anything
+	// goes out: asked at send time if no sync or frame has told.
+	e, known := c.crypt.knownE2EE(conversationID)
+	p.encrypted, p.unknown = known && e, !known
 	c.mu.Lock()
 	if c.rt == nil {
 		c.rt = newRealtime(c)
@@ -354,7 +355,7 @@ func (r *realtime) snapshot() State {
 	for _, p := range r.outbox {
 		st.Outbox = append(st.Outbox, OutboxEntry{ClientMsgID: p.ClientMsgID, ConversationID: p.ConversationID, Type: p.Type,
 			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: p.Attachments, Queued: p.Queued,
-			E2EEAttachments: p.E2EEAttachments, Encrypted: p.encrypted || p.sealed != nil})
+			E2EEAttachments: p.E2EEAttachments, Encrypted: p.encrypted || p.sealed != nil, CheckE2EE: p.unknown})
 	}
 	return st
 }
@@ -1072,7 +1073,7 @@ func (r *realtime) pump() {
 		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
 			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: attachmentRefs(p.Attachments)}
 		if p.sealed != nil {
-			f.MessageType, f.Body, f.Envelope, f.Attachments = parley.MessageEncrypted, "", p.sealed.env, serverRefs(p.E2EEAttachments)
+			f.MessageType, f.Body, f.Envelope, f.Attachments = parley.MessageEncrypted, "", p.sealed.env, serverRefs(p.sealed.atts)
 		}
 		if !r.write(f) {
 			if r.errTooLarge != nil && p.sealed != nil {
