@@ -212,6 +212,7 @@ func (s *Service) Logout(ctx context.Context, p *parley.Principal) error {
 // this news is lost).
 func (s *Service) revoked(ctx context.Context, userID, deviceID string) {
 	s.publish(ctx, UserSubject(userID), &Event{Kind: EventRevoked, UserID: userID, DeviceID: deviceID})
+	s.devicesDeleted(ctx, userID)
 }
 
 // LogoutAll ends every session of the caller and returns how many.

@@ -533,8 +533,14 @@ func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 // sendMessage writes a message frame (data, the encoding of m) to the
 // conversation's local members. A withheld message goes only to its
 // sender's sessions, encoded without the mark: nobody else ever gets it
-// live (they see its tombstone by sync or history). Caller holds h.mu.
+// live (they see its tombstone by sync or history). An encrypted message
+// (data nil) is encoded per device, each with its own key (see
+// sendEncrypted). Caller holds h.mu.
 func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
+	if m.Envelope != nil {
+		c.sendEncrypted(m, "")
+		return
+	}
 	if !m.Withheld {
 		c.sendTo(data, "")
 		return
@@ -555,12 +561,52 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 	}
 }
 
+// sendEncrypted writes an encrypted message to the local sessions, each
+// device's frame encoded with only that device's key (m.Envelope.Keys
+// holds those this node has); with onlyDevice set, only to that device's
+// sessions. A withheld message goes only to its sender's sessions. The
+// frames are encoded per device, not once: an e2ee message costs one
+// encoding per local recipient device. Caller holds h.mu.
+func (c *convEntry) sendEncrypted(m *parley.Message, onlyDevice string) {
+	clean := *m
+	clean.Withheld = false
+	var frames map[string][]byte // by device id
+	for u := range c.all {
+		if m.Withheld && u.id != m.SenderID {
+			continue
+		}
+		for _, s := range u.sessions {
+			device := s.p.DeviceID
+			if onlyDevice != "" && device != onlyDevice {
+				continue
+			}
+			data, ok := frames[device]
+			if !ok {
+				mine := clean
+				mine.Envelope = m.Envelope.For(device)
+				var err error
+				if data, err = Encode(MessageFrame{Type: FrameMessage, Message: &mine}); err != nil {
+					continue
+				}
+				if frames == nil {
+					frames = map[string][]byte{}
+				}
+				frames[device] = data
+			}
+			s.write(data)
+		}
+	}
+}
+
 // onEvent handles one bus event (on the subscription's goroutine).
 func (h *hub) onEvent(_ string, data []byte) {
 	var e service.Event
 	if err := json.Unmarshal(data, &e); err != nil {
 		h.g.log.Warn("undecodable bus event", "err", err)
 		return
+	}
+	if e.Message != nil && e.Message.Envelope != nil {
+		e.Message.Envelope.Keys = e.Keys // never encoded with the message
 	}
 	if e.ConversationID != "" {
 		h.g.core.ObserveEvent(&e) // the history cache
@@ -591,6 +637,78 @@ func (h *hub) onEvent(_ string, data []byte) {
 		h.onRevoked(&e)
 	case service.EventBlock:
 		h.onBlock(&e)
+	case service.EventDeviceList:
+		h.onDeviceList(&e)
+	case service.EventKeyRequest:
+		h.onKeyRequest(&e)
+	case service.EventMessageKey:
+		h.onMessageKey(&e)
+	}
+}
+
+// onDeviceList tells the user's own sessions and the local members of
+// the user's conversations that the user's device list changed.
+func (h *hub) onDeviceList(e *service.Event) {
+	data, err := Encode(DeviceListFrame{Type: FrameDeviceList, UserID: e.UserID, Version: e.Seq})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*userEntry]bool{}
+	send := func(u *userEntry) {
+		if u == nil || seen[u] {
+			return
+		}
+		seen[u] = true
+		for _, s := range u.sessions {
+			s.write(data)
+		}
+	}
+	send(h.users[e.UserID])
+	for _, id := range e.Conversations {
+		if c := h.conv(id); c != nil {
+			for u := range c.all {
+				send(u)
+			}
+		}
+	}
+}
+
+// onKeyRequest tells the sender's sessions that a device asks for a
+// message's key again.
+func (h *hub) onKeyRequest(e *service.Event) {
+	if len(e.Users) != 1 {
+		return
+	}
+	data, err := Encode(KeyRequestFrame{Type: FrameKeyRequest, ConversationID: e.ConversationID, Seq: e.Seq, UserID: e.Users[0], DeviceID: e.DeviceID})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u := h.users[e.UserID]; u != nil {
+		for _, s := range u.sessions {
+			s.write(data)
+		}
+	}
+}
+
+// onMessageKey sends an encrypted message again to each local device
+// that was just given a key for it, with that key.
+func (h *hub) onMessageKey(e *service.Event) {
+	m := e.Message
+	if m == nil || m.Envelope == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.conv(m.ConversationID)
+	if c == nil || m.Seq > c.delivered {
+		return // not out yet here: it goes out in order, and sync has the key
+	}
+	for _, k := range e.Keys {
+		c.sendEncrypted(m, k.DeviceID)
 	}
 }
 
@@ -654,6 +772,9 @@ func (h *hub) onBlock(e *service.Event) {
 func messageFrame(e *service.Event) (m *parley.Message, data []byte, ok bool) {
 	if e.Message == nil {
 		return nil, nil, false
+	}
+	if e.Message.Envelope != nil {
+		return e.Message, nil, true // encoded per device (sendEncrypted)
 	}
 	data, err := Encode(MessageFrame{Type: FrameMessage, Message: e.Message})
 	return e.Message, data, err == nil
@@ -754,6 +875,14 @@ func (h *hub) fill(c *convEntry) {
 	for seq := range x.held {
 		upto = max(upto, seq)
 	}
+	var devices []string // the local devices, for the keys of encrypted messages
+	for u := range c.all {
+		for _, s := range u.sessions {
+			if !slices.Contains(devices, s.p.DeviceID) {
+				devices = append(devices, s.p.DeviceID)
+			}
+		}
+	}
 	h.mu.Unlock()
 	h.g.cfg.Metrics.GapFilled()
 
@@ -772,6 +901,9 @@ func (h *hub) fill(c *convEntry) {
 			break
 		}
 		after = page[len(page)-1].Seq
+	}
+	if err == nil {
+		err = h.fillKeys(c.id.String(), got, devices)
 	}
 
 	h.mu.Lock()
@@ -805,9 +937,11 @@ func (h *hub) fill(c *convEntry) {
 			h.deliver(c, hm.msg, hm.frame)
 			continue
 		}
-		data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
-		if err != nil {
-			continue
+		var data []byte
+		if m.Envelope == nil {
+			if data, err = Encode(MessageFrame{Type: FrameMessage, Message: m}); err != nil {
+				continue
+			}
 		}
 		h.deliver(c, m, data)
 	}
@@ -821,6 +955,42 @@ func (h *hub) fill(c *convEntry) {
 		x.filling = true
 		time.AfterFunc(h.g.cfg.GapWait, func() { h.fill(c) })
 	}
+}
+
+// fillKeys sets the Keys of the encrypted messages among msgs, read from
+// the store to fill a gap, to the stored keys of the given devices.
+func (h *hub) fillKeys(conversationID string, msgs []parley.Message, devices []string) error {
+	var from, to int64
+	for i := range msgs {
+		if msgs[i].Envelope != nil {
+			if from == 0 {
+				from = msgs[i].Seq
+			}
+			to = msgs[i].Seq
+		}
+	}
+	if from == 0 || len(devices) == 0 {
+		return nil
+	}
+	if len(devices) > 1000 {
+		devices = nil // every device: fewer rows than a list that long would save
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := h.g.core.LiveKeys(ctx, conversationID, from, to, devices)
+	if err != nil {
+		return err
+	}
+	bySeq := map[int64][]parley.EnvelopeKey{}
+	for _, k := range keys {
+		bySeq[k.Seq] = append(bySeq[k.Seq], k.EnvelopeKey)
+	}
+	for i := range msgs {
+		if e := msgs[i].Envelope; e != nil {
+			e.Keys = bySeq[msgs[i].Seq]
+		}
+	}
+	return nil
 }
 
 // onMessageChanged forwards an edit or delete to sessions that already
