@@ -571,6 +571,9 @@ func contentOf(p *Pending) ([]byte, error) {
 	if ct.Type == "" {
 		ct.Type = e2ee.TypeText
 	}
+	if ct.Type == e2ee.TypeText && len(ct.Attachments) > 0 { // the default type, with files: show them
+		ct.Type = kindOf(ct.Attachments[0].ContentType)
+	}
 	return ct.Marshal()
 }
 

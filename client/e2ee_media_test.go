@@ -109,8 +109,13 @@ func TestEncryptedUploadReader(t *testing.T) {
 		t.Fatal("plaintext on the server")
 	}
 	p := &Pending{Type: "text"}
-	if err := c.resolveUploads(p, []string{res.MediaID}); err != nil || len(p.E2EEAttachments) != 1 || p.Type != "file" {
+	if err := c.resolveUploads(p, []string{res.MediaID}); err != nil || len(p.E2EEAttachments) != 1 {
 		t.Fatalf("resolve: %v %+v", err, p)
+	}
+	// The default type with a file: the content says file.
+	content, err := contentOf(p)
+	if ct, _ := e2ee.ParseContent(content); err != nil || ct.Type != e2ee.TypeFile || ct.Attachments[0].Filename != "notes.txt" {
+		t.Fatalf("content %s %v", content, err)
 	}
 	if err := c.resolveUploads(&Pending{}, []string{"someone-elses"}); err == nil {
 		t.Fatal("a media id without key resolved")

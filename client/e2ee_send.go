@@ -63,9 +63,6 @@ func (c *Client) resolveUploads(p *Pending, ids []string) error {
 		return parley.Errorf(parley.CodeInvalidRequest, "an attachment of an e2ee message must be uploaded encrypted by this client (UploadFile or Upload to that conversation), and its key is gone or never was here")
 	}
 	p.E2EEAttachments = found
-	if p.Type == parley.MessageText && len(found) > 0 {
-		p.Type = parley.MessageType(kindOf(found[0].ContentType))
-	}
 	return nil
 }
 

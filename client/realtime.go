@@ -605,6 +605,11 @@ func (r *realtime) onReady(f *InFrame) {
 	r.c.crypt.checked = time.Time{}
 	r.c.crypt.mu.Unlock()
 	r.onE2EETick(time.Now())
+	if r.c.crypt.store != nil {
+		// The user's own list as it is now: a device added later is
+		// announced (EventDevices).
+		r.fetchDevices(r.userID)
+	}
 	r.synced, r.announced = false, false
 	r.fullSeen = nil
 	r.syncPage()
