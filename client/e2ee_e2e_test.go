@@ -701,3 +701,81 @@ func (rc *recorder) calls(method, path string) []recorded {
 	}
 	return out
 }
+
+// A sealed send whose frame passes the server's max_frame_bytes goes over
+// REST with the same client_msg_id (docs/design/e2ee.md), and arrives.
+func TestE2EELargeSendOverREST(t *testing.T) {
+	srv := startServer(t, "--max-frame-bytes", "8192")
+	ctx := ctxFor(t, time.Minute)
+	rec := &recorder{}
+	a1 := e2eeDevice(t, srv.Base, "alice", "laptop", client.Config{HTTPClient: &http.Client{Transport: rec, Timeout: 30 * time.Second}})
+	b1 := e2eeDevice(t, srv.Base, "bob", "phone", client.Config{})
+	conv, err := a1.CreateDirectE2EE(ctx, b1.Tokens().UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.Send(ctx, conv.ID, "small enough for a frame"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.calls("POST", "/v1/conversations/"+conv.ID+"/messages")); n != 0 {
+		t.Fatalf("%d REST sends for a small message", n)
+	}
+	long := strings.Repeat("a long letter, ", 1000) // 15 KB: a 20 KB frame
+	m, err := a1.Send(ctx, conv.ID, long, client.WithClientMsgID("cm-long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	posts := rec.calls("POST", "/v1/conversations/"+conv.ID+"/messages")
+	if len(posts) != 1 || posts[0].clientMsgID != "cm-long" || posts[0].status >= 300 || m.Body != long {
+		t.Fatalf("REST sends %+v, message %d bytes", posts, len(m.Body))
+	}
+	b1.waitText(t, conv.ID, long)
+	b1.waitText(t, conv.ID, "small enough for a frame")
+}
+
+// A message queued for an e2ee conversation while the server is down
+// stays in the saved outbox marked encrypted; a new process of the same
+// device (tokens, state and keystore restored) seals and sends it after
+// the server is back, and it arrives readable.
+func TestE2EEOutboxSurvivesRestart(t *testing.T) {
+	srv := startServer(t)
+	ctx := ctxFor(t, time.Minute)
+	a1 := e2eeDevice(t, srv.Base, "alice", "laptop", client.Config{BackoffMax: time.Second})
+	b1 := e2eeDevice(t, srv.Base, "bob", "phone", client.Config{BackoffMax: time.Second})
+	conv, err := a1.CreateDirectE2EE(ctx, b1.Tokens().UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.Send(ctx, conv.ID, "before the outage"); err != nil {
+		t.Fatal(err)
+	}
+	b1.waitText(t, conv.ID, "before the outage")
+	srv.Kill()
+	p := a1.Enqueue(conv.ID, "written during the outage")
+	st, err := a1.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Outbox) != 1 || !st.Outbox[0].Encrypted {
+		t.Fatalf("saved outbox %+v", st.Outbox)
+	}
+	tokens := a1.Tokens()
+	a1.Close()
+	select {
+	case <-p.Done():
+		t.Fatal("the message left the outbox while the server was down")
+	default:
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector()
+	again := client.New(client.Config{Server: srv.Base, Tokens: &tokens, State: &st, KeyStore: a1.keys, OnEvent: col.add})
+	t.Cleanup(func() { again.Close() })
+	if err := again.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b1.waitText(t, conv.ID, "written during the outage")
+	d := &device{Client: again, keys: a1.keys, events: col, name: "alice/laptop again"}
+	d.waitText(t, conv.ID, "written during the outage")
+}
