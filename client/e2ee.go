@@ -646,8 +646,7 @@ func (c *Client) decrypt(m *parley.Message) *Decryption {
 		if m.SenderID == ks.UserID && m.SenderDeviceID == ks.DeviceID {
 			opened, err = e2ee.OpenOwn(h, env, ks.SentKey(m.ConversationID, m.ClientMsgID, now), ks.Identity().Public())
 			if err == nil && m.Seq > 0 {
-				ks.SetSentSeq(m.ConversationID, m.ClientMsgID, m.Seq)
-				return true, nil
+				return ks.SetSentSeq(m.ConversationID, m.ClientMsgID, m.Seq), nil
 			}
 			return false, err
 		}
@@ -762,8 +761,8 @@ func (c *Client) decryptFetching(ctx context.Context, m *parley.Message, fetched
 // sending device is this one (nobody else has the key).
 func (c *Client) requestKeyAsync(m *parley.Message) {
 	t := c.Tokens()
-	if m.SenderID == t.UserID && m.SenderDeviceID == t.DeviceID {
-		return
+	if c.crypt.store == nil || (m.SenderID == t.UserID && m.SenderDeviceID == t.DeviceID) {
+		return // no keys to seal to, or nobody else has the key
 	}
 	x := c.crypt
 	k := m.ConversationID + "/" + strconv.FormatInt(m.Seq, 10)

@@ -310,11 +310,14 @@ func (ks *Keystore) SentKey(conversationID, clientMsgID string, now time.Time) [
 }
 
 // SetSentSeq records the seq a sent message got (changes ks), so that a
-// key request, which names the seq, finds its key.
-func (ks *Keystore) SetSentSeq(conversationID, clientMsgID string, seq int64) {
-	if s := ks.sent(conversationID, clientMsgID); s != nil {
+// key request, which names the seq, finds its key. It reports whether
+// that changed anything.
+func (ks *Keystore) SetSentSeq(conversationID, clientMsgID string, seq int64) bool {
+	if s := ks.sent(conversationID, clientMsgID); s != nil && s.Seq != seq {
 		s.Seq = seq
+		return true
 	}
+	return false
 }
 
 // SentKeyBySeq returns the client_msg_id and content key of the message
