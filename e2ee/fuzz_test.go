@@ -89,3 +89,36 @@ func FuzzParseKeystore(f *testing.F) {
 		}
 	})
 }
+
+// FuzzObserveDevices feeds arbitrary device lists, as a server answers
+// GET .../devices, to the keystore: no panic, and a device whose key
+// signature does not verify under its identity is never trusted.
+func FuzzObserveDevices(f *testing.F) {
+	phone := newTestDevice(f, "bob", "phone", 1)
+	good, _ := json.Marshal(listOf("bob", 1, phone))
+	f.Add(good)
+	f.Add([]byte(`{"user_id":"bob","device_list_version":2,"devices":[{"device_id":"x","identity_key":"","suite":"","key_id":0}]}`))
+	f.Add([]byte(`{"user_id":"","devices":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 64<<10 {
+			return
+		}
+		var l DeviceList
+		if json.Unmarshal(data, &l) != nil {
+			return
+		}
+		ks, _ := NewKeystore("alice", "laptop", testTime)
+		o, err := ks.ObserveDevices(&l)
+		if err != nil {
+			return
+		}
+		for i := range o.Trusted {
+			if err := o.Trusted[i].Verify(l.UserID); err != nil {
+				t.Fatalf("trusted a device that does not verify: %v", err)
+			}
+		}
+		if _, err := ks.Marshal(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
