@@ -725,3 +725,59 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 		t.Fatalf("bob's devices after the logout: %v", after)
 	}
 }
+
+// TestE2EEAcrossNodes: two nodes on one PostgreSQL store and NATS. The
+// device_list frame, an encrypted message (with each device's own key)
+// and a key request cross from one node to the other through the bus.
+func TestE2EEAcrossNodes(t *testing.T) {
+	env := clusterEnv(t)
+	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	alice, _ := signup(t, n1.base, "alice")
+	bob, _ := signup(t, n1.base, "bob")
+	aPhone, aLaptop := newE2EEDevice(t, n1.base, "alice", "phone"), newE2EEDevice(t, n2.base, "alice", "laptop")
+	bPhone := newE2EEDevice(t, n2.base, "bob", "phone")
+	aPhone.publish(t, n1.base)
+	bPhone.publish(t, n2.base)
+	conv := conversationID(mustAPI(t, 201, "POST", n1.base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true}))
+	ap, bp := connect(t, n1.base, aPhone.device), connect(t, n2.base, bPhone.device)
+
+	aLaptop.publish(t, n2.base)                // on node 2; alice's phone is on node 1
+	for _, c := range []*wstest.Conn{bp, ap} { // bob on node 2, alice's phone on node 1
+		for {
+			var dl struct {
+				UserID  string `json:"user_id"`
+				Version int64  `json:"device_list_version"`
+			}
+			expectFrame(t, c, "device_list", &dl)
+			if dl.UserID == alice && dl.Version == 2 {
+				break
+			}
+		}
+	}
+	al := connect(t, n2.base, aLaptop.device)
+
+	s := aPhone.seal(t, conv, "x-1", "across the bus")
+	ap.MustWrite(s.sendFrame(t, "s1", aPhone, directory(t, n1.base, aPhone.token, conv, aPhone.id)))
+	expectAck(t, ap, "s1")
+	for _, tc := range []struct {
+		c *wstest.Conn
+		d *e2eeDevice
+	}{{bp, bPhone}, {al, aLaptop}} {
+		var mf msgFrame
+		expectFrame(t, tc.c, "message", &mf)
+		if got := tc.d.open(t, mf.Message, aPhone.identityKey()); got != "across the bus" {
+			t.Fatalf("%s read %q", tc.d.id, got)
+		}
+	}
+
+	mustAPI(t, 202, "POST", n2.base+"/v1/conversations/"+conv+"/messages/1/key-requests", bPhone.token, nil)
+	var kr struct {
+		DeviceID string `json:"device_id"`
+		Seq      int64  `json:"seq"`
+	}
+	expectFrame(t, ap, "key_request", &kr)
+	if kr.DeviceID != bPhone.id || kr.Seq != 1 {
+		t.Fatalf("key_request on node 1: %+v", kr)
+	}
+}
