@@ -475,7 +475,7 @@ func TestE2EERotation(t *testing.T) {
 	srv := startServer(t)
 	ctx := ctxFor(t, time.Minute)
 	a1 := e2eeDevice(t, srv.Base, "alice", "laptop", client.Config{})
-	policy := e2ee.Policy{Rotate: time.Second, Grace: 4 * time.Second}
+	policy := e2ee.Policy{Rotate: time.Second, Grace: 6 * time.Second}
 	b1 := e2eeDevice(t, srv.Base, "bob", "phone", client.Config{KeyPolicy: policy})
 	conv, err := a1.CreateDirectE2EE(ctx, b1.Tokens().UserID)
 	if err != nil {
