@@ -779,3 +779,44 @@ func TestE2EEOutboxSurvivesRestart(t *testing.T) {
 	d := &device{Client: again, keys: a1.keys, events: col, name: "alice/laptop again"}
 	d.waitText(t, conv.ID, "written during the outage")
 }
+
+// A message whose sending device is gone (logged out) before the receiver
+// ever saw it cannot be checked: after one fetch of the sender's list the
+// receiver hands it over as unknown_sender_device (it does not wait for
+// good), and the sync completes.
+func TestE2EEUnknownSenderDevice(t *testing.T) {
+	srv := startServer(t)
+	ctx := ctxFor(t, time.Minute)
+	bobKeys := &client.MemoryKeyStore{}
+	col := newCollector()
+	bob := user(t, srv.Base, "bob", "phone", client.Config{KeyStore: bobKeys, OnEvent: col.add})
+	t.Cleanup(func() { bob.Close() })
+	alice := user(t, srv.Base, "alice", "phone", client.Config{KeyStore: &client.MemoryKeyStore{}})
+	conv, err := alice.CreateDirectE2EE(ctx, bob.Tokens().UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := alice.SendREST(ctx, conv.ID, "from a phone that is about to go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := &device{Client: bob, keys: bobKeys, events: col, name: "bob/phone"}
+	e := b.waitSeq(t, conv.ID, m.Seq, client.EventMessage)
+	if e.E2EE == nil || e.E2EE.Reason != e2ee.ReasonUnknownSenderDevice || e.Message.Body != "" {
+		t.Fatalf("got %+v %+v", e.Message, e.E2EE)
+	}
+	col.waitFor(t, 10*time.Second, "synced", func(evs []client.Event) bool {
+		for _, e := range evs {
+			if e.Kind == client.EventSynced {
+				return true
+			}
+		}
+		return false
+	})
+}
