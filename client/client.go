@@ -28,6 +28,15 @@
 // downloads write to an io.Writer, so a resume after a process restart is
 // the caller's (a new Download starts at byte 0).
 //
+// End-to-end encryption (docs/design/e2ee.md): with Config.KeyStore set,
+// Login makes the device's keys and publishes them, and the client
+// encrypts what it sends to conversations created with e2ee
+// (CreateDirectE2EE, CreateGroupE2EE) and decrypts what it receives;
+// Event.E2EE and MessagePage.E2EE say how each encrypted message opened,
+// and an undecryptable one is handed over with its reason, never dropped.
+// Uploads to such conversations are encrypted on the device, and Download
+// decrypts them. SafetyNumber and MarkVerified verify contacts.
+//
 // Every method that talks to the server takes a context. Methods are safe
 // for concurrent use.
 package client
@@ -48,6 +57,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/e2ee"
 )
 
 // Config configures a Client. Only Server is required.
@@ -100,6 +110,16 @@ type Config struct {
 	MaxInFlight int
 	// Logger gets connection-level news (default: discard).
 	Logger *slog.Logger
+	// KeyStore keeps this device's end-to-end encryption keys (see
+	// e2ee.go): FileKeyStore for a device that lives on, MemoryKeyStore
+	// for one that dies with the process. Without one the client has no
+	// keys: it cannot send to e2ee conversations (the send fails) and
+	// shows their messages as undecryptable (no_key).
+	KeyStore KeyStore
+	// KeyPolicy says how often to rotate the HPKE key and how long to keep
+	// old keys and the content keys of sent messages (defaults: 7 days
+	// each, e2ee.DefaultRotate and e2ee.DefaultGrace).
+	KeyPolicy e2ee.Policy
 }
 
 // Tokens is a login: the user and device it belongs to, a short-lived
@@ -128,6 +148,8 @@ type Client struct {
 
 	rt *realtime // the WebSocket side, once Connect was called
 	mu sync.Mutex
+
+	crypt *crypt // end-to-end encryption
 }
 
 // New makes a client; it does not contact the server.
@@ -167,6 +189,7 @@ func New(cfg Config) *Client {
 	if cfg.Tokens != nil {
 		c.tokens = *cfg.Tokens
 	}
+	c.crypt = newCrypt(c)
 	return c
 }
 
@@ -211,6 +234,9 @@ func (c *Client) Register(ctx context.Context, handle, password, displayName str
 }
 
 // Login logs in as a new device named deviceName and keeps the tokens.
+// With a Config.KeyStore it then makes the device's end-to-end encryption
+// keys and publishes them; a failure there is logged, not returned (the
+// login stands; EnsureKeys or the next send tries again).
 func (c *Client) Login(ctx context.Context, handle, password, deviceName string) error {
 	var s sessionResponse
 	body := map[string]any{"handle": handle, "password": password, "device": map[string]any{"platform": c.cfg.Platform, "name": deviceName}}
@@ -229,6 +255,11 @@ func (c *Client) Login(ctx context.Context, handle, password, deviceName string)
 	c.tokMu.Lock()
 	c.setTokens(s)
 	c.tokMu.Unlock()
+	if c.crypt.store != nil {
+		if err := c.ensureKeys(ctx, true); err != nil {
+			c.log.Warn("parley: e2ee: publishing this device's keys after login", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -280,12 +311,23 @@ func (c *Client) needsRefresh(now time.Time) bool {
 	return now.Add(margin).After(c.tokens.AccessExpires) && c.tokens.RefreshToken != ""
 }
 
-// Logout ends this device's session on the server and forgets the tokens.
+// Logout ends this device's session on the server and forgets the tokens
+// and the device's end-to-end encryption keys (the device is gone: no
+// message is sealed to it any more).
 func (c *Client) Logout(ctx context.Context) error {
 	err := c.do(ctx, "DELETE", "/v1/sessions/current", true, nil, nil)
 	c.tokMu.Lock()
+	device := c.tokens.DeviceID
 	c.tokens = Tokens{}
 	c.tokMu.Unlock()
+	if c.crypt.store != nil && device != "" && err == nil {
+		c.crypt.mu.Lock()
+		c.crypt.ks = nil
+		c.crypt.mu.Unlock()
+		if derr := c.crypt.store.Delete(device); derr != nil {
+			c.log.Warn("parley: e2ee: erasing the keys of the logged out device", "err", derr)
+		}
+	}
 	return err
 }
 
@@ -441,6 +483,12 @@ func (c *Client) Conversations(ctx context.Context) ([]parley.ConversationView, 
 		Conversations []parley.ConversationView `json:"conversations"`
 	}
 	err := c.do(ctx, "GET", "/v1/conversations", true, nil, &out)
+	for i := range out.Conversations {
+		c.crypt.noteConversation(&out.Conversations[i].Conversation)
+		if m := out.Conversations[i].LastMessage; m != nil {
+			c.decryptFetching(ctx, m, map[string]bool{})
+		}
+	}
 	return out.Conversations, err
 }
 
@@ -450,13 +498,26 @@ func (c *Client) Conversation(ctx context.Context, id string) (*parley.Conversat
 		Conversation *parley.ConversationView `json:"conversation"`
 	}
 	err := c.do(ctx, "GET", "/v1/conversations/"+url.PathEscape(id), true, nil, &out)
+	if err == nil && out.Conversation != nil {
+		c.crypt.noteConversation(&out.Conversation.Conversation)
+		if m := out.Conversation.LastMessage; m != nil {
+			c.decryptFetching(ctx, m, map[string]bool{})
+		}
+	}
 	return out.Conversation, err
 }
 
 // CreateDirect returns the direct conversation with userID, creating it
-// if there is none.
+// if there is none. Without options it is the plaintext one; the e2ee one
+// (CreateDirectE2EE) is another conversation.
 func (c *Client) CreateDirect(ctx context.Context, userID string) (*parley.Conversation, error) {
 	return c.createConversation(ctx, map[string]any{"kind": parley.KindDirect, "members": []string{userID}})
+}
+
+// CreateDirectE2EE returns the end-to-end encrypted direct conversation
+// with userID, creating it if there is none.
+func (c *Client) CreateDirectE2EE(ctx context.Context, userID string) (*parley.Conversation, error) {
+	return c.createConversation(ctx, map[string]any{"kind": parley.KindDirect, "members": []string{userID}, "e2ee": true})
 }
 
 // CreateGroup creates a group with the given members (the caller is its
@@ -468,21 +529,36 @@ func (c *Client) CreateGroup(ctx context.Context, title string, memberIDs ...str
 	return c.createConversation(ctx, map[string]any{"kind": parley.KindGroup, "title": title, "members": memberIDs})
 }
 
+// CreateGroupE2EE creates an end-to-end encrypted group (it can never be
+// turned off): every message in it is sealed to each device of each
+// member.
+func (c *Client) CreateGroupE2EE(ctx context.Context, title string, memberIDs ...string) (*parley.Conversation, error) {
+	if memberIDs == nil {
+		memberIDs = []string{}
+	}
+	return c.createConversation(ctx, map[string]any{"kind": parley.KindGroup, "title": title, "members": memberIDs, "e2ee": true})
+}
+
 func (c *Client) createConversation(ctx context.Context, body any) (*parley.Conversation, error) {
 	var out struct {
 		Conversation *parley.Conversation `json:"conversation"`
 	}
 	err := c.do(ctx, "POST", "/v1/conversations", true, body, &out)
+	if err == nil && out.Conversation != nil {
+		c.crypt.noteConversation(out.Conversation)
+	}
 	return out.Conversation, err
 }
 
 // AddMember adds a user to a group.
 func (c *Client) AddMember(ctx context.Context, conversationID, userID string) error {
+	defer c.crypt.forgetRecipients(conversationID, "", 0)
 	return c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/members", true, map[string]string{"user_id": userID}, nil)
 }
 
 // RemoveMember removes a user from a group (or leaves it, with one's own id).
 func (c *Client) RemoveMember(ctx context.Context, conversationID, userID string) error {
+	defer c.crypt.forgetRecipients(conversationID, "", 0)
 	return c.do(ctx, "DELETE", "/v1/conversations/"+url.PathEscape(conversationID)+"/members/"+url.PathEscape(userID), true, nil, nil)
 }
 
@@ -497,10 +573,13 @@ func (c *Client) History(ctx context.Context, conversationID string, q HistoryQu
 
 // MessagePage is a page of history. Truncated: the server cut it to its size
 // budget (256 KiB); page on from its edge (Before its first seq, or After
-// its last when paging forward).
+// its last when paging forward). E2EE says, by seq, how each encrypted
+// message opened (the messages themselves carry the decrypted type, body
+// and attachments; see Decryption).
 type MessagePage struct {
-	Messages  []parley.Message `json:"messages"`
-	Truncated bool             `json:"truncated"`
+	Messages  []parley.Message      `json:"messages"`
+	Truncated bool                  `json:"truncated"`
+	E2EE      map[int64]*Decryption `json:"-"`
 }
 
 // HistoryPage is History with the page's Truncated mark.
@@ -521,6 +600,15 @@ func (c *Client) HistoryPage(ctx context.Context, conversationID string, q Histo
 		path += "?" + v.Encode()
 	}
 	err := c.do(ctx, "GET", path, true, nil, &out)
+	fetched := map[string]bool{}
+	for i := range out.Messages {
+		if d := c.decryptFetching(ctx, &out.Messages[i], fetched); d != nil {
+			if out.E2EE == nil {
+				out.E2EE = map[int64]*Decryption{}
+			}
+			out.E2EE[out.Messages[i].Seq] = d
+		}
+	}
 	return out, err
 }
 
@@ -536,8 +624,23 @@ type HistoryQuery struct {
 // SendREST sends one message over REST (no WebSocket needed), with a
 // fresh client_msg_id unless opts gives one. Retrying with the same
 // ClientMsgID is safe.
+//
+// In an e2ee conversation the message is encrypted for the members'
+// devices (see e2ee.go); a device_mismatch answer makes it fetch the
+// devices again and resend, a few times.
 func (c *Client) SendREST(ctx context.Context, conversationID, body string, opts ...SendOption) (*parley.Message, error) {
 	o := sendOptions(opts)
+	encrypted, err := c.isE2EE(ctx, conversationID)
+	if err != nil {
+		return nil, err
+	}
+	if encrypted {
+		p := &Pending{ClientMsgID: o.ClientMsgID, ConversationID: conversationID, Type: o.Type, Body: body, TTL: o.TTL}
+		if err := c.resolveUploads(p, o.Attachments); err != nil {
+			return nil, err
+		}
+		return c.sendEncryptedREST(ctx, p)
+	}
 	var out struct {
 		Message *parley.Message `json:"message"`
 	}
@@ -548,7 +651,7 @@ func (c *Client) SendREST(ctx context.Context, conversationID, body string, opts
 	if refs := attachmentRefs(o.Attachments); refs != nil {
 		in["attachments"] = refs
 	}
-	err := c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/messages", true, in, &out)
+	err = c.do(ctx, "POST", "/v1/conversations/"+url.PathEscape(conversationID)+"/messages", true, in, &out)
 	return out.Message, err
 }
 

@@ -32,7 +32,21 @@ const maxDownloadRetries = 5
 // a changed file is never spliced; an expired link is asked for again.
 // It gives up after 5 attempts in a row that bring no byte. On an error,
 // w may hold part of the file (n says how much).
+//
+// A media item of an e2ee message whose key this client knows (it
+// decrypted the message, or uploaded the file) is decrypted: the blob is
+// downloaded to a temporary file, checked against the SHA-256 the message
+// gives, and its plaintext written to w, with the real content type.
+// VariantThumbnail then fetches the encrypted thumbnail's own media item.
 func (c *Client) Download(ctx context.Context, mediaID, variant string, w io.Writer) (n int64, contentType string, err error) {
+	if mk := c.crypt.mediaKeyOf(mediaID); mk != nil {
+		return c.downloadDecrypted(ctx, mediaID, variant, mk, w)
+	}
+	return c.downloadPlain(ctx, mediaID, variant, w)
+}
+
+// downloadPlain downloads the stored bytes.
+func (c *Client) downloadPlain(ctx context.Context, mediaID, variant string, w io.Writer) (n int64, contentType string, err error) {
 	var etag string
 	total := int64(-1)
 	link := ""

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/e2ee"
 )
 
 // EventKind says what an Event is about.
@@ -55,6 +56,11 @@ const (
 	// EventBlock: the user blocked or unblocked someone, on this device
 	// or another (Block set).
 	EventBlock EventKind = "block"
+	// EventDevices: a user's devices changed as this device saw them
+	// (Devices set): a device added (show "Bob added a new device"), a
+	// verified user's security code changed, or a listed device is not
+	// trusted.
+	EventDevices EventKind = "devices"
 )
 
 // Event is one thing that happened. Kind says which fields are set.
@@ -69,8 +75,15 @@ type Event struct {
 	Conversation   *ConversationChange
 	Pending        *Pending
 	Block          *BlockChange
-	Reconnect      bool
-	Err            error
+	// E2EE is set for every message of an e2ee conversation
+	// (EventMessage, EventMessageChanged): how it opened on this device.
+	// An undecryptable message is handed over all the same (type
+	// "encrypted", empty body, E2EE.Reason saying why); if its key comes
+	// later it is handed again as EventMessageChanged, decrypted.
+	E2EE      *Decryption
+	Devices   *DeviceChange
+	Reconnect bool
+	Err       error
 }
 
 // Receipt is a member's watermark: everything up to Seq is delivered to
@@ -128,6 +141,9 @@ type Pending struct {
 	TTL            time.Duration
 	Attachments    []string  // media ids
 	Queued         time.Time // when it entered the outbox
+	// E2EEAttachments are the keys and metadata of attachments uploaded
+	// encrypted (for an e2ee conversation, in Attachments' order).
+	E2EEAttachments []e2ee.Attachment
 
 	attempts atomic.Int32 // times written to a connection
 	done     chan struct{}
@@ -136,6 +152,25 @@ type Pending struct {
 
 	inFlight bool
 	retryAt  time.Time
+
+	// End-to-end encryption (owned by the connection loop).
+	encrypted       bool    // the conversation is e2ee
+	unknown         bool    // whether it is e2ee was not known at Enqueue: ask before sending
+	sealed          *sealed // the envelope to send
+	resealFrom      *sealed // after device_mismatch: redo its keys
+	preparing       bool    // sealing in the background
+	prepareFailures int
+	mismatches      int
+	checkedE2EE     bool // asked whether the conversation is e2ee after a refusal
+}
+
+func (p *Pending) isDone() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Attempts is how many times the message was written to a connection.
@@ -230,4 +265,12 @@ type OutboxEntry struct {
 	TTLSeconds     int64              `json:"ttl_seconds,omitempty"`
 	Attachments    []string           `json:"attachments,omitempty"` // media ids
 	Queued         time.Time          `json:"queued"`
+	// E2EEAttachments holds the keys of attachments uploaded encrypted:
+	// secret, like the body (the State is the device's own storage).
+	E2EEAttachments []e2ee.Attachment `json:"e2ee_attachments,omitempty"`
+	// Encrypted: the conversation is e2ee (the message is sealed before it
+	// goes, never sent in plaintext). CheckE2EE: that was not known when
+	// it was queued; the client asks the server before sending it.
+	Encrypted bool `json:"encrypted,omitempty"`
+	CheckE2EE bool `json:"check_e2ee,omitempty"`
 }

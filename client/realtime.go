@@ -61,6 +61,7 @@ type realtime struct {
 	quickRetry  bool  // the last reconnect was immediate (after a token refresh)
 	refresh     bool  // refresh the token before the next dial (after a 4001)
 	started     bool  // run was started (guarded by Client.mu)
+	e2ee        loopE2EE
 }
 
 type frameOrErr struct {
@@ -75,6 +76,7 @@ type convState struct {
 	ahead    map[int64]*parley.Message
 	filling  bool
 	reported int64 // highest delivered seq reported
+	waitDir  bool  // the next message waits for its sender's device list
 }
 
 // Stats counts what the connection loop did.
@@ -168,7 +170,7 @@ func newRealtime(c *Client) *realtime {
 		for _, e := range st.Outbox {
 			r.outbox = append(r.outbox, &Pending{ClientMsgID: e.ClientMsgID, ConversationID: e.ConversationID, Type: e.Type,
 				Body: e.Body, TTL: time.Duration(e.TTLSeconds) * time.Second, Attachments: e.Attachments, Queued: e.Queued,
-				done: make(chan struct{})})
+				E2EEAttachments: e.E2EEAttachments, encrypted: e.Encrypted, unknown: e.CheckE2EE && !e.Encrypted, done: make(chan struct{})})
 		}
 	}
 	return r
@@ -272,6 +274,14 @@ func (c *Client) Enqueue(conversationID, body string, opts ...SendOption) *Pendi
 	o := sendOptions(opts)
 	p := &Pending{ClientMsgID: o.ClientMsgID, ConversationID: conversationID, Type: o.Type, Body: body, TTL: o.TTL,
 		Attachments: o.Attachments, Queued: time.Now(), done: make(chan struct{})}
+	// Keys of attachments uploaded encrypted go with the message (and
+	// into the saved outbox): in an e2ee conversation they are part of
+	// its content.
+	p.E2EEAttachments = c.crypt.lookupUploads(o.Attachments)
+	// Whether the conversation is e2ee must be known before anything
+	// goes out: asked at send time if no sync or frame has told.
+	e, known := c.crypt.knownE2EE(conversationID)
+	p.encrypted, p.unknown = known && e, !known
 	c.mu.Lock()
 	if c.rt == nil {
 		c.rt = newRealtime(c)
@@ -344,7 +354,8 @@ func (r *realtime) snapshot() State {
 	}
 	for _, p := range r.outbox {
 		st.Outbox = append(st.Outbox, OutboxEntry{ClientMsgID: p.ClientMsgID, ConversationID: p.ConversationID, Type: p.Type,
-			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: p.Attachments, Queued: p.Queued})
+			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: p.Attachments, Queued: p.Queued,
+			E2EEAttachments: p.E2EEAttachments, Encrypted: p.encrypted || p.sealed != nil, CheckE2EE: p.unknown})
 	}
 	return st
 }
@@ -587,6 +598,18 @@ func (r *realtime) onReady(f *InFrame) {
 	r.firstMu.Unlock()
 	r.c.log.Info("parley: connected")
 	r.emit(Event{Kind: EventConnected, Reconnect: !first})
+	// Devices may have changed while away: sends fetch the devices again
+	// (docs/design/e2ee.md), and keys due for rotation or a publish go.
+	r.c.crypt.mu.Lock()
+	r.c.crypt.epoch++
+	r.c.crypt.checked = time.Time{}
+	r.c.crypt.mu.Unlock()
+	r.onE2EETick(time.Now())
+	if r.c.crypt.store != nil {
+		// The user's own list as it is now: a device added later is
+		// announced (EventDevices).
+		r.fetchDevices(r.userID)
+	}
 	r.synced, r.announced = false, false
 	r.fullSeen = nil
 	r.syncPage()
@@ -703,6 +726,10 @@ func (r *realtime) handle(f *InFrame) {
 		r.emit(Event{Kind: EventPresence, Presence: p})
 	case frameConversation:
 		r.onConversation(f)
+	case frameDeviceList:
+		r.onDeviceList(f)
+	case frameKeyRequest:
+		r.onKeyRequest(f)
 	case frameBlock:
 		r.emit(Event{Kind: EventBlock, Block: &BlockChange{UserID: f.UserID, Blocked: f.Blocked}})
 	}
@@ -723,6 +750,9 @@ func (r *realtime) conv(id string) *convState {
 func (r *realtime) onMessage(m *parley.Message) {
 	cs := r.conv(m.ConversationID)
 	if cs.known && m.Seq <= cs.heldUpto {
+		if r.onRepeat(m) {
+			return
+		}
 		if !m.EditedAt.IsZero() || m.Deleted {
 			r.emit(Event{Kind: EventMessageChanged, ConversationID: m.ConversationID, Message: m})
 			return
@@ -747,7 +777,7 @@ func (r *realtime) onMessage(m *parley.Message) {
 		}
 		cs.known, cs.heldUpto = true, m.Seq-1
 	}
-	if m.Seq != cs.heldUpto+1 {
+	if m.Seq != cs.heldUpto+1 || r.mustWait(cs, m) {
 		r.hold(cs, m)
 		return
 	}
@@ -768,13 +798,14 @@ func (r *realtime) deliver(cs *convState, m *parley.Message) {
 	if r.flushAt.IsZero() {
 		r.flushAt = time.Now().Add(max(r.c.cfg.DeliveredDelay, 0))
 	}
-	r.emit(Event{Kind: EventMessage, ConversationID: m.ConversationID, Message: m})
+	d := r.decryptLive(m)
+	r.emit(Event{Kind: EventMessage, ConversationID: m.ConversationID, Message: m, E2EE: d})
 }
 
 func (r *realtime) drainAhead(cs *convState) {
 	for {
 		m, ok := cs.ahead[cs.heldUpto+1]
-		if !ok {
+		if !ok || r.mustWait(cs, m) {
 			break
 		}
 		delete(cs.ahead, m.Seq)
@@ -797,7 +828,7 @@ func (r *realtime) pumpGaps() {
 		return
 	}
 	for id, cs := range r.convs {
-		if len(cs.ahead) > 0 && !cs.filling {
+		if len(cs.ahead) > 0 && !cs.filling && !cs.waitDir {
 			r.backfill(id, cs)
 		}
 	}
@@ -858,7 +889,7 @@ func (r *realtime) backfill(id string, cs *convState) {
 			}
 			r.drainAhead(cs)
 		}
-		if len(cs.ahead) > 0 {
+		if len(cs.ahead) > 0 && !cs.waitDir {
 			r.backfill(id, cs)
 		}
 		r.maybeSynced()
@@ -905,6 +936,7 @@ func (r *realtime) onSyncResult(f *InFrame) {
 		cs := r.conv(id)
 		wasKnown := cs.known
 		conv := e.Conversation
+		r.c.crypt.noteConversation(&conv)
 		r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "synced", Conversation: &conv,
 			ReadSeq: e.ReadSeq, UnreadCount: e.UnreadCount}})
 		if !cs.known {
@@ -966,7 +998,7 @@ func (r *realtime) maybeSynced() {
 		return
 	}
 	for _, cs := range r.convs {
-		if cs.filling {
+		if cs.filling || cs.waitDir {
 			return
 		}
 	}
@@ -1025,6 +1057,18 @@ func (r *realtime) pump() {
 		if p.inFlight || now.Before(p.retryAt) {
 			continue
 		}
+		if r.needsSeal(p) {
+			// Sealed in the background (the devices are fetched); the
+			// conversation's later sends wait so that they do not pass it.
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[p.ConversationID] = true
+			if !p.preparing {
+				r.prepare(p)
+			}
+			continue
+		}
 		id := r.nextID("s")
 		p.inFlight = true
 		if p.attempts.Add(1) > 1 {
@@ -1033,7 +1077,17 @@ func (r *realtime) pump() {
 		r.inflight[id] = p
 		f := OutFrame{Type: "send", ID: id, ConversationID: p.ConversationID, ClientMsgID: p.ClientMsgID, MessageType: p.Type,
 			Body: p.Body, TTLSeconds: int64(p.TTL / time.Second), Attachments: attachmentRefs(p.Attachments)}
+		if p.sealed != nil {
+			f.MessageType, f.Body, f.Envelope, f.Attachments = parley.MessageEncrypted, "", p.sealed.env, serverRefs(p.sealed.atts)
+		}
 		if !r.write(f) {
+			if r.errTooLarge != nil && p.sealed != nil {
+				// Too large for a frame (many devices): over REST, with
+				// the same client_msg_id.
+				delete(r.inflight, id)
+				r.sendOverREST(p)
+				continue
+			}
 			if err := r.errTooLarge; err != nil { // never sendable: refuse it
 				delete(r.inflight, id)
 				p.inFlight = false
@@ -1049,14 +1103,35 @@ func (r *realtime) pump() {
 func (r *realtime) onSendReply(id string, p *Pending, f *InFrame) {
 	delete(r.inflight, id)
 	p.inFlight = false
+	r.onSendResult(p, f)
+}
+
+// onSendResult handles the server's answer to a send (over the WebSocket
+// or REST).
+func (r *realtime) onSendResult(p *Pending, f *InFrame) {
 	switch {
 	case f.Type == frameAck && f.Message != nil:
+		if f.Message.Type == parley.MessageEncrypted {
+			r.c.decrypt(f.Message) // the stored copy, opened with the kept key
+		}
 		r.finishSend(p, f.Message, nil)
 	case f.Type == frameError:
 		err := errOf(f)
-		switch parley.ErrorCode(err) {
-		case parley.CodeRateLimited, parley.CodeUnavailable, parley.CodeInternal:
+		switch code := parley.ErrorCode(err); {
+		case code == parley.CodeRateLimited || code == parley.CodeUnavailable || code == parley.CodeInternal:
 			p.retryAt = time.Now().Add(time.Second)
+		case code == parley.CodeDeviceMismatch && p.sealed != nil && p.mismatches < maxMismatches:
+			// The devices changed: fetch them again and redo the keys
+			// (same K, ciphertext, signature and client_msg_id).
+			p.mismatches++
+			p.resealFrom, p.sealed = p.sealed, nil
+			r.c.crypt.forgetRecipients(p.ConversationID, "", 0)
+		case code == parley.CodeInvalidRequest && p.sealed == nil && !p.checkedE2EE:
+			// Refused in plaintext: the conversation may be e2ee (it was
+			// not known here). Ask, and encrypt if so.
+			p.checkedE2EE = true
+			p.retryAt = time.Now().Add(time.Hour) // until the answer
+			r.checkE2EE(p, err)
 		default: // refused for good
 			r.finishSend(p, nil, err)
 			r.emit(Event{Kind: EventSendFailed, ConversationID: p.ConversationID, Pending: p, Err: err})
@@ -1080,6 +1155,29 @@ func (r *realtime) dropConversation(id string) {
 	r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: "removed", Conversation: &parley.Conversation{ID: id}}})
 }
 
+// checkE2EE asks whether p's conversation is e2ee after a plaintext send
+// was refused: if it is, p is sealed and sent again; if not, the refusal
+// stands.
+func (r *realtime) checkE2EE(p *Pending, refusal error) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		v, err := r.c.Conversation(ctx, p.ConversationID)
+		r.post(func() {
+			if p.isDone() {
+				return
+			}
+			if err == nil && v != nil && v.E2EE {
+				p.encrypted, p.retryAt = true, time.Now()
+			} else {
+				r.finishSend(p, nil, refusal)
+				r.emit(Event{Kind: EventSendFailed, ConversationID: p.ConversationID, Pending: p, Err: refusal})
+			}
+			r.pump()
+		})
+	}()
+}
+
 func (r *realtime) finishSend(p *Pending, m *parley.Message, err error) {
 	for i, q := range r.outbox {
 		if q == p {
@@ -1096,6 +1194,7 @@ func (r *realtime) onConversation(f *InFrame) {
 		return
 	}
 	id := f.Conversation.ID
+	r.c.crypt.noteConversation(f.Conversation)
 	me := r.userID
 	aboutMe := false
 	for _, u := range f.UserIDs {
@@ -1103,6 +1202,7 @@ func (r *realtime) onConversation(f *InFrame) {
 	}
 	switch f.Action {
 	case "created", "member_added":
+		r.c.crypt.forgetRecipients(id, "", 0)
 		if aboutMe {
 			if r.fullSeen != nil {
 				r.fullSeen[id] = true // joined during a full-state pass: keep it
@@ -1115,6 +1215,7 @@ func (r *realtime) onConversation(f *InFrame) {
 			}
 		}
 	case "member_removed":
+		r.c.crypt.forgetRecipients(id, "", 0)
 		if aboutMe {
 			delete(r.convs, id)
 		}
@@ -1132,6 +1233,7 @@ func (r *realtime) onTick(now time.Time) error {
 	}
 	r.pump()
 	r.pumpGaps() // a backfill that failed is tried again
+	r.onE2EETick(now)
 	if r.conn != nil && now.Sub(r.conn.LastRead()) > 2*r.pingEvery+10*time.Second {
 		return parley.Errorf(parley.CodeUnavailable, "nothing from the server for %v", now.Sub(r.conn.LastRead()).Round(time.Second))
 	}

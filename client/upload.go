@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/e2ee"
 )
 
 // Uploads speak tus 1.0.0 (https://tus.io/protocols/resumable-upload) with
@@ -173,10 +174,17 @@ type UploadResult struct {
 	// Resumed: the upload went on from an earlier attempt's offset
 	// (after a failure, or from the resume store).
 	Resumed bool
+	// E2EE is set for an upload to an e2ee conversation: the file went
+	// encrypted, and this is what the message's content carries (its
+	// key, digest, real metadata and thumbnail). Send it with
+	// WithAttachments(MediaID) from the same Client.
+	E2EE *e2ee.Attachment
 }
 
 // UploadFile uploads the file at path for a conversation (see Upload).
-// Filename defaults to the file's base name.
+// Filename defaults to the file's base name. To an e2ee conversation the
+// file goes encrypted, with a thumbnail and blurhash made here for an
+// image (see e2ee_media.go).
 func (c *Client) UploadFile(ctx context.Context, conversationID, path string, opts UploadOptions) (*UploadResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -193,6 +201,16 @@ func (c *Client) UploadFile(ctx context.Context, conversationID, path string, op
 	if opts.Filename == "" {
 		opts.Filename = filepath.Base(path)
 	}
+	if !opts.Encrypted {
+		encrypted, err := c.isE2EE(ctx, conversationID)
+		if err != nil {
+			return nil, err
+		}
+		if encrypted {
+			f.Close()
+			return c.uploadFileEncrypted(ctx, conversationID, path, opts)
+		}
+	}
 	if opts.Fingerprint == "" {
 		abs, err := filepath.Abs(path)
 		if err != nil {
@@ -200,7 +218,7 @@ func (c *Client) UploadFile(ctx context.Context, conversationID, path string, op
 		}
 		opts.Fingerprint = fmt.Sprintf("file:%s:%d:%d", abs, st.Size(), st.ModTime().UnixNano())
 	}
-	return c.Upload(ctx, conversationID, f, st.Size(), opts)
+	return c.uploadPlain(ctx, conversationID, f, st.Size(), opts)
 }
 
 // Upload uploads size bytes from r (read from its start) for a
@@ -211,7 +229,29 @@ func (c *Client) UploadFile(ctx context.Context, conversationID, path string, op
 // returns when the server has processed the upload, with the processed
 // attachment. The server's refusals (not a member, too large, over
 // quota) are *Error, as for other calls.
+//
+// To an e2ee conversation the bytes go encrypted (UploadResult.E2EE),
+// unless opts.Encrypted says the caller encrypted them already; no
+// thumbnail is made from a reader (UploadFile makes one).
 func (c *Client) Upload(ctx context.Context, conversationID string, r io.ReadSeeker, size int64, opts UploadOptions) (*UploadResult, error) {
+	if !opts.Encrypted && size >= 0 {
+		encrypted, err := c.isE2EE(ctx, conversationID)
+		if err != nil {
+			return nil, err
+		}
+		if encrypted {
+			ct := opts.ContentType
+			if ct == "" {
+				ct = "application/octet-stream"
+			}
+			return c.uploadEncrypted(ctx, conversationID, r, size, opts, &e2ee.Attachment{Filename: opts.Filename, ContentType: ct})
+		}
+	}
+	return c.uploadPlain(ctx, conversationID, r, size, opts)
+}
+
+// uploadPlain uploads r's bytes as they are.
+func (c *Client) uploadPlain(ctx context.Context, conversationID string, r io.ReadSeeker, size int64, opts UploadOptions) (*UploadResult, error) {
 	if size < 0 {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "upload size %d is negative", size)
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/e2ee"
 )
 
 // OutFrame is a client frame of /v1/ws (docs/protocol.md, section 3).
@@ -18,6 +19,7 @@ type OutFrame struct {
 	Body           string                 `json:"body,omitempty"`
 	TTLSeconds     int64                  `json:"ttl_seconds,omitempty"`
 	Attachments    []parley.AttachmentRef `json:"attachments,omitempty"`
+	Envelope       *e2ee.Envelope         `json:"envelope,omitempty"` // an e2ee send, with every recipient's key
 
 	Seq   *int64 `json:"seq,omitempty"`
 	State string `json:"state,omitempty"`
@@ -61,6 +63,9 @@ type InFrame struct {
 	ExpiresIn      int        `json:"expires_in"`
 	LastSeen       *time.Time `json:"last_seen"`
 	Blocked        bool       `json:"blocked"` // block
+
+	// device_list
+	DeviceListVersion int64 `json:"device_list_version"`
 
 	// sync_result
 	Position      string      `json:"position"`
@@ -109,4 +114,6 @@ const (
 	framePong          = "pong"
 	frameAuthenticated = "authenticated"
 	frameBlock         = "block"
+	frameDeviceList    = "device_list"
+	frameKeyRequest    = "key_request"
 )

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&k.configDir, "config", "", "directory for the saved login (default: $PARLEY_CONFIG_DIR, else the user config directory/parley)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: parley [--server URL] [--json] [--config DIR] COMMAND [ARGS]")
-		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, send-file, download, history, read, tail, chat, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
+		fmt.Fprintln(e.stderr, "commands: register, login, logout, whoami, users find, conversations list|create|add|remove, send, send-file, download, history, read, tail, chat, verify, block, unblock, blocks, privacy, requests, accept, decline, report, admin, bench")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -101,6 +101,8 @@ func run(ctx context.Context, args []string, e env) error {
 		return k.tail(ctx)
 	case "chat":
 		return k.chat(ctx, args)
+	case "verify":
+		return k.verify(ctx, args)
 	}
 	if ok, err := k.privacyCommand(ctx, cmd, args); ok {
 		return err
@@ -142,7 +144,9 @@ func (k *cli) load() error {
 	default:
 		k.server = defaultServer
 	}
-	cfg := client.Config{Server: k.server, OnTokens: k.saveTokens}
+	// The device's end-to-end encryption keys live next to the login,
+	// one file per device, mode 0600.
+	cfg := client.Config{Server: k.server, OnTokens: k.saveTokens, KeyStore: &client.FileKeyStore{Dir: filepath.Join(k.configDir, "keys")}}
 	if strings.TrimRight(k.saved.Server, "/") == strings.TrimRight(k.server, "/") {
 		cfg.Tokens = k.saved.Tokens
 		cfg.DeviceToken = k.saved.DeviceToken
@@ -373,18 +377,28 @@ func (k *cli) conversations(ctx context.Context, args []string) error {
 			fmt.Fprintln(tw, "ID\tKIND\tNAME\tUNREAD\tLAST")
 			for _, c := range cs {
 				last := ""
-				if c.LastMessage != nil {
-					last = names(c.LastMessage.SenderID) + ": " + oneLine(c.LastMessage.Body, 40)
+				if m := c.LastMessage; m != nil {
+					body := m.Body
+					if m.Type == parley.MessageEncrypted && !m.Deleted {
+						body = "[encrypted]" // not readable on this device
+					}
+					last = names(m.SenderID) + ": " + oneLine(body, 40)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", c.ID, c.Kind, k.convName(&c.Conversation, names), c.UnreadCount, last)
+				kind := string(c.Kind)
+				if c.E2EE {
+					kind += " e2ee"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", c.ID, kind, k.convName(&c.Conversation, names), c.UnreadCount, last)
 			}
 			tw.Flush()
 		})
 	case "create":
 		var direct, group string
+		var encrypted bool
 		pos, err := k.flags("conversations create", args[1:], func(fs *flag.FlagSet) {
 			fs.StringVar(&direct, "direct", "", "HANDLE: the direct conversation with this user")
 			fs.StringVar(&group, "group", "", "TITLE: a new group; the positional arguments are member handles")
+			fs.BoolVar(&encrypted, "e2ee", false, "end-to-end encrypted (for good): only the members' devices can read it")
 		})
 		if err != nil {
 			return err
@@ -396,7 +410,11 @@ func (k *cli) conversations(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			if conv, err = k.c.CreateDirect(ctx, u.ID); err != nil {
+			create := k.c.CreateDirect
+			if encrypted {
+				create = k.c.CreateDirectE2EE
+			}
+			if conv, err = create(ctx, u.ID); err != nil {
 				return err
 			}
 		case group != "" && direct == "":
@@ -408,14 +426,22 @@ func (k *cli) conversations(ctx context.Context, args []string) error {
 				}
 				ids = append(ids, u.ID)
 			}
-			if conv, err = k.c.CreateGroup(ctx, group, ids...); err != nil {
+			create := k.c.CreateGroup
+			if encrypted {
+				create = k.c.CreateGroupE2EE
+			}
+			if conv, err = create(ctx, group, ids...); err != nil {
 				return err
 			}
 		default:
-			return usageError("conversations create --direct HANDLE | --group TITLE [HANDLE...]")
+			return usageError("conversations create [--e2ee] --direct HANDLE | --group TITLE [HANDLE...]")
 		}
 		return k.print(map[string]any{"conversation": conv}, func(w io.Writer) {
-			fmt.Fprintf(w, "%s\t%s\t%d members\n", conv.ID, conv.Kind, len(conv.Members))
+			e2ee := ""
+			if conv.E2EE {
+				e2ee = "\tend-to-end encrypted"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d members%s\n", conv.ID, conv.Kind, len(conv.Members), e2ee)
 		})
 	case "add", "remove":
 		if len(args) != 3 {
@@ -510,10 +536,14 @@ func (k *cli) history(ctx context.Context, args []string) error {
 	if ms == nil {
 		ms = []parley.Message{}
 	}
-	return k.print(map[string]any{"conversation_id": conv, "messages": ms, "truncated": p.Truncated}, func(w io.Writer) {
+	out := map[string]any{"conversation_id": conv, "messages": ms, "truncated": p.Truncated}
+	if len(p.E2EE) > 0 {
+		out["e2ee"] = e2eeJSON(p.E2EE)
+	}
+	return k.print(out, func(w io.Writer) {
 		names := k.names(ctx)
 		for i := range ms {
-			fmt.Fprintln(w, formatMessage(&ms[i], names))
+			fmt.Fprintln(w, formatMessage(&ms[i], p.E2EE[ms[i].Seq], names))
 		}
 		if p.Truncated && len(ms) > 0 {
 			// Not the end: the server cut the page to its size budget.
@@ -598,15 +628,22 @@ func (k *cli) convName(c *parley.Conversation, names func(string) string) string
 	return ""
 }
 
-func formatMessage(m *parley.Message, names func(string) string) string {
+// formatMessage is a message in one line of text. d is how an encrypted
+// message opened (nil for others): an undecryptable one shows as
+// [undecryptable: reason].
+func formatMessage(m *parley.Message, d *client.Decryption, names func(string) string) string {
 	body := m.Body
 	switch {
 	case m.Deleted:
 		body = "(deleted)"
+	case d != nil && !d.Decrypted():
+		body = "[undecryptable: " + string(d.Reason) + "]"
+	case m.Type == parley.MessageEncrypted:
+		body = "[undecryptable: no_key]"
 	case m.Type != parley.MessageText && m.Type != "":
 		body = "[" + string(m.Type) + "] " + body
 	}
-	if !m.Deleted {
+	if !m.Deleted && (d == nil || d.Decrypted()) && m.Type != parley.MessageEncrypted {
 		for i := range m.Attachments {
 			if body != "" {
 				body += " "

@@ -58,6 +58,21 @@ func (k *cli) printEvent(ev client.Event, names func(string) string) {
 		switch {
 		case ev.Message != nil:
 			out["message"] = ev.Message
+			if ev.E2EE != nil {
+				out["e2ee"] = decryptionJSON(ev.E2EE)
+			}
+		case ev.Devices != nil:
+			out["user_id"], out["added"], out["removed"] = ev.Devices.UserID, ev.Devices.Added, ev.Devices.Removed
+			if ev.Devices.SecurityCodeChanged {
+				out["security_code_changed"] = true
+			}
+			if len(ev.Devices.Untrusted) > 0 {
+				var ids []string
+				for _, u := range ev.Devices.Untrusted {
+					ids = append(ids, u.DeviceID)
+				}
+				out["untrusted"] = ids
+			}
 		case ev.Receipt != nil:
 			out["user_id"], out["kind"], out["seq"] = ev.Receipt.UserID, ev.Receipt.Kind, ev.Receipt.Seq
 		case ev.Typing != nil:
@@ -85,7 +100,11 @@ func (k *cli) printEvent(ev client.Event, names func(string) string) {
 	}
 	switch ev.Kind {
 	case client.EventMessage, client.EventMessageChanged:
-		fmt.Fprintf(k.stdout, "[%s] %s\n", short(ev.ConversationID), formatMessage(ev.Message, names))
+		fmt.Fprintf(k.stdout, "[%s] %s\n", short(ev.ConversationID), formatMessage(ev.Message, ev.E2EE, names))
+	case client.EventDevices:
+		for _, line := range deviceNotices(ev.Devices, names) {
+			fmt.Fprintln(k.stderr, "parley: "+line)
+		}
 	case client.EventReceipt:
 		fmt.Fprintf(k.stdout, "[%s] %s %s up to #%d\n", short(ev.ConversationID), names(ev.Receipt.UserID), ev.Receipt.Kind, ev.Receipt.Seq)
 	case client.EventTyping:
@@ -116,12 +135,13 @@ func (k *cli) chat(ctx context.Context, args []string) error {
 		return err
 	}
 	names := k.names(ctx)
-	recent, err := k.c.History(ctx, conv, client.HistoryQuery{Limit: 10})
+	page, err := k.c.HistoryPage(ctx, conv, client.HistoryQuery{Limit: 10})
 	if err != nil {
 		return err
 	}
+	recent := page.Messages
 	for i := range recent {
-		k.printChat(client.Event{Kind: client.EventMessage, ConversationID: conv, Message: &recent[i]}, names)
+		k.printChat(client.Event{Kind: client.EventMessage, ConversationID: conv, Message: &recent[i], E2EE: page.E2EE[recent[i].Seq]}, names)
 	}
 	if err := k.c.Connect(ctx); err != nil {
 		return err
@@ -186,8 +206,8 @@ func (k *cli) chat(ctx context.Context, args []string) error {
 					readSeq = ev.Message.Seq // shown: mark it read
 					go func(seq int64) { _ = k.c.MarkRead(ctx, conv, seq) }(readSeq)
 				}
-			case client.EventTyping, client.EventSendFailed, client.EventDisconnected:
-				if ev.ConversationID == conv || ev.Kind == client.EventDisconnected {
+			case client.EventTyping, client.EventSendFailed, client.EventDisconnected, client.EventDevices:
+				if ev.ConversationID == conv || ev.Kind == client.EventDisconnected || ev.Kind == client.EventDevices {
 					k.printEvent(ev, names)
 				}
 			}
@@ -200,7 +220,7 @@ func (k *cli) printChat(ev client.Event, names func(string) string) {
 		k.printEvent(ev, names)
 		return
 	}
-	fmt.Fprintln(k.stdout, formatMessage(ev.Message, names))
+	fmt.Fprintln(k.stdout, formatMessage(ev.Message, ev.E2EE, names))
 }
 
 // waitSent waits until every line typed is acknowledged (or refused).

@@ -60,13 +60,18 @@ func (k *cli) sendFile(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := k.c.SendREST(ctx, conv, caption, client.WithType(messageTypeFor(res.Attachment)),
+	shown := res.Attachment
+	if a := res.E2EE; a != nil { // encrypted: the real metadata is ours
+		shown = &parley.Attachment{MediaID: a.MediaID, ContentType: a.ContentType, Size: a.Size, Filename: a.Filename, Width: a.Width,
+			Height: a.Height, DurationMS: a.DurationMS, Encrypted: true}
+	}
+	m, err := k.c.SendREST(ctx, conv, caption, client.WithType(messageTypeFor(shown)),
 		client.WithAttachments(res.MediaID), client.WithTTL(ttl))
 	if err != nil {
 		return fmt.Errorf("uploaded as %s, but sending failed: %w", res.MediaID, err)
 	}
 	return k.print(map[string]any{"message": m}, func(w io.Writer) {
-		fmt.Fprintf(w, "sent: %s seq %d %s\n", conv, m.Seq, formatAttachment(res.Attachment))
+		fmt.Fprintf(w, "sent: %s seq %d %s\n", conv, m.Seq, formatAttachment(shown))
 	})
 }
 
@@ -83,9 +88,7 @@ func messageTypeFor(a *parley.Attachment) parley.MessageType {
 
 func attachmentKind(a *parley.Attachment) string {
 	switch {
-	case a.Encrypted:
-		return "file"
-	case strings.HasPrefix(a.ContentType, "image/"):
+	case strings.HasPrefix(a.ContentType, "image/"): // an encrypted one's stored type is application/octet-stream
 		return "image"
 	case strings.HasPrefix(a.ContentType, "video/"):
 		return "video"
@@ -152,17 +155,24 @@ func (k *cli) download(ctx context.Context, args []string) error {
 		return err
 	}
 	var thumb, force bool
+	var convRef string
 	pos, err := k.flags("download", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&thumb, "thumbnail", false, "the thumbnail instead of the original")
 		fs.BoolVar(&force, "force", false, "overwrite an existing file")
+		fs.StringVar(&convRef, "conv", "", "CONV: the e2ee conversation the media was sent in (its key is read from the message)")
 	})
 	if err != nil {
 		return err
 	}
 	if len(pos) < 1 || len(pos) > 2 {
-		return usageError("download MEDIA_ID [PATH] [--thumbnail] [--force]")
+		return usageError("download MEDIA_ID [PATH] [--thumbnail] [--force] [--conv CONV]")
 	}
 	id := pos[0]
+	if convRef != "" {
+		if err := k.findMediaKey(ctx, convRef, id); err != nil {
+			return err
+		}
+	}
 	variant := client.VariantOriginal
 	if thumb {
 		variant = client.VariantThumbnail
@@ -186,7 +196,12 @@ func (k *cli) download(ctx context.Context, args []string) error {
 		// The name comes from the attachment (its info); without it,
 		// the media id.
 		var a *parley.Attachment
-		if info, err := k.c.MediaInfo(ctx, id); err == nil {
+		if known, ok := k.c.DecryptedMedia(id); ok {
+			a = known
+			if !thumb && a.Size > 0 {
+				total = a.Size
+			}
+		} else if info, err := k.c.MediaInfo(ctx, id); err == nil {
 			a = info
 			if !thumb && a.Size > 0 {
 				total = a.Size

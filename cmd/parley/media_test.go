@@ -149,7 +149,10 @@ func TestFormatAttachment(t *testing.T) {
 		{parley.Attachment{MediaID: "M1", ContentType: "image/jpeg", Width: 1024, Height: 768, Filename: "photo.jpg"}, "[image 1024x768 photo.jpg M1]"},
 		{parley.Attachment{MediaID: "M2", ContentType: "video/mp4", Width: 1920, Height: 1080, DurationMS: 12500, Filename: "clip.mp4"}, "[video 1920x1080 12.5s clip.mp4 M2]"},
 		{parley.Attachment{MediaID: "M3", ContentType: "application/pdf", Size: 2_100_000, Filename: "report.pdf"}, "[file 2.1 MB report.pdf M3]"},
-		{parley.Attachment{MediaID: "M4", ContentType: "image/png", Encrypted: true, Size: 10}, "[file 10 B M4]"},
+		// Stored encrypted: opaque bytes, unless the message was decrypted
+		// and gave the real type.
+		{parley.Attachment{MediaID: "M4", ContentType: "application/octet-stream", Encrypted: true, Size: 10}, "[file 10 B M4]"},
+		{parley.Attachment{MediaID: "M6", ContentType: "image/png", Encrypted: true, Size: 10, Width: 3, Height: 2}, "[image 3x2 M6]"},
 		{parley.Attachment{MediaID: "M5", ContentType: "image/png", Filename: "a\x1b[31mred\n.png"}, "[image a[31mred .png M5]"},
 	} {
 		if got := formatAttachment(&c.a); got != c.want {
@@ -158,7 +161,7 @@ func TestFormatAttachment(t *testing.T) {
 	}
 	m := parley.Message{Seq: 4, Type: parley.MessageImage, Body: "hi", SenderID: "u",
 		Attachments: []parley.Attachment{{MediaID: "M1", ContentType: "image/jpeg", Width: 2, Height: 1, Filename: "p.jpg"}}}
-	if got := formatMessage(&m, func(string) string { return "ann" }); !strings.HasSuffix(got, "ann: [image] hi [image 2x1 p.jpg M1]") {
+	if got := formatMessage(&m, nil, func(string) string { return "ann" }); !strings.HasSuffix(got, "ann: [image] hi [image 2x1 p.jpg M1]") {
 		t.Fatalf("%q", got)
 	}
 }
