@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -57,7 +58,7 @@ func TestE2EETerminals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tailErr bytes.Buffer
+	var tailErr lockedBuffer // written by exec's copier while the test reads it
 	tail.Stderr = &tailErr
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
@@ -160,4 +161,22 @@ func TestE2EETerminals(t *testing.T) {
 	if out := alice.ok("verify", "@bob"); !strings.Contains(out, "CHANGED") || number.FindString(out) == number.FindString(a) {
 		t.Fatalf("verify after a new device: %s", out)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and readers at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
