@@ -1062,6 +1062,7 @@ export class ParleyClient extends Rest {
     if (c && c.e2ee) {
       if (!this.o.e2ee) throw new ParleyError("invalid_request", "an e2ee conversation needs the e2ee module (options.e2ee)");
       e.env = this.o.e2ee.seal(conversationId, e.clientMsgId, e.type, body, opts.attachments);
+      if (e.env.media) e.attachments = e.env.media;
     }
     const p = this.pendingOf(e, false);
     this.outq.push(p);
@@ -1129,6 +1130,7 @@ export class ParleyClient extends Rest {
         // Queued before the conversation was known to be e2ee: sealed now, stored, then sent.
         try {
           p.e.env = this.o.e2ee.seal(p.e.conversationId, p.e.clientMsgId, p.e.type, p.e.body, p.e.attachments);
+          if (p.e.env.media) p.e.attachments = p.e.env.media;
         } catch (e) {
           this.fail(p, asError(e));
           continue;

@@ -45,12 +45,12 @@ export interface Message {
 }
 
 /**
- * Why a message is undecryptable: no_key (none sealed to this device; a
- * key request was sent), unknown_key (sealed to a key this device no
- * longer has), before_device / before_join (sent before this device existed
- * or its user joined: never offered), bad_key, bad_signature,
- * bad_ciphertext, bad_content (tampered or broken), unknown_device (the
- * sender device is not listed), no_envelope.
+ * Why a message is undecryptable (docs/design/e2ee.md, "Receiving"; the same
+ * strings as the Go SDK's): no_key (none sealed to this device, or to a key
+ * it no longer holds: a key request was sent unless the message is older
+ * than this device or its user's membership), bad_ciphertext,
+ * unknown_sender_device (not listed, or its identity key changed),
+ * bad_signature (tampered), bad_content.
  */
 export interface E2EEState {
   state: "decrypted" | "undecryptable";
@@ -228,6 +228,8 @@ export interface SealedContent {
   ciphertext: string;
   signature: string;
   suite: string;
+  /** the media ids the server attaches: each attachment, then its thumbnail */
+  media?: string[];
 }
 
 /** @internal What ParleyClient gives its e2ee module. */

@@ -10,7 +10,7 @@ import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { extract, expand } from "@noble/hashes/hkdf.js";
-import { b64, concat, compare, lp, random, u64, unb64n, utf8 } from "./bytes.js";
+import { b64, concat, compare, lp, random, u64, unb64, unb64n, unutf8, utf8 } from "./bytes.js";
 
 /** SUITE is the only suite of version 1. */
 export const SUITE = "x25519-hkdf-sha256-chacha20poly1305";
@@ -230,8 +230,7 @@ export function decodeKey(w: WireKey): { enc: Uint8Array; sealed: Uint8Array } {
 
 /** fingerprint of a user over the identity keys of all their keyed devices (sorted by bytes). */
 export function fingerprint(userId: string, identityKeys: Uint8Array[]): Uint8Array {
-  const keys = [...identityKeys].sort(compare);
-  return sha256(concat(text("parley-e2ee-v1/fingerprint"), lp(userId), ...keys.map((k) => lp(k))));
+  return sha256(fingerprintInput(userId, identityKeys));
 }
 
 /**
@@ -248,4 +247,112 @@ export function safetyNumber(a: { userId: string; fingerprint: Uint8Array }, b: 
       groups.push(String(v % 100000).padStart(5, "0"));
     }
   return groups.join(" ");
+}
+
+// ---- opening a received envelope
+
+/** The reasons a message stays undecryptable (docs/design/e2ee.md, "Receiving": the same strings as Go's). */
+export type Reason = "no_key" | "bad_ciphertext" | "unknown_sender_device" | "bad_signature" | "bad_content";
+
+/** An envelope as a device receives it (wire form). */
+export interface ReceivedEnvelope {
+  v: number;
+  suite: string;
+  ciphertext: string;
+  signature: string;
+  key?: WireKey;
+}
+
+const TYPES = ["text", "image", "video", "file"];
+const fileKeyOk = (x: any) => {
+  try {
+    return typeof x.media_id === "string" && x.media_id !== "" && unb64n(x.key, 32) && typeof x.sha256 === "string" && /^[0-9a-f]{64}$/.test(x.sha256);
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * parseContent checks a content's bytes (UTF-8 JSON, v = 1, a known type,
+ * well-formed attachment keys and digests) and returns it, or undefined.
+ * Unknown fields are kept (and ignored).
+ */
+export function parseContent(raw: Uint8Array): any {
+  let c: any;
+  try {
+    c = JSON.parse(unutf8(raw));
+  } catch {
+    return undefined;
+  }
+  if (!c || typeof c !== "object" || c.v !== 1 || !TYPES.includes(c.type) || (c.body !== undefined && typeof c.body !== "string")) return undefined;
+  if (c.attachments !== undefined) {
+    if (!Array.isArray(c.attachments)) return undefined;
+    for (const a of c.attachments) if (!a || !fileKeyOk(a) || (a.size !== undefined && !(a.size >= 0)) || (a.thumbnail && !fileKeyOk(a.thumbnail))) return undefined;
+  }
+  return c;
+}
+
+/** checkEnvelope decodes the envelope's common part; undefined when malformed. */
+function checkEnvelope(env: ReceivedEnvelope | undefined): { ct: Uint8Array; sig: Uint8Array } | undefined {
+  try {
+    if (!env || env.v !== 1 || env.suite !== SUITE) return undefined;
+    const ct = unb64(env.ciphertext);
+    if (ct.length < 28) return undefined;
+    return { ct, sig: unb64n(env.signature, 64) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * openEnvelope opens a received envelope as device deviceId: K from its
+ * key (privateKey(key_id) gives the HPKE private key this device holds for
+ * that key_id), or ownK for a message this device sent; then the signature
+ * under senderIdentity (undefined: the sender device is unknown), then the
+ * content. It returns the content's bytes and parsed object, or the reason.
+ */
+export async function openEnvelope(
+  ids: MessageIds,
+  deviceId: string,
+  env: ReceivedEnvelope | undefined,
+  privateKey: (keyId: number) => Uint8Array | undefined,
+  senderIdentity: Uint8Array | undefined,
+  ownK?: Uint8Array,
+): Promise<{ raw: Uint8Array; content: any; k: Uint8Array } | { reason: Reason }> {
+  if (!env || (!ownK && !env.key)) return { reason: "no_key" };
+  const e = checkEnvelope(env);
+  if (!e) return { reason: "bad_ciphertext" };
+  let k = ownK;
+  if (!k) {
+    const key = env.key!;
+    let sealed: { enc: Uint8Array; sealed: Uint8Array };
+    try {
+      sealed = decodeKey(key);
+    } catch {
+      return { reason: "bad_ciphertext" };
+    }
+    if (key.device_id !== deviceId) return { reason: "no_key" };
+    const priv = privateKey(key.key_id);
+    if (!priv) return { reason: "no_key" };
+    try {
+      k = await openKey(priv, sealed.enc, sealed.sealed, keyAad(ids.conversationId, ids.senderDeviceId, ids.clientMsgId, deviceId, key.key_id));
+    } catch {
+      return { reason: "bad_ciphertext" };
+    }
+  }
+  if (!senderIdentity) return { reason: "unknown_sender_device" };
+  if (!verify(senderIdentity, signatureInput(ids, env.suite, e.ct), e.sig)) return { reason: "bad_signature" };
+  let raw: Uint8Array;
+  try {
+    raw = openContent(k, e.ct, contentAd(ids));
+  } catch {
+    return { reason: "bad_ciphertext" };
+  }
+  const content = parseContent(raw);
+  return content ? { raw, content, k } : { reason: "bad_content" };
+}
+
+/** fingerprintInput is what fingerprint hashes. */
+export function fingerprintInput(userId: string, identityKeys: Uint8Array[]): Uint8Array {
+  return concat(text("parley-e2ee-v1/fingerprint"), lp(userId), ...[...identityKeys].sort(compare).map((k) => lp(k)));
 }

@@ -7,11 +7,10 @@
 import { ParleyError } from "../errors.js";
 import type { Attachment, E2EEHost, E2EEPlugin, E2EEState, SealedContent } from "../types.js";
 import type { UploadOptions } from "../media.js";
-import { b64, hex, random, unb64, unb64n, unutf8, utf8 } from "./bytes.js";
+import { b64, hex, random, unb64n, utf8 } from "./bytes.js";
 import {
   SUITE,
-  contentAd,
-  decodeKey,
+  openEnvelope,
   deviceKeyInput,
   fingerprint,
   hpkeKeyFromPrivate,
@@ -19,11 +18,10 @@ import {
   keyAad,
   newHpkeKey,
   newIdentity,
-  openContent,
-  openKey,
   safetyNumber,
   sealContent,
   sealKey,
+  contentAd,
   sign,
   signatureInput,
   verify,
@@ -104,8 +102,6 @@ interface WireAttachment {
   thumbnail?: { media_id: string; key: string; sha256: string; content_type: string; width?: number; height?: number };
 }
 
-/** Reasons a message stays undecryptable for good: no key request helps. */
-const FINAL = ["bad_signature", "bad_ciphertext", "bad_content", "unknown_device", "before_device", "before_join", "bad_key"];
 
 /**
  * E2EE holds one device's keys and does the module's work for the client
@@ -443,7 +439,10 @@ export class E2EE implements E2EEPlugin {
     const ids: MessageIds = { conversationId, senderUserId: me.userId, senderDeviceId: me.deviceId, clientMsgId };
     const ct = sealContent(k, utf8(JSON.stringify(content)), contentAd(ids));
     const sig = sign(this.identity.priv, signatureInput(ids, SUITE, ct));
-    return { k: b64(k), ciphertext: b64(ct), signature: b64(sig), suite: SUITE };
+    const out: SealedContent = { k: b64(k), ciphertext: b64(ct), signature: b64(sig), suite: SUITE };
+    // The server attaches each media, then its thumbnail (a media of its own), in the content's order.
+    if (content.attachments) out.media = (content.attachments as WireAttachment[]).flatMap((w) => (w.thumbnail ? [w.media_id, w.thumbnail.media_id] : [w.media_id]));
+    return out;
   }
 
   /**
@@ -504,10 +503,7 @@ export class E2EE implements E2EEPlugin {
   }
 
   private async openOne(m: any): Promise<void> {
-    if (m.deleted || m.withheld || !m.envelope) {
-      if (!m.deleted && !m.withheld) this.mark(m, "no_envelope");
-      return;
-    }
+    if (m.deleted || m.withheld) return;
     let reason: string;
     try {
       reason = await this.decrypt(m);
@@ -517,7 +513,8 @@ export class E2EE implements E2EEPlugin {
     }
     if (reason) {
       this.mark(m, reason);
-      if (!FINAL.includes(reason) && reason !== "no_envelope" && this.o.keyRequests && m.sender_device_id !== this.me().deviceId) this.ask(m.conversation_id, m.seq);
+      // no_key: ask the sender's devices, unless this device or its user came after the message.
+      if (reason === "no_key" && m.envelope && this.o.keyRequests && m.sender_device_id !== this.me().deviceId && !(await this.before(m))) this.ask(m.conversation_id, m.seq);
     }
     delete m.envelope;
   }
@@ -526,60 +523,34 @@ export class E2EE implements E2EEPlugin {
     const st: E2EEState = { state: "undecryptable", reason };
     m.e2ee = st;
     m.body = "";
-    delete m.envelope;
   }
 
   /** decrypt fills in m's content; it returns "" or the reason it cannot. */
   private async decrypt(m: any): Promise<string> {
     const me = this.me();
     const env = m.envelope;
-    if (env.v !== 1 || env.suite !== SUITE) return "bad_content";
-    const ct = unb64(env.ciphertext);
-    const sig = unb64n(env.signature, 64);
     const ids: MessageIds = { conversationId: m.conversation_id, senderUserId: m.sender_id, senderDeviceId: m.sender_device_id, clientMsgId: m.client_msg_id };
-    let k: Uint8Array;
-    let senderKey: Uint8Array;
-    if (m.sender_device_id === me.deviceId && m.sender_id === me.userId) {
+    const own = m.sender_device_id === me.deviceId && m.sender_id === me.userId;
+    let ownK: Uint8Array | undefined;
+    let pending: string | undefined;
+    if (own) {
       // Our own message: the content key is in the outbox or the sent keys.
-      const own = this.host.pendingKey(m.client_msg_id);
-      const sent = own ? undefined : await this.host.storage.get<SentKey>(this.k(`sent/${m.conversation_id}/${m.seq}`));
-      if (sent && sent.cmid !== m.client_msg_id) return "no_key";
-      const kb = own || (sent && sent.k);
+      pending = this.host.pendingKey(m.client_msg_id);
+      const sent = pending ? undefined : await this.host.storage.get<SentKey>(this.k(`sent/${m.conversation_id}/${m.seq}`));
+      const kb = pending || (sent && sent.cmid === m.client_msg_id ? sent.k : undefined);
       if (!kb) return "no_key";
-      k = unb64n(kb, 32);
-      senderKey = this.identity!.pub;
-      if (own && m.seq > 0) await this.remember(m.conversation_id, m.seq, m.client_msg_id, own);
-    } else {
-      const key = env.key;
-      if (!key) return (await this.before(m)) || "no_key";
-      if (key.device_id !== me.deviceId) return "no_key";
-      const hk = this.hpke.find((x) => x.keyId === key.key_id);
-      if (!hk) return (await this.before(m)) || "unknown_key";
-      const { enc, sealed } = decodeKey(key);
-      try {
-        k = await openKey(hk.pair.priv, enc, sealed, keyAad(ids.conversationId, ids.senderDeviceId, ids.clientMsgId, me.deviceId, key.key_id));
-      } catch {
-        return "bad_key";
-      }
-      const d = await this.senderDevice(m.sender_id, m.sender_device_id);
-      if (!d) return "unknown_device";
-      senderKey = d;
+      ownK = unb64n(kb, 32);
     }
-    if (!verify(senderKey, signatureInput(ids, env.suite, ct), sig)) return "bad_signature";
-    let plain: Uint8Array;
-    try {
-      plain = openContent(k, ct, contentAd(ids));
-    } catch {
-      return "bad_ciphertext";
-    }
-    const c = JSON.parse(unutf8(plain));
-    if (!c || c.v !== 1 || typeof c.type !== "string" || (c.body !== undefined && typeof c.body !== "string")) return "bad_content";
+    const needsSender = own || (env && env.key && env.key.device_id === me.deviceId && this.hpke.some((x) => x.keyId === env.key.key_id));
+    const sender = !needsSender ? undefined : own ? this.identity!.pub : await this.senderDevice(m.sender_id, m.sender_device_id);
+    const r = await openEnvelope(ids, me.deviceId, env, (id) => this.hpke.find((x) => x.keyId === id)?.pair.priv, sender, ownK);
+    if ("reason" in r) return r.reason;
+    if (pending && m.seq > 0) await this.remember(m.conversation_id, m.seq, m.client_msg_id, pending);
+    const c = r.content;
+    // Each media the content names (thumbnails too) must be one the server attached to this message.
     const server = new Set(((m.attachments as any[]) || []).map((a) => a && a.media_id));
-    const atts: any[] = Array.isArray(c.attachments) ? c.attachments : [];
-    for (const a of atts) {
-      if (!a || !server.has(a.media_id) || typeof a.key !== "string" || typeof a.sha256 !== "string") return "bad_content";
-      if (a.thumbnail && !server.has(a.thumbnail.media_id)) return "bad_content";
-    }
+    const atts: any[] = c.attachments || [];
+    for (const a of atts) if (!server.has(a.media_id) || (a.thumbnail && !server.has(a.thumbnail.media_id))) return "bad_content";
     m.type = c.type;
     m.body = c.body || "";
     if (atts.length || m.attachments) m.attachments = atts.map((a) => ({ ...a, encrypted: true }));
@@ -588,30 +559,23 @@ export class E2EE implements E2EEPlugin {
     return "";
   }
 
-  /** before tells a message this device was never meant to have: sent before it existed, or before its user joined. */
-  private async before(m: any): Promise<string> {
+  /** before tells a message this device was never meant to have (sent before it existed, or before its user joined): not asked for. */
+  private async before(m: any): Promise<boolean> {
     const at = Date.parse(m.created_at);
     if (!this.myCreated) await this.user(this.me().userId).catch(() => undefined);
-    if (this.myCreated && at < Date.parse(this.myCreated)) return "before_device";
+    if (this.myCreated && at < Date.parse(this.myCreated)) return true;
     const conv = this.host.conversation(m.conversation_id);
     const mine = conv && conv.members.find((x) => x.userId === this.me().userId);
-    if (mine && mine.joinedAt && at < Date.parse(mine.joinedAt)) return "before_join";
-    return "";
+    return !!(mine && mine.joinedAt && at < Date.parse(mine.joinedAt));
   }
 
-  /** senderDevice is the identity key to check a sender device's signature with (refetching the list once if unknown). */
+  /** senderDevice is the identity key to check a sender device's signature with (the list refetched once if the device is unknown); undefined when unknown or untrusted. */
   private async senderDevice(userId: string, deviceId: string): Promise<Uint8Array | undefined> {
     const find = (l: UserDevices) => l.devices.find((d) => d.deviceId === deviceId);
     let l = await this.user(userId);
     if (!find(l)) l = await this.user(userId, true);
     const d = find(l);
-    if (d && d.trusted) return d.identityKey;
-    // A device whose identity changed keeps being checked against the key first seen.
-    const known = await this.host.storage.get<{ devices: Record<string, string> }>(this.k("known/" + userId));
-    const first = known && known.devices[deviceId];
-    if (first) return unb64n(first, 32);
-    // A device deleted since (logout): its messages stay readable if it was ever seen.
-    return undefined;
+    return d && d.trusted ? d.identityKey : undefined;
   }
 
   private async remember(conversationId: string, seq: number, cmid: string, k: string) {

@@ -22,9 +22,12 @@ export {
   sealKey,
   openKey,
   sealKeys,
+  openEnvelope,
+  parseContent,
   fingerprint,
+  fingerprintInput,
   safetyNumber,
 } from "./crypto.js";
-export type { KeyPair, MessageIds, WireKey, Recipient } from "./crypto.js";
+export type { KeyPair, MessageIds, WireKey, Recipient, Reason, ReceivedEnvelope } from "./crypto.js";
 export { encryptFile, decryptFile, encryptedFileSize, FILE_CHUNK } from "./file.js";
 export { b64, unb64, hex, unhex, utf8, lp, u64 } from "./bytes.js";

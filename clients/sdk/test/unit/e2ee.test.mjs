@@ -150,13 +150,13 @@ test("a message with no key for this device is kept as undecryptable, asked for 
   await client.close();
 });
 
-test("a message from before this device existed is not asked for (before_device)", async () => {
+test("a message from before this device existed is no_key but not asked for", async () => {
   const bob = await peer(BOB, "bob-1");
   const { client, dir, ws, events } = await setup({ peers: [bob] });
   const { message } = await envelopeFrom(bob, { seq: 1, content: { v: 1, type: "text", body: "old" }, createdAt: "2025-06-01T00:00:00Z" });
   ws.frame({ type: "message", message });
   const got = await waitFor(() => events.find((e) => e.type === "message"));
-  assert.deepEqual(got.message.e2ee, { state: "undecryptable", reason: "before_device" });
+  assert.deepEqual(got.message.e2ee, { state: "undecryptable", reason: "no_key" });
   await flush(20);
   assert.equal(dir.keyRequests.length, 0);
   await client.close();
@@ -286,7 +286,7 @@ test("rotation: a new key every 7 days, the old private key erased 7 days after 
   assert.ok(stored.hpke.some((k) => k.keyId === 2));
   page = [(await envelopeFrom(bob, { seq: 2, content: { v: 1, type: "text", body: "to key 1, too late" }, to: me1, createdAt: "2026-12-01T00:00:00Z" })).message];
   const [late] = (await client.history(CONV)).messages;
-  assert.deepEqual(late.e2ee, { state: "undecryptable", reason: "unknown_key" });
+  assert.deepEqual(late.e2ee, { state: "undecryptable", reason: "no_key" });
   await client.close();
 });
 
