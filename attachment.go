@@ -8,8 +8,9 @@ const MaxAttachments = 10
 // from the media record when the message commits, and every reader
 // (history, sync, live frames, GET of a message) gets the whole object.
 // Absent fields are unknown. An encrypted attachment has only MediaID,
-// Size, Encrypted and ContentType application/octet-stream: its key,
-// digest, thumbnail and blurhash travel inside the (encrypted) body.
+// Size and SHA256 of the stored (encrypted) blob, Encrypted and
+// ContentType application/octet-stream: its key, the real metadata,
+// thumbnail and blurhash travel inside the (encrypted) body.
 //
 // Push payloads never carry attachments, only the message type.
 type Attachment struct {
@@ -51,8 +52,10 @@ func AttachmentOf(m *Media) Attachment {
 		a.Thumbnail = &Thumbnail{Width: m.ThumbWidth, Height: m.ThumbHeight}
 	}
 	if m.Encrypted {
-		a.ContentType, a.SHA256, a.Filename, a.Width, a.Height, a.DurationMS, a.Thumbnail, a.Blurhash =
-			"application/octet-stream", "", "", 0, 0, 0, nil, ""
+		// The stored blob's digest stays: a receiver checks the blob
+		// it downloads against it before decrypting.
+		a.ContentType, a.Filename, a.Width, a.Height, a.DurationMS, a.Thumbnail, a.Blurhash =
+			"application/octet-stream", "", 0, 0, 0, nil, ""
 	}
 	return a
 }

@@ -43,7 +43,11 @@ type Conversation struct {
 	Title     string           `json:"title"`
 	LastSeq   int64            `json:"last_seq"`
 	CreatedAt time.Time        `json:"created_at"`
-	Members   []Member         `json:"members"`
+	// E2EE says the conversation is end-to-end encrypted: set at
+	// creation, never turned off; every message in it is of type
+	// encrypted (docs/design/e2ee.md). Absent means false.
+	E2EE    bool     `json:"e2ee,omitempty"`
+	Members []Member `json:"members"`
 }
 
 // Member is a user's membership of a conversation. ReadSeq is the highest

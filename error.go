@@ -23,6 +23,7 @@ const (
 	CodeRateLimited          Code = "rate_limited"           // too many requests; retry after the given delay
 	CodePayloadTooLarge      Code = "payload_too_large"      // request or field larger than the configured limit
 	CodeLimitExceeded        Code = "limit_exceeded"         // a per-user cap (devices, push registrations, connections) is reached
+	CodeDeviceMismatch       Code = "device_mismatch"        // an e2ee envelope does not cover exactly the current devices (DeviceMismatchError)
 	CodeUnavailable          Code = "unavailable"            // the server is shutting down or a dependency is down
 	CodeInternal             Code = "internal"               // a bug or an unexpected failure; details are logged
 )
@@ -32,7 +33,7 @@ func Codes() []Code {
 	return []Code{
 		CodeInvalidRequest, CodeUnauthorized, CodeTokenExpired, CodeForbidden,
 		CodeSuspended, CodeConversationNotFound, CodeNotFound, CodeConflict,
-		CodeRateLimited, CodePayloadTooLarge, CodeLimitExceeded, CodeUnavailable, CodeInternal,
+		CodeRateLimited, CodePayloadTooLarge, CodeLimitExceeded, CodeDeviceMismatch, CodeUnavailable, CodeInternal,
 	}
 }
 

@@ -12,12 +12,14 @@ const (
 	MessageVideo  MessageType = "video"
 	MessageFile   MessageType = "file"
 	MessageSystem MessageType = "system"
+	// MessageEncrypted (e2ee.go) is the type of every message of an e2ee
+	// conversation.
 )
 
 // Valid reports whether t is a known message type.
 func (t MessageType) Valid() bool {
 	switch t {
-	case MessageText, MessageImage, MessageVideo, MessageFile, MessageSystem:
+	case MessageText, MessageImage, MessageVideo, MessageFile, MessageSystem, MessageEncrypted:
 		return true
 	}
 	return false
@@ -60,6 +62,10 @@ type Message struct {
 	// MaxAttachments), in the order the sender gave them; none on a
 	// tombstone.
 	Attachments []Attachment `json:"attachments,omitempty"`
+	// Envelope is the content of an encrypted message (Type
+	// MessageEncrypted, Body empty), as the device it is delivered to
+	// gets it: with only that device's key. None on a tombstone.
+	Envelope *Envelope `json:"envelope,omitempty"`
 }
 
 // HistoryQuery selects a page of a conversation's history. At most one of
@@ -93,6 +99,10 @@ const (
 // without its filename, for reply budgets.
 const EstimatedAttachmentBytes = 400
 
+// EstimatedEnvelopeBytes is the JSON size of an envelope without its
+// ciphertext and signature (the fields and one device's key).
+const EstimatedEnvelopeBytes = 300
+
 // EstimatedSize estimates m's JSON size for reply budgets: the fields
 // around the body, the body and filenames as escaped, and
 // EstimatedAttachmentBytes per attachment.
@@ -100,6 +110,9 @@ func EstimatedSize(m *Message) int {
 	n := EstimatedMessageBytes + JSONLen(m.Body)
 	for i := range m.Attachments {
 		n += EstimatedAttachmentBytes + JSONLen(m.Attachments[i].Filename)
+	}
+	if e := m.Envelope; e != nil {
+		n += EstimatedEnvelopeBytes + len(e.Ciphertext) + len(e.Signature)
 	}
 	return n
 }

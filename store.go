@@ -96,10 +96,51 @@ type Store interface {
 	// DeleteDevices deletes every device of userID and returns how many.
 	DeleteDevices(ctx context.Context, userID string) (int, error)
 
+	// SetDeviceKeys publishes the keys of a device of k.UserID (k checked
+	// by the caller, CreatedAt and UpdatedAt ignored: the store sets them
+	// to now) and returns the user's device list version after it. The
+	// first publish sets the identity key; a later one must give the same
+	// identity key and a higher key id (CodeConflict otherwise), except
+	// that republishing the stored key id with the same bytes changes
+	// nothing (changed false). Otherwise the user's device list version
+	// rises by one, in the same transaction. CodeNotFound if k.UserID has
+	// no such device.
+	SetDeviceKeys(ctx context.Context, k *DeviceKeys, now time.Time) (version int64, changed bool, err error)
+	// DeviceList returns the keyed devices of a user (oldest first) with
+	// the user's device list version; deleting a keyed device (logout,
+	// removal, revocation, expiry, suspension) raises that version too.
+	// CodeNotFound if there is no such user.
+	DeviceList(ctx context.Context, userID string) (*DeviceList, error)
+	// ConversationDeviceLists returns the device list of every member of
+	// a conversation, by user id, read in one snapshot.
+	// CodeConversationNotFound if there is no such conversation.
+	ConversationDeviceLists(ctx context.Context, conversationID string) ([]DeviceList, error)
+	// TakeDeviceListNews removes and returns up to limit (1..1000) ids of
+	// users a keyed device of whom was deleted, by any path (an expired
+	// session's purge included), since the news was last taken; each
+	// deletion is news once, across every node sharing the store.
+	TakeDeviceListNews(ctx context.Context, limit int) ([]string, error)
+	// SharesConversation reports whether two users are members of a
+	// common conversation.
+	SharesConversation(ctx context.Context, userID, otherID string) (bool, error)
+	// MessageKeys returns the stored keys of the messages fromSeq..toSeq
+	// of a conversation for the given devices (at most 1,000; nil: every
+	// device), by seq then device id.
+	MessageKeys(ctx context.Context, conversationID string, fromSeq, toSeq int64, deviceIDs []string) ([]MessageKey, error)
+	// SetMessageKeys adds or replaces keys of an encrypted message, for a
+	// device of its sender (senderUserID), in one transaction with the
+	// checks: each key must be for a current keyed device of a current
+	// member, created before the message, whose user joined before it,
+	// at its current key id (a *DeviceMismatchError otherwise, nothing
+	// written). It returns the message. CodeNotFound if there is no such
+	// message (or it expired at now, or is a tombstone); CodeForbidden
+	// if senderUserID did not send it or it is not encrypted.
+	SetMessageKeys(ctx context.Context, conversationID string, seq int64, senderUserID string, keys []EnvelopeKey, now time.Time) (*Message, error)
+
 	// CreateConversation inserts c with its Members (IDs, kind, title,
-	// roles and CreatedAt set by the caller). For a direct conversation whose
-	// pair of users already has one, it returns that one and created=false
-	// instead. CodeNotFound if a member user does not exist.
+	// E2EE, roles and CreatedAt set by the caller). For a direct
+	// conversation whose pair of users already has one with the same E2EE,
+	// it returns that one and created=false instead. CodeNotFound if a member user does not exist.
 	CreateConversation(ctx context.Context, c *Conversation) (conv *Conversation, created bool, err error)
 	// Conversation returns a conversation with its members;
 	// CodeConversationNotFound if none.
@@ -220,6 +261,17 @@ type Store interface {
 
 	// AppendMessage commits m, assigning m.Seq = last_seq+1 of its
 	// conversation at commit, and returns only once the commit is durable.
+	// A message of type MessageEncrypted (with its Envelope, Keys
+	// included, its shape checked by the caller) goes only into an e2ee
+	// conversation and every other type only elsewhere (CodeInvalidRequest
+	// otherwise, checked at commit); its envelope is stored sealed like a
+	// body and its keys as message keys, after these checks in the same
+	// transaction: the sending device has published keys (CodeForbidden
+	// otherwise) and the keys match the current keyed devices of every
+	// current member but the sending device, at their current key ids
+	// (*DeviceMismatchError otherwise). A retry of a stored client_msg_id
+	// returns the original before any of these checks. It reads back
+	// without Keys; MessageKeys gives them.
 	// The caller sets every other field (Withheld is stored and read back
 	// with the message; a withheld message does not count as unread). If SenderID already sent a message
 	// with m.ClientMsgID, nothing is written and that original message is

@@ -11,6 +11,7 @@ type createConversationRequest struct {
 	Kind    parley.ConversationKind `json:"kind"`
 	Title   string                  `json:"title"`
 	Members []string                `json:"members"`
+	E2EE    bool                    `json:"e2ee"`
 }
 
 type conversationBody struct {
@@ -24,7 +25,7 @@ func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request, p *
 		return
 	}
 	c, created, err := h.svc.CreateConversation(r.Context(), p, service.CreateConversationRequest{
-		Kind: req.Kind, Title: req.Title, Members: req.Members,
+		Kind: req.Kind, Title: req.Title, Members: req.Members, E2EE: req.E2EE,
 	})
 	if err != nil {
 		h.writeError(w, r, err)

@@ -22,6 +22,7 @@ var statusOf = map[parley.Code]int{
 	parley.CodeRateLimited:          http.StatusTooManyRequests,
 	parley.CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
 	parley.CodeLimitExceeded:        http.StatusConflict,
+	parley.CodeDeviceMismatch:       http.StatusConflict,
 	parley.CodeUnavailable:          http.StatusServiceUnavailable,
 	parley.CodeInternal:             http.StatusInternalServerError,
 }
@@ -41,6 +42,8 @@ type errorBody struct {
 type errorDetail struct {
 	Code    parley.Code `json:"code"`
 	Message string      `json:"message"`
+	// The lists of a device_mismatch (missing, extra, stale).
+	*parley.DeviceMismatch
 }
 
 // writeError answers with the error's code and message. Internal errors
@@ -58,5 +61,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.As(err, &retry) {
 		w.Header().Set("Retry-After", strconv.Itoa(service.RetryAfterSeconds(retry.RetryAfter)))
 	}
-	writeJSON(w, statusFor(code), errorBody{Error: errorDetail{Code: code, Message: parley.ErrorMessage(err)}})
+	detail := errorDetail{Code: code, Message: parley.ErrorMessage(err)}
+	var mismatch *parley.DeviceMismatchError
+	if errors.As(err, &mismatch) {
+		detail.DeviceMismatch = &mismatch.DeviceMismatch
+	}
+	writeJSON(w, statusFor(code), errorBody{Error: detail})
 }

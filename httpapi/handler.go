@@ -246,6 +246,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("GET /v1/admin/push/trace", h.authed(h.pushTrace))
 	h.privacyRoutes(m)
 	h.mediaRoutes(m)
+	h.e2eeRoutes(m)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

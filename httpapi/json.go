@@ -18,15 +18,17 @@ import (
 // oversized body, invalid_request for anything that is not one well-formed
 // object of the right shape.
 func decodeJSON(r *http.Request, max int64, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, max))
+	_, err := decodeJSONSize(r, max, v)
+	return err
+}
+
+// decodeJSONSize is decodeJSON that also returns the body's size.
+func decodeJSONSize(r *http.Request, max int64, v any) (int64, error) {
+	body, err := readBody(r, max)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return parley.Errorf(parley.CodePayloadTooLarge, "request body must be at most %d bytes", max)
-		}
-		return parley.Errorf(parley.CodeInvalidRequest, "could not read the request body")
+		return 0, err
 	}
-	return decodeBody(body, v)
+	return int64(len(body)), decodeBody(body, v)
 }
 
 // decodeBody is the decoder proper, separate so that it can be fuzzed.

@@ -18,7 +18,15 @@ type sendRequest struct {
 	TTLSeconds  int64              `json:"ttl_seconds"`
 	// Attachments name media to attach (see parley.AttachmentRef).
 	Attachments []parley.AttachmentRef `json:"attachments"`
+	// Envelope is the content of an encrypted message (type encrypted).
+	Envelope *parley.EnvelopeInput `json:"envelope"`
 }
+
+// MaxE2EESendBytes bounds the body of a REST send of an encrypted
+// message (2 MiB): its envelope has a key per recipient device, so a
+// large group's may pass the limit of other requests. Other sends keep
+// Config.MaxRequestBytes.
+const MaxE2EESendBytes = 2 << 20
 
 type messageBody struct {
 	Message *parley.Message `json:"message"`
@@ -34,14 +42,23 @@ type messageView struct {
 
 func (h *Handler) send(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
 	var req sendRequest
-	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+	limit := max(h.cfg.MaxRequestBytes, MaxE2EESendBytes)
+	n, err := decodeJSONSize(r, limit, &req)
+	if err == nil && n > h.cfg.MaxRequestBytes && req.Type != parley.MessageEncrypted {
+		err = parley.Errorf(parley.CodePayloadTooLarge, "request body must be at most %d bytes", h.cfg.MaxRequestBytes)
+	}
+	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	m, created, err := h.svc.Send(r.Context(), p, service.SendRequest{
+	sreq := service.SendRequest{
 		ConversationID: r.PathValue("id"), ClientMsgID: req.ClientMsgID,
 		Type: req.Type, Body: req.Body, TTLSeconds: req.TTLSeconds, Attachments: req.Attachments,
-	})
+	}
+	if req.Envelope != nil {
+		sreq.Envelope = req.Envelope.Envelope()
+	}
+	m, created, err := h.svc.Send(r.Context(), p, sreq)
 	if err != nil {
 		h.writeError(w, r, err)
 		return

@@ -212,6 +212,7 @@ func (s *Service) Logout(ctx context.Context, p *parley.Principal) error {
 // this news is lost).
 func (s *Service) revoked(ctx context.Context, userID, deviceID string) {
 	s.publish(ctx, UserSubject(userID), &Event{Kind: EventRevoked, UserID: userID, DeviceID: deviceID})
+	s.DeviceListNews(ctx) // a keyed device among them changed the user's list
 }
 
 // LogoutAll ends every session of the caller and returns how many.

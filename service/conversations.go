@@ -13,6 +13,9 @@ type CreateConversationRequest struct {
 	Kind    parley.ConversationKind
 	Title   string
 	Members []string
+	// E2EE makes the conversation end-to-end encrypted, for good (see
+	// docs/design/e2ee.md); at most Config.MaxE2EEMembers members.
+	E2EE bool
 }
 
 // CreateConversation creates a direct conversation (exactly one other
@@ -34,8 +37,11 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 			others = append(others, id)
 		}
 	}
+	if req.E2EE && len(others)+1 > s.cfg.MaxE2EEMembers {
+		return nil, false, parley.Errorf(parley.CodeLimitExceeded, "an end-to-end encrypted conversation has at most %d members", s.cfg.MaxE2EEMembers)
+	}
 	now := s.cfg.Now().UTC()
-	c := &parley.Conversation{ID: parley.NewID(), Kind: req.Kind, CreatedAt: now}
+	c := &parley.Conversation{ID: parley.NewID(), Kind: req.Kind, CreatedAt: now, E2EE: req.E2EE}
 	switch req.Kind {
 	case parley.KindDirect:
 		if len(others) != 1 {
@@ -128,7 +134,23 @@ func (s *Service) Conversations(ctx context.Context, p *parley.Principal) ([]par
 	if err := s.presentViews(ctx, p.UserID, views); err != nil {
 		return nil, err
 	}
+	if err := s.viewKeys(ctx, p.DeviceID, views); err != nil {
+		return nil, err
+	}
 	return s.dropBlockedRequests(ctx, p.UserID, views)
+}
+
+// viewKeys gives the last message of each view, if encrypted, the
+// caller's device's key.
+func (s *Service) viewKeys(ctx context.Context, deviceID string, views []parley.ConversationView) error {
+	for i := range views {
+		m, err := s.withKey(ctx, deviceID, views[i].LastMessage)
+		if err != nil {
+			return err
+		}
+		views[i].LastMessage = m
+	}
+	return nil
 }
 
 // Conversation returns one conversation as the caller sees it;
@@ -143,6 +165,9 @@ func (s *Service) Conversation(ctx context.Context, p *parley.Principal, id stri
 	}
 	views := []parley.ConversationView{*v}
 	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+		return nil, err
+	}
+	if err := s.viewKeys(ctx, p.DeviceID, views); err != nil {
 		return nil, err
 	}
 	return &views[0], nil
@@ -205,6 +230,8 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner may add admins")
 		case len(c.Members) >= parley.MaxGroupMembers:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
+		case c.E2EE && len(c.Members) >= s.cfg.MaxE2EEMembers:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeLimitExceeded, "an end-to-end encrypted conversation has at most %d members", s.cfg.MaxE2EEMembers)
 		}
 		return parley.MemberChange{Add: []parley.Member{{UserID: userID, Role: role, JoinedAt: joined, ReadSeq: c.LastSeq, Request: added[0].Request}}}, nil
 	})

@@ -57,6 +57,17 @@ const (
 	// EventRevoked: sessions ended (UserID; DeviceID, or every device of
 	// the user when empty); live connections of them close at once.
 	EventRevoked = "revoked"
+	// EventDeviceList: UserID's device list is now at version Seq; for
+	// the user's sessions and the members of Conversations (the user's).
+	EventDeviceList = "device_list"
+	// EventKeyRequest: the device DeviceID of the user in Users asks the
+	// sender (UserID) of message Seq of ConversationID for its key again;
+	// for the sender's sessions.
+	EventKeyRequest = "key_request"
+	// EventMessageKey: keys were added to an encrypted message (Message,
+	// without keys; Keys the added ones); each device given a key gets
+	// the message again with it.
+	EventMessageKey = "message_key"
 )
 
 // Conversation event actions.
@@ -76,6 +87,10 @@ type Event struct {
 	DeviceID       string `json:"device_id,omitempty"`
 
 	Message *parley.Message `json:"message,omitempty"`
+	// Keys are the keys of an encrypted Message: every recipient's on
+	// EventMessage, the added ones on EventMessageKey. (The bus is
+	// sealed; the keys themselves are sealed to their devices.)
+	Keys []parley.EnvelopeKey `json:"keys,omitempty"`
 
 	Receipt string `json:"receipt,omitempty"` // delivered or read
 	Seq     int64  `json:"seq,omitempty"`
@@ -173,6 +188,9 @@ func (s *Service) publish(ctx context.Context, subject string, e *Event) {
 }
 
 func (s *Service) publishConversation(ctx context.Context, e *Event) {
+	if e.Message != nil && e.Message.Envelope != nil && e.Kind == EventMessage {
+		e.Keys = e.Message.Envelope.Keys
+	}
 	if e.Kind == EventConversation && e.Conversation != nil {
 		// Every member gets it: no read watermark anyone may not see.
 		c := *e

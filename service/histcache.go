@@ -60,6 +60,9 @@ func messageMemory(msgs []parley.Message) int64 {
 	var n int64
 	for i := range msgs {
 		n += messageOverhead + int64(len(msgs[i].Body))
+		if e := msgs[i].Envelope; e != nil {
+			n += int64(len(e.Ciphertext) + len(e.Signature))
+		}
 	}
 	return n
 }
@@ -201,7 +204,7 @@ func hasHidden(msgs []parley.Message, now time.Time) bool {
 func (c *historyCache) apply(e *Event) {
 	switch {
 	case e.ConversationID == "",
-		e.Kind == EventReceipt, e.Kind == EventTyping,
+		e.Kind == EventReceipt, e.Kind == EventTyping, e.Kind == EventMessageKey,
 		e.Kind == EventConversation && e.Action != ActionDeleted:
 		// History is unchanged: no lock, and fills in flight stay good
 		// (receipts come with nearly every message).
@@ -219,6 +222,7 @@ func (c *historyCache) apply(e *Event) {
 	switch {
 	case e.Kind == EventMessage && e.Message != nil && e.Message.ExpiresAt.IsZero():
 		m := *e.Message
+		m.Envelope = m.Envelope.Common() // keys are per device, not cached
 		n := len(entry.msgs)
 		switch {
 		case n > 0 && m.Seq <= entry.msgs[n-1].Seq:
@@ -242,6 +246,7 @@ func (c *historyCache) apply(e *Event) {
 					return
 				}
 				*m = *e.Message
+				m.Envelope = m.Envelope.Common()
 				c.resized(e.ConversationID, entry)
 				return
 			}

@@ -16,8 +16,12 @@ type SendRequest struct {
 	Body           string
 	TTLSeconds     int64 // 0 = never expires
 	// Attachments name media the caller uploaded for this conversation
-	// (ready, not attached yet); at most parley.MaxAttachments.
+	// (ready, not attached yet); at most parley.MaxAttachments. In an
+	// encrypted message they must have been uploaded encrypted.
 	Attachments []parley.AttachmentRef
+	// Envelope is the content of a message of type encrypted (Body
+	// empty), with every recipient device's key; nil for other types.
+	Envelope *parley.Envelope
 }
 
 // Send validates, authorizes and commits a message, and returns it once the
@@ -42,6 +46,13 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	if err != nil {
 		return nil, false, err
 	}
+	if req.Type == parley.MessageEncrypted {
+		for _, a := range attachments {
+			if !a.Encrypted {
+				return nil, false, parley.Errorf(parley.CodeInvalidRequest, "attachment %s: an encrypted message carries only media uploaded with encrypted=true", a.MediaID)
+			}
+		}
+	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	m := &parley.Message{
 		ID:             parley.NewID(),
@@ -53,6 +64,7 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 		Body:           req.Body,
 		CreatedAt:      now,
 		Attachments:    attachments,
+		Envelope:       req.Envelope,
 	}
 	if req.TTLSeconds > 0 {
 		m.ExpiresAt = now.Add(time.Duration(req.TTLSeconds) * time.Second)
@@ -80,6 +92,12 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	}
 	if created {
 		s.metrics.MessageStored()
+	} else if msg.Envelope != nil {
+		// The retry's event carries the keys too, in case it is the one
+		// that delivers.
+		if err := s.loadAllKeys(ctx, msg); err != nil {
+			return nil, false, err
+		}
 	}
 	// A retry is announced again: its first attempt may have committed
 	// with the ack (and the event) lost, a node dying between the two.
@@ -88,7 +106,28 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	if s.push != nil && !msg.Withheld {
 		s.push.MessageCommitted(msg) // a retry's job is deduplicated by the queue
 	}
-	return shown(p.UserID, msg), created, nil
+	out := shown(p.UserID, msg)
+	if out.Envelope != nil {
+		c := *out
+		c.Envelope = c.Envelope.For(p.DeviceID)
+		out = &c
+	}
+	return out, created, nil
+}
+
+// loadAllKeys sets the Keys of an encrypted message read from the store.
+func (s *Service) loadAllKeys(ctx context.Context, m *parley.Message) error {
+	keys, err := s.store.MessageKeys(ctx, m.ConversationID, m.Seq, m.Seq, nil)
+	if err != nil {
+		return err
+	}
+	e := m.Envelope.Common()
+	e.Keys = make([]parley.EnvelopeKey, len(keys))
+	for i := range keys {
+		e.Keys[i] = keys[i].EnvelopeKey
+	}
+	m.Envelope = e
+	return nil
 }
 
 func (s *Service) checkSend(req *SendRequest) error {
@@ -110,13 +149,22 @@ func (s *Service) checkSend(req *SendRequest) error {
 		return parley.Errorf(parley.CodeInvalidRequest, "type system is reserved for the server")
 	}
 	if !req.Type.Valid() {
-		return parley.Errorf(parley.CodeInvalidRequest, "type must be text, image, video or file")
+		return parley.Errorf(parley.CodeInvalidRequest, "type must be text, image, video, file or encrypted")
 	}
 	if err := checkAttachmentRefs(req.Attachments); err != nil {
 		return err
 	}
-	// A message with attachments may have an empty body (no caption).
-	if req.Body != "" || len(req.Attachments) == 0 {
+	if req.Type == parley.MessageEncrypted {
+		if req.Body != "" {
+			return parley.Errorf(parley.CodeInvalidRequest, "an encrypted message has no body: its content is in the envelope")
+		}
+		if err := parley.CheckEnvelope(req.Envelope, s.cfg.MaxBodyBytes); err != nil {
+			return err
+		}
+	} else if req.Envelope != nil {
+		return parley.Errorf(parley.CodeInvalidRequest, "only messages of type encrypted carry an envelope")
+	} else if req.Body != "" || len(req.Attachments) == 0 {
+		// A message with attachments may have an empty body (no caption).
 		if err := s.checkBody(req.Body); err != nil {
 			return err
 		}
@@ -170,10 +218,16 @@ func (s *Service) History(ctx context.Context, p *parley.Principal, conversation
 		msgs, err := s.cache.newest(ctx, conversationID, q.Limit, now, cutoff, func(ctx context.Context, limit int) ([]parley.Message, error) {
 			return s.store.Messages(ctx, conversationID, parley.HistoryQuery{Limit: limit}, now)
 		})
-		return shownAll(p.UserID, msgs), err
+		if err != nil {
+			return nil, err
+		}
+		return s.withKeys(ctx, p.DeviceID, shownAll(p.UserID, msgs))
 	}
 	msgs, err := s.store.Messages(ctx, conversationID, q, now)
-	return shownAll(p.UserID, msgs), err
+	if err != nil {
+		return nil, err
+	}
+	return s.withKeys(ctx, p.DeviceID, shownAll(p.UserID, msgs))
 }
 
 // changeOwnMessage applies change to one of the caller's messages,
@@ -216,6 +270,9 @@ func (s *Service) changeOwnMessage(ctx context.Context, p *parley.Principal, con
 // EditMessage replaces the body of one of the caller's messages.
 func (s *Service) EditMessage(ctx context.Context, p *parley.Principal, conversationID string, seq int64, body string) (*parley.Message, error) {
 	return s.changeOwnMessage(ctx, p, conversationID, seq, func(m *parley.Message) error {
+		if m.Type == parley.MessageEncrypted {
+			return parley.Errorf(parley.CodeInvalidRequest, "encrypted messages cannot be edited")
+		}
 		if err := s.checkBody(body); err != nil {
 			return err
 		}
@@ -233,6 +290,7 @@ func (s *Service) DeleteMessage(ctx context.Context, p *parley.Principal, conver
 		m.Body = ""
 		m.Deleted = true
 		m.Attachments = nil
+		m.Envelope = nil
 		return nil
 	})
 	if err == nil {

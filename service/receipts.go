@@ -69,7 +69,11 @@ func (s *Service) Message(ctx context.Context, p *parley.Principal, conversation
 	if err != nil {
 		return nil, Receipts{}, err
 	}
-	return shown(p.UserID, m), receiptsOf(c.Members, m), nil
+	shownMsg, err := s.withKey(ctx, p.DeviceID, shown(p.UserID, m))
+	if err != nil {
+		return nil, Receipts{}, err
+	}
+	return shownMsg, receiptsOf(c.Members, m), nil
 }
 
 // conversationOf returns a conversation with its members if the caller is

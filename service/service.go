@@ -102,6 +102,15 @@ type Config struct {
 	// conversations per hour (burst up to 20), on this node; above it
 	// CodeRateLimited. 0: no limit.
 	StrangerAdds int
+	// MaxE2EEMembers bounds the members of an end-to-end encrypted
+	// conversation (creating or adding past it is CodeLimitExceeded).
+	// Default parley.DefaultMaxE2EEMembers (100).
+	MaxE2EEMembers int
+	// KeyRequestRate and KeyRequestBurst limit the key requests one
+	// device may make per second (and in a burst), on this node.
+	// Default 1/s, burst 60.
+	KeyRequestRate  float64
+	KeyRequestBurst int
 	// MediaLinkLifetime is the longest a media download link stays valid
 	// (parleyd: --media-url-ttl plus --media-url-bucket): a deleted
 	// message's media are collected this long after the delete. Default
@@ -135,6 +144,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.HistoryCacheBytes <= 0 {
 		c.HistoryCacheBytes = 64 << 20
+	}
+	if c.MaxE2EEMembers <= 0 {
+		c.MaxE2EEMembers = parley.DefaultMaxE2EEMembers
+	}
+	if c.KeyRequestRate <= 0 {
+		c.KeyRequestRate = 1
+	}
+	if c.KeyRequestBurst <= 0 {
+		c.KeyRequestBurst = 60
 	}
 }
 
@@ -174,6 +192,8 @@ type Service struct {
 	sendLimit *ratelimit.Keyed // per user; nil: none
 	tickets   TicketStore      // nil: no WebSocket tickets (see UseTickets)
 	strangers *ratelimit.Keyed // nil: no limit on adding strangers
+	// keyRequests limits key requests per device.
+	keyRequests *ratelimit.Keyed
 }
 
 // New returns a Service. log must not be nil; m may be nil.
@@ -187,6 +207,7 @@ func New(store parley.Store, tokens Tokens, passwords Passwords, cfg Config, log
 		s.cache = newHistoryCache(cfg.HistoryCache, parley.DefaultHistoryLimit)
 		s.cache.maxBytes = cfg.HistoryCacheBytes
 	}
+	s.keyRequests = ratelimit.New(cfg.KeyRequestRate, cfg.KeyRequestBurst)
 	if cfg.StrangerAdds > 0 {
 		s.strangers = ratelimit.New(float64(cfg.StrangerAdds)/3600, min(cfg.StrangerAdds, 20))
 	}
@@ -209,6 +230,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.PurgeExpired(ctx)
+			s.DeviceListNews(ctx) // keyed devices whose sessions expired
 			s.PurgeHistory(ctx)
 		}
 	}

@@ -138,6 +138,12 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if err := s.dropBlockedSync(ctx, p.UserID, page); err != nil {
 		return nil, err
 	}
+	for i := range page.Conversations {
+		c := &page.Conversations[i]
+		if c.Messages, err = s.withKeys(ctx, p.DeviceID, c.Messages); err != nil {
+			return nil, err
+		}
+	}
 	res := &SyncResult{Conversations: page.Conversations, HasMore: page.HasMore, FullState: q.Since == 0}
 	if page.HasMore {
 		res.Position = syncPosition{Since: q.Since, Until: page.Until, AfterStamp: page.NextStamp, AfterID: page.NextID}.encode()

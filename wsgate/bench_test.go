@@ -1,12 +1,14 @@
 package wsgate
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
 )
 
 type discard struct{}
@@ -32,6 +34,44 @@ func BenchmarkHubMessage(b *testing.B) {
 			events := make([][]byte, b.N)
 			for i := range events {
 				events[i] = messageEvent(b, parley.Message{ConversationID: testConv, Seq: int64(i + 1), Body: "a message of ordinary length, about sixty bytes long"})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				h.onEvent("", events[i])
+			}
+		})
+	}
+}
+
+// BenchmarkHubEncryptedMessage is BenchmarkHubMessage for an end-to-end
+// encrypted message with a key for every one of the sessions' devices
+// (one device each): the bus payload carries every key, and each device
+// gets the keyless frame with its own key spliced in.
+func BenchmarkHubEncryptedMessage(b *testing.B) {
+	for _, sessions := range []int{2, 100} {
+		b.Run(fmt.Sprintf("sessions=%d", sessions), func(b *testing.B) {
+			core := &fakeCore{messages: map[string][]parley.Message{}}
+			h := newTestHub(b, core)
+			var keys []parley.EnvelopeKey
+			for i := range sessions {
+				device := parley.NewID()
+				s := newSession(h.g, &parley.Principal{UserID: fmt.Sprint("u", i), DeviceID: device})
+				s.setConn(discard{})
+				h.begin(s)
+				h.finish(s, map[string]int64{testConv: 0})
+				keys = append(keys, parley.EnvelopeKey{DeviceID: device, KeyID: 1, Enc: parley.B64.EncodeToString(make([]byte, 32)), Sealed: parley.B64.EncodeToString(make([]byte, 48))})
+			}
+			ct := parley.B64.EncodeToString(make([]byte, 60+parley.CiphertextOverhead)) // the sixty-byte message above
+			events := make([][]byte, b.N)
+			for i := range events {
+				m := parley.Message{ConversationID: testConv, Seq: int64(i + 1), Type: parley.MessageEncrypted,
+					Envelope: &parley.Envelope{V: 1, Suite: parley.SuiteX25519, Ciphertext: ct, Signature: parley.B64.EncodeToString(make([]byte, 64))}}
+				data, err := json.Marshal(service.Event{Kind: service.EventMessage, ConversationID: testConv, Message: &m, Keys: keys})
+				if err != nil {
+					b.Fatal(err)
+				}
+				events[i] = data
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

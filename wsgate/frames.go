@@ -41,6 +41,8 @@ const (
 	FrameReady         = "ready"
 	FrameAuthenticated = "authenticated"
 	FrameBlock         = "block"
+	FrameDeviceList    = "device_list"
+	FrameKeyRequest    = "key_request"
 )
 
 // Limits on client frames.
@@ -69,6 +71,9 @@ type ClientFrame struct {
 	// Attachments name media to attach (send; at most
 	// parley.MaxAttachments, each with a media_id).
 	Attachments []parley.AttachmentRef `json:"attachments,omitempty"`
+	// Envelope is the content of a send of message_type encrypted, with
+	// every recipient device's key (docs/design/e2ee.md).
+	Envelope *parley.EnvelopeInput `json:"envelope,omitempty"`
 
 	Seq   *int64 `json:"seq,omitempty"`   // delivered, read
 	State string `json:"state,omitempty"` // typing: start or stop
@@ -242,6 +247,8 @@ type ErrorBody struct {
 	// RetryAfter, on rate_limited, is how many seconds to wait before
 	// trying again (REST says it in Retry-After).
 	RetryAfter int `json:"retry_after,omitempty"`
+	// The lists of a device_mismatch (missing, extra, stale), as on REST.
+	*parley.DeviceMismatch
 }
 
 // AckFrame answers a send once the message is durable (or a replay).
@@ -335,6 +342,26 @@ type BlockFrame struct {
 	Blocked bool   `json:"blocked"`
 }
 
+// DeviceListFrame tells a user's sessions and those of users who share a
+// conversation with the user that the user's device list changed: a hint
+// to refetch GET /v1/users/{id}/devices if Version is above the one held.
+type DeviceListFrame struct {
+	Type    string `json:"type"` // "device_list"
+	UserID  string `json:"user_id"`
+	Version int64  `json:"device_list_version"`
+}
+
+// KeyRequestFrame tells the sender's sessions that the device DeviceID
+// of UserID cannot decrypt message Seq and asks for its key again (PUT
+// .../messages/{seq}/keys answers).
+type KeyRequestFrame struct {
+	Type           string `json:"type"` // "key_request"
+	ConversationID string `json:"conversation_id"`
+	Seq            int64  `json:"seq"`
+	UserID         string `json:"user_id"`
+	DeviceID       string `json:"device_id"`
+}
+
 // SyncConversation is one changed conversation in a sync_result.
 type SyncConversation struct {
 	// Conversation is a *parley.Conversation, or a ConversationRef with
@@ -419,6 +446,10 @@ func ErrorFrameFor(id string, err error) ErrorFrame {
 	var retry *service.RetryError
 	if errors.As(err, &retry) {
 		f.Error.RetryAfter = service.RetryAfterSeconds(retry.RetryAfter)
+	}
+	var mismatch *parley.DeviceMismatchError
+	if errors.As(err, &mismatch) {
+		f.Error.DeviceMismatch = &mismatch.DeviceMismatch
 	}
 	return f
 }

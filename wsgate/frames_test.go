@@ -132,6 +132,19 @@ func TestServerFramesGolden(t *testing.T) {
 					Width: 1024, Height: 768, Thumbnail: &parley.Thumbnail{Width: 320, Height: 240}, Blurhash: "LEHV6nWB2yk8pyo0adR*.7kCMdnj"},
 				{MediaID: "01936f4f-0a1b-7c2d-8e3f-405162738496", ContentType: "application/octet-stream", Size: 1 << 20, Encrypted: true},
 			}}},
+		"message_encrypted": MessageFrame{Type: FrameMessage, Message: &parley.Message{
+			ID: msg.ID, ConversationID: msg.ConversationID, Seq: 44, SenderID: msg.SenderID, SenderDeviceID: msg.SenderDeviceID,
+			ClientMsgID: "c-19", Type: parley.MessageEncrypted, CreatedAt: at, Envelope: (&parley.Envelope{V: 1, Suite: parley.SuiteX25519,
+				Ciphertext: "n3rB0vQ2c1lVt6Yx9eC4Fq8uJm5aKp7dZ0hLw2sTg1oR", Signature: "kY7mQ2x9vB4nT6cR1wF8zL3pH5sJ0dG2aE9uK4iO7yN6bV1qW3eX8rZ5tM0jS2fA4gD7hP9lC6oU1nI3kB5vQ",
+				Keys: []parley.EnvelopeKey{
+					{DeviceID: "01936f4e-7f61-7a10-9c23-708192a3b4c5", KeyID: 3, Enc: "Hq2vN8xR4tL6mB1wC9zF3kP7sJ5dG0aE2uY4iO6nT8c", Sealed: "Vt5rK1yM8qW3xB6nP2zH9sL4dF7cJ0gA5eU2iO8vN3tR6mQ1wX4bZ7kY9pS2jD5fG"},
+					{DeviceID: "01936f4e-7f61-7a10-9c23-000000000002", KeyID: 1, Enc: "other", Sealed: "other"},
+				}}).For("01936f4e-7f61-7a10-9c23-708192a3b4c5")}},
+		"error_device_mismatch": ErrorFrameFor("r3", parley.MatchDevices(
+			[]parley.EnvelopeKey{{DeviceID: "01936f4e-7f61-7a10-9c23-000000000009", KeyID: 1}, {DeviceID: "01936f4e-7f61-7a10-9c23-708192a3b4c5", KeyID: 2}},
+			[]parley.RecipientDevice{{UserID: msg.SenderID, DeviceID: msg.SenderDeviceID, KeyID: 1}, {UserID: "01936f4e-7e55-7f00-8b12-6f708192a3b4", DeviceID: "01936f4e-7f61-7a10-9c23-708192a3b4c5", KeyID: 3}})),
+		"device_list": DeviceListFrame{Type: FrameDeviceList, UserID: msg.SenderID, Version: 8},
+		"key_request": KeyRequestFrame{Type: FrameKeyRequest, ConversationID: msg.ConversationID, Seq: 42, UserID: "01936f4e-7e55-7f00-8b12-6f708192a3b4", DeviceID: "01936f4e-7f61-7a10-9c23-708192a3b4c5"},
 	}
 	for name, frame := range frames {
 		got, err := Encode(frame)
@@ -166,6 +179,8 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"send","id":"r2","conversation_id":"c","client_msg_id":"c2","attachments":[{"media_id":"m1"},{"media_id":"m2","size":3}]}`,
 		`{"type":"send","id":"r3","conversation_id":"c","client_msg_id":"c3","attachments":[{}]}`,
 		`{"type":"send","id":"r4","conversation_id":"c","client_msg_id":"c4","attachments":{"media_id":"m"}}`,
+		`{"type":"send","id":"r5","conversation_id":"c","client_msg_id":"c5","message_type":"encrypted","envelope":{"v":1,"suite":"x25519-hkdf-sha256-chacha20poly1305","ciphertext":"AAAA","signature":"BB","keys":[{"device_id":"d","key_id":1,"enc":"e","sealed":"s"}]}}`,
+		`{"type":"send","id":"r6","conversation_id":"c","client_msg_id":"c6","envelope":{"keys":{}}}`,
 		`{"type":"sync","position":"x","limit":3}`, `{"type":"ping"}`, `{"type":"auth","id":"a","access_token":"t"}`, `{}`, `[]`, `null`, "\xff", `{"seq":1e999}`,
 	} {
 		f.Add([]byte(s))

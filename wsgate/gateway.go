@@ -36,6 +36,7 @@ type Core interface {
 	Sync(ctx context.Context, p *parley.Principal, position string, messages int) (*service.SyncResult, error)
 	LastSeqs(ctx context.Context, p *parley.Principal) (map[string]int64, error)
 	LiveMessages(ctx context.Context, conversationID string, after int64, limit int) ([]parley.Message, error)
+	LiveKeys(ctx context.Context, conversationID string, from, to int64, deviceIDs []string) ([]parley.MessageKey, error)
 	Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error
 	Contacts(ctx context.Context, userID string) ([]string, error)
 	ObserveEvent(e *service.Event)

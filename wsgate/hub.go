@@ -1,10 +1,12 @@
 package wsgate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -533,8 +535,14 @@ func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 // sendMessage writes a message frame (data, the encoding of m) to the
 // conversation's local members. A withheld message goes only to its
 // sender's sessions, encoded without the mark: nobody else ever gets it
-// live (they see its tombstone by sync or history). Caller holds h.mu.
+// live (they see its tombstone by sync or history). An encrypted message
+// (data its frame without a key, or nil) goes to each device with its
+// own key (see sendEncrypted). Caller holds h.mu.
 func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
+	if m.Envelope != nil {
+		c.sendEncrypted(m, data, "")
+		return
+	}
 	if !m.Withheld {
 		c.sendTo(data, "")
 		return
@@ -555,12 +563,131 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 	}
 }
 
+// sendEncrypted writes an encrypted message to the local sessions, each
+// device's frame with only that device's key (m.Envelope.Keys holds those
+// this node has); with onlyDevice set, only to that device's sessions. A
+// withheld message goes only to its sender's sessions. base is the
+// frame without any key (encryptedBase, encoded before h.mu was taken;
+// nil: encoded here); a device's frame is base with its key spliced in,
+// so the hub lock covers one small encoding per local recipient device.
+// Caller holds h.mu.
+func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice string) {
+	if base == nil {
+		var err error
+		if base, err = encryptedBase(m); err != nil {
+			return
+		}
+	}
+	keys := m.Envelope.Keys
+	var byDevice map[string]*parley.EnvelopeKey // for many keys; few are searched
+	if len(keys) > 8 {
+		byDevice = make(map[string]*parley.EnvelopeKey, len(keys))
+		for i := range keys {
+			byDevice[keys[i].DeviceID] = &keys[i]
+		}
+	}
+	keyOf := func(device string) *parley.EnvelopeKey {
+		if byDevice != nil {
+			return byDevice[device]
+		}
+		for i := range keys {
+			if keys[i].DeviceID == device {
+				return &keys[i]
+			}
+		}
+		return nil
+	}
+	var frames map[string][]byte // by device id
+	for u := range c.all {
+		if m.Withheld && u.id != m.SenderID {
+			continue
+		}
+		for _, s := range u.sessions {
+			device := s.p.DeviceID
+			if onlyDevice != "" && device != onlyDevice {
+				continue
+			}
+			data, ok := frames[device]
+			if !ok {
+				data = withKey(base, keyOf(device))
+				if frames == nil {
+					frames = map[string][]byte{}
+				}
+				frames[device] = data
+			}
+			s.write(data)
+		}
+	}
+}
+
+// encryptedBase encodes the message frame of an encrypted message
+// without any key (and without the withheld mark, which only its sender
+// ever gets live).
+func encryptedBase(m *parley.Message) ([]byte, error) {
+	clean := *m
+	clean.Withheld = false
+	clean.Envelope = m.Envelope.Common()
+	return Encode(MessageFrame{Type: FrameMessage, Message: &clean})
+}
+
+// withKey returns the frame base (from encryptedBase) with key added to
+// its envelope; base itself if key is nil. The envelope is the message's
+// last field, so base ends with the envelope's, the message's and the
+// frame's closing braces; the key goes before them.
+func withKey(base []byte, key *parley.EnvelopeKey) []byte {
+	if key == nil || !bytes.HasSuffix(base, []byte("}}}")) {
+		return base
+	}
+	out := make([]byte, 0, len(base)+len(key.DeviceID)+len(key.Enc)+len(key.Sealed)+64)
+	out = append(out, base[:len(base)-3]...)
+	out = append(out, `,"key":`...)
+	out = appendKey(out, key)
+	return append(out, "}}}"...)
+}
+
+// appendKey appends the JSON of k, as Encode writes it. Its strings are
+// an id and base64url (checked on the way in), which JSON never escapes;
+// anything else goes through the encoder.
+func appendKey(b []byte, k *parley.EnvelopeKey) []byte {
+	if !plainJSON(k.DeviceID) || !plainJSON(k.Enc) || !plainJSON(k.Sealed) {
+		data, err := Encode(k)
+		if err != nil {
+			return append(b, "null"...)
+		}
+		return append(b, data...)
+	}
+	b = append(b, `{"device_id":"`...)
+	b = append(b, k.DeviceID...)
+	b = append(b, `","key_id":`...)
+	b = strconv.AppendInt(b, k.KeyID, 10)
+	b = append(b, `,"enc":"`...)
+	b = append(b, k.Enc...)
+	b = append(b, `","sealed":"`...)
+	b = append(b, k.Sealed...)
+	return append(b, `"}`...)
+}
+
+// plainJSON reports whether s is made of letters, digits, '-' and '_'
+// only: its JSON string is s in quotes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // onEvent handles one bus event (on the subscription's goroutine).
 func (h *hub) onEvent(_ string, data []byte) {
 	var e service.Event
 	if err := json.Unmarshal(data, &e); err != nil {
 		h.g.log.Warn("undecodable bus event", "err", err)
 		return
+	}
+	if e.Message != nil && e.Message.Envelope != nil {
+		e.Message.Envelope.Keys = e.Keys // never encoded with the message
 	}
 	if e.ConversationID != "" {
 		h.g.core.ObserveEvent(&e) // the history cache
@@ -591,6 +718,78 @@ func (h *hub) onEvent(_ string, data []byte) {
 		h.onRevoked(&e)
 	case service.EventBlock:
 		h.onBlock(&e)
+	case service.EventDeviceList:
+		h.onDeviceList(&e)
+	case service.EventKeyRequest:
+		h.onKeyRequest(&e)
+	case service.EventMessageKey:
+		h.onMessageKey(&e)
+	}
+}
+
+// onDeviceList tells the user's own sessions and the local members of
+// the user's conversations that the user's device list changed.
+func (h *hub) onDeviceList(e *service.Event) {
+	data, err := Encode(DeviceListFrame{Type: FrameDeviceList, UserID: e.UserID, Version: e.Seq})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*userEntry]bool{}
+	send := func(u *userEntry) {
+		if u == nil || seen[u] {
+			return
+		}
+		seen[u] = true
+		for _, s := range u.sessions {
+			s.write(data)
+		}
+	}
+	send(h.users[e.UserID])
+	for _, id := range e.Conversations {
+		if c := h.conv(id); c != nil {
+			for u := range c.all {
+				send(u)
+			}
+		}
+	}
+}
+
+// onKeyRequest tells the sender's sessions that a device asks for a
+// message's key again.
+func (h *hub) onKeyRequest(e *service.Event) {
+	if len(e.Users) != 1 {
+		return
+	}
+	data, err := Encode(KeyRequestFrame{Type: FrameKeyRequest, ConversationID: e.ConversationID, Seq: e.Seq, UserID: e.Users[0], DeviceID: e.DeviceID})
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u := h.users[e.UserID]; u != nil {
+		for _, s := range u.sessions {
+			s.write(data)
+		}
+	}
+}
+
+// onMessageKey sends an encrypted message again to each local device
+// that was just given a key for it, with that key.
+func (h *hub) onMessageKey(e *service.Event) {
+	m := e.Message
+	if m == nil || m.Envelope == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.conv(m.ConversationID)
+	if c == nil || m.Seq > c.delivered {
+		return // not out yet here: it goes out in order, and sync has the key
+	}
+	for _, k := range e.Keys {
+		c.sendEncrypted(m, nil, k.DeviceID)
 	}
 }
 
@@ -654,6 +853,10 @@ func (h *hub) onBlock(e *service.Event) {
 func messageFrame(e *service.Event) (m *parley.Message, data []byte, ok bool) {
 	if e.Message == nil {
 		return nil, nil, false
+	}
+	if e.Message.Envelope != nil {
+		data, err := encryptedBase(e.Message) // keys go in per device (sendEncrypted)
+		return e.Message, data, err == nil
 	}
 	data, err := Encode(MessageFrame{Type: FrameMessage, Message: e.Message})
 	return e.Message, data, err == nil
@@ -754,6 +957,14 @@ func (h *hub) fill(c *convEntry) {
 	for seq := range x.held {
 		upto = max(upto, seq)
 	}
+	var devices []string // the local devices, for the keys of encrypted messages
+	for u := range c.all {
+		for _, s := range u.sessions {
+			if !slices.Contains(devices, s.p.DeviceID) {
+				devices = append(devices, s.p.DeviceID)
+			}
+		}
+	}
 	h.mu.Unlock()
 	h.g.cfg.Metrics.GapFilled()
 
@@ -772,6 +983,9 @@ func (h *hub) fill(c *convEntry) {
 			break
 		}
 		after = page[len(page)-1].Seq
+	}
+	if err == nil {
+		err = h.fillKeys(c.id.String(), got, devices)
 	}
 
 	h.mu.Lock()
@@ -805,7 +1019,12 @@ func (h *hub) fill(c *convEntry) {
 			h.deliver(c, hm.msg, hm.frame)
 			continue
 		}
-		data, err := Encode(MessageFrame{Type: FrameMessage, Message: m})
+		var data []byte
+		if m.Envelope != nil {
+			data, err = encryptedBase(m)
+		} else {
+			data, err = Encode(MessageFrame{Type: FrameMessage, Message: m})
+		}
 		if err != nil {
 			continue
 		}
@@ -821,6 +1040,42 @@ func (h *hub) fill(c *convEntry) {
 		x.filling = true
 		time.AfterFunc(h.g.cfg.GapWait, func() { h.fill(c) })
 	}
+}
+
+// fillKeys sets the Keys of the encrypted messages among msgs, read from
+// the store to fill a gap, to the stored keys of the given devices.
+func (h *hub) fillKeys(conversationID string, msgs []parley.Message, devices []string) error {
+	var from, to int64
+	for i := range msgs {
+		if msgs[i].Envelope != nil {
+			if from == 0 {
+				from = msgs[i].Seq
+			}
+			to = msgs[i].Seq
+		}
+	}
+	if from == 0 || len(devices) == 0 {
+		return nil
+	}
+	if len(devices) > 1000 {
+		devices = nil // every device: fewer rows than a list that long would save
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := h.g.core.LiveKeys(ctx, conversationID, from, to, devices)
+	if err != nil {
+		return err
+	}
+	bySeq := map[int64][]parley.EnvelopeKey{}
+	for _, k := range keys {
+		bySeq[k.Seq] = append(bySeq[k.Seq], k.EnvelopeKey)
+	}
+	for i := range msgs {
+		if e := msgs[i].Envelope; e != nil {
+			e.Keys = bySeq[msgs[i].Seq]
+		}
+	}
+	return nil
 }
 
 // onMessageChanged forwards an edit or delete to sessions that already

@@ -236,7 +236,11 @@ func (s *session) handle(f *ClientFrame) {
 	switch f.Type {
 	case FrameSend:
 		var m *parley.Message
-		m, _, err = c.Send(ctx, &s.p, service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds, Attachments: f.Attachments})
+		req := service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds, Attachments: f.Attachments}
+		if f.Envelope != nil {
+			req.Envelope = f.Envelope.Envelope()
+		}
+		m, _, err = c.Send(ctx, &s.p, req)
 		if err == nil {
 			s.writeFrame(AckFrame{Type: FrameAck, ID: f.ID, Message: m})
 		}

@@ -69,6 +69,7 @@ type Config struct {
 	UserSendRate     float64        // messages per second per user, all connections and REST; default 20
 	UserSendBurst    int            // default 40
 	MaxDevices       int            // devices (logged-in sessions) per user; default 20
+	MaxE2EEMembers   int            // members of an end-to-end encrypted conversation; default 100
 	AllowedOrigins   string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
 	WSTicketTTL      time.Duration  // how long a WebSocket ticket lives unused; default 30s
 	PingInterval     time.Duration  // WebSocket server ping period; default 25s
@@ -366,6 +367,7 @@ func settings() []setting {
 		{"user-send-rate", "PARLEY_USER_SEND_RATE", "20", "messages per second one user may send, over all their WebSocket connections and REST together (per node); 0 = no per-user limit", float(func(c *Config) *float64 { return &c.UserSendRate })},
 		{"user-send-burst", "PARLEY_USER_SEND_BURST", "40", "burst of messages per user", integer(func(c *Config) *int { return &c.UserSendBurst })},
 		{"max-devices-per-user", "PARLEY_MAX_DEVICES_PER_USER", "20", "devices (logged-in sessions) one user may have; a login past it is refused with limit_exceeded until a device is logged out; 0 = no cap", integer(func(c *Config) *int { return &c.MaxDevices })},
+		{"max-e2ee-members", "PARLEY_MAX_E2EE_MEMBERS", "100", "members an end-to-end encrypted conversation may have; creating or adding past it is limit_exceeded (each message carries a key per device of every member)", integer(func(c *Config) *int { return &c.MaxE2EEMembers })},
 		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
 		{"ws-ticket-ttl", "PARLEY_WS_TICKET_TTL", "30s", "how long a WebSocket ticket (POST /v1/ws/ticket) may wait for its one use", dur(func(c *Config) *time.Duration { return &c.WSTicketTTL })},
 		{"ping-interval", "PARLEY_PING_INTERVAL", "25s", "how often the server pings each WebSocket", dur(func(c *Config) *time.Duration { return &c.PingInterval })},

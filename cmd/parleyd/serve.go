@@ -109,6 +109,7 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		HistoryCache:      historyCacheSize(cfg.HistoryCache),
 		HistoryCacheBytes: int64(cfg.HistoryCacheMem),
 		MaxDevicesPerUser: cfg.MaxDevices,
+		MaxE2EEMembers:    cfg.MaxE2EEMembers,
 		UserSendRate:      userSendRate(cfg),
 		UserSendBurst:     cfg.UserSendBurst,
 		// Push registrations: where Web Push endpoints may point, which

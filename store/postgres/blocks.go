@@ -47,7 +47,7 @@ func (s *Store) SetBlock(ctx context.Context, blockerID, blockedID string, block
 			return parley.Errorf(parley.CodeLimitExceeded, "you block %d users already, the most allowed", parley.MaxBlocks)
 		}
 		var since int64
-		err = t.queryRow(`SELECT last_seq FROM conversations WHERE direct_key = $1`, engine.DirectKey(blockerID, blockedID)).Scan(&since)
+		err = t.queryRow(`SELECT last_seq FROM conversations WHERE direct_key = $1`, engine.DirectKey(blockerID, blockedID, false)).Scan(&since)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return s.internal("block", err)
 		}

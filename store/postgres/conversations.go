@@ -22,7 +22,7 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 	}
 	var key *string // NULL for groups
 	if c.Kind == parley.KindDirect {
-		k := engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID)
+		k := engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID, c.E2EE)
 		key = &k
 	}
 	var existing *parley.Conversation
@@ -42,8 +42,8 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 			}
 		}
 		created := engine.Millis(c.CreatedAt)
-		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
-			VALUES ($1, $2, $3, $4, 0, $5, $5, $6)`, c.ID, string(c.Kind), c.Title, key, created, t.changeStamp())
+		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp, e2ee)
+			VALUES ($1, $2, $3, $4, 0, $5, $5, $6, $7)`, c.ID, string(c.Kind), c.Title, key, created, t.changeStamp(), c.E2EE)
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "the conversation exists already")
 		}
@@ -119,8 +119,8 @@ var snapshot = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadO
 func loadConversation(ctx context.Context, q querier, id string) (*parley.Conversation, error) {
 	var c parley.Conversation
 	var created int64
-	err := q.QueryRow(ctx, `SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = $1`, id).
-		Scan(&c.ID, &c.Kind, &c.Title, &c.LastSeq, &created)
+	err := q.QueryRow(ctx, `SELECT id, kind, title, last_seq, created_at, e2ee FROM conversations WHERE id = $1`, id).
+		Scan(&c.ID, &c.Kind, &c.Title, &c.LastSeq, &created, &c.E2EE)
 	if noRows(err) {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
@@ -271,7 +271,7 @@ func (s *Store) deleteConversation(t *txn, id string) error {
 		AND s.sender_id = m.sender_id AND s.client_msg_id = m.client_msg_id`, id); err != nil {
 		return s.internal("delete conversation", err)
 	}
-	for _, table := range []string{"messages", "device_cursors", "members"} {
+	for _, table := range []string{"messages", "message_keys", "device_cursors", "members"} {
 		if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = $1`, id); err != nil {
 			return s.internal("delete conversation", err)
 		}

@@ -75,6 +75,9 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		if m.Attachments, err = engine.OpenAttachments(s.sealer, r.id, r.attachments); err != nil {
 			return parley.Message{}, s.internal("open message attachments", err)
 		}
+		if err := engine.OpenEnvelope(&m); err != nil {
+			return parley.Message{}, s.internal("open message envelope", err)
+		}
 	}
 	return m, nil
 }
@@ -119,7 +122,18 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if err := engine.PrepareMessage(m); err != nil {
 		return nil, false, err
 	}
-	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
+	stored := m.Body
+	var keyRows []engine.KeyRow
+	if m.Envelope != nil {
+		var err error
+		if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
+			return nil, false, s.internal("encode envelope", err)
+		}
+		if keyRows, err = engine.KeyRows(m.Envelope.Keys); err != nil {
+			return nil, false, err
+		}
+	}
+	keyID, sealed, err := s.seal(m.ID, stored, m.Deleted)
 	if err != nil {
 		return nil, false, err
 	}
@@ -132,7 +146,13 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		id := m.ClientMsgID
 		a.clientMsgID = &id
 	}
-	if err := s.submit(ctx, &job{app: a}); err != nil {
+	j := &job{app: a}
+	if m.Envelope != nil {
+		// Encrypted appends check the envelope against the device
+		// lists; they run one by one as functions of the batch.
+		j = &job{fn: func(t *txn) error { return s.appendEncrypted(t, a, keyRows) }, savepoint: true}
+	}
+	if err := s.submit(ctx, j); err != nil {
 		return nil, false, err
 	}
 	if o := a.original; o != nil {
@@ -190,6 +210,7 @@ type appendRound struct {
 	lastSeq map[string]int64
 	sent    map[sentKey]*messageRow
 	media   map[string]*mediaAttachRow // the attachments' media, locked
+	e2ee    map[string]bool            // the e2ee conversations among convs
 }
 
 // mediaAttachRow is what an append checks of a media it attaches.
@@ -213,6 +234,7 @@ func queueAppendReads(b *pgx.Batch, jobs []*job) *appendRound {
 		lastSeq: make(map[string]int64),
 		sent:    make(map[sentKey]*messageRow),
 		media:   make(map[string]*mediaAttachRow),
+		e2ee:    make(map[string]bool),
 	}
 	var mediaIDs []string
 	for _, j := range jobs {
@@ -249,17 +271,21 @@ func queueAppendReads(b *pgx.Batch, jobs []*job) *appendRound {
 	// directly, it was planned (from a new table's statistics, kept in the
 	// cached plan) as a hash join over a sequential scan of the whole
 	// table, 10 ms a batch and growing.
-	b.Queue(`SELECT a.i, c.last_seq
+	b.Queue(`SELECT a.i, c.last_seq, c.e2ee
 		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS a(conv, sender, i)
 		CROSS JOIN LATERAL (SELECT 1 FROM members m WHERE m.conversation_id = a.conv AND m.user_id = a.sender OFFSET 0) m
-		CROSS JOIN LATERAL (SELECT last_seq FROM conversations c WHERE c.id = a.conv OFFSET 0) c`, r.convs, senders).Query(func(rows pgx.Rows) error {
+		CROSS JOIN LATERAL (SELECT last_seq, e2ee FROM conversations c WHERE c.id = a.conv OFFSET 0) c`, r.convs, senders).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var i, seq int64
-			if err := rows.Scan(&i, &seq); err != nil {
+			var e2ee bool
+			if err := rows.Scan(&i, &seq, &e2ee); err != nil {
 				return err
 			}
 			r.member[i-1] = true
 			r.lastSeq[r.convs[i-1]] = seq
+			if e2ee {
+				r.e2ee[r.convs[i-1]] = true
+			}
 		}
 		return rows.Err()
 	})
@@ -318,6 +344,10 @@ func queueAppendWrites(b *pgx.Batch, stamp int64, r *appendRound) {
 		}
 		if original != nil {
 			a.original = original
+			continue
+		}
+		if err := engine.CheckE2EEType(a.m, r.e2ee[a.m.ConversationID]); err != nil {
+			j.err = err
 			continue
 		}
 		if err := checkAttachments(a.m, r.media, attached); err != nil {
@@ -597,11 +627,22 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		}
 		m.EditedAt = engine.NormalTime(m.EditedAt)
 		if m.Deleted {
-			m.Body = ""
+			m.Body, m.Envelope = "", nil
 		}
-		keyID, sealed, err := s.seal(r.id, m.Body, m.Deleted)
+		stored := m.Body
+		if m.Envelope != nil {
+			if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
+				return s.internal("update message", err)
+			}
+		}
+		keyID, sealed, err := s.seal(r.id, stored, m.Deleted)
 		if err != nil {
 			return err
+		}
+		if m.Deleted && m.Type == parley.MessageEncrypted {
+			if _, err := t.exec(`DELETE FROM message_keys WHERE conversation_id = $1 AND seq = $2`, conversationID, seq); err != nil {
+				return s.internal("update message", err)
+			}
 		}
 		if m.Deleted {
 			m.Attachments = nil
@@ -648,6 +689,12 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now), limit); err != nil {
 			return s.internal("purge media", err)
 		}
+		if _, err := t.exec(`DELETE FROM message_keys WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
+			engine.Millis(now), limit); err != nil {
+			return s.internal("purge message keys", err)
+		}
 		var err error
 		n, err = t.exec(`UPDATE messages SET body = '', attachments = NULL, purged = true WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
@@ -693,6 +740,12 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 				WHERE NOT purged AND created_at < $1 ORDER BY created_at LIMIT $2)`,
 			engine.Millis(before), limit); err != nil {
 			return s.internal("purge media", err)
+		}
+		if _, err := t.exec(`DELETE FROM message_keys WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE NOT purged AND created_at < $1 ORDER BY created_at LIMIT $2)`,
+			engine.Millis(before), limit); err != nil {
+			return s.internal("purge message keys", err)
 		}
 		var err error
 		n, err = t.exec(`UPDATE messages SET body = '', attachments = NULL, purged = true,

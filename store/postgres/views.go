@@ -26,7 +26,7 @@ const unreadCount = `(SELECT count(*) FROM messages u
 // and newest visible message (NULL columns if none). $1 is the time that
 // decides what has expired. Callers append a filter and an order.
 const viewQuery = `
-SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.read_seq,
+SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, c.e2ee, me.read_seq,
 	` + unreadCount + `,
 	CASE WHEN me.muted_until > $1 THEN me.muted_until END,
 	x.conversation_id, x.seq, x.id, x.sender_id, x.sender_device_id, x.client_msg_id, x.type,
@@ -154,7 +154,7 @@ func scanView(rows pgx.Rows) (parley.ConversationView, *messageRow, error) {
 		body, attachments                                              []byte
 		deleted, withheld                                              *bool
 	)
-	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.ReadSeq, &v.UnreadCount, &muted,
+	err := rows.Scan(&v.ID, &v.Kind, &v.Title, &v.LastSeq, &created, &v.E2EE, &v.ReadSeq, &v.UnreadCount, &muted,
 		&conversationID, &seq, &id, &senderID, &senderDeviceID, &clientMsgID, &typ,
 		&body, &bodyKey, &msgCreated, &expires, &edited, &deleted, &withheld, &attachments)
 	if err != nil {

@@ -34,7 +34,7 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 	}
 	var key any // NULL for groups
 	if c.Kind == parley.KindDirect {
-		key = engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID)
+		key = engine.DirectKey(c.Members[0].UserID, c.Members[1].UserID, c.E2EE)
 	}
 	var existing *parley.Conversation
 	err := s.write(ctx, true, func(t *txn) error {
@@ -54,8 +54,8 @@ func (s *Store) CreateConversation(ctx context.Context, c *parley.Conversation) 
 			}
 		}
 		created := engine.Millis(c.CreatedAt)
-		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp)
-			VALUES (?, ?, ?, ?, 0, ?, ?, ?)`, c.ID, string(c.Kind), c.Title, key, created, created, t.changeStamp())
+		_, err := t.exec(`INSERT INTO conversations (id, kind, title, direct_key, last_seq, created_at, updated_at, stamp, e2ee)
+			VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)`, c.ID, string(c.Kind), c.Title, key, created, created, t.changeStamp(), c.E2EE)
 		if isUniqueViolation(err) {
 			return parley.Errorf(parley.CodeConflict, "the conversation exists already")
 		}
@@ -128,8 +128,8 @@ func (s *Store) Conversation(ctx context.Context, id string) (*parley.Conversati
 func loadConversation(ctx context.Context, q querier, id string) (*parley.Conversation, error) {
 	var c parley.Conversation
 	var created int64
-	err := q.QueryRowContext(ctx, `SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = ?`, id).
-		Scan(&c.ID, &c.Kind, &c.Title, &c.LastSeq, &created)
+	err := q.QueryRowContext(ctx, `SELECT id, kind, title, last_seq, created_at, e2ee FROM conversations WHERE id = ?`, id).
+		Scan(&c.ID, &c.Kind, &c.Title, &c.LastSeq, &created, &c.E2EE)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
@@ -277,7 +277,7 @@ func (s *Store) deleteConversation(t *txn, id string) error {
 		ON CONFLICT (user_id, conversation_id) DO UPDATE SET stamp = excluded.stamp`, t.changeStamp(), id); err != nil {
 		return s.internal("delete conversation", err)
 	}
-	for _, table := range []string{"messages", "device_cursors", "members"} {
+	for _, table := range []string{"messages", "message_keys", "device_cursors", "members"} {
 		if _, err := t.exec(`DELETE FROM `+table+` WHERE conversation_id = ?`, id); err != nil {
 			return s.internal("delete conversation", err)
 		}

@@ -41,7 +41,7 @@ type hotStatements struct {
 	setLastSeq    hotStmt
 
 	args [16]driver.NamedValue // ordinals set once
-	dest [1]driver.Value
+	dest [2]driver.Value
 }
 
 func (h *hotStatements) prepare(ctx context.Context, c *sql.Conn) error {
@@ -101,37 +101,38 @@ func (h *hotStatements) clearArgs(n int) {
 	}
 }
 
-// lastSeq returns the conversation's last_seq if senderID is a member of
-// it; found is false otherwise.
-func (h *hotStatements) lastSeq(conversationID, senderID any) (seq int64, found bool, err error) {
+// lastSeq returns the conversation's last_seq and whether it is e2ee if
+// senderID is a member of it; found is false otherwise.
+func (h *hotStatements) lastSeq(conversationID, senderID any) (seq int64, e2ee, found bool, err error) {
 	h.args[0].Value = conversationID
 	h.args[1].Value = senderID
 	rows, err := h.memberLastSeq.QueryContext(bg, h.args[:2])
 	h.clearArgs(2)
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	dest := h.dest[:]
 	err = rows.Next(dest)
 	cerr := rows.Close()
 	if err == io.EOF {
-		return 0, false, cerr
+		return 0, false, false, cerr
 	}
 	if err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	v, ok := dest[0].(int64)
-	if !ok {
-		err = fmt.Errorf("sqlite: last_seq is %T, not an integer", dest[0])
+	flag, ok2 := dest[1].(int64)
+	if !ok || !ok2 {
+		err = fmt.Errorf("sqlite: last_seq, e2ee are %T, %T, not integers", dest[0], dest[1])
 	}
-	dest[0] = nil
+	clear(dest)
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
-	return v, true, nil
+	return v, flag != 0, true, nil
 }
 
 // exec runs st with the first n arguments and returns the number of rows

@@ -74,6 +74,9 @@ func (s *Store) open(r *messageRow) (parley.Message, error) {
 		if m.Attachments, err = engine.OpenAttachments(s.sealer, r.id, r.attachments); err != nil {
 			return parley.Message{}, s.internal("open message attachments", err)
 		}
+		if err := engine.OpenEnvelope(&m); err != nil {
+			return parley.Message{}, s.internal("open message envelope", err)
+		}
 	}
 	return m, nil
 }
@@ -106,7 +109,18 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if err := engine.PrepareMessage(m); err != nil {
 		return nil, false, err
 	}
-	keyID, sealed, err := s.seal(m.ID, m.Body, m.Deleted)
+	stored := m.Body
+	var keyRows []engine.KeyRow
+	if m.Envelope != nil {
+		var err error
+		if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
+			return nil, false, s.internal("encode envelope", err)
+		}
+		if keyRows, err = engine.KeyRows(m.Envelope.Keys); err != nil {
+			return nil, false, err
+		}
+	}
+	keyID, sealed, err := s.seal(m.ID, stored, m.Deleted)
 	if err != nil {
 		return nil, false, err
 	}
@@ -146,7 +160,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	err = s.write(ctx, appendSavepoint || len(m.Attachments) > 0, func(t *txn) error {
 		original, seq = nil, 0
 		h := &s.hot
-		lastSeq, found, err := h.lastSeq(convID, senderID)
+		lastSeq, e2ee, found, err := h.lastSeq(convID, senderID)
 		if err != nil {
 			return s.internal("append message", err)
 		}
@@ -161,6 +175,21 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 				original = nil
 			}
 			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+		}
+		if err := engine.CheckE2EEType(m, e2ee); err != nil {
+			return err
+		}
+		if m.Envelope != nil {
+			// A retry of a stored message gets it back whatever
+			// changed since; only a new one is checked.
+			if clientMsgID != nil {
+				if original, err = s.sentBefore(t, m.SenderID, clientMsgID); err != nil || original != nil {
+					return err
+				}
+			}
+			if err := s.matchEnvelope(t, m); err != nil {
+				return err
+			}
 		}
 		// The arguments as the driver takes them (database/sql would
 		// convert them to these).
@@ -205,6 +234,9 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 			if err := s.attachMedia(t, m, next, m.Attachments[i].MediaID); err != nil {
 				return err
 			}
+		}
+		if err := insertMessageKeys(t, m.ConversationID, next, keyRows); err != nil {
+			return s.internal("append message keys", err)
 		}
 		seq = next
 		return nil
@@ -346,11 +378,22 @@ func (s *Store) UpdateMessage(ctx context.Context, conversationID string, seq in
 		}
 		m.EditedAt = engine.NormalTime(m.EditedAt)
 		if m.Deleted {
-			m.Body = ""
+			m.Body, m.Envelope = "", nil
 		}
-		keyID, sealed, err := s.seal(r.id, m.Body, m.Deleted)
+		stored := m.Body
+		if m.Envelope != nil {
+			if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
+				return s.internal("update message", err)
+			}
+		}
+		keyID, sealed, err := s.seal(r.id, stored, m.Deleted)
 		if err != nil {
 			return err
+		}
+		if m.Deleted && m.Type == parley.MessageEncrypted {
+			if _, err := t.exec(`DELETE FROM message_keys WHERE conversation_id = ? AND seq = ?`, conversationID, seq); err != nil {
+				return s.internal("update message", err)
+			}
 		}
 		if m.Deleted {
 			m.Attachments = nil
@@ -399,6 +442,12 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, limit int) (int
 			engine.Millis(now), limit); err != nil {
 			return s.internal("purge media", err)
 		}
+		if _, err := t.exec(`DELETE FROM message_keys WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages
+				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+			engine.Millis(now), limit); err != nil {
+			return s.internal("purge message keys", err)
+		}
 		res, err := t.exec(`UPDATE messages SET body = x'', attachments = NULL, purged = 1 WHERE (conversation_id, seq) IN (
 				SELECT conversation_id, seq FROM messages
 				WHERE expires_at IS NOT NULL AND purged = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?)`,
@@ -446,6 +495,12 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, limit int) (
 				WHERE purged = 0 AND created_at < ?1 ORDER BY created_at LIMIT ?2)`,
 			cutoff, limit); err != nil {
 			return s.internal("purge media", err)
+		}
+		if _, err := t.exec(`DELETE FROM message_keys WHERE (conversation_id, seq) IN (
+				SELECT conversation_id, seq FROM messages INDEXED BY messages_created
+				WHERE purged = 0 AND created_at < ?1 ORDER BY created_at LIMIT ?2)`,
+			cutoff, limit); err != nil {
+			return s.internal("purge message keys", err)
 		}
 		res, err := t.exec(`UPDATE messages SET body = x'', attachments = NULL, purged = 1,
 				expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END

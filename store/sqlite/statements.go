@@ -21,7 +21,7 @@ const (
 	// The conversation's last_seq if the sender (?2) is a member of it
 	// (?1); no row otherwise. This and setLastSeq cost about 20% less
 	// than one UPDATE ... RETURNING last_seq with an EXISTS check.
-	memberLastSeqSQL = `SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+	memberLastSeqSQL = `SELECT c.last_seq, c.e2ee FROM members m JOIN conversations c ON c.id = m.conversation_id
 			WHERE m.conversation_id = ?1 AND m.user_id = ?2`
 	// updated_at orders the conversation lists; stamp is the change stamp.
 	setLastSeqSQL = `UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?), stamp = ? WHERE id = ?`

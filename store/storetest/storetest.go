@@ -108,6 +108,12 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"MediaUsage", testMediaUsage},
 		{"ExpiredMedia", testExpiredMedia},
 		{"Attachments", testAttachments},
+		{"DeviceKeys", testDeviceKeys},
+		{"DeviceKeysExpiry", testDeviceKeysExpiry},
+		{"ConversationDeviceLists", testConversationDeviceLists},
+		{"E2EEConversations", testE2EEConversations},
+		{"EncryptedAppend", testEncryptedAppend},
+		{"SetMessageKeys", testSetMessageKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

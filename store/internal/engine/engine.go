@@ -29,10 +29,14 @@ func NormalTime(t time.Time) time.Time {
 }
 
 // DirectKey is the unique key of the direct conversation between two
-// users: their ids in order, joined.
-func DirectKey(a, b string) string {
+// users: their ids in order, joined, and ":e2ee" for the end-to-end
+// encrypted one (a pair may have one of each).
+func DirectKey(a, b string, e2ee bool) string {
 	if b < a {
 		a, b = b, a
+	}
+	if e2ee {
+		return a + ":" + b + ":e2ee"
 	}
 	return a + ":" + b
 }
