@@ -11,6 +11,7 @@ import { b64, hex, random, unb64n, utf8 } from "./bytes.js";
 import {
   SUITE,
   openEnvelope,
+  parallel,
   deviceKeyInput,
   fingerprint,
   hpkeKeyFromPrivate,
@@ -458,22 +459,23 @@ export class E2EE implements E2EEPlugin {
     const k = unb64n(sealed.k, 32);
     let cache = this.sealed.get(clientMsgId);
     if (!cache) this.sealed.set(clientMsgId, (cache = new Map()));
-    const out: WireKey[] = [];
-    for (const l of lists) {
+    const to: DeviceInfo[] = [];
+    for (const l of lists)
       for (const d of l.devices) {
         if (d.deviceId === me.deviceId) continue;
         if (!d.trusted) throw new ParleyError("device_untrusted", `a device of a member (${d.deviceId}) failed its key check (${d.problem}): not sending to it`);
-        const ck = d.deviceId + ":" + d.keyId;
-        let e = cache.get(ck);
-        if (!e) {
-          const r = await sealKey(k, d.publicKey, keyAad(conversationId, me.deviceId, clientMsgId, d.deviceId, d.keyId));
-          e = { device_id: d.deviceId, key_id: d.keyId, enc: b64(r.enc), sealed: b64(r.sealed) };
-          cache.set(ck, e);
-        }
-        out.push(e);
+        to.push(d);
       }
-    }
-    return out;
+    return parallel(to, 16, async (d) => {
+      const ck = d.deviceId + ":" + d.keyId;
+      let e = cache!.get(ck);
+      if (!e) {
+        const r = await sealKey(k, d.publicKey, keyAad(conversationId, me.deviceId, clientMsgId, d.deviceId, d.keyId));
+        e = { device_id: d.deviceId, key_id: d.keyId, enc: b64(r.enc), sealed: b64(r.sealed) };
+        cache!.set(ck, e);
+      }
+      return e;
+    });
   }
 
   /** @internal sent forgets the per-device keys of a send that is done (acked or failed). */
@@ -499,7 +501,13 @@ export class E2EE implements E2EEPlugin {
       if (e && Array.isArray(e.messages)) msgs.push(...e.messages);
       if (e && e.last_message) msgs.push(e.last_message);
     }
-    for (const m of msgs) if (m && m.type === "encrypted" && !m.e2ee) await this.openOne(m);
+    let n = 0;
+    for (const m of msgs) {
+      if (!m || m.type !== "encrypted" || m.e2ee) continue;
+      // A big sync page in pure JavaScript is all microtasks: let timers and socket events run now and then.
+      if (++n % 16 === 0) await new Promise<void>((r) => setTimeout(r, 0));
+      await this.openOne(m);
+    }
   }
 
   private async openOne(m: any): Promise<void> {
