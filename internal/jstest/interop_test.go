@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/internal/spawn"
@@ -37,6 +40,11 @@ func TestE2EEInterop(t *testing.T) {
 			t.Logf("server log:\n%s", srv.Logs())
 		}
 	})
+	// Every client talks to the server through a tap that records both
+	// directions of every connection: what a network observer inside TLS,
+	// or the server, sees of the frames and REST bodies.
+	tp := startTap(t, strings.TrimPrefix(srv.Base, "http://"))
+	base := "http://" + tp.addr
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const password = "correct horse battery staple"
@@ -45,7 +53,7 @@ func TestE2EEInterop(t *testing.T) {
 	// node runs one e2ee-chat.mjs session and returns its JSON lines.
 	node := func(handle, storage string, args ...string) []map[string]any {
 		t.Helper()
-		full := append([]string{filepath.Join(clientsDir, "sdk", "test", "e2ee-chat.mjs"), "--server", srv.Base,
+		full := append([]string{filepath.Join(clientsDir, "sdk", "test", "e2ee-chat.mjs"), "--server", base,
 			"--handle", handle, "--password", password, "--storage", filepath.Join(state, storage), "--timeout", "60"}, args...)
 		cmd := exec.CommandContext(ctx, "node", full...)
 		cmd.Dir = clientsDir
@@ -92,7 +100,7 @@ func TestE2EEInterop(t *testing.T) {
 	// Go devices: alice's laptop and carol's browser.
 	goDevice := func(handle, name string) (*client.Client, *goEvents) {
 		ev := &goEvents{wake: make(chan struct{}, 1)}
-		c := client.New(client.Config{Server: srv.Base, KeyStore: &client.MemoryKeyStore{}, OnEvent: ev.add})
+		c := client.New(client.Config{Server: base, KeyStore: &client.MemoryKeyStore{}, OnEvent: ev.add})
 		if _, err := c.Register(ctx, handle, password, handle); err != nil && !client.IsCode(err, parley.CodeConflict) {
 			t.Fatalf("register %s: %v", handle, err)
 		}
@@ -120,24 +128,22 @@ func TestE2EEInterop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []struct {
-		c          *client.Client
-		conv, text string
-	}{
-		{aliceGo, direct.ID, "Go to TypeScript: hello bob"},
-		{aliceGo, group.ID, "in the group from alice (Go)"},
-		{carolGo, group.ID, "in the group from carol (Go)"},
-	} {
-		if _, err := s.c.Send(ctx, s.conv, s.text); err != nil {
-			t.Fatalf("send %q: %v", s.text, err)
+	send := func(c *client.Client, conv, text string) {
+		t.Helper()
+		if _, err := c.Send(ctx, conv, text); err != nil {
+			t.Fatalf("send %q: %v", text, err)
 		}
 	}
-
-	// Bob (TypeScript) reads the Go messages and answers in both.
+	// Each TypeScript run resumes its device from its storage, sync
+	// position included, and prints the messages of one conversation:
+	// what it reads must arrive after its previous run.
+	send(aliceGo, direct.ID, "Go to TypeScript: hello bob")
 	bobDirect := node("bob", "bob.json", "--conversation", direct.ID, "--send", "TypeScript to Go: hello alice", "--wait-for", "1")
 	if !decrypted(bobDirect, direct.ID, "Go to TypeScript: hello bob") {
 		t.Fatal("bob (TS) did not read alice's (Go) direct message")
 	}
+	send(aliceGo, group.ID, "in the group from alice (Go)")
+	send(carolGo, group.ID, "in the group from carol (Go)")
 	bobGroup := node("bob", "bob.json", "--conversation", group.ID, "--send", "in the group from bob (TypeScript)", "--wait-for", "2")
 	for _, text := range []string{"in the group from alice (Go)", "in the group from carol (Go)"} {
 		if !decrypted(bobGroup, group.ID, text) {
@@ -170,16 +176,132 @@ func TestE2EEInterop(t *testing.T) {
 	}
 	t.Logf("safety number of alice and bob, Go and TypeScript alike: %s", goNumber)
 
-	// The server holds none of the texts: its data directory (sealed at
-	// rest anyway) and its log.
-	for _, text := range []string{"hello bob", "hello alice", "from carol", "from bob"} {
+	// A control: a plaintext conversation's text is in the capture, so the
+	// capture can see text when there is text to see.
+	plain, err := aliceGo.CreateDirect(ctx, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(aliceGo, plain.ID, "a plaintext control message") // its ack has passed the tap
+	captured := tp.text(t)
+	if !strings.Contains(captured, "a plaintext control message") {
+		t.Fatal("the capture misses a plaintext message: it proves nothing")
+	}
+	// No e2ee text crossed the wire, either way, on any connection, nor
+	// reached the server's log.
+	for _, text := range []string{"hello bob", "hello alice", "from alice (Go)", "from carol (Go)", "from bob (TypeScript)"} {
+		if strings.Contains(captured, text) {
+			t.Errorf("the frames and REST bodies hold %q", text)
+		}
 		if strings.Contains(srv.Logs(), text) {
 			t.Errorf("the server log holds %q", text)
 		}
 	}
+	t.Logf("captured %d connections, %d bytes of frames and bodies: no e2ee text in them", tp.conns(), len(captured))
 	if os.Getenv("PARLEY_TEST_KEEP") != "" {
 		t.Logf("state in %s", state)
 	}
+}
+
+// tap is a TCP relay that records both directions of every connection.
+type tap struct {
+	addr    string
+	mu      sync.Mutex
+	streams []*tapStream
+}
+
+type tapStream struct {
+	mu       sync.Mutex
+	up, down bytes.Buffer // client to server, server to client
+}
+
+func (s *tapStream) writer(b *bytes.Buffer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return b.Write(p)
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func startTap(t *testing.T, target string) *tap {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := &tap{addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			s := &tapStream{}
+			tp.mu.Lock()
+			tp.streams = append(tp.streams, s)
+			tp.mu.Unlock()
+			go func() {
+				io.Copy(io.MultiWriter(s.writer(&s.up), u), c) // recorded before it is passed on
+				u.Close()
+			}()
+			go func() {
+				io.Copy(io.MultiWriter(s.writer(&s.down), c), u)
+				c.Close()
+			}()
+		}
+	}()
+	return tp
+}
+
+func (tp *tap) conns() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return len(tp.streams)
+}
+
+// text is everything recorded, readable: REST requests and answers as
+// they are, server frames as sent (unmasked), and client frames unmasked
+// (RFC 6455 masks them: a search of the raw bytes would find nothing).
+func (tp *tap) text(t *testing.T) string {
+	t.Helper()
+	tp.mu.Lock()
+	streams := append([]*tapStream(nil), tp.streams...)
+	tp.mu.Unlock()
+	var out strings.Builder
+	for _, s := range streams {
+		s.mu.Lock()
+		up, down := bytes.Clone(s.up.Bytes()), bytes.Clone(s.down.Bytes())
+		s.mu.Unlock()
+		out.Write(down)
+		if !bytes.HasPrefix(up, []byte("GET /v1/ws")) {
+			out.Write(up)
+			continue
+		}
+		head := bytes.Index(up, []byte("\r\n\r\n"))
+		if head < 0 {
+			continue
+		}
+		out.Write(up[:head])
+		r := bytes.NewReader(up[head+4:])
+		for r.Len() > 0 {
+			f, err := ws.ReadFrame(r)
+			if err != nil {
+				break // a frame cut by the end of the test
+			}
+			out.Write(ws.UnmaskFrameInPlace(f).Payload)
+		}
+	}
+	return out.String()
 }
 
 // goEvents collects a Go client's decrypted messages.

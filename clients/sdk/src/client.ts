@@ -13,6 +13,7 @@ import type {
   OutgoingMessage,
   Presence,
   PushRegistration,
+  SealedContent,
   SendOptions,
   WebSocketConstructor,
   WebSocketLike,
@@ -49,6 +50,8 @@ interface OutboxEntry {
   attachments?: string[];
   queuedAt: number;
   n: number;
+  /** e2ee: the content sealed at send() time (K, ciphertext, signature) */
+  env?: SealedContent;
 }
 
 interface Pending {
@@ -62,6 +65,11 @@ interface Pending {
   resolve: (m: Message) => void;
   reject: (e: ParleyError) => void;
   view: OutgoingMessage;
+  /** e2ee: the per-device keys for the next attempt, being sealed (prep), and the last device_mismatch */
+  keys?: unknown[];
+  prep?: boolean;
+  mismatch?: unknown;
+  mismatches?: number;
 }
 
 interface Sub {
@@ -136,10 +144,37 @@ export class ParleyClient extends Rest {
   private unsentReads = new Map<string, number>();
   private waiters: { res: () => void; rej: (e: ParleyError) => void }[] = [];
   private timers: Record<string, (() => void) | undefined> = {};
+  /** e2ee: frames wait here for their messages to be decrypted, in order */
+  private inq: Promise<unknown> = Promise.resolve();
 
   constructor(opts: ClientOptions) {
     super(opts);
     this.WS = opts.WebSocket || (globalThis as any).WebSocket;
+    const self = this;
+    if (opts.e2ee)
+      opts.e2ee.attach({
+        request: (m, p, b) => this.request(m, p, b),
+        storage: this.store,
+        get session() {
+          return self.session;
+        },
+        emit: (t, e) => this.emit(t, e),
+        log: (l, m, f) => this.log(l, m, f),
+        now: this.o.now,
+        conversation: (id) => this.conversation(id),
+        conversations: () => this.conversations(),
+        pendingKey: (cmid) => {
+          const p = [...this.outq, ...this.failq].find((q) => q.e.clientMsgId === cmid && q.e.env);
+          return p && p.e.env!.k;
+        },
+        upload: (c, d, o) => upload(this, c, d, o),
+        mediaUrl: (id, v) => this.mediaUrl(id, v),
+        fetchBytes: async (url) => {
+          const r: any = await (opts.fetch || (globalThis as any).fetch)(url, { method: "GET", headers: {} });
+          if (r.status !== 200) throw new ParleyError(r.status === 404 ? "not_found" : "network", "download: HTTP " + r.status);
+          return new Uint8Array(await r.arrayBuffer());
+        },
+      });
   }
 
   private get uid(): string {
@@ -195,6 +230,7 @@ export class ParleyClient extends Rest {
     // The same user again (restore twice, login after restore): keep the pending sends' objects.
     const had = new Map(this.outq.filter((p) => p.e.clientMsgId && this.loaded === this.uid).map((p) => [p.e.clientMsgId, p]));
     this.loaded = this.uid;
+    if (this.o.e2ee) await this.o.e2ee.load();
     this.convs.clear();
     this.outq = [];
     this.position = (await this.store.get<string>(this.key("position"))) || "";
@@ -293,6 +329,7 @@ export class ParleyClient extends Rest {
 
   private stop(status: ConnectionStatus, err: ParleyError) {
     this.want = false;
+    if (this.o.e2ee) this.o.e2ee.stop();
     this.gen++;
     this.timer("retry", null);
     const ws = this.ws;
@@ -375,7 +412,14 @@ export class ParleyClient extends Rest {
       } catch {
         return;
       }
-      if (f && typeof f === "object") this.onFrame(f);
+      if (!f || typeof f !== "object") return;
+      const e = this.o.e2ee;
+      if (!e || f.type === "pong") return this.onFrame(f);
+      // Frames keep their order while their messages are decrypted (async).
+      this.inq = this.inq
+        .then(() => e.open(f))
+        .catch((err) => this.log("warn", "e2ee", { error: String(err) }))
+        .then(() => void (this.ws === ws && this.onFrame(f)));
     };
     ws.onclose = (ev) => {
       if (this.ws === ws) this.closed(ev.code);
@@ -513,6 +557,8 @@ export class ParleyClient extends Rest {
       }
       case "conversation":
         return this.onConversation(f);
+      default:
+        if (this.o.e2ee) this.o.e2ee.frame(f); // key_request, device_list
     }
   }
 
@@ -529,6 +575,7 @@ export class ParleyClient extends Rest {
     for (const w of this.waiters.splice(0)) w.res();
     this.schedulePing();
     this.scheduleRenew(Date.parse(f.token_expires_at));
+    if (this.o.e2ee) this.o.e2ee.connected();
     this.startSync();
   }
 
@@ -854,6 +901,7 @@ export class ParleyClient extends Rest {
   private async fetchConv(id: string) {
     try {
       const r = await this.request<{ conversation: any }>("GET", "/v1/conversations/" + encodeURIComponent(id));
+      if (this.o.e2ee) await this.o.e2ee.open(r);
       const c = this.convs.get(id);
       if (!c) return;
       this.applyConv(c, r.conversation, r.conversation);
@@ -888,6 +936,7 @@ export class ParleyClient extends Rest {
       unreadCount: view && view.unread_count != null ? view.unread_count : prev ? prev.unreadCount : 0,
       createdAt: w.created_at,
     };
+    if (w.e2ee || (prev && prev.e2ee)) s.e2ee = true;
     if (view && view.unread_count != null) c.counted = Math.max(c.counted, w.last_seq || 0);
     const muted = view ? view.muted_until : prev && prev.mutedUntil;
     if (muted) s.mutedUntil = muted;
@@ -1005,10 +1054,16 @@ export class ParleyClient extends Rest {
       type: opts.type || "text",
       body,
       ttlSeconds: opts.ttlSeconds || 0,
-      attachments: opts.attachments && opts.attachments.length ? opts.attachments : undefined,
+      attachments: opts.attachments && opts.attachments.length ? opts.attachments.map((a) => (typeof a === "string" ? a : a.mediaId)) : undefined,
       queuedAt: this.o.now(),
       n: this.outN++,
     };
+    const c = this.conversation(conversationId);
+    if (c && c.e2ee) {
+      if (!this.o.e2ee) throw new ParleyError("invalid_request", "an e2ee conversation needs the e2ee module (options.e2ee)");
+      e.env = this.o.e2ee.seal(conversationId, e.clientMsgId, e.type, body, opts.attachments);
+      if (e.env.media) e.attachments = e.env.media;
+    }
     const p = this.pendingOf(e, false);
     this.outq.push(p);
     const k = this.key("outbox/" + e.clientMsgId);
@@ -1023,6 +1078,12 @@ export class ParleyClient extends Rest {
 
   /** upload sends a file with tus (see media.ts) and returns its attachment, for send's attachments. */
   upload(conversationId: string, data: Blob | Uint8Array | ArrayBuffer, opts?: UploadOptions): Promise<Attachment> {
+    const e = this.o.e2ee;
+    const c = this.conversation(conversationId);
+    if (e && c && c.e2ee)
+      return (data instanceof Uint8Array ? Promise.resolve(data) : new Blob([data as ArrayBuffer]).arrayBuffer().then((b) => new Uint8Array(b))).then((d) =>
+        e.upload(conversationId, d, opts),
+      );
     return upload(this, conversationId, data, opts);
   }
 
@@ -1064,8 +1125,40 @@ export class ParleyClient extends Rest {
       };
       if (p.e.ttlSeconds) f.ttl_seconds = p.e.ttlSeconds;
       if (p.e.attachments) f.attachments = p.e.attachments.map((media_id) => ({ media_id }));
+      const c = this.conversation(p.e.conversationId);
+      if (c && c.e2ee && !p.e.env && this.o.e2ee) {
+        // Queued before the conversation was known to be e2ee: sealed now, stored, then sent.
+        try {
+          p.e.env = this.o.e2ee.seal(p.e.conversationId, p.e.clientMsgId, p.e.type, p.e.body, p.e.attachments);
+          if (p.e.env.media) p.e.attachments = p.e.env.media;
+        } catch (e) {
+          this.fail(p, asError(e));
+          continue;
+        }
+        p.saved = false;
+        const k = this.key("outbox/" + p.e.clientMsgId);
+        this.write(() => this.store.set(k, p.e)).then(() => {
+          p.saved = true;
+          this.pump();
+        });
+        held.add(p.e.conversationId);
+        continue;
+      }
+      const env = p.e.env;
+      if (env) {
+        if (!p.keys) {
+          // Sealing K to every device is async: later sends of this conversation wait for it.
+          held.add(p.e.conversationId);
+          if (!p.prep) this.prepKeys(p, env);
+          continue;
+        }
+        delete f.body;
+        f.message_type = "encrypted";
+        f.envelope = { v: 1, suite: env.suite, ciphertext: env.ciphertext, signature: env.signature, keys: p.keys };
+      }
       if (utf8Length(JSON.stringify(f)) > this.maxFrame) {
-        this.fail(p, new ParleyError("payload_too_large", "the message does not fit in one frame"));
+        if (env) this.restSend(p, f);
+        else this.fail(p, new ParleyError("payload_too_large", "the message does not fit in one frame"));
         continue;
       }
       p.inFlight = true;
@@ -1073,6 +1166,43 @@ export class ParleyClient extends Rest {
       if (!this.tx(f)) return;
     }
     if (next < Infinity) this.timer("pump", next - now, () => this.pump());
+  }
+
+  /** prepKeys seals an e2ee send's K to the conversation's devices (after a device_mismatch: refetched first). */
+  private prepKeys(p: Pending, env: SealedContent) {
+    p.prep = true;
+    this.o.e2ee!.keys(p.e.conversationId, p.e.clientMsgId, env, p.mismatch).then(
+      (k) => {
+        p.keys = k;
+        p.mismatch = undefined;
+      },
+      (e) => {
+        const err = asError(e);
+        if (NETWORK.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
+        else this.fail(p, err);
+      },
+    ).then(() => {
+      p.prep = false;
+      this.pump();
+    });
+  }
+
+  /** restSend sends an e2ee message too large for a frame with POST .../messages (same client_msg_id). */
+  private restSend(p: Pending, f: Record<string, unknown>) {
+    p.inFlight = true;
+    const { type, id, conversation_id, message_type, ...body } = f;
+    this.request<{ message: any }>("POST", `/v1/conversations/${encodeURIComponent(p.e.conversationId)}/messages`, { ...body, type: message_type })
+      .then(
+        async (r) => {
+          await this.o.e2ee!.open(r);
+          return { type: "ack", message: r.message };
+        },
+        (e) => {
+          const err = asError(e);
+          return { type: "error", error: { ...err.data, code: NETWORK.includes(err.code) ? "unavailable" : err.code, message: err.message, retry_after: err.retryAfter } };
+        },
+      )
+      .then((r) => this.onSendReply(p, r));
   }
 
   private onSendReply(p: Pending, f: any) {
@@ -1083,7 +1213,12 @@ export class ParleyClient extends Rest {
       this.onMessage(m);
     } else if (f.type === "error") {
       const err = errorOf(f.error);
-      if (RETRY.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
+      if (err.code === "device_mismatch" && p.e.env && (p.mismatches = (p.mismatches || 0) + 1) <= 3) {
+        // Refetch the lists and seal again; the same client_msg_id, K and ciphertext.
+        p.keys = undefined;
+        p.mismatch = f.error;
+        p.retryAt = this.o.now();
+      } else if (RETRY.includes(err.code)) p.retryAt = this.o.now() + Math.max(1000, (err.retryAfter || 0) * 1000);
       else {
         this.fail(p, err);
         if (err.code === "conversation_not_found") this.removeConv(p.e.conversationId);
@@ -1094,6 +1229,7 @@ export class ParleyClient extends Rest {
 
   private settle(p: Pending) {
     p.done = true;
+    if (this.o.e2ee) this.o.e2ee.done(p.e.clientMsgId);
     this.outq = this.outq.filter((q) => q !== p);
     const k = this.key("outbox/" + p.e.clientMsgId);
     this.write(() => this.store.delete(k));
@@ -1323,6 +1459,7 @@ export class ParleyClient extends Rest {
   // ---- REST helpers that touch local state
 
   private async created(r: { conversation: any }): Promise<ConversationState> {
+    if (this.o.e2ee) await this.o.e2ee.open(r);
     const c = this.conv(r.conversation.id);
     if (!c.known) {
       c.known = true;
@@ -1333,12 +1470,18 @@ export class ParleyClient extends Rest {
     return s;
   }
 
-  createDirect(userId: string): Promise<ConversationState> {
-    return this.request<{ conversation: any }>("POST", "/v1/conversations", { kind: "direct", members: [userId] }).then((r) => this.created(r));
+  /** createDirect finds or creates the direct conversation with userId (with e2ee: the end-to-end encrypted one). */
+  createDirect(userId: string, opts: { e2ee?: boolean } = {}): Promise<ConversationState> {
+    return this.create({ kind: "direct", members: [userId] }, opts);
   }
 
-  createGroup(title: string, memberIds: string[]): Promise<ConversationState> {
-    return this.request<{ conversation: any }>("POST", "/v1/conversations", { kind: "group", title, members: memberIds }).then((r) => this.created(r));
+  createGroup(title: string, memberIds: string[], opts: { e2ee?: boolean } = {}): Promise<ConversationState> {
+    return this.create({ kind: "group", title, members: memberIds }, opts);
+  }
+
+  private create(body: Record<string, unknown>, opts: { e2ee?: boolean }): Promise<ConversationState> {
+    if (opts.e2ee) body.e2ee = true;
+    return this.request<{ conversation: any }>("POST", "/v1/conversations", body).then((r) => this.created(r));
   }
 
   async addMember(conversationId: string, userId: string): Promise<void> {
@@ -1358,6 +1501,7 @@ export class ParleyClient extends Rest {
       "GET",
       `/v1/conversations/${encodeURIComponent(conversationId)}/messages` + (qs ? "?" + qs : ""),
     );
+    if (this.o.e2ee) await this.o.e2ee.open(r);
     return { messages: camel<Message[]>(r.messages || []), truncated: !!r.truncated };
   }
 

@@ -8,6 +8,8 @@ export class ParleyError extends Error {
   /** Seconds to wait before retrying (rate_limited). */
   retryAfter?: number;
   requestId?: string;
+  /** the error object's other fields (device_mismatch: missing, extra, stale) */
+  data?: Record<string, unknown>;
 
   constructor(code: string, message?: string, extra?: { status?: number; retryAfter?: number; requestId?: string }) {
     super(message || code);
@@ -28,5 +30,7 @@ export function asError(e: unknown): ParleyError {
 
 /** errorOf reads the `error` object of a WebSocket error frame. */
 export function errorOf(e: { code?: string; message?: string; retry_after?: number } | undefined): ParleyError {
-  return new ParleyError(e?.code || "internal", e?.message, e?.retry_after ? { retryAfter: e.retry_after } : undefined);
+  const err = new ParleyError(e?.code || "internal", e?.message, e?.retry_after ? { retryAfter: e.retry_after } : undefined);
+  if (e) err.data = e;
+  return err;
 }

@@ -18,6 +18,14 @@ export interface UploadOptions {
   maxRetries?: number;
   /** the first retry's wait, doubled per failure (at most 16x); default 1000 ms */
   retryDelayMs?: number;
+  // An upload to an e2ee conversation is encrypted by the e2ee module, and the
+  // server sees none of its metadata: these go inside the message content.
+  width?: number;
+  height?: number;
+  durationMs?: number;
+  blurhash?: string;
+  /** e2ee: a preview (JPEG, PNG...) the app made, uploaded encrypted with its own key */
+  thumbnail?: { data: Uint8Array; contentType: string; width?: number; height?: number };
 }
 
 const TUS = { "Tus-Resumable": "1.0.0" };

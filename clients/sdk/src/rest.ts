@@ -188,11 +188,13 @@ export class Rest {
       const e = data && data.error;
       const s = res.status;
       const ra = Number(res.headers.get("Retry-After"));
-      throw new ParleyError(
+      const err = new ParleyError(
         (e && e.code) || (s === 503 ? "unavailable" : s === 404 ? "not_found" : s < 500 ? "invalid_request" : "internal"),
         (e && e.message) || `HTTP ${s}`,
         { status: s, retryAfter: ra > 0 ? ra : undefined, requestId: res.headers.get("X-Request-ID") || undefined },
       );
+      if (e) err.data = e;
+      throw err;
     }
     return data as T;
   }

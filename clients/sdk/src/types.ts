@@ -1,5 +1,6 @@
 import type { ParleyError } from "./errors.js";
 import type { Storage } from "./storage.js";
+import type { UploadOptions } from "./media.js";
 
 /** A user's public fields (REST `User`, camelCase). */
 export interface User {
@@ -34,6 +35,26 @@ export interface Message {
   withheld?: boolean;
   /** media the message carries, in the order sent (protocol.md: the attachment object) */
   attachments?: Attachment[];
+  /**
+   * Set on a message of an e2ee conversation by the e2ee module: decrypted
+   * (type, body and attachments are the plaintext content's), or
+   * undecryptable with a reason (type stays "encrypted", body ""): show
+   * "waiting for this message", never drop it.
+   */
+  e2ee?: E2EEState;
+}
+
+/**
+ * Why a message is undecryptable (docs/design/e2ee.md, "Receiving"; the same
+ * strings as the Go SDK's): no_key (none sealed to this device, or to a key
+ * it no longer holds: a key request was sent unless the message is older
+ * than this device or its user's membership), bad_ciphertext,
+ * unknown_sender_device (not listed, or its identity key changed),
+ * bad_signature (tampered), bad_content.
+ */
+export interface E2EEState {
+  state: "decrypted" | "undecryptable";
+  reason?: string;
 }
 
 export interface Attachment {
@@ -45,9 +66,12 @@ export interface Attachment {
   width?: number;
   height?: number;
   durationMs?: number;
-  thumbnail?: { width: number; height: number };
+  /** e2ee: the thumbnail is a media of its own, with its own key */
+  thumbnail?: { width: number; height: number; mediaId?: string; key?: string; sha256?: string; contentType?: string };
   blurhash?: string;
   encrypted?: boolean;
+  /** e2ee: the file key (base64url); sha256 is then the encrypted blob's */
+  key?: string;
 }
 
 export interface Member {
@@ -68,6 +92,8 @@ export interface ConversationState {
   readSeq: number;
   unreadCount: number;
   mutedUntil?: string;
+  /** end-to-end encrypted (set at creation, never turned off) */
+  e2ee?: boolean;
   /** The newest held message. */
   lastMessage?: Message;
   createdAt: string;
@@ -103,8 +129,8 @@ export interface OutgoingMessage {
 }
 
 export interface SendOptions {
-  /** media ids from upload() (up to 10); the body may then be empty */
-  attachments?: string[];
+  /** media ids (or the attachments) from upload() (up to 10); the body may then be empty */
+  attachments?: (string | Attachment)[];
   type?: "text" | "image" | "video" | "file";
   ttlSeconds?: number;
   clientMsgId?: string;
@@ -189,6 +215,52 @@ export interface ClientOptions {
    * one instance per storage (React Native, Node).
    */
   lock?: (name: string, fn: () => Promise<void>) => Promise<unknown>;
+  /**
+   * End-to-end encryption: `new E2EE()` from "@parley/client/e2ee" (a
+   * separate module, so that apps without it do not carry its size).
+   */
+  e2ee?: E2EEPlugin;
+}
+
+/** A send's content sealed at send() time (kept in the outbox). */
+export interface SealedContent {
+  k: string;
+  ciphertext: string;
+  signature: string;
+  suite: string;
+  /** the media ids the server attaches: each attachment, then its thumbnail */
+  media?: string[];
+}
+
+/** @internal What ParleyClient gives its e2ee module. */
+export interface E2EEHost {
+  request<T>(method: string, path: string, body?: unknown): Promise<T>;
+  readonly storage: Storage;
+  readonly session: Session | null;
+  emit<K extends EventType>(type: K, payload: ParleyEvents[K]): void;
+  log: Logger;
+  now(): number;
+  conversation(id: string): ConversationState | undefined;
+  conversations(): ConversationState[];
+  /** the content key (base64url) of a send still in the outbox or failed */
+  pendingKey(clientMsgId: string): string | undefined;
+  upload(conversationId: string, data: Uint8Array, opts: UploadOptions): Promise<Attachment>;
+  mediaUrl(mediaId: string, variant: "original" | "thumbnail"): Promise<string>;
+  fetchBytes(url: string): Promise<Uint8Array>;
+}
+
+/** @internal The hooks ParleyClient calls; implemented by E2EE of "@parley/client/e2ee". */
+export interface E2EEPlugin {
+  attach(host: E2EEHost): void;
+  load(): Promise<void>;
+  connected(): void;
+  stop(): void;
+  open(wire: unknown): Promise<void>;
+  frame(f: unknown): void;
+  seal(conversationId: string, clientMsgId: string, type: string, body: string, attachments?: (string | Attachment)[]): SealedContent;
+  keys(conversationId: string, clientMsgId: string, sealed: SealedContent, mismatch?: unknown): Promise<unknown[]>;
+  done(clientMsgId: string): void;
+  upload(conversationId: string, data: Uint8Array, opts?: UploadOptions): Promise<Attachment>;
 }
 
 export interface HistoryQuery {
@@ -213,6 +285,12 @@ export interface ParleyEvents {
   presence: { userId: string; state: "online" | "offline"; lastSeen?: string };
   send_failed: { clientMsgId: string; conversationId: string; error: ParleyError };
   token: { accessExpiresAt: number };
+  /** e2ee: a user (maybe you) added a device; show "Bob added a new device" in conversationIds */
+  e2ee_device_added: { userId: string; deviceId: string; conversationIds: string[] };
+  /** e2ee: a device failed its key check (identity_changed, bad_key_signature, unknown_suite): the server is lying or broken */
+  e2ee_device_untrusted: { userId: string; deviceId: string; reason: string };
+  /** e2ee: a verified contact's security code changed: warn before the next send */
+  e2ee_verification_changed: { userId: string };
 }
 export type EventType = keyof ParleyEvents;
 export type ParleyEvent = { [K in EventType]: { type: K } & ParleyEvents[K] }[EventType];

@@ -35,6 +35,8 @@ export function merge(held: Message | undefined, m: Message): Message | undefine
   if (!held) return m;
   if (held.deleted) return undefined;
   if (m.deleted) return m;
+  // e2ee: a copy that decrypts (its key came after a key request) replaces one that did not.
+  if (held.e2ee && held.e2ee.state !== "decrypted" && m.e2ee && m.e2ee.state === "decrypted") return m;
   return editTime(m) > editTime(held) ? m : undefined;
 }
 

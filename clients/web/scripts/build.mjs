@@ -27,7 +27,7 @@ const common = {
   legalComments: "none",
   charset: "utf8",
   target: ["es2020"],
-  alias: { "@parley/client": resolve(web, "..", "sdk", "src", "index.ts") },
+  alias: { "@parley/client/e2ee": resolve(web, "..", "sdk", "src", "e2ee", "index.ts"), "@parley/client": resolve(web, "..", "sdk", "src", "index.ts") },
   logLevel: "warning",
 };
 

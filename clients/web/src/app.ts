@@ -10,9 +10,10 @@ import {
   type MessageView,
   type User,
 } from "@parley/client";
+import type { E2EE } from "@parley/client/e2ee";
 import { $, h, hue, initials, timeOf } from "./dom";
 import { closeNotifications, enablePush, setSignedIn, signOutLocally } from "./push";
-import { attachControl, attachmentsView } from "./media";
+import { attachControl, attachmentsView, setE2EE } from "./media";
 
 /** What the app keeps for each message element it drew. */
 interface Drawn {
@@ -48,7 +49,8 @@ export class App {
   private sentAt = new Map<string, number>();
   private accepted = new Set<string>();
 
-  constructor(private root: HTMLElement, private client: ParleyClient) {
+  constructor(private root: HTMLElement, private client: ParleyClient, private e2ee?: E2EE) {
+    setE2EE(e2ee);
     // Names of people seen before, so that a load while offline shows them.
     try {
       for (const u of JSON.parse(localStorage.getItem(USERS_KEY) ?? "[]") as User[]) this.users.set(u.id, u);
@@ -170,6 +172,7 @@ export class App {
   private buildShell(): void {
     this.root.replaceChildren();
     const newChat = h("input", { id: "new-chat-handle", placeholder: "Chat with @handle", autocapitalize: "none", spellcheck: "false", required: true });
+    const newE2ee = h("input", { type: "checkbox", id: "new-chat-e2ee" });
     const shell = h(
       "div",
       { class: "shell" },
@@ -190,12 +193,13 @@ export class App {
             "aria-label": "Start a direct chat",
             onsubmit: (e: Event) => {
               e.preventDefault();
-              void this.startDirect(newChat.value.trim()).then((ok) => { if (ok) newChat.value = ""; });
+              void this.startDirect(newChat.value.trim(), newE2ee.checked).then((ok) => { if (ok) newChat.value = ""; });
             },
           },
           h("label", { for: "new-chat-handle", class: "sr-only" }, "Start a chat with (handle)"),
           newChat,
           h("button", { type: "submit", id: "new-chat-go" }, "Start"),
+          this.e2ee ? h("label", { class: "e2ee-check", for: "new-chat-e2ee" }, newE2ee, " 🔒 End-to-end encrypted") : null,
         ),
         h("button", { type: "button", id: "new-group", class: "wide", onclick: () => this.groupDialog() }, "New group"),
         h("ul", { id: "conversations", class: "conversations", "aria-label": "Conversation list" }),
@@ -252,6 +256,11 @@ export class App {
       }),
       c.on("presence", () => this.schedule("list", "header")),
       c.on("receipt", (e) => { if (e.conversationId === this.openId) this.schedule("header"); }),
+      c.on("e2ee_device_added", (e) => {
+        if (e.userId !== this.myId()) this.toast(`${this.nameOf(e.userId)} added a new device.`);
+      }),
+      c.on("e2ee_verification_changed", (e) => this.toast(`${this.nameOf(e.userId)}'s security code changed. Compare it again in Members before you send.`)),
+      c.on("e2ee_device_untrusted", (e) => this.toast(`A device of ${this.nameOf(e.userId)} failed its key check: messages to it are not sent.`)),
       c.on("send_failed", (e) => {
         this.toast("Not sent: " + describe(e.error) + ". Retry or delete it in the conversation.");
         if (e.conversationId === this.openId) this.schedule("chat");
@@ -429,7 +438,7 @@ export class App {
       const title = this.titleOf(c);
       const typing = this.typingLine(c);
       const last = c.lastMessage;
-      const preview = typing || (last ? (last.senderId === this.myId() ? "You: " : c.kind === "group" ? this.nameOf(last.senderId) + ": " : "") + previewOf(last.body, last.deleted) : "No messages yet");
+      const preview = typing || (last ? (last.senderId === this.myId() ? "You: " : c.kind === "group" ? this.nameOf(last.senderId) + ": " : "") + (last.e2ee?.state === "undecryptable" ? "Waiting for this message" : previewOf(last.body, last.deleted)) : "No messages yet");
       const online = this.online(c);
       return h(
         "li",
@@ -441,14 +450,14 @@ export class App {
             class: "conv" + (c.id === this.openId ? " active" : "") + (c.unreadCount > 0 ? " unread" : ""),
             "data-id": c.id,
             "aria-current": c.id === this.openId ? "true" : undefined,
-            "aria-label": `${title}${this.isRequest(c) ? ", message request" : ""}${online ? ", online" : ""}${c.unreadCount ? `, ${c.unreadCount} unread` : ""}`,
+            "aria-label": `${title}${c.e2ee ? ", end-to-end encrypted" : ""}${this.isRequest(c) ? ", message request" : ""}${online ? ", online" : ""}${c.unreadCount ? `, ${c.unreadCount} unread` : ""}`,
             onclick: () => { location.hash = "#/c/" + c.id; },
           },
           avatar(title, c.kind === "direct" ? this.other(c) ?? c.id : c.id, online),
           h(
             "span",
             { class: "conv-text" },
-            h("span", { class: "conv-top" }, h("span", { class: "conv-title" }, title), this.isRequest(c) ? h("span", { class: "tag" }, "Request") : null, h("time", { class: "muted" }, last ? timeOf(last.createdAt) : "")),
+            h("span", { class: "conv-top" }, h("span", { class: "conv-title" }, c.e2ee ? lock() : null, title), this.isRequest(c) ? h("span", { class: "tag" }, "Request") : null, h("time", { class: "muted" }, last ? timeOf(last.createdAt) : "")),
             h("span", { class: "conv-bottom" }, h("span", { class: "conv-last" + (typing ? " typing" : "") }, preview), c.unreadCount > 0 ? h("span", { class: "badge", "aria-hidden": "true" }, String(c.unreadCount)) : null),
           ),
         ),
@@ -560,7 +569,7 @@ export class App {
       return;
     }
     const name = this.titleOf(c);
-    title.textContent = name;
+    title.replaceChildren(...(c.e2ee ? [lock()] : []), name);
     $("#chat-avatar").replaceChildren(avatar(name, c.kind === "direct" ? this.other(c) ?? c.id : c.id, this.online(c)));
     let sub = "";
     if (c.kind === "group") {
@@ -575,7 +584,7 @@ export class App {
     const t = $("#typing");
     if (t.textContent !== typing) t.textContent = typing;
     $("#chat-sub").hidden = !!typing;
-    ($("#members") as HTMLButtonElement).hidden = c.kind !== "group";
+    ($("#members") as HTMLButtonElement).hidden = c.kind !== "group" && !c.e2ee;
     this.renderRequest(c);
   }
 
@@ -687,7 +696,11 @@ export class App {
     const mine = m.senderId === this.myId() || (m.seq === 0 && !m.id);
     const group = c?.kind === "group";
     const tick = mine ? h("span", { class: "tick" }) : null;
-    const body = m.deleted ? h("em", { class: "muted" }, "Message deleted") : h("p", { class: "body" }, m.body);
+    const body = m.deleted
+      ? h("em", { class: "muted" }, "Message deleted")
+      : m.e2ee?.state === "undecryptable"
+        ? h("em", { class: "muted waiting", title: "Not readable on this device yet (" + (m.e2ee.reason || "") + ")" }, "🔒 Waiting for this message")
+        : h("p", { class: "body" }, m.body);
     const el = h(
       "li",
       { class: "msg " + (mine ? "mine" : "theirs"), "data-seq": m.seq, "data-key": this.key(m) },
@@ -793,12 +806,12 @@ export class App {
 
   // ---- creating conversations, members ----
 
-  private async startDirect(handle: string): Promise<boolean> {
+  private async startDirect(handle: string, e2ee = false): Promise<boolean> {
     if (!handle) return false;
     try {
       const u = await this.client.findUser(handle.replace(/^@/, ""));
       this.rememberUser(u);
-      const c = await this.client.createDirect(u.id);
+      const c = await this.client.createDirect(u.id, { e2ee });
       location.hash = "#/c/" + c.id;
       this.schedule("list");
       return true;
@@ -836,9 +849,16 @@ export class App {
   private groupDialog(): void {
     const title = h("input", { id: "group-title", required: true, maxlength: 100 });
     const members = h("input", { id: "group-members", placeholder: "alice, bob", autocapitalize: "none", spellcheck: "false" });
+    const enc = h("input", { type: "checkbox", id: "group-e2ee" });
     this.dialog(
       "New group",
-      [h("label", { for: "group-title" }, "Name"), title, h("label", { for: "group-members" }, "Members (handles, comma-separated)"), members],
+      [
+        h("label", { for: "group-title" }, "Name"),
+        title,
+        h("label", { for: "group-members" }, "Members (handles, comma-separated)"),
+        members,
+        this.e2ee ? h("label", { class: "e2ee-check", for: "group-e2ee" }, enc, " 🔒 End-to-end encrypted (for good)") : null,
+      ].filter((x): x is HTMLInputElement | HTMLLabelElement => !!x),
       async (close) => {
         const handles = members.value.split(/[\s,]+/).map((s) => s.replace(/^@/, "")).filter(Boolean);
         const ids: string[] = [];
@@ -847,7 +867,7 @@ export class App {
           this.rememberUser(u);
           ids.push(u.id);
         }
-        const c = await this.client.createGroup(title.value.trim(), ids);
+        const c = await this.client.createGroup(title.value.trim(), ids, { e2ee: enc.checked });
         close();
         location.hash = "#/c/" + c.id;
         this.schedule("list");
@@ -862,6 +882,7 @@ export class App {
     const c = id ? this.client.conversation(id) : undefined;
     if (!id || !c) return;
     const list = h("ul", { class: "member-list", id: "member-list" });
+    const direct = c.kind === "direct";
     const draw = () => {
       const cur = this.client.conversation(id);
       list.replaceChildren(
@@ -870,7 +891,8 @@ export class App {
             "li",
             { "data-user": m.userId },
             h("span", {}, this.nameOf(m.userId), m.role === "admin" || m.role === "owner" ? h("span", { class: "muted" }, " · " + m.role) : null),
-            h(
+            cur?.e2ee && m.userId !== this.myId() ? this.safetyView(m.userId) : null,
+            direct ? null : h(
               "button",
               {
                 type: "button",
@@ -904,7 +926,7 @@ export class App {
     const add = h("input", { id: "add-member", placeholder: "handle", autocapitalize: "none", spellcheck: "false", required: true });
     const dlg = this.dialog(
       "Members of " + this.titleOf(c),
-      [list, h("label", { for: "add-member" }, "Add someone (handle)"), add],
+      direct ? [list] : [list, h("label", { for: "add-member" }, "Add someone (handle)"), add],
       async () => {
         const u = await this.client.findUser(add.value.trim().replace(/^@/, ""));
         this.rememberUser(u);
@@ -914,10 +936,33 @@ export class App {
       },
       "Add",
     );
+    if (direct) dlg.querySelector<HTMLElement>("button[type=submit]")!.hidden = true;
     draw();
     const off = this.client.on("conversation", (e) => { if (e.conversation.id === id && dlg.open) draw(); });
     dlg.addEventListener("close", off);
-    add.focus();
+    if (!direct) add.focus();
+  }
+
+  /** safetyView shows the safety number shared with userId and a verify button (e2ee conversations). */
+  private safetyView(userId: string): HTMLElement {
+    const num = h("code", { class: "safety-number", "data-user": userId }, "…");
+    const state = h("span", { class: "muted verify-state" });
+    const btn = h("button", { type: "button", class: "ghost verify" }, "Mark verified");
+    const e2ee = this.e2ee;
+    const paint = async () => {
+      if (!e2ee) return;
+      try {
+        num.textContent = await e2ee.safetyNumber(userId);
+        const v = await e2ee.verification(userId);
+        state.textContent = v === "verified" ? "✓ Verified" : v === "changed" ? "⚠ Changed since you verified" : "Not verified";
+        btn.hidden = v === "verified";
+      } catch (e) {
+        num.textContent = describe(e);
+      }
+    };
+    btn.addEventListener("click", () => void e2ee?.verify(userId).then(paint, (e) => this.toast(describe(e))));
+    void paint();
+    return h("div", { class: "safety" }, h("span", { class: "muted" }, "Safety number (compare it with them):"), num, h("div", { class: "row" }, state, btn));
   }
 
   private async enablePush(): Promise<void> {
@@ -951,6 +996,11 @@ function avatar(name: string, id: string, online: boolean): HTMLElement {
     initials(name === "…" ? "?" : name),
     online ? h("span", { class: "dot", title: "online" }) : null,
   );
+}
+
+/** lock is the marker of an end-to-end encrypted conversation. */
+function lock(): HTMLElement {
+  return h("span", { class: "lock", title: "End-to-end encrypted", "aria-label": "End-to-end encrypted", role: "img" }, "🔒 ");
 }
 
 function previewOf(body: string, deleted?: boolean): string {

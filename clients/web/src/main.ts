@@ -1,5 +1,6 @@
 // Entry point of the browser client.
 import { IndexedDBStorage, ParleyClient } from "@parley/client";
+import { E2EE } from "@parley/client/e2ee";
 import { App } from "./app";
 import { registerServiceWorker } from "./push";
 
@@ -10,6 +11,7 @@ function deviceName(): string {
   return os ? `${browser} on ${os}` : browser;
 }
 
+const e2ee = new E2EE();
 const client = new ParleyClient({
   server: location.origin,
   storage: new IndexedDBStorage("parley"),
@@ -18,10 +20,12 @@ const client = new ParleyClient({
   // Every tab shares the tokens in IndexedDB: refresh under a cross-tab lock
   // so that a second tab adopts the rotation instead of reusing the old token.
   lock: navigator.locks ? (name, fn) => navigator.locks.request(name, fn) : undefined,
+  // End-to-end encrypted conversations: this browser's device keys live in the same IndexedDB.
+  e2ee,
 });
 
 const root = document.getElementById("app");
 if (root) {
   void registerServiceWorker();
-  void new App(root, client).start();
+  void new App(root, client, e2ee).start();
 }
