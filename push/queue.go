@@ -55,7 +55,11 @@ type Queue struct {
 	log    *slog.Logger
 	m      *Metrics
 
+	// pub publishes the core's jobs asynchronously (publishLoop): acks
+	// come back on its own goroutine, failures go to retries.
+	pub      jetstream.JetStream
 	out      chan outJob
+	retries  chan outJob
 	fetched  chan string
 	healedAt atomic.Int64 // Unix ns of the last heal
 
@@ -79,8 +83,15 @@ type outJob struct {
 // follows. The buffer absorbs a NATS hiccup of a few seconds at full
 // rate; jobs beyond it are dropped and counted.
 const (
-	enqueueBuffer   = 65536
-	enqueueWorkers  = 4
+	enqueueBuffer = 65536
+	// enqueueInFlight bounds the jobs published and not yet acked by
+	// JetStream: publishing does not wait for each ack (a round trip per
+	// job capped the rate at a few thousand a second under load), but
+	// the stream must not be handed more than it takes.
+	enqueueInFlight = 4096
+	// enqueueRetriers publish again, one at a time with backoff, the
+	// jobs whose asynchronous publish failed.
+	enqueueRetriers = 2
 	enqueueAttempts = 8 // about a minute of retries in all
 	fetchBuffer     = 4096
 	traceMaxEvents  = 200
@@ -104,13 +115,21 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		m = NewMetrics(nil)
 	}
 	q := &Queue{cfg: cfg, n: namesFor(cfg.Namespace), js: js, log: log, m: m,
-		out: make(chan outJob, enqueueBuffer), fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+		out: make(chan outJob, enqueueBuffer), retries: make(chan outJob, enqueueBuffer),
+		fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+	q.pub, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(enqueueInFlight),
+		jetstream.WithPublishAsyncTimeout(publishTimeout),
+		jetstream.WithPublishAsyncAckHandler(q.published), jetstream.WithPublishAsyncErrHandler(q.publishFailed))
+	if err != nil {
+		return nil, err
+	}
 	if err := q.ensure(ctx); err != nil {
 		return nil, err
 	}
-	for range enqueueWorkers {
-		q.wg.Add(1)
-		go q.publishLoop()
+	q.wg.Add(1 + enqueueRetriers)
+	go q.publishLoop()
+	for range enqueueRetriers {
+		go q.retryLoop()
 	}
 	q.wg.Add(2)
 	go q.fetchLoop()
@@ -245,29 +264,98 @@ func (q *Queue) enqueue(subject, id string, v any) {
 }
 
 // publishLoop publishes buffered jobs, each with its deduplication id,
-// retrying while NATS is away.
+// without waiting for each ack: JetStream acks them on the publisher's
+// own goroutine (published), and a job whose publish fails goes to the
+// retriers (publishFailed), which publish it again with backoff while
+// NATS is away.
 func (q *Queue) publishLoop() {
 	defer q.wg.Done()
 	for {
 		select {
 		case j := <-q.out:
-			q.publish(j)
+			q.publishAsync(j)
 		case <-q.stop:
-			// Drain what is buffered, briefly.
+			// Publish what is buffered, then give the acks a few seconds.
 			deadline := time.After(3 * time.Second)
+		drain:
 			for {
 				select {
 				case j := <-q.out:
-					q.publishOnce(j)
-				case <-deadline:
-					return
+					q.publishAsync(j)
 				default:
-					return
+					break drain
 				}
 			}
+			select {
+			case <-q.pub.PublishAsyncComplete():
+			case <-deadline:
+			}
+			return
 		}
 	}
 }
+
+// publishAsync hands j to JetStream, waiting while enqueueInFlight jobs
+// are unacked; a publish that cannot even be sent (NATS away) goes to
+// the retriers.
+func (q *Queue) publishAsync(j outJob) {
+	msg := &nats.Msg{Subject: j.subject, Data: j.data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, j.id)
+	for {
+		_, err := q.pub.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+		if err == nil {
+			return
+		}
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			select {
+			case <-q.stop:
+			default:
+				continue // the stream is slow: wait for acks, keep order
+			}
+		}
+		q.retry(j)
+		return
+	}
+}
+
+// published counts a job JetStream acked (on the publisher's goroutine:
+// it must not block).
+func (q *Queue) published(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+	q.m.enqueued.WithLabelValues(q.jobKind(m.Subject)).Inc()
+}
+
+// publishFailed hands a job whose publish failed (no ack in time, NATS
+// disconnected, the stream gone) to the retriers, which heal the stream
+// if it is gone (this runs on the publisher's goroutine: no waiting).
+func (q *Queue) publishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
+	q.retry(outJob{subject: m.Subject, id: m.Header.Get(jetstream.MsgIDHeader), data: m.Data})
+}
+
+// retry queues j for the retriers; it never blocks.
+func (q *Queue) retry(j outJob) {
+	select {
+	case q.retries <- j:
+	default:
+		q.m.dropped.WithLabelValues("enqueue_overflow").Inc()
+		q.log.Warn("push: enqueue retries full; job dropped", "subject", j.subject, "id", j.id)
+	}
+}
+
+// retryLoop publishes failed jobs again, synchronously with backoff.
+func (q *Queue) retryLoop() {
+	defer q.wg.Done()
+	for {
+		select {
+		case j := <-q.retries:
+			q.publish(j)
+		case <-q.stop:
+			return
+		}
+	}
+}
+
+// publishTimeout bounds the wait for JetStream's ack of one job.
+const publishTimeout = 10 * time.Second
 
 func (q *Queue) publish(j outJob) {
 	delay := 100 * time.Millisecond
