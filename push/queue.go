@@ -63,6 +63,11 @@ type Queue struct {
 	fetched  chan string
 	healedAt atomic.Int64 // Unix ns of the last heal
 
+	// view, when set, spares messages that need no job; bus carries new
+	// registrations to the other nodes' views.
+	view *View
+	bus  parley.Bus
+
 	// awaited mirrors the devices with a fetch awaited (the "f." keys
 	// of the trace bucket) while mirrored is true; otherwise every fetch
 	// is looked up.
@@ -220,13 +225,56 @@ func (q *Queue) Close() {
 	q.wg.Wait()
 }
 
+// UseView makes the queue ask v whether a message needs a job at all.
+// Call it before serving, only on a node that hears every conversation
+// event (a gateway: ConversationChanged must be called for each).
+func (q *Queue) UseView(v *View) { q.view = v }
+
+// UseBus makes PushRegistered tell every node's view (b is the sealed
+// bus). Call it before serving.
+func (q *Queue) UseBus(b parley.Bus) { q.bus = b }
+
 // MessageCommitted enqueues the push job of a committed message (also of
-// a retried send: the stream keeps one per message). It never blocks.
+// a retried send: the stream keeps one per message), unless the view
+// knows no other member of the conversation has a push registration. It
+// never blocks.
 func (q *Queue) MessageCommitted(m *parley.Message) {
 	now := time.Now().UnixMilli()
 	j := &MessageJob{ConversationID: m.ConversationID, Seq: m.Seq, MessageID: m.ID, SenderID: m.SenderID,
 		MessageType: string(m.Type), CommittedAt: m.CreatedAt.UnixMilli(), EnqueuedAt: now}
+	if q.view != nil && q.view.unneeded(j) {
+		q.m.avoided.Inc()
+		return
+	}
 	q.enqueue(q.n.msg, j.msgID(), j)
+}
+
+// PushRegistered tells every node's view that a device has a push
+// registration now (after the store has it): its user's conversations
+// get jobs from now on, and messages judged just before are enqueued. An
+// error says the other nodes could not be told (they learn it at their
+// next reload): the caller should fail the registration so that the
+// client tries it again.
+func (q *Queue) PushRegistered(userID, deviceID string) error {
+	if q.view != nil {
+		q.view.registered(userID, deviceID)
+	}
+	if q.bus == nil {
+		return nil
+	}
+	data, _ := json.Marshal(registration{UserID: userID, DeviceID: deviceID}) // strings: cannot fail
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return q.bus.Publish(ctx, registrationSubject(q.cfg.Namespace), data)
+}
+
+// ConversationChanged tells the view that a conversation's membership
+// changed or that it was deleted (every such event, local or heard on
+// the bus).
+func (q *Queue) ConversationChanged(conversationID string) {
+	if q.view != nil {
+		q.view.conversationChanged(conversationID)
+	}
 }
 
 // ReadRaised enqueues the job that clears the notifications of a
