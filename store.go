@@ -70,6 +70,12 @@ type Store interface {
 	// Push returns the push registration of a device; CodeNotFound if it
 	// has none (or there is no such device).
 	Push(ctx context.Context, deviceID string) (*PushRegistration, error)
+	// PushDevices calls each with the user and the id of every device
+	// that has a push registration, in no particular order, reading the
+	// registrations' ids only (never their tokens). It stops at the first
+	// error each returns and returns it. The push role's view of who may
+	// need a notification is loaded from it (push.View).
+	PushDevices(ctx context.Context, each func(userID, deviceID string) error) error
 	// PushTargets lists every device with a push registration of every
 	// member of a conversation except exceptUserID, ordered by user id and
 	// device id. CodeConversationNotFound if there is no such

@@ -17,6 +17,13 @@ type Metrics struct {
 	// traceFailures trace writes that failed (traces are best effort).
 	jobErrors     prometheus.Counter
 	traceFailures prometheus.Counter
+	// avoided counts messages the view found no job was needed for;
+	// revisited those judged so and enqueued after all (a registration
+	// or membership change came after the judgement).
+	avoided   prometheus.Counter
+	revisited prometheus.Counter
+	viewUsers prometheus.Gauge
+	viewReady prometheus.Gauge
 }
 
 // NewMetrics makes the metrics and registers them with reg (nil: not
@@ -44,9 +51,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Jobs put back for a later try after a store or NATS failure."}),
 		traceFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_trace_failures_total",
 			Help: "Trace writes that failed (traces are best effort)."}),
+		avoided: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_jobs_avoided_total",
+			Help: "Committed messages that got no push job: no other member of the conversation has a push registration (this node's view)."}),
+		revisited: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_jobs_revisited_total",
+			Help: "Messages first judged to need no push job and enqueued after all: a registration or membership change (or a gap in the bus) came right after."}),
+		viewUsers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_push_view_users",
+			Help: "Users with a push registration in this node's view."}),
+		viewReady: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_push_view_ready",
+			Help: "1 when this node's view of push registrations is loaded and current (messages without registered recipients get no job), 0 when every message is enqueued (loading, or after a gap in the bus)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.deferred, m.latency, m.jobErrors, m.traceFailures)
+		reg.MustRegister(m.enqueued, m.sent, m.failed, m.skipped, m.dead, m.dropped, m.deferred, m.latency, m.jobErrors, m.traceFailures,
+			m.avoided, m.revisited, m.viewUsers, m.viewReady)
 	}
 	return m
 }

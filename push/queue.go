@@ -55,9 +55,18 @@ type Queue struct {
 	log    *slog.Logger
 	m      *Metrics
 
+	// pub publishes the core's jobs asynchronously (publishLoop): acks
+	// come back on its own goroutine, failures go to retries.
+	pub      jetstream.JetStream
 	out      chan outJob
+	retries  chan outJob
 	fetched  chan string
 	healedAt atomic.Int64 // Unix ns of the last heal
+
+	// view, when set, spares messages that need no job; bus carries new
+	// registrations to the other nodes' views.
+	view *View
+	bus  parley.Bus
 
 	// awaited mirrors the devices with a fetch awaited (the "f." keys
 	// of the trace bucket) while mirrored is true; otherwise every fetch
@@ -79,8 +88,15 @@ type outJob struct {
 // follows. The buffer absorbs a NATS hiccup of a few seconds at full
 // rate; jobs beyond it are dropped and counted.
 const (
-	enqueueBuffer   = 65536
-	enqueueWorkers  = 4
+	enqueueBuffer = 65536
+	// enqueueInFlight bounds the jobs published and not yet acked by
+	// JetStream: publishing does not wait for each ack (a round trip per
+	// job capped the rate at a few thousand a second under load), but
+	// the stream must not be handed more than it takes.
+	enqueueInFlight = 4096
+	// enqueueRetriers publish again, one at a time with backoff, the
+	// jobs whose asynchronous publish failed.
+	enqueueRetriers = 2
 	enqueueAttempts = 8 // about a minute of retries in all
 	fetchBuffer     = 4096
 	traceMaxEvents  = 200
@@ -104,13 +120,21 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, cfg QueueConfig, m *Metrics, 
 		m = NewMetrics(nil)
 	}
 	q := &Queue{cfg: cfg, n: namesFor(cfg.Namespace), js: js, log: log, m: m,
-		out: make(chan outJob, enqueueBuffer), fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+		out: make(chan outJob, enqueueBuffer), retries: make(chan outJob, enqueueBuffer),
+		fetched: make(chan string, fetchBuffer), stop: make(chan struct{})}
+	q.pub, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(enqueueInFlight),
+		jetstream.WithPublishAsyncTimeout(publishTimeout),
+		jetstream.WithPublishAsyncAckHandler(q.published), jetstream.WithPublishAsyncErrHandler(q.publishFailed))
+	if err != nil {
+		return nil, err
+	}
 	if err := q.ensure(ctx); err != nil {
 		return nil, err
 	}
-	for range enqueueWorkers {
-		q.wg.Add(1)
-		go q.publishLoop()
+	q.wg.Add(1 + enqueueRetriers)
+	go q.publishLoop()
+	for range enqueueRetriers {
+		go q.retryLoop()
 	}
 	q.wg.Add(2)
 	go q.fetchLoop()
@@ -201,13 +225,56 @@ func (q *Queue) Close() {
 	q.wg.Wait()
 }
 
+// UseView makes the queue ask v whether a message needs a job at all.
+// Call it before serving, only on a node that hears every conversation
+// event (a gateway: ConversationChanged must be called for each).
+func (q *Queue) UseView(v *View) { q.view = v }
+
+// UseBus makes PushRegistered tell every node's view (b is the sealed
+// bus). Call it before serving.
+func (q *Queue) UseBus(b parley.Bus) { q.bus = b }
+
 // MessageCommitted enqueues the push job of a committed message (also of
-// a retried send: the stream keeps one per message). It never blocks.
+// a retried send: the stream keeps one per message), unless the view
+// knows no other member of the conversation has a push registration. It
+// never blocks.
 func (q *Queue) MessageCommitted(m *parley.Message) {
 	now := time.Now().UnixMilli()
 	j := &MessageJob{ConversationID: m.ConversationID, Seq: m.Seq, MessageID: m.ID, SenderID: m.SenderID,
 		MessageType: string(m.Type), CommittedAt: m.CreatedAt.UnixMilli(), EnqueuedAt: now}
+	if q.view != nil && q.view.unneeded(j) {
+		q.m.avoided.Inc()
+		return
+	}
 	q.enqueue(q.n.msg, j.msgID(), j)
+}
+
+// PushRegistered tells every node's view that a device has a push
+// registration now (after the store has it): its user's conversations
+// get jobs from now on, and messages judged just before are enqueued. An
+// error says the other nodes could not be told (they learn it at their
+// next reload): the caller should fail the registration so that the
+// client tries it again.
+func (q *Queue) PushRegistered(userID, deviceID string) error {
+	if q.view != nil {
+		q.view.registered(userID, deviceID)
+	}
+	if q.bus == nil {
+		return nil
+	}
+	data, _ := json.Marshal(registration{UserID: userID, DeviceID: deviceID}) // strings: cannot fail
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return q.bus.Publish(ctx, registrationSubject(q.cfg.Namespace), data)
+}
+
+// ConversationChanged tells the view that a conversation's membership
+// changed or that it was deleted (every such event, local or heard on
+// the bus).
+func (q *Queue) ConversationChanged(conversationID string) {
+	if q.view != nil {
+		q.view.conversationChanged(conversationID)
+	}
 }
 
 // ReadRaised enqueues the job that clears the notifications of a
@@ -245,29 +312,98 @@ func (q *Queue) enqueue(subject, id string, v any) {
 }
 
 // publishLoop publishes buffered jobs, each with its deduplication id,
-// retrying while NATS is away.
+// without waiting for each ack: JetStream acks them on the publisher's
+// own goroutine (published), and a job whose publish fails goes to the
+// retriers (publishFailed), which publish it again with backoff while
+// NATS is away.
 func (q *Queue) publishLoop() {
 	defer q.wg.Done()
 	for {
 		select {
 		case j := <-q.out:
-			q.publish(j)
+			q.publishAsync(j)
 		case <-q.stop:
-			// Drain what is buffered, briefly.
+			// Publish what is buffered, then give the acks a few seconds.
 			deadline := time.After(3 * time.Second)
+		drain:
 			for {
 				select {
 				case j := <-q.out:
-					q.publishOnce(j)
-				case <-deadline:
-					return
+					q.publishAsync(j)
 				default:
-					return
+					break drain
 				}
 			}
+			select {
+			case <-q.pub.PublishAsyncComplete():
+			case <-deadline:
+			}
+			return
 		}
 	}
 }
+
+// publishAsync hands j to JetStream, waiting while enqueueInFlight jobs
+// are unacked; a publish that cannot even be sent (NATS away) goes to
+// the retriers.
+func (q *Queue) publishAsync(j outJob) {
+	msg := &nats.Msg{Subject: j.subject, Data: j.data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, j.id)
+	for {
+		_, err := q.pub.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+		if err == nil {
+			return
+		}
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			select {
+			case <-q.stop:
+			default:
+				continue // the stream is slow: wait for acks, keep order
+			}
+		}
+		q.retry(j)
+		return
+	}
+}
+
+// published counts a job JetStream acked (on the publisher's goroutine:
+// it must not block).
+func (q *Queue) published(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+	q.m.enqueued.WithLabelValues(q.jobKind(m.Subject)).Inc()
+}
+
+// publishFailed hands a job whose publish failed (no ack in time, NATS
+// disconnected, the stream gone) to the retriers, which heal the stream
+// if it is gone (this runs on the publisher's goroutine: no waiting).
+func (q *Queue) publishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
+	q.retry(outJob{subject: m.Subject, id: m.Header.Get(jetstream.MsgIDHeader), data: m.Data})
+}
+
+// retry queues j for the retriers; it never blocks.
+func (q *Queue) retry(j outJob) {
+	select {
+	case q.retries <- j:
+	default:
+		q.m.dropped.WithLabelValues("enqueue_overflow").Inc()
+		q.log.Warn("push: enqueue retries full; job dropped", "subject", j.subject, "id", j.id)
+	}
+}
+
+// retryLoop publishes failed jobs again, synchronously with backoff.
+func (q *Queue) retryLoop() {
+	defer q.wg.Done()
+	for {
+		select {
+		case j := <-q.retries:
+			q.publish(j)
+		case <-q.stop:
+			return
+		}
+	}
+}
+
+// publishTimeout bounds the wait for JetStream's ack of one job.
+const publishTimeout = 10 * time.Second
 
 func (q *Queue) publish(j outJob) {
 	delay := 100 * time.Millisecond

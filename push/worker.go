@@ -227,44 +227,70 @@ func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.
 		w.q.heal(err)
 		return fmt.Errorf("push: consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("push: consume: %w", err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	// Jobs are fetched in batches of as many as there are free workers,
+	// each fetch a pull request that expires after fetchWait. A long-lived
+	// pull (cons.Messages) stalled under load: the server had no pull
+	// request waiting while the client counted one outstanding, and
+	// consumption stopped until the missed heartbeats reset it, about 30
+	// s later, with tens of thousands of jobs waiting. A fetch that is
+	// lost ends at its expiry, and the next one asks again.
+	for ctx.Err() == nil {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		n := 1
+	take:
+		for n < w.cfg.Concurrency {
+			select {
+			case sem <- struct{}{}:
+				n++
+			default:
+				break take
 			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
-				errors.Is(err, jetstream.ErrConsumerNotFound) {
-				it.Stop()
-				return err
+		}
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				wg.Add(1)
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					w.handle(hctx, msg)
+				}()
 			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// Silence: is the consumer still there?
-				ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, ierr := cons.Info(ictx)
-				cancel()
-				if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
-					it.Stop()
-					return ierr
-				}
-			}
-			w.log.Warn("push: consume", "err", err)
+			err = batch.Error()
+		}
+		for range n - got {
+			<-sem
+		}
+		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			w.handle(hctx, msg)
-		}()
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return err
+		}
+		// Is the consumer still there?
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, ierr := cons.Info(ictx)
+		cancel()
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+			return ierr
+		}
+		w.log.Warn("push: fetch", "err", err)
+		select {
+		case <-time.After(fetchWait):
+		case <-ctx.Done():
+		}
 	}
+	return nil
 }
+
+// fetchWait is how long a fetch waits for jobs: the longest a lost pull
+// request can hold the role up.
+const fetchWait = time.Second
 
 // handle processes one job and acks, naks (with a delay) or terminates
 // it.

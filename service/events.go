@@ -202,12 +202,15 @@ func (s *Service) publishConversation(ctx context.Context, e *Event) {
 	s.publish(ctx, ConversationSubject(e.ConversationID), e)
 }
 
-// ObserveEvent keeps the history cache coherent with an event about a
-// conversation, heard from the bus (the gateway passes on every one) or
-// published here.
+// ObserveEvent keeps the history cache and the push view's members
+// coherent with an event about a conversation, heard from the bus (the
+// gateway passes on every one) or published here.
 func (s *Service) ObserveEvent(e *Event) {
 	if s.cache != nil {
 		s.cache.apply(e)
+	}
+	if s.push != nil && e.Kind == EventConversation {
+		s.push.ConversationChanged(e.ConversationID) // the push view's members
 	}
 }
 

@@ -39,6 +39,15 @@ func (s *Service) SetPush(ctx context.Context, p *parley.Principal, r *parley.Pu
 	if err := s.store.SetPush(ctx, p.UserID, p.DeviceID, r); err != nil {
 		return nil, err
 	}
+	if s.push != nil {
+		// Every node must know, or it may judge the user's messages to
+		// need no push: a registration the others cannot hear of fails
+		// (stored, and harmless to make again), so the client retries.
+		if err := s.push.PushRegistered(p.UserID, p.DeviceID); err != nil {
+			s.log.WarnContext(ctx, "push registration not announced", "err", err)
+			return nil, parley.Errorf(parley.CodeUnavailable, "the registration could not reach every server; try again")
+		}
+	}
 	return r, nil
 }
 
@@ -148,6 +157,12 @@ type PushQueue interface {
 	ReadRaised(conversationID, userID, deviceID string, readSeq int64)
 	// Fetched notes a device's sync or history call (for push traces).
 	Fetched(deviceID string)
+	// PushRegistered announces a new registration (stored) to every
+	// node's view of who may need a push; an error says it could not.
+	PushRegistered(userID, deviceID string) error
+	// ConversationChanged says a conversation's membership changed or
+	// it was deleted (every such event, local or heard on the bus).
+	ConversationChanged(conversationID string)
 	// Trace returns what happened to one message's notifications.
 	Trace(ctx context.Context, messageID string) (*parley.PushTrace, error)
 }

@@ -141,6 +141,8 @@ type PushConfig struct {
 	RetryBase      time.Duration // first retry backoff; default 1s
 	Preview        bool          // message text in notifications; default off
 	Concurrency    int           // jobs handled at once per push node; default 64
+	ViewOff        bool          // every message gets a push job (no in-memory view of registrations)
+	ViewReload     time.Duration // how often a gateway reads the registrations again; default 5m
 	Replicas       int           // JetStream replicas of the queue; default 1
 	Namespace      string        // keeps this cluster's queue apart on a shared NATS; default main
 	CAFile         string        // extra root CAs for provider endpoints (tests, private CAs)
@@ -412,6 +414,18 @@ func settings() []setting {
 			}
 			return nil
 		}},
+		{"push-view", "PARLEY_PUSH_VIEW", "on", "on: a gateway keeps in memory which users have a push registration, and a message no other member of whose conversation has one gets no push job (docs/push.md); off: every message gets a job", func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "on", "true", "1":
+				c.Push.ViewOff = false
+			case "off", "false", "0":
+				c.Push.ViewOff = true
+			default:
+				return fmt.Errorf("want on or off, got %q", v)
+			}
+			return nil
+		}},
+		{"push-view-reload", "PARLEY_PUSH_VIEW_RELOAD", "5m", "how often a gateway reads every push registration again (a new one reaches every node at once through the bus; a removed one at the next reload)", dur(func(c *Config) *time.Duration { return &c.Push.ViewReload })},
 		{"push-max-registrations", "PARLEY_PUSH_MAX_REGISTRATIONS", "20", "devices of one user that may hold a push registration; one more is refused with limit_exceeded", positive(func(c *Config) *int { return &c.Push.MaxRegistrations })},
 		{"push-concurrency", "PARLEY_PUSH_CONCURRENCY", "64", "push jobs each push node handles at once", positive(func(c *Config) *int { return &c.Push.Concurrency })},
 		{"push-host-concurrency", "PARLEY_PUSH_HOST_CONCURRENCY", "4", "sends at once, per push node, to one Web Push host that is not a known push service; a job past it goes back on the queue for about a second", positive(func(c *Config) *int { return &c.Push.HostConcurrency })},

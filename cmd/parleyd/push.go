@@ -22,6 +22,7 @@ import (
 var (
 	_ service.PushQueue = (*push.Queue)(nil)
 	_ push.Store        = parley.Store(nil)
+	_ push.ViewStore    = parley.Store(nil)
 	_ push.Liveness     = (*natsbus.Presence)(nil)
 	_ push.Liveness     = localLiveness{}
 	_ push.Provider     = (*push.APNs)(nil)

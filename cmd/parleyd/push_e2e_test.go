@@ -675,3 +675,61 @@ func TestPushInFlightAtKill(t *testing.T) {
 	}
 	t.Logf("in flight at the kill; sent again %v after it", rs[1].Time.Sub(killedAt).Round(100*time.Millisecond))
 }
+
+// TestPushViewAcrossNodes: two gateways and a push node on the machine's
+// PostgreSQL and NATS. Messages to a conversation whose other members
+// have no push registration get no job (the gateway's view); a
+// registration made through the other gateway, and a registered member
+// added through it, reach the first gateway's view at once: its next
+// messages push.
+func TestPushViewAcrossNodes(t *testing.T) {
+	prov := startProviders(t)
+	env := append(clusterEnv(t), prov.env...)
+	gw1 := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	gw2 := startParleyd(t, t.TempDir(), env, "--roles", "gateway")
+	startParleyd(t, t.TempDir(), env, "--roles", "push")
+	signup(t, gw1.base, "alice")
+	bobID, _ := signup(t, gw1.base, "bob")
+	carolID, _ := signup(t, gw1.base, "carol")
+	alice := loginDevice(t, gw1.base, "alice", "laptop")
+	bobPhone := loginDevice(t, gw2.base, "bob", "phone")
+	carolPhone := loginDevice(t, gw2.base, "carol", "phone")
+	direct := mustAPI(t, 201, "POST", gw1.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	eventually(t, 10*time.Second, "gw1's view loaded", func() bool { return metricValue(t, gw1.base, "parley_push_view_ready") == 1 })
+
+	// Nobody but alice could be pushed: after the first message (sent
+	// while the view reads the members) no job.
+	for i := range 5 {
+		sendText(t, gw1.base, alice.token, direct, fmt.Sprint("a", i), "nobody to wake")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := metricValue(t, gw1.base, "parley_push_jobs_avoided_total"); n < 3 {
+		t.Fatalf("gw1 avoided %v jobs of 5 messages no registered device needed, want at least 3", n)
+	}
+
+	// Bob registers through gw2; alice's next message, through gw1, wakes
+	// him.
+	bobTok := prov.registerAPNs(t, gw2.base, bobPhone)
+	seq := sendText(t, gw1.base, alice.token, direct, "after", "wake up")
+	eventually(t, 10*time.Second, "bob's push", func() bool { return len(prov.apnsFor(bobTok)) == 1 })
+	if pp, _ := apnsParley(t, prov.apnsFor(bobTok)[0]); pp["seq"] != fmt.Sprint(seq) || pp["count"] != "6" {
+		t.Fatalf("bob's notification: %s", prov.apnsFor(bobTok)[0].Body)
+	}
+
+	// A group of alice and dave (no registration); carol, registered,
+	// joins through gw2: alice's next message through gw1 wakes her.
+	carolTok := prov.registerAPNs(t, gw2.base, carolPhone)
+	daveID, _ := signup(t, gw1.base, "dave")
+	group := mustAPI(t, 201, "POST", gw1.base+"/v1/conversations", alice.token, map[string]any{"kind": "group", "title": "g", "members": []string{daveID}})["conversation"].(map[string]any)["id"].(string)
+	for i := range 3 {
+		sendText(t, gw1.base, alice.token, group, fmt.Sprint("g", i), "dave only")
+		time.Sleep(50 * time.Millisecond)
+	}
+	avoided := metricValue(t, gw1.base, "parley_push_jobs_avoided_total")
+	mustAPI(t, 201, "POST", gw2.base+"/v1/conversations/"+group+"/members", alice.token, map[string]any{"user_id": carolID})
+	sendText(t, gw1.base, alice.token, group, "g-after", "carol too")
+	eventually(t, 10*time.Second, "carol's push", func() bool { return len(prov.apnsFor(carolTok)) == 1 })
+	if n := metricValue(t, gw1.base, "parley_push_jobs_avoided_total"); n != avoided {
+		t.Fatalf("gw1 avoided the job of a message to a registered member (%v, was %v)", n, avoided)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -325,7 +326,15 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	if err != nil {
 		return err
 	}
-	bus, stopBus, err := openBus(cfg, log, n.svc.ClearHistoryCache)
+	// A gap in the bus (events may have been missed) clears what events
+	// keep coherent: the history cache and the push view.
+	var pushView atomic.Pointer[push.View]
+	bus, stopBus, err := openBus(cfg, log, func() {
+		n.svc.ClearHistoryCache()
+		if v := pushView.Load(); v != nil {
+			v.Gap()
+		}
+	})
 	if err != nil {
 		n.store.Close()
 		return err
@@ -365,6 +374,15 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		return err
 	}
 	defer pushQueue.Close()
+	pushQueue.UseBus(sealedBus)
+	// A gateway hears every conversation event, which keeps the view's
+	// members right: only there may the view spare messages their job.
+	var view *push.View
+	if cfg.Roles.Gateway && !cfg.Push.ViewOff {
+		view = push.NewView(pushQueue, n.store, sealedBus, push.ViewConfig{Namespace: cfg.Push.Namespace, Reload: cfg.Push.ViewReload}, log)
+		pushQueue.UseView(view)
+		pushView.Store(view)
+	}
 	n.svc.UsePush(pushQueue)
 	registerPushGauges(reg, pushQueue)
 	// WebSocket tickets live in the bus's key-value store, so that one
@@ -512,6 +530,9 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 	}
 	if pushWorker != nil {
 		g.Go(func() error { return pushWorker.Run(gctx) })
+	}
+	if view != nil {
+		g.Go(func() error { return view.Run(gctx) })
 	}
 	g.Go(func() error { return maintainKeys(gctx, n.keys, log) })
 	if cfg.AdminListen != "" {

@@ -498,9 +498,10 @@ type serverStats struct {
 	cacheHits, cacheMisses float64
 	// The push queue: pushKnown says the server exports its depth
 	// (parley_push_queue_depth; NaN when the server could not read it).
-	// stored, enqueued and dropped are the counters that tell committed
-	// messages whose job is still in the server's enqueue buffer
-	// (pushBacklog).
+	// stored, enqueued and dropped (at enqueueing, or needing no job:
+	// parley_push_jobs_avoided_total) are the counters that tell
+	// committed messages whose job is still in the server's enqueue
+	// buffer (pushBacklog).
 	pushKnown                 bool
 	pushDepth                 float64
 	stored, enqueued, dropped float64
@@ -544,7 +545,8 @@ func (b *bench) serverStats(ctx context.Context, gc bool) (serverStats, error) {
 			s.stored = v
 		case `parley_push_jobs_enqueued_total{kind="message"}`:
 			s.enqueued = v
-		case `parley_push_dropped_total{reason="enqueue_overflow"}`, `parley_push_dropped_total{reason="enqueue_failed"}`:
+		case `parley_push_dropped_total{reason="enqueue_overflow"}`, `parley_push_dropped_total{reason="enqueue_failed"}`,
+			"parley_push_jobs_avoided_total":
 			s.dropped += v
 		}
 	}

@@ -44,8 +44,10 @@ type pushBacklog struct {
 // queue (parley_push_queue_depth) plus the messages committed since base
 // whose job has not reached the queue yet (still in the server's enqueue
 // buffer): the new parley_messages_stored_total less the new
-// parley_push_jobs_enqueued_total{kind="message"} and the jobs dropped at
-// enqueueing. That relies on every message the bench sends getting one
+// parley_push_jobs_enqueued_total{kind="message"}, the jobs dropped at
+// enqueueing and the messages that needed no job
+// (parley_push_jobs_avoided_total: no other member has a push
+// registration). That relies on every message the bench sends getting one
 // push job (none is withheld by a block) and on no other traffic; a
 // retried send enqueues its job again, so the estimate never runs high.
 // ok is false when the server could not read its queue (NaN).

@@ -160,6 +160,32 @@ func (s *Store) openPushTarget(r *pushTargetRow) (parley.PushTarget, error) {
 	}, nil
 }
 
+// PushDevices implements parley.Store with one query, on the primary.
+func (s *Store) PushDevices(ctx context.Context, each func(userID, deviceID string) error) error {
+	defer s.track("push_devices", time.Now())
+	if s.closed.Load() {
+		return errClosed
+	}
+	rows, err := s.pool.Query(ctx, `SELECT user_id, device_id FROM push_registrations`)
+	if err != nil {
+		return s.internal("list push devices", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var userID, deviceID string
+		if err := rows.Scan(&userID, &deviceID); err != nil {
+			return s.internal("list push devices", err)
+		}
+		if err := each(userID, deviceID); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return s.internal("list push devices", err)
+	}
+	return nil
+}
+
 // PushTargets implements parley.Store with one query, on the primary.
 func (s *Store) PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]parley.PushTarget, error) {
 	defer s.track("push_targets", time.Now())

@@ -69,6 +69,32 @@ func (s *Store) Push(ctx context.Context, deviceID string) (*parley.PushRegistra
 	return r, nil
 }
 
+// PushDevices implements parley.Store on a reader connection.
+func (s *Store) PushDevices(ctx context.Context, each func(userID, deviceID string) error) error {
+	defer s.track("push_devices", time.Now())
+	if s.closed.Load() {
+		return errClosed
+	}
+	rows, err := s.readDB.QueryContext(ctx, `SELECT user_id, device_id FROM push_registrations`)
+	if err != nil {
+		return s.internal("list push devices", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var userID, deviceID string
+		if err := rows.Scan(&userID, &deviceID); err != nil {
+			return s.internal("list push devices", err)
+		}
+		if err := each(userID, deviceID); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return s.internal("list push devices", err)
+	}
+	return nil
+}
+
 // ownDevice fails with CodeNotFound unless deviceID is a device of userID;
 // a failure to check is an internal error of op.
 func (s *Store) ownDevice(t *txn, userID, deviceID, op string) error {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -63,6 +64,53 @@ func testPush(t *testing.T, f *fixture) {
 	}
 	_, err = f.s.Push(f.ctx, d2.ID)
 	wantCode(t, err, parley.CodeNotFound, "Push after suspension")
+}
+
+// testPushDevices: every registered device with its user, once, and
+// none whose registration was removed, replaced away or whose device is
+// gone; an error of the callback ends the listing with it.
+func testPushDevices(t *testing.T, f *fixture) {
+	a, b, c := f.user(), f.user(), f.user()
+	a1, _ := f.session(a)
+	a2, _ := f.session(a)
+	a3, _ := f.session(a) // never registered
+	b1, _ := f.session(b)
+	b2, _ := f.session(b)
+	c1, _ := f.session(c)
+	for _, r := range []struct {
+		u *parley.User
+		d *parley.Device
+	}{{a, a1}, {a, a2}, {b, b1}, {b, b2}, {c, c1}, {a, a1}} { // a1 twice: replaced
+		f.register(r.u, r.d)
+	}
+	if err := f.s.DeletePush(f.ctx, b.ID, b1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.DeleteDevice(f.ctx, c.ID, c1.ID); err != nil {
+		t.Fatal(err)
+	}
+	mine := map[string]bool{a.ID: true, b.ID: true, c.ID: true}
+	var got []string
+	if err := f.s.PushDevices(f.ctx, func(userID, deviceID string) error {
+		if mine[userID] {
+			got = append(got, userID+"/"+deviceID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("PushDevices: %v", err)
+	}
+	want := []string{a.ID + "/" + a1.ID, a.ID + "/" + a2.ID, b.ID + "/" + b2.ID}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("PushDevices: %v, want %v (a3 %s never registered)", got, want, a3.ID)
+	}
+	stop := errors.New("enough")
+	calls := 0
+	err := f.s.PushDevices(f.ctx, func(string, string) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("PushDevices with a failing callback: %v after %d calls, want the callback's error after 1", err, calls)
+	}
 }
 
 // register gives d (a device of u) an FCM registration whose token is

@@ -98,6 +98,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Requests", testRequests},
 		{"Reports", testReports},
 		{"Push", testPush},
+		{"PushDevices", testPushDevices},
 		{"PushTargets", testPushTargets},
 		{"PushTarget", testPushTarget},
 		{"Mute", testMute},
