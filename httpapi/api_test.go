@@ -35,6 +35,18 @@ type envOption func(*httpapi.Config)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	cfg := httpapi.Config{LimitsOff: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return buildEnv(t, cfg, nil)
+}
+
+// buildEnv starts the API over a fresh SQLite store with cfg; more, when
+// given, adds to the service and the handler's options before the server
+// starts.
+func buildEnv(t testing.TB, cfg httpapi.Config, more func(*env, *httpapi.Options)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
 	if err != nil {
@@ -51,15 +63,14 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	now := time.Now()
 	e := &env{t: t, store: st, now: &now}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4),
 		service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}, log, nil)
-	cfg := httpapi.Config{LimitsOff: true}
-	for _, o := range opts {
-		o(&cfg)
+	o := httpapi.Options{JWKS: keys.JWKS}
+	if more != nil {
+		more(e, &o)
 	}
-	h := httpapi.New(e.svc, cfg, httpapi.Options{JWKS: keys.JWKS}, log, nil)
-	e.srv = httptest.NewServer(h)
+	e.srv = httptest.NewServer(httpapi.New(e.svc, cfg, o, log, nil))
 	t.Cleanup(e.srv.Close)
 	return e
 }

@@ -5,11 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +15,6 @@ import (
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/httpapi"
-	"github.com/parleychat/parley/seal"
-	"github.com/parleychat/parley/service"
-	"github.com/parleychat/parley/store/sqlite"
 )
 
 // memTickets is an in-process service.TicketStore for these tests (the
@@ -52,36 +46,16 @@ func (t *memTickets) TTL() time.Duration { return 30 * time.Second }
 // client address.
 func newSecEnv(t testing.TB, cfg httpapi.Config) *env {
 	t.Helper()
-	dir := t.TempDir()
-	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "parley.db"), sqlite.Options{Sealer: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	keys, err := auth.LoadKeys(filepath.Join(dir, "keys"), auth.KeyOptions{AccessTTL: 15 * time.Minute}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	e := &env{t: t, store: st, now: &now}
-	log := slog.New(slog.DiscardHandler)
-	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4),
-		service.Config{MaxBodyBytes: 1024, Now: func() time.Time { return *e.now }}, log, nil)
-	e.svc.UseTickets(&memTickets{m: map[string][]byte{}})
 	dt, err := auth.NewDeviceTokens([][]byte{bytes.Repeat([]byte{9}, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	h := httpapi.New(e.svc, cfg, httpapi.Options{JWKS: keys.JWKS, DeviceTokens: dt, MetricsToken: "scrape-secret",
-		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "parley_up 1\n") })}, log, nil)
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
-	return e
+	return buildEnv(t, cfg, func(e *env, o *httpapi.Options) {
+		e.svc.UseTickets(&memTickets{m: map[string][]byte{}})
+		o.DeviceTokens, o.MetricsToken = dt, "scrape-secret"
+		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "parley_up 1\n") })
+	})
 }
 
 // raw does one request with headers and returns the response, its body
