@@ -497,6 +497,7 @@ func TestPushProviderErrors(t *testing.T) {
 // flight at the kill (the sender never learned it was accepted, so it must
 // send again to lose nothing).
 func TestPushRoleKilledMidBurst(t *testing.T) {
+	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
 	prov, gw, pusher := startPushCluster(t, 150*time.Millisecond)
 	signup(t, gw.base, "alice")
 	alice := loginDevice(t, gw.base, "alice", "laptop")
@@ -648,6 +649,7 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 // restart the notification goes out again once the dead role's claim
 // expires: lost never, sent again only because its outcome was unknown.
 func TestPushInFlightAtKill(t *testing.T) {
+	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
 	prov, gw, pusher := startPushCluster(t, 5*time.Second)
 	signup(t, gw.base, "alice")
 	bobID, _ := signup(t, gw.base, "bob")

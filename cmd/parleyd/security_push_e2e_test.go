@@ -294,6 +294,7 @@ func (tp *tarpit) state() (inFlight, most, started int, firstEnd time.Time) {
 // while the tarpit still holds every request it got, and the tarpit never
 // sees more than the per-host limit at once.
 func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
+	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
 	prov := startProviders(t)
 	tp := newTarpit(t)
 	const hostLimit, devices = 2, 12
