@@ -18,13 +18,29 @@ import (
 // machine's PostgreSQL (PARLEY_TEST_POSTGRES):
 //
 //	go test -run x -bench AppendMessage -benchtime 5s ./store/postgres
+//
+// It also reports lock-ms/batch: how long a batch holds the sync_stamp row,
+// the one write lock every node of a cluster takes (ADR 0002), so that
+// batches/s of the whole cluster is at most 1000 / lock-ms/batch.
 func BenchmarkAppendMessage(b *testing.B) {
+	type snap struct {
+		batches int64
+		held    time.Duration
+	}
+	var snaps []snap // BenchAppend reads the counters before and after its loop
 	storetest.BenchAppend(b, func(tb testing.TB, observe func(string, time.Duration)) (parley.Store, func() (int64, int64)) {
 		s, err := Open(context.Background(), testenv.Postgres(tb), Options{Sealer: storetest.NewSealer(tb), Observe: observe})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { s.Close() })
-		return s, s.Batches
+		return s, func() (int64, int64) {
+			n, jobs := s.Batches()
+			snaps = append(snaps, snap{n, s.LockHeld()})
+			return n, jobs
+		}
 	})
+	if k := len(snaps); k >= 2 && snaps[k-1].batches > snaps[k-2].batches {
+		b.ReportMetric(float64(snaps[k-1].held-snaps[k-2].held)/float64(time.Millisecond)/float64(snaps[k-1].batches-snaps[k-2].batches), "lock-ms/batch")
+	}
 }

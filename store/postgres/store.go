@@ -91,6 +91,7 @@ type Store struct {
 	// Counters of the writer, read by the benchmark.
 	batches   atomic.Int64
 	batchJobs atomic.Int64
+	lockHeld  atomic.Int64 // ns the writer's transactions held the stamp row
 	// Reads served by the replica and those it could not serve (it lagged).
 	replicaReads, replicaMisses atomic.Int64
 	// replicaDownUntil (Unix ns): the replica failed a read; until then
@@ -245,6 +246,11 @@ func (s *Store) ReplicaReads() (served, lagged int64) {
 func (s *Store) Batches() (batches, jobs int64) {
 	return s.batches.Load(), s.batchJobs.Load()
 }
+
+// LockHeld returns how long the writer's transactions have held the
+// sync_stamp row so far, from their first pipeline to COMMIT's answer (an
+// upper bound: it includes the last round trip).
+func (s *Store) LockHeld() time.Duration { return time.Duration(s.lockHeld.Load()) }
 
 // track reports the latency of op to Options.Observe. Use it deferred.
 func (s *Store) track(op string, start time.Time) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -211,6 +212,11 @@ func (s *Store) tryBatch(jobs []*job) ([]*job, error) {
 			fns = append(fns, j)
 		}
 	}
+	// The stamp row's lock is taken by the first pipeline and held until
+	// COMMIT returns: the cluster's one write lock (ADR 0002). Its hold
+	// time bounds every node's writes together; LockHeld reports it.
+	held := time.Now()
+	defer func() { s.lockHeld.Add(int64(time.Since(held))) }()
 	p := &pgx.Batch{}
 	p.Queue(`BEGIN`)
 	p.Queue(`UPDATE sync_stamp SET stamp = stamp + 1 RETURNING stamp`).QueryRow(func(row pgx.Row) error {
