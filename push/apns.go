@@ -28,6 +28,8 @@ type APNsConfig struct {
 // APNs sends through Apple's HTTP/2 provider API (sideshow/apns2).
 type APNs struct {
 	production, sandbox *apns2.Client
+	// Each environment's sends share one HTTP/2 connection (connGate).
+	productionGate, sandboxGate *connGate
 }
 
 // NewAPNs loads the key and builds the clients of both environments.
@@ -55,7 +57,8 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 		c.HTTPClient = &http.Client{Transport: captureRetryAfter{t}, Timeout: sendTimeout}
 		return c
 	}
-	return &APNs{production: client(apns2.HostProduction), sandbox: client(apns2.HostDevelopment)}, nil
+	return &APNs{production: client(apns2.HostProduction), sandbox: client(apns2.HostDevelopment),
+		productionGate: newConnGate(), sandboxGate: newConnGate()}, nil
 }
 
 // Name implements Provider.
@@ -112,13 +115,18 @@ func apnsNotification(reg *parley.PushRegistration, n *Notification) *apns2.Noti
 
 // Send implements Provider.
 func (a *APNs) Send(ctx context.Context, reg *parley.PushRegistration, n *Notification) Result {
-	c := a.production
+	c, gate := a.production, a.productionGate
 	if reg.Environment == "sandbox" {
-		c = a.sandbox
+		c, gate = a.sandbox, a.sandboxGate
 	}
 	var retryAfter time.Duration
 	ctx = context.WithValue(ctx, retryAfterKey{}, &retryAfter)
-	resp, err := c.PushWithContext(ctx, apnsNotification(reg, n))
+	var resp *apns2.Response
+	var err error
+	gate.do(ctx, func() bool {
+		resp, err = c.PushWithContext(ctx, apnsNotification(reg, n))
+		return err == nil
+	})
 	if err != nil {
 		return Result{Outcome: Retry, Reason: "network: " + err.Error()}
 	}

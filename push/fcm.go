@@ -43,6 +43,7 @@ type FCMConfig struct {
 type FCM struct {
 	client  *http.Client // bearer tokens over the pooled HTTP/2 transport
 	sendURL string       // <endpoint>/projects/<project>/messages:send
+	gate    *connGate    // every send on one HTTP/2 connection
 }
 
 // fcmEndpoint is Google's FCM HTTP v1 endpoint.
@@ -97,6 +98,7 @@ func NewFCM(_ context.Context, cfg FCMConfig) (*FCM, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		sendURL: strings.TrimSuffix(endpoint, "/") + "/projects/" + url.PathEscape(project) + "/messages:send",
+		gate:    newConnGate(),
 	}, nil
 }
 
@@ -187,7 +189,11 @@ func (f *FCM) Send(ctx context.Context, reg *parley.PushRegistration, n *Notific
 		return Result{Outcome: Rejected, Reason: err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := f.client.Do(req)
+	var resp *http.Response
+	f.gate.do(ctx, func() bool {
+		resp, err = f.client.Do(req)
+		return err == nil
+	})
 	if err != nil {
 		// No answer: the network, or no access token (the token
 		// endpoint's refusal is inside: *oauth2.RetrieveError).

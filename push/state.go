@@ -75,8 +75,19 @@ func (q *Queue) loadState(ctx context.Context, deviceID, conversationID string) 
 // updateState applies change to a device's state atomically (compare and
 // set, retried on conflict). change returns false to leave it as it is.
 func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string, change func(s *deviceState) (bool, error)) (deviceState, error) {
+	s, _, err := q.updateStateFrom(ctx, deviceID, conversationID, nil, change)
+	return s, err
+}
+
+// updateStateFrom is updateState starting from known, the entry as this
+// node last wrote it (nil: read it first), and returning the entry
+// written (nil if nothing was). A known entry spares the read: if
+// another wrote the key since, the write conflicts and the key is read
+// as usual.
+func (q *Queue) updateStateFrom(ctx context.Context, deviceID, conversationID string, known *kvEntry,
+	change func(s *deviceState) (bool, error)) (deviceState, *kvEntry, error) {
 	var s deviceState
-	err := casUpdate(ctx, q.state, stateKey(deviceID, conversationID), func(cur []byte) ([]byte, error) {
+	wrote, err := casUpdateFrom(ctx, q.state, stateKey(deviceID, conversationID), known, func(cur []byte) ([]byte, error) {
 		s = deviceState{}
 		if cur != nil && json.Unmarshal(cur, &s) != nil {
 			s = deviceState{} // unreadable: start over
@@ -87,7 +98,7 @@ func (q *Queue) updateState(ctx context.Context, deviceID, conversationID string
 		}
 		return json.Marshal(&s)
 	})
-	return s, err
+	return s, wrote, err
 }
 
 // casAttempts bounds the rereads of a contended key.
@@ -96,35 +107,59 @@ const casAttempts = 32
 // errContended says a key kept changing under a compare-and-set.
 var errContended = errors.New("push: key changed by others on every attempt")
 
+// kvEntry is a key's value at a revision (revision 0: the key did not
+// exist).
+type kvEntry struct {
+	value    []byte
+	revision uint64
+}
+
 // casUpdate reads key (cur is nil if it does not exist), calls change,
 // and writes what it returns only if the key has not changed meanwhile,
 // reading again on a conflict. change returns nil to write nothing.
 func casUpdate(ctx context.Context, kv jetstream.KeyValue, key string, change func(cur []byte) ([]byte, error)) error {
+	_, err := casUpdateFrom(ctx, kv, key, nil, change)
+	return err
+}
+
+// casUpdateFrom is casUpdate whose first attempt starts from known
+// instead of reading the key (nil: read it). It returns the entry it
+// wrote, nil if change wrote nothing.
+func casUpdateFrom(ctx context.Context, kv jetstream.KeyValue, key string, known *kvEntry,
+	change func(cur []byte) ([]byte, error)) (*kvEntry, error) {
 	for range casAttempts {
 		var cur []byte
 		var rev uint64
-		e, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return err
-		default:
-			cur, rev = e.Value(), e.Revision()
+		if known != nil {
+			cur, rev = known.value, known.revision
+			known = nil
+		} else {
+			e, err := kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return nil, err
+			default:
+				cur, rev = e.Value(), e.Revision()
+			}
 		}
 		next, err := change(cur)
 		if err != nil || next == nil {
-			return err
+			return nil, err
 		}
 		if rev == 0 {
-			_, err = kv.Create(ctx, key, next)
+			rev, err = kv.Create(ctx, key, next)
 		} else {
-			_, err = kv.Update(ctx, key, next, rev)
+			rev, err = kv.Update(ctx, key, next, rev)
 		}
-		if err == nil || !isConflict(err) {
-			return err
+		if err == nil {
+			return &kvEntry{value: next, revision: rev}, nil
+		}
+		if !isConflict(err) {
+			return nil, err
 		}
 	}
-	return errContended
+	return nil, errContended
 }
 
 // isConflict reports a compare-and-set conflict of Create or Update: the
@@ -143,7 +178,14 @@ func isConflict(err error) bool {
 // seq: errCovered if an earlier notification covers seq, errClaimed if
 // another worker is sending one that does.
 func (q *Queue) claimNotify(ctx context.Context, deviceID, conversationID string, seq, upTo int64, now time.Time) error {
-	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+	_, err := q.claimNotifyEntry(ctx, deviceID, conversationID, seq, upTo, now)
+	return err
+}
+
+// claimNotifyEntry is claimNotify returning the state entry the claim
+// wrote, for finishNotifyFrom.
+func (q *Queue) claimNotifyEntry(ctx context.Context, deviceID, conversationID string, seq, upTo int64, now time.Time) (*kvEntry, error) {
+	_, wrote, err := q.updateStateFrom(ctx, deviceID, conversationID, nil, func(s *deviceState) (bool, error) {
 		if s.Notified >= seq {
 			return false, errCovered
 		}
@@ -155,13 +197,20 @@ func (q *Queue) claimNotify(ctx context.Context, deviceID, conversationID string
 		s.Claim, s.ClaimAt = upTo, now.UnixMilli()
 		return true, nil
 	})
-	return err
+	return wrote, err
 }
 
 // finishNotify records the outcome of a claimed send: sent raises
 // Notified to upTo; either way the claim goes.
 func (q *Queue) finishNotify(ctx context.Context, deviceID, conversationID string, upTo int64, sent bool) error {
-	_, err := q.updateState(ctx, deviceID, conversationID, func(s *deviceState) (bool, error) {
+	return q.finishNotifyFrom(ctx, deviceID, conversationID, upTo, sent, nil)
+}
+
+// finishNotifyFrom is finishNotify starting from claimed, the entry the
+// claim wrote (nil: read it), which spares a read when nobody wrote the
+// key since.
+func (q *Queue) finishNotifyFrom(ctx context.Context, deviceID, conversationID string, upTo int64, sent bool, claimed *kvEntry) error {
+	_, _, err := q.updateStateFrom(ctx, deviceID, conversationID, claimed, func(s *deviceState) (bool, error) {
 		if sent && upTo > s.Notified {
 			s.Notified = upTo
 		}

@@ -32,10 +32,21 @@ func traceEvent(stage string) parley.PushTraceEvent {
 // appendTrace adds events to a message's trace (creating it as base if it
 // has none), atomically, keeping at most traceMaxEvents.
 func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events ...parley.PushTraceEvent) {
+	q.appendTraceFrom(ctx, base, nil, events)
+}
+
+// appendTraceNew is appendTrace for a trace that most likely does not
+// exist yet (a message's fan-out writes it first): it is created without
+// being read first, and read only if it exists after all.
+func (q *Queue) appendTraceNew(ctx context.Context, base *parley.PushTrace, events ...parley.PushTraceEvent) {
+	q.appendTraceFrom(ctx, base, &kvEntry{}, events)
+}
+
+func (q *Queue) appendTraceFrom(ctx context.Context, base *parley.PushTrace, known *kvEntry, events []parley.PushTraceEvent) {
 	if !parley.ValidID(base.MessageID) || len(events) == 0 {
 		return
 	}
-	err := casUpdate(ctx, q.traces, traceKey(base.MessageID), func(cur []byte) ([]byte, error) {
+	_, err := casUpdateFrom(ctx, q.traces, traceKey(base.MessageID), known, func(cur []byte) ([]byte, error) {
 		t := *base
 		t.Events = nil
 		if cur != nil && json.Unmarshal(cur, &t) != nil {
@@ -51,6 +62,32 @@ func (q *Queue) appendTrace(ctx context.Context, base *parley.PushTrace, events 
 	if err != nil {
 		q.noteFailure(err)
 	}
+}
+
+// traceBatch gathers a message's trace events, to be written in one
+// append (flush) rather than one each.
+type traceBatch struct {
+	base   *parley.PushTrace
+	events []parley.PushTraceEvent
+	// created says a flush wrote the trace already (later flushes read
+	// it first).
+	created bool
+}
+
+func (b *traceBatch) add(ev parley.PushTraceEvent) { b.events = append(b.events, ev) }
+
+// flush appends the gathered events to the trace and forgets them.
+func (b *traceBatch) flush(ctx context.Context, q *Queue) {
+	if len(b.events) == 0 {
+		return
+	}
+	if b.created {
+		q.appendTrace(ctx, b.base, b.events...)
+	} else {
+		q.appendTraceNew(ctx, b.base, b.events...)
+		b.created = true
+	}
+	b.events = b.events[:0]
 }
 
 // Trace returns a message's trace; CodeNotFound if there is none (no

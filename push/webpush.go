@@ -37,6 +37,7 @@ type WebPushConfig struct {
 type WebPush struct {
 	cfg    WebPushConfig
 	client *http.Client
+	gates  connGates // per endpoint host: sends share a connection
 }
 
 // NewWebPush builds the provider.
@@ -79,11 +80,16 @@ func (w *WebPush) Send(ctx context.Context, reg *parley.PushRegistration, n *Not
 		urgency = webpush.UrgencyNormal
 	}
 	ttl := int(max(time.Until(n.Expires), 0) / time.Second)
-	resp, err := webpush.SendNotificationWithContext(ctx, body, &webpush.Subscription{
-		Endpoint: s.Endpoint, Keys: webpush.Keys{Auth: s.Keys.Auth, P256dh: s.Keys.P256dh},
-	}, &webpush.Options{
-		HTTPClient: w.client, Subscriber: w.cfg.Subject, TTL: ttl, Topic: webPushTopic(n.ConversationID), Urgency: urgency,
-		VAPIDPublicKey: w.cfg.PublicKey, VAPIDPrivateKey: w.cfg.PrivateKey,
+	var resp *http.Response
+	var err error
+	w.gates.get(webPushHost(reg)).do(ctx, func() bool {
+		resp, err = webpush.SendNotificationWithContext(ctx, body, &webpush.Subscription{
+			Endpoint: s.Endpoint, Keys: webpush.Keys{Auth: s.Keys.Auth, P256dh: s.Keys.P256dh},
+		}, &webpush.Options{
+			HTTPClient: w.client, Subscriber: w.cfg.Subject, TTL: ttl, Topic: webPushTopic(n.ConversationID), Urgency: urgency,
+			VAPIDPublicKey: w.cfg.PublicKey, VAPIDPrivateKey: w.cfg.PrivateKey,
+		})
+		return err == nil
 	})
 	var urlErr *url.Error
 	if err != nil && !errors.As(err, &urlErr) {

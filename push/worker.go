@@ -374,6 +374,14 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 		w.m.dropped.WithLabelValues("ttl").Inc()
 		return 0, nil
 	}
+	// The fan-out waits out the collapse window: the devices without a
+	// live session are due then, and the first few are sent to from
+	// here, with the state the store holds then (a device that got the
+	// message meanwhile is skipped), rather than through device jobs of
+	// their own.
+	if due := committed.Add(w.cfg.CollapseWindow); due.After(now) {
+		return due.Sub(now), nil
+	}
 	targets, err := w.store.PushTargets(ctx, j.ConversationID, j.SenderID)
 	if parley.ErrorCode(err) == parley.CodeConversationNotFound {
 		return 0, nil
@@ -411,6 +419,9 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 			events = append(events, ev)
 		}
 	}
+	// Due devices sent to from here: their jobs need no queueing.
+	var inline []*DeviceJob
+	var inlineTargets []*parley.PushTarget
 	for i := range targets {
 		t := &targets[i]
 		if reason := skipReason(t, j.Seq, now); reason != "" {
@@ -431,6 +442,11 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 		} else {
 			dj.Due = committed.Add(w.cfg.CollapseWindow).UnixMilli()
 			ev.Detail = "no live session"
+			if len(inline) < fanOutInline {
+				inline, inlineTargets = append(inline, dj), append(inlineTargets, t)
+				note(ev)
+				continue
+			}
 		}
 		if err := w.q.publishJob(ctx, w.q.n.dev+t.DeviceID, dj.msgID(), dj); err != nil {
 			return 0, err // the fan-out runs again; device jobs are deduplicated
@@ -441,12 +457,37 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 	if len(targets) > traceFanOutEvents-3 {
 		events[2].Detail += fmt.Sprintf("; outcomes: %v", counts)
 	}
-	w.q.appendTrace(ctx, trace, events...)
+	// One trace write for the fan-out and the sends made from here (one
+	// more for each send accepted, before its fetch is awaited).
+	tr := &traceBatch{base: trace, events: events}
+	defer tr.flush(ctx, w.q)
+	for i, dj := range inline {
+		delay, err := w.send(ctx, dj, inlineTargets[i], tr)
+		if err != nil {
+			// The fan-out runs again: a device already sent to is
+			// covered (its state says so), one being sent to is claimed.
+			return 0, err
+		}
+		if delay > 0 {
+			// Not now (its user or host at the limit, another worker
+			// sending): a device job tries again after delay.
+			dj.Due = time.Now().Add(delay).UnixMilli()
+			if err := w.q.publishJob(ctx, w.q.n.dev+dj.DeviceID, dj.msgID(), dj); err != nil {
+				return 0, err
+			}
+			w.m.enqueued.WithLabelValues("device").Inc()
+		}
+	}
 	return 0, nil
 }
 
 // traceFanOutEvents bounds the events a fan-out writes to a trace.
 const traceFanOutEvents = 100
+
+// fanOutInline is how many due devices a fan-out sends to itself; the
+// others (a large group's) get device jobs, which other workers take in
+// parallel.
+const fanOutInline = 4
 
 // skipReason says why a device needs no notification of seq now, or "".
 func skipReason(t *parley.PushTarget, seq int64, now time.Time) string {
@@ -499,32 +540,58 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		return due.Sub(now), nil
 	}
 	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
-	note := func(stage, detail string, provider parley.PushProvider, status int) {
+	note := func(stage, detail string) {
 		if j.Kind != KindMessage {
 			return
 		}
 		ev := traceEvent(stage)
-		ev.DeviceID, ev.Detail, ev.Provider, ev.Status = j.DeviceID, detail, string(provider), status
+		ev.DeviceID, ev.Detail = j.DeviceID, detail
 		w.q.appendTrace(ctx, trace, ev)
-	}
-	skip := func(reason string) (time.Duration, error) {
-		w.m.skipped.WithLabelValues(reason).Inc()
-		note("skipped", reason, "", 0)
-		return 0, nil
 	}
 	if now.Sub(j.committed()) > w.cfg.TTL {
 		w.m.dropped.WithLabelValues("ttl").Inc()
-		note("dropped", "older than the push TTL", "", 0)
+		note("dropped", "older than the push TTL")
 		return 0, nil
 	}
 	t, err := w.store.PushTarget(ctx, j.ConversationID, j.DeviceID)
 	switch parley.ErrorCode(err) {
 	case "":
 	case parley.CodeNotFound, parley.CodeConversationNotFound:
-		return skip("gone")
+		w.m.skipped.WithLabelValues("gone").Inc()
+		note("skipped", "gone")
+		return 0, nil
 	default:
 		return 0, err
 	}
+	return w.send(ctx, j, t, nil)
+}
+
+// send handles a due device job whose target t was just read: checks the
+// rules, claims the send, sends, and records the outcome. Its trace
+// events go to tr, to be written with others, or (tr nil) each at once.
+// A delay says the job must be tried again then (its host or user at
+// the limit, another worker sending).
+func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, tr *traceBatch) (time.Duration, error) {
+	now := time.Now()
+	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
+	note := func(stage, detail string, provider parley.PushProvider, status int) {
+		if j.Kind != KindMessage {
+			return
+		}
+		ev := traceEvent(stage)
+		ev.DeviceID, ev.Detail, ev.Provider, ev.Status = j.DeviceID, detail, string(provider), status
+		if tr != nil {
+			tr.add(ev)
+		} else {
+			w.q.appendTrace(ctx, trace, ev)
+		}
+	}
+	skip := func(reason string) (time.Duration, error) {
+		w.m.skipped.WithLabelValues(reason).Inc()
+		note("skipped", reason, "", 0)
+		return 0, nil
+	}
+	var err error
 	seq := j.Seq
 	if j.Kind == KindMessage {
 		if reason := skipReason(t, seq, now); reason != "" {
@@ -571,6 +638,7 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 	}
 	n := &Notification{Kind: j.Kind, ConversationID: j.ConversationID, Seq: seq, Count: convUnread, Badge: badge,
 		TraceID: j.MessageID, Expires: j.committed().Add(w.cfg.TTL)}
+	var claimed *kvEntry // the state the claim wrote: finishing it needs no read
 	if j.Kind == KindMessage {
 		if convUnread == 0 {
 			return skip("no_unread")
@@ -581,7 +649,7 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		if t.Request { // issue 16: a message request shows no content
 			n.Request, n.Preview = true, ""
 		}
-		err = w.q.claimNotify(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, time.Now())
+		claimed, err = w.q.claimNotifyEntry(ctx, j.DeviceID, j.ConversationID, j.Seq, n.Seq, time.Now())
 	} else {
 		err = w.q.claimClear(ctx, j.DeviceID, j.ConversationID, seq, time.Now())
 	}
@@ -600,7 +668,7 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		defer cancel()
 		var err error
 		if j.Kind == KindMessage {
-			err = w.q.finishNotify(rctx, j.DeviceID, j.ConversationID, n.Seq, sent)
+			err = w.q.finishNotifyFrom(rctx, j.DeviceID, j.ConversationID, n.Seq, sent, claimed)
 		} else {
 			err = w.q.finishClear(rctx, j.DeviceID, j.ConversationID, seq, sent)
 		}
@@ -640,6 +708,9 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 		if j.Kind == KindMessage {
 			w.m.latency.WithLabelValues(string(name)).Observe(time.Since(j.committed()).Seconds())
 			note("sent", fmt.Sprintf("covers up to seq %d; count %d, badge %d; provider id %s", n.Seq, n.Count, n.Badge, res.ID), name, res.Status)
+			if tr != nil {
+				tr.flush(ctx, w.q) // the send in the trace before a fetch can be
+			}
 			w.q.awaitFetch(ctx, j.DeviceID, j.MessageID)
 		}
 		return 0, nil
