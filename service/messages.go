@@ -29,27 +29,89 @@ type SendRequest struct {
 // returns the original message with created=false and stores nothing. This is
 // the one path every transport uses to send.
 func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest) (*parley.Message, bool, error) {
-	if err := s.checkSend(&req); err != nil {
+	m, err := s.prepareSend(ctx, p, &req)
+	if err != nil {
 		return nil, false, err
+	}
+	// Membership is checked by the store inside the commit, so a member
+	// removed a moment ago cannot slip a message in.
+	defer s.shared(req.ConversationID)()
+	msg, created, err := s.store.AppendMessage(ctx, m)
+	if err != nil {
+		return nil, false, err
+	}
+	return s.sent(ctx, p, msg, created)
+}
+
+// SendResult is the outcome of one request of SendMany: what Send would
+// return for it.
+type SendResult struct {
+	Message *parley.Message
+	Created bool
+	Err     error
+}
+
+// SendMany is Send for each of reqs, in their order, from one caller (a
+// connection's pipelined sends): each is checked and authorized as Send
+// does, one after another, and those that pass go to the store together
+// (parley.Store.AppendMessages), so they share group commits instead of
+// waiting one commit each, and messages of one conversation get rising
+// seqs in the order of reqs. Their events are published after the commit,
+// in that order too. Result i is the outcome of reqs[i]; one failing fails
+// none of the others.
+func (s *Service) SendMany(ctx context.Context, p *parley.Principal, reqs []SendRequest) []SendResult {
+	out := make([]SendResult, len(reqs))
+	ms := make([]*parley.Message, 0, len(reqs))
+	idx := make([]int, 0, len(reqs))
+	convs := make([]string, 0, len(reqs))
+	for i := range reqs {
+		m, err := s.prepareSend(ctx, p, &reqs[i])
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		ms, idx, convs = append(ms, m), append(idx, i), append(convs, m.ConversationID)
+	}
+	if len(ms) == 0 {
+		return out
+	}
+	defer s.sharedAll(convs)()
+	res := s.store.AppendMessages(ctx, ms)
+	for k := range res {
+		r, o := &res[k], &out[idx[k]]
+		if r.Err != nil {
+			o.Err = r.Err
+			continue
+		}
+		o.Message, o.Created, o.Err = s.sent(ctx, p, r.Message, r.Created)
+	}
+	return out
+}
+
+// prepareSend checks, rate-limits and authorizes req (the store checks
+// membership again at commit) and returns the message to append.
+func (s *Service) prepareSend(ctx context.Context, p *parley.Principal, req *SendRequest) (*parley.Message, error) {
+	if err := s.checkSend(req); err != nil {
+		return nil, err
 	}
 	// One bucket per user for every connection and REST call of theirs:
 	// many connections of one user cannot multiply the rate.
 	if ok, retry := s.sendLimit.Allow(p.UserID, time.Now()); !ok {
 		s.metrics.RateLimited("user_send")
-		return nil, false, &RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
+		return nil, &RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
 			"too many messages from this user; retry after %d s", RetryAfterSeconds(retry))}
 	}
 	if !parley.ValidID(req.ConversationID) {
-		return nil, false, errNoConversation()
+		return nil, errNoConversation()
 	}
 	attachments, err := s.attachments(ctx, p, req.ConversationID, req.Attachments)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if req.Type == parley.MessageEncrypted {
 		for _, a := range attachments {
 			if !a.Encrypted {
-				return nil, false, parley.Errorf(parley.CodeInvalidRequest, "attachment %s: an encrypted message carries only media uploaded with encrypted=true", a.MediaID)
+				return nil, parley.Errorf(parley.CodeInvalidRequest, "attachment %s: an encrypted message carries only media uploaded with encrypted=true", a.MediaID)
 			}
 		}
 	}
@@ -74,22 +136,22 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	// read and the commit is a block just after the send.
 	r, err := s.relations(ctx, p.UserID, req.ConversationID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	m.Withheld = r.Kind == parley.KindDirect && len(r.BlockedBy) > 0
 	if r.Pending {
 		// Writing into a message request accepts it.
 		if err := s.accept(ctx, p, req.ConversationID); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	// Membership is checked by the store inside the commit, so a member
-	// removed a moment ago cannot slip a message in.
-	defer s.shared(req.ConversationID)()
-	msg, created, err := s.store.AppendMessage(ctx, m)
-	if err != nil {
-		return nil, false, err
-	}
+	return m, nil
+}
+
+// sent finishes a send once the store has its message: it publishes the
+// event (also for a retry) and hands the push queue its job, and returns
+// the message as the sender sees it.
+func (s *Service) sent(ctx context.Context, p *parley.Principal, msg *parley.Message, created bool) (*parley.Message, bool, error) {
 	if created {
 		s.metrics.MessageStored()
 	} else if msg.Envelope != nil {
