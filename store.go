@@ -296,8 +296,12 @@ type Store interface {
 	// fails none of the others. It returns once every one has committed or
 	// failed. If ctx ends first, those the writer has not taken yet fail
 	// with ctx.Err(): always the last ones, never one before a message
-	// that commits.
-	AppendMessages(ctx context.Context, ms []*Message) []AppendResult
+	// that commits. If each is not nil, it is called on the caller's
+	// goroutine with every result in order of i, as soon as that result
+	// and all before it are known (a message committed in an earlier
+	// group commit than the next one is reported without waiting for
+	// that), before AppendMessages returns.
+	AppendMessages(ctx context.Context, ms []*Message, each func(i int, r AppendResult)) []AppendResult
 	// Message returns one message unless it has expired at now;
 	// CodeNotFound if there is none.
 	Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*Message, error)

@@ -39,7 +39,19 @@ func TestSendManyInOrder(t *testing.T) {
 		req(c.ID, "m3", ""),           // no body
 		req(c.ID, "m4", "two"),
 	}
-	res := svc.SendMany(ctx, p, reqs)
+	var order []int
+	res := svc.SendMany(ctx, p, reqs, func(i int, r service.SendResult) {
+		order = append(order, i)
+		// Its event is out before its result.
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		if r.Err == nil && (len(bus.events) == 0 || bus.events[len(bus.events)-1].Message.ID != r.Message.ID) {
+			t.Errorf("result %d reported before its event", i)
+		}
+	})
+	if fmt.Sprint(order) != "[0 1 2 3 4 5 6]" {
+		t.Fatalf("results reported in order %v", order)
+	}
 	want := []struct {
 		seq     int64
 		created bool
@@ -119,7 +131,7 @@ func TestSendManyAcrossConversationsNoDeadlock(t *testing.T) {
 					}
 					reqs = append(reqs, service.SendRequest{ConversationID: conv, ClientMsgID: fmt.Sprintf("%d-%d", round, k), Body: "hi"})
 				}
-				svc.SendMany(ctx, p, reqs)
+				svc.SendMany(ctx, p, reqs, nil)
 			}
 		})
 	}

@@ -33,9 +33,8 @@ func (c *pipeCore) send(r *service.SendRequest) service.SendResult {
 	return service.SendResult{Message: &parley.Message{ConversationID: r.ConversationID, Seq: c.last, ClientMsgID: r.ClientMsgID, Body: r.Body}, Created: true}
 }
 
-func (c *pipeCore) SendMany(_ context.Context, _ *parley.Principal, reqs []service.SendRequest) []service.SendResult {
+func (c *pipeCore) SendMany(_ context.Context, _ *parley.Principal, reqs []service.SendRequest, each func(int, service.SendResult)) []service.SendResult {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	var ids []string
 	out := make([]service.SendResult, len(reqs))
 	for i := range reqs {
@@ -43,6 +42,10 @@ func (c *pipeCore) SendMany(_ context.Context, _ *parley.Principal, reqs []servi
 		out[i] = c.send(&reqs[i])
 	}
 	c.batches = append(c.batches, ids)
+	c.mu.Unlock()
+	for i, r := range out {
+		each(i, r)
+	}
 	return out
 }
 

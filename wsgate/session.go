@@ -257,7 +257,8 @@ func batchable(t string) bool {
 // handleRun handles a run of consecutive send, delivered and read frames.
 // The sends go to the core together (service.SendMany), in their order:
 // messages of one conversation get rising seqs in that order, they share
-// group commits, and their acks (or errors) are written in that order.
+// group commits, and their acks (or errors) are written in that order,
+// each as soon as it and those before it are known.
 // Then the receipts, coalesced per kind and conversation: one raise to the
 // highest seq of each, the same watermarks as one raise per frame (a
 // watermark only rises), for one store write and at most one event.
@@ -280,13 +281,13 @@ func (s *session) handleRun(run []ClientFrame) {
 		for i, f := range sends {
 			reqs[i] = sendRequest(f)
 		}
-		for i, r := range s.g.core.SendMany(ctx, &s.p, reqs) {
+		s.g.core.SendMany(ctx, &s.p, reqs, func(i int, r service.SendResult) {
 			if r.Err != nil {
 				s.writeError(sends[i].ID, r.Err)
-				continue
+				return
 			}
 			s.writeFrame(AckFrame{Type: FrameAck, ID: sends[i].ID, Message: r.Message})
-		}
+		})
 	}
 	for i := range run {
 		f := &run[i]

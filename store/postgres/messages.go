@@ -131,29 +131,30 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 
 // AppendMessages implements parley.Store: the appends are queued for
 // the writer together, in order (see submitAll).
-func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message) []parley.AppendResult {
+func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message, each func(int, parley.AppendResult)) []parley.AppendResult {
 	defer s.track("append_messages", time.Now())
-	out := make([]parley.AppendResult, len(ms))
+	out := engine.NewAppendResults(len(ms), each)
 	jobs := make([]*job, 0, len(ms))
 	idx := make([]int, 0, len(ms))
 	for i, m := range ms {
 		j, err := s.prepareAppend(m)
 		if err != nil {
-			out[i].Err = err
+			out.Set(i, parley.AppendResult{Err: err})
 			continue
 		}
 		jobs, idx = append(jobs, j), append(idx, i)
 	}
-	errs := s.submitAll(ctx, jobs)
-	for k, j := range jobs {
-		r := &out[idx[k]]
-		if errs[k] != nil {
-			r.Err = errs[k]
-			continue
+	s.submitAll(ctx, jobs, func(k int, err error) {
+		i := idx[k]
+		if err != nil {
+			out.Set(i, parley.AppendResult{Err: err})
+			return
 		}
-		r.Message, r.Created, r.Err = s.appendResult(ms[idx[k]], j.appended)
-	}
-	return out
+		var r parley.AppendResult
+		r.Message, r.Created, r.Err = s.appendResult(ms[i], jobs[k].appended)
+		out.Set(i, r)
+	})
+	return out.Out
 }
 
 // prepareAppend checks and seals m in the caller's goroutine and makes

@@ -108,7 +108,8 @@ func (s *Store) submit(ctx context.Context, j *job) error {
 }
 
 // submitAll queues jobs in their order and waits until each has committed
-// or failed; errs[i] is the outcome of jobs[i]. The writer takes jobs in
+// or failed, calling each with the outcome of every job in order of i,
+// as soon as it is known. The writer takes jobs in
 // queue order and runs the appends of a batch in it (see tryBatch), so
 // appends to one conversation get their seqs in this order, in one group
 // commit or in consecutive ones (other callers' jobs may come between
@@ -116,18 +117,16 @@ func (s *Store) submit(ctx context.Context, j *job) error {
 // ctx.Err(): they are abandoned from the last one back, and the writer
 // claims from the first on, so those that run are always the first ones.
 // After Close, the jobs not queued yet fail with errClosed.
-func (s *Store) submitAll(ctx context.Context, jobs []*job) []error {
-	errs := make([]error, len(jobs))
-	queued := 0
+func (s *Store) submitAll(ctx context.Context, jobs []*job, each func(i int, err error)) {
+	queued, qerr := 0, error(nil)
 	s.mu.RLock()
 	for _, j := range jobs {
 		j.done = make(chan struct{})
-		if err := ctx.Err(); err != nil {
-			errs[queued] = err
+		if qerr = ctx.Err(); qerr != nil {
 			break
 		}
 		if s.closed.Load() {
-			errs[queued] = errClosed
+			qerr = errClosed
 			break
 		}
 		select {
@@ -135,40 +134,37 @@ func (s *Store) submitAll(ctx context.Context, jobs []*job) []error {
 			queued++
 			continue
 		case <-ctx.Done():
-			errs[queued] = ctx.Err()
+			qerr = ctx.Err()
 		}
 		break
 	}
 	s.mu.RUnlock()
-	for i := queued; i < len(jobs); i++ {
-		if errs[i] == nil {
-			errs[i] = errs[queued]
-		}
-	}
+	// abandoned is the first job abandoned after ctx ended (none yet).
+	abandoned := queued
 	for i := 0; i < queued; i++ {
-		select {
-		case <-jobs[i].done:
-			errs[i] = jobs[i].err
-			continue
-		case <-ctx.Done():
-		}
-		// Abandon from the last back to i; those already claimed, and all
-		// before them, run to completion.
-		abandoned := queued
-		for k := queued - 1; k >= i; k-- {
-			if !jobs[k].state.CompareAndSwap(jobQueued, jobAbandoned) {
-				break
+		if i < abandoned {
+			select {
+			case <-jobs[i].done:
+				each(i, jobs[i].err)
+				continue
+			case <-ctx.Done():
 			}
-			abandoned = k
-			errs[k] = ctx.Err()
+			// Abandon from the last back; those already claimed, and
+			// all before them, run to completion.
+			for abandoned > i && jobs[abandoned-1].state.CompareAndSwap(jobQueued, jobAbandoned) {
+				abandoned--
+			}
+			if i < abandoned {
+				<-jobs[i].done
+				each(i, jobs[i].err)
+				continue
+			}
 		}
-		for k := i; k < abandoned; k++ {
-			<-jobs[k].done
-			errs[k] = jobs[k].err
-		}
-		break
+		each(i, ctx.Err())
 	}
-	return errs
+	for i := queued; i < len(jobs); i++ {
+		each(i, qerr)
+	}
 }
 
 // writeLoop is the writer goroutine; it runs until Close closes the queue

@@ -118,30 +118,31 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 
 // AppendMessages implements parley.Store: the appends are queued for
 // the writer together, in order (see writeAll).
-func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message) []parley.AppendResult {
+func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message, each func(int, parley.AppendResult)) []parley.AppendResult {
 	defer s.track("append_messages", time.Now())
-	out := make([]parley.AppendResult, len(ms))
+	out := engine.NewAppendResults(len(ms), each)
 	apps := make([]*pendingAppend, 0, len(ms))
 	jobs := make([]*job, 0, len(ms))
 	for i, m := range ms {
 		a, err := s.prepareAppend(m)
 		if err != nil {
-			out[i].Err = err
+			out.Set(i, parley.AppendResult{Err: err})
 			continue
 		}
 		a.i = i
 		apps, jobs = append(apps, a), append(jobs, a.job)
 	}
-	errs := s.writeAll(ctx, jobs)
-	for k, a := range apps {
-		r := &out[a.i]
-		if errs[k] != nil {
-			r.Err = errs[k]
-			continue
+	s.writeAll(ctx, jobs, func(k int, err error) {
+		a := apps[k]
+		if err != nil {
+			out.Set(a.i, parley.AppendResult{Err: err})
+			return
 		}
+		var r parley.AppendResult
 		r.Message, r.Created, r.Err = s.appendResult(a)
-	}
-	return out
+		out.Set(a.i, r)
+	})
+	return out.Out
 }
 
 // pendingAppend is one append prepared for the writer: its job, and what

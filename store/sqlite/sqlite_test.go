@@ -455,7 +455,7 @@ func TestAppendMessagesShareCommits(t *testing.T) {
 			ClientMsgID: fmt.Sprintf("p-%d", i), Type: parley.MessageText, Body: fmt.Sprint(i), CreatedAt: now}
 	}
 	startBatches := s.batches.Load()
-	res := s.AppendMessages(context.Background(), ms)
+	res := s.AppendMessages(context.Background(), ms, nil)
 	batches := s.batches.Load() - startBatches
 	var prev int64
 	for i, r := range res {

@@ -440,9 +440,18 @@ func testAppendMessages(t *testing.T, f *fixture) {
 		f.message(g, a, "three"),          // g 5
 		f.message(h, a, "h two"),          // h 2
 	}
-	res := f.s.AppendMessages(f.ctx, ms)
+	var order []int
+	var reported []parley.AppendResult
+	res := f.s.AppendMessages(f.ctx, ms, func(i int, r parley.AppendResult) {
+		order, reported = append(order, i), append(reported, r)
+	})
 	if len(res) != len(ms) {
 		t.Fatalf("%d results for %d messages", len(res), len(ms))
+	}
+	for i := range res {
+		if len(order) != len(ms) || order[i] != i || reported[i] != res[i] {
+			t.Fatalf("each was called with %v, want every index once in order, with the results returned", order)
+		}
 	}
 	want := []struct {
 		conv    string
@@ -502,7 +511,7 @@ func testAppendMessages(t *testing.T, f *fixture) {
 			for i := range ms {
 				ms[i] = f.message(h, a, fmt.Sprintf("caller %d message %d", c, i))
 			}
-			for _, r := range f.s.AppendMessages(f.ctx, ms) {
+			for _, r := range f.s.AppendMessages(f.ctx, ms, nil) {
 				if r.Err != nil || !r.Created {
 					errs[c] = fmt.Errorf("created %v, %v", r.Created, r.Err)
 					return
@@ -533,7 +542,7 @@ func testAppendMessages(t *testing.T, f *fixture) {
 	// A list whose context has ended commits nothing.
 	ctx, cancel := context.WithCancel(f.ctx)
 	cancel()
-	for i, r := range f.s.AppendMessages(ctx, []*parley.Message{f.message(g, a, "late"), f.message(g, a, "later")}) {
+	for i, r := range f.s.AppendMessages(ctx, []*parley.Message{f.message(g, a, "late"), f.message(g, a, "later")}, nil) {
 		if !errors.Is(r.Err, context.Canceled) {
 			t.Fatalf("message %d after the context ended: %v", i, r.Err)
 		}
