@@ -162,3 +162,45 @@ func TestSendManyAcrossConversationsNoDeadlock(t *testing.T) {
 		t.Fatal("SendMany and membership changes deadlocked")
 	}
 }
+
+// TestSendManyAcceptsRequestOnce: pipelined sends into a message request
+// accept it once (the first send) and all commit.
+func TestSendManyAcceptsRequestOnce(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	svc := newService(st, service.Config{MessageRequests: true})
+	bus := &recBus{}
+	svc.UseBus(bus)
+	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")
+	c, _, err := svc.CreateConversation(ctx, &parley.Principal{UserID: a.ID, DeviceID: "a1"}, service.CreateConversationRequest{Kind: parley.KindDirect, Members: []string{b.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := &parley.Principal{UserID: b.ID, DeviceID: "b1"}
+	if m, err := st.Member(ctx, c.ID, b.ID); err != nil || !m.Request {
+		t.Fatalf("bob's membership %+v, %v; want a request", m, err)
+	}
+	var reqs []service.SendRequest
+	for i := range 4 {
+		reqs = append(reqs, service.SendRequest{ConversationID: c.ID, ClientMsgID: fmt.Sprintf("b%d", i), Body: "hi"})
+	}
+	for i, r := range svc.SendMany(ctx, pb, reqs, nil) {
+		if r.Err != nil || r.Message.Seq != int64(i+1) {
+			t.Fatalf("send %d: %+v", i, r)
+		}
+	}
+	if m, err := st.Member(ctx, c.ID, b.ID); err != nil || m.Request {
+		t.Fatalf("bob's membership %+v, %v; want accepted", m, err)
+	}
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	accepted := 0
+	for _, e := range bus.events {
+		if e.Kind == service.EventConversation && e.Action == service.ActionAccepted {
+			accepted++
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("%d accepted events, want 1", accepted)
+	}
+}
