@@ -287,6 +287,21 @@ type Store interface {
 	// unless the original was sent in that very conversation. Concurrent calls share
 	// transactions (group commit).
 	AppendMessage(ctx context.Context, m *Message) (msg *Message, created bool, err error)
+	// AppendMessages is AppendMessage for each of ms, in their order: the
+	// store's writer takes them in that order, one after another (jobs of
+	// other callers may come between them), so messages of one
+	// conversation get rising seqs in the order given, and they share
+	// group commits rather than waiting for one another's. Result i is
+	// the outcome of ms[i], as AppendMessage would return it; one failing
+	// fails none of the others. It returns once every one has committed or
+	// failed. If ctx ends first, those the writer has not taken yet fail
+	// with ctx.Err(): always the last ones, never one before a message
+	// that commits. If each is not nil, it is called on the caller's
+	// goroutine with every result in order of i, as soon as that result
+	// and all before it are known (a message committed in an earlier
+	// group commit than the next one is reported without waiting for
+	// that), before AppendMessages returns.
+	AppendMessages(ctx context.Context, ms []*Message, each func(i int, r AppendResult)) []AppendResult
 	// Message returns one message unless it has expired at now;
 	// CodeNotFound if there is none.
 	Message(ctx context.Context, conversationID string, seq int64, now time.Time) (*Message, error)
@@ -422,6 +437,14 @@ type SyncConversation struct {
 	// only the page's first k conversations continues after
 	// (Conversations[k-1].Key, Conversations[k-1].View.ID).
 	Key int64
+}
+
+// AppendResult is the outcome of one message of Store.AppendMessages:
+// what AppendMessage would return for it.
+type AppendResult struct {
+	Message *Message
+	Created bool
+	Err     error
 }
 
 // Watermark is a "everything up to Seq" marker after an attempt to raise

@@ -147,9 +147,13 @@ func bucket(id string) string {
 type publishOrder [256]sync.RWMutex
 
 func (o *publishOrder) stripe(conversationID string) *sync.RWMutex {
+	return &o[o.index(conversationID)]
+}
+
+func (o *publishOrder) index(conversationID string) int {
 	h := fnv.New32a()
 	h.Write([]byte(conversationID))
-	return &o[h.Sum32()%uint32(len(o))]
+	return int(h.Sum32() % uint32(len(o)))
 }
 
 // shared holds the conversation's publish order for a change that may run
@@ -158,6 +162,29 @@ func (s *Service) shared(conversationID string) func() {
 	m := s.order.stripe(conversationID)
 	m.RLock()
 	return m.RUnlock
+}
+
+// sharedAll is shared for several conversations at once (SendMany's).
+// It takes each stripe once, in ascending order: an exclusive holder
+// holds one stripe only, so readers taking several in one order cannot
+// wait on each other in a cycle.
+func (s *Service) sharedAll(conversationIDs []string) func() {
+	var held [len(publishOrder{})]bool
+	for _, id := range conversationIDs {
+		held[s.order.index(id)] = true
+	}
+	for i := range held {
+		if held[i] {
+			s.order[i].RLock()
+		}
+	}
+	return func() {
+		for i := range held {
+			if held[i] {
+				s.order[i].RUnlock()
+			}
+		}
+	}
 }
 
 // exclusive holds it for a membership change.

@@ -29,27 +29,110 @@ type SendRequest struct {
 // returns the original message with created=false and stores nothing. This is
 // the one path every transport uses to send.
 func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest) (*parley.Message, bool, error) {
-	if err := s.checkSend(&req); err != nil {
+	m, err := s.prepareSend(ctx, p, &req, nil)
+	if err != nil {
 		return nil, false, err
+	}
+	// Membership is checked by the store inside the commit, so a member
+	// removed a moment ago cannot slip a message in.
+	defer s.shared(req.ConversationID)()
+	msg, created, err := s.store.AppendMessage(ctx, m)
+	if err != nil {
+		return nil, false, err
+	}
+	return s.sent(ctx, p, msg, created)
+}
+
+// SendResult is the outcome of one request of SendMany: what Send would
+// return for it.
+type SendResult struct {
+	Message *parley.Message
+	Created bool
+	Err     error
+}
+
+// SendMany is Send for each of reqs, in their order, from one caller (a
+// connection's pipelined sends): each is checked and authorized as Send
+// does, one after another, and those that pass go to the store together
+// (parley.Store.AppendMessages), so they share group commits instead of
+// waiting one commit each, and messages of one conversation get rising
+// seqs in the order of reqs. The event of each is published once it has
+// committed, in the order of reqs too, without waiting for the commits of
+// those after it. Result i is the outcome of reqs[i]; one failing fails
+// none of the others. If each is not nil, it gets every result in order
+// of i as soon as it is known (after the event), on the caller's
+// goroutine, before SendMany returns.
+func (s *Service) SendMany(ctx context.Context, p *parley.Principal, reqs []SendRequest, each func(i int, r SendResult)) []SendResult {
+	out := make([]SendResult, len(reqs))
+	ready := make([]bool, len(reqs))
+	next := 0
+	set := func(i int, r SendResult) {
+		out[i], ready[i] = r, true
+		for next < len(out) && ready[next] {
+			if each != nil {
+				each(next, out[next])
+			}
+			next++
+		}
+	}
+	ms := make([]*parley.Message, 0, len(reqs))
+	idx := make([]int, 0, len(reqs))
+	convs := make([]string, 0, len(reqs))
+	var refused []int
+	rel := make(map[string]*parley.Relations) // per conversation, for this call
+	for i := range reqs {
+		m, err := s.prepareSend(ctx, p, &reqs[i], rel)
+		if err != nil {
+			out[i].Err = err
+			refused = append(refused, i)
+			continue
+		}
+		ms, idx, convs = append(ms, m), append(idx, i), append(convs, m.ConversationID)
+	}
+	for _, i := range refused {
+		set(i, out[i])
+	}
+	if len(ms) == 0 {
+		return out
+	}
+	defer s.sharedAll(convs)()
+	s.store.AppendMessages(ctx, ms, func(k int, r parley.AppendResult) {
+		var o SendResult
+		if o.Err = r.Err; o.Err == nil {
+			o.Message, o.Created, o.Err = s.sent(ctx, p, r.Message, r.Created)
+		}
+		set(idx[k], o)
+	})
+	return out
+}
+
+// prepareSend checks, rate-limits and authorizes req (the store checks
+// membership again at commit) and returns the message to append. rel, if
+// not nil, keeps the relations read per conversation for the next
+// requests of the same caller (SendMany's): a block that lands meanwhile
+// is a block just after those sends, as for one send.
+func (s *Service) prepareSend(ctx context.Context, p *parley.Principal, req *SendRequest, rel map[string]*parley.Relations) (*parley.Message, error) {
+	if err := s.checkSend(req); err != nil {
+		return nil, err
 	}
 	// One bucket per user for every connection and REST call of theirs:
 	// many connections of one user cannot multiply the rate.
 	if ok, retry := s.sendLimit.Allow(p.UserID, time.Now()); !ok {
 		s.metrics.RateLimited("user_send")
-		return nil, false, &RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
+		return nil, &RetryError{RetryAfter: retry, Err: parley.Errorf(parley.CodeRateLimited,
 			"too many messages from this user; retry after %d s", RetryAfterSeconds(retry))}
 	}
 	if !parley.ValidID(req.ConversationID) {
-		return nil, false, errNoConversation()
+		return nil, errNoConversation()
 	}
 	attachments, err := s.attachments(ctx, p, req.ConversationID, req.Attachments)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if req.Type == parley.MessageEncrypted {
 		for _, a := range attachments {
 			if !a.Encrypted {
-				return nil, false, parley.Errorf(parley.CodeInvalidRequest, "attachment %s: an encrypted message carries only media uploaded with encrypted=true", a.MediaID)
+				return nil, parley.Errorf(parley.CodeInvalidRequest, "attachment %s: an encrypted message carries only media uploaded with encrypted=true", a.MediaID)
 			}
 		}
 	}
@@ -72,24 +155,33 @@ func (s *Service) Send(ctx context.Context, p *parley.Principal, req SendRequest
 	// In a direct conversation, a message from a user the other member
 	// blocks is withheld (see blocks.go). A block that lands between this
 	// read and the commit is a block just after the send.
-	r, err := s.relations(ctx, p.UserID, req.ConversationID)
-	if err != nil {
-		return nil, false, err
+	r := rel[req.ConversationID]
+	if r == nil {
+		var err error
+		if r, err = s.relations(ctx, p.UserID, req.ConversationID); err != nil {
+			return nil, err
+		}
 	}
 	m.Withheld = r.Kind == parley.KindDirect && len(r.BlockedBy) > 0
 	if r.Pending {
 		// Writing into a message request accepts it.
 		if err := s.accept(ctx, p, req.ConversationID); err != nil {
-			return nil, false, err
+			return nil, err
 		}
+		accepted := *r
+		accepted.Pending = false
+		r = &accepted
 	}
-	// Membership is checked by the store inside the commit, so a member
-	// removed a moment ago cannot slip a message in.
-	defer s.shared(req.ConversationID)()
-	msg, created, err := s.store.AppendMessage(ctx, m)
-	if err != nil {
-		return nil, false, err
+	if rel != nil {
+		rel[req.ConversationID] = r
 	}
+	return m, nil
+}
+
+// sent finishes a send once the store has its message: it publishes the
+// event (also for a retry) and hands the push queue its job, and returns
+// the message as the sender sees it.
+func (s *Service) sent(ctx context.Context, p *parley.Principal, msg *parley.Message, created bool) (*parley.Message, bool, error) {
 	if created {
 		s.metrics.MessageStored()
 	} else if msg.Envelope != nil {

@@ -29,6 +29,7 @@ type Core interface {
 	RedeemTicket(ctx context.Context, ticket string) (*parley.Principal, error)
 	CheckSession(ctx context.Context, p *parley.Principal) error
 	Send(ctx context.Context, p *parley.Principal, req service.SendRequest) (*parley.Message, bool, error)
+	SendMany(ctx context.Context, p *parley.Principal, reqs []service.SendRequest, each func(int, service.SendResult)) []service.SendResult
 	History(ctx context.Context, p *parley.Principal, conversationID string, q parley.HistoryQuery) ([]parley.Message, error)
 	MarkRead(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (parley.Watermark, error)
 	MarkDelivered(ctx context.Context, p *parley.Principal, conversationID string, seq int64) (device, user parley.Watermark, err error)

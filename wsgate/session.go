@@ -113,6 +113,12 @@ func (s *session) closeWith(code int, reason string) {
 // onMessage runs on nbio's pool, in order per connection.
 func (s *session) onMessage(c *websocket.Conn, mt websocket.MessageType, data []byte) {
 	s.setConn(c)
+	s.receive(mt, data)
+}
+
+// receive handles one frame from the client: answers what needs no
+// store at once, queues the rest.
+func (s *session) receive(mt websocket.MessageType, data []byte) {
 	s.touch()
 	if mt != websocket.TextMessage {
 		s.g.cfg.Metrics.Frame("")
@@ -206,9 +212,14 @@ func (s *session) ready() {
 	}
 }
 
+// drain runs the queued requests in order. A run of sends and receipts
+// at the head of the queue goes together (see handleRun): the sends to the
+// store at once, so that a client pipelining sends gets them into one group
+// commit rather than one commit each; any other request runs alone.
 func (s *session) drain() {
 	s.g.draining.Add(1)
 	defer s.g.draining.Add(-1)
+	var run []ClientFrame
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 || s.closed {
@@ -217,12 +228,104 @@ func (s *session) drain() {
 			s.mu.Unlock()
 			return
 		}
-		f := s.queue[0]
-		s.queue[0] = ClientFrame{}
-		s.queue = s.queue[1:]
+		n := 0
+		for n < len(s.queue) && batchable(s.queue[n].Type) {
+			n++
+		}
+		if n == 0 {
+			n = 1
+		}
+		run = append(run[:0], s.queue[:n]...)
+		clear(s.queue[:n])
+		s.queue = s.queue[n:]
 		s.mu.Unlock()
-		s.handle(&f)
+		if batchable(run[0].Type) {
+			s.handleRun(run)
+		} else {
+			s.handle(&run[0])
+		}
+		clear(run)
 	}
+}
+
+// batchable says whether frames of type t may be handled as part of a run
+// (handleRun).
+func batchable(t string) bool {
+	return t == FrameSend || t == FrameDelivered || t == FrameRead
+}
+
+// handleRun handles a run of consecutive send, delivered and read frames.
+// The sends go to the core together (service.SendMany), in their order:
+// messages of one conversation get rising seqs in that order, they share
+// group commits, and their acks (or errors) are written in that order,
+// each as soon as it and those before it are known.
+// Then the receipts, coalesced per kind and conversation: one raise to the
+// highest seq of each, the same watermarks as one raise per frame (a
+// watermark only rises), for one store write and at most one event.
+// Receipts run after the sends of the run even if they came first: a
+// receipt only reports how far the client got, so it may be late, and
+// nothing a send does depends on one.
+func (s *session) handleRun(run []ClientFrame) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	var sends []*ClientFrame
+	for i := range run {
+		if run[i].Type == FrameSend {
+			sends = append(sends, &run[i])
+		}
+	}
+	if len(sends) == 1 {
+		s.handle(sends[0])
+	} else if len(sends) > 1 {
+		reqs := make([]service.SendRequest, len(sends))
+		for i, f := range sends {
+			reqs[i] = sendRequest(f)
+		}
+		s.g.core.SendMany(ctx, &s.p, reqs, func(i int, r service.SendResult) {
+			if r.Err != nil {
+				s.writeError(sends[i].ID, r.Err)
+				return
+			}
+			s.writeFrame(AckFrame{Type: FrameAck, ID: sends[i].ID, Message: r.Message})
+		})
+	}
+	for i := range run {
+		f := &run[i]
+		if f.Type == FrameSend || f.Seq == nil {
+			continue
+		}
+		// The highest seq of this kind and conversation, and every
+		// frame it stands for (all of them hear of an error).
+		ids := []string{f.ID}
+		seq := *f.Seq
+		for j := i + 1; j < len(run); j++ {
+			g := &run[j]
+			if g.Type == f.Type && g.ConversationID == f.ConversationID && g.Seq != nil {
+				ids = append(ids, g.ID)
+				seq = max(seq, *g.Seq)
+				g.Seq = nil // taken
+			}
+		}
+		var err error
+		if f.Type == FrameDelivered {
+			_, _, err = s.g.core.MarkDelivered(ctx, &s.p, f.ConversationID, seq)
+		} else {
+			_, err = s.g.core.MarkRead(ctx, &s.p, f.ConversationID, seq)
+		}
+		if err != nil {
+			for _, id := range ids {
+				s.writeError(id, err)
+			}
+		}
+	}
+}
+
+func sendRequest(f *ClientFrame) service.SendRequest {
+	req := service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds, Attachments: f.Attachments}
+	if f.Envelope != nil {
+		req.Envelope = f.Envelope.Envelope()
+	}
+	return req
 }
 
 // requestTimeout bounds one request's work in the core.
@@ -236,11 +339,7 @@ func (s *session) handle(f *ClientFrame) {
 	switch f.Type {
 	case FrameSend:
 		var m *parley.Message
-		req := service.SendRequest{ConversationID: f.ConversationID, ClientMsgID: f.ClientMsgID, Type: f.MessageType, Body: f.Body, TTLSeconds: f.TTLSeconds, Attachments: f.Attachments}
-		if f.Envelope != nil {
-			req.Envelope = f.Envelope.Envelope()
-		}
-		m, _, err = c.Send(ctx, &s.p, req)
+		m, _, err = c.Send(ctx, &s.p, sendRequest(f))
 		if err == nil {
 			s.writeFrame(AckFrame{Type: FrameAck, ID: f.ID, Message: m})
 		}

@@ -119,27 +119,68 @@ type appendJob struct {
 // not a member at commit.
 func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
 	defer s.track("append_message", time.Now())
-	if err := engine.PrepareMessage(m); err != nil {
+	j, err := s.prepareAppend(m)
+	if err != nil {
 		return nil, false, err
+	}
+	if err := s.submit(ctx, j); err != nil {
+		return nil, false, err
+	}
+	return s.appendResult(m, j.appended)
+}
+
+// AppendMessages implements parley.Store: the appends are queued for
+// the writer together, in order (see submitAll).
+func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message, each func(int, parley.AppendResult)) []parley.AppendResult {
+	defer s.track("append_messages", time.Now())
+	out := engine.NewAppendResults(len(ms), each)
+	jobs := make([]*job, 0, len(ms))
+	idx := make([]int, 0, len(ms))
+	for i, m := range ms {
+		j, err := s.prepareAppend(m)
+		if err != nil {
+			out.Set(i, parley.AppendResult{Err: err})
+			continue
+		}
+		jobs, idx = append(jobs, j), append(idx, i)
+	}
+	s.submitAll(ctx, jobs, func(k int, err error) {
+		i := idx[k]
+		if err != nil {
+			out.Set(i, parley.AppendResult{Err: err})
+			return
+		}
+		var r parley.AppendResult
+		r.Message, r.Created, r.Err = s.appendResult(ms[i], jobs[k].appended)
+		out.Set(i, r)
+	})
+	return out.Out
+}
+
+// prepareAppend checks and seals m in the caller's goroutine and makes
+// the writer job that appends it.
+func (s *Store) prepareAppend(m *parley.Message) (*job, error) {
+	if err := engine.PrepareMessage(m); err != nil {
+		return nil, err
 	}
 	stored := m.Body
 	var keyRows []engine.KeyRow
 	if m.Envelope != nil {
 		var err error
 		if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
-			return nil, false, s.internal("encode envelope", err)
+			return nil, s.internal("encode envelope", err)
 		}
 		if keyRows, err = engine.KeyRows(m.Envelope.Keys); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	keyID, sealed, err := s.seal(m.ID, stored, m.Deleted)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	attachments, err := engine.SealAttachments(s.sealer, m.ID, m.Attachments)
 	if err != nil {
-		return nil, false, s.internal("seal message attachments", err)
+		return nil, s.internal("seal message attachments", err)
 	}
 	a := &appendJob{m: m, keyID: int64(keyID), sealed: sealed, attachments: attachments}
 	if m.ClientMsgID != "" {
@@ -152,9 +193,13 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		// lists; they run one by one as functions of the batch.
 		j = &job{fn: func(t *txn) error { return s.appendEncrypted(t, a, keyRows) }, savepoint: true}
 	}
-	if err := s.submit(ctx, j); err != nil {
-		return nil, false, err
-	}
+	j.appended = a
+	return j, nil
+}
+
+// appendResult is the outcome of the append of m (its job a) once it has
+// committed.
+func (s *Store) appendResult(m *parley.Message, a *appendJob) (*parley.Message, bool, error) {
 	if o := a.original; o != nil {
 		if o.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)

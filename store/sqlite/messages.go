@@ -106,27 +106,79 @@ func (s *Store) seal(id, body string, deleted bool) (keyID uint32, sealed []byte
 // conversation is gone or the sender is not a member at commit.
 func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.Message, bool, error) {
 	defer s.track("append_message", time.Now())
-	if err := engine.PrepareMessage(m); err != nil {
+	a, err := s.prepareAppend(m)
+	if err != nil {
 		return nil, false, err
+	}
+	if err := s.write(ctx, a.job.savepoint, a.job.fn); err != nil {
+		return nil, false, err
+	}
+	return s.appendResult(a)
+}
+
+// AppendMessages implements parley.Store: the appends are queued for
+// the writer together, in order (see writeAll).
+func (s *Store) AppendMessages(ctx context.Context, ms []*parley.Message, each func(int, parley.AppendResult)) []parley.AppendResult {
+	defer s.track("append_messages", time.Now())
+	out := engine.NewAppendResults(len(ms), each)
+	apps := make([]*pendingAppend, 0, len(ms))
+	jobs := make([]*job, 0, len(ms))
+	for i, m := range ms {
+		a, err := s.prepareAppend(m)
+		if err != nil {
+			out.Set(i, parley.AppendResult{Err: err})
+			continue
+		}
+		a.i = i
+		apps, jobs = append(apps, a), append(jobs, a.job)
+	}
+	s.writeAll(ctx, jobs, func(k int, err error) {
+		a := apps[k]
+		if err != nil {
+			out.Set(a.i, parley.AppendResult{Err: err})
+			return
+		}
+		var r parley.AppendResult
+		r.Message, r.Created, r.Err = s.appendResult(a)
+		out.Set(a.i, r)
+	})
+	return out.Out
+}
+
+// pendingAppend is one append prepared for the writer: its job, and what
+// the job found, for result.
+type pendingAppend struct {
+	m        *parley.Message
+	job      *job
+	original *messageRow // a retried client_msg_id's message
+	seq      int64
+	i        int // the index in AppendMessages' input
+}
+
+// prepareAppend checks and seals m in the caller's goroutine and makes
+// the writer job that appends it.
+func (s *Store) prepareAppend(m *parley.Message) (*pendingAppend, error) {
+	if err := engine.PrepareMessage(m); err != nil {
+		return nil, err
 	}
 	stored := m.Body
 	var keyRows []engine.KeyRow
 	if m.Envelope != nil {
 		var err error
 		if stored, err = engine.EnvelopeBody(m.Envelope); err != nil {
-			return nil, false, s.internal("encode envelope", err)
+			return nil, s.internal("encode envelope", err)
 		}
 		if keyRows, err = engine.KeyRows(m.Envelope.Keys); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	keyID, sealed, err := s.seal(m.ID, stored, m.Deleted)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	sealedAttachments, err := engine.SealAttachments(s.sealer, m.ID, m.Attachments)
 	if err != nil {
-		return nil, false, s.internal("seal message attachments", err)
+		return nil, s.internal("seal message attachments", err)
 	}
 	var attachments any // NULL if none
 	if sealedAttachments != nil {
@@ -136,9 +188,8 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	if m.ClientMsgID != "" {
 		clientMsgID = m.ClientMsgID
 	}
+	pa := &pendingAppend{m: m}
 	var (
-		original *messageRow
-		seq      int64
 		// The arguments of the hot statements, converted and boxed here
 		// rather than on the writer goroutine.
 		convID   any = m.ConversationID
@@ -157,8 +208,8 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 	// An append with attachments marks its media in the same transaction
 	// and fails (with nothing written) if one cannot be attached: that
 	// failure comes after the insert, so it needs its savepoint.
-	err = s.write(ctx, appendSavepoint || len(m.Attachments) > 0, func(t *txn) error {
-		original, seq = nil, 0
+	fn := func(t *txn) error {
+		pa.original, pa.seq = nil, 0
 		h := &s.hot
 		lastSeq, e2ee, found, err := h.lastSeq(convID, senderID)
 		if err != nil {
@@ -168,11 +219,11 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 			if clientMsgID != nil {
 				// A retry of a message sent here before the sender left gets
 				// the original; anything else is not for a non-member to know.
-				original, err = s.sentBefore(t, m.SenderID, clientMsgID)
-				if err != nil || original != nil && original.conversationID == m.ConversationID {
+				pa.original, err = s.sentBefore(t, m.SenderID, clientMsgID)
+				if err != nil || pa.original != nil && pa.original.conversationID == m.ConversationID {
 					return err
 				}
-				original = nil
+				pa.original = nil
 			}
 			return parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 		}
@@ -183,7 +234,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 			// A retry of a stored message gets it back whatever
 			// changed since; only a new one is checked.
 			if clientMsgID != nil {
-				if original, err = s.sentBefore(t, m.SenderID, clientMsgID); err != nil || original != nil {
+				if pa.original, err = s.sentBefore(t, m.SenderID, clientMsgID); err != nil || pa.original != nil {
 					return err
 				}
 			}
@@ -217,8 +268,8 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		}
 		if n == 0 {
 			// A duplicate: nothing was written.
-			original, err = s.sentBefore(t, m.SenderID, clientMsgID)
-			if err == nil && original == nil {
+			pa.original, err = s.sentBefore(t, m.SenderID, clientMsgID)
+			if err == nil && pa.original == nil {
 				err = fmt.Errorf("sqlite: append message: conflict without a message")
 			}
 			return err
@@ -238,12 +289,19 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		if err := insertMessageKeys(t, m.ConversationID, next, keyRows); err != nil {
 			return s.internal("append message keys", err)
 		}
-		seq = next
+		pa.seq = next
 		return nil
-	})
-	if err != nil {
-		return nil, false, err
 	}
+	// An append with attachments marks its media in the same transaction
+	// and fails (with nothing written) if one cannot be attached: that
+	// failure comes after the insert, so it needs its savepoint.
+	pa.job = &job{fn: fn, savepoint: appendSavepoint || len(m.Attachments) > 0}
+	return pa, nil
+}
+
+// appendResult is the outcome of an append whose job has committed.
+func (s *Store) appendResult(a *pendingAppend) (*parley.Message, bool, error) {
+	m, original := a.m, a.original
 	if original != nil {
 		if original.conversationID != m.ConversationID {
 			return nil, false, parley.Errorf(parley.CodeConflict, "client_msg_id %q was used in another conversation", m.ClientMsgID)
@@ -257,7 +315,7 @@ func (s *Store) AppendMessage(ctx context.Context, m *parley.Message) (*parley.M
 		}
 		return &msg, false, nil
 	}
-	m.Seq = seq
+	m.Seq = a.seq
 	return m, true, nil
 }
 

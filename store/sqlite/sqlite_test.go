@@ -441,6 +441,37 @@ func TestGroupCommit(t *testing.T) {
 	t.Logf("%d appends in %d transactions (%.1f per commit)", jobs, batches, float64(jobs)/float64(batches))
 }
 
+// TestAppendMessagesShareCommits: one caller's list of appends (a
+// connection's pipelined sends) shares commits instead of taking one
+// each, and its messages get seqs in its order.
+func TestAppendMessagesShareCommits(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t))
+	now := time.Now()
+	a, _, g := seed(t, s, now)
+	const n = 64
+	ms := make([]*parley.Message, n)
+	for i := range ms {
+		ms[i] = &parley.Message{ConversationID: g.ID, SenderID: a.ID, SenderDeviceID: "d",
+			ClientMsgID: fmt.Sprintf("p-%d", i), Type: parley.MessageText, Body: fmt.Sprint(i), CreatedAt: now}
+	}
+	startBatches := s.batches.Load()
+	res := s.AppendMessages(context.Background(), ms, nil)
+	batches := s.batches.Load() - startBatches
+	var prev int64
+	for i, r := range res {
+		if r.Err != nil || !r.Created || r.Message.Seq <= prev || r.Message.Body != fmt.Sprint(i) {
+			t.Fatalf("message %d: %+v (after seq %d)", i, r, prev)
+		}
+		prev = r.Message.Seq
+	}
+	// The writer may take the first ones before the rest are queued
+	// (usually 1 or 2 commits); one commit each would be 64.
+	if batches > n/8 {
+		t.Fatalf("%d appends of one caller took %d commits, want at most %d", n, batches, n/8)
+	}
+	t.Logf("%d appends in %d commits", n, batches)
+}
+
 // TestPanicInJob: a panicking closure fails its own write and nothing
 // else; the writer keeps serving.
 func TestPanicInJob(t *testing.T) {

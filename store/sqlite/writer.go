@@ -84,6 +84,65 @@ func (s *Store) write(ctx context.Context, savepoint bool, fn func(t *txn) error
 	}
 }
 
+// writeAll queues jobs in their order and waits until each has committed
+// or failed, calling each with the outcome of every job in order of i,
+// as soon as it is known. The writer takes jobs in
+// queue order, so they run in this order, in one group commit or in
+// consecutive ones (other callers' jobs may come between them). If ctx
+// ends, the jobs the writer has not claimed fail with ctx.Err(): they are
+// abandoned from the last one back, and the writer claims from the first
+// on, so those that run are always the first ones. After Close, the jobs
+// not queued yet fail with errClosed.
+func (s *Store) writeAll(ctx context.Context, jobs []*job, each func(i int, err error)) {
+	queued, qerr := 0, error(nil)
+	s.mu.RLock()
+	for _, j := range jobs {
+		j.done = make(chan struct{})
+		if qerr = ctx.Err(); qerr != nil {
+			break
+		}
+		if s.closed.Load() {
+			qerr = errClosed
+			break
+		}
+		select {
+		case s.jobs <- j:
+			queued++
+			continue
+		case <-ctx.Done():
+			qerr = ctx.Err()
+		}
+		break
+	}
+	s.mu.RUnlock()
+	// abandoned is the first job abandoned after ctx ended (none yet).
+	abandoned := queued
+	for i := 0; i < queued; i++ {
+		if i < abandoned {
+			select {
+			case <-jobs[i].done:
+				each(i, jobs[i].err)
+				continue
+			case <-ctx.Done():
+			}
+			// Abandon from the last back; those already claimed, and
+			// all before them, run to completion.
+			for abandoned > i && jobs[abandoned-1].state.CompareAndSwap(jobQueued, jobAbandoned) {
+				abandoned--
+			}
+			if i < abandoned {
+				<-jobs[i].done
+				each(i, jobs[i].err)
+				continue
+			}
+		}
+		each(i, ctx.Err())
+	}
+	for i := queued; i < len(jobs); i++ {
+		each(i, qerr)
+	}
+}
+
 // writeLoop is the writer goroutine. It runs until Close closes the queue,
 // commits what is left in it, and then closes writerDone.
 func (s *Store) writeLoop() {

@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -413,4 +415,139 @@ func updateMessage(f *fixture, m *parley.Message) error {
 		return nil
 	})
 	return err
+}
+
+// testAppendMessages: a list of appends commits in its order, each with
+// AppendMessage's outcome, and one failing fails none of the others.
+func testAppendMessages(t *testing.T, f *fixture) {
+	a, b, stranger := f.user(), f.user(), f.user()
+	g, h := f.group(a, b), f.group(a, b)
+	first := f.send(g, a, "first") // seq 1
+	retry := f.message(g, a, "first again")
+	retry.ClientMsgID = first.ClientMsgID
+	dup := f.message(g, a, "dup")
+	dupAgain := f.message(g, a, "dup again")
+	dupAgain.ClientMsgID = dup.ClientMsgID
+	ms := []*parley.Message{
+		f.message(g, a, "one"),            // g 2
+		f.message(h, a, "h one"),          // h 1
+		f.message(g, stranger, "nope"),    // not a member
+		{SenderID: a.ID, Body: "nowhere"}, // invalid: no conversation
+		f.message(g, a, "two"),            // g 3
+		retry,                             // the original, g 1
+		dup,                               // g 4
+		dupAgain,                          // dup's message, in the same list
+		f.message(g, a, "three"),          // g 5
+		f.message(h, a, "h two"),          // h 2
+	}
+	var order []int
+	var reported []parley.AppendResult
+	res := f.s.AppendMessages(f.ctx, ms, func(i int, r parley.AppendResult) {
+		order, reported = append(order, i), append(reported, r)
+	})
+	if len(res) != len(ms) {
+		t.Fatalf("%d results for %d messages", len(res), len(ms))
+	}
+	for i := range res {
+		if len(order) != len(ms) || order[i] != i || reported[i] != res[i] {
+			t.Fatalf("each was called with %v, want every index once in order, with the results returned", order)
+		}
+	}
+	want := []struct {
+		conv    string
+		seq     int64
+		created bool
+		code    parley.Code
+	}{
+		{g.ID, 2, true, ""}, {h.ID, 1, true, ""}, {code: parley.CodeConversationNotFound}, {code: parley.CodeInvalidRequest},
+		{g.ID, 3, true, ""}, {g.ID, 1, false, ""}, {g.ID, 4, true, ""}, {g.ID, 4, false, ""}, {g.ID, 5, true, ""}, {h.ID, 2, true, ""},
+	}
+	for i, w := range want {
+		r := res[i]
+		if w.code != "" {
+			wantCode(t, r.Err, w.code, fmt.Sprintf("message %d", i))
+			continue
+		}
+		if r.Err != nil {
+			t.Fatalf("message %d: %v", i, r.Err)
+		}
+		if r.Message.ConversationID != w.conv || r.Message.Seq != w.seq || r.Created != w.created {
+			t.Fatalf("message %d: %s seq %d created %v, want %s seq %d created %v", i,
+				r.Message.ConversationID, r.Message.Seq, r.Created, w.conv, w.seq, w.created)
+		}
+	}
+	if got := res[5].Message.Body; got != "first" {
+		t.Fatalf("the retry returned body %q, want the original's", got)
+	}
+	for _, c := range []struct {
+		id     string
+		bodies []string
+	}{{g.ID, []string{"first", "one", "two", "dup", "three"}}, {h.ID, []string{"h one", "h two"}}} {
+		msgs := f.history(c.id)
+		var got []string
+		for i, m := range msgs {
+			if m.Seq != int64(i+1) {
+				t.Fatalf("%s: message %d has seq %d", c.id, i, m.Seq)
+			}
+			got = append(got, m.Body)
+		}
+		if !slices.Equal(got, c.bodies) {
+			t.Fatalf("%s holds %q, want %q", c.id, got, c.bodies)
+		}
+		if last := f.conversation(c.id).LastSeq; last != int64(len(c.bodies)) {
+			t.Fatalf("%s: last_seq %d, want %d", c.id, last, len(c.bodies))
+		}
+	}
+
+	// Lists from several callers at once: each caller's messages get
+	// rising seqs in its order, and together the seqs are gap-free.
+	const callers, each = 4, 25
+	var wg sync.WaitGroup
+	seqs := make([][]int64, callers)
+	errs := make([]error, callers)
+	for c := range callers {
+		wg.Go(func() {
+			ms := make([]*parley.Message, each)
+			for i := range ms {
+				ms[i] = f.message(h, a, fmt.Sprintf("caller %d message %d", c, i))
+			}
+			for _, r := range f.s.AppendMessages(f.ctx, ms, nil) {
+				if r.Err != nil || !r.Created {
+					errs[c] = fmt.Errorf("created %v, %v", r.Created, r.Err)
+					return
+				}
+				seqs[c] = append(seqs[c], r.Message.Seq)
+			}
+		})
+	}
+	wg.Wait()
+	seen := make(map[int64]bool)
+	for c := range callers {
+		if errs[c] != nil {
+			t.Fatalf("caller %d: %v", c, errs[c])
+		}
+		if !slices.IsSorted(seqs[c]) {
+			t.Fatalf("caller %d got seqs %v, not in its order", c, seqs[c])
+		}
+		for _, s := range seqs[c] {
+			seen[s] = true
+		}
+	}
+	for s := int64(3); s < 3+callers*each; s++ {
+		if !seen[s] {
+			t.Fatalf("seq %d missing: %v", s, seqs)
+		}
+	}
+
+	// A list whose context has ended commits nothing.
+	ctx, cancel := context.WithCancel(f.ctx)
+	cancel()
+	for i, r := range f.s.AppendMessages(ctx, []*parley.Message{f.message(g, a, "late"), f.message(g, a, "later")}, nil) {
+		if !errors.Is(r.Err, context.Canceled) {
+			t.Fatalf("message %d after the context ended: %v", i, r.Err)
+		}
+	}
+	if last := f.conversation(g.ID).LastSeq; last != 5 {
+		t.Fatalf("last_seq %d after a cancelled list, want 5", last)
+	}
 }

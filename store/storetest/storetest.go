@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"DeleteConversation", testDeleteConversation},
 		{"AppendAndRead", testAppendAndRead},
 		{"AppendGapFreeConcurrent", testAppendGapFreeConcurrent},
+		{"AppendMessages", testAppendMessages},
 		{"Idempotency", testIdempotency},
 		{"IdempotencyConcurrent", testIdempotencyConcurrent},
 		{"IdempotencyOtherConversation", testIdempotencyOtherConversation},

@@ -223,3 +223,30 @@ func OpenPush(sealer parley.Sealer, deviceID string, keyID uint32, sealed []byte
 }
 
 func pushAD(deviceID string) []byte { return []byte("push:" + deviceID) }
+
+// AppendResults collects the results of Store.AppendMessages, passing
+// each to a callback in order of index as soon as it and all before it
+// are set.
+type AppendResults struct {
+	Out  []parley.AppendResult
+	set  []bool
+	next int
+	each func(int, parley.AppendResult)
+}
+
+// NewAppendResults returns the collector of n results, each (may be nil)
+// the callback.
+func NewAppendResults(n int, each func(int, parley.AppendResult)) *AppendResults {
+	return &AppendResults{Out: make([]parley.AppendResult, n), set: make([]bool, n), each: each}
+}
+
+// Set records result i, and passes on those now due.
+func (r *AppendResults) Set(i int, res parley.AppendResult) {
+	r.Out[i], r.set[i] = res, true
+	for r.next < len(r.Out) && r.set[r.next] {
+		if r.each != nil {
+			r.each(r.next, r.Out[r.next])
+		}
+		r.next++
+	}
+}
