@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"github.com/lesismal/nbio/nbhttp"
@@ -256,3 +257,13 @@ func (*bufConn) RemoteAddr() net.Addr             { return nil }
 func (*bufConn) SetDeadline(time.Time) error      { return nil }
 func (*bufConn) SetReadDeadline(time.Time) error  { return nil }
 func (*bufConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestSessionSizeClass: an idle connection's session stays in the
+// 192-byte size class with the held-frames pointer (the rate limiters
+// live behind one pointer, made on first use). Issue 15 holds idle
+// memory per connection at or below 3 KiB.
+func TestSessionSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(session{}); n > 192 {
+		t.Fatalf("session is %d bytes; past 192 it takes the next size class (208) on every connection", n)
+	}
+}
