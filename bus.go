@@ -31,6 +31,19 @@ type Bus interface {
 	Close() error
 }
 
+// BatchSubscriber is implemented by a Bus whose subscriptions can tell
+// the handler, with each event, whether more events of that subscription
+// are already waiting: a handler may then hold work back (the WebSocket
+// gateway holds the frames bound for one socket, to write them in one
+// syscall) until an event comes with more false. One always follows an
+// event with more true, unless the subscription is closed meanwhile. A
+// layer that drops an event (seal.Bus, for one that does not open) passes
+// it on with nil data when more is false, so the handler still learns
+// that the burst ended; handlers skip nil data.
+type BatchSubscriber interface {
+	SubscribeBatch(pattern string, handle func(subject string, data []byte, more bool)) (Subscription, error)
+}
+
 // Subscription is one Subscribe; Close stops its deliveries (a call in
 // progress may finish) and is idempotent.
 type Subscription interface {

@@ -146,6 +146,27 @@ func (b *Bus) Subscribe(pattern string, handle func(subject string, data []byte)
 	})
 }
 
+// SubscribeBatch implements parley.BatchSubscriber over an inner bus that
+// does (otherwise every event comes with more false). An event that does
+// not open and ends a burst is passed on with nil data.
+func (b *Bus) SubscribeBatch(pattern string, handle func(subject string, data []byte, more bool)) (parley.Subscription, error) {
+	inner, ok := b.inner.(parley.BatchSubscriber)
+	if !ok {
+		return b.Subscribe(pattern, func(subject string, data []byte) { handle(subject, data, false) })
+	}
+	return inner.SubscribeBatch(pattern, func(subject string, sealed []byte, more bool) {
+		data, err := b.openEvent(subject, sealed)
+		if err != nil {
+			b.reject(subject, len(sealed), err)
+			if !more {
+				handle(subject, nil, false)
+			}
+			return
+		}
+		handle(subject, data, more)
+	})
+}
+
 // Close closes the underlying bus.
 func (b *Bus) Close() error { return b.inner.Close() }
 

@@ -336,3 +336,57 @@ func BenchmarkSealOpenMessageEvent(b *testing.B) {
 		}
 	}
 }
+
+// batchInner is an inner bus with parley.BatchSubscriber whose one
+// handler the test calls directly, saying whether more events wait.
+type batchInner struct {
+	memBus
+	handle func(subject string, data []byte, more bool)
+}
+
+func (b *batchInner) SubscribeBatch(_ string, handle func(string, []byte, bool)) (parley.Subscription, error) {
+	b.handle = handle
+	return closer(func() error { return nil }), nil
+}
+
+// TestBusSubscribeBatch: the sealing bus passes "more" through with the
+// opened events; an event that does not open is dropped, unless it ends
+// a burst: then the handler gets nil data and more false, so that it
+// still learns the burst ended. Over a bus without batches every event
+// ends one.
+func TestBusSubscribeBatch(t *testing.T) {
+	key := newKey(t)
+	inner := &batchInner{memBus: *newMemBus()}
+	b := newSealed(t, inner, key)
+	var got []string
+	if _, err := b.SubscribeBatch(">", func(subject string, data []byte, more bool) {
+		got = append(got, fmt.Sprintf("%s %q %v", subject, data, more))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	good := b.sealEvent("s.1", []byte("one"))
+	inner.handle("s.1", good, true)
+	inner.handle("s.1", []byte("forged"), true)
+	inner.handle("s.1", b.sealEvent("s.1", []byte("two")), true)
+	inner.handle("s.1", []byte("forged"), false)
+	want := []string{`s.1 "one" true`, `s.1 "two" true`, `s.1 "" false`}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if b.Rejected() != 2 {
+		t.Fatalf("rejected %d, want 2", b.Rejected())
+	}
+
+	mem := newMemBus()
+	plain := newSealed(t, mem, key)
+	got = nil
+	if _, err := plain.SubscribeBatch("s.>", func(subject string, data []byte, more bool) {
+		got = append(got, fmt.Sprintf("%s %q %v", subject, data, more))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = plain.Publish(context.Background(), "s.2", []byte("three"))
+	if fmt.Sprint(got) != fmt.Sprint([]string{`s.2 "three" false`}) {
+		t.Fatalf("over a bus without batches: %q", got)
+	}
+}

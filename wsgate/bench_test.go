@@ -3,6 +3,9 @@ package wsgate
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"sync"
 	"testing"
 
 	"github.com/lesismal/nbio/nbhttp/websocket"
@@ -79,5 +82,81 @@ func BenchmarkHubEncryptedMessage(b *testing.B) {
 				h.onEvent("", events[i])
 			}
 		})
+	}
+}
+
+// sockConn writes to a loopback TCP socket whose other end is drained:
+// WriteMessage frames with nbio's framing and writes once per frame, as
+// nbio does on the poller; raw takes held frames in one write.
+type sockConn struct {
+	g       *Gateway
+	mu      sync.Mutex
+	scratch []byte
+	c       net.Conn
+}
+
+func (s *sockConn) WriteMessage(_ websocket.MessageType, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scratch = s.g.appendFrame(s.scratch[:0], data)
+	_, err := s.c.Write(s.scratch)
+	return err
+}
+func (s *sockConn) WriteClose(int, string) error { return nil }
+func (s *sockConn) Close() error                 { return nil }
+func (s *sockConn) raw() io.Writer               { return s.c }
+
+// BenchmarkHubBurst measures message events through the hub to sessions
+// on real loopback sockets (the write(2) is most of the cost), in bursts
+// of 1 (every event alone: one write per frame, as before coalescing)
+// and of 16 (the bus says more events wait: one write per session per
+// burst). Per op: one event.
+func BenchmarkHubBurst(b *testing.B) {
+	for _, sessions := range []int{2, 10} {
+		for _, burst := range []int{1, 16} {
+			b.Run(fmt.Sprintf("sessions=%d/burst=%d", sessions, burst), func(b *testing.B) {
+				h := newCoalesceHub(b)
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ln.Close()
+				var wg sync.WaitGroup
+				for i := range sessions {
+					c, err := net.Dial("tcp", ln.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					peer, err := ln.Accept()
+					if err != nil {
+						b.Fatal(err)
+					}
+					wg.Add(1)
+					go func() { defer wg.Done(); _, _ = io.Copy(io.Discard, peer) }()
+					defer c.Close()
+					s := newSession(h.g, &parley.Principal{UserID: fmt.Sprint("u", i), DeviceID: "d"})
+					s.setConn(&sockConn{g: h.g, c: c})
+					h.begin(s)
+					h.finish(s, map[string]int64{testConv: 0})
+				}
+				events := make([][]byte, b.N)
+				for i := range events {
+					events[i] = messageEvent(b, parley.Message{ConversationID: testConv, Seq: int64(i + 1), Body: "a message of ordinary length, about sixty bytes long"})
+				}
+				handle := h.batchHandler()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					handle("", events[i], (i+1)%burst != 0 && i+1 < b.N)
+				}
+				b.StopTimer()
+				for _, u := range h.users {
+					for _, s := range u.sessions {
+						_ = s.c().(*sockConn).c.Close()
+					}
+				}
+				wg.Wait()
+			})
+		}
 	}
 }

@@ -203,6 +203,7 @@ type Gateway struct {
 	closing  atomic.Bool
 	sessions atomic.Int64
 	draining atomic.Int64 // sessions running a request
+	framers  sync.Pool    // *framer (coalesce.go)
 }
 
 // New starts a gateway: the nbio engine, the bus subscriptions and the
@@ -222,8 +223,15 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 	if err := g.engine.Start(); err != nil {
 		return nil, err
 	}
+	batch, _ := bus.(parley.BatchSubscriber)
 	for _, pattern := range []string{service.ConversationSubjects, service.UserSubjects} {
-		sub, err := bus.Subscribe(pattern, g.hub.onEvent)
+		var sub parley.Subscription
+		var err error
+		if batch != nil {
+			sub, err = batch.SubscribeBatch(pattern, g.hub.batchHandler()) // coalesce.go
+		} else {
+			sub, err = bus.Subscribe(pattern, g.hub.onEvent)
+		}
 		if err != nil {
 			g.Shutdown(context.Background())
 			return nil, err
@@ -515,6 +523,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	for _, sub := range g.subs {
 		_ = sub.Close()
 	}
+	g.hub.endBursts()
 	close(g.stop)
 	// Requests already running (a send waiting for its commit) finish and
 	// are answered; queued ones are dropped (clients resend unacked sends).

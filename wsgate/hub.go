@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -27,11 +28,21 @@ import (
 // expired or was purged and is skipped). Everything is under one mutex;
 // nbio writes never block (they queue), so holding it while writing is
 // cheap.
+//
+// Bursts: while a bus subscription has more events waiting (open > 0),
+// the frames written to sessions are held per session and written when
+// the burst ends, each session's in one write(2) (coalesce.go); otherwise
+// they are written at once.
 type hub struct {
 	g     *Gateway
 	mu    sync.Mutex
 	users map[string]*userEntry
 	convs map[convKey]*convEntry
+	// open counts the subscriptions in a burst (changed under bmu);
+	// dirty holds the sessions with frames held for it (session.out set).
+	bmu   sync.Mutex
+	open  atomic.Int32
+	dirty []*session
 	// leaving holds the grace timers of users whose last session closed.
 	leaving map[string]*time.Timer
 
@@ -522,12 +533,13 @@ func (h *hub) allSessions(out []*session) []*session {
 // except those of user skip (if set) and of the users in hide. Caller
 // holds h.mu.
 func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
+	f := &outFrame{data: data}
 	for u := range c.all {
 		if u.id == skip || slices.Contains(hide, u.id) {
 			continue
 		}
 		for _, s := range u.sessions {
-			s.write(data)
+			s.send(f)
 		}
 	}
 }
@@ -553,12 +565,13 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: own}
 	for u := range c.all {
 		if u.id != m.SenderID {
 			continue
 		}
 		for _, s := range u.sessions {
-			s.write(own)
+			s.send(f)
 		}
 	}
 }
@@ -597,7 +610,7 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 		}
 		return nil
 	}
-	var frames map[string][]byte // by device id
+	var frames map[string]*outFrame // by device id
 	for u := range c.all {
 		if m.Withheld && u.id != m.SenderID {
 			continue
@@ -607,15 +620,15 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 			if onlyDevice != "" && device != onlyDevice {
 				continue
 			}
-			data, ok := frames[device]
+			f, ok := frames[device]
 			if !ok {
-				data = withKey(base, keyOf(device))
+				f = &outFrame{data: withKey(base, keyOf(device))}
 				if frames == nil {
-					frames = map[string][]byte{}
+					frames = map[string]*outFrame{}
 				}
-				frames[device] = data
+				frames[device] = f
 			}
-			s.write(data)
+			s.send(f)
 		}
 	}
 }
@@ -734,6 +747,7 @@ func (h *hub) onDeviceList(e *service.Event) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	seen := map[*userEntry]bool{}
@@ -743,7 +757,7 @@ func (h *hub) onDeviceList(e *service.Event) {
 		}
 		seen[u] = true
 		for _, s := range u.sessions {
-			s.write(data)
+			s.send(f)
 		}
 	}
 	send(h.users[e.UserID])
@@ -766,11 +780,12 @@ func (h *hub) onKeyRequest(e *service.Event) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if u := h.users[e.UserID]; u != nil {
 		for _, s := range u.sessions {
-			s.write(data)
+			s.send(f)
 		}
 	}
 }
@@ -816,13 +831,14 @@ func (h *hub) toUser(conversationID, userID string, frame any) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c := h.conv(conversationID); c != nil {
 		for u := range c.all {
 			if u.id == userID {
 				for _, s := range u.sessions {
-					s.write(data)
+					s.send(f)
 				}
 			}
 		}
@@ -839,11 +855,12 @@ func (h *hub) onBlock(e *service.Event) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if u := h.users[e.UserID]; u != nil {
 		for _, s := range u.sessions {
-			s.write(data)
+			s.send(f)
 		}
 	}
 }
@@ -1168,13 +1185,14 @@ func (h *hub) onPresence(e *service.Event) {
 	if err != nil {
 		return
 	}
+	f := &outFrame{data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(e.Users) > 0 { // an audience named user by user
 		for _, id := range e.Users {
 			if u := h.users[id]; u != nil && id != e.UserID {
 				for _, s := range u.sessions {
-					s.write(data)
+					s.send(f)
 				}
 			}
 		}
@@ -1192,7 +1210,7 @@ func (h *hub) onPresence(e *service.Event) {
 			}
 			seen[u] = true
 			for _, s := range u.sessions {
-				s.write(data)
+				s.send(f)
 			}
 		}
 	}

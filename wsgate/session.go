@@ -2,7 +2,6 @@ package wsgate
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +38,16 @@ type session struct {
 	// in its 192-byte size class.
 	lastRead atomic.Uint32
 
-	sendLim, typingLim, reqLim *rate.Limiter // made on first use
+	// out holds the frames, framed by nbio, held for the hub's burst
+	// (coalesce.go); nil while the session is not in hub.dirty. Under mu.
+	out *[]byte
+	lim *limiters // made on first use
+}
+
+// limiters are a session's rate limiters, made on first use: an idle
+// connection has none, which keeps the session in its 192-byte size class.
+type limiters struct {
+	send, typing, req *rate.Limiter
 }
 
 // wsConn is the part of nbio's *websocket.Conn a session uses (tests
@@ -70,20 +78,11 @@ func (s *session) c() wsConn {
 
 func (s *session) expiresAt() time.Time { return time.Unix(0, s.exp.Load()) }
 
-// write sends one encoded frame; nbio queues what the socket cannot take
-// at once and drops the connection past MaxWriteBuffer (a slow consumer).
+// write sends one encoded frame: at once, unless a burst is open
+// (coalesce.go). nbio queues what the socket cannot take at once and
+// drops the connection past MaxWriteBuffer (a slow consumer).
 func (s *session) write(data []byte) {
-	c := s.c()
-	if c == nil {
-		return
-	}
-	if err := c.WriteMessage(websocket.TextMessage, data); errors.Is(err, websocket.ErrMessageSendQuqueIsFull) {
-		// In-process TLS runs nbio in blocking mode, where the write
-		// queue is bounded in frames (sendQueueFrames), not by
-		// MaxWriteBuffer: the same slow-consumer rule, applied here.
-		s.g.cfg.Metrics.Closed("slow_consumer")
-		_ = c.Close()
-	}
+	s.send(&outFrame{data: data})
 }
 
 func (s *session) writeFrame(frame any) {
@@ -102,9 +101,13 @@ func (s *session) writeError(id string, err error) {
 	s.writeFrame(ErrorFrameFor(id, err))
 }
 
-// closeWith sends a close frame and closes the connection.
+// closeWith sends a close frame, after any frames held for the hub's
+// burst, and closes the connection.
 func (s *session) closeWith(code int, reason string) {
 	if c := s.c(); c != nil {
+		s.mu.Lock()
+		s.writeHeld(c)
+		s.mu.Unlock()
 		_ = c.WriteClose(code, reason)
 		_ = c.Close()
 	}
@@ -175,16 +178,19 @@ func (s *session) allow(f *ClientFrame) time.Duration {
 	c := &s.g.cfg
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.lim == nil {
+		s.lim = &limiters{}
+	}
 	var lim **rate.Limiter
 	var r float64
 	var b int
 	switch f.Type {
 	case FrameSend:
-		lim, r, b = &s.sendLim, c.SendRate, c.SendBurst
+		lim, r, b = &s.lim.send, c.SendRate, c.SendBurst
 	case FrameTyping:
-		lim, r, b = &s.typingLim, c.TypingRate, c.TypingBurst
+		lim, r, b = &s.lim.typing, c.TypingRate, c.TypingBurst
 	default:
-		lim, r, b = &s.reqLim, c.RequestRate, c.RequestBurst
+		lim, r, b = &s.lim.req, c.RequestRate, c.RequestBurst
 	}
 	if *lim == nil {
 		*lim = rate.NewLimiter(rate.Limit(r), b)

@@ -254,8 +254,23 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte) error {
 // registered the interest, so events published after it returns are
 // delivered.
 func (b *Bus) Subscribe(pattern string, handle func(subject string, data []byte)) (parley.Subscription, error) {
+	return b.subscribe(pattern, func(m *nats.Msg) { handle(m.Subject, m.Data) })
+}
+
+// SubscribeBatch implements parley.BatchSubscriber: more is whether the
+// client holds further messages of the subscription, not yet handed to
+// handle (its pending count includes the message being handled until the
+// handler returns).
+func (b *Bus) SubscribeBatch(pattern string, handle func(subject string, data []byte, more bool)) (parley.Subscription, error) {
+	return b.subscribe(pattern, func(m *nats.Msg) {
+		n, _, err := m.Sub.Pending()
+		handle(m.Subject, m.Data, err == nil && n > 1)
+	})
+}
+
+func (b *Bus) subscribe(pattern string, handle nats.MsgHandler) (parley.Subscription, error) {
 	s := &subscription{bus: b}
-	sub, err := b.nc.Subscribe(pattern, func(m *nats.Msg) { handle(m.Subject, m.Data) })
+	sub, err := b.nc.Subscribe(pattern, handle)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: subscribe %s: %w", pattern, err)
 	}

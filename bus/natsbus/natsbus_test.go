@@ -1,9 +1,12 @@
 package natsbus
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -140,5 +143,69 @@ func TestExternal(t *testing.T) {
 func TestRedact(t *testing.T) {
 	if got := redact("nats://u:secret@h1:4222,nats://h2:4222"); got != "nats://***@h1:4222,nats://h2:4222" {
 		t.Fatalf("redact = %q", got)
+	}
+}
+
+// TestSubscribeBatchMore: with each event SubscribeBatch says whether the
+// client already holds more of the subscription's events: true while
+// the handler is behind, false for the last one (and for a lone event).
+func TestSubscribeBatchMore(t *testing.T) {
+	e, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	b, err := ConnectEmbedded(e, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	release := make(chan struct{})
+	type call struct {
+		data string
+		more bool
+	}
+	calls := make(chan call, 16)
+	sub, err := b.SubscribeBatch("batch.>", func(_ string, data []byte, more bool) {
+		if string(data) == "1" {
+			<-release // fall behind: the rest queue up meanwhile
+		}
+		calls <- call{string(data), more}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx := context.Background()
+	for _, d := range []string{"1", "2", "3", "4"} {
+		if err := b.Publish(ctx, "batch.x", []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := sub.(*subscription).sub
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _, _ := ns.Pending()
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %d, want 4", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	var got []call
+	for range 4 {
+		got = append(got, <-calls)
+	}
+	if fmt.Sprint(got) != "[{1 true} {2 true} {3 true} {4 false}]" {
+		t.Fatalf("got %v", got)
+	}
+	if err := b.Publish(ctx, "batch.y", []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-calls; c != (call{"5", false}) {
+		t.Fatalf("lone event: %v", c)
 	}
 }

@@ -1,0 +1,242 @@
+package wsgate
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+)
+
+// Coalescing: several frames bound for one socket leave in one write(2).
+//
+// Under load the bus hands the hub events in bursts: the subscription
+// already holds the next events when one is handled (parley.BatchSubscriber
+// says so with each event). While a burst is open (hub.open > 0) a frame
+// for a session on nbio's poller is not written at once: it is appended,
+// framed by nbio's own websocket.Conn (appendFrame), to the session's out
+// buffer, whoever writes it (the hub's fan-out, the ack of a send, a
+// reply), and when the burst ends (an event comes with no other waiting,
+// or maxBurst events were handled) every such session's buffer goes out
+// in one Write on its nbio.Conn. When no burst is open (a lone event, an
+// idle server) frames are written at once, one by one, as before: no
+// timer, no added latency. A session's frames keep their order: once it
+// holds frames every later frame joins them until they are written.
+//
+// nbio.Conn.Write is non-blocking: what the socket does not take is
+// queued by nbio and flushed on write readiness, and a queue past
+// MaxWriteBuffer closes the connection (the slow-consumer rule, as for
+// WriteMessage). In blocking mode (in-process TLS) nbio's send queue
+// carries frame by frame and nothing is held here.
+
+// maxBurst bounds the events whose frames are held before they are
+// written: under steady load the held frames go out at least every
+// maxBurst events (a few hundred microseconds of the hub's work).
+const maxBurst = 64
+
+// maxHeldBytes bounds one session's held frames; past it they are written
+// at once (nbio's own write cache has the same bound).
+const maxHeldBytes = 64 << 10
+
+// outFrame is one frame's payload for one or more sessions, and nbio's
+// framing of it, made on first need and shared by the sessions that hold
+// it. It is used by one goroutine at a time.
+type outFrame struct {
+	data   []byte
+	framed []byte
+}
+
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// send writes f to s, or holds it while a burst is open or s holds
+// frames already.
+func (s *session) send(f *outFrame) {
+	c := s.c()
+	if c == nil {
+		return
+	}
+	h := s.g.hub
+	s.mu.Lock()
+	if s.out == nil && h.open.Load() > 0 && rawConn(c) != nil {
+		h.bmu.Lock()
+		if h.open.Load() > 0 { // else the burst ended meanwhile: write now
+			s.out = outBufs.Get().(*[]byte)
+			h.dirty = append(h.dirty, s)
+		}
+		h.bmu.Unlock()
+	}
+	if s.out != nil {
+		if f.framed == nil {
+			f.framed = s.g.appendFrame(nil, f.data)
+		}
+		*s.out = append(*s.out, f.framed...)
+		if len(*s.out) >= maxHeldBytes {
+			s.writeHeld(c)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	err := c.WriteMessage(websocket.TextMessage, f.data)
+	if errors.Is(err, websocket.ErrMessageSendQuqueIsFull) {
+		// In-process TLS runs nbio in blocking mode, where the write
+		// queue is bounded in frames (sendQueueFrames), not by
+		// MaxWriteBuffer: the same slow-consumer rule, applied here.
+		s.g.cfg.Metrics.Closed("slow_consumer")
+		_ = c.Close()
+		return
+	}
+	s.wrote(err)
+}
+
+// wrote counts a write that found the connection's queue over
+// MaxWriteBuffer: nbio has closed it (a slow consumer).
+func (s *session) wrote(err error) {
+	if errors.Is(err, nbio.ErrOverflow) {
+		s.g.cfg.Metrics.Closed("slow_consumer")
+	}
+}
+
+// writeHeld writes the held frames in one Write, keeping the buffer (the
+// session stays in hub.dirty). Caller holds s.mu.
+func (s *session) writeHeld(c wsConn) {
+	if s.out == nil || len(*s.out) == 0 {
+		return
+	}
+	if w := rawConn(c); w != nil {
+		_, err := w.Write(*s.out)
+		s.wrote(err)
+	}
+	*s.out = (*s.out)[:0]
+}
+
+// release writes the held frames and gives the buffer back.
+func (s *session) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out == nil {
+		return
+	}
+	if c := s.c(); c != nil {
+		s.writeHeld(c)
+	}
+	if cap(*s.out) <= 4*maxHeldBytes {
+		*s.out = (*s.out)[:0]
+		outBufs.Put(s.out)
+	}
+	s.out = nil
+}
+
+// flush writes what every session holds, and with end closes one burst.
+func (h *hub) flush(end bool) {
+	h.bmu.Lock()
+	dirty := h.dirty
+	h.dirty = nil
+	if end && h.open.Load() > 0 { // Shutdown may have closed every burst
+		h.open.Add(-1)
+	}
+	h.bmu.Unlock()
+	for _, s := range dirty {
+		s.release()
+	}
+}
+
+// batchHandler returns the handler of one batch subscription: it opens a
+// burst when more events wait, and writes the held frames when none does,
+// or every maxBurst events.
+func (h *hub) batchHandler() func(subject string, data []byte, more bool) {
+	held := false // this subscription counts in h.open
+	n := 0
+	return func(subject string, data []byte, more bool) {
+		if more && !held {
+			h.bmu.Lock()
+			h.open.Add(1)
+			h.bmu.Unlock()
+			held = true
+		}
+		if data != nil { // nil: an event the bus dropped, ending a burst
+			h.onEvent(subject, data)
+		}
+		if !held {
+			return
+		}
+		if n++; more && n < maxBurst {
+			return
+		}
+		n = 0
+		if !more {
+			held = false
+		}
+		h.flush(!more)
+	}
+}
+
+// endBursts closes every burst and writes what is held: after the
+// subscriptions are closed, no event may come to end one.
+func (h *hub) endBursts() {
+	h.bmu.Lock()
+	h.open.Store(0)
+	h.bmu.Unlock()
+	h.flush(false)
+}
+
+// rawWriter is implemented by test connections that take whole frames.
+type rawWriter interface {
+	raw() io.Writer
+}
+
+// rawConn returns the connection's nbio.Conn, which takes whole frames in
+// one Write, for a connection on nbio's poller; nil in blocking mode (the
+// in-process TLS), where every frame must go through nbio's send queue.
+func rawConn(c wsConn) io.Writer {
+	switch c := c.(type) {
+	case *websocket.Conn:
+		if c.IsBlockingMod() || c.IsAsyncWrite() {
+			return nil
+		}
+		if nc, ok := c.UnderlayerConn().(*nbio.Conn); ok {
+			return nc
+		}
+	case rawWriter:
+		return c.raw()
+	}
+	return nil
+}
+
+// frameSink is the net.Conn of the websocket.Conn that frames for
+// appendFrame: nbio's writeFrame calls only Write.
+type frameSink struct {
+	net.Conn // nil: never called
+	buf      []byte
+}
+
+func (s *frameSink) Write(b []byte) (int, error) {
+	s.buf = append(s.buf, b...)
+	return len(b), nil
+}
+
+// framer is a websocket.Conn over a frameSink: nbio's framing (header,
+// fragmentation past MaxWebsocketFramePayloadSize), written to memory.
+type framer struct {
+	ws   *websocket.Conn
+	sink frameSink
+}
+
+// appendFrame appends the text frame of data, as nbio writes it, to dst.
+func (g *Gateway) appendFrame(dst, data []byte) []byte {
+	f, _ := g.framers.Get().(*framer)
+	if f == nil {
+		f = &framer{}
+		u := websocket.NewUpgrader()
+		u.Engine = g.engine
+		f.ws = websocket.NewServerConn(u, &f.sink, "", false, false)
+	}
+	f.sink.buf = dst
+	_ = f.ws.WriteMessage(websocket.TextMessage, data) // the sink never fails
+	dst = f.sink.buf
+	f.sink.buf = nil
+	g.framers.Put(f)
+	return dst
+}
