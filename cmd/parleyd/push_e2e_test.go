@@ -519,8 +519,17 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 			continue
 		}
 		// Round 0's notifications fall due after the collapse window and
-		// go out, each answered after the fake's 150 ms: kill then.
-		time.Sleep(testCollapse + 100*time.Millisecond)
+		// go out, each answered after the fake's 150 ms: kill once the
+		// first is at the provider (not after a fixed time: under load the
+		// fan-out may not have started by then).
+		eventually(t, 30*time.Second, "round 0's first notification at the provider", func() bool {
+			for _, tok := range tokens {
+				if len(prov.apnsFor(tok)) > 0 {
+					return true
+				}
+			}
+			return false
+		})
 		pusher.kill()
 		killedAt = time.Now()
 		time.Sleep(300 * time.Millisecond)
