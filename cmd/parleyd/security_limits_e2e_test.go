@@ -528,3 +528,94 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPReadAndIdleTimeouts: without read and idle timeouts one client
+// could hold a connection (and its goroutine and buffers) for ever: by
+// sending its headers a line at a time (slowloris), its body a byte at a
+// time, or by keeping an idle keep-alive connection. With
+// --http-read-timeout and --http-idle-timeout of 2 s (the defaults are
+// 60 s and 120 s; headers get at most 10 s) each is cut after about 2 s,
+// and the slow body gets no 2xx.
+func TestHTTPReadAndIdleTimeouts(t *testing.T) {
+	const limit = 2 * time.Second
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--http-read-timeout", limit.String(), "--http-idle-timeout", limit.String())
+	addr := strings.TrimPrefix(p.base, "http://")
+	// dial opens a connection and reads everything the server sends
+	// until it closes the connection: the answer, and when it closed.
+	dial := func(t *testing.T) (net.Conn, <-chan closed) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		done := make(chan closed, 1)
+		go func() {
+			got, _ := io.ReadAll(conn) // until the server closes (or the test does)
+			done <- closed{at: time.Now(), got: string(got)}
+		}()
+		return conn, done
+	}
+	// The server's timers run from the moment it has the connection (or
+	// its answer is out); the bound above is generous for a loaded
+	// machine, and below the defaults that would apply without the flags.
+	within := func(t *testing.T, what string, start time.Time, done <-chan closed, trickle func()) closed {
+		t.Helper()
+		stop := time.After(8 * time.Second)
+		for {
+			select {
+			case c := <-done:
+				if took := c.at.Sub(start); took < limit-200*time.Millisecond {
+					t.Fatalf("%s: closed after %v, before the %v timeout", what, took, limit)
+				}
+				t.Logf("%s: closed after %v", what, c.at.Sub(start))
+				return c
+			case <-stop:
+				t.Fatalf("%s: the connection is still open after 8 s; the timeout is %v", what, limit)
+			case <-time.After(300 * time.Millisecond):
+				if trickle != nil {
+					trickle()
+				}
+			}
+		}
+	}
+
+	t.Run("slow headers", func(t *testing.T) {
+		conn, done := dial(t)
+		start := time.Now()
+		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\n")
+		i := 0
+		within(t, "headers a line at a time", start, done, func() {
+			i++
+			fmt.Fprintf(conn, "X-Slow-%d: x\r\n", i) // fails once the server has closed: no matter
+		})
+	})
+	t.Run("slow body", func(t *testing.T) {
+		conn, done := dial(t)
+		start := time.Now()
+		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+		c := within(t, "a body a byte at a time", start, done, func() { io.WriteString(conn, " ") })
+		if strings.HasPrefix(c.got, "HTTP/1.1 2") {
+			t.Fatalf("a body cut by the read timeout got %q", c.got)
+		}
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn, done := dial(t)
+		io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: parley\r\n\r\n")
+		// The answer arrives at once; the idle timer starts then. The
+		// reader goroutine holds the bytes, so the start is taken when
+		// the request is written, and the answer checked at the end.
+		start := time.Now()
+		c := within(t, "an idle keep-alive connection", start, done, nil)
+		if !strings.HasPrefix(c.got, "HTTP/1.1 200") {
+			t.Fatalf("the request before the idle wait got %q", c.got)
+		}
+	})
+}
+
+// closed is what a raw connection received before the server closed it,
+// and when.
+type closed struct {
+	at  time.Time
+	got string
+}
