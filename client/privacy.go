@@ -103,7 +103,22 @@ type ReportRequest struct {
 }
 
 // Report files a report for the server's admins and returns its id.
+//
+// The server cannot read a message of an end-to-end encrypted
+// conversation, so the admins would get the report without what was
+// said: for such a message, with Config.KeyStore set and r.Content empty,
+// Report fetches the message, decrypts it with this device's keys and
+// sends its body as Content (content_source "client" in the admins'
+// list). A message this device cannot decrypt is reported without
+// content. A failure to fetch it fails the report.
 func (c *Client) Report(ctx context.Context, r ReportRequest) (string, error) {
+	if r.Content == "" && r.ConversationID != "" && r.Seq > 0 && c.crypt.store != nil {
+		body, err := c.decryptedBody(ctx, r.ConversationID, r.Seq)
+		if err != nil {
+			return "", err
+		}
+		r.Content = body
+	}
 	var out struct {
 		Report struct {
 			ID string `json:"id"`
@@ -111,6 +126,27 @@ func (c *Client) Report(ctx context.Context, r ReportRequest) (string, error) {
 	}
 	err := c.do(ctx, "POST", "/v1/reports", true, r, &out)
 	return out.Report.ID, err
+}
+
+// decryptedBody returns the body of message seq of an end-to-end
+// encrypted conversation as this device decrypts it; "" if the
+// conversation is not encrypted, or the message is gone or does not open.
+func (c *Client) decryptedBody(ctx context.Context, conversationID string, seq int64) (string, error) {
+	encrypted, err := c.isE2EE(ctx, conversationID)
+	if err != nil || !encrypted {
+		return "", err
+	}
+	after := seq - 1
+	page, err := c.HistoryPage(ctx, conversationID, HistoryQuery{After: &after, Limit: 1})
+	if err != nil {
+		return "", err
+	}
+	for _, m := range page.Messages {
+		if m.Seq == seq && page.E2EE[seq].Decrypted() {
+			return m.Body, nil
+		}
+	}
+	return "", nil
 }
 
 // AdminReports lists reports, newest first (admins only): state "open",

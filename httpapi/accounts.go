@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -19,6 +20,7 @@ type userBody struct {
 }
 
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
+	ctx := h.passwordWait(r)
 	if ok, retry := h.authLimit.Allow(limitKey(h.clientIP(r)), time.Now()); !ok {
 		h.rateLimited(w, r, "auth", retry)
 		return
@@ -28,7 +30,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	u, err := h.svc.Register(r.Context(), req.Handle, req.Password, req.DisplayName)
+	u, err := h.svc.Register(ctx, req.Handle, req.Password, req.DisplayName)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -57,6 +59,7 @@ type loginResponse struct {
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
+	ctx := h.passwordWait(r)
 	if ok, retry := h.authLimit.Allow(limitKey(h.clientIP(r)), time.Now()); !ok {
 		h.rateLimited(w, r, "auth", retry)
 		return
@@ -72,7 +75,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.rateLimited(w, r, "login", retry)
 		return
 	}
-	s, err := h.svc.Login(r.Context(), service.LoginRequest{
+	s, err := h.svc.Login(ctx, service.LoginRequest{
 		Handle: req.Handle, Password: req.Password, Platform: req.Device.Platform, DeviceName: req.Device.Name,
 	})
 	if err != nil {
@@ -88,6 +91,22 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		out.DeviceToken = h.deviceTokens.Issue(handle, time.Now())
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// passwordWait returns r's context with a deadline, half the server's
+// write timeout (Config.WriteTimeout) from now, for the wait for a turn
+// to hash the password (service.WithPasswordWait). The write timeout
+// cuts the connection of a request that takes longer, without an
+// answer, yet the handler runs on: a login that got its turn late would
+// create a device its client never learns of. Giving up at half the
+// write timeout leaves the other half for the hash, the store and the
+// reply; the request is answered 503 unavailable with Retry-After.
+// Without a write timeout there is no deadline.
+func (h *Handler) passwordWait(r *http.Request) context.Context {
+	if h.cfg.WriteTimeout <= 0 {
+		return r.Context()
+	}
+	return service.WithPasswordWait(r.Context(), time.Now().Add(h.cfg.WriteTimeout/2))
 }
 
 // reserveLogin takes, before the password is checked (so that parallel

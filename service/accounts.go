@@ -3,9 +3,48 @@ package service
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/parleychat/parley"
 )
+
+// PasswordBusyRetry is the retry hint of a registration or login that
+// gave up waiting for its turn to hash the password (WithPasswordWait).
+const PasswordBusyRetry = 5 * time.Second
+
+type passwordWaitKey struct{}
+
+// WithPasswordWait returns ctx carrying a deadline for the wait of a
+// Register or Login run under it for its turn to hash the password (the
+// Passwords port runs a fixed number of hashes at once; the others
+// queue). A transport whose replies are cut after a while (HTTP's write
+// timeout) sets it, so that a request that would wait too long gives up
+// in time to say so: it fails with CodeUnavailable and a retry hint
+// (*RetryError) and has changed nothing. The hash itself and the store
+// writes after it are not bound by the deadline.
+func WithPasswordWait(ctx context.Context, deadline time.Time) context.Context {
+	return context.WithValue(ctx, passwordWaitKey{}, deadline)
+}
+
+// passwordWait returns the context for the Passwords calls of a request
+// run under ctx: ctx with the deadline of WithPasswordWait, if any.
+func passwordWait(ctx context.Context) (context.Context, context.CancelFunc) {
+	if deadline, ok := ctx.Value(passwordWaitKey{}).(time.Time); ok {
+		return context.WithDeadline(ctx, deadline)
+	}
+	return context.WithCancel(ctx)
+}
+
+// passwordBusy turns the failure err of a Passwords call made under wait
+// (from passwordWait(ctx)) into CodeUnavailable with a retry hint when
+// the wait's deadline, not ctx, ended it.
+func passwordBusy(ctx, wait context.Context, err error) error {
+	if ctx.Err() != nil || !errors.Is(wait.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	return &RetryError{RetryAfter: PasswordBusyRetry, Err: parley.Errorf(parley.CodeUnavailable,
+		"the server is busy checking passwords; retry in %d s", RetryAfterSeconds(PasswordBusyRetry))}
+}
 
 // Session is what a login or a refresh hands the client.
 type Session struct {
@@ -34,9 +73,11 @@ func (s *Service) Register(ctx context.Context, handle, password, displayName st
 	if name == "" {
 		name = h
 	}
-	hash, err := s.passwords.Hash(ctx, password)
+	wait, stop := passwordWait(ctx)
+	defer stop()
+	hash, err := s.passwords.Hash(wait, password)
 	if err != nil {
-		return nil, err
+		return nil, passwordBusy(ctx, wait, err)
 	}
 	u := &parley.User{
 		ID: parley.NewID(), Handle: h, DisplayName: name, PasswordHash: hash,
@@ -72,26 +113,28 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*Session, error)
 		return nil, parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
 	}
 	bad := parley.Errorf(parley.CodeUnauthorized, "wrong handle or password")
+	wait, stop := passwordWait(ctx)
+	defer stop()
 	h, err := parley.NormalizeHandle(req.Handle)
 	if err != nil {
-		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
-			return nil, err
+		if err := s.passwords.DummyVerify(wait, req.Password); err != nil {
+			return nil, passwordBusy(ctx, wait, err)
 		}
 		return nil, bad
 	}
 	u, err := s.store.UserByHandle(ctx, h)
 	if parley.ErrorCode(err) == parley.CodeNotFound {
-		if err := s.passwords.DummyVerify(ctx, req.Password); err != nil {
-			return nil, err
+		if err := s.passwords.DummyVerify(wait, req.Password); err != nil {
+			return nil, passwordBusy(ctx, wait, err)
 		}
 		return nil, bad
 	}
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.passwords.Verify(ctx, req.Password, u.PasswordHash)
+	ok, err := s.passwords.Verify(wait, req.Password, u.PasswordHash)
 	if err != nil {
-		return nil, err
+		return nil, passwordBusy(ctx, wait, err)
 	}
 	if !ok {
 		return nil, bad

@@ -156,8 +156,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// RetryError is a CodeRateLimited error that says how long to wait
-// before trying again; transports show it (REST's Retry-After, the
+// RetryError is a CodeRateLimited (or CodeUnavailable) error that says
+// how long to wait before trying again; transports show it (REST's Retry-After, the
 // WebSocket error's retry_after). errors.As finds the *parley.Error in
 // it, so ErrorCode and ErrorMessage work on it as on any error.
 type RetryError struct {

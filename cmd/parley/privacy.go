@@ -146,7 +146,9 @@ func (k *cli) answerRequest(ctx context.Context, cmd string, args []string) erro
 	})
 }
 
-// report files a report of a user or a message.
+// report files a report of a user or a message. For a message of an
+// end-to-end encrypted conversation the client's Report sends the body
+// this device decrypts (the server has none to copy).
 func (k *cli) report(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(k.stderr)

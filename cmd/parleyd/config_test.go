@@ -76,7 +76,10 @@ func TestEverySettingDocumented(t *testing.T) {
 }
 
 // TestDeployConfigsLoad keeps the example cluster in deploy/ loadable: the
-// config file refuses unknown keys, so a renamed setting breaks it.
+// config file refuses unknown keys, so a renamed setting breaks it. Each
+// node reaches NATS with the nodes' nkey over mutual TLS, as
+// deploy/nats/nats-server.conf requires (internal/clustertest
+// TestDeployNATSConfigValid checks that file with nats-server -t).
 func TestDeployConfigsLoad(t *testing.T) {
 	files, _ := filepath.Glob("../../deploy/cluster/node*.json")
 	if len(files) != 3 {
@@ -92,6 +95,14 @@ func TestDeployConfigsLoad(t *testing.T) {
 		}
 		if c.Store == "" || c.NATSURL == "" || !c.Roles.Gateway {
 			t.Errorf("%s: store %q, nats %q, roles %v: want a cluster gateway", f, c.Store, c.NATSURL, c.Roles)
+		}
+		// The bus as deploy/nats/nats-server.conf expects its clients:
+		// the nodes' nkey, over TLS with a client certificate.
+		if n := c.NATS; n.NKeySeedFile == "" || !n.TLS || n.TLSCA == "" || n.TLSCert == "" || n.TLSKey == "" {
+			t.Errorf("%s: NATS settings %+v: want nats_nkey, nats_tls, nats_tls_ca, nats_tls_cert and nats_tls_key", f, n)
+		}
+		if !strings.HasPrefix(c.NATSURL, "tls://") {
+			t.Errorf("%s: nats_url %q: want tls:// URLs", f, c.NATSURL)
 		}
 		if c.Roles.Worker {
 			workers++

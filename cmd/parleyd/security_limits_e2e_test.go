@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +76,36 @@ func TestSixtyConnectionsOneToken(t *testing.T) {
 	}
 }
 
+// loginAnswer logs handle in on a new device named name and returns the
+// answer, retrying after Retry-After while the server answers 503
+// unavailable (the login waited too long for its turn to hash the
+// password, and created nothing). A request that gets no answer at all
+// (EOF: the server's write timeout cut it) is an error: every login must
+// be answered. Safe to call from any goroutine.
+func loginAnswer(base, handle, name string) (int, map[string]any, error) {
+	body, _ := json.Marshal(map[string]any{"handle": handle, "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
+	client := &http.Client{Timeout: 2 * time.Minute}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		res, err := client.Post(base+"/v1/sessions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return 0, nil, err
+		}
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		res.Body.Close()
+		retry := res.Header.Get("Retry-After")
+		if res.StatusCode != http.StatusServiceUnavailable || retry == "" || time.Now().After(deadline) {
+			return res.StatusCode, out, nil
+		}
+		secs, err := strconv.Atoi(retry)
+		if err != nil || secs < 1 {
+			return 0, nil, fmt.Errorf("503 with Retry-After %q", retry)
+		}
+		time.Sleep(time.Duration(secs) * time.Second)
+	}
+}
+
 // TestDeviceCap: logins past --max-devices-per-user are refused with
 // limit_exceeded saying how to log one out, even when they race; logging
 // a device out makes room.
@@ -82,23 +113,31 @@ func TestDeviceCap(t *testing.T) {
 	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "3")
 	signup(t, p.base, "alice") // one device
 	login := func(name string) (int, map[string]any) {
-		return api(t, http.DefaultClient, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
+		t.Helper()
+		code, out, err := loginAnswer(p.base, "alice", name)
+		if err != nil {
+			t.Fatalf("login %s: %v", name, err)
+		}
+		return code, out
 	}
 	// Eight logins at once for the two places left.
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
 	bodies := make([]map[string]any, 8)
+	errs := make([]error, 8)
 	for i := range codes {
-		wg.Go(func() { codes[i], bodies[i] = login(fmt.Sprint("racer", i)) })
+		wg.Go(func() { codes[i], bodies[i], errs[i] = loginAnswer(p.base, "alice", fmt.Sprint("racer", i)) })
 	}
 	wg.Wait()
 	ok := 0
 	var refusal map[string]any
 	for i, code := range codes {
-		switch code {
-		case http.StatusOK:
+		switch {
+		case errs[i] != nil:
+			t.Fatalf("login %d got no answer: %v", i, errs[i])
+		case code == http.StatusOK:
 			ok++
-		case http.StatusConflict:
+		case code == http.StatusConflict:
 			refusal = bodies[i]
 		default:
 			t.Fatalf("login %d: %d %v", i, code, bodies[i])
@@ -137,22 +176,49 @@ func TestDeviceCap(t *testing.T) {
 // user was locked out of every login and, without a session, could not
 // log a device out. Now only live sessions count, and the purge deletes
 // the dead devices.
+//
+// The first session must still be live when the login at the cap is
+// tried, and a login can take many seconds on a loaded machine, so the
+// refresh-token TTL (20 s) is long enough for that, and the test then
+// waits for it to run out. Should one login take longer than the TTL
+// after all (the check at the cap would prove nothing), the test starts
+// over with twice the TTL.
 func TestDeviceCapExpiredSessions(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "2",
-		"--refresh-token-ttl", "2s", "--access-token-ttl", "1s", "--purge-interval", "200ms")
-	signup(t, p.base, "alice") // one device
+	var p *proc
 	login := func(name string) (int, map[string]any) {
-		return api(t, http.DefaultClient, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
+		t.Helper()
+		code, out, err := loginAnswer(p.base, "alice", name)
+		if err != nil {
+			t.Fatalf("login %s: %v", name, err)
+		}
+		return code, out
 	}
-	if code, out := login("second"); code != http.StatusOK {
-		t.Fatalf("second login: %d %v", code, out)
+	var ttl time.Duration
+	for ttl = 20 * time.Second; ; ttl *= 2 {
+		p = startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "1",
+			"--refresh-token-ttl", ttl.String(), "--purge-interval", "200ms")
+		mustAPI(t, 201, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"})
+		start := time.Now() // the first session is younger
+		if code, out := login("first"); code != http.StatusOK {
+			t.Fatalf("first login: %d %v", code, out)
+		}
+		code, out := login("second")
+		if code == http.StatusConflict {
+			break
+		}
+		if time.Since(start) < ttl {
+			t.Fatalf("login at the cap, the first session live: %d %v", code, out)
+		}
+		if ttl >= 2*time.Minute {
+			t.Fatalf("two logins took %v, longer than a refresh-token TTL of %v", time.Since(start), ttl)
+		}
+		t.Logf("two logins took %v, longer than the refresh-token TTL of %v: again with twice the TTL", time.Since(start), ttl)
+		p.kill()
 	}
-	if code, out := login("third"); code != http.StatusConflict {
-		t.Fatalf("login at the cap: %d %v", code, out)
-	}
-	// Nobody refreshes: both sessions run out, and a login gets through.
+	// Nobody refreshes: the first session runs out, and a login gets
+	// through.
 	var refresh string
-	eventually(t, 30*time.Second, "a login after the other sessions expired", func() bool {
+	eventually(t, ttl+2*time.Minute, "a login after the first session expired", func() bool {
 		code, out := login("after expiry")
 		if code == http.StatusOK {
 			refresh = out["refresh_token"].(string)
@@ -161,11 +227,12 @@ func TestDeviceCapExpiredSessions(t *testing.T) {
 		if code != http.StatusConflict {
 			t.Fatalf("login: %d %v", code, out)
 		}
+		time.Sleep(time.Second) // each login costs a hash; the expiry is seconds away
 		return false
 	})
-	// And the dead devices are deleted: the new one, kept alive by
+	// And the dead device is deleted: the new one, kept alive by
 	// refreshing, is alone.
-	eventually(t, 30*time.Second, "the expired devices purged", func() bool {
+	eventually(t, time.Minute, "the expired device purged", func() bool {
 		s := mustAPI(t, 200, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": refresh})
 		refresh = s["refresh_token"].(string)
 		devices := mustAPI(t, 200, "GET", p.base+"/v1/devices", s["access_token"].(string), nil)["devices"].([]any)
@@ -460,4 +527,95 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 			expect("pong")
 		})
 	}
+}
+
+// TestHTTPReadAndIdleTimeouts: without read and idle timeouts one client
+// could hold a connection (and its goroutine and buffers) for ever: by
+// sending its headers a line at a time (slowloris), its body a byte at a
+// time, or by keeping an idle keep-alive connection. With
+// --http-read-timeout and --http-idle-timeout of 2 s (the defaults are
+// 60 s and 120 s; headers get at most 10 s) each is cut after about 2 s,
+// and the slow body gets no 2xx.
+func TestHTTPReadAndIdleTimeouts(t *testing.T) {
+	const limit = 2 * time.Second
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--http-read-timeout", limit.String(), "--http-idle-timeout", limit.String())
+	addr := strings.TrimPrefix(p.base, "http://")
+	// dial opens a connection and reads everything the server sends
+	// until it closes the connection: the answer, and when it closed.
+	dial := func(t *testing.T) (net.Conn, <-chan closed) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		done := make(chan closed, 1)
+		go func() {
+			got, _ := io.ReadAll(conn) // until the server closes (or the test does)
+			done <- closed{at: time.Now(), got: string(got)}
+		}()
+		return conn, done
+	}
+	// The server's timers run from the moment it has the connection (or
+	// its answer is out); the bound above is generous for a loaded
+	// machine, and below the defaults that would apply without the flags.
+	within := func(t *testing.T, what string, start time.Time, done <-chan closed, trickle func()) closed {
+		t.Helper()
+		stop := time.After(8 * time.Second)
+		for {
+			select {
+			case c := <-done:
+				if took := c.at.Sub(start); took < limit-200*time.Millisecond {
+					t.Fatalf("%s: closed after %v, before the %v timeout", what, took, limit)
+				}
+				t.Logf("%s: closed after %v", what, c.at.Sub(start))
+				return c
+			case <-stop:
+				t.Fatalf("%s: the connection is still open after 8 s; the timeout is %v", what, limit)
+			case <-time.After(300 * time.Millisecond):
+				if trickle != nil {
+					trickle()
+				}
+			}
+		}
+	}
+
+	t.Run("slow headers", func(t *testing.T) {
+		conn, done := dial(t)
+		start := time.Now()
+		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\n")
+		i := 0
+		within(t, "headers a line at a time", start, done, func() {
+			i++
+			fmt.Fprintf(conn, "X-Slow-%d: x\r\n", i) // fails once the server has closed: no matter
+		})
+	})
+	t.Run("slow body", func(t *testing.T) {
+		conn, done := dial(t)
+		start := time.Now()
+		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+		c := within(t, "a body a byte at a time", start, done, func() { io.WriteString(conn, " ") })
+		if strings.HasPrefix(c.got, "HTTP/1.1 2") {
+			t.Fatalf("a body cut by the read timeout got %q", c.got)
+		}
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn, done := dial(t)
+		io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: parley\r\n\r\n")
+		// The answer arrives at once; the idle timer starts then. The
+		// reader goroutine holds the bytes, so the start is taken when
+		// the request is written, and the answer checked at the end.
+		start := time.Now()
+		c := within(t, "an idle keep-alive connection", start, done, nil)
+		if !strings.HasPrefix(c.got, "HTTP/1.1 200") {
+			t.Fatalf("the request before the idle wait got %q", c.got)
+		}
+	})
+}
+
+// closed is what a raw connection received before the server closed it,
+// and when.
+type closed struct {
+	at  time.Time
+	got string
 }

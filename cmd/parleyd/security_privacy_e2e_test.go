@@ -628,3 +628,72 @@ func TestSecurityPresenceAcrossNodes(t *testing.T) {
 	quietAbout(t, dc, alice, 500*time.Millisecond)
 	_ = ac
 }
+
+// TestSecurityPrivacyContacts: with presence and read receipts set to
+// contacts, Alice's contact (Carol, whose DM she accepted) sees her
+// presence and her read receipts, while a fellow member of a group who is
+// no contact (Gina, a stranger Alice added, whose membership is still a
+// request) sees neither, although she did while Alice's settings were
+// everyone (the control).
+func TestSecurityPrivacyContacts(t *testing.T) {
+	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on"}, "--presence-grace", "300ms")
+	base := p.base
+	for _, h := range []string{"alice", "carol", "gina"} {
+		signup(t, base, h)
+	}
+	aPhone, cPhone, gPhone := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "carol", "phone"), loginDevice(t, base, "gina", "phone")
+	alice, carol, gina := aPhone.user, cPhone.user, gPhone.user
+	// Carol is Alice's contact: Alice accepted Carol's DM.
+	cdm := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	mustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm+"/accept", aPhone.token, nil)
+	// Alice's group holds Carol (a contact: an ordinary member) and Gina
+	// (a stranger: a request).
+	gObj := mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "group", "title": "g", "members": []string{carol, gina}})["conversation"].(map[string]any)
+	if c, g := memberOf(t, gObj, carol), memberOf(t, gObj, gina); c["request"] == true || g["request"] != true {
+		t.Fatalf("alice's group: carol %v, gina %v; want carol a member, gina a request", c, g)
+	}
+	g := gObj["id"].(string)
+
+	// The control: with everyone, Gina sees Alice online.
+	ap := connect(t, base, aPhone)
+	gp := connect(t, base, gPhone)
+	if st := presenceOf(t, gp, alice); st != "online" {
+		t.Fatalf("gina sees alice %s while alice's presence is everyone", st)
+	}
+	pr := mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "contacts", "read_receipts": "contacts"})["privacy"].(map[string]any)
+	if pr["presence"] != "contacts" || pr["read_receipts"] != "contacts" {
+		t.Fatalf("PATCH /v1/me/privacy = %v", pr)
+	}
+	awaitOffline(t, gp, alice) // restricted while online: Gina sees her go
+
+	// A contact's new connection has Alice in its online list; Gina's new
+	// one does not.
+	cp := connect(t, base, cPhone)
+	if st := presenceOf(t, cp, alice); st != "online" {
+		t.Fatalf("carol (a contact) sees alice %s", st)
+	}
+	gp2 := connect(t, base, loginDevice(t, base, "gina", "laptop"))
+	quietAbout(t, gp2, alice, 500*time.Millisecond)
+
+	// Alice reads Carol's message: Carol gets the receipt, Gina does not
+	// (her own read, which her devices always learn, is the barrier).
+	cp.MustWrite(map[string]any{"type": "send", "id": "c1", "conversation_id": g, "client_msg_id": "c1", "body": "party at 8"})
+	expectMessage(t, ap, "ack", "presence")
+	ap.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
+	if r := expectReceipt(t, cp, "read", alice); r.Seq != 1 {
+		t.Fatalf("carol (a contact): alice's read receipt %+v", r)
+	}
+	gp.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
+	expectReceiptNot(t, gp, "read", gina, alice)
+	if am := memberOf(t, mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 1 {
+		t.Fatalf("carol (a contact) sees alice's read_seq %v, want 1", am["read_seq"])
+	}
+	if am := memberOf(t, mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, gPhone.token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 0 {
+		t.Fatalf("gina (no contact) sees alice's read_seq %v, want 0", am["read_seq"])
+	}
+
+	// Alice goes away: Carol sees it, Gina does not.
+	ap.Close()
+	awaitOffline(t, cp, alice)
+	quietAbout(t, gp2, alice, 500*time.Millisecond)
+}

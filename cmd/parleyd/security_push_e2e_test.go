@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -237,39 +238,83 @@ func randomBytes(n int) []byte {
 }
 
 // tarpit is a Web Push endpoint that holds every request until released
-// (or the sender gives up), recording how many it held at once and when
-// the first one ended.
+// (or the sender gives up), recording how many it held at once, when the
+// first one ended and how long each was held. Tarpits made with the same
+// inFlightGroup also count together.
 type tarpit struct {
 	*httptest.Server
 	release chan struct{}
+	group   *inFlightGroup
 
 	mu       sync.Mutex
 	inFlight int
 	most     int
 	started  int
 	firstEnd time.Time
+	held     []time.Duration
 }
 
-func newTarpit(t *testing.T) *tarpit {
-	tp := &tarpit{release: make(chan struct{})}
-	tp.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// inFlightGroup counts the requests several tarpits hold at once.
+type inFlightGroup struct {
+	mu             sync.Mutex
+	inFlight, most int
+}
+
+func (g *inFlightGroup) add(n int) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inFlight += n
+	g.most = max(g.most, g.inFlight)
+}
+
+func (g *inFlightGroup) state() (inFlight, most int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inFlight, g.most
+}
+
+func newTarpit(t *testing.T) *tarpit { return newTarpitOn(t, "127.0.0.1:0", nil) }
+
+// newTarpitOn starts a tarpit listening on addr ("[::1]:0" for a second
+// host: the test certificate names 127.0.0.1 and ::1), counted in group
+// if not nil.
+func newTarpitOn(t *testing.T, addr string, group *inFlightGroup) *tarpit {
+	tp := &tarpit{release: make(chan struct{}), group: group}
+	tp.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body: only then does the server watch the connection,
+		// and so notice (r.Context) when the sender gives up.
+		_, _ = io.Copy(io.Discard, r.Body)
+		start := time.Now()
 		tp.mu.Lock()
 		tp.inFlight++
 		tp.started++
 		tp.most = max(tp.most, tp.inFlight)
 		tp.mu.Unlock()
+		tp.group.add(1)
 		select {
 		case <-tp.release:
 		case <-r.Context().Done():
 		}
+		tp.group.add(-1)
 		tp.mu.Lock()
 		tp.inFlight--
+		tp.held = append(tp.held, time.Since(start))
 		if tp.firstEnd.IsZero() {
 			tp.firstEnd = time.Now()
 		}
 		tp.mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 	}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Listener.Close()
+	tp.Listener = l
+	tp.StartTLS()
 	var once sync.Once
 	t.Cleanup(func() {
 		once.Do(func() { close(tp.release) })
@@ -282,6 +327,13 @@ func (tp *tarpit) state() (inFlight, most, started int, firstEnd time.Time) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
 	return tp.inFlight, tp.most, tp.started, tp.firstEnd
+}
+
+// heldFor returns how long each request that ended was held.
+func (tp *tarpit) heldFor() []time.Duration {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return append([]time.Duration(nil), tp.held...)
 }
 
 // TestPushTarpitDoesNotDelayOthers reproduces the review's attack: one
@@ -425,5 +477,190 @@ func TestPushFailingEndpointDropped(t *testing.T) {
 	}
 	if len(prov.wpFor(sub)) != 3 {
 		t.Fatalf("the dropped endpoint got more requests: %d", len(prov.wpFor(sub)))
+	}
+}
+
+// withoutEnv returns env without the settings of key.
+func withoutEnv(env []string, key string) []string {
+	var out []string
+	for _, e := range env {
+		if !strings.HasPrefix(e, key+"=") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestSSRFBlockedAtConnectTime: the endpoint rules at registration are
+// not the only check. A Web Push endpoint on 127.0.0.1, accepted while
+// --outbound-allow let it (and pushed to), stays registered when the
+// server restarts without the allow list, as an endpoint whose name
+// rebinds to a blocked address would be; now its sends are refused when
+// the connection is made: the endpoint gets no request, and the
+// notification is dead-lettered as a refused destination.
+func TestSSRFBlockedAtConnectTime(t *testing.T) {
+	prov := startProviders(t)
+	data := t.TempDir()
+	env := append(prov.env, "PARLEY_PUSH_ATTEMPTS=2")
+	srv := startParleyd(t, data, env)
+	prov.trustVAPID(t, srv.base)
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	sub := prov.registerWebPush(t, srv.base, browser)
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	eventually(t, 30*time.Second, "the allowed endpoint's notification", func() bool { return len(prov.wpFor(sub)) >= 1 })
+
+	srv.kill()
+	srv = startParleyd(t, data, withoutEnv(env, "PARLEY_OUTBOUND_ALLOW"))
+	before := len(prov.wpFor(sub))
+	seq := sendText(t, srv.base, alice.token, conv, "m2", "still there?")
+	eventually(t, 60*time.Second, "the notification dead-lettered", func() bool {
+		return metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
+	})
+	if n := len(prov.wpFor(sub)); n != before {
+		t.Fatalf("the endpoint on 127.0.0.1 got %d requests after the restart without the allow list", n-before)
+	}
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	if !strings.Contains(trace, "dead_lettered") || !strings.Contains(trace, "destination refused: 127.0.0.1 (loopback") {
+		t.Fatalf("the trace does not say the destination was refused: %s", trace)
+	}
+}
+
+// TestPushUnknownHostTimeout: a send to a host that is not a known push
+// service is cut at --push-unknown-host-timeout (1 s here), not the 10 s
+// a push service gets, and counts as a failed attempt: a tarpit holds the
+// request only that long, and the notification is dead-lettered with a
+// timeout.
+func TestPushUnknownHostTimeout(t *testing.T) {
+	t.Parallel() // mostly waiting for the timeout: overlaps the other waiters
+	prov := startProviders(t)
+	tp := newTarpit(t)
+	data := t.TempDir()
+	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=1s", "PARLEY_PUSH_ATTEMPTS=1"))
+	signup(t, srv.base, "alice")
+	bobID, _ := signup(t, srv.base, "bob")
+	alice := loginDevice(t, srv.base, "alice", "laptop")
+	browser := loginDevice(t, srv.base, "bob", "browser")
+	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", browser.token, webPushBody(tp.URL+"/push/1"))
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	seq := sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	for deadline := time.Now().Add(60 * time.Second); len(tp.heldFor()) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			inFlight, _, started, _ := tp.state()
+			t.Fatalf("after 60 s the tarpit got %d requests and holds %d; server log:\n%s", started, inFlight, srv.Logs())
+		}
+	}
+	// The server cancels at 1 s; the tarpit notices a moment later. Well
+	// under the 10 s a known push service gets, even on a loaded machine.
+	if held := tp.heldFor()[0]; held < 900*time.Millisecond || held > 7*time.Second {
+		t.Fatalf("the tarpit held the request %v; want it cut at the unknown-host timeout of 1 s", held)
+	}
+	eventually(t, 30*time.Second, "the failure counted", func() bool {
+		return metricValue(t, srv.base, `parley_push_failed_total{provider="webpush",reason="retry"}`) >= 1 &&
+			metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
+	})
+	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+		t.Fatalf("admin grant: %v\n%s", err, out)
+	}
+	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	if !strings.Contains(trace, "network: timeout") {
+		t.Fatalf("the trace does not say the send timed out: %s", trace)
+	}
+}
+
+// TestPushUserConcurrencyAcrossHosts: one user's devices spread over
+// several tarpit hosts (127.0.0.1 and ::1) cannot take more than
+// --push-user-concurrency sends at once (2), although each host would
+// allow more (--push-host-concurrency 4): the per-user limit binds, and
+// the others wait (deferred as user_busy, never host_busy).
+func TestPushUserConcurrencyAcrossHosts(t *testing.T) {
+	t.Parallel() // mostly waiting on the tarpits: overlaps the other waiters
+	prov := startProviders(t)
+	var group inFlightGroup
+	tarpits := []*tarpit{newTarpitOn(t, "127.0.0.1:0", &group), newTarpitOn(t, "[::1]:0", &group)}
+	const userLimit, hostLimit, perHost = 2, 4, 3
+	env := append(withoutEnv(prov.env, "PARLEY_OUTBOUND_ALLOW"), "PARLEY_OUTBOUND_ALLOW=127.0.0.1,::1",
+		"PARLEY_PUSH_CONCURRENCY=8", fmt.Sprint("PARLEY_PUSH_HOST_CONCURRENCY=", hostLimit),
+		fmt.Sprint("PARLEY_PUSH_USER_CONCURRENCY=", userLimit), "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=60s")
+	srv := startParleyd(t, t.TempDir(), env)
+	malloryID, _ := signup(t, srv.base, "mallory")
+	signup(t, srv.base, "eve")
+	eve := loginDevice(t, srv.base, "eve", "laptop")
+	for h, tp := range tarpits {
+		for i := range perHost {
+			d := loginDevice(t, srv.base, "mallory", fmt.Sprint("tarpit ", h, " ", i))
+			mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", d.token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
+		}
+	}
+	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", eve.token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, eve.token, conv, "e1", "wake the tarpits")
+	eventually(t, 60*time.Second, "the user's limit reached", func() bool { n, _ := group.state(); return n >= userLimit })
+	eventually(t, 60*time.Second, "jobs deferred at the user's limit", func() bool {
+		return metricValue(t, srv.base, `parley_push_deferred_total{reason="user_busy"}`) >= 3
+	})
+	_, most := group.state()
+	for i, tp := range tarpits {
+		_, m, started, _ := tp.state()
+		t.Logf("tarpit %d held at most %d at once, got %d in all", i, m, started)
+	}
+	if most > userLimit {
+		t.Fatalf("the user's tarpits held %d requests at once; the per-user limit is %d", most, userLimit)
+	}
+	if hb := metricValue(t, srv.base, `parley_push_deferred_total{reason="host_busy"}`); hb != 0 {
+		t.Fatalf("%v jobs deferred at the host limit (%d), which the user's limit (%d) should keep them from reaching", hb, hostLimit, userLimit)
+	}
+}
+
+// TestMessageRequestPush: a stranger's DM must not put their text on the
+// user's lock screen. With previews on, a message in a conversation the
+// user accepted shows its text (the control); a stranger's DM, a message
+// request, is pushed as "Message request", with no preview, and says
+// request "true" in its data.
+func TestMessageRequestPush(t *testing.T) {
+	prov := startProviders(t)
+	srv := startParleyd(t, t.TempDir(), append(prov.env, "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_PUSH_PREVIEW=on"))
+	aliceID, _ := signup(t, srv.base, "alice")
+	carolID, _ := signup(t, srv.base, "carol")
+	signup(t, srv.base, "mallory")
+	phone := loginDevice(t, srv.base, "alice", "phone")
+	carol := loginDevice(t, srv.base, "carol", "phone")
+	mallory := loginDevice(t, srv.base, "mallory", "phone")
+	token := prov.registerAPNs(t, srv.base, phone)
+
+	// Alice opened the DM with Carol: hers is an accepted membership.
+	friends := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", phone.token, map[string]any{"kind": "direct", "members": []string{carolID}})["conversation"].(map[string]any)["id"].(string)
+	sendText(t, srv.base, carol.token, friends, "c1", "lunch at noon?")
+	eventually(t, 60*time.Second, "the push of carol's message", func() bool { return len(prov.apnsFor(token)) >= 1 })
+	p, aps := apnsParley(t, prov.apnsFor(token)[0])
+	if alert, _ := aps["alert"].(map[string]any); alert["body"] != "lunch at noon?" || p["request"] != nil {
+		t.Fatalf("the push of a message in an accepted conversation: %s; want its preview", prov.apnsFor(token)[0].Body)
+	}
+
+	dmObj := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", mallory.token, map[string]any{"kind": "direct", "members": []string{aliceID}})["conversation"].(map[string]any)
+	if m := memberOf(t, dmObj, aliceID); m["request"] != true {
+		t.Fatalf("mallory's DM: alice is %v, want a request", m)
+	}
+	dm := dmObj["id"].(string)
+	sendText(t, srv.base, mallory.token, dm, "m1", "click this link to claim your prize")
+	var req pushtest.APNsRequest
+	eventually(t, 60*time.Second, "the push of mallory's message", func() bool {
+		for _, r := range prov.apnsFor(token) {
+			if p, _ := apnsParley(t, r); p["conversation_id"] == dm {
+				req = r
+				return true
+			}
+		}
+		return false
+	})
+	p, aps = apnsParley(t, req)
+	alert, _ := aps["alert"].(map[string]any)
+	if alert["body"] != "Message request" || p["request"] != "true" || p["preview"] != nil || strings.Contains(string(req.Body), "prize") {
+		t.Fatalf("the push of a stranger's DM: %s; want \"Message request\", request true, no preview", req.Body)
 	}
 }

@@ -293,3 +293,47 @@ func testPushTarget(t *testing.T, f *fixture) {
 	_, err = f.s.PushTarget(f.ctx, other.ID, b1.ID)
 	wantCode(t, err, parley.CodeNotFound, "PushTarget(deleted device)")
 }
+
+// testPushTargetRequest: a member whose membership is a message request
+// is a target marked Request (its notifications say "Message request",
+// with no preview), in PushTargets and PushTarget alike; the member who
+// made the conversation is not; accepting clears the mark.
+func testPushTargetRequest(t *testing.T, f *fixture) {
+	a, b := f.user(), f.user()
+	dm := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindDirect, CreatedAt: f.now, Members: []parley.Member{
+		{UserID: a.ID, Role: parley.MemberRoleMember, JoinedAt: f.now},
+		{UserID: b.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true},
+	}}
+	if _, _, err := f.s.CreateConversation(f.ctx, dm); err != nil {
+		t.Fatalf("CreateConversation: %v", err)
+	}
+	a1, _ := f.session(a)
+	b1, _ := f.session(b)
+	f.register(a, a1)
+	f.register(b, b1)
+	f.send(dm, a, "hi, stranger here")
+	request := func(except *parley.User, device *parley.Device) (inList, alone bool) {
+		t.Helper()
+		got, err := f.s.PushTargets(f.ctx, dm.ID, except.ID)
+		if err != nil || len(got) != 1 || got[0].DeviceID != device.ID {
+			t.Fatalf("PushTargets(except %s) = %+v, %v; want %s's device", except.ID, got, err, device.ID)
+		}
+		one, err := f.s.PushTarget(f.ctx, dm.ID, device.ID)
+		if err != nil {
+			t.Fatalf("PushTarget(%s): %v", device.ID, err)
+		}
+		return got[0].Request, one.Request
+	}
+	if inList, alone := request(a, b1); !inList || !alone {
+		t.Fatalf("the requested member's target: Request %v (PushTargets), %v (PushTarget); want true", inList, alone)
+	}
+	if inList, alone := request(b, a1); inList || alone {
+		t.Fatalf("the requester's target: Request %v (PushTargets), %v (PushTarget); want false", inList, alone)
+	}
+	if ok, err := f.s.AcceptConversation(f.ctx, dm.ID, b.ID); err != nil || !ok {
+		t.Fatalf("AcceptConversation = %v, %v", ok, err)
+	}
+	if inList, alone := request(a, b1); inList || alone {
+		t.Fatalf("after accepting: Request %v (PushTargets), %v (PushTarget); want false", inList, alone)
+	}
+}

@@ -102,6 +102,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"PushDevices", testPushDevices},
 		{"PushTargets", testPushTargets},
 		{"PushTarget", testPushTarget},
+		{"PushTargetRequest", testPushTargetRequest},
 		{"Mute", testMute},
 		{"DND", testDND},
 		{"Secrets", testSecrets},
