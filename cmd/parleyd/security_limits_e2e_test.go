@@ -184,6 +184,7 @@ func TestDeviceCap(t *testing.T) {
 // after all (the check at the cap would prove nothing), the test starts
 // over with twice the TTL.
 func TestDeviceCapExpiredSessions(t *testing.T) {
+	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
 	var p *proc
 	login := func(name string) (int, map[string]any) {
 		t.Helper()
@@ -537,6 +538,7 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 // 60 s and 120 s; headers get at most 10 s) each is cut after about 2 s,
 // and the slow body gets no 2xx.
 func TestHTTPReadAndIdleTimeouts(t *testing.T) {
+	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
 	const limit = 2 * time.Second
 	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--http-read-timeout", limit.String(), "--http-idle-timeout", limit.String())
 	addr := strings.TrimPrefix(p.base, "http://")

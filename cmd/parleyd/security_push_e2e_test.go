@@ -499,6 +499,7 @@ func withoutEnv(env []string, key string) []string {
 // the connection is made: the endpoint gets no request, and the
 // notification is dead-lettered as a refused destination.
 func TestSSRFBlockedAtConnectTime(t *testing.T) {
+	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
 	prov := startProviders(t)
 	data := t.TempDir()
 	env := append(prov.env, "PARLEY_PUSH_ATTEMPTS=2")
@@ -623,6 +624,7 @@ func TestPushUserConcurrencyAcrossHosts(t *testing.T) {
 // request, is pushed as "Message request", with no preview, and says
 // request "true" in its data.
 func TestMessageRequestPush(t *testing.T) {
+	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
 	prov := startProviders(t)
 	srv := startParleyd(t, t.TempDir(), append(prov.env, "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_PUSH_PREVIEW=on"))
 	aliceID, _ := signup(t, srv.base, "alice")
