@@ -35,6 +35,12 @@ type envOption func(*httpapi.Config)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	return newEnvWith(t, nil, opts...)
+}
+
+// newEnvWith is newEnv with the core's config changed by svcOpt.
+func newEnvWith(t testing.TB, svcOpt func(*service.Config), opts ...envOption) *env {
+	t.Helper()
 	dir := t.TempDir()
 	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
 	if err != nil {
@@ -52,8 +58,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	now := time.Now()
 	e := &env{t: t, store: st, now: &now}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4),
-		service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}, log, nil)
+	svcCfg := service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}
+	if svcOpt != nil {
+		svcOpt(&svcCfg)
+	}
+	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4), svcCfg, log, nil)
 	cfg := httpapi.Config{LimitsOff: true}
 	for _, o := range opts {
 		o(&cfg)
