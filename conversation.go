@@ -155,12 +155,17 @@ func (c *Conversation) Size() int {
 	return len(c.Members)
 }
 
-// MemberOf returns the member entry for userID, or nil.
+// MemberOf returns the member entry for userID, or nil. In a paged
+// conversation, whose Members are absent, only the viewer's own entry
+// (Me) is known.
 func (c *Conversation) MemberOf(userID string) *Member {
 	for i := range c.Members {
 		if c.Members[i].UserID == userID {
 			return &c.Members[i]
 		}
+	}
+	if c.Me != nil && c.Me.UserID == userID {
+		return c.Me
 	}
 	return nil
 }

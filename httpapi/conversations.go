@@ -22,7 +22,10 @@ type conversationBody struct {
 
 func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
 	var req createConversationRequest
-	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+	// Room for a member list as long as a group may have (an id is 39
+	// bytes of JSON with its quotes and comma).
+	limit := h.cfg.MaxRequestBytes + 40*int64(h.svc.Config().MaxGroupMembers)
+	if err := decodeJSON(r, limit, &req); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
