@@ -124,3 +124,32 @@ func TestBigGroups(t *testing.T) {
 		t.Errorf("back at the limit: %v", v)
 	}
 }
+
+// TestMembersOfDirectBlocked: the members page clamps the watermarks of a
+// member who blocks the caller, as the conversation view does.
+func TestMembersOfDirectBlocked(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.user("alice"), e.user("bob")
+	d := e.must(201, "POST", "/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.id}})
+	base := "/v1/conversations/" + str(d, "conversation", "id")
+	e.must(201, "POST", base+"/messages", a.token, map[string]any{"client_msg_id": "1", "body": "hi"})
+	e.must(204, "PUT", "/v1/blocks/"+a.id, b.token, nil)
+	e.must(201, "POST", base+"/messages", a.token, map[string]any{"client_msg_id": "2", "body": "still there?"})
+	e.must(200, "POST", base+"/read", b.token, map[string]any{"seq": 2})
+	view := e.must(200, "GET", base, a.token, nil)["conversation"].(map[string]any)
+	page := e.must(200, "GET", base+"/members", a.token, nil)
+	var inView, inPage float64 = -1, -1
+	for _, m := range view["members"].([]any) {
+		if mb := m.(map[string]any); mb["user_id"] == b.id {
+			inView = num(mb, "read_seq")
+		}
+	}
+	for _, m := range page["members"].([]any) {
+		if mb := m.(map[string]any); mb["user_id"] == b.id {
+			inPage = num(mb, "read_seq")
+		}
+	}
+	if inView != 1 || inPage != 1 {
+		t.Fatalf("bob's read_seq as alice sees it: view %v, members page %v; want 1 (clamped at the block)", inView, inPage)
+	}
+}

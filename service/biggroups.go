@@ -109,8 +109,16 @@ func (s *Service) Members(ctx context.Context, p *parley.Principal, conversation
 	if err != nil {
 		return nil, 0, err
 	}
-	c := parley.Conversation{ID: conversationID, Members: members}
+	// Kind is set when a block is listed: a direct conversation's
+	// watermarks of a member who blocks the caller are clamped, as in
+	// every other view.
+	r, err := s.relations(ctx, p.UserID, conversationID)
+	if err != nil {
+		return nil, 0, err
+	}
+	c := parley.Conversation{ID: conversationID, Kind: r.Kind, Members: members}
 	rv.apply(&c)
+	clampBlocked(r, &c)
 	return c.Members, count, nil
 }
 
