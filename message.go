@@ -95,6 +95,18 @@ const (
 	EstimatedMessageBytes      = 400
 )
 
+// EstimatedMembersBytes is the estimated JSON size of the members part
+// of a conversation object with n members, when objects list at most
+// inline members (0: no limit): every member inline, or the paged form
+// (the viewer's own entry and the receipts summary, about as much as
+// four members).
+func EstimatedMembersBytes(n, inline int) int {
+	if inline > 0 && n > inline {
+		return 4 * EstimatedMemberBytes
+	}
+	return n * EstimatedMemberBytes
+}
+
 // EstimatedAttachmentBytes is the JSON size of one attachment object
 // without its filename, for reply budgets.
 const EstimatedAttachmentBytes = 400

@@ -214,9 +214,23 @@ type Store interface {
 	// member of, in no particular order.
 	ConversationIDs(ctx context.Context, userID string) ([]string, error)
 	// Contacts lists, in no particular order, every user other than userID
-	// who shares a conversation with userID: the audience of the user's
-	// presence, and whose presence the user may see.
-	Contacts(ctx context.Context, userID string) ([]string, error)
+	// who shares a conversation of at most maxMembers members (any size if
+	// maxMembers is 0) with userID: the audience of the user's presence,
+	// and whose presence the user may see. Its cost follows the members
+	// of the user's conversations up to maxMembers each, not the size of
+	// larger ones.
+	Contacts(ctx context.Context, userID string, maxMembers int) ([]string, error)
+	// MemberCount returns the number of members of a conversation (0 if
+	// there is no such conversation), counting at most upTo+1 of them when
+	// upTo > 0: a result above upTo then means "more than upTo", and the
+	// cost follows upTo, not the size of the conversation.
+	MemberCount(ctx context.Context, conversationID string, upTo int) (int, error)
+	// Members returns a page of a conversation's members (see
+	// MembersQuery), by user id ascending, and the conversation's member
+	// count, read in one snapshot. CodeConversationNotFound if there is
+	// no such conversation; CodeInvalidRequest if q.Limit is out of
+	// 1..MaxMembersPage.
+	Members(ctx context.Context, conversationID string, q MembersQuery) (members []Member, count int, err error)
 	// SetBlock makes blockerID block blockedID (blocked true), recording
 	// the time and the last_seq of the direct conversation between the
 	// two (0 if none; see Relations.Blocks), or lifts the block (blocked
@@ -239,7 +253,7 @@ type Store interface {
 	AcceptConversation(ctx context.Context, conversationID, userID string) (bool, error)
 	// Strangers returns those of userIDs who share no accepted
 	// conversation with userID (one both of them accepted), in the order
-	// given. At most MaxGroupMembers ids.
+	// given. At most MaxGroupMembersCap ids.
 	Strangers(ctx context.Context, userID string, userIDs []string) ([]string, error)
 	// CreateReport stores r (every field but the resolution set by the
 	// caller, State open), its Content sealed.
@@ -404,6 +418,10 @@ type SyncQuery struct {
 	// keeping at least one conversation with one message. Messages past
 	// the budget are never read or decrypted.
 	Budget int
+	// InlineMembers is the most members a conversation object lists
+	// (0: no limit); a bigger one is charged to the budget as paged
+	// (see EstimatedMembersBytes).
+	InlineMembers int
 }
 
 // SyncPage is one page of Store.Sync.

@@ -509,6 +509,56 @@ func (c *Client) Conversation(ctx context.Context, id string) (*parley.Conversat
 
 // CreateDirect returns the direct conversation with userID, creating it
 // if there is none. Without options it is the plaintext one; the e2ee one
+// MembersPage is one page of a conversation's members.
+type MembersPage struct {
+	MemberCount int             `json:"member_count"`
+	Members     []parley.Member `json:"members"`
+	// Next, if not empty, is the after of the next page.
+	Next string `json:"next"`
+}
+
+// Members returns a page of a conversation's members by user id,
+// after the user id after ("" from the start), at most limit of them
+// (0: the server's default, 200; at most 1,000). It is how the members of
+// a paged conversation (MembersPaged: a big group) are read; it works for
+// every conversation.
+func (c *Client) Members(ctx context.Context, conversationID, after string, limit int) (*MembersPage, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/conversations/" + url.PathEscape(conversationID) + "/members"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out MembersPage
+	if err := c.do(ctx, "GET", path, true, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// AllMembers reads every member of a conversation, a page of 1,000 at a
+// time.
+func (c *Client) AllMembers(ctx context.Context, conversationID string) ([]parley.Member, error) {
+	var all []parley.Member
+	after := ""
+	for {
+		p, err := c.Members(ctx, conversationID, after, parley.MaxMembersPage)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, p.Members...)
+		if p.Next == "" || len(p.Members) == 0 {
+			return all, nil
+		}
+		after = p.Next
+	}
+}
+
 // (CreateDirectE2EE) is another conversation.
 func (c *Client) CreateDirect(ctx context.Context, userID string) (*parley.Conversation, error) {
 	return c.createConversation(ctx, map[string]any{"kind": parley.KindDirect, "members": []string{userID}})

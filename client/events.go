@@ -121,10 +121,18 @@ type Presence struct {
 // ConversationChange is a conversation as it is now and what happened to
 // it. For "removed" and "deleted" only Conversation.ID is meaningful.
 // ReadSeq and UnreadCount are set for "synced".
+//
+// A big group's Conversation is paged (MembersPaged; docs/protocol.md,
+// "Big groups"): no Members, but MemberCount, and in "synced" changes the
+// user's own entry (Me) and the receipts summary (Receipts). A live
+// change of a paged conversation carries the entries of the UserIDs
+// after the change in Members (Me is the user's entry among them, if
+// any); page through all members with Client.Members.
 type ConversationChange struct {
 	Action       string
 	Conversation *parley.Conversation
 	UserIDs      []string
+	Members      []parley.Member
 	ByUserID     string
 	ReadSeq      int64
 	UnreadCount  int64

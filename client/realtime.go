@@ -1196,9 +1196,19 @@ func (r *realtime) onConversation(f *InFrame) {
 	id := f.Conversation.ID
 	r.c.crypt.noteConversation(f.Conversation)
 	me := r.userID
-	aboutMe := false
+	// A big group's created frame names no one: every member is new, and
+	// the user's entry starts as the protocol says.
+	everyone := f.Action == "created" && f.Conversation.MembersPaged && f.UserIDs == nil
+	aboutMe := everyone
 	for _, u := range f.UserIDs {
 		aboutMe = aboutMe || u == me
+	}
+	if everyone && f.Conversation.Me == nil {
+		role := parley.MemberRoleMember
+		if f.ByUserID == me {
+			role = parley.MemberRoleOwner
+		}
+		f.Conversation.Me = &parley.Member{UserID: me, Role: role, JoinedAt: f.Conversation.CreatedAt}
 	}
 	switch f.Action {
 	case "created", "member_added":
@@ -1222,8 +1232,18 @@ func (r *realtime) onConversation(f *InFrame) {
 	case "deleted":
 		delete(r.convs, id)
 	}
+	if f.Conversation.MembersPaged && f.Conversation.Me == nil {
+		// The frame is the same for every member: the user's own entry,
+		// if the change is about the user, is among the members it names.
+		for i := range f.Members {
+			if f.Members[i].UserID == me {
+				m := f.Members[i]
+				f.Conversation.Me = &m
+			}
+		}
+	}
 	r.emit(Event{Kind: EventConversation, ConversationID: id, Conversation: &ConversationChange{Action: f.Action,
-		Conversation: f.Conversation, UserIDs: f.UserIDs, ByUserID: f.ByUserID}})
+		Conversation: f.Conversation, UserIDs: f.UserIDs, Members: f.Members, ByUserID: f.ByUserID}})
 }
 
 // onTick: delivered reports, send retries, liveness, token renewal.

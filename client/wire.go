@@ -81,6 +81,7 @@ type InFrame struct {
 	Action       string               `json:"action"`
 	Conversation *parley.Conversation `json:"conversation"`
 	UserIDs      []string             `json:"user_ids"`
+	Members      []parley.Member      `json:"members"` // paged conversations: the entries of UserIDs after the change
 	ByUserID     string               `json:"by_user_id"`
 
 	// ready, authenticated

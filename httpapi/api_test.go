@@ -35,17 +35,23 @@ type envOption func(*httpapi.Config)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	return newEnvWith(t, nil, opts...)
+}
+
+// newEnvWith is newEnv with the core's config changed by svcOpt.
+func newEnvWith(t testing.TB, svcOpt func(*service.Config), opts ...envOption) *env {
+	t.Helper()
 	cfg := httpapi.Config{LimitsOff: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return buildEnv(t, cfg, nil)
+	return buildEnv(t, cfg, svcOpt, nil)
 }
 
-// buildEnv starts the API over a fresh SQLite store with cfg; more, when
-// given, adds to the service and the handler's options before the server
-// starts.
-func buildEnv(t testing.TB, cfg httpapi.Config, more func(*env, *httpapi.Options)) *env {
+// buildEnv starts the API over a fresh SQLite store with cfg; svcOpt, when
+// given, changes the core's config, and more adds to the service and the
+// handler's options before the server starts.
+func buildEnv(t testing.TB, cfg httpapi.Config, svcOpt func(*service.Config), more func(*env, *httpapi.Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
@@ -64,8 +70,11 @@ func buildEnv(t testing.TB, cfg httpapi.Config, more func(*env, *httpapi.Options
 	now := time.Now()
 	e := &env{t: t, store: st, now: &now}
 	log := slog.New(slog.DiscardHandler)
-	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4),
-		service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}, log, nil)
+	svcCfg := service.Config{MaxBodyBytes: 1024, APNsTopics: []string{"com.example.app"}, Now: func() time.Time { return *e.now }}
+	if svcOpt != nil {
+		svcOpt(&svcCfg)
+	}
+	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4), svcCfg, log, nil)
 	o := httpapi.Options{JWKS: keys.JWKS}
 	if more != nil {
 		more(e, &o)

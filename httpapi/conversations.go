@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/service"
@@ -20,7 +22,10 @@ type conversationBody struct {
 
 func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
 	var req createConversationRequest
-	if err := decodeJSON(r, h.cfg.MaxRequestBytes, &req); err != nil {
+	// Room for a member list as long as a group may have (an id is 39
+	// bytes of JSON with its quotes and comma).
+	limit := h.cfg.MaxRequestBytes + 40*int64(h.svc.Config().MaxGroupMembers)
+	if err := decodeJSON(r, limit, &req); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
@@ -112,4 +117,54 @@ func (h *Handler) setMemberRole(w http.ResponseWriter, r *http.Request, p *parle
 		return
 	}
 	writeJSON(w, http.StatusOK, conversationBody{Conversation: c})
+}
+
+// parseMembersQuery reads after and limit of GET .../members: after is
+// empty or a user id, limit 1..parley.MaxMembersPage (default
+// parley.DefaultMembersPage); either given twice, or anything else, is
+// CodeInvalidRequest.
+func parseMembersQuery(v url.Values) (parley.MembersQuery, error) {
+	q := parley.MembersQuery{Limit: parley.DefaultMembersPage}
+	for _, name := range []string{"after", "limit"} {
+		if len(v[name]) > 1 {
+			return q, parley.Errorf(parley.CodeInvalidRequest, "%s given more than once", name)
+		}
+	}
+	q.After = v.Get("after")
+	if q.After != "" && !parley.ValidID(q.After) {
+		return q, parley.Errorf(parley.CodeInvalidRequest, "after must be a user id")
+	}
+	if v.Has("limit") {
+		n, err := strconv.Atoi(v.Get("limit"))
+		if err != nil || n < 1 || n > parley.MaxMembersPage {
+			return q, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", parley.MaxMembersPage)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// membersPage is the answer of GET .../members.
+type membersPage struct {
+	MemberCount int             `json:"member_count"`
+	Members     []parley.Member `json:"members"`
+	Next        string          `json:"next,omitempty"`
+}
+
+func (h *Handler) members(w http.ResponseWriter, r *http.Request, p *parley.Principal) {
+	q, err := parseMembersQuery(r.URL.Query())
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	members, count, err := h.svc.Members(r.Context(), p, r.PathValue("id"), q)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	page := membersPage{MemberCount: count, Members: members}
+	if len(members) == q.Limit {
+		page.Next = members[len(members)-1].UserID
+	}
+	writeJSON(w, http.StatusOK, page)
 }

@@ -230,6 +230,7 @@ func (h *Handler) routes(metricsHandler http.Handler, api bool) {
 	m.Handle("GET /v1/conversations", h.authed(h.conversations))
 	m.Handle("GET /v1/conversations/{id}", h.authed(h.conversation))
 	m.Handle("DELETE /v1/conversations/{id}", h.authed(h.deleteConversation))
+	m.Handle("GET /v1/conversations/{id}/members", h.authed(h.members))
 	m.Handle("POST /v1/conversations/{id}/members", h.authed(h.addMember))
 	m.Handle("DELETE /v1/conversations/{id}/members/{user_id}", h.authed(h.removeMember))
 	m.Handle("PATCH /v1/conversations/{id}/members/{user_id}", h.authed(h.setMemberRole))

@@ -134,8 +134,22 @@ func clampBlocked(r *parley.Relations, c *parley.Conversation) {
 
 // presentViews applies the viewer's privacy rules to views the store
 // returned (messages withheld from the viewer, watermarks of members who
-// block the viewer, read watermarks the viewer may not see), in place.
+// block the viewer, read watermarks the viewer may not see), in place,
+// and shapes them (biggroups.go): a paged conversation loses its member
+// list for the viewer's own entry and a receipts summary.
 func (s *Service) presentViews(ctx context.Context, viewerID string, views []parley.ConversationView) error {
+	if err := s.presentMembers(ctx, viewerID, views); err != nil {
+		return err
+	}
+	for i := range views {
+		s.shape(viewerID, &views[i].Conversation)
+	}
+	return nil
+}
+
+// presentMembers is presentViews without the shaping: every member
+// stays listed (to count receipts from).
+func (s *Service) presentMembers(ctx context.Context, viewerID string, views []parley.ConversationView) error {
 	if len(views) == 0 {
 		return nil
 	}
@@ -188,6 +202,16 @@ func (s *Service) checkAddable(ctx context.Context, p *parley.Principal, userIDs
 // not be.
 func (s *Service) receiptEvent(ctx context.Context, p *parley.Principal, conversationID, kind string, seq int64) *Event {
 	e := &Event{Kind: EventReceipt, ConversationID: conversationID, UserID: p.UserID, DeviceID: p.DeviceID, Receipt: kind, Seq: seq}
+	// In a paged conversation a receipt goes only to the user's own
+	// devices (the others read the receipts summary): no fan-out to every
+	// member, and no privacy lookups over them.
+	if paged, err := s.conversationPaged(ctx, conversationID); err != nil {
+		s.log.WarnContext(ctx, "receipt not published: member count", "err", err)
+		return nil
+	} else if paged {
+		e.Private = true
+		return e
+	}
 	r, err := s.relations(ctx, p.UserID, conversationID)
 	if err != nil {
 		s.log.WarnContext(ctx, "receipt not published: relations", "err", err)

@@ -58,8 +58,8 @@ func (s *Service) CreateConversation(ctx context.Context, p *parley.Principal, r
 		if title == "" {
 			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a group needs a title")
 		}
-		if len(others)+1 > parley.MaxGroupMembers {
-			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
+		if len(others)+1 > s.cfg.MaxGroupMembers {
+			return nil, false, parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", s.cfg.MaxGroupMembers)
 		}
 		c.Title = title
 		c.Members = append(c.Members, parley.Member{UserID: p.UserID, Role: parley.MemberRoleOwner, JoinedAt: now})
@@ -228,8 +228,8 @@ func (s *Service) AddMember(ctx context.Context, p *parley.Principal, conversati
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner and admins may add members")
 		case role == parley.MemberRoleAdmin && me.Role != parley.MemberRoleOwner:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeForbidden, "only the owner may add admins")
-		case len(c.Members) >= parley.MaxGroupMembers:
-			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", parley.MaxGroupMembers)
+		case len(c.Members) >= s.cfg.MaxGroupMembers:
+			return parley.MemberChange{}, parley.Errorf(parley.CodeConflict, "the group is full (%d members)", s.cfg.MaxGroupMembers)
 		case c.E2EE && len(c.Members) >= s.cfg.MaxE2EEMembers:
 			return parley.MemberChange{}, parley.Errorf(parley.CodeLimitExceeded, "an end-to-end encrypted conversation has at most %d members", s.cfg.MaxE2EEMembers)
 		}

@@ -101,6 +101,10 @@ type Event struct {
 	Action       string               `json:"action,omitempty"`
 	Conversation *parley.Conversation `json:"conversation,omitempty"`
 	Users        []string             `json:"users,omitempty"`
+	// Members, in an event about a paged conversation (whose
+	// Conversation lists no members), are the entries of the Users still
+	// members after the change (none for created: every member is new).
+	Members []parley.Member `json:"members,omitempty"`
 
 	Conversations []string `json:"conversations,omitempty"`
 
@@ -222,6 +226,7 @@ func (s *Service) publishConversation(ctx context.Context, e *Event) {
 		// Every member gets it: no read watermark anyone may not see.
 		c := *e
 		c.Conversation = s.scrubConversation(ctx, e.UserID, e.Conversation)
+		s.shapeEvent(&c)
 		e = &c
 	}
 	// This node's history cache first, so the caller reads its own write.
@@ -238,6 +243,17 @@ func (s *Service) ObserveEvent(e *Event) {
 	}
 	if s.push != nil && e.Kind == EventConversation {
 		s.push.ConversationChanged(e.ConversationID) // the push view's members
+	}
+	if e.Kind == EventConversation {
+		if c := e.Conversation; c == nil {
+			s.paged.forget(e.ConversationID)
+		} else {
+			n := c.MemberCount
+			if n == 0 { // from a node that sets no count
+				n = len(c.Members)
+			}
+			s.paged.note(c.ID, s.isPaged(n))
+		}
 	}
 }
 
@@ -288,6 +304,11 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 	if err != nil {
 		return err
 	}
+	// Not through paged conversations: ten thousand members coming
+	// online would be a hundred million frames.
+	if ids, err = s.unpaged(ctx, ids); err != nil {
+		return err
+	}
 	publish, hide, err := s.presenceAudience(ctx, userID)
 	if err != nil || !publish {
 		return err
@@ -303,10 +324,10 @@ func (s *Service) Presence(ctx context.Context, userID string, online bool, last
 }
 
 // Contacts returns the users whose presence userID may see: those who
-// share a conversation with the user, less those the privacy rules hide
+// share a conversation that is not paged with the user, less those the privacy rules hide
 // (blocks, their settings). The gateway lists the online ones to a new session.
 func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
-	ids, err := s.store.Contacts(ctx, userID)
+	ids, err := s.store.Contacts(ctx, userID, s.cfg.MaxInlineMembers)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,9 @@ func (s *Service) SetPrivacy(ctx context.Context, p *parley.Principal, c Privacy
 // are logged: the setting is stored, and holds from the next change on.
 func (s *Service) hidePresence(ctx context.Context, userID string, v parley.Visibility) {
 	ids, err := s.store.ConversationIDs(ctx, userID)
+	if err == nil {
+		ids, err = s.unpaged(ctx, ids)
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "hide presence", "err", err)
 		return
@@ -72,7 +75,7 @@ func (s *Service) hidePresence(ctx context.Context, userID string, v parley.Visi
 	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids}
 	if v == parley.VisibleContacts {
 		// The contacts keep seeing it: hide the news from them.
-		contacts, err := s.store.Contacts(ctx, userID)
+		contacts, err := s.store.Contacts(ctx, userID, s.cfg.MaxInlineMembers)
 		if err == nil {
 			var peers []parley.Peer
 			peers, err = s.store.Peers(ctx, userID, "")

@@ -90,7 +90,7 @@ func (s *Service) conversationOf(ctx context.Context, p *parley.Principal, conve
 		return nil, errNoConversation()
 	}
 	views := []parley.ConversationView{{Conversation: *c}}
-	if err := s.presentViews(ctx, p.UserID, views); err != nil {
+	if err := s.presentMembers(ctx, p.UserID, views); err != nil {
 		return nil, err
 	}
 	return &views[0].Conversation, nil

@@ -106,6 +106,15 @@ type Config struct {
 	// conversation (creating or adding past it is CodeLimitExceeded).
 	// Default parley.DefaultMaxE2EEMembers (100).
 	MaxE2EEMembers int
+	// MaxGroupMembers bounds the members of a group (creating one with
+	// more is CodeInvalidRequest, adding past it CodeConflict). Default
+	// parley.DefaultMaxGroupMembers (10,000); at most
+	// parley.MaxGroupMembersCap.
+	MaxGroupMembers int
+	// MaxInlineMembers is the most members a conversation object lists
+	// inline; above it the object is paged (biggroups.go). Default
+	// parley.DefaultMaxInlineMembers (100); never below MaxE2EEMembers.
+	MaxInlineMembers int
 	// KeyRequestRate and KeyRequestBurst limit the key requests one
 	// device may make per second (and in a burst), on this node.
 	// Default 1/s, burst 60.
@@ -148,6 +157,14 @@ func (c *Config) setDefaults() {
 	if c.MaxE2EEMembers <= 0 {
 		c.MaxE2EEMembers = parley.DefaultMaxE2EEMembers
 	}
+	if c.MaxGroupMembers <= 0 {
+		c.MaxGroupMembers = parley.DefaultMaxGroupMembers
+	}
+	c.MaxGroupMembers = min(c.MaxGroupMembers, parley.MaxGroupMembersCap)
+	if c.MaxInlineMembers <= 0 {
+		c.MaxInlineMembers = parley.DefaultMaxInlineMembers
+	}
+	c.MaxInlineMembers = max(c.MaxInlineMembers, c.MaxE2EEMembers)
 	if c.KeyRequestRate <= 0 {
 		c.KeyRequestRate = 1
 	}
@@ -194,6 +211,8 @@ type Service struct {
 	strangers *ratelimit.Keyed // nil: no limit on adding strangers
 	// keyRequests limits key requests per device.
 	keyRequests *ratelimit.Keyed
+	// paged remembers which conversations are paged (biggroups.go).
+	paged pagedCache
 }
 
 // New returns a Service. log must not be nil; m may be nil.

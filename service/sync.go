@@ -115,7 +115,7 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if messages < 1 || messages > MaxSyncMessages {
 		return nil, parley.Errorf(parley.CodeInvalidRequest, "limit must be 1 to %d", MaxSyncMessages)
 	}
-	q := parley.SyncQuery{Since: pos.Since, Until: pos.Until, AfterStamp: pos.AfterStamp, AfterID: pos.AfterID, Conversations: SyncConversations, Messages: messages, Budget: SyncBudget}
+	q := parley.SyncQuery{Since: pos.Since, Until: pos.Until, AfterStamp: pos.AfterStamp, AfterID: pos.AfterID, Conversations: SyncConversations, Messages: messages, Budget: SyncBudget, InlineMembers: s.cfg.MaxInlineMembers}
 	page, err := s.store.Sync(ctx, p.UserID, q, s.cfg.Now())
 	if err != nil {
 		return nil, err
@@ -126,12 +126,12 @@ func (s *Service) Sync(ctx context.Context, p *parley.Principal, position string
 	if pos.Since > page.Until {
 		// The client is ahead of the store: it was restored from an
 		// older backup. Start over with the full state.
-		q = parley.SyncQuery{Conversations: SyncConversations, Messages: messages, Budget: SyncBudget}
+		q = parley.SyncQuery{Conversations: SyncConversations, Messages: messages, Budget: SyncBudget, InlineMembers: s.cfg.MaxInlineMembers}
 		if page, err = s.store.Sync(ctx, p.UserID, q, s.cfg.Now()); err != nil {
 			return nil, err
 		}
 	}
-	fitBudget(page, SyncBudget)
+	fitBudget(page, SyncBudget, s.cfg.MaxInlineMembers)
 	if err := s.presentSync(ctx, p.UserID, page); err != nil {
 		return nil, err
 	}
@@ -161,8 +161,8 @@ func (p syncPosition) String() string {
 	return fmt.Sprintf("since=%d until=%d after=%d/%s", p.Since, p.Until, p.AfterStamp, p.AfterID)
 }
 
-func syncCost(c *parley.SyncConversation) int {
-	n := parley.EstimatedConversationBytes + parley.EstimatedMemberBytes*len(c.View.Members)
+func syncCost(c *parley.SyncConversation, inline int) int {
+	n := parley.EstimatedConversationBytes + parley.EstimatedMembersBytes(len(c.View.Members), inline)
 	for i := range c.Messages {
 		n += parley.EstimatedSize(&c.Messages[i])
 	}
@@ -173,15 +173,15 @@ func syncCost(c *parley.SyncConversation) int {
 // the budget alone keeps only its newest messages that fit (at least one),
 // and the page ends before the conversation that would pass the budget
 // (keeping at least one), continuing after the last one kept.
-func fitBudget(page *parley.SyncPage, budget int) {
+func fitBudget(page *parley.SyncPage, budget, inline int) {
 	total := 0
 	for i := range page.Conversations {
 		c := &page.Conversations[i]
-		for len(c.Messages) > 1 && syncCost(c) > budget {
+		for len(c.Messages) > 1 && syncCost(c, inline) > budget {
 			c.Messages = c.Messages[1:]
 			c.MoreMessages = true
 		}
-		cost := syncCost(c)
+		cost := syncCost(c, inline)
 		if i > 0 && total+cost > budget {
 			last := &page.Conversations[i-1]
 			page.Conversations = page.Conversations[:i]

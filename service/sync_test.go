@@ -61,16 +61,29 @@ func TestFitBudget(t *testing.T) {
 	}
 	// One conversation far over the budget keeps its newest messages.
 	page := &parley.SyncPage{Conversations: []parley.SyncConversation{conv("a", 5, 100)}}
-	fitBudget(page, 64<<10)
+	fitBudget(page, 64<<10, 100)
 	c := page.Conversations[0]
-	if !c.MoreMessages || len(c.Messages) == 0 || c.Messages[len(c.Messages)-1].Seq != 100 || syncCost(&c) > 64<<10 || page.HasMore {
+	if !c.MoreMessages || len(c.Messages) == 0 || c.Messages[len(c.Messages)-1].Seq != 100 || syncCost(&c, 100) > 64<<10 || page.HasMore {
 		t.Fatalf("cut conversation: %d messages ending %d, more %v", len(c.Messages), c.Messages[len(c.Messages)-1].Seq, c.MoreMessages)
 	}
 	// A page of several ends before the one that passes the budget and
 	// continues after the last kept.
 	page = &parley.SyncPage{Conversations: []parley.SyncConversation{conv("a", 1, 3), conv("b", 2, 3), conv("c", 3, 3), conv("d", 4, 3)}}
-	fitBudget(page, 70<<10)
+	fitBudget(page, 70<<10, 100)
 	if len(page.Conversations) != 2 || !page.HasMore || page.NextStamp != 2 || page.NextID != "b" {
 		t.Fatalf("page cut to %d, has_more %v, next %d/%s", len(page.Conversations), page.HasMore, page.NextStamp, page.NextID)
+	}
+	// A big group is charged as the paged object it is sent as, not as
+	// its member list: 10,000 members cut nothing.
+	big := conv("big", 1, 2)
+	big.View.Members = make([]parley.Member, 10000)
+	page = &parley.SyncPage{Conversations: []parley.SyncConversation{big, conv("e", 2, 2)}}
+	fitBudget(page, 64<<10, 100)
+	if len(page.Conversations) != 2 || page.HasMore || page.Conversations[0].MoreMessages {
+		t.Fatalf("a big group cut the page: %d conversations, has_more %v", len(page.Conversations), page.HasMore)
+	}
+	fitBudget(page, 64<<10, 20000) // inline: 1.6 MB of members
+	if len(page.Conversations) != 1 || !page.HasMore {
+		t.Fatalf("an inline list of 10,000 members did not cut the page: %d conversations", len(page.Conversations))
 	}
 }

@@ -404,7 +404,10 @@ type ConversationFrame struct {
 	// ConversationRef (only the id) after deleted.
 	Conversation any      `json:"conversation"`
 	UserIDs      []string `json:"user_ids,omitempty"` // whom the change is about
-	ByUserID     string   `json:"by_user_id,omitempty"`
+	// Members, for a paged conversation (members_paged, no member list),
+	// are the entries of the UserIDs still members after the change.
+	Members  []parley.Member `json:"members,omitempty"`
+	ByUserID string          `json:"by_user_id,omitempty"`
 }
 
 // ReadyFrame is the first frame of every connection: live delivery is

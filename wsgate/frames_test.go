@@ -113,15 +113,24 @@ func TestServerFramesGolden(t *testing.T) {
 		"typing":         TypingFrame{Type: FrameTyping, ConversationID: msg.ConversationID, UserID: msg.SenderID, State: "start", ExpiresIn: TypingExpiresIn},
 		"presence":       PresenceFrame{Type: FramePresence, UserID: msg.SenderID, State: "offline", LastSeen: &at},
 		"conversation": ConversationFrame{Type: FrameConversation, Action: "member_added", ByUserID: msg.SenderID, UserIDs: []string{"01936f4e-7e55-7f00-8b12-6f708192a3b4"},
-			Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindGroup, Title: "climbing", LastSeq: 42, CreatedAt: at, Members: []parley.Member{
+			Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindGroup, Title: "climbing", LastSeq: 42, CreatedAt: at, MemberCount: 2, Members: []parley.Member{
 				{UserID: msg.SenderID, Role: parley.MemberRoleOwner, ReadSeq: 42, DeliveredSeq: 42, JoinedAt: at},
 				{UserID: "01936f4e-7e55-7f00-8b12-6f708192a3b4", Role: parley.MemberRoleMember, ReadSeq: 42, JoinedAt: at},
 			}}},
 		"sync_result": SyncResultFrame{Type: FrameSyncResult, ID: "s1", Position: "djE6MTA0", Conversations: []SyncConversation{
-			{Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindDirect, LastSeq: 42, CreatedAt: at, Members: []parley.Member{
+			{Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindDirect, LastSeq: 42, CreatedAt: at, MemberCount: 1, Members: []parley.Member{
 				{UserID: msg.SenderID, Role: parley.MemberRoleMember, ReadSeq: 42, DeliveredSeq: 42, JoinedAt: at}}},
 				ReadSeq: 41, UnreadCount: 1, Messages: []parley.Message{*msg}},
 			{Conversation: ConversationRef{ID: "01936f4e-8c2a-7b3d-9f10-000000000001"}, Removed: true, Messages: []parley.Message{}},
+		}},
+		"conversation_paged": ConversationFrame{Type: FrameConversation, Action: "member_added", ByUserID: msg.SenderID, UserIDs: []string{"01936f4e-7e55-7f00-8b12-6f708192a3b4"},
+			Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindGroup, Title: "all hands", LastSeq: 42, CreatedAt: at, MemberCount: 10001, MembersPaged: true},
+			Members:      []parley.Member{{UserID: "01936f4e-7e55-7f00-8b12-6f708192a3b4", Role: parley.MemberRoleMember, ReadSeq: 42, JoinedAt: at}}},
+		"sync_result_paged": SyncResultFrame{Type: FrameSyncResult, ID: "s1", Position: "djE6MTA0", Conversations: []SyncConversation{
+			{Conversation: &parley.Conversation{ID: msg.ConversationID, Kind: parley.KindGroup, Title: "all hands", LastSeq: 42, CreatedAt: at, MemberCount: 10000, MembersPaged: true,
+				Me:       &parley.Member{UserID: msg.SenderID, Role: parley.MemberRoleOwner, ReadSeq: 42, DeliveredSeq: 42, JoinedAt: at},
+				Receipts: parley.SummarizeReceipts(3, []parley.Member{{ReadSeq: 3}, {DeliveredSeq: 2}, {DeliveredSeq: 1, ReadSeq: 1}})},
+				ReadSeq: 42, Messages: []parley.Message{}},
 		}},
 		"authenticated": AuthenticatedFrame{Type: FrameAuthenticated, ID: "a1", TokenExpires: at.Add(15 * time.Minute)},
 		"message_attachments": MessageFrame{Type: FrameMessage, Message: &parley.Message{

@@ -1126,7 +1126,11 @@ func (h *hub) onConversation(e *service.Event) {
 		e.Conversation = conv
 		shown = ConversationRef{ID: e.ConversationID}
 	}
-	data, err := Encode(ConversationFrame{Type: FrameConversation, Action: e.Action, Conversation: shown, UserIDs: e.Users, ByUserID: e.UserID})
+	frame := ConversationFrame{Type: FrameConversation, Action: e.Action, Conversation: shown, UserIDs: e.Users, Members: e.Members, ByUserID: e.UserID}
+	if conv.MembersPaged && e.Action == service.ActionCreated {
+		frame.UserIDs = nil // every member: the frame names none (docs/protocol.md)
+	}
+	data, err := Encode(frame)
 	if err != nil {
 		return
 	}

@@ -441,7 +441,7 @@ func (k *cli) conversations(ctx context.Context, args []string) error {
 			if conv.E2EE {
 				e2ee = "\tend-to-end encrypted"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d members%s\n", conv.ID, conv.Kind, len(conv.Members), e2ee)
+			fmt.Fprintf(w, "%s\t%s\t%d members%s\n", conv.ID, conv.Kind, conv.Size(), e2ee)
 		})
 	case "add", "remove":
 		if len(args) != 3 {

@@ -115,7 +115,7 @@ func (k *cli) requests(ctx context.Context) error {
 	}
 	return k.print(map[string]any{"requests": rs}, func(w io.Writer) {
 		for _, v := range rs {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d members\n", v.ID, v.Kind, v.Title, len(v.Members))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d members\n", v.ID, v.Kind, v.Title, v.Size())
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/blob/s3blob"
 	"github.com/parleychat/parley/outbound"
 )
@@ -70,6 +71,8 @@ type Config struct {
 	UserSendBurst    int            // default 40
 	MaxDevices       int            // devices (logged-in sessions) per user; default 20
 	MaxE2EEMembers   int            // members of an end-to-end encrypted conversation; default 100
+	MaxGroupMembers  int            // members of a group; default 10000, at most parley.MaxGroupMembersCap
+	MaxInlineMembers int            // members a conversation object lists inline; default 100, raised to MaxE2EEMembers
 	AllowedOrigins   string         // browser origins allowed on /v1/ws, comma-separated; "" = own host, "*" = any
 	WSTicketTTL      time.Duration  // how long a WebSocket ticket lives unused; default 30s
 	PingInterval     time.Duration  // WebSocket server ping period; default 25s
@@ -369,6 +372,8 @@ func settings() []setting {
 		{"user-send-rate", "PARLEY_USER_SEND_RATE", "20", "messages per second one user may send, over all their WebSocket connections and REST together (per node); 0 = no per-user limit", float(func(c *Config) *float64 { return &c.UserSendRate })},
 		{"user-send-burst", "PARLEY_USER_SEND_BURST", "40", "burst of messages per user", integer(func(c *Config) *int { return &c.UserSendBurst })},
 		{"max-devices-per-user", "PARLEY_MAX_DEVICES_PER_USER", "20", "devices (logged-in sessions) one user may have; a login past it is refused with limit_exceeded until a device is logged out; 0 = no cap", integer(func(c *Config) *int { return &c.MaxDevices })},
+		{"max-group-members", "PARLEY_MAX_GROUP_MEMBERS", "10000", "members a group may have: creating one with more is invalid_request, adding past it conflict (at most 100000)", positive(func(c *Config) *int { return &c.MaxGroupMembers })},
+		{"max-inline-members", "PARLEY_MAX_INLINE_MEMBERS", "100", "members a conversation object lists inline (REST, sync, conversation frames); above it the object is paged: member_count, the caller's me and a receipts summary, members through GET /v1/conversations/{id}/members. Raised to max-e2ee-members if below it; the same on every node", positive(func(c *Config) *int { return &c.MaxInlineMembers })},
 		{"max-e2ee-members", "PARLEY_MAX_E2EE_MEMBERS", "100", "members an end-to-end encrypted conversation may have; creating or adding past it is limit_exceeded (each message carries a key per device of every member)", integer(func(c *Config) *int { return &c.MaxE2EEMembers })},
 		{"allowed-origins", "PARLEY_ALLOWED_ORIGINS", "", "browser origins (https://app.example.com) allowed to open /v1/ws, comma-separated; empty = the server's own host, * = any; requests without Origin (apps, CLIs) are always allowed", str(func(c *Config) *string { return &c.AllowedOrigins })},
 		{"ws-ticket-ttl", "PARLEY_WS_TICKET_TTL", "30s", "how long a WebSocket ticket (POST /v1/ws/ticket) may wait for its one use", dur(func(c *Config) *time.Duration { return &c.WSTicketTTL })},
@@ -546,6 +551,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*C
 	}
 	if c.MaxBodyBytes < 1 {
 		return nil, nil, fmt.Errorf("max-body-bytes must be at least 1")
+	}
+	if c.MaxGroupMembers > parley.MaxGroupMembersCap {
+		return nil, nil, fmt.Errorf("max-group-members must be at most %d", parley.MaxGroupMembersCap)
 	}
 	if c.AccessTTL < time.Second {
 		return nil, nil, fmt.Errorf("access-token-ttl must be at least 1s")

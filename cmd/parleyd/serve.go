@@ -111,6 +111,8 @@ func openNode(ctx context.Context, cfg *Config, getenv func(string) string, log 
 		HistoryCacheBytes: int64(cfg.HistoryCacheMem),
 		MaxDevicesPerUser: cfg.MaxDevices,
 		MaxE2EEMembers:    cfg.MaxE2EEMembers,
+		MaxGroupMembers:   cfg.MaxGroupMembers,
+		MaxInlineMembers:  cfg.MaxInlineMembers,
 		UserSendRate:      userSendRate(cfg),
 		UserSendBurst:     cfg.UserSendBurst,
 		// Push registrations: where Web Push endpoints may point, which

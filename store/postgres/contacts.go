@@ -5,17 +5,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
-// Contacts implements parley.Store with one join on members.
-func (s *Store) Contacts(ctx context.Context, userID string) ([]string, error) {
+// Contacts implements parley.Store: the members of the user's
+// conversations of at most maxMembers members.
+func (s *Store) Contacts(ctx context.Context, userID string, maxMembers int) ([]string, error) {
 	defer s.track("contacts", time.Now())
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT o.user_id FROM members me
-		JOIN members o ON o.conversation_id = me.conversation_id
-		WHERE me.user_id = $1 AND o.user_id <> $1`, userID)
+	rows, err := s.pool.Query(ctx, engine.ContactsSQL, userID, int64(max(maxMembers, 0)))
 	if err != nil {
 		return nil, s.internal("read contacts", err)
 	}

@@ -168,7 +168,7 @@ func (s *Store) syncIn(ctx context.Context, tx pgx.Tx, userID string, q parley.S
 				return nil, s.internal("sync", fmt.Errorf("no view of listed conversation %s", c.id))
 			}
 			sc.View = *v
-			left -= parley.EstimatedConversationBytes + parley.EstimatedMemberBytes*len(v.Members)
+			left -= parley.EstimatedConversationBytes + parley.EstimatedMembersBytes(len(v.Members), q.InlineMembers)
 			var budget *int
 			if q.Budget > 0 {
 				budget = &left

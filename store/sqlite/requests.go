@@ -42,8 +42,8 @@ func (s *Store) Strangers(ctx context.Context, userID string, userIDs []string) 
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	if len(userIDs) > parley.MaxGroupMembers {
-		return nil, parley.Errorf(parley.CodeInvalidRequest, "at most %d users", parley.MaxGroupMembers)
+	if len(userIDs) > parley.MaxGroupMembersCap {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "at most %d users", parley.MaxGroupMembersCap)
 	}
 	if len(userIDs) == 0 {
 		return nil, nil

@@ -14,7 +14,7 @@ func testContacts(t *testing.T, f *fixture) {
 	g := f.group(d, a)
 	want := func(u *parley.User, ids ...string) {
 		t.Helper()
-		got, err := f.s.Contacts(f.ctx, u.ID)
+		got, err := f.s.Contacts(f.ctx, u.ID, 0)
 		if err != nil {
 			t.Fatalf("Contacts: %v", err)
 		}
@@ -32,4 +32,36 @@ func testContacts(t *testing.T, f *fixture) {
 	}
 	want(d)
 	want(a, b.ID, c.ID)
+}
+
+// testContactsBounded: with maxMembers, co-members of bigger
+// conversations are no contacts (the presence of paged groups).
+func testContactsBounded(t *testing.T, f *fixture) {
+	a, b, c, d := f.user(), f.user(), f.user(), f.user()
+	f.direct(a, b)
+	f.group(a, b, c, d) // 4 members
+	f.group(c, d)       // 2 members
+	for _, tc := range []struct {
+		u    *parley.User
+		max  int
+		want []string
+	}{
+		{a, 0, []string{b.ID, c.ID, d.ID}},
+		{a, 4, []string{b.ID, c.ID, d.ID}},
+		{a, 3, []string{b.ID}},
+		{c, 3, []string{d.ID}},
+		{c, 1, nil},
+		{b, 2, []string{a.ID}},
+	} {
+		got, err := f.s.Contacts(f.ctx, tc.u.ID, tc.max)
+		if err != nil {
+			t.Fatalf("Contacts: %v", err)
+		}
+		slices.Sort(got)
+		want := slices.Clone(tc.want)
+		slices.Sort(want)
+		if len(got) != len(want) || !slices.Equal(got, want) {
+			t.Errorf("contacts of %s up to %d members: %v, want %v", tc.u.Handle, tc.max, got, want)
+		}
+	}
 }

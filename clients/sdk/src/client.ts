@@ -6,6 +6,8 @@ import type {
   ConversationState,
   HistoryQuery,
   Member,
+  MembersPage,
+  ReceiptsSummary,
   Message,
   MessageStatus,
   MessageView,
@@ -674,7 +676,7 @@ export class ParleyClient extends Rest {
       this.drain(c);
       // A delivered report the server does not have (sent on a connection that died before it
       // arrived) goes again after the sync.
-      const me = (e.conversation.members || []).find((x: any) => x.user_id === this.uid);
+      const me = e.conversation.me || (e.conversation.members || []).find((x: any) => x.user_id === this.uid);
       const got: number = me ? me.delivered_seq || 0 : Infinity;
       if (c.reported > got && c.heldUpto > got) {
         c.reported = got;
@@ -912,30 +914,48 @@ export class ParleyClient extends Rest {
     }
   }
 
-  /** applyConv stores a wire conversation; watermarks never go down. view has read_seq etc. when known. */
-  private applyConv(c: Conv, w: any, view?: any): ConversationState {
+  /**
+   * applyConv stores a wire conversation; watermarks never go down. view has read_seq etc. when known.
+   * A paged conversation (a big group) has no members but me (or, in a conversation frame, the
+   * changed members in changed) and, from sync and REST, the receipts summary.
+   */
+  private applyConv(c: Conv, w: any, view?: any, changed?: any[]): ConversationState {
     const prev = c.s;
     const old = new Map((prev ? prev.members : []).map((m) => [m.userId, m]));
-    const members: Member[] = (w.members || []).map((x: unknown) => {
-      const m = camel<Member>(x);
+    if (prev && prev.me) old.set(prev.me.userId, prev.me);
+    const keep = (m: Member) => {
       const o = old.get(m.userId);
       if (o) {
         m.readSeq = Math.max(m.readSeq, o.readSeq);
         m.deliveredSeq = Math.max(m.deliveredSeq, o.deliveredSeq);
       }
       return m;
-    });
-    const mine = members.find((m) => m.userId === this.uid);
+    };
+    const paged = !!w.members_paged;
+    const members: Member[] = paged ? [] : (w.members || []).map((x: unknown) => keep(camel<Member>(x)));
+    let mine: Member | undefined;
+    if (!paged) mine = members.find((m) => m.userId === this.uid);
+    else {
+      const wire = w.me || (changed || []).find((x: any) => x.user_id === this.uid);
+      mine = wire ? keep(camel<Member>(wire)) : old.get(this.uid);
+    }
     const s: ConversationState = {
       id: w.id,
       kind: w.kind,
       title: w.title || "",
       lastSeq: Math.max(prev ? prev.lastSeq : 0, w.last_seq || 0),
       members,
+      memberCount: w.member_count != null ? w.member_count : members.length,
       readSeq: Math.max(prev ? prev.readSeq : 0, view && view.read_seq != null ? view.read_seq : mine ? mine.readSeq : 0),
       unreadCount: view && view.unread_count != null ? view.unread_count : prev ? prev.unreadCount : 0,
       createdAt: w.created_at,
     };
+    if (paged) {
+      s.membersPaged = true;
+      if (mine) s.me = { ...mine };
+      const r = w.receipts ? camel<ReceiptsSummary>(w.receipts) : prev && prev.receipts;
+      if (r) s.receipts = r;
+    }
     if (w.e2ee || (prev && prev.e2ee)) s.e2ee = true;
     if (view && view.unread_count != null) c.counted = Math.max(c.counted, w.last_seq || 0);
     const muted = view ? view.muted_until : prev && prev.mutedUntil;
@@ -961,9 +981,17 @@ export class ParleyClient extends Rest {
     const w = f.conversation;
     if (!w || !w.id) return;
     const id: string = w.id;
-    const aboutMe = (f.user_ids || []).includes(this.uid);
+    // A big group's created frame names no one: every member is new.
+    const everyone = f.action === "created" && w.members_paged && !f.user_ids;
+    const aboutMe = everyone || (f.user_ids || []).includes(this.uid);
     if (f.action === "deleted" || (f.action === "member_removed" && aboutMe)) return this.removeConv(id);
     const c = this.conv(id);
+    let changed: any[] | undefined = f.members;
+    if (everyone && !(c.s && c.s.me)) {
+      // My entry in a new big group: as the protocol says it starts.
+      const role = f.by_user_id === this.uid ? "owner" : "member";
+      changed = [{ user_id: this.uid, role, read_seq: 0, delivered_seq: 0, joined_at: w.created_at }];
+    }
     if ((f.action === "created" || f.action === "member_added") && aboutMe) {
       if (this.fullSeen) this.fullSeen.add(id); // joined during a full-state pass: keep it
       if (!c.known) {
@@ -972,7 +1000,7 @@ export class ParleyClient extends Rest {
         this.drain(c);
       }
     }
-    this.applyConv(c, w);
+    this.applyConv(c, w, undefined, changed);
     this.save(id);
     this.emit("conversation", { conversation: c.s!, action: f.action });
   }
@@ -982,7 +1010,7 @@ export class ParleyClient extends Rest {
     const c = this.convs.get(id);
     const s = c && c.s;
     if (s) {
-      const m = s.members.find((x) => x.userId === f.user_id);
+      const m = s.members.find((x) => x.userId === f.user_id) || (s.me && s.me.userId === f.user_id ? s.me : undefined);
       if (m) {
         if (f.kind === "read") m.readSeq = Math.max(m.readSeq, f.seq);
         else m.deliveredSeq = Math.max(m.deliveredSeq, f.seq);
@@ -1295,6 +1323,7 @@ export class ParleyClient extends Rest {
 
   private counts(cid: string, seq: number, sender: string) {
     const s = this.convs.get(cid)?.s;
+    if (s && s.membersPaged) return pagedCounts(s, seq, sender, this.uid);
     const others = s ? s.members.filter((m) => m.userId !== sender) : [];
     let deliveredCount = 0,
       readCount = 0;
@@ -1405,7 +1434,7 @@ export class ParleyClient extends Rest {
     if (seq === undefined) seq = c && c.msgs.size ? -least([...c.msgs.keys()].map((x) => -x)) : c ? c.heldUpto : 0;
     if (c && c.s) {
       this.setRead(c, seq);
-      const m = c.s.members.find((x) => x.userId === this.uid);
+      const m = c.s.members.find((x) => x.userId === this.uid) || c.s.me;
       if (m) m.readSeq = Math.max(m.readSeq, seq);
       this.save(conversationId);
     }
@@ -1484,6 +1513,25 @@ export class ParleyClient extends Rest {
     return this.request<{ conversation: any }>("POST", "/v1/conversations", body).then((r) => this.created(r));
   }
 
+  /**
+   * members reads a page of a conversation's members, by user id, after the user id `after`
+   * (from the start if absent), at most `limit` (server default 200, at most 1,000). The way to
+   * list a big group's members (membersPaged); works for every conversation.
+   */
+  async members(conversationId: string, q: { after?: string; limit?: number } = {}): Promise<MembersPage> {
+    const qs = (["after", "limit"] as const)
+      .filter((k) => q[k] !== undefined && q[k] !== "")
+      .map((k) => k + "=" + encodeURIComponent(String(q[k])))
+      .join("&");
+    const r = await this.request<{ member_count: number; members: unknown[]; next?: string }>(
+      "GET",
+      `/v1/conversations/${encodeURIComponent(conversationId)}/members` + (qs ? "?" + qs : ""),
+    );
+    const page: MembersPage = { memberCount: r.member_count, members: (r.members || []).map((m) => camel<Member>(m)) };
+    if (r.next) page.next = r.next;
+    return page;
+  }
+
   async addMember(conversationId: string, userId: string): Promise<void> {
     await this.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/members`, { user_id: userId });
   }
@@ -1517,4 +1565,29 @@ export class ParleyClient extends Rest {
   async unregisterPush(): Promise<void> {
     await this.request("DELETE", "/v1/devices/current/push");
   }
+}
+
+/**
+ * pagedCounts is "delivered to k of n, read by k of n" in a big group, from the receipts summary:
+ * the summary counts every member, so the sender's own watermarks are taken out when the sender
+ * is this user (known from me). Seqs outside the summary count 0: ask the server for the message
+ * (GET /v1/conversations/{id}/messages/{seq}) for exact counts.
+ */
+function pagedCounts(s: ConversationState, seq: number, sender: string, uid: string) {
+  const memberCount = Math.max(0, (s.memberCount || 0) - 1);
+  const r = s.receipts;
+  const i = r ? seq - r.fromSeq : -1;
+  if (!r || seq < 1 || i < 0 || i >= r.delivered.length) return { deliveredCount: 0, readCount: 0, memberCount };
+  let deliveredCount = r.delivered[i] || 0,
+    readCount = (r.read && r.read[i]) || 0;
+  const me = s.me;
+  if (sender === uid && me) {
+    if (me.readSeq >= seq || me.deliveredSeq >= seq) deliveredCount--;
+    if (me.readSeq >= seq) readCount--;
+  }
+  return { deliveredCount: clamp(deliveredCount, memberCount), readCount: clamp(readCount, memberCount), memberCount };
+}
+
+function clamp(n: number, most: number) {
+  return Math.max(0, Math.min(n, most));
 }

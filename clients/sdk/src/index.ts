@@ -11,6 +11,8 @@ export type {
   Message,
   Attachment,
   Member,
+  MembersPage,
+  ReceiptsSummary,
   ConversationState,
   Observable,
   MessageStatus,

@@ -83,12 +83,42 @@ export interface Member {
   request?: boolean;
 }
 
+/**
+ * The receipts summary of a paged conversation (docs/protocol.md, "The receipts summary"):
+ * entry i counts the members (the viewer included) who have, or have read, message fromSeq + i.
+ */
+export interface ReceiptsSummary {
+  fromSeq: number;
+  delivered: number[];
+  read: number[];
+}
+
+/** One page of a conversation's members (ParleyClient.members). */
+export interface MembersPage {
+  memberCount: number;
+  members: Member[];
+  /** Present when more may follow: pass it as `after`. */
+  next?: string;
+}
+
 export interface ConversationState {
   id: string;
   kind: "direct" | "group";
   title: string;
   lastSeq: number;
+  /**
+   * Every member; empty when membersPaged (a big group: read them with
+   * ParleyClient.members, a page at a time).
+   */
   members: Member[];
+  /** How many members the conversation has (requests included). */
+  memberCount: number;
+  /** A big group: members is empty, me and receipts stand in for it. */
+  membersPaged?: boolean;
+  /** membersPaged only: this user's own member entry. */
+  me?: Member;
+  /** membersPaged only: delivered/read counts of the newest 50 seqs, as of the last sync or REST read. */
+  receipts?: ReceiptsSummary;
   readSeq: number;
   unreadCount: number;
   mutedUntil?: string;

@@ -6,6 +6,7 @@ import {
   ParleyClient,
   ParleyError,
   type ConversationState,
+  type Member,
   type MessageStatus,
   type MessageView,
   type User,
@@ -573,7 +574,7 @@ export class App {
     $("#chat-avatar").replaceChildren(avatar(name, c.kind === "direct" ? this.other(c) ?? c.id : c.id, this.online(c)));
     let sub = "";
     if (c.kind === "group") {
-      sub = c.members.map((m) => this.nameOf(m.userId)).join(", ");
+      sub = c.membersPaged ? `${c.memberCount.toLocaleString()} members` : c.members.map((m) => this.nameOf(m.userId)).join(", ");
     } else {
       const o = this.other(c);
       const p = o ? this.client.presence(o) : undefined;
@@ -590,7 +591,7 @@ export class App {
 
   /** isRequest: the signed-in user was put into c by a stranger and has not accepted. */
   private isRequest(c: ConversationState): boolean {
-    return !this.accepted.has(c.id) && !!c.members.find((m) => m.userId === this.myId())?.request;
+    return !this.accepted.has(c.id) && !!(c.members.find((m) => m.userId === this.myId()) ?? c.me)?.request;
   }
 
   /** renderRequest shows Accept / Decline / Block for a message request (docs/protocol.md, section 16). */
@@ -883,10 +884,26 @@ export class App {
     if (!id || !c) return;
     const list = h("ul", { class: "member-list", id: "member-list" });
     const direct = c.kind === "direct";
+    // A big group (membersPaged) lists no members: they come from the
+    // server a page at a time, with a button for the next page.
+    let paged: Member[] = [];
+    let next: string | undefined;
+    const more = h("button", { type: "button", class: "ghost", id: "more-members", hidden: true, onclick: () => void loadPage() }, "More members");
+    const loadPage = async (fromStart = false) => {
+      try {
+        const page = await this.client.members(id, { after: fromStart ? undefined : next, limit: 100 });
+        paged = fromStart ? page.members : paged.concat(page.members);
+        next = page.next;
+        draw();
+      } catch (e) {
+        this.toast(describe(e));
+      }
+    };
     const draw = () => {
       const cur = this.client.conversation(id);
+      more.hidden = !cur?.membersPaged || !next;
       list.replaceChildren(
-        ...(cur?.members ?? []).map((m) =>
+        ...(cur?.membersPaged ? paged : cur?.members ?? []).map((m) =>
           h(
             "li",
             { "data-user": m.userId },
@@ -921,12 +938,13 @@ export class App {
     const refresh = async () => {
       // The SDK updates the members from the server's event; draw after it.
       await new Promise((r) => setTimeout(r, 300));
-      draw();
+      if (this.client.conversation(id)?.membersPaged) await loadPage(true);
+      else draw();
     };
     const add = h("input", { id: "add-member", placeholder: "handle", autocapitalize: "none", spellcheck: "false", required: true });
     const dlg = this.dialog(
       "Members of " + this.titleOf(c),
-      direct ? [list] : [list, h("label", { for: "add-member" }, "Add someone (handle)"), add],
+      direct ? [list] : [list, more, h("label", { for: "add-member" }, "Add someone (handle)"), add],
       async () => {
         const u = await this.client.findUser(add.value.trim().replace(/^@/, ""));
         this.rememberUser(u);
@@ -938,6 +956,7 @@ export class App {
     );
     if (direct) dlg.querySelector<HTMLElement>("button[type=submit]")!.hidden = true;
     draw();
+    if (c.membersPaged) void loadPage(true);
     const off = this.client.on("conversation", (e) => { if (e.conversation.id === id && dlg.open) draw(); });
     dlg.addEventListener("close", off);
     if (!direct) add.focus();

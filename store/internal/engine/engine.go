@@ -56,8 +56,8 @@ func PrepareConversation(c *parley.Conversation) error {
 			return parley.Errorf(parley.CodeInvalidRequest, "a direct conversation has exactly two different members")
 		}
 	case parley.KindGroup:
-		if len(c.Members) > parley.MaxGroupMembers {
-			return parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembers)
+		if len(c.Members) > parley.MaxGroupMembersCap {
+			return parley.Errorf(parley.CodeInvalidRequest, "a group has at most %d members", parley.MaxGroupMembersCap)
 		}
 	default:
 		return parley.Errorf(parley.CodeInvalidRequest, "unknown conversation kind %q", c.Kind)
