@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // Group commit.
@@ -119,54 +121,14 @@ func (s *Store) submit(ctx context.Context, j *job) error {
 // claims from the first on, so those that run are always the first ones.
 // After Close, the jobs not queued yet fail with errClosed.
 func (s *Store) submitAll(ctx context.Context, jobs []*job, each func(i int, err error)) {
-	queued, qerr := 0, error(nil)
-	s.mu.RLock()
-	for _, j := range jobs {
-		j.done = make(chan struct{})
-		if qerr = ctx.Err(); qerr != nil {
-			break
-		}
-		if s.closed.Load() {
-			qerr = errClosed
-			break
-		}
-		select {
-		case s.jobs <- j:
-			queued++
-			continue
-		case <-ctx.Done():
-			qerr = ctx.Err()
-		}
-		break
-	}
-	s.mu.RUnlock()
-	// abandoned is the first job abandoned after ctx ended (none yet).
-	abandoned := queued
-	for i := 0; i < queued; i++ {
-		if i < abandoned {
-			select {
-			case <-jobs[i].done:
-				each(i, jobs[i].err)
-				continue
-			case <-ctx.Done():
-			}
-			// Abandon from the last back; those already claimed, and
-			// all before them, run to completion.
-			for abandoned > i && jobs[abandoned-1].state.CompareAndSwap(jobQueued, jobAbandoned) {
-				abandoned--
-			}
-			if i < abandoned {
-				<-jobs[i].done
-				each(i, jobs[i].err)
-				continue
-			}
-		}
-		each(i, ctx.Err())
-	}
-	for i := queued; i < len(jobs); i++ {
-		each(i, qerr)
-	}
+	engine.SubmitAll(ctx, &s.mu, &s.closed, errClosed, s.jobs, jobs, each)
 }
+
+// The writer job as engine.SubmitAll sees it.
+func (j *job) Prepare()              { j.done = make(chan struct{}) }
+func (j *job) Done() <-chan struct{} { return j.done }
+func (j *job) Outcome() error        { return j.err }
+func (j *job) Abandon() bool         { return j.state.CompareAndSwap(jobQueued, jobAbandoned) }
 
 // writeLoop is the writer goroutine; it runs until Close closes the queue
 // and what is left in it has been committed.
