@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,8 +63,11 @@ Flags:
 type benchFlags struct {
 	o           bench.Options
 	spawn, json bool
-	parleyd     string
-	cpuProfile  string
+	// seedAccounts (with spawn): the run's users are made by `parleyd
+	// admin bench-accounts` in the spawned server's data directory.
+	seedAccounts bool
+	parleyd      string
+	cpuProfile   string
 }
 
 // newBenchFlags defines the flags of `parley bench SCENARIO` on a new
@@ -93,7 +97,9 @@ func newBenchFlags(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.IntVar(&o.BodyBytes, "body-bytes", 64, "message body size")
 	fs.IntVar(&o.SourceAddrs, "source-addrs", 4, "dial from 127.0.0.1 .. 127.0.0.K")
 	fs.IntVar(&o.DialConc, "dial-concurrency", 128, "connections being opened at once")
-	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins at once")
+	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins (or refreshes, with --accounts) at once")
+	fs.StringVar(&o.Accounts, "accounts", "", "use the accounts in this file (made by parleyd admin bench-accounts against --server's store) instead of registering users: their refresh tokens are exchanged for sessions and the rotated ones written back")
+	fs.BoolVar(&f.seedAccounts, "seed-accounts", false, "with --spawn: make the run's users with parleyd admin bench-accounts in the spawned server's data directory before it starts (no argon2 per user)")
 	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
 	fs.BoolVar(&o.Reconnect, "reconnect", false, "direct, group: survive closed connections: reconnect, resync, resend (off: a closed connection fails the run)")
 	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "with --reconnect: after the sending time, how long to wait for every ack and every delivery")
@@ -127,16 +133,29 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	if o.Reconnect && o.Scenario != "direct" && o.Scenario != "group" {
 		return parley.Errorf(parley.CodeInvalidRequest, "--reconnect applies to the direct and group scenarios, not %s", o.Scenario)
 	}
+	if f.seedAccounts && !f.spawn {
+		return parley.Errorf(parley.CodeInvalidRequest, "--seed-accounts needs --spawn (for a server you run, make the file with parleyd admin bench-accounts and pass --accounts FILE)")
+	}
+	if f.spawn && o.Accounts != "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "--accounts names accounts in a running server's store; a spawned server starts empty: use --seed-accounts")
+	}
 	if f.spawn {
 		if o.Server != "" {
 			return parley.Errorf(parley.CodeInvalidRequest, "--spawn and --server exclude each other")
 		}
-		p, dir, admin, err := spawnParleyd(f.parleyd)
+		seed := 0
+		if f.seedAccounts {
+			seed = bench.UsersNeeded(*o)
+		}
+		p, dir, admin, err := spawnParleyd(f.parleyd, seed, e.stderr)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		defer p.Stop(10 * time.Second)
+		if seed > 0 {
+			o.Accounts = filepath.Join(dir, seededAccountsFile)
+		}
 		o.Server = p.Base
 		o.Admin = "http://" + admin
 		if runtime.GOOS == "linux" {
@@ -224,9 +243,15 @@ func loopbackOnly(base string) error {
 	return parley.Errorf(parley.CodeInvalidRequest, "parley bench loads loopback addresses only, not %s", host)
 }
 
+// seededAccountsFile is the accounts file --seed-accounts makes in the
+// spawned server's data directory.
+const seededAccountsFile = "bench-accounts.json"
+
 // spawnParleyd starts parleyd on a temporary data directory, with an
-// admin listener on a free port.
-func spawnParleyd(bin string) (p *spawn.Process, dir, admin string, err error) {
+// admin listener on a free port. With seed > 0 it first runs `parleyd
+// admin bench-accounts --count seed` on that directory, which writes
+// seededAccountsFile there.
+func spawnParleyd(bin string, seed int, stderr io.Writer) (p *spawn.Process, dir, admin string, err error) {
 	if bin == "" {
 		if self, err := os.Executable(); err == nil {
 			if c := filepath.Join(filepath.Dir(self), "parleyd"); fileExists(c) {
@@ -245,6 +270,14 @@ func spawnParleyd(bin string) (p *spawn.Process, dir, admin string, err error) {
 	}
 	if admin, err = freePort(); err != nil {
 		return nil, "", "", err
+	}
+	if seed > 0 {
+		cmd := exec.Command(bin, "admin", "bench-accounts", "--data", dir, "--count", strconv.Itoa(seed), filepath.Join(dir, seededAccountsFile))
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Run(); err != nil {
+			os.RemoveAll(dir)
+			return nil, "", "", fmt.Errorf("--seed-accounts: parleyd admin bench-accounts: %w", err)
+		}
 	}
 	p, err = spawn.Start(bin, dir, []string{"PARLEY_LIMITS=off"}, "--admin-listen", admin)
 	if err != nil {

@@ -140,6 +140,9 @@ func checkCompareBenchArgs(args []string) error {
 	if fs.NArg() > 0 {
 		return parley.Errorf(parley.CodeInvalidRequest, "bench flags: unexpected argument %q", fs.Arg(0))
 	}
+	if f := fs.Lookup("accounts"); f != nil && f.Value.String() != "" {
+		return parley.Errorf(parley.CodeInvalidRequest, "parley bench compare spawns each server on an empty store: use --seed-accounts, not --accounts")
+	}
 	var set []string
 	fs.Visit(func(f *flag.Flag) {
 		if slices.Contains([]string{"spawn", "server", "parleyd", "admin", "metrics", "json"}, f.Name) {

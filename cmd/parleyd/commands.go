@@ -9,12 +9,15 @@ import (
 	"time"
 )
 
-// adminCommand runs `parleyd admin grant HANDLE` against the data directory.
-// It opens the same store the server uses; SQLite lets it do so while a
-// server runs.
+// adminCommand runs `parleyd admin grant HANDLE` (and `parleyd admin
+// bench-accounts`) against the data directory. It opens the same store the
+// server uses; SQLite lets it do so while a server runs.
 func adminCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "bench-accounts" {
+		return benchAccountsCommand(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "grant" {
-		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE")
+		return fmt.Errorf("usage: parleyd admin grant [flags] HANDLE, or parleyd admin bench-accounts [flags] FILE")
 	}
 	// Flags may come before or after the handle.
 	args = args[1:]

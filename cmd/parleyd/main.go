@@ -4,6 +4,8 @@
 //
 //	parleyd [flags]                  serve
 //	parleyd admin grant HANDLE       make a user an admin (against the store)
+//	parleyd admin bench-accounts --count N FILE
+//	                                 create load-test accounts, their tokens in FILE
 //	parleyd keys rotate              start a new token signing key (in the store)
 //	parleyd backup FILE              snapshot the embedded store, online
 //	parleyd restore [--force] FILE   install a snapshot (the server stopped)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +65,10 @@ type Options struct {
 	SetupConc   int           // concurrent registrations and logins
 	DialConc    int           // concurrent dials
 	Prefix      string        // handle prefix (default: random)
+	// Accounts, when set, is a file of accounts with logged-in devices
+	// (`parleyd admin bench-accounts`): the run uses its first accounts
+	// instead of registering and logging in new users (see accountUsers).
+	Accounts string
 	// PerProcess is the most connections one process holds (connections
 	// scenario); past it WorkerCommand starts worker processes.
 	PerProcess    int
@@ -271,7 +276,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("reconnecting applies to the direct and group scenarios, not %q", o.Scenario)
 	}
 	o.defaults()
-	b := &bench{o: o, res: &Result{Scenario: o.Scenario, Conns: o.Conns, Errors: map[string]int64{}}, http: &http.Client{Timeout: 60 * time.Second}}
+	b := &bench{o: o, res: &Result{Scenario: o.Scenario, Conns: o.Conns, Errors: map[string]int64{}}, http: &http.Client{Timeout: 60 * time.Second},
+		runTag: strconv.FormatUint(rand.Uint64()%(36*36*36*36*36*36), 36) + "."}
 	var cancelRun context.CancelFunc
 	b.runCtx, cancelRun = context.WithCancel(ctx)
 	defer cancelRun()
@@ -309,6 +315,10 @@ type bench struct {
 	o    Options
 	res  *Result
 	http *http.Client
+	// runTag starts every client_msg_id of this run: a user reused from
+	// an earlier run (Options.Accounts) must not send an id that run
+	// used, or the server takes it for a retry (idempotent send).
+	runTag string
 
 	conns []*conn
 
@@ -429,8 +439,11 @@ type device struct {
 }
 
 // setupUsers registers and logs in n users (argon2 makes each cost
-// ~0.1 s of server CPU).
+// ~0.1 s of server CPU), or takes them from Options.Accounts.
 func (b *bench) setupUsers(ctx context.Context, n int) ([]device, error) {
+	if b.o.Accounts != "" {
+		return b.accountUsers(ctx, n)
+	}
 	devs := make([]device, n)
 	var done atomic.Int64
 	err := forEach(ctx, n, b.o.SetupConc, func(ctx context.Context, i int) error {

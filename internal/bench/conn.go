@@ -385,7 +385,7 @@ func (k *conn) send(conv string, now time.Time) error {
 	sock := k.sock
 	k.mu.Unlock()
 	k.b.sent.Add(1)
-	err := sock.Write(client.OutFrame{Type: "send", ID: id, ConversationID: conv, ClientMsgID: k.dev.deviceID[:8] + id, Body: k.b.body(now)})
+	err := sock.Write(client.OutFrame{Type: "send", ID: id, ConversationID: conv, ClientMsgID: k.b.runTag + k.dev.deviceID[:8] + id, Body: k.b.body(now)})
 	if err != nil {
 		k.b.countError(errCode(err))
 	}

@@ -121,7 +121,7 @@ func (k *conn) kickPump() {
 func (k *conn) enqueue(conv string, now time.Time) {
 	k.mu.Lock()
 	k.rc.msgN++
-	m := &outMsg{n: k.rc.msgN, conv: conv, clientMsgID: k.dev.deviceID[:8] + "m" + strconv.Itoa(k.rc.msgN),
+	m := &outMsg{n: k.rc.msgN, conv: conv, clientMsgID: k.b.runTag + k.dev.deviceID[:8] + "m" + strconv.Itoa(k.rc.msgN),
 		body: k.b.body(now), created: now}
 	k.rc.outbox = append(k.rc.outbox, m)
 	k.mu.Unlock()
