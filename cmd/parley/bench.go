@@ -98,6 +98,7 @@ func newBenchFlags(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.IntVar(&o.SourceAddrs, "source-addrs", 4, "dial from 127.0.0.1 .. 127.0.0.K")
 	fs.IntVar(&o.DialConc, "dial-concurrency", 128, "connections being opened at once")
 	fs.IntVar(&o.SetupConc, "setup-concurrency", 8, "registrations and logins (or refreshes, with --accounts) at once")
+	fs.DurationVar(&o.Settle, "settle", 500*time.Millisecond, "direct, group: pause between the last connection ready and the first send, for the server's work on new connections (presence) to finish; large groups need seconds")
 	fs.StringVar(&o.Accounts, "accounts", "", "use the accounts in this file (made by parleyd admin bench-accounts against --server's store) instead of registering users: their refresh tokens are exchanged for sessions and the rotated ones written back")
 	fs.BoolVar(&f.seedAccounts, "seed-accounts", false, "with --spawn: make the run's users with parleyd admin bench-accounts in the spawned server's data directory before it starts (no argon2 per user)")
 	fs.IntVar(&o.PerProcess, "per-process", 15000, "connections: the most one process holds; more run in worker processes (a process may open 20,000 files here)")
@@ -161,7 +162,7 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 		if runtime.GOOS == "linux" {
 			o.ServerPID = p.Pid() // its CPU from /proc/PID/stat
 		}
-		fmt.Fprintf(e.stderr, "parley bench: spawned parleyd on %s (data %s)\n", p.Base, dir)
+		fmt.Fprintf(e.stderr, "parley bench: spawned parleyd on %s (admin listener %s, pid %d, data %s)\n", p.Base, admin, p.Pid(), dir)
 	}
 	if o.Server == "" {
 		o.Server = defaultServer

@@ -65,6 +65,10 @@ type Options struct {
 	SetupConc   int           // concurrent registrations and logins
 	DialConc    int           // concurrent dials
 	Prefix      string        // handle prefix (default: random)
+	// Settle (direct, group) is the pause between the last connection
+	// being ready and the first send, for the server's work on the
+	// connections (presence) to finish. Default 500 ms.
+	Settle time.Duration
 	// Accounts, when set, is a file of accounts with logged-in devices
 	// (`parleyd admin bench-accounts`): the run uses its first accounts
 	// instead of registering and logging in new users (see accountUsers).
@@ -141,6 +145,9 @@ func (o *Options) defaults() {
 	}
 	if o.Drain <= 0 {
 		o.Drain = 10 * time.Second
+	}
+	if o.Settle <= 0 {
+		o.Settle = 500 * time.Millisecond
 	}
 	if o.Metrics == "" {
 		o.Metrics = o.Server + "/metrics"
@@ -449,10 +456,13 @@ func (b *bench) setupUsers(ctx context.Context, n int) ([]device, error) {
 	err := forEach(ctx, n, b.o.SetupConc, func(ctx context.Context, i int) error {
 		handle := fmt.Sprintf("%s_%d", b.o.Prefix, i)
 		c := client.New(client.Config{Server: b.o.Server, HTTPClient: b.http})
-		if _, err := c.Register(ctx, handle, "bench password 0123456789", handle); err != nil {
+		if err := retryBusy(ctx, func() error {
+			_, err := c.Register(ctx, handle, "bench password 0123456789", handle)
+			return err
+		}); err != nil {
 			return fmt.Errorf("register %s: %w", handle, err)
 		}
-		if err := c.Login(ctx, handle, "bench password 0123456789", "bench"); err != nil {
+		if err := retryBusy(ctx, func() error { return c.Login(ctx, handle, "bench password 0123456789", "bench") }); err != nil {
 			return fmt.Errorf("login %s: %w", handle, err)
 		}
 		t := c.Tokens()
@@ -463,6 +473,25 @@ func (b *bench) setupUsers(ctx context.Context, n int) ([]device, error) {
 		return nil
 	})
 	return devs, err
+}
+
+// retryBusy runs fn again, up to 5 tries in all with 5 s between them,
+// while it fails with CodeUnavailable: a server with too many password
+// hashes queued refuses a registration or login that would wait too
+// long, having changed nothing (service.WithPasswordWait), which on a
+// loaded machine is not the run's failure.
+func retryBusy(ctx context.Context, fn func() error) error {
+	for try := 1; ; try++ {
+		err := fn()
+		if err == nil || parley.ErrorCode(err) != parley.CodeUnavailable || try == 5 {
+			return err
+		}
+		select {
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // rest is a REST client for a device.

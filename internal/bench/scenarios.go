@@ -148,7 +148,8 @@ func (b *bench) messaging(ctx context.Context, members, senders int) error {
 			senderConv = append(senderConv, convs[g])
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // presence and the initial frames settle
+	b.o.Progress(fmt.Sprintf("connected; settling for %s", b.o.Settle))
+	time.Sleep(b.o.Settle) // presence and the initial frames settle
 	return b.measureServer(ctx, true, func() error {
 		began := time.Now()
 		b.perUnit = true
