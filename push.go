@@ -180,7 +180,30 @@ type PushTarget struct {
 	// Request says the user has not accepted the conversation: a
 	// message request (its notification says so, without a preview).
 	Request bool
+	// Unread is the user's unread count in the conversation and Badge
+	// the sum of the user's unread counts over every conversation, as
+	// Store.Unread counts them. Only Store.PushFanOut sets them.
+	Unread, Badge int64
 }
+
+// PushFanOutRequest asks Store.PushFanOut for the push targets of one
+// conversation but one user's (the sender's), as PushTargets lists them.
+type PushFanOutRequest struct {
+	ConversationID string
+	ExceptUserID   string
+}
+
+// PushFanOut answers one PushFanOutRequest.
+type PushFanOut struct {
+	// Found is false if there is no such conversation (Targets is
+	// empty then).
+	Found bool
+	// Targets as PushTargets lists them, each with Unread and Badge.
+	Targets []PushTarget
+}
+
+// MaxPushFanOut bounds the requests of one Store.PushFanOut call.
+const MaxPushFanOut = 256
 
 // MaxMuteUntil bounds a mute or do-not-disturb: "forever" is this far.
 const MaxMuteUntil = 100 * 365 * 24 * time.Hour
