@@ -82,8 +82,9 @@ type Store interface {
 	// conversation.
 	PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]PushTarget, error)
 	// PushFanOut answers several PushTargets requests at once (at most
-	// MaxPushFanOut; more is a CodeInvalidRequest error), each target
-	// with its user's unread counts as Unread counts them at now (its
+	// MaxPushFanOut; more is a CodeInvalidRequest error), the targets of
+	// the first PushFanOutCounted users of each answer with their user's
+	// unread counts as Unread counts them at now (Counted: the
 	// notification's count and badge): the push role's one read for a
 	// batch of messages. The answers are in the requests' order; an
 	// unknown conversation is an answer with Found false, not an error.

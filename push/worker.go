@@ -496,8 +496,7 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob, read *parley.PushFan
 		return due.Sub(now), nil
 	}
 	var targets []parley.PushTarget
-	counted := read != nil // the targets carry their unread counts
-	if counted {
+	if read != nil {
 		if !read.Found {
 			return 0, nil
 		}
@@ -585,7 +584,7 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob, read *parley.PushFan
 	tr := &traceBatch{base: trace, events: events}
 	defer tr.flush(ctx, w.q)
 	for i, dj := range inline {
-		delay, err := w.send(ctx, dj, inlineTargets[i], tr, counted)
+		delay, err := w.send(ctx, dj, inlineTargets[i], tr)
 		if err != nil {
 			// The fan-out runs again: a device already sent to is
 			// covered (its state says so), one being sent to is claimed.
@@ -686,16 +685,16 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 	default:
 		return 0, err
 	}
-	return w.send(ctx, j, t, nil, false)
+	return w.send(ctx, j, t, nil)
 }
 
 // send handles a due device job whose target t was just read: checks the
 // rules, claims the send, sends, and records the outcome. Its trace
 // events go to tr, to be written with others, or (tr nil) each at once.
 // A delay says the job must be tried again then (its host or user at
-// the limit, another worker sending). counted says t carries its user's
-// unread counts, read with it (PushFanOut): they are not read again.
-func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, tr *traceBatch, counted bool) (time.Duration, error) {
+// the limit, another worker sending). A target whose unread counts were
+// read with it (Counted, by PushFanOut) is not counted again.
+func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, tr *traceBatch) (time.Duration, error) {
 	now := time.Now()
 	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
 	note := func(stage, detail string, provider parley.PushProvider, status int) {
@@ -757,7 +756,7 @@ func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, t
 	}
 	defer release()
 	convUnread, badge := t.Unread, t.Badge
-	if !counted {
+	if !t.Counted {
 		if convUnread, badge, err = w.store.Unread(ctx, t.UserID, j.ConversationID, now); err != nil {
 			return 0, err
 		}

@@ -302,10 +302,14 @@ func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest,
 	counts := map[pair][2]int64{} // conv, total
 	b = &pgx.Batch{}
 	for i, rs := range sealed {
+		users := 0
 		for _, r := range rs {
 			k := pair{*r.userID, reqs[i].ConversationID}
 			if _, ok := counts[k]; ok {
 				continue
+			}
+			if users++; users > parley.PushFanOutCounted {
+				break // targets are ordered by user: the rest are others'
 			}
 			counts[k] = [2]int64{}
 			pairs = append(pairs, k)
@@ -333,8 +337,8 @@ func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest,
 			if err != nil {
 				return nil, err
 			}
-			c := counts[pair{t.UserID, reqs[i].ConversationID}]
-			t.Unread, t.Badge = c[0], c[1]
+			c, ok := counts[pair{t.UserID, reqs[i].ConversationID}]
+			t.Unread, t.Badge, t.Counted = c[0], c[1], ok
 			out[i].Targets[j] = t
 		}
 	}

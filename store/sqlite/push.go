@@ -296,10 +296,14 @@ func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest,
 	type pair struct{ user, conv string }
 	counts := map[pair][2]int64{} // conv, total
 	for i, rs := range sealed {
+		users := 0
 		for _, r := range rs {
 			k := pair{r.userID.String, reqs[i].ConversationID}
 			if _, ok := counts[k]; ok {
 				continue
+			}
+			if users++; users > parley.PushFanOutCounted {
+				break // targets are ordered by user: the rest are others'
 			}
 			var conv, total int64
 			if err := unreadStmt.QueryRowContext(ctx, engine.Millis(now), k.user, k.conv).Scan(&total, &conv); err != nil {
@@ -315,8 +319,8 @@ func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest,
 			if err != nil {
 				return nil, err
 			}
-			c := counts[pair{t.UserID, reqs[i].ConversationID}]
-			t.Unread, t.Badge = c[0], c[1]
+			c, ok := counts[pair{t.UserID, reqs[i].ConversationID}]
+			t.Unread, t.Badge, t.Counted = c[0], c[1], ok
 			out[i].Targets[j] = t
 		}
 	}

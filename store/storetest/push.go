@@ -397,6 +397,9 @@ func testPushFanOut(t *testing.T, f *fixture) {
 		}
 		wantTargets(t, got[i].Targets, want, "PushFanOut's targets")
 		for _, tg := range got[i].Targets {
+			if !tg.Counted {
+				t.Fatalf("PushFanOut answer %d, device %s: not counted (%d users)", i, tg.DeviceID, len(got[i].Targets))
+			}
 			conv, total, err := f.s.Unread(f.ctx, tg.UserID, req.ConversationID, f.now)
 			if err != nil {
 				t.Fatal(err)
@@ -419,6 +422,28 @@ func testPushFanOut(t *testing.T, f *fixture) {
 	}
 	if len(got[0].Targets) != 3 || len(got[3].Targets) != 2 || len(got[4].Targets) != 2 || len(got[2].Targets) != 0 {
 		t.Fatalf("PushFanOut: %d, %d, %d, %d targets; want 3, 2, 2, 0", len(got[0].Targets), len(got[3].Targets), len(got[4].Targets), len(got[2].Targets))
+	}
+
+	// A large group: the first PushFanOutCounted users (in the targets'
+	// order) are counted, the others not.
+	var many []*parley.User
+	for range parley.PushFanOutCounted + 2 {
+		u := f.user()
+		d, _ := f.session(u)
+		f.register(u, d)
+		many = append(many, u)
+	}
+	big := f.group(a, many...)
+	f.send(big, a, "to many")
+	got, err = f.s.PushFanOut(f.ctx, []parley.PushFanOutRequest{{ConversationID: big.ID, ExceptUserID: a.ID}}, f.now)
+	if err != nil || len(got) != 1 || len(got[0].Targets) != parley.PushFanOutCounted+2 {
+		t.Fatalf("PushFanOut(a large group) = %+v, %v", got, err)
+	}
+	for j, tg := range got[0].Targets {
+		if want := j < parley.PushFanOutCounted; tg.Counted != want || (want && (tg.Unread != 1 || tg.Badge != 1)) {
+			t.Fatalf("PushFanOut(a large group), target %d: counted %v (unread %d, badge %d); want counted %v with 1, 1",
+				j, tg.Counted, tg.Unread, tg.Badge, want)
+		}
 	}
 
 	if got, err := f.s.PushFanOut(f.ctx, nil, f.now); err != nil || len(got) != 0 {
