@@ -180,7 +180,38 @@ type PushTarget struct {
 	// Request says the user has not accepted the conversation: a
 	// message request (its notification says so, without a preview).
 	Request bool
+	// Unread is the user's unread count in the conversation and Badge
+	// the sum of the user's unread counts over every conversation, as
+	// Store.Unread counts them, if Counted. Only Store.PushFanOut counts
+	// them, for the first PushFanOutCounted users of each answer.
+	Unread, Badge int64
+	Counted       bool
 }
+
+// PushFanOutRequest asks Store.PushFanOut for the push targets of one
+// conversation but one user's (the sender's), as PushTargets lists them.
+type PushFanOutRequest struct {
+	ConversationID string
+	ExceptUserID   string
+}
+
+// PushFanOut answers one PushFanOutRequest.
+type PushFanOut struct {
+	// Found is false if there is no such conversation (Targets is
+	// empty then).
+	Found bool
+	// Targets as PushTargets lists them, each with Unread and Badge.
+	Targets []PushTarget
+}
+
+// MaxPushFanOut bounds the requests of one Store.PushFanOut call.
+const MaxPushFanOut = 256
+
+// PushFanOutCounted is how many users of each Store.PushFanOut answer
+// get their unread counts read with it (the first, in the targets'
+// order): a fan-out sends to a few devices itself and gives a large
+// group's others device jobs, which count at their own send.
+const PushFanOutCounted = 8
 
 // MaxMuteUntil bounds a mute or do-not-disturb: "forever" is this far.
 const MaxMuteUntil = 100 * 365 * 24 * time.Hour

@@ -81,6 +81,14 @@ type Store interface {
 	// device id. CodeConversationNotFound if there is no such
 	// conversation.
 	PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]PushTarget, error)
+	// PushFanOut answers several PushTargets requests at once (at most
+	// MaxPushFanOut; more is a CodeInvalidRequest error), the targets of
+	// the first PushFanOutCounted users of each answer with their user's
+	// unread counts as Unread counts them at now (Counted: the
+	// notification's count and badge): the push role's one read for a
+	// batch of messages. The answers are in the requests' order; an
+	// unknown conversation is an answer with Found false, not an error.
+	PushFanOut(ctx context.Context, reqs []PushFanOutRequest, now time.Time) ([]PushFanOut, error)
 	// PushTarget returns one device's target in a conversation.
 	// CodeNotFound if the device is gone or has no push registration;
 	// CodeConversationNotFound if the conversation is gone or the device's

@@ -121,7 +121,14 @@ func (q *Queue) awaitFetch(ctx context.Context, deviceID, messageID string) {
 	if !parley.ValidID(deviceID) {
 		return
 	}
-	err := casUpdate(ctx, q.traces, awaitKey(deviceID), func(cur []byte) ([]byte, error) {
+	// A device with no fetch awaited (as the mirror says; nearly every
+	// device, since its fetches clear it) has no entry: it is created
+	// without a read first, and read only if it exists after all.
+	var known *kvEntry
+	if !q.mayAwait(deviceID) {
+		known = &kvEntry{}
+	}
+	_, err := casUpdateFrom(ctx, q.traces, awaitKey(deviceID), known, func(cur []byte) ([]byte, error) {
 		var a awaiting
 		if cur != nil {
 			_ = json.Unmarshal(cur, &a)

@@ -21,6 +21,7 @@ import (
 // Store is what the push role reads and changes in the system of record.
 type Store interface {
 	PushTargets(ctx context.Context, conversationID, exceptUserID string) ([]parley.PushTarget, error)
+	PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest, now time.Time) ([]parley.PushFanOut, error)
 	PushTarget(ctx context.Context, conversationID, deviceID string) (*parley.PushTarget, error)
 	Unread(ctx context.Context, userID, conversationID string, now time.Time) (conv, total int64, err error)
 	User(ctx context.Context, id string) (*parley.User, error)
@@ -253,14 +254,7 @@ func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
 		got := 0
 		if err == nil {
-			for msg := range batch.Messages() {
-				got++
-				wg.Add(1)
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					w.handle(hctx, msg)
-				}()
-			}
+			got = w.dispatch(hctx, batch.Messages(), sem, wg)
 			err = batch.Error()
 		}
 		for range n - got {
@@ -292,9 +286,121 @@ func (w *Worker) consume(ctx, hctx context.Context, sem chan struct{}, wg *sync.
 // request can hold the role up.
 const fetchWait = time.Second
 
+// dispatch hands the jobs of one fetch to handlers as they arrive and
+// returns how many came. Message jobs due for their fan-out are gathered
+// while they arrive together (a gap of groupWait ends a group) and read
+// from the store together (fanOutGroup): one PushFanOut for the group's
+// targets and unread counts instead of two reads per message.
+func (w *Worker) dispatch(hctx context.Context, msgs <-chan jetstream.Msg, sem chan struct{}, wg *sync.WaitGroup) int {
+	got := 0
+	var group []*dueFanOut
+	flush := func() {
+		if len(group) > 0 {
+			wg.Add(len(group))
+			go w.fanOutGroup(hctx, group, func() { <-sem; wg.Done() })
+			group = nil
+		}
+	}
+	gap := time.NewTimer(time.Hour)
+	defer gap.Stop()
+	for {
+		var msg jetstream.Msg
+		var ok bool
+		if len(group) == 0 {
+			msg, ok = <-msgs
+		} else {
+			gap.Reset(groupWait)
+			select {
+			case msg, ok = <-msgs:
+			case <-gap.C:
+				flush()
+				msg, ok = <-msgs
+			}
+		}
+		if !ok {
+			flush()
+			return got
+		}
+		got++
+		if d := w.dueFanOutOf(msg); d != nil {
+			group = append(group, d)
+			if len(group) == parley.MaxPushFanOut {
+				flush()
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			w.handle(hctx, msg, nil)
+		}()
+	}
+}
+
+// groupWait is how long a group of due message jobs waits for the next
+// job of the same fetch: a fetch's jobs arrive back to back, so it is
+// no wait for a full batch and little for a lone job.
+const groupWait = time.Millisecond
+
+// dueFanOut is a message job due for its fan-out, with what the store
+// said for it (fanOutGroup).
+type dueFanOut struct {
+	msg jetstream.Msg
+	job MessageJob
+	// read is the store's answer for the job, err its failure.
+	read *parley.PushFanOut
+	err  error
+}
+
+// dueFanOutOf returns msg as a dueFanOut if it is a message job whose
+// collapse window has passed and whose TTL has not, otherwise nil (the
+// job is handled alone).
+func (w *Worker) dueFanOutOf(msg jetstream.Msg) *dueFanOut {
+	if msg.Subject() != w.q.n.msg {
+		return nil
+	}
+	d := &dueFanOut{msg: msg}
+	if decodeJob(msg.Data(), &d.job) != nil {
+		return nil
+	}
+	now, committed := time.Now(), time.UnixMilli(d.job.CommittedAt)
+	if committed.Add(w.cfg.CollapseWindow).After(now) || now.Sub(committed) > w.cfg.TTL {
+		return nil
+	}
+	return d
+}
+
+// fanOutGroup reads the targets of a group of due message jobs and their
+// users' unread counts in one store call, then runs each job's fan-out
+// with its answer; done is called as each job is finished.
+func (w *Worker) fanOutGroup(ctx context.Context, group []*dueFanOut, done func()) {
+	reqs := make([]parley.PushFanOutRequest, len(group))
+	for i, d := range group {
+		reqs[i] = parley.PushFanOutRequest{ConversationID: d.job.ConversationID, ExceptUserID: d.job.SenderID}
+	}
+	rctx, cancel := context.WithTimeout(ctx, jobTimeout)
+	read, err := w.store.PushFanOut(rctx, reqs, time.Now())
+	cancel()
+	if err == nil && len(read) != len(group) {
+		err = fmt.Errorf("push: the store answered %d fan-outs of %d", len(read), len(group))
+	}
+	for i, d := range group {
+		if err != nil {
+			d.err = err
+		} else {
+			d.read = &read[i]
+		}
+		go func() {
+			defer done()
+			w.handle(ctx, d.msg, d)
+		}()
+	}
+}
+
 // handle processes one job and acks, naks (with a delay) or terminates
-// it.
-func (w *Worker) handle(parent context.Context, msg jetstream.Msg) {
+// it. A message job read with others (fanOutGroup) comes as due, with
+// the store's answer.
+func (w *Worker) handle(parent context.Context, msg jetstream.Msg, due *dueFanOut) {
 	ctx, cancel := context.WithTimeout(parent, jobTimeout)
 	defer cancel()
 	// Report progress while working, so a slow provider does not get the
@@ -315,10 +421,14 @@ func (w *Worker) handle(parent context.Context, msg jetstream.Msg) {
 	var err error
 	subject := msg.Subject()
 	switch {
+	case due != nil:
+		if err = due.err; err == nil {
+			delay, err = w.fanOut(ctx, &due.job, due.read)
+		}
 	case subject == w.q.n.msg:
 		var j MessageJob
 		if err = decodeJob(msg.Data(), &j); err == nil {
-			delay, err = w.fanOut(ctx, &j)
+			delay, err = w.fanOut(ctx, &j, nil)
 		}
 	case subject == w.q.n.read:
 		var j ReadJob
@@ -367,7 +477,10 @@ func (e *decodeError) Error() string { return e.err.Error() }
 
 // fanOut decides, for each device of the message's members, whether it
 // may need a notification, and enqueues a device job for those that may.
-func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, error) {
+// read, if not nil, is what the store said for the job (its targets with
+// their unread counts), read with other jobs' (fanOutGroup); otherwise
+// the targets are read here.
+func (w *Worker) fanOut(ctx context.Context, j *MessageJob, read *parley.PushFanOut) (time.Duration, error) {
 	now := time.Now()
 	committed := time.UnixMilli(j.CommittedAt)
 	if now.Sub(committed) > w.cfg.TTL {
@@ -382,12 +495,21 @@ func (w *Worker) fanOut(ctx context.Context, j *MessageJob) (time.Duration, erro
 	if due := committed.Add(w.cfg.CollapseWindow); due.After(now) {
 		return due.Sub(now), nil
 	}
-	targets, err := w.store.PushTargets(ctx, j.ConversationID, j.SenderID)
-	if parley.ErrorCode(err) == parley.CodeConversationNotFound {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
+	var targets []parley.PushTarget
+	if read != nil {
+		if !read.Found {
+			return 0, nil
+		}
+		targets = read.Targets
+	} else {
+		var err error
+		targets, err = w.store.PushTargets(ctx, j.ConversationID, j.SenderID)
+		if parley.ErrorCode(err) == parley.CodeConversationNotFound {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
 	if len(targets) == 0 {
 		return 0, nil // nobody to wake: no trace either
@@ -570,7 +692,8 @@ func (w *Worker) device(ctx context.Context, j *DeviceJob) (time.Duration, error
 // rules, claims the send, sends, and records the outcome. Its trace
 // events go to tr, to be written with others, or (tr nil) each at once.
 // A delay says the job must be tried again then (its host or user at
-// the limit, another worker sending).
+// the limit, another worker sending). A target whose unread counts were
+// read with it (Counted, by PushFanOut) is not counted again.
 func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, tr *traceBatch) (time.Duration, error) {
 	now := time.Now()
 	trace := &parley.PushTrace{MessageID: j.MessageID, ConversationID: j.ConversationID, Seq: j.Seq}
@@ -632,9 +755,11 @@ func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, t
 		return busyDelay(), nil
 	}
 	defer release()
-	convUnread, badge, err := w.store.Unread(ctx, t.UserID, j.ConversationID, now)
-	if err != nil {
-		return 0, err
+	convUnread, badge := t.Unread, t.Badge
+	if !t.Counted {
+		if convUnread, badge, err = w.store.Unread(ctx, t.UserID, j.ConversationID, now); err != nil {
+			return 0, err
+		}
 	}
 	n := &Notification{Kind: j.Kind, ConversationID: j.ConversationID, Seq: seq, Count: convUnread, Badge: badge,
 		TraceID: j.MessageID, Expires: j.committed().Add(w.cfg.TTL)}

@@ -247,3 +247,100 @@ func (s *Store) PushTarget(ctx context.Context, conversationID, deviceID string)
 	}
 	return &target, nil
 }
+
+// PushFanOut implements parley.Store on the primary: the requests'
+// PushTargets queries in one batch (one round trip), then Unread's for
+// each distinct user and conversation among their targets in another.
+func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest, now time.Time) ([]parley.PushFanOut, error) {
+	defer s.track("push_fan_out", time.Now())
+	if len(reqs) > parley.MaxPushFanOut {
+		return nil, parley.Errorf(parley.CodeInvalidRequest, "at most %d push fan-outs at once", parley.MaxPushFanOut)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	out := make([]parley.PushFanOut, len(reqs))
+	if len(reqs) == 0 {
+		return out, nil
+	}
+	b := &pgx.Batch{}
+	for _, req := range reqs {
+		b.Queue(pushTargetsSQL, req.ConversationID, req.ExceptUserID)
+	}
+	sealed := make([][]*pushTargetRow, len(reqs))
+	br := s.pool.SendBatch(ctx, b)
+	for i := range reqs {
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return nil, s.internal("read push targets", err)
+		}
+		for rows.Next() {
+			r, err := scanPushTarget(rows)
+			if err != nil {
+				rows.Close()
+				br.Close()
+				return nil, s.internal("read push targets", err)
+			}
+			out[i].Found = true
+			if r.deviceID != nil {
+				sealed[i] = append(sealed[i], r)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			br.Close()
+			return nil, s.internal("read push targets", err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, s.internal("read push targets", err)
+	}
+
+	type pair struct{ user, conv string }
+	var pairs []pair
+	counts := map[pair][2]int64{} // conv, total
+	b = &pgx.Batch{}
+	for i, rs := range sealed {
+		users := 0
+		for _, r := range rs {
+			k := pair{*r.userID, reqs[i].ConversationID}
+			if _, ok := counts[k]; ok {
+				continue
+			}
+			if users++; users > parley.PushFanOutCounted {
+				break // targets are ordered by user: the rest are others'
+			}
+			counts[k] = [2]int64{}
+			pairs = append(pairs, k)
+			b.Queue(unreadSQL, engine.Millis(now), k.user, k.conv)
+		}
+	}
+	if len(pairs) > 0 {
+		br = s.pool.SendBatch(ctx, b)
+		for _, k := range pairs {
+			var conv, total int64
+			if err := br.QueryRow().Scan(&total, &conv); err != nil {
+				br.Close()
+				return nil, s.internal("read unread counts", err)
+			}
+			counts[k] = [2]int64{conv, total}
+		}
+		if err := br.Close(); err != nil {
+			return nil, s.internal("read unread counts", err)
+		}
+	}
+	for i, rs := range sealed {
+		out[i].Targets = make([]parley.PushTarget, len(rs))
+		for j, r := range rs {
+			t, err := s.openPushTarget(r)
+			if err != nil {
+				return nil, err
+			}
+			c, ok := counts[pair{t.UserID, reqs[i].ConversationID}]
+			t.Unread, t.Badge, t.Counted = c[0], c[1], ok
+			out[i].Targets[j] = t
+		}
+	}
+	return out, nil
+}

@@ -337,3 +337,118 @@ func testPushTargetRequest(t *testing.T, f *fixture) {
 		t.Fatalf("after accepting: Request %v (PushTargets), %v (PushTarget); want false", inList, alone)
 	}
 }
+
+// testPushFanOut: several conversations' targets at once, each as
+// PushTargets lists it and with its user's unread counts as Unread
+// counts them; an unknown conversation is an answer without targets,
+// not an error; too many requests are refused.
+func testPushFanOut(t *testing.T, f *fixture) {
+	a, b, c := f.user(), f.user(), f.user()
+	g := f.group(a, b, c)
+	other := f.group(a, b)
+	alone := f.group(a)
+	b1, _ := f.session(b)
+	b2, _ := f.session(b)
+	c1, _ := f.session(c)
+	for _, r := range []struct {
+		u *parley.User
+		d *parley.Device
+	}{{b, b1}, {b, b2}, {c, c1}} {
+		f.register(r.u, r.d)
+	}
+	for range 3 {
+		f.send(g, a, "hi")
+	}
+	for range 2 {
+		f.send(other, a, "elsewhere")
+	}
+	f.send(other, b, "b's own: not unread for b")
+	if _, err := f.s.MarkRead(f.ctx, g.ID, b.ID, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	reqs := []parley.PushFanOutRequest{
+		{ConversationID: g.ID, ExceptUserID: a.ID},
+		{ConversationID: parley.NewID(), ExceptUserID: a.ID},
+		{ConversationID: alone.ID, ExceptUserID: a.ID},
+		{ConversationID: other.ID, ExceptUserID: a.ID},
+		{ConversationID: g.ID, ExceptUserID: c.ID},
+	}
+	got, err := f.s.PushFanOut(f.ctx, reqs, f.now)
+	if err != nil {
+		t.Fatalf("PushFanOut: %v", err)
+	}
+	if len(got) != len(reqs) {
+		t.Fatalf("PushFanOut: %d answers, want %d", len(got), len(reqs))
+	}
+	for i, req := range reqs {
+		want, err := f.s.PushTargets(f.ctx, req.ConversationID, req.ExceptUserID)
+		if parley.ErrorCode(err) == parley.CodeConversationNotFound {
+			if got[i].Found || len(got[i].Targets) != 0 {
+				t.Fatalf("PushFanOut answer %d (unknown conversation) = %+v; want not found", i, got[i])
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got[i].Found {
+			t.Fatalf("PushFanOut answer %d: not found; want found", i)
+		}
+		wantTargets(t, got[i].Targets, want, "PushFanOut's targets")
+		for _, tg := range got[i].Targets {
+			if !tg.Counted {
+				t.Fatalf("PushFanOut answer %d, device %s: not counted (%d users)", i, tg.DeviceID, len(got[i].Targets))
+			}
+			conv, total, err := f.s.Unread(f.ctx, tg.UserID, req.ConversationID, f.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tg.Unread != conv || tg.Badge != total {
+				t.Fatalf("PushFanOut answer %d, device %s: unread %d badge %d; Unread says %d, %d", i, tg.DeviceID, tg.Unread, tg.Badge, conv, total)
+			}
+		}
+	}
+	// The counts themselves: b read 1 of g's 3 and has 2 unread in
+	// other (its own message is not unread); c has g's 3.
+	for _, tg := range got[0].Targets {
+		want := [2]int64{2, 4}
+		if tg.UserID == c.ID {
+			want = [2]int64{3, 3}
+		}
+		if [2]int64{tg.Unread, tg.Badge} != want {
+			t.Fatalf("PushFanOut: %s's unread %d and badge %d; want %v", tg.UserID, tg.Unread, tg.Badge, want)
+		}
+	}
+	if len(got[0].Targets) != 3 || len(got[3].Targets) != 2 || len(got[4].Targets) != 2 || len(got[2].Targets) != 0 {
+		t.Fatalf("PushFanOut: %d, %d, %d, %d targets; want 3, 2, 2, 0", len(got[0].Targets), len(got[3].Targets), len(got[4].Targets), len(got[2].Targets))
+	}
+
+	// A large group: the first PushFanOutCounted users (in the targets'
+	// order) are counted, the others not.
+	var many []*parley.User
+	for range parley.PushFanOutCounted + 2 {
+		u := f.user()
+		d, _ := f.session(u)
+		f.register(u, d)
+		many = append(many, u)
+	}
+	big := f.group(a, many...)
+	f.send(big, a, "to many")
+	got, err = f.s.PushFanOut(f.ctx, []parley.PushFanOutRequest{{ConversationID: big.ID, ExceptUserID: a.ID}}, f.now)
+	if err != nil || len(got) != 1 || len(got[0].Targets) != parley.PushFanOutCounted+2 {
+		t.Fatalf("PushFanOut(a large group) = %+v, %v", got, err)
+	}
+	for j, tg := range got[0].Targets {
+		if want := j < parley.PushFanOutCounted; tg.Counted != want || (want && (tg.Unread != 1 || tg.Badge != 1)) {
+			t.Fatalf("PushFanOut(a large group), target %d: counted %v (unread %d, badge %d); want counted %v with 1, 1",
+				j, tg.Counted, tg.Unread, tg.Badge, want)
+		}
+	}
+
+	if got, err := f.s.PushFanOut(f.ctx, nil, f.now); err != nil || len(got) != 0 {
+		t.Fatalf("PushFanOut(nothing) = %+v, %v", got, err)
+	}
+	_, err = f.s.PushFanOut(f.ctx, make([]parley.PushFanOutRequest, parley.MaxPushFanOut+1), f.now)
+	wantCode(t, err, parley.CodeInvalidRequest, "PushFanOut of too many")
+}

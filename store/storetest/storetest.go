@@ -104,6 +104,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Push", testPush},
 		{"PushDevices", testPushDevices},
 		{"PushTargets", testPushTargets},
+		{"PushFanOut", testPushFanOut},
 		{"PushTarget", testPushTarget},
 		{"PushTargetRequest", testPushTargetRequest},
 		{"Mute", testMute},
