@@ -37,7 +37,7 @@ func NewWS(reg prometheus.Registerer, sessions func() float64) *WS {
 		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "parley_ws_delivery_lag_seconds",
-			Help: "How long the live event last handled waited in this node's bus queue before the gateway delivered it (the delivery backlog; sends are held above the bound).",
+			Help: "The delivery backlog: how long the live event last handled waited in this node's bus queue, or the expected wait of those queued behind it if longer (sends are held above --delivery-lag-bound).",
 		}),
 		held: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_ws_sends_held_total",
