@@ -1,6 +1,9 @@
 package parley
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Bus carries live events between the parts of Parley and between nodes:
 // messages, receipts, typing, presence and membership changes all travel on
@@ -42,6 +45,20 @@ type Bus interface {
 // that the burst ended; handlers skip nil data.
 type BatchSubscriber interface {
 	SubscribeBatch(pattern string, handle func(subject string, data []byte, more bool)) (Subscription, error)
+}
+
+// QueueWaiter is implemented by a Subscription that measures how long its
+// events wait in this process between arriving and reaching the handler:
+// the node's delivery backlog. The WebSocket gateway holds new sends while
+// it is over a bound (back-pressure; docs/protocol.md, Overload).
+type QueueWaiter interface {
+	// QueueWait is the subscription's backlog in time, as of the event
+	// being handled (or, between events, the last one handled): how long
+	// that event waited in the queue or, if longer, how long the events
+	// queued behind it are expected to (their number times the recent
+	// handling time per event). Safe for concurrent use; cheap (called
+	// for every event).
+	QueueWait() time.Duration
 }
 
 // Subscription is one Subscribe; Close stops its deliveries (a call in

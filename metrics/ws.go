@@ -1,12 +1,19 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // WS holds the WebSocket gateway's collectors. A nil *WS records nothing.
 type WS struct {
 	frames   *prometheus.CounterVec
 	closes   *prometheus.CounterVec
 	gapFills prometheus.Counter
+	lag      prometheus.Gauge
+	held     prometheus.Counter
+	heldSecs prometheus.Counter
 }
 
 // wsFrameTypes bounds the type label: clients choose the type.
@@ -28,8 +35,20 @@ func NewWS(reg prometheus.Registerer, sessions func() float64) *WS {
 			Name: "parley_live_gap_fills_total",
 			Help: "Gaps in live delivery (a message event lost or late on the bus) filled from the store.",
 		}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_ws_delivery_lag_seconds",
+			Help: "The delivery backlog: how long the live event last handled waited in this node's bus queue, or the expected wait of those queued behind it if longer (sends are held above --delivery-lag-bound).",
+		}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_ws_sends_held_total",
+			Help: "Send frames held (not yet committed or acked) because live delivery was behind.",
+		}),
+		heldSecs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_ws_send_hold_seconds_total",
+			Help: "Time connections spent holding sends because live delivery was behind.",
+		}),
 	}
-	reg.MustRegister(m.frames, m.closes, m.gapFills, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	reg.MustRegister(m.frames, m.closes, m.gapFills, m.lag, m.held, m.heldSecs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_ws_connections",
 		Help: "Live WebSocket connections on this node.",
 	}, sessions))
@@ -61,4 +80,23 @@ func (m *WS) GapFilled() {
 		return
 	}
 	m.gapFills.Inc()
+}
+
+// DeliveryLag records how long the live event just handled waited in the
+// node's bus queue.
+func (m *WS) DeliveryLag(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.lag.Set(d.Seconds())
+}
+
+// SendsHeld counts n sends of one connection held for d because delivery
+// was behind.
+func (m *WS) SendsHeld(n int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.held.Add(float64(n))
+	m.heldSecs.Add(d.Seconds())
 }

@@ -143,7 +143,7 @@ func BenchmarkHubBurst(b *testing.B) {
 				for i := range events {
 					events[i] = messageEvent(b, parley.Message{ConversationID: testConv, Seq: int64(i + 1), Body: "a message of ordinary length, about sixty bytes long"})
 				}
-				handle := h.batchHandler()
+				handle := h.batchHandler(&lagWatch{g: h.g})
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := range b.N {

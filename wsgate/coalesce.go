@@ -145,8 +145,9 @@ func (h *hub) flush(end bool) {
 
 // batchHandler returns the handler of one batch subscription: it opens a
 // burst when more events wait, and writes the held frames when none does,
-// or every maxBurst events.
-func (h *hub) batchHandler() func(subject string, data []byte, more bool) {
+// or every maxBurst events. After each event w follows the subscription's
+// backlog (backpressure.go).
+func (h *hub) batchHandler(w *lagWatch) func(subject string, data []byte, more bool) {
 	held := false // this subscription counts in h.open
 	n := 0
 	return func(subject string, data []byte, more bool) {
@@ -159,6 +160,7 @@ func (h *hub) batchHandler() func(subject string, data []byte, more bool) {
 		if data != nil { // nil: an event the bus dropped, ending a burst
 			h.onEvent(subject, data)
 		}
+		w.observe(more)
 		if !held {
 			return
 		}

@@ -131,7 +131,7 @@ func TestBurstOneWritePerSession(t *testing.T) {
 	_, ra := connectRaw(h, "alice", map[string]int64{testConv: 0})
 	_, rb := connectRaw(h, "bob", map[string]int64{testConv: 0})
 	ra.writes, rb.writes = nil, nil // ready frames
-	handle := h.batchHandler()
+	handle := h.batchHandler(&lagWatch{g: h.g})
 	for seq := int64(1); seq <= 5; seq++ {
 		handle("", messageEvent(t, parley.Message{ConversationID: testConv, Seq: seq, Body: strings.Repeat("b", int(seq)*40)}), seq < 5)
 		if seq < 5 && len(rb.writes) != 0 {
@@ -165,7 +165,7 @@ func TestBurstKeepsOrderWithOtherWriters(t *testing.T) {
 	sa, ra := connectRaw(h, "alice", map[string]int64{testConv: 0})
 	connectRaw(h, "bob", map[string]int64{testConv: 0})
 	ra.writes = nil
-	handle := h.batchHandler()
+	handle := h.batchHandler(&lagWatch{g: h.g})
 	handle("", messageEvent(t, parley.Message{ConversationID: testConv, Seq: 1, Body: "one"}), true)
 	sa.writeFrame(PongFrame{Type: FramePong, ID: "between"})
 	handle("", messageEvent(t, parley.Message{ConversationID: testConv, Seq: 2, Body: "two"}), true)
@@ -205,7 +205,7 @@ func TestBurstBounded(t *testing.T) {
 	_, r := connectRaw(h, "alice", map[string]int64{testConv: 0})
 	connectRaw(h, "bob", map[string]int64{testConv: 0})
 	r.writes = nil
-	handle := h.batchHandler()
+	handle := h.batchHandler(&lagWatch{g: h.g})
 	for seq := int64(1); seq <= 3*maxBurst; seq++ {
 		handle("", messageEvent(t, parley.Message{ConversationID: testConv, Seq: seq, Body: "m"}), true)
 	}

@@ -143,6 +143,11 @@ type Config struct {
 	// burst 60).
 	SendRate, TypingRate, RequestRate    float64
 	SendBurst, TypingBurst, RequestBurst int
+	// DeliveryLagBound is the delivery backlog (how long live events wait
+	// in this node's bus queue before the hub handles them) above which
+	// new sends are held, so that senders slow to the rate the node
+	// delivers (backpressure.go). Default 100 ms; negative: never hold.
+	DeliveryLagBound time.Duration
 	// Pollers is the number of nbio poller goroutines. Default 2.
 	Pollers int
 	// Metrics records the gateway's collectors; nil records nothing.
@@ -176,6 +181,9 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxWriteBuffer, 2<<20)
 	defInt(&c.QueueDepth, 32)
 	def(&c.GapWait, 50*time.Millisecond)
+	if c.DeliveryLagBound == 0 {
+		c.DeliveryLagBound = 100 * time.Millisecond
+	}
 	defRate(&c.SendRate, &c.SendBurst, 20, 40)
 	defRate(&c.TypingRate, &c.TypingBurst, 2, 5)
 	defRate(&c.RequestRate, &c.RequestBurst, 20, 60)
@@ -204,6 +212,8 @@ type Gateway struct {
 	sessions atomic.Int64
 	draining atomic.Int64 // sessions running a request
 	framers  sync.Pool    // *framer (coalesce.go)
+	press    pressure     // backpressure.go
+	watches  []*lagWatch
 }
 
 // New starts a gateway: the nbio engine, the bus subscriptions and the
@@ -228,7 +238,12 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 		var sub parley.Subscription
 		var err error
 		if batch != nil {
-			sub, err = batch.SubscribeBatch(pattern, g.hub.batchHandler()) // coalesce.go
+			w := &lagWatch{g: g}
+			sub, err = batch.SubscribeBatch(pattern, g.hub.batchHandler(w)) // coalesce.go
+			if q, ok := sub.(parley.QueueWaiter); ok && err == nil {
+				w.sub.Store(q)
+				g.watches = append(g.watches, w)
+			}
 		} else {
 			sub, err = bus.Subscribe(pattern, g.hub.onEvent)
 		}
@@ -522,6 +537,9 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	}
 	for _, sub := range g.subs {
 		_ = sub.Close()
+	}
+	for _, w := range g.watches {
+		w.stop() // release held sends: no event may come to do it
 	}
 	g.hub.endBursts()
 	close(g.stop)

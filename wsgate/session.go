@@ -280,6 +280,13 @@ func (s *session) handleRun(run []ClientFrame) {
 			sends = append(sends, &run[i])
 		}
 	}
+	if len(sends) > 0 {
+		// Back-pressure: while delivery is behind, hold the sends
+		// (and so their acks) until it catches up (backpressure.go).
+		if d := s.g.press.hold(ctx); d > 0 {
+			s.g.cfg.Metrics.SendsHeld(len(sends), d)
+		}
+	}
 	if len(sends) == 1 {
 		s.handle(sends[0])
 	} else if len(sends) > 1 {

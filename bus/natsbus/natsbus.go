@@ -254,22 +254,29 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte) error {
 // registered the interest, so events published after it returns are
 // delivered.
 func (b *Bus) Subscribe(pattern string, handle func(subject string, data []byte)) (parley.Subscription, error) {
-	return b.subscribe(pattern, func(m *nats.Msg) { handle(m.Subject, m.Data) })
+	return b.subscribe(pattern, nil, func(m *nats.Msg) { handle(m.Subject, m.Data) })
 }
 
 // SubscribeBatch implements parley.BatchSubscriber: more is whether the
 // client holds further messages of the subscription, not yet handed to
 // handle (its pending count includes the message being handled until the
 // handler returns).
+//
+// The subscription implements parley.QueueWaiter: how long the event
+// being handled waited in the client's queue (see queueWait).
 func (b *Bus) SubscribeBatch(pattern string, handle func(subject string, data []byte, more bool)) (parley.Subscription, error) {
-	return b.subscribe(pattern, func(m *nats.Msg) {
+	w := newQueueWait()
+	return b.subscribe(pattern, w, func(m *nats.Msg) {
 		n, _, err := m.Sub.Pending()
+		if d, derr := m.Sub.Delivered(); err == nil && derr == nil && d > 0 && n > 0 {
+			w.observe(uint64(d), uint64(d)+uint64(n)-1)
+		}
 		handle(m.Subject, m.Data, err == nil && n > 1)
 	})
 }
 
-func (b *Bus) subscribe(pattern string, handle nats.MsgHandler) (parley.Subscription, error) {
-	s := &subscription{bus: b}
+func (b *Bus) subscribe(pattern string, w *queueWait, handle nats.MsgHandler) (parley.Subscription, error) {
+	s := &subscription{bus: b, wait: w}
 	sub, err := b.nc.Subscribe(pattern, handle)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: subscribe %s: %w", pattern, err)
@@ -308,7 +315,19 @@ func (b *Bus) Close() error {
 type subscription struct {
 	bus  *Bus
 	sub  *nats.Subscription
+	wait *queueWait // SubscribeBatch's; nil for Subscribe's
 	once sync.Once
+}
+
+var _ parley.QueueWaiter = (*subscription)(nil)
+
+// QueueWait implements parley.QueueWaiter; 0 for a subscription made by
+// Subscribe (which does not measure).
+func (s *subscription) QueueWait() time.Duration {
+	if s.wait == nil {
+		return 0
+	}
+	return time.Duration(s.wait.last.Load())
 }
 
 func (s *subscription) Close() error {

@@ -81,6 +81,7 @@ type Config struct {
 	MaxConnsDevice   int            // WebSocket connections per device on a node; default 10
 	MaxConnsUser     int            // WebSocket connections per user on a node; default 50
 	PresenceGrace    time.Duration  // online after the last session closed; default 5s
+	DeliveryLagBound time.Duration  // delivery backlog above which sends are held; default 100ms, 0 = never
 	MessageRequests  bool           // strangers' DMs and group adds arrive as requests; default on
 	StrangerAdds     int            // strangers one user may put into conversations per hour; default 50, 0 = no limit
 	Push             PushConfig     // the notification service (push role)
@@ -382,6 +383,7 @@ func settings() []setting {
 		{"max-frame-bytes", "PARLEY_MAX_FRAME_BYTES", "131072", "largest WebSocket frame a client may send; larger closes the connection with 1009", integer(func(c *Config) *int { return &c.MaxFrameBytes })},
 		{"max-connections-per-device", "PARLEY_MAX_CONNECTIONS_PER_DEVICE", "10", "WebSocket connections one device may hold on a node; one more closes its oldest (4004)", integer(func(c *Config) *int { return &c.MaxConnsDevice })},
 		{"max-connections-per-user", "PARLEY_MAX_CONNECTIONS_PER_USER", "50", "WebSocket connections one user may hold on a node over all devices; one more is refused with limit_exceeded (409)", integer(func(c *Config) *int { return &c.MaxConnsUser })},
+		{"delivery-lag-bound", "PARLEY_DELIVERY_LAG_BOUND", "100ms", "how long live events may wait in a node's bus queue before the node holds new WebSocket sends (their acks come later) until delivery catches up; 0 = never hold", dur(func(c *Config) *time.Duration { return &c.DeliveryLagBound })},
 		{"presence-grace", "PARLEY_PRESENCE_GRACE", "5s", "how long a user stays online after the last connection closed (avoids flapping on reconnects)", dur(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 		{"outbound-allow", "PARLEY_OUTBOUND_ALLOW", "", "exceptions for requests whose destination users choose (Web Push endpoints), comma-separated: CIDR prefixes or addresses (10.1.0.0/16, 127.0.0.1) let connections to blocked ranges through; host names with an optional port (push.corp.example:8443) let that host through whatever it resolves to; both allow plain http for those hosts. Empty = public https hosts only", func(c *Config, v string) error {
 			p, err := outbound.ParseAllow(v)

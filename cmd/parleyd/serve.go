@@ -425,6 +425,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			IdleTimeout:       cfg.IdleTimeout,
 			AllowedOrigins:    splitList(cfg.AllowedOrigins),
 			PresenceGrace:     cfg.PresenceGrace,
+			DeliveryLagBound:  lagBound(cfg.DeliveryLagBound),
 			Directory:         dir,
 			LimitsOff:         !cfg.Limits,
 			Metrics:           wsMetrics,
@@ -644,4 +645,13 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// lagBound maps the delivery-lag-bound setting to wsgate's: 0 (never
+// hold) is negative there, where 0 means the default.
+func lagBound(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
