@@ -5,137 +5,25 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/push/pushtest"
 )
 
 // startPushCluster runs, on the machine's PostgreSQL and NATS, a gateway
 // node and a push-only node pointed at local providers (APNs answering
 // after apnsDelay).
-func startPushCluster(t *testing.T, apnsDelay time.Duration) (prov *providers, gw, pusher *proc) {
+func startPushCluster(t *testing.T, apnsDelay time.Duration) (prov *e2e.Providers, gw, pusher *e2e.Proc) {
 	t.Helper()
-	prov = startProviders(t)
-	prov.apns.SetDelay(apnsDelay)
-	env := append(clusterEnv(t), prov.env...)
-	gw = startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
-	pusher = startParleyd(t, t.TempDir(), env, "--roles", "push")
+	prov = e2e.StartProviders(t)
+	prov.APNs.SetDelay(apnsDelay)
+	env := append(e2e.ClusterEnv(t), prov.Env...)
+	gw = e2e.StartParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	pusher = e2e.StartParleyd(t, t.TempDir(), env, "--roles", "push")
 	return prov, gw, pusher
-}
-
-// providers are local servers speaking APNs, FCM and Web Push, and the
-// parleyd environment that points the push role at them.
-type providers struct {
-	apns *pushtest.APNs
-	fcm  *pushtest.FCM
-	wp   *pushtest.WebPush
-	env  []string
-}
-
-// Push timings for tests: the collapse window (long enough that a burst
-// of REST sends on a loaded CI machine falls in one) and the delivered
-// grace of live devices.
-const (
-	testCollapse = time.Second
-	testGrace    = 3 * time.Second
-)
-
-func startProviders(t *testing.T) *providers {
-	t.Helper()
-	p := &providers{apns: pushtest.NewAPNs(t), fcm: pushtest.NewFCM(t), wp: pushtest.NewWebPush(t)}
-	ca := filepath.Join(t.TempDir(), "providers-ca.pem")
-	pem := append(append(p.apns.CertPEM(), p.fcm.CertPEM()...), p.wp.CertPEM()...)
-	if err := os.WriteFile(ca, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.env = []string{
-		"PARLEY_LIMITS=off",
-		"PARLEY_PUSH_CA_FILE=" + ca,
-		"PARLEY_APNS_KEY_FILE=" + p.apns.KeyFile(),
-		"PARLEY_APNS_KEY_ID=" + p.apns.KeyID(),
-		"PARLEY_APNS_TEAM_ID=" + p.apns.TeamID(),
-		"PARLEY_APNS_URL=" + p.apns.URL(),
-		"PARLEY_FCM_CREDENTIALS=" + p.fcm.CredentialsFile(),
-		"PARLEY_FCM_URL=" + p.fcm.Endpoint(),
-		"PARLEY_VAPID_SUBJECT=mailto:ops@example.com",
-		"PARLEY_APNS_TOPICS=com.example.parley",
-		// The fakes listen on 127.0.0.1, a blocked range for Web Push
-		// endpoints unless allowed.
-		"PARLEY_OUTBOUND_ALLOW=127.0.0.1",
-		"PARLEY_PUSH_COLLAPSE=" + testCollapse.String(),
-		"PARLEY_PUSH_DELIVERED_GRACE=" + testGrace.String(),
-		"PARLEY_PUSH_RETRY_BASE=200ms",
-	}
-	return p
-}
-
-// trustVAPID tells the Web Push fake the server's VAPID public key.
-func (p *providers) trustVAPID(t *testing.T, base string) {
-	t.Helper()
-	p.wp.SetVAPIDPublicKey(mustAPI(t, 200, "GET", base+"/v1/push/vapid", "", nil)["public_key"].(string))
-}
-
-// registerAPNs registers d for APNs and returns its token.
-func (p *providers) registerAPNs(t *testing.T, base string, d device) string {
-	t.Helper()
-	tok := p.apns.NewToken()
-	mustAPI(t, 200, "PUT", base+"/v1/devices/current/push", d.token, map[string]any{"provider": "apns", "token": tok, "topic": "com.example.parley", "environment": "production"})
-	return tok
-}
-
-func (p *providers) registerFCM(t *testing.T, base string, d device) string {
-	t.Helper()
-	tok := p.fcm.NewToken()
-	mustAPI(t, 200, "PUT", base+"/v1/devices/current/push", d.token, map[string]any{"provider": "fcm", "token": tok})
-	return tok
-}
-
-func (p *providers) registerWebPush(t *testing.T, base string, d device) pushtest.Subscription {
-	t.Helper()
-	sub := p.wp.NewSubscription()
-	mustAPI(t, 200, "PUT", base+"/v1/devices/current/push", d.token, map[string]any{"provider": "webpush", "subscription": sub})
-	return sub
-}
-
-// apnsFor, fcmFor and wpFor are the requests a provider received for one
-// device.
-func (p *providers) apnsFor(token string) []pushtest.APNsRequest {
-	return only(p.apns.Requests(), func(r pushtest.APNsRequest) bool { return r.Token == token })
-}
-
-func (p *providers) fcmFor(token string) []pushtest.FCMRequest {
-	return only(p.fcm.Requests(), func(r pushtest.FCMRequest) bool { return r.Token == token })
-}
-
-func (p *providers) wpFor(sub pushtest.Subscription) []pushtest.WebPushRequest {
-	return only(p.wp.Requests(), func(r pushtest.WebPushRequest) bool { return r.Endpoint == sub.Endpoint })
-}
-
-func only[R any](rs []R, keep func(R) bool) []R {
-	var out []R
-	for _, r := range rs {
-		if keep(r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // wpData decodes a Web Push request's decrypted payload.
@@ -148,36 +36,6 @@ func wpData(t *testing.T, r pushtest.WebPushRequest) map[string]string {
 	return d
 }
 
-// apnsParley returns the "parley" dictionary of an APNs payload and the
-// aps dictionary.
-func apnsParley(t *testing.T, r pushtest.APNsRequest) (parley map[string]any, aps map[string]any) {
-	t.Helper()
-	parley, _ = r.Payload["parley"].(map[string]any)
-	aps, _ = r.Payload["aps"].(map[string]any)
-	if parley == nil || aps == nil {
-		t.Fatalf("apns payload without parley or aps: %s", r.Body)
-	}
-	return parley, aps
-}
-
-func sendText(t *testing.T, base, token, conv, clientID, body string) int64 {
-	t.Helper()
-	m := mustAPI(t, 201, "POST", base+"/v1/conversations/"+conv+"/messages", token, map[string]any{"client_msg_id": clientID, "body": body})
-	return int64(m["message"].(map[string]any)["seq"].(float64))
-}
-
-// metricValue reads one sample of a metric (with its labels as written,
-// e.g. `{provider="apns"}`), 0 if absent.
-func metricValue(t *testing.T, base, name string) float64 {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(getText(t, base+"/metrics"))
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
-}
-
 // TestPushEndToEnd runs the notification service inside one parleyd
 // against local APNs, FCM and Web Push servers. Bob has a phone (APNs), a
 // tablet (FCM) and a browser (Web Push). Offline, three messages from
@@ -187,41 +45,41 @@ func metricValue(t *testing.T, base, name string) float64 {
 // not ack is pushed after the grace; mute and do-not-disturb stop pushes;
 // the admin trace shows each step down to the phone's next fetch.
 func TestPushEndToEnd(t *testing.T) {
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	data := t.TempDir()
-	srv := startParleyd(t, data, prov.env)
-	prov.trustVAPID(t, srv.base)
-	aliceID, _ := signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	phone := loginDevice(t, srv.base, "bob", "phone")
-	tablet := loginDevice(t, srv.base, "bob", "tablet")
-	browser := loginDevice(t, srv.base, "bob", "browser")
-	apnsTok := prov.registerAPNs(t, srv.base, phone)
-	fcmTok := prov.registerFCM(t, srv.base, tablet)
-	sub := prov.registerWebPush(t, srv.base, browser)
+	srv := e2e.StartParleyd(t, data, prov.Env)
+	prov.TrustVAPID(t, srv.Base)
+	aliceID, _ := e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	phone := e2e.LoginDevice(t, srv.Base, "bob", "phone")
+	tablet := e2e.LoginDevice(t, srv.Base, "bob", "tablet")
+	browser := e2e.LoginDevice(t, srv.Base, "bob", "browser")
+	apnsTok := prov.RegisterAPNs(t, srv.Base, phone)
+	fcmTok := prov.RegisterFCM(t, srv.Base, tablet)
+	sub := prov.RegisterWebPush(t, srv.Base, browser)
 	// Alice's own registered device must never be pushed for her sends.
-	aliceTok := prov.registerAPNs(t, srv.base, alice)
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	aliceTok := prov.RegisterAPNs(t, srv.Base, alice)
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
 
 	// 1. Bob offline everywhere; three messages in a burst.
 	for i := range 3 {
-		sendText(t, srv.base, alice.token, conv, fmt.Sprint("m", i), fmt.Sprint("hello ", i))
+		e2e.SendText(t, srv.Base, alice.Token, conv, fmt.Sprint("m", i), fmt.Sprint("hello ", i))
 	}
-	eventually(t, 10*time.Second, "one notification per device", func() bool {
-		return len(prov.apnsFor(apnsTok)) >= 1 && len(prov.fcmFor(fcmTok)) >= 1 && len(prov.wpFor(sub)) >= 1
+	e2e.Eventually(t, 10*time.Second, "one notification per device", func() bool {
+		return len(prov.APNsFor(apnsTok)) >= 1 && len(prov.FCMFor(fcmTok)) >= 1 && len(prov.WebPushFor(sub)) >= 1
 	})
-	time.Sleep(2 * testCollapse) // a second notification would come by now
-	ap, fc, wp := prov.apnsFor(apnsTok), prov.fcmFor(fcmTok), prov.wpFor(sub)
+	time.Sleep(2 * e2e.PushCollapse) // a second notification would come by now
+	ap, fc, wp := prov.APNsFor(apnsTok), prov.FCMFor(fcmTok), prov.WebPushFor(sub)
 	if len(ap) != 1 || len(fc) != 1 || len(wp) != 1 {
 		t.Fatalf("a burst of 3 made %d APNs, %d FCM, %d Web Push notifications; want 1 each", len(ap), len(fc), len(wp))
 	}
-	if n := len(prov.apnsFor(aliceTok)); n != 0 {
+	if n := len(prov.APNsFor(aliceTok)); n != 0 {
 		t.Fatalf("the sender's own device was pushed %d times", n)
 	}
 	// APNs: the exact request.
 	a := ap[0]
-	pp, aps := apnsParley(t, a)
+	pp, aps := e2e.APNsParley(t, a)
 	if a.Proto != "HTTP/2.0" || a.Method != "POST" || a.Path != "/3/device/"+apnsTok || a.Topic != "com.example.parley" ||
 		a.PushType != "alert" || a.CollapseID != conv || a.Priority != 10 || a.Status != 200 {
 		t.Fatalf("APNs request: %+v", a)
@@ -235,7 +93,7 @@ func TestPushEndToEnd(t *testing.T) {
 	}
 	// FCM.
 	f := fc[0]
-	if f.Proto != "HTTP/2.0" || f.Project != prov.fcm.ProjectID() || f.CollapseKey != conv || f.AndroidPriority != "high" ||
+	if f.Proto != "HTTP/2.0" || f.Project != prov.FCM.ProjectID() || f.CollapseKey != conv || f.AndroidPriority != "high" ||
 		f.Data["count"] != "3" || f.Data["badge"] != "3" || f.Data["conversation_id"] != conv || f.Data["type"] != "message" ||
 		f.APNSHeaders["apns-collapse-id"] != conv || f.APNSHeaders["apns-push-type"] != "alert" || f.Status != 200 {
 		t.Fatalf("FCM request: %+v", f)
@@ -259,48 +117,48 @@ func TestPushEndToEnd(t *testing.T) {
 
 	// 2. Bob reads on the phone: the tablet and the browser get a silent
 	// clear with badge 0; the phone gets nothing.
-	mustAPI(t, 200, "POST", srv.base+"/v1/conversations/"+conv+"/read", phone.token, map[string]any{"seq": 3})
-	eventually(t, 10*time.Second, "silent clears", func() bool { return len(prov.fcmFor(fcmTok)) >= 2 && len(prov.wpFor(sub)) >= 2 })
-	f = prov.fcmFor(fcmTok)[1]
+	e2e.MustAPI(t, 200, "POST", srv.Base+"/v1/conversations/"+conv+"/read", phone.Token, map[string]any{"seq": 3})
+	e2e.Eventually(t, 10*time.Second, "silent clears", func() bool { return len(prov.FCMFor(fcmTok)) >= 2 && len(prov.WebPushFor(sub)) >= 2 })
+	f = prov.FCMFor(fcmTok)[1]
 	if f.Data["type"] != "read" || f.Data["badge"] != "0" || f.Data["count"] != "0" || f.Data["seq"] != "3" ||
 		f.APNSHeaders["apns-push-type"] != "background" || f.AndroidPriority != "normal" {
 		t.Fatalf("FCM clear: %+v", f)
 	}
-	if d := wpData(t, prov.wpFor(sub)[1]); d["type"] != "read" || d["badge"] != "0" {
+	if d := wpData(t, prov.WebPushFor(sub)[1]); d["type"] != "read" || d["badge"] != "0" {
 		t.Fatalf("Web Push clear: %v", d)
 	}
 	t.Logf("observed FCM clear: message=%v", f.Message)
-	time.Sleep(testCollapse)
-	if n := len(prov.apnsFor(apnsTok)); n != 1 {
+	time.Sleep(e2e.PushCollapse)
+	if n := len(prov.APNsFor(apnsTok)); n != 1 {
 		t.Fatalf("the reading phone was pushed again (%d requests)", n)
 	}
 
 	// 3. The tablet is online and acks delivered: no push for it. The
 	// browser is connected too but its socket never acks (a dead app):
 	// it is pushed after the grace. The phone is offline: pushed.
-	tc := connect(t, srv.base, tablet)
-	bc := connect(t, srv.base, browser)
+	tc := e2e.Connect(t, srv.Base, tablet)
+	bc := e2e.Connect(t, srv.Base, browser)
 	sentAt := time.Now()
-	seq := sendText(t, srv.base, alice.token, conv, "m3", "are you there?")
-	if m := expectMessage(t, tc, "ack"); m.Seq != seq {
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m3", "are you there?")
+	if m := e2e.ExpectMessage(t, tc, "ack"); m.Seq != seq {
 		t.Fatalf("tablet got seq %d", m.Seq)
 	}
 	// It acks after the collapse window, within the grace: only a push
 	// role that knows it is live waits long enough not to push it.
-	time.Sleep(testCollapse + 500*time.Millisecond)
+	time.Sleep(e2e.PushCollapse + 500*time.Millisecond)
 	tc.MustWrite(map[string]any{"type": "delivered", "id": "d1", "conversation_id": conv, "seq": seq})
-	eventually(t, 10*time.Second, "the phone's and the silent browser's pushes", func() bool {
-		return len(prov.apnsFor(apnsTok)) >= 2 && len(prov.wpFor(sub)) >= 3
+	e2e.Eventually(t, 10*time.Second, "the phone's and the silent browser's pushes", func() bool {
+		return len(prov.APNsFor(apnsTok)) >= 2 && len(prov.WebPushFor(sub)) >= 3
 	})
-	if pushed := prov.wpFor(sub)[2]; pushed.Time.Sub(sentAt) < testGrace {
-		t.Fatalf("the live browser was pushed %v after the send, before the grace (%v)", pushed.Time.Sub(sentAt), testGrace)
+	if pushed := prov.WebPushFor(sub)[2]; pushed.Time.Sub(sentAt) < e2e.PushGrace {
+		t.Fatalf("the live browser was pushed %v after the send, before the grace (%v)", pushed.Time.Sub(sentAt), e2e.PushGrace)
 	}
-	time.Sleep(testGrace)
-	if n := len(prov.fcmFor(fcmTok)); n != 2 {
+	time.Sleep(e2e.PushGrace)
+	if n := len(prov.FCMFor(fcmTok)); n != 2 {
 		t.Fatalf("the tablet received the message live and acked it, yet was pushed (%d FCM requests)", n)
 	}
-	if pp, aps := apnsParley(t, prov.apnsFor(apnsTok)[1]); pp["count"] != "1" || aps["badge"] != float64(1) {
-		t.Fatalf("after the read, one new message: %s", prov.apnsFor(apnsTok)[1].Body)
+	if pp, aps := e2e.APNsParley(t, prov.APNsFor(apnsTok)[1]); pp["count"] != "1" || aps["badge"] != float64(1) {
+		t.Fatalf("after the read, one new message: %s", prov.APNsFor(apnsTok)[1].Body)
 	}
 	tc.Close()
 	bc.Close()
@@ -308,19 +166,19 @@ func TestPushEndToEnd(t *testing.T) {
 	// 4. The trace of that message, read by an admin: the phone's send,
 	// the tablet's delivered skip, then the phone's fetch once it reads
 	// history.
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	traceURL := fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq)
-	mustAPI(t, 403, "GET", traceURL, phone.token, nil)
-	mustAPI(t, 200, "GET", srv.base+"/v1/conversations/"+conv+"/messages", phone.token, nil)
+	traceURL := fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq)
+	e2e.MustAPI(t, 403, "GET", traceURL, phone.Token, nil)
+	e2e.MustAPI(t, 200, "GET", srv.Base+"/v1/conversations/"+conv+"/messages", phone.Token, nil)
 	var stages []string
-	eventually(t, 10*time.Second, "the phone's fetch in the trace", func() bool {
-		stages = traceStages(t, mustAPI(t, 200, "GET", traceURL, alice.token, nil))
-		return hasStage(stages, "fetched", phone.id)
+	e2e.Eventually(t, 10*time.Second, "the phone's fetch in the trace", func() bool {
+		stages = e2e.TraceStages(t, e2e.MustAPI(t, 200, "GET", traceURL, alice.Token, nil))
+		return hasStage(stages, "fetched", phone.ID)
 	})
-	for _, want := range [][2]string{{"committed", ""}, {"enqueued", ""}, {"fanned_out", ""}, {"queued", phone.id}, {"sent", phone.id},
-		{"waiting", tablet.id}, {"skipped", tablet.id}, {"waiting", browser.id}, {"sent", browser.id}} {
+	for _, want := range [][2]string{{"committed", ""}, {"enqueued", ""}, {"fanned_out", ""}, {"queued", phone.ID}, {"sent", phone.ID},
+		{"waiting", tablet.ID}, {"skipped", tablet.ID}, {"waiting", browser.ID}, {"sent", browser.ID}} {
 		if !hasStage(stages, want[0], want[1]) {
 			t.Fatalf("trace lacks %v: %v", want, stages)
 		}
@@ -329,73 +187,56 @@ func TestPushEndToEnd(t *testing.T) {
 
 	// 5. Muted, then do-not-disturb: no pushes; the trace says why.
 	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
-	muted := mustAPI(t, 200, "PUT", srv.base+"/v1/conversations/"+conv+"/mute", phone.token, map[string]any{"until": until})
+	muted := e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/conversations/"+conv+"/mute", phone.Token, map[string]any{"until": until})
 	if muted["conversation"].(map[string]any)["muted_until"] == nil {
 		t.Fatalf("mute not shown: %v", muted)
 	}
-	before := len(prov.apns.Requests()) + len(prov.fcm.Requests()) + len(prov.wp.Requests())
-	seq = sendText(t, srv.base, alice.token, conv, "m4", "muted")
-	time.Sleep(3 * testCollapse)
-	if after := len(prov.apns.Requests()) + len(prov.fcm.Requests()) + len(prov.wp.Requests()); after != before {
+	before := len(prov.APNs.Requests()) + len(prov.FCM.Requests()) + len(prov.WebPush.Requests())
+	seq = e2e.SendText(t, srv.Base, alice.Token, conv, "m4", "muted")
+	time.Sleep(3 * e2e.PushCollapse)
+	if after := len(prov.APNs.Requests()) + len(prov.FCM.Requests()) + len(prov.WebPush.Requests()); after != before {
 		t.Fatalf("a muted conversation was pushed (%d requests)", after-before)
 	}
-	stages = traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
-	if !hasStage(stages, "skipped", phone.id) {
+	stages = e2e.TraceStages(t, e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
+	if !hasStage(stages, "skipped", phone.ID) {
 		t.Fatalf("trace of a muted message: %v", stages)
 	}
-	mustAPI(t, 200, "PUT", srv.base+"/v1/conversations/"+conv+"/mute", phone.token, map[string]any{"until": nil})
-	mustAPI(t, 400, "PUT", srv.base+"/v1/me/dnd", phone.token, map[string]any{"until": "yesterday"})
-	if d := mustAPI(t, 200, "PUT", srv.base+"/v1/me/dnd", phone.token, map[string]any{"until": until}); d["dnd_until"] == nil {
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/conversations/"+conv+"/mute", phone.Token, map[string]any{"until": nil})
+	e2e.MustAPI(t, 400, "PUT", srv.Base+"/v1/me/dnd", phone.Token, map[string]any{"until": "yesterday"})
+	if d := e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/me/dnd", phone.Token, map[string]any{"until": until}); d["dnd_until"] == nil {
 		t.Fatalf("dnd not set: %v", d)
 	}
-	if me := mustAPI(t, 200, "GET", srv.base+"/v1/me", tablet.token, nil); me["dnd_until"] == nil {
+	if me := e2e.MustAPI(t, 200, "GET", srv.Base+"/v1/me", tablet.Token, nil); me["dnd_until"] == nil {
 		t.Fatalf("GET /v1/me lacks dnd_until: %v", me)
 	}
-	sendText(t, srv.base, alice.token, conv, "m5", "do not disturb")
-	time.Sleep(3 * testCollapse)
-	if after := len(prov.apns.Requests()) + len(prov.fcm.Requests()) + len(prov.wp.Requests()); after != before {
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m5", "do not disturb")
+	time.Sleep(3 * e2e.PushCollapse)
+	if after := len(prov.APNs.Requests()) + len(prov.FCM.Requests()) + len(prov.WebPush.Requests()); after != before {
 		t.Fatalf("a user in do-not-disturb was pushed (%d requests)", after-before)
 	}
-	mustAPI(t, 200, "PUT", srv.base+"/v1/me/dnd", phone.token, map[string]any{"until": nil})
-	sendText(t, srv.base, alice.token, conv, "m6", "back")
-	eventually(t, 10*time.Second, "pushes after do-not-disturb", func() bool { return len(prov.apnsFor(apnsTok)) >= 3 })
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/me/dnd", phone.Token, map[string]any{"until": nil})
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m6", "back")
+	e2e.Eventually(t, 10*time.Second, "pushes after do-not-disturb", func() bool { return len(prov.APNsFor(apnsTok)) >= 3 })
 	// The count and badge include what waited meanwhile: seqs 4 to 7 are
 	// unread (4 was delivered to the tablet, not read).
-	if pp, _ := apnsParley(t, prov.apnsFor(apnsTok)[2]); pp["count"] != "4" || pp["badge"] != "4" || pp["seq"] != "7" {
-		t.Fatalf("after do-not-disturb: %s", prov.apnsFor(apnsTok)[2].Body)
+	if pp, _ := e2e.APNsParley(t, prov.APNsFor(apnsTok)[2]); pp["count"] != "4" || pp["badge"] != "4" || pp["seq"] != "7" {
+		t.Fatalf("after do-not-disturb: %s", prov.APNsFor(apnsTok)[2].Body)
 	}
 	// The fake provider has the request before the role has its answer
 	// and counts it: wait for the counters.
-	eventually(t, 10*time.Second, "parley_push_sent_total and parley_push_latency_seconds_count for apns at 3", func() bool {
-		return metricValue(t, srv.base, `parley_push_sent_total{kind="message",provider="apns"}`) >= 3 &&
-			metricValue(t, srv.base, `parley_push_latency_seconds_count{provider="apns"}`) >= 3
+	e2e.Eventually(t, 10*time.Second, "parley_push_sent_total and parley_push_latency_seconds_count for apns at 3", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_sent_total{kind="message",provider="apns"}`) >= 3 &&
+			e2e.MetricValue(t, srv.Base, `parley_push_latency_seconds_count{provider="apns"}`) >= 3
 	})
-	if v := metricValue(t, srv.base, `parley_push_skipped_total{reason="muted"}`); v < 1 {
+	if v := e2e.MetricValue(t, srv.Base, `parley_push_skipped_total{reason="muted"}`); v < 1 {
 		t.Fatalf("muted skips: %v", v)
 	}
-	metrics := getText(t, srv.base+"/metrics")
+	metrics := e2e.GetText(t, srv.Base+"/metrics")
 	for _, gauge := range []string{"parley_push_queue_depth ", "parley_push_queue_oldest_seconds "} {
 		if !strings.Contains(metrics, "\n"+gauge) {
 			t.Fatalf("no %s gauge", gauge)
 		}
 	}
-}
-
-// traceStages lists a trace's events as "stage device".
-func traceStages(t *testing.T, body map[string]any) []string {
-	t.Helper()
-	tr, _ := body["trace"].(map[string]any)
-	evs, _ := tr["events"].([]any)
-	var out []string
-	for _, e := range evs {
-		ev := e.(map[string]any)
-		s, _ := ev["stage"].(string)
-		if d, _ := ev["device_id"].(string); d != "" {
-			s += " " + d
-		}
-		out = append(out, s)
-	}
-	return out
 }
 
 func hasStage(stages []string, stage, device string) bool {
@@ -416,58 +257,58 @@ func hasStage(stages []string, stage, device string) bool {
 // times (the attempts) dead-letters the job; FCM 429 with Retry-After is
 // retried no sooner than it says; a Web Push 500 is retried.
 func TestPushProviderErrors(t *testing.T) {
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	data := t.TempDir()
-	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=3"))
-	prov.trustVAPID(t, srv.base)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	gone := prov.registerAPNs(t, srv.base, loginDevice(t, srv.base, "bob", "old phone"))
-	failing := prov.registerAPNs(t, srv.base, loginDevice(t, srv.base, "bob", "phone"))
-	limited := prov.registerFCM(t, srv.base, loginDevice(t, srv.base, "bob", "tablet"))
-	sub := prov.registerWebPush(t, srv.base, loginDevice(t, srv.base, "bob", "browser"))
-	prov.apns.Fail(gone, pushtest.Answer{Status: 410, Reason: "Unregistered"})
-	prov.apns.Fail(failing, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
-	prov.fcm.Fail(limited, pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 2})
-	prov.wp.Fail(sub.Endpoint, pushtest.Answer{Status: 500})
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	seq := sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	srv := e2e.StartParleyd(t, data, append(prov.Env, "PARLEY_PUSH_ATTEMPTS=3"))
+	prov.TrustVAPID(t, srv.Base)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	gone := prov.RegisterAPNs(t, srv.Base, e2e.LoginDevice(t, srv.Base, "bob", "old phone"))
+	failing := prov.RegisterAPNs(t, srv.Base, e2e.LoginDevice(t, srv.Base, "bob", "phone"))
+	limited := prov.RegisterFCM(t, srv.Base, e2e.LoginDevice(t, srv.Base, "bob", "tablet"))
+	sub := prov.RegisterWebPush(t, srv.Base, e2e.LoginDevice(t, srv.Base, "bob", "browser"))
+	prov.APNs.Fail(gone, pushtest.Answer{Status: 410, Reason: "Unregistered"})
+	prov.APNs.Fail(failing, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
+	prov.FCM.Fail(limited, pushtest.Answer{Status: 429, Reason: "QUOTA_EXCEEDED", RetryAfter: 2})
+	prov.WebPush.Fail(sub.Endpoint, pushtest.Answer{Status: 500})
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
 
-	eventually(t, 15*time.Second, "every retry", func() bool {
-		return len(prov.apnsFor(failing)) >= 3 && len(prov.fcmFor(limited)) >= 2 && len(prov.wpFor(sub)) >= 2
+	e2e.Eventually(t, 15*time.Second, "every retry", func() bool {
+		return len(prov.APNsFor(failing)) >= 3 && len(prov.FCMFor(limited)) >= 2 && len(prov.WebPushFor(sub)) >= 2
 	})
-	eventually(t, 5*time.Second, "the dead letter", func() bool {
-		return metricValue(t, srv.base, `parley_push_dead_letter_total{provider="apns"}`) == 1
+	e2e.Eventually(t, 5*time.Second, "the dead letter", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_dead_letter_total{provider="apns"}`) == 1
 	})
 	time.Sleep(time.Second) // no further attempt may come
-	if r := prov.apnsFor(failing); len(r) != 3 || r[2].Status != 500 {
+	if r := prov.APNsFor(failing); len(r) != 3 || r[2].Status != 500 {
 		t.Fatalf("APNs 500s: %d requests, want the 3 attempts", len(r))
 	}
-	fr := prov.fcmFor(limited)
+	fr := prov.FCMFor(limited)
 	if len(fr) != 2 || fr[0].Status != 429 || fr[1].Status != 200 {
 		t.Fatalf("FCM 429 then success: %+v", fr)
 	}
 	if gap := fr[1].Time.Sub(fr[0].Time); gap < 2*time.Second {
 		t.Fatalf("FCM retried %v after a 429 with Retry-After: 2", gap)
 	}
-	if wr := prov.wpFor(sub); len(wr) != 2 || wr[0].Status != 500 || wr[1].Status != 201 {
+	if wr := prov.WebPushFor(sub); len(wr) != 2 || wr[0].Status != 500 || wr[1].Status != 201 {
 		t.Fatalf("Web Push 500 then success: %+v", wr)
 	}
-	if r := prov.apnsFor(gone); len(r) != 1 || r[0].Status != 410 {
+	if r := prov.APNsFor(gone); len(r) != 1 || r[0].Status != 410 {
 		t.Fatalf("APNs 410: %+v", r)
 	}
-	if v := metricValue(t, srv.base, `parley_push_failed_total{provider="apns",reason="unregistered"}`); v != 1 {
+	if v := e2e.MetricValue(t, srv.Base, `parley_push_failed_total{provider="apns",reason="unregistered"}`); v != 1 {
 		t.Fatalf("unregistered metric: %v", v)
 	}
-	if v := metricValue(t, srv.base, `parley_push_failed_total{provider="fcm",reason="retry"}`); v != 1 {
+	if v := e2e.MetricValue(t, srv.Base, `parley_push_failed_total{provider="fcm",reason="retry"}`); v != 1 {
 		t.Fatalf("FCM retry metric: %v", v)
 	}
 	// The trace tells the whole story.
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	stages := e2e.TraceStages(t, e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	for _, want := range []string{"unregistered", "retrying", "dead_lettered", "sent"} {
 		found := false
 		for _, s := range stages {
@@ -480,11 +321,11 @@ func TestPushProviderErrors(t *testing.T) {
 
 	// The next message: the unregistered device is not tried again; the
 	// phone whose job was dead-lettered is (its token is fine now).
-	sendText(t, srv.base, alice.token, conv, "m2", "again")
-	eventually(t, 10*time.Second, "the second message's pushes", func() bool {
-		return len(prov.apnsFor(failing)) >= 4 && len(prov.fcmFor(limited)) >= 3 && len(prov.wpFor(sub)) >= 3
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m2", "again")
+	e2e.Eventually(t, 10*time.Second, "the second message's pushes", func() bool {
+		return len(prov.APNsFor(failing)) >= 4 && len(prov.FCMFor(limited)) >= 3 && len(prov.WebPushFor(sub)) >= 3
 	})
-	if r := prov.apnsFor(gone); len(r) != 1 {
+	if r := prov.APNsFor(gone); len(r) != 1 {
 		t.Fatalf("the unregistered token was tried again: %d requests", len(r))
 	}
 }
@@ -499,20 +340,20 @@ func TestPushProviderErrors(t *testing.T) {
 func TestPushRoleKilledMidBurst(t *testing.T) {
 	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
 	prov, gw, pusher := startPushCluster(t, 150*time.Millisecond)
-	signup(t, gw.base, "alice")
-	alice := loginDevice(t, gw.base, "alice", "laptop")
+	e2e.Signup(t, gw.Base, "alice")
+	alice := e2e.LoginDevice(t, gw.Base, "alice", "laptop")
 	const devices, rounds = 12, 4
 	tokens := make([]string, devices)
 	convs := make([]string, devices)
 	for i := range devices {
-		id, _ := signup(t, gw.base, fmt.Sprint("bob", i))
-		tokens[i] = prov.registerAPNs(t, gw.base, loginDevice(t, gw.base, fmt.Sprint("bob", i), "phone"))
-		convs[i] = mustAPI(t, 201, "POST", gw.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{id}})["conversation"].(map[string]any)["id"].(string)
+		id, _ := e2e.Signup(t, gw.Base, fmt.Sprint("bob", i))
+		tokens[i] = prov.RegisterAPNs(t, gw.Base, e2e.LoginDevice(t, gw.Base, fmt.Sprint("bob", i), "phone"))
+		convs[i] = e2e.MustAPI(t, 201, "POST", gw.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{id}})["conversation"].(map[string]any)["id"].(string)
 	}
 	var killedAt time.Time
 	for r := range rounds {
 		for i := range devices {
-			sendText(t, gw.base, alice.token, convs[i], fmt.Sprint("r", r, "-", i), "burst")
+			e2e.SendText(t, gw.Base, alice.Token, convs[i], fmt.Sprint("r", r, "-", i), "burst")
 		}
 		if r != 0 {
 			time.Sleep(400 * time.Millisecond)
@@ -522,15 +363,15 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 		// go out, each answered after the fake's 150 ms: kill once the
 		// first is at the provider (not after a fixed time: under load the
 		// fan-out may not have started by then).
-		eventually(t, 30*time.Second, "round 0's first notification at the provider", func() bool {
+		e2e.Eventually(t, 30*time.Second, "round 0's first notification at the provider", func() bool {
 			for _, tok := range tokens {
-				if len(prov.apnsFor(tok)) > 0 {
+				if len(prov.APNsFor(tok)) > 0 {
 					return true
 				}
 			}
 			return false
 		})
-		pusher.kill()
+		pusher.Kill()
 		killedAt = time.Now()
 		time.Sleep(300 * time.Millisecond)
 		if err := pusher.Restart(); err != nil {
@@ -538,9 +379,9 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 		}
 	}
 	last := fmt.Sprint(rounds)
-	eventually(t, 90*time.Second, "every device's notification of its last message", func() bool {
+	e2e.Eventually(t, 90*time.Second, "every device's notification of its last message", func() bool {
 		for _, tok := range tokens {
-			rs := prov.apnsFor(tok)
+			rs := prov.APNsFor(tok)
 			if len(rs) == 0 {
 				return false
 			}
@@ -553,7 +394,7 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 	var total, abandoned, before, after int
 	for i, tok := range tokens {
 		seen := map[string]bool{}
-		for _, r := range prov.apnsFor(tok) {
+		for _, r := range prov.APNsFor(tok) {
 			total++
 			if r.Time.Before(killedAt) {
 				before++
@@ -571,8 +412,8 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 			}
 			seen[key] = true
 		}
-		rs := prov.apnsFor(tok)
-		if pp, aps := apnsParley(t, rs[len(rs)-1]); pp["count"] != last || aps["badge"] != float64(rounds) {
+		rs := prov.APNsFor(tok)
+		if pp, aps := e2e.APNsParley(t, rs[len(rs)-1]); pp["count"] != last || aps["badge"] != float64(rounds) {
 			t.Errorf("device %d's last notification: %s", i, rs[len(rs)-1].Body)
 		}
 	}
@@ -586,20 +427,20 @@ func TestPushRoleKilledMidBurst(t *testing.T) {
 // TestPushTTL: a notification still failing when the push TTL has passed
 // since the commit is dropped, not retried.
 func TestPushTTL(t *testing.T) {
-	prov := startProviders(t)
-	srv := startParleyd(t, t.TempDir(), append(prov.env, "PARLEY_PUSH_TTL=2s"))
-	prov.trustVAPID(t, srv.base)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	sub := prov.registerWebPush(t, srv.base, loginDevice(t, srv.base, "bob", "browser"))
-	prov.wp.Fail(sub.Endpoint, pushtest.Answer{Status: 503, RetryAfter: 3})
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, alice.token, conv, "m1", "hello")
-	eventually(t, 10*time.Second, "the TTL drop", func() bool {
-		return metricValue(t, srv.base, `parley_push_dropped_total{reason="ttl"}`) == 1
+	prov := e2e.StartProviders(t)
+	srv := e2e.StartParleyd(t, t.TempDir(), append(prov.Env, "PARLEY_PUSH_TTL=2s"))
+	prov.TrustVAPID(t, srv.Base)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	sub := prov.RegisterWebPush(t, srv.Base, e2e.LoginDevice(t, srv.Base, "bob", "browser"))
+	prov.WebPush.Fail(sub.Endpoint, pushtest.Answer{Status: 503, RetryAfter: 3})
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
+	e2e.Eventually(t, 10*time.Second, "the TTL drop", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_dropped_total{reason="ttl"}`) == 1
 	})
-	if r := prov.wpFor(sub); len(r) != 1 || r[0].Status != 503 || r[0].TTL > 2 {
+	if r := prov.WebPushFor(sub); len(r) != 1 || r[0].Status != 503 || r[0].TTL > 2 {
 		t.Fatalf("want one failed request with TTL at most 2s: %+v", r)
 	}
 }
@@ -611,42 +452,42 @@ func TestPushTTL(t *testing.T) {
 // phone is pushed after the collapse window, not the grace.
 func TestPushLiveAcrossNodes(t *testing.T) {
 	prov, gw, _ := startPushCluster(t, 0)
-	signup(t, gw.base, "alice")
-	bobID, _ := signup(t, gw.base, "bob")
-	alice := loginDevice(t, gw.base, "alice", "laptop")
-	phone, tablet := loginDevice(t, gw.base, "bob", "phone"), loginDevice(t, gw.base, "bob", "tablet")
-	apnsTok, fcmTok := prov.registerAPNs(t, gw.base, phone), prov.registerFCM(t, gw.base, tablet)
-	conv := mustAPI(t, 201, "POST", gw.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	tc := connect(t, gw.base, tablet)
+	e2e.Signup(t, gw.Base, "alice")
+	bobID, _ := e2e.Signup(t, gw.Base, "bob")
+	alice := e2e.LoginDevice(t, gw.Base, "alice", "laptop")
+	phone, tablet := e2e.LoginDevice(t, gw.Base, "bob", "phone"), e2e.LoginDevice(t, gw.Base, "bob", "tablet")
+	apnsTok, fcmTok := prov.RegisterAPNs(t, gw.Base, phone), prov.RegisterFCM(t, gw.Base, tablet)
+	conv := e2e.MustAPI(t, 201, "POST", gw.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	tc := e2e.Connect(t, gw.Base, tablet)
 	defer tc.Close()
 	time.Sleep(500 * time.Millisecond) // the push node's presence mirror sees bob
 
 	sentAt := time.Now()
-	seq := sendText(t, gw.base, alice.token, conv, "m1", "hi")
-	if m := expectMessage(t, tc); m.Seq != seq {
+	seq := e2e.SendText(t, gw.Base, alice.Token, conv, "m1", "hi")
+	if m := e2e.ExpectMessage(t, tc); m.Seq != seq {
 		t.Fatalf("tablet got seq %d", m.Seq)
 	}
 	// The tablet acks after the collapse window, within the grace: only
 	// a push role that knows it is live waits long enough.
-	time.Sleep(testCollapse + 500*time.Millisecond)
+	time.Sleep(e2e.PushCollapse + 500*time.Millisecond)
 	tc.MustWrite(map[string]any{"type": "delivered", "id": "d1", "conversation_id": conv, "seq": seq})
-	eventually(t, 10*time.Second, "the phone's push", func() bool { return len(prov.apnsFor(apnsTok)) == 1 })
-	if after := prov.apnsFor(apnsTok)[0].Time.Sub(sentAt); after >= testGrace {
+	e2e.Eventually(t, 10*time.Second, "the phone's push", func() bool { return len(prov.APNsFor(apnsTok)) == 1 })
+	if after := prov.APNsFor(apnsTok)[0].Time.Sub(sentAt); after >= e2e.PushGrace {
 		t.Fatalf("the offline phone was pushed %v after the send: treated as live", after)
 	}
-	time.Sleep(testGrace + time.Second)
-	if n := len(prov.fcmFor(fcmTok)); n != 0 {
+	time.Sleep(e2e.PushGrace + time.Second)
+	if n := len(prov.FCMFor(fcmTok)); n != 0 {
 		t.Fatalf("the live tablet on the other node was pushed %d times", n)
 	}
 	// The trace shows the push node knew: the tablet waited out the
 	// grace (live), the phone was queued (not live).
-	grant := exec.Command(parleydBin, "admin", "grant", "alice", "--data", t.TempDir())
+	grant := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", t.TempDir())
 	grant.Env = append(os.Environ(), gw.Env...)
 	if out, err := grant.CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", gw.base, conv, seq), alice.token, nil))
-	for _, want := range [][2]string{{"queued", phone.id}, {"sent", phone.id}, {"waiting", tablet.id}, {"skipped", tablet.id}} {
+	stages := e2e.TraceStages(t, e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", gw.Base, conv, seq), alice.Token, nil))
+	for _, want := range [][2]string{{"queued", phone.ID}, {"sent", phone.ID}, {"waiting", tablet.ID}, {"skipped", tablet.ID}} {
 		if !hasStage(stages, want[0], want[1]) {
 			t.Fatalf("trace lacks %v: %v", want, stages)
 		}
@@ -660,27 +501,27 @@ func TestPushLiveAcrossNodes(t *testing.T) {
 func TestPushInFlightAtKill(t *testing.T) {
 	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
 	prov, gw, pusher := startPushCluster(t, 5*time.Second)
-	signup(t, gw.base, "alice")
-	bobID, _ := signup(t, gw.base, "bob")
-	alice := loginDevice(t, gw.base, "alice", "laptop")
-	tok := prov.registerAPNs(t, gw.base, loginDevice(t, gw.base, "bob", "phone"))
-	conv := mustAPI(t, 201, "POST", gw.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, gw.base, alice.token, conv, "m1", "are you awake?")
-	eventually(t, 10*time.Second, "the request in flight", func() bool { return len(prov.apnsFor(tok)) == 1 })
-	pusher.kill()
+	e2e.Signup(t, gw.Base, "alice")
+	bobID, _ := e2e.Signup(t, gw.Base, "bob")
+	alice := e2e.LoginDevice(t, gw.Base, "alice", "laptop")
+	tok := prov.RegisterAPNs(t, gw.Base, e2e.LoginDevice(t, gw.Base, "bob", "phone"))
+	conv := e2e.MustAPI(t, 201, "POST", gw.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, gw.Base, alice.Token, conv, "m1", "are you awake?")
+	e2e.Eventually(t, 10*time.Second, "the request in flight", func() bool { return len(prov.APNsFor(tok)) == 1 })
+	pusher.Kill()
 	killedAt := time.Now()
 	if err := pusher.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	prov.apns.SetDelay(0)
-	eventually(t, 90*time.Second, "the notification sent again", func() bool { return len(prov.apnsFor(tok)) >= 2 })
+	prov.APNs.SetDelay(0)
+	e2e.Eventually(t, 90*time.Second, "the notification sent again", func() bool { return len(prov.APNsFor(tok)) >= 2 })
 	time.Sleep(3 * time.Second) // no third
-	rs := prov.apnsFor(tok)
+	rs := prov.APNsFor(tok)
 	if len(rs) != 2 || !rs[0].Abandoned || rs[1].Abandoned || rs[1].Status != 200 {
 		t.Fatalf("want the abandoned request and one answered resend: %+v", rs)
 	}
-	p0, _ := apnsParley(t, rs[0])
-	p1, _ := apnsParley(t, rs[1])
+	p0, _ := e2e.APNsParley(t, rs[0])
+	p1, _ := e2e.APNsParley(t, rs[1])
 	if p0["seq"] != "1" || p1["seq"] != "1" || p1["count"] != "1" {
 		t.Fatalf("payloads: %s then %s", rs[0].Body, rs[1].Body)
 	}
@@ -694,53 +535,53 @@ func TestPushInFlightAtKill(t *testing.T) {
 // added through it, reach the first gateway's view at once: its next
 // messages push.
 func TestPushViewAcrossNodes(t *testing.T) {
-	prov := startProviders(t)
-	env := append(clusterEnv(t), prov.env...)
-	gw1 := startParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
-	gw2 := startParleyd(t, t.TempDir(), env, "--roles", "gateway")
-	startParleyd(t, t.TempDir(), env, "--roles", "push")
-	signup(t, gw1.base, "alice")
-	bobID, _ := signup(t, gw1.base, "bob")
-	carolID, _ := signup(t, gw1.base, "carol")
-	alice := loginDevice(t, gw1.base, "alice", "laptop")
-	bobPhone := loginDevice(t, gw2.base, "bob", "phone")
-	carolPhone := loginDevice(t, gw2.base, "carol", "phone")
-	direct := mustAPI(t, 201, "POST", gw1.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	eventually(t, 10*time.Second, "gw1's view loaded", func() bool { return metricValue(t, gw1.base, "parley_push_view_ready") == 1 })
+	prov := e2e.StartProviders(t)
+	env := append(e2e.ClusterEnv(t), prov.Env...)
+	gw1 := e2e.StartParleyd(t, t.TempDir(), env, "--roles", "gateway,worker")
+	gw2 := e2e.StartParleyd(t, t.TempDir(), env, "--roles", "gateway")
+	e2e.StartParleyd(t, t.TempDir(), env, "--roles", "push")
+	e2e.Signup(t, gw1.Base, "alice")
+	bobID, _ := e2e.Signup(t, gw1.Base, "bob")
+	carolID, _ := e2e.Signup(t, gw1.Base, "carol")
+	alice := e2e.LoginDevice(t, gw1.Base, "alice", "laptop")
+	bobPhone := e2e.LoginDevice(t, gw2.Base, "bob", "phone")
+	carolPhone := e2e.LoginDevice(t, gw2.Base, "carol", "phone")
+	direct := e2e.MustAPI(t, 201, "POST", gw1.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.Eventually(t, 10*time.Second, "gw1's view loaded", func() bool { return e2e.MetricValue(t, gw1.Base, "parley_push_view_ready") == 1 })
 
 	// Nobody but alice could be pushed: after the first message (sent
 	// while the view reads the members) no job.
 	for i := range 5 {
-		sendText(t, gw1.base, alice.token, direct, fmt.Sprint("a", i), "nobody to wake")
+		e2e.SendText(t, gw1.Base, alice.Token, direct, fmt.Sprint("a", i), "nobody to wake")
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := metricValue(t, gw1.base, "parley_push_jobs_avoided_total"); n < 3 {
+	if n := e2e.MetricValue(t, gw1.Base, "parley_push_jobs_avoided_total"); n < 3 {
 		t.Fatalf("gw1 avoided %v jobs of 5 messages no registered device needed, want at least 3", n)
 	}
 
 	// Bob registers through gw2; alice's next message, through gw1, wakes
 	// him.
-	bobTok := prov.registerAPNs(t, gw2.base, bobPhone)
-	seq := sendText(t, gw1.base, alice.token, direct, "after", "wake up")
-	eventually(t, 10*time.Second, "bob's push", func() bool { return len(prov.apnsFor(bobTok)) == 1 })
-	if pp, _ := apnsParley(t, prov.apnsFor(bobTok)[0]); pp["seq"] != fmt.Sprint(seq) || pp["count"] != "6" {
-		t.Fatalf("bob's notification: %s", prov.apnsFor(bobTok)[0].Body)
+	bobTok := prov.RegisterAPNs(t, gw2.Base, bobPhone)
+	seq := e2e.SendText(t, gw1.Base, alice.Token, direct, "after", "wake up")
+	e2e.Eventually(t, 10*time.Second, "bob's push", func() bool { return len(prov.APNsFor(bobTok)) == 1 })
+	if pp, _ := e2e.APNsParley(t, prov.APNsFor(bobTok)[0]); pp["seq"] != fmt.Sprint(seq) || pp["count"] != "6" {
+		t.Fatalf("bob's notification: %s", prov.APNsFor(bobTok)[0].Body)
 	}
 
 	// A group of alice and dave (no registration); carol, registered,
 	// joins through gw2: alice's next message through gw1 wakes her.
-	carolTok := prov.registerAPNs(t, gw2.base, carolPhone)
-	daveID, _ := signup(t, gw1.base, "dave")
-	group := mustAPI(t, 201, "POST", gw1.base+"/v1/conversations", alice.token, map[string]any{"kind": "group", "title": "g", "members": []string{daveID}})["conversation"].(map[string]any)["id"].(string)
+	carolTok := prov.RegisterAPNs(t, gw2.Base, carolPhone)
+	daveID, _ := e2e.Signup(t, gw1.Base, "dave")
+	group := e2e.MustAPI(t, 201, "POST", gw1.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "group", "title": "g", "members": []string{daveID}})["conversation"].(map[string]any)["id"].(string)
 	for i := range 3 {
-		sendText(t, gw1.base, alice.token, group, fmt.Sprint("g", i), "dave only")
+		e2e.SendText(t, gw1.Base, alice.Token, group, fmt.Sprint("g", i), "dave only")
 		time.Sleep(50 * time.Millisecond)
 	}
-	avoided := metricValue(t, gw1.base, "parley_push_jobs_avoided_total")
-	mustAPI(t, 201, "POST", gw2.base+"/v1/conversations/"+group+"/members", alice.token, map[string]any{"user_id": carolID})
-	sendText(t, gw1.base, alice.token, group, "g-after", "carol too")
-	eventually(t, 10*time.Second, "carol's push", func() bool { return len(prov.apnsFor(carolTok)) == 1 })
-	if n := metricValue(t, gw1.base, "parley_push_jobs_avoided_total"); n != avoided {
+	avoided := e2e.MetricValue(t, gw1.Base, "parley_push_jobs_avoided_total")
+	e2e.MustAPI(t, 201, "POST", gw2.Base+"/v1/conversations/"+group+"/members", alice.Token, map[string]any{"user_id": carolID})
+	e2e.SendText(t, gw1.Base, alice.Token, group, "g-after", "carol too")
+	e2e.Eventually(t, 10*time.Second, "carol's push", func() bool { return len(prov.APNsFor(carolTok)) == 1 })
+	if n := e2e.MetricValue(t, gw1.Base, "parley_push_jobs_avoided_total"); n != avoided {
 		t.Fatalf("gw1 avoided the job of a message to a registered member (%v, was %v)", n, avoided)
 	}
 }
