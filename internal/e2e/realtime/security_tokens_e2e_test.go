@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 // Issue 16, item 6 (tokens and logins) and the HTTP parts of item 7,
 // through the real binary: WebSocket tickets, logins that a guesser cannot

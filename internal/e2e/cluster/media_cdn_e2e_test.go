@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"bytes"
@@ -267,7 +267,7 @@ func putMedia(t *testing.T, data string, m *parley.Media, content []byte) {
 func startNginx(t *testing.T, bin, upstream string) string {
 	t.Helper()
 	dir := t.TempDir()
-	deploy, err := os.ReadFile("../../deploy/nginx-media.conf")
+	deploy, err := os.ReadFile("../../../deploy/nginx-media.conf")
 	if err != nil {
 		t.Fatal(err)
 	}

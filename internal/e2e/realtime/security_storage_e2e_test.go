@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"bytes"
@@ -166,7 +166,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	c := startCluster(t)
 	parleyBin := filepath.Join(t.TempDir(), "parley")
-	if err := spawn.Build(parleyBin, "../parley", false); err != nil {
+	if err := spawn.Build(parleyBin, "github.com/parleychat/parley/cmd/parley", false); err != nil {
 		t.Fatal(err)
 	}
 	const duration = 30 * time.Second
