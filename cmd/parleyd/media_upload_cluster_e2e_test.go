@@ -24,6 +24,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/blob/s3blob"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/store/postgres"
 )
@@ -87,16 +88,16 @@ func startVersitygw(t *testing.T) (endpoint, access, secret, bucket string) {
 // and finishes on node B (tus data in the bucket, locks in PostgreSQL),
 // and the object in the bucket opens to the uploaded bytes.
 func TestMediaUploadAcrossNodes(t *testing.T) {
-	env := clusterEnv(t)
+	env := e2e.ClusterEnv(t)
 	endpoint, access, secret, bucket := startVersitygw(t)
 	mediaURL := fmt.Sprintf("s3://%s/m?endpoint=%s&region=us-east-1&path_style=true", bucket, endpoint)
 	env = append(env, "PARLEY_MEDIA_STORE="+mediaURL, "AWS_ACCESS_KEY_ID="+access, "AWS_SECRET_ACCESS_KEY="+secret)
-	a := startParleyd(t, t.TempDir(), env)
-	b := startParleyd(t, t.TempDir(), env)
+	a := e2e.StartParleyd(t, t.TempDir(), env)
+	b := e2e.StartParleyd(t, t.TempDir(), env)
 
-	_, aliceTok := signup(t, a.base, "alice")
-	conv := mustAPI(t, 201, "POST", a.base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
-	onA, onB := tusClient{t, a.base, aliceTok}, tusClient{t, b.base, aliceTok}
+	_, aliceTok := e2e.Signup(t, a.Base, "alice")
+	conv := e2e.MustAPI(t, 201, "POST", a.Base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
+	onA, onB := tusClient{t, a.Base, aliceTok}, tusClient{t, b.Base, aliceTok}
 
 	data := make([]byte, 12<<20)
 	rand.Read(data)
@@ -105,7 +106,7 @@ func TestMediaUploadAcrossNodes(t *testing.T) {
 		t.Fatalf("create on A: %d %v", status, body)
 	}
 	id := locA[strings.LastIndex(locA, "/")+1:]
-	locB := b.base + "/v1/uploads/" + id
+	locB := b.Base + "/v1/uploads/" + id
 	// 6 MiB (one S3 part and more) on A, then a PATCH cut off on A.
 	onA.upload(locA, 0, data[:6<<20], 6<<20)
 	onA.cutPatch(locA, 6<<20, data[6<<20:], 2<<20)

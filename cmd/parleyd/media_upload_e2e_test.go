@@ -26,6 +26,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/blob/fsblob"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/store/sqlite"
 )
@@ -137,7 +138,7 @@ func (c *tusClient) cutPatch(loc string, offset int64, data []byte, sendBytes in
 
 // mediaNode is a parleyd with two members of a group and an outsider.
 type mediaNode struct {
-	p                 *proc
+	p                 *e2e.Proc
 	data              string
 	alice, bob, carol tusClient
 	conv              string
@@ -146,20 +147,20 @@ type mediaNode struct {
 func startMediaNode(t *testing.T, args ...string) *mediaNode {
 	t.Helper()
 	data := t.TempDir()
-	p := startParleyd(t, data, nil, append([]string{"--limits", "off"}, args...)...)
-	aliceID, aliceTok := signup(t, p.base, "alice")
-	bobID, bobTok := signup(t, p.base, "bob")
-	_, carolTok := signup(t, p.base, "carol")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "media", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, data, nil, append([]string{"--limits", "off"}, args...)...)
+	aliceID, aliceTok := e2e.Signup(t, p.Base, "alice")
+	bobID, bobTok := e2e.Signup(t, p.Base, "bob")
+	_, carolTok := e2e.Signup(t, p.Base, "carol")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "media", "members": []string{bobID}})
 	_ = aliceID
 	return &mediaNode{p: p, data: data, conv: conv["conversation"].(map[string]any)["id"].(string),
-		alice: tusClient{t, p.base, aliceTok}, bob: tusClient{t, p.base, bobTok}, carol: tusClient{t, p.base, carolTok}}
+		alice: tusClient{t, p.Base, aliceTok}, bob: tusClient{t, p.Base, bobTok}, carol: tusClient{t, p.Base, carolTok}}
 }
 
 // stopAndOpen stops the node and opens its store and media store.
 func (n *mediaNode) stopAndOpen(t *testing.T) (parley.Store, parley.BlobStore) {
 	t.Helper()
-	n.p.kill()
+	n.p.Kill()
 	keys, err := loadMasterKeys(&Config{Data: n.data}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +300,7 @@ func TestMediaUploadRefusals(t *testing.T) {
 		t.Fatalf("bob's upload: %d %v", status, body)
 	}
 	// Unauthenticated.
-	req, _ := http.NewRequest("POST", n.p.base+"/v1/uploads", nil)
+	req, _ := http.NewRequest("POST", n.p.Base+"/v1/uploads", nil)
 	req.Header.Set("Tus-Resumable", "1.0.0")
 	req.Header.Set("Upload-Length", "5")
 	res, err := http.DefaultClient.Do(req)
@@ -449,10 +450,10 @@ func TestMediaUploadExpiry(t *testing.T) {
 // requests are still limited.
 func TestMediaUploadChunksNotRateLimited(t *testing.T) {
 	data := t.TempDir()
-	p := startParleyd(t, data, nil, "--user-rate", "1", "--user-burst", "3")
-	_, aliceTok := signup(t, p.base, "alice")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
-	c := tusClient{t, p.base, aliceTok}
+	p := e2e.StartParleyd(t, data, nil, "--user-rate", "1", "--user-burst", "3")
+	_, aliceTok := e2e.Signup(t, p.Base, "alice")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", aliceTok, map[string]any{"kind": "group", "title": "t"})["conversation"].(map[string]any)["id"].(string)
+	c := tusClient{t, p.Base, aliceTok}
 	time.Sleep(3 * time.Second) // the burst refills
 	payload := bytes.Repeat([]byte("z"), 20*1000)
 	status, loc, body := c.create(int64(len(payload)), map[string]string{"conversation_id": conv})
@@ -464,7 +465,7 @@ func TestMediaUploadChunksNotRateLimited(t *testing.T) {
 	}
 	limited := false
 	for range 5 {
-		if code, _ := api(t, http.DefaultClient, "GET", p.base+"/v1/me", aliceTok, nil); code == http.StatusTooManyRequests {
+		if code, _ := e2e.API(t, http.DefaultClient, "GET", p.Base+"/v1/me", aliceTok, nil); code == http.StatusTooManyRequests {
 			limited = true
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/parleychat/parley/internal/e2e"
 )
 
 // webGet fetches url with an Accept header and returns the response (body
@@ -31,8 +33,8 @@ func webGet(t *testing.T, url, accept string) (*http.Response, string) {
 // page only for navigations, the API's own 404s stay JSON, and --web off
 // leaves / a 404.
 func TestWebClientServed(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), nil)
-	base := p.base
+	p := e2e.StartParleyd(t, t.TempDir(), nil)
+	base := p.Base
 
 	res, page := webGet(t, base+"/", "text/html,application/xhtml+xml")
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
@@ -94,14 +96,14 @@ func TestWebClientServed(t *testing.T) {
 		t.Errorf("GET /healthz: %d", res.StatusCode)
 	}
 
-	off := startParleyd(t, t.TempDir(), nil, "--web", "off")
-	if res, body := webGet(t, off.base+"/", "text/html"); res.StatusCode != 404 || strings.Contains(body, `id="app"`) {
+	off := e2e.StartParleyd(t, t.TempDir(), nil, "--web", "off")
+	if res, body := webGet(t, off.Base+"/", "text/html"); res.StatusCode != 404 || strings.Contains(body, `id="app"`) {
 		t.Errorf("--web off: GET / = %d", res.StatusCode)
 	}
-	if res, _ := webGet(t, off.base+"/sw.js", "*/*"); res.StatusCode != 404 {
+	if res, _ := webGet(t, off.Base+"/sw.js", "*/*"); res.StatusCode != 404 {
 		t.Errorf("--web off: GET /sw.js = %d", res.StatusCode)
 	}
-	if res, _ := webGet(t, off.base+"/healthz", ""); res.StatusCode != 200 {
+	if res, _ := webGet(t, off.Base+"/healthz", ""); res.StatusCode != 200 {
 		t.Errorf("--web off: GET /healthz = %d", res.StatusCode)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/e2e"
 )
 
 // TestEveryLogLineIsJSON runs the binary with its default roles (the nbio
@@ -19,7 +21,7 @@ import (
 // object with a level and a message: no library prints its own format
 // (nbio's "[INF] NBIO Engine ..." lines did).
 func TestEveryLogLineIsJSON(t *testing.T) {
-	cmd := exec.Command(parleydBin, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--log-level", "debug")
+	cmd := exec.Command(e2e.Bin(), "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--log-level", "debug")
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -28,14 +30,14 @@ func TestEveryLogLineIsJSON(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := regexp.MustCompile(`"msg":"parleyd listening","addr":"([^"]+)"`)
 	var base string
-	eventually(t, 60*time.Second, "parleyd listening", func() bool {
+	e2e.Eventually(t, 60*time.Second, "parleyd listening", func() bool {
 		if m := addr.FindStringSubmatch(stderr.String()); m != nil {
 			base = "http://" + m[1]
 			return true
 		}
 		return false
 	})
-	signup(t, base, "alice")
+	e2e.Signup(t, base, "alice")
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("parleyd: %v\n%s", err, stderr.String())

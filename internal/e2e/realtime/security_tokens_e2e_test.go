@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 // Issue 16, item 6 (tokens and logins) and the HTTP parts of item 7,
 // through the real binary: WebSocket tickets, logins that a guesser cannot
@@ -16,13 +16,14 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/internal/clustertest"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 )
 
 // issueTicket asks for a WebSocket ticket with d's access token.
-func issueTicket(t testing.TB, base string, d device) string {
+func issueTicket(t testing.TB, base string, d e2e.Device) string {
 	t.Helper()
-	out := mustAPI(t, 200, "POST", base+"/v1/ws/ticket", d.token, nil)
+	out := e2e.MustAPI(t, 200, "POST", base+"/v1/ws/ticket", d.Token, nil)
 	ticket, _ := out["ticket"].(string)
 	if !strings.HasPrefix(ticket, "wst_") {
 		t.Fatalf("ticket answer %v", out)
@@ -37,7 +38,7 @@ func dialTicket(t testing.TB, base, ticket string) (status int, user, deviceID s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, resp, err := wstest.Dial(ctx, wsURL(base)+"?ticket="+ticket, "", nil)
+	c, resp, err := wstest.Dial(ctx, e2e.WSURL(base)+"?ticket="+ticket, "", nil)
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dial: %v", err)
@@ -61,46 +62,46 @@ func dialTicket(t testing.TB, base, ticket string) (status int, user, deviceID s
 // passed as one, and a ticket of a session that ended are refused.
 func TestWSTicket(t *testing.T) {
 	const ttl = 2 * time.Second
-	p := startRealtime(t, "--ws-ticket-ttl", ttl.String())
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a := loginDevice(t, p.base, "alice", "browser")
-	b := loginDevice(t, p.base, "bob", "browser")
+	p := e2e.StartRealtime(t, "--ws-ticket-ttl", ttl.String())
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a := e2e.LoginDevice(t, p.Base, "alice", "browser")
+	b := e2e.LoginDevice(t, p.Base, "bob", "browser")
 
-	ticket := issueTicket(t, p.base, a)
-	if status, user, dev := dialTicket(t, p.base, ticket); status != 101 || user != a.user || dev != a.id {
-		t.Fatalf("first use: %d user %s device %s; want 101 for %s/%s", status, user, dev, a.user, a.id)
+	ticket := issueTicket(t, p.Base, a)
+	if status, user, dev := dialTicket(t, p.Base, ticket); status != 101 || user != a.User || dev != a.ID {
+		t.Fatalf("first use: %d user %s device %s; want 101 for %s/%s", status, user, dev, a.User, a.ID)
 	}
-	if status, _, _ := dialTicket(t, p.base, ticket); status != 401 {
+	if status, _, _ := dialTicket(t, p.Base, ticket); status != 401 {
 		t.Fatalf("second use: %d, want 401", status)
 	}
 	// Bound to its session: bob's ticket opens bob's socket, not alice's.
-	if status, user, dev := dialTicket(t, p.base, issueTicket(t, p.base, b)); status != 101 || user != b.user || dev != b.id {
+	if status, user, dev := dialTicket(t, p.Base, issueTicket(t, p.Base, b)); status != 101 || user != b.User || dev != b.ID {
 		t.Fatalf("bob's ticket: %d user %s device %s", status, user, dev)
 	}
 	forged := "wst_" + strings.Repeat("A", 42) + "Q"
-	for name, tk := range map[string]string{"forged": forged, "access token": a.token, "garbage": "x"} {
-		if status, _, _ := dialTicket(t, p.base, tk); status != 401 {
+	for name, tk := range map[string]string{"forged": forged, "access token": a.Token, "garbage": "x"} {
+		if status, _, _ := dialTicket(t, p.Base, tk); status != 401 {
 			t.Errorf("%s as a ticket: %d, want 401", name, status)
 		}
 	}
 	// Expiry: a ticket unused for longer than the TTL is refused. (Time
 	// itself is the condition here, so the test waits it out.)
-	late := issueTicket(t, p.base, a)
+	late := issueTicket(t, p.Base, a)
 	time.Sleep(ttl + 500*time.Millisecond)
-	if status, _, _ := dialTicket(t, p.base, late); status != 401 {
+	if status, _, _ := dialTicket(t, p.Base, late); status != 401 {
 		t.Fatalf("expired ticket: %d, want 401", status)
 	}
 	// A ticket outlives nothing: once its session is logged out, it is void.
-	orphan := issueTicket(t, p.base, b)
-	mustAPI(t, 204, "DELETE", p.base+"/v1/sessions/current", b.token, nil)
-	if status, _, _ := dialTicket(t, p.base, orphan); status != 401 {
+	orphan := issueTicket(t, p.Base, b)
+	e2e.MustAPI(t, 204, "DELETE", p.Base+"/v1/sessions/current", b.Token, nil)
+	if status, _, _ := dialTicket(t, p.Base, orphan); status != 401 {
 		t.Fatalf("ticket of a logged-out session: %d, want 401", status)
 	}
-	if _, _, err := wstest.Dial(context.Background(), wsURL(p.base), "", nil); err == nil {
+	if _, _, err := wstest.Dial(context.Background(), e2e.WSURL(p.Base), "", nil); err == nil {
 		t.Fatal("a socket without token or ticket opened")
 	}
-	if strings.Contains(p.logText(), ticket) {
+	if strings.Contains(p.Logs(), ticket) {
 		t.Error("a ticket reached parleyd's log")
 	}
 }
@@ -108,18 +109,18 @@ func TestWSTicket(t *testing.T) {
 // TestWSTicketAcrossNodes: a ticket issued by one node opens a socket on
 // another, and then on neither (its state is on the cluster's NATS).
 func TestWSTicketAcrossNodes(t *testing.T) {
-	env := clusterEnv(t)
-	n1 := startParleyd(t, t.TempDir(), env)
-	n2 := startParleyd(t, t.TempDir(), env)
-	signup(t, n1.base, "alice")
-	a := loginDevice(t, n1.base, "alice", "browser")
-	ticket := issueTicket(t, n1.base, a)
-	if status, user, _ := dialTicket(t, n2.base, ticket); status != 101 || user != a.user {
+	env := e2e.ClusterEnv(t)
+	n1 := e2e.StartParleyd(t, t.TempDir(), env)
+	n2 := e2e.StartParleyd(t, t.TempDir(), env)
+	e2e.Signup(t, n1.Base, "alice")
+	a := e2e.LoginDevice(t, n1.Base, "alice", "browser")
+	ticket := issueTicket(t, n1.Base, a)
+	if status, user, _ := dialTicket(t, n2.Base, ticket); status != 101 || user != a.User {
 		t.Fatalf("ticket from node 1 on node 2: %d %s", status, user)
 	}
-	for _, n := range []*proc{n1, n2} {
-		if status, _, _ := dialTicket(t, n.base, ticket); status != 401 {
-			t.Fatalf("ticket reused on %s: %d, want 401", n.base, status)
+	for _, n := range []*e2e.Proc{n1, n2} {
+		if status, _, _ := dialTicket(t, n.Base, ticket); status != 401 {
+			t.Fatalf("ticket reused on %s: %d, want 401", n.Base, status)
 		}
 	}
 }
@@ -149,35 +150,35 @@ func loginFrom(t testing.TB, base, addr, password, deviceToken string) (int, map
 // known-device token of an earlier login, from the attacker's own.
 // Before: one wrong guess per 6 s from anywhere kept her out everywhere.
 func TestLoginLockout(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), nil, "--trusted-proxies", "127.0.0.1",
+	p := e2e.StartParleyd(t, t.TempDir(), nil, "--trusted-proxies", "127.0.0.1",
 		"--login-rate", "0.001", "--login-burst", "3")
-	signup(t, p.base, "alice")
-	code, out := loginFrom(t, p.base, "198.51.100.7", "correct horse battery", "")
+	e2e.Signup(t, p.Base, "alice")
+	code, out := loginFrom(t, p.Base, "198.51.100.7", "correct horse battery", "")
 	known, _ := out["device_token"].(string)
 	if code != 200 || known == "" {
 		t.Fatalf("first login: %d %v", code, out)
 	}
 	for i := 0; i < 3; i++ {
-		if code, _ := loginFrom(t, p.base, "192.0.2.66", "wrong password!", ""); code != 401 {
+		if code, _ := loginFrom(t, p.Base, "192.0.2.66", "wrong password!", ""); code != 401 {
 			t.Fatalf("guess %d: %d", i, code)
 		}
 	}
 	// The attacker is limited, even with the right password.
 	for _, pw := range []string{"wrong password!", "correct horse battery"} {
-		if code, _ := loginFrom(t, p.base, "192.0.2.66", pw, ""); code != 429 {
+		if code, _ := loginFrom(t, p.Base, "192.0.2.66", pw, ""); code != 429 {
 			t.Fatalf("attacker's address after 3 guesses: %d, want 429", code)
 		}
 	}
 	// The owner is not: from another address, and on the known device
 	// even from the attacker's address.
-	if code, out := loginFrom(t, p.base, "203.0.113.9", "correct horse battery", ""); code != 200 {
+	if code, out := loginFrom(t, p.Base, "203.0.113.9", "correct horse battery", ""); code != 200 {
 		t.Fatalf("owner from another address: %d %v", code, out)
 	}
-	if code, out := loginFrom(t, p.base, "192.0.2.66", "correct horse battery", known); code != 200 {
+	if code, out := loginFrom(t, p.Base, "192.0.2.66", "correct horse battery", known); code != 200 {
 		t.Fatalf("owner on the known device: %d %v", code, out)
 	}
 	// A made-up device token buys the attacker nothing.
-	if code, _ := loginFrom(t, p.base, "192.0.2.66", "wrong password!", "dt1."+strings.Repeat("A", 54)); code != 429 {
+	if code, _ := loginFrom(t, p.Base, "192.0.2.66", "wrong password!", "dt1."+strings.Repeat("A", 54)); code != 429 {
 		t.Fatalf("attacker with a forged device token: %d, want 429", code)
 	}
 }
@@ -186,13 +187,13 @@ func TestLoginLockout(t *testing.T) {
 // the session and closes its live socket at once (4003), not at the next
 // session recheck (a minute away here).
 func TestRefreshReuseClosesSocket(t *testing.T) {
-	p := startRealtime(t, "--ping-interval", "60s", "--idle-timeout", "130s")
-	signup(t, p.base, "alice")
-	d := loginDevice(t, p.base, "alice", "phone")
-	c := connect(t, p.base, d)
+	p := e2e.StartRealtime(t, "--ping-interval", "60s", "--idle-timeout", "130s")
+	e2e.Signup(t, p.Base, "alice")
+	d := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	c := e2e.Connect(t, p.Base, d)
 	// The legitimate client rotates; then the stolen old token is replayed.
-	mustAPI(t, 200, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": d.refresh})
-	code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": d.refresh})
+	e2e.MustAPI(t, 200, "POST", p.Base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": d.Refresh})
+	code, out := e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": d.Refresh})
 	if code != 401 {
 		t.Fatalf("replayed refresh token: %d %v", code, out)
 	}
@@ -207,28 +208,28 @@ func TestRefreshReuseClosesSocket(t *testing.T) {
 // from outside while the node serves it with its token.
 func TestHAProxyLogsNoQueryString(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", clustertest.FreePort(t))
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_METRICS_TOKEN=scrape-secret"},
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_METRICS_TOKEN=scrape-secret"},
 		"--listen", addr, "--trusted-proxies", "127.0.0.1")
 	hap := clustertest.StartHAProxy(t, clustertest.HAProxyConfig{Backends: []string{addr}})
 	base := hap.URL()
 	waitProxyReady(t, base)
-	signup(t, base, "alice")
-	a := loginDevice(t, base, "alice", "browser")
+	e2e.Signup(t, base, "alice")
+	a := e2e.LoginDevice(t, base, "alice", "browser")
 	ticket := issueTicket(t, base, a)
 	if status, _, _ := dialTicket(t, base, ticket); status != 101 {
 		t.Fatalf("ticket through HAProxy: %d", status)
 	}
 	secret := "q" + strings.Repeat("s", 20)
-	api(t, http.DefaultClient, "GET", base+"/v1/users?handle=alice&note="+secret, a.token, nil)
+	e2e.API(t, http.DefaultClient, "GET", base+"/v1/users?handle=alice&note="+secret, a.Token, nil)
 	for _, path := range []string{"/metrics", "/%6detrics", "/metrics?x=1"} {
-		if code, _ := api(t, http.DefaultClient, "GET", base+path, "", nil); code != 404 {
+		if code, _ := e2e.API(t, http.DefaultClient, "GET", base+path, "", nil); code != 404 {
 			t.Errorf("GET %s through HAProxy: %d, want 404", path, code)
 		}
 	}
-	if code, _ := api(t, http.DefaultClient, "GET", p.base+"/metrics", "", nil); code != 401 {
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", p.Base+"/metrics", "", nil); code != 401 {
 		t.Errorf("/metrics on the node without the token: %d, want 401", code)
 	}
-	if code, _ := api(t, http.DefaultClient, "GET", p.base+"/metrics", "scrape-secret", nil); code != 200 {
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", p.Base+"/metrics", "scrape-secret", nil); code != 200 {
 		t.Errorf("/metrics on the node with the token: %d, want 200", code)
 	}
 	// HAProxy logs a tunnel when it closes: wait for the WebSocket's line.
@@ -257,11 +258,11 @@ func TestHAProxyLogsNoQueryString(t *testing.T) {
 // /metrics needs it; the admin listener serves /metrics without it.
 func TestMetricsOnAdminListener(t *testing.T) {
 	admin := fmt.Sprintf("127.0.0.1:%d", clustertest.FreePort(t))
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_METRICS_TOKEN=scrape-secret"}, "--admin-listen", admin)
-	if code, _ := api(t, http.DefaultClient, "GET", p.base+"/metrics", "", nil); code != 401 {
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_METRICS_TOKEN=scrape-secret"}, "--admin-listen", admin)
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", p.Base+"/metrics", "", nil); code != 401 {
 		t.Fatalf("/metrics without the token: %d", code)
 	}
-	if code, _ := api(t, http.DefaultClient, "GET", p.base+"/metrics", "wrong", nil); code != 401 {
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", p.Base+"/metrics", "wrong", nil); code != 401 {
 		t.Fatalf("/metrics with a wrong token: %d", code)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -279,7 +280,7 @@ func TestMetricsOnAdminListener(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(getText(t, "http://"+admin+"/metrics"), "parley_http_requests_total") {
+	if !strings.Contains(e2e.GetText(t, "http://"+admin+"/metrics"), "parley_http_requests_total") {
 		t.Fatal("admin /metrics lacks parley's metrics")
 	}
 }

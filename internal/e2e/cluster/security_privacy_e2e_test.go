@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"net/http"
@@ -7,35 +7,12 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 )
 
 // The abuse and privacy controls of issue 16, item 5, each shown against
 // the real binary: the attack that worked before now fails.
-
-// untilFrame reads frames until one of type typ and returns it, failing if
-// a frame of a type in forbidden comes first. Events of one conversation
-// reach a session in the order they were published, so a frame the test
-// causes after an action is a barrier: what the action would have sent
-// comes before it.
-func untilFrame(t testing.TB, c *wstest.Conn, typ string, forbidden ...string) wstest.Frame {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		f, err := c.Next(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("waiting for a %s frame: %v", typ, err)
-		}
-		for _, bad := range forbidden {
-			if f.Type == bad {
-				t.Fatalf("got %s before the %s frame", f.Raw, typ)
-			}
-		}
-		if f.Type == typ {
-			return f
-		}
-	}
-}
 
 // presenceOf waits for a presence frame about userID and returns its state.
 func presenceOf(t testing.TB, c *wstest.Conn, userID string) string {
@@ -45,7 +22,7 @@ func presenceOf(t testing.TB, c *wstest.Conn, userID string) string {
 			UserID string `json:"user_id"`
 			State  string `json:"state"`
 		}
-		if err := untilFrame(t, c, "presence").Decode(&p); err != nil {
+		if err := e2e.UntilFrame(t, c, "presence").Decode(&p); err != nil {
 			t.Fatal(err)
 		}
 		if p.UserID == userID {
@@ -90,58 +67,47 @@ func quietAbout(t testing.TB, c *wstest.Conn, userID string, d time.Duration) {
 	}
 }
 
-func memberOf(t testing.TB, conv map[string]any, userID string) map[string]any {
-	t.Helper()
-	for _, m := range conv["members"].([]any) {
-		if mm := m.(map[string]any); mm["user_id"] == userID {
-			return mm
-		}
-	}
-	t.Fatalf("no member %s in %v", userID, conv)
-	return nil
-}
-
 // TestSecurityBlocking: once Alice blocks Mallory, Mallory's direct
 // messages never reach Alice's devices (live, by sync or in history), yet
 // look accepted to Mallory and never show delivered or read; Mallory
 // cannot add Alice to a group, and sees neither her presence nor her
 // typing. Alice's other device learns the block.
 func TestSecurityBlocking(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
-	signup(t, base, "alice")
-	signup(t, base, "mallory")
-	signup(t, base, "carol")
-	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
-	mPhone, cPhone := loginDevice(t, base, "mallory", "phone"), loginDevice(t, base, "carol", "phone")
-	alice, mallory := aPhone.user, mPhone.user
+	p := e2e.StartRealtime(t)
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	e2e.Signup(t, base, "mallory")
+	e2e.Signup(t, base, "carol")
+	aPhone, aLaptop := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "alice", "laptop")
+	mPhone, cPhone := e2e.LoginDevice(t, base, "mallory", "phone"), e2e.LoginDevice(t, base, "carol", "phone")
+	alice, mallory := aPhone.User, mPhone.User
 	// Mallory knows Alice's handle: that is all it takes to open a DM.
-	dm := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	dm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
 	// Carol shares a group with Alice: the control that presence flows.
-	mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
 
-	ap, al, mp, cp := connect(t, base, aPhone), connect(t, base, aLaptop), connect(t, base, mPhone), connect(t, base, cPhone)
+	ap, al, mp, cp := e2e.Connect(t, base, aPhone), e2e.Connect(t, base, aLaptop), e2e.Connect(t, base, mPhone), e2e.Connect(t, base, cPhone)
 	if st := presenceOf(t, cp, alice); st != "online" { // listed to Carol's new session
 		t.Fatalf("carol sees alice %s", st)
 	}
 	mp.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": dm, "client_msg_id": "m1", "body": "hello"})
-	if m := expectMessage(t, ap, "ack"); m.Seq != 1 || m.Body != "hello" {
+	if m := e2e.ExpectMessage(t, ap, "ack"); m.Seq != 1 || m.Body != "hello" {
 		t.Fatalf("before the block alice got %+v", m)
 	}
 	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 1})
-	if r := expectReceipt(t, mp, "delivered", alice); r.Seq != 1 {
+	if r := e2e.ExpectReceipt(t, mp, "delivered", alice); r.Seq != 1 {
 		t.Fatalf("delivered before the block: %+v", r)
 	}
 
-	mustAPI(t, 204, "PUT", base+"/v1/blocks/"+mallory, aPhone.token, nil)
+	e2e.MustAPI(t, 204, "PUT", base+"/v1/blocks/"+mallory, aPhone.Token, nil)
 	var block struct {
 		UserID  string `json:"user_id"`
 		Blocked bool   `json:"blocked"`
 	}
-	if err := untilFrame(t, al, "block").Decode(&block); err != nil || block.UserID != mallory || !block.Blocked {
+	if err := e2e.UntilFrame(t, al, "block").Decode(&block); err != nil || block.UserID != mallory || !block.Blocked {
 		t.Fatalf("alice's laptop: block frame %+v, %v", block, err)
 	}
-	if bs := mustAPI(t, 200, "GET", base+"/v1/blocks", aLaptop.token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
+	if bs := e2e.MustAPI(t, 200, "GET", base+"/v1/blocks", aLaptop.Token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
 		t.Fatalf("GET /v1/blocks = %v", bs)
 	}
 	// Mallory sees Alice go offline, and then nothing of her.
@@ -149,14 +115,14 @@ func TestSecurityBlocking(t *testing.T) {
 
 	// Mallory's messages are accepted as ever, live and over REST ...
 	mp.MustWrite(map[string]any{"type": "send", "id": "s2", "conversation_id": dm, "client_msg_id": "m2", "body": "spam 2"})
-	ack := untilFrame(t, mp, "ack")
+	ack := e2e.UntilFrame(t, mp, "ack")
 	var a struct {
 		Message map[string]any `json:"message"`
 	}
 	if err := ack.Decode(&a); err != nil || a.Message["seq"].(float64) != 2 || a.Message["body"] != "spam 2" || a.Message["withheld"] != nil || a.Message["deleted"] != nil {
 		t.Fatalf("mallory's ack %s", ack.Raw)
 	}
-	sent := mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.token, map[string]any{"client_msg_id": "m3", "body": "spam 3"})["message"].(map[string]any)
+	sent := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.Token, map[string]any{"client_msg_id": "m3", "body": "spam 3"})["message"].(map[string]any)
 	if sent["seq"].(float64) != 3 || sent["withheld"] != nil {
 		t.Fatalf("mallory's REST send %v", sent)
 	}
@@ -164,13 +130,13 @@ func TestSecurityBlocking(t *testing.T) {
 	// message is the barrier.
 	ap.MustWrite(map[string]any{"type": "send", "id": "a4", "conversation_id": dm, "client_msg_id": "a4", "body": "bye"})
 	for name, c := range map[string]*wstest.Conn{"phone": ap, "laptop": al} {
-		var m msgFrame
-		if err := untilFrame(t, c, "message").Decode(&m); err != nil || m.Message.Seq != 4 {
+		var m e2e.MsgFrame
+		if err := e2e.UntilFrame(t, c, "message").Decode(&m); err != nil || m.Message.Seq != 4 {
 			t.Fatalf("alice's %s got %+v first, want her own seq 4", name, m.Message)
 		}
 	}
 	// History and sync show Alice withheld tombstones, Mallory her words.
-	hist := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", aLaptop.token, nil)["messages"].([]any)
+	hist := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", aLaptop.Token, nil)["messages"].([]any)
 	for _, m := range hist {
 		mm := m.(map[string]any)
 		if seq := mm["seq"].(float64); (seq == 2 || seq == 3) && (mm["body"] != "" || mm["withheld"] != true || mm["deleted"] != true) {
@@ -178,8 +144,8 @@ func TestSecurityBlocking(t *testing.T) {
 		}
 	}
 	al.MustWrite(map[string]any{"type": "sync", "id": "sync"})
-	sr := untilFrame(t, al, "sync_result")
-	var sync syncResult
+	sr := e2e.UntilFrame(t, al, "sync_result")
+	var sync e2e.SyncResult
 	if err := sr.Decode(&sync); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +159,7 @@ func TestSecurityBlocking(t *testing.T) {
 			t.Fatalf("unread %d, want 1 (seq 1; the withheld messages do not count)", c.UnreadCount)
 		}
 	}
-	mhist := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", mPhone.token, nil)["messages"].([]any)
+	mhist := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages", mPhone.Token, nil)["messages"].([]any)
 	if len(mhist) != 4 || mhist[1].(map[string]any)["body"] != "spam 2" || mhist[1].(map[string]any)["withheld"] != nil {
 		t.Fatalf("mallory's history %v", mhist)
 	}
@@ -202,22 +168,22 @@ func TestSecurityBlocking(t *testing.T) {
 	// them is the barrier, and her view keeps Alice's watermarks at 1.
 	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 4})
 	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 4})
-	untilFrame(t, ap, "receipt") // committed: Alice's own devices hear it
+	e2e.UntilFrame(t, ap, "receipt") // committed: Alice's own devices hear it
 	ap.MustWrite(map[string]any{"type": "typing", "conversation_id": dm, "state": "start"})
 	mp.MustWrite(map[string]any{"type": "send", "id": "s5", "conversation_id": dm, "client_msg_id": "m5", "body": "spam 5"})
-	untilFrame(t, mp, "message", "receipt", "typing") // seq 4, Alice's own
-	untilFrame(t, mp, "message", "receipt", "typing") // seq 5
-	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.token, nil)["conversation"].(map[string]any)
-	if am := memberOf(t, view, alice); am["delivered_seq"].(float64) != 1 || am["read_seq"].(float64) > 1 {
+	e2e.UntilFrame(t, mp, "message", "receipt", "typing") // seq 4, Alice's own
+	e2e.UntilFrame(t, mp, "message", "receipt", "typing") // seq 5
+	view := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.Token, nil)["conversation"].(map[string]any)
+	if am := e2e.MemberOf(t, view, alice); am["delivered_seq"].(float64) != 1 || am["read_seq"].(float64) > 1 {
 		t.Fatalf("mallory sees alice's watermarks %v", am)
 	}
 
 	// Mallory cannot put Alice in a group, at creation or later.
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "trap", "members": []string{alice}}); code != 403 {
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "group", "title": "trap", "members": []string{alice}}); code != 403 {
 		t.Fatalf("mallory's group with alice: %d %v", code, out)
 	}
-	g := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "trap"})["conversation"].(map[string]any)["id"].(string)
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+g+"/members", mPhone.token, map[string]any{"user_id": alice}); code != 403 {
+	g := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "group", "title": "trap"})["conversation"].(map[string]any)["id"].(string)
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+g+"/members", mPhone.Token, map[string]any{"user_id": alice}); code != 403 {
 		t.Fatalf("mallory adds alice: %d %v", code, out)
 	}
 
@@ -226,23 +192,23 @@ func TestSecurityBlocking(t *testing.T) {
 	ap.Close()
 	al.Close()
 	awaitOffline(t, cp, alice)
-	ap = connect(t, base, aPhone)
+	ap = e2e.Connect(t, base, aPhone)
 	if st := presenceOf(t, cp, alice); st != "online" {
 		t.Fatalf("carol sees alice %s", st)
 	}
 	quietAbout(t, mp, alice, 300*time.Millisecond)
-	mLaptop := connect(t, base, loginDevice(t, base, "mallory", "laptop"))
+	mLaptop := e2e.Connect(t, base, e2e.LoginDevice(t, base, "mallory", "laptop"))
 	quietAbout(t, mLaptop, alice, 300*time.Millisecond)
 	_ = ap
 
 	// Unblocking lets new messages through; withheld ones stay withheld.
-	mustAPI(t, 204, "DELETE", base+"/v1/blocks/"+mallory, aPhone.token, nil)
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.token, map[string]any{"client_msg_id": "m6", "body": "sorry"})
-	if m := expectMessage(t, ap, "ack", "block"); m.Seq != 6 || m.Body != "sorry" {
+	e2e.MustAPI(t, 204, "DELETE", base+"/v1/blocks/"+mallory, aPhone.Token, nil)
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", mPhone.Token, map[string]any{"client_msg_id": "m6", "body": "sorry"})
+	if m := e2e.ExpectMessage(t, ap, "ack", "block"); m.Seq != 6 || m.Body != "sorry" {
 		t.Fatalf("after unblocking alice got %+v", m)
 	}
 	var one parley.Message
-	raw := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages/5", aPhone.token, nil)["message"].(map[string]any)
+	raw := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+dm+"/messages/5", aPhone.Token, nil)["message"].(map[string]any)
 	one.Body, _ = raw["body"].(string)
 	if one.Body != "" || raw["withheld"] != true {
 		t.Fatalf("a withheld message after unblocking: %v", raw)
@@ -250,14 +216,14 @@ func TestSecurityBlocking(t *testing.T) {
 
 	// A blocked user who never wrote to Alice opens a DM with her: it
 	// looks created to him, and Alice never sees it, live or listed.
-	eve, _ := signup(t, base, "eve")
-	mustAPI(t, 204, "PUT", base+"/v1/blocks/"+eve, aPhone.token, nil)
-	untilFrame(t, ap, "block")
-	eDevice := loginDevice(t, base, "eve", "phone")
-	edm := mustAPI(t, 201, "POST", base+"/v1/conversations", eDevice.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+edm+"/messages", eDevice.token, map[string]any{"client_msg_id": "e1", "body": "hi"})
+	eve, _ := e2e.Signup(t, base, "eve")
+	e2e.MustAPI(t, 204, "PUT", base+"/v1/blocks/"+eve, aPhone.Token, nil)
+	e2e.UntilFrame(t, ap, "block")
+	eDevice := e2e.LoginDevice(t, base, "eve", "phone")
+	edm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", eDevice.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+edm+"/messages", eDevice.Token, map[string]any{"client_msg_id": "e1", "body": "hi"})
 	ap.Quiet(300*time.Millisecond, "conversation", "message")
-	for _, c := range mustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.token, nil)["conversations"].([]any) {
+	for _, c := range e2e.MustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.Token, nil)["conversations"].([]any) {
 		if c.(map[string]any)["id"] == edm {
 			t.Fatalf("alice's list shows the blocked user's DM: %v", c)
 		}
@@ -269,8 +235,8 @@ func TestSecurityBlocking(t *testing.T) {
 func expectReceiptNot(t testing.TB, c *wstest.Conn, kind, want, banned string) {
 	t.Helper()
 	for {
-		var r receiptFrame
-		if err := untilFrame(t, c, "receipt").Decode(&r); err != nil {
+		var r e2e.ReceiptFrame
+		if err := e2e.UntilFrame(t, c, "receipt").Decode(&r); err != nil {
 			t.Fatal(err)
 		}
 		if r.Kind == kind && r.UserID == banned {
@@ -289,36 +255,36 @@ func expectReceiptNot(t testing.TB, c *wstest.Conn, kind, want, banned string) {
 // read watermark either. Restricting presence while online shows Bob
 // offline to those who may no longer see him.
 func TestSecurityPrivacySettings(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
+	p := e2e.StartRealtime(t)
+	base := p.Base
 	for _, h := range []string{"alice", "bob", "carol", "dave"} {
-		signup(t, base, h)
+		e2e.Signup(t, base, h)
 	}
-	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
-	bPhone, cPhone, dPhone := loginDevice(t, base, "bob", "phone"), loginDevice(t, base, "carol", "phone"), loginDevice(t, base, "dave", "phone")
-	alice, bob, carol, dave := aPhone.user, bPhone.user, cPhone.user, dPhone.user
-	g := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "g", "members": []string{alice, bob, dave}})["conversation"].(map[string]any)["id"].(string)
+	aPhone, aLaptop := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "alice", "laptop")
+	bPhone, cPhone, dPhone := e2e.LoginDevice(t, base, "bob", "phone"), e2e.LoginDevice(t, base, "carol", "phone"), e2e.LoginDevice(t, base, "dave", "phone")
+	alice, bob, carol, dave := aPhone.User, bPhone.User, cPhone.User, dPhone.User
+	g := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "group", "title": "g", "members": []string{alice, bob, dave}})["conversation"].(map[string]any)["id"].(string)
 
-	if code, out := api(t, http.DefaultClient, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "friends"}); code != 400 {
+	if code, out := e2e.API(t, http.DefaultClient, "PATCH", base+"/v1/me/privacy", aPhone.Token, map[string]any{"presence": "friends"}); code != 400 {
 		t.Fatalf("a bad visibility: %d %v", code, out)
 	}
-	pr := mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "nobody", "read_receipts": "nobody"})["privacy"].(map[string]any)
+	pr := e2e.MustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.Token, map[string]any{"presence": "nobody", "read_receipts": "nobody"})["privacy"].(map[string]any)
 	if pr["presence"] != "nobody" || pr["read_receipts"] != "nobody" {
 		t.Fatalf("PATCH /v1/me/privacy = %v", pr)
 	}
-	if pr := mustAPI(t, 200, "GET", base+"/v1/me/privacy", aLaptop.token, nil)["privacy"].(map[string]any); pr["presence"] != "nobody" {
+	if pr := e2e.MustAPI(t, 200, "GET", base+"/v1/me/privacy", aLaptop.Token, nil)["privacy"].(map[string]any); pr["presence"] != "nobody" {
 		t.Fatalf("GET /v1/me/privacy = %v", pr)
 	}
 
-	cp := connect(t, base, cPhone)
-	ap, al := connect(t, base, aPhone), connect(t, base, aLaptop)
-	bp := connect(t, base, bPhone)
+	cp := e2e.Connect(t, base, cPhone)
+	ap, al := e2e.Connect(t, base, aPhone), e2e.Connect(t, base, aLaptop)
+	bp := e2e.Connect(t, base, bPhone)
 	// Bob's online reaches Carol (the control); Alice's never does.
 	if st := presenceOf(t, cp, bob); st != "online" {
 		t.Fatalf("carol sees bob %s", st)
 	}
 	quietAbout(t, cp, alice, 300*time.Millisecond)
-	c2 := connect(t, base, loginDevice(t, base, "carol", "laptop"))
+	c2 := e2e.Connect(t, base, e2e.LoginDevice(t, base, "carol", "laptop"))
 	if st := presenceOf(t, c2, bob); st != "online" { // the online list has Bob ...
 		t.Fatalf("carol's laptop sees bob %s", st)
 	}
@@ -327,24 +293,24 @@ func TestSecurityPrivacySettings(t *testing.T) {
 	// Carol writes; Alice reads on her phone: her laptop learns it, Carol
 	// does not. Bob's read after Alice's is the barrier.
 	cp.MustWrite(map[string]any{"type": "send", "id": "c1", "conversation_id": g, "client_msg_id": "c1", "body": "party at 8"})
-	expectMessage(t, ap, "ack")
+	e2e.ExpectMessage(t, ap, "ack")
 	ap.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
-	if r := expectReceipt(t, al, "read", alice); r.Seq != 1 {
+	if r := e2e.ExpectReceipt(t, al, "read", alice); r.Seq != 1 {
 		t.Fatalf("alice's laptop: %+v", r)
 	}
 	bp.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
 	expectReceiptNot(t, cp, "read", bob, alice)
-	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.token, nil)["conversation"].(map[string]any)
-	if am, bm := memberOf(t, view, alice), memberOf(t, view, bob); am["read_seq"].(float64) != 0 || bm["read_seq"].(float64) != 1 {
+	view := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.Token, nil)["conversation"].(map[string]any)
+	if am, bm := e2e.MemberOf(t, view, alice), e2e.MemberOf(t, view, bob); am["read_seq"].(float64) != 0 || bm["read_seq"].(float64) != 1 {
 		t.Fatalf("carol sees alice %v and bob %v", am, bm)
 	}
-	msg := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g+"/messages/1", cPhone.token, nil)["message"].(map[string]any)
+	msg := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+g+"/messages/1", cPhone.Token, nil)["message"].(map[string]any)
 	if msg["read_count"].(float64) != 1 {
 		t.Fatalf("carol's message 1 is read by %v, want 1 (bob)", msg["read_count"])
 	}
 	// Reciprocity: Alice sees no one's read watermark.
-	aview := mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, aPhone.token, nil)["conversation"].(map[string]any)
-	if bm := memberOf(t, aview, bob); bm["read_seq"].(float64) != 0 {
+	aview := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+g, aPhone.Token, nil)["conversation"].(map[string]any)
+	if bm := e2e.MemberOf(t, aview, bob); bm["read_seq"].(float64) != 0 {
 		t.Fatalf("alice sees bob's read_seq %v", bm["read_seq"])
 	}
 
@@ -352,7 +318,7 @@ func TestSecurityPrivacySettings(t *testing.T) {
 	// and going is the control.
 	ap.Close()
 	al.Close()
-	dp := connect(t, base, dPhone)
+	dp := e2e.Connect(t, base, dPhone)
 	if st := presenceOf(t, cp, dave); st != "online" {
 		t.Fatalf("carol sees dave %s", st)
 	}
@@ -362,9 +328,9 @@ func TestSecurityPrivacySettings(t *testing.T) {
 
 	// Bob restricts his presence while online: Carol sees him go offline,
 	// and nothing of him after.
-	mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", bPhone.token, map[string]any{"presence": "nobody"})
+	e2e.MustAPI(t, 200, "PATCH", base+"/v1/me/privacy", bPhone.Token, map[string]any{"presence": "nobody"})
 	awaitOffline(t, cp, bob)
-	c3 := connect(t, base, loginDevice(t, base, "carol", "tablet"))
+	c3 := e2e.Connect(t, base, e2e.LoginDevice(t, base, "carol", "tablet"))
 	quietAbout(t, c3, bob, 300*time.Millisecond)
 	_ = carol
 }
@@ -376,38 +342,38 @@ func TestSecurityPrivacySettings(t *testing.T) {
 // lets receipts through, declining leaves (and blocks, if asked); and the
 // stranger can add only so many strangers an hour.
 func TestSecurityMessageRequests(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_STRANGER_ADDS=3"}, "--presence-grace", "300ms")
-	base := p.base
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_STRANGER_ADDS=3"}, "--presence-grace", "300ms")
+	base := p.Base
 	for _, h := range []string{"alice", "mallory", "carol", "dave", "erin"} {
-		signup(t, base, h)
+		e2e.Signup(t, base, h)
 	}
-	aPhone, aLaptop := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop")
-	mPhone, cPhone := loginDevice(t, base, "mallory", "phone"), loginDevice(t, base, "carol", "phone")
-	alice, mallory, carol := aPhone.user, mPhone.user, cPhone.user
+	aPhone, aLaptop := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "alice", "laptop")
+	mPhone, cPhone := e2e.LoginDevice(t, base, "mallory", "phone"), e2e.LoginDevice(t, base, "carol", "phone")
+	alice, mallory, carol := aPhone.User, mPhone.User, cPhone.User
 	// Carol is Alice's contact: Alice accepted Carol's DM.
-	cdm := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
-	if m := memberOf(t, cdm, alice); m["request"] != true {
+	cdm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
+	if m := e2e.MemberOf(t, cdm, alice); m["request"] != true {
 		t.Fatalf("carol's first DM: alice is %v, want a request", m)
 	}
-	mustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm["id"].(string)+"/accept", aPhone.token, nil)
+	e2e.MustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm["id"].(string)+"/accept", aPhone.Token, nil)
 
-	ap, al := connect(t, base, aPhone), connect(t, base, aLaptop)
+	ap, al := e2e.Connect(t, base, aPhone), e2e.Connect(t, base, aLaptop)
 	// Mallory knows the handle: a DM and a group, both requests.
-	dmObj := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
+	dmObj := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)
 	dm := dmObj["id"].(string)
-	if m := memberOf(t, dmObj, alice); m["request"] != true {
+	if m := e2e.MemberOf(t, dmObj, alice); m["request"] != true {
 		t.Fatalf("mallory's DM: alice is %v, want a request", m)
 	}
 	var conv struct {
 		Action       string              `json:"action"`
 		Conversation parley.Conversation `json:"conversation"`
 	}
-	if err := untilFrame(t, al, "conversation").Decode(&conv); err != nil || conv.Conversation.ID != dm || !conv.Conversation.MemberOf(alice).Request {
+	if err := e2e.UntilFrame(t, al, "conversation").Decode(&conv); err != nil || conv.Conversation.ID != dm || !conv.Conversation.MemberOf(alice).Request {
 		t.Fatalf("alice's laptop: the request frame %+v, %v", conv, err)
 	}
-	grp := mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "group", "title": "1,000 friends", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	grp := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "group", "title": "1,000 friends", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
 
-	mp, cp := connect(t, base, mPhone), connect(t, base, cPhone)
+	mp, cp := e2e.Connect(t, base, mPhone), e2e.Connect(t, base, cPhone)
 	// Carol's online list has Alice (the control); Mallory's does not.
 	if st := presenceOf(t, cp, alice); st != "online" {
 		t.Fatalf("carol sees alice %s", st)
@@ -417,7 +383,7 @@ func TestSecurityMessageRequests(t *testing.T) {
 	ap.Close()
 	al.Close()
 	awaitOffline(t, cp, alice)
-	ap = connect(t, base, aPhone)
+	ap = e2e.Connect(t, base, aPhone)
 	if st := presenceOf(t, cp, alice); st != "online" {
 		t.Fatalf("carol sees alice %s", st)
 	}
@@ -426,44 +392,44 @@ func TestSecurityMessageRequests(t *testing.T) {
 	// The messages arrive (it is a request, not a block) but nothing of
 	// Alice's flows back: Mallory's own next message is the barrier.
 	mp.MustWrite(map[string]any{"type": "send", "id": "m1", "conversation_id": dm, "client_msg_id": "m1", "body": "hi, I saw your handle"})
-	if m := expectMessage(t, ap, "ack", "conversation"); m.Body != "hi, I saw your handle" {
+	if m := e2e.ExpectMessage(t, ap, "ack", "conversation"); m.Body != "hi, I saw your handle" {
 		t.Fatalf("alice got %+v", m)
 	}
 	ap.MustWrite(map[string]any{"type": "delivered", "conversation_id": dm, "seq": 1})
 	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 1})
 	ap.MustWrite(map[string]any{"type": "typing", "conversation_id": dm, "state": "start"})
-	expectReceipt(t, ap, "read", alice) // committed; Alice's own devices hear it
+	e2e.ExpectReceipt(t, ap, "read", alice) // committed; Alice's own devices hear it
 	mp.MustWrite(map[string]any{"type": "send", "id": "m2", "conversation_id": dm, "client_msg_id": "m2", "body": "hello?"})
-	untilFrame(t, mp, "message", "receipt", "typing") // seq 1
-	untilFrame(t, mp, "message", "receipt", "typing") // seq 2
-	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.token, nil)["conversation"].(map[string]any)
-	if am := memberOf(t, view, alice); am["request"] != true || am["read_seq"].(float64) != 0 || am["delivered_seq"].(float64) != 0 {
+	e2e.UntilFrame(t, mp, "message", "receipt", "typing") // seq 1
+	e2e.UntilFrame(t, mp, "message", "receipt", "typing") // seq 2
+	view := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+dm, mPhone.Token, nil)["conversation"].(map[string]any)
+	if am := e2e.MemberOf(t, view, alice); am["request"] != true || am["read_seq"].(float64) != 0 || am["delivered_seq"].(float64) != 0 {
 		t.Fatalf("mallory sees alice as %v", am)
 	}
 
 	// Alice accepts the DM: Mallory learns it, and receipts flow.
-	mustAPI(t, 200, "POST", base+"/v1/conversations/"+dm+"/accept", aLaptop.token, nil)
+	e2e.MustAPI(t, 200, "POST", base+"/v1/conversations/"+dm+"/accept", aLaptop.Token, nil)
 	var acc struct {
 		Action  string   `json:"action"`
 		UserIDs []string `json:"user_ids"`
 	}
-	if err := untilFrame(t, mp, "conversation").Decode(&acc); err != nil || acc.Action != "accepted" || len(acc.UserIDs) != 1 || acc.UserIDs[0] != alice {
+	if err := e2e.UntilFrame(t, mp, "conversation").Decode(&acc); err != nil || acc.Action != "accepted" || len(acc.UserIDs) != 1 || acc.UserIDs[0] != alice {
 		t.Fatalf("mallory's accepted frame %+v, %v", acc, err)
 	}
 	ap.MustWrite(map[string]any{"type": "read", "conversation_id": dm, "seq": 2})
-	if r := expectReceipt(t, mp, "read", alice); r.Seq != 2 {
+	if r := e2e.ExpectReceipt(t, mp, "read", alice); r.Seq != 2 {
 		t.Fatalf("after accepting: %+v", r)
 	}
 
 	// The group: Alice declines and blocks.
-	mustAPI(t, 204, "POST", base+"/v1/conversations/"+grp+"/decline", aPhone.token, map[string]any{"block": true})
-	if code, _ := api(t, http.DefaultClient, "GET", base+"/v1/conversations/"+grp, aPhone.token, nil); code != 404 {
+	e2e.MustAPI(t, 204, "POST", base+"/v1/conversations/"+grp+"/decline", aPhone.Token, map[string]any{"block": true})
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", base+"/v1/conversations/"+grp, aPhone.Token, nil); code != 404 {
 		t.Fatalf("alice still sees the declined group: %d", code)
 	}
-	if bs := mustAPI(t, 200, "GET", base+"/v1/blocks", aPhone.token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
+	if bs := e2e.MustAPI(t, 200, "GET", base+"/v1/blocks", aPhone.Token, nil)["blocks"].([]any); len(bs) != 1 || bs[0].(map[string]any)["user_id"] != mallory {
 		t.Fatalf("blocks after declining with block: %v", bs)
 	}
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+dm+"/decline", aPhone.token, nil); code != 409 {
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+dm+"/decline", aPhone.Token, nil); code != 409 {
 		t.Fatalf("declining an accepted conversation: %d %v", code, out)
 	}
 
@@ -471,19 +437,19 @@ func TestSecurityMessageRequests(t *testing.T) {
 	// the DM again puts Alice back only as a request Alice is never shown:
 	// not listed, not announced (Carol's group after it is the barrier on
 	// Alice's socket), as a new DM from a blocked user.
-	eTok := loginDevice(t, base, "erin", "phone").token
-	edm := mustAPI(t, 201, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 204, "POST", base+"/v1/conversations/"+edm+"/decline", aPhone.token, map[string]any{"block": true})
+	eTok := e2e.LoginDevice(t, base, "erin", "phone").Token
+	edm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 204, "POST", base+"/v1/conversations/"+edm+"/decline", aPhone.Token, map[string]any{"block": true})
 	// drainTo reads Alice's conversation frames up to a new group of
 	// Carol's, and fails on one about Erin's DM if told to.
 	drainTo := func(title string, forbidEDM bool) {
 		t.Helper()
-		barrier := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": title, "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+		barrier := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "group", "title": title, "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
 		for {
 			var f struct {
 				Conversation parley.Conversation `json:"conversation"`
 			}
-			if err := untilFrame(t, ap, "conversation").Decode(&f); err != nil {
+			if err := e2e.UntilFrame(t, ap, "conversation").Decode(&f); err != nil {
 				t.Fatal(err)
 			}
 			if forbidEDM && f.Conversation.ID == edm {
@@ -495,9 +461,9 @@ func TestSecurityMessageRequests(t *testing.T) {
 		}
 	}
 	drainTo("before", false)
-	mustAPI(t, 200, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})
+	e2e.MustAPI(t, 200, "POST", base+"/v1/conversations", eTok, map[string]any{"kind": "direct", "members": []string{alice}})
 	drainTo("after", true)
-	for _, c := range mustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.token, nil)["conversations"].([]any) {
+	for _, c := range e2e.MustAPI(t, 200, "GET", base+"/v1/conversations", aPhone.Token, nil)["conversations"].([]any) {
 		if c.(map[string]any)["id"] == edm {
 			t.Fatal("a blocked user reopening a declined DM: alice lists it")
 		}
@@ -505,14 +471,14 @@ func TestSecurityMessageRequests(t *testing.T) {
 
 	// Mallory has used two of three strangers this hour: one more, then
 	// rate_limited. Carol adding Alice, a contact, costs nothing.
-	dave := mustAPI(t, 200, "GET", base+"/v1/users?handle=dave", mPhone.token, nil)["user"].(map[string]any)["id"].(string)
-	erin := mustAPI(t, 200, "GET", base+"/v1/users?handle=erin", mPhone.token, nil)["user"].(map[string]any)["id"].(string)
-	mustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{dave}})
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.token, map[string]any{"kind": "direct", "members": []string{erin}}); code != 429 {
+	dave := e2e.MustAPI(t, 200, "GET", base+"/v1/users?handle=dave", mPhone.Token, nil)["user"].(map[string]any)["id"].(string)
+	erin := e2e.MustAPI(t, 200, "GET", base+"/v1/users?handle=erin", mPhone.Token, nil)["user"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "direct", "members": []string{dave}})
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations", mPhone.Token, map[string]any{"kind": "direct", "members": []string{erin}}); code != 429 {
 		t.Fatalf("the fourth stranger: %d %v", code, out)
 	}
 	for range 5 {
-		mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
+		e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "group", "title": "friends", "members": []string{alice}})
 	}
 	_ = carol
 }
@@ -523,17 +489,17 @@ func TestSecurityMessageRequests(t *testing.T) {
 // suspend ends Mallory's sessions.
 func TestSecurityReports(t *testing.T) {
 	data := t.TempDir()
-	p := startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
-	base := p.base
-	_, rootTok := signup(t, base, "root")
-	alice, aliceTok := signup(t, base, "alice")
-	mallory, malloryTok := signup(t, base, "mallory")
+	p := e2e.StartParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	base := p.Base
+	_, rootTok := e2e.Signup(t, base, "root")
+	alice, aliceTok := e2e.Signup(t, base, "alice")
+	mallory, malloryTok := e2e.Signup(t, base, "mallory")
 	_ = alice
-	if out, err := exec.Command(parleydBin, "admin", "grant", "root", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "root", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	dm := mustAPI(t, 201, "POST", base+"/v1/conversations", malloryTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", malloryTok, map[string]any{"client_msg_id": "m1", "body": "send me your password"})
+	dm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", malloryTok, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+dm+"/messages", malloryTok, map[string]any{"client_msg_id": "m1", "body": "send me your password"})
 
 	// A report of a message the reporter cannot see is refused like a
 	// missing one; bad input is refused and changes nothing.
@@ -543,26 +509,26 @@ func TestSecurityReports(t *testing.T) {
 		{"reason": "spam"},
 		{"user_id": alice, "conversation_id": dm, "seq": 1, "reason": "spam"},
 	} {
-		if code, out := api(t, http.DefaultClient, "POST", base+"/v1/reports", aliceTok, bad); code != 400 && code != 404 {
+		if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/reports", aliceTok, bad); code != 400 && code != 404 {
 			t.Fatalf("report %v: %d %v", bad, code, out)
 		}
 	}
-	rep := mustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"conversation_id": dm, "seq": 1, "reason": "harassment", "comment": "phishing", "content": "something else"})["report"].(map[string]any)
+	rep := e2e.MustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"conversation_id": dm, "seq": 1, "reason": "harassment", "comment": "phishing", "content": "something else"})["report"].(map[string]any)
 	if rep["state"] != "open" || rep["content"] != nil {
 		t.Fatalf("the reporter's view of a report %v", rep)
 	}
-	mustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"user_id": mallory, "reason": "spam"})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/reports", aliceTok, map[string]any{"user_id": mallory, "reason": "spam"})
 
 	// Only admins list them.
 	for name, tok := range map[string]string{"alice": aliceTok, "mallory": malloryTok} {
-		if code, out := api(t, http.DefaultClient, "GET", base+"/v1/admin/reports", tok, nil); code != 403 {
+		if code, out := e2e.API(t, http.DefaultClient, "GET", base+"/v1/admin/reports", tok, nil); code != 403 {
 			t.Fatalf("%s lists reports: %d %v", name, code, out)
 		}
-		if code, out := api(t, http.DefaultClient, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", tok, map[string]any{}); code != 403 {
+		if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", tok, map[string]any{}); code != 403 {
 			t.Fatalf("%s resolves a report: %d %v", name, code, out)
 		}
 	}
-	list := mustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any)
+	list := e2e.MustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any)
 	if len(list) != 2 {
 		t.Fatalf("admin sees %d reports, want 2: %v", len(list), list)
 	}
@@ -577,14 +543,14 @@ func TestSecurityReports(t *testing.T) {
 		t.Fatalf("the admin's view of the message report: %v", msgReport)
 	}
 
-	res := mustAPI(t, 200, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", rootTok, map[string]any{"resolution": "phishing", "suspend": true})["report"].(map[string]any)
+	res := e2e.MustAPI(t, 200, "POST", base+"/v1/admin/reports/"+rep["id"].(string)+"/resolve", rootTok, map[string]any{"resolution": "phishing", "suspend": true})["report"].(map[string]any)
 	if res["state"] != "resolved" || res["resolution"] != "phishing" {
 		t.Fatalf("resolved report %v", res)
 	}
-	if code, _ := api(t, http.DefaultClient, "GET", base+"/v1/me", malloryTok, nil); code != 401 {
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", base+"/v1/me", malloryTok, nil); code != 401 {
 		t.Fatalf("the suspended reported user's token: %d, want 401", code)
 	}
-	if open := mustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any); len(open) != 1 {
+	if open := e2e.MustAPI(t, 200, "GET", base+"/v1/admin/reports?state=open", rootTok, nil)["reports"].([]any); len(open) != 1 {
 		t.Fatalf("open reports after resolving one: %v", open)
 	}
 }
@@ -595,24 +561,24 @@ func TestSecurityReports(t *testing.T) {
 // while the stranger Mallory, who put her in a DM, and Dave, whom she
 // blocks, see nothing of her, neither in the online list nor live.
 func TestSecurityPresenceAcrossNodes(t *testing.T) {
-	env := append(clusterEnv(t), "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_LIMITS=off")
-	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
-	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	env := append(e2e.ClusterEnv(t), "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_LIMITS=off")
+	n1 := e2e.StartParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := e2e.StartParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
 	for _, h := range []string{"alice", "carol", "mallory", "dave"} {
-		signup(t, n1.base, h)
+		e2e.Signup(t, n1.Base, h)
 	}
-	a := loginDevice(t, n1.base, "alice", "phone")
-	c, m, d := loginDevice(t, n2.base, "carol", "phone"), loginDevice(t, n2.base, "mallory", "phone"), loginDevice(t, n2.base, "dave", "phone")
-	alice := a.user
-	cdm := mustAPI(t, 201, "POST", n2.base+"/v1/conversations", c.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 200, "POST", n1.base+"/v1/conversations/"+cdm+"/accept", a.token, nil)
-	ddm := mustAPI(t, 201, "POST", n2.base+"/v1/conversations", d.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 200, "POST", n1.base+"/v1/conversations/"+ddm+"/accept", a.token, nil)
-	mustAPI(t, 201, "POST", n2.base+"/v1/conversations", m.token, map[string]any{"kind": "direct", "members": []string{alice}})
-	mustAPI(t, 204, "PUT", n1.base+"/v1/blocks/"+d.user, a.token, nil)
+	a := e2e.LoginDevice(t, n1.Base, "alice", "phone")
+	c, m, d := e2e.LoginDevice(t, n2.Base, "carol", "phone"), e2e.LoginDevice(t, n2.Base, "mallory", "phone"), e2e.LoginDevice(t, n2.Base, "dave", "phone")
+	alice := a.User
+	cdm := e2e.MustAPI(t, 201, "POST", n2.Base+"/v1/conversations", c.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 200, "POST", n1.Base+"/v1/conversations/"+cdm+"/accept", a.Token, nil)
+	ddm := e2e.MustAPI(t, 201, "POST", n2.Base+"/v1/conversations", d.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 200, "POST", n1.Base+"/v1/conversations/"+ddm+"/accept", a.Token, nil)
+	e2e.MustAPI(t, 201, "POST", n2.Base+"/v1/conversations", m.Token, map[string]any{"kind": "direct", "members": []string{alice}})
+	e2e.MustAPI(t, 204, "PUT", n1.Base+"/v1/blocks/"+d.User, a.Token, nil)
 
-	ac := connect(t, n1.base, a)
-	cc, mc, dc := connect(t, n2.base, c), connect(t, n2.base, m), connect(t, n2.base, d)
+	ac := e2e.Connect(t, n1.Base, a)
+	cc, mc, dc := e2e.Connect(t, n2.Base, c), e2e.Connect(t, n2.Base, m), e2e.Connect(t, n2.Base, d)
 	if st := presenceOf(t, cc, alice); st != "online" {
 		t.Fatalf("carol on node 2 sees alice %s", st)
 	}
@@ -620,7 +586,7 @@ func TestSecurityPresenceAcrossNodes(t *testing.T) {
 	// A node's list and the other's announcement may both say online
 	// (the protocol allows a repeated online): wait for the offline.
 	awaitOffline(t, cc, alice)
-	ac = connect(t, n1.base, a)
+	ac = e2e.Connect(t, n1.Base, a)
 	if st := presenceOf(t, cc, alice); st != "online" {
 		t.Fatalf("carol on node 2 sees alice %s", st)
 	}
@@ -636,31 +602,31 @@ func TestSecurityPresenceAcrossNodes(t *testing.T) {
 // request) sees neither, although she did while Alice's settings were
 // everyone (the control).
 func TestSecurityPrivacyContacts(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on"}, "--presence-grace", "300ms")
-	base := p.base
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_MESSAGE_REQUESTS=on"}, "--presence-grace", "300ms")
+	base := p.Base
 	for _, h := range []string{"alice", "carol", "gina"} {
-		signup(t, base, h)
+		e2e.Signup(t, base, h)
 	}
-	aPhone, cPhone, gPhone := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "carol", "phone"), loginDevice(t, base, "gina", "phone")
-	alice, carol, gina := aPhone.user, cPhone.user, gPhone.user
+	aPhone, cPhone, gPhone := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "carol", "phone"), e2e.LoginDevice(t, base, "gina", "phone")
+	alice, carol, gina := aPhone.User, cPhone.User, gPhone.User
 	// Carol is Alice's contact: Alice accepted Carol's DM.
-	cdm := mustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
-	mustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm+"/accept", aPhone.token, nil)
+	cdm := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", cPhone.Token, map[string]any{"kind": "direct", "members": []string{alice}})["conversation"].(map[string]any)["id"].(string)
+	e2e.MustAPI(t, 200, "POST", base+"/v1/conversations/"+cdm+"/accept", aPhone.Token, nil)
 	// Alice's group holds Carol (a contact: an ordinary member) and Gina
 	// (a stranger: a request).
-	gObj := mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "group", "title": "g", "members": []string{carol, gina}})["conversation"].(map[string]any)
-	if c, g := memberOf(t, gObj, carol), memberOf(t, gObj, gina); c["request"] == true || g["request"] != true {
+	gObj := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "group", "title": "g", "members": []string{carol, gina}})["conversation"].(map[string]any)
+	if c, g := e2e.MemberOf(t, gObj, carol), e2e.MemberOf(t, gObj, gina); c["request"] == true || g["request"] != true {
 		t.Fatalf("alice's group: carol %v, gina %v; want carol a member, gina a request", c, g)
 	}
 	g := gObj["id"].(string)
 
 	// The control: with everyone, Gina sees Alice online.
-	ap := connect(t, base, aPhone)
-	gp := connect(t, base, gPhone)
+	ap := e2e.Connect(t, base, aPhone)
+	gp := e2e.Connect(t, base, gPhone)
 	if st := presenceOf(t, gp, alice); st != "online" {
 		t.Fatalf("gina sees alice %s while alice's presence is everyone", st)
 	}
-	pr := mustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.token, map[string]any{"presence": "contacts", "read_receipts": "contacts"})["privacy"].(map[string]any)
+	pr := e2e.MustAPI(t, 200, "PATCH", base+"/v1/me/privacy", aPhone.Token, map[string]any{"presence": "contacts", "read_receipts": "contacts"})["privacy"].(map[string]any)
 	if pr["presence"] != "contacts" || pr["read_receipts"] != "contacts" {
 		t.Fatalf("PATCH /v1/me/privacy = %v", pr)
 	}
@@ -668,27 +634,27 @@ func TestSecurityPrivacyContacts(t *testing.T) {
 
 	// A contact's new connection has Alice in its online list; Gina's new
 	// one does not.
-	cp := connect(t, base, cPhone)
+	cp := e2e.Connect(t, base, cPhone)
 	if st := presenceOf(t, cp, alice); st != "online" {
 		t.Fatalf("carol (a contact) sees alice %s", st)
 	}
-	gp2 := connect(t, base, loginDevice(t, base, "gina", "laptop"))
+	gp2 := e2e.Connect(t, base, e2e.LoginDevice(t, base, "gina", "laptop"))
 	quietAbout(t, gp2, alice, 500*time.Millisecond)
 
 	// Alice reads Carol's message: Carol gets the receipt, Gina does not
 	// (her own read, which her devices always learn, is the barrier).
 	cp.MustWrite(map[string]any{"type": "send", "id": "c1", "conversation_id": g, "client_msg_id": "c1", "body": "party at 8"})
-	expectMessage(t, ap, "ack", "presence")
+	e2e.ExpectMessage(t, ap, "ack", "presence")
 	ap.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
-	if r := expectReceipt(t, cp, "read", alice); r.Seq != 1 {
+	if r := e2e.ExpectReceipt(t, cp, "read", alice); r.Seq != 1 {
 		t.Fatalf("carol (a contact): alice's read receipt %+v", r)
 	}
 	gp.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
 	expectReceiptNot(t, gp, "read", gina, alice)
-	if am := memberOf(t, mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 1 {
+	if am := e2e.MemberOf(t, e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+g, cPhone.Token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 1 {
 		t.Fatalf("carol (a contact) sees alice's read_seq %v, want 1", am["read_seq"])
 	}
-	if am := memberOf(t, mustAPI(t, 200, "GET", base+"/v1/conversations/"+g, gPhone.token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 0 {
+	if am := e2e.MemberOf(t, e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+g, gPhone.Token, nil)["conversation"].(map[string]any), alice); am["read_seq"].(float64) != 0 {
 		t.Fatalf("gina (no contact) sees alice's read_seq %v, want 0", am["read_seq"])
 	}
 

@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"bytes"
@@ -26,6 +26,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/blob/fsblob"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/store/sqlite"
 )
@@ -60,11 +61,11 @@ func TestMediaCDN(t *testing.T) {
 	// can put a media record and its blob in place with the server's own
 	// store and keys (what the tus upload path does; uploads are tested
 	// on their own).
-	p := startParleyd(t, data, nil)
-	aliceID, alice := signup(t, p.base, "alice")
-	bobID, bob := signup(t, p.base, "bob")
-	_, carol := signup(t, p.base, "carol")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "media", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, data, nil)
+	aliceID, alice := e2e.Signup(t, p.Base, "alice")
+	bobID, bob := e2e.Signup(t, p.Base, "bob")
+	_, carol := e2e.Signup(t, p.Base, "carol")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "media", "members": []string{bobID}})
 	convID := conv["conversation"].(map[string]any)["id"].(string)
 	p.Stop(10 * time.Second)
 
@@ -89,42 +90,42 @@ func TestMediaCDN(t *testing.T) {
 	putMedia(t, data, smallMedia, small)
 
 	// 2. parleyd again, with nginx in front.
-	p = startParleyd(t, data, nil, "--limits", "off")
-	cdn := startNginx(t, nginxBin, strings.TrimPrefix(p.base, "http://"))
+	p = e2e.StartParleyd(t, data, nil, "--limits", "off")
+	cdn := startNginx(t, nginxBin, strings.TrimPrefix(p.Base, "http://"))
 
 	// The send carries the attachment's fields; bob's history has them.
-	sent := mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
+	sent := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
 		"client_msg_id": "m1", "type": "file", "body": "the CV", "attachments": []map[string]any{{"media_id": media.ID}}})
 	att := sent["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
 	if att["media_id"] != media.ID || att["content_type"] != "application/pdf" || att["filename"] != media.Filename ||
 		att["sha256"] != media.SHA256 || int(att["size"].(float64)) != len(content) {
 		t.Fatalf("attachment in the ack: %v", att)
 	}
-	hist := mustAPI(t, 200, "GET", p.base+"/v1/conversations/"+convID+"/messages", bob, nil)
+	hist := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/conversations/"+convID+"/messages", bob, nil)
 	if a := hist["messages"].([]any)[0].(map[string]any)["attachments"].([]any); len(a) != 1 {
 		t.Fatalf("history attachments: %v", a)
 	}
 	// Attaching it again is refused, naming the media.
-	code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
+	code, out := e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
 		"client_msg_id": "m2", "body": "again", "attachments": []map[string]any{{"media_id": media.ID}}})
 	if code != 400 || !strings.Contains(fmt.Sprint(out), media.ID) {
 		t.Fatalf("second attach: %d %v", code, out)
 	}
 
 	// 3. Links: members get the same one; a non-member gets 404.
-	link := mediaLink(t, p.base, alice, media.ID)
-	if other := mediaLink(t, p.base, bob, media.ID); other != link {
+	link := mediaLink(t, p.Base, alice, media.ID)
+	if other := mediaLink(t, p.Base, bob, media.ID); other != link {
 		t.Fatalf("bob's link %q differs from alice's %q", other, link)
 	}
-	if code := mediaLinkCode(t, p.base, carol, media.ID); code != 404 {
+	if code := mediaLinkCode(t, p.Base, carol, media.ID); code != 404 {
 		t.Fatalf("non-member: %d, want 404", code)
 	}
-	if code := mediaLinkCode(t, p.base, carol, parley.NewID()); code != 404 {
+	if code := mediaLinkCode(t, p.Base, carol, parley.NewID()); code != 404 {
 		t.Fatalf("unknown media: %d, want 404", code)
 	}
 
 	// 4. Through nginx: MISS, then HIT, parleyd hit once.
-	before := originRequests(t, p.base)
+	before := originRequests(t, p.Base)
 	res, body := fetch(t, cdn+link, nil)
 	if res.StatusCode != 200 || !bytes.Equal(body, content) || res.Header.Get("X-Cache-Status") != "MISS" {
 		t.Fatalf("first fetch: %d %s, %d bytes, equal %v", res.StatusCode, res.Header.Get("X-Cache-Status"), len(body), bytes.Equal(body, content))
@@ -147,17 +148,17 @@ func TestMediaCDN(t *testing.T) {
 	// The file is several slices: the first fetch asked parleyd once per
 	// slice, the second not at all.
 	slices := (len(content) + (1<<20 - 1)) >> 20
-	if got := originRequests(t, p.base) - before; got != slices {
+	if got := originRequests(t, p.Base) - before; got != slices {
 		t.Fatalf("parleyd served %d requests for two fetches, want %d (one per 1 MiB slice, once)", got, slices)
 	}
 	t.Logf("cache: first fetch MISS, second HIT; parleyd served %d slice requests, once", slices)
 
 	// A file of one slice: parleyd serves exactly one request for any
 	// number of fetches, and an image is not sent as an attachment.
-	mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
+	e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations/"+convID+"/messages", alice, map[string]any{
 		"client_msg_id": "m3", "type": "image", "attachments": []map[string]any{{"media_id": smallMedia.ID}}})
-	smallLink := mediaLink(t, p.base, bob, smallMedia.ID)
-	before = originRequests(t, p.base)
+	smallLink := mediaLink(t, p.Base, bob, smallMedia.ID)
+	before = originRequests(t, p.Base)
 	for i, want := range []string{"MISS", "HIT", "HIT"} {
 		res, body := fetch(t, cdn+smallLink, nil)
 		if res.StatusCode != 200 || !bytes.Equal(body, small) || res.Header.Get("X-Cache-Status") != want ||
@@ -165,7 +166,7 @@ func TestMediaCDN(t *testing.T) {
 			t.Fatalf("small fetch %d: %d %s (want %s) %v", i+1, res.StatusCode, res.Header.Get("X-Cache-Status"), want, res.Header)
 		}
 	}
-	if got := originRequests(t, p.base) - before; got != 1 {
+	if got := originRequests(t, p.Base) - before; got != 1 {
 		t.Fatalf("parleyd served %d requests for three fetches of one small file, want 1", got)
 	}
 	t.Logf("cache: small file MISS, HIT, HIT; parleyd served 1 request")
@@ -178,28 +179,28 @@ func TestMediaCDN(t *testing.T) {
 		t.Fatalf("range: %d %q, %d bytes", res.StatusCode, res.Header.Get("Content-Range"), len(body))
 	}
 	// Directly from parleyd too.
-	res, body = fetch(t, p.base+link, map[string]string{"Range": "bytes=10-19"})
+	res, body = fetch(t, p.Base+link, map[string]string{"Range": "bytes=10-19"})
 	if res.StatusCode != 206 || !bytes.Equal(body, content[10:20]) {
 		t.Fatalf("range at parleyd: %d", res.StatusCode)
 	}
 
 	// 6. A tampered signature: 403, not cached (parleyd sees both).
 	tampered := tamperSig(link)
-	before = forbiddenRequests(t, p.base)
+	before = forbiddenRequests(t, p.Base)
 	for i := range 2 {
 		res, _ := fetch(t, cdn+tampered, nil)
 		if res.StatusCode != 403 || res.Header.Get("X-Cache-Status") == "HIT" || res.Header.Get("Cache-Control") != "no-store" {
 			t.Fatalf("tampered fetch %d: %d %s %q", i+1, res.StatusCode, res.Header.Get("X-Cache-Status"), res.Header.Get("Cache-Control"))
 		}
 	}
-	if got := forbiddenRequests(t, p.base) - before; got != 2 {
+	if got := forbiddenRequests(t, p.Base) - before; got != 2 {
 		t.Fatalf("parleyd saw %d of 2 tampered requests: one was cached", got)
 	}
 	// An expired link: 403 too (exp moved into the past breaks the
 	// signature first; the unit tests cover expiry with a valid one).
 
 	// 7. Bob, a second member, fetches the same link: a HIT.
-	bobLink := mediaLink(t, p.base, bob, media.ID)
+	bobLink := mediaLink(t, p.Base, bob, media.ID)
 	res, body = fetch(t, cdn+bobLink, nil)
 	if res.StatusCode != 200 || res.Header.Get("X-Cache-Status") != "HIT" || !bytes.Equal(body, content) {
 		t.Fatalf("bob's fetch: %d %s", res.StatusCode, res.Header.Get("X-Cache-Status"))
@@ -207,26 +208,26 @@ func TestMediaCDN(t *testing.T) {
 
 	// 8. Throughput: parleyd (decrypting from the data directory) and
 	// nginx's cache, same run, same file.
-	direct := throughput(t, p.base+link, len(content))
+	direct := throughput(t, p.Base+link, len(content))
 	cached := throughput(t, cdn+link, len(content))
 	t.Logf("download of %.1f MiB: parleyd %.0f MB/s, nginx cache HIT %.0f MB/s", float64(len(content))/(1<<20), direct, cached)
 
 	// 9. Bob is removed: no new link for him (404), alice still gets one.
-	mustAPI(t, 204, "DELETE", p.base+"/v1/conversations/"+convID+"/members/"+bobID, alice, nil)
-	if code := mediaLinkCode(t, p.base, bob, media.ID); code != 404 {
+	e2e.MustAPI(t, 204, "DELETE", p.Base+"/v1/conversations/"+convID+"/members/"+bobID, alice, nil)
+	if code := mediaLinkCode(t, p.Base, bob, media.ID); code != 404 {
 		t.Fatalf("removed member: %d, want 404", code)
 	}
-	if code := mediaLinkCode(t, p.base, alice, media.ID); code != 302 {
+	if code := mediaLinkCode(t, p.Base, alice, media.ID); code != 302 {
 		t.Fatalf("alice after the removal: %d", code)
 	}
 	// 10. Deleting the message deletes the media: parleyd refuses its
 	// link (the cache keeps what it has until max-age: the operator's
 	// purge, docs/operations.md).
-	mustAPI(t, 200, "DELETE", p.base+"/v1/conversations/"+convID+"/messages/1", alice, nil)
-	if res, _ := fetch(t, p.base+link, nil); res.StatusCode != 404 {
+	e2e.MustAPI(t, 200, "DELETE", p.Base+"/v1/conversations/"+convID+"/messages/1", alice, nil)
+	if res, _ := fetch(t, p.Base+link, nil); res.StatusCode != 404 {
 		t.Fatalf("deleted media at parleyd: %d, want 404", res.StatusCode)
 	}
-	if code := mediaLinkCode(t, p.base, alice, media.ID); code != 404 {
+	if code := mediaLinkCode(t, p.Base, alice, media.ID); code != 404 {
 		t.Fatalf("link to deleted media: %d, want 404", code)
 	}
 }
@@ -266,7 +267,7 @@ func putMedia(t *testing.T, data string, m *parley.Media, content []byte) {
 func startNginx(t *testing.T, bin, upstream string) string {
 	t.Helper()
 	dir := t.TempDir()
-	deploy, err := os.ReadFile("../../deploy/nginx-media.conf")
+	deploy, err := os.ReadFile("../../../deploy/nginx-media.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,12 +404,12 @@ func tamperSig(link string) string {
 
 // originRequests counts the signed downloads parleyd served.
 func originRequests(t *testing.T, base string) int {
-	return int(metricValue(t, base, `parley_media_requests_total{outcome="ok",variant="original"}`))
+	return int(e2e.MetricValue(t, base, `parley_media_requests_total{outcome="ok",variant="original"}`))
 }
 
 // forbiddenRequests counts the signed links parleyd refused.
 func forbiddenRequests(t *testing.T, base string) int {
-	return int(metricValue(t, base, `parley_media_requests_total{outcome="forbidden",variant="original"}`))
+	return int(e2e.MetricValue(t, base, `parley_media_requests_total{outcome="forbidden",variant="original"}`))
 }
 
 // throughput downloads url repeatedly for about a second and returns MB/s
@@ -442,11 +443,11 @@ func throughput(t *testing.T, url string, size int) float64 {
 // too; a non-member gets 404; a link past its expiry is 403 (links of one
 // second here: --media-url-ttl 1s --media-url-bucket 1s).
 func TestMediaUploadToDownload(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), nil, "--limits", "off", "--media-url-ttl", "1s", "--media-url-bucket", "1s")
-	_, alice := signup(t, p.base, "alice")
-	bobID, bob := signup(t, p.base, "bob")
-	_, carol := signup(t, p.base, "carol")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "pics", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, t.TempDir(), nil, "--limits", "off", "--media-url-ttl", "1s", "--media-url-bucket", "1s")
+	_, alice := e2e.Signup(t, p.Base, "alice")
+	bobID, bob := e2e.Signup(t, p.Base, "bob")
+	_, carol := e2e.Signup(t, p.Base, "carol")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", alice, map[string]any{"kind": "group", "title": "pics", "members": []string{bobID}})
 	convID := conv["conversation"].(map[string]any)["id"].(string)
 
 	var png bytes.Buffer
@@ -459,18 +460,18 @@ func TestMediaUploadToDownload(t *testing.T) {
 	if err := pngenc.Encode(&png, img); err != nil {
 		t.Fatal(err)
 	}
-	mediaID := tusUpload(t, p.base, alice, convID, "gradient.png", png.Bytes())
+	mediaID := tusUpload(t, p.Base, alice, convID, "gradient.png", png.Bytes())
 
 	// Sent over the WebSocket: the ack and bob's live frame carry the
 	// processed fields.
-	aws, bws := connect(t, p.base, loginDevice(t, p.base, "alice", "ws")), connect(t, p.base, loginDevice(t, p.base, "bob", "ws"))
+	aws, bws := e2e.Connect(t, p.Base, e2e.LoginDevice(t, p.Base, "alice", "ws")), e2e.Connect(t, p.Base, e2e.LoginDevice(t, p.Base, "bob", "ws"))
 	aws.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": convID, "client_msg_id": "p1", "message_type": "image",
 		"attachments": []map[string]any{{"media_id": mediaID}}})
-	var ack msgFrame
+	var ack e2e.MsgFrame
 	if err := aws.Expect("ack", "message", "presence", "typing", "receipt", "conversation").Decode(&ack); err != nil {
 		t.Fatal(err)
 	}
-	live := expectMessage(t, bws)
+	live := e2e.ExpectMessage(t, bws)
 	for _, m := range []parley.Message{ack.Message, live} {
 		if len(m.Attachments) != 1 {
 			t.Fatalf("message %+v: want one attachment", m)
@@ -480,36 +481,36 @@ func TestMediaUploadToDownload(t *testing.T) {
 			t.Fatalf("attachment %+v", a)
 		}
 	}
-	att := mustAPI(t, 200, "GET", p.base+"/v1/conversations/"+convID+"/messages/1", bob, nil)["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
+	att := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/conversations/"+convID+"/messages/1", bob, nil)["message"].(map[string]any)["attachments"].([]any)[0].(map[string]any)
 	if att["sha256"] != live.Attachments[0].SHA256 {
 		t.Fatalf("GET of the message: attachment %v", att)
 	}
 
 	// Bob follows the redirect and gets the stored bytes.
-	res, body := fetchAuthed(t, p.base+"/v1/media/"+mediaID, bob)
+	res, body := fetchAuthed(t, p.Base+"/v1/media/"+mediaID, bob)
 	sum := sha256.Sum256(body)
 	if res.StatusCode != 200 || hex.EncodeToString(sum[:]) != att["sha256"] || res.Header.Get("Content-Type") != "image/png" ||
 		res.Header.Get("Content-Disposition") != "" || res.Header.Get("ETag") != `"`+att["sha256"].(string)+`"` {
 		t.Fatalf("download: %d %v, sha256 match %v", res.StatusCode, res.Header, hex.EncodeToString(sum[:]) == att["sha256"])
 	}
-	res, body = fetchAuthed(t, p.base+"/v1/media/"+mediaID+"?variant=thumbnail", bob)
+	res, body = fetchAuthed(t, p.Base+"/v1/media/"+mediaID+"?variant=thumbnail", bob)
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "image/") || len(body) == 0 {
 		t.Fatalf("thumbnail: %d %q %d bytes", res.StatusCode, res.Header.Get("Content-Type"), len(body))
 	}
-	if code := mediaLinkCode(t, p.base, carol, mediaID); code != 404 {
+	if code := mediaLinkCode(t, p.Base, carol, mediaID); code != 404 {
 		t.Fatalf("non-member: %d", code)
 	}
 	// The info route answers the same object.
-	info := mustAPI(t, 200, "GET", p.base+"/v1/media/"+mediaID+"/info", bob, nil)
+	info := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/media/"+mediaID+"/info", bob, nil)
 	if info["sha256"] != att["sha256"] || info["media_id"] != mediaID {
 		t.Fatalf("info %v", info)
 	}
 
 	// Expiry: a one-second link is refused once exp has passed.
-	link := mediaLink(t, p.base, bob, mediaID)
+	link := mediaLink(t, p.Base, bob, mediaID)
 	exp, _ := strconv.ParseInt(link[strings.Index(link, "exp=")+4:strings.Index(link, "&")], 10, 64)
 	time.Sleep(time.Until(time.Unix(exp, 0)) + 100*time.Millisecond)
-	res, _ = fetch(t, p.base+link, nil)
+	res, _ = fetch(t, p.Base+link, nil)
 	if res.StatusCode != 403 || res.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("expired link: %d %q", res.StatusCode, res.Header.Get("Cache-Control"))
 	}

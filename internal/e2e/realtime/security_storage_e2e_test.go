@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // read the database file as an attacker with a copy would
+
+	"github.com/parleychat/parley/internal/e2e"
 )
 
 // TestInvisibleCharactersRefused: display names, group titles and device
@@ -22,27 +24,27 @@ import (
 // the real binary; a name with an emoji sequence (which uses a zero-width
 // joiner) is not.
 func TestInvisibleCharactersRefused(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), nil)
+	p := e2e.StartParleyd(t, t.TempDir(), nil)
 	for _, name := range []string{"Alice\u202Eecila", "ad\u200Bmin", "bob\u2066x\u2069", "\uFEFFeve"} {
-		code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "mallory", "password": "correct horse battery", "display_name": name})
+		code, out := e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": "mallory", "password": "correct horse battery", "display_name": name})
 		if code != 400 || refusalCode(out) != "invalid_request" {
 			t.Errorf("register with display name %q: %d %v, want 400 invalid_request", name, code, out)
 		}
 	}
-	mustAPI(t, 201, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery", "display_name": "Alice 👩\u200D💻"})
-	code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery",
+	e2e.MustAPI(t, 201, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery", "display_name": "Alice 👩\u200D💻"})
+	code, out := e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery",
 		"device": map[string]any{"platform": "cli", "name": "work\u202Elaptop"}})
 	if code != 400 || refusalCode(out) != "invalid_request" {
 		t.Errorf("login with a device name holding an override: %d %v", code, out)
 	}
-	tok := mustAPI(t, 200, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery",
+	tok := e2e.MustAPI(t, 200, "POST", p.Base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery",
 		"device": map[string]any{"platform": "cli", "name": "laptop 💻"}})["access_token"].(string)
-	bobID, _ := signup(t, p.base, "bob")
-	code, out = api(t, http.DefaultClient, "POST", p.base+"/v1/conversations", tok, map[string]any{"kind": "group", "title": "team\u200Bchat", "members": []string{bobID}})
+	bobID, _ := e2e.Signup(t, p.Base, "bob")
+	code, out = e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/conversations", tok, map[string]any{"kind": "group", "title": "team\u200Bchat", "members": []string{bobID}})
 	if code != 400 || refusalCode(out) != "invalid_request" {
 		t.Errorf("group title with a zero-width space: %d %v", code, out)
 	}
-	convs := mustAPI(t, 200, "GET", p.base+"/v1/conversations", tok, nil)
+	convs := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/conversations", tok, nil)
 	if n := len(convs["conversations"].([]any)); n != 0 {
 		t.Errorf("a refused create left %d conversations", n)
 	}
@@ -53,13 +55,13 @@ func TestInvisibleCharactersRefused(t *testing.T) {
 // (secure_delete); the files are readable by their owner only.
 func TestDeletedMessageLeavesNoCiphertext(t *testing.T) {
 	data := t.TempDir()
-	p := startParleyd(t, data, nil)
-	_, tok := signup(t, p.base, "alice")
-	bobID, _ := signup(t, p.base, "bob")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", tok, map[string]any{"kind": "direct", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, data, nil)
+	_, tok := e2e.Signup(t, p.Base, "alice")
+	bobID, _ := e2e.Signup(t, p.Base, "bob")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", tok, map[string]any{"kind": "direct", "members": []string{bobID}})
 	convID := conv["conversation"].(map[string]any)["id"].(string)
 	for i := range 30 {
-		sendText(t, p.base, tok, convID, fmt.Sprint("c", i), fmt.Sprintf("message %d, a body long enough to be found again", i+1))
+		e2e.SendText(t, p.Base, tok, convID, fmt.Sprint("c", i), fmt.Sprintf("message %d, a body long enough to be found again", i+1))
 	}
 	dbPath := filepath.Join(data, "parley.db")
 	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
@@ -85,9 +87,9 @@ func TestDeletedMessageLeavesNoCiphertext(t *testing.T) {
 		t.Fatal("the sealed body is not in the file before the delete: the test cannot see what it checks")
 	}
 
-	p = startParleyd(t, data, nil)
-	mustAPI(t, 200, "DELETE", fmt.Sprintf("%s/v1/conversations/%s/messages/10", p.base, convID), tok, nil)
-	mustAPI(t, 200, "PATCH", fmt.Sprintf("%s/v1/conversations/%s/messages/20", p.base, convID), tok, map[string]any{"body": "edited"})
+	p = e2e.StartParleyd(t, data, nil)
+	e2e.MustAPI(t, 200, "DELETE", fmt.Sprintf("%s/v1/conversations/%s/messages/10", p.Base, convID), tok, nil)
+	e2e.MustAPI(t, 200, "PATCH", fmt.Sprintf("%s/v1/conversations/%s/messages/20", p.Base, convID), tok, map[string]any{"body": "edited"})
 	p.Stop(20 * time.Second)
 	for _, f := range []string{dbPath, dbPath + "-wal"} {
 		raw, err := os.ReadFile(f)
@@ -113,12 +115,12 @@ func TestDeletedMessageLeavesNoCiphertext(t *testing.T) {
 func TestMasterKeyFileOutsideData(t *testing.T) {
 	data, secrets := t.TempDir(), t.TempDir()
 	keyFile := filepath.Join(secrets, "parley-master.key")
-	p := startParleyd(t, data, nil, "--master-key-file", keyFile)
-	_, tok := signup(t, p.base, "alice")
-	bobID, _ := signup(t, p.base, "bob")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", tok, map[string]any{"kind": "direct", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, data, nil, "--master-key-file", keyFile)
+	_, tok := e2e.Signup(t, p.Base, "alice")
+	bobID, _ := e2e.Signup(t, p.Base, "bob")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", tok, map[string]any{"kind": "direct", "members": []string{bobID}})
 	convID := conv["conversation"].(map[string]any)["id"].(string)
-	sendText(t, p.base, tok, convID, "k1", "kept under a key outside the data")
+	e2e.SendText(t, p.Base, tok, convID, "k1", "kept under a key outside the data")
 	p.Stop(20 * time.Second)
 	if _, err := os.Stat(filepath.Join(data, "master.key")); !os.IsNotExist(err) {
 		t.Fatalf("master.key in the data directory: %v", err)
@@ -126,18 +128,18 @@ func TestMasterKeyFileOutsideData(t *testing.T) {
 	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v, want mode 0600", fi, err)
 	}
-	p = startParleyd(t, data, nil, "--master-key-file", keyFile)
-	out := mustAPI(t, 200, "GET", p.base+"/v1/conversations/"+convID+"/messages", tok, nil)
+	p = e2e.StartParleyd(t, data, nil, "--master-key-file", keyFile)
+	out := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/conversations/"+convID+"/messages", tok, nil)
 	if msgs := out["messages"].([]any); len(msgs) != 1 || msgs[0].(map[string]any)["body"] != "kept under a key outside the data" {
 		t.Fatalf("after restart: %v", out)
 	}
 	p.Stop(20 * time.Second)
 
-	mustFail(t, nil, []string{"inside the data directory"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", filepath.Join(data, "k"))
-	mustFail(t, []string{"PARLEY_MASTER_KEY=" + strings.Repeat("A", 43) + "="}, []string{"give one"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", keyFile)
+	e2e.MustFail(t, nil, []string{"inside the data directory"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", filepath.Join(data, "k"))
+	e2e.MustFail(t, []string{"PARLEY_MASTER_KEY=" + strings.Repeat("A", 43) + "="}, []string{"give one"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", keyFile)
 	raw, _ := os.ReadFile(keyFile)
 	os.WriteFile(filepath.Join(data, "master.key"), raw, 0o600)
-	mustFail(t, nil, []string{"still in the data directory"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", keyFile)
+	e2e.MustFail(t, nil, []string{"still in the data directory"}, "--data", data, "--listen", "127.0.0.1:0", "--master-key-file", keyFile)
 }
 
 // refusalCode is the error code of an error answer, "" if there is none.

@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 	"github.com/parleychat/parley/service"
 )
@@ -26,85 +27,19 @@ import (
 // The real-time tests run the real binary and talk to it with real
 // WebSocket clients (internal/wstest, on gobwas/ws).
 
-// device is one logged-in device of a test user.
-type device struct {
-	user, id, token, refresh string
-}
-
-func loginDevice(t testing.TB, base, handle, name string) device {
-	t.Helper()
-	s := mustAPI(t, 200, "POST", base+"/v1/sessions", "", map[string]any{"handle": handle, "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": name}})
-	return device{user: s["user_id"].(string), id: s["device_id"].(string), token: s["access_token"].(string), refresh: s["refresh_token"].(string)}
-}
-
-func wsURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/v1/ws" }
-
-// connect dials and waits for the ready frame.
-func connect(t testing.TB, base string, d device) *wstest.Conn {
-	t.Helper()
-	c := wstest.MustDial(t, wsURL(base), d.token)
-	var ready struct {
-		UserID   string `json:"user_id"`
-		DeviceID string `json:"device_id"`
-	}
-	if err := c.Expect("ready").Decode(&ready); err != nil || ready.UserID != d.user || ready.DeviceID != d.id {
-		t.Fatalf("ready frame %+v, %v; want user %s device %s", ready, err, d.user, d.id)
-	}
-	return c
-}
-
-type msgFrame struct {
-	Message parley.Message `json:"message"`
-}
-
-type receiptFrame struct {
-	ConversationID string `json:"conversation_id"`
-	UserID         string `json:"user_id"`
-	DeviceID       string `json:"device_id"`
-	Kind           string `json:"kind"`
-	Seq            int64  `json:"seq"`
-}
-
-func expectMessage(t testing.TB, c *wstest.Conn, skip ...string) parley.Message {
-	t.Helper()
-	var m msgFrame
-	if err := c.Expect("message", append(skip, "presence", "typing", "receipt", "conversation")...).Decode(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Message
-}
-
-func expectReceipt(t testing.TB, c *wstest.Conn, kind, user string) receiptFrame {
-	t.Helper()
-	for {
-		var r receiptFrame
-		if err := c.Expect("receipt", "message", "presence", "typing", "ack", "conversation").Decode(&r); err != nil {
-			t.Fatal(err)
-		}
-		if r.Kind == kind && r.UserID == user {
-			return r
-		}
-	}
-}
-
-func startRealtime(t *testing.T, args ...string) *proc {
-	t.Helper()
-	return startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, append([]string{"--presence-grace", "300ms"}, args...)...)
-}
-
 // TestRealtimeTwoUsersThreeDevices: live delivery to every device (the
 // sender's own included), acks, a REST send delivered live, delivered and
 // read receipts on every device, read state syncing across one user's
 // devices, and typing to the other member only.
 func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
-	signup(t, base, "alice")
-	signup(t, base, "bob")
-	aPhone, aLaptop, bPhone := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "alice", "laptop"), loginDevice(t, base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bPhone.user}})["conversation"].(map[string]any)["id"].(string)
+	p := e2e.StartRealtime(t)
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	e2e.Signup(t, base, "bob")
+	aPhone, aLaptop, bPhone := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "alice", "laptop"), e2e.LoginDevice(t, base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "direct", "members": []string{bPhone.User}})["conversation"].(map[string]any)["id"].(string)
 
-	ap, al, bp := connect(t, base, aPhone), connect(t, base, aLaptop), connect(t, base, bPhone)
+	ap, al, bp := e2e.Connect(t, base, aPhone), e2e.Connect(t, base, aLaptop), e2e.Connect(t, base, bPhone)
 
 	ap.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": conv, "client_msg_id": "c1", "body": "hello bob"})
 	var ack struct {
@@ -115,7 +50,7 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 		t.Fatalf("ack %+v %v", ack, err)
 	}
 	for name, c := range map[string]*wstest.Conn{"bob phone": bp, "alice laptop": al} {
-		if m := expectMessage(t, c); m.Seq != 1 || m.Body != "hello bob" || m.SenderID != aPhone.user || m.SenderDeviceID != aPhone.id {
+		if m := e2e.ExpectMessage(t, c); m.Seq != 1 || m.Body != "hello bob" || m.SenderID != aPhone.User || m.SenderDeviceID != aPhone.ID {
 			t.Fatalf("%s got %+v", name, m)
 		}
 	}
@@ -127,9 +62,9 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 	}
 
 	// A message sent over REST is delivered live too.
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+conv+"/messages", bPhone.token, map[string]any{"client_msg_id": "r1", "body": "hi alice"})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+conv+"/messages", bPhone.Token, map[string]any{"client_msg_id": "r1", "body": "hi alice"})
 	for name, c := range map[string]*wstest.Conn{"alice phone": ap, "alice laptop": al, "bob phone": bp} {
-		if m := expectMessage(t, c, "ack"); m.Seq != 2 || m.Body != "hi alice" {
+		if m := e2e.ExpectMessage(t, c, "ack"); m.Seq != 2 || m.Body != "hi alice" {
 			t.Fatalf("%s got %+v, want seq 2", name, m)
 		}
 	}
@@ -137,7 +72,7 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 	// Bob's phone reports delivery: everyone gets Bob's delivered receipt.
 	bp.MustWrite(map[string]any{"type": "delivered", "conversation_id": conv, "seq": 2})
 	for _, c := range []*wstest.Conn{ap, al, bp} {
-		if r := expectReceipt(t, c, "delivered", bPhone.user); r.Seq != 2 || r.DeviceID != bPhone.id || r.ConversationID != conv {
+		if r := e2e.ExpectReceipt(t, c, "delivered", bPhone.User); r.Seq != 2 || r.DeviceID != bPhone.ID || r.ConversationID != conv {
 			t.Fatalf("delivered receipt %+v", r)
 		}
 	}
@@ -145,11 +80,11 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 	// so does Bob.
 	al.MustWrite(map[string]any{"type": "read", "conversation_id": conv, "seq": 2})
 	for _, c := range []*wstest.Conn{ap, al, bp} {
-		if r := expectReceipt(t, c, "read", aPhone.user); r.Seq != 2 {
+		if r := e2e.ExpectReceipt(t, c, "read", aPhone.User); r.Seq != 2 {
 			t.Fatalf("read receipt %+v", r)
 		}
 	}
-	view := mustAPI(t, 200, "GET", base+"/v1/conversations/"+conv, aPhone.token, nil)["conversation"].(map[string]any)
+	view := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+conv, aPhone.Token, nil)["conversation"].(map[string]any)
 	if view["unread_count"].(float64) != 0 || view["read_seq"].(float64) != 2 {
 		t.Fatalf("alice's view after reading on the laptop: %v", view)
 	}
@@ -161,7 +96,7 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 		State     string `json:"state"`
 		ExpiresIn int    `json:"expires_in"`
 	}
-	if err := bp.Expect("typing", "presence", "receipt").Decode(&typing); err != nil || typing.UserID != aPhone.user || typing.State != "start" || typing.ExpiresIn != 6 {
+	if err := bp.Expect("typing", "presence", "receipt").Decode(&typing); err != nil || typing.UserID != aPhone.User || typing.State != "start" || typing.ExpiresIn != 6 {
 		t.Fatalf("typing %+v %v", typing, err)
 	}
 	al.Quiet(300*time.Millisecond, "typing")
@@ -172,82 +107,53 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 	}
 	for name, c := range map[string]*wstest.Conn{"alice phone": ap, "alice laptop": al, "bob phone": bp} {
 		for want := int64(3); want <= 12; want++ {
-			if m := expectMessage(t, c, "ack"); m.Seq != want {
+			if m := e2e.ExpectMessage(t, c, "ack"); m.Seq != want {
 				t.Fatalf("%s: seq %d, want %d", name, m.Seq, want)
 			}
 		}
 	}
 }
 
-// syncResult is a decoded sync_result frame.
-type syncResult struct {
-	ID            string `json:"id"`
-	Position      string `json:"position"`
-	HasMore       bool   `json:"has_more"`
-	Conversations []struct {
-		Conversation parley.Conversation `json:"conversation"`
-		Removed      bool                `json:"removed"`
-		ReadSeq      int64               `json:"read_seq"`
-		UnreadCount  int64               `json:"unread_count"`
-		Messages     []parley.Message    `json:"messages"`
-		MoreMessages bool                `json:"more_messages"`
-	} `json:"conversations"`
-}
-
-func doSync(t testing.TB, c *wstest.Conn, position string, limit int) syncResult {
-	t.Helper()
-	req := map[string]any{"type": "sync", "id": "sync", "position": position}
-	if limit > 0 {
-		req["limit"] = limit
-	}
-	c.MustWrite(req)
-	var res syncResult
-	if err := c.Expect("sync_result", "*").Decode(&res); err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
 // TestOfflineSync: a device offline while 100 messages arrive in four
 // conversations gets them all with one sync, no gap, no duplicate, with
 // unread counts; the next sync is empty.
 func TestOfflineSync(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
-	signup(t, base, "alice")
-	_, bobToken := signup(t, base, "bob")
-	signup(t, base, "carol")
-	alice := loginDevice(t, base, "alice", "phone")
-	bobLaptop := loginDevice(t, base, "bob", "laptop")
-	carol := loginDevice(t, base, "carol", "phone")
+	p := e2e.StartRealtime(t)
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	_, bobToken := e2e.Signup(t, base, "bob")
+	e2e.Signup(t, base, "carol")
+	alice := e2e.LoginDevice(t, base, "alice", "phone")
+	bobLaptop := e2e.LoginDevice(t, base, "bob", "laptop")
+	carol := e2e.LoginDevice(t, base, "carol", "phone")
 	var convs []string
 	for i := range 4 {
-		members := []string{bobLaptop.user}
+		members := []string{bobLaptop.User}
 		if i%2 == 1 {
-			members = append(members, carol.user)
+			members = append(members, carol.User)
 		}
-		c := mustAPI(t, 201, "POST", base+"/v1/conversations", alice.token, map[string]any{"kind": "group", "title": fmt.Sprint("g", i), "members": members})
+		c := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", alice.Token, map[string]any{"kind": "group", "title": fmt.Sprint("g", i), "members": members})
 		convs = append(convs, c["conversation"].(map[string]any)["id"].(string))
 	}
 
 	// Bob's laptop syncs once, then goes offline.
-	bl := connect(t, base, bobLaptop)
-	first := doSync(t, bl, "", 0)
+	bl := e2e.Connect(t, base, bobLaptop)
+	first := e2e.DoSync(t, bl, "", 0)
 	if len(first.Conversations) != 4 || first.HasMore {
 		t.Fatalf("first sync: %d conversations, has_more %v", len(first.Conversations), first.HasMore)
 	}
 	bl.Close()
 
-	ac := connect(t, base, alice)
+	ac := e2e.Connect(t, base, alice)
 	for i := range 100 {
 		ac.MustWrite(map[string]any{"type": "send", "id": fmt.Sprint(i), "conversation_id": convs[i%4], "client_msg_id": fmt.Sprint("m", i), "body": fmt.Sprint("message ", i)})
 		ac.Expect("ack", "message", "presence", "receipt")
 	}
 	// Bob reads conversation 0 up to 10 on another device meanwhile.
-	mustAPI(t, 200, "POST", base+"/v1/conversations/"+convs[0]+"/read", bobToken, map[string]any{"seq": 10})
+	e2e.MustAPI(t, 200, "POST", base+"/v1/conversations/"+convs[0]+"/read", bobToken, map[string]any{"seq": 10})
 
-	bl = connect(t, base, bobLaptop)
-	res := doSync(t, bl, first.Position, 100)
+	bl = e2e.Connect(t, base, bobLaptop)
+	res := e2e.DoSync(t, bl, first.Position, 100)
 	if res.HasMore || len(res.Conversations) != 4 {
 		t.Fatalf("sync after offline: %d conversations, has_more %v", len(res.Conversations), res.HasMore)
 	}
@@ -280,7 +186,7 @@ func TestOfflineSync(t *testing.T) {
 	if total != 100 {
 		t.Fatalf("%d messages synced, want 100", total)
 	}
-	again := doSync(t, bl, res.Position, 100)
+	again := e2e.DoSync(t, bl, res.Position, 100)
 	if len(again.Conversations) != 0 || again.HasMore {
 		t.Fatalf("second sync returned %d conversations", len(again.Conversations))
 	}
@@ -299,23 +205,23 @@ func TestOfflineSync(t *testing.T) {
 // TestGroupConcurrentSendersOneOrder: four members send at once; every
 // connection sees the same gap-free order.
 func TestGroupConcurrentSendersOneOrder(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
+	p := e2e.StartRealtime(t)
+	base := p.Base
 	const members, each = 4, 40
-	var devs []device
+	var devs []e2e.Device
 	for i := range members {
 		h := fmt.Sprint("member", i)
-		signup(t, base, h)
-		devs = append(devs, loginDevice(t, base, h, "phone"))
+		e2e.Signup(t, base, h)
+		devs = append(devs, e2e.LoginDevice(t, base, h, "phone"))
 	}
 	var ids []string
 	for _, d := range devs[1:] {
-		ids = append(ids, d.user)
+		ids = append(ids, d.User)
 	}
-	conv := mustAPI(t, 201, "POST", base+"/v1/conversations", devs[0].token, map[string]any{"kind": "group", "title": "race", "members": ids})["conversation"].(map[string]any)["id"].(string)
+	conv := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", devs[0].Token, map[string]any{"kind": "group", "title": "race", "members": ids})["conversation"].(map[string]any)["id"].(string)
 	conns := make([]*wstest.Conn, members)
 	for i, d := range devs {
-		conns[i] = connect(t, base, d)
+		conns[i] = e2e.Connect(t, base, d)
 	}
 	// Each member streams its sends with up to 8 in flight while reading
 	// everything its connection receives.
@@ -345,7 +251,7 @@ func TestGroupConcurrentSendersOneOrder(t *testing.T) {
 				case "ack":
 					acks++
 				case "message":
-					var m msgFrame
+					var m e2e.MsgFrame
 					_ = f.Decode(&m)
 					seen = append(seen, m.Message.Seq)
 					orders[i] = append(orders[i], m.Message.ClientMsgID)
@@ -379,12 +285,12 @@ func TestGroupConcurrentSendersOneOrder(t *testing.T) {
 // gap-free with each message once.
 func TestRestartMidStream(t *testing.T) {
 	data := t.TempDir()
-	p := startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a := loginDevice(t, p.base, "alice", "phone")
-	b := loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	p := e2e.StartParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	b := e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
 
 	const total = 200
 	var mu sync.Mutex
@@ -394,7 +300,7 @@ func TestRestartMidStream(t *testing.T) {
 		defer mu.Unlock()
 		return len(acked)
 	}
-	ac := connect(t, p.base, a)
+	ac := e2e.Connect(t, p.Base, a)
 	streamDone := make(chan struct{})
 	go func() {
 		// Up to 16 sends in flight until the connection dies.
@@ -432,8 +338,8 @@ func TestRestartMidStream(t *testing.T) {
 	<-streamDone
 	<-p.Exited()
 
-	p = startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
-	ac = connect(t, p.base, a)
+	p = e2e.StartParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	ac = e2e.Connect(t, p.Base, a)
 	// The client resends everything (an outbox that lost track), in order.
 	final := map[string]int64{}
 	for i := range total {
@@ -449,7 +355,7 @@ func TestRestartMidStream(t *testing.T) {
 			t.Fatalf("%s was acked as seq %d before the kill, %d after", id, seq, final[id])
 		}
 	}
-	res := doSync(t, ac, "", 100)
+	res := e2e.DoSync(t, ac, "", 100)
 	var lastSeq int64
 	for _, c := range res.Conversations {
 		if c.Conversation.ID == conv {
@@ -465,10 +371,10 @@ func TestRestartMidStream(t *testing.T) {
 // error frame and the connection lives on; an oversized frame closes it
 // with 1009.
 func TestBadFrames(t *testing.T) {
-	p := startRealtime(t, "--max-frame-bytes", "4096")
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
-	c := connect(t, p.base, a)
+	p := e2e.StartRealtime(t, "--max-frame-bytes", "4096")
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	c := e2e.Connect(t, p.Base, a)
 	for _, bad := range []string{`{"type":`, `[1,2]`, `{"type":"launch_missiles","id":"x"}`, `{"type":"send","id":"s"}`, `{"type":"read","conversation_id":"x","seq":-1}`} {
 		c.MustWrite(bad)
 		var e struct {
@@ -494,8 +400,8 @@ func TestBadFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Expect("error")
-	if text := getText(t, p.base+"/metrics"); !strings.Contains(text, `parley_ws_frames_received_total{type="invalid"} 4`) || !strings.Contains(text, "parley_ws_connections 1") {
-		t.Errorf("metrics after bad frames:\n%s", grepLines(text, "parley_ws"))
+	if text := e2e.GetText(t, p.Base+"/metrics"); !strings.Contains(text, `parley_ws_frames_received_total{type="invalid"} 4`) || !strings.Contains(text, "parley_ws_connections 1") {
+		t.Errorf("metrics after bad frames:\n%s", e2e.GrepLines(text, "parley_ws"))
 	}
 
 	c.MustWrite(`{"type":"ping","pad":"` + strings.Repeat("x", 5000) + `"}`)
@@ -508,10 +414,10 @@ func TestBadFrames(t *testing.T) {
 // TestHandshakePolicy: tokens in a header or the query, Origin rules,
 // and refusals before the upgrade.
 func TestHandshakePolicy(t *testing.T) {
-	p := startRealtime(t, "--allowed-origins", "https://app.example.com")
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
-	url := wsURL(p.base)
+	p := e2e.StartRealtime(t, "--allowed-origins", "https://app.example.com")
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	url := e2e.WSURL(p.Base)
 	dial := func(u, token, origin string) int {
 		h := http.Header{}
 		if origin != "" {
@@ -533,10 +439,10 @@ func TestHandshakePolicy(t *testing.T) {
 		name, url, token, origin string
 		want                     int
 	}{
-		{"bearer, no origin", url, a.token, "", 101},
-		{"query token", url + "?access_token=" + a.token, "", "", 101},
-		{"allowed origin", url, a.token, "https://app.example.com", 101},
-		{"foreign origin", url, a.token, "https://evil.example", 403},
+		{"bearer, no origin", url, a.Token, "", 101},
+		{"query token", url + "?access_token=" + a.Token, "", "", 101},
+		{"allowed origin", url, a.Token, "https://app.example.com", 101},
+		{"foreign origin", url, a.Token, "https://evil.example", 403},
 		{"no token", url, "", "", 401},
 		{"bad token", url, "nonsense", "", 401},
 	}
@@ -545,7 +451,7 @@ func TestHandshakePolicy(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", tc.name, got, tc.want)
 		}
 	}
-	if strings.Contains(p.logText(), a.token) {
+	if strings.Contains(p.Logs(), a.Token) {
 		t.Error("an access token reached the log")
 	}
 }
@@ -554,17 +460,17 @@ func TestHandshakePolicy(t *testing.T) {
 // with last_seen; a user sharing no conversation sees nothing; logout
 // closes the socket with 4003.
 func TestPresenceRules(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
-	signup(t, base, "alice")
-	signup(t, base, "bob")
-	signup(t, base, "eve")
-	a, b, e := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "bob", "phone"), loginDevice(t, base, "eve", "phone")
-	mustAPI(t, 201, "POST", base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})
+	p := e2e.StartRealtime(t)
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	e2e.Signup(t, base, "bob")
+	e2e.Signup(t, base, "eve")
+	a, b, e := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "bob", "phone"), e2e.LoginDevice(t, base, "eve", "phone")
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})
 
-	bc := connect(t, base, b)
-	ec := connect(t, base, e)
-	ac := connect(t, base, a)
+	bc := e2e.Connect(t, base, b)
+	ec := e2e.Connect(t, base, e)
+	ac := e2e.Connect(t, base, a)
 	var pres struct {
 		UserID   string     `json:"user_id"`
 		State    string     `json:"state"`
@@ -572,23 +478,23 @@ func TestPresenceRules(t *testing.T) {
 	}
 	// Alice learns Bob is online at connect; Bob learns Alice came online.
 	// The conversation's creation may still be on its way to either.
-	if err := ac.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != b.user || pres.State != "online" {
+	if err := ac.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != b.User || pres.State != "online" {
 		t.Fatalf("alice's initial presence: %+v %v", pres, err)
 	}
-	if err := bc.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != a.user || pres.State != "online" {
+	if err := bc.Expect("presence", "conversation").Decode(&pres); err != nil || pres.UserID != a.User || pres.State != "online" {
 		t.Fatalf("bob sees alice: %+v %v", pres, err)
 	}
 	ac.Close()
-	if err := bc.Expect("presence").Decode(&pres); err != nil || pres.UserID != a.user || pres.State != "offline" || pres.LastSeen == nil {
+	if err := bc.Expect("presence").Decode(&pres); err != nil || pres.UserID != a.User || pres.State != "offline" || pres.LastSeen == nil {
 		t.Fatalf("bob sees alice leave: %+v %v", pres, err)
 	}
 	ec.Quiet(500*time.Millisecond, "presence")
 
 	// A quick reconnect within the grace period does not flap.
-	ac = connect(t, base, a)
+	ac = e2e.Connect(t, base, a)
 	bc.Expect("presence") // online again (she was offline)
 	ac.Close()
-	ac = connect(t, base, a)
+	ac = e2e.Connect(t, base, a)
 	for deadline := time.Now().Add(700 * time.Millisecond); ; {
 		f, err := bc.Next(time.Until(deadline))
 		if err != nil {
@@ -600,7 +506,7 @@ func TestPresenceRules(t *testing.T) {
 	}
 
 	// Logging out closes that device's socket at once.
-	mustAPI(t, 204, "DELETE", base+"/v1/sessions/current", a.token, nil)
+	e2e.MustAPI(t, 204, "DELETE", base+"/v1/sessions/current", a.Token, nil)
 	if code, err := ac.WaitClosed(5 * time.Second); err != nil || code != 4003 {
 		t.Fatalf("after logout: close %d, %v; want 4003", code, err)
 	}
@@ -608,12 +514,12 @@ func TestPresenceRules(t *testing.T) {
 
 // TestShutdownClosesWith1001: SIGTERM sends every socket close 1001.
 func TestShutdownClosesWith1001(t *testing.T) {
-	p := startRealtime(t)
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
+	p := e2e.StartRealtime(t)
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
 	var conns []*wstest.Conn
 	for range 5 {
-		conns = append(conns, connect(t, p.base, a))
+		conns = append(conns, e2e.Connect(t, p.Base, a))
 	}
 	_ = p.Signal(syscall.SIGTERM)
 	for i, c := range conns {
@@ -623,7 +529,7 @@ func TestShutdownClosesWith1001(t *testing.T) {
 	}
 	<-p.Exited()
 	if p.ExitCode() != 0 {
-		t.Fatalf("exit code %d:\n%s", p.ExitCode(), p.logText())
+		t.Fatalf("exit code %d:\n%s", p.ExitCode(), p.Logs())
 	}
 }
 
@@ -632,15 +538,15 @@ func TestShutdownClosesWith1001(t *testing.T) {
 func TestTokenExpiryCloses(t *testing.T) {
 	// Tokens live 4 s: the laptop renews after about one, with room for a
 	// slow (race-built, loaded) machine before its first token expires.
-	p := startRealtime(t, "--access-token-ttl", "4s", "--ping-interval", "500ms", "--idle-timeout", "8s")
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
-	a2 := loginDevice(t, p.base, "alice", "laptop")
-	stale := connect(t, p.base, a)
-	renewing := connect(t, p.base, a2)
+	p := e2e.StartRealtime(t, "--access-token-ttl", "4s", "--ping-interval", "500ms", "--idle-timeout", "8s")
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	a2 := e2e.LoginDevice(t, p.Base, "alice", "laptop")
+	stale := e2e.Connect(t, p.Base, a)
+	renewing := e2e.Connect(t, p.Base, a2)
 	// A token of another session is refused.
-	other := loginDevice(t, p.base, "alice", "tablet")
-	renewing.MustWrite(map[string]any{"type": "auth", "id": "a0", "access_token": other.token})
+	other := e2e.LoginDevice(t, p.Base, "alice", "tablet")
+	renewing.MustWrite(map[string]any{"type": "auth", "id": "a0", "access_token": other.Token})
 	var e struct {
 		ID    string                `json:"id"`
 		Error struct{ Code string } `json:"error"`
@@ -650,7 +556,7 @@ func TestTokenExpiryCloses(t *testing.T) {
 	}
 	// The laptop refreshes its session and renews in-band.
 	time.Sleep(time.Second)
-	r := mustAPI(t, 200, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": a2.refresh})
+	r := e2e.MustAPI(t, 200, "POST", p.Base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": a2.Refresh})
 	renewing.MustWrite(map[string]any{"type": "auth", "id": "a1", "access_token": r["access_token"].(string)})
 	renewing.Expect("authenticated", "presence")
 
@@ -663,27 +569,6 @@ func TestTokenExpiryCloses(t *testing.T) {
 	renewing.Expect("pong", "presence")
 }
 
-func getText(t testing.TB, url string) string {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return string(b)
-}
-
-func grepLines(text, sub string) string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 type convFrame struct {
 	Action       string              `json:"action"`
 	Conversation parley.Conversation `json:"conversation"`
@@ -693,15 +578,15 @@ type convFrame struct {
 // TestConversationFrames: creation, adds and removals reach the live
 // sessions concerned, and delivery follows membership at once.
 func TestConversationFrames(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
+	p := e2e.StartRealtime(t)
+	base := p.Base
 	for _, h := range []string{"alice", "bob", "carol"} {
-		signup(t, base, h)
+		e2e.Signup(t, base, h)
 	}
-	a, b, c := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "bob", "phone"), loginDevice(t, base, "carol", "phone")
-	ac, bc, cc := connect(t, base, a), connect(t, base, b), connect(t, base, c)
+	a, b, c := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "bob", "phone"), e2e.LoginDevice(t, base, "carol", "phone")
+	ac, bc, cc := e2e.Connect(t, base, a), e2e.Connect(t, base, b), e2e.Connect(t, base, c)
 
-	g := mustAPI(t, 201, "POST", base+"/v1/conversations", a.token, map[string]any{"kind": "group", "title": "trip", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	g := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", a.Token, map[string]any{"kind": "group", "title": "trip", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
 	for name, conn := range map[string]*wstest.Conn{"alice": ac, "bob": bc} {
 		var f convFrame
 		if err := conn.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "created" || f.Conversation.ID != g || len(f.Conversation.Members) != 2 {
@@ -713,24 +598,24 @@ func TestConversationFrames(t *testing.T) {
 		ac.Expect("ack", "message", "presence", "conversation")
 	}
 	send("m1")
-	if m := expectMessage(t, bc); m.Body != "m1" {
+	if m := e2e.ExpectMessage(t, bc); m.Body != "m1" {
 		t.Fatalf("bob got %+v", m)
 	}
 
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+g+"/members", a.token, map[string]any{"user_id": c.user})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+g+"/members", a.Token, map[string]any{"user_id": c.User})
 	var f convFrame
-	if err := cc.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "member_added" || !slices.Equal(f.UserIDs, []string{c.user}) {
+	if err := cc.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "member_added" || !slices.Equal(f.UserIDs, []string{c.User}) {
 		t.Fatalf("carol: %+v %v", f, err)
 	}
 	if err := bc.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "member_added" {
 		t.Fatalf("bob sees carol join: %+v %v", f, err)
 	}
-	mustAPI(t, 204, "DELETE", base+"/v1/conversations/"+g+"/members/"+b.user, a.token, nil)
-	if err := bc.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "member_removed" || !slices.Equal(f.UserIDs, []string{b.user}) {
+	e2e.MustAPI(t, 204, "DELETE", base+"/v1/conversations/"+g+"/members/"+b.User, a.Token, nil)
+	if err := bc.Expect("conversation", "presence").Decode(&f); err != nil || f.Action != "member_removed" || !slices.Equal(f.UserIDs, []string{b.User}) {
 		t.Fatalf("bob: %+v %v", f, err)
 	}
 	send("m2")
-	if m := expectMessage(t, cc); m.Body != "m2" || m.Seq != 2 {
+	if m := e2e.ExpectMessage(t, cc); m.Body != "m2" || m.Seq != 2 {
 		t.Fatalf("carol got %+v", m)
 	}
 	bc.Quiet(300*time.Millisecond, "message")
@@ -739,26 +624,26 @@ func TestConversationFrames(t *testing.T) {
 // TestSlowConsumerDropped: a client that stops reading is disconnected
 // once its outbound queue passes the limit; the sender is never slowed.
 func TestSlowConsumerDropped(t *testing.T) {
-	p := startRealtime(t, "--max-body-bytes", "65536")
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	p := e2e.StartRealtime(t, "--max-body-bytes", "65536")
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
 
 	// Bob connects with a tiny receive buffer and never reads.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
-	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + b.token}}), NetDial: d.DialContext}
+	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + b.Token}}), NetDial: d.DialContext}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stuck, _, _, err := dialer.Dial(ctx, wsURL(p.base))
+	stuck, _, _, err := dialer.Dial(ctx, e2e.WSURL(p.Base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stuck.Close()
 
-	ac := connect(t, p.base, a)
+	ac := e2e.Connect(t, p.Base, a)
 	body := strings.Repeat("x", 60000)
 	start := time.Now()
 	var slowest time.Duration
@@ -770,9 +655,9 @@ func TestSlowConsumerDropped(t *testing.T) {
 	}
 	t.Logf("150 acked sends of 60 kB in %v, slowest %v", time.Since(start), slowest)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(getText(t, p.base+"/metrics"), "parley_ws_connections 1\n") {
+	for !strings.Contains(e2e.GetText(t, p.Base+"/metrics"), "parley_ws_connections 1\n") {
 		if time.Now().After(deadline) {
-			t.Fatalf("the stuck connection was not dropped:\n%s", grepLines(getText(t, p.base+"/metrics"), "parley_ws"))
+			t.Fatalf("the stuck connection was not dropped:\n%s", e2e.GrepLines(e2e.GetText(t, p.Base+"/metrics"), "parley_ws"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -781,14 +666,14 @@ func TestSlowConsumerDropped(t *testing.T) {
 // TestIdleTimeout: a client that sends nothing (not even pongs) is closed
 // after the idle timeout; one that answers pings stays.
 func TestIdleTimeout(t *testing.T) {
-	p := startRealtime(t, "--ping-interval", "300ms", "--idle-timeout", "1s")
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
-	live := connect(t, p.base, a) // wstest answers pings
-	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + a.token}})}
+	p := e2e.StartRealtime(t, "--ping-interval", "300ms", "--idle-timeout", "1s")
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	live := e2e.Connect(t, p.Base, a) // wstest answers pings
+	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + a.Token}})}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	silent, _, _, err := dialer.Dial(ctx, wsURL(p.base))
+	silent, _, _, err := dialer.Dial(ctx, e2e.WSURL(p.Base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -810,17 +695,17 @@ func TestIdleTimeout(t *testing.T) {
 // are cut to the reply budget instead of overflowing the connection, and
 // say so, so the client pages on.
 func TestLargeRepliesFitBudget(t *testing.T) {
-	p := startRealtime(t)
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
+	p := e2e.StartRealtime(t)
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
 	body := strings.Repeat("y", 60000)
 	for i := range 40 {
-		mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+conv+"/messages", a.token, map[string]any{"client_msg_id": fmt.Sprint(i), "body": body})
+		e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations/"+conv+"/messages", a.Token, map[string]any{"client_msg_id": fmt.Sprint(i), "body": body})
 	}
-	bc := connect(t, p.base, b)
-	res := doSync(t, bc, "", 100)
+	bc := e2e.Connect(t, p.Base, b)
+	res := e2e.DoSync(t, bc, "", 100)
 	if len(res.Conversations) != 1 {
 		t.Fatalf("%d conversations", len(res.Conversations))
 	}
@@ -856,18 +741,18 @@ func TestLargeRepliesFitBudget(t *testing.T) {
 // a client that never reads is dropped too, by the frame bound.
 func TestTLSSlowConsumerDropped(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeSelfSigned(t, dir)
-	p := startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, "--tls-cert", cert, "--tls-key", key)
+	cert, key := e2e.WriteSelfSigned(t, dir)
+	p := e2e.StartParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, "--tls-cert", cert, "--tls-key", key)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	tok, ids := map[string]string{}, map[string]string{}
 	for _, h := range []string{"alice", "bob"} {
-		if code, _ := api(t, client, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": h, "password": "correct horse battery"}); code != 201 {
+		if code, _ := e2e.API(t, client, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": h, "password": "correct horse battery"}); code != 201 {
 			t.Fatalf("register: %d", code)
 		}
-		_, s := api(t, client, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": h, "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
+		_, s := e2e.API(t, client, "POST", p.Base+"/v1/sessions", "", map[string]any{"handle": h, "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
 		tok[h], ids[h] = s["access_token"].(string), s["user_id"].(string)
 	}
-	_, c := api(t, client, "POST", p.base+"/v1/conversations", tok["alice"], map[string]any{"kind": "direct", "members": []string{ids["bob"]}})
+	_, c := e2e.API(t, client, "POST", p.Base+"/v1/conversations", tok["alice"], map[string]any{"kind": "direct", "members": []string{ids["bob"]}})
 	conv := c["conversation"].(map[string]any)["id"].(string)
 
 	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -876,20 +761,20 @@ func TestTLSSlowConsumerDropped(t *testing.T) {
 	d := ws.Dialer{TLSConfig: &tls.Config{InsecureSkipVerify: true}, NetDial: nd.DialContext, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok["bob"]}})}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stuck, _, _, err := d.Dial(ctx, "wss"+strings.TrimPrefix(p.base, "https")+"/v1/ws")
+	stuck, _, _, err := d.Dial(ctx, "wss"+strings.TrimPrefix(p.Base, "https")+"/v1/ws")
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	defer stuck.Close()
 	body := strings.Repeat("x", 60000)
 	for i := range 150 { // 9 MB for bob
-		if code, _ := api(t, client, "POST", p.base+"/v1/conversations/"+conv+"/messages", tok["alice"], map[string]any{"client_msg_id": fmt.Sprint(i), "body": body}); code != 201 {
+		if code, _ := e2e.API(t, client, "POST", p.Base+"/v1/conversations/"+conv+"/messages", tok["alice"], map[string]any{"client_msg_id": fmt.Sprint(i), "body": body}); code != 201 {
 			t.Fatalf("send %d: %d", i, code)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		res, err := client.Get(p.base + "/metrics")
+		res, err := client.Get(p.Base + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -899,7 +784,7 @@ func TestTLSSlowConsumerDropped(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("over TLS, a client that read nothing of 9 MB is still connected:\n%s", grepLines(string(m), "parley_ws"))
+			t.Fatalf("over TLS, a client that read nothing of 9 MB is still connected:\n%s", e2e.GrepLines(string(m), "parley_ws"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

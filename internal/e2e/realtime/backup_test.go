@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"bytes"
@@ -7,40 +7,15 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/e2e"
 )
-
-// parleyd runs the binary with args and returns its stdout and stderr.
-func parleyd(tb testing.TB, env []string, args ...string) (stdout, stderr string, err error) {
-	tb.Helper()
-	cmd := exec.Command(parleydBin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	return out.String(), errOut.String(), err
-}
-
-// mustFail runs the binary, wants it to fail, and its stderr to hold each
-// of want.
-func mustFail(tb testing.TB, env []string, want []string, args ...string) {
-	tb.Helper()
-	stdout, stderr, err := parleyd(tb, env, args...)
-	if err == nil {
-		tb.Fatalf("parleyd %s succeeded:\n%s", strings.Join(args, " "), stdout)
-	}
-	for _, w := range want {
-		if !strings.Contains(stderr, w) {
-			tb.Errorf("parleyd %s: stderr lacks %q:\n%s", strings.Join(args, " "), w, stderr)
-		}
-	}
-}
 
 // TestBackupRestore backs up the data directory of a running server while
 // senders keep writing, restores the backup into a new data directory, and
@@ -57,10 +32,10 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startParleyd(t, data, nil, "--limits", "off")
-	_, aliceTok := signup(t, p.base, "alice")
-	bobID, bobTok := signup(t, p.base, "bob")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", aliceTok, map[string]any{"kind": "direct", "members": []string{bobID}})
+	p := e2e.StartParleyd(t, data, nil, "--limits", "off")
+	_, aliceTok := e2e.Signup(t, p.Base, "alice")
+	bobID, bobTok := e2e.Signup(t, p.Base, "bob")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", aliceTok, map[string]any{"kind": "direct", "members": []string{bobID}})
 	convID := conv["conversation"].(map[string]any)["id"].(string)
 
 	var mu sync.Mutex
@@ -69,7 +44,7 @@ func TestBackupRestore(t *testing.T) {
 	send := func(id string) {
 		t.Helper()
 		body := fmt.Sprintf(`{"client_msg_id":%q,"body":"body of %s"}`, id, id)
-		req, _ := http.NewRequest("POST", p.base+"/v1/conversations/"+convID+"/messages", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", p.Base+"/v1/conversations/"+convID+"/messages", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+aliceTok)
 		res, err := client.Do(req)
 		if err != nil {
@@ -116,7 +91,7 @@ func TestBackupRestore(t *testing.T) {
 	ackedBefore := maps.Clone(acked)
 	mu.Unlock()
 	started := time.Now()
-	out, errOut, err := parleyd(t, nil, "backup", "--data", data, backup)
+	out, errOut, err := e2e.RunParleyd(t, nil, "backup", "--data", data, backup)
 	took := time.Since(started)
 	liveAtEnd := sentDuring.Load()
 	if err != nil {
@@ -139,7 +114,7 @@ func TestBackupRestore(t *testing.T) {
 
 	// A running server (still writing a moment ago, idle now) keeps a
 	// restore out, even with --force.
-	mustFail(t, nil, []string{"open in another process", "stop the parleyd"}, "restore", "--force", "--data", data, backup)
+	e2e.MustFail(t, nil, []string{"open in another process", "stop the parleyd"}, "restore", "--force", "--data", data, backup)
 	p.Stop(20 * time.Second)
 
 	restored := filepath.Join(dir, "restored")
@@ -154,7 +129,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Flags after FILE work too.
-	out, errOut, err = parleyd(t, nil, "restore", backup, "--data", restored)
+	out, errOut, err = e2e.RunParleyd(t, nil, "restore", backup, "--data", restored)
 	if err != nil {
 		t.Fatalf("restore: %v\n%s", err, errOut)
 	}
@@ -166,16 +141,16 @@ func TestBackupRestore(t *testing.T) {
 			t.Errorf("restore output lacks %q:\n%s", want, out)
 		}
 	}
-	mustFail(t, nil, []string{"already exists", "--force"}, "restore", "--data", restored, backup)
+	e2e.MustFail(t, nil, []string{"already exists", "--force"}, "restore", "--data", restored, backup)
 
-	p2 := startParleyd(t, restored, nil, "--limits", "off")
-	mustFail(t, nil, []string{"open in another process"}, "restore", "--force", "--data", restored, backup)
+	p2 := e2e.StartParleyd(t, restored, nil, "--limits", "off")
+	e2e.MustFail(t, nil, []string{"open in another process"}, "restore", "--force", "--data", restored, backup)
 
 	// Every message acked before the backup began is there, gap-free from
 	// seq 1, readable through the token the old server issued.
 	var got []map[string]any
 	for after := 0.0; ; {
-		page := mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/conversations/%s/messages?after=%v&limit=200", p2.base, convID, after), bobTok, nil)["messages"].([]any)
+		page := e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/conversations/%s/messages?after=%v&limit=200", p2.Base, convID, after), bobTok, nil)["messages"].([]any)
 		if len(page) == 0 {
 			break
 		}
@@ -204,8 +179,8 @@ func TestBackupRestore(t *testing.T) {
 	t.Logf("restored %d messages (%d acked before the backup, %d acked in all)", len(got), len(ackedBefore), len(acked))
 
 	// The signing keys came along: the old token verifies; login works.
-	mustAPI(t, 200, "GET", p2.base+"/v1/me", aliceTok, nil)
-	mustAPI(t, 200, "POST", p2.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "after restore"}})
+	e2e.MustAPI(t, 200, "GET", p2.Base+"/v1/me", aliceTok, nil)
+	e2e.MustAPI(t, 200, "POST", p2.Base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "after restore"}})
 }
 
 // TestBackupRestoreRefusals: restore of a file that is not a database, or
@@ -219,7 +194,7 @@ func TestBackupRestoreRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := filepath.Join(dir, "data")
-	mustFail(t, nil, []string{junk + " is not a SQLite database"}, "restore", "--data", target, junk)
+	e2e.MustFail(t, nil, []string{junk + " is not a SQLite database"}, "restore", "--data", target, junk)
 	if entries, _ := os.ReadDir(target); len(entries) != 0 {
 		t.Errorf("a refused restore left files behind: %v", entries)
 	}
@@ -228,19 +203,19 @@ func TestBackupRestoreRefusals(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mustFail(t, nil, []string{"not a Parley one"}, "restore", "--data", target, empty)
-	mustFail(t, nil, []string{"usage: parleyd restore"}, "restore", "--data", target)
+	e2e.MustFail(t, nil, []string{"not a Parley one"}, "restore", "--data", target, empty)
+	e2e.MustFail(t, nil, []string{"usage: parleyd restore"}, "restore", "--data", target)
 
 	pgEnv := []string{"PARLEY_MASTER_KEY=" + strings.Repeat("A", 43) + "="}
 	pg := "postgres://x@127.0.0.1:1/x"
 	started := time.Now()
-	mustFail(t, pgEnv, []string{"pg_dump", "docs/operations.md"}, "backup", "--store", pg, filepath.Join(dir, "pg.db"))
-	mustFail(t, pgEnv, []string{"pg_restore", "docs/operations.md"}, "restore", "--store", pg, empty)
+	e2e.MustFail(t, pgEnv, []string{"pg_dump", "docs/operations.md"}, "backup", "--store", pg, filepath.Join(dir, "pg.db"))
+	e2e.MustFail(t, pgEnv, []string{"pg_restore", "docs/operations.md"}, "restore", "--store", pg, empty)
 	if d := time.Since(started); d > 20*time.Second {
 		t.Errorf("the PostgreSQL refusals took %v: did they try to connect?", d)
 	}
 
-	mustFail(t, nil, []string{"no database at"}, "backup", "--data", filepath.Join(dir, "nothing"), filepath.Join(dir, "b.db"))
+	e2e.MustFail(t, nil, []string{"no database at"}, "backup", "--data", filepath.Join(dir, "nothing"), filepath.Join(dir, "b.db"))
 	if _, err := os.Stat(filepath.Join(dir, "nothing")); err == nil {
 		t.Error("backup of a missing data directory created it")
 	}

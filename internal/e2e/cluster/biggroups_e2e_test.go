@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 )
 
@@ -25,21 +26,21 @@ type bigConvFrame struct {
 // summary, the members endpoint, receipt frames only to the member's own
 // devices, and no presence through the group.
 func TestBigGroupPaged(t *testing.T) {
-	p := startRealtime(t, "--max-e2ee-members", "2", "--max-inline-members", "3", "--message-requests", "off")
-	base := p.base
+	p := e2e.StartRealtime(t, "--max-e2ee-members", "2", "--max-inline-members", "3", "--message-requests", "off")
+	base := p.Base
 	names := []string{"alice", "bob", "carol", "dave", "erin"}
 	for _, h := range names {
-		signup(t, base, h)
+		e2e.Signup(t, base, h)
 	}
-	dev := map[string]device{}
+	dev := map[string]e2e.Device{}
 	for _, h := range names {
-		dev[h] = loginDevice(t, base, h, "phone")
+		dev[h] = e2e.LoginDevice(t, base, h, "phone")
 	}
 	a, b := dev["alice"], dev["bob"]
-	ac, bc := connect(t, base, a), connect(t, base, b)
+	ac, bc := e2e.Connect(t, base, a), e2e.Connect(t, base, b)
 
-	created := mustAPI(t, 201, "POST", base+"/v1/conversations", a.token, map[string]any{"kind": "group", "title": "all hands",
-		"members": []string{b.user, dev["carol"].user, dev["dave"].user}})["conversation"].(map[string]any)
+	created := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", a.Token, map[string]any{"kind": "group", "title": "all hands",
+		"members": []string{b.User, dev["carol"].User, dev["dave"].User}})["conversation"].(map[string]any)
 	g := created["id"].(string)
 	if created["members"] != nil || created["members_paged"] != true || created["member_count"].(float64) != 4 {
 		t.Fatalf("created over REST: %v", created)
@@ -55,26 +56,26 @@ func TestBigGroupPaged(t *testing.T) {
 
 	ac.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": g, "client_msg_id": "m1", "body": "hello all"})
 	ac.Expect("ack", "message")
-	if m := expectMessage(t, bc); m.Seq != 1 {
+	if m := e2e.ExpectMessage(t, bc); m.Seq != 1 {
 		t.Fatalf("bob got %+v", m)
 	}
 	// Bob's receipts reach bob's own devices, not alice's.
 	bc.MustWrite(map[string]any{"type": "delivered", "conversation_id": g, "seq": 1})
 	bc.MustWrite(map[string]any{"type": "read", "conversation_id": g, "seq": 1})
-	expectReceipt(t, bc, "read", b.user)
+	e2e.ExpectReceipt(t, bc, "read", b.User)
 	ac.Quiet(300*time.Millisecond, "receipt")
 
 	// A member added: one frame alike for all, with the new entry.
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+g+"/members", a.token, map[string]any{"user_id": dev["erin"].user})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+g+"/members", a.Token, map[string]any{"user_id": dev["erin"].User})
 	var f bigConvFrame
 	if err := bc.Expect("conversation", "presence", "receipt").Decode(&f); err != nil || f.Action != "member_added" || f.Conversation.MemberCount != 5 ||
-		f.Conversation.Members != nil || !slices.Equal(f.UserIDs, []string{dev["erin"].user}) || len(f.Members) != 1 ||
-		f.Members[0].UserID != dev["erin"].user || f.Members[0].ReadSeq != 1 {
+		f.Conversation.Members != nil || !slices.Equal(f.UserIDs, []string{dev["erin"].User}) || len(f.Members) != 1 ||
+		f.Members[0].UserID != dev["erin"].User || f.Members[0].ReadSeq != 1 {
 		t.Fatalf("bob: member_added %+v, %v", f, err)
 	}
 
 	// Sync: me and the summary, no list.
-	res := doSync(t, bc, "", 0)
+	res := e2e.DoSync(t, bc, "", 0)
 	var found bool
 	for _, c := range res.Conversations {
 		if c.Conversation.ID != g {
@@ -82,7 +83,7 @@ func TestBigGroupPaged(t *testing.T) {
 		}
 		found = true
 		conv := c.Conversation
-		if conv.Members != nil || !conv.MembersPaged || conv.MemberCount != 5 || conv.Me == nil || conv.Me.UserID != b.user || conv.Me.ReadSeq != 1 {
+		if conv.Members != nil || !conv.MembersPaged || conv.MemberCount != 5 || conv.Me == nil || conv.Me.UserID != b.User || conv.Me.ReadSeq != 1 {
 			t.Fatalf("sync entry: %+v", conv)
 		}
 		r := conv.Receipts
@@ -99,7 +100,7 @@ func TestBigGroupPaged(t *testing.T) {
 	var ids []string
 	after := ""
 	for range 5 {
-		page := mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/conversations/%s/members?limit=2&after=%s", base, g, after), b.token, nil)
+		page := e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/conversations/%s/members?limit=2&after=%s", base, g, after), b.Token, nil)
 		for _, m := range page["members"].([]any) {
 			ids = append(ids, m.(map[string]any)["user_id"].(string))
 		}
@@ -111,7 +112,7 @@ func TestBigGroupPaged(t *testing.T) {
 	}
 	var want []string
 	for _, h := range names {
-		want = append(want, dev[h].user)
+		want = append(want, dev[h].User)
 	}
 	slices.Sort(want)
 	if !slices.Equal(ids, want) {
@@ -119,7 +120,7 @@ func TestBigGroupPaged(t *testing.T) {
 	}
 
 	// Presence does not flow through the big group.
-	cc := connect(t, base, dev["carol"])
+	cc := e2e.Connect(t, base, dev["carol"])
 	defer cc.Close()
 	ac.Quiet(500*time.Millisecond, "presence")
 	cc.Quiet(300*time.Millisecond, "presence")

@@ -1,4 +1,4 @@
-package main
+package push_test
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/spawn"
 	"github.com/parleychat/parley/internal/testenv"
 	"github.com/parleychat/parley/push/pushtest"
@@ -49,10 +50,10 @@ func webPushBody(endpoint string) map[string]any {
 // key but no subject refuses to start.
 func TestSSRFEndpointsRefusedAtRegistration(t *testing.T) {
 	wp := pushtest.NewWebPush(t)
-	srv := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_VAPID_SUBJECT=mailto:ops@example.com",
+	srv := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off", "PARLEY_VAPID_SUBJECT=mailto:ops@example.com",
 		"PARLEY_APNS_TOPICS=com.example.parley"})
-	signup(t, srv.base, "mallory")
-	d := loginDevice(t, srv.base, "mallory", "browser")
+	e2e.Signup(t, srv.Base, "mallory")
+	d := e2e.LoginDevice(t, srv.Base, "mallory", "browser")
 	const path = "/v1/devices/current/push"
 	for _, endpoint := range []string{
 		"https://169.254.169.254/latest/meta-data/iam/security-credentials/",
@@ -73,7 +74,7 @@ func TestSSRFEndpointsRefusedAtRegistration(t *testing.T) {
 		"http://push.example.com/push",
 		wp.NewSubscription().Endpoint, // https://127.0.0.1:port, not allowed here
 	} {
-		code, out := api(t, http.DefaultClient, "PUT", srv.base+path, d.token, webPushBody(endpoint))
+		code, out := e2e.API(t, http.DefaultClient, "PUT", srv.Base+path, d.Token, webPushBody(endpoint))
 		e, _ := out["error"].(map[string]any)
 		if code != 400 || e["code"] != "invalid_request" {
 			t.Errorf("%s: %d %v, want 400 invalid_request", endpoint, code, out)
@@ -92,18 +93,18 @@ func TestSSRFEndpointsRefusedAtRegistration(t *testing.T) {
 		"path in token": apns(good+"/../../3/device/x", "com.example.parley"),
 		"other topic":   apns(good, "com.attacker.app"),
 	} {
-		if code, out := api(t, http.DefaultClient, "PUT", srv.base+path, d.token, body); code != 400 {
+		if code, out := e2e.API(t, http.DefaultClient, "PUT", srv.Base+path, d.Token, body); code != 400 {
 			t.Errorf("APNs %s: %d %v, want 400", name, code, out)
 		}
 	}
-	mustAPI(t, 200, "PUT", srv.base+path, d.token, apns(good, "com.example.parley"))
-	mustAPI(t, 200, "PUT", srv.base+path, d.token, webPushBody("https://fcm.googleapis.com/fcm/send/abc:def"))
+	e2e.MustAPI(t, 200, "PUT", srv.Base+path, d.Token, apns(good, "com.example.parley"))
+	e2e.MustAPI(t, 200, "PUT", srv.Base+path, d.Token, webPushBody("https://fcm.googleapis.com/fcm/send/abc:def"))
 
 	// No VAPID subject: no Web Push.
-	off := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
-	signup(t, off.base, "mallory")
-	od := loginDevice(t, off.base, "mallory", "browser")
-	if code, out := api(t, http.DefaultClient, "PUT", off.base+path, od.token, webPushBody("https://fcm.googleapis.com/fcm/send/x")); code != 400 ||
+	off := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
+	e2e.Signup(t, off.Base, "mallory")
+	od := e2e.LoginDevice(t, off.Base, "mallory", "browser")
+	if code, out := e2e.API(t, http.DefaultClient, "PUT", off.Base+path, od.Token, webPushBody("https://fcm.googleapis.com/fcm/send/x")); code != 400 ||
 		!strings.Contains(fmt.Sprint(out), "VAPID subject") {
 		t.Fatalf("Web Push without a VAPID subject: %d %v", code, out)
 	}
@@ -112,7 +113,7 @@ func TestSSRFEndpointsRefusedAtRegistration(t *testing.T) {
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	_, err := spawn.Start(parleydBin, t.TempDir(), []string{"PARLEY_VAPID_PRIVATE_KEY=" + base64.RawURLEncoding.EncodeToString(key)})
+	_, err := spawn.Start(e2e.Bin(), t.TempDir(), []string{"PARLEY_VAPID_PRIVATE_KEY=" + base64.RawURLEncoding.EncodeToString(key)})
 	if err == nil || !strings.Contains(err.Error(), "--vapid-subject") {
 		t.Fatalf("a VAPID key without a subject: %v, want a refusal to start naming --vapid-subject", err)
 	}
@@ -154,25 +155,25 @@ func TestSSRFRedirectNotFollowedBodyNotKept(t *testing.T) {
 	}))
 	t.Cleanup(evil.Close)
 
-	prov := startProviders(t)
-	ns := pushNamespace(t, natsURL)
+	prov := e2e.StartProviders(t)
+	ns := e2e.PushNamespace(t, natsURL)
 	data := t.TempDir()
 	// 127.0.0.1 is allowed, so only the refusal to follow redirects keeps
 	// the internal service safe here.
-	env := append(prov.env, "PARLEY_NATS_URL="+natsURL, "PARLEY_PUSH_NAMESPACE="+ns, "PARLEY_PUSH_ATTEMPTS=2")
-	srv := startParleyd(t, data, env)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	redirected := loginDevice(t, srv.base, "bob", "browser one")
-	failing := loginDevice(t, srv.base, "bob", "browser two")
-	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", redirected.token, webPushBody(evil.URL+"/redirect/1"))
-	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", failing.token, webPushBody(evil.URL+"/fail/1"))
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	seq := sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	env := append(prov.Env, "PARLEY_NATS_URL="+natsURL, "PARLEY_PUSH_NAMESPACE="+ns, "PARLEY_PUSH_ATTEMPTS=2")
+	srv := e2e.StartParleyd(t, data, env)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	redirected := e2e.LoginDevice(t, srv.Base, "bob", "browser one")
+	failing := e2e.LoginDevice(t, srv.Base, "bob", "browser two")
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", redirected.Token, webPushBody(evil.URL+"/redirect/1"))
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", failing.Token, webPushBody(evil.URL+"/fail/1"))
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
 
-	eventually(t, 20*time.Second, "both notifications dead-lettered", func() bool {
-		return metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 2
+	e2e.Eventually(t, 20*time.Second, "both notifications dead-lettered", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_dead_letter_total{provider="webpush"}`) >= 2
 	})
 	mu.Lock()
 	requests := append([]string(nil), seen...)
@@ -194,10 +195,10 @@ func TestSSRFRedirectNotFollowedBodyNotKept(t *testing.T) {
 	}
 
 	// The marker is nowhere the server keeps things.
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	trace := fmt.Sprint(e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	if !strings.Contains(trace, "dead_lettered") || !strings.Contains(trace, "302 Found") {
 		t.Fatalf("the trace lacks the dead letters or the status line: %s", trace)
 	}
@@ -347,36 +348,36 @@ func (tp *tarpit) heldFor() []time.Duration {
 // sees more than the per-host limit at once.
 func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
 	t.Parallel() // mostly waiting (for a claim to lapse, a tarpit to answer): overlaps the other waiters
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	tp := newTarpit(t)
 	const hostLimit, devices = 2, 12
-	env := append(prov.env, "PARLEY_PUSH_CONCURRENCY=8", fmt.Sprint("PARLEY_PUSH_HOST_CONCURRENCY=", hostLimit),
+	env := append(prov.Env, "PARLEY_PUSH_CONCURRENCY=8", fmt.Sprint("PARLEY_PUSH_HOST_CONCURRENCY=", hostLimit),
 		"PARLEY_PUSH_USER_CONCURRENCY=4", "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=10s")
-	srv := startParleyd(t, t.TempDir(), env)
-	malloryID, _ := signup(t, srv.base, "mallory")
-	signup(t, srv.base, "eve")
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	eve := loginDevice(t, srv.base, "eve", "laptop")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	bob := loginDevice(t, srv.base, "bob", "phone")
-	bobToken := prov.registerAPNs(t, srv.base, bob)
+	srv := e2e.StartParleyd(t, t.TempDir(), env)
+	malloryID, _ := e2e.Signup(t, srv.Base, "mallory")
+	e2e.Signup(t, srv.Base, "eve")
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	eve := e2e.LoginDevice(t, srv.Base, "eve", "laptop")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	bob := e2e.LoginDevice(t, srv.Base, "bob", "phone")
+	bobToken := prov.RegisterAPNs(t, srv.Base, bob)
 	for i := range devices {
-		d := loginDevice(t, srv.base, "mallory", fmt.Sprint("tarpit ", i))
-		mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", d.token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
+		d := e2e.LoginDevice(t, srv.Base, "mallory", fmt.Sprint("tarpit ", i))
+		e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", d.Token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
 	}
-	evil := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", eve.token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, eve.token, evil, "e1", "wake the tarpit")
-	sendText(t, srv.base, eve.token, evil, "e2", "and again")
-	eventually(t, 15*time.Second, "the tarpit to hold requests", func() bool { n, _, _, _ := tp.state(); return n >= 1 })
-	eventually(t, 15*time.Second, "jobs deferred at the host limit", func() bool {
-		return metricValue(t, srv.base, `parley_push_deferred_total{reason="host_busy"}`) >= 1
+	evil := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", eve.Token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, eve.Token, evil, "e1", "wake the tarpit")
+	e2e.SendText(t, srv.Base, eve.Token, evil, "e2", "and again")
+	e2e.Eventually(t, 15*time.Second, "the tarpit to hold requests", func() bool { n, _, _, _ := tp.state(); return n >= 1 })
+	e2e.Eventually(t, 15*time.Second, "jobs deferred at the host limit", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_deferred_total{reason="host_busy"}`) >= 1
 	})
 
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, alice.token, conv, "a1", "lunch?")
-	eventually(t, 15*time.Second, "bob's notification", func() bool { return len(prov.apnsFor(bobToken)) >= 1 })
-	arrived := prov.apnsFor(bobToken)[0].Time
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, alice.Token, conv, "a1", "lunch?")
+	e2e.Eventually(t, 15*time.Second, "bob's notification", func() bool { return len(prov.APNsFor(bobToken)) >= 1 })
+	arrived := prov.APNsFor(bobToken)[0].Time
 	inFlight, most, started, firstEnd := tp.state()
 	t.Logf("bob's notification arrived; the tarpit holds %d, held at most %d at once, got %d in all; first ended at %v",
 		inFlight, most, started, firstEnd)
@@ -395,36 +396,36 @@ func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
 // message's notification, are skipped (traced as endpoint_backoff), so
 // the endpoint sees two requests where it used to see the eight attempts.
 func TestPushFailingEndpointBacksOff(t *testing.T) {
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	data := t.TempDir()
-	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1h"))
-	prov.trustVAPID(t, srv.base)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	browser := loginDevice(t, srv.base, "bob", "browser")
-	sub := prov.registerWebPush(t, srv.base, browser)
+	srv := e2e.StartParleyd(t, data, append(prov.Env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1h"))
+	prov.TrustVAPID(t, srv.Base)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	browser := e2e.LoginDevice(t, srv.Base, "bob", "browser")
+	sub := prov.RegisterWebPush(t, srv.Base, browser)
 	answers := make([]pushtest.Answer, 10)
 	for i := range answers {
 		answers[i] = pushtest.Answer{Status: 503}
 	}
-	prov.wp.Fail(sub.Endpoint, answers...)
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, alice.token, conv, "m1", "hello")
-	eventually(t, 20*time.Second, "a retry skipped for the backoff", func() bool {
-		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 1
+	prov.WebPush.Fail(sub.Endpoint, answers...)
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
+	e2e.Eventually(t, 20*time.Second, "a retry skipped for the backoff", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 1
 	})
-	seq := sendText(t, srv.base, alice.token, conv, "m2", "again")
-	eventually(t, 20*time.Second, "the next message skipped too", func() bool {
-		return metricValue(t, srv.base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 2
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m2", "again")
+	e2e.Eventually(t, 20*time.Second, "the next message skipped too", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_skipped_total{reason="endpoint_backoff"}`) >= 2
 	})
-	if n := len(prov.wpFor(sub)); n != 2 {
+	if n := len(prov.WebPushFor(sub)); n != 2 {
 		t.Fatalf("the failing endpoint got %d requests, want 2 (then the backoff)", n)
 	}
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	trace := fmt.Sprint(e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	if !strings.Contains(trace, "endpoint_backoff") {
 		t.Fatalf("the trace does not say why: %s", trace)
 	}
@@ -436,47 +437,47 @@ func TestPushFailingEndpointBacksOff(t *testing.T) {
 // The per-user registration cap refuses one device too many with
 // limit_exceeded.
 func TestPushFailingEndpointDropped(t *testing.T) {
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	data := t.TempDir()
-	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1ms",
+	srv := e2e.StartParleyd(t, data, append(prov.Env, "PARLEY_PUSH_ATTEMPTS=8", "PARLEY_PUSH_ENDPOINT_BACKOFF=1ms",
 		"PARLEY_PUSH_ENDPOINT_DROP_AFTER=3", "PARLEY_PUSH_ENDPOINT_DROP_SPAN=1ms", "PARLEY_PUSH_MAX_REGISTRATIONS=2"))
-	prov.trustVAPID(t, srv.base)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	browser := loginDevice(t, srv.base, "bob", "browser")
-	phone := loginDevice(t, srv.base, "bob", "phone")
-	sub := prov.registerWebPush(t, srv.base, browser)
-	phoneToken := prov.registerAPNs(t, srv.base, phone)
-	tablet := loginDevice(t, srv.base, "bob", "tablet")
-	code, out := api(t, http.DefaultClient, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
+	prov.TrustVAPID(t, srv.Base)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	browser := e2e.LoginDevice(t, srv.Base, "bob", "browser")
+	phone := e2e.LoginDevice(t, srv.Base, "bob", "phone")
+	sub := prov.RegisterWebPush(t, srv.Base, browser)
+	phoneToken := prov.RegisterAPNs(t, srv.Base, phone)
+	tablet := e2e.LoginDevice(t, srv.Base, "bob", "tablet")
+	code, out := e2e.API(t, http.DefaultClient, "PUT", srv.Base+"/v1/devices/current/push", tablet.Token, map[string]any{"provider": "fcm", "token": prov.FCM.NewToken()})
 	if e, _ := out["error"].(map[string]any); code != 409 || e["code"] != "limit_exceeded" {
 		t.Fatalf("a third registration with a cap of 2: %d %v", code, out)
 	}
-	prov.wp.Fail(sub.Endpoint, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, alice.token, conv, "m1", "hello")
-	eventually(t, 20*time.Second, "the registration dropped", func() bool {
-		return metricValue(t, srv.base, `parley_push_failed_total{provider="webpush",reason="endpoint_dropped"}`) == 1
+	prov.WebPush.Fail(sub.Endpoint, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500}, pushtest.Answer{Status: 500})
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
+	e2e.Eventually(t, 20*time.Second, "the registration dropped", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_failed_total{provider="webpush",reason="endpoint_dropped"}`) == 1
 	})
-	if n := len(prov.wpFor(sub)); n != 3 {
+	if n := len(prov.WebPushFor(sub)); n != 3 {
 		t.Fatalf("the endpoint got %d requests before it was dropped, want 3", n)
 	}
 	// Now the tablet may register: the browser's slot is free.
-	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", tablet.token, map[string]any{"provider": "fcm", "token": prov.fcm.NewToken()})
-	seq := sendText(t, srv.base, alice.token, conv, "m2", "still there?")
-	eventually(t, 20*time.Second, "the phone's notification of m2", func() bool { return len(prov.apnsFor(phoneToken)) >= 2 })
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", tablet.Token, map[string]any{"provider": "fcm", "token": prov.FCM.NewToken()})
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m2", "still there?")
+	e2e.Eventually(t, 20*time.Second, "the phone's notification of m2", func() bool { return len(prov.APNsFor(phoneToken)) >= 2 })
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	stages := traceStages(t, mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	stages := e2e.TraceStages(t, e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	for _, s := range stages {
-		if strings.HasSuffix(s, " "+browser.id) {
+		if strings.HasSuffix(s, " "+browser.ID) {
 			t.Fatalf("the dropped registration is still a target: %v", stages)
 		}
 	}
-	if len(prov.wpFor(sub)) != 3 {
-		t.Fatalf("the dropped endpoint got more requests: %d", len(prov.wpFor(sub)))
+	if len(prov.WebPushFor(sub)) != 3 {
+		t.Fatalf("the dropped endpoint got more requests: %d", len(prov.WebPushFor(sub)))
 	}
 }
 
@@ -500,34 +501,34 @@ func withoutEnv(env []string, key string) []string {
 // notification is dead-lettered as a refused destination.
 func TestSSRFBlockedAtConnectTime(t *testing.T) {
 	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	data := t.TempDir()
-	env := append(prov.env, "PARLEY_PUSH_ATTEMPTS=2")
-	srv := startParleyd(t, data, env)
-	prov.trustVAPID(t, srv.base)
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	browser := loginDevice(t, srv.base, "bob", "browser")
-	sub := prov.registerWebPush(t, srv.base, browser)
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, alice.token, conv, "m1", "hello")
-	eventually(t, 30*time.Second, "the allowed endpoint's notification", func() bool { return len(prov.wpFor(sub)) >= 1 })
+	env := append(prov.Env, "PARLEY_PUSH_ATTEMPTS=2")
+	srv := e2e.StartParleyd(t, data, env)
+	prov.TrustVAPID(t, srv.Base)
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	browser := e2e.LoginDevice(t, srv.Base, "bob", "browser")
+	sub := prov.RegisterWebPush(t, srv.Base, browser)
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
+	e2e.Eventually(t, 30*time.Second, "the allowed endpoint's notification", func() bool { return len(prov.WebPushFor(sub)) >= 1 })
 
-	srv.kill()
-	srv = startParleyd(t, data, withoutEnv(env, "PARLEY_OUTBOUND_ALLOW"))
-	before := len(prov.wpFor(sub))
-	seq := sendText(t, srv.base, alice.token, conv, "m2", "still there?")
-	eventually(t, 60*time.Second, "the notification dead-lettered", func() bool {
-		return metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
+	srv.Kill()
+	srv = e2e.StartParleyd(t, data, withoutEnv(env, "PARLEY_OUTBOUND_ALLOW"))
+	before := len(prov.WebPushFor(sub))
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m2", "still there?")
+	e2e.Eventually(t, 60*time.Second, "the notification dead-lettered", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
 	})
-	if n := len(prov.wpFor(sub)); n != before {
+	if n := len(prov.WebPushFor(sub)); n != before {
 		t.Fatalf("the endpoint on 127.0.0.1 got %d requests after the restart without the allow list", n-before)
 	}
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	trace := fmt.Sprint(e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	if !strings.Contains(trace, "dead_lettered") || !strings.Contains(trace, "destination refused: 127.0.0.1 (loopback") {
 		t.Fatalf("the trace does not say the destination was refused: %s", trace)
 	}
@@ -540,17 +541,17 @@ func TestSSRFBlockedAtConnectTime(t *testing.T) {
 // timeout.
 func TestPushUnknownHostTimeout(t *testing.T) {
 	t.Parallel() // mostly waiting for the timeout: overlaps the other waiters
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	tp := newTarpit(t)
 	data := t.TempDir()
-	srv := startParleyd(t, data, append(prov.env, "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=1s", "PARLEY_PUSH_ATTEMPTS=1"))
-	signup(t, srv.base, "alice")
-	bobID, _ := signup(t, srv.base, "bob")
-	alice := loginDevice(t, srv.base, "alice", "laptop")
-	browser := loginDevice(t, srv.base, "bob", "browser")
-	mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", browser.token, webPushBody(tp.URL+"/push/1"))
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", alice.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
-	seq := sendText(t, srv.base, alice.token, conv, "m1", "hello")
+	srv := e2e.StartParleyd(t, data, append(prov.Env, "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=1s", "PARLEY_PUSH_ATTEMPTS=1"))
+	e2e.Signup(t, srv.Base, "alice")
+	bobID, _ := e2e.Signup(t, srv.Base, "bob")
+	alice := e2e.LoginDevice(t, srv.Base, "alice", "laptop")
+	browser := e2e.LoginDevice(t, srv.Base, "bob", "browser")
+	e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", browser.Token, webPushBody(tp.URL+"/push/1"))
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
 	for deadline := time.Now().Add(60 * time.Second); len(tp.heldFor()) == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			inFlight, _, started, _ := tp.state()
@@ -562,14 +563,14 @@ func TestPushUnknownHostTimeout(t *testing.T) {
 	if held := tp.heldFor()[0]; held < 900*time.Millisecond || held > 7*time.Second {
 		t.Fatalf("the tarpit held the request %v; want it cut at the unknown-host timeout of 1 s", held)
 	}
-	eventually(t, 30*time.Second, "the failure counted", func() bool {
-		return metricValue(t, srv.base, `parley_push_failed_total{provider="webpush",reason="retry"}`) >= 1 &&
-			metricValue(t, srv.base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
+	e2e.Eventually(t, 30*time.Second, "the failure counted", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_failed_total{provider="webpush",reason="retry"}`) >= 1 &&
+			e2e.MetricValue(t, srv.Base, `parley_push_dead_letter_total{provider="webpush"}`) >= 1
 	})
-	if out, err := exec.Command(parleydBin, "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
+	if out, err := exec.Command(e2e.Bin(), "admin", "grant", "alice", "--data", data).CombinedOutput(); err != nil {
 		t.Fatalf("admin grant: %v\n%s", err, out)
 	}
-	trace := fmt.Sprint(mustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.base, conv, seq), alice.token, nil))
+	trace := fmt.Sprint(e2e.MustAPI(t, 200, "GET", fmt.Sprintf("%s/v1/admin/push/trace?conversation_id=%s&seq=%d", srv.Base, conv, seq), alice.Token, nil))
 	if !strings.Contains(trace, "network: timeout") {
 		t.Fatalf("the trace does not say the send timed out: %s", trace)
 	}
@@ -582,28 +583,28 @@ func TestPushUnknownHostTimeout(t *testing.T) {
 // the others wait (deferred as user_busy, never host_busy).
 func TestPushUserConcurrencyAcrossHosts(t *testing.T) {
 	t.Parallel() // mostly waiting on the tarpits: overlaps the other waiters
-	prov := startProviders(t)
+	prov := e2e.StartProviders(t)
 	var group inFlightGroup
 	tarpits := []*tarpit{newTarpitOn(t, "127.0.0.1:0", &group), newTarpitOn(t, "[::1]:0", &group)}
 	const userLimit, hostLimit, perHost = 2, 4, 3
-	env := append(withoutEnv(prov.env, "PARLEY_OUTBOUND_ALLOW"), "PARLEY_OUTBOUND_ALLOW=127.0.0.1,::1",
+	env := append(withoutEnv(prov.Env, "PARLEY_OUTBOUND_ALLOW"), "PARLEY_OUTBOUND_ALLOW=127.0.0.1,::1",
 		"PARLEY_PUSH_CONCURRENCY=8", fmt.Sprint("PARLEY_PUSH_HOST_CONCURRENCY=", hostLimit),
 		fmt.Sprint("PARLEY_PUSH_USER_CONCURRENCY=", userLimit), "PARLEY_PUSH_UNKNOWN_HOST_TIMEOUT=60s")
-	srv := startParleyd(t, t.TempDir(), env)
-	malloryID, _ := signup(t, srv.base, "mallory")
-	signup(t, srv.base, "eve")
-	eve := loginDevice(t, srv.base, "eve", "laptop")
+	srv := e2e.StartParleyd(t, t.TempDir(), env)
+	malloryID, _ := e2e.Signup(t, srv.Base, "mallory")
+	e2e.Signup(t, srv.Base, "eve")
+	eve := e2e.LoginDevice(t, srv.Base, "eve", "laptop")
 	for h, tp := range tarpits {
 		for i := range perHost {
-			d := loginDevice(t, srv.base, "mallory", fmt.Sprint("tarpit ", h, " ", i))
-			mustAPI(t, 200, "PUT", srv.base+"/v1/devices/current/push", d.token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
+			d := e2e.LoginDevice(t, srv.Base, "mallory", fmt.Sprint("tarpit ", h, " ", i))
+			e2e.MustAPI(t, 200, "PUT", srv.Base+"/v1/devices/current/push", d.Token, webPushBody(fmt.Sprintf("%s/push/%d", tp.URL, i)))
 		}
 	}
-	conv := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", eve.token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, eve.token, conv, "e1", "wake the tarpits")
-	eventually(t, 60*time.Second, "the user's limit reached", func() bool { n, _ := group.state(); return n >= userLimit })
-	eventually(t, 60*time.Second, "jobs deferred at the user's limit", func() bool {
-		return metricValue(t, srv.base, `parley_push_deferred_total{reason="user_busy"}`) >= 3
+	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", eve.Token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, eve.Token, conv, "e1", "wake the tarpits")
+	e2e.Eventually(t, 60*time.Second, "the user's limit reached", func() bool { n, _ := group.state(); return n >= userLimit })
+	e2e.Eventually(t, 60*time.Second, "jobs deferred at the user's limit", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_deferred_total{reason="user_busy"}`) >= 3
 	})
 	_, most := group.state()
 	for i, tp := range tarpits {
@@ -613,7 +614,7 @@ func TestPushUserConcurrencyAcrossHosts(t *testing.T) {
 	if most > userLimit {
 		t.Fatalf("the user's tarpits held %d requests at once; the per-user limit is %d", most, userLimit)
 	}
-	if hb := metricValue(t, srv.base, `parley_push_deferred_total{reason="host_busy"}`); hb != 0 {
+	if hb := e2e.MetricValue(t, srv.Base, `parley_push_deferred_total{reason="host_busy"}`); hb != 0 {
 		t.Fatalf("%v jobs deferred at the host limit (%d), which the user's limit (%d) should keep them from reaching", hb, hostLimit, userLimit)
 	}
 }
@@ -625,42 +626,42 @@ func TestPushUserConcurrencyAcrossHosts(t *testing.T) {
 // request "true" in its data.
 func TestMessageRequestPush(t *testing.T) {
 	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
-	prov := startProviders(t)
-	srv := startParleyd(t, t.TempDir(), append(prov.env, "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_PUSH_PREVIEW=on"))
-	aliceID, _ := signup(t, srv.base, "alice")
-	carolID, _ := signup(t, srv.base, "carol")
-	signup(t, srv.base, "mallory")
-	phone := loginDevice(t, srv.base, "alice", "phone")
-	carol := loginDevice(t, srv.base, "carol", "phone")
-	mallory := loginDevice(t, srv.base, "mallory", "phone")
-	token := prov.registerAPNs(t, srv.base, phone)
+	prov := e2e.StartProviders(t)
+	srv := e2e.StartParleyd(t, t.TempDir(), append(prov.Env, "PARLEY_MESSAGE_REQUESTS=on", "PARLEY_PUSH_PREVIEW=on"))
+	aliceID, _ := e2e.Signup(t, srv.Base, "alice")
+	carolID, _ := e2e.Signup(t, srv.Base, "carol")
+	e2e.Signup(t, srv.Base, "mallory")
+	phone := e2e.LoginDevice(t, srv.Base, "alice", "phone")
+	carol := e2e.LoginDevice(t, srv.Base, "carol", "phone")
+	mallory := e2e.LoginDevice(t, srv.Base, "mallory", "phone")
+	token := prov.RegisterAPNs(t, srv.Base, phone)
 
 	// Alice opened the DM with Carol: hers is an accepted membership.
-	friends := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", phone.token, map[string]any{"kind": "direct", "members": []string{carolID}})["conversation"].(map[string]any)["id"].(string)
-	sendText(t, srv.base, carol.token, friends, "c1", "lunch at noon?")
-	eventually(t, 60*time.Second, "the push of carol's message", func() bool { return len(prov.apnsFor(token)) >= 1 })
-	p, aps := apnsParley(t, prov.apnsFor(token)[0])
+	friends := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", phone.Token, map[string]any{"kind": "direct", "members": []string{carolID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.SendText(t, srv.Base, carol.Token, friends, "c1", "lunch at noon?")
+	e2e.Eventually(t, 60*time.Second, "the push of carol's message", func() bool { return len(prov.APNsFor(token)) >= 1 })
+	p, aps := e2e.APNsParley(t, prov.APNsFor(token)[0])
 	if alert, _ := aps["alert"].(map[string]any); alert["body"] != "lunch at noon?" || p["request"] != nil {
-		t.Fatalf("the push of a message in an accepted conversation: %s; want its preview", prov.apnsFor(token)[0].Body)
+		t.Fatalf("the push of a message in an accepted conversation: %s; want its preview", prov.APNsFor(token)[0].Body)
 	}
 
-	dmObj := mustAPI(t, 201, "POST", srv.base+"/v1/conversations", mallory.token, map[string]any{"kind": "direct", "members": []string{aliceID}})["conversation"].(map[string]any)
-	if m := memberOf(t, dmObj, aliceID); m["request"] != true {
+	dmObj := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", mallory.Token, map[string]any{"kind": "direct", "members": []string{aliceID}})["conversation"].(map[string]any)
+	if m := e2e.MemberOf(t, dmObj, aliceID); m["request"] != true {
 		t.Fatalf("mallory's DM: alice is %v, want a request", m)
 	}
 	dm := dmObj["id"].(string)
-	sendText(t, srv.base, mallory.token, dm, "m1", "click this link to claim your prize")
+	e2e.SendText(t, srv.Base, mallory.Token, dm, "m1", "click this link to claim your prize")
 	var req pushtest.APNsRequest
-	eventually(t, 60*time.Second, "the push of mallory's message", func() bool {
-		for _, r := range prov.apnsFor(token) {
-			if p, _ := apnsParley(t, r); p["conversation_id"] == dm {
+	e2e.Eventually(t, 60*time.Second, "the push of mallory's message", func() bool {
+		for _, r := range prov.APNsFor(token) {
+			if p, _ := e2e.APNsParley(t, r); p["conversation_id"] == dm {
 				req = r
 				return true
 			}
 		}
 		return false
 	})
-	p, aps = apnsParley(t, req)
+	p, aps = e2e.APNsParley(t, req)
 	alert, _ := aps["alert"].(map[string]any)
 	if alert["body"] != "Message request" || p["request"] != "true" || p["preview"] != nil || strings.Contains(string(req.Body), "prize") {
 		t.Fatalf("the push of a stranger's DM: %s; want \"Message request\", request true, no preview", req.Body)

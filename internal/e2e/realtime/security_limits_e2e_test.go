@@ -1,4 +1,4 @@
-package main
+package realtime_test
 
 import (
 	"bufio"
@@ -23,6 +23,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 )
 
@@ -36,12 +37,12 @@ import (
 // user past --max-connections-per-user is refused with 409
 // limit_exceeded, unless the connection replaces one of its own device.
 func TestSixtyConnectionsOneToken(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-connections-per-device", "10", "--max-connections-per-user", "12")
-	signup(t, p.base, "alice")
-	a := loginDevice(t, p.base, "alice", "phone")
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-connections-per-device", "10", "--max-connections-per-user", "12")
+	e2e.Signup(t, p.Base, "alice")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
 	conns := make([]*wstest.Conn, 60)
 	for i := range conns {
-		conns[i] = connect(t, p.base, a)
+		conns[i] = e2e.Connect(t, p.Base, a)
 	}
 	for i, c := range conns[:50] {
 		code, err := c.WaitClosed(10 * time.Second)
@@ -56,12 +57,12 @@ func TestSixtyConnectionsOneToken(t *testing.T) {
 
 	// Two more devices: the user's cap (12) is reached at the second
 	// connection of b; c's first is refused at the handshake.
-	b, d := loginDevice(t, p.base, "alice", "tablet"), loginDevice(t, p.base, "alice", "laptop")
-	connect(t, p.base, b)
-	connect(t, p.base, b)
+	b, d := e2e.LoginDevice(t, p.Base, "alice", "tablet"), e2e.LoginDevice(t, p.Base, "alice", "laptop")
+	e2e.Connect(t, p.Base, b)
+	e2e.Connect(t, p.Base, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, resp, err := wstest.Dial(ctx, wsURL(p.base), d.token, nil)
+	_, resp, err := wstest.Dial(ctx, e2e.WSURL(p.Base), d.Token, nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusConflict {
 		t.Fatalf("13th connection of the user: %v %+v; want 409", err, resp)
 	}
@@ -70,7 +71,7 @@ func TestSixtyConnectionsOneToken(t *testing.T) {
 		t.Fatalf("refusal body %s", body)
 	}
 	// The phone at its own cap still gets through, replacing its oldest.
-	connect(t, p.base, a)
+	e2e.Connect(t, p.Base, a)
 	if code, err := conns[50].WaitClosed(10 * time.Second); err != nil || code != 4004 {
 		t.Fatalf("the phone's oldest after one more: close %d, %v", code, err)
 	}
@@ -110,11 +111,11 @@ func loginAnswer(base, handle, name string) (int, map[string]any, error) {
 // limit_exceeded saying how to log one out, even when they race; logging
 // a device out makes room.
 func TestDeviceCap(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "3")
-	signup(t, p.base, "alice") // one device
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "3")
+	e2e.Signup(t, p.Base, "alice") // one device
 	login := func(name string) (int, map[string]any) {
 		t.Helper()
-		code, out, err := loginAnswer(p.base, "alice", name)
+		code, out, err := loginAnswer(p.Base, "alice", name)
 		if err != nil {
 			t.Fatalf("login %s: %v", name, err)
 		}
@@ -126,7 +127,7 @@ func TestDeviceCap(t *testing.T) {
 	bodies := make([]map[string]any, 8)
 	errs := make([]error, 8)
 	for i := range codes {
-		wg.Go(func() { codes[i], bodies[i], errs[i] = loginAnswer(p.base, "alice", fmt.Sprint("racer", i)) })
+		wg.Go(func() { codes[i], bodies[i], errs[i] = loginAnswer(p.Base, "alice", fmt.Sprint("racer", i)) })
 	}
 	wg.Wait()
 	ok := 0
@@ -156,7 +157,7 @@ func TestDeviceCap(t *testing.T) {
 			token = bodies[i]["access_token"].(string)
 		}
 	}
-	devices := mustAPI(t, 200, "GET", p.base+"/v1/devices", token, nil)["devices"].([]any)
+	devices := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/devices", token, nil)["devices"].([]any)
 	if len(devices) != 3 {
 		t.Fatalf("%d devices stored, cap 3", len(devices))
 	}
@@ -165,7 +166,7 @@ func TestDeviceCap(t *testing.T) {
 	}
 	// Logging the sign-up's device out (the oldest) makes room.
 	oldest := devices[0].(map[string]any)["id"].(string)
-	mustAPI(t, 204, "DELETE", p.base+"/v1/devices/"+oldest, token, nil)
+	e2e.MustAPI(t, 204, "DELETE", p.Base+"/v1/devices/"+oldest, token, nil)
 	if code, out := login("after logout"); code != http.StatusOK {
 		t.Fatalf("login after a device was logged out: %d %v", code, out)
 	}
@@ -185,10 +186,10 @@ func TestDeviceCap(t *testing.T) {
 // over with twice the TTL.
 func TestDeviceCapExpiredSessions(t *testing.T) {
 	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
-	var p *proc
+	var p *e2e.Proc
 	login := func(name string) (int, map[string]any) {
 		t.Helper()
-		code, out, err := loginAnswer(p.base, "alice", name)
+		code, out, err := loginAnswer(p.Base, "alice", name)
 		if err != nil {
 			t.Fatalf("login %s: %v", name, err)
 		}
@@ -196,9 +197,9 @@ func TestDeviceCapExpiredSessions(t *testing.T) {
 	}
 	var ttl time.Duration
 	for ttl = 20 * time.Second; ; ttl *= 2 {
-		p = startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "1",
+		p = e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--max-devices-per-user", "1",
 			"--refresh-token-ttl", ttl.String(), "--purge-interval", "200ms")
-		mustAPI(t, 201, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"})
+		e2e.MustAPI(t, 201, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"})
 		start := time.Now() // the first session is younger
 		if code, out := login("first"); code != http.StatusOK {
 			t.Fatalf("first login: %d %v", code, out)
@@ -214,12 +215,12 @@ func TestDeviceCapExpiredSessions(t *testing.T) {
 			t.Fatalf("two logins took %v, longer than a refresh-token TTL of %v", time.Since(start), ttl)
 		}
 		t.Logf("two logins took %v, longer than the refresh-token TTL of %v: again with twice the TTL", time.Since(start), ttl)
-		p.kill()
+		p.Kill()
 	}
 	// Nobody refreshes: the first session runs out, and a login gets
 	// through.
 	var refresh string
-	eventually(t, ttl+2*time.Minute, "a login after the first session expired", func() bool {
+	e2e.Eventually(t, ttl+2*time.Minute, "a login after the first session expired", func() bool {
 		code, out := login("after expiry")
 		if code == http.StatusOK {
 			refresh = out["refresh_token"].(string)
@@ -233,10 +234,10 @@ func TestDeviceCapExpiredSessions(t *testing.T) {
 	})
 	// And the dead device is deleted: the new one, kept alive by
 	// refreshing, is alone.
-	eventually(t, time.Minute, "the expired device purged", func() bool {
-		s := mustAPI(t, 200, "POST", p.base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": refresh})
+	e2e.Eventually(t, time.Minute, "the expired device purged", func() bool {
+		s := e2e.MustAPI(t, 200, "POST", p.Base+"/v1/sessions/refresh", "", map[string]any{"refresh_token": refresh})
 		refresh = s["refresh_token"].(string)
-		devices := mustAPI(t, 200, "GET", p.base+"/v1/devices", s["access_token"].(string), nil)["devices"].([]any)
+		devices := e2e.MustAPI(t, 200, "GET", p.Base+"/v1/devices", s["access_token"].(string), nil)["devices"].([]any)
 		return len(devices) == 1
 	})
 }
@@ -247,19 +248,19 @@ func TestDeviceCapExpiredSessions(t *testing.T) {
 // share the bucket; another user is not slowed.
 func TestUserSendRateAcrossConnections(t *testing.T) {
 	// 0.01/s: the burst of 5 is all a test run can send.
-	p := startParleyd(t, t.TempDir(), nil, "--user-send-rate", "0.01", "--user-send-burst", "5")
-	signup(t, p.base, "alice")
-	bobID, bobTok := signup(t, p.base, "bob")
-	a := loginDevice(t, p.base, "alice", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	p := e2e.StartParleyd(t, t.TempDir(), nil, "--user-send-rate", "0.01", "--user-send-burst", "5")
+	e2e.Signup(t, p.Base, "alice")
+	bobID, bobTok := e2e.Signup(t, p.Base, "bob")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
 	var conns []*wstest.Conn
 	for i := range 3 {
 		d := a
 		if i > 0 {
-			d = loginDevice(t, p.base, "alice", fmt.Sprint("device", i))
+			d = e2e.LoginDevice(t, p.Base, "alice", fmt.Sprint("device", i))
 		}
 		for range 3 {
-			conns = append(conns, connect(t, p.base, d))
+			conns = append(conns, e2e.Connect(t, p.Base, d))
 		}
 	}
 	const perConn = 10 // well within each connection's burst of 40
@@ -298,29 +299,29 @@ func TestUserSendRateAcrossConnections(t *testing.T) {
 		t.Fatalf("%d connections x %d sends: %d acked, %d rate_limited; want the user's burst of 5 acked", len(conns), perConn, acked, limited)
 	}
 	// REST sends share the bucket.
-	code, out := api(t, http.DefaultClient, "POST", p.base+"/v1/conversations/"+conv+"/messages", a.token, map[string]any{"client_msg_id": "rest", "body": "more"})
+	code, out := e2e.API(t, http.DefaultClient, "POST", p.Base+"/v1/conversations/"+conv+"/messages", a.Token, map[string]any{"client_msg_id": "rest", "body": "more"})
 	if code != http.StatusTooManyRequests {
 		t.Fatalf("REST send after the burst: %d %v", code, out)
 	}
 	// Bob is not slowed by Alice.
-	mustAPI(t, 201, "POST", p.base+"/v1/conversations/"+conv+"/messages", bobTok, map[string]any{"client_msg_id": "bob", "body": "hi"})
+	e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations/"+conv+"/messages", bobTok, map[string]any{"client_msg_id": "bob", "body": "hi"})
 }
 
 // amplificationConversation makes a conversation of alice and bob holding
 // n messages of 64 KiB of '<' (escaped as \u003c, six bytes, they made a
 // 640-byte history request answer 19.7 MB).
-func amplificationConversation(t *testing.T, p *proc, n int) (conv, token string) {
+func amplificationConversation(t *testing.T, p *e2e.Proc, n int) (conv, token string) {
 	t.Helper()
-	signup(t, p.base, "alice")
-	bobID, _ := signup(t, p.base, "bob")
-	a := loginDevice(t, p.base, "alice", "phone")
-	conv = mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	e2e.Signup(t, p.Base, "alice")
+	bobID, _ := e2e.Signup(t, p.Base, "bob")
+	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	conv = e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
 	// Written by hand: json.Marshal would escape the body past the
 	// request size limit.
 	body := strings.Repeat("<", parley.DefaultMaxBodySize)
 	for i := range n {
-		req, _ := http.NewRequest("POST", p.base+"/v1/conversations/"+conv+"/messages", strings.NewReader(`{"client_msg_id":"`+fmt.Sprint(i)+`","body":"`+body+`"}`))
-		req.Header.Set("Authorization", "Bearer "+a.token)
+		req, _ := http.NewRequest("POST", p.Base+"/v1/conversations/"+conv+"/messages", strings.NewReader(`{"client_msg_id":"`+fmt.Sprint(i)+`","body":"`+body+`"}`))
+		req.Header.Set("Authorization", "Bearer "+a.Token)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -330,19 +331,19 @@ func amplificationConversation(t *testing.T, p *proc, n int) (conv, token string
 			t.Fatalf("send %d: %d", i, res.StatusCode)
 		}
 	}
-	return conv, a.token
+	return conv, a.Token
 }
 
 // TestHistoryAmplification: the issue's request (the largest limit over
 // '<'-heavy bodies) now answers at most the reply budget, unescaped,
 // marked truncated, and the client continues from the edge it got.
 func TestHistoryAmplification(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"})
 	const n = 20 // 20 x 64 KiB: 7.9 MB escaped before the fix; now 7 pages of 3
 	conv, token := amplificationConversation(t, p, n)
 	get := func(query string) ([]byte, historyPage) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", p.base+"/v1/conversations/"+conv+"/messages?"+query, nil)
+		req, _ := http.NewRequest("GET", p.Base+"/v1/conversations/"+conv+"/messages?"+query, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -400,16 +401,16 @@ type historyPage struct {
 // fewer responses than it asked for and then the end of the stream.
 func TestSlowReaderCutOff(t *testing.T) {
 	data := t.TempDir()
-	p := startParleyd(t, data, []string{"PARLEY_LIMITS=off"})
+	p := e2e.StartParleyd(t, data, []string{"PARLEY_LIMITS=off"})
 	conv, token := amplificationConversation(t, p, 8)
 	// The same data with a short write timeout (a login's password hash
 	// alone may take longer on a busy machine).
-	p.kill()
-	p = startParleyd(t, data, []string{"PARLEY_LIMITS=off"}, "--http-write-timeout", "1s", "--log-level", "debug")
+	p.Kill()
+	p = e2e.StartParleyd(t, data, []string{"PARLEY_LIMITS=off"}, "--http-write-timeout", "1s", "--log-level", "debug")
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
-	conn, err := d.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+	conn, err := d.Dial("tcp", strings.TrimPrefix(p.Base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestSlowReaderCutOff(t *testing.T) {
 	}
 	// Never read until the server has given up on a write.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.logText(), "history reply not delivered") {
+	for !strings.Contains(p.Logs(), "history reply not delivered") {
 		if time.Now().After(deadline) {
 			t.Fatal("the server is still writing to a client that does not read")
 		}
@@ -472,7 +473,7 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 			var tlsConf *tls.Config
 			client := http.DefaultClient
 			if mode == "tls" {
-				cert, key := writeSelfSigned(t, dir)
+				cert, key := e2e.WriteSelfSigned(t, dir)
 				args = append(args, "--tls-cert", cert, "--tls-key", key)
 				tlsConf = &tls.Config{InsecureSkipVerify: true}
 				client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
@@ -480,18 +481,18 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 			// Sign up with the default timeouts (a password hash may take
 			// longer than the short ones on a busy machine), then restart
 			// on the same data with the short ones.
-			p := startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args[len(timeouts):]...)
-			if code, out := api(t, client, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"}); code != 201 {
+			p := e2e.StartParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args[len(timeouts):]...)
+			if code, out := e2e.API(t, client, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery"}); code != 201 {
 				t.Fatalf("register: %d %v", code, out)
 			}
-			_, s := api(t, client, "POST", p.base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
+			_, s := e2e.API(t, client, "POST", p.Base+"/v1/sessions", "", map[string]any{"handle": "alice", "password": "correct horse battery", "device": map[string]any{"platform": "cli", "name": "x"}})
 			token, _ := s["access_token"].(string)
-			p.kill()
-			p = startParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args...)
+			p.Kill()
+			p = e2e.StartParleyd(t, filepath.Join(dir, "data"), []string{"PARLEY_LIMITS=off"}, args...)
 			dialer := ws.Dialer{TLSConfig: tlsConf, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + token}})}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			url := "ws" + strings.TrimPrefix(p.base, "http") + "/v1/ws"
+			url := "ws" + strings.TrimPrefix(p.Base, "http") + "/v1/ws"
 			conn, br, _, err := dialer.Dial(ctx, url)
 			if err != nil {
 				t.Fatalf("dial: %v", err)
@@ -540,8 +541,8 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 func TestHTTPReadAndIdleTimeouts(t *testing.T) {
 	t.Parallel() // mostly waiting (timeouts, expiries, a tarpit): overlaps the other waiters
 	const limit = 2 * time.Second
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--http-read-timeout", limit.String(), "--http-idle-timeout", limit.String())
-	addr := strings.TrimPrefix(p.base, "http://")
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_LIMITS=off"}, "--http-read-timeout", limit.String(), "--http-idle-timeout", limit.String())
+	addr := strings.TrimPrefix(p.Base, "http://")
 	// dial opens a connection and reads everything the server sends
 	// until it closes the connection: the answer, and when it closed.
 	dial := func(t *testing.T) (net.Conn, <-chan closed) {

@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/wstest"
 )
 
@@ -30,7 +31,7 @@ import (
 
 // e2eeDevice is a logged-in device with its private keys.
 type e2eeDevice struct {
-	device
+	e2e.Device
 	identity ed25519.PrivateKey
 	hpkeKey  hpke.PrivateKey
 	keyID    int64
@@ -49,7 +50,7 @@ func newE2EEDevice(t testing.TB, base, handle, name string) *e2eeDevice {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &e2eeDevice{device: loginDevice(t, base, handle, name), identity: identity}
+	d := &e2eeDevice{Device: e2e.LoginDevice(t, base, handle, name), identity: identity}
 	d.rotate(t)
 	return d
 }
@@ -68,7 +69,7 @@ func (d *e2eeDevice) rotate(t testing.TB) {
 // keysBody is the body of PUT /v1/devices/me/keys for d's current keys.
 func (d *e2eeDevice) keysBody() map[string]any {
 	pub := d.hpkeKey.PublicKey().Bytes()
-	msg := parley.DeviceKeySignedBytes(d.user, d.id, d.keyID, parley.SuiteX25519, pub)
+	msg := parley.DeviceKeySignedBytes(d.User, d.ID, d.keyID, parley.SuiteX25519, pub)
 	return map[string]any{
 		"identity_key":  parley.B64.EncodeToString(d.identity.Public().(ed25519.PublicKey)),
 		"suite":         parley.SuiteX25519,
@@ -81,9 +82,9 @@ func (d *e2eeDevice) keysBody() map[string]any {
 // publish puts d's keys and returns the user's device list version.
 func (d *e2eeDevice) publish(t testing.TB, base string) int64 {
 	t.Helper()
-	out := mustAPI(t, 200, "PUT", base+"/v1/devices/me/keys", d.token, d.keysBody())
+	out := e2e.MustAPI(t, 200, "PUT", base+"/v1/devices/me/keys", d.Token, d.keysBody())
 	dev := out["device"].(map[string]any)
-	if dev["device_id"] != d.id || dev["key_id"].(float64) != float64(d.keyID) {
+	if dev["device_id"] != d.ID || dev["key_id"].(float64) != float64(d.keyID) {
 		t.Fatalf("published %v", out)
 	}
 	return int64(out["device_list_version"].(float64))
@@ -100,7 +101,7 @@ type recipient struct {
 // every key signature, and returns every device but except's.
 func directory(t testing.TB, base, token, conversationID, except string) []recipient {
 	t.Helper()
-	out := mustAPI(t, 200, "GET", base+"/v1/conversations/"+conversationID+"/devices", token, nil)
+	out := e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+conversationID+"/devices", token, nil)
 	var rs []recipient
 	for _, u := range out["users"].([]any) {
 		user := u.(map[string]any)
@@ -122,7 +123,7 @@ func directory(t testing.TB, base, token, conversationID, except string) []recip
 }
 
 func (d *e2eeDevice) recipient() recipient {
-	return recipient{deviceID: d.id, keyID: d.keyID, public: d.hpkeKey.PublicKey().Bytes()}
+	return recipient{deviceID: d.ID, keyID: d.keyID, public: d.hpkeKey.PublicKey().Bytes()}
 }
 
 // sealed is a message's content sealed once: K, the ciphertext and the
@@ -141,13 +142,13 @@ func (d *e2eeDevice) seal(t testing.TB, conv, clientMsgID, text string) *sealed 
 	nonce := make([]byte, 12)
 	rand.Read(k)
 	rand.Read(nonce)
-	ad := lp(lp(lp(lp([]byte("parley-e2ee-v1/content"), conv), d.user), d.id), clientMsgID)
+	ad := lp(lp(lp(lp([]byte("parley-e2ee-v1/content"), conv), d.User), d.ID), clientMsgID)
 	aead, err := chacha20poly1305.New(k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ct := aead.Seal(append([]byte{}, nonce...), nonce, content, ad)
-	msg := lp(lp(lp(lp(lp(lp([]byte("parley-e2ee-v1/message"), conv), d.user), d.id), clientMsgID), parley.SuiteX25519), string(ct))
+	msg := lp(lp(lp(lp(lp(lp([]byte("parley-e2ee-v1/message"), conv), d.User), d.ID), clientMsgID), parley.SuiteX25519), string(ct))
 	return &sealed{conv: conv, clientMsgID: clientMsgID, k: k, ciphertext: ct, signature: ed25519.Sign(d.identity, msg)}
 }
 
@@ -162,7 +163,7 @@ func (s *sealed) keyFor(t testing.TB, sender *e2eeDevice, r recipient) map[strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	aad := binary.BigEndian.AppendUint64(lp(lp(lp(lp(nil, s.conv), sender.id), s.clientMsgID), r.deviceID), uint64(r.keyID))
+	aad := binary.BigEndian.AppendUint64(lp(lp(lp(lp(nil, s.conv), sender.ID), s.clientMsgID), r.deviceID), uint64(r.keyID))
 	out, err := ctx.Seal(aad, s.k)
 	if err != nil {
 		t.Fatal(err)
@@ -192,10 +193,10 @@ func (d *e2eeDevice) open(t testing.TB, m parley.Message, senderIdentity ed25519
 	t.Helper()
 	e := m.Envelope
 	if e == nil || e.Key == nil {
-		t.Fatalf("device %s: message %d has no key: %+v", d.id, m.Seq, m)
+		t.Fatalf("device %s: message %d has no key: %+v", d.ID, m.Seq, m)
 	}
-	if e.Key.DeviceID != d.id || e.Key.KeyID != d.keyID {
-		t.Fatalf("device %s got the key of %s (key id %d)", d.id, e.Key.DeviceID, e.Key.KeyID)
+	if e.Key.DeviceID != d.ID || e.Key.KeyID != d.keyID {
+		t.Fatalf("device %s got the key of %s (key id %d)", d.ID, e.Key.DeviceID, e.Key.KeyID)
 	}
 	enc, _ := parley.B64.DecodeString(e.Key.Enc)
 	sealedKey, _ := parley.B64.DecodeString(e.Key.Sealed)
@@ -203,22 +204,22 @@ func (d *e2eeDevice) open(t testing.TB, m parley.Message, senderIdentity ed25519
 	if err != nil {
 		t.Fatal(err)
 	}
-	aad := binary.BigEndian.AppendUint64(lp(lp(lp(lp(nil, m.ConversationID), m.SenderDeviceID), m.ClientMsgID), d.id), uint64(e.Key.KeyID))
+	aad := binary.BigEndian.AppendUint64(lp(lp(lp(lp(nil, m.ConversationID), m.SenderDeviceID), m.ClientMsgID), d.ID), uint64(e.Key.KeyID))
 	k, err := r.Open(aad, sealedKey)
 	if err != nil {
-		t.Fatalf("device %s: the sealed key does not open: %v", d.id, err)
+		t.Fatalf("device %s: the sealed key does not open: %v", d.ID, err)
 	}
 	ct, _ := parley.B64.DecodeString(e.Ciphertext)
 	sig, _ := parley.B64.DecodeString(e.Signature)
 	msg := lp(lp(lp(lp(lp(lp([]byte("parley-e2ee-v1/message"), m.ConversationID), m.SenderID), m.SenderDeviceID), m.ClientMsgID), e.Suite), string(ct))
 	if !ed25519.Verify(senderIdentity, msg, sig) {
-		t.Fatalf("device %s: the signature does not verify", d.id)
+		t.Fatalf("device %s: the signature does not verify", d.ID)
 	}
 	aead, _ := chacha20poly1305.New(k)
 	ad := lp(lp(lp(lp([]byte("parley-e2ee-v1/content"), m.ConversationID), m.SenderID), m.SenderDeviceID), m.ClientMsgID)
 	content, err := aead.Open(nil, ct[:12], ct[12:], ad)
 	if err != nil {
-		t.Fatalf("device %s: the content does not open: %v", d.id, err)
+		t.Fatalf("device %s: the content does not open: %v", d.ID, err)
 	}
 	var c struct {
 		V    int    `json:"v"`
@@ -248,7 +249,7 @@ type errorFrame struct {
 func expectAck(t testing.TB, c *wstest.Conn, id string) parley.Message {
 	t.Helper()
 	for {
-		f := untilFrame(t, c, "ack", "error")
+		f := e2e.UntilFrame(t, c, "ack", "error")
 		var ack struct {
 			ID      string         `json:"id"`
 			Message parley.Message `json:"message"`
@@ -299,7 +300,7 @@ func ackAndEcho(t testing.TB, c *wstest.Conn, id string) (ack, echo parley.Messa
 // decodes it into v; it returns the raw frame.
 func expectFrame(t testing.TB, c *wstest.Conn, typ string, v any) []byte {
 	t.Helper()
-	f := untilFrame(t, c, typ)
+	f := e2e.UntilFrame(t, c, typ)
 	if v != nil {
 		if err := f.Decode(v); err != nil {
 			t.Fatal(err)
@@ -322,11 +323,11 @@ func conversationID(out map[string]any) string {
 // and REST) and in GET of one message; the sender's device none. The
 // envelope never reaches a log line.
 func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
-	p := startRealtime(t, "--log-level", "debug")
-	base := p.base
-	alice, _ := signup(t, base, "alice")
-	bob, _ := signup(t, base, "bob")
-	signup(t, base, "carol")
+	p := e2e.StartRealtime(t, "--log-level", "debug")
+	base := p.Base
+	alice, _ := e2e.Signup(t, base, "alice")
+	bob, _ := e2e.Signup(t, base, "bob")
+	e2e.Signup(t, base, "carol")
 	aPhone, aLaptop := newE2EEDevice(t, base, "alice", "phone"), newE2EEDevice(t, base, "alice", "laptop")
 	bPhone := newE2EEDevice(t, base, "bob", "phone")
 	carol := newE2EEDevice(t, base, "carol", "phone")
@@ -344,31 +345,31 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 	}
 	bad := aPhone.keysBody()
 	bad["key_id"] = float64(2) // signed for key id 1
-	if code, out := api(t, http.DefaultClient, "PUT", base+"/v1/devices/me/keys", aPhone.token, bad); code != 400 || !strings.Contains(fmt.Sprint(out), "key_signature does not verify") {
+	if code, out := e2e.API(t, http.DefaultClient, "PUT", base+"/v1/devices/me/keys", aPhone.Token, bad); code != 400 || !strings.Contains(fmt.Sprint(out), "key_signature does not verify") {
 		t.Fatalf("bad signature: %d %v", code, out)
 	}
 	impostor := *aPhone
 	_, impostor.identity, _ = ed25519.GenerateKey(rand.Reader)
 	impostor.keyID = 2
-	if code, out := api(t, http.DefaultClient, "PUT", base+"/v1/devices/me/keys", aPhone.token, impostor.keysBody()); code != 409 {
+	if code, out := e2e.API(t, http.DefaultClient, "PUT", base+"/v1/devices/me/keys", aPhone.Token, impostor.keysBody()); code != 409 {
 		t.Fatalf("another identity: %d %v", code, out)
 	}
 
-	conv := conversationID(mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true}))
-	plain := conversationID(mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}}))
+	conv := conversationID(e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true}))
+	plain := conversationID(e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "direct", "members": []string{bob}}))
 	if conv == plain {
 		t.Fatal("the e2ee and the plain direct conversation are one")
 	}
-	again := mustAPI(t, 200, "POST", base+"/v1/conversations", bPhone.token, map[string]any{"kind": "direct", "members": []string{alice}, "e2ee": true})
+	again := e2e.MustAPI(t, 200, "POST", base+"/v1/conversations", bPhone.Token, map[string]any{"kind": "direct", "members": []string{alice}, "e2ee": true})
 	if conversationID(again) != conv || again["conversation"].(map[string]any)["e2ee"] != true {
 		t.Fatalf("find-or-create of the e2ee direct conversation: %v", again)
 	}
 
-	ap, bp := connect(t, base, aPhone.device), connect(t, base, bPhone.device)
+	ap, bp := e2e.Connect(t, base, aPhone.Device), e2e.Connect(t, base, bPhone.Device)
 
 	// Alice's laptop publishes: bob and alice's phone hear of it.
 	if v := aLaptop.publish(t, base); v != 2 {
-		t.Fatalf("alice's second device: version %d, want 2", v)
+		t.Fatalf("alice's second Device: version %d, want 2", v)
 	}
 	for name, c := range map[string]*wstest.Conn{"bob": bp, "alice's phone": ap} {
 		var dl struct {
@@ -380,34 +381,34 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 			t.Fatalf("%s: device_list %+v, want alice at 2", name, dl)
 		}
 	}
-	al := connect(t, base, aLaptop.device)
+	al := e2e.Connect(t, base, aLaptop.Device)
 
 	// The directory: to bob (shares a conversation) and alice, not carol.
-	list := mustAPI(t, 200, "GET", base+"/v1/users/"+alice+"/devices", bPhone.token, nil)
+	list := e2e.MustAPI(t, 200, "GET", base+"/v1/users/"+alice+"/devices", bPhone.Token, nil)
 	if list["device_list_version"].(float64) != 2 || len(list["devices"].([]any)) != 2 {
 		t.Fatalf("alice's devices as bob sees them: %v", list)
 	}
-	mustAPI(t, 200, "GET", base+"/v1/users/"+alice+"/devices", aLaptop.token, nil)
-	if code, out := api(t, http.DefaultClient, "GET", base+"/v1/users/"+alice+"/devices", carol.token, nil); code != 404 || out["error"].(map[string]any)["code"] != "not_found" {
+	e2e.MustAPI(t, 200, "GET", base+"/v1/users/"+alice+"/devices", aLaptop.Token, nil)
+	if code, out := e2e.API(t, http.DefaultClient, "GET", base+"/v1/users/"+alice+"/devices", carol.Token, nil); code != 404 || out["error"].(map[string]any)["code"] != "not_found" {
 		t.Fatalf("a stranger lists alice's devices: %d %v", code, out)
 	}
-	if code, _ := api(t, http.DefaultClient, "GET", base+"/v1/conversations/"+conv+"/devices", carol.token, nil); code != 404 {
+	if code, _ := e2e.API(t, http.DefaultClient, "GET", base+"/v1/conversations/"+conv+"/devices", carol.Token, nil); code != 404 {
 		t.Fatalf("a non-member lists a conversation's devices: %d", code)
 	}
 
 	// Plaintext in the e2ee conversation, encrypted in the plain one.
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", aPhone.token, map[string]any{"client_msg_id": "p1", "body": "in the clear"}); code != 400 {
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", aPhone.Token, map[string]any{"client_msg_id": "p1", "body": "in the clear"}); code != 400 {
 		t.Fatalf("plaintext into e2ee: %d %v", code, out)
 	}
 	s0 := aPhone.seal(t, plain, "e0", "wrong room")
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+plain+"/messages", aPhone.token,
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+plain+"/messages", aPhone.Token,
 		map[string]any{"client_msg_id": "e0", "type": "encrypted", "envelope": s0.envelope(t, aPhone, []recipient{bPhone.recipient()})}); code != 400 {
 		t.Fatalf("encrypted into plain: %d %v", code, out)
 	}
 	// A device without keys cannot send.
 	noKeys := newE2EEDevice(t, base, "alice", "tablet")
 	s1 := noKeys.seal(t, conv, "nokeys", "x")
-	if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", noKeys.token,
+	if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", noKeys.Token,
 		map[string]any{"client_msg_id": "nokeys", "type": "encrypted", "envelope": s1.envelope(t, noKeys, []recipient{bPhone.recipient()})}); code != 403 {
 		t.Fatalf("a device without keys sends: %d %v", code, out)
 	}
@@ -419,7 +420,7 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 	ap.MustWrite(s.sendFrame(t, "s1", aPhone, []recipient{bPhone.recipient()}))
 	var ef errorFrame
 	expectFrame(t, ap, "error", &ef)
-	if ef.ID != "s1" || ef.Error.Code != "device_mismatch" || len(ef.Error.Missing) != 1 || ef.Error.Missing[0] != (parley.DeviceRef{UserID: alice, DeviceID: aLaptop.id}) ||
+	if ef.ID != "s1" || ef.Error.Code != "device_mismatch" || len(ef.Error.Missing) != 1 || ef.Error.Missing[0] != (parley.DeviceRef{UserID: alice, DeviceID: aLaptop.ID}) ||
 		ef.Error.Extra == nil || len(ef.Error.Extra) != 0 || ef.Error.Stale == nil || len(ef.Error.Stale) != 0 {
 		t.Fatalf("mismatch frame %+v", ef)
 	}
@@ -429,20 +430,20 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 	staleBob := bPhone.recipient()
 	staleBob.keyID = 1
 	bPhone.publish(t, base)
-	code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", aPhone.token,
+	code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", aPhone.Token,
 		map[string]any{"client_msg_id": "c-1", "type": "encrypted", "envelope": s.envelope(t, aPhone, []recipient{staleBob, carol.recipient()})})
 	e := out["error"].(map[string]any)
-	if code != 409 || e["code"] != "device_mismatch" || fmt.Sprint(e["missing"]) != fmt.Sprintf("[map[device_id:%s user_id:%s]]", aLaptop.id, alice) ||
-		fmt.Sprint(e["extra"]) != "["+carol.id+"]" || fmt.Sprint(e["stale"]) != fmt.Sprintf("[map[device_id:%s key_id:2 user_id:%s]]", bPhone.id, bob) {
+	if code != 409 || e["code"] != "device_mismatch" || fmt.Sprint(e["missing"]) != fmt.Sprintf("[map[device_id:%s user_id:%s]]", aLaptop.ID, alice) ||
+		fmt.Sprint(e["extra"]) != "["+carol.ID+"]" || fmt.Sprint(e["stale"]) != fmt.Sprintf("[map[device_id:%s key_id:2 user_id:%s]]", bPhone.ID, bob) {
 		t.Fatalf("REST mismatch: %d %v", code, out)
 	}
-	if n := len(mustAPI(t, 200, "GET", base+"/v1/conversations/"+conv+"/messages", aPhone.token, nil)["messages"].([]any)); n != 0 {
+	if n := len(e2e.MustAPI(t, 200, "GET", base+"/v1/conversations/"+conv+"/messages", aPhone.Token, nil)["messages"].([]any)); n != 0 {
 		t.Fatalf("%d messages stored after refusals", n)
 	}
 
 	// The client refetches the directory and resends with the same
 	// client_msg_id, K, ciphertext and signature: accepted.
-	to := directory(t, base, aPhone.token, conv, aPhone.id)
+	to := directory(t, base, aPhone.Token, conv, aPhone.ID)
 	if len(to) != 2 {
 		t.Fatalf("directory %v", to)
 	}
@@ -461,17 +462,17 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 		c *wstest.Conn
 		d *e2eeDevice
 	}{{bp, bPhone}, {al, aLaptop}} {
-		var mf msgFrame
+		var mf e2e.MsgFrame
 		raw := expectFrame(t, tc.c, "message", &mf)
 		if got := tc.d.open(t, mf.Message, aPhone.identityKey()); got != text {
-			t.Fatalf("%s read %q", tc.d.id, got)
+			t.Fatalf("%s read %q", tc.d.ID, got)
 		}
 		other := bPhone
 		if tc.d == bPhone {
 			other = aLaptop
 		}
-		if bytes.Contains(raw, []byte(other.id)) {
-			t.Fatalf("%s's frame names another device's key: %s", tc.d.id, raw)
+		if bytes.Contains(raw, []byte(other.ID)) {
+			t.Fatalf("%s's frame names another device's key: %s", tc.d.ID, raw)
 		}
 	}
 
@@ -484,8 +485,8 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 
 	// Sync, history (WebSocket and REST) and GET of one message: the
 	// device's own key.
-	b2 := connect(t, base, bPhone.device)
-	res := doSync(t, b2, "", 0)
+	b2 := e2e.Connect(t, base, bPhone.Device)
+	res := e2e.DoSync(t, b2, "", 0)
 	var synced []parley.Message
 	for _, c := range res.Conversations {
 		if c.Conversation.ID == conv {
@@ -509,45 +510,45 @@ func TestE2EEDirectoryMismatchAndDelivery(t *testing.T) {
 	var restHist struct {
 		Messages []parley.Message `json:"messages"`
 	}
-	getJSON(t, base+"/v1/conversations/"+conv+"/messages", bPhone.token, &restHist)
+	getJSON(t, base+"/v1/conversations/"+conv+"/messages", bPhone.Token, &restHist)
 	if len(restHist.Messages) != 1 || bPhone.open(t, restHist.Messages[0], aPhone.identityKey()) != text {
 		t.Fatalf("REST history %+v", restHist)
 	}
 	var one struct {
 		Message parley.Message `json:"message"`
 	}
-	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", aLaptop.token, &one)
+	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", aLaptop.Token, &one)
 	if aLaptop.open(t, one.Message, aPhone.identityKey()) != text {
 		t.Fatal("GET one message")
 	}
 	one.Message = parley.Message{}
-	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", aPhone.token, &one)
+	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", aPhone.Token, &one)
 	if one.Message.Envelope == nil || one.Message.Envelope.Key != nil {
 		t.Fatalf("the sender's device reads its message with a key: %+v", one.Message.Envelope)
 	}
 	// A device that was not a recipient gets the message without a key.
 	one.Message = parley.Message{}
-	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", noKeys.token, &one)
+	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", noKeys.Token, &one)
 	if one.Message.Envelope == nil || one.Message.Envelope.Key != nil {
 		t.Fatalf("a device without keys: %+v", one.Message.Envelope)
 	}
 
 	// Edits are refused; a delete leaves a tombstone without envelope.
-	if code, out := api(t, http.DefaultClient, "PATCH", base+"/v1/conversations/"+conv+"/messages/1", aPhone.token, map[string]any{"body": "x"}); code != 400 || !strings.Contains(fmt.Sprint(out), "cannot be edited") {
+	if code, out := e2e.API(t, http.DefaultClient, "PATCH", base+"/v1/conversations/"+conv+"/messages/1", aPhone.Token, map[string]any{"body": "x"}); code != 400 || !strings.Contains(fmt.Sprint(out), "cannot be edited") {
 		t.Fatalf("edit: %d %v", code, out)
 	}
-	del := mustAPI(t, 200, "DELETE", base+"/v1/conversations/"+conv+"/messages/1", aPhone.token, nil)
+	del := e2e.MustAPI(t, 200, "DELETE", base+"/v1/conversations/"+conv+"/messages/1", aPhone.Token, nil)
 	if m := del["message"].(map[string]any); m["deleted"] != true || m["envelope"] != nil {
 		t.Fatalf("tombstone %v", m)
 	}
-	var tomb msgFrame
+	var tomb e2e.MsgFrame
 	expectFrame(t, bp, "message", &tomb)
 	if !tomb.Message.Deleted || tomb.Message.Envelope != nil {
 		t.Fatalf("live tombstone %+v", tomb.Message)
 	}
 
 	// Nothing of an envelope reached the logs (debug level).
-	logs := p.logText()
+	logs := p.Logs()
 	for _, secret := range []string{parley.B64.EncodeToString(s.ciphertext), parley.B64.EncodeToString(s.signature), text, "\"sealed\"", "\"enc\""} {
 		if strings.Contains(logs, secret) {
 			t.Fatalf("the logs hold %q", secret)
@@ -581,29 +582,29 @@ func getJSON(t testing.TB, url, token string, v any) {
 // the message again with its key. Logging out a keyed device announces
 // the user's new device list.
 func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
-	p := startRealtime(t)
-	base := p.base
-	signup(t, base, "alice")
-	bob, _ := signup(t, base, "bob")
-	carol, _ := signup(t, base, "carol")
-	dave, _ := signup(t, base, "dave")
+	p := e2e.StartRealtime(t)
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	bob, _ := e2e.Signup(t, base, "bob")
+	carol, _ := e2e.Signup(t, base, "carol")
+	dave, _ := e2e.Signup(t, base, "dave")
 	aPhone, aLaptop := newE2EEDevice(t, base, "alice", "phone"), newE2EEDevice(t, base, "alice", "laptop")
 	bPhone, cPhone := newE2EEDevice(t, base, "bob", "phone"), newE2EEDevice(t, base, "carol", "phone")
 	for _, d := range []*e2eeDevice{aPhone, aLaptop, bPhone, cPhone} {
 		d.publish(t, base)
 	}
-	conv := conversationID(mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token,
+	conv := conversationID(e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token,
 		map[string]any{"kind": "group", "title": "plans", "members": []string{bob, carol}, "e2ee": true}))
-	ap, al, bp, cp := connect(t, base, aPhone.device), connect(t, base, aLaptop.device), connect(t, base, bPhone.device), connect(t, base, cPhone.device)
+	ap, al, bp, cp := e2e.Connect(t, base, aPhone.Device), e2e.Connect(t, base, aLaptop.Device), e2e.Connect(t, base, bPhone.Device), e2e.Connect(t, base, cPhone.Device)
 
 	first := aPhone.seal(t, conv, "g-1", "first")
-	ap.MustWrite(first.sendFrame(t, "s1", aPhone, directory(t, base, aPhone.token, conv, aPhone.id)))
+	ap.MustWrite(first.sendFrame(t, "s1", aPhone, directory(t, base, aPhone.Token, conv, aPhone.ID)))
 	expectAck(t, ap, "s1")
 	for _, tc := range []struct {
 		c *wstest.Conn
 		d *e2eeDevice
 	}{{bp, bPhone}, {cp, cPhone}, {al, aLaptop}} {
-		var mf msgFrame
+		var mf e2e.MsgFrame
 		expectFrame(t, tc.c, "message", &mf)
 		if tc.d.open(t, mf.Message, aPhone.identityKey()) != "first" {
 			t.Fatal("first message")
@@ -614,29 +615,29 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	bLaptop := newE2EEDevice(t, base, "bob", "laptop")
 	bLaptop.publish(t, base)
-	mustAPI(t, 201, "POST", base+"/v1/conversations/"+conv+"/members", aPhone.token, map[string]any{"user_id": dave})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations/"+conv+"/members", aPhone.Token, map[string]any{"user_id": dave})
 	dPhone := newE2EEDevice(t, base, "dave", "phone")
 	dPhone.publish(t, base)
 
 	// Carol is removed: her device is extra from now on, and she gets
 	// nothing sent after.
-	mustAPI(t, 204, "DELETE", base+"/v1/conversations/"+conv+"/members/"+carol, aPhone.token, nil)
+	e2e.MustAPI(t, 204, "DELETE", base+"/v1/conversations/"+conv+"/members/"+carol, aPhone.Token, nil)
 	expectFrame(t, cp, "conversation", nil)
 	second := aPhone.seal(t, conv, "g-2", "after carol left")
 	stale := []recipient{aLaptop.recipient(), bPhone.recipient(), bLaptop.recipient(), dPhone.recipient(), cPhone.recipient()}
 	ap.MustWrite(second.sendFrame(t, "s2", aPhone, stale))
 	var ef errorFrame
 	expectFrame(t, ap, "error", &ef)
-	if ef.Error.Code != "device_mismatch" || !slices.Equal(ef.Error.Extra, []string{cPhone.id}) || len(ef.Error.Missing) != 0 {
-		t.Fatalf("removed member's device: %+v", ef)
+	if ef.Error.Code != "device_mismatch" || !slices.Equal(ef.Error.Extra, []string{cPhone.ID}) || len(ef.Error.Missing) != 0 {
+		t.Fatalf("removed member's Device: %+v", ef)
 	}
-	now := directory(t, base, aPhone.token, conv, aPhone.id)
+	now := directory(t, base, aPhone.Token, conv, aPhone.ID)
 	if len(now) != 4 {
 		t.Fatalf("directory after the removal: %d devices, want 4", len(now))
 	}
 	ap.MustWrite(second.sendFrame(t, "s3", aPhone, now))
 	expectAck(t, ap, "s3")
-	var mf msgFrame
+	var mf e2e.MsgFrame
 	expectFrame(t, bp, "message", &mf)
 	if bPhone.open(t, mf.Message, aPhone.identityKey()) != "after carol left" {
 		t.Fatal("second message")
@@ -645,18 +646,18 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 
 	// Key requests: too new a device, too new a member, an unknown seq.
 	for name, d := range map[string]*e2eeDevice{"bob's new laptop": bLaptop, "dave, who joined later": dPhone} {
-		if code, out := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", d.token, nil); code != 403 {
+		if code, out := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", d.Token, nil); code != 403 {
 			t.Fatalf("%s asks for message 1: %d %v", name, code, out)
 		}
 	}
-	if code, _ := api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", cPhone.token, nil); code != 404 {
+	if code, _ := e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", cPhone.Token, nil); code != 404 {
 		t.Fatalf("a removed member asks: %d, want 404", code)
 	}
 	// Bob's phone lost its key (it rotated and erased the old one): it
 	// asks, alice's devices hear it.
 	bPhone.rotate(t)
 	bPhone.publish(t, base)
-	mustAPI(t, 202, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", bPhone.token, nil)
+	e2e.MustAPI(t, 202, "POST", base+"/v1/conversations/"+conv+"/messages/1/key-requests", bPhone.Token, nil)
 	for _, c := range []*wstest.Conn{ap, al} {
 		var kr struct {
 			ConversationID string `json:"conversation_id"`
@@ -665,7 +666,7 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 			DeviceID       string `json:"device_id"`
 		}
 		expectFrame(t, c, "key_request", &kr)
-		if kr.ConversationID != conv || kr.Seq != 1 || kr.UserID != bob || kr.DeviceID != bPhone.id {
+		if kr.ConversationID != conv || kr.Seq != 1 || kr.UserID != bob || kr.DeviceID != bPhone.ID {
 			t.Fatalf("key_request %+v", kr)
 		}
 	}
@@ -675,19 +676,19 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 	// first, then the right one; bob's phone alone gets the message again.
 	wrong := bPhone.recipient()
 	wrong.keyID = 1
-	code, out := api(t, http.DefaultClient, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", aPhone.token,
+	code, out := e2e.API(t, http.DefaultClient, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", aPhone.Token,
 		map[string]any{"keys": []any{first.keyFor(t, aPhone, wrong)}})
-	if code != 409 || out["error"].(map[string]any)["code"] != "device_mismatch" || fmt.Sprint(out["error"].(map[string]any)["stale"]) != fmt.Sprintf("[map[device_id:%s key_id:2 user_id:%s]]", bPhone.id, bob) {
+	if code != 409 || out["error"].(map[string]any)["code"] != "device_mismatch" || fmt.Sprint(out["error"].(map[string]any)["stale"]) != fmt.Sprintf("[map[device_id:%s key_id:2 user_id:%s]]", bPhone.ID, bob) {
 		t.Fatalf("wrong key id: %d %v", code, out)
 	}
-	if code, _ := api(t, http.DefaultClient, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", bPhone.token,
+	if code, _ := e2e.API(t, http.DefaultClient, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", bPhone.Token,
 		map[string]any{"keys": []any{first.keyFor(t, aPhone, aLaptop.recipient())}}); code != 403 {
 		t.Fatalf("bob adds keys to alice's message: %d", code)
 	}
-	mustAPI(t, 204, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", aPhone.token,
+	e2e.MustAPI(t, 204, "PUT", base+"/v1/conversations/"+conv+"/messages/1/keys", aPhone.Token,
 		map[string]any{"keys": []any{first.keyFor(t, aPhone, bPhone.recipient())}})
 	for {
-		var again msgFrame
+		var again e2e.MsgFrame
 		expectFrame(t, bp, "message", &again)
 		if again.Message.Seq == 1 {
 			if bPhone.open(t, again.Message, aPhone.identityKey()) != "first" {
@@ -701,15 +702,15 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 	var one struct {
 		Message parley.Message `json:"message"`
 	}
-	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", bPhone.token, &one)
+	getJSON(t, base+"/v1/conversations/"+conv+"/messages/1", bPhone.Token, &one)
 	if bPhone.open(t, one.Message, aPhone.identityKey()) != "first" {
 		t.Fatal("history after the key was added")
 	}
 
 	// Bob logs his laptop out: its keys go, bob's version rises, alice
 	// hears it.
-	before := int64(mustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", aPhone.token, nil)["device_list_version"].(float64))
-	mustAPI(t, 204, "DELETE", base+"/v1/sessions/current", bLaptop.token, nil)
+	before := int64(e2e.MustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", aPhone.Token, nil)["device_list_version"].(float64))
+	e2e.MustAPI(t, 204, "DELETE", base+"/v1/sessions/current", bLaptop.Token, nil)
 	for {
 		var dl struct {
 			UserID  string `json:"user_id"`
@@ -720,7 +721,7 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 			break
 		}
 	}
-	after := mustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", aPhone.token, nil)
+	after := e2e.MustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", aPhone.Token, nil)
 	if len(after["devices"].([]any)) != 1 {
 		t.Fatalf("bob's devices after the logout: %v", after)
 	}
@@ -730,19 +731,19 @@ func TestE2EEGroupRemovalAndKeyRequests(t *testing.T) {
 // device_list frame, an encrypted message (with each device's own key)
 // and a key request cross from one node to the other through the bus.
 func TestE2EEAcrossNodes(t *testing.T) {
-	env := clusterEnv(t)
-	n1 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
-	n2 := startParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
-	alice, _ := signup(t, n1.base, "alice")
-	bob, _ := signup(t, n1.base, "bob")
-	aPhone, aLaptop := newE2EEDevice(t, n1.base, "alice", "phone"), newE2EEDevice(t, n2.base, "alice", "laptop")
-	bPhone := newE2EEDevice(t, n2.base, "bob", "phone")
-	aPhone.publish(t, n1.base)
-	bPhone.publish(t, n2.base)
-	conv := conversationID(mustAPI(t, 201, "POST", n1.base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true}))
-	ap, bp := connect(t, n1.base, aPhone.device), connect(t, n2.base, bPhone.device)
+	env := e2e.ClusterEnv(t)
+	n1 := e2e.StartParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	n2 := e2e.StartParleyd(t, t.TempDir(), env, "--presence-grace", "300ms")
+	alice, _ := e2e.Signup(t, n1.Base, "alice")
+	bob, _ := e2e.Signup(t, n1.Base, "bob")
+	aPhone, aLaptop := newE2EEDevice(t, n1.Base, "alice", "phone"), newE2EEDevice(t, n2.Base, "alice", "laptop")
+	bPhone := newE2EEDevice(t, n2.Base, "bob", "phone")
+	aPhone.publish(t, n1.Base)
+	bPhone.publish(t, n2.Base)
+	conv := conversationID(e2e.MustAPI(t, 201, "POST", n1.Base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true}))
+	ap, bp := e2e.Connect(t, n1.Base, aPhone.Device), e2e.Connect(t, n2.Base, bPhone.Device)
 
-	aLaptop.publish(t, n2.base)                // on node 2; alice's phone is on node 1
+	aLaptop.publish(t, n2.Base)                // on node 2; alice's phone is on node 1
 	for _, c := range []*wstest.Conn{bp, ap} { // bob on node 2, alice's phone on node 1
 		for {
 			var dl struct {
@@ -755,29 +756,29 @@ func TestE2EEAcrossNodes(t *testing.T) {
 			}
 		}
 	}
-	al := connect(t, n2.base, aLaptop.device)
+	al := e2e.Connect(t, n2.Base, aLaptop.Device)
 
 	s := aPhone.seal(t, conv, "x-1", "across the bus")
-	ap.MustWrite(s.sendFrame(t, "s1", aPhone, directory(t, n1.base, aPhone.token, conv, aPhone.id)))
+	ap.MustWrite(s.sendFrame(t, "s1", aPhone, directory(t, n1.Base, aPhone.Token, conv, aPhone.ID)))
 	expectAck(t, ap, "s1")
 	for _, tc := range []struct {
 		c *wstest.Conn
 		d *e2eeDevice
 	}{{bp, bPhone}, {al, aLaptop}} {
-		var mf msgFrame
+		var mf e2e.MsgFrame
 		expectFrame(t, tc.c, "message", &mf)
 		if got := tc.d.open(t, mf.Message, aPhone.identityKey()); got != "across the bus" {
-			t.Fatalf("%s read %q", tc.d.id, got)
+			t.Fatalf("%s read %q", tc.d.ID, got)
 		}
 	}
 
-	mustAPI(t, 202, "POST", n2.base+"/v1/conversations/"+conv+"/messages/1/key-requests", bPhone.token, nil)
+	e2e.MustAPI(t, 202, "POST", n2.Base+"/v1/conversations/"+conv+"/messages/1/key-requests", bPhone.Token, nil)
 	var kr struct {
 		DeviceID string `json:"device_id"`
 		Seq      int64  `json:"seq"`
 	}
 	expectFrame(t, ap, "key_request", &kr)
-	if kr.DeviceID != bPhone.id || kr.Seq != 1 {
+	if kr.DeviceID != bPhone.ID || kr.Seq != 1 {
 		t.Fatalf("key_request on node 1: %+v", kr)
 	}
 }
@@ -786,16 +787,16 @@ func TestE2EEAcrossNodes(t *testing.T) {
 // is purged, and the purge's deletion is announced with device_list like
 // a logout's.
 func TestE2EEExpiredDeviceAnnounced(t *testing.T) {
-	p := startRealtime(t, "--refresh-token-ttl", "3s", "--purge-interval", "500ms")
-	base := p.base
-	signup(t, base, "alice")
-	bob, _ := signup(t, base, "bob")
+	p := e2e.StartRealtime(t, "--refresh-token-ttl", "3s", "--purge-interval", "500ms")
+	base := p.Base
+	e2e.Signup(t, base, "alice")
+	bob, _ := e2e.Signup(t, base, "bob")
 	aPhone := newE2EEDevice(t, base, "alice", "phone")
 	bPhone := newE2EEDevice(t, base, "bob", "phone")
-	mustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true})
+	e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", aPhone.Token, map[string]any{"kind": "direct", "members": []string{bob}, "e2ee": true})
 	// Both sessions lapse (alice's socket lives on until its access
 	// token expires), so the purge deletes bob's keyed device.
-	ap := connect(t, base, aPhone.device)
+	ap := e2e.Connect(t, base, aPhone.Device)
 	if v := bPhone.publish(t, base); v != 1 {
 		t.Fatalf("bob's version %d", v)
 	}
@@ -803,7 +804,7 @@ func TestE2EEExpiredDeviceAnnounced(t *testing.T) {
 	for {
 		f, err := ap.Next(time.Until(deadline))
 		if err != nil {
-			t.Fatalf("no device_list for bob's expired device: %v", err)
+			t.Fatalf("no device_list for bob's expired Device: %v", err)
 		}
 		var dl struct {
 			UserID  string `json:"user_id"`
@@ -813,8 +814,8 @@ func TestE2EEExpiredDeviceAnnounced(t *testing.T) {
 			break
 		}
 	}
-	again := loginDevice(t, base, "alice", "again")
-	l := mustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", again.token, nil)
+	again := e2e.LoginDevice(t, base, "alice", "again")
+	l := e2e.MustAPI(t, 200, "GET", base+"/v1/users/"+bob+"/devices", again.Token, nil)
 	if len(l["devices"].([]any)) != 0 {
 		t.Fatalf("bob's devices after his session expired: %v", l)
 	}

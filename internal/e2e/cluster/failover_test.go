@@ -1,4 +1,4 @@
-package main
+package cluster_test
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/internal/clustertest"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/spawn"
 )
 
@@ -26,7 +27,7 @@ import (
 type cluster struct {
 	pg    *clustertest.Postgres
 	nats  *clustertest.NATS
-	nodes []*proc // gateways, behind HAProxy
+	nodes []*e2e.Proc // gateways, behind HAProxy
 	hap   *clustertest.HAProxy
 	env   []string
 }
@@ -46,21 +47,21 @@ func startCluster(t *testing.T) *cluster {
 	for range 3 {
 		addr := fmt.Sprintf("127.0.0.1:%d", clustertest.FreePort(t))
 		backends = append(backends, addr)
-		c.nodes = append(c.nodes, startParleyd(t, t.TempDir(), c.env, "--listen", addr, "--roles", "gateway",
+		c.nodes = append(c.nodes, e2e.StartParleyd(t, t.TempDir(), c.env, "--listen", addr, "--roles", "gateway",
 			"--presence-grace", "300ms", "--shutdown-timeout", "3s"))
 	}
 	// The background jobs run on a node of their own, outside HAProxy.
-	startParleyd(t, t.TempDir(), c.env, "--roles", "worker")
+	e2e.StartParleyd(t, t.TempDir(), c.env, "--roles", "worker")
 	c.hap = clustertest.StartHAProxy(t, clustertest.HAProxyConfig{Backends: backends})
 	return c
 }
 
 // wsConnections reads a node's live WebSocket sessions from its metrics.
-func wsConnections(t *testing.T, p *proc) int {
+func wsConnections(t *testing.T, p *e2e.Proc) int {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^parley_ws_connections (\d+)`).FindStringSubmatch(getText(t, p.base+"/metrics"))
+	m := regexp.MustCompile(`(?m)^parley_ws_connections (\d+)`).FindStringSubmatch(e2e.GetText(t, p.Base+"/metrics"))
 	if m == nil {
-		t.Fatalf("no parley_ws_connections in %s/metrics", p.base)
+		t.Fatalf("no parley_ws_connections in %s/metrics", p.Base)
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
@@ -73,7 +74,7 @@ func (c *cluster) waitReady(t *testing.T, want int, within time.Duration) {
 	deadline := time.Now().Add(within)
 	bases := []string{}
 	for _, p := range c.nodes {
-		bases = append(bases, p.base)
+		bases = append(bases, p.Base)
 	}
 	if want == 200 {
 		bases = append(bases, c.hap.URL())
@@ -103,30 +104,30 @@ func (c *cluster) waitReady(t *testing.T, want int, within time.Duration) {
 func TestClusterThroughHAProxy(t *testing.T) {
 	c := startCluster(t)
 	base := c.hap.URL()
-	signup(t, base, "alice")
-	signup(t, base, "bob")
-	signup(t, base, "carol")
-	a, b, cl := loginDevice(t, base, "alice", "phone"), loginDevice(t, base, "bob", "phone"), loginDevice(t, base, "carol", "phone")
-	conv := mustAPI(t, 201, "POST", base+"/v1/conversations", a.token, map[string]any{"kind": "group", "title": "three nodes", "members": []string{b.user, cl.user}})["conversation"].(map[string]any)["id"].(string)
+	e2e.Signup(t, base, "alice")
+	e2e.Signup(t, base, "bob")
+	e2e.Signup(t, base, "carol")
+	a, b, cl := e2e.LoginDevice(t, base, "alice", "phone"), e2e.LoginDevice(t, base, "bob", "phone"), e2e.LoginDevice(t, base, "carol", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", base+"/v1/conversations", a.Token, map[string]any{"kind": "group", "title": "three nodes", "members": []string{b.User, cl.User}})["conversation"].(map[string]any)["id"].(string)
 
-	ac := connect(t, base, a)
-	bc := connect(t, base, b)
-	cc := connect(t, base, cl)
+	ac := e2e.Connect(t, base, a)
+	bc := e2e.Connect(t, base, b)
+	cc := e2e.Connect(t, base, cl)
 	for i, p := range c.nodes {
 		if n := wsConnections(t, p); n != 1 {
 			t.Fatalf("node %d has %d connections; HAProxy should have spread the three", i+1, n)
 		}
 	}
 	ac.MustWrite(map[string]any{"type": "send", "id": "s1", "conversation_id": conv, "client_msg_id": "c1", "body": "hello from one node"})
-	if m := expectMessage(t, bc, "ack"); m.Body != "hello from one node" {
+	if m := e2e.ExpectMessage(t, bc, "ack"); m.Body != "hello from one node" {
 		t.Fatalf("bob: %+v", m)
 	}
-	if m := expectMessage(t, cc, "ack"); m.Body != "hello from one node" {
+	if m := e2e.ExpectMessage(t, cc, "ack"); m.Body != "hello from one node" {
 		t.Fatalf("carol: %+v", m)
 	}
 	bc.MustWrite(map[string]any{"type": "read", "conversation_id": conv, "seq": 1})
-	expectReceipt(t, ac, "read", b.user)
-	expectReceipt(t, cc, "read", b.user)
+	e2e.ExpectReceipt(t, ac, "read", b.User)
+	e2e.ExpectReceipt(t, cc, "read", b.User)
 	cc.MustWrite(map[string]any{"type": "typing", "conversation_id": conv, "state": "start"})
 	ac.Expect("typing", "receipt", "presence", "ack", "message")
 	var pres struct {
@@ -138,7 +139,7 @@ func TestClusterThroughHAProxy(t *testing.T) {
 		if err := ac.Expect("presence", "receipt", "typing", "message", "ack").Decode(&pres); err != nil {
 			t.Fatal(err)
 		}
-		if pres.UserID == cl.user && pres.State == "offline" {
+		if pres.UserID == cl.User && pres.State == "offline" {
 			break
 		}
 	}
@@ -165,7 +166,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	c := startCluster(t)
 	parleyBin := filepath.Join(t.TempDir(), "parley")
-	if err := spawn.Build(parleyBin, "../parley", false); err != nil {
+	if err := spawn.Build(parleyBin, "github.com/parleychat/parley/cmd/parley", false); err != nil {
 		t.Fatal(err)
 	}
 	const duration = 30 * time.Second
@@ -208,10 +209,10 @@ func TestClusterFailover(t *testing.T) {
 	c.waitReady(t, 200, 15*time.Second)
 
 	// A user of our own, to send by REST during the outages.
-	_, writer := signup(t, c.nodes[0].base, "writer")
-	conv := mustAPI(t, 201, "POST", c.nodes[0].base+"/v1/conversations", writer, map[string]any{"kind": "group", "title": "outages"})["conversation"].(map[string]any)["id"].(string)
+	_, writer := e2e.Signup(t, c.nodes[0].Base, "writer")
+	conv := e2e.MustAPI(t, 201, "POST", c.nodes[0].Base+"/v1/conversations", writer, map[string]any{"kind": "group", "title": "outages"})["conversation"].(map[string]any)["id"].(string)
 	send := func(base, id string) (int, map[string]any) {
-		return api(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": id, "body": id})
+		return e2e.API(t, http.DefaultClient, "POST", base+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": id, "body": id})
 	}
 
 	// 2. NATS goes away for a few seconds. Through HAProxy every node is
@@ -224,7 +225,7 @@ func TestClusterFailover(t *testing.T) {
 	if code, _ := send(c.hap.URL(), "via-haproxy-nats-down"); code != 503 {
 		t.Fatalf("a send through HAProxy while NATS is down: %d, want 503", code)
 	}
-	if code, out := send(c.nodes[0].base, "direct-nats-down"); code != 201 {
+	if code, out := send(c.nodes[0].Base, "direct-nats-down"); code != 201 {
 		t.Fatalf("a send to a node while NATS is down: %d %v, want 201 (committed)", code, out)
 	}
 	time.Sleep(1500 * time.Millisecond)
@@ -236,11 +237,11 @@ func TestClusterFailover(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	c.pg.Stop()
 	c.waitReady(t, 503, 10*time.Second)
-	code, out := api(t, http.DefaultClient, "POST", c.nodes[0].base+"/v1/accounts", "", map[string]any{"handle": "during_outage", "password": "correct horse battery"})
+	code, out := e2e.API(t, http.DefaultClient, "POST", c.nodes[0].Base+"/v1/accounts", "", map[string]any{"handle": "during_outage", "password": "correct horse battery"})
 	if code != 503 || out["error"].(map[string]any)["code"] != "unavailable" {
 		t.Fatalf("a write while PostgreSQL is down: %d %v, want 503 unavailable", code, out)
 	}
-	if code, out := send(c.nodes[2].base, "direct-pg-down"); code != 503 || out["error"].(map[string]any)["code"] != "unavailable" {
+	if code, out := send(c.nodes[2].Base, "direct-pg-down"); code != 503 || out["error"].(map[string]any)["code"] != "unavailable" {
 		t.Fatalf("a send while PostgreSQL is down: %d %v, want 503 unavailable", code, out)
 	}
 	time.Sleep(3 * time.Second)
@@ -248,21 +249,21 @@ func TestClusterFailover(t *testing.T) {
 	c.waitReady(t, 200, 30*time.Second)
 	// After recovery: the send committed during the NATS outage is there,
 	// the refused one is not, and its retry commits.
-	mustAPI(t, 201, "POST", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": "direct-pg-down", "body": "direct-pg-down"})
-	hist := mustAPI(t, 200, "GET", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, nil)["messages"].([]any)
+	e2e.MustAPI(t, 201, "POST", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, map[string]any{"client_msg_id": "direct-pg-down", "body": "direct-pg-down"})
+	hist := e2e.MustAPI(t, 200, "GET", c.hap.URL()+"/v1/conversations/"+conv+"/messages", writer, nil)["messages"].([]any)
 	if len(hist) != 2 || hist[0].(map[string]any)["body"] != "direct-nats-down" || hist[1].(map[string]any)["body"] != "direct-pg-down" {
 		t.Fatalf("after the outages the conversation holds %v", hist)
 	}
 
 	// The restarted node takes traffic again: new connections reach it
 	// once HAProxy has seen it healthy (two checks after it answers).
-	signup(t, c.hap.URL(), "late")
-	late := loginDevice(t, c.hap.URL(), "late", "phone")
+	e2e.Signup(t, c.hap.URL(), "late")
+	late := e2e.LoginDevice(t, c.hap.URL(), "late", "phone")
 	for deadline := time.Now().Add(10 * time.Second); wsConnections(t, c.nodes[1]) == 0; {
 		if time.Now().After(deadline) {
 			t.Fatalf("the restarted node takes no connections")
 		}
-		connect(t, c.hap.URL(), late)
+		e2e.Connect(t, c.hap.URL(), late)
 		time.Sleep(200 * time.Millisecond)
 	}
 

@@ -1,4 +1,4 @@
-package main
+package push_test
 
 import (
 	"bytes"
@@ -30,6 +30,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/internal/clustertest"
+	"github.com/parleychat/parley/internal/e2e"
 	"github.com/parleychat/parley/internal/testenv"
 	"github.com/parleychat/parley/service"
 )
@@ -46,10 +47,10 @@ import (
 // a guessed token or a user and password. (Before, any client connected
 // and could subscribe to everything.)
 func TestBusEmbeddedListenRefusesStrangers(t *testing.T) {
-	p := startParleyd(t, t.TempDir(), nil, "--nats-listen", "127.0.0.1:0")
-	m := regexp.MustCompile(`"msg":"event bus: embedded NATS","tcp":"(nats://127\.0\.0\.1:\d+)"`).FindStringSubmatch(p.logText())
+	p := e2e.StartParleyd(t, t.TempDir(), nil, "--nats-listen", "127.0.0.1:0")
+	m := regexp.MustCompile(`"msg":"event bus: embedded NATS","tcp":"(nats://127\.0\.0\.1:\d+)"`).FindStringSubmatch(p.Logs())
 	if m == nil {
-		t.Fatalf("no TCP port with --nats-listen:\n%s", p.logText())
+		t.Fatalf("no TCP port with --nats-listen:\n%s", p.Logs())
 	}
 	url := m[1]
 	for name, opts := range map[string][]nats.Option{
@@ -69,13 +70,13 @@ func TestBusEmbeddedListenRefusesStrangers(t *testing.T) {
 		})
 	}
 	// The node itself works: a message still reaches a live client.
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
-	bc := connect(t, p.base, b)
-	sendText(t, p.base, a.token, conv, "x", "still delivered")
-	if got := expectMessage(t, bc); got.Body != "still delivered" {
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
+	bc := e2e.Connect(t, p.Base, b)
+	e2e.SendText(t, p.Base, a.Token, conv, "x", "still delivered")
+	if got := e2e.ExpectMessage(t, bc); got.Body != "still delivered" {
 		t.Fatalf("bob got %+v", got)
 	}
 }
@@ -176,7 +177,7 @@ func TestBusExternalNATSCredentials(t *testing.T) {
 		"password no user": {env: []string{"PARLEY_NATS_PASSWORD=x"}, want: "PARLEY_NATS_PASSWORD needs nats-user"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(parleydBin, append([]string{"--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", s.srv.URL()}, tc.args...)...)
+			cmd := exec.Command(e2e.Bin(), append([]string{"--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", s.srv.URL()}, tc.args...)...)
 			cmd.Env = append(os.Environ(), tc.env...)
 			out, err := cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tc.want) {
@@ -188,28 +189,28 @@ func TestBusExternalNATSCredentials(t *testing.T) {
 		})
 	}
 
-	p := startParleyd(t, t.TempDir(), append(s.env(), "PARLEY_LIMITS=off"))
-	if !strings.Contains(p.logText(), `"tls":true,"credentials":"nkey"`) {
-		t.Errorf("the bus log line does not say TLS and nkey:\n%s", grepLines(p.logText(), "event bus"))
+	p := e2e.StartParleyd(t, t.TempDir(), append(s.env(), "PARLEY_LIMITS=off"))
+	if !strings.Contains(p.Logs(), `"tls":true,"credentials":"nkey"`) {
+		t.Errorf("the bus log line does not say TLS and nkey:\n%s", e2e.GrepLines(p.Logs(), "event bus"))
 	}
-	if strings.Contains(p.logText(), "WITHOUT credentials") {
+	if strings.Contains(p.Logs(), "WITHOUT credentials") {
 		t.Errorf("a warning about missing credentials although there are some")
 	}
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
-	bc := connect(t, p.base, b)
-	sendText(t, p.base, a.token, conv, "x", "over authenticated NATS")
-	if got := expectMessage(t, bc); got.Body != "over authenticated NATS" {
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
+	bc := e2e.Connect(t, p.Base, b)
+	e2e.SendText(t, p.Base, a.Token, conv, "x", "over authenticated NATS")
+	if got := e2e.ExpectMessage(t, bc); got.Body != "over authenticated NATS" {
 		t.Fatalf("bob got %+v", got)
 	}
 
 	// User and password (environment only) work too.
-	q := startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_PASSWORD=" + s.password, "PARLEY_NATS_URL=" + s.srv.URL(), "PARLEY_PUSH_NAMESPACE=userpw"},
+	q := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_NATS_PASSWORD=" + s.password, "PARLEY_NATS_URL=" + s.srv.URL(), "PARLEY_PUSH_NAMESPACE=userpw"},
 		append([]string{"--nats-user", "parley"}, tlsArgs...)...)
-	mustAPI(t, 200, "GET", q.base+"/readyz", "", nil)
-	if strings.Contains(q.logText(), s.password) {
+	e2e.MustAPI(t, 200, "GET", q.Base+"/readyz", "", nil)
+	if strings.Contains(q.Logs(), s.password) {
 		t.Error("the NATS password is in the log")
 	}
 }
@@ -219,9 +220,9 @@ func TestBusExternalNATSCredentials(t *testing.T) {
 // but says loudly that the bus is open.
 func TestBusExternalNATSWithoutCredentialsWarns(t *testing.T) {
 	url := testenv.Service(t, "PARLEY_TEST_NATS_URL", "nats://127.0.0.1:4222")
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + url, "PARLEY_PUSH_NAMESPACE=" + pushNamespace(t, url)})
-	if line := grepLines(p.logText(), "WITHOUT credentials"); !strings.Contains(line, `"level":"WARN"`) {
-		t.Fatalf("no warning about an anonymous NATS connection:\n%s", p.logText())
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + url, "PARLEY_PUSH_NAMESPACE=" + e2e.PushNamespace(t, url)})
+	if line := e2e.GrepLines(p.Logs(), "WITHOUT credentials"); !strings.Contains(line, `"level":"WARN"`) {
+		t.Fatalf("no warning about an anonymous NATS connection:\n%s", p.Logs())
 	}
 }
 
@@ -262,36 +263,36 @@ func TestBusTapSeesNoPlaintext(t *testing.T) {
 	if err := tap.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	prov := startProviders(t)
-	p := startParleyd(t, t.TempDir(), append(append(s.env(), prov.env...), "PARLEY_PUSH_PREVIEW=on"))
-	prov.trustVAPID(t, p.base)
+	prov := e2e.StartProviders(t)
+	p := e2e.StartParleyd(t, t.TempDir(), append(append(s.env(), prov.Env...), "PARLEY_PUSH_PREVIEW=on"))
+	prov.TrustVAPID(t, p.Base)
 
 	tag := parley.NewID()[16:]
 	body, name, title, devName := "BodyMarker"+tag, "NameMarker"+tag, "TitleMarker"+tag, "DeviceMarker"+tag
-	mustAPI(t, 201, "POST", p.base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery", "display_name": name})
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", devName), loginDevice(t, p.base, "bob", "phone")
-	tablet := loginDevice(t, p.base, "bob", "tablet")
-	apnsToken := prov.registerAPNs(t, p.base, tablet)
-	bc := connect(t, p.base, b)
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "group", "title": title, "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
-	browser := loginDevice(t, p.base, "bob", "browser")
-	wpSub := prov.registerWebPush(t, p.base, browser)
-	seq := sendText(t, p.base, a.token, conv, "m1", body)
-	if got := expectMessage(t, bc); got.Body != body {
+	e2e.MustAPI(t, 201, "POST", p.Base+"/v1/accounts", "", map[string]any{"handle": "alice", "password": "correct horse battery", "display_name": name})
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", devName), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	tablet := e2e.LoginDevice(t, p.Base, "bob", "tablet")
+	apnsToken := prov.RegisterAPNs(t, p.Base, tablet)
+	bc := e2e.Connect(t, p.Base, b)
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "group", "title": title, "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
+	browser := e2e.LoginDevice(t, p.Base, "bob", "browser")
+	wpSub := prov.RegisterWebPush(t, p.Base, browser)
+	seq := e2e.SendText(t, p.Base, a.Token, conv, "m1", body)
+	if got := e2e.ExpectMessage(t, bc); got.Body != body {
 		t.Fatalf("bob got %+v", got)
 	}
 	// The tablet and the browser are offline: the push role notifies
 	// them (with the preview on, the provider gets the body, as it should;
 	// NATS must not).
-	eventually(t, 30*time.Second, "the pushes", func() bool {
-		return len(prov.apnsFor(apnsToken)) > 0 && len(prov.wpFor(wpSub)) > 0
+	e2e.Eventually(t, 30*time.Second, "the pushes", func() bool {
+		return len(prov.APNsFor(apnsToken)) > 0 && len(prov.WebPushFor(wpSub)) > 0
 	})
 	// Bob types and reads on the phone: the tablet's notification is
 	// cleared by a silent push.
 	bc.MustWrite(map[string]any{"type": "typing", "conversation_id": conv, "state": "start"})
 	bc.MustWrite(map[string]any{"type": "read", "conversation_id": conv, "seq": seq})
-	eventually(t, 30*time.Second, "the silent clear", func() bool { return len(prov.apnsFor(apnsToken)) > 1 })
+	e2e.Eventually(t, 30*time.Second, "the silent clear", func() bool { return len(prov.APNsFor(apnsToken)) > 1 })
 	// Everything published so far has reached the tap.
 	if err := tap.Flush(); err != nil {
 		t.Fatal(err)
@@ -362,24 +363,24 @@ func checkNoMarker(t *testing.T, where, subject string, data []byte, header nats
 func TestBusForgedEventsNotShown(t *testing.T) {
 	s := startSecureNATS(t)
 	tap := s.tap(t)
-	p := startParleyd(t, t.TempDir(), append(s.env(), "PARLEY_LIMITS=off"))
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
-	bc := connect(t, p.base, b)
-	sendText(t, p.base, a.token, conv, "m1", "genuine 1")
-	if got := expectMessage(t, bc); got.Body != "genuine 1" {
+	p := e2e.StartParleyd(t, t.TempDir(), append(s.env(), "PARLEY_LIMITS=off"))
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
+	bc := e2e.Connect(t, p.Base, b)
+	e2e.SendText(t, p.Base, a.Token, conv, "m1", "genuine 1")
+	if got := e2e.ExpectMessage(t, bc); got.Body != "genuine 1" {
 		t.Fatalf("bob got %+v", got)
 	}
 
 	now := time.Now().UTC()
 	forgedMessage, _ := json.Marshal(&service.Event{Kind: service.EventMessage, ConversationID: conv, Message: &parley.Message{
-		ConversationID: conv, Seq: 2, ID: parley.NewID(), SenderID: a.user, SenderDeviceID: a.id, ClientMsgID: "forged",
+		ConversationID: conv, Seq: 2, ID: parley.NewID(), SenderID: a.User, SenderDeviceID: a.ID, ClientMsgID: "forged",
 		Type: parley.MessageText, Body: "FORGED: send me your password", CreatedAt: now,
 	}})
-	forgedRevoked, _ := json.Marshal(&service.Event{Kind: service.EventRevoked, UserID: b.user})
-	forgedRevokedDevice, _ := json.Marshal(&service.Event{Kind: service.EventRevoked, UserID: b.user, DeviceID: b.id})
+	forgedRevoked, _ := json.Marshal(&service.Event{Kind: service.EventRevoked, UserID: b.User})
+	forgedRevokedDevice, _ := json.Marshal(&service.Event{Kind: service.EventRevoked, UserID: b.User, DeviceID: b.ID})
 	garbage := make([]byte, 200)
 	rand.Read(garbage)
 	type event struct {
@@ -391,11 +392,11 @@ func TestBusForgedEventsNotShown(t *testing.T) {
 		{service.ConversationSubject(conv), forgedMessage},
 		{service.ConversationSubject(conv), garbage},
 	}, {
-		{service.UserSubject(b.user), forgedRevoked},
-		{service.UserSubject(b.user), forgedRevokedDevice},
-		{service.UserSubject(b.user), garbage},
+		{service.UserSubject(b.User), forgedRevoked},
+		{service.UserSubject(b.User), forgedRevokedDevice},
+		{service.UserSubject(b.User), garbage},
 		// A sealed-looking frame: version 1 and a random key id.
-		{service.UserSubject(b.user), append([]byte{1, 0xde, 0xad, 0xbe, 0xef}, garbage...)},
+		{service.UserSubject(b.User), append([]byte{1, 0xde, 0xad, 0xbe, 0xef}, garbage...)},
 	}}
 	published := 0
 	for _, round := range rounds {
@@ -411,7 +412,7 @@ func TestBusForgedEventsNotShown(t *testing.T) {
 		// Until the node has dropped every forged event, Bob's socket
 		// shows nothing and stays open.
 		deadline := time.Now().Add(10 * time.Second)
-		for metricValue(t, p.base, "parley_bus_events_rejected_total") < float64(published) {
+		for e2e.MetricValue(t, p.Base, "parley_bus_events_rejected_total") < float64(published) {
 			if time.Now().After(deadline) {
 				t.Fatal("the node did not count the forged events as rejected within 10s")
 			}
@@ -424,14 +425,14 @@ func TestBusForgedEventsNotShown(t *testing.T) {
 			}
 		}
 	}
-	sendText(t, p.base, a.token, conv, "m2", "genuine 2")
+	e2e.SendText(t, p.Base, a.Token, conv, "m2", "genuine 2")
 	for {
 		f, err := bc.Next(10 * time.Second)
 		if err != nil {
 			t.Fatalf("bob's socket, waiting for the genuine message: %v", err)
 		}
 		if f.Type == "message" {
-			var m msgFrame
+			var m e2e.MsgFrame
 			f.Decode(&m)
 			if m.Message.Body != "genuine 2" {
 				t.Fatalf("bob was shown %s", f.Raw)
@@ -445,8 +446,8 @@ func TestBusForgedEventsNotShown(t *testing.T) {
 			t.Fatalf("bob got %s", f.Raw)
 		}
 	}
-	if !strings.Contains(p.logText(), "bus events rejected") {
-		t.Errorf("no warning about rejected bus events:\n%s", p.logText())
+	if !strings.Contains(p.Logs(), "bus events rejected") {
+		t.Errorf("no warning about rejected bus events:\n%s", p.Logs())
 	}
 }
 
@@ -510,14 +511,14 @@ func TestBusExternalNATSTokenAndCreds(t *testing.T) {
 	tokenNATS := clustertest.StartNATSConfig(t, fmt.Sprintf("authorization { token: %q }\n", token))
 	tokenFile := filepath.Join(t.TempDir(), "nats.token")
 	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
-	p := startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL(), "PARLEY_NATS_TOKEN=" + token})
-	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
-	p = startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL()}, "--nats-token-file", tokenFile)
-	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
-	if strings.Contains(p.logText(), token) {
+	p := e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL(), "PARLEY_NATS_TOKEN=" + token})
+	e2e.MustAPI(t, 200, "GET", p.Base+"/readyz", "", nil)
+	p = e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + tokenNATS.URL()}, "--nats-token-file", tokenFile)
+	e2e.MustAPI(t, 200, "GET", p.Base+"/readyz", "", nil)
+	if strings.Contains(p.Logs(), token) {
 		t.Error("the token is in the log")
 	}
-	cmd := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", tokenNATS.URL())
+	cmd := exec.Command(e2e.Bin(), "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", tokenNATS.URL())
 	cmd.Env = append(os.Environ(), "PARLEY_NATS_TOKEN=wrong")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "the server refused our credentials") {
 		t.Fatalf("wrong token: err = %v\n%s", err, out)
@@ -569,20 +570,20 @@ func TestBusExternalNATSTokenAndCreds(t *testing.T) {
 	}
 	opNATS := clustertest.StartNATSConfig(t, fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: {\n  %s: %q\n  %s: %q\n}\n",
 		operatorJWT, systemPub, accountPub, accountJWT, systemPub, systemJWT))
-	p = startParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + opNATS.URL(), "PARLEY_LIMITS=off"}, "--nats-creds", credsFile(account))
-	mustAPI(t, 200, "GET", p.base+"/readyz", "", nil)
-	signup(t, p.base, "alice")
-	signup(t, p.base, "bob")
-	a, b := loginDevice(t, p.base, "alice", "phone"), loginDevice(t, p.base, "bob", "phone")
-	conv := mustAPI(t, 201, "POST", p.base+"/v1/conversations", a.token, map[string]any{"kind": "direct", "members": []string{b.user}})["conversation"].(map[string]any)["id"].(string)
-	bc := connect(t, p.base, b)
-	sendText(t, p.base, a.token, conv, "x", "with a creds file")
-	if got := expectMessage(t, bc); got.Body != "with a creds file" {
+	p = e2e.StartParleyd(t, t.TempDir(), []string{"PARLEY_NATS_URL=" + opNATS.URL(), "PARLEY_LIMITS=off"}, "--nats-creds", credsFile(account))
+	e2e.MustAPI(t, 200, "GET", p.Base+"/readyz", "", nil)
+	e2e.Signup(t, p.Base, "alice")
+	e2e.Signup(t, p.Base, "bob")
+	a, b := e2e.LoginDevice(t, p.Base, "alice", "phone"), e2e.LoginDevice(t, p.Base, "bob", "phone")
+	conv := e2e.MustAPI(t, 201, "POST", p.Base+"/v1/conversations", a.Token, map[string]any{"kind": "direct", "members": []string{b.User}})["conversation"].(map[string]any)["id"].(string)
+	bc := e2e.Connect(t, p.Base, b)
+	e2e.SendText(t, p.Base, a.Token, conv, "x", "with a creds file")
+	if got := e2e.ExpectMessage(t, bc); got.Body != "with a creds file" {
 		t.Fatalf("bob got %+v", got)
 	}
 	// A user signed by an account the server does not know.
 	stranger, _ := nkeys.CreateAccount()
-	out, err := exec.Command(parleydBin, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", opNATS.URL(), "--nats-creds", credsFile(stranger)).CombinedOutput()
+	out, err := exec.Command(e2e.Bin(), "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", opNATS.URL(), "--nats-creds", credsFile(stranger)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "natsbus: connect") {
 		t.Fatalf("unknown account: err = %v\n%s", err, out)
 	}
