@@ -53,16 +53,26 @@ var B64 = base64.RawURLEncoding
 
 // DeviceKeys are the published keys of one device (PUT
 // /v1/devices/me/keys). Binary fields are base64url without padding.
+//
+// The three times are the store's. CreatedAt is when the device itself
+// was created (its login: the devices row), not when it published keys:
+// it is the time RequestKey and SetMessageKeys compare a message with
+// ("did this device exist when the message was sent?"), so a client that
+// decides whether to ask for a key agrees with the server.
+// KeysPublishedAt is when the device first published keys (it became a
+// recipient from then on); UpdatedAt when its current key was published
+// (a rotation moves it).
 type DeviceKeys struct {
-	UserID       string    `json:"-"`
-	DeviceID     string    `json:"device_id"`
-	IdentityKey  string    `json:"identity_key"`
-	Suite        string    `json:"suite"`
-	KeyID        int64     `json:"key_id"`
-	PublicKey    string    `json:"public_key"`
-	KeySignature string    `json:"key_signature"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	UserID          string    `json:"-"`
+	DeviceID        string    `json:"device_id"`
+	IdentityKey     string    `json:"identity_key"`
+	Suite           string    `json:"suite"`
+	KeyID           int64     `json:"key_id"`
+	PublicKey       string    `json:"public_key"`
+	KeySignature    string    `json:"key_signature"`
+	CreatedAt       time.Time `json:"created_at"`
+	KeysPublishedAt time.Time `json:"keys_published_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // DeviceKeySignedBytes is what key_signature signs:

@@ -782,6 +782,12 @@ func (c *Client) requestKeyAsync(m *parley.Message) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		// A sender's device seals only to a device in the key directory:
+		// publish first if this one has not yet (a restored client).
+		if err := c.ensureKeys(ctx, false); err != nil {
+			c.log.Info("parley: e2ee: key request: this device's keys", "conversation_id", m.ConversationID, "seq", m.Seq, "err", err)
+			return
+		}
 		if err := c.RequestKey(ctx, m.ConversationID, m.Seq); err != nil {
 			c.log.Info("parley: e2ee: key request", "conversation_id", m.ConversationID, "seq", m.Seq, "err", err)
 		}

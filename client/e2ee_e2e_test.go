@@ -468,6 +468,82 @@ func TestE2EEKeyRequest(t *testing.T) {
 	}
 }
 
+// A device that existed before a message but published its keys after it
+// (logged in without keys, keyed later) is listed with the time it was
+// created, the one the server's key-request check compares, not the time
+// it published: a client deciding from the list whether to ask agrees
+// with the server. The first publish is keys_published_at. The device
+// asks, and the sender's device seals the key to it.
+func TestE2EEKeysPublishedAfterMessage(t *testing.T) {
+	srv := startServer(t)
+	ctx := ctxFor(t, time.Minute)
+	a1 := e2eeDevice(t, srv.Base, "alice", "laptop", client.Config{})
+	b1 := e2eeDevice(t, srv.Base, "bob", "phone", client.Config{})
+	bobID := b1.Tokens().UserID
+	// Bob's tablet logs in without a key store: no keys, so no recipient.
+	bare := user(t, srv.Base, "bob", "tablet", client.Config{})
+	tokens := bare.Tokens()
+	bare.Close()
+	conv, err := a1.CreateDirectE2EE(ctx, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := a1.Send(ctx, conv.ID, "sent before the tablet's keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.waitText(t, conv.ID, "sent before the tablet's keys")
+
+	store := &client.MemoryKeyStore{}
+	col := newCollector()
+	st := client.State{Held: map[string]int64{}}
+	tablet := client.New(client.Config{Server: srv.Base, Tokens: &tokens, KeyStore: store, OnEvent: col.add, State: &st})
+	t.Cleanup(func() { tablet.Close() })
+	if err := tablet.EnsureKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var own struct {
+		Devices []parley.Device `json:"devices"`
+	}
+	raw := rawREST(t, srv.Base, tablet.Tokens().AccessToken, "GET", "/v1/devices", nil)
+	if err := json.Unmarshal([]byte(raw.body), &own); err != nil {
+		t.Fatalf("GET /v1/devices: %s %v", raw.body, err)
+	}
+	var created time.Time
+	for _, d := range own.Devices {
+		if d.ID == tokens.DeviceID {
+			created = d.CreatedAt
+		}
+	}
+	var listed *e2ee.DeviceKeys
+	l := bobList(t, srv.Base, b1, bobID)
+	for i := range l.Devices {
+		if l.Devices[i].DeviceID == tokens.DeviceID {
+			listed = &l.Devices[i]
+		}
+	}
+	switch {
+	case created.IsZero() || listed == nil:
+		t.Fatalf("the tablet %s: in GET /v1/devices %v, in the key directory %v", tokens.DeviceID, !created.IsZero(), listed != nil)
+	case !listed.CreatedAt.Equal(created) || listed.CreatedAt.After(m.CreatedAt):
+		t.Fatalf("listed created_at %v, want the device's %v (before the message's %v)", listed.CreatedAt, created, m.CreatedAt)
+	case listed.KeysPublishedAt.Before(m.CreatedAt) || listed.UpdatedAt.Before(listed.KeysPublishedAt):
+		t.Fatalf("listed keys_published_at %v, updated_at %v; want both at or after the message's %v", listed.KeysPublishedAt, listed.UpdatedAt, m.CreatedAt)
+	}
+
+	if err := tablet.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := &device{Client: tablet, keys: store, events: col, name: "bob/tablet"}
+	if first := d.waitSeq(t, conv.ID, m.Seq, client.EventMessage); first.E2EE == nil || first.E2EE.Reason != e2ee.ReasonNoKey {
+		t.Fatalf("first sight: %+v", first.E2EE)
+	}
+	changed := d.waitSeq(t, conv.ID, m.Seq, client.EventMessageChanged)
+	if !changed.E2EE.Decrypted() || changed.Message.Body != "sent before the tablet's keys" {
+		t.Fatalf("after the key request: %+v %+v", changed.Message, changed.E2EE)
+	}
+}
+
 // Rotation: a device's old key still opens messages sealed to it within
 // the grace, senders seal to the new one, and after the grace the old key
 // is gone.

@@ -114,17 +114,21 @@ func (id *Identity) SignKey(userID, deviceID string, keyID int64, publicKey []by
 }
 
 // DeviceKeys is a device's public keys as the directory lists them and
-// as PUT /v1/devices/me/keys publishes them (device_id, created_at and
-// updated_at are the server's; a publish leaves them out).
+// as PUT /v1/devices/me/keys publishes them (device_id and the times are
+// the server's; a publish leaves them out). CreatedAt is when the device
+// was created (logged in), the time the server compares a message with
+// before it forwards a key request; KeysPublishedAt is its first publish,
+// UpdatedAt the publish of its current key.
 type DeviceKeys struct {
-	DeviceID     string    `json:"device_id,omitempty"`
-	IdentityKey  Bytes     `json:"identity_key"`
-	Suite        string    `json:"suite"`
-	KeyID        int64     `json:"key_id"`
-	PublicKey    Bytes     `json:"public_key"`
-	KeySignature Bytes     `json:"key_signature"`
-	CreatedAt    time.Time `json:"created_at,omitzero"`
-	UpdatedAt    time.Time `json:"updated_at,omitzero"`
+	DeviceID        string    `json:"device_id,omitempty"`
+	IdentityKey     Bytes     `json:"identity_key"`
+	Suite           string    `json:"suite"`
+	KeyID           int64     `json:"key_id"`
+	PublicKey       Bytes     `json:"public_key"`
+	KeySignature    Bytes     `json:"key_signature"`
+	CreatedAt       time.Time `json:"created_at,omitzero"`
+	KeysPublishedAt time.Time `json:"keys_published_at,omitzero"`
+	UpdatedAt       time.Time `json:"updated_at,omitzero"`
 }
 
 // Verify checks a listed device of userID: sizes, the suite, and that

@@ -15,12 +15,11 @@ import (
 // primary: a client refetches a list right after a device_mismatch and
 // must see what the append checked against.
 
-const deviceKeyColumns = `device_id, user_id, identity_key, suite, key_id, public_key, key_signature, created_at, updated_at`
+const deviceKeyColumns = engine.DeviceKeyColumns
 
 func scanDeviceKey(row pgx.Row) (*engine.DeviceKeyRow, error) {
 	var r engine.DeviceKeyRow
-	err := row.Scan(&r.DeviceID, &r.UserID, &r.IdentityKey, &r.Suite, &r.KeyID, &r.PublicKey, &r.KeySignature, &r.CreatedAt, &r.UpdatedAt)
-	if err != nil {
+	if err := row.Scan(r.Fields()...); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -89,7 +88,8 @@ func (s *Store) DeviceList(ctx context.Context, userID string) (*parley.DeviceLi
 	if err != nil {
 		return nil, s.internal("read device list", err)
 	}
-	byUser, err := s.deviceLists(ctx, tx, `SELECT `+deviceKeyColumns+` FROM device_keys WHERE user_id = $1 ORDER BY created_at, device_id COLLATE "C"`, userID)
+	byUser, err := s.deviceLists(ctx, tx, `SELECT `+engine.ListedDeviceKeyColumns+` FROM device_keys k JOIN devices d ON d.id = k.device_id
+		WHERE k.user_id = $1 ORDER BY d.created_at, k.device_id COLLATE "C"`, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +105,8 @@ func (s *Store) deviceLists(ctx context.Context, q querier, query string, args .
 	defer rows.Close()
 	out := map[string][]parley.DeviceKeys{}
 	for rows.Next() {
-		r, err := scanDeviceKey(rows)
-		if err != nil {
+		var r engine.DeviceKeyRow
+		if err := rows.Scan(r.ListedFields()...); err != nil {
 			return nil, s.internal("read device keys", err)
 		}
 		out[r.UserID] = append(out[r.UserID], r.DeviceKeys())
@@ -149,8 +149,9 @@ func (s *Store) ConversationDeviceLists(ctx context.Context, conversationID stri
 	if len(lists) == 0 {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
-	byUser, err := s.deviceLists(ctx, tx, `SELECT `+prefixed("k.", deviceKeyColumns)+` FROM members m JOIN device_keys k ON k.user_id = m.user_id
-		WHERE m.conversation_id = $1 ORDER BY k.created_at, k.device_id COLLATE "C"`, conversationID)
+	byUser, err := s.deviceLists(ctx, tx, `SELECT `+engine.ListedDeviceKeyColumns+` FROM members m
+		JOIN device_keys k ON k.user_id = m.user_id JOIN devices d ON d.id = k.device_id
+		WHERE m.conversation_id = $1 ORDER BY d.created_at, k.device_id COLLATE "C"`, conversationID)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -15,12 +14,11 @@ import (
 // The key directory and the keys of encrypted messages (see
 // migrations/0014_e2ee.sql and docs/design/e2ee.md).
 
-const deviceKeyColumns = `device_id, user_id, identity_key, suite, key_id, public_key, key_signature, created_at, updated_at`
+const deviceKeyColumns = engine.DeviceKeyColumns
 
 func scanDeviceKey(row scanner) (*engine.DeviceKeyRow, error) {
 	var r engine.DeviceKeyRow
-	err := row.Scan(&r.DeviceID, &r.UserID, &r.IdentityKey, &r.Suite, &r.KeyID, &r.PublicKey, &r.KeySignature, &r.CreatedAt, &r.UpdatedAt)
-	if err != nil {
+	if err := row.Scan(r.Fields()...); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -89,7 +87,8 @@ func (s *Store) DeviceList(ctx context.Context, userID string) (*parley.DeviceLi
 	if err != nil {
 		return nil, s.internal("read device list", err)
 	}
-	lists, err := s.deviceLists(ctx, tx, `SELECT `+deviceKeyColumns+` FROM device_keys WHERE user_id = ? ORDER BY created_at, device_id`, userID)
+	lists, err := s.deviceLists(ctx, tx, `SELECT `+engine.ListedDeviceKeyColumns+` FROM device_keys k JOIN devices d ON d.id = k.device_id
+		WHERE k.user_id = ? ORDER BY d.created_at, k.device_id`, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +106,8 @@ func (s *Store) deviceLists(ctx context.Context, tx *sql.Tx, query string, args 
 	defer rows.Close()
 	out := map[string][]parley.DeviceKeys{}
 	for rows.Next() {
-		r, err := scanDeviceKey(rows)
-		if err != nil {
+		var r engine.DeviceKeyRow
+		if err := rows.Scan(r.ListedFields()...); err != nil {
 			return nil, s.internal("read device keys", err)
 		}
 		out[r.UserID] = append(out[r.UserID], r.DeviceKeys())
@@ -151,8 +150,9 @@ func (s *Store) ConversationDeviceLists(ctx context.Context, conversationID stri
 	if len(lists) == 0 {
 		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
 	}
-	byUser, err := s.deviceLists(ctx, tx, `SELECT `+prefixed("k.", deviceKeyColumns)+` FROM members m JOIN device_keys k ON k.user_id = m.user_id
-		WHERE m.conversation_id = ? ORDER BY k.created_at, k.device_id`, conversationID)
+	byUser, err := s.deviceLists(ctx, tx, `SELECT `+engine.ListedDeviceKeyColumns+` FROM members m
+		JOIN device_keys k ON k.user_id = m.user_id JOIN devices d ON d.id = k.device_id
+		WHERE m.conversation_id = ? ORDER BY d.created_at, k.device_id`, conversationID)
 	if err != nil {
 		return nil, err
 	}
@@ -160,15 +160,6 @@ func (s *Store) ConversationDeviceLists(ctx context.Context, conversationID stri
 		lists[i].Devices = append(lists[i].Devices, byUser[lists[i].UserID]...)
 	}
 	return lists, nil
-}
-
-// prefixed puts p before each of a comma-separated list of columns.
-func prefixed(p, columns string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		cols[i] = p + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
 }
 
 // SharesConversation implements parley.Store.

@@ -139,7 +139,7 @@ func testDeviceKeys(t *testing.T, f *fixture) {
 		t.Fatalf("after the first publish: %+v", l)
 	}
 	stored := l.Devices[0]
-	if !sameTime(stored.CreatedAt, f.now) || !sameTime(stored.UpdatedAt, f.now) || stored.Suite != parley.SuiteX25519 {
+	if !sameTime(stored.CreatedAt, f.now) || !sameTime(stored.KeysPublishedAt, f.now) || !sameTime(stored.UpdatedAt, f.now) || stored.Suite != parley.SuiteX25519 {
 		t.Fatalf("stored keys %+v", stored)
 	}
 
@@ -164,7 +164,7 @@ func testDeviceKeys(t *testing.T, f *fixture) {
 	_, _, err = f.s.SetDeviceKeys(f.ctx, stolen, f.now)
 	wantCode(t, err, parley.CodeNotFound, "SetDeviceKeys(another user's device)")
 
-	// Rotation raises the version and keeps created_at.
+	// Rotation raises the version and keeps created_at and keys_published_at.
 	later := f.now.Add(time.Hour)
 	rot := a1.keys(2)
 	if v, changed, err := f.s.SetDeviceKeys(f.ctx, rot, later); err != nil || !changed || v != 2 {
@@ -172,7 +172,7 @@ func testDeviceKeys(t *testing.T, f *fixture) {
 	}
 	l, _ = f.s.DeviceList(f.ctx, alice.ID)
 	if l.Version != 2 || l.Devices[0].KeyID != 2 || l.Devices[0].PublicKey != rot.PublicKey ||
-		!sameTime(l.Devices[0].CreatedAt, f.now) || !sameTime(l.Devices[0].UpdatedAt, later) {
+		!sameTime(l.Devices[0].CreatedAt, f.now) || !sameTime(l.Devices[0].KeysPublishedAt, f.now) || !sameTime(l.Devices[0].UpdatedAt, later) {
 		t.Fatalf("after rotation: %+v", l)
 	}
 	_, _, err = f.s.SetDeviceKeys(f.ctx, a1.keys(1), f.now)
@@ -243,6 +243,63 @@ func testDeviceKeysExpiry(t *testing.T, f *fixture) {
 	}
 	if news, err := f.s.TakeDeviceListNews(f.ctx, 10); err != nil || !slices.Equal(news, []string{alice.ID}) {
 		t.Fatalf("news after the purge: %v, %v; want alice", news, err)
+	}
+}
+
+// testDeviceKeysCreatedAt: a listed device's created_at is when the
+// device was created (its devices row), not when it published keys, in
+// both listings; keys_published_at is the first publish, updated_at the
+// latest. The server refuses a key request from a device created after
+// the message by the devices row, so a client deciding from the list
+// whether to ask must see that time. Devices are listed oldest first by
+// that time too.
+func testDeviceKeysCreatedAt(t *testing.T, f *fixture) {
+	alice, bob := f.user(), f.user()
+	created := f.now
+	early, _ := f.session(alice) // created now, keys an hour later
+	f.now = f.now.Add(time.Minute)
+	second := f.keyed(alice) // created and keyed a minute later
+	published := created.Add(time.Hour)
+	k := &keyedDevice{user: alice, device: early, identity: randomB64(parley.IdentityKeySize)}
+	if _, changed, err := f.s.SetDeviceKeys(f.ctx, k.keys(1), published); err != nil || !changed {
+		t.Fatalf("SetDeviceKeys(an hour after the device) = changed %v, %v", changed, err)
+	}
+	rotated := published.Add(time.Hour)
+	if _, changed, err := f.s.SetDeviceKeys(f.ctx, k.keys(2), rotated); err != nil || !changed {
+		t.Fatalf("SetDeviceKeys(rotation) = changed %v, %v", changed, err)
+	}
+	check := func(what string, devices []parley.DeviceKeys) {
+		t.Helper()
+		var ids []string
+		for _, d := range devices {
+			ids = append(ids, d.DeviceID)
+		}
+		if !slices.Equal(ids, []string{early.ID, second.device.ID}) {
+			t.Fatalf("%s: devices %v, want %s (created first, keyed last) then %s", what, ids, early.ID, second.device.ID)
+		}
+		d := devices[0]
+		if !sameTime(d.CreatedAt, created) || !sameTime(d.KeysPublishedAt, published) || !sameTime(d.UpdatedAt, rotated) {
+			t.Fatalf("%s: created_at %v, keys_published_at %v, updated_at %v; want %v (the device), %v (first publish), %v (rotation)",
+				what, d.CreatedAt, d.KeysPublishedAt, d.UpdatedAt, created, published, rotated)
+		}
+		if d = devices[1]; !sameTime(d.CreatedAt, created.Add(time.Minute)) || !sameTime(d.KeysPublishedAt, d.CreatedAt) {
+			t.Fatalf("%s: second device %+v, want created and keyed at %v", what, d, created.Add(time.Minute))
+		}
+	}
+	l, err := f.s.DeviceList(f.ctx, alice.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("DeviceList", l.Devices)
+	c := f.e2eeGroup(alice, bob)
+	lists, err := f.s.ConversationDeviceLists(f.ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lists {
+		if l.UserID == alice.ID {
+			check("ConversationDeviceLists", l.Devices)
+		}
 	}
 }
 

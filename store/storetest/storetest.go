@@ -117,6 +117,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Attachments", testAttachments},
 		{"DeviceKeys", testDeviceKeys},
 		{"DeviceKeysExpiry", testDeviceKeysExpiry},
+		{"DeviceKeysCreatedAt", testDeviceKeysCreatedAt},
 		{"ConversationDeviceLists", testConversationDeviceLists},
 		{"E2EEConversations", testE2EEConversations},
 		{"EncryptedAppend", testEncryptedAppend},

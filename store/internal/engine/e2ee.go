@@ -101,22 +101,49 @@ func DeviceKeysChange(stored *DeviceKeyRow, k *parley.DeviceKeys, identity, publ
 	return true, nil
 }
 
-// DeviceKeyRow is a device_keys row, binary fields decoded.
+// DeviceKeyColumns are the columns of a device_keys row, in the order of
+// DeviceKeyRow.Fields. Its created_at is when the keys were first
+// published (DeviceKeys.KeysPublishedAt), not when the device was created.
+const DeviceKeyColumns = `device_id, user_id, identity_key, suite, key_id, public_key, key_signature, created_at, updated_at`
+
+// ListedDeviceKeyColumns are the columns a listing selects from
+// device_keys k joined with devices d, in the order of
+// DeviceKeyRow.ListedFields: the device's own created_at comes from d.
+const ListedDeviceKeyColumns = `k.device_id, k.user_id, k.identity_key, k.suite, k.key_id, k.public_key, k.key_signature, k.created_at, k.updated_at, d.created_at`
+
+// DeviceKeyRow is a device_keys row, binary fields decoded, with the
+// created_at of its devices row when it was read by a listing. Times are
+// Unix milliseconds.
 type DeviceKeyRow struct {
 	DeviceID, UserID, Suite              string
 	IdentityKey, PublicKey, KeySignature []byte
 	KeyID                                int64
-	CreatedAt, UpdatedAt                 int64
+	// KeysPublishedAt and UpdatedAt are device_keys.created_at and
+	// updated_at; DeviceCreatedAt is devices.created_at (0 unless listed).
+	KeysPublishedAt, UpdatedAt, DeviceCreatedAt int64
 }
 
-// DeviceKeys returns the wire form of a row.
+// Fields returns the scan destinations of DeviceKeyColumns.
+func (r *DeviceKeyRow) Fields() []any {
+	return []any{&r.DeviceID, &r.UserID, &r.IdentityKey, &r.Suite, &r.KeyID, &r.PublicKey, &r.KeySignature, &r.KeysPublishedAt, &r.UpdatedAt}
+}
+
+// ListedFields returns the scan destinations of ListedDeviceKeyColumns.
+func (r *DeviceKeyRow) ListedFields() []any {
+	return append(r.Fields(), &r.DeviceCreatedAt)
+}
+
+// DeviceKeys returns the wire form of a row read by a listing: created_at
+// is the device's, keys_published_at the keys'.
 func (r *DeviceKeyRow) DeviceKeys() parley.DeviceKeys {
 	return parley.DeviceKeys{
 		UserID: r.UserID, DeviceID: r.DeviceID, Suite: r.Suite, KeyID: r.KeyID,
-		IdentityKey:  parley.B64.EncodeToString(r.IdentityKey),
-		PublicKey:    parley.B64.EncodeToString(r.PublicKey),
-		KeySignature: parley.B64.EncodeToString(r.KeySignature),
-		CreatedAt:    FromMillis(r.CreatedAt), UpdatedAt: FromMillis(r.UpdatedAt),
+		IdentityKey:     parley.B64.EncodeToString(r.IdentityKey),
+		PublicKey:       parley.B64.EncodeToString(r.PublicKey),
+		KeySignature:    parley.B64.EncodeToString(r.KeySignature),
+		CreatedAt:       FromMillis(r.DeviceCreatedAt),
+		KeysPublishedAt: FromMillis(r.KeysPublishedAt),
+		UpdatedAt:       FromMillis(r.UpdatedAt),
 	}
 }
 

@@ -52,7 +52,10 @@ export interface DeviceInfo {
   identityKey: Uint8Array;
   keyId: number;
   publicKey: Uint8Array;
+  /** when the device was created (its login), as the server compares it with a message's time before it forwards a key request */
   createdAt?: string;
+  /** when the device first published keys (from then on messages are sealed to it); absent from servers before this field */
+  keysPublishedAt?: string;
   /** key_signature verifies and the identity key is the one first seen for this device id */
   trusted: boolean;
   /** why not trusted: bad_key_signature, identity_changed, unknown_suite */
@@ -129,7 +132,7 @@ export class E2EE implements E2EEPlugin {
   private checking?: Promise<void>;
   /** connected and not stopped: the rotation check is armed */
   private running = false;
-  /** the device's own created_at as the server lists it (messages before it were never sealed to it) */
+  /** the device's own created_at as the server lists it: when it was created (messages before it were never sealed to it, and the server refuses key requests for them) */
   private myCreated = "";
 
   constructor(opts: E2EEOptions = {}) {
@@ -338,6 +341,7 @@ export class E2EE implements E2EEPlugin {
           keyId: Number(d.key_id),
           publicKey: unb64n(d.public_key, 32),
           createdAt: d.created_at,
+          keysPublishedAt: d.keys_published_at,
           trusted: true,
         };
         const sig = unb64n(d.key_signature, 64);
@@ -357,7 +361,8 @@ export class E2EE implements E2EEPlugin {
         Object.assign(info, { trusted: false, problem: "identity_changed" });
       }
       if (!info.trusted) this.host.emit("e2ee_device_untrusted", { userId, deviceId: info.deviceId, reason: info.problem! });
-      if (userId === me.userId && info.deviceId === me.deviceId) this.myCreated = info.createdAt || "";
+      // A server that does not send keys_published_at put the publish time in created_at: no ground for before().
+      if (userId === me.userId && info.deviceId === me.deviceId) this.myCreated = (info.keysPublishedAt && info.createdAt) || "";
       devices.push(info);
     }
     if (learnt) await st.set(knownKey, known);
@@ -567,7 +572,7 @@ export class E2EE implements E2EEPlugin {
     return "";
   }
 
-  /** before tells a message this device was never meant to have (sent before it existed, or before its user joined): not asked for. */
+  /** before tells a message this device was never meant to have (sent before it was created, or before its user joined): not asked for. The server's rule, by the same times: the device's created_at, not when it published keys. */
   private async before(m: any): Promise<boolean> {
     const at = Date.parse(m.created_at);
     if (!this.myCreated) await this.user(this.me().userId).catch(() => undefined);
@@ -603,8 +608,12 @@ export class E2EE implements E2EEPlugin {
    * requestKey asks the sender's devices to seal message seq's key to this
    * device again (POST .../key-requests). The answer comes as a repeat of
    * the message; rate_limited is waited out and retried (three times).
+   * This device's keys are published first: a sender's device seals only
+   * to a device it finds in the key directory, and the first sync after a
+   * login can open a message before the publish is done.
    */
   async requestKey(conversationId: string, seq: number): Promise<void> {
+    await this.publish();
     for (let i = 0; ; i++) {
       try {
         await this.host.request("POST", `/v1/conversations/${encodeURIComponent(conversationId)}/messages/${seq}/key-requests`);

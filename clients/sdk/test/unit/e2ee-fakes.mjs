@@ -21,6 +21,7 @@ export async function peer(userId, deviceId) {
     public_key: B(p.hk.pub),
     key_signature: B(c.sign(p.id.priv, c.deviceKeyInput(p.userId, p.deviceId, p.keyId, c.SUITE, p.hk.pub))),
     created_at: p.createdAt,
+    keys_published_at: p.createdAt,
     updated_at: p.createdAt,
   });
   return p;
@@ -29,11 +30,15 @@ export async function peer(userId, deviceId) {
 /**
  * e2eeServer adds the key directory to a FakeServer. members: conversation
  * id -> user ids; peers: the other devices (by user). The client's own
- * device appears once it publishes.
+ * device appears once it publishes, with the times of ownTimes
+ * (created_at: the device's creation; keys_published_at: its first
+ * publish; a key set to undefined is left out, as an older server did).
+ * holdPublish, a promise, holds every publish until it settles. dir.order
+ * lists "publish" and "key_request" as the server took them.
  */
-export function e2eeServer({ members = { [CONV]: [USER, BOB] }, peers = [] } = {}) {
+export function e2eeServer({ members = { [CONV]: [USER, BOB] }, peers = [], ownTimes = {}, holdPublish } = {}) {
   const server = new FakeServer();
-  const dir = { published: [], own: undefined, versions: {}, keyRequests: [], keyPuts: [], peers, members, convGets: 0 };
+  const dir = { published: [], own: undefined, versions: {}, keyRequests: [], keyPuts: [], peers, members, convGets: 0, order: [] };
   const bump = (u) => (dir.versions[u] = (dir.versions[u] || 0) + 1);
   for (const p of peers) bump(p.userId);
   const listOf = (u) => ({
@@ -51,11 +56,14 @@ export function e2eeServer({ members = { [CONV]: [USER, BOB] }, peers = [] } = {
     let m;
     if (init.method === "PUT" && u.pathname === "/v1/devices/me/keys") {
       server.calls.push({ key: "PUT /v1/devices/me/keys", body });
+      if (holdPublish) await holdPublish;
       const ok = c.verify(c.unb64(body.identity_key), c.deviceKeyInput(USER, DEVICE, body.key_id, body.suite, c.unb64(body.public_key)), c.unb64(body.key_signature));
       if (!ok) return res(400, { error: { code: "invalid_request", message: "key_signature does not verify" } });
       if (dir.own && dir.own.identity_key !== body.identity_key) return res(409, { error: { code: "conflict", message: "identity" } });
       dir.published.push(body);
-      dir.own = { device_id: DEVICE, ...body, created_at: "2026-01-01T00:00:00Z", updated_at: "2026-01-01T00:00:00Z" };
+      dir.order.push("publish");
+      const t = "2026-01-01T00:00:00Z";
+      dir.own = JSON.parse(JSON.stringify({ device_id: DEVICE, ...body, created_at: t, keys_published_at: t, updated_at: t, ...ownTimes }));
       return res(200, { device: dir.own, device_list_version: bump(USER) });
     }
     if (init.method === "GET" && (m = u.pathname.match(/^\/v1\/users\/([^/]+)\/devices$/))) {
@@ -69,6 +77,7 @@ export function e2eeServer({ members = { [CONV]: [USER, BOB] }, peers = [] } = {
     }
     if (init.method === "POST" && (m = u.pathname.match(/^\/v1\/conversations\/([^/]+)\/messages\/(\d+)\/key-requests$/))) {
       dir.keyRequests.push({ conversationId: decodeURIComponent(m[1]), seq: Number(m[2]) });
+      dir.order.push("key_request");
       return res(202);
     }
     if (init.method === "PUT" && (m = u.pathname.match(/^\/v1\/conversations\/([^/]+)\/messages\/(\d+)\/keys$/))) {

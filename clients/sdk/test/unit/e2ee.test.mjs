@@ -26,8 +26,8 @@ async function waitFor(cond, what = "condition") {
   throw new Error("timed out waiting for " + what);
 }
 
-async function setup({ storage = new MemoryStorage(), peers, members, conversations = [entry(E2EE_CONV)], options = {}, e2eeOptions } = {}) {
-  const { server, dir } = e2eeServer({ peers, members });
+async function setup({ storage = new MemoryStorage(), peers, members, ownTimes, conversations = [entry(E2EE_CONV)], options = {}, e2eeOptions } = {}) {
+  const { server, dir } = e2eeServer({ peers, members, ownTimes });
   const e2ee = new E2EE(e2eeOptions);
   const { client } = makeClient({ server, storage, options: { e2ee, ...options } });
   const events = [];
@@ -160,6 +160,60 @@ test("a message from before this device existed is no_key but not asked for", as
   await flush(20);
   assert.equal(dir.keyRequests.length, 0);
   await client.close();
+});
+
+// The device's created_at in the directory is when the device was created,
+// the time the server's key-request check uses; a device that published its
+// keys after a message (but existed before it) asks for it.
+test("a message from after this device was created but before it published its keys is asked for", async () => {
+  const bob = await peer(BOB, "bob-1");
+  const { client, dir, ws, events } = await setup({ peers: [bob], ownTimes: { created_at: "2026-11-01T00:00:00Z", keys_published_at: "2026-12-01T00:00:00Z" } });
+  const { message } = await envelopeFrom(bob, { seq: 1, content: { v: 1, type: "text", body: "before the keys" }, createdAt: "2026-11-27T09:30:00Z" });
+  ws.frame({ type: "message", message });
+  const got = await waitFor(() => events.find((e) => e.type === "message"));
+  assert.deepEqual(got.message.e2ee, { state: "undecryptable", reason: "no_key" });
+  await waitFor(() => dir.keyRequests.length === 1, "a key request");
+  assert.deepEqual(dir.keyRequests[0], { conversationId: CONV, seq: 1 });
+  await client.close();
+});
+
+// A server without keys_published_at put the publish time in created_at:
+// it tells nothing about when the device was created, so the module asks
+// and leaves the decision to the server.
+test("an entry without keys_published_at (an older server): created_at is not taken for the device's creation", async () => {
+  const bob = await peer(BOB, "bob-1");
+  const { client, dir, ws, events } = await setup({ peers: [bob], ownTimes: { created_at: "2026-12-01T00:00:00Z", keys_published_at: undefined } });
+  const { message } = await envelopeFrom(bob, { seq: 1, content: { v: 1, type: "text", body: "before the keys" }, createdAt: "2026-11-27T09:30:00Z" });
+  ws.frame({ type: "message", message });
+  await waitFor(() => events.find((e) => e.type === "message"));
+  await waitFor(() => dir.keyRequests.length === 1, "a key request");
+  await client.close();
+});
+
+// A sender's device seals a key only to a device it finds in the key
+// directory: a message opened before this device's first publish is done
+// (the first sync after a login) is asked for once the keys are out.
+test("a key request waits for this device's keys to be published", async (t) => {
+  const bob = await peer(BOB, "bob-1");
+  let release;
+  const { server, dir } = e2eeServer({ peers: [bob], holdPublish: new Promise((r) => (release = r)) });
+  const { client } = makeClient({ server, options: { e2ee: new E2EE() } });
+  t.after(() => {
+    release();
+    return client.close();
+  });
+  const events = [];
+  client.on("message", (e) => events.push(e));
+  const ws = await online(client, { conversations: [entry(E2EE_CONV)] });
+  const { message } = await envelopeFrom(bob, { seq: 1, content: { v: 1, type: "text", body: "before the keys" } });
+  ws.frame({ type: "message", message });
+  const got = await waitFor(() => events.find((e) => e.type === "message"));
+  assert.deepEqual(got.message.e2ee, { state: "undecryptable", reason: "no_key" });
+  await flush(20);
+  assert.deepEqual(dir.order, [], "no key request while the keys are not published");
+  release();
+  await waitFor(() => dir.keyRequests.length === 1, "a key request");
+  assert.deepEqual(dir.order, ["publish", "key_request"]);
 });
 
 test("sync and REST history are decrypted too, own messages from the kept content keys", async () => {
