@@ -214,6 +214,10 @@ type Gateway struct {
 	framers  sync.Pool    // *framer (coalesce.go)
 	press    pressure     // backpressure.go
 	watches  []*lagWatch
+	// upgrader is shared by every upgrade (a copy per connection cost 208
+	// bytes, kept alive by the connection); its handlers find the session
+	// with sessionOf.
+	upgrader *websocket.Upgrader
 }
 
 // New starts a gateway: the nbio engine, the bus subscriptions and the
@@ -233,6 +237,7 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 	if err := g.engine.Start(); err != nil {
 		return nil, err
 	}
+	g.upgrader = g.newUpgrader()
 	batch, _ := bus.(parley.BatchSubscriber)
 	for _, pattern := range []string{service.ConversationSubjects, service.UserSubjects} {
 		var sub parley.Subscription
@@ -311,7 +316,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, err, status)
 		return
 	}
-	if g.hub.userFull(p) {
+	if g.hub.admit(p) {
 		// Cheap early refusal; finish decides for good (connections of a
 		// user may race here).
 		g.cfg.Metrics.Closed("too_many_connections")
@@ -319,29 +324,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := newSession(g, p)
-	u := websocket.NewUpgrader()
-	u.Engine = g.engine
-	// No read deadline from nbio (a timer per connection, ~190 bytes):
-	// the heartbeat closes idle connections from s.lastRead instead.
-	u.KeepaliveTime = 0
-	u.MessageLengthLimit = g.cfg.MaxFrame
-	u.CheckOrigin = func(*http.Request) bool { return true } // checked above
-	u.BlockingModSendQueueMaxSize = sendQueueFrames
-	u.OnMessage(s.onMessage)
-	u.OnClose(func(*websocket.Conn, error) { s.onClose() })
-	u.SetPingHandler(func(c *websocket.Conn, data string) {
-		s.touch()
-		if err := c.WriteMessage(websocket.PongMessage, []byte(data)); err != nil {
-			_ = c.Close()
-		}
-	})
-	u.SetPongHandler(func(*websocket.Conn, string) { s.touch() })
 	hw := &hijackWatch{ResponseWriter: w}
-	conn, err := u.UpgradeAndTransferConnToPoller(hw, r, nil)
+	conn, err := g.upgrader.UpgradeAndTransferConnToPoller(hw, r, nil)
 	if err != nil {
 		g.log.DebugContext(r.Context(), "websocket upgrade failed", "err", err)
 		return
 	}
+	conn.SetSession(s) // sessionOf waits for this
 	s.setConn(conn)
 	if hw.pipelined {
 		// RFC 6455: a client must not send before the 101; what it sent
@@ -366,6 +355,86 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		seqs = map[string]int64{}
 	}
 	g.hub.finish(s, seqs)
+}
+
+// newUpgrader makes the upgrader every connection shares. nbio keeps a
+// pointer to it in each connection, so nothing in it may be per connection:
+// the handlers find the session with sessionOf.
+func (g *Gateway) newUpgrader() *websocket.Upgrader {
+	u := websocket.NewUpgrader()
+	u.Engine = g.engine
+	// No read deadline from nbio (a timer per connection, ~190 bytes):
+	// the heartbeat closes idle connections from s.lastRead instead.
+	u.KeepaliveTime = 0
+	u.MessageLengthLimit = g.cfg.MaxFrame
+	u.CheckOrigin = func(*http.Request) bool { return true } // checked in ServeHTTP
+	u.BlockingModSendQueueMaxSize = sendQueueFrames
+	u.OnMessage(func(c *websocket.Conn, mt websocket.MessageType, data []byte) {
+		if s := g.sessionOf(c, sessionWaitFrame); s != nil {
+			s.onMessage(c, mt, data)
+			return
+		}
+		g.cfg.Metrics.Closed("internal")
+		_ = c.WriteClose(CloseInternalError, "temporarily unavailable; reconnect")
+		_ = c.Close()
+	})
+	u.OnClose(func(c *websocket.Conn, _ error) {
+		if s := g.sessionOf(c, 0); s != nil {
+			s.onClose()
+			return
+		}
+		// Closed between the 101 and SetSession: wait off nbio's
+		// goroutine. A connection whose upgrade failed never gets one.
+		go func() {
+			if s := g.sessionOf(c, sessionWaitClose); s != nil {
+				s.onClose()
+			}
+		}()
+	})
+	u.SetPingHandler(func(c *websocket.Conn, data string) {
+		if s := g.sessionOf(c, sessionWaitFrame); s != nil {
+			s.touch()
+		}
+		if err := c.WriteMessage(websocket.PongMessage, []byte(data)); err != nil {
+			_ = c.Close()
+		}
+	})
+	u.SetPongHandler(func(c *websocket.Conn, _ string) {
+		if s := g.sessionOf(c, sessionWaitFrame); s != nil {
+			s.touch()
+		}
+	})
+	return u
+}
+
+// How long a handler waits for ServeHTTP to hand a connection its session
+// (see sessionOf): a frame holds nbio's goroutine for the connection, so
+// briefly; a close waits on a goroutine of its own.
+const (
+	sessionWaitFrame = time.Second
+	sessionWaitClose = 10 * time.Second
+)
+
+// sessionOf returns the session of c, which ServeHTTP sets right after the
+// upgrade returns. nbio reads from the socket as soon as it has it, so a
+// client that sends at once (or closes) may be heard first: then this
+// waits for the session, up to wait, and returns nil if none came.
+func (g *Gateway) sessionOf(c *websocket.Conn, wait time.Duration) *session {
+	// The session is set once, from nil; until then a read may see nil
+	// (or a half-written interface, whose pointer is then nil).
+	if s, ok := c.Session().(*session); ok && s != nil {
+		return s
+	}
+	deadline := time.Now().Add(wait)
+	for d := 20 * time.Microsecond; ; d = min(2*d, 5*time.Millisecond) {
+		if s, ok := c.SessionWithLock().(*session); ok && s != nil {
+			return s
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		time.Sleep(d)
+	}
 }
 
 // originAllowed applies the cross-site WebSocket hijacking policy.

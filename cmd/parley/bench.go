@@ -78,6 +78,15 @@ func newBenchFlags(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 	f := &benchFlags{}
 	o := &f.o
 	fs.StringVar(&o.Server, "server", "", "parleyd to load (default "+defaultServer+" unless --spawn)")
+	fs.Func("ws-servers", "comma-separated parleyd base URLs that the WebSocket connections dial, round-robin (the nodes of a cluster); setup, REST and metrics stay on --server", func(v string) error {
+		o.WSServers = nil
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				o.WSServers = append(o.WSServers, strings.TrimRight(u, "/"))
+			}
+		}
+		return nil
+	})
 	fs.BoolVar(&f.spawn, "spawn", false, "start a parleyd (beside this binary, or on the PATH) on a temporary data directory with PARLEY_LIMITS=off; its CPU is read from /proc")
 	fs.StringVar(&f.parleyd, "parleyd", "", "the parleyd binary for --spawn")
 	fs.StringVar(&o.Admin, "admin", "", "parleyd's admin listener, to force a GC before memory readings (set by --spawn)")
@@ -170,7 +179,7 @@ func benchCommand(ctx context.Context, args []string, e env) error {
 	if err := loopbackOnly(o.Server); err != nil {
 		return err
 	}
-	for _, u := range []string{o.Admin, o.Metrics} {
+	for _, u := range append([]string{o.Admin, o.Metrics}, o.WSServers...) {
 		if u == "" {
 			continue
 		}

@@ -122,6 +122,11 @@ func TestBenchLoopbackOnly(t *testing.T) {
 			t.Fatalf("bench against %s: %v\n%s", server, err, out)
 		}
 	}
+	// Every node given to --ws-servers is held to the same rule.
+	out, err := exec.Command(parleyBin, "bench", "direct", "--server", "http://127.0.0.1:1", "--ws-servers", "http://127.0.0.1:2,http://10.1.2.3:8080", "--conns", "2").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "loopback addresses only") {
+		t.Fatalf("bench with a --ws-servers node off loopback: %v\n%s", err, out)
+	}
 }
 
 // TestBenchReconnectAcrossRestart: `parley bench --reconnect` while its

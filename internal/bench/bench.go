@@ -36,7 +36,11 @@ import (
 type Options struct {
 	Scenario string // connections, direct, group, offline, storm
 	Server   string // parleyd's base URL
-	Admin    string // parleyd's admin listener (forced GC before memory readings), optional
+	// WSServers, if set, are the base URLs that WebSocket connections
+	// dial, round-robin by connection (the nodes of a cluster); setup,
+	// REST and metrics stay on Server.
+	WSServers []string
+	Admin     string // parleyd's admin listener (forced GC before memory readings), optional
 	// Metrics is the URL of the server's Prometheus metrics (default
 	// Server + "/metrics"; the admin listener serves them without a token).
 	Metrics string
@@ -740,6 +744,14 @@ func raiseFileLimit(need uint64) error {
 // the port by scanning every socket bound to that address: after a storm
 // left 15,000 sockets in TIME_WAIT, the load generator spent 9 CPU
 // seconds in bind and one storm run in three took twice as long.
+// wsServer is the base URL connection i dials.
+func (b *bench) wsServer(i int) string {
+	if n := len(b.o.WSServers); n > 0 {
+		return b.o.WSServers[i%n]
+	}
+	return b.o.Server
+}
+
 func (b *bench) dialer(i int) *net.Dialer {
 	ip := net.IPv4(127, 0, 0, byte(1+i%b.o.SourceAddrs))
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second}

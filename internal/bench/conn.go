@@ -114,7 +114,7 @@ func (k *conn) trackOf(conv string) *seqTrack {
 // 30 s, or until ctx ends) for ready. It returns the socket, the ready
 // frame and its size in bytes.
 func (b *bench) openSocket(ctx context.Context, i int, d device) (*client.Conn, *client.InFrame, int, error) {
-	c, err := client.Dial(ctx, b.o.Server, d.token, b.dialer(i))
+	c, err := client.Dial(ctx, b.wsServer(i), d.token, b.dialer(i))
 	if err != nil {
 		return nil, nil, 0, err
 	}

@@ -21,6 +21,7 @@ import (
 
 type workerJob struct {
 	Server      string   `json:"server"`
+	WSServers   []string `json:"ws_servers,omitempty"`
 	Tokens      []string `json:"tokens"` // one per connection
 	First       int      `json:"first"`  // index of the first connection (source address spread)
 	SourceAddrs int      `json:"source_addrs"`
@@ -47,7 +48,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(line, &job); err != nil {
 		return fmt.Errorf("decoding the job: %w", err)
 	}
-	b := &bench{o: Options{Server: job.Server, SourceAddrs: job.SourceAddrs, DialConc: job.DialConc, PerToken: 1}, res: &Result{Errors: map[string]int64{}}}
+	b := &bench{o: Options{Server: job.Server, WSServers: job.WSServers, SourceAddrs: job.SourceAddrs, DialConc: job.DialConc, PerToken: 1}, res: &Result{Errors: map[string]int64{}}}
 	b.o.defaults()
 	if err := raiseFileLimit(uint64(len(job.Tokens)) + 256); err != nil {
 		return err
@@ -156,7 +157,7 @@ func (b *bench) startWorkers(ctx context.Context, tokens []string) ([]*worker, e
 			}
 			w.exit <- cmd.Wait()
 		}()
-		job, _ := json.Marshal(workerJob{Server: b.o.Server, Tokens: share, First: first, SourceAddrs: b.o.SourceAddrs, DialConc: max(1, b.o.DialConc/2)})
+		job, _ := json.Marshal(workerJob{Server: b.o.Server, WSServers: b.o.WSServers, Tokens: share, First: first, SourceAddrs: b.o.SourceAddrs, DialConc: max(1, b.o.DialConc/2)})
 		if _, err := stdin.Write(append(job, '\n')); err != nil {
 			return ws, err
 		}
