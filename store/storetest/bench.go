@@ -134,7 +134,8 @@ func Parallel(tb testing.TB, n int, fn func(i int) error) {
 // default inline limit: presence's bound), and Peers and Contacts (whose
 // "peers" are the contacts) for comparison, for
 // a user who is in one group of each size in sizes and in five groups of
-// ten, the shape of a connection coming online in a big group: every
+// ten of its members, the shape of a connection coming online in a big
+// group (issue 15): every
 // tenth other member has settings that are not the defaults, so both
 // queries have peers to list. Above 100 members the group is paged and
 // PresencePeers' cost should not follow its size; Peers' does. Sub-
@@ -146,7 +147,7 @@ func BenchPresencePeers(b *testing.B, sizes []int, newStore func(tb testing.TB) 
 	now := time.Now()
 	for _, size := range sizes {
 		s := newStore(b)
-		users := make([]string, size+smallGroups*(smallSize-1))
+		users := make([]string, max(size, 1+smallGroups*(smallSize-1)))
 		for i := range users {
 			users[i] = parley.NewID()
 		}
@@ -170,8 +171,8 @@ func BenchPresencePeers(b *testing.B, sizes []int, newStore func(tb testing.TB) 
 		}
 		me := users[0]
 		group(users[:size])
-		for g := range smallGroups {
-			first := size + g*(smallSize-1)
+		for g := range smallGroups { // among the group's members, as in issue 15
+			first := 1 + g*(smallSize-1)
 			group(append([]string{me}, users[first:first+smallSize-1]...))
 		}
 		if analyze != nil {
