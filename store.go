@@ -282,6 +282,17 @@ type Store interface {
 	// contacts with the default settings. The flags of a peer are over
 	// every conversation the two share.
 	Peers(ctx context.Context, userID, conversationID string) ([]Peer, error)
+	// PresencePeers is Peers for presence: the exceptional peers among
+	// the users Contacts lists for the same maxMembers (those who share a
+	// conversation of at most maxMembers members with userID; any size if
+	// maxMembers is 0), in no particular order. A peer's flags are still
+	// over every conversation the two share, of any size, so a peer lists
+	// as Peers lists it or not at all. Presence never flows through the
+	// larger conversations: its cost follows the members of the user's
+	// conversations up to maxMembers each (and their shared memberships),
+	// not the size of larger ones, where Peers' follows every member of
+	// every conversation of the user.
+	PresencePeers(ctx context.Context, userID string, maxMembers int) ([]Peer, error)
 	// LastSeqs returns the last_seq of every conversation userID is a
 	// member of, keyed by conversation id, read in one snapshot. The
 	// WebSocket gateway starts live delivery from these.

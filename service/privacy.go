@@ -78,7 +78,7 @@ func (s *Service) hidePresence(ctx context.Context, userID string, v parley.Visi
 		contacts, err := s.store.Contacts(ctx, userID, s.cfg.MaxInlineMembers)
 		if err == nil {
 			var peers []parley.Peer
-			peers, err = s.store.Peers(ctx, userID, "")
+			peers, err = s.store.PresencePeers(ctx, userID, s.cfg.MaxInlineMembers)
 			strangers := map[string]bool{}
 			for _, peer := range peers {
 				strangers[peer.UserID] = peer.Stranger
@@ -117,7 +117,10 @@ func (s *Service) presenceAudience(ctx context.Context, userID string) (publish 
 		return false, nil, err
 	}
 	hide = blockedIDs(r)
-	peers, err := s.store.Peers(ctx, userID, "")
+	// Presence goes only through conversations that are not paged: the
+	// peers of the others do not matter, and would cost a join over
+	// every member of every big group the user is in, at each connect.
+	peers, err := s.store.PresencePeers(ctx, userID, s.cfg.MaxInlineMembers)
 	if err != nil {
 		return false, nil, err
 	}
@@ -132,13 +135,16 @@ func (s *Service) presenceAudience(ctx context.Context, userID string) (publish 
 }
 
 // visiblePresence drops from ids the users whose presence viewerID may
-// not see (blocks either way, their settings).
+// not see (blocks either way, their settings). ids must be among the
+// co-members of viewerID's conversations that are not paged (Contacts).
 func (s *Service) visiblePresence(ctx context.Context, viewerID string, ids []string) ([]string, error) {
 	r, err := s.relations(ctx, viewerID, "")
 	if err != nil {
 		return nil, err
 	}
-	peers, err := s.store.Peers(ctx, viewerID, "")
+	// ids are contacts through conversations that are not paged (see
+	// Contacts): their peers are PresencePeers'.
+	peers, err := s.store.PresencePeers(ctx, viewerID, s.cfg.MaxInlineMembers)
 	if err != nil {
 		return nil, err
 	}

@@ -44,3 +44,24 @@ func BenchmarkAppendMessage(b *testing.B) {
 		b.ReportMetric(float64(snaps[k-1].held-snaps[k-2].held)/float64(time.Millisecond)/float64(snaps[k-1].batches-snaps[k-2].batches), "lock-ms/batch")
 	}
 }
+
+// BenchmarkPresencePeers measures PresencePeers against Peers for a user
+// in a group of 100, 1,000 and 10,000 members (storetest.BenchPresencePeers),
+// against the machine's PostgreSQL (PARLEY_TEST_POSTGRES), with the
+// statistics of a fresh ANALYZE (autovacuum's would come later):
+//
+//	go test -run x -bench PresencePeers ./store/postgres
+func BenchmarkPresencePeers(b *testing.B) {
+	storetest.BenchPresencePeers(b, []int{100, 1000, 10000}, func(tb testing.TB) parley.Store {
+		s, err := Open(context.Background(), testenv.Postgres(tb), Options{Sealer: storetest.NewSealer(tb)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { s.Close() })
+		return s
+	}, func(s parley.Store) {
+		if _, err := s.(*Store).pool.Exec(context.Background(), "ANALYZE"); err != nil {
+			b.Fatal(err)
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // SetPrivacy implements parley.Store.
@@ -36,10 +37,21 @@ const peersSQL = `SELECT o.user_id, u.presence_visibility, u.receipts_visibility
 // Peers implements parley.Store with one query.
 func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]parley.Peer, error) {
 	defer s.track("peers", time.Now())
+	return s.readPeers(ctx, peersSQL, userID, conversationID)
+}
+
+// PresencePeers implements parley.Store with one query.
+func (s *Store) PresencePeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
+	defer s.track("presence_peers", time.Now())
+	return s.readPeers(ctx, engine.PresencePeersSQL, userID, int64(max(maxMembers, 0)))
+}
+
+// readPeers runs query, of peersSQL's columns, with args.
+func (s *Store) readPeers(ctx context.Context, query string, args ...any) ([]parley.Peer, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.pool.Query(ctx, peersSQL, userID, conversationID)
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, s.internal("read peers", err)
 	}

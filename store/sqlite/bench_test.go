@@ -28,3 +28,13 @@ func BenchmarkAppendMessage(b *testing.B) {
 		return s, func() (int64, int64) { return s.batches.Load(), s.batchJobs.Load() }
 	})
 }
+
+// BenchmarkPresencePeers measures PresencePeers against Peers for a user
+// in a group of 100, 1,000 and 10,000 members (storetest.BenchPresencePeers):
+//
+//	go test -run x -bench PresencePeers ./store/sqlite
+func BenchmarkPresencePeers(b *testing.B) {
+	storetest.BenchPresencePeers(b, []int{100, 1000, 10000}, func(tb testing.TB) parley.Store {
+		return openStore(tb, filepath.Join(tb.TempDir(), "parley.db"), storetest.NewSealer(tb))
+	}, nil)
+}

@@ -2,9 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/store/internal/engine"
 )
 
 // SetPrivacy implements parley.Store.
@@ -34,10 +37,25 @@ const peersSQL = `SELECT o.user_id, u.presence_visibility, u.receipts_visibility
 // Peers implements parley.Store with one query.
 func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]parley.Peer, error) {
 	defer s.track("peers", time.Now())
+	return s.readPeers(ctx, s.rst.peers, userID, conversationID)
+}
+
+// presencePeersSQL is engine.PresencePeersSQL with SQLite's numbered
+// parameters.
+var presencePeersSQL = strings.ReplaceAll(engine.PresencePeersSQL, "$", "?")
+
+// PresencePeers implements parley.Store with one query.
+func (s *Store) PresencePeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
+	defer s.track("presence_peers", time.Now())
+	return s.readPeers(ctx, s.rst.presencePeers, userID, max(maxMembers, 0))
+}
+
+// readPeers runs st, a query of peersSQL's columns, with args.
+func (s *Store) readPeers(ctx context.Context, st *sql.Stmt, args ...any) ([]parley.Peer, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.rst.peers.QueryContext(ctx, userID, conversationID)
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, s.internal("read peers", err)
 	}

@@ -129,3 +129,76 @@ func Parallel(tb testing.TB, n int, fn func(i int) error) {
 		tb.Fatal(err)
 	}
 }
+
+// BenchPresencePeers measures PresencePeers with maxMembers 100 (the
+// default inline limit: presence's bound), and Peers and Contacts (whose
+// "peers" are the contacts) for comparison, for
+// a user who is in one group of each size in sizes and in five groups of
+// ten of its members, the shape of a connection coming online in a big
+// group (issue 15): every
+// tenth other member has settings that are not the defaults, so both
+// queries have peers to list. Above 100 members the group is paged and
+// PresencePeers' cost should not follow its size; Peers' does. Sub-
+// benchmarks are named group=N/Query; newStore returns a new, empty store;
+// analyze, if not nil, refreshes the planner's statistics after the setup.
+func BenchPresencePeers(b *testing.B, sizes []int, newStore func(tb testing.TB) parley.Store, analyze func(s parley.Store)) {
+	const maxMembers, smallGroups, smallSize = 100, 5, 10
+	ctx := context.Background()
+	now := time.Now()
+	for _, size := range sizes {
+		s := newStore(b)
+		users := make([]string, max(size, 1+smallGroups*(smallSize-1)))
+		for i := range users {
+			users[i] = parley.NewID()
+		}
+		Parallel(b, len(users), func(i int) error {
+			if err := s.CreateUser(ctx, &parley.User{ID: users[i], Handle: fmt.Sprintf("u%d", i), CreatedAt: now}); err != nil {
+				return err
+			}
+			if i%10 != 9 {
+				return nil
+			}
+			return s.SetPrivacy(ctx, users[i], parley.Privacy{Presence: parley.VisibleContacts, ReadReceipts: parley.VisibleEveryone})
+		})
+		group := func(ids []string) {
+			c := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: now}
+			for _, id := range ids {
+				c.Members = append(c.Members, parley.Member{UserID: id, Role: parley.MemberRoleMember, JoinedAt: now})
+			}
+			if _, _, err := s.CreateConversation(ctx, c); err != nil {
+				b.Fatalf("CreateConversation of %d: %v", len(ids), err)
+			}
+		}
+		me := users[0]
+		group(users[:size])
+		for g := range smallGroups { // among the group's members, as in issue 15
+			first := 1 + g*(smallSize-1)
+			group(append([]string{me}, users[first:first+smallSize-1]...))
+		}
+		if analyze != nil {
+			analyze(s)
+		}
+		for _, q := range []struct {
+			name string
+			run  func() ([]parley.Peer, error)
+		}{
+			{"PresencePeers", func() ([]parley.Peer, error) { return s.PresencePeers(ctx, me, maxMembers) }},
+			{"Peers", func() ([]parley.Peer, error) { return s.Peers(ctx, me, "") }},
+			{"Contacts", func() ([]parley.Peer, error) { // a yardstick: the query it is bounded like
+				ids, err := s.Contacts(ctx, me, maxMembers)
+				return make([]parley.Peer, len(ids)), err
+			}},
+		} {
+			b.Run(fmt.Sprintf("group=%d/%s", size, q.name), func(b *testing.B) {
+				var peers []parley.Peer
+				for b.Loop() {
+					var err error
+					if peers, err = q.run(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(peers)), "peers")
+			})
+		}
+	}
+}

@@ -287,3 +287,91 @@ func testReports(t *testing.T, f *fixture) {
 	_, err = f.s.Reports(f.ctx, parley.ReportQuery{Limit: 0})
 	wantCode(t, err, parley.CodeInvalidRequest, "a page of 0")
 }
+
+// testPresencePeers: PresencePeers lists the exceptional peers of Peers
+// who share a conversation of at most maxMembers members with the user,
+// each with its flags over every conversation the two share, of any size.
+func testPresencePeers(t *testing.T, f *fixture) {
+	a, b, c, d, e, x := f.user(), f.user(), f.user(), f.user(), f.user(), f.user()
+	contactsOnly := parley.Privacy{Presence: parley.VisibleContacts, ReadReceipts: parley.VisibleEveryone}
+	for _, u := range []*parley.User{b, c} {
+		if err := f.s.SetPrivacy(f.ctx, u.ID, contactsOnly); err != nil {
+			t.Fatalf("SetPrivacy: %v", err)
+		}
+	}
+	big := f.group(a, b, c, x) // 4 members: big for maxMembers 3
+	// a and c also share a direct conversation that c has not accepted:
+	// over it alone c would be a stranger who accepted nothing.
+	request := func(from, to *parley.User) *parley.Conversation {
+		t.Helper()
+		dm := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindDirect, CreatedAt: f.now, Members: []parley.Member{
+			{UserID: from.ID, Role: parley.MemberRoleMember, JoinedAt: f.now},
+			{UserID: to.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true},
+		}}
+		if _, _, err := f.s.CreateConversation(f.ctx, dm); err != nil {
+			t.Fatalf("CreateConversation: %v", err)
+		}
+		return dm
+	}
+	request(a, c)
+	request(a, d)  // d: a stranger with the default settings
+	f.direct(a, e) // e: a contact with the default settings
+
+	list := func(u *parley.User, maxMembers int) map[string]parley.Peer {
+		t.Helper()
+		got, err := f.s.PresencePeers(f.ctx, u.ID, maxMembers)
+		if err != nil {
+			t.Fatalf("PresencePeers: %v", err)
+		}
+		m := map[string]parley.Peer{}
+		for _, p := range got {
+			if _, dup := m[p.UserID]; dup {
+				t.Fatalf("PresencePeers(%s, %d) lists %s twice", u.Handle, maxMembers, p.UserID)
+			}
+			m[p.UserID] = p
+		}
+		return m
+	}
+	all, err := f.s.Peers(f.ctx, a.ID, "")
+	if err != nil {
+		t.Fatalf("Peers: %v", err)
+	}
+	wantC := parley.Peer{UserID: c.ID, Privacy: contactsOnly} // a contact through the big group
+	wantD := parley.Peer{UserID: d.ID, Privacy: parley.DefaultPrivacy, Stranger: true, PeerUnaccepted: true}
+	wantB := parley.Peer{UserID: b.ID, Privacy: contactsOnly}
+	got := list(a, 3)
+	if len(got) != 2 || got[c.ID] != wantC || got[d.ID] != wantD {
+		t.Fatalf("PresencePeers(a, 3) = %+v; want c (flags over both conversations) and d, not b (only in the big group)", got)
+	}
+	// Without a bound, or with one the big group fits, it is Peers.
+	for _, maxMembers := range []int{0, 4, -1} {
+		got := list(a, maxMembers)
+		if len(got) != len(all) || got[b.ID] != wantB || got[c.ID] != wantC || got[d.ID] != wantD {
+			t.Fatalf("PresencePeers(a, %d) = %+v; want Peers(a) = %+v", maxMembers, got, all)
+		}
+	}
+	// From c's side: a has the default settings and is a contact through
+	// the big group (though c has not accepted the direct one); b is only
+	// in the big group.
+	if got := list(c, 3); len(got) != 0 {
+		t.Fatalf("PresencePeers(c, 3) = %+v; want none", got)
+	}
+	if got := list(c, 0); len(got) != 1 || got[b.ID] != wantB {
+		t.Fatalf("PresencePeers(c, 0) = %+v; want b", got)
+	}
+	if got := list(x, 3); len(got) != 0 {
+		t.Fatalf("PresencePeers(x, 3) = %+v; want none (x is only in the big group)", got)
+	}
+	// Once c leaves the big group (3 members now: big for maxMembers 2),
+	// the direct request is all the two share.
+	if err := removeMember(f, big.ID, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantC = parley.Peer{UserID: c.ID, Privacy: contactsOnly, Stranger: true, PeerUnaccepted: true}
+	if got := list(a, 2); len(got) != 2 || got[c.ID] != wantC || got[d.ID] != wantD {
+		t.Fatalf("PresencePeers(a, 2) after c left the big group = %+v; want c a stranger, and d", got)
+	}
+	if got := list(c, 2); len(got) != 1 || got[a.ID] != (parley.Peer{UserID: a.ID, Privacy: parley.DefaultPrivacy, Stranger: true, Unaccepted: true}) {
+		t.Fatalf("PresencePeers(c, 2) after leaving = %+v; want a, whom c has not accepted", got)
+	}
+}

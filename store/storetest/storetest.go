@@ -99,6 +99,7 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Blocks", testBlocks},
 		{"Withheld", testWithheld},
 		{"Privacy", testPrivacy},
+		{"PresencePeers", testPresencePeers},
 		{"Requests", testRequests},
 		{"Reports", testReports},
 		{"Push", testPush},

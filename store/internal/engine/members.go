@@ -20,13 +20,52 @@ func CheckMembersQuery(q parley.MembersQuery) error {
 // size). The conversations small enough are found first, each counted
 // only up to maxMembers+1 members (LIMIT), so a big group costs a bounded
 // index read, and only their members are joined.
-const ContactsSQL = `WITH small AS MATERIALIZED (
+const ContactsSQL = smallConversations + `
+SELECT DISTINCT o.user_id FROM small JOIN members o ON o.conversation_id = small.conversation_id
+WHERE o.user_id <> $1`
+
+// smallConversations is the common table small: the conversations of $1
+// with at most $2 members (any size if $2 is 0), each counted only up to
+// $2+1 members.
+const smallConversations = `WITH small AS MATERIALIZED (
 	SELECT me.conversation_id FROM members me
 	WHERE me.user_id = $1 AND ($2 = 0 OR (SELECT count(*) FROM
 		(SELECT 1 FROM members k WHERE k.conversation_id = me.conversation_id LIMIT $2 + 1) AS b) <= $2)
+)`
+
+// PresencePeersSQL is the query of parley.Store.PresencePeers, in SQL
+// both engines run with their own placeholders ($1 the user, $2
+// maxMembers, 0: any size). It selects the users Contacts lists (near:
+// the members of the small conversations), then each one's memberships
+// by index (members_user) matched to the user's own (mine, read once),
+// so the flags are over every conversation the two share while a big
+// group costs one bounded count and one row per near peer who is in it,
+// never a read of its members. The planner cannot know which conversation
+// of mine is big (PostgreSQL guessed two members each and read all of a
+// 10,000-member group's through members_stamp), so the match is on
+// o.conversation_id concatenated with an empty string: an expression no
+// index serves, which leaves members_user the only way to o. The
+// columns: the peer, its settings, and over every shared conversation
+// whether both accepted one (a contact), whether $1 accepted one and
+// whether the peer did; only the exceptional peers (see
+// parley.Store.Peers). A truth value is written max(CASE ...) = 1, which
+// both dialects read as a boolean.
+const PresencePeersSQL = smallConversations + `, mine AS MATERIALIZED (
+	SELECT conversation_id, accepted FROM members WHERE user_id = $1
+), near AS MATERIALIZED (
+	SELECT DISTINCT o.user_id FROM small JOIN members o ON o.conversation_id = small.conversation_id
+	WHERE o.user_id <> $1
 )
-SELECT DISTINCT o.user_id FROM small JOIN members o ON o.conversation_id = small.conversation_id
-WHERE o.user_id <> $1`
+SELECT near.user_id, u.presence_visibility, u.receipts_visibility,
+	max(CASE WHEN me.accepted AND o.accepted THEN 1 ELSE 0 END) = 1,
+	max(CASE WHEN me.accepted THEN 1 ELSE 0 END) = 1,
+	max(CASE WHEN o.accepted THEN 1 ELSE 0 END) = 1
+FROM near JOIN users u ON u.id = near.user_id
+JOIN members o ON o.user_id = near.user_id
+JOIN mine me ON me.conversation_id = o.conversation_id || ''
+GROUP BY near.user_id, u.presence_visibility, u.receipts_visibility
+HAVING u.presence_visibility <> 'everyone' OR u.receipts_visibility <> 'everyone'
+	OR max(CASE WHEN me.accepted AND o.accepted THEN 1 ELSE 0 END) = 0`
 
 // MemberCountSQL is the query of parley.Store.MemberCount: $1 the
 // conversation, $2 the most members to count (a huge number for all).
