@@ -16,6 +16,7 @@ import (
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/e2ee"
+	"github.com/parleychat/parley/internal/atomicfile"
 )
 
 // End-to-end encryption (docs/design/e2ee.md). With Config.KeyStore set,
@@ -75,28 +76,7 @@ func (s *FileKeyStore) Save(deviceID string, data []byte) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return err
 	}
-	p := s.path(deviceID)
-	tmp, err := os.CreateTemp(s.Dir, ".e2ee-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
+	return atomicfile.Write(s.path(deviceID), data, 0o600)
 }
 
 // Delete implements KeyStore.

@@ -45,13 +45,15 @@ func newEnvWith(t testing.TB, svcOpt func(*service.Config), opts ...envOption) *
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return buildEnv(t, cfg, svcOpt, nil)
+	return buildEnv(t, cfg, svcOpt, nil, nil)
 }
 
-// buildEnv starts the API over a fresh SQLite store with cfg; svcOpt, when
-// given, changes the core's config, and more adds to the service and the
-// handler's options before the server starts.
-func buildEnv(t testing.TB, cfg httpapi.Config, svcOpt func(*service.Config), more func(*env, *httpapi.Options)) *env {
+// buildEnv starts the API over a fresh SQLite store with cfg, the
+// server's write timeout cfg.WriteTimeout as parleyd sets it; svcOpt,
+// when given, changes the core's config, passwords, when given, wraps
+// the argon2id queue the core hashes with, and more adds to the service
+// and the handler's options before the server starts.
+func buildEnv(t testing.TB, cfg httpapi.Config, svcOpt func(*service.Config), passwords func(service.Passwords) service.Passwords, more func(*env, *httpapi.Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
@@ -74,12 +76,18 @@ func buildEnv(t testing.TB, cfg httpapi.Config, svcOpt func(*service.Config), mo
 	if svcOpt != nil {
 		svcOpt(&svcCfg)
 	}
-	e.svc = service.New(st, keys, auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4), svcCfg, log, nil)
+	var pw service.Passwords = auth.NewArgon2id(auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}, 4)
+	if passwords != nil {
+		pw = passwords(pw)
+	}
+	e.svc = service.New(st, keys, pw, svcCfg, log, nil)
 	o := httpapi.Options{JWKS: keys.JWKS}
 	if more != nil {
 		more(e, &o)
 	}
-	e.srv = httptest.NewServer(httpapi.New(e.svc, cfg, o, log, nil))
+	e.srv = httptest.NewUnstartedServer(httpapi.New(e.svc, cfg, o, log, nil))
+	e.srv.Config.WriteTimeout = cfg.WriteTimeout
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }

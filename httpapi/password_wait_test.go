@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,9 +12,7 @@ import (
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/httpapi"
-	"github.com/parleychat/parley/seal"
 	"github.com/parleychat/parley/service"
-	"github.com/parleychat/parley/store/sqlite"
 )
 
 // saturatedPasswords is the argon2id queue with every slot taken until
@@ -67,46 +62,25 @@ func (p saturatedPasswords) DummyVerify(ctx context.Context, password string) er
 // registration has created anything, even after the queue frees up.
 func TestPasswordQueueWaitEndsBeforeWriteTimeout(t *testing.T) {
 	const writeTimeout = 3 * time.Second
-	dir := t.TempDir()
-	kr, err := seal.NewKeyring([][]byte{bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "parley.db"), sqlite.Options{Sealer: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	keys, err := auth.LoadKeys(filepath.Join(dir, "keys"), auth.KeyOptions{AccessTTL: 15 * time.Minute}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
 	params := auth.PasswordParams{Time: 1, MemoryKiB: 1024, Threads: 1}
+	queue := saturatedPasswords{free: make(chan struct{})}
+	e := buildEnv(t, httpapi.Config{LimitsOff: true, WriteTimeout: writeTimeout}, nil, func(p service.Passwords) service.Passwords {
+		queue.Passwords = p
+		return queue
+	}, nil)
 	hash, err := auth.HashPassword("correct horse battery", params)
 	if err != nil {
 		t.Fatal(err)
 	}
 	alice := &parley.User{ID: parley.NewID(), Handle: "alice", DisplayName: "Alice", PasswordHash: hash,
 		Role: parley.SystemRoleUser, State: parley.UserActive, CreatedAt: time.Now().UTC()}
-	if err := st.CreateUser(context.Background(), alice); err != nil {
+	if err := e.store.CreateUser(context.Background(), alice); err != nil {
 		t.Fatal(err)
 	}
-	queue := saturatedPasswords{Passwords: auth.NewArgon2id(params, 1), free: make(chan struct{})}
-	log := slog.New(slog.DiscardHandler)
-	svc := service.New(st, keys, queue, service.Config{MaxBodyBytes: 1024}, log, nil)
-	srv := httptest.NewUnstartedServer(httpapi.New(svc, httpapi.Config{LimitsOff: true, WriteTimeout: writeTimeout}, httpapi.Options{JWKS: keys.JWKS}, log, nil))
-	srv.Config.WriteTimeout = writeTimeout
-	srv.Start()
-	closed := false
-	defer func() {
-		if !closed {
-			srv.Close()
-		}
-	}()
 
 	post := func(path string, body any) (*http.Response, map[string]any, error) {
 		js, _ := json.Marshal(body)
-		res, err := http.Post(srv.URL+path, "application/json", bytes.NewReader(js))
+		res, err := http.Post(e.srv.URL+path, "application/json", bytes.NewReader(js))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -134,8 +108,8 @@ func TestPasswordQueueWaitEndsBeforeWriteTimeout(t *testing.T) {
 				t.Errorf("POST %s with the queue full: %v after %v; want an answer before the write timeout (%v)", rq.path, err, time.Since(start), writeTimeout)
 				return
 			}
-			e, _ := out["error"].(map[string]any)
-			if res.StatusCode != http.StatusServiceUnavailable || e["code"] != "unavailable" || res.Header.Get("Retry-After") != "5" {
+			errObj, _ := out["error"].(map[string]any)
+			if res.StatusCode != http.StatusServiceUnavailable || errObj["code"] != "unavailable" || res.Header.Get("Retry-After") != "5" {
 				t.Errorf("POST %s with the queue full: %d %v, Retry-After %q; want 503 unavailable with Retry-After 5", rq.path, res.StatusCode, out, res.Header.Get("Retry-After"))
 			}
 		})
@@ -148,16 +122,15 @@ func TestPasswordQueueWaitEndsBeforeWriteTimeout(t *testing.T) {
 	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("login with the queue free: %v %v", err, out)
 	}
-	srv.Close() // waits for every handler to return
-	closed = true
-	devices, err := st.Devices(context.Background(), alice.ID)
+	e.srv.Close() // waits for every handler to return
+	devices, err := e.store.Devices(context.Background(), alice.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(devices) != 1 {
 		t.Fatalf("alice has %d devices, want only the one whose login was answered: %+v", len(devices), devices)
 	}
-	if _, err := st.UserByHandle(context.Background(), "bob"); parley.ErrorCode(err) != parley.CodeNotFound {
+	if _, err := e.store.UserByHandle(context.Background(), "bob"); parley.ErrorCode(err) != parley.CodeNotFound {
 		t.Fatalf("the registration answered 503 created its user: %v", err)
 	}
 }

@@ -51,7 +51,7 @@ func newSecEnv(t testing.TB, cfg httpapi.Config) *env {
 		t.Fatal(err)
 	}
 	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	return buildEnv(t, cfg, nil, func(e *env, o *httpapi.Options) {
+	return buildEnv(t, cfg, nil, nil, func(e *env, o *httpapi.Options) {
 		e.svc.UseTickets(&memTickets{m: map[string][]byte{}})
 		o.DeviceTokens, o.MetricsToken = dt, "scrape-secret"
 		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "parley_up 1\n") })

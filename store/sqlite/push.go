@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley"
@@ -109,41 +110,12 @@ func (s *Store) ownDevice(t *txn, userID, deviceID, op string) error {
 	return nil
 }
 
-// The reads of push targets (prepared at Open, readerStatements). Both
-// select pushTargetRow's columns in its order.
-//
-// pushTargetsSQL lists the targets of a conversation (?1) but for one
-// user (?2): each registered device of every other member, by user id
-// and device id. The conversation row is joined to them from the left,
-// so a conversation without targets is one row of NULL targets and a
-// missing one is no row.
-//
-// pushTargetSQL is one device's (?2) target in a conversation (?1): no
-// row if the device has no registration, NULL member columns if its user
-// is not a member.
-const (
-	pushTargetsSQL = `
-SELECT t.user_id, t.device_id, t.data, t.data_key, t.read_seq, t.delivered_seq, c.last_seq, t.muted_until, t.dnd_until, t.accepted
-FROM conversations c
-LEFT JOIN (
-	SELECT m.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0) AS delivered_seq,
-		m.muted_until, u.dnd_until, m.accepted
-	FROM members m
-	JOIN users u ON u.id = m.user_id
-	JOIN push_registrations p ON p.user_id = m.user_id
-	LEFT JOIN device_cursors dc ON dc.device_id = p.device_id AND dc.conversation_id = m.conversation_id
-	WHERE m.conversation_id = ?1 AND m.user_id <> ?2
-) t ON true
-WHERE c.id = ?1
-ORDER BY t.user_id, t.device_id`
-	pushTargetSQL = `
-SELECT p.user_id, p.device_id, p.data, p.data_key, m.read_seq, coalesce(dc.delivered_seq, 0), c.last_seq, m.muted_until, u.dnd_until, m.accepted
-FROM push_registrations p
-JOIN users u ON u.id = p.user_id
-LEFT JOIN members m ON m.conversation_id = ?1 AND m.user_id = p.user_id
-LEFT JOIN conversations c ON c.id = m.conversation_id
-LEFT JOIN device_cursors dc ON dc.device_id = p.device_id AND dc.conversation_id = ?1
-WHERE p.device_id = ?2`
+// The reads of push targets (prepared at Open, readerStatements): the
+// engine's, with SQLite's numbered parameters. Both select
+// pushTargetRow's columns in its order.
+var (
+	pushTargetsSQL = strings.ReplaceAll(engine.PushTargetsSQL(""), "$", "?")
+	pushTargetSQL  = strings.ReplaceAll(engine.PushTargetSQL, "$", "?")
 )
 
 // pushTargetRow is a row of pushTargetsSQL or pushTargetSQL: a target
@@ -190,37 +162,43 @@ func (s *Store) PushTargets(ctx context.Context, conversationID, exceptUserID st
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.rst.pushTargets.QueryContext(ctx, conversationID, exceptUserID)
+	f, err := engine.NewFanOut[*pushTargetRow]([]parley.PushFanOutRequest{{ConversationID: conversationID, ExceptUserID: exceptUserID}})
 	if err != nil {
-		return nil, s.internal("read push targets", err)
+		return nil, err
+	}
+	if err := s.readPushTargets(ctx, s.rst.pushTargets, f, 0); err != nil {
+		return nil, err
+	}
+	if !f.Found(0) {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	out, err := f.Answers(s.openPushTarget)
+	if err != nil {
+		return nil, err
+	}
+	return out[0].Targets, nil
+}
+
+// readPushTargets runs st, pushTargetsSQL's statement (on a transaction
+// or not), for request i of f and hands f the rows.
+func (s *Store) readPushTargets(ctx context.Context, st *sql.Stmt, f *engine.FanOut[*pushTargetRow], i int) error {
+	req := f.Request(i)
+	rows, err := st.QueryContext(ctx, req.ConversationID, req.ExceptUserID)
+	if err != nil {
+		return s.internal("read push targets", err)
 	}
 	defer rows.Close()
-	var sealed []*pushTargetRow
-	found := false // the conversation's row came
 	for rows.Next() {
 		r, err := scanPushTarget(rows)
 		if err != nil {
-			return nil, s.internal("read push targets", err)
+			return s.internal("read push targets", err)
 		}
-		found = true
-		if r.deviceID.Valid {
-			sealed = append(sealed, r)
-		}
+		f.Row(i, r, r.deviceID.Valid)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.internal("read push targets", err)
+		return s.internal("read push targets", err)
 	}
-	rows.Close()
-	if !found {
-		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-	}
-	targets := make([]parley.PushTarget, len(sealed))
-	for i, r := range sealed {
-		if targets[i], err = s.openPushTarget(r); err != nil {
-			return nil, err
-		}
-	}
-	return targets, nil
+	return nil
 }
 
 // PushTarget implements parley.Store with one query.
@@ -254,15 +232,15 @@ func (s *Store) PushTarget(ctx context.Context, conversationID, deviceID string)
 // messages commit.
 func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest, now time.Time) ([]parley.PushFanOut, error) {
 	defer s.track("push_fan_out", time.Now())
-	if len(reqs) > parley.MaxPushFanOut {
-		return nil, parley.Errorf(parley.CodeInvalidRequest, "at most %d push fan-outs at once", parley.MaxPushFanOut)
+	f, err := engine.NewFanOut[*pushTargetRow](reqs)
+	if err != nil {
+		return nil, err
 	}
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	out := make([]parley.PushFanOut, len(reqs))
 	if len(reqs) == 0 {
-		return out, nil
+		return f.Answers(s.openPushTarget)
 	}
 	tx, err := s.readDB.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -270,59 +248,17 @@ func (s *Store) PushFanOut(ctx context.Context, reqs []parley.PushFanOutRequest,
 	}
 	defer tx.Rollback()
 	targetsStmt, unreadStmt := tx.StmtContext(ctx, s.rst.pushTargets), tx.StmtContext(ctx, s.rst.unread)
-	sealed := make([][]*pushTargetRow, len(reqs))
-	for i, req := range reqs {
-		rows, err := targetsStmt.QueryContext(ctx, req.ConversationID, req.ExceptUserID)
-		if err != nil {
-			return nil, s.internal("read push targets", err)
-		}
-		for rows.Next() {
-			r, err := scanPushTarget(rows)
-			if err != nil {
-				rows.Close()
-				return nil, s.internal("read push targets", err)
-			}
-			out[i].Found = true
-			if r.deviceID.Valid {
-				sealed[i] = append(sealed[i], r)
-			}
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, s.internal("read push targets", err)
+	for i := range reqs {
+		if err := s.readPushTargets(ctx, targetsStmt, f, i); err != nil {
+			return nil, err
 		}
 	}
-	type pair struct{ user, conv string }
-	counts := map[pair][2]int64{} // conv, total
-	for i, rs := range sealed {
-		users := 0
-		for _, r := range rs {
-			k := pair{r.userID.String, reqs[i].ConversationID}
-			if _, ok := counts[k]; ok {
-				continue
-			}
-			if users++; users > parley.PushFanOutCounted {
-				break // targets are ordered by user: the rest are others'
-			}
-			var conv, total int64
-			if err := unreadStmt.QueryRowContext(ctx, engine.Millis(now), k.user, k.conv).Scan(&total, &conv); err != nil {
-				return nil, s.internal("read unread counts", err)
-			}
-			counts[k] = [2]int64{conv, total}
+	for _, k := range f.Unread(func(r *pushTargetRow) string { return r.userID.String }) {
+		var conv, total int64
+		if err := unreadStmt.QueryRowContext(ctx, engine.Millis(now), k.UserID, k.ConversationID).Scan(&total, &conv); err != nil {
+			return nil, s.internal("read unread counts", err)
 		}
+		f.SetUnread(k, conv, total)
 	}
-	for i, rs := range sealed {
-		out[i].Targets = make([]parley.PushTarget, len(rs))
-		for j, r := range rs {
-			t, err := s.openPushTarget(r)
-			if err != nil {
-				return nil, err
-			}
-			c, ok := counts[pair{t.UserID, reqs[i].ConversationID}]
-			t.Unread, t.Badge, t.Counted = c[0], c[1], ok
-			out[i].Targets[j] = t
-		}
-	}
-	return out, nil
+	return f.Answers(s.openPushTarget)
 }
