@@ -726,8 +726,8 @@ func (h *hub) onEvent(_ string, data []byte) {
 	if e.Message != nil && e.Message.Envelope != nil {
 		e.Message.Envelope.Keys = e.Keys // never encoded with the message
 	}
-	if e.ConversationID != "" {
-		h.g.core.ObserveEvent(&e) // the history cache
+	if e.ConversationID != "" || e.Kind == service.EventBlock {
+		h.g.core.ObserveEvent(&e) // the history and relations caches
 	}
 	switch e.Kind {
 	case service.EventMessage:
