@@ -242,8 +242,9 @@ type presenceNews struct {
 	userID   string
 	online   bool
 	lastSeen time.Time
-	// list, with a Directory, asks for the online contacts of the user to
-	// be written to this new session (without one, attach writes them).
+	// list asks for the online contacts of the user to be written to
+	// this new session (listOnline; runPresence lists a user's new
+	// sessions of one batch together).
 	list *session
 	// attempt counts retries of news that failed (the directory or the
 	// store was unreachable).
@@ -1290,38 +1291,78 @@ func (h *hub) presenceLoop() {
 			if len(q) == 0 {
 				break
 			}
-			for _, n := range q {
-				h.publishPresence(n)
-			}
+			h.runPresence(q)
 		}
 	}
 }
 
-// publishPresence does what one piece of presence news asks: publish a
-// change (with a Directory, only if the user came online on the first
-// node, or left the last), or list a new session's online contacts.
+// runPresence does what a batch of presence news asks, in order, except
+// that the new sessions of one user waiting in the batch are listed
+// together, where the first of them was queued: one read of the user's
+// online contacts and one encoding of each frame instead of one per
+// session (a reconnect storm, or a user's several sockets, queue many).
+// What a session is told is read when the batch runs, as it would be for
+// each alone.
+func (h *hub) runPresence(q []presenceNews) {
+	var lists map[string][]*session // user -> new sessions, in queue order
+	for _, n := range q {
+		if n.list != nil {
+			if lists == nil {
+				lists = make(map[string][]*session)
+			}
+			lists[n.userID] = append(lists[n.userID], n.list)
+		}
+	}
+	for _, n := range q {
+		if n.list == nil {
+			h.publishPresence(n)
+			continue
+		}
+		if ss, ok := lists[n.userID]; ok {
+			delete(lists, n.userID) // the others of the batch are listed now
+			h.listOnline(n.userID, ss)
+		}
+	}
+}
+
+// listOnline writes to each of a user's new sessions the user's online
+// contacts whose presence the user may see (the core applies the privacy
+// rules), from the directory or, without one, from this node's sessions.
+func (h *hub) listOnline(userID string, sessions []*session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	contacts, err := h.g.core.Contacts(ctx, userID)
+	if err != nil {
+		h.g.log.Warn("list online contacts", "user_id", userID, "err", err)
+		return
+	}
+	var online []string
+	if d := h.g.cfg.Directory; d != nil {
+		online = d.Online(contacts)
+	} else {
+		online = h.localOnline(contacts)
+	}
+	sort.Strings(online)
+	for _, id := range online {
+		data, err := Encode(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+		if err != nil {
+			h.g.log.Error("encode frame", "err", err)
+			return
+		}
+		f := &outFrame{data: data}
+		for _, s := range sessions {
+			s.send(f)
+		}
+	}
+}
+
+// publishPresence publishes a change of a user's presence (with a
+// Directory, only if the user came online on the first node, or left the
+// last).
 func (h *hub) publishPresence(n presenceNews) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d := h.g.cfg.Directory
-	if n.list != nil {
-		contacts, err := h.g.core.Contacts(ctx, n.userID)
-		if err != nil {
-			h.g.log.Warn("list online contacts", "user_id", n.userID, "err", err)
-			return
-		}
-		var online []string
-		if d != nil {
-			online = d.Online(contacts)
-		} else {
-			online = h.localOnline(contacts)
-		}
-		sort.Strings(online)
-		for _, id := range online {
-			n.list.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
-		}
-		return
-	}
 	if d != nil {
 		var change bool
 		var err error
