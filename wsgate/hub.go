@@ -26,8 +26,16 @@ import (
 // message that arrives ahead of a missing predecessor is held for GapWait,
 // then the gap is read from the store (a seq the store no longer returns
 // expired or was purged and is skipped). Everything is under one mutex;
-// nbio writes never block (they queue), so holding it while writing is
-// cheap.
+// nbio writes never block (they queue), so holding it while writing a
+// few frames is cheap.
+//
+// Large conversations: a frame for a conversation with fanOutMin or more
+// local members is not written under the mutex. Each recipient session
+// holds it (session.put), which fixes its place in the session's order,
+// and the sessions go on h.fan; unlock releases the mutex and then
+// writes them over several goroutines (coalesce.go). Every path that
+// sends to a conversation's members (sendTo, sendMessage, sendEncrypted)
+// releases the mutex with unlock, never with mu.Unlock.
 //
 // Bursts: while a bus subscription has more events waiting (open > 0),
 // the frames written to sessions are held per session and written when
@@ -38,6 +46,9 @@ type hub struct {
 	mu    sync.Mutex
 	users map[string]*userEntry
 	convs map[convKey]*convEntry
+	// fan lists the sessions holding a large fan-out's frame, for unlock
+	// to write; nil unless one is pending. Under mu.
+	fan *[]*session
 	// open counts the subscriptions in a burst (changed under bmu);
 	// dirty holds the sessions with frames held for it (session.out set).
 	bmu   sync.Mutex
@@ -541,6 +552,45 @@ func tooManyConnections(n int) error {
 	return parley.Errorf(parley.CodeLimitExceeded, "this user has %d connections open on this server, the most allowed; close one (or log out a device)", n)
 }
 
+// fanOutMin is the number of local members from which a conversation's
+// frames are written after h.mu is released, by several goroutines
+// (unlock), rather than one by one under it. Below it, as in every
+// direct conversation and small group, frames are written at once.
+const fanOutMin = 128
+
+var fanLists = sync.Pool{New: func() any { return new([]*session) }}
+
+// fanList returns the list on which the sessions of c hold a frame for
+// unlock to write, or nil if c has fewer than fanOutMin local members
+// (its frames are written at once). Caller holds h.mu.
+func (h *hub) fanList(c *convEntry) *[]*session {
+	if c.x == nil || len(c.m)+len(c.x.more) < fanOutMin {
+		return nil
+	}
+	if h.fan == nil {
+		h.fan = fanLists.Get().(*[]*session)
+	}
+	return h.fan
+}
+
+// unlock releases h.mu, then writes the frames that a fan-out to a large
+// conversation held meanwhile (fanList), spread over up to GOMAXPROCS
+// goroutines (writeOut), and returns when they are written. A bus
+// handler so takes its next event only after its writes, as when it
+// wrote under the lock, and its lag (backpressure.go) counts them.
+func (h *hub) unlock() {
+	fan := h.fan
+	h.fan = nil
+	h.mu.Unlock()
+	if fan == nil {
+		return
+	}
+	writeOut(*fan)
+	clear(*fan)
+	*fan = (*fan)[:0]
+	fanLists.Put(fan)
+}
+
 // allSessions snapshots every live session, appended to out[:0] (pass the
 // previous snapshot to reuse its memory; nil for a new one).
 func (h *hub) allSessions(out []*session) []*session {
@@ -556,15 +606,16 @@ func (h *hub) allSessions(out []*session) []*session {
 
 // sendTo writes data to every session of the conversation's local members
 // except those of user skip (if set) and of the users in hide. Caller
-// holds h.mu.
-func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
+// holds h.mu and releases it with unlock.
+func (h *hub) sendTo(c *convEntry, data []byte, skip string, hide ...string) {
 	f := &outFrame{data: data}
+	fan := h.fanList(c)
 	for u := range c.all {
 		if u.id == skip || slices.Contains(hide, u.id) {
 			continue
 		}
 		for _, s := range u.sessions {
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
 }
@@ -574,14 +625,15 @@ func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 // sender's sessions, encoded without the mark: nobody else ever gets it
 // live (they see its tombstone by sync or history). An encrypted message
 // (data its frame without a key, or nil) goes to each device with its
-// own key (see sendEncrypted). Caller holds h.mu.
-func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
+// own key (see sendEncrypted). Caller holds h.mu and releases it with
+// unlock.
+func (h *hub) sendMessage(c *convEntry, m *parley.Message, data []byte) {
 	if m.Envelope != nil {
-		c.sendEncrypted(m, data, "")
+		h.sendEncrypted(c, m, data, "")
 		return
 	}
 	if !m.Withheld {
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		return
 	}
 	clean := *m
@@ -608,8 +660,8 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 // frame without any key (encryptedBase, encoded before h.mu was taken;
 // nil: encoded here); a device's frame is base with its key spliced in,
 // so the hub lock covers one small encoding per local recipient device.
-// Caller holds h.mu.
-func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice string) {
+// Caller holds h.mu and releases it with unlock.
+func (h *hub) sendEncrypted(c *convEntry, m *parley.Message, base []byte, onlyDevice string) {
 	if base == nil {
 		var err error
 		if base, err = encryptedBase(m); err != nil {
@@ -635,6 +687,10 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 		}
 		return nil
 	}
+	var fan *[]*session
+	if onlyDevice == "" && !m.Withheld {
+		fan = h.fanList(c)
+	}
 	var frames map[string]*outFrame // by device id
 	for u := range c.all {
 		if m.Withheld && u.id != m.SenderID {
@@ -653,7 +709,7 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 				}
 				frames[device] = f
 			}
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
 }
@@ -774,22 +830,23 @@ func (h *hub) onDeviceList(e *service.Event) {
 	}
 	f := &outFrame{data: data}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	seen := map[*userEntry]bool{}
-	send := func(u *userEntry) {
+	send := func(u *userEntry, fan *[]*session) {
 		if u == nil || seen[u] {
 			return
 		}
 		seen[u] = true
 		for _, s := range u.sessions {
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
-	send(h.users[e.UserID])
+	send(h.users[e.UserID], nil)
 	for _, id := range e.Conversations {
 		if c := h.conv(id); c != nil {
+			fan := h.fanList(c)
 			for u := range c.all {
-				send(u)
+				send(u, fan)
 			}
 		}
 	}
@@ -823,13 +880,13 @@ func (h *hub) onMessageKey(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil || m.Seq > c.delivered {
 		return // not out yet here: it goes out in order, and sync has the key
 	}
 	for _, k := range e.Keys {
-		c.sendEncrypted(m, nil, k.DeviceID)
+		h.sendEncrypted(c, m, nil, k.DeviceID)
 	}
 }
 
@@ -843,9 +900,9 @@ func (h *hub) broadcast(conversationID, skipUser string, hide []string, frame an
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if c := h.conv(conversationID); c != nil {
-		c.sendTo(data, skipUser, hide...)
+		h.sendTo(c, data, skipUser, hide...)
 	}
 }
 
@@ -910,7 +967,7 @@ func (h *hub) onMessage(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil || m.Seq <= c.delivered {
 		return
@@ -953,7 +1010,7 @@ func (h *hub) deliver(c *convEntry, m *parley.Message, data []byte) {
 	if !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(h.g.core.Now()) {
 		return
 	}
-	c.sendMessage(m, data)
+	h.sendMessage(c, m, data)
 }
 
 // release sends held messages that are next in order. Caller holds h.mu.
@@ -1031,7 +1088,7 @@ func (h *hub) fill(c *convEntry) {
 	}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	x.filling = false
 	if h.convs[c.id] != c {
 		return
@@ -1129,13 +1186,13 @@ func (h *hub) onMessageChanged(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil {
 		return
 	}
 	if m.Seq <= c.delivered {
-		c.sendMessage(m, data)
+		h.sendMessage(c, m, data)
 		return
 	}
 	// The edit overtook the message itself: hold the edited version in
@@ -1160,7 +1217,7 @@ func (h *hub) onConversation(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for _, id := range e.Users {
 		if u := h.users[id]; u != nil && u.attaching > 0 {
 			u.pending = append(u.pending, e)
@@ -1174,14 +1231,14 @@ func (h *hub) onConversation(e *service.Event) {
 			}
 		}
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "", e.Hide...)
+			h.sendTo(c, data, "", e.Hide...)
 		}
 	case service.ActionMemberRemoved:
 		c := h.conv(conv.ID)
 		if c == nil {
 			return
 		}
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		for _, id := range e.Users {
 			if u := h.users[id]; u != nil {
 				h.unlink(u, c)
@@ -1192,13 +1249,13 @@ func (h *hub) onConversation(e *service.Event) {
 		if c == nil {
 			return
 		}
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		for !c.empty() {
 			h.unlink(c.m[0], c)
 		}
 	default: // role_changed and whatever comes later
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "")
+			h.sendTo(c, data, "")
 		}
 	}
 }
