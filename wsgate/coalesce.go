@@ -30,8 +30,9 @@ import (
 // holds its frame the same way outside a burst: under h.mu each
 // recipient's session takes the frame's framing (shared, not copied) and
 // goes on the fan-out's list; once h.mu is released the list is written
-// by up to GOMAXPROCS goroutines (hub.unlock, writeOut), and the burst's
-// own list too when it is long. So one goroutine no longer makes every
+// by up to GOMAXPROCS goroutines (hub.unlock, writeOut); a burst's list
+// is written the same way when it holds a large fan-out's frame, and
+// otherwise one by one, as before. So one goroutine no longer makes every
 // write(2) of a 10,000-member group under the hub's lock, while every
 // session still gets its frames in the order the hub decided them.
 //
@@ -100,6 +101,7 @@ func (s *session) put(f *outFrame, fan *[]*session) {
 			h.bmu.Lock()
 			if held = h.open.Load() > 0; held { // else the burst ended meanwhile
 				h.dirty = append(h.dirty, s)
+				h.dirtyBig = h.dirtyBig || fan != nil
 			}
 			h.bmu.Unlock()
 		}
@@ -182,13 +184,19 @@ func (s *session) release() {
 // flush writes what every session holds, and with end closes one burst.
 func (h *hub) flush(end bool) {
 	h.bmu.Lock()
-	dirty := h.dirty
-	h.dirty = nil
+	dirty, big := h.dirty, h.dirtyBig
+	h.dirty, h.dirtyBig = nil, false
 	if end && h.open.Load() > 0 { // Shutdown may have closed every burst
 		h.open.Add(-1)
 	}
 	h.bmu.Unlock()
-	writeOut(dirty)
+	if big { // a large fan-out's frame among them: spread, as unlock does
+		writeOut(dirty)
+		return
+	}
+	for _, s := range dirty {
+		s.release()
+	}
 }
 
 // fanOutShare is the fewest sessions worth a writer goroutine of their

@@ -381,3 +381,28 @@ func TestFanOutBurstCoalesces(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallBurstStaysSerial: a burst over many small conversations (130
+// sessions, two to a conversation) is written one session after another
+// by the handler, as before large fan-outs were spread: only a burst
+// that holds a large group's frame is written by several goroutines.
+func TestSmallBurstStaysSerial(t *testing.T) {
+	atLeastProcs(t, 2)
+	h := newCoalesceHub(t)
+	p := &probe{h: h, wait: true, waitFor: 200 * time.Millisecond}
+	var convs []string
+	for i := range 65 {
+		conv := fmt.Sprintf("01936f4e-8c2a-7b3d-9f10-%012d", i+10)
+		convs = append(convs, conv)
+		connectProbe(h, p, fmt.Sprint("a", i), map[string]int64{conv: 0})
+		connectProbe(h, p, fmt.Sprint("b", i), map[string]int64{conv: 0})
+	}
+	p.armed.Store(true)
+	handle := h.batchHandler(&lagWatch{g: h.g})
+	for i, conv := range convs {
+		handle("", messageEvent(t, parley.Message{ConversationID: conv, Seq: 1, Body: "m"}), i+1 < len(convs))
+	}
+	if p.rawCount.Load() != 130 || p.underLock.Load() != 0 || p.most.Load() != 1 {
+		t.Fatalf("%d raw writes (%d under the hub's lock), at most %d at once; want 130, none under it, one at a time", p.rawCount.Load(), p.underLock.Load(), p.most.Load())
+	}
+}

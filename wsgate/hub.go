@@ -54,6 +54,9 @@ type hub struct {
 	bmu   sync.Mutex
 	open  atomic.Int32
 	dirty []*session
+	// dirtyBig says a large fan-out's frame is held in dirty: flush then
+	// spreads the writes (writeOut), else it makes them one by one.
+	dirtyBig bool
 	// leaving holds the grace timers of users whose last session closed.
 	leaving map[string]*time.Timer
 
