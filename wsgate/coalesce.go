@@ -82,8 +82,9 @@ func (s *session) send(f *outFrame) { s.put(f, nil) }
 // the caller to write once h.mu is released (hub.unlock), over several
 // goroutines (writeOut). The held bytes are then f's framing itself,
 // shared with the fan-out's other sessions, not a copy: s.shared says so,
-// and a frame that joins them later (an ack, the next event of a burst)
-// appends to a copy.
+// and a frame that joins them later (an ack) appends to a copy. (In a
+// burst the frame goes to a pooled buffer, as any, since more are likely
+// to join it.)
 //
 // Either way a session's frames keep their order: from the moment a
 // frame is held, every later frame for the session, whoever writes it,
@@ -105,17 +106,14 @@ func (s *session) put(f *outFrame, fan *[]*session) {
 			}
 			h.bmu.Unlock()
 		}
-		if fan != nil {
-			if !held {
-				*fan = append(*fan, s)
-			}
+		if held {
+			s.out = outBufs.Get().(*[]byte)
+		} else if fan != nil {
+			*fan = append(*fan, s)
 			framed := f.frame(s.g)
 			s.out, s.shared = &framed, true
 			s.mu.Unlock()
 			return
-		}
-		if held {
-			s.out = outBufs.Get().(*[]byte)
 		}
 	}
 	if s.out != nil {
