@@ -30,7 +30,7 @@ import (
 // holds its frame the same way outside a burst: under h.mu each
 // recipient's session takes the frame's framing (shared, not copied) and
 // goes on the fan-out's list; once h.mu is released the list is written
-// by up to GOMAXPROCS goroutines (hub.unlock, writeOut); a burst's list
+// by up to GOMAXPROCS-1 goroutines (hub.unlock, writeOut); a burst's list
 // is written the same way when it holds a large fan-out's frame, and
 // otherwise one by one, as before. So one goroutine no longer makes every
 // write(2) of a 10,000-member group under the hub's lock, while every
@@ -205,12 +205,14 @@ const fanOutShare = 64
 // writeOut writes what each of sessions holds and gives its buffer back.
 // Fewer than 2*fanOutShare sessions it writes itself, one by one, as
 // before; more are cut into contiguous shares of at least fanOutShare,
-// at most GOMAXPROCS of them, written beside each other, the first by
-// the caller. It returns when every share is written. A session is on one list at a
+// at most GOMAXPROCS-1 of them (a core is left to nbio's pollers, the
+// bus and the store, and on a 2-core node the caller writes alone),
+// written beside each other, the first by the caller. It returns when
+// every share is written. A session is on one list at a
 // time (the one its put registered it on), so no two writers ever take
 // the same connection, and a session's frames keep their order (put).
 func writeOut(sessions []*session) {
-	k := min(runtime.GOMAXPROCS(0), len(sessions)/fanOutShare)
+	k := min(runtime.GOMAXPROCS(0)-1, len(sessions)/fanOutShare)
 	if k <= 1 {
 		for _, s := range sessions {
 			s.release()

@@ -304,7 +304,7 @@ func connectProbe(h *hub, p *probe, userID string, seqs map[string]int64) *rawRe
 // returns; in a conversation of two it is written at once under the
 // lock, frame by frame, as before.
 func TestFanOutAfterHubLock(t *testing.T) {
-	atLeastProcs(t, 2)
+	atLeastProcs(t, 4)
 	h := newCoalesceHub(t)
 	const small = "01936f4e-8c2a-7b3d-9f10-000000000002"
 	big := &probe{h: h, wait: true, waitFor: 5 * time.Second}
@@ -343,7 +343,7 @@ func TestFanOutAfterHubLock(t *testing.T) {
 // goes to a copy, not into what the other sessions hold (two sessions'
 // acks do not overwrite each other).
 func TestFanOutBurstCoalesces(t *testing.T) {
-	atLeastProcs(t, 2)
+	atLeastProcs(t, 4)
 	h := newCoalesceHub(t)
 	ss, rs := connectGroup(h, fanOutMin+1)
 	handle := h.batchHandler(&lagWatch{g: h.g})
@@ -387,7 +387,7 @@ func TestFanOutBurstCoalesces(t *testing.T) {
 // by the handler, as before large fan-outs were spread: only a burst
 // that holds a large group's frame is written by several goroutines.
 func TestSmallBurstStaysSerial(t *testing.T) {
-	atLeastProcs(t, 2)
+	atLeastProcs(t, 4)
 	h := newCoalesceHub(t)
 	p := &probe{h: h, wait: true, waitFor: 200 * time.Millisecond}
 	var convs []string

@@ -576,7 +576,7 @@ func (h *hub) fanList(c *convEntry) *[]*session {
 }
 
 // unlock releases h.mu, then writes the frames that a fan-out to a large
-// conversation held meanwhile (fanList), spread over up to GOMAXPROCS
+// conversation held meanwhile (fanList), spread over up to GOMAXPROCS-1
 // goroutines (writeOut), and returns when they are written. A bus
 // handler so takes its next event only after its writes, as when it
 // wrote under the lock, and its lag (backpressure.go) counts them.
