@@ -30,8 +30,9 @@ import (
 // holds its frame the same way outside a burst: under h.mu each
 // recipient's session takes the frame's framing (shared, not copied) and
 // goes on the fan-out's list; once h.mu is released the list is written
-// by up to GOMAXPROCS goroutines (hub.unlock, writeOut), and the burst's
-// own list too when it is long. So one goroutine no longer makes every
+// by up to GOMAXPROCS-1 goroutines (hub.unlock, writeOut); a burst's list
+// is written the same way when it holds a large fan-out's frame, and
+// otherwise one by one, as before. So one goroutine no longer makes every
 // write(2) of a 10,000-member group under the hub's lock, while every
 // session still gets its frames in the order the hub decided them.
 //
@@ -81,8 +82,9 @@ func (s *session) send(f *outFrame) { s.put(f, nil) }
 // the caller to write once h.mu is released (hub.unlock), over several
 // goroutines (writeOut). The held bytes are then f's framing itself,
 // shared with the fan-out's other sessions, not a copy: s.shared says so,
-// and a frame that joins them later (an ack, the next event of a burst)
-// appends to a copy.
+// and a frame that joins them later (an ack) appends to a copy. (In a
+// burst the frame goes to a pooled buffer, as any, since more are likely
+// to join it.)
 //
 // Either way a session's frames keep their order: from the moment a
 // frame is held, every later frame for the session, whoever writes it,
@@ -100,20 +102,18 @@ func (s *session) put(f *outFrame, fan *[]*session) {
 			h.bmu.Lock()
 			if held = h.open.Load() > 0; held { // else the burst ended meanwhile
 				h.dirty = append(h.dirty, s)
+				h.dirtyBig = h.dirtyBig || fan != nil
 			}
 			h.bmu.Unlock()
 		}
-		if fan != nil {
-			if !held {
-				*fan = append(*fan, s)
-			}
+		if held {
+			s.out = outBufs.Get().(*[]byte)
+		} else if fan != nil {
+			*fan = append(*fan, s)
 			framed := f.frame(s.g)
 			s.out, s.shared = &framed, true
 			s.mu.Unlock()
 			return
-		}
-		if held {
-			s.out = outBufs.Get().(*[]byte)
 		}
 	}
 	if s.out != nil {
@@ -182,13 +182,19 @@ func (s *session) release() {
 // flush writes what every session holds, and with end closes one burst.
 func (h *hub) flush(end bool) {
 	h.bmu.Lock()
-	dirty := h.dirty
-	h.dirty = nil
+	dirty, big := h.dirty, h.dirtyBig
+	h.dirty, h.dirtyBig = nil, false
 	if end && h.open.Load() > 0 { // Shutdown may have closed every burst
 		h.open.Add(-1)
 	}
 	h.bmu.Unlock()
-	writeOut(dirty)
+	if big { // a large fan-out's frame among them: spread, as unlock does
+		writeOut(dirty)
+		return
+	}
+	for _, s := range dirty {
+		s.release()
+	}
 }
 
 // fanOutShare is the fewest sessions worth a writer goroutine of their
@@ -199,12 +205,14 @@ const fanOutShare = 64
 // writeOut writes what each of sessions holds and gives its buffer back.
 // Fewer than 2*fanOutShare sessions it writes itself, one by one, as
 // before; more are cut into contiguous shares of at least fanOutShare,
-// at most GOMAXPROCS of them, written beside each other, the first by
-// the caller. It returns when every share is written. A session is on one list at a
+// at most GOMAXPROCS-1 of them (a core is left to nbio's pollers, the
+// bus and the store, and on a 2-core node the caller writes alone),
+// written beside each other, the first by the caller. It returns when
+// every share is written. A session is on one list at a
 // time (the one its put registered it on), so no two writers ever take
 // the same connection, and a session's frames keep their order (put).
 func writeOut(sessions []*session) {
-	k := min(runtime.GOMAXPROCS(0), len(sessions)/fanOutShare)
+	k := min(runtime.GOMAXPROCS(0)-1, len(sessions)/fanOutShare)
 	if k <= 1 {
 		for _, s := range sessions {
 			s.release()

@@ -304,7 +304,7 @@ func connectProbe(h *hub, p *probe, userID string, seqs map[string]int64) *rawRe
 // returns; in a conversation of two it is written at once under the
 // lock, frame by frame, as before.
 func TestFanOutAfterHubLock(t *testing.T) {
-	atLeastProcs(t, 2)
+	atLeastProcs(t, 4)
 	h := newCoalesceHub(t)
 	const small = "01936f4e-8c2a-7b3d-9f10-000000000002"
 	big := &probe{h: h, wait: true, waitFor: 5 * time.Second}
@@ -343,7 +343,7 @@ func TestFanOutAfterHubLock(t *testing.T) {
 // goes to a copy, not into what the other sessions hold (two sessions'
 // acks do not overwrite each other).
 func TestFanOutBurstCoalesces(t *testing.T) {
-	atLeastProcs(t, 2)
+	atLeastProcs(t, 4)
 	h := newCoalesceHub(t)
 	ss, rs := connectGroup(h, fanOutMin+1)
 	handle := h.batchHandler(&lagWatch{g: h.g})
@@ -379,5 +379,30 @@ func TestFanOutBurstCoalesces(t *testing.T) {
 		if fmt.Sprint(p) != want || n != 1 {
 			t.Fatalf("session %d: %v in %d writes; want %s in one", i, p, n, want)
 		}
+	}
+}
+
+// TestSmallBurstStaysSerial: a burst over many small conversations (130
+// sessions, two to a conversation) is written one session after another
+// by the handler, as before large fan-outs were spread: only a burst
+// that holds a large group's frame is written by several goroutines.
+func TestSmallBurstStaysSerial(t *testing.T) {
+	atLeastProcs(t, 4)
+	h := newCoalesceHub(t)
+	p := &probe{h: h, wait: true, waitFor: 200 * time.Millisecond}
+	var convs []string
+	for i := range 65 {
+		conv := fmt.Sprintf("01936f4e-8c2a-7b3d-9f10-%012d", i+10)
+		convs = append(convs, conv)
+		connectProbe(h, p, fmt.Sprint("a", i), map[string]int64{conv: 0})
+		connectProbe(h, p, fmt.Sprint("b", i), map[string]int64{conv: 0})
+	}
+	p.armed.Store(true)
+	handle := h.batchHandler(&lagWatch{g: h.g})
+	for i, conv := range convs {
+		handle("", messageEvent(t, parley.Message{ConversationID: conv, Seq: 1, Body: "m"}), i+1 < len(convs))
+	}
+	if p.rawCount.Load() != 130 || p.underLock.Load() != 0 || p.most.Load() != 1 {
+		t.Fatalf("%d raw writes (%d under the hub's lock), at most %d at once; want 130, none under it, one at a time", p.rawCount.Load(), p.underLock.Load(), p.most.Load())
 	}
 }

@@ -54,6 +54,9 @@ type hub struct {
 	bmu   sync.Mutex
 	open  atomic.Int32
 	dirty []*session
+	// dirtyBig says a large fan-out's frame is held in dirty: flush then
+	// spreads the writes (writeOut), else it makes them one by one.
+	dirtyBig bool
 	// leaving holds the grace timers of users whose last session closed.
 	leaving map[string]*time.Timer
 
@@ -574,7 +577,7 @@ func (h *hub) fanList(c *convEntry) *[]*session {
 }
 
 // unlock releases h.mu, then writes the frames that a fan-out to a large
-// conversation held meanwhile (fanList), spread over up to GOMAXPROCS
+// conversation held meanwhile (fanList), spread over up to GOMAXPROCS-1
 // goroutines (writeOut), and returns when they are written. A bus
 // handler so takes its next event only after its writes, as when it
 // wrote under the lock, and its lag (backpressure.go) counts them.
