@@ -46,7 +46,11 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 		ID      string         `json:"id"`
 		Message parley.Message `json:"message"`
 	}
-	if err := ap.Expect("ack", "message", "presence").Decode(&ack); err != nil || ack.ID != "s1" || ack.Message.Seq != 1 || ack.Message.Body != "hello bob" {
+	// The conversation's "created" event can reach a socket that
+	// connected after the REST call made it (the bus is late on a loaded
+	// machine); a client takes it as an update of what ready had, so it
+	// is skipped here like presence.
+	if err := ap.Expect("ack", "message", "presence", "conversation").Decode(&ack); err != nil || ack.ID != "s1" || ack.Message.Seq != 1 || ack.Message.Body != "hello bob" {
 		t.Fatalf("ack %+v %v", ack, err)
 	}
 	for name, c := range map[string]*wstest.Conn{"bob phone": bp, "alice laptop": al} {
@@ -57,7 +61,7 @@ func TestRealtimeTwoUsersThreeDevices(t *testing.T) {
 
 	// A replayed client_msg_id gets the original, and no second delivery.
 	ap.MustWrite(map[string]any{"type": "send", "id": "s1-retry", "conversation_id": conv, "client_msg_id": "c1", "body": "hello bob"})
-	if err := ap.Expect("ack", "message", "presence").Decode(&ack); err != nil || ack.ID != "s1-retry" || ack.Message.Seq != 1 {
+	if err := ap.Expect("ack", "message", "presence", "conversation").Decode(&ack); err != nil || ack.ID != "s1-retry" || ack.Message.Seq != 1 {
 		t.Fatalf("replay ack %+v %v", ack, err)
 	}
 
