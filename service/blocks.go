@@ -37,7 +37,13 @@ func (s *Service) setBlock(ctx context.Context, p *parley.Principal, userID stri
 	if !parley.ValidID(userID) {
 		return parley.Errorf(parley.CodeNotFound, "no such user")
 	}
-	if err := s.store.SetBlock(ctx, p.UserID, userID, blocked, s.cfg.Now().UTC()); err != nil {
+	// The relations cache reads the store for both users until the
+	// block has committed, then forgets their answers (relcache.go):
+	// every send checked on this node after the commit sees it.
+	done := s.rel.changing([]string{p.UserID, userID}, "")
+	err := s.store.SetBlock(ctx, p.UserID, userID, blocked, s.cfg.Now().UTC())
+	done()
+	if err != nil {
 		return err
 	}
 	state := "unblocked"
@@ -59,9 +65,16 @@ func (s *Service) Blocks(ctx context.Context, p *parley.Principal) ([]parley.Blo
 	return s.store.Blocks(ctx, p.UserID)
 }
 
-// relations reads how userID stands with the members of conversationID
-// (every user when it is "").
+// relations returns how userID stands with the members of
+// conversationID (every user when it is ""), as Store.Relations does. An
+// answer for a conversation comes from the relations cache when it can
+// (relcache.go: on this node as fresh as the store's, on other nodes as
+// fresh as the bus's events) and may be shared: callers must not change
+// it. An answer for every user is read from the store.
 func (s *Service) relations(ctx context.Context, userID, conversationID string) (*parley.Relations, error) {
+	if conversationID != "" {
+		return s.conversationRelations(ctx, userID, conversationID)
+	}
 	return s.store.Relations(ctx, userID, conversationID)
 }
 

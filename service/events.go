@@ -193,11 +193,17 @@ func (s *Service) sharedAll(conversationIDs []string) func() {
 	}
 }
 
-// exclusive holds it for a membership change.
+// exclusive holds it for a membership change. Until it is released the
+// relations cache reads the conversation's answers from the store
+// (relcache.go).
 func (s *Service) exclusive(conversationID string) func() {
 	m := s.order.stripe(conversationID)
 	m.Lock()
-	return m.Unlock
+	done := s.rel.changing(nil, conversationID)
+	return func() {
+		done()
+		m.Unlock()
+	}
 }
 
 // UseBus makes the service publish live events on b. Call it before
@@ -236,13 +242,15 @@ func (s *Service) publishConversation(ctx context.Context, e *Event) {
 	s.publish(ctx, ConversationSubject(e.ConversationID), e)
 }
 
-// ObserveEvent keeps the history cache and the push view's members
-// coherent with an event about a conversation, heard from the bus (the
-// gateway passes on every one) or published here.
+// ObserveEvent keeps the history cache, the relations cache and the
+// push view's members coherent with an event about a conversation or a
+// block, heard from the bus (the gateway passes on every one) or
+// published here.
 func (s *Service) ObserveEvent(e *Event) {
 	if s.cache != nil {
 		s.cache.apply(e)
 	}
+	s.rel.observe(e)
 	if s.push != nil && e.Kind == EventConversation {
 		s.push.ConversationChanged(e.ConversationID) // the push view's members
 	}
@@ -259,12 +267,13 @@ func (s *Service) ObserveEvent(e *Event) {
 	}
 }
 
-// ClearHistoryCache drops the history cache; call it when events may have
-// been missed (the bus connection dropped).
+// ClearHistoryCache drops the history cache and the relations cache;
+// call it when events may have been missed (the bus connection dropped).
 func (s *Service) ClearHistoryCache() {
 	if s.cache != nil {
 		s.cache.clear()
 	}
+	s.rel.clear()
 }
 
 // HistoryCacheStats returns the history cache's hits and misses so far.

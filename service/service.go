@@ -213,6 +213,9 @@ type Service struct {
 	keyRequests *ratelimit.Keyed
 	// paged remembers which conversations are paged (biggroups.go).
 	paged pagedCache
+	// rel holds Store.Relations' answers for users in conversations
+	// (relcache.go).
+	rel relationsCache
 }
 
 // New returns a Service. log must not be nil; m may be nil.

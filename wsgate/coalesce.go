@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 
 	"github.com/lesismal/nbio"
@@ -24,6 +25,16 @@ import (
 // idle server) frames are written at once, one by one, as before: no
 // timer, no added latency. A session's frames keep their order: once it
 // holds frames every later frame joins them until they are written.
+//
+// A large fan-out (a conversation with fanOutMin or more local members)
+// holds its frame the same way outside a burst: under h.mu each
+// recipient's session takes the frame's framing (shared, not copied) and
+// goes on the fan-out's list; once h.mu is released the list is written
+// by up to GOMAXPROCS-1 goroutines (hub.unlock, writeOut); a burst's list
+// is written the same way when it holds a large fan-out's frame, and
+// otherwise one by one, as before. So one goroutine no longer makes every
+// write(2) of a 10,000-member group under the hub's lock, while every
+// session still gets its frames in the order the hub decided them.
 //
 // nbio.Conn.Write is non-blocking: what the socket does not take is
 // queued by nbio and flushed on write readiness, and a queue past
@@ -48,30 +59,65 @@ type outFrame struct {
 	framed []byte
 }
 
+// frame returns f's framing, made on the first call. Its capacity is its
+// length, so that an append to a slice of it copies instead of writing
+// into what other sessions hold.
+func (f *outFrame) frame(g *Gateway) []byte {
+	if f.framed == nil {
+		b := g.appendFrame(nil, f.data)
+		f.framed = b[:len(b):len(b)]
+	}
+	return f.framed
+}
+
 var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // send writes f to s, or holds it while a burst is open or s holds
 // frames already.
-func (s *session) send(f *outFrame) {
+func (s *session) send(f *outFrame) { s.put(f, nil) }
+
+// put is send for the hub's fan-out (caller holds h.mu). With fan set (a
+// conversation with many local members, see hub.fanList) a frame that
+// send would write at once is held too, and s is appended to *fan, for
+// the caller to write once h.mu is released (hub.unlock), over several
+// goroutines (writeOut). The held bytes are then f's framing itself,
+// shared with the fan-out's other sessions, not a copy: s.shared says so,
+// and a frame that joins them later (an ack) appends to a copy. (In a
+// burst the frame goes to a pooled buffer, as any, since more are likely
+// to join it.)
+//
+// Either way a session's frames keep their order: from the moment a
+// frame is held, every later frame for the session, whoever writes it,
+// joins it until the holder writes them together (release).
+func (s *session) put(f *outFrame, fan *[]*session) {
 	c := s.c()
 	if c == nil {
 		return
 	}
 	h := s.g.hub
 	s.mu.Lock()
-	if s.out == nil && h.open.Load() > 0 && rawConn(c) != nil {
-		h.bmu.Lock()
-		if h.open.Load() > 0 { // else the burst ended meanwhile: write now
-			s.out = outBufs.Get().(*[]byte)
-			h.dirty = append(h.dirty, s)
+	if s.out == nil && (fan != nil || h.open.Load() > 0) && rawConn(c) != nil {
+		held := false
+		if h.open.Load() > 0 {
+			h.bmu.Lock()
+			if held = h.open.Load() > 0; held { // else the burst ended meanwhile
+				h.dirty = append(h.dirty, s)
+				h.dirtyBig = h.dirtyBig || fan != nil
+			}
+			h.bmu.Unlock()
 		}
-		h.bmu.Unlock()
+		if held {
+			s.out = outBufs.Get().(*[]byte)
+		} else if fan != nil {
+			*fan = append(*fan, s)
+			framed := f.frame(s.g)
+			s.out, s.shared = &framed, true
+			s.mu.Unlock()
+			return
+		}
 	}
 	if s.out != nil {
-		if f.framed == nil {
-			f.framed = s.g.appendFrame(nil, f.data)
-		}
-		*s.out = append(*s.out, f.framed...)
+		*s.out = append(*s.out, f.frame(s.g)...)
 		if len(*s.out) >= maxHeldBytes {
 			s.writeHeld(c)
 		}
@@ -100,7 +146,7 @@ func (s *session) wrote(err error) {
 }
 
 // writeHeld writes the held frames in one Write, keeping the buffer (the
-// session stays in hub.dirty). Caller holds s.mu.
+// session stays in hub.dirty or its fan-out's list). Caller holds s.mu.
 func (s *session) writeHeld(c wsConn) {
 	if s.out == nil || len(*s.out) == 0 {
 		return
@@ -109,7 +155,11 @@ func (s *session) writeHeld(c wsConn) {
 		_, err := w.Write(*s.out)
 		s.wrote(err)
 	}
-	*s.out = (*s.out)[:0]
+	if s.shared {
+		*s.out = nil // the next frame must not go into the shared framing
+	} else {
+		*s.out = (*s.out)[:0]
+	}
 }
 
 // release writes the held frames and gives the buffer back.
@@ -122,25 +172,69 @@ func (s *session) release() {
 	if c := s.c(); c != nil {
 		s.writeHeld(c)
 	}
-	if cap(*s.out) <= 4*maxHeldBytes {
+	if !s.shared && cap(*s.out) <= 4*maxHeldBytes {
 		*s.out = (*s.out)[:0]
 		outBufs.Put(s.out)
 	}
-	s.out = nil
+	s.out, s.shared = nil, false
 }
 
 // flush writes what every session holds, and with end closes one burst.
 func (h *hub) flush(end bool) {
 	h.bmu.Lock()
-	dirty := h.dirty
-	h.dirty = nil
+	dirty, big := h.dirty, h.dirtyBig
+	h.dirty, h.dirtyBig = nil, false
 	if end && h.open.Load() > 0 { // Shutdown may have closed every burst
 		h.open.Add(-1)
 	}
 	h.bmu.Unlock()
+	if big { // a large fan-out's frame among them: spread, as unlock does
+		writeOut(dirty)
+		return
+	}
 	for _, s := range dirty {
 		s.release()
 	}
+}
+
+// fanOutShare is the fewest sessions worth a writer goroutine of their
+// own: about 0.5 ms of write(2)s, against a few microseconds to start
+// and join one.
+const fanOutShare = 64
+
+// writeOut writes what each of sessions holds and gives its buffer back.
+// Fewer than 2*fanOutShare sessions it writes itself, one by one, as
+// before; more are cut into contiguous shares of at least fanOutShare,
+// at most GOMAXPROCS-1 of them (a core is left to nbio's pollers, the
+// bus and the store, and on a 2-core node the caller writes alone),
+// written beside each other, the first by the caller. It returns when
+// every share is written. A session is on one list at a
+// time (the one its put registered it on), so no two writers ever take
+// the same connection, and a session's frames keep their order (put).
+func writeOut(sessions []*session) {
+	k := min(runtime.GOMAXPROCS(0)-1, len(sessions)/fanOutShare)
+	if k <= 1 {
+		for _, s := range sessions {
+			s.release()
+		}
+		return
+	}
+	per := (len(sessions) + k - 1) / k
+	var wg sync.WaitGroup
+	for from := per; from < len(sessions); from += per {
+		share := sessions[from:min(from+per, len(sessions))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, s := range share {
+				s.release()
+			}
+		}()
+	}
+	for _, s := range sessions[:per] {
+		s.release()
+	}
+	wg.Wait()
 }
 
 // batchHandler returns the handler of one batch subscription: it opens a

@@ -26,8 +26,16 @@ import (
 // message that arrives ahead of a missing predecessor is held for GapWait,
 // then the gap is read from the store (a seq the store no longer returns
 // expired or was purged and is skipped). Everything is under one mutex;
-// nbio writes never block (they queue), so holding it while writing is
-// cheap.
+// nbio writes never block (they queue), so holding it while writing a
+// few frames is cheap.
+//
+// Large conversations: a frame for a conversation with fanOutMin or more
+// local members is not written under the mutex. Each recipient session
+// holds it (session.put), which fixes its place in the session's order,
+// and the sessions go on h.fan; unlock releases the mutex and then
+// writes them over several goroutines (coalesce.go). Every path that
+// sends to a conversation's members (sendTo, sendMessage, sendEncrypted)
+// releases the mutex with unlock, never with mu.Unlock.
 //
 // Bursts: while a bus subscription has more events waiting (open > 0),
 // the frames written to sessions are held per session and written when
@@ -38,11 +46,17 @@ type hub struct {
 	mu    sync.Mutex
 	users map[string]*userEntry
 	convs map[convKey]*convEntry
+	// fan lists the sessions holding a large fan-out's frame, for unlock
+	// to write; nil unless one is pending. Under mu.
+	fan *[]*session
 	// open counts the subscriptions in a burst (changed under bmu);
 	// dirty holds the sessions with frames held for it (session.out set).
 	bmu   sync.Mutex
 	open  atomic.Int32
 	dirty []*session
+	// dirtyBig says a large fan-out's frame is held in dirty: flush then
+	// spreads the writes (writeOut), else it makes them one by one.
+	dirtyBig bool
 	// leaving holds the grace timers of users whose last session closed.
 	leaving map[string]*time.Timer
 
@@ -242,8 +256,9 @@ type presenceNews struct {
 	userID   string
 	online   bool
 	lastSeen time.Time
-	// list, with a Directory, asks for the online contacts of the user to
-	// be written to this new session (without one, attach writes them).
+	// list asks for the online contacts of the user to be written to
+	// this new session (listOnline; runPresence lists a user's new
+	// sessions of one batch together).
 	list *session
 	// attempt counts retries of news that failed (the directory or the
 	// store was unreachable).
@@ -540,6 +555,45 @@ func tooManyConnections(n int) error {
 	return parley.Errorf(parley.CodeLimitExceeded, "this user has %d connections open on this server, the most allowed; close one (or log out a device)", n)
 }
 
+// fanOutMin is the number of local members from which a conversation's
+// frames are written after h.mu is released, by several goroutines
+// (unlock), rather than one by one under it. Below it, as in every
+// direct conversation and small group, frames are written at once.
+const fanOutMin = 128
+
+var fanLists = sync.Pool{New: func() any { return new([]*session) }}
+
+// fanList returns the list on which the sessions of c hold a frame for
+// unlock to write, or nil if c has fewer than fanOutMin local members
+// (its frames are written at once). Caller holds h.mu.
+func (h *hub) fanList(c *convEntry) *[]*session {
+	if c.x == nil || len(c.m)+len(c.x.more) < fanOutMin {
+		return nil
+	}
+	if h.fan == nil {
+		h.fan = fanLists.Get().(*[]*session)
+	}
+	return h.fan
+}
+
+// unlock releases h.mu, then writes the frames that a fan-out to a large
+// conversation held meanwhile (fanList), spread over up to GOMAXPROCS-1
+// goroutines (writeOut), and returns when they are written. A bus
+// handler so takes its next event only after its writes, as when it
+// wrote under the lock, and its lag (backpressure.go) counts them.
+func (h *hub) unlock() {
+	fan := h.fan
+	h.fan = nil
+	h.mu.Unlock()
+	if fan == nil {
+		return
+	}
+	writeOut(*fan)
+	clear(*fan)
+	*fan = (*fan)[:0]
+	fanLists.Put(fan)
+}
+
 // allSessions snapshots every live session, appended to out[:0] (pass the
 // previous snapshot to reuse its memory; nil for a new one).
 func (h *hub) allSessions(out []*session) []*session {
@@ -555,15 +609,16 @@ func (h *hub) allSessions(out []*session) []*session {
 
 // sendTo writes data to every session of the conversation's local members
 // except those of user skip (if set) and of the users in hide. Caller
-// holds h.mu.
-func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
+// holds h.mu and releases it with unlock.
+func (h *hub) sendTo(c *convEntry, data []byte, skip string, hide ...string) {
 	f := &outFrame{data: data}
+	fan := h.fanList(c)
 	for u := range c.all {
 		if u.id == skip || slices.Contains(hide, u.id) {
 			continue
 		}
 		for _, s := range u.sessions {
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
 }
@@ -573,14 +628,15 @@ func (c *convEntry) sendTo(data []byte, skip string, hide ...string) {
 // sender's sessions, encoded without the mark: nobody else ever gets it
 // live (they see its tombstone by sync or history). An encrypted message
 // (data its frame without a key, or nil) goes to each device with its
-// own key (see sendEncrypted). Caller holds h.mu.
-func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
+// own key (see sendEncrypted). Caller holds h.mu and releases it with
+// unlock.
+func (h *hub) sendMessage(c *convEntry, m *parley.Message, data []byte) {
 	if m.Envelope != nil {
-		c.sendEncrypted(m, data, "")
+		h.sendEncrypted(c, m, data, "")
 		return
 	}
 	if !m.Withheld {
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		return
 	}
 	clean := *m
@@ -607,8 +663,8 @@ func (c *convEntry) sendMessage(m *parley.Message, data []byte) {
 // frame without any key (encryptedBase, encoded before h.mu was taken;
 // nil: encoded here); a device's frame is base with its key spliced in,
 // so the hub lock covers one small encoding per local recipient device.
-// Caller holds h.mu.
-func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice string) {
+// Caller holds h.mu and releases it with unlock.
+func (h *hub) sendEncrypted(c *convEntry, m *parley.Message, base []byte, onlyDevice string) {
 	if base == nil {
 		var err error
 		if base, err = encryptedBase(m); err != nil {
@@ -634,6 +690,10 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 		}
 		return nil
 	}
+	var fan *[]*session
+	if onlyDevice == "" && !m.Withheld {
+		fan = h.fanList(c)
+	}
 	var frames map[string]*outFrame // by device id
 	for u := range c.all {
 		if m.Withheld && u.id != m.SenderID {
@@ -652,7 +712,7 @@ func (c *convEntry) sendEncrypted(m *parley.Message, base []byte, onlyDevice str
 				}
 				frames[device] = f
 			}
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
 }
@@ -726,8 +786,8 @@ func (h *hub) onEvent(_ string, data []byte) {
 	if e.Message != nil && e.Message.Envelope != nil {
 		e.Message.Envelope.Keys = e.Keys // never encoded with the message
 	}
-	if e.ConversationID != "" {
-		h.g.core.ObserveEvent(&e) // the history cache
+	if e.ConversationID != "" || e.Kind == service.EventBlock {
+		h.g.core.ObserveEvent(&e) // the history and relations caches
 	}
 	switch e.Kind {
 	case service.EventMessage:
@@ -773,22 +833,23 @@ func (h *hub) onDeviceList(e *service.Event) {
 	}
 	f := &outFrame{data: data}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	seen := map[*userEntry]bool{}
-	send := func(u *userEntry) {
+	send := func(u *userEntry, fan *[]*session) {
 		if u == nil || seen[u] {
 			return
 		}
 		seen[u] = true
 		for _, s := range u.sessions {
-			s.send(f)
+			s.put(f, fan)
 		}
 	}
-	send(h.users[e.UserID])
+	send(h.users[e.UserID], nil)
 	for _, id := range e.Conversations {
 		if c := h.conv(id); c != nil {
+			fan := h.fanList(c)
 			for u := range c.all {
-				send(u)
+				send(u, fan)
 			}
 		}
 	}
@@ -822,13 +883,13 @@ func (h *hub) onMessageKey(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil || m.Seq > c.delivered {
 		return // not out yet here: it goes out in order, and sync has the key
 	}
 	for _, k := range e.Keys {
-		c.sendEncrypted(m, nil, k.DeviceID)
+		h.sendEncrypted(c, m, nil, k.DeviceID)
 	}
 }
 
@@ -842,9 +903,9 @@ func (h *hub) broadcast(conversationID, skipUser string, hide []string, frame an
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if c := h.conv(conversationID); c != nil {
-		c.sendTo(data, skipUser, hide...)
+		h.sendTo(c, data, skipUser, hide...)
 	}
 }
 
@@ -909,7 +970,7 @@ func (h *hub) onMessage(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil || m.Seq <= c.delivered {
 		return
@@ -952,7 +1013,7 @@ func (h *hub) deliver(c *convEntry, m *parley.Message, data []byte) {
 	if !m.ExpiresAt.IsZero() && !m.ExpiresAt.After(h.g.core.Now()) {
 		return
 	}
-	c.sendMessage(m, data)
+	h.sendMessage(c, m, data)
 }
 
 // release sends held messages that are next in order. Caller holds h.mu.
@@ -1030,7 +1091,7 @@ func (h *hub) fill(c *convEntry) {
 	}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	x.filling = false
 	if h.convs[c.id] != c {
 		return
@@ -1128,13 +1189,13 @@ func (h *hub) onMessageChanged(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	c := h.conv(m.ConversationID)
 	if c == nil {
 		return
 	}
 	if m.Seq <= c.delivered {
-		c.sendMessage(m, data)
+		h.sendMessage(c, m, data)
 		return
 	}
 	// The edit overtook the message itself: hold the edited version in
@@ -1159,7 +1220,7 @@ func (h *hub) onConversation(e *service.Event) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for _, id := range e.Users {
 		if u := h.users[id]; u != nil && u.attaching > 0 {
 			u.pending = append(u.pending, e)
@@ -1173,14 +1234,14 @@ func (h *hub) onConversation(e *service.Event) {
 			}
 		}
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "", e.Hide...)
+			h.sendTo(c, data, "", e.Hide...)
 		}
 	case service.ActionMemberRemoved:
 		c := h.conv(conv.ID)
 		if c == nil {
 			return
 		}
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		for _, id := range e.Users {
 			if u := h.users[id]; u != nil {
 				h.unlink(u, c)
@@ -1191,13 +1252,13 @@ func (h *hub) onConversation(e *service.Event) {
 		if c == nil {
 			return
 		}
-		c.sendTo(data, "")
+		h.sendTo(c, data, "")
 		for !c.empty() {
 			h.unlink(c.m[0], c)
 		}
 	default: // role_changed and whatever comes later
 		if c := h.conv(conv.ID); c != nil {
-			c.sendTo(data, "")
+			h.sendTo(c, data, "")
 		}
 	}
 }
@@ -1290,38 +1351,78 @@ func (h *hub) presenceLoop() {
 			if len(q) == 0 {
 				break
 			}
-			for _, n := range q {
-				h.publishPresence(n)
-			}
+			h.runPresence(q)
 		}
 	}
 }
 
-// publishPresence does what one piece of presence news asks: publish a
-// change (with a Directory, only if the user came online on the first
-// node, or left the last), or list a new session's online contacts.
+// runPresence does what a batch of presence news asks, in order, except
+// that the new sessions of one user waiting in the batch are listed
+// together, where the first of them was queued: one read of the user's
+// online contacts and one encoding of each frame instead of one per
+// session (a reconnect storm, or a user's several sockets, queue many).
+// What a session is told is read when the batch runs, as it would be for
+// each alone.
+func (h *hub) runPresence(q []presenceNews) {
+	var lists map[string][]*session // user -> new sessions, in queue order
+	for _, n := range q {
+		if n.list != nil {
+			if lists == nil {
+				lists = make(map[string][]*session)
+			}
+			lists[n.userID] = append(lists[n.userID], n.list)
+		}
+	}
+	for _, n := range q {
+		if n.list == nil {
+			h.publishPresence(n)
+			continue
+		}
+		if ss, ok := lists[n.userID]; ok {
+			delete(lists, n.userID) // the others of the batch are listed now
+			h.listOnline(n.userID, ss)
+		}
+	}
+}
+
+// listOnline writes to each of a user's new sessions the user's online
+// contacts whose presence the user may see (the core applies the privacy
+// rules), from the directory or, without one, from this node's sessions.
+func (h *hub) listOnline(userID string, sessions []*session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	contacts, err := h.g.core.Contacts(ctx, userID)
+	if err != nil {
+		h.g.log.Warn("list online contacts", "user_id", userID, "err", err)
+		return
+	}
+	var online []string
+	if d := h.g.cfg.Directory; d != nil {
+		online = d.Online(contacts)
+	} else {
+		online = h.localOnline(contacts)
+	}
+	sort.Strings(online)
+	for _, id := range online {
+		data, err := Encode(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
+		if err != nil {
+			h.g.log.Error("encode frame", "err", err)
+			return
+		}
+		f := &outFrame{data: data}
+		for _, s := range sessions {
+			s.send(f)
+		}
+	}
+}
+
+// publishPresence publishes a change of a user's presence (with a
+// Directory, only if the user came online on the first node, or left the
+// last).
 func (h *hub) publishPresence(n presenceNews) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d := h.g.cfg.Directory
-	if n.list != nil {
-		contacts, err := h.g.core.Contacts(ctx, n.userID)
-		if err != nil {
-			h.g.log.Warn("list online contacts", "user_id", n.userID, "err", err)
-			return
-		}
-		var online []string
-		if d != nil {
-			online = d.Online(contacts)
-		} else {
-			online = h.localOnline(contacts)
-		}
-		sort.Strings(online)
-		for _, id := range online {
-			n.list.writeFrame(PresenceFrame{Type: FramePresence, UserID: id, State: "online"})
-		}
-		return
-	}
 	if d != nil {
 		var change bool
 		var err error

@@ -2,7 +2,9 @@ package wsgate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +113,88 @@ func TestPresenceRetries(t *testing.T) {
 	for _, e := range dir.seen() {
 		if e == "join bob" {
 			t.Fatalf("a join retried after bob left: %v", dir.seen())
+		}
+	}
+}
+
+// contactsCore answers Contacts from a fixed map and counts the calls.
+type contactsCore struct {
+	*fakeCore
+	contacts map[string][]string
+	mu       sync.Mutex
+	calls    map[string]int
+}
+
+func (c *contactsCore) Contacts(_ context.Context, userID string) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[userID]++
+	return append([]string(nil), c.contacts[userID]...), nil
+}
+
+// presenceFrames returns the presence frames r received, as "user state".
+func presenceFrames(t *testing.T, r *recorder) []string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, data := range r.frames {
+		var f PresenceFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == FramePresence {
+			out = append(out, f.UserID+" "+f.State)
+		}
+	}
+	return out
+}
+
+// TestPresenceListPerUser: the new sessions of one user waiting in one
+// batch of presence news are listed with one read of the user's contacts,
+// each told of every online contact once; a session that comes in a later
+// batch gets a read of its own.
+func TestPresenceListPerUser(t *testing.T) {
+	core := &contactsCore{fakeCore: &fakeCore{}, calls: map[string]int{},
+		contacts: map[string][]string{"alice": {"bob", "carol", "dave"}, "bob": {"alice"}}}
+	h := newTestHub(t, core.fakeCore)
+	h.g.core = core
+	// No presence loop: the test runs the batches itself.
+	take := func() []presenceNews {
+		h.presenceMu.Lock()
+		defer h.presenceMu.Unlock()
+		q := h.presenceQ
+		h.presenceQ = nil
+		return q
+	}
+	connectFake(h, "bob", nil)
+	connectFake(h, "carol", nil)
+	h.runPresence(take())
+	var alice []*recorder
+	for range 3 {
+		alice = append(alice, connectFake(h, "alice", nil))
+	}
+	h.runPresence(take())
+	if n := core.calls["alice"]; n != 1 {
+		t.Fatalf("alice's contacts read %d times for 3 sessions in one batch, want 1", n)
+	}
+	want := []string{"bob online", "carol online"} // dave is not connected
+	for i, r := range alice {
+		if got := presenceFrames(t, r); !slices.Equal(got, want) {
+			t.Fatalf("alice's session %d got presence %v, want %v", i, got, want)
+		}
+	}
+	late := connectFake(h, "alice", nil)
+	h.runPresence(take())
+	if n := core.calls["alice"]; n != 2 {
+		t.Fatalf("alice's contacts read %d times after a session in a later batch, want 2", n)
+	}
+	if got := presenceFrames(t, late); !slices.Equal(got, want) {
+		t.Fatalf("the later session got presence %v, want %v", got, want)
+	}
+	for i, r := range alice {
+		if got := presenceFrames(t, r); !slices.Equal(got, want) {
+			t.Fatalf("alice's session %d was listed again: %v", i, got)
 		}
 	}
 }

@@ -32,14 +32,18 @@ type session struct {
 	draining bool
 	attached bool // the hub set live delivery up; requests may run
 	closed   bool
+	// shared says that out holds a fan-out's framing shared with other
+	// sessions, not a buffer of outBufs (coalesce.go). Under mu.
+	shared bool
 	// lastRead is the gateway clock when the last frame (pongs
 	// included) arrived; the heartbeat closes the connection when it is
 	// older than IdleTimeout. 4 bytes beside the flags keep the session
 	// in its 192-byte size class.
 	lastRead atomic.Uint32
 
-	// out holds the frames, framed by nbio, held for the hub's burst
-	// (coalesce.go); nil while the session is not in hub.dirty. Under mu.
+	// out holds the frames, framed by nbio, held for the hub's burst or
+	// a large fan-out (coalesce.go); nil while the session is on neither
+	// hub.dirty nor a fan-out's list. Under mu.
 	out *[]byte
 	lim *limiters // made on first use
 }

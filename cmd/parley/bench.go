@@ -338,6 +338,9 @@ func printResult(w io.Writer, r *bench.Result) {
 		if r.E2EMaxMs > 0 {
 			fmt.Fprintf(w, "end-to-end ms: p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f max %.2f\n", r.E2EP50Ms, r.E2EP90Ms, r.E2EP99Ms, r.E2EP999Ms, r.E2EMaxMs)
 		}
+		if a := r.AfterAcceptMs; a != nil {
+			fmt.Fprintf(w, "after acceptance (server's created_at to arrival) ms: p50 %.2f p99 %.2f max %.2f\n", a.P50, a.P99, a.Max)
+		}
 	}
 	switch r.Scenario {
 	case "offline":

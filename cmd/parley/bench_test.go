@@ -70,6 +70,11 @@ func TestBenchSmoke(t *testing.T) {
 				CPUSource             string  `json:"server_cpu_source"`
 				PushQueuePeak         *int64  `json:"push_queue_peak"`
 				PushQueueLeft         *int64  `json:"push_queue_left"`
+				E2EP99                float64 `json:"e2e_p99_ms"`
+				E2EMax                float64 `json:"e2e_max_ms"`
+				AfterAccept           *struct {
+					P50, P99, Max float64
+				} `json:"after_accept_ms"`
 			}
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
 				t.Fatalf("last line is not the JSON result: %v\n%s", err, out)
@@ -105,6 +110,12 @@ func TestBenchSmoke(t *testing.T) {
 				}
 				if r.PushQueuePeak == nil || r.PushQueueLeft == nil || *r.PushQueueLeft != 0 {
 					t.Fatalf("the push queue was not watched until it drained: %s", lines[len(lines)-1])
+				}
+				// After acceptance counts from the server's created_at,
+				// which comes after the client's send: never more than
+				// end to end (both in microseconds, on one clock).
+				if a := r.AfterAccept; a == nil || a.P50 <= 0 || a.P99 < a.P50 || a.Max < a.P99 || a.Max > r.E2EMax {
+					t.Fatalf("after_accept_ms %+v against e2e max %v: %s", a, r.E2EMax, lines[len(lines)-1])
 				}
 			}
 			if args[0] == "offline" && r.CatchUpRounds < 2 {

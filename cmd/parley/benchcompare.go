@@ -210,6 +210,9 @@ func printCompareRun(w io.Writer, r bench.CompareRun) {
 	if res := r.Result; res != nil {
 		fmt.Fprintf(w, "%.0f msgs/s, %.0f deliveries/s (acked %.0f msgs/s to the last ack); server CPU %.1f µs/msg, %.1f µs/delivery; e2e p50 %.1f ms, p99 %.1f ms",
 			res.MsgsPerSec, res.DeliveriesPerSec, res.MsgsPerSecToLastAck, res.ServerCPUUsPerMsg, res.ServerCPUUsPerDelivery, res.E2EP50Ms, res.E2EP99Ms)
+		if a := res.AfterAcceptMs; a != nil {
+			fmt.Fprintf(w, "; after acceptance p99 %.1f ms", a.P99)
+		}
 		if res.PushQueuePeak != nil {
 			fmt.Fprintf(w, "; push queue peak %d", *res.PushQueuePeak)
 			if res.PushDrainSeconds != nil {

@@ -329,7 +329,7 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 		return err
 	}
 	// A gap in the bus (events may have been missed) clears what events
-	// keep coherent: the history cache and the push view.
+	// keep coherent: the history and relations caches, and the push view.
 	var pushView atomic.Pointer[push.View]
 	bus, stopBus, err := openBus(cfg, log, func() {
 		n.svc.ClearHistoryCache()
@@ -367,7 +367,13 @@ func serve(ctx context.Context, cfg *Config, getenv func(string) string, logOut 
 			func() float64 { h, _ := n.svc.HistoryCacheStats(); return float64(h) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_history_cache_misses_total",
 			Help: "History reads the cache could not answer (read from the store)."},
-			func() float64 { _, m := n.svc.HistoryCacheStats(); return float64(m) }))
+			func() float64 { _, m := n.svc.HistoryCacheStats(); return float64(m) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_relations_cache_hits_total",
+			Help: "Block relations of a user in a conversation (checked on every send, receipt and typing event) answered from memory."},
+			func() float64 { h, _ := n.svc.RelationsCacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_relations_cache_misses_total",
+			Help: "Block relations the cache could not answer (read from the store)."},
+			func() float64 { _, m := n.svc.RelationsCacheStats(); return float64(m) }))
 	// Every node enqueues push jobs (a gateway commits messages); the
 	// push role consumes them.
 	pushQueue, err := push.OpenQueue(ctx, bus.Conn(), push.QueueConfig{TTL: cfg.Push.TTL, Replicas: cfg.Push.Replicas, Namespace: cfg.Push.Namespace}, push.NewMetrics(reg), log)

@@ -240,6 +240,14 @@ type Result struct {
 	// DeliveryLagSeconds is how long after the last ack the last
 	// delivery came (0 if it came first).
 	DeliveryLagSeconds float64 `json:"delivery_lag_seconds,omitempty"`
+	// AfterAcceptMs is, per live delivery, the time from the message's
+	// created_at (the server's clock when it took the send: after any
+	// back-pressure hold, before the commit) to its arrival: how far
+	// deliveries trail what the server has taken. e2e counts from the client's send,
+	// so it also holds the time a send waited to be accepted, which a
+	// client's window of sends in flight sets (window / rate). Meaningful
+	// when the bench and the server share a clock (one machine).
+	AfterAcceptMs *Quantiles `json:"after_accept_ms,omitempty"`
 
 	// Server CPU per unit of work (direct, group): server_cpu_seconds,
 	// which counts until the server's push queue has drained (PushDrain),
@@ -292,10 +300,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var cancelRun context.CancelFunc
 	b.runCtx, cancelRun = context.WithCancel(ctx)
 	defer cancelRun()
-	for i := range b.shards {
-		b.shards[i].ack = newHist()
-		b.shards[i].e2e = newHist()
-	}
+	b.newHists()
 	if err := raiseFileLimit(uint64(min(o.Conns, o.PerProcess)) + 256); err != nil {
 		return nil, err
 	}
@@ -334,8 +339,8 @@ type bench struct {
 	conns []*conn
 
 	shards [16]struct {
-		mu       sync.Mutex
-		ack, e2e *hdrhistogram.Histogram
+		mu                 sync.Mutex
+		ack, e2e, accepted *hdrhistogram.Histogram
 	}
 
 	sent, acked, delivered  atomic.Int64
@@ -367,6 +372,13 @@ func (b *bench) noteReconnect(d time.Duration) {
 	b.reconnMu.Lock()
 	b.reconnTimes = append(b.reconnTimes, d)
 	b.reconnMu.Unlock()
+}
+
+// newHists gives every shard its empty latency histograms.
+func (b *bench) newHists() {
+	for i := range b.shards {
+		b.shards[i].ack, b.shards[i].e2e, b.shards[i].accepted = newHist(), newHist(), newHist()
+	}
 }
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 120_000_000, 3) } // µs, up to 2 min
@@ -402,10 +414,11 @@ func (b *bench) finish() {
 			r.ReconnectMs.P50, r.ReconnectMs.P99, r.ReconnectMs.Max = at(0.5), at(0.99), float64(times[len(times)-1].Microseconds())/1000
 		}
 	}
-	ack, e2e := newHist(), newHist()
+	ack, e2e, accepted := newHist(), newHist(), newHist()
 	for i := range b.shards {
 		ack.Merge(b.shards[i].ack)
 		e2e.Merge(b.shards[i].e2e)
+		accepted.Merge(b.shards[i].accepted)
 	}
 	ms := func(h *hdrhistogram.Histogram, q float64) float64 {
 		if h.TotalCount() == 0 {
@@ -415,6 +428,9 @@ func (b *bench) finish() {
 	}
 	r.AckP50Ms, r.AckP90Ms, r.AckP99Ms, r.AckP999Ms = ms(ack, 50), ms(ack, 90), ms(ack, 99), ms(ack, 99.9)
 	r.E2EP50Ms, r.E2EP90Ms, r.E2EP99Ms, r.E2EP999Ms = ms(e2e, 50), ms(e2e, 90), ms(e2e, 99), ms(e2e, 99.9)
+	if accepted.TotalCount() > 0 {
+		r.AfterAcceptMs = &Quantiles{P50: ms(accepted, 50), P99: ms(accepted, 99), Max: float64(accepted.Max()) / 1000}
+	}
 	if ack.TotalCount() > 0 {
 		r.AckMaxMs = float64(ack.Max()) / 1000
 	}

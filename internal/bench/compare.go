@@ -74,6 +74,12 @@ var CompareFigures = []Figure{
 	}},
 	{"e2e_p50_ms", "e2e p50 ms", func(r *Result) (float64, bool) { return r.E2EP50Ms, true }},
 	{"e2e_p99_ms", "e2e p99 ms", func(r *Result) (float64, bool) { return r.E2EP99Ms, true }},
+	{"after_accept_p99_ms", "after acceptance p99 ms", func(r *Result) (float64, bool) {
+		if r.AfterAcceptMs == nil {
+			return 0, false
+		}
+		return r.AfterAcceptMs.P99, true
+	}},
 	{"push_queue_peak", "push queue peak (jobs)", func(r *Result) (float64, bool) {
 		if r.PushQueuePeak == nil {
 			return 0, false

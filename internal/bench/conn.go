@@ -261,7 +261,7 @@ func (k *conn) read(sock *client.Conn, done chan struct{}) {
 				k.b.acked.Add(1)
 				k.ackedN.Add(1)
 				k.lastAck.Store(now.UnixNano())
-				k.b.record(k.shard, true, now.Sub(t))
+				k.b.recordAck(k.shard, now.Sub(t))
 				k.release()
 			}
 		case "error":
@@ -353,19 +353,31 @@ func (k *conn) onMessage(m *parley.Message, now time.Time, live bool) {
 	if others && !dup {
 		k.b.delivered.Add(1)
 		k.lastDelivery.Store(now.UnixNano())
-		if at, ok := sentAt(m.Body); ok && !k.noE2E {
-			k.b.record(k.shard, false, now.Sub(at))
-		}
+		k.recordDelivery(m, now)
 	}
 }
 
-func (b *bench) record(shard int, ack bool, d time.Duration) {
+// recordAck records a send's ack latency.
+func (b *bench) recordAck(shard int, d time.Duration) {
 	s := &b.shards[shard]
 	s.mu.Lock()
-	if ack {
-		_ = s.ack.RecordValue(max(d.Microseconds(), 1))
-	} else {
-		_ = s.e2e.RecordValue(max(d.Microseconds(), 1))
+	_ = s.ack.RecordValue(max(d.Microseconds(), 1))
+	s.mu.Unlock()
+}
+
+// recordDelivery records a live delivery's latencies: end to end, from
+// the send's time in its body, and after acceptance, from the server's
+// created_at (Result.AfterAcceptMs).
+func (k *conn) recordDelivery(m *parley.Message, now time.Time) {
+	at, ok := sentAt(m.Body)
+	if !ok || k.noE2E {
+		return
+	}
+	s := &k.b.shards[k.shard]
+	s.mu.Lock()
+	_ = s.e2e.RecordValue(max(now.Sub(at).Microseconds(), 1))
+	if !m.CreatedAt.IsZero() {
+		_ = s.accepted.RecordValue(max(now.Sub(m.CreatedAt).Microseconds(), 1))
 	}
 	s.mu.Unlock()
 }

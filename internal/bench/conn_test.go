@@ -15,9 +15,7 @@ import (
 // expected).
 func TestStreamChecks(t *testing.T) {
 	b := &bench{res: &Result{Errors: map[string]int64{}}}
-	for i := range b.shards {
-		b.shards[i].ack, b.shards[i].e2e = newHist(), newHist()
-	}
+	b.newHists()
 	k := &conn{b: b, dev: device{deviceID: "me"}, track: map[string]*seqTrack{}}
 	msg := func(seq int64, from string) *parley.Message {
 		return &parley.Message{ConversationID: "c", Seq: seq, SenderDeviceID: from, Body: b.body(time.Now())}
@@ -55,9 +53,7 @@ func TestStreamChecks(t *testing.T) {
 // the tests feed frames to the classification directly.
 func reconnBench() *bench {
 	b := &bench{o: Options{Reconnect: true}, res: &Result{Errors: map[string]int64{}}}
-	for i := range b.shards {
-		b.shards[i].ack, b.shards[i].e2e = newHist(), newHist()
-	}
+	b.newHists()
 	return b
 }
 

@@ -218,7 +218,7 @@ func (k *conn) onAckReconnect(f *client.InFrame, now time.Time) {
 	k.b.acked.Add(1)
 	k.ackedN.Add(1)
 	k.lastAck.Store(now.UnixNano())
-	k.b.record(k.shard, true, now.Sub(m.created))
+	k.b.recordAck(k.shard, now.Sub(m.created))
 	k.release()
 	k.kickPump()
 }
@@ -312,9 +312,7 @@ func (k *conn) onMessageReconnect(m *parley.Message, now time.Time, live bool) {
 	if others {
 		k.b.delivered.Add(1)
 		k.lastDelivery.Store(now.UnixNano())
-		if at, ok := sentAt(m.Body); ok && !k.noE2E {
-			k.b.record(k.shard, false, now.Sub(at))
-		}
+		k.recordDelivery(m, now)
 	}
 }
 

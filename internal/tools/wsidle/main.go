@@ -2,7 +2,9 @@
 // costs a running parleyd in resident memory (docs/benchmarks.md, "Memory
 // per idle WebSocket connection").
 //
-// It registers users, logs each in once (one device token per user),
+// It registers users, logs each in once (one device token per user), or
+// with --accounts takes load-test accounts made by `parleyd admin
+// bench-accounts` (a refresh each instead of two argon2id hashes), then
 // creates direct conversations between them so the hub's per-conversation
 // index is populated, and reads the server's memory after a forced GC. Then
 // it opens N connections to /v1/ws, several per device token (the gateway
@@ -28,6 +30,14 @@
 //
 //	go run ./internal/tools/wsidle --server http://127.0.0.1:8080 \
 //	    --admin http://127.0.0.1:6060 --pid $(pgrep -nx parleyd)
+//
+// With accounts made beforehand in the server's (stopped) data directory,
+// the setup costs no argon2id on the server (nor its garbage in the
+// "before" reading):
+//
+//	parleyd admin bench-accounts --data DIR --count 500 DIR/accounts.json
+//	parleyd --data DIR ... &
+//	go run ./internal/tools/wsidle --accounts DIR/accounts.json ...
 package main
 
 import (
@@ -55,6 +65,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/parleychat/parley/internal/benchaccounts"
 )
 
 // password is every generated user's password.
@@ -79,6 +91,7 @@ type options struct {
 	hold            time.Duration
 	warmup          bool
 	steadyTimeout   time.Duration
+	accounts        string
 }
 
 func main() {
@@ -101,6 +114,7 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "", "also write the result as JSON to this file ('-' for stdout)")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "save the server's heap profiles before and after connecting here (heap-before.pb.gz, heap-after.pb.gz), and with --pid its /proc/PID/smaps (smaps-before.txt, smaps-after.txt)")
 	flag.BoolVar(&o.warmup, "warmup", false, "open and close all connections once before the first reading, so one-time costs (SQLite page caches, Go heap growth) fall outside the difference")
+	flag.StringVar(&o.accounts, "accounts", "", "take the users from this file of load-test accounts (parleyd admin bench-accounts against the server's store) instead of registering them: one refresh each, no argon2id (the rotated refresh tokens are written back)")
 	flag.DurationVar(&o.hold, "hold", 0, "keep the connections open this long after measuring (for manual profiling)")
 	flag.Parse()
 	if err := run(&o); err != nil {
@@ -111,25 +125,30 @@ func main() {
 
 // Result is what one run measured; --json writes it.
 type Result struct {
-	Started             time.Time      `json:"started"`
-	Server              string         `json:"server"`
-	Users               int            `json:"users"`
-	Conversations       int            `json:"conversations"`
-	ConvsPerUser        int            `json:"conversations_per_user"`
-	Warmup              bool           `json:"warmup"`
-	Conns               int            `json:"connections"`
-	ConnsPerToken       float64        `json:"connections_per_token"`
-	SourceAddrs         int            `json:"source_addresses"`
-	SetupSeconds        float64        `json:"setup_seconds"`
-	ConnectSeconds      float64        `json:"connect_seconds"`
-	Ready               int64          `json:"ready"`
-	Failed              int64          `json:"failed"`
-	Failures            map[string]int `json:"failures,omitempty"`
-	Before              Sample         `json:"before"`
-	After               Sample         `json:"after"`
-	RSSPerConn          float64        `json:"rss_bytes_per_connection"`
-	VmRSSPerConn        float64        `json:"vmrss_bytes_per_connection,omitempty"`
-	GoInusePerConn      float64        `json:"go_heap_and_stack_inuse_bytes_per_connection"`
+	Started        time.Time      `json:"started"`
+	Server         string         `json:"server"`
+	Users          int            `json:"users"`
+	Conversations  int            `json:"conversations"`
+	ConvsPerUser   int            `json:"conversations_per_user"`
+	Warmup         bool           `json:"warmup"`
+	Accounts       bool           `json:"accounts,omitempty"` // users from --accounts, not registered
+	Conns          int            `json:"connections"`
+	ConnsPerToken  float64        `json:"connections_per_token"`
+	SourceAddrs    int            `json:"source_addresses"`
+	SetupSeconds   float64        `json:"setup_seconds"`
+	ConnectSeconds float64        `json:"connect_seconds"`
+	Ready          int64          `json:"ready"`
+	Failed         int64          `json:"failed"`
+	Failures       map[string]int `json:"failures,omitempty"`
+	Before         Sample         `json:"before"`
+	After          Sample         `json:"after"`
+	RSSPerConn     float64        `json:"rss_bytes_per_connection"`
+	VmRSSPerConn   float64        `json:"vmrss_bytes_per_connection,omitempty"`
+	GoInusePerConn float64        `json:"go_heap_and_stack_inuse_bytes_per_connection"`
+	// GoLivePerConn is the growth of the live heap objects (heap_alloc
+	// right after a forced GC); GoInusePerConn minus it is what the
+	// partly filled spans and the stacks add.
+	GoLivePerConn       float64        `json:"go_heap_live_bytes_per_connection"`
 	ClosedByServer      int64          `json:"closed_by_server"`
 	CloseReasons        map[string]int `json:"close_reasons,omitempty"`
 	FramesAfterReady    int64          `json:"frames_after_ready"`
@@ -149,6 +168,7 @@ type Sample struct {
 	RSS          float64   `json:"rss_bytes"`           // process_resident_memory_bytes
 	VmRSS        float64   `json:"vmrss_bytes"`         // /proc/PID/status, 0 without --pid
 	HeapInuse    float64   `json:"heap_inuse_bytes"`    // go_memstats_heap_inuse_bytes
+	HeapAlloc    float64   `json:"heap_alloc_bytes"`    // go_memstats_heap_alloc_bytes: live objects, right after the forced GC
 	StackInuse   float64   `json:"stack_inuse_bytes"`   // go_memstats_stack_inuse_bytes
 	HeapReleased float64   `json:"heap_released_bytes"` // go_memstats_heap_released_bytes
 	HeapIdle     float64   `json:"heap_idle_bytes"`     // go_memstats_heap_idle_bytes
@@ -177,7 +197,7 @@ func run(o *options) error {
 	o.admin = strings.TrimRight(o.admin, "/")
 	ctx := context.Background()
 	res := &Result{Started: time.Now().UTC(), Server: o.server, Users: o.users, ConvsPerUser: o.convsPerUser,
-		Warmup: o.warmup, Conns: o.conns, ConnsPerToken: float64(o.conns) / float64(o.users), SourceAddrs: o.sourceAddrs}
+		Warmup: o.warmup, Accounts: o.accounts != "", Conns: o.conns, ConnsPerToken: float64(o.conns) / float64(o.users), SourceAddrs: o.sourceAddrs}
 	m := &meter{o: o, http: &http.Client{Timeout: 2 * time.Minute}}
 	initial, err := m.read(ctx)
 	if err != nil {
@@ -263,6 +283,7 @@ func run(o *options) error {
 		res.VmRSSPerConn = (res.After.VmRSS - res.Before.VmRSS) / n
 	}
 	res.GoInusePerConn = (res.After.HeapInuse + res.After.StackInuse - res.Before.HeapInuse - res.Before.StackInuse) / n
+	res.GoLivePerConn = (res.After.HeapAlloc - res.Before.HeapAlloc) / n
 	printSummary(os.Stdout, res)
 	if o.jsonPath != "" {
 		data, _ := json.MarshalIndent(res, "", "  ")
@@ -369,10 +390,34 @@ func (a *apiClient) call(ctx context.Context, method, path, token string, body, 
 	return nil
 }
 
-// setup registers and logs in o.users users and gives each o.convsPerUser
-// direct conversations: user i starts one with each of users i+1 ..
-// i+convs/2 (mod users), so every user ends up in convs of them.
+// setup registers and logs in o.users users (or takes them from
+// o.accounts) and gives each o.convsPerUser direct conversations: user i
+// starts one with each of users i+1 .. i+convs/2 (mod users), so every
+// user ends up in convs of them.
 func setup(ctx context.Context, api *apiClient, o *options) ([]device, int, error) {
+	var devices []device
+	var err error
+	if o.accounts != "" {
+		devices, err = accountDevices(ctx, api, o)
+	} else {
+		devices, err = registerDevices(ctx, api, o)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	half := o.convsPerUser / 2
+	total := o.users * half
+	err = forEach(ctx, total, 4*o.setupWorkers, func(ctx context.Context, k int) error {
+		from, to := k/half, (k/half+1+k%half)%o.users
+		return api.call(ctx, "POST", "/v1/conversations", devices[from].token,
+			map[string]any{"kind": "direct", "members": []string{devices[to].userID}}, nil, http.StatusCreated, http.StatusOK)
+	})
+	return devices, total, err
+}
+
+// registerDevices registers o.users users and logs each in once (two
+// argon2id hashes each on the server).
+func registerDevices(ctx context.Context, api *apiClient, o *options) ([]device, error) {
 	devices := make([]device, o.users)
 	err := forEach(ctx, o.users, o.setupWorkers, func(ctx context.Context, i int) error {
 		handle := fmt.Sprintf("%su%05d", o.prefix, i)
@@ -394,17 +439,57 @@ func setup(ctx context.Context, api *apiClient, o *options) ([]device, int, erro
 		}
 		return nil
 	})
+	return devices, err
+}
+
+// accountDevices takes the first o.users accounts of o.accounts (made by
+// parleyd admin bench-accounts against the server's store) and exchanges
+// each refresh token for an access token. Refresh tokens rotate on use, so
+// the new ones are written back (whatever else failed) before the run goes
+// on; the file is locked meanwhile, so that two tools sharing it take
+// turns instead of presenting each other's spent tokens (which revokes the
+// device).
+func accountDevices(ctx context.Context, api *apiClient, o *options) ([]device, error) {
+	unlock, err := benchaccounts.Lock(o.accounts)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	half := o.convsPerUser / 2
-	total := o.users * half
-	err = forEach(ctx, total, 4*o.setupWorkers, func(ctx context.Context, k int) error {
-		from, to := k/half, (k/half+1+k%half)%o.users
-		return api.call(ctx, "POST", "/v1/conversations", devices[from].token,
-			map[string]any{"kind": "direct", "members": []string{devices[to].userID}}, nil, http.StatusCreated, http.StatusOK)
+	defer unlock()
+	f, err := benchaccounts.Read(o.accounts)
+	if err != nil {
+		return nil, err
+	}
+	if len(f.Accounts) < o.users {
+		return nil, fmt.Errorf("%s has %d accounts and --users is %d: make more with parleyd admin bench-accounts --count %d",
+			o.accounts, len(f.Accounts), o.users, o.users)
+	}
+	devices := make([]device, o.users)
+	var rotated atomic.Int64
+	err = forEach(ctx, o.users, o.setupWorkers, func(ctx context.Context, i int) error {
+		a := &f.Accounts[i]
+		var s struct {
+			UserID       string `json:"user_id"`
+			DeviceID     string `json:"device_id"`
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+		}
+		if err := api.call(ctx, "POST", "/v1/sessions/refresh", "", map[string]any{"refresh_token": a.RefreshToken}, &s, http.StatusOK); err != nil {
+			return fmt.Errorf("refreshing %s from %s (made for this server's store?): %w", a.Handle, o.accounts, err)
+		}
+		a.RefreshToken = s.RefreshToken // each goroutine writes its own element
+		rotated.Add(1)
+		if s.UserID != a.UserID || s.DeviceID != a.DeviceID {
+			return fmt.Errorf("refreshing %s: the server answered for user %s device %s, the file says %s %s", a.Handle, s.UserID, s.DeviceID, a.UserID, a.DeviceID)
+		}
+		devices[i] = device{userID: s.UserID, deviceID: s.DeviceID, token: s.AccessToken}
+		return nil
 	})
-	return devices, total, err
+	if rotated.Load() > 0 {
+		if werr := benchaccounts.Replace(o.accounts, f); werr != nil {
+			return nil, errors.Join(err, fmt.Errorf("writing the rotated refresh tokens back to %s: %w", o.accounts, werr))
+		}
+	}
+	return devices, err
 }
 
 // forEach runs fn(0..n-1) on workers goroutines and returns the first
@@ -750,6 +835,7 @@ func (m *meter) phase(ctx context.Context, name string) (Sample, error) {
 		RSS:          med(func(s *Sample) float64 { return s.RSS }),
 		VmRSS:        med(func(s *Sample) float64 { return s.VmRSS }),
 		HeapInuse:    med(func(s *Sample) float64 { return s.HeapInuse }),
+		HeapAlloc:    med(func(s *Sample) float64 { return s.HeapAlloc }),
 		StackInuse:   med(func(s *Sample) float64 { return s.StackInuse }),
 		HeapReleased: med(func(s *Sample) float64 { return s.HeapReleased }),
 		HeapIdle:     med(func(s *Sample) float64 { return s.HeapIdle }),
@@ -776,6 +862,7 @@ func (m *meter) read(ctx context.Context) (Sample, error) {
 	for name, p := range map[string]*float64{
 		"process_resident_memory_bytes":   &s.RSS,
 		"go_memstats_heap_inuse_bytes":    &s.HeapInuse,
+		"go_memstats_heap_alloc_bytes":    &s.HeapAlloc,
 		"go_memstats_stack_inuse_bytes":   &s.StackInuse,
 		"go_memstats_heap_released_bytes": &s.HeapReleased,
 		"go_memstats_heap_idle_bytes":     &s.HeapIdle,
@@ -855,8 +942,8 @@ func printSummary(w io.Writer, r *Result) {
 		if s.VmRSS != 0 {
 			fmt.Fprintf(w, "  VmRSS %7.1f MiB", s.VmRSS/mib)
 		}
-		fmt.Fprintf(w, "  heap in use %6.1f MiB  stacks %5.1f MiB  heap released %6.1f MiB  goroutines %5.0f  open fds %5.0f\n",
-			s.HeapInuse/mib, s.StackInuse/mib, s.HeapReleased/mib, s.Goroutines, s.OpenFDs)
+		fmt.Fprintf(w, "  heap in use %6.1f MiB (live %6.1f)  stacks %5.1f MiB  heap released %6.1f MiB  goroutines %5.0f  open fds %5.0f\n",
+			s.HeapInuse/mib, s.HeapAlloc/mib, s.StackInuse/mib, s.HeapReleased/mib, s.Goroutines, s.OpenFDs)
 	}
 	row("before", r.Before)
 	row("after", r.After)
@@ -864,8 +951,8 @@ func printSummary(w io.Writer, r *Result) {
 	if r.VmRSSPerConn != 0 {
 		fmt.Fprintf(w, "  VmRSS %.2f KiB", r.VmRSSPerConn/1024)
 	}
-	fmt.Fprintf(w, "  Go heap+stack in use %.2f KiB  goroutines %+d  open fds %+d\n",
-		r.GoInusePerConn/1024, int(math.Round(r.After.Goroutines-r.Before.Goroutines)), int(math.Round(r.After.OpenFDs-r.Before.OpenFDs)))
+	fmt.Fprintf(w, "  Go heap+stack in use %.2f KiB (live heap %.2f KiB)  goroutines %+d  open fds %+d\n",
+		r.GoInusePerConn/1024, r.GoLivePerConn/1024, int(math.Round(r.After.Goroutines-r.Before.Goroutines)), int(math.Round(r.After.OpenFDs-r.Before.OpenFDs)))
 	fmt.Fprintf(w, "idle:       %d frames after ready, %d pings answered, %d closed by the server; server CPU %.2f cores, allocating %.2f MiB/s\n",
 		r.FramesAfterReady, r.PingsAnswered, r.ClosedByServer, r.IdleCPU, r.IdleAllocRate/mib)
 	for reason, n := range r.CloseReasons {
