@@ -79,7 +79,7 @@ type Privacy struct {
 var DefaultPrivacy = Privacy{Presence: VisibleEveryone, ReadReceipts: VisibleEveryone}
 
 // Peer is another user who shares a conversation with a user, as
-// Store.Peers and Store.PresencePeers list them.
+// Store.Peers and Store.ContactPeers list them.
 type Peer struct {
 	UserID  string
 	Privacy Privacy

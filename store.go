@@ -221,13 +221,6 @@ type Store interface {
 	// ConversationIDs lists the ids of every conversation userID is a
 	// member of, in no particular order.
 	ConversationIDs(ctx context.Context, userID string) ([]string, error)
-	// Contacts lists, in no particular order, every user other than userID
-	// who shares a conversation of at most maxMembers members (any size if
-	// maxMembers is 0) with userID: the audience of the user's presence,
-	// and whose presence the user may see. Its cost follows the members
-	// of the user's conversations up to maxMembers each, not the size of
-	// larger ones.
-	Contacts(ctx context.Context, userID string, maxMembers int) ([]string, error)
 	// MemberCount returns the number of members of a conversation (0 if
 	// there is no such conversation), counting at most upTo+1 of them when
 	// upTo > 0: a result above upTo then means "more than upTo", and the
@@ -282,17 +275,19 @@ type Store interface {
 	// contacts with the default settings. The flags of a peer are over
 	// every conversation the two share.
 	Peers(ctx context.Context, userID, conversationID string) ([]Peer, error)
-	// PresencePeers is Peers for presence: the exceptional peers among
-	// the users Contacts lists for the same maxMembers (those who share a
-	// conversation of at most maxMembers members with userID; any size if
-	// maxMembers is 0), in no particular order. A peer's flags are still
-	// over every conversation the two share, of any size, so a peer lists
-	// as Peers lists it or not at all. Presence never flows through the
-	// larger conversations: its cost follows the members of the user's
-	// conversations up to maxMembers each (and their shared memberships),
-	// not the size of larger ones, where Peers' follows every member of
-	// every conversation of the user.
-	PresencePeers(ctx context.Context, userID string, maxMembers int) ([]Peer, error)
+	// ContactPeers lists, in no particular order, the user's contacts for
+	// presence: every user other than userID who shares a conversation
+	// of at most maxMembers members (any size if maxMembers is 0) with
+	// userID, the audience of the user's presence and those whose
+	// presence the user may see. Each comes as a Peer, settings and flags
+	// over every conversation the two share, of any size (an exceptional
+	// one as Peers lists it). One snapshot: who is a contact and how each
+	// may see the other never disagree while a membership changes.
+	// Presence never flows through the larger conversations: the cost
+	// follows the members of the user's conversations up to maxMembers
+	// each (and their shared memberships), not the size of larger ones,
+	// where Peers' follows every member of every conversation of the user.
+	ContactPeers(ctx context.Context, userID string, maxMembers int) ([]Peer, error)
 	// LastSeqs returns the last_seq of every conversation userID is a
 	// member of, keyed by conversation id, read in one snapshot. The
 	// WebSocket gateway starts live delivery from these.

@@ -78,21 +78,6 @@ func (s *Service) conversationPaged(ctx context.Context, conversationID string) 
 	return paged, nil
 }
 
-// unpaged returns those of ids that are not paged conversations.
-func (s *Service) unpaged(ctx context.Context, ids []string) ([]string, error) {
-	out := ids[:0:0]
-	for _, id := range ids {
-		paged, err := s.conversationPaged(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if !paged {
-			out = append(out, id)
-		}
-	}
-	return out, nil
-}
-
 // Members returns a page of a conversation's members, by user id, with
 // its member count, watermarks as the caller may see them.
 // CodeConversationNotFound unless the caller is a member;
@@ -123,7 +108,7 @@ func (s *Service) Members(ctx context.Context, p *parley.Principal, conversation
 }
 
 // pagedCache remembers, per conversation, whether it is paged, for
-// pagedTTL: the receipt and presence paths ask per event. Conversation
+// pagedTTL: the receipt path asks per event. Conversation
 // events (from this node or the bus) update it; an entry missed with a
 // lost event is right again within pagedTTL. Bounded: when full, it
 // starts over. The zero value is ready to use.

@@ -48,8 +48,10 @@ const (
 	// after a delete; Users names the users the change is about).
 	EventConversation = "conversation"
 	// EventPresence: a user came online or went offline (UserID, State,
-	// LastSeen). The audience is the members of Conversations except the
-	// users in Hide; or, when Users is set, exactly those users.
+	// LastSeen). The audience is the users in Users: this core names
+	// them all (presenceAudience), in several events if they are many.
+	// An event with Conversations instead, from a node before that, is
+	// for their members except the users in Hide.
 	EventPresence = "presence"
 	// EventBlock: UserID blocked (State "blocked") or unblocked
 	// ("unblocked") the user in Users; for the user's own devices.
@@ -306,41 +308,33 @@ func (s *Service) Typing(ctx context.Context, p *parley.Principal, conversationI
 
 // Presence publishes that userID came online or went offline. The
 // gateway calls it on a user's first live session and after the grace
-// period that follows the last one; the audience is everyone who shares a
-// conversation with the user.
+// period that follows the last one; the audience is the user's contacts
+// whom the privacy rules let see it (presenceAudience).
 func (s *Service) Presence(ctx context.Context, userID string, online bool, lastSeen time.Time) error {
-	ids, err := s.store.ConversationIDs(ctx, userID)
+	audience, err := s.presenceAudience(ctx, userID)
 	if err != nil {
 		return err
 	}
-	// Not through paged conversations: ten thousand members coming
-	// online would be a hundred million frames.
-	if ids, err = s.unpaged(ctx, ids); err != nil {
-		return err
-	}
-	publish, hide, err := s.presenceAudience(ctx, userID)
-	if err != nil || !publish {
-		return err
-	}
-	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids, Hide: hide}
+	e := &Event{Kind: EventPresence, UserID: userID, State: "offline"}
 	if online {
 		e.State = "online"
 	} else {
 		e.LastSeen = lastSeen.UTC().Truncate(time.Second)
 	}
-	s.publish(ctx, UserSubject(userID), e)
+	s.publishPresence(ctx, e, audience)
 	return nil
 }
 
 // Contacts returns the users whose presence userID may see: those who
-// share a conversation that is not paged with the user, less those the privacy rules hide
-// (blocks, their settings). The gateway lists the online ones to a new session.
+// share a conversation that is not paged with the user, less those the
+// privacy rules hide (blocks either way, their settings, their requests
+// to the user: they have accepted nothing shared with the user), from
+// one read of the contacts and their settings. The gateway lists the
+// online ones to a new session.
 func (s *Service) Contacts(ctx context.Context, userID string) ([]string, error) {
-	ids, err := s.store.Contacts(ctx, userID, s.cfg.MaxInlineMembers)
-	if err != nil {
-		return nil, err
-	}
-	return s.visiblePresence(ctx, userID, ids)
+	return s.contacts(ctx, userID, func(p parley.Peer) bool {
+		return !p.PeerUnaccepted && p.Privacy.Presence.Allows(!p.Stranger)
+	})
 }
 
 // LastSeqs returns the last_seq of every conversation the caller is a

@@ -64,33 +64,19 @@ func (s *Service) SetPrivacy(ctx context.Context, p *parley.Principal, c Privacy
 // who may no longer see the user's presence under visibility v. Errors
 // are logged: the setting is stored, and holds from the next change on.
 func (s *Service) hidePresence(ctx context.Context, userID string, v parley.Visibility) {
-	ids, err := s.store.ConversationIDs(ctx, userID)
-	if err == nil {
-		ids, err = s.unpaged(ctx, ids)
-	}
+	peers, err := s.store.ContactPeers(ctx, userID, s.cfg.MaxInlineMembers)
 	if err != nil {
 		s.log.WarnContext(ctx, "hide presence", "err", err)
 		return
 	}
-	e := &Event{Kind: EventPresence, UserID: userID, State: "offline", Conversations: ids}
-	if v == parley.VisibleContacts {
-		// The contacts keep seeing it: hide the news from them.
-		contacts, err := s.store.Contacts(ctx, userID, s.cfg.MaxInlineMembers)
-		if err == nil {
-			var peers []parley.Peer
-			peers, err = s.store.PresencePeers(ctx, userID, s.cfg.MaxInlineMembers)
-			strangers := map[string]bool{}
-			for _, peer := range peers {
-				strangers[peer.UserID] = peer.Stranger
-			}
-			e.Hide = slices.DeleteFunc(contacts, func(id string) bool { return strangers[id] })
-		}
-		if err != nil {
-			s.log.WarnContext(ctx, "hide presence", "err", err)
-			return
+	var audience []string
+	for _, p := range peers {
+		// With contacts, the contacts keep seeing it.
+		if v == parley.VisibleNobody || p.Stranger {
+			audience = append(audience, p.UserID)
 		}
 	}
-	s.publish(ctx, UserSubject(userID), e)
+	s.publishPresence(ctx, &Event{Kind: EventPresence, UserID: userID, State: "offline"}, audience)
 }
 
 // peerMap indexes peers by user id.
@@ -102,60 +88,65 @@ func peerMap(peers []parley.Peer) map[string]parley.Peer {
 	return m
 }
 
-// presenceAudience returns whether userID's presence is published at all
-// and, if so, who among the members of its conversations must not see it.
-func (s *Service) presenceAudience(ctx context.Context, userID string) (publish bool, hide []string, err error) {
+// Presence goes only between contacts (Store.ContactPeers): users who
+// share a conversation that is not paged (ten thousand members coming
+// online would be a hundred million frames), less those the privacy
+// rules hide. Who is a contact and what the rules say of each come from
+// one read, so a membership change cannot fall between the two: a
+// conversation crossing the inline limit, or a message request arriving,
+// is either wholly seen or not at all. (The paged cache, forgotten on
+// membership events, is for the receipt path; presence does not use it.)
+
+// presenceAudience returns the users who may see userID's presence: its
+// contacts but those it shares only unaccepted requests with (the
+// requesters), the strangers if its presence is for contacts, and those
+// who block it or whom it blocks. None if its presence is nobody's.
+func (s *Service) presenceAudience(ctx context.Context, userID string) ([]string, error) {
 	u, err := s.store.User(ctx, userID)
-	if err != nil {
-		return false, nil, err
+	if err != nil || u.Privacy.Presence == parley.VisibleNobody {
+		return nil, err
 	}
-	if u.Privacy.Presence == parley.VisibleNobody {
-		return false, nil, nil
-	}
-	r, err := s.relations(ctx, userID, "")
-	if err != nil {
-		return false, nil, err
-	}
-	hide = blockedIDs(r)
-	// Presence goes only through conversations that are not paged: the
-	// peers of the others do not matter, and would cost a join over
-	// every member of every big group the user is in, at each connect.
-	peers, err := s.store.PresencePeers(ctx, userID, s.cfg.MaxInlineMembers)
-	if err != nil {
-		return false, nil, err
-	}
-	for _, p := range peers {
-		// Those the user shares only unaccepted requests with (the
-		// requesters) never see it; strangers not, with contacts.
-		if p.Unaccepted || p.Stranger && u.Privacy.Presence == parley.VisibleContacts {
-			hide = append(hide, p.UserID)
-		}
-	}
-	return true, hide, nil
+	return s.contacts(ctx, userID, func(p parley.Peer) bool {
+		return !p.Unaccepted && (!p.Stranger || u.Privacy.Presence != parley.VisibleContacts)
+	})
 }
 
-// visiblePresence drops from ids the users whose presence viewerID may
-// not see (blocks either way, their settings). ids must be among the
-// co-members of viewerID's conversations that are not paged (Contacts).
-func (s *Service) visiblePresence(ctx context.Context, viewerID string, ids []string) ([]string, error) {
-	r, err := s.relations(ctx, viewerID, "")
+// contacts returns userID's contacts for presence (Store.ContactPeers)
+// that keep says yes to, less those who block the user or whom it
+// blocks.
+func (s *Service) contacts(ctx context.Context, userID string, keep func(parley.Peer) bool) ([]string, error) {
+	r, err := s.relations(ctx, userID, "")
 	if err != nil {
 		return nil, err
 	}
-	// ids are contacts through conversations that are not paged (see
-	// Contacts): their peers are PresencePeers'.
-	peers, err := s.store.PresencePeers(ctx, viewerID, s.cfg.MaxInlineMembers)
+	peers, err := s.store.ContactPeers(ctx, userID, s.cfg.MaxInlineMembers)
 	if err != nil {
 		return nil, err
 	}
-	pm := peerMap(peers)
-	return slices.DeleteFunc(ids, func(id string) bool {
-		if r.Blocking(id) {
-			return true
+	ids := make([]string, 0, len(peers))
+	for _, p := range peers {
+		if keep(p) && !r.Blocking(p.UserID) {
+			ids = append(ids, p.UserID)
 		}
-		p, ok := pm[id]
-		return ok && (p.PeerUnaccepted || !p.Privacy.Presence.Allows(!p.Stranger))
-	}), nil
+	}
+	return ids, nil
+}
+
+// presenceChunk bounds the users one presence event names, so that a
+// user with many contacts makes several events of tens of kilobytes
+// rather than one past the bus's largest message.
+const presenceChunk = 2048
+
+// publishPresence publishes e to audience, named in e.Users (in events
+// of at most presenceChunk users); nothing if audience is empty.
+func (s *Service) publishPresence(ctx context.Context, e *Event, audience []string) {
+	for len(audience) > 0 {
+		n := min(len(audience), presenceChunk)
+		part := *e
+		part.Users = audience[:n]
+		s.publish(ctx, UserSubject(e.UserID), &part)
+		audience = audience[n:]
+	}
 }
 
 // readHide lists the members of a conversation who must not see the

@@ -45,7 +45,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 	}
 }
 
-// BenchmarkPresencePeers measures PresencePeers against Peers for a user
+// BenchmarkPresencePeers measures ContactPeers against Peers for a user
 // in a group of 100, 1,000 and 10,000 members (storetest.BenchPresencePeers),
 // against the machine's PostgreSQL (PARLEY_TEST_POSTGRES), with the
 // statistics of a fresh ANALYZE (autovacuum's would come later):

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/store/internal/engine"
 )
@@ -40,13 +38,13 @@ func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]par
 	return s.readPeers(ctx, peersSQL, userID, conversationID)
 }
 
-// PresencePeers implements parley.Store with one query.
-func (s *Store) PresencePeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
-	defer s.track("presence_peers", time.Now())
-	return s.readPeers(ctx, engine.PresencePeersSQL, userID, int64(max(maxMembers, 0)))
+// ContactPeers implements parley.Store with one query.
+func (s *Store) ContactPeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
+	defer s.track("contact_peers", time.Now())
+	return s.readPeers(ctx, engine.ContactPeersSQL, userID, int64(max(maxMembers, 0)))
 }
 
-// readPeers runs query, of peersSQL's columns, with args.
+// readPeers runs query, a peers query (see engine.Peers), with args.
 func (s *Store) readPeers(ctx context.Context, query string, args ...any) ([]parley.Peer, error) {
 	if s.closed.Load() {
 		return nil, errClosed
@@ -55,15 +53,18 @@ func (s *Store) readPeers(ctx context.Context, query string, args ...any) ([]par
 	if err != nil {
 		return nil, s.internal("read peers", err)
 	}
-	peers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (parley.Peer, error) {
-		var p parley.Peer
+	defer rows.Close()
+	var peers engine.Peers
+	for rows.Next() {
+		var id, presence, receipts string
 		var contact, mine, theirs bool
-		err := row.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &contact, &mine, &theirs)
-		p.Stranger, p.Unaccepted, p.PeerUnaccepted = !contact, !mine, !theirs
-		return p, err
-	})
-	if err != nil {
+		if err := rows.Scan(&id, &presence, &receipts, &contact, &mine, &theirs); err != nil {
+			return nil, s.internal("read peers", err)
+		}
+		peers.Row(id, parley.Visibility(presence), parley.Visibility(receipts), contact, mine, theirs)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, s.internal("read peers", err)
 	}
-	return peers, nil
+	return peers.List(), nil
 }

@@ -29,7 +29,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 	})
 }
 
-// BenchmarkPresencePeers measures PresencePeers against Peers for a user
+// BenchmarkPresencePeers measures ContactPeers against Peers for a user
 // in a group of 100, 1,000 and 10,000 members (storetest.BenchPresencePeers):
 //
 //	go test -run x -bench PresencePeers ./store/sqlite

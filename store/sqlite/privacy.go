@@ -40,17 +40,17 @@ func (s *Store) Peers(ctx context.Context, userID, conversationID string) ([]par
 	return s.readPeers(ctx, s.rst.peers, userID, conversationID)
 }
 
-// presencePeersSQL is engine.PresencePeersSQL with SQLite's numbered
+// contactPeersSQL is engine.ContactPeersSQL with SQLite's numbered
 // parameters.
-var presencePeersSQL = strings.ReplaceAll(engine.PresencePeersSQL, "$", "?")
+var contactPeersSQL = strings.ReplaceAll(engine.ContactPeersSQL, "$", "?")
 
-// PresencePeers implements parley.Store with one query.
-func (s *Store) PresencePeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
-	defer s.track("presence_peers", time.Now())
-	return s.readPeers(ctx, s.rst.presencePeers, userID, max(maxMembers, 0))
+// ContactPeers implements parley.Store with one query.
+func (s *Store) ContactPeers(ctx context.Context, userID string, maxMembers int) ([]parley.Peer, error) {
+	defer s.track("contact_peers", time.Now())
+	return s.readPeers(ctx, s.rst.contactPeers, userID, max(maxMembers, 0))
 }
 
-// readPeers runs st, a query of peersSQL's columns, with args.
+// readPeers runs st, a peers query (see engine.Peers), with args.
 func (s *Store) readPeers(ctx context.Context, st *sql.Stmt, args ...any) ([]parley.Peer, error) {
 	if s.closed.Load() {
 		return nil, errClosed
@@ -60,18 +60,17 @@ func (s *Store) readPeers(ctx context.Context, st *sql.Stmt, args ...any) ([]par
 		return nil, s.internal("read peers", err)
 	}
 	defer rows.Close()
-	var peers []parley.Peer
+	var peers engine.Peers
 	for rows.Next() {
-		var p parley.Peer
+		var id, presence, receipts string
 		var contact, mine, theirs bool
-		if err := rows.Scan(&p.UserID, &p.Privacy.Presence, &p.Privacy.ReadReceipts, &contact, &mine, &theirs); err != nil {
+		if err := rows.Scan(&id, &presence, &receipts, &contact, &mine, &theirs); err != nil {
 			return nil, s.internal("read peers", err)
 		}
-		p.Stranger, p.Unaccepted, p.PeerUnaccepted = !contact, !mine, !theirs
-		peers = append(peers, p)
+		peers.Row(id, parley.Visibility(presence), parley.Visibility(receipts), contact, mine, theirs)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.internal("read peers", err)
 	}
-	return peers, nil
+	return peers.List(), nil
 }

@@ -51,8 +51,8 @@ type readerStatements struct {
 	// Every send and receipt asks for the sender's relations in the
 	// conversation (blocks, a pending request): prepared, they cost half.
 	relations, conversationKind, peers *sql.Stmt
-	// Every connection coming online asks for its presence peers.
-	presencePeers *sql.Stmt
+	// Every connection coming online asks for its contacts for presence.
+	contactPeers *sql.Stmt
 }
 
 func (w *writerStatements) prepare(ctx context.Context, db *sql.DB) error {
@@ -93,7 +93,7 @@ func (r *readerStatements) prepare(ctx context.Context, db *sql.DB) error {
 		{&r.relations, relationsSQL},
 		{&r.conversationKind, `SELECT kind FROM conversations WHERE id = ?`},
 		{&r.peers, peersSQL},
-		{&r.presencePeers, presencePeersSQL},
+		{&r.contactPeers, contactPeersSQL},
 	})
 }
 
@@ -101,7 +101,7 @@ func (r *readerStatements) close() {
 	closeAll(r.message, r.messagesNewest, r.messagesBefore, r.messagesAfter,
 		r.syncSelect, r.syncNewest, r.syncChanged, r.lastSeqs, r.conversationIDs, r.device,
 		r.viewsAll, r.viewsByIDs, r.membersAll, r.membersByIDs, r.pushTargets, r.pushTarget, r.unread,
-		r.relations, r.conversationKind, r.peers, r.presencePeers)
+		r.relations, r.conversationKind, r.peers, r.contactPeers)
 }
 
 type stmtDef struct {

@@ -7,6 +7,27 @@ import (
 	"github.com/parleychat/parley"
 )
 
+// contactIDs returns the user ids ContactPeers lists for u and
+// maxMembers, sorted, each once.
+func contactIDs(t *testing.T, f *fixture, u *parley.User, maxMembers int) []string {
+	t.Helper()
+	peers, err := f.s.ContactPeers(f.ctx, u.ID, maxMembers)
+	if err != nil {
+		t.Fatalf("ContactPeers: %v", err)
+	}
+	ids := make([]string, 0, len(peers))
+	for _, p := range peers {
+		ids = append(ids, p.UserID)
+	}
+	slices.Sort(ids)
+	if len(slices.Compact(slices.Clone(ids))) != len(ids) {
+		t.Fatalf("ContactPeers(%s, %d) lists a user twice: %v", u.Handle, maxMembers, ids)
+	}
+	return ids
+}
+
+// testContacts: ContactPeers lists every co-member of the user's
+// conversations, and no longer those of a conversation the user left.
 func testContacts(t *testing.T, f *fixture) {
 	a, b, c, d, loner := f.user(), f.user(), f.user(), f.user(), f.user()
 	f.direct(a, b)
@@ -14,11 +35,7 @@ func testContacts(t *testing.T, f *fixture) {
 	g := f.group(d, a)
 	want := func(u *parley.User, ids ...string) {
 		t.Helper()
-		got, err := f.s.Contacts(f.ctx, u.ID, 0)
-		if err != nil {
-			t.Fatalf("Contacts: %v", err)
-		}
-		slices.Sort(got)
+		got := contactIDs(t, f, u, 0)
 		slices.Sort(ids)
 		if !slices.Equal(got, ids) {
 			t.Fatalf("contacts of %s: %v, want %v", u.Handle, got, ids)
@@ -53,11 +70,7 @@ func testContactsBounded(t *testing.T, f *fixture) {
 		{c, 1, nil},
 		{b, 2, []string{a.ID}},
 	} {
-		got, err := f.s.Contacts(f.ctx, tc.u.ID, tc.max)
-		if err != nil {
-			t.Fatalf("Contacts: %v", err)
-		}
-		slices.Sort(got)
+		got := contactIDs(t, f, tc.u, tc.max)
 		want := slices.Clone(tc.want)
 		slices.Sort(want)
 		if len(got) != len(want) || !slices.Equal(got, want) {

@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/parleychat/parley"
@@ -288,10 +291,11 @@ func testReports(t *testing.T, f *fixture) {
 	wantCode(t, err, parley.CodeInvalidRequest, "a page of 0")
 }
 
-// testPresencePeers: PresencePeers lists the exceptional peers of Peers
-// who share a conversation of at most maxMembers members with the user,
-// each with its flags over every conversation the two share, of any size.
-func testPresencePeers(t *testing.T, f *fixture) {
+// testContactPeers: ContactPeers lists every user who shares a
+// conversation of at most maxMembers members with the user, each with
+// its settings and flags over every conversation the two share, of any
+// size: an exceptional one as Peers lists it.
+func testContactPeers(t *testing.T, f *fixture) {
 	a, b, c, d, e, x := f.user(), f.user(), f.user(), f.user(), f.user(), f.user()
 	contactsOnly := parley.Privacy{Presence: parley.VisibleContacts, ReadReceipts: parley.VisibleEveryone}
 	for _, u := range []*parley.User{b, c} {
@@ -302,76 +306,106 @@ func testPresencePeers(t *testing.T, f *fixture) {
 	big := f.group(a, b, c, x) // 4 members: big for maxMembers 3
 	// a and c also share a direct conversation that c has not accepted:
 	// over it alone c would be a stranger who accepted nothing.
-	request := func(from, to *parley.User) *parley.Conversation {
-		t.Helper()
-		dm := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindDirect, CreatedAt: f.now, Members: []parley.Member{
-			{UserID: from.ID, Role: parley.MemberRoleMember, JoinedAt: f.now},
-			{UserID: to.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true},
-		}}
-		if _, _, err := f.s.CreateConversation(f.ctx, dm); err != nil {
-			t.Fatalf("CreateConversation: %v", err)
-		}
-		return dm
-	}
-	request(a, c)
-	request(a, d)  // d: a stranger with the default settings
-	f.direct(a, e) // e: a contact with the default settings
+	f.request(a, c)
+	f.request(a, d) // d: a stranger with the default settings
+	f.direct(a, e)  // e: a contact with the default settings
 
-	list := func(u *parley.User, maxMembers int) map[string]parley.Peer {
+	want := func(u *parley.User, maxMembers int, peers ...parley.Peer) {
 		t.Helper()
-		got, err := f.s.PresencePeers(f.ctx, u.ID, maxMembers)
+		got, err := f.s.ContactPeers(f.ctx, u.ID, maxMembers)
 		if err != nil {
-			t.Fatalf("PresencePeers: %v", err)
+			t.Fatalf("ContactPeers: %v", err)
 		}
-		m := map[string]parley.Peer{}
-		for _, p := range got {
-			if _, dup := m[p.UserID]; dup {
-				t.Fatalf("PresencePeers(%s, %d) lists %s twice", u.Handle, maxMembers, p.UserID)
-			}
-			m[p.UserID] = p
+		slices.SortFunc(got, func(p, q parley.Peer) int { return strings.Compare(p.UserID, q.UserID) })
+		slices.SortFunc(peers, func(p, q parley.Peer) int { return strings.Compare(p.UserID, q.UserID) })
+		if !slices.Equal(got, peers) {
+			t.Fatalf("ContactPeers(%s, %d) =\n%+v\nwant\n%+v", u.Handle, maxMembers, got, peers)
 		}
-		return m
 	}
+	contact := func(u *parley.User) parley.Peer { return parley.Peer{UserID: u.ID, Privacy: parley.DefaultPrivacy} }
+	wantC := parley.Peer{UserID: c.ID, Privacy: contactsOnly} // a contact through the big group
+	wantD := parley.Peer{UserID: d.ID, Privacy: parley.DefaultPrivacy, Stranger: true, PeerUnaccepted: true}
+	wantB := parley.Peer{UserID: b.ID, Privacy: contactsOnly}
+	// Not b or x: they share only the big group with a.
+	want(a, 3, wantC, wantD, contact(e))
+	// Without a bound, or with one the big group fits, every co-member,
+	// the exceptional ones as Peers lists them.
 	all, err := f.s.Peers(f.ctx, a.ID, "")
 	if err != nil {
 		t.Fatalf("Peers: %v", err)
 	}
-	wantC := parley.Peer{UserID: c.ID, Privacy: contactsOnly} // a contact through the big group
-	wantD := parley.Peer{UserID: d.ID, Privacy: parley.DefaultPrivacy, Stranger: true, PeerUnaccepted: true}
-	wantB := parley.Peer{UserID: b.ID, Privacy: contactsOnly}
-	got := list(a, 3)
-	if len(got) != 2 || got[c.ID] != wantC || got[d.ID] != wantD {
-		t.Fatalf("PresencePeers(a, 3) = %+v; want c (flags over both conversations) and d, not b (only in the big group)", got)
+	if len(all) != 3 {
+		t.Fatalf("Peers(a) = %+v; want b, c and d", all)
 	}
-	// Without a bound, or with one the big group fits, it is Peers.
 	for _, maxMembers := range []int{0, 4, -1} {
-		got := list(a, maxMembers)
-		if len(got) != len(all) || got[b.ID] != wantB || got[c.ID] != wantC || got[d.ID] != wantD {
-			t.Fatalf("PresencePeers(a, %d) = %+v; want Peers(a) = %+v", maxMembers, got, all)
-		}
+		want(a, maxMembers, append(slices.Clone(all), contact(e), contact(x))...)
+		want(a, maxMembers, wantB, wantC, wantD, contact(e), contact(x))
 	}
 	// From c's side: a has the default settings and is a contact through
-	// the big group (though c has not accepted the direct one); b is only
-	// in the big group.
-	if got := list(c, 3); len(got) != 0 {
-		t.Fatalf("PresencePeers(c, 3) = %+v; want none", got)
-	}
-	if got := list(c, 0); len(got) != 1 || got[b.ID] != wantB {
-		t.Fatalf("PresencePeers(c, 0) = %+v; want b", got)
-	}
-	if got := list(x, 3); len(got) != 0 {
-		t.Fatalf("PresencePeers(x, 3) = %+v; want none (x is only in the big group)", got)
-	}
+	// the big group, though c has not accepted the direct one.
+	want(c, 3, contact(a))
+	want(c, 0, contact(a), wantB, contact(x))
+	want(x, 3) // x is only in the big group
 	// Once c leaves the big group (3 members now: big for maxMembers 2),
 	// the direct request is all the two share.
 	if err := removeMember(f, big.ID, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantC = parley.Peer{UserID: c.ID, Privacy: contactsOnly, Stranger: true, PeerUnaccepted: true}
-	if got := list(a, 2); len(got) != 2 || got[c.ID] != wantC || got[d.ID] != wantD {
-		t.Fatalf("PresencePeers(a, 2) after c left the big group = %+v; want c a stranger, and d", got)
+	want(a, 2, parley.Peer{UserID: c.ID, Privacy: contactsOnly, Stranger: true, PeerUnaccepted: true}, wantD, contact(e))
+	want(c, 2, parley.Peer{UserID: a.ID, Privacy: parley.DefaultPrivacy, Stranger: true, Unaccepted: true})
+}
+
+// testContactPeersSnapshot: while a group crosses the bound back and
+// forth, each ContactPeers answer is the whole answer before a change or
+// after it, never the contacts of one with the flags of the other (y
+// listed with the defaults: y, who shows presence to nobody, would be
+// seen online).
+func testContactPeersSnapshot(t *testing.T, f *fixture) {
+	a, w, y, z, e := f.user(), f.user(), f.user(), f.user(), f.user()
+	nobody := parley.Privacy{Presence: parley.VisibleNobody, ReadReceipts: parley.VisibleEveryone}
+	if err := f.s.SetPrivacy(f.ctx, y.ID, nobody); err != nil {
+		t.Fatalf("SetPrivacy: %v", err)
 	}
-	if got := list(c, 2); len(got) != 1 || got[a.ID] != (parley.Peer{UserID: a.ID, Privacy: parley.DefaultPrivacy, Stranger: true, Unaccepted: true}) {
-		t.Fatalf("PresencePeers(c, 2) after leaving = %+v; want a, whom c has not accepted", got)
+	const maxMembers = 3
+	g := f.group(a, w, y) // 3 members; 4 with z: big
+	f.direct(a, e)
+	answer := func(peers []parley.Peer) string {
+		slices.SortFunc(peers, func(p, q parley.Peer) int { return strings.Compare(p.UserID, q.UserID) })
+		return fmt.Sprintf("%+v", peers)
 	}
+	small := answer([]parley.Peer{{UserID: w.ID, Privacy: parley.DefaultPrivacy}, {UserID: y.ID, Privacy: nobody}, {UserID: e.ID, Privacy: parley.DefaultPrivacy}})
+	big := answer([]parley.Peer{{UserID: e.ID, Privacy: parley.DefaultPrivacy}})
+
+	const rounds = 20
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < rounds && err == nil; i++ {
+			if err = change(f, g.ID, parley.MemberChange{Add: []parley.Member{{UserID: z.ID, JoinedAt: f.now}}}); err == nil {
+				err = removeMember(f, g.ID, z.ID)
+			}
+		}
+		done <- err
+	}()
+	seen := map[string]int{}
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("changing the group: %v", err)
+			}
+			running = false
+		default:
+		}
+		peers, err := f.s.ContactPeers(f.ctx, a.ID, maxMembers)
+		if err != nil {
+			t.Fatalf("ContactPeers: %v", err)
+		}
+		got := answer(peers)
+		if got != small && got != big {
+			t.Fatalf("ContactPeers while the group changes = %s; want the answer before a change or after one:\n%s (3 members)\n%s (4 members)", got, small, big)
+		}
+		seen[got]++
+	}
+	t.Logf("answers with the group small: %d, big: %d", seen[small], seen[big])
 }

@@ -99,7 +99,8 @@ func Run(t *testing.T, newStore func(tb testing.TB) parley.Store) {
 		{"Blocks", testBlocks},
 		{"Withheld", testWithheld},
 		{"Privacy", testPrivacy},
-		{"PresencePeers", testPresencePeers},
+		{"ContactPeers", testContactPeers},
+		{"ContactPeersSnapshot", testContactPeersSnapshot},
 		{"Requests", testRequests},
 		{"Reports", testReports},
 		{"Push", testPush},
@@ -195,6 +196,21 @@ func (f *fixture) direct(a, b *parley.User) (*parley.Conversation, bool) {
 		f.tb.Fatalf("CreateConversation(direct): %v", err)
 	}
 	return got, created
+}
+
+// request creates a direct conversation that from asks to, who has not
+// accepted it: a message request.
+func (f *fixture) request(from, to *parley.User) *parley.Conversation {
+	f.tb.Helper()
+	c := &parley.Conversation{ID: parley.NewID(), Kind: parley.KindDirect, CreatedAt: f.now, Members: []parley.Member{
+		{UserID: from.ID, Role: parley.MemberRoleMember, JoinedAt: f.now},
+		{UserID: to.ID, Role: parley.MemberRoleMember, JoinedAt: f.now, Request: true},
+	}}
+	got, _, err := f.s.CreateConversation(f.ctx, c)
+	if err != nil {
+		f.tb.Fatalf("CreateConversation(request): %v", err)
+	}
+	return got
 }
 
 // message returns a new message from sender in c, not yet sent.
