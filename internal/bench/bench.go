@@ -247,6 +247,8 @@ type Result struct {
 	// so it also holds the time a send waited to be accepted, which a
 	// client's window of sends in flight sets (window / rate). Meaningful
 	// when the bench and the server share a clock (one machine).
+	// created_at has millisecond precision (truncated), so each figure
+	// may be up to 1 ms high.
 	AfterAcceptMs *Quantiles `json:"after_accept_ms,omitempty"`
 
 	// Server CPU per unit of work (direct, group): server_cpu_seconds,
