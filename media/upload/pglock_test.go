@@ -35,8 +35,14 @@ func TestPGLocker(t *testing.T) {
 	if err := la.Lock(context.Background(), func() { asked.Add(1) }); err != nil {
 		t.Fatal(err)
 	}
+	// A failure below must not leave a lock holding its pool's
+	// connection: the pools' Close (cleanups run last-in first-out, so
+	// after this one) would wait for it forever. Unlock of a lock not
+	// held is a no-op.
+	t.Cleanup(func() { _ = la.Unlock() })
 	// Another node: times out while a holds it.
 	lb, _ := b.NewLock("upload-1")
+	t.Cleanup(func() { _ = lb.Unlock() })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	err := lb.Lock(ctx, func() {})
 	cancel()
@@ -50,8 +56,17 @@ func TestPGLocker(t *testing.T) {
 	}
 	other.Unlock()
 	// The same node asks the holder to let go.
+	// It gives up once the holder was asked (the timeout is only a
+	// bound: a fixed 100 ms failed on a loaded machine, where opening
+	// the pool's second connection took longer than that).
 	la2, _ := a.NewLock("upload-1")
-	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	go func() {
+		for asked.Load() == 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
 	_ = la2.Lock(ctx, func() {})
 	cancel()
 	if asked.Load() == 0 {
