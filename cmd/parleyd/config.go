@@ -29,6 +29,7 @@ type Config struct {
 	MasterKeyFile    string         // master key file outside the data directory; default "" = <data>/master.key
 	Store            string         // "" = SQLite in Data; postgres://... = PostgreSQL
 	StoreReplica     string         // optional PostgreSQL streaming replica for lagging-tolerant reads
+	CommitWait       time.Duration  // embedded store: how long a small batch may wait for more writes; default 2ms, 0 = never
 	MediaStore       string         // "" = files in <data>/media; s3://bucket[/prefix]?endpoint=... = S3
 	MediaURLTTL      time.Duration  // media download links are valid at least this long; default 1h
 	MediaURLBucket   time.Duration  // link expiries are rounded up to a multiple of this; default 1h
@@ -242,6 +243,14 @@ func settings() []setting {
 				return fmt.Errorf("want empty or a postgres:// URL, got %q", v)
 			}
 			c.Store = v
+			return nil
+		}},
+		{"commit-wait", "PARLEY_COMMIT_WAIT", "2ms", "embedded store: when writes arrive steadily, how long the writer may hold a small batch open for more before it commits (fewer commits and fsyncs at a light load, at most this much added latency; an idle or saturated server never waits); 0 = never wait", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > 50*time.Millisecond {
+				return fmt.Errorf("want a duration from 0 to 50ms, like 2ms, got %q", v)
+			}
+			c.CommitWait = d
 			return nil
 		}},
 		{"media-store", "PARLEY_MEDIA_STORE", "", "where media objects live, encrypted under the master key: empty = files in the data directory (media/); s3://bucket[/prefix]?endpoint=URL&region=R&path_style=true = an S3-compatible bucket shared by every node (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; needs PARLEY_MASTER_KEY or --master-key-file)", func(c *Config, v string) error {

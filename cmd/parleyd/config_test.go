@@ -47,6 +47,8 @@ func TestConfigErrors(t *testing.T) {
 		"bad duration":     {args: []string{"--access-token-ttl", "soon"}, want: "access-token-ttl"},
 		"bad env":          {env: map[string]string{"PARLEY_LIMITS": "maybe"}, want: "PARLEY_LIMITS"},
 		"half tls":         {args: []string{"--tls-cert", "c.pem"}, want: "together"},
+		"long commit wait": {args: []string{"--commit-wait", "1s"}, want: "0 to 50ms"},
+		"negative wait":    {env: map[string]string{"PARLEY_COMMIT_WAIT": "-1ms"}, want: "PARLEY_COMMIT_WAIT"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)

@@ -194,7 +194,7 @@ func openStore(ctx context.Context, cfg *Config, sealer parley.Sealer, m *metric
 	if cfg.Store != "" {
 		return postgres.Open(ctx, cfg.Store, postgres.Options{Sealer: sealer, ReplicaDSN: cfg.StoreReplica, Observe: m.ObserveStore, Logger: log})
 	}
-	return sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log})
+	return sqlite.Open(ctx, filepath.Join(cfg.Data, "parley.db"), sqlite.Options{Sealer: sealer, Observe: m.ObserveStore, Logger: log, CommitWait: cfg.CommitWait})
 }
 
 // openMedia opens the media store of cfg.MediaStore: an S3 bucket, or by

@@ -414,7 +414,10 @@ func updateMessage(s *Store, m *parley.Message) error {
 // TestGroupCommit: concurrent appends share transactions (fewer commits
 // than messages), and every one of them is answered committed.
 func TestGroupCommit(t *testing.T) {
-	s := openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t))
+	groupCommit(t, openStore(t, filepath.Join(t.TempDir(), "parley.db"), newTestSealer(t)))
+}
+
+func groupCommit(t *testing.T, s *Store) {
 	now := time.Now()
 	a, _, g := seed(t, s, now)
 	startBatches, startJobs := s.batches.Load(), s.batchJobs.Load()

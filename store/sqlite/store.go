@@ -57,6 +57,11 @@ type Options struct {
 	// transaction. Default (0): DefaultMaxBatch. It is a ceiling, not a
 	// target: the writer never waits to fill a batch.
 	MaxBatch int
+	// CommitWait is how long the writer may hold a small batch open for
+	// more writes while they arrive steadily (see commitWait in
+	// writer.go): fewer, larger commits at a light load, for at most this
+	// much added latency. 0: never wait.
+	CommitWait time.Duration
 	// Logger receives errors that no caller can be told about (a failed
 	// background checkpoint, a failed rollback). Default: discard.
 	Logger *slog.Logger
@@ -69,6 +74,7 @@ type Store struct {
 	observe  func(op string, d time.Duration)
 	log      *slog.Logger
 	maxBatch int
+	wait     commitWait // the writer's; see writer.go
 
 	// writeDB has one connection, which wconn holds for the life of the
 	// Store and only the writer goroutine uses: after Open, anything run
@@ -122,6 +128,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		observe:    opts.Observe,
 		log:        opts.Logger,
 		maxBatch:   opts.MaxBatch,
+		wait:       commitWait{max: max(opts.CommitWait, 0), useful: 1},
 		writerDone: make(chan struct{}),
 	}
 	if s.log == nil {
