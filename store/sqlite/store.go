@@ -55,12 +55,13 @@ type Options struct {
 	Observe func(op string, d time.Duration)
 	// MaxBatch is the largest number of writes committed in one
 	// transaction. Default (0): DefaultMaxBatch. It is a ceiling, not a
-	// target: the writer never waits to fill a batch.
+	// target: the writer waits to fill a batch only as CommitWait allows.
 	MaxBatch int
 	// CommitWait is how long the writer may hold a small batch open for
 	// more writes while they arrive steadily (see commitWait in
-	// writer.go): fewer, larger commits at a light load, for at most this
-	// much added latency. 0: never wait.
+	// writer.go): fewer, larger commits at a light load, for about this
+	// much added latency. 0 (the default): never wait. parleyd allows up
+	// to 50 ms.
 	CommitWait time.Duration
 	// Logger receives errors that no caller can be told about (a failed
 	// background checkpoint, a failed rollback). Default: discard.

@@ -156,8 +156,9 @@ func (s *Store) writeLoop() {
 // every commitWaitProbe batches.
 
 const (
-	// commitWaitWeight is the weight of the newest batch in the moving
-	// averages: about the last ten batches count.
+	// commitWaitWeight is the weight of the newest figure in the moving
+	// averages: about the last ten batches count in the rate, the last
+	// ten waits in the usefulness.
 	commitWaitWeight = 0.2
 	// commitWaitProbe: while waits find no company, one batch in this
 	// many waits anyway, to notice when company comes back.
@@ -171,7 +172,8 @@ type commitWait struct {
 	rate   float64       // jobs per second arriving, moving average
 	useful float64       // share of recent waits that found company, moving average
 	last   time.Time     // when the writer last took a batch
-	skips  int           // batches not waited for since useful fell below 1/2
+	skips  int           // batches not waited for since the last wait, while useful < 1/2
+	waits  int           // waits so far (for tests)
 	timer  *time.Timer
 }
 
@@ -203,6 +205,7 @@ func (w *commitWait) fill(jobs <-chan *job, batch []*job, maxBatch int) []*job {
 		}
 	}
 	w.skips = 0
+	w.waits++
 	had := len(batch)
 	defer func() {
 		found := 0.0
