@@ -245,7 +245,7 @@ func settings() []setting {
 			c.Store = v
 			return nil
 		}},
-		{"commit-wait", "PARLEY_COMMIT_WAIT", "2ms", "embedded store: when writes arrive steadily, how long the writer may hold a small batch open for more before it commits (fewer commits and fsyncs at a light load, about this much added latency; an idle or saturated server never waits); 0 = never wait", func(c *Config, v string) error {
+		{"commit-wait", "PARLEY_COMMIT_WAIT", "2ms", "embedded store: when the writer finds a lone write while writes arrive steadily, how long it may hold that batch open for more before it commits (fewer commits and fsyncs at a light load, about this much added latency; an idle or busy server never waits); 0 = never wait", func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 || d > 50*time.Millisecond {
 				return fmt.Errorf("want a duration from 0 to 50ms, like 2ms, got %q", v)

@@ -60,6 +60,15 @@ func TestCommitWaitCollects(t *testing.T) {
 	}
 }
 
+// A batch of more than one job commits at once: the commit is shared
+// already, and on a busy server waiting would only hold back the acks.
+func TestCommitWaitBusyDoesNotWait(t *testing.T) {
+	w := &commitWait{max: time.Hour, useful: 1, rate: 1e9, last: time.Now()}
+	if b := fillAsync(t, w, make(chan *job, 4), []*job{{}, {}}, 512, 10*time.Second); len(b) != 2 || w.waits != 0 {
+		t.Fatalf("batch of %d after %d waits, want 2 and none", len(b), w.waits)
+	}
+}
+
 // A full batch commits at once, and so does the last batch at Close.
 func TestCommitWaitFullOrClosed(t *testing.T) {
 	w := &commitWait{max: time.Hour, useful: 1, rate: 1e9, last: time.Now()}

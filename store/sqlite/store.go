@@ -57,8 +57,8 @@ type Options struct {
 	// transaction. Default (0): DefaultMaxBatch. It is a ceiling, not a
 	// target: the writer waits to fill a batch only as CommitWait allows.
 	MaxBatch int
-	// CommitWait is how long the writer may hold a small batch open for
-	// more writes while they arrive steadily (see commitWait in
+	// CommitWait is how long the writer may hold a batch of one write
+	// open for more while writes arrive steadily (see commitWait in
 	// writer.go): fewer, larger commits at a light load, for about this
 	// much added latency. 0 (the default): never wait. parleyd allows up
 	// to 50 ms.

@@ -140,20 +140,25 @@ func (s *Store) writeLoop() {
 // (pages that several jobs in one batch would share), an fsync, and the
 // checkpoints that copy those frames back. A CPU profile of the server at
 // a fixed 1,000 msgs/s (docs/benchmarks.md) put 45% of its time in the
-// writer's commits of one-message batches. So when jobs arrive steadily,
-// fast enough that more are expected within Options.CommitWait than the
-// batch holds, the writer holds the batch open until that time has passed
-// (or it is full) before it commits, as PostgreSQL's commit_delay does
-// when other transactions are active.
+// writer's commits of one-message batches. So when the writer finds a
+// lone job and jobs arrive steadily, fast enough that at least one more is
+// expected within Options.CommitWait, it holds that batch open until the
+// time has passed (or it is full) before it commits, as PostgreSQL's
+// commit_delay does when other transactions are active.
 //
 // Who does not wait: an idle server (the arrival rate is low), so a lone
-// write's latency does not change; a saturated one (its batches already
-// hold more than the wait would add), so the throughput at maximum load
-// does not change; and a lone caller writing one job after another (an
-// import, a bot): its next job comes only after this one commits, so
-// waiting finds nobody. The writer keeps track of whether its recent waits
-// found company, stops waiting when they mostly did not, and tries again
-// every commitWaitProbe batches.
+// write's latency does not change; a busy one, whose batches hold more
+// than one job: there the commits are shared already, and holding them
+// would only delay acks. A first version that waited whenever more jobs
+// were expected than a batch held made a group load at maximum rate,
+// whose senders keep a window of sends in flight, slower (0.79x the
+// deliveries a second in docs/benchmarks.md): the bottleneck was delivery,
+// not the writer, and every wait held back the acks that open the
+// senders' windows. Nor does a lone caller writing one job after another
+// (an import, a bot) keep getting waited for: its next job comes only
+// after this one commits, so waiting finds nobody. The writer keeps track
+// of whether its recent waits found company, stops waiting when they
+// mostly did not, and tries again every commitWaitProbe batches.
 
 const (
 	// commitWaitWeight is the weight of the newest figure in the moving
@@ -178,7 +183,8 @@ type commitWait struct {
 }
 
 // fill returns batch, taken from jobs just now, with the jobs that arrive
-// while it waits for company (see above), at most maxBatch in all. It
+// while it waits for company if it holds one job (see above), at most
+// maxBatch in all. It
 // returns at once if jobs is closed (Close), so the batch commits.
 func (w *commitWait) fill(jobs <-chan *job, batch []*job, maxBatch int) []*job {
 	if w.max <= 0 {
@@ -196,7 +202,7 @@ func (w *commitWait) fill(jobs <-chan *job, batch []*job, maxBatch int) []*job {
 		}
 		w.last = now
 	}()
-	if len(batch) >= maxBatch || float64(len(batch)) >= w.rate*w.max.Seconds() {
+	if len(batch) != 1 || len(batch) >= maxBatch || w.rate*w.max.Seconds() < 1 {
 		return batch
 	}
 	if w.useful < 0.5 {
