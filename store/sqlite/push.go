@@ -169,14 +169,7 @@ func (s *Store) PushTargets(ctx context.Context, conversationID, exceptUserID st
 	if err := s.readPushTargets(ctx, s.rst.pushTargets, f, 0); err != nil {
 		return nil, err
 	}
-	if !f.Found(0) {
-		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
-	}
-	out, err := f.Answers(s.openPushTarget)
-	if err != nil {
-		return nil, err
-	}
-	return out[0].Targets, nil
+	return f.Targets(s.openPushTarget)
 }
 
 // readPushTargets runs st, pushTargetsSQL's statement (on a transaction

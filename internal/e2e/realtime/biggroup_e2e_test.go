@@ -1,13 +1,9 @@
 package realtime_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"slices"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/parleychat/parley/internal/benchaccounts"
 	"github.com/parleychat/parley/internal/e2e"
@@ -48,70 +44,5 @@ func TestLargeGroupConcurrentSendersOneOrder(t *testing.T) {
 		conns[i] = e2e.Connect(t, p.Base, d)
 	}
 
-	const total = senders * each
-	orders := make([][]string, members)
-	errs := make(chan error, members)
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sending := i < senders
-			sent, acks := 0, 0
-			var seqs []int64
-			for (sending && acks < each) || len(seqs) < total {
-				for sending && sent < each && sent-acks < 8 {
-					if err := c.Write(map[string]any{"type": "send", "id": fmt.Sprint(sent), "conversation_id": conv, "client_msg_id": fmt.Sprint(i, "-", sent), "body": "x"}); err != nil {
-						errs <- err
-						return
-					}
-					sent++
-				}
-				if ctx.Err() != nil {
-					errs <- fmt.Errorf("connection %d: out of time (acks %d, messages %d)", i, acks, len(seqs))
-					return
-				}
-				f, err := c.Next(20 * time.Second)
-				if err != nil {
-					errs <- fmt.Errorf("connection %d: %v (acks %d, messages %d)", i, err, acks, len(seqs))
-					return
-				}
-				switch f.Type {
-				case "ack":
-					var a struct{ ID string }
-					_ = f.Decode(&a)
-					if a.ID != fmt.Sprint(acks) {
-						errs <- fmt.Errorf("connection %d: ack %d is for send %s", i, acks, a.ID)
-						return
-					}
-					acks++
-				case "message":
-					var m e2e.MsgFrame
-					_ = f.Decode(&m)
-					seqs = append(seqs, m.Message.Seq)
-					orders[i] = append(orders[i], m.Message.ClientMsgID)
-					if m.Message.Seq != int64(len(seqs)) {
-						errs <- fmt.Errorf("connection %d: message %d has seq %d", i, len(seqs), m.Message.Seq)
-						return
-					}
-				case "presence", "conversation":
-				default:
-					errs <- fmt.Errorf("connection %d: unexpected %s", i, f.Raw)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for i := 1; i < members; i++ {
-		if !slices.Equal(orders[0], orders[i]) {
-			t.Fatalf("connection %d saw another order", i)
-		}
-	}
+	e2e.StreamOneOrder(t, conns, conv, senders, each, "presence", "conversation")
 }

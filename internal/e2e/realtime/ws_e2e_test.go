@@ -229,58 +229,7 @@ func TestGroupConcurrentSendersOneOrder(t *testing.T) {
 	}
 	// Each member streams its sends with up to 8 in flight while reading
 	// everything its connection receives.
-	var orders [members][]string
-	var wg sync.WaitGroup
-	errs := make(chan error, members)
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sent, acks := 0, 0
-			var seen []int64
-			for acks < each || len(seen) < members*each {
-				for sent < each && sent-acks < 8 {
-					if err := c.Write(map[string]any{"type": "send", "id": fmt.Sprint(sent), "conversation_id": conv, "client_msg_id": fmt.Sprint(i, "-", sent), "body": "x"}); err != nil {
-						errs <- err
-						return
-					}
-					sent++
-				}
-				f, err := c.Next(10 * time.Second)
-				if err != nil {
-					errs <- fmt.Errorf("connection %d: %v (acks %d, messages %d)", i, err, acks, len(seen))
-					return
-				}
-				switch f.Type {
-				case "ack":
-					acks++
-				case "message":
-					var m e2e.MsgFrame
-					_ = f.Decode(&m)
-					seen = append(seen, m.Message.Seq)
-					orders[i] = append(orders[i], m.Message.ClientMsgID)
-					if m.Message.Seq != int64(len(seen)) {
-						errs <- fmt.Errorf("connection %d: message %d has seq %d", i, len(seen), m.Message.Seq)
-						return
-					}
-				case "presence":
-				default:
-					errs <- fmt.Errorf("connection %d: unexpected %s", i, f.Raw)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for i := 1; i < members; i++ {
-		if !slices.Equal(orders[0], orders[i]) {
-			t.Fatalf("connection %d saw another order", i)
-		}
-	}
+	e2e.StreamOneOrder(t, conns, conv, members, each, "presence")
 }
 
 // TestRestartMidStream: the server is killed while a client streams

@@ -135,3 +135,16 @@ func (f *FanOut[R]) Answers(open func(R) (parley.PushTarget, error)) ([]parley.P
 	}
 	return f.out, nil
 }
+
+// Targets is Answers for a FanOut of one request (PushTargets): its
+// targets, or CodeConversationNotFound if its conversation does not exist.
+func (f *FanOut[R]) Targets(open func(R) (parley.PushTarget, error)) ([]parley.PushTarget, error) {
+	if !f.Found(0) {
+		return nil, parley.Errorf(parley.CodeConversationNotFound, "no such conversation")
+	}
+	out, err := f.Answers(open)
+	if err != nil {
+		return nil, err
+	}
+	return out[0].Targets, nil
+}
