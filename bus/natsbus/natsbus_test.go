@@ -160,7 +160,7 @@ func TestSubscribeBatchMore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	release := make(chan struct{})
+	entered, release := make(chan struct{}), make(chan struct{})
 	type call struct {
 		data string
 		more bool
@@ -168,6 +168,7 @@ func TestSubscribeBatchMore(t *testing.T) {
 	calls := make(chan call, 16)
 	sub, err := b.SubscribeBatch("batch.>", func(_ string, data []byte, more bool) {
 		if string(data) == "1" {
+			close(entered)
 			<-release // fall behind: the rest queue up meanwhile
 		}
 		calls <- call{string(data), more}
@@ -177,7 +178,18 @@ func TestSubscribeBatchMore(t *testing.T) {
 	}
 	defer sub.Close()
 	ctx := context.Background()
-	for _, d := range []string{"1", "2", "3", "4"} {
+	// "1" is handled (and its more computed) before the rest are
+	// published: publishing all four at once would race the handler's
+	// first Pending call against the arrival of "2".."4".
+	if err := b.Publish(ctx, "batch.x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler not called for 1")
+	}
+	for _, d := range []string{"2", "3", "4"} {
 		if err := b.Publish(ctx, "batch.x", []byte(d)); err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +211,7 @@ func TestSubscribeBatchMore(t *testing.T) {
 	for range 4 {
 		got = append(got, <-calls)
 	}
-	if fmt.Sprint(got) != "[{1 true} {2 true} {3 true} {4 false}]" {
+	if fmt.Sprint(got) != "[{1 false} {2 true} {3 true} {4 false}]" {
 		t.Fatalf("got %v", got)
 	}
 	if err := b.Publish(ctx, "batch.y", []byte("5")); err != nil {
