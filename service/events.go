@@ -218,6 +218,7 @@ func (s *Service) publish(ctx context.Context, subject string, e *Event) {
 	}
 	data, err := json.Marshal(e)
 	if err == nil {
+		s.loop.keep(data, e)
 		// A caller's cancelled request must not stop the news of a commit.
 		err = s.bus.Publish(context.WithoutCancel(ctx), subject, data)
 	}

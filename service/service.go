@@ -216,6 +216,9 @@ type Service struct {
 	// rel holds Store.Relations' answers for users in conversations
 	// (relcache.go).
 	rel relationsCache
+	// loop keeps this node's message events for its own gateway
+	// (loopback.go).
+	loop loopback
 }
 
 // New returns a Service. log must not be nil; m may be nil.

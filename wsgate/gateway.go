@@ -22,6 +22,13 @@ import (
 	"github.com/parleychat/parley/service"
 )
 
+// localEvents is what a Core may offer to spare the gateway decoding the
+// events its own node published (service/loopback.go).
+type localEvents interface {
+	KeepPublished()
+	TakePublished(data []byte) *service.Event
+}
+
 // Core is what the gateway needs from the core (package service); every
 // decision about who may do what is made there.
 type Core interface {
@@ -197,6 +204,7 @@ func (c *Config) setDefaults() {
 // bus events to local sessions.
 type Gateway struct {
 	core   Core
+	local  localEvents // core's, if it hands this node's events over undecoded
 	bus    parley.Bus
 	cfg    Config
 	log    *slog.Logger
@@ -238,6 +246,10 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 		return nil, err
 	}
 	g.upgrader = g.newUpgrader()
+	if l, ok := core.(localEvents); ok {
+		l.KeepPublished()
+		g.local = l
+	}
 	batch, _ := bus.(parley.BatchSubscriber)
 	for _, pattern := range []string{service.ConversationSubjects, service.UserSubjects} {
 		var sub parley.Subscription

@@ -778,22 +778,28 @@ func plainJSON(s string) bool {
 
 // onEvent handles one bus event (on the subscription's goroutine).
 func (h *hub) onEvent(_ string, data []byte) {
-	var e service.Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		h.g.log.Warn("undecodable bus event", "err", err)
-		return
+	var e *service.Event
+	if h.g.local != nil {
+		e = h.g.local.TakePublished(data) // this node's own: no decoding
+	}
+	if e == nil {
+		e = new(service.Event)
+		if err := json.Unmarshal(data, e); err != nil {
+			h.g.log.Warn("undecodable bus event", "err", err)
+			return
+		}
 	}
 	if e.Message != nil && e.Message.Envelope != nil {
 		e.Message.Envelope.Keys = e.Keys // never encoded with the message
 	}
 	if e.ConversationID != "" || e.Kind == service.EventBlock {
-		h.g.core.ObserveEvent(&e) // the history and relations caches
+		h.g.core.ObserveEvent(e) // the history and relations caches
 	}
 	switch e.Kind {
 	case service.EventMessage:
-		h.onMessage(&e)
+		h.onMessage(e)
 	case service.EventMessageChanged:
-		h.onMessageChanged(&e)
+		h.onMessageChanged(e)
 	case service.EventReceipt:
 		frame := ReceiptFrame{Type: FrameReceipt, ConversationID: e.ConversationID, UserID: e.UserID, DeviceID: e.DeviceID, Kind: e.Receipt, Seq: e.Seq}
 		if e.Private {
@@ -808,19 +814,19 @@ func (h *hub) onEvent(_ string, data []byte) {
 		}
 		h.broadcast(e.ConversationID, e.UserID, e.Hide, frame)
 	case service.EventConversation:
-		h.onConversation(&e)
+		h.onConversation(e)
 	case service.EventPresence:
-		h.onPresence(&e)
+		h.onPresence(e)
 	case service.EventRevoked:
-		h.onRevoked(&e)
+		h.onRevoked(e)
 	case service.EventBlock:
-		h.onBlock(&e)
+		h.onBlock(e)
 	case service.EventDeviceList:
-		h.onDeviceList(&e)
+		h.onDeviceList(e)
 	case service.EventKeyRequest:
-		h.onKeyRequest(&e)
+		h.onKeyRequest(e)
 	case service.EventMessageKey:
-		h.onMessageKey(&e)
+		h.onMessageKey(e)
 	}
 }
 

@@ -446,3 +446,45 @@ func TestConvEntryMembers(t *testing.T) {
 		}
 	}
 }
+
+// fakeLocal hands over events by their bytes, as service.Service's
+// loopback does for the events its node published.
+type fakeLocal struct {
+	mu     sync.Mutex
+	events map[string]*service.Event
+	taken  int
+}
+
+func (f *fakeLocal) KeepPublished() {}
+func (f *fakeLocal) TakePublished(data []byte) *service.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.events[string(data)]
+	if e != nil {
+		delete(f.events, string(data))
+		f.taken++
+	}
+	return e
+}
+
+// TestHubTakesLocalEvents: an event the core hands over is delivered
+// without decoding its bytes (these do not even decode), in order with
+// the decoded ones; bytes it does not hold are decoded as before.
+func TestHubTakesLocalEvents(t *testing.T) {
+	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(3)}}
+	h := newTestHub(t, core)
+	local := &fakeLocal{events: map[string]*service.Event{}}
+	h.g.local = local
+	r := connectFake(h, "u1", map[string]int64{testConv: 0})
+	m2 := core.messages[testConv][1]
+	local.events["not json: the local event"] = &service.Event{Kind: service.EventMessage, ConversationID: testConv, Message: &m2}
+	h.onEvent("", messageEvent(t, core.messages[testConv][0]))
+	h.onEvent("", []byte("not json: the local event"))
+	h.onEvent("", messageEvent(t, core.messages[testConv][2]))
+	if got := r.seqs(t); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("got %v, want 1 2 3", got)
+	}
+	if local.taken != 1 || core.reads != 0 {
+		t.Fatalf("taken %d, store reads %d; want 1 and 0", local.taken, core.reads)
+	}
+}

@@ -1,0 +1,94 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley"
+	"github.com/parleychat/parley/service"
+)
+
+// rawBus keeps what is published, as published.
+type rawBus struct {
+	mu   sync.Mutex
+	data [][]byte
+}
+
+func (b *rawBus) Publish(_ context.Context, _ string, data []byte) error {
+	b.mu.Lock()
+	b.data = append(b.data, data)
+	b.mu.Unlock()
+	return nil
+}
+func (b *rawBus) Subscribe(string, func(string, []byte)) (parley.Subscription, error) {
+	return nil, nil
+}
+func (b *rawBus) Close() error { return nil }
+
+// TestTakePublishedThroughSends: every message event a send publishes
+// can be taken once, under the bytes published, and is that event
+// decoded; other events are not kept.
+func TestTakePublishedThroughSends(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	svc := newService(st, service.Config{})
+	bus := &rawBus{}
+	svc.UseBus(bus)
+	svc.KeepPublished()
+	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")
+	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: time.Now(),
+		Members: []parley.Member{{UserID: a.ID, Role: parley.MemberRoleOwner}, {UserID: b.ID, Role: parley.MemberRoleMember}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := &parley.Principal{UserID: a.ID, DeviceID: "a1"}
+	reqs := []service.SendRequest{
+		{ConversationID: c.ID, ClientMsgID: "m1", Body: "one"},
+		{ConversationID: c.ID, ClientMsgID: "m2", Body: "two", TTLSeconds: 3600},
+		{ConversationID: c.ID, ClientMsgID: "m1", Body: "one"}, // a retry: announced again
+	}
+	for _, r := range svc.SendMany(ctx, pa, reqs, nil) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if err := svc.Typing(ctx, pa, c.ID, "start"); err != nil {
+		t.Fatal(err)
+	}
+	bus.mu.Lock()
+	published := bus.data
+	bus.mu.Unlock()
+	messages := 0
+	for _, data := range published {
+		var dec service.Event
+		if err := json.Unmarshal(data, &dec); err != nil {
+			t.Fatal(err)
+		}
+		got := svc.TakePublished(data)
+		if dec.Kind != service.EventMessage {
+			if got != nil {
+				t.Fatalf("a %s event was kept", dec.Kind)
+			}
+			continue
+		}
+		messages++
+		if got == nil {
+			// The retry's event has the same bytes as the first's: one
+			// entry, taken by the first.
+			if dec.Message.ClientMsgID == "m1" && messages == 3 {
+				continue
+			}
+			t.Fatalf("message event %d (%s) not kept", messages, dec.Message.ClientMsgID)
+		}
+		if !reflect.DeepEqual(got, &dec) {
+			t.Fatalf("taken\n%+v\ndecoded\n%+v", got.Message, dec.Message)
+		}
+	}
+	if messages != 3 {
+		t.Fatalf("%d message events, want 3", messages)
+	}
+}
