@@ -20,7 +20,11 @@ import (
 // The copy is taken when the event is encoded and shares nothing the
 // publisher or the gateway may change (the gateway sets the envelope's
 // keys, say), so it is what decoding those bytes would give
-// (TestLoopbackCopyIsTheDecodedEvent). Only message events are kept:
+// (TestLoopbackCopyIsTheDecodedEvent). That holds because what a message
+// event carries already reads back unchanged from JSON: its times are
+// UTC milliseconds without a monotonic reading, as the store returns
+// them, and its strings valid UTF-8 (checked at the send); a new field
+// that breaks either must be normalised before the publish. Only message events are kept:
 // they are the bulk of the traffic, and their shape is simple to copy.
 //
 // The table holds at most loopbackSize events and loopbackBytes of their
@@ -54,9 +58,21 @@ type loopEntry struct {
 	pos int // in ring
 }
 
-// KeepPublished makes the Service keep each message event it publishes
-// for TakePublished. The WebSocket gateway calls it when it subscribes.
-func (s *Service) KeepPublished() { s.loop.on.Store(true) }
+// KeepPublished(true) makes the Service keep each message event it
+// publishes for TakePublished; KeepPublished(false) stops that and drops
+// what it holds. The WebSocket gateway turns it on when it subscribes
+// and off when it shuts down.
+func (s *Service) KeepPublished(on bool) {
+	l := &s.loop
+	l.on.Store(on)
+	if !on {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		clear(l.m)
+		clear(l.ring[:])
+		l.head, l.n, l.bytes = 0, 0, 0
+	}
+}
 
 // TakePublished returns the message event this node published as data,
 // if it still holds it, and forgets it; nil means decode data. The

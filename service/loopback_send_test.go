@@ -38,7 +38,7 @@ func TestTakePublishedThroughSends(t *testing.T) {
 	svc := newService(st, service.Config{})
 	bus := &rawBus{}
 	svc.UseBus(bus)
-	svc.KeepPublished()
+	svc.KeepPublished(true)
 	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")
 	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: time.Now(),
 		Members: []parley.Member{{UserID: a.ID, Role: parley.MemberRoleOwner}, {UserID: b.ID, Role: parley.MemberRoleMember}}})

@@ -106,7 +106,7 @@ func TestLoopbackTable(t *testing.T) {
 	if s.TakePublished(data) != nil {
 		t.Fatal("kept before KeepPublished")
 	}
-	s.KeepPublished()
+	s.KeepPublished(true)
 	s.loop.keep(data, e)
 	got := s.TakePublished(data)
 	if got == nil || got == e || got.Message.ID != "m1" {
@@ -172,6 +172,17 @@ func TestLoopbackTable(t *testing.T) {
 	if s.TakePublished(all[0]) != nil || s.TakePublished(all[len(all)-1]) == nil {
 		t.Fatal("want the oldest gone and the newest held")
 	}
+	// Turned off (the gateway shut down): what it holds is dropped and
+	// nothing more is kept.
+	s.KeepPublished(false)
+	if len(s.loop.m) != 0 || s.loop.bytes != 0 || s.loop.n != 0 {
+		t.Fatalf("off: %d held, %d bytes, %d slots", len(s.loop.m), s.loop.bytes, s.loop.n)
+	}
+	e, data = msg(1)
+	s.loop.keep(data, e)
+	if len(s.loop.m) != 0 {
+		t.Fatal("kept while off")
+	}
 }
 
 // benchEvent is a message event as a send publishes it.
@@ -200,7 +211,7 @@ func BenchmarkBusEventDecode(b *testing.B) {
 // instead for an event of their own node: keep and TakePublished.
 func BenchmarkBusEventLoopback(b *testing.B) {
 	s := &Service{}
-	s.KeepPublished()
+	s.KeepPublished(true)
 	e := benchEvent()
 	data, _ := json.Marshal(e)
 	b.ReportAllocs()

@@ -25,7 +25,7 @@ import (
 // localEvents is what a Core may offer to spare the gateway decoding the
 // events its own node published (service/loopback.go).
 type localEvents interface {
-	KeepPublished()
+	KeepPublished(on bool)
 	TakePublished(data []byte) *service.Event
 }
 
@@ -247,7 +247,7 @@ func New(core Core, bus parley.Bus, cfg Config, log *slog.Logger) (*Gateway, err
 	}
 	g.upgrader = g.newUpgrader()
 	if l, ok := core.(localEvents); ok {
-		l.KeepPublished()
+		l.KeepPublished(true)
 		g.local = l
 	}
 	batch, _ := bus.(parley.BatchSubscriber)
@@ -618,6 +618,9 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	}
 	for _, sub := range g.subs {
 		_ = sub.Close()
+	}
+	if g.local != nil {
+		g.local.KeepPublished(false) // nobody takes them now
 	}
 	for _, w := range g.watches {
 		w.stop() // release held sends: no event may come to do it

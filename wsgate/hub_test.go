@@ -455,7 +455,7 @@ type fakeLocal struct {
 	taken  int
 }
 
-func (f *fakeLocal) KeepPublished() {}
+func (f *fakeLocal) KeepPublished(bool) {}
 func (f *fakeLocal) TakePublished(data []byte) *service.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
