@@ -560,7 +560,12 @@ func TestPushUnknownHostTimeout(t *testing.T) {
 	}
 	// The server cancels at 1 s; the tarpit notices a moment later. Well
 	// under the 10 s a known push service gets, even on a loaded machine.
-	if held := tp.heldFor()[0]; held < 900*time.Millisecond || held > 7*time.Second {
+	// The 1 s runs from the start of the send, before the payload's
+	// encryption, the dial and the TLS handshake, so the tarpit sees less
+	// of it when the machine is busy (839 ms once in CI under -race): the
+	// lower bound only tells a cut at the timeout from an immediate
+	// failure, and the trace below says it was a timeout.
+	if held := tp.heldFor()[0]; held < 250*time.Millisecond || held > 7*time.Second {
 		t.Fatalf("the tarpit held the request %v; want it cut at the unknown-host timeout of 1 s", held)
 	}
 	e2e.Eventually(t, 30*time.Second, "the failure counted", func() bool {
