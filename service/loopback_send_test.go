@@ -4,30 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley"
 	"github.com/parleychat/parley/service"
 )
-
-// rawBus keeps what is published, as published.
-type rawBus struct {
-	mu   sync.Mutex
-	data [][]byte
-}
-
-func (b *rawBus) Publish(_ context.Context, _ string, data []byte) error {
-	b.mu.Lock()
-	b.data = append(b.data, data)
-	b.mu.Unlock()
-	return nil
-}
-func (b *rawBus) Subscribe(string, func(string, []byte)) (parley.Subscription, error) {
-	return nil, nil
-}
-func (b *rawBus) Close() error { return nil }
 
 // TestTakePublishedThroughSends: every message event a send publishes
 // can be taken once, under the bytes published, and is that event
@@ -36,7 +18,7 @@ func TestTakePublishedThroughSends(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	svc := newService(st, service.Config{})
-	bus := &rawBus{}
+	bus := &recBus{}
 	svc.UseBus(bus)
 	svc.KeepPublished(true)
 	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")

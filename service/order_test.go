@@ -16,6 +16,7 @@ import (
 type recBus struct {
 	mu     sync.Mutex
 	events []service.Event
+	data   [][]byte // the events as published
 }
 
 func (b *recBus) Publish(_ context.Context, _ string, data []byte) error {
@@ -25,6 +26,7 @@ func (b *recBus) Publish(_ context.Context, _ string, data []byte) error {
 	}
 	b.mu.Lock()
 	b.events = append(b.events, e)
+	b.data = append(b.data, data)
 	b.mu.Unlock()
 	return nil
 }

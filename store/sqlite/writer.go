@@ -184,8 +184,8 @@ type commitWait struct {
 
 // fill returns batch, taken from jobs just now, with the jobs that arrive
 // while it waits for company if it holds one job (see above), at most
-// maxBatch in all. It
-// returns at once if jobs is closed (Close), so the batch commits.
+// maxBatch in all. It returns at once if jobs is closed (Close), so the
+// batch commits.
 func (w *commitWait) fill(jobs <-chan *job, batch []*job, maxBatch int) []*job {
 	if w.max <= 0 {
 		return batch
