@@ -514,8 +514,17 @@ func TestSSRFBlockedAtConnectTime(t *testing.T) {
 	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
 	e2e.SendText(t, srv.Base, alice.Token, conv, "m1", "hello")
 	e2e.Eventually(t, 30*time.Second, "the allowed endpoint's notification", func() bool { return len(prov.WebPushFor(sub)) >= 1 })
-
-	srv.Kill()
+	// The endpoint has the notification before its job is acknowledged
+	// (the outcome and the trace are recorded first). A restart in that
+	// window redelivers m1's job, which then fails twice on the refused
+	// destination and puts the registration in backoff, so m2's trace
+	// would say "endpoint_backoff" instead (seen once in CI). Wait for
+	// the queue to be empty and stop cleanly.
+	e2e.Eventually(t, 30*time.Second, "m1's push job acknowledged", func() bool {
+		return e2e.MetricValue(t, srv.Base, `parley_push_sent_total{kind="message",provider="webpush"}`) >= 1 &&
+			e2e.MetricValue(t, srv.Base, "parley_push_queue_depth") == 0
+	})
+	srv.Stop(20 * time.Second)
 	srv = e2e.StartParleyd(t, data, withoutEnv(env, "PARLEY_OUTBOUND_ALLOW"))
 	before := len(prov.WebPushFor(sub))
 	seq := e2e.SendText(t, srv.Base, alice.Token, conv, "m2", "still there?")
