@@ -115,7 +115,11 @@ func NewMediaLinks(masterKeys [][]byte, opts MediaLinkOptions) (*MediaLinks, err
 // multiple of the bucket (Unix time).
 func (l *MediaLinks) Expiry() time.Time {
 	b := int64(l.bucket / time.Second)
-	t := l.now().Add(l.ttl).Unix()
+	end := l.now().Add(l.ttl)
+	t := end.Unix() // rounds down: a fraction of a second rounds up below
+	if end.Nanosecond() > 0 {
+		t++
+	}
 	return time.Unix((t+b-1)/b*b, 0)
 }
 

@@ -67,6 +67,25 @@ func TestMediaLinkRoundTripAndBucket(t *testing.T) {
 	}
 }
 
+// TestMediaLinkSubSecondNow: a link signed late in a second is still
+// valid for the whole TTL (exp is whole seconds: it rounds up, never
+// down, which with a 1 s bucket left a link a few milliseconds of life).
+func TestMediaLinkSubSecondNow(t *testing.T) {
+	now := time.Date(2026, 12, 5, 2, 10, 7, 960_000_000, time.UTC)
+	l, err := NewMediaLinks([][]byte{testMasterKey(1)}, MediaLinkOptions{TTL: time.Second, Bucket: time.Second, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, exp := l.Sign(testMediaID, MediaOriginal)
+	if want := time.Date(2026, 12, 5, 2, 10, 9, 0, time.UTC); !exp.Equal(want) {
+		t.Fatalf("exp %v, want %v (now+TTL rounded up)", exp.UTC(), want)
+	}
+	now = now.Add(time.Second - time.Millisecond) // just under the TTL later
+	if _, err := l.Open(splitLink(t, link)); err != nil {
+		t.Fatalf("open %v after signing: %v", time.Second-time.Millisecond, err)
+	}
+}
+
 func TestMediaLinkTampered(t *testing.T) {
 	now := time.Date(2026, 12, 5, 2, 10, 7, 0, time.UTC)
 	l := newLinks(t, &now, testMasterKey(1))

@@ -440,10 +440,11 @@ func throughput(t *testing.T, url string, size int) float64 {
 // PNG uploaded with tus, processed, attached to a message (the ack carries
 // the processed fields), downloaded by the other member through the
 // redirect with bytes matching the attachment's sha256, its thumbnail
-// too; a non-member gets 404; a link past its expiry is 403 (links of one
-// second here: --media-url-ttl 1s --media-url-bucket 1s).
+// too; a non-member gets 404; a link past its expiry is 403 (links of
+// three seconds here, enough for a redirect to be followed on a loaded
+// machine: --media-url-ttl 3s --media-url-bucket 1s).
 func TestMediaUploadToDownload(t *testing.T) {
-	p := e2e.StartParleyd(t, t.TempDir(), nil, "--limits", "off", "--media-url-ttl", "1s", "--media-url-bucket", "1s")
+	p := e2e.StartParleyd(t, t.TempDir(), nil, "--limits", "off", "--media-url-ttl", "3s", "--media-url-bucket", "1s")
 	_, alice := e2e.Signup(t, p.Base, "alice")
 	bobID, bob := e2e.Signup(t, p.Base, "bob")
 	_, carol := e2e.Signup(t, p.Base, "carol")
@@ -506,7 +507,7 @@ func TestMediaUploadToDownload(t *testing.T) {
 		t.Fatalf("info %v", info)
 	}
 
-	// Expiry: a one-second link is refused once exp has passed.
+	// Expiry: a short link is refused once exp has passed.
 	link := mediaLink(t, p.Base, bob, mediaID)
 	exp, _ := strconv.ParseInt(link[strings.Index(link, "exp=")+4:strings.Index(link, "&")], 10, 64)
 	time.Sleep(time.Until(time.Unix(exp, 0)) + 100*time.Millisecond)
