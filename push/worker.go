@@ -840,9 +840,9 @@ func (w *Worker) send(ctx context.Context, j *DeviceJob, t *parley.PushTarget, t
 		}
 		return 0, nil
 	case Unregistered:
-		w.m.failed.WithLabelValues(string(name), "unregistered").Inc()
 		note("unregistered", res.Reason+"; registration removed", name, res.Status)
 		w.unregister(ctx, t)
+		w.m.failed.WithLabelValues(string(name), "unregistered").Inc() // once it is gone
 		return 0, nil
 	case Retry:
 		w.m.failed.WithLabelValues(string(name), "retry").Inc()
@@ -892,12 +892,14 @@ func (w *Worker) accountEndpoint(ctx context.Context, t *parley.PushTarget, know
 		return false
 	}
 	name := t.Registration.Provider
-	w.m.failed.WithLabelValues(string(name), "endpoint_dropped").Inc()
 	note("unregistered", fmt.Sprintf("%d failed sends in a row over %v (last: %s); registration removed",
 		s.Failures, span.Round(time.Second), res.Reason), name, res.Status)
 	w.log.Warn("push: Web Push registration removed after repeated failures", "device_id", t.DeviceID,
 		"user_id", t.UserID, "failures", s.Failures, "span", span.String(), "status", res.Status, "reason", res.Reason)
 	w.unregister(rctx, t)
+	// Counted once the registration is gone: whoever sees the count can
+	// rely on the user's slot being free.
+	w.m.failed.WithLabelValues(string(name), "endpoint_dropped").Inc()
 	if err := w.q.endpointForget(rctx, t.DeviceID); err != nil {
 		w.log.Warn("push: forget endpoint failures", "device_id", t.DeviceID, "err", err)
 	}
