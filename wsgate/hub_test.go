@@ -153,6 +153,11 @@ func seqRange(from, to int64) []int64 {
 func TestHubReorders(t *testing.T) {
 	core := &fakeCore{messages: map[string][]parley.Message{testConv: storeMessages(3)}}
 	h := newTestHub(t, core)
+	// A gap held longer than any descheduling of this goroutine between
+	// the events (with the usual 20 ms a loaded machine fired the fill
+	// before 1 arrived); the check below waits past it, so a timer that
+	// fires after the gap closed must not read the store either.
+	h.g.cfg.GapWait = time.Second
 	r := connectFake(h, "u1", map[string]int64{testConv: 0})
 	for _, seq := range []int{3, 2, 1} {
 		h.onEvent("", messageEvent(t, core.messages[testConv][seq-1]))
@@ -160,7 +165,7 @@ func TestHubReorders(t *testing.T) {
 	if got := r.seqs(t); !slices.Equal(got, []int64{1, 2, 3}) {
 		t.Fatalf("got %v, want 1 2 3", got)
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	if core.reads != 0 {
 		t.Fatalf("%d store reads for a gap that closed by itself", core.reads)
 	}
@@ -193,7 +198,17 @@ func TestHubSkipsVanishedSeqs(t *testing.T) {
 	h.onEvent("", messageEvent(t, ms[0]))
 	h.onEvent("", messageEvent(t, ms[3]))
 	h.onEvent("", messageEvent(t, ms[2]))
-	time.Sleep(100 * time.Millisecond)
+	// The fill runs from the GapWait timer: wait until it has delivered 3
+	// and skipped 4 (on a loaded machine the timer can be late).
+	key := mustKey(t, testConv)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		h.mu.Lock()
+		delivered := h.convs[key].delivered
+		h.mu.Unlock()
+		if delivered >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if got := r.seqs(t); !slices.Equal(got, []int64{1, 3}) {
 		t.Fatalf("got %v, want 1 3", got)
 	}

@@ -133,7 +133,7 @@ func TestTwoTerminals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tailErr bytes.Buffer
+	var tailErr lockedBuffer // written by exec's copier while the test reads it
 	tail.Stderr = &tailErr
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
@@ -164,8 +164,9 @@ func TestTwoTerminals(t *testing.T) {
 			}
 		}
 	}
-	// tail says when it is connected (on stderr); give it the moment.
-	time.Sleep(500 * time.Millisecond)
+	// tail ignores what arrives before its first sync ends (history,
+	// not news): send only once it says it is connected.
+	waitConnected(t, &tailErr)
 	alice.ok("send", "@bob", "hello", "bob")
 	if l := waitFor("hello bob"); !strings.Contains(l, "alice: hello bob") || !strings.Contains(l, "#1") {
 		t.Fatalf("tail line: %q", l)

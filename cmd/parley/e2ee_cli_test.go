@@ -89,7 +89,7 @@ func TestE2EETerminals(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitConnected(t, &tailErr)
 	alice.ok("send", conv, "the", "secret", "plan")
 	if l := waitFor("secret plan"); !strings.Contains(l, "alice: the secret plan") {
 		t.Fatalf("tail: %q", l)
@@ -179,4 +179,16 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// waitConnected waits until a live command (tail, chat) has said on
+// stderr that its first sync is done: what arrives before that is taken
+// as history and not printed.
+func waitConnected(t *testing.T, stderr *lockedBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stderr.String(), "parley: connected"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the live command never said it was connected; stderr: %s", stderr.String())
+		}
+	}
 }

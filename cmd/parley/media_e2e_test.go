@@ -58,7 +58,7 @@ func TestSendFileDownloadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tailErr bytes.Buffer
+	var tailErr lockedBuffer // written by exec's copier while the test reads it
 	tail.Stderr = &tailErr
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestSendFileDownloadRoundTrip(t *testing.T) {
 		}
 		close(lines)
 	}()
-	time.Sleep(500 * time.Millisecond)
+	waitConnected(t, &tailErr)
 
 	var sent struct{ Message parley.Message }
 	alice.okJSON(&sent, "send-file", "@bob", photo, "--caption", "the view")

@@ -22,10 +22,12 @@ type Providers struct {
 
 // PushCollapse and PushGrace are the push timings for tests: the collapse
 // window (long enough that a burst of REST sends on a loaded CI machine
-// falls in one) and the delivered grace of live devices.
+// falls in one) and the delivered grace of live devices (long enough that
+// a test's ack at half of it falls, with seconds to spare on a loaded
+// machine, after the fan-out has looked and before the grace is over).
 const (
 	PushCollapse = time.Second
-	PushGrace    = 3 * time.Second
+	PushGrace    = 6 * time.Second
 )
 
 // StartProviders runs the three fake providers for the test.

@@ -221,7 +221,12 @@ func TestClusterFailover(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	c.nats.Stop()
 	c.waitReady(t, 503, 10*time.Second)
-	time.Sleep(1500 * time.Millisecond) // HAProxy's two failed checks
+	// HAProxy marks a node down after two failed checks 500 ms apart; a
+	// node still up in its view answers a read with 200.
+	e2e.Eventually(t, 15*time.Second, "HAProxy to mark every node down", func() bool {
+		code, _ := e2e.API(t, http.DefaultClient, "GET", c.hap.URL()+"/v1/conversations", writer, nil)
+		return code == 503
+	})
 	if code, _ := send(c.hap.URL(), "via-haproxy-nats-down"); code != 503 {
 		t.Fatalf("a send through HAProxy while NATS is down: %d, want 503", code)
 	}

@@ -369,14 +369,14 @@ func TestPushTarpitDoesNotDelayOthers(t *testing.T) {
 	evil := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", eve.Token, map[string]any{"kind": "direct", "members": []string{malloryID}})["conversation"].(map[string]any)["id"].(string)
 	e2e.SendText(t, srv.Base, eve.Token, evil, "e1", "wake the tarpit")
 	e2e.SendText(t, srv.Base, eve.Token, evil, "e2", "and again")
-	e2e.Eventually(t, 15*time.Second, "the tarpit to hold requests", func() bool { n, _, _, _ := tp.state(); return n >= 1 })
-	e2e.Eventually(t, 15*time.Second, "jobs deferred at the host limit", func() bool {
+	e2e.Eventually(t, 30*time.Second, "the tarpit to hold requests", func() bool { n, _, _, _ := tp.state(); return n >= 1 })
+	e2e.Eventually(t, 30*time.Second, "jobs deferred at the host limit", func() bool {
 		return e2e.MetricValue(t, srv.Base, `parley_push_deferred_total{reason="host_busy"}`) >= 1
 	})
 
 	conv := e2e.MustAPI(t, 201, "POST", srv.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
 	e2e.SendText(t, srv.Base, alice.Token, conv, "a1", "lunch?")
-	e2e.Eventually(t, 15*time.Second, "bob's notification", func() bool { return len(prov.APNsFor(bobToken)) >= 1 })
+	e2e.Eventually(t, 30*time.Second, "bob's notification", func() bool { return len(prov.APNsFor(bobToken)) >= 1 })
 	arrived := prov.APNsFor(bobToken)[0].Time
 	inFlight, most, started, firstEnd := tp.state()
 	t.Logf("bob's notification arrived; the tarpit holds %d, held at most %d at once, got %d in all; first ended at %v",

@@ -584,8 +584,8 @@ func TestHTTPReadAndIdleTimeouts(t *testing.T) {
 	}
 
 	t.Run("slow headers", func(t *testing.T) {
+		start := time.Now() // the server's clock starts at its accept, before dial returns
 		conn, done := dial(t)
-		start := time.Now()
 		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\n")
 		i := 0
 		within(t, "headers a line at a time", start, done, func() {
@@ -594,8 +594,8 @@ func TestHTTPReadAndIdleTimeouts(t *testing.T) {
 		})
 	})
 	t.Run("slow body", func(t *testing.T) {
-		conn, done := dial(t)
 		start := time.Now()
+		conn, done := dial(t)
 		io.WriteString(conn, "POST /v1/sessions HTTP/1.1\r\nHost: parley\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
 		c := within(t, "a body a byte at a time", start, done, func() { io.WriteString(conn, " ") })
 		if strings.HasPrefix(c.got, "HTTP/1.1 2") {
@@ -604,11 +604,13 @@ func TestHTTPReadAndIdleTimeouts(t *testing.T) {
 	})
 	t.Run("idle keep-alive", func(t *testing.T) {
 		conn, done := dial(t)
-		io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: parley\r\n\r\n")
 		// The answer arrives at once; the idle timer starts then. The
-		// reader goroutine holds the bytes, so the start is taken when
-		// the request is written, and the answer checked at the end.
+		// reader goroutine holds the bytes, so the start is taken before
+		// the request is written (the answer, and so the server's idle
+		// clock, can come before a start taken after the write returns),
+		// and the answer checked at the end.
 		start := time.Now()
+		io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: parley\r\n\r\n")
 		c := within(t, "an idle keep-alive connection", start, done, nil)
 		if !strings.HasPrefix(c.got, "HTTP/1.1 200") {
 			t.Fatalf("the request before the idle wait got %q", c.got)

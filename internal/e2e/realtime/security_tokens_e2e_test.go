@@ -61,7 +61,8 @@ func dialTicket(t testing.TB, base, ticket string) (status int, user, deviceID s
 // to, once; a second use, an expired ticket, a forged one, an access token
 // passed as one, and a ticket of a session that ended are refused.
 func TestWSTicket(t *testing.T) {
-	const ttl = 2 * time.Second
+	// Long enough for an issue and a dial on a loaded, race-built server.
+	const ttl = 4 * time.Second
 	p := e2e.StartRealtime(t, "--ws-ticket-ttl", ttl.String())
 	e2e.Signup(t, p.Base, "alice")
 	e2e.Signup(t, p.Base, "bob")
