@@ -9,12 +9,15 @@
 package jstest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/internal/spawn"
 )
@@ -84,9 +87,21 @@ func needNode(t *testing.T) {
 func npmRun(t *testing.T, workspace, script string, env ...string) {
 	t.Helper()
 	needNode(t)
-	cmd := exec.Command("npm", "run", "--silent", script, "--workspace", workspace)
+	// A stalled scenario is killed (with everything it started: node,
+	// parleyd, chromium) two minutes before the package's deadline, so the
+	// failure comes with npm's output instead of a bare timeout panic that
+	// leaves the processes loading the machine.
+	ctx, cancel := context.WithCancel(context.Background())
+	if dl, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-2*time.Minute))
+	}
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "run", "--silent", script, "--workspace", workspace)
 	cmd.Dir = clientsDir
 	cmd.Env = append(append(os.Environ(), "PARLEY_BIN="+parleydBin), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	t.Logf("npm run %s -w %s:\n%s", script, workspace, out)
 	if err != nil {

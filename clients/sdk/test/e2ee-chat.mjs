@@ -85,6 +85,10 @@ try {
   await new Promise((r) => {
     const off = client.on("synced", () => (off(), r()));
   });
+  // The SDK publishes this device's keys at ready without waiting; a run
+  // that exits right after the sync must not cut that request short (the
+  // server drops a write whose client has gone), or no one can seal to it.
+  await e2ee.publish();
   if (!convId && opt("direct")) convId = (await client.createDirect((await client.findUser(opt("direct"))).id, { e2ee: true })).id;
   if (!convId && opt("group")) {
     const ids = [];

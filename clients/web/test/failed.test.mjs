@@ -25,19 +25,19 @@ test("a refused send stays with Retry and Delete, across a reload", { skip, time
   await page.locator("#composer").fill(long);
   await page.locator("#composer").press("Enter");
   const failed = page.locator('#messages .msg.mine:has(.tick[data-state="failed"])');
-  await failed.waitFor({ timeout: 10000 });
+  await failed.waitFor({ timeout: 30000 });
   assert.equal(await failed.locator(".body").textContent(), long, "the text is kept");
   await failed.locator("button.retry").waitFor();
   await shot(page, "failed-send");
 
   // It survives a reload (stored like the outbox).
   await page.reload();
-  await page.locator('#messages .msg.mine:has(.tick[data-state="failed"])').waitFor({ timeout: 10000 });
+  await page.locator('#messages .msg.mine:has(.tick[data-state="failed"])').waitFor({ timeout: 30000 });
   assert.equal(await failed.count(), 1);
 
   // Retry: sent again (refused again here), still one bubble, not two.
   await failed.locator("button.retry").click();
-  await page.locator('#messages .msg.mine:has(.tick[data-state="failed"])').waitFor({ timeout: 10000 });
+  await page.locator('#messages .msg.mine:has(.tick[data-state="failed"])').waitFor({ timeout: 30000 });
   await page.waitForTimeout(300);
   assert.equal(await page.locator("#messages .msg.mine").count(), 1);
 

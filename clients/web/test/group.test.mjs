@@ -51,10 +51,15 @@ test("login, history paging, a group with read by k of n and member changes", { 
   await page.locator("#messages .body", { hasText: `Old message ${TOTAL}` }).waitFor();
   const first = await page.locator("#messages .msg").count();
   assert.ok(first < TOTAL, `the first view holds a page, not everything (${first})`);
-  for (let i = 0; i < 10 && (await page.locator("#messages .msg").count()) < TOTAL; i++) {
-    await page.locator("#scroller").evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event("scroll")); });
-    await page.waitForTimeout(400);
-  }
+  // Scroll to the top until everything is there (a scroll while a page
+  // is loading is ignored; each poll scrolls again).
+  await page.waitForFunction((total) => {
+    if (document.querySelectorAll("#messages .msg").length >= total) return true;
+    const el = document.getElementById("scroller");
+    el.scrollTop = 0;
+    el.dispatchEvent(new Event("scroll"));
+    return false;
+  }, TOTAL, { timeout: 60000, polling: 250 });
   const bodies = await page.locator("#messages .body").allTextContents();
   assert.deepEqual(bodies, Array.from({ length: TOTAL }, (_, i) => `Old message ${i + 1}`), "every message once, in order");
   await shot(page, "21-history-scrolled-to-start");

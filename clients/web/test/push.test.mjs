@@ -10,7 +10,7 @@ import { haveChromium, launch, shot, handle, registerInPage, rest, login } from 
 
 const skip = haveChromium() ? false : "no Chromium at /usr/bin/chromium";
 
-test("the service worker shows parleyd's Web Push notification and closes it on a read update", { skip, timeout: 90000 }, async (t) => {
+test("the service worker shows parleyd's Web Push notification and closes it on a read update", { skip, timeout: 240000 }, async (t) => {
   const server = await startParleyd({ args: ["--vapid-subject", "mailto:ops@example.com"] });
   const { browser, close } = await launch();
   t.after(async () => { await close(); await server.cleanup(); });

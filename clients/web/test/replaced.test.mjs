@@ -19,11 +19,11 @@ test("a connection replaced by a newer one shows a banner with Reconnect", { ski
   await two.goto(server.base + "/");
   await two.waitForFunction(() => document.body.dataset.status === "online");
   const banner = one.locator('#banner[data-status="replaced"]');
-  await banner.waitFor({ timeout: 10000 });
+  await banner.waitFor({ timeout: 30000 });
   assert.match(await banner.textContent(), /connected elsewhere/);
   assert.equal(await one.evaluate(() => document.body.dataset.status), "stopped");
   await one.locator("#reconnect").click();
-  await one.waitForFunction(() => document.body.dataset.status === "online", null, { timeout: 10000 });
+  await one.waitForFunction(() => document.body.dataset.status === "online", null, { timeout: 30000 });
   assert.equal(await one.locator("#banner").isHidden(), true);
-  await two.locator('#banner[data-status="replaced"]').waitFor({ timeout: 10000 });
+  await two.locator('#banner[data-status="replaced"]').waitFor({ timeout: 30000 });
 });

@@ -8,7 +8,7 @@ import { haveChromium, launch, shot, handle, registerInPage, rest, login, PASSWO
 
 const skip = haveChromium() ? false : "no Chromium at /usr/bin/chromium";
 
-test("a stranger's chat is a message request until accepted", { skip, timeout: 60000 }, async (t) => {
+test("a stranger's chat is a message request until accepted", { skip, timeout: 240000 }, async (t) => {
   const server = await startParleyd({ env: { PARLEY_MESSAGE_REQUESTS: "on" } });
   const { browser, close } = await launch();
   t.after(async () => { await close(); await server.cleanup(); });

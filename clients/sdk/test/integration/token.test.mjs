@@ -1,15 +1,18 @@
 // Scenario 4 of issue 12: access tokens that expire several times during
-// one connection. parleyd runs with a 4 s access token (the minimum is
+// one connection. parleyd runs with an 8 s access token (the minimum is
 // 1 s, cmd/parleyd/config.go) and a 1 s ping interval, so the server
 // closes an unrenewed connection with 4001 within a second of the expiry.
+// The clients ping every 2.5 s, so they renew 5 s before an expiry (two
+// ping intervals): a refresh and an auth frame on a loaded machine fit.
 import test from "node:test";
 import assert from "node:assert/strict";
 import {
   server, account, record, waitFor, withTimeout, send, range, sleep, cuttable,
 } from "./helpers.mjs";
 
-const TTL_S = 4;
-const ARGS = ["--access-token-ttl", `${TTL_S}s`, "--ping-interval", "1s", "--idle-timeout", "5s"];
+const TTL_S = 8;
+const ARGS = ["--access-token-ttl", `${TTL_S}s`, "--ping-interval", "1s", "--idle-timeout", "10s"];
+const CLIENT = { pingIntervalMs: 2500 };
 
 /** chatter sends from each [client, conversation] every everyMs until stop() and returns the outs. */
 function chatter(pairs, everyMs) {
@@ -23,8 +26,8 @@ function chatter(pairs, everyMs) {
 }
 
 async function pair(t, srv, aliceOpts = {}) {
-  const alice = await account(t, srv.base, "alice", aliceOpts);
-  const bob = await account(t, srv.base, "bob");
+  const alice = await account(t, srv.base, "alice", { ...CLIENT, ...aliceOpts });
+  const bob = await account(t, srv.base, "bob", CLIENT);
   const recA = record(alice.client);
   const recB = record(bob.client);
   await Promise.all([alice.client.connect(), bob.client.connect()]);
@@ -48,7 +51,7 @@ async function checkAll(clients, conv, acked) {
   }
 }
 
-test("tokens expiring every 4 s are renewed in band with auth: one connection, no 4001, messages keep flowing", async (t) => {
+test("tokens expiring every 8 s are renewed in band with auth: one connection, no 4001, messages keep flowing", async (t) => {
   const srv = await server(t, { args: ARGS });
   const netA = cuttable();
   const { alice, bob, recA, recB, direct } = await pair(t, srv, { fetch: netA.fetch, WebSocket: netA.WebSocket });
@@ -58,7 +61,9 @@ test("tokens expiring every 4 s are renewed in band with auth: one connection, n
   await sleep(TTL_S * 1000 * 3.5); // 3.5 lifetimes of a token
   talk.stop();
   const acked = await withTimeout(Promise.all(talk.outs.map((o) => o.out.acked)), 15000, "acks of the chatter");
-  assert.ok(acked.length >= 60, `messages flowed (${acked.length})`);
+  // setInterval drifts on a loaded machine: count what was sent, and
+  // require every send acked.
+  assert.ok(talk.outs.length >= 20 && acked.length === talk.outs.length, `messages flowed (${acked.length} of ${talk.outs.length})`);
   await checkAll([["alice", alice.client, recA], ["bob", bob.client, recB]], direct.id, acked);
 
   for (const [name, rec] of [["alice", recA], ["bob", recB]]) {
