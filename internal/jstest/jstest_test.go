@@ -87,13 +87,17 @@ func needNode(t *testing.T) {
 func npmRun(t *testing.T, workspace, script string, env ...string) {
 	t.Helper()
 	needNode(t)
-	// A stalled scenario is killed (with everything it started: node,
-	// parleyd, chromium) two minutes before the package's deadline, so the
-	// failure comes with npm's output instead of a bare timeout panic that
-	// leaves the processes loading the machine.
+	// A stalled scenario is killed with its process group (npm, node and
+	// the parleyd it started; chromium, which Playwright starts in a
+	// session of its own, ends when its DevTools pipe closes) shortly
+	// before the package's deadline, so the failure comes with npm's
+	// output instead of a bare timeout panic that leaves the processes
+	// loading the machine. (Being a group of its own, it does not get a
+	// terminal's Ctrl-C: a local run interrupted by hand leaves it to end
+	// by itself.)
 	ctx, cancel := context.WithCancel(context.Background())
 	if dl, ok := t.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-2*time.Minute))
+		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-min(2*time.Minute, time.Until(dl)/4)))
 	}
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "npm", "run", "--silent", script, "--workspace", workspace)
@@ -105,6 +109,9 @@ func npmRun(t *testing.T, workspace, script string, env ...string) {
 	out, err := cmd.CombinedOutput()
 	t.Logf("npm run %s -w %s:\n%s", script, workspace, out)
 	if err != nil {
+		if ctx.Err() != nil {
+			t.Fatalf("npm run %s -w %s: %v (killed: %v, close to the test deadline)", script, workspace, err, ctx.Err())
+		}
 		t.Fatalf("npm run %s -w %s: %v", script, workspace, err)
 	}
 }

@@ -549,7 +549,19 @@ func TestPushViewAcrossNodes(t *testing.T) {
 	alice := e2e.LoginDevice(t, gw1.Base, "alice", "laptop")
 	bobPhone := e2e.LoginDevice(t, gw2.Base, "bob", "phone")
 	carolPhone := e2e.LoginDevice(t, gw2.Base, "carol", "phone")
+	// alice's socket on gw1 is the barrier for gw1's view: the view has
+	// taken a conversation event (and dropped what it knew of the
+	// conversation's members) before the event's frame reaches her.
+	ac := e2e.Connect(t, gw1.Base, alice)
+	defer ac.Close()
+	untilConv := func(action, id string) {
+		t.Helper()
+		for f := e2e.UntilFrame(t, ac, "conversation"); !strings.Contains(string(f.Raw), `"`+action+`"`) || !strings.Contains(string(f.Raw), id); {
+			f = e2e.UntilFrame(t, ac, "conversation")
+		}
+	}
 	direct := e2e.MustAPI(t, 201, "POST", gw1.Base+"/v1/conversations", alice.Token, map[string]any{"kind": "direct", "members": []string{bobID}})["conversation"].(map[string]any)["id"].(string)
+	untilConv("created", direct)
 	e2e.Eventually(t, 30*time.Second, "gw1's view loaded", func() bool { return e2e.MetricValue(t, gw1.Base, "parley_push_view_ready") == 1 })
 
 	// Nobody but alice could be pushed: once the view has read the
@@ -601,14 +613,8 @@ func TestPushViewAcrossNodes(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	avoided := e2e.MetricValue(t, gw1.Base, "parley_push_jobs_avoided_total")
-	// alice's socket on gw1 is the barrier: gw1's view has dropped the
-	// old members before the frame of the change reaches her.
-	ac := e2e.Connect(t, gw1.Base, alice)
-	defer ac.Close()
 	e2e.MustAPI(t, 201, "POST", gw2.Base+"/v1/conversations/"+group+"/members", alice.Token, map[string]any{"user_id": carolID})
-	for f := e2e.UntilFrame(t, ac, "conversation"); !strings.Contains(string(f.Raw), `"member_added"`); {
-		f = e2e.UntilFrame(t, ac, "conversation")
-	}
+	untilConv("member_added", group)
 	e2e.SendText(t, gw1.Base, alice.Token, group, "g-after", "carol too")
 	e2e.Eventually(t, 30*time.Second, "carol's push", func() bool { return len(prov.APNsFor(carolTok)) == 1 })
 	if n := e2e.MetricValue(t, gw1.Base, "parley_push_jobs_avoided_total"); n != avoided {

@@ -510,12 +510,13 @@ func TestTokenExpiryCloses(t *testing.T) {
 	// slow (race-built, loaded) machine before its first token expires.
 	p := e2e.StartRealtime(t, "--access-token-ttl", "4s", "--ping-interval", "500ms", "--idle-timeout", "8s")
 	e2e.Signup(t, p.Base, "alice")
-	// The laptop logs in last: a login's password hash can take seconds
-	// on a loaded machine and must not eat its 4 s token.
+	// Each token is used right after its login: a login's password hash
+	// can take seconds on a loaded machine and must not eat another
+	// device's 4 s token.
 	a := e2e.LoginDevice(t, p.Base, "alice", "phone")
+	stale := e2e.Connect(t, p.Base, a)
 	other := e2e.LoginDevice(t, p.Base, "alice", "tablet")
 	a2 := e2e.LoginDevice(t, p.Base, "alice", "laptop")
-	stale := e2e.Connect(t, p.Base, a)
 	renewing := e2e.Connect(t, p.Base, a2)
 	// A token of another session is refused.
 	renewing.MustWrite(map[string]any{"type": "auth", "id": "a0", "access_token": other.Token})
