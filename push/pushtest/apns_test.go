@@ -316,14 +316,19 @@ func TestAPNsConcurrentPushes(t *testing.T) {
 func TestAPNsDelay(t *testing.T) {
 	fake := pushtest.NewAPNs(t)
 	client := newAPNsClient(t, fake)
-	fake.SetDelay(2 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	// The connection first, undelayed: a deadline that also had to cover
+	// the dial and the TLS handshake could end before the request reached
+	// the fake on a loaded machine (0 requests after 1 s, once in CI).
+	push(t, client, &apns2.Notification{DeviceToken: fake.NewToken(), Topic: "chat.parley.app", Payload: []byte(`{"aps":{}}`)})
+	fake.Reset()
+	fake.SetDelay(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := client.PushWithContext(ctx, &apns2.Notification{DeviceToken: fake.NewToken(), Topic: "chat.parley.app", Payload: []byte(`{"aps":{}}`)})
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("push with a 100ms deadline: %v, want deadline exceeded", err)
+		t.Fatalf("push with a 1 s deadline to a fake holding answers 10 s: %v, want deadline exceeded", err)
 	}
-	fake.Wait(t, 1, time.Second)
+	fake.Wait(t, 1, 5*time.Second)
 
 	fake.Reset() // drops the delay too
 	if len(fake.Requests()) != 0 {
