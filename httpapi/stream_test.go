@@ -31,7 +31,10 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 // reads slowly but steadily however long the whole download takes, and a
 // client that stops reading is still cut off.
 func TestStreamedListWriteTimeout(t *testing.T) {
-	const timeout = time.Second
+	// 3 s, read in pauses of a twentieth: a reader descheduled for a
+	// moment on a loaded machine stays well inside it, and the 25 pauses
+	// still add up to more than it.
+	const timeout = 3 * time.Second
 	elems := make([]string, 8000) // about 800 KB encoded
 	for i := range elems {
 		elems[i] = strings.Repeat("x", 100)
@@ -78,7 +81,7 @@ func TestStreamedListWriteTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reading the list after %d bytes, %v: %v", len(body), time.Since(start), err)
 			}
-			time.Sleep(timeout / 10)
+			time.Sleep(timeout / 20)
 		}
 		if err := <-done; err != nil {
 			t.Fatalf("the handler could not write the whole list: %v", err)

@@ -139,7 +139,17 @@ func TestFanOutGroupReadsOnce(t *testing.T) {
 	for _, c := range convs {
 		send(c, alice, true)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The jobs are published asynchronously: wait until the queue holds
+	// them all, not a fixed moment.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, _, err := q.Depth(ctx)
+		if err == nil && n >= uint64(phones) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue holds %d jobs (%v), want %d", n, err, phones)
+		}
+	}
 	w := push.NewWorker(q, st, nobodyLive{}, push.WorkerConfig{CollapseWindow: time.Millisecond}, log, apns)
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -189,11 +189,12 @@ func TestReconnectSendRetry(t *testing.T) {
 	errFrame := func(id string, code parley.Code) *client.InFrame {
 		return &client.InFrame{Type: "error", ID: id, Error: &parley.Error{Code: code, Message: "x"}}
 	}
+	before := time.Now() // the backoff (at least 50 ms) runs from after this
 	if !k.onSendError(errFrame("s1", parley.CodeUnavailable)) {
 		t.Fatal("the error of send s1 was not taken as a send's")
 	}
 	k.mu.Lock()
-	if len(k.rc.outbox) != 2 || k.rc.outbox[0] != m1 || m1.attempts != 1 || !m1.notBefore.After(time.Now()) {
+	if len(k.rc.outbox) != 2 || k.rc.outbox[0] != m1 || m1.attempts != 1 || m1.notBefore.Sub(before) < 50*time.Millisecond {
 		t.Fatalf("after unavailable: outbox %d, head %p (m1 %p), attempts %d", len(k.rc.outbox), k.rc.outbox[0], m1, m1.attempts)
 	}
 	k.mu.Unlock()
