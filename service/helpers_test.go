@@ -36,6 +36,21 @@ func newService(st parley.Store, cfg service.Config) *service.Service {
 	return service.New(st, nil, nil, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 }
 
+// createGroup stores a group conversation created at at, owned by owner,
+// with members.
+func createGroup(tb testing.TB, st parley.Store, at time.Time, owner *parley.User, members ...*parley.User) *parley.Conversation {
+	tb.Helper()
+	ms := []parley.Member{{UserID: owner.ID, Role: parley.MemberRoleOwner}}
+	for _, u := range members {
+		ms = append(ms, parley.Member{UserID: u.ID, Role: parley.MemberRoleMember})
+	}
+	c, _, err := st.CreateConversation(context.Background(), &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: at, Members: ms})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
 // createUser stores an active user with handle.
 func createUser(tb testing.TB, st parley.Store, handle string) *parley.User {
 	tb.Helper()

@@ -22,11 +22,7 @@ func TestTakePublishedThroughSends(t *testing.T) {
 	svc.UseBus(bus)
 	svc.KeepPublished(true)
 	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")
-	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: time.Now(),
-		Members: []parley.Member{{UserID: a.ID, Role: parley.MemberRoleOwner}, {UserID: b.ID, Role: parley.MemberRoleMember}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := createGroup(t, st, time.Now(), a, b)
 	pa := &parley.Principal{UserID: a.ID, DeviceID: "a1"}
 	reqs := []service.SendRequest{
 		{ConversationID: c.ID, ClientMsgID: "m1", Body: "one"},

@@ -35,11 +35,7 @@ func TestSendAttachments(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	svc := newService(st, service.Config{MediaLinkLifetime: 90 * time.Minute, Now: func() time.Time { return now }})
 	alice, bob, carol := createUser(t, st, "alice"), createUser(t, st, "bob"), createUser(t, st, "carol")
-	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: now,
-		Members: []parley.Member{{UserID: alice.ID, Role: parley.MemberRoleOwner}, {UserID: bob.ID, Role: parley.MemberRoleMember}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := createGroup(t, st, now, alice, bob)
 	pa, pb, pc := &parley.Principal{UserID: alice.ID, DeviceID: "a"}, &parley.Principal{UserID: bob.ID, DeviceID: "b"}, &parley.Principal{UserID: carol.ID, DeviceID: "c"}
 	m1, m2 := readyMedia(t, st, alice.ID, c.ID), readyMedia(t, st, alice.ID, c.ID)
 

@@ -16,11 +16,7 @@ func TestRetention(t *testing.T) {
 	st := openStore(t)
 	start := time.Now().UTC().Truncate(time.Millisecond)
 	u := createUser(t, st, "keeper")
-	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: start,
-		Members: []parley.Member{{UserID: u.ID, Role: parley.MemberRoleOwner}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := createGroup(t, st, start, u)
 	// 1,500 messages a day old (more than one purge batch), 3 from now.
 	const old, recent = 1500, 3
 	for i := range old + recent {

@@ -21,11 +21,7 @@ func TestSendManyInOrder(t *testing.T) {
 	svc.UseBus(bus)
 	a, b := createUser(t, st, "alice"), createUser(t, st, "bob")
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	c, _, err := st.CreateConversation(ctx, &parley.Conversation{ID: parley.NewID(), Kind: parley.KindGroup, CreatedAt: now,
-		Members: []parley.Member{{UserID: a.ID, Role: parley.MemberRoleOwner}, {UserID: b.ID, Role: parley.MemberRoleMember}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := createGroup(t, st, now, a, b)
 	p := &parley.Principal{UserID: a.ID, DeviceID: "a1"}
 	req := func(conv, cmid, body string) service.SendRequest {
 		return service.SendRequest{ConversationID: conv, ClientMsgID: cmid, Body: body}

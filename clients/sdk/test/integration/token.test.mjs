@@ -61,9 +61,9 @@ test("tokens expiring every 8 s are renewed in band with auth: one connection, n
   await sleep(TTL_S * 1000 * 3.5); // 3.5 lifetimes of a token
   talk.stop();
   const acked = await withTimeout(Promise.all(talk.outs.map((o) => o.out.acked)), 15000, "acks of the chatter");
-  // setInterval drifts on a loaded machine: count what was sent, and
-  // require every send acked.
-  assert.ok(talk.outs.length >= 20 && acked.length === talk.outs.length, `messages flowed (${acked.length} of ${talk.outs.length})`);
+  // setInterval drifts on a loaded machine: count what was sent (every
+  // send was acked: Promise.all above rejects on any failure).
+  assert.ok(talk.outs.length >= 20, `messages flowed (${talk.outs.length} sent and acked)`);
   await checkAll([["alice", alice.client, recA], ["bob", bob.client, recB]], direct.id, acked);
 
   for (const [name, rec] of [["alice", recA], ["bob", recB]]) {
